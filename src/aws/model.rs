@@ -1,0 +1,146 @@
+//! The embedded service model. Parsed once, on first use.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+static MODEL_JSON: &str = include_str!("../../data/aws-model.json");
+
+#[derive(Debug, Deserialize)]
+pub struct Model {
+    pub source: String,
+    pub partitions: Vec<Partition>,
+    pub services: BTreeMap<String, Service>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Partition {
+    pub id: String,
+    pub dns_suffix: String,
+    pub region_regex: String,
+    pub regions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GlobalEndpoint {
+    pub hostname: String,
+    pub region: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Service {
+    pub signing_name: String,
+    pub endpoint_prefix: String,
+    pub protocols: Vec<String>,
+    pub target_prefix: Option<String>,
+    pub json_version: Option<String>,
+    pub api_version: String,
+    pub service_id: String,
+    pub global: BTreeMap<String, GlobalEndpoint>,
+    pub hostname: BTreeMap<String, String>,
+    pub operations: BTreeMap<String, Operation>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Operation {
+    pub method: String,
+    pub uri: String,
+    pub labels: Vec<String>,
+    pub query_literals: Vec<String>,
+    pub required_query: Vec<String>,
+    pub resources: Vec<String>,
+    pub body_member: Option<String>,
+}
+
+/// The model, parsed on first use. The data is part of the binary, so a parse failure is a
+/// build defect that the test suite catches; it still reports rather than panics.
+pub fn model() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| match serde_json::from_str(MODEL_JSON) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("airlock: the embedded AWS model is unreadable ({e}); continuing with none");
+            Model { source: String::new(), partitions: Vec::new(), services: BTreeMap::new() }
+        }
+    })
+}
+
+impl Model {
+    /// Every service that signs with this signing name (`rds` → rds, docdb, neptune).
+    pub fn by_signing_name<'a>(&'a self, signing_name: &'a str) -> impl Iterator<Item = (&'a str, &'a Service)> + 'a {
+        self.services
+            .iter()
+            .filter(move |(_, s)| s.signing_name == signing_name)
+            .map(|(k, s)| (k.as_str(), s))
+    }
+
+    /// The partition a region belongs to: the longest region prefix of a partition's
+    /// pattern that the region starts with (`us-gov-west-1` is aws-us-gov, not aws).
+    pub fn partition_of(&self, region: &str) -> Option<&Partition> {
+        if let Some(p) = self.partitions.iter().find(|p| p.regions.iter().any(|r| r == region)) {
+            return Some(p);
+        }
+        let well_formed = region.rsplit_once('-').is_some_and(|(head, n)| {
+            !head.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && !n.is_empty()
+                && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        });
+        if !well_formed {
+            return None;
+        }
+        self.partitions
+            .iter()
+            .flat_map(|p| region_prefixes(&p.region_regex).into_iter().map(move |pre| (pre, p)))
+            .filter(|(pre, _)| region.starts_with(pre.as_str()))
+            .max_by_key(|(pre, _)| pre.len())
+            .map(|(_, p)| p)
+    }
+}
+
+/// `^(us|eu)\-\w+\-\d+$` → `["us-", "eu-"]`; `^us\-gov\-\w+\-\d+$` → `["us-gov-"]`.
+fn region_prefixes(regex: &str) -> Vec<String> {
+    let body = regex.trim_start_matches('^');
+    let literal = body.split("\\w+").next().unwrap_or("").replace("\\-", "-");
+    // Expand one alternation group, if present: `(us|eu)-` or `eusc-(de)-`.
+    match (literal.find('('), literal.find(')')) {
+        (Some(open), Some(close)) if open < close => {
+            let (head, tail) = (&literal[..open], &literal[close + 1..]);
+            literal[open + 1..close].split('|').map(|alt| format!("{head}{alt}{tail}")).collect()
+        }
+        _ => vec![literal],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_loads_with_every_protocol_known() {
+        let m = model();
+        assert!(m.services.len() > 400, "only {} services", m.services.len());
+        for (name, s) in &m.services {
+            assert!(!s.protocols.is_empty(), "{name} has no protocol");
+            for p in &s.protocols {
+                assert!(super::super::Protocol::from_model(p).is_some(), "{name}: unknown protocol {p}");
+            }
+        }
+        assert_eq!(m.services["dynamodb"].target_prefix.as_deref(), Some("DynamoDB_20120810"));
+    }
+
+    #[test]
+    fn regions_map_to_partitions() {
+        let m = model();
+        let id = |r: &str| m.partition_of(r).map(|p| p.id.as_str());
+        assert_eq!(id("us-east-1"), Some("aws"));
+        assert_eq!(id("eu-west-9"), Some("aws"));
+        assert_eq!(id("us-gov-west-1"), Some("aws-us-gov"));
+        assert_eq!(id("us-gov-east-7"), Some("aws-us-gov"));
+        assert_eq!(id("cn-north-1"), Some("aws-cn"));
+        assert_eq!(id("us-isob-east-3"), Some("aws-iso-b"));
+        assert_eq!(id("eusc-de-east-1"), Some("aws-eusc"));
+        assert_eq!(id("evil.example.com/x-1"), None);
+        assert_eq!(id("mars-north-1"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! airlock: a credential broker between AI agents and AWS.
+//!
+//! # Layout
+//!
+//! The file tree is the request path (see `ARCHITECTURE.md`):
+//!
+//! - [`sigv4`]: SigV4 as the server sees it (pure: parse, canonicalise, verify, aws-chunked).
+//! - [`proxy`]: the server: `accept` (TLS, HTTP) → `authenticate` (a `VerifiedRequest`)
+//!   → `resign` (real credentials) → `forward` (upstream), and `error`, the one place where
+//!   a failure becomes an AWS-shaped response.
+//! - [`aws`]: facts about AWS from its own models (services, protocols, endpoints).
+//! - [`credentials`]: airlock's own real credentials, cached and refreshed ahead of expiry.
+//! - [`state`]: what lives in the state dir (agents).
+//! - [`config`], [`init`], [`cli`]: the configuration file, first-run setup, the command line.
+//! - [`secret`]: the type that keeps secrets out of logs and `Debug`.
+
+pub mod sigv4;
+pub mod secret;
