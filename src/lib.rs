@@ -14,5 +14,16 @@
 //! - [`config`], [`init`], [`cli`]: the configuration file, first-run setup, the command line.
 //! - [`secret`]: the type that keeps secrets out of logs and `Debug`.
 
-pub mod sigv4;
+#![forbid(unsafe_code)]
+
+pub mod approvals;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod init;
+pub mod proxy;
 pub mod secret;
+pub mod serve;
+pub mod sigv4;
+pub mod state;

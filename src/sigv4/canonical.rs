@@ -63,7 +63,11 @@ fn bad_escape() -> AuthError {
 /// Splits a raw query string into decoded pairs, in order. `a` and `a=` both give `("a", "")`.
 pub fn query_pairs(raw: &str) -> Result<Vec<(String, String)>, AuthError> {
     let mut pairs = Vec::new();
-    for part in raw.split('&').filter(|p| !p.is_empty()) {
+    if raw.is_empty() {
+        return Ok(pairs);
+    }
+    // An empty segment (`a=1&&b=2`) is an empty pair: botocore signs it as `=`.
+    for part in raw.split('&') {
         let (k, v) = part.split_once('=').unwrap_or((part, ""));
         let k = String::from_utf8(decode(k, true)?)
             .map_err(|_| AuthError::malformed("query parameter name is not UTF-8"))?;
@@ -96,10 +100,11 @@ pub fn canonical_query(pairs: &[(String, String)], skip: Option<&str>) -> String
 }
 
 /// Encodes decoded pairs back into a query string for forwarding (same strict encoding).
+/// Empty pairs carry nothing and are left out.
 pub fn encode_query(pairs: &[(String, String)]) -> String {
     let mut out = String::new();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
+    for (k, v) in pairs.iter().filter(|(k, v)| !(k.is_empty() && v.is_empty())) {
+        if !out.is_empty() {
             out.push('&');
         }
         out.push_str(&encode(k.as_bytes(), false));
@@ -116,15 +121,15 @@ pub struct CanonicalPath {
     pub canonical: String,
 }
 
-/// S3: decode once, re-encode strictly (so `%2b` and `%2B` and a raw `!` all settle on one
-/// spelling); no normalisation, `..` and `//` are part of a key.
+/// S3: the path exactly as sent (checked for well-formed escapes), encoded once by the
+/// client and never normalised: `..`, `//` and `%2F` are all part of a key.
 pub fn s3_path(raw: &str) -> Result<CanonicalPath, AuthError> {
     let raw = if raw.is_empty() { "/" } else { raw };
     if !raw.starts_with('/') {
         return Err(AuthError::malformed("the request path must start with '/'"));
     }
-    let forward = encode(&decode(raw, false)?, true);
-    Ok(CanonicalPath { canonical: forward.clone(), forward })
+    decode(raw, false)?;
+    Ok(CanonicalPath { canonical: raw.to_string(), forward: raw.to_string() })
 }
 
 /// Every other service: normalise the path as sent (dot segments removed, empty segments
@@ -150,8 +155,9 @@ pub fn normalized_path(raw: &str) -> Result<CanonicalPath, AuthError> {
         forward.push('/');
         forward.push_str(s);
     }
-    let trailing = ["/", "/.", "/.."].iter().any(|t| raw.ends_with(t));
-    if forward.is_empty() || trailing {
+    // As botocore (and so AWS) does it: a trailing slash survives only when the path ends
+    // in one and something is left.
+    if forward.is_empty() || raw.ends_with('/') {
         forward.push('/');
     }
     let canonical = encode(forward.as_bytes(), true);
@@ -240,9 +246,8 @@ mod tests {
     #[test]
     fn s3_paths_are_encoded_once_and_never_normalised() {
         let p = s3_path("/bucket/a%20b/../c//d+e%2b").unwrap();
-        assert_eq!(p.forward, "/bucket/a%20b/../c//d%2Be%2B");
+        assert_eq!(p.forward, "/bucket/a%20b/../c//d+e%2b");
         assert_eq!(p.canonical, p.forward);
-        assert_eq!(s3_path("/b/%E6%97%A5").unwrap().forward, "/b/%E6%97%A5");
         assert!(s3_path("/b/%zz").is_err());
         assert!(s3_path("/b/%4").is_err());
     }
@@ -255,6 +260,8 @@ mod tests {
         assert_eq!(normalized_path("").unwrap().forward, "/");
         assert_eq!(normalized_path("//a//b/").unwrap().forward, "/a/b/");
         assert_eq!(normalized_path("/a/..").unwrap().forward, "/");
+        assert_eq!(normalized_path("/a/b/..").unwrap().forward, "/a");
+        assert_eq!(normalized_path("/a/./").unwrap().forward, "/a/");
         assert_eq!(normalized_path("/../../a").unwrap().forward, "/a");
     }
 

@@ -212,6 +212,10 @@ impl PayloadClaim {
     }
 }
 
+/// What airlock says to a SigV2 request (boto3 and the AWS CLI presign S3 URLs in
+/// us-east-1 with SigV2 unless told otherwise).
+pub const SIGV2_REFUSED: &str = "SigV2 is not supported by airlock; sign with SigV4 (AWS CLI: `aws configure set default.s3.signature_version s3v4`; boto3: Config(signature_version='s3v4'))";
+
 /// The request head as received, before any change.
 pub struct RequestHead<'a> {
     pub method: &'a str,
@@ -247,6 +251,9 @@ impl Prepared {
         let auth_headers: Vec<_> = head.headers.get_all(http::header::AUTHORIZATION).iter().collect();
         let presigned = parse::parse_presigned(&query)?;
         let claim = match (auth_headers.as_slice(), presigned) {
+            ([], None) if query.iter().any(|(k, _)| k == "AWSAccessKeyId") => {
+                return Err(AuthError::unsupported(SIGV2_REFUSED))
+            }
             ([], None) => return Err(AuthError::missing()),
             ([value], None) => {
                 let value = value

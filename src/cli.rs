@@ -1,0 +1,236 @@
+//! The command line. Each command is a small function over the library.
+
+use crate::config::{Config, DEFAULT_PATH};
+use crate::credentials::RealCredentials;
+use crate::init;
+use crate::state::agents::{AgentRecord, AgentStore};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "A credential broker between AI agents and AWS")]
+struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create what is missing: config, local CA and server certificate, state dir. Never overwrites.
+    Init,
+    /// Run the proxy and the approval page (runs `init` first when needed).
+    Serve,
+    /// Manage agents and their proxy-only credentials.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Issue proxy-only credentials for a new agent and print its environment.
+    Add {
+        name: String,
+        /// Print one JSON object instead of `export` lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List agents (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an agent's credentials; a running `serve` refuses them within a second.
+    Revoke { name: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init => cmd_init(&cli.config),
+        Command::Serve => cmd_serve(&cli.config),
+        Command::Agent { command } => match command {
+            AgentCommand::Add { name, json } => cmd_agent_add(&cli.config, &name, json),
+            AgentCommand::List { json } => cmd_agent_list(&cli.config, json),
+            AgentCommand::Revoke { name } => cmd_agent_revoke(&cli.config, &name),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("airlock: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type CmdResult = Result<(), String>;
+
+fn load(config: &Path) -> Result<Config, String> {
+    if !config.exists() {
+        return Err(format!("{} does not exist; run `airlock init` first", config.display()));
+    }
+    Config::load(config).map_err(|e| e.to_string())
+}
+
+fn print_created(created: &init::Created) {
+    for p in &created.paths {
+        println!("created {}", p.display());
+    }
+}
+
+fn cmd_init(config_path: &Path) -> CmdResult {
+    let (config, created) = init::init(config_path).map_err(|e| e.to_string())?;
+    if created.paths.is_empty() {
+        println!("nothing to do: everything already exists");
+    } else {
+        print_created(&created);
+    }
+    println!("next: `airlock agent add NAME --config {}` to issue credentials, then `airlock serve --config {}`", config.path.display(), config.path.display());
+    Ok(())
+}
+
+/// The environment an agent needs.
+pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, String)> {
+    let port = recorded_proxy_port(config).unwrap_or(config.proxy_addr.port());
+    vec![
+        ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", agent.secret_access_key.expose().to_string()),
+        ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
+        ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
+    ]
+}
+
+/// The port a running (or the last) `serve` bound, from `state/listen.json`.
+fn recorded_proxy_port(config: &Config) -> Option<u16> {
+    let text = std::fs::read_to_string(config.state_dir.join("listen.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("proxy")?.as_str()?.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=+@%,".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
+    let env = agent_env(config, agent);
+    if json {
+        let obj: serde_json::Map<String, serde_json::Value> =
+            env.into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        for (k, v) in env {
+            println!("export {k}={}", shell_quote(&v));
+        }
+    }
+}
+
+fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
+    let config = load(config_path)?;
+    let agent = AgentStore::new(&config.state_dir).add(name).map_err(|e| e.to_string())?;
+    print_agent_env(&config, &agent, json);
+    Ok(())
+}
+
+fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
+    let config = load(config_path)?;
+    let file = AgentStore::new(&config.state_dir).load().map_err(|e| e.to_string())?;
+    if json {
+        let rows: Vec<_> = file
+            .agents
+            .iter()
+            .map(|a| serde_json::json!({"name": a.name, "access_key_id": a.access_key_id, "created_at": a.created_at, "revoked_at": a.revoked_at}))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if file.agents.is_empty() {
+        println!("no agents yet: `airlock agent add NAME`");
+    }
+    for a in &file.agents {
+        let status = a.revoked_at.as_deref().map(|t| format!("revoked {t}")).unwrap_or_else(|| "active".into());
+        println!("{:<24} {}  created {}  {}", a.name, a.access_key_id, a.created_at, status);
+    }
+    Ok(())
+}
+
+fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
+    let config = load(config_path)?;
+    AgentStore::new(&config.state_dir).revoke(name).map_err(|e| e.to_string())?;
+    println!("revoked {name}: a running airlock refuses its key within a second");
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info,warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+/// The first and last four characters of an access key id, for the log.
+fn masked(id: &str) -> String {
+    if id.len() > 8 {
+        format!("{}…{}", &id[..4], &id[id.len() - 4..])
+    } else {
+        "…".to_string()
+    }
+}
+
+fn cmd_serve(config_path: &Path) -> CmdResult {
+    init_tracing();
+    let fresh = !config_path.exists();
+    let (config, created) = init::init(config_path).map_err(|e| e.to_string())?;
+    print_created(&created);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        // Checked before any port is bound: a broken TLS setup is a config error.
+        crate::proxy::accept::tls_config(&config).map_err(|e| e.to_string())?;
+        let credentials =
+            RealCredentials::from_default_chain(config.credentials.profile.as_deref(), config.credentials.refresh_ahead).await;
+        match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
+            Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
+            Ok(Err(e)) => tracing::warn!(
+                "{e}: airlock starts anyway, and answers forwarded calls with InternalFailure until it has credentials"
+            ),
+            Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
+        }
+        let bind = |addr: std::net::SocketAddr, key: &'static str| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("{}: {key}: cannot listen on {addr}: {e}", config_path.display()))
+        };
+        let proxy_listener = bind(config.proxy_addr, "[listen] proxy").await?;
+        let approvals_listener = bind(config.approvals_addr, "[listen] approvals").await?;
+        let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+        let approvals_addr = approvals_listener.local_addr().map_err(|e| e.to_string())?;
+        let listen = serde_json::json!({"proxy": proxy_addr.to_string(), "approvals": approvals_addr.to_string(), "pid": std::process::id()});
+        crate::state::write_atomic(&config.state_dir.join("listen.json"), listen.to_string().as_bytes())
+            .map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
+        if fresh {
+            let agent = AgentStore::new(&config.state_dir).add("default").map_err(|e| e.to_string())?;
+            println!("# a first agent, \"default\"; give its environment to your agent:");
+            print_agent_env(&config, &agent, false);
+        }
+        println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        crate::serve::run(config, proxy_listener, approvals_listener, credentials, crate::serve::signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}

@@ -1,0 +1,322 @@
+//! The configuration file: read as a raw [`FileConfig`] (unknown keys refused), then
+//! turned into a validated [`Config`]. An invalid file is reported with its path, the key
+//! and the reason, before any port is bound.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The built-in example, which `airlock init` writes as the starting config.
+pub const EXAMPLE: &str = include_str!("../config/airlock.example.toml");
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/airlock.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: FileListen,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    state: FileState,
+    #[serde(default)]
+    upstream: FileUpstream,
+    #[serde(default)]
+    credentials: FileCredentials,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    proxy: String,
+    approvals: String,
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    dir: String,
+}
+
+impl Default for FileTls {
+    fn default() -> Self {
+        FileTls { dir: "../certs".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileState {
+    dir: String,
+}
+
+impl Default for FileState {
+    fn default() -> Self {
+        FileState { dir: "../state".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileUpstream {
+    endpoint: Option<String>,
+    connect_timeout_secs: u64,
+    response_timeout_secs: u64,
+}
+
+impl Default for FileUpstream {
+    fn default() -> Self {
+        FileUpstream { endpoint: None, connect_timeout_secs: 10, response_timeout_secs: 300 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileCredentials {
+    profile: Option<String>,
+    refresh_ahead_secs: u64,
+}
+
+impl Default for FileCredentials {
+    fn default() -> Self {
+        FileCredentials { profile: None, refresh_ahead_secs: 300 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLimits {
+    max_buffered_body_bytes: u64,
+    max_chunk_bytes: u64,
+    header_read_timeout_secs: u64,
+    max_connections: usize,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_buffered_body_bytes: 16 << 20,
+            max_chunk_bytes: 16 << 20,
+            header_read_timeout_secs: 30,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// A validated configuration. Paths are absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub proxy_addr: SocketAddr,
+    pub approvals_addr: SocketAddr,
+    pub public_url: Option<String>,
+    pub tls_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub upstream: Upstream,
+    pub credentials: CredentialsConfig,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `[upstream] endpoint`: every service goes here instead of AWS.
+    pub endpoint: Option<http::Uri>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialsConfig {
+    pub profile: Option<String>,
+    pub refresh_ahead: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_buffered_body: usize,
+    pub max_chunk: usize,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// A config problem: which file, which key, why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {key}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl Config {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.tls_dir.join("ca.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.tls_dir.join("ca.key")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.tls_dir.join("server.pem")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.tls_dir.join("server.key")
+    }
+
+    /// The endpoint URL agents are given, for a proxy bound on `port`.
+    pub fn agent_endpoint(&self, port: u16) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("https://localhost:{port}"))
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let err = |key: &str, reason: String| ConfigError { path: shown.clone(), key: key.to_string(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let err = |key: &str, reason: String| ConfigError { path: shown.clone(), key: key.to_string(), reason };
+        let raw: FileConfig = toml::from_str(text).map_err(|e| {
+            let reason = e.message().to_string();
+            let key = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                }
+                None => "(syntax)".to_string(),
+            };
+            err(&key, reason)
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = std::path::absolute(&base).map_err(|e| err("(file)", format!("cannot resolve its directory: {e}")))?;
+        let resolve = |p: &str| normalize(&base.join(p));
+
+        let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse().map_err(|_| err(key, format!("{v:?} is not an address such as 127.0.0.1:8443")))
+        };
+        let proxy_addr = addr("[listen] proxy", &raw.listen.proxy)?;
+        let approvals_addr = addr("[listen] approvals", &raw.listen.approvals)?;
+        if !approvals_addr.ip().is_loopback() {
+            return Err(err(
+                "[listen] approvals",
+                "the approval page serves plain HTTP and must listen on a loopback address".into(),
+            ));
+        }
+        if let Some(url) = &raw.listen.public_url {
+            let uri: http::Uri = url.parse().map_err(|_| err("[listen] public_url", format!("{url:?} is not a URL")))?;
+            if uri.scheme_str() != Some("https") || uri.host().is_none() {
+                return Err(err("[listen] public_url", format!("{url:?} must be an https:// URL")));
+            }
+        }
+        let endpoint = match &raw.upstream.endpoint {
+            None => None,
+            Some(e) => {
+                let uri: http::Uri = e.parse().map_err(|_| err("[upstream] endpoint", format!("{e:?} is not a URL")))?;
+                let ok_scheme = matches!(uri.scheme_str(), Some("http") | Some("https"));
+                let bare = uri.path() == "/" || uri.path().is_empty();
+                if !ok_scheme || uri.host().is_none() || !bare || uri.query().is_some() {
+                    return Err(err(
+                        "[upstream] endpoint",
+                        format!("{e:?} must be http:// or https:// with a host and no path"),
+                    ));
+                }
+                Some(uri)
+            }
+        };
+        let positive = |key: &str, v: u64| -> Result<Duration, ConfigError> {
+            if v == 0 {
+                Err(err(key, "must be greater than 0".into()))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        let size = |key: &str, v: u64, min: u64| -> Result<usize, ConfigError> {
+            if v < min {
+                return Err(err(key, format!("must be at least {min}")));
+            }
+            usize::try_from(v).map_err(|_| err(key, "is too large".into()))
+        };
+        if raw.limits.max_connections == 0 {
+            return Err(err("[limits] max_connections", "must be greater than 0".into()));
+        }
+        Ok(Config {
+            path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
+            proxy_addr,
+            approvals_addr,
+            public_url: raw.listen.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            tls_dir: resolve(&raw.tls.dir),
+            state_dir: resolve(&raw.state.dir),
+            upstream: Upstream {
+                endpoint,
+                connect_timeout: positive("[upstream] connect_timeout_secs", raw.upstream.connect_timeout_secs)?,
+                response_timeout: positive("[upstream] response_timeout_secs", raw.upstream.response_timeout_secs)?,
+            },
+            credentials: CredentialsConfig {
+                profile: raw.credentials.profile,
+                refresh_ahead: Duration::from_secs(raw.credentials.refresh_ahead_secs),
+            },
+            limits: Limits {
+                max_buffered_body: size("[limits] max_buffered_body_bytes", raw.limits.max_buffered_body_bytes, 1024)?,
+                max_chunk: size("[limits] max_chunk_bytes", raw.limits.max_chunk_bytes, 8192)?,
+                header_read_timeout: positive("[limits] header_read_timeout_secs", raw.limits.header_read_timeout_secs)?,
+                max_connections: raw.limits.max_connections,
+            },
+        })
+    }
+}
+
+/// Removes `.` and `..` components lexically (the paths may not exist yet).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_valid_and_paths_are_relative_to_the_file() {
+        let c = Config::parse(Path::new("/opt/x/config/airlock.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/opt/x/state"));
+        assert_eq!(c.ca_cert(), PathBuf::from("/opt/x/certs/ca.pem"));
+        assert_eq!(c.proxy_addr.port(), 8443);
+        assert!(c.upstream.endpoint.is_none());
+        assert_eq!(c.agent_endpoint(8443), "https://localhost:8443");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let p = Path::new("/c/airlock.toml");
+        let bad_addr = EXAMPLE.replace("proxy = \"127.0.0.1:8443\"", "proxy = \"nowhere\"");
+        let e = Config::parse(p, &bad_addr).unwrap_err().to_string();
+        assert!(e.contains("/c/airlock.toml") && e.contains("[listen] proxy") && e.contains("nowhere"), "{e}");
+        let unknown = format!("{EXAMPLE}\n[extra]\nx = 1\n");
+        let e = Config::parse(p, &unknown).unwrap_err().to_string();
+        assert!(e.contains("unknown field") && e.contains("line"), "{e}");
+        let endpoint = EXAMPLE.replace("# endpoint = \"http://127.0.0.1:5000\"", "endpoint = \"ftp://x/y\"");
+        let e = Config::parse(p, &endpoint).unwrap_err().to_string();
+        assert!(e.contains("[upstream] endpoint"), "{e}");
+        let public = EXAMPLE.replace("approvals = \"127.0.0.1:8444\"", "approvals = \"0.0.0.0:8444\"");
+        assert!(Config::parse(p, &public).unwrap_err().to_string().contains("loopback"));
+    }
+}

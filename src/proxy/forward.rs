@@ -1,0 +1,84 @@
+//! Phase 4, forward: a pooled keep-alive client (HTTP/1.1 over rustls with the bundled
+//! webpki roots, so the host's `SSL_CERT_FILE` and friends cannot redirect trust), bodies
+//! streamed both ways. An upstream that cannot be reached answers 502, one that is too
+//! slow 504: both AWS-shaped, both retried by SDKs.
+
+use super::body::{BoxError, ProxyBody};
+use super::error::{ProxyError, Shape};
+use super::resign::SignedRequest;
+use crate::config::Upstream;
+use crate::sigv4::AuthError;
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+pub type Client = HyperClient<HttpsConnector<HttpConnector>, ProxyBody>;
+
+pub fn client(upstream: &Upstream) -> Result<Client, ProxyError> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(upstream.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build(https))
+}
+
+/// Response headers that describe the upstream hop only.
+const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"];
+
+/// What the forward phase learned, for the log line.
+pub struct Forwarded {
+    pub response: http::Response<ProxyBody>,
+}
+
+pub async fn forward(client: &Client, upstream: &Upstream, signed: SignedRequest, shape: &Shape) -> Result<Forwarded, ProxyError> {
+    let SignedRequest { request, endpoint, failure } = signed;
+    let sent = tokio::time::timeout(upstream.response_timeout, client.request(request)).await;
+    let check_failure = || -> Option<AuthError> { failure.as_ref().and_then(|f| f.lock().ok().and_then(|mut s| s.take())) };
+    let response = match sent {
+        Err(_) => {
+            return Err(ProxyError::gateway_timeout(format!(
+                "{} did not answer within {} seconds",
+                endpoint.base,
+                upstream.response_timeout.as_secs()
+            )))
+        }
+        Ok(Err(e)) => {
+            if let Some(auth) = check_failure() {
+                return Err(ProxyError::auth(auth, shape));
+            }
+            let reason = if e.is_connect() { "could not connect to" } else { "failed talking to" };
+            return Err(ProxyError::bad_gateway(format!("airlock {reason} {}: {}", endpoint.base, root_cause(&e))));
+        }
+        Ok(Ok(r)) => r,
+    };
+    // The upstream may answer before the body is done; a failed check still wins.
+    if let Some(auth) = check_failure() {
+        return Err(ProxyError::auth(auth, shape));
+    }
+    let (mut parts, body) = response.into_parts();
+    for h in HOP_BY_HOP {
+        parts.headers.remove(*h);
+    }
+    let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
+    Ok(Forwarded { response: http::Response::from_parts(parts, body) })
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

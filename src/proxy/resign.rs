@@ -1,0 +1,118 @@
+//! Phase 3, re-sign: the verified request, signed anew with airlock's real credentials
+//! (`aws-sigv4`) for the upstream that serves it. The agent's signature, token and date are
+//! already gone (see `authenticate::DROPPED_HEADERS`); what is signed here is exactly what
+//! is sent.
+
+use super::authenticate::{forward_query, VerifiedBody, VerifiedRequest};
+use super::body::{full, FailureSlot, ProxyBody};
+use super::error::ProxyError;
+use super::Proxy;
+use crate::aws::endpoint::{self, Endpoint, Hint};
+use crate::aws::model;
+use crate::sigv4::{uses_s3_rules, PayloadClaim};
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use http_body_util::BodyExt;
+use std::time::{Duration, SystemTime};
+
+/// A request ready for the upstream.
+pub struct SignedRequest {
+    pub request: http::Request<ProxyBody>,
+    pub endpoint: Endpoint,
+    /// Set when the streamed body failed a check on its way out.
+    pub failure: Option<FailureSlot>,
+}
+
+/// Where the call goes: the configured emulator, or the real endpoint for its service and region.
+pub fn endpoint_for(proxy: &Proxy, v: &VerifiedRequest) -> Result<Endpoint, ProxyError> {
+    if let Some(base) = &proxy.config.upstream.endpoint {
+        let base = base.to_string();
+        return Ok(Endpoint {
+            base: base.trim_end_matches('/').to_string(),
+            signing_region: v.scope.region.clone(),
+            service: v.scope.service.clone(),
+        });
+    }
+    let target = v.headers.get("x-amz-target").and_then(|t| t.to_str().ok());
+    let hint = Hint { target, path: Some(&v.path) };
+    endpoint::resolve(model(), &v.scope.service, &v.scope.region, &hint).map_err(|e| ProxyError::bad_request(e.0))
+}
+
+pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, ProxyError> {
+    let endpoint = endpoint_for(proxy, &v)?;
+    let creds = proxy.credentials.get().await.map_err(|e| ProxyError::no_credentials(&e.0))?;
+
+    let query = forward_query(&v.query);
+    let uri = if query.is_empty() {
+        format!("{}{}", endpoint.base, v.path)
+    } else {
+        format!("{}{}?{}", endpoint.base, v.path, query)
+    };
+
+    let mut settings = SigningSettings::default();
+    if uses_s3_rules(&v.scope.service) {
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    }
+    if let Some(remaining) = v.presign_remaining {
+        settings.signature_location = SignatureLocation::QueryParams;
+        settings.expires_in = Some(Duration::from_secs(remaining));
+    }
+
+    let signable_body = match (&v.body, v.presign_remaining) {
+        (_, Some(_)) => SignableBody::UnsignedPayload,
+        (VerifiedBody::Full { sha256, .. }, None) => SignableBody::Precomputed(sha256.clone()),
+        (VerifiedBody::Stream { mode, .. }, None) => match mode {
+            PayloadClaim::Hash(h) => SignableBody::Precomputed(hex::encode(h)),
+            PayloadClaim::UnsignedTrailer => SignableBody::StreamingUnsignedPayloadTrailer,
+            // Signed chunks are forwarded decoded, as a plain body.
+            PayloadClaim::Unsigned | PayloadClaim::SignedChunks { .. } | PayloadClaim::FromBody => SignableBody::UnsignedPayload,
+        },
+    };
+
+    let mut header_pairs: Vec<(&str, &str)> = Vec::with_capacity(v.headers.len());
+    for (name, value) in &v.headers {
+        let value = value
+            .to_str()
+            .map_err(|_| ProxyError::bad_request(format!("the header {name} is not visible ASCII")))?;
+        header_pairs.push((name.as_str(), value));
+    }
+    let identity = creds.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&endpoint.signing_region)
+        .name(&v.scope.service)
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| ProxyError::internal(format!("could not prepare the signature: {e}")))?
+        .into();
+    let signable = SignableRequest::new(v.method.as_str(), uri.as_str(), header_pairs.into_iter(), signable_body)
+        .map_err(|e| ProxyError::bad_request(format!("the request cannot be re-signed: {e}")))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| ProxyError::internal(format!("could not sign the request: {e}")))?
+        .into_parts();
+
+    let (body, length, failure) = match v.body {
+        VerifiedBody::Full { bytes, .. } => {
+            let len = bytes.len() as u64;
+            (full(bytes), Some(len), None)
+        }
+        VerifiedBody::Stream { body, failure, length, .. } => (body.boxed(), length, Some(failure)),
+    };
+    let mut request = http::Request::builder()
+        .method(v.method)
+        .uri(&uri)
+        .body(body)
+        .map_err(|e| ProxyError::bad_request(format!("the request cannot be forwarded: {e}")))?;
+    *request.headers_mut() = v.headers;
+    if let Some(len) = length {
+        request.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+    instructions.apply_to_request_http1x(&mut request);
+    Ok(SignedRequest { request, endpoint, failure })
+}

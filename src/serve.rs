@@ -1,0 +1,83 @@
+//! `airlock serve`: wires the phases together and runs them until a shutdown signal.
+//! [`run`] takes already-bound listeners, so tests run the whole server on port 0.
+
+use crate::config::Config;
+use crate::credentials::RealCredentials;
+use crate::proxy::{self, Proxy};
+use crate::state::agents::{AgentRegistry, RELOAD_INTERVAL};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Tls(#[from] proxy::accept::TlsSetupError),
+    #[error("{0}")]
+    Agents(#[from] crate::state::agents::AgentError),
+    #[error("{0}")]
+    Proxy(String),
+}
+
+/// Runs the proxy and the approval page on the given listeners until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    proxy_listener: TcpListener,
+    approvals_listener: TcpListener,
+    credentials: Arc<RealCredentials>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let tls = proxy::accept::tls_config(&config)?;
+    let agents = AgentRegistry::open(&config.state_dir)?;
+    let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(|e| ServeError::Proxy(e.message))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Keep the agent index in step with the file (revocations apply within a second).
+    let reload = {
+        let agents = Arc::clone(&agents);
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        match agents.reload_if_changed() {
+                            Ok(true) => tracing::info!(agents = agents.len(), "agents reloaded"),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "could not reload agents; keeping the previous set"),
+                        }
+                    }
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+    let approvals = tokio::spawn(crate::approvals::serve(approvals_listener, stopped(stop_rx.clone())));
+    let proxy_task = tokio::spawn(proxy::accept::serve(proxy, proxy_listener, tls, stopped(stop_rx)));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = proxy_task.await;
+    let _ = approvals.await;
+    let _ = reload.await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,100 @@
+"""Fixtures for the end-to-end suite: moto (signature checking on), a running airlock, agents.
+
+Run with `cargo build && python3 -m pytest -q tests/e2e` (see README.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from support import MIB, Agent, Airlock, DataFile, Moto, scrubbed_env, unique, write_random_file
+
+# This process makes boto3 clients too: keep the host's AWS settings out of them as well.
+_clean = scrubbed_env()
+os.environ.clear()
+os.environ.update(_clean)
+
+_RUNNING: dict[str, Moto | Airlock] = {}
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    server = Moto(tmp_path_factory.mktemp("moto"))
+    try:
+        server.start()
+        _RUNNING["moto"] = server
+        yield server
+    finally:
+        _RUNNING.pop("moto", None)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[[str], Airlock]]:
+    """Start a fresh airlock (`airlock init`, point it at moto on free ports, `airlock serve`);
+    every one started is stopped when the session ends."""
+    started: list[tuple[str, Airlock]] = []
+
+    def start(label: str) -> Airlock:
+        server = Airlock(tmp_path_factory.mktemp(label), moto)
+        server.init()
+        server.start()
+        started.append((label, server))
+        _RUNNING[label] = server
+        return server
+
+    try:
+        yield start
+    finally:
+        for label, server in started:
+            _RUNNING.pop(label, None)
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def airlock(start_airlock: Callable[[str], Airlock]) -> Airlock:
+    """The airlock most tests go through."""
+    return start_airlock("airlock")
+
+
+@pytest.fixture(scope="session")
+def make_agent(airlock: Airlock) -> Callable[[str], Agent]:
+    """Register a new agent with the running airlock: `make_agent("name")`."""
+    return lambda name: airlock.add_agent(unique(name))
+
+
+@pytest.fixture(scope="session")
+def agent(make_agent: Callable[[str], Agent]) -> Agent:
+    """The agent most tests act as."""
+    return make_agent("e2e-agent")
+
+
+@pytest.fixture(scope="session")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> DataFile:
+    """100 MiB of random bytes, big enough that every client uploads it in parts."""
+    return write_random_file(tmp_path_factory.mktemp("data") / "big.bin", 100 * MIB)
+
+
+# --- failure reports: show what airlock and moto logged while the test ran -------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.stash[_log_marks] = {name: server.log_size() for name, server in _RUNNING.items()}
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        marks = item.stash.get(_log_marks, {})
+        for name, server in list(_RUNNING.items()):
+            report.sections.append((f"{name} log during this test", server.log_tail(marks.get(name, 0))))
+
+
+_log_marks = pytest.StashKey[dict[str, int]]()
