@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "airlock", version, about = "A credential broker between AI agents and AWS")]
+#[command(
+    name = "airlock",
+    version,
+    about = "A credential broker between AI agents and AWS"
+)]
 struct Cli {
     /// The config file.
     #[arg(long, global = true, default_value = DEFAULT_PATH)]
@@ -73,7 +77,10 @@ type CmdResult = Result<(), String>;
 
 fn load(config: &Path) -> Result<Config, String> {
     if !config.exists() {
-        return Err(format!("{} does not exist; run `airlock init` first", config.display()));
+        return Err(format!(
+            "{} does not exist; run `airlock init` first",
+            config.display()
+        ));
     }
     Config::load(config).map_err(|e| e.to_string())
 }
@@ -100,7 +107,10 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
     let port = recorded_proxy_port(config).unwrap_or(config.proxy_addr.port());
     vec![
         ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
-        ("AWS_SECRET_ACCESS_KEY", agent.secret_access_key.expose().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            agent.secret_access_key.expose().to_string(),
+        ),
         ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
         ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
     ]
@@ -110,11 +120,17 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
 fn recorded_proxy_port(config: &Config) -> Option<u16> {
     let text = std::fs::read_to_string(config.state_dir.join("listen.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("proxy")?.as_str()?.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+    v.get("proxy")?
+        .as_str()?
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.port())
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:=+@%,".contains(&b)) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_./:=+@%,".contains(&b))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -124,8 +140,10 @@ fn shell_quote(s: &str) -> String {
 fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
     let env = agent_env(config, agent);
     if json {
-        let obj: serde_json::Map<String, serde_json::Value> =
-            env.into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect();
+        let obj: serde_json::Map<String, serde_json::Value> = env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect();
         println!("{}", serde_json::Value::Object(obj));
     } else {
         for (k, v) in env {
@@ -136,14 +154,18 @@ fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
 
 fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
     let config = load(config_path)?;
-    let agent = AgentStore::new(&config.state_dir).add(name).map_err(|e| e.to_string())?;
+    let agent = AgentStore::new(&config.state_dir)
+        .add(name)
+        .map_err(|e| e.to_string())?;
     print_agent_env(&config, &agent, json);
     Ok(())
 }
 
 fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
     let config = load(config_path)?;
-    let file = AgentStore::new(&config.state_dir).load().map_err(|e| e.to_string())?;
+    let file = AgentStore::new(&config.state_dir)
+        .load()
+        .map_err(|e| e.to_string())?;
     if json {
         let rows: Vec<_> = file
             .agents
@@ -157,15 +179,24 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
         println!("no agents yet: `airlock agent add NAME`");
     }
     for a in &file.agents {
-        let status = a.revoked_at.as_deref().map(|t| format!("revoked {t}")).unwrap_or_else(|| "active".into());
-        println!("{:<24} {}  created {}  {}", a.name, a.access_key_id, a.created_at, status);
+        let status = a
+            .revoked_at
+            .as_deref()
+            .map(|t| format!("revoked {t}"))
+            .unwrap_or_else(|| "active".into());
+        println!(
+            "{:<24} {}  created {}  {}",
+            a.name, a.access_key_id, a.created_at, status
+        );
     }
     Ok(())
 }
 
 fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
     let config = load(config_path)?;
-    AgentStore::new(&config.state_dir).revoke(name).map_err(|e| e.to_string())?;
+    AgentStore::new(&config.state_dir)
+        .revoke(name)
+        .map_err(|e| e.to_string())?;
     println!("revoked {name}: a running airlock refuses its key within a second");
     Ok(())
 }
@@ -173,7 +204,9 @@ fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info,warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

@@ -45,7 +45,9 @@ struct FileTls {
 
 impl Default for FileTls {
     fn default() -> Self {
-        FileTls { dir: "../certs".into() }
+        FileTls {
+            dir: "../certs".into(),
+        }
     }
 }
 
@@ -57,7 +59,9 @@ struct FileState {
 
 impl Default for FileState {
     fn default() -> Self {
-        FileState { dir: "../state".into() }
+        FileState {
+            dir: "../state".into(),
+        }
     }
 }
 
@@ -71,7 +75,11 @@ struct FileUpstream {
 
 impl Default for FileUpstream {
     fn default() -> Self {
-        FileUpstream { endpoint: None, connect_timeout_secs: 10, response_timeout_secs: 300 }
+        FileUpstream {
+            endpoint: None,
+            connect_timeout_secs: 10,
+            response_timeout_secs: 300,
+        }
     }
 }
 
@@ -84,7 +92,10 @@ struct FileCredentials {
 
 impl Default for FileCredentials {
     fn default() -> Self {
-        FileCredentials { profile: None, refresh_ahead_secs: 300 }
+        FileCredentials {
+            profile: None,
+            refresh_ahead_secs: 300,
+        }
     }
 }
 
@@ -169,19 +180,30 @@ impl Config {
 
     /// The endpoint URL agents are given, for a proxy bound on `port`.
     pub fn agent_endpoint(&self, port: u16) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("https://localhost:{port}"))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("https://localhost:{port}"))
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let err = |key: &str, reason: String| ConfigError { path: shown.clone(), key: key.to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+        let err = |key: &str, reason: String| ConfigError {
+            path: shown.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err("(file)", format!("cannot read: {e}")))?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let err = |key: &str, reason: String| ConfigError { path: shown.clone(), key: key.to_string(), reason };
+        let err = |key: &str, reason: String| ConfigError {
+            path: shown.clone(),
+            key: key.to_string(),
+            reason,
+        };
         let raw: FileConfig = toml::from_str(text).map_err(|e| {
             let reason = e.message().to_string();
             let key = match e.span() {
@@ -193,16 +215,23 @@ impl Config {
             };
             err(&key, reason)
         })?;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        let base = std::path::absolute(&base).map_err(|e| err("(file)", format!("cannot resolve its directory: {e}")))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let base = std::path::absolute(&base)
+            .map_err(|e| err("(file)", format!("cannot resolve its directory: {e}")))?;
         let resolve = |p: &str| normalize(&base.join(p));
 
         let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
-            v.parse().map_err(|_| err(key, format!("{v:?} is not an address such as 127.0.0.1:8443")))
+            v.parse().map_err(|_| {
+                err(
+                    key,
+                    format!("{v:?} is not an address such as 127.0.0.1:8443"),
+                )
+            })
         };
         let proxy_addr = addr("[listen] proxy", &raw.listen.proxy)?;
         let approvals_addr = addr("[listen] approvals", &raw.listen.approvals)?;
@@ -213,15 +242,22 @@ impl Config {
             ));
         }
         if let Some(url) = &raw.listen.public_url {
-            let uri: http::Uri = url.parse().map_err(|_| err("[listen] public_url", format!("{url:?} is not a URL")))?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| err("[listen] public_url", format!("{url:?} is not a URL")))?;
             if uri.scheme_str() != Some("https") || uri.host().is_none() {
-                return Err(err("[listen] public_url", format!("{url:?} must be an https:// URL")));
+                return Err(err(
+                    "[listen] public_url",
+                    format!("{url:?} must be an https:// URL"),
+                ));
             }
         }
         let endpoint = match &raw.upstream.endpoint {
             None => None,
             Some(e) => {
-                let uri: http::Uri = e.parse().map_err(|_| err("[upstream] endpoint", format!("{e:?} is not a URL")))?;
+                let uri: http::Uri = e
+                    .parse()
+                    .map_err(|_| err("[upstream] endpoint", format!("{e:?} is not a URL")))?;
                 let ok_scheme = matches!(uri.scheme_str(), Some("http") | Some("https"));
                 let bare = uri.path() == "/" || uri.path().is_empty();
                 if !ok_scheme || uri.host().is_none() || !bare || uri.query().is_some() {
@@ -247,28 +283,47 @@ impl Config {
             usize::try_from(v).map_err(|_| err(key, "is too large".into()))
         };
         if raw.limits.max_connections == 0 {
-            return Err(err("[limits] max_connections", "must be greater than 0".into()));
+            return Err(err(
+                "[limits] max_connections",
+                "must be greater than 0".into(),
+            ));
         }
         Ok(Config {
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr,
             approvals_addr,
-            public_url: raw.listen.public_url.map(|u| u.trim_end_matches('/').to_string()),
+            public_url: raw
+                .listen
+                .public_url
+                .map(|u| u.trim_end_matches('/').to_string()),
             tls_dir: resolve(&raw.tls.dir),
             state_dir: resolve(&raw.state.dir),
             upstream: Upstream {
                 endpoint,
-                connect_timeout: positive("[upstream] connect_timeout_secs", raw.upstream.connect_timeout_secs)?,
-                response_timeout: positive("[upstream] response_timeout_secs", raw.upstream.response_timeout_secs)?,
+                connect_timeout: positive(
+                    "[upstream] connect_timeout_secs",
+                    raw.upstream.connect_timeout_secs,
+                )?,
+                response_timeout: positive(
+                    "[upstream] response_timeout_secs",
+                    raw.upstream.response_timeout_secs,
+                )?,
             },
             credentials: CredentialsConfig {
                 profile: raw.credentials.profile,
                 refresh_ahead: Duration::from_secs(raw.credentials.refresh_ahead_secs),
             },
             limits: Limits {
-                max_buffered_body: size("[limits] max_buffered_body_bytes", raw.limits.max_buffered_body_bytes, 1024)?,
+                max_buffered_body: size(
+                    "[limits] max_buffered_body_bytes",
+                    raw.limits.max_buffered_body_bytes,
+                    1024,
+                )?,
                 max_chunk: size("[limits] max_chunk_bytes", raw.limits.max_chunk_bytes, 8192)?,
-                header_read_timeout: positive("[limits] header_read_timeout_secs", raw.limits.header_read_timeout_secs)?,
+                header_read_timeout: positive(
+                    "[limits] header_read_timeout_secs",
+                    raw.limits.header_read_timeout_secs,
+                )?,
                 max_connections: raw.limits.max_connections,
             },
         })
@@ -309,14 +364,26 @@ mod tests {
         let p = Path::new("/c/airlock.toml");
         let bad_addr = EXAMPLE.replace("proxy = \"127.0.0.1:8443\"", "proxy = \"nowhere\"");
         let e = Config::parse(p, &bad_addr).unwrap_err().to_string();
-        assert!(e.contains("/c/airlock.toml") && e.contains("[listen] proxy") && e.contains("nowhere"), "{e}");
+        assert!(
+            e.contains("/c/airlock.toml") && e.contains("[listen] proxy") && e.contains("nowhere"),
+            "{e}"
+        );
         let unknown = format!("{EXAMPLE}\n[extra]\nx = 1\n");
         let e = Config::parse(p, &unknown).unwrap_err().to_string();
         assert!(e.contains("unknown field") && e.contains("line"), "{e}");
-        let endpoint = EXAMPLE.replace("# endpoint = \"http://127.0.0.1:5000\"", "endpoint = \"ftp://x/y\"");
+        let endpoint = EXAMPLE.replace(
+            "# endpoint = \"http://127.0.0.1:5000\"",
+            "endpoint = \"ftp://x/y\"",
+        );
         let e = Config::parse(p, &endpoint).unwrap_err().to_string();
         assert!(e.contains("[upstream] endpoint"), "{e}");
-        let public = EXAMPLE.replace("approvals = \"127.0.0.1:8444\"", "approvals = \"0.0.0.0:8444\"");
-        assert!(Config::parse(p, &public).unwrap_err().to_string().contains("loopback"));
+        let public = EXAMPLE.replace(
+            "approvals = \"127.0.0.1:8444\"",
+            "approvals = \"0.0.0.0:8444\"",
+        );
+        assert!(Config::parse(p, &public)
+            .unwrap_err()
+            .to_string()
+            .contains("loopback"));
     }
 }

@@ -40,7 +40,10 @@ impl RealCredentials {
         Self::with_provider(Some(SharedCredentialsProvider::new(chain)), refresh_ahead)
     }
 
-    pub fn with_provider(provider: Option<SharedCredentialsProvider>, refresh_ahead: Duration) -> Arc<Self> {
+    pub fn with_provider(
+        provider: Option<SharedCredentialsProvider>,
+        refresh_ahead: Duration,
+    ) -> Arc<Self> {
         Arc::new(RealCredentials {
             provider,
             cached: RwLock::new(None),
@@ -77,7 +80,9 @@ impl RealCredentials {
         }
         let _guard = self.refreshing.lock().await;
         if let Some(c) = self.cached.read().await.clone() {
-            if c.expiry().is_none_or(|e| e > SystemTime::now() + Duration::from_secs(10)) {
+            if c.expiry()
+                .is_none_or(|e| e > SystemTime::now() + Duration::from_secs(10))
+            {
                 return Ok(c);
             }
         }
@@ -116,14 +121,20 @@ mod tests {
     #[tokio::test]
     async fn agent_keys_are_never_used_as_real_credentials() {
         let fake = Credentials::new("AIRLOCKABCDEFGHIJKLM", "secret", None, None, "env");
-        let real = RealCredentials::with_provider(Some(SharedCredentialsProvider::new(fake)), Duration::from_secs(300));
+        let real = RealCredentials::with_provider(
+            Some(SharedCredentialsProvider::new(fake)),
+            Duration::from_secs(300),
+        );
         assert!(real.get().await.unwrap_err().0.contains("proxy-only"));
     }
 
     #[tokio::test]
     async fn static_credentials_are_cached() {
         let c = Credentials::new("AKIAEXAMPLE", "secret", None, None, "env");
-        let real = RealCredentials::with_provider(Some(SharedCredentialsProvider::new(c)), Duration::from_secs(300));
+        let real = RealCredentials::with_provider(
+            Some(SharedCredentialsProvider::new(c)),
+            Duration::from_secs(300),
+        );
         assert_eq!(real.get().await.unwrap().access_key_id(), "AKIAEXAMPLE");
         assert!(real.cached.read().await.is_some());
         let none = RealCredentials::with_provider(None, Duration::from_secs(300));

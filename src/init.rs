@@ -3,7 +3,8 @@
 
 use crate::config::{Config, EXAMPLE};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
 };
 use std::fs;
 use std::io::Write;
@@ -119,10 +120,18 @@ fn validity(params: &mut CertificateParams, days: i64) {
 fn new_ca() -> Result<(String, String), InitError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "airlock local CA");
-    params.distinguished_name.push(DnType::OrganizationName, "airlock");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "airlock local CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "airlock");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut params, 3650);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -135,15 +144,27 @@ fn new_server_cert(ca_cert_pem: &str, ca_key_pem: &str) -> Result<(String, Strin
     let ca_params = CertificateParams::from_ca_cert_pem(ca_cert_pem)?;
     let ca = ca_params.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ])?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, 825);
     let cert = params.signed_by(&key, &ca, &ca_key)?;
-    Ok((format!("{}{}", cert.pem(), ca_cert_pem), key.serialize_pem()))
+    Ok((
+        format!("{}{}", cert.pem(), ca_cert_pem),
+        key.serialize_pem(),
+    ))
 }
 
 #[cfg(test)]

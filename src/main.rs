@@ -4,7 +4,10 @@ fn main() -> std::process::ExitCode {
     // airlock's own AWS calls must never be pointed at airlock (or anywhere an agent's
     // environment says): drop endpoint overrides before anything reads the environment.
     for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(|k| k.starts_with("AWS_ENDPOINT_URL")) {
+        if key
+            .to_str()
+            .is_some_and(|k| k.starts_with("AWS_ENDPOINT_URL"))
+        {
             std::env::remove_var(key);
         }
     }

@@ -30,7 +30,8 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let tls = proxy::accept::tls_config(&config)?;
     let agents = AgentRegistry::open(&config.state_dir)?;
-    let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(|e| ServeError::Proxy(e.message))?;
+    let proxy = Proxy::new(config, Arc::clone(&agents), credentials)
+        .map_err(|e| ServeError::Proxy(e.message))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -57,8 +58,16 @@ pub async fn run(
             }
         })
     };
-    let approvals = tokio::spawn(crate::approvals::serve(approvals_listener, stopped(stop_rx.clone())));
-    let proxy_task = tokio::spawn(proxy::accept::serve(proxy, proxy_listener, tls, stopped(stop_rx)));
+    let approvals = tokio::spawn(crate::approvals::serve(
+        approvals_listener,
+        stopped(stop_rx.clone()),
+    ));
+    let proxy_task = tokio::spawn(proxy::accept::serve(
+        proxy,
+        proxy_listener,
+        tls,
+        stopped(stop_rx),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");

@@ -22,10 +22,21 @@ fn page(req: &http::Request<hyper::body::Incoming>) -> http::Response<ProxyBody>
     };
     let mut resp = http::Response::new(full(body));
     *resp.status_mut() = status;
-    let ct = if body.starts_with('<') { "text/html; charset=utf-8" } else { "text/plain; charset=utf-8" };
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
-    resp.headers_mut().insert("x-frame-options", http::HeaderValue::from_static("DENY"));
-    resp.headers_mut().insert("content-security-policy", http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"));
+    let ct = if body.starts_with('<') {
+        "text/html; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ct),
+    );
+    resp.headers_mut()
+        .insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    resp.headers_mut().insert(
+        "content-security-policy",
+        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
     resp
 }
 
@@ -38,7 +49,9 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
         };
         tokio::spawn(async move {
             let service = service_fn(|req| async move { Ok::<_, Infallible>(page(&req)) });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
         });
     }
 }

@@ -60,14 +60,21 @@ pub fn model() -> &'static Model {
         Ok(m) => m,
         Err(e) => {
             eprintln!("airlock: the embedded AWS model is unreadable ({e}); continuing with none");
-            Model { source: String::new(), partitions: Vec::new(), services: BTreeMap::new() }
+            Model {
+                source: String::new(),
+                partitions: Vec::new(),
+                services: BTreeMap::new(),
+            }
         }
     })
 }
 
 impl Model {
     /// Every service that signs with this signing name (`rds` → rds, docdb, neptune).
-    pub fn by_signing_name<'a>(&'a self, signing_name: &'a str) -> impl Iterator<Item = (&'a str, &'a Service)> + 'a {
+    pub fn by_signing_name<'a>(
+        &'a self,
+        signing_name: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Service)> + 'a {
         self.services
             .iter()
             .filter(move |(_, s)| s.signing_name == signing_name)
@@ -77,7 +84,11 @@ impl Model {
     /// The partition a region belongs to: the longest region prefix of a partition's
     /// pattern that the region starts with (`us-gov-west-1` is aws-us-gov, not aws).
     pub fn partition_of(&self, region: &str) -> Option<&Partition> {
-        if let Some(p) = self.partitions.iter().find(|p| p.regions.iter().any(|r| r == region)) {
+        if let Some(p) = self
+            .partitions
+            .iter()
+            .find(|p| p.regions.iter().any(|r| r == region))
+        {
             return Some(p);
         }
         let well_formed = region.rsplit_once('-').is_some_and(|(head, n)| {
@@ -91,7 +102,11 @@ impl Model {
         }
         self.partitions
             .iter()
-            .flat_map(|p| region_prefixes(&p.region_regex).into_iter().map(move |pre| (pre, p)))
+            .flat_map(|p| {
+                region_prefixes(&p.region_regex)
+                    .into_iter()
+                    .map(move |pre| (pre, p))
+            })
             .filter(|(pre, _)| region.starts_with(pre.as_str()))
             .max_by_key(|(pre, _)| pre.len())
             .map(|(_, p)| p)
@@ -106,7 +121,10 @@ fn region_prefixes(regex: &str) -> Vec<String> {
     match (literal.find('('), literal.find(')')) {
         (Some(open), Some(close)) if open < close => {
             let (head, tail) = (&literal[..open], &literal[close + 1..]);
-            literal[open + 1..close].split('|').map(|alt| format!("{head}{alt}{tail}")).collect()
+            literal[open + 1..close]
+                .split('|')
+                .map(|alt| format!("{head}{alt}{tail}"))
+                .collect()
         }
         _ => vec![literal],
     }
@@ -123,10 +141,16 @@ mod tests {
         for (name, s) in &m.services {
             assert!(!s.protocols.is_empty(), "{name} has no protocol");
             for p in &s.protocols {
-                assert!(super::super::Protocol::from_model(p).is_some(), "{name}: unknown protocol {p}");
+                assert!(
+                    super::super::Protocol::from_model(p).is_some(),
+                    "{name}: unknown protocol {p}"
+                );
             }
         }
-        assert_eq!(m.services["dynamodb"].target_prefix.as_deref(), Some("DynamoDB_20120810"));
+        assert_eq!(
+            m.services["dynamodb"].target_prefix.as_deref(),
+            Some("DynamoDB_20120810")
+        );
     }
 
     #[test]

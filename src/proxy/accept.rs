@@ -34,7 +34,9 @@ pub enum TlsSetupError {
 /// The server's TLS configuration from the files `airlock init` made.
 pub fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
     let (cert_path, key_path) = (config.server_cert(), config.server_key());
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| TlsSetupError::Read(p.display().to_string(), e));
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| TlsSetupError::Read(p.display().to_string(), e))
+    };
     let cert_pem = read(&cert_path)?;
     let key_pem = read(&key_path)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -72,7 +74,11 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(256 * 1024);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256).max_header_list_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
 

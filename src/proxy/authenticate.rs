@@ -9,7 +9,9 @@ use super::body::{read_limited, Check, CheckedBody, FailureSlot, ReadError};
 use super::error::{ProxyError, Shape};
 use super::Proxy;
 use crate::sigv4::chunked::{ChunkDecoder, ChunkSigner};
-use crate::sigv4::{self, canonical, AuthError, PayloadClaim, Prepared, RequestHead, Scope, SigningKey};
+use crate::sigv4::{
+    self, canonical, AuthError, PayloadClaim, Prepared, RequestHead, Scope, SigningKey,
+};
 use crate::state::agents::Agent;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -18,7 +20,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// A request whose signature verified. Only [`authenticate`] makes one.
+/// A request whose signature verified. Only [`authenticate`] makes one: the private
+/// `_proof` field keeps every other module from building it.
+#[allow(clippy::manual_non_exhaustive)]
 pub struct VerifiedRequest {
     pub agent: Arc<Agent>,
     pub scope: Scope,
@@ -38,8 +42,13 @@ pub struct VerifiedRequest {
 pub enum VerifiedBody {
     /// Read whole and covered by the signature; its SHA-256 (hex).
     Full { bytes: Bytes, sha256: String },
-    /// Streamed with a check; `sha256` is the declared hash when there is one.
-    Stream { body: CheckedBody, failure: FailureSlot, length: Option<u64>, mode: PayloadClaim },
+    /// Streamed with a check (`mode` says which).
+    Stream {
+        body: Box<CheckedBody>,
+        failure: FailureSlot,
+        length: Option<u64>,
+        mode: PayloadClaim,
+    },
 }
 
 /// Headers that re-signing replaces or that describe one hop only; each is dropped from
@@ -89,7 +98,11 @@ const PRESIGN_PARAMS: &[&str] = &[
     "X-Amz-Security-Token",
 ];
 
-pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &Shape) -> Result<VerifiedRequest, ProxyError> {
+pub async fn authenticate(
+    proxy: &Proxy,
+    req: http::Request<Incoming>,
+    shape: &Shape,
+) -> Result<VerifiedRequest, ProxyError> {
     let auth = |e: AuthError| ProxyError::auth(e, shape);
     let (parts, body) = req.into_parts();
 
@@ -97,24 +110,42 @@ pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &S
     let host_headers: Vec<_> = parts.headers.get_all(http::header::HOST).iter().collect();
     let host = match (host_headers.as_slice(), parts.uri.authority()) {
         ([], Some(a)) => a.as_str().to_string(),
-        ([h], None) => h.to_str().map_err(|_| ProxyError::bad_request("the Host header is not ASCII"))?.to_string(),
+        ([h], None) => h
+            .to_str()
+            .map_err(|_| ProxyError::bad_request("the Host header is not ASCII"))?
+            .to_string(),
         ([h], Some(a)) if h.as_bytes() == a.as_str().as_bytes() => a.as_str().to_string(),
         ([_], Some(_)) => return Err(ProxyError::bad_request("Host and :authority disagree")),
         ([], None) => return Err(ProxyError::bad_request("the request has no Host")),
-        _ => return Err(ProxyError::bad_request("the request has more than one Host header")),
+        _ => {
+            return Err(ProxyError::bad_request(
+                "the request has more than one Host header",
+            ))
+        }
     };
 
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
-    let head = RequestHead { method: parts.method.as_str(), raw_path, raw_query, headers: &parts.headers, host: &host };
+    let head = RequestHead {
+        method: parts.method.as_str(),
+        raw_path,
+        raw_query,
+        headers: &parts.headers,
+        host: &host,
+    };
     let prepared = Prepared::from_head(&head).map_err(auth)?;
 
-    let agent = proxy.agents.get(&prepared.claim.access_key_id).ok_or_else(|| auth(AuthError::unknown_key()))?;
+    let agent = proxy
+        .agents
+        .get(&prepared.claim.access_key_id)
+        .ok_or_else(|| auth(AuthError::unknown_key()))?;
     // Agents hold no session token that AWS would know; one in the request is not theirs.
     if prepared.session_token.is_some() {
         return Err(auth(AuthError::bad_token()));
     }
-    prepared.check_time(time::OffsetDateTime::now_utc()).map_err(auth)?;
+    prepared
+        .check_time(time::OffsetDateTime::now_utc())
+        .map_err(auth)?;
     let key = proxy.signing_key(&agent, &prepared.claim.scope);
 
     let s3 = sigv4::uses_s3_rules(&prepared.claim.scope.service);
@@ -124,14 +155,26 @@ pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &S
         // S3 uploads stream; the signature over the head is checked before a byte moves.
         (true, PayloadClaim::Hash(expected)) => {
             prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
-            stream(body, Check::Hash { hasher: Sha256::new(), expected }, declared_len, prepared.payload)
+            stream(
+                body,
+                Check::Hash {
+                    hasher: Sha256::new(),
+                    expected,
+                },
+                declared_len,
+                prepared.payload,
+            )
         }
         (true, PayloadClaim::Unsigned | PayloadClaim::UnsignedTrailer) => {
-            prepared.check(&key, &prepared.payload.canonical().unwrap_or_default()).map_err(auth)?;
+            prepared
+                .check(&key, &prepared.payload.canonical().unwrap_or_default())
+                .map_err(auth)?;
             stream(body, Check::Passthrough, declared_len, prepared.payload)
         }
         (true, PayloadClaim::SignedChunks { trailer }) => {
-            prepared.check(&key, &prepared.payload.canonical().unwrap_or_default()).map_err(auth)?;
+            prepared
+                .check(&key, &prepared.payload.canonical().unwrap_or_default())
+                .map_err(auth)?;
             let decoded_len = decoded_length(&parts.headers).map_err(auth)?;
             let signer = ChunkSigner {
                 key,
@@ -139,15 +182,36 @@ pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &S
                 scope: prepared.claim.scope.clone(),
                 previous: prepared.seed_signature(),
             };
-            let decoder = Box::new(ChunkDecoder::new(Some(signer), trailer, proxy.config.limits.max_chunk));
-            stream(body, Check::Chunked { decoder, expected_len: decoded_len }, Some(decoded_len), prepared.payload)
+            let decoder = Box::new(ChunkDecoder::new(
+                Some(signer),
+                trailer,
+                proxy.config.limits.max_chunk,
+            ));
+            stream(
+                body,
+                Check::Chunked {
+                    decoder,
+                    expected_len: decoded_len,
+                },
+                Some(decoded_len),
+                prepared.payload,
+            )
         }
         // Everything else is read whole: its signature covers it, and later phases read it.
         (_, claim) => {
             let bytes = match read_limited(body, proxy.config.limits.max_buffered_body).await {
                 Ok(b) => b,
-                Err(ReadError::TooLarge) => return Err(ProxyError::too_large(proxy.config.limits.max_buffered_body, shape)),
-                Err(ReadError::Io(e)) => return Err(ProxyError::bad_request(format!("could not read the request body: {e}"))),
+                Err(ReadError::TooLarge) => {
+                    return Err(ProxyError::too_large(
+                        proxy.config.limits.max_buffered_body,
+                        shape,
+                    ))
+                }
+                Err(ReadError::Io(e)) => {
+                    return Err(ProxyError::bad_request(format!(
+                        "could not read the request body: {e}"
+                    )))
+                }
             };
             let sha256 = sigv4::sha256_hex(&bytes);
             let signed_hash = match claim {
@@ -162,11 +226,17 @@ pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &S
                 }
                 PayloadClaim::Unsigned if bytes.is_empty() => "UNSIGNED-PAYLOAD".to_string(),
                 PayloadClaim::Unsigned => {
-                    let why = if presigned { "a presigned request may not carry a body" } else { "this service's requests must sign their body" };
+                    let why = if presigned {
+                        "a presigned request may not carry a body"
+                    } else {
+                        "this service's requests must sign their body"
+                    };
                     return Err(auth(AuthError::malformed(why)));
                 }
                 PayloadClaim::UnsignedTrailer | PayloadClaim::SignedChunks { .. } => {
-                    return Err(auth(AuthError::unsupported("streaming aws-chunked payloads are only accepted for S3")))
+                    return Err(auth(AuthError::unsupported(
+                        "streaming aws-chunked payloads are only accepted for S3",
+                    )))
                 }
             };
             prepared.check(&key, &signed_hash).map_err(auth)?;
@@ -177,7 +247,12 @@ pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &S
     let chunked = matches!(prepared.payload, PayloadClaim::SignedChunks { .. });
     let headers = signed_headers(&parts.headers, &prepared.claim.signed_headers, chunked);
     let query = if presigned {
-        prepared.query.iter().filter(|(k, _)| !PRESIGN_PARAMS.contains(&k.as_str())).cloned().collect()
+        prepared
+            .query
+            .iter()
+            .filter(|(k, _)| !PRESIGN_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect()
     } else {
         prepared.query.clone()
     };
@@ -197,11 +272,19 @@ pub async fn authenticate(proxy: &Proxy, req: http::Request<Incoming>, shape: &S
 
 fn stream(body: Incoming, check: Check, length: Option<u64>, mode: PayloadClaim) -> VerifiedBody {
     let (body, failure) = CheckedBody::new(body, check);
-    VerifiedBody::Stream { body, failure, length, mode }
+    VerifiedBody::Stream {
+        body: Box::new(body),
+        failure,
+        length,
+        mode,
+    }
 }
 
 fn decoded_length(headers: &HeaderMap) -> Result<u64, AuthError> {
-    let values: Vec<_> = headers.get_all("x-amz-decoded-content-length").iter().collect();
+    let values: Vec<_> = headers
+        .get_all("x-amz-decoded-content-length")
+        .iter()
+        .collect();
     match values.as_slice() {
         [v] => v
             .to_str()
@@ -209,7 +292,9 @@ fn decoded_length(headers: &HeaderMap) -> Result<u64, AuthError> {
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| AuthError::malformed("x-amz-decoded-content-length is not a number")),
-        _ => Err(AuthError::malformed("a signed aws-chunked upload needs one x-amz-decoded-content-length header")),
+        _ => Err(AuthError::malformed(
+            "a signed aws-chunked upload needs one x-amz-decoded-content-length header",
+        )),
     }
 }
 
@@ -218,10 +303,14 @@ fn decoded_length(headers: &HeaderMap) -> Result<u64, AuthError> {
 fn signed_headers(all: &HeaderMap, signed: &[String], decoded_chunks: bool) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in signed {
-        if DROPPED_HEADERS.contains(&name.as_str()) || (decoded_chunks && CHUNK_FRAMING_HEADERS.contains(&name.as_str())) {
+        if DROPPED_HEADERS.contains(&name.as_str())
+            || (decoded_chunks && CHUNK_FRAMING_HEADERS.contains(&name.as_str()))
+        {
             continue;
         }
-        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else { continue };
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
         for value in all.get_all(&header) {
             if decoded_chunks && header == http::header::CONTENT_ENCODING {
                 // Drop the aws-chunked coding; keep any other (e.g. gzip of the object itself).

@@ -25,7 +25,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> ProxyBody {
@@ -63,7 +65,10 @@ pub enum Check {
     /// A declared SHA-256 of the whole body.
     Hash { hasher: Sha256, expected: [u8; 32] },
     /// Signed aws-chunked framing, decoded; `expected_len` is `x-amz-decoded-content-length`.
-    Chunked { decoder: Box<ChunkDecoder>, expected_len: u64 },
+    Chunked {
+        decoder: Box<ChunkDecoder>,
+        expected_len: u64,
+    },
 }
 
 /// Shared with the forward phase, which reports this error instead of the upstream's.
@@ -81,7 +86,14 @@ pub struct CheckedBody {
 impl CheckedBody {
     pub fn new(inner: Incoming, check: Check) -> (Self, FailureSlot) {
         let failure: FailureSlot = Arc::default();
-        let body = CheckedBody { inner, check, ready: VecDeque::new(), held: None, finished: false, failure: Arc::clone(&failure) };
+        let body = CheckedBody {
+            inner,
+            check,
+            ready: VecDeque::new(),
+            held: None,
+            finished: false,
+            failure: Arc::clone(&failure),
+        };
         (body, failure)
     }
 
@@ -117,7 +129,10 @@ impl CheckedBody {
                     Err(AuthError::payload_mismatch())
                 }
             }
-            Check::Chunked { decoder, expected_len } => {
+            Check::Chunked {
+                decoder,
+                expected_len,
+            } => {
                 decoder.finish()?;
                 if decoder.decoded_len() != *expected_len {
                     return Err(AuthError::malformed(format!(
@@ -136,7 +151,10 @@ impl Body for CheckedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             if let Some(piece) = this.ready.pop_front() {
@@ -148,20 +166,27 @@ impl Body for CheckedBody {
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     // HTTP trailers from the agent are not forwarded (they were not signed).
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     match &mut this.check {
                         Check::Passthrough => this.accept(data),
                         Check::Hash { hasher, .. } => {
                             hasher.update(&data);
                             this.accept(data);
                         }
-                        Check::Chunked { decoder, expected_len } => {
+                        Check::Chunked {
+                            decoder,
+                            expected_len,
+                        } => {
                             let events = match decoder.push(&data) {
                                 Ok(ev) => ev,
                                 Err(e) => return this.fail(e),
                             };
                             if decoder.decoded_len() > *expected_len {
-                                return this.fail(AuthError::malformed("the chunks hold more than x-amz-decoded-content-length"));
+                                return this.fail(AuthError::malformed(
+                                    "the chunks hold more than x-amz-decoded-content-length",
+                                ));
                             }
                             for ev in events {
                                 if let Decoded::Data(d) = ev {

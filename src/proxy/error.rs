@@ -38,8 +38,18 @@ pub struct ProxyError {
 }
 
 impl ProxyError {
-    fn new(origin: Origin, status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ProxyError { origin, status, code, message: message.into() }
+    fn new(
+        origin: Origin,
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ProxyError {
+            origin,
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// An authentication failure, with S3's codes where S3 uses its own.
@@ -50,7 +60,9 @@ impl ProxyError {
         let (status, code) = match e.kind {
             Missing if s3 => (StatusCode::FORBIDDEN, "AccessDenied"),
             Missing => (StatusCode::FORBIDDEN, "MissingAuthenticationToken"),
-            Incomplete if s3 && presigned => (StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError"),
+            Incomplete if s3 && presigned => {
+                (StatusCode::BAD_REQUEST, "AuthorizationQueryParametersError")
+            }
             Incomplete if s3 => (StatusCode::BAD_REQUEST, "AuthorizationHeaderMalformed"),
             Incomplete => (StatusCode::BAD_REQUEST, "IncompleteSignature"),
             Unsupported | Malformed => (StatusCode::BAD_REQUEST, "InvalidRequest"),
@@ -73,11 +85,20 @@ impl ProxyError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(Origin::Downstream, StatusCode::BAD_REQUEST, "InvalidRequest", message)
+        Self::new(
+            Origin::Downstream,
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            message,
+        )
     }
 
     pub fn too_large(limit: usize, shape: &Shape) -> Self {
-        let code = if shape.s3 { "EntityTooLarge" } else { "RequestEntityTooLarge" };
+        let code = if shape.s3 {
+            "EntityTooLarge"
+        } else {
+            "RequestEntityTooLarge"
+        };
         Self::new(
             Origin::Downstream,
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,24 +117,51 @@ impl ProxyError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(Origin::Internal, StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", message)
+        Self::new(
+            Origin::Internal,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalFailure",
+            message,
+        )
     }
 
     pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::new(Origin::Upstream, StatusCode::BAD_GATEWAY, "BadGateway", message)
+        Self::new(
+            Origin::Upstream,
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            message,
+        )
     }
 
     pub fn gateway_timeout(message: impl Into<String>) -> Self {
-        Self::new(Origin::Upstream, StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout", message)
+        Self::new(
+            Origin::Upstream,
+            StatusCode::GATEWAY_TIMEOUT,
+            "GatewayTimeout",
+            message,
+        )
     }
 
     /// Renders the error in the protocol's shape.
-    pub fn into_response(self, shape: &Shape, request_id: &str, head_only: bool) -> Response<ProxyBody> {
+    pub fn into_response(
+        self,
+        shape: &Shape,
+        request_id: &str,
+        head_only: bool,
+    ) -> Response<ProxyBody> {
         let (content_type, body) = render(&self, shape, request_id);
-        let mut resp = Response::new(if head_only { full(Vec::new()) } else { full(body) });
+        let mut resp = Response::new(if head_only {
+            full(Vec::new())
+        } else {
+            full(body)
+        });
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(content_type),
+        );
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-amzn-requestid", v.clone());
             h.insert("x-amz-request-id", v);
@@ -130,7 +178,13 @@ impl ProxyError {
 
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -147,29 +201,46 @@ impl Shape {
     /// Reads the signing service from the credential scope (header or query) and the
     /// protocol from the request's own markers, falling back to the service's model.
     pub fn of(headers: &HeaderMap, query: Option<&str>) -> Shape {
-        let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let auth = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let from_auth = auth.and_then(|a| a.split("Credential=").nth(1));
-        let query_cred = query.and_then(|q| q.split('&').find_map(|p| p.strip_prefix("X-Amz-Credential=")));
+        let query_cred = query.and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
+        });
         let presigned = auth.is_none() && query_cred.is_some();
         let service = from_auth
             .map(str::to_string)
             .or_else(|| query_cred.map(|c| c.replace("%2F", "/").replace("%2f", "/")))
-            .and_then(|c| c.split('/').nth(3).map(|s| s.split([',', ' ']).next().unwrap_or("").to_string()))
+            .and_then(|c| {
+                c.split('/')
+                    .nth(3)
+                    .map(|s| s.split([',', ' ']).next().unwrap_or("").to_string())
+            })
             .filter(|s| !s.is_empty());
         let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
         // SigV2 is refused, but in S3's shape when it is S3's SigV2 (presigned or header).
-        let sigv2 = auth.is_some_and(|a| a.starts_with("AWS ")) || query.is_some_and(|q| q.contains("AWSAccessKeyId="));
-        let s3 = service.as_deref().is_some_and(crate::sigv4::uses_s3_rules) || (service.is_none() && sigv2);
+        let sigv2 = auth.is_some_and(|a| a.starts_with("AWS "))
+            || query.is_some_and(|q| q.contains("AWSAccessKeyId="));
+        let s3 = service.as_deref().is_some_and(crate::sigv4::uses_s3_rules)
+            || (service.is_none() && sigv2);
         let modeled = service.as_deref().and_then(|s| {
             let m = model();
-            let protocols: Vec<&str> = m.by_signing_name(s).flat_map(|(_, svc)| svc.protocols.first()).map(String::as_str).collect();
+            let protocols: Vec<&str> = m
+                .by_signing_name(s)
+                .flat_map(|(_, svc)| svc.protocols.first())
+                .map(String::as_str)
+                .collect();
             protocols.first().and_then(|p| Protocol::from_model(p))
         });
         let protocol = if s3 {
             Protocol::RestXml
         } else if header("smithy-protocol") == "rpc-v2-cbor" {
             Protocol::RpcV2Cbor
-        } else if headers.contains_key("x-amz-target") || header("content-type").starts_with("application/x-amz-json") {
+        } else if headers.contains_key("x-amz-target")
+            || header("content-type").starts_with("application/x-amz-json")
+        {
             Protocol::Json
         } else if header("content-type").starts_with("application/x-www-form-urlencoded") {
             if modeled == Some(Protocol::Ec2) {
@@ -180,7 +251,12 @@ impl Shape {
         } else {
             modeled.unwrap_or(Protocol::Query)
         };
-        Shape { protocol, s3, presigned, service }
+        Shape {
+            protocol,
+            s3,
+            presigned,
+            service,
+        }
     }
 }
 
@@ -201,7 +277,11 @@ fn xml_escape(s: &str) -> String {
 
 fn render(e: &ProxyError, shape: &Shape, request_id: &str) -> (&'static str, Vec<u8>) {
     let (code, msg, rid) = (e.code, xml_escape(&e.message), xml_escape(request_id));
-    let kind = if e.origin == Origin::Downstream { "Sender" } else { "Receiver" };
+    let kind = if e.origin == Origin::Downstream {
+        "Sender"
+    } else {
+        "Receiver"
+    };
     match shape.protocol {
         Protocol::Json | Protocol::RestJson => {
             let body = serde_json::json!({ "__type": code, "message": e.message, "Message": e.message });
@@ -259,7 +339,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -274,24 +357,64 @@ mod tests {
             all.extend_from_slice(extra);
             Shape::of(&headers(&all), None)
         };
-        assert_eq!(shape("rds", &[("content-type", "application/x-www-form-urlencoded")]).protocol, Protocol::Query);
-        assert_eq!(shape("ec2", &[("content-type", "application/x-www-form-urlencoded")]).protocol, Protocol::Ec2);
-        assert_eq!(shape("dynamodb", &[("x-amz-target", "DynamoDB_20120810.ListTables")]).protocol, Protocol::Json);
+        assert_eq!(
+            shape(
+                "rds",
+                &[("content-type", "application/x-www-form-urlencoded")]
+            )
+            .protocol,
+            Protocol::Query
+        );
+        assert_eq!(
+            shape(
+                "ec2",
+                &[("content-type", "application/x-www-form-urlencoded")]
+            )
+            .protocol,
+            Protocol::Ec2
+        );
+        assert_eq!(
+            shape(
+                "dynamodb",
+                &[("x-amz-target", "DynamoDB_20120810.ListTables")]
+            )
+            .protocol,
+            Protocol::Json
+        );
         assert_eq!(shape("lambda", &[]).protocol, Protocol::RestJson);
         assert!(shape("s3", &[]).s3);
-        assert_eq!(shape("monitoring", &[("smithy-protocol", "rpc-v2-cbor")]).protocol, Protocol::RpcV2Cbor);
-        let q = Shape::of(&HeaderMap::new(), Some("X-Amz-Credential=AK%2F20260226%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=1"));
+        assert_eq!(
+            shape("monitoring", &[("smithy-protocol", "rpc-v2-cbor")]).protocol,
+            Protocol::RpcV2Cbor
+        );
+        let q = Shape::of(
+            &HeaderMap::new(),
+            Some(
+                "X-Amz-Credential=AK%2F20260226%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=1",
+            ),
+        );
         assert!(q.s3 && q.presigned);
     }
 
     #[test]
     fn bodies_are_escaped_and_shaped() {
         let e = ProxyError::bad_request("a <b> & c");
-        let shape = Shape { protocol: Protocol::Query, s3: false, presigned: false, service: None };
+        let shape = Shape {
+            protocol: Protocol::Query,
+            s3: false,
+            presigned: false,
+            service: None,
+        };
         let (_, body) = render(&e, &shape, "RID");
         let body = String::from_utf8(body).unwrap();
-        assert!(body.contains("<Code>InvalidRequest</Code>") && body.contains("a &lt;b&gt; &amp; c"), "{body}");
+        assert!(
+            body.contains("<Code>InvalidRequest</Code>") && body.contains("a &lt;b&gt; &amp; c"),
+            "{body}"
+        );
         let cbor = cbor_text_map(&[("__type", "X")]);
-        assert_eq!(cbor, [0xa1, 0x66, b'_', b'_', b't', b'y', b'p', b'e', 0x61, b'X']);
+        assert_eq!(
+            cbor,
+            [0xa1, 0x66, b'_', b'_', b't', b'y', b'p', b'e', 0x61, b'X']
+        );
     }
 }

@@ -35,17 +35,38 @@ pub fn client(upstream: &Upstream) -> Result<Client, ProxyError> {
 }
 
 /// Response headers that describe the upstream hop only.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 /// What the forward phase learned, for the log line.
 pub struct Forwarded {
     pub response: http::Response<ProxyBody>,
 }
 
-pub async fn forward(client: &Client, upstream: &Upstream, signed: SignedRequest, shape: &Shape) -> Result<Forwarded, ProxyError> {
-    let SignedRequest { request, endpoint, failure } = signed;
+pub async fn forward(
+    client: &Client,
+    upstream: &Upstream,
+    signed: SignedRequest,
+    shape: &Shape,
+) -> Result<Forwarded, ProxyError> {
+    let SignedRequest {
+        request,
+        endpoint,
+        failure,
+    } = signed;
     let sent = tokio::time::timeout(upstream.response_timeout, client.request(request)).await;
-    let check_failure = || -> Option<AuthError> { failure.as_ref().and_then(|f| f.lock().ok().and_then(|mut s| s.take())) };
+    let check_failure = || -> Option<AuthError> {
+        failure
+            .as_ref()
+            .and_then(|f| f.lock().ok().and_then(|mut s| s.take()))
+    };
     let response = match sent {
         Err(_) => {
             return Err(ProxyError::gateway_timeout(format!(
@@ -58,8 +79,16 @@ pub async fn forward(client: &Client, upstream: &Upstream, signed: SignedRequest
             if let Some(auth) = check_failure() {
                 return Err(ProxyError::auth(auth, shape));
             }
-            let reason = if e.is_connect() { "could not connect to" } else { "failed talking to" };
-            return Err(ProxyError::bad_gateway(format!("airlock {reason} {}: {}", endpoint.base, root_cause(&e))));
+            let reason = if e.is_connect() {
+                "could not connect to"
+            } else {
+                "failed talking to"
+            };
+            return Err(ProxyError::bad_gateway(format!(
+                "airlock {reason} {}: {}",
+                endpoint.base,
+                root_cause(&e)
+            )));
         }
         Ok(Ok(r)) => r,
     };
@@ -72,7 +101,9 @@ pub async fn forward(client: &Client, upstream: &Upstream, signed: SignedRequest
         parts.headers.remove(*h);
     }
     let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
-    Ok(Forwarded { response: http::Response::from_parts(parts, body) })
+    Ok(Forwarded {
+        response: http::Response::from_parts(parts, body),
+    })
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

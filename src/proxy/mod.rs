@@ -44,9 +44,19 @@ pub struct Proxy {
 const MAX_CACHED_KEYS: usize = 4096;
 
 impl Proxy {
-    pub fn new(config: Config, agents: Arc<AgentRegistry>, credentials: Arc<RealCredentials>) -> Result<Arc<Self>, error::ProxyError> {
+    pub fn new(
+        config: Config,
+        agents: Arc<AgentRegistry>,
+        credentials: Arc<RealCredentials>,
+    ) -> Result<Arc<Self>, error::ProxyError> {
         let client = forward::client(&config.upstream)?;
-        Ok(Arc::new(Proxy { config, agents, credentials, client, keys: DashMap::new() }))
+        Ok(Arc::new(Proxy {
+            config,
+            agents,
+            credentials,
+            client,
+            keys: DashMap::new(),
+        }))
     }
 
     pub fn signing_key(&self, agent: &Agent, scope: &Scope) -> SigningKey {

@@ -11,8 +11,8 @@ use crate::aws::endpoint::{self, Endpoint, Hint};
 use crate::aws::model;
 use crate::sigv4::{uses_s3_rules, PayloadClaim};
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
-    UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+    SignatureLocation, SigningSettings, UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use http_body_util::BodyExt;
@@ -37,13 +37,21 @@ pub fn endpoint_for(proxy: &Proxy, v: &VerifiedRequest) -> Result<Endpoint, Prox
         });
     }
     let target = v.headers.get("x-amz-target").and_then(|t| t.to_str().ok());
-    let hint = Hint { target, path: Some(&v.path) };
-    endpoint::resolve(model(), &v.scope.service, &v.scope.region, &hint).map_err(|e| ProxyError::bad_request(e.0))
+    let hint = Hint {
+        target,
+        path: Some(&v.path),
+    };
+    endpoint::resolve(model(), &v.scope.service, &v.scope.region, &hint)
+        .map_err(|e| ProxyError::bad_request(e.0))
 }
 
 pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, ProxyError> {
     let endpoint = endpoint_for(proxy, &v)?;
-    let creds = proxy.credentials.get().await.map_err(|e| ProxyError::no_credentials(&e.0))?;
+    let creds = proxy
+        .credentials
+        .get()
+        .await
+        .map_err(|e| ProxyError::no_credentials(&e.0))?;
 
     let query = forward_query(&v.query);
     let uri = if query.is_empty() {
@@ -70,15 +78,17 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
             PayloadClaim::Hash(h) => SignableBody::Precomputed(hex::encode(h)),
             PayloadClaim::UnsignedTrailer => SignableBody::StreamingUnsignedPayloadTrailer,
             // Signed chunks are forwarded decoded, as a plain body.
-            PayloadClaim::Unsigned | PayloadClaim::SignedChunks { .. } | PayloadClaim::FromBody => SignableBody::UnsignedPayload,
+            PayloadClaim::Unsigned | PayloadClaim::SignedChunks { .. } | PayloadClaim::FromBody => {
+                SignableBody::UnsignedPayload
+            }
         },
     };
 
     let mut header_pairs: Vec<(&str, &str)> = Vec::with_capacity(v.headers.len());
     for (name, value) in &v.headers {
-        let value = value
-            .to_str()
-            .map_err(|_| ProxyError::bad_request(format!("the header {name} is not visible ASCII")))?;
+        let value = value.to_str().map_err(|_| {
+            ProxyError::bad_request(format!("the header {name} is not visible ASCII"))
+        })?;
         header_pairs.push((name.as_str(), value));
     }
     let identity = creds.into();
@@ -91,8 +101,13 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
         .build()
         .map_err(|e| ProxyError::internal(format!("could not prepare the signature: {e}")))?
         .into();
-    let signable = SignableRequest::new(v.method.as_str(), uri.as_str(), header_pairs.into_iter(), signable_body)
-        .map_err(|e| ProxyError::bad_request(format!("the request cannot be re-signed: {e}")))?;
+    let signable = SignableRequest::new(
+        v.method.as_str(),
+        uri.as_str(),
+        header_pairs.into_iter(),
+        signable_body,
+    )
+    .map_err(|e| ProxyError::bad_request(format!("the request cannot be re-signed: {e}")))?;
     let (instructions, _signature) = sign(signable, &params)
         .map_err(|e| ProxyError::internal(format!("could not sign the request: {e}")))?
         .into_parts();
@@ -102,7 +117,12 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
             let len = bytes.len() as u64;
             (full(bytes), Some(len), None)
         }
-        VerifiedBody::Stream { body, failure, length, .. } => (body.boxed(), length, Some(failure)),
+        VerifiedBody::Stream {
+            body,
+            failure,
+            length,
+            ..
+        } => (body.boxed(), length, Some(failure)),
     };
     let mut request = http::Request::builder()
         .method(v.method)
@@ -111,8 +131,14 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
         .map_err(|e| ProxyError::bad_request(format!("the request cannot be forwarded: {e}")))?;
     *request.headers_mut() = v.headers;
     if let Some(len) = length {
-        request.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     }
     instructions.apply_to_request_http1x(&mut request);
-    Ok(SignedRequest { request, endpoint, failure })
+    Ok(SignedRequest {
+        request,
+        endpoint,
+        failure,
+    })
 }

@@ -12,7 +12,10 @@ use http::HeaderMap;
 /// RFC 3986 unreserved characters pass; everything else is `%XX` (upper-case hex).
 fn push_encoded(out: &mut String, bytes: &[u8], keep_slash: bool) {
     for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push('%');
@@ -103,7 +106,10 @@ pub fn canonical_query(pairs: &[(String, String)], skip: Option<&str>) -> String
 /// Empty pairs carry nothing and are left out.
 pub fn encode_query(pairs: &[(String, String)]) -> String {
     let mut out = String::new();
-    for (k, v) in pairs.iter().filter(|(k, v)| !(k.is_empty() && v.is_empty())) {
+    for (k, v) in pairs
+        .iter()
+        .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
+    {
         if !out.is_empty() {
             out.push('&');
         }
@@ -129,7 +135,10 @@ pub fn s3_path(raw: &str) -> Result<CanonicalPath, AuthError> {
         return Err(AuthError::malformed("the request path must start with '/'"));
     }
     decode(raw, false)?;
-    Ok(CanonicalPath { canonical: raw.to_string(), forward: raw.to_string() })
+    Ok(CanonicalPath {
+        canonical: raw.to_string(),
+        forward: raw.to_string(),
+    })
 }
 
 /// Every other service: normalise the path as sent (dot segments removed, empty segments
@@ -205,7 +214,9 @@ pub fn canonical_headers(
                 )));
             }
             if all.len() > 1 && SINGLE_VALUED.contains(&name.as_str()) {
-                return Err(AuthError::malformed(format!("the header {name} appears more than once")));
+                return Err(AuthError::malformed(format!(
+                    "the header {name} appears more than once"
+                )));
             }
             all.iter()
                 .map(|v| normalize_value(v.as_bytes()))
@@ -268,10 +279,16 @@ mod tests {
     #[test]
     fn query_is_decoded_then_strictly_encoded_and_sorted() {
         let pairs = query_pairs("b=2&a=1&a=0&acl&c=x+y&d=%2B&e=").unwrap();
-        assert_eq!(canonical_query(&pairs, None), "a=0&a=1&acl=&b=2&c=x%20y&d=%2B&e=");
+        assert_eq!(
+            canonical_query(&pairs, None),
+            "a=0&a=1&acl=&b=2&c=x%20y&d=%2B&e="
+        );
         assert!(query_pairs("a=%G1").is_err());
         assert_eq!(
-            canonical_query(&query_pairs("X-Amz-Signature=ab&z=1").unwrap(), Some("X-Amz-Signature")),
+            canonical_query(
+                &query_pairs("X-Amz-Signature=ab&z=1").unwrap(),
+                Some("X-Amz-Signature")
+            ),
             "z=1"
         );
     }
@@ -282,7 +299,11 @@ mod tests {
         h.insert("x-amz-meta-note", "  a   b  c ".parse().unwrap());
         h.append("x-amz-meta-list", "1".parse().unwrap());
         h.append("x-amz-meta-list", " 2 ".parse().unwrap());
-        let signed = vec!["host".to_string(), "x-amz-meta-list".to_string(), "x-amz-meta-note".to_string()];
+        let signed = vec![
+            "host".to_string(),
+            "x-amz-meta-list".to_string(),
+            "x-amz-meta-note".to_string(),
+        ];
         assert_eq!(
             canonical_headers(&h, "localhost:8443", &signed).unwrap(),
             "host:localhost:8443\nx-amz-meta-list:1,2\nx-amz-meta-note:a b c\n"

@@ -26,7 +26,12 @@ pub struct ChunkSigner {
 }
 
 impl ChunkSigner {
-    fn expect(&mut self, algorithm: &str, hash_line: &str, got: &[u8; 32]) -> Result<(), AuthError> {
+    fn expect(
+        &mut self,
+        algorithm: &str,
+        hash_line: &str,
+        got: &[u8; 32],
+    ) -> Result<(), AuthError> {
         let sts = format!(
             "{algorithm}\n{}\n{}\n{}\n{hash_line}",
             self.amz_date,
@@ -52,7 +57,10 @@ pub enum Decoded {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Header,
-    Data { size: usize, signature: Option<[u8; 32]> },
+    Data {
+        size: usize,
+        signature: Option<[u8; 32]>,
+    },
     Trailer,
     Done,
 }
@@ -111,7 +119,9 @@ impl ChunkDecoder {
                     return Ok(out);
                 }
                 State::Header => {
-                    let Some(line) = self.take_line()? else { return Ok(out) };
+                    let Some(line) = self.take_line()? else {
+                        return Ok(out);
+                    };
                     self.state = self.parse_header(&line)?;
                 }
                 State::Data { size, signature } => {
@@ -135,18 +145,24 @@ impl ChunkDecoder {
                     self.state = State::Header;
                 }
                 State::Trailer => {
-                    let Some(line) = self.take_line()? else { return Ok(out) };
+                    let Some(line) = self.take_line()? else {
+                        return Ok(out);
+                    };
                     if line.is_empty() {
                         out.push(self.finish_trailers()?);
                         self.state = State::Done;
                         continue;
                     }
-                    let text = std::str::from_utf8(&line).map_err(|_| framing("trailer is not UTF-8"))?;
-                    let (name, value) = text.split_once(':').ok_or_else(|| framing("trailer line without ':'"))?;
+                    let text =
+                        std::str::from_utf8(&line).map_err(|_| framing("trailer is not UTF-8"))?;
+                    let (name, value) = text
+                        .split_once(':')
+                        .ok_or_else(|| framing("trailer line without ':'"))?;
                     if self.trailer_lines.len() >= 16 {
                         return Err(framing("too many trailers"));
                     }
-                    self.trailer_lines.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+                    self.trailer_lines
+                        .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
                 }
             }
         }
@@ -179,10 +195,14 @@ impl ChunkDecoder {
             Some((s, e)) => (s, Some(e)),
             None => (text, None),
         };
-        if size_hex.is_empty() || size_hex.len() > 16 || !size_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if size_hex.is_empty()
+            || size_hex.len() > 16
+            || !size_hex.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(framing("chunk size is not hex"));
         }
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| framing("chunk size is not hex"))?;
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| framing("chunk size is not hex"))?;
         if size > self.max_chunk {
             return Err(framing("chunk larger than airlock's limit"));
         }
@@ -231,7 +251,11 @@ impl ChunkDecoder {
             let mut sorted = lines.clone();
             sorted.sort();
             let canonical: String = sorted.iter().map(|(n, v)| format!("{n}:{v}\n")).collect();
-            signer.expect("AWS4-HMAC-SHA256-TRAILER", &sha256_hex(canonical.as_bytes()), &sig)?;
+            signer.expect(
+                "AWS4-HMAC-SHA256-TRAILER",
+                &sha256_hex(canonical.as_bytes()),
+                &sig,
+            )?;
         }
         Ok(Decoded::Trailers(lines))
     }
@@ -242,7 +266,11 @@ mod tests {
     use super::*;
 
     fn scope() -> Scope {
-        Scope { date: "20260226".into(), region: "us-east-1".into(), service: "s3".into() }
+        Scope {
+            date: "20260226".into(),
+            region: "us-east-1".into(),
+            service: "s3".into(),
+        }
     }
 
     fn signer(seed: [u8; 32]) -> ChunkSigner {
@@ -272,7 +300,9 @@ mod tests {
             if corrupt == Some(i) {
                 sig[0] ^= 1;
             }
-            out.extend_from_slice(format!("{:x};chunk-signature={}\r\n", c.len(), hex::encode(sig)).as_bytes());
+            out.extend_from_slice(
+                format!("{:x};chunk-signature={}\r\n", c.len(), hex::encode(sig)).as_bytes(),
+            );
             out.extend_from_slice(c);
             out.extend_from_slice(b"\r\n");
         }
@@ -320,7 +350,13 @@ mod tests {
             }
         }
         assert!(failed);
-        assert_eq!(released, vec![Decoded::Data(Bytes::from_static(b"one")), Decoded::Data(Bytes::from_static(b"two"))]);
+        assert_eq!(
+            released,
+            vec![
+                Decoded::Data(Bytes::from_static(b"one")),
+                Decoded::Data(Bytes::from_static(b"two"))
+            ]
+        );
     }
 
     #[test]
@@ -341,7 +377,10 @@ mod tests {
         let mut d = ChunkDecoder::new(Some(signer(seed)), false, 1 << 20);
         assert!(decode_all(&mut d, &extra, 100).is_err());
         let mut d = ChunkDecoder::new(Some(signer(seed)), false, 2);
-        assert!(decode_all(&mut d, &body, 100).is_err(), "chunk over the limit accepted");
+        assert!(
+            decode_all(&mut d, &body, 100).is_err(),
+            "chunk over the limit accepted"
+        );
     }
 
     #[test]
@@ -354,6 +393,9 @@ mod tests {
         }
         d.finish().unwrap();
         assert_eq!(evs[0], Decoded::Data(Bytes::from_static(b"hello")));
-        assert_eq!(evs[1], Decoded::Trailers(vec![("x-amz-checksum-crc32".into(), "NhCmhg==".into())]));
+        assert_eq!(
+            evs[1],
+            Decoded::Trailers(vec![("x-amz-checksum-crc32".into(), "NhCmhg==".into())])
+        );
     }
 }

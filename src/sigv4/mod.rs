@@ -33,7 +33,11 @@ pub struct Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}/aws4_request", self.date, self.region, self.service)
+        write!(
+            f,
+            "{}/{}/{}/aws4_request",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -69,10 +73,16 @@ pub enum AuthErrorKind {
 
 impl AuthError {
     fn new(kind: AuthErrorKind, message: impl Into<String>) -> Self {
-        AuthError { kind, message: message.into() }
+        AuthError {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn missing() -> Self {
-        Self::new(AuthErrorKind::Missing, "Request is missing Authentication Token")
+        Self::new(
+            AuthErrorKind::Missing,
+            "Request is missing Authentication Token",
+        )
     }
     pub fn incomplete(message: impl Into<String>) -> Self {
         Self::new(AuthErrorKind::Incomplete, message)
@@ -84,10 +94,16 @@ impl AuthError {
         Self::new(AuthErrorKind::Malformed, message)
     }
     pub fn unknown_key() -> Self {
-        Self::new(AuthErrorKind::UnknownKey, "The security token included in the request is invalid.")
+        Self::new(
+            AuthErrorKind::UnknownKey,
+            "The security token included in the request is invalid.",
+        )
     }
     pub fn bad_token() -> Self {
-        Self::new(AuthErrorKind::BadToken, "The security token included in the request is invalid.")
+        Self::new(
+            AuthErrorKind::BadToken,
+            "The security token included in the request is invalid.",
+        )
     }
     pub fn mismatch() -> Self {
         Self::new(
@@ -179,14 +195,21 @@ impl PayloadClaim {
             "UNSIGNED-PAYLOAD" => PayloadClaim::Unsigned,
             "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => PayloadClaim::UnsignedTrailer,
             "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => PayloadClaim::SignedChunks { trailer: false },
-            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => PayloadClaim::SignedChunks { trailer: true },
-            "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD" | "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER" => {
-                return Err(AuthError::unsupported("SigV4a streaming payloads are not supported by airlock"))
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => {
+                PayloadClaim::SignedChunks { trailer: true }
+            }
+            "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"
+            | "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER" => {
+                return Err(AuthError::unsupported(
+                    "SigV4a streaming payloads are not supported by airlock",
+                ))
             }
             hex_hash => {
                 let mut out = [0u8; 32];
                 let ok = hex_hash.len() == 64
-                    && hex_hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    && hex_hash
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
                     && hex::decode_to_slice(hex_hash, &mut out).is_ok();
                 if !ok {
                     return Err(AuthError::malformed(
@@ -205,8 +228,12 @@ impl PayloadClaim {
             PayloadClaim::Hash(h) => hex::encode(h),
             PayloadClaim::Unsigned => "UNSIGNED-PAYLOAD".into(),
             PayloadClaim::UnsignedTrailer => "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
-            PayloadClaim::SignedChunks { trailer: false } => "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into(),
-            PayloadClaim::SignedChunks { trailer: true } => "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into(),
+            PayloadClaim::SignedChunks { trailer: false } => {
+                "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into()
+            }
+            PayloadClaim::SignedChunks { trailer: true } => {
+                "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER".into()
+            }
             PayloadClaim::FromBody => return None,
         })
     }
@@ -248,7 +275,11 @@ pub struct Prepared {
 impl Prepared {
     pub fn from_head(head: &RequestHead<'_>) -> Result<Self, AuthError> {
         let query = canonical::query_pairs(head.raw_query)?;
-        let auth_headers: Vec<_> = head.headers.get_all(http::header::AUTHORIZATION).iter().collect();
+        let auth_headers: Vec<_> = head
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .collect();
         let presigned = parse::parse_presigned(&query)?;
         let claim = match (auth_headers.as_slice(), presigned) {
             ([], None) if query.iter().any(|(k, _)| k == "AWSAccessKeyId") => {
@@ -262,14 +293,16 @@ impl Prepared {
                 parse::parse_authorization(value)?
             }
             ([], Some(claim)) => claim,
-            _ => {
-                return Err(AuthError::incomplete(
-                    "the request carries more than one signature (Authorization header and/or query)",
-                ))
-            }
+            _ => return Err(AuthError::incomplete(
+                "the request carries more than one signature (Authorization header and/or query)",
+            )),
         };
         let s3 = uses_s3_rules(&claim.scope.service);
-        let path = if s3 { canonical::s3_path(head.raw_path)? } else { canonical::normalized_path(head.raw_path)? };
+        let path = if s3 {
+            canonical::s3_path(head.raw_path)?
+        } else {
+            canonical::normalized_path(head.raw_path)?
+        };
 
         let single = |name: &str| -> Result<Option<String>, AuthError> {
             let values: Vec<_> = head.headers.get_all(name).iter().collect();
@@ -279,20 +312,36 @@ impl Prepared {
                     .to_str()
                     .map(|s| Some(s.to_string()))
                     .map_err(|_| AuthError::malformed(format!("{name} is not ASCII"))),
-                _ => Err(AuthError::malformed(format!("the header {name} appears more than once"))),
+                _ => Err(AuthError::malformed(format!(
+                    "the header {name} appears more than once"
+                ))),
             }
         };
 
         let (amz_date, session_token, payload, canonical_query) = match &claim.presigned {
             Some(p) => {
                 let payload = match single("x-amz-content-sha256")? {
-                    Some(v) if claim.signed_headers.iter().any(|h| h == "x-amz-content-sha256") => PayloadClaim::parse(&v)?,
+                    Some(v)
+                        if claim
+                            .signed_headers
+                            .iter()
+                            .any(|h| h == "x-amz-content-sha256") =>
+                    {
+                        PayloadClaim::parse(&v)?
+                    }
                     _ => PayloadClaim::Unsigned,
                 };
                 if single("x-amz-security-token")?.is_some() {
-                    return Err(AuthError::incomplete("a presigned URL carries its token in the query, not a header"));
+                    return Err(AuthError::incomplete(
+                        "a presigned URL carries its token in the query, not a header",
+                    ));
                 }
-                (p.amz_date.clone(), p.security_token.clone(), payload, canonical::canonical_query(&query, Some("X-Amz-Signature")))
+                (
+                    p.amz_date.clone(),
+                    p.security_token.clone(),
+                    payload,
+                    canonical::canonical_query(&query, Some("X-Amz-Signature")),
+                )
             }
             None => {
                 let amz_date = match single("x-amz-date")? {
@@ -301,7 +350,9 @@ impl Prepared {
                         d
                     }
                     None => {
-                        let d = single("date")?.ok_or_else(|| AuthError::incomplete("the request has neither X-Amz-Date nor Date"))?;
+                        let d = single("date")?.ok_or_else(|| {
+                            AuthError::incomplete("the request has neither X-Amz-Date nor Date")
+                        })?;
                         require_signed(&claim, "date")?;
                         time::http_date_to_amz(&d)?
                     }
@@ -318,21 +369,37 @@ impl Prepared {
                         PayloadClaim::parse(&v)?
                     }
                     None if s3 => {
-                        return Err(AuthError::incomplete("S3 requests must carry a signed x-amz-content-sha256 header"))
+                        return Err(AuthError::incomplete(
+                            "S3 requests must carry a signed x-amz-content-sha256 header",
+                        ))
                     }
                     None => PayloadClaim::FromBody,
                 };
-                (amz_date, token, payload, canonical::canonical_query(&query, None))
+                (
+                    amz_date,
+                    token,
+                    payload,
+                    canonical::canonical_query(&query, None),
+                )
             }
         };
         time::parse_amz_date(&amz_date)?;
         if amz_date.get(..8) != Some(claim.scope.date.as_str()) {
-            return Err(AuthError::malformed("the credential scope date does not match the request date"));
+            return Err(AuthError::malformed(
+                "the credential scope date does not match the request date",
+            ));
         }
-        if matches!(payload, PayloadClaim::SignedChunks { .. } | PayloadClaim::UnsignedTrailer) && !s3 {
-            return Err(AuthError::unsupported("streaming aws-chunked payloads are only accepted for S3"));
+        if matches!(
+            payload,
+            PayloadClaim::SignedChunks { .. } | PayloadClaim::UnsignedTrailer
+        ) && !s3
+        {
+            return Err(AuthError::unsupported(
+                "streaming aws-chunked payloads are only accepted for S3",
+            ));
         }
-        let canonical_headers = canonical::canonical_headers(head.headers, head.host, &claim.signed_headers)?;
+        let canonical_headers =
+            canonical::canonical_headers(head.headers, head.host, &claim.signed_headers)?;
         Ok(Prepared {
             claim,
             amz_date,
@@ -372,7 +439,12 @@ impl Prepared {
     /// signers disagree on how to say so: botocore signs `UNSIGNED-PAYLOAD`, others the hash
     /// of the empty string. Both describe the same empty body, so both are accepted.
     pub fn check(&self, key: &SigningKey, payload_hash: &str) -> Result<(), AuthError> {
-        let matches = |hash: &str| bool::from(key.sign(&self.string_to_sign(hash)).ct_eq(&self.claim.signature));
+        let matches = |hash: &str| {
+            bool::from(
+                key.sign(&self.string_to_sign(hash))
+                    .ct_eq(&self.claim.signature),
+            )
+        };
         let empty_presigned = self.claim.presigned.is_some()
             && !uses_s3_rules(&self.claim.scope.service)
             && payload_hash == "UNSIGNED-PAYLOAD";
@@ -416,7 +488,9 @@ impl Prepared {
         let p = self.claim.presigned.as_ref()?;
         let signed_at = time::parse_amz_date(&self.amz_date).ok()?;
         let end = signed_at + ::time::Duration::seconds(i64::try_from(p.expires).ok()?);
-        u64::try_from((end - now).whole_seconds()).ok().filter(|s| *s > 0)
+        u64::try_from((end - now).whole_seconds())
+            .ok()
+            .filter(|s| *s > 0)
     }
 
     /// The seed signature of a signed-chunk stream is the request's own signature.
@@ -429,7 +503,9 @@ fn require_signed(claim: &Claim, header: &str) -> Result<(), AuthError> {
     if claim.signed_headers.iter().any(|h| h == header) {
         Ok(())
     } else {
-        Err(AuthError::incomplete(format!("the header {header} must be signed")))
+        Err(AuthError::incomplete(format!(
+            "the header {header} must be signed"
+        )))
     }
 }
 

@@ -61,7 +61,8 @@ pub fn parse_authorization(value: &str) -> Result<Claim, AuthError> {
     }
     let credential =
         credential.ok_or_else(|| AuthError::incomplete("Authorization lacks Credential"))?;
-    let signed = signed.ok_or_else(|| AuthError::incomplete("Authorization lacks SignedHeaders"))?;
+    let signed =
+        signed.ok_or_else(|| AuthError::incomplete("Authorization lacks SignedHeaders"))?;
     let signature =
         signature.ok_or_else(|| AuthError::incomplete("Authorization lacks Signature"))?;
     let (access_key_id, scope) = parse_credential(credential)?;
@@ -90,13 +91,17 @@ pub fn parse_presigned(pairs: &[(String, String)]) -> Result<Option<Claim>, Auth
     for (k, v) in pairs {
         if let Some(i) = names.iter().position(|n| n == k) {
             if found[i].replace(v.as_str()).is_some() {
-                return Err(AuthError::incomplete(format!("query parameter {k} appears twice")));
+                return Err(AuthError::incomplete(format!(
+                    "query parameter {k} appears twice"
+                )));
             }
         } else if k.eq_ignore_ascii_case("X-Amz-Signature")
             || k.eq_ignore_ascii_case("X-Amz-Credential")
         {
             // A differently-cased twin of a signing parameter is ambiguity, not a new name.
-            return Err(AuthError::incomplete(format!("query parameter {k} is not spelled as AWS spells it")));
+            return Err(AuthError::incomplete(format!(
+                "query parameter {k} is not spelled as AWS spells it"
+            )));
         }
     }
     let [algorithm, credential, date, expires, signed, signature, token] = found;
@@ -113,7 +118,11 @@ pub fn parse_presigned(pairs: &[(String, String)]) -> Result<Option<Claim>, Auth
     let expires_raw = need(expires, "X-Amz-Expires")?;
     let expires: u64 = match expires_raw.parse() {
         Ok(n) if expires_raw.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => return Err(AuthError::incomplete("X-Amz-Expires must be a number of seconds")),
+        _ => {
+            return Err(AuthError::incomplete(
+                "X-Amz-Expires must be a number of seconds",
+            ))
+        }
     };
     if expires == 0 || expires > MAX_PRESIGN_EXPIRES {
         return Err(AuthError::incomplete(
@@ -140,7 +149,9 @@ fn check_algorithm(algorithm: &str) -> Result<(), AuthError> {
             "SigV4a (AWS4-ECDSA-P256-SHA256) is not supported by airlock; sign with SigV4",
         )),
         "AWS" => Err(AuthError::unsupported(super::SIGV2_REFUSED)),
-        other => Err(AuthError::incomplete(format!("unsupported algorithm {other:?}; use AWS4-HMAC-SHA256"))),
+        other => Err(AuthError::incomplete(format!(
+            "unsupported algorithm {other:?}; use AWS4-HMAC-SHA256"
+        ))),
     }
 }
 
@@ -153,19 +164,28 @@ fn parse_credential(value: &str) -> Result<(String, Scope), AuthError> {
         ));
     };
     if *terminator != "aws4_request" {
-        return Err(AuthError::incomplete("Credential scope must end in aws4_request"));
+        return Err(AuthError::incomplete(
+            "Credential scope must end in aws4_request",
+        ));
     }
     let token_ok = |s: &str| {
-        !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     };
     if !token_ok(akid) {
-        return Err(AuthError::incomplete("malformed access key id in Credential"));
+        return Err(AuthError::incomplete(
+            "malformed access key id in Credential",
+        ));
     }
     if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AuthError::incomplete("Credential date must be YYYYMMDD"));
     }
     if !token_ok(region) || !token_ok(service) {
-        return Err(AuthError::incomplete("malformed region or service in Credential"));
+        return Err(AuthError::incomplete(
+            "malformed region or service in Credential",
+        ));
     }
     Ok((
         akid.to_string(),
@@ -181,15 +201,19 @@ fn parse_signed_headers(value: &str) -> Result<Vec<String>, AuthError> {
     let names: Vec<String> = value.split(';').map(str::to_string).collect();
     for name in &names {
         let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b));
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b)
+            });
         if !valid {
-            return Err(AuthError::incomplete(format!("SignedHeaders has an invalid name {name:?}")));
+            return Err(AuthError::incomplete(format!(
+                "SignedHeaders has an invalid name {name:?}"
+            )));
         }
     }
     if names.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(AuthError::incomplete("SignedHeaders must be sorted and unique"));
+        return Err(AuthError::incomplete(
+            "SignedHeaders must be sorted and unique",
+        ));
     }
     if !names.iter().any(|n| n == "host") {
         return Err(AuthError::incomplete("SignedHeaders must include host"));
@@ -199,8 +223,14 @@ fn parse_signed_headers(value: &str) -> Result<Vec<String>, AuthError> {
 
 fn parse_signature(value: &str) -> Result<[u8; 32], AuthError> {
     let mut out = [0u8; 32];
-    if value.len() != 64 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(AuthError::incomplete("Signature must be 64 lower-case hex digits"));
+    if value.len() != 64
+        || !value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(AuthError::incomplete(
+            "Signature must be 64 lower-case hex digits",
+        ));
     }
     hex::decode_to_slice(value, &mut out)
         .map_err(|_| AuthError::incomplete("Signature must be 64 lower-case hex digits"))?;
@@ -249,18 +279,26 @@ mod tests {
     }
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        q.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn presigned_limits_expiry_to_seven_days() {
         let mut q = vec![
             ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
-            ("X-Amz-Credential", "AKID/20260226/us-east-1/s3/aws4_request"),
+            (
+                "X-Amz-Credential",
+                "AKID/20260226/us-east-1/s3/aws4_request",
+            ),
             ("X-Amz-Date", "20260226T120000Z"),
             ("X-Amz-Expires", "604800"),
             ("X-Amz-SignedHeaders", "host"),
-            ("X-Amz-Signature", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            (
+                "X-Amz-Signature",
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            ),
         ];
         assert!(parse_presigned(&pairs(&q)).unwrap().is_some());
         q[3].1 = "604801";
@@ -268,8 +306,14 @@ mod tests {
         q[3].1 = "-1";
         assert!(parse_presigned(&pairs(&q)).is_err());
         q[3].1 = "60";
-        q.push(("X-Amz-Signature", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
-        assert!(parse_presigned(&pairs(&q)).is_err(), "duplicate signature accepted");
+        q.push((
+            "X-Amz-Signature",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ));
+        assert!(
+            parse_presigned(&pairs(&q)).is_err(),
+            "duplicate signature accepted"
+        );
         assert!(parse_presigned(&pairs(&[("a", "b")])).unwrap().is_none());
     }
 }

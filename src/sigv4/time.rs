@@ -1,13 +1,18 @@
 //! SigV4's basic ISO 8601 timestamps (`20260226T120000Z`).
 
 use super::AuthError;
-use time::{format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime};
+use time::{
+    format_description::FormatItem, macros::format_description, OffsetDateTime, PrimitiveDateTime,
+};
 
-const AMZ_DATE: &[FormatItem<'static>] = format_description!("[year][month][day]T[hour][minute][second]Z");
+const AMZ_DATE: &[FormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
 
 pub fn parse_amz_date(s: &str) -> Result<OffsetDateTime, AuthError> {
     if s.len() != 16 {
-        return Err(AuthError::malformed("X-Amz-Date must look like 20260226T120000Z"));
+        return Err(AuthError::malformed(
+            "X-Amz-Date must look like 20260226T120000Z",
+        ));
     }
     PrimitiveDateTime::parse(s, AMZ_DATE)
         .map(PrimitiveDateTime::assume_utc)
@@ -37,8 +42,14 @@ mod tests {
     fn round_trips_and_converts() {
         let t = parse_amz_date("20260226T120000Z").unwrap();
         assert_eq!(format_amz_date(t), "20260226T120000Z");
-        assert_eq!(http_date_to_amz("Thu, 26 Feb 2026 12:00:00 GMT").unwrap(), "20260226T120000Z");
-        assert_eq!(http_date_to_amz("Thu, 26 Feb 2026 12:00:00 -0000").unwrap(), "20260226T120000Z");
+        assert_eq!(
+            http_date_to_amz("Thu, 26 Feb 2026 12:00:00 GMT").unwrap(),
+            "20260226T120000Z"
+        );
+        assert_eq!(
+            http_date_to_amz("Thu, 26 Feb 2026 12:00:00 -0000").unwrap(),
+            "20260226T120000Z"
+        );
         assert!(parse_amz_date("2026-02-26T12:00:00Z").is_err());
         assert!(parse_amz_date("20260230T120000Z").is_err());
     }

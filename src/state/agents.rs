@@ -66,12 +66,17 @@ fn now_rfc3339() -> String {
 
 fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = OsRng;
-    (0..len).map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())])).collect()
+    (0..len)
+        .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
+        .collect()
 }
 
 impl AgentStore {
     pub fn new(state_dir: &Path) -> Self {
-        AgentStore { path: state_dir.join("agents.json"), lock: state_dir.join("agents.lock") }
+        AgentStore {
+            path: state_dir.join("agents.json"),
+            lock: state_dir.join("agents.lock"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -83,16 +88,25 @@ impl AgentStore {
     }
 
     /// Runs `change` on the file under the exclusive lock and writes the result.
-    fn update<T>(&self, change: impl FnOnce(&mut AgentsFile) -> Result<T, AgentError>) -> Result<T, AgentError> {
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut AgentsFile) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
         let io = |p: &Path| {
             let shown = p.display().to_string();
             move |e| AgentError::Io(shown, e)
         };
-        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock).map_err(io(&self.lock))?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(io(&self.lock))?;
         lock.lock().map_err(io(&self.lock))?;
         let mut file = self.load()?;
         let out = change(&mut file)?;
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| AgentError::Corrupt(self.path.display().to_string(), e))?;
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| AgentError::Corrupt(self.path.display().to_string(), e))?;
         super::write_atomic(&self.path, &json).map_err(io(&self.path))?;
         Ok(out)
     }
@@ -101,16 +115,25 @@ impl AgentStore {
     pub fn add(&self, name: &str) -> Result<AgentRecord, AgentError> {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !valid {
             return Err(AgentError::BadName(name.to_string()));
         }
         self.update(|file| {
-            if file.agents.iter().any(|a| a.name == name && a.revoked_at.is_none()) {
+            if file
+                .agents
+                .iter()
+                .any(|a| a.name == name && a.revoked_at.is_none())
+            {
                 return Err(AgentError::Exists(name.to_string()));
             }
             let record = loop {
-                let id = format!("{KEY_PREFIX}{}", random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 13));
+                let id = format!(
+                    "{KEY_PREFIX}{}",
+                    random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 13)
+                );
                 if file.agents.iter().all(|a| a.access_key_id != id) {
                     break AgentRecord {
                         name: name.to_string(),
@@ -154,7 +177,8 @@ impl AgentStore {
 
 fn read_file(path: &Path) -> Result<AgentsFile, AgentError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| AgentError::Corrupt(path.display().to_string(), e)),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| AgentError::Corrupt(path.display().to_string(), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentsFile::default()),
         Err(e) => Err(AgentError::Io(path.display().to_string(), e)),
     }
@@ -168,12 +192,15 @@ pub struct Agent {
     pub secret: Secret,
 }
 
+/// What identifies a version of the agents file: mtime (s, ns), inode, size.
+type FileStamp = (i64, i64, u64, u64);
+
 /// The proxy's in-memory index of active agents by access key id, kept in step with the file.
 pub struct AgentRegistry {
     path: PathBuf,
     by_key: DashMap<String, Arc<Agent>>,
     /// The file stamp last loaded; `None` before the first load.
-    seen: std::sync::Mutex<Option<Option<(i64, i64, u64, u64)>>>,
+    seen: std::sync::Mutex<Option<Option<FileStamp>>>,
 }
 
 impl AgentRegistry {
@@ -187,7 +214,15 @@ impl AgentRegistry {
         Ok(reg)
     }
 
+    /// The active agent with this key id. On a miss the file is checked first (one `stat`),
+    /// so an agent added a moment ago is known at once.
     pub fn get(&self, access_key_id: &str) -> Option<Arc<Agent>> {
+        if let Some(a) = self.by_key.get(access_key_id) {
+            return Some(Arc::clone(&a));
+        }
+        if let Err(e) = self.reload_if_changed() {
+            tracing::warn!(error = %e, "could not reload agents");
+        }
         self.by_key.get(access_key_id).map(|a| Arc::clone(&a))
     }
 
@@ -212,12 +247,21 @@ impl AgentRegistry {
             return Ok(false);
         }
         let file = read_file(&self.path)?;
-        let active: Vec<_> = file.agents.into_iter().filter(|a| a.revoked_at.is_none()).collect();
-        self.by_key.retain(|k, _| active.iter().any(|a| &a.access_key_id == k));
+        let active: Vec<_> = file
+            .agents
+            .into_iter()
+            .filter(|a| a.revoked_at.is_none())
+            .collect();
+        self.by_key
+            .retain(|k, _| active.iter().any(|a| &a.access_key_id == k));
         for a in active {
             self.by_key.insert(
                 a.access_key_id.clone(),
-                Arc::new(Agent { name: a.name, access_key_id: a.access_key_id, secret: a.secret_access_key }),
+                Arc::new(Agent {
+                    name: a.name,
+                    access_key_id: a.access_key_id,
+                    secret: a.secret_access_key,
+                }),
             );
         }
         *seen = Some(stamp);
@@ -243,11 +287,17 @@ mod tests {
         store.revoke("claude").unwrap();
         assert!(reg.reload_if_changed().unwrap());
         assert!(reg.get(&a.access_key_id).is_none());
-        assert!(matches!(store.revoke("claude"), Err(AgentError::NotFound(_))));
+        assert!(matches!(
+            store.revoke("claude"),
+            Err(AgentError::NotFound(_))
+        ));
         // A new agent of the same name gets a new key.
         let b = store.add("claude").unwrap();
         assert_ne!(a.access_key_id, b.access_key_id);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(store.path()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }
