@@ -106,7 +106,8 @@ impl RealCredentials {
                 *self.last_failure.write().await = None;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "airlock has no usable AWS credentials of its own");
+                // Said once at start by `serve`; every refused call's log line repeats the reason.
+                tracing::debug!(error = %e, "airlock has no usable AWS credentials of its own");
                 *self.last_failure.write().await = Some((Instant::now(), e.clone()));
             }
         }

@@ -34,8 +34,6 @@ pub struct VerifiedRequest {
     /// The headers the agent signed, minus those re-signing replaces.
     pub headers: HeaderMap,
     pub body: VerifiedBody,
-    /// For presigned URLs: seconds of validity left, which the re-presigned URL keeps.
-    pub presign_remaining: Option<u64>,
     _proof: (),
 }
 
@@ -256,7 +254,6 @@ pub async fn authenticate(
     } else {
         prepared.query.clone()
     };
-    let presign_remaining = prepared.presign_remaining(time::OffsetDateTime::now_utc());
     Ok(VerifiedRequest {
         agent,
         scope: prepared.claim.scope.clone(),
@@ -265,7 +262,6 @@ pub async fn authenticate(
         query,
         headers,
         body: verified_body,
-        presign_remaining,
         _proof: (),
     })
 }

@@ -11,12 +11,12 @@ use crate::aws::endpoint::{self, Endpoint, Hint};
 use crate::aws::model;
 use crate::sigv4::{uses_s3_rules, PayloadClaim};
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
-    SignatureLocation, SigningSettings, UriPathNormalizationMode,
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
 };
 use aws_sigv4::sign::v4;
 use http_body_util::BodyExt;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// A request ready for the upstream.
 pub struct SignedRequest {
@@ -64,17 +64,16 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
     if uses_s3_rules(&v.scope.service) {
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     }
-    if let Some(remaining) = v.presign_remaining {
-        settings.signature_location = SignatureLocation::QueryParams;
-        settings.expires_in = Some(Duration::from_secs(remaining));
-    }
+    // Every service accepts a signed x-amz-content-sha256; sending it always says exactly
+    // which body the signature covers (and some emulators insist on it).
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
 
-    let signable_body = match (&v.body, v.presign_remaining) {
-        (_, Some(_)) => SignableBody::UnsignedPayload,
-        (VerifiedBody::Full { sha256, .. }, None) => SignableBody::Precomputed(sha256.clone()),
-        (VerifiedBody::Stream { mode, .. }, None) => match mode {
+    // A presigned URL was verified (signature and expiry) by airlock; upstream, the call is
+    // airlock's own and is signed in the Authorization header like any other.
+    let signable_body = match &v.body {
+        VerifiedBody::Full { sha256, .. } => SignableBody::Precomputed(sha256.clone()),
+        VerifiedBody::Stream { mode, .. } => match mode {
             PayloadClaim::Hash(h) => SignableBody::Precomputed(hex::encode(h)),
             PayloadClaim::UnsignedTrailer => SignableBody::StreamingUnsignedPayloadTrailer,
             // Signed chunks are forwarded decoded, as a plain body.

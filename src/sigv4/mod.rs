@@ -483,16 +483,6 @@ impl Prepared {
         Ok(())
     }
 
-    /// Seconds a presigned URL stays valid from `now`.
-    pub fn presign_remaining(&self, now: ::time::OffsetDateTime) -> Option<u64> {
-        let p = self.claim.presigned.as_ref()?;
-        let signed_at = time::parse_amz_date(&self.amz_date).ok()?;
-        let end = signed_at + ::time::Duration::seconds(i64::try_from(p.expires).ok()?);
-        u64::try_from((end - now).whole_seconds())
-            .ok()
-            .filter(|s| *s > 0)
-    }
-
     /// The seed signature of a signed-chunk stream is the request's own signature.
     pub fn seed_signature(&self) -> [u8; 32] {
         self.claim.signature
