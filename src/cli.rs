@@ -33,6 +33,56 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Make an approver's Ed25519 key: writes the private key (mode 0600) and prints the
+    /// `[[approver]]` block to add to the config.
+    Keygen {
+        /// Where to write the private key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The approver's name.
+        #[arg(long, default_value = "approver")]
+        name: String,
+    },
+    /// List calls waiting for approval (and recent decisions).
+    Approvals {
+        #[arg(long)]
+        json: bool,
+        /// Also list decided and closed approvals.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a pending call: signs a receipt for exactly that call.
+    Approve {
+        id: String,
+        /// The approver's private key (from `airlock keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Deny a pending call: signs a denial.
+    Deny {
+        id: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Work with receipts.
+    Receipt {
+        #[command(subcommand)]
+        command: ReceiptCommand,
+    },
+    /// Show what airlock would make of raw HTTP/1.1 requests (one JSON line each); nothing is forwarded.
+    Explain {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The account to assume for ARNs and environments (default: unknown).
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReceiptCommand {
+    /// Verify a receipt offline against the config's approver keys.
+    Verify { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -63,6 +113,12 @@ pub fn main() -> ExitCode {
             AgentCommand::List { json } => cmd_agent_list(&cli.config, json),
             AgentCommand::Revoke { name } => cmd_agent_revoke(&cli.config, &name),
         },
+        Command::Keygen { out, name } => cmd_keygen(&out, &name),
+        Command::Approvals { json, all } => cmd_approvals(&cli.config, json, all),
+        Command::Approve { id, key } => cmd_decide(&cli.config, &id, &key, true),
+        Command::Deny { id, key } => cmd_decide(&cli.config, &id, &key, false),
+        Command::Receipt { command: ReceiptCommand::Verify { file } } => cmd_receipt_verify(&cli.config, &file),
+        Command::Explain { files, account } => cmd_explain(&cli.config, &files, account.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,7 +160,7 @@ fn cmd_init(config_path: &Path) -> CmdResult {
 
 /// The environment an agent needs.
 pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, String)> {
-    let port = recorded_proxy_port(config).unwrap_or(config.proxy_addr.port());
+    let port = recorded_port(config, "proxy").unwrap_or(config.proxy_addr.port());
     vec![
         ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
         (
@@ -117,10 +173,10 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
 }
 
 /// The port a running (or the last) `serve` bound, from `state/listen.json`.
-fn recorded_proxy_port(config: &Config) -> Option<u16> {
+fn recorded_port(config: &Config, which: &str) -> Option<u16> {
     let text = std::fs::read_to_string(config.state_dir.join("listen.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("proxy")?
+    v.get(which)?
         .as_str()?
         .parse::<std::net::SocketAddr>()
         .ok()
@@ -267,3 +323,128 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
             .map_err(|e| e.to_string())
     })
 }
+
+fn cmd_keygen(out: &Path, name: &str) -> CmdResult {
+    let public = crate::receipt::keygen(out, name).map_err(|e| e.to_string())?;
+    println!("# wrote the private key for {name:?} to {} (mode 0600); keep it where agents cannot read it", out.display());
+    println!("# add this to the [[approver]] list in the config:");
+    print!("{}", crate::receipt::config_block(&public));
+    Ok(())
+}
+
+fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
+    use crate::state::approvals::{ApprovalStore, Status};
+    let config = load(config_path)?;
+    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let list: Vec<_> = store
+        .list()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|a| all || a.status == Status::Pending)
+        .collect();
+    let port = recorded_port(&config, "approvals").unwrap_or(config.approvals_addr.port());
+    if json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id, "status": a.status, "agent": a.agent, "environment": a.environment,
+                    "action": a.call.action(), "resources": a.call.resources, "params": a.call.params,
+                    "rule": a.rule, "irreversible": a.irreversible, "attempts": a.attempts,
+                    "created_at": a.created_at, "link": config.approval_link(port, &a.id),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no calls are waiting for approval");
+    }
+    for a in &list {
+        let flag = if a.irreversible { "  IRREVERSIBLE" } else { "" };
+        println!("{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}", a.id, a.status, a.summary(), a.agent, a.environment, a.rule, a.attempts);
+        for (k, v) in &a.call.params {
+            println!("    {k} = {v}");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_decide(config_path: &Path, id: &str, key_path: &Path, approve: bool) -> CmdResult {
+    use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Validity};
+    use crate::state::approvals::ApprovalStore;
+    let config = load(config_path)?;
+    let key = ApproverKey::load(key_path).map_err(|e| e.to_string())?;
+    // Only a key the config trusts may sign: say so now rather than at the proxy.
+    let approver = config
+        .approvers
+        .iter()
+        .filter_map(|a| receipt::ApproverPublic::from_config(&a.name, &a.public_key).ok())
+        .find(|p| p.key_id() == &key.key_id())
+        .ok_or_else(|| format!("the key in {} is not an [[approver]] in {}", key_path.display(), config.path.display()))?;
+    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let pending = store.get(id).map_err(|e| e.to_string())?;
+    let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
+    let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
+    validity.ttl = config.approval.receipt_ttl;
+    validity.uses = config.approval.uses;
+    let decision = if approve { Decision::Approve } else { Decision::Deny };
+    let body = ReceiptBody::new(&binding, &pending.id, decision, &approver, validity);
+    let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
+    let json = signed.to_json().map_err(|e| e.to_string())?;
+    let receipt_id = signed.body.id.as_str().to_string();
+    let a = store.decide(id, approve, approver.name(), &receipt_id, json.as_bytes()).map_err(|e| e.to_string())?;
+    let verb = if approve { "approved" } else { "denied" };
+    println!("{verb} {}: {} (receipt {receipt_id}, valid until {})", a.id, a.summary(), signed.body.expires_at);
+    println!("receipt: {}", store.receipt_path(&receipt_id).display());
+    Ok(())
+}
+
+fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
+    use crate::receipt::{self, Decision, Receipt};
+    let config = load(config_path)?;
+    let trusted = crate::proxy::redeem::trusted_keys(&config)?;
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let v = receipt::verify(&r, &trusted).map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
+    let b = v.body();
+    let signers: Vec<String> = v.signers().iter().map(|s| format!("{} ({})", s.name, s.key_id.as_str())).collect();
+    println!(
+        "{}: valid signature by {}\n  decision {}  agent {}  environment {}  {}:{} on {}\n  valid {} .. {}  uses {}",
+        file.display(),
+        signers.join(", "),
+        b.decision,
+        b.agent,
+        b.environment,
+        b.service,
+        b.operation,
+        b.resources.join(", "),
+        b.not_before,
+        b.expires_at,
+        b.uses
+    );
+    if b.decision == Decision::Deny {
+        return Err("the receipt is a denial: it authorizes nothing".into());
+    }
+    Ok(())
+}
+
+fn cmd_explain(config_path: &Path, files: &[PathBuf], account: Option<&str>) -> CmdResult {
+    let config = if config_path.exists() {
+        Config::load(config_path).map_err(|e| e.to_string())?
+    } else {
+        Config::parse(config_path, crate::config::EXAMPLE).map_err(|e| e.to_string())?
+    };
+    let mut failed = false;
+    for f in files {
+        let v = crate::explain::explain_file(&config, f, account);
+        failed |= v.get("error").is_some() && v.get("operation").is_none();
+        println!("{v}");
+    }
+    if failed {
+        return Err("some files could not be read as requests".into());
+    }
+    Ok(())
+}
+

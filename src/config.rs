@@ -27,6 +27,66 @@ struct FileConfig {
     credentials: FileCredentials,
     #[serde(default)]
     limits: FileLimits,
+    #[serde(default)]
+    policy: FilePolicy,
+    #[serde(default)]
+    approval: FileApproval,
+    #[serde(default)]
+    environment: Vec<Environment>,
+    #[serde(default)]
+    rule: Vec<crate::policy::Rule>,
+    #[serde(default)]
+    approver: Vec<ApproverEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FilePolicy {
+    mode: crate::policy::Mode,
+    builtin: bool,
+}
+
+impl Default for FilePolicy {
+    fn default() -> Self {
+        FilePolicy { mode: crate::policy::Mode::Enforce, builtin: true }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileApproval {
+    receipt_ttl_secs: u64,
+    uses: u32,
+    public_url: Option<String>,
+}
+
+impl Default for FileApproval {
+    fn default() -> Self {
+        FileApproval { receipt_ttl_secs: 900, uses: 1, public_url: None }
+    }
+}
+
+/// `[[environment]]`: a name for a set of accounts and regions (globs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    pub accounts: Vec<String>,
+    #[serde(default = "any_region")]
+    pub regions: Vec<String>,
+}
+
+fn any_region() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// `[[approver]]`: a person whose key may sign receipts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverEntry {
+    pub name: String,
+    /// `ed25519:BASE64` (as `airlock keygen` prints it).
+    pub public_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +191,45 @@ pub struct Config {
     pub upstream: Upstream,
     pub credentials: CredentialsConfig,
     pub limits: Limits,
+    pub policy: crate::policy::Policy,
+    pub environments: Vec<Environment>,
+    pub approvers: Vec<ApproverEntry>,
+    pub approval: Approval,
+}
+
+#[derive(Debug, Clone)]
+pub struct Approval {
+    /// How long a receipt is valid after it is granted.
+    pub receipt_ttl: Duration,
+    /// How many calls one receipt covers.
+    pub uses: u32,
+    /// The base of approval links (`{public_url}/approvals/{id}`); default
+    /// `http://localhost:<approvals port>`.
+    pub public_url: Option<String>,
+}
+
+/// The environment a call belongs to when no `[[environment]]` matches.
+pub const DEFAULT_ENVIRONMENT: &str = "default";
+
+impl Config {
+    /// The first `[[environment]]` whose accounts and regions match.
+    pub fn environment_of(&self, account: Option<&str>, region: &str) -> String {
+        use crate::policy::glob::glob_match;
+        self.environments
+            .iter()
+            .find(|e| {
+                e.accounts.iter().any(|a| glob_match(a, account.unwrap_or(""), false))
+                    && e.regions.iter().any(|r| glob_match(r, region, false))
+            })
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_string())
+    }
+
+    /// The approval link for a pending call.
+    pub fn approval_link(&self, approvals_port: u16, id: &str) -> String {
+        let base = self.approval.public_url.clone().unwrap_or_else(|| format!("http://localhost:{approvals_port}"));
+        format!("{}/approvals/{id}", base.trim_end_matches('/'))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +381,46 @@ impl Config {
             }
             usize::try_from(v).map_err(|_| err(key, "is too large".into()))
         };
+        let mut names = std::collections::BTreeSet::new();
+        for e in &raw.environment {
+            if e.name.is_empty() || !names.insert(e.name.clone()) {
+                return Err(err("[[environment]] name", format!("{:?} is empty or used twice", e.name)));
+            }
+            if e.accounts.is_empty() {
+                return Err(err("[[environment]] accounts", format!("environment {:?} names no account", e.name)));
+            }
+        }
+        let mut rule_names = std::collections::BTreeSet::new();
+        for r in &raw.rule {
+            if r.name.is_empty() || r.name.starts_with("builtin:") || !rule_names.insert(r.name.clone()) {
+                return Err(err("[[rule]] name", format!("{:?} is empty, reserved (builtin:) or used twice", r.name)));
+            }
+            if r.actions.is_empty() {
+                return Err(err("[[rule]] actions", format!("rule {:?} names no action", r.name)));
+            }
+            for a in &r.actions {
+                if a != "*" && !a.contains(':') {
+                    return Err(err("[[rule]] actions", format!("rule {:?}: {a:?} must look like service:Operation", r.name)));
+                }
+            }
+        }
+        let mut approver_names = std::collections::BTreeSet::new();
+        for a in &raw.approver {
+            if a.name.is_empty() || !approver_names.insert(a.name.clone()) {
+                return Err(err("[[approver]] name", format!("{:?} is empty or used twice", a.name)));
+            }
+            crate::receipt::ApproverPublic::from_config(&a.name, &a.public_key)
+                .map_err(|e| err("[[approver]] public_key", format!("approver {:?}: {e}", a.name)))?;
+        }
+        if raw.approval.uses == 0 {
+            return Err(err("[approval] uses", "must be at least 1".into()));
+        }
+        if let Some(url) = &raw.approval.public_url {
+            let uri: http::Uri = url.parse().map_err(|_| err("[approval] public_url", format!("{url:?} is not a URL")))?;
+            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
+                return Err(err("[approval] public_url", format!("{url:?} must be an http(s) URL")));
+            }
+        }
         if raw.limits.max_connections == 0 {
             return Err(err(
                 "[limits] max_connections",
@@ -325,6 +464,14 @@ impl Config {
                     raw.limits.header_read_timeout_secs,
                 )?,
                 max_connections: raw.limits.max_connections,
+            },
+            policy: crate::policy::Policy { mode: raw.policy.mode, rules: raw.rule, builtin: raw.policy.builtin },
+            environments: raw.environment,
+            approvers: raw.approver,
+            approval: Approval {
+                receipt_ttl: positive("[approval] receipt_ttl_secs", raw.approval.receipt_ttl_secs)?,
+                uses: raw.approval.uses,
+                public_url: raw.approval.public_url.map(|u| u.trim_end_matches('/').to_string()),
             },
         })
     }

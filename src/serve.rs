@@ -31,7 +31,17 @@ pub async fn run(
     let tls = proxy::accept::tls_config(&config)?;
     let agents = AgentRegistry::open(&config.state_dir)?;
     let proxy = Proxy::new(config, Arc::clone(&agents), credentials)
-        .map_err(|e| ServeError::Proxy(e.message))?;
+        .map_err(ServeError::Proxy)?;
+    if let Ok(addr) = approvals_listener.local_addr() {
+        proxy.set_approvals_port(addr.port());
+    }
+    {
+        // Learn the account in the background: receipts and ARNs carry it.
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            proxy.account().await;
+        });
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

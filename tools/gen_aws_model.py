@@ -343,7 +343,45 @@ def build_operation(sname: str, opname: str, op: dict, shapes: dict, protocol: s
     if body is not None and body not in members:
         notes.append(f"{sname}.{opname}: payload {body} not a member")
 
-    return {
+    # Optional naming members (e.g. ec2 DeleteSecurityGroup's GroupId), used only when the
+    # operation has no resource member of its own.
+    optional_resources = []
+    if not resources:
+        for mn, m in members.items():
+            if m.get("location") in (None, "querystring", "header") and is_resource_name(mn):
+                name = wire_name(mn, m, protocol)
+                if name not in optional_resources:
+                    optional_resources.append(name)
+
+    # Where each input member travels (REST protocols): identification matches required
+    # query keys and headers, and reads parameters from each location by wire name.
+    rest = protocol in ("rest-json", "rest-xml")
+    required_headers = []
+    query_members = {}
+    list_query = []
+    header_members = {}
+    body_members = {}
+    for mn, m in members.items():
+        loc = m.get("location")
+        shape_type = shapes.get(m.get("shape"), {}).get("type")
+        if loc == "header":
+            ln = m.get("locationName", mn)
+            header_members[ln.lower()] = mn
+            if mn in required:
+                required_headers.append(ln.lower())
+        elif loc == "querystring":
+            ln = m.get("locationName", "*" if shape_type == "map" else mn)
+            query_members[ln] = mn
+            if shape_type == "list":
+                list_query.append(ln)
+        elif loc is None and rest and mn != body:
+            body_members[m.get("locationName", mn)] = mn
+    payload_type = shapes.get(members[body].get("shape"), {}).get("type") if body in members else None
+    static_context = sorted(
+        k for k, v in op.get("staticContextParams", {}).items() if v.get("value") is True
+    )
+
+    entry = {
         "method": method,
         "uri": uri,
         "labels": labels,
@@ -352,6 +390,22 @@ def build_operation(sname: str, opname: str, op: dict, shapes: dict, protocol: s
         "resources": resources,
         "body_member": body,
     }
+    # The keys below are left out when empty, false or null (airlock reads them with
+    # `#[serde(default)]`), which keeps the embedded file small.
+    extra = {
+        "optional_resources": optional_resources,
+        "required_headers": required_headers,
+        "deprecated": bool(op.get("deprecated", False)),
+        "host_prefix": op.get("endpoint", {}).get("hostPrefix"),
+        "query_members": query_members,
+        "list_query": list_query,
+        "header_members": header_members,
+        "body_members": body_members,
+        "payload_type": payload_type,
+        "static_context": static_context,
+    }
+    entry.update({k: v for k, v in extra.items() if v})
+    return entry
 
 
 def build_service(sname: str, version: str, model: dict, pinfo: dict, notes: list, stats):

@@ -50,6 +50,38 @@ pub struct Operation {
     pub required_query: Vec<String>,
     pub resources: Vec<String>,
     pub body_member: Option<String>,
+    /// Naming members that are optional, listed only when `resources` is empty (ec2
+    /// `DeleteSecurityGroup`'s `GroupId`): resources when the request carries them.
+    #[serde(default)]
+    pub optional_resources: Vec<String>,
+    /// Header members the operation requires (lower-case), e.g. S3 `CopyObject`'s
+    /// `x-amz-copy-source`.
+    #[serde(default)]
+    pub required_headers: Vec<String>,
+    #[serde(default)]
+    pub deprecated: bool,
+    /// `endpoint.hostPrefix`, e.g. `{AccountId}.` (S3 Control), `data-`.
+    #[serde(default)]
+    pub host_prefix: Option<String>,
+    /// Query-string members (REST protocols): wire name → member; `*` is a map member
+    /// that takes every other key.
+    #[serde(default)]
+    pub query_members: BTreeMap<String, String>,
+    /// Query-string members that are lists (their key may repeat).
+    #[serde(default)]
+    pub list_query: Vec<String>,
+    /// Header members (REST protocols): lower-case header name → member.
+    #[serde(default)]
+    pub header_members: BTreeMap<String, String>,
+    /// Top-level body members (REST protocols, no explicit payload): wire name → member.
+    #[serde(default)]
+    pub body_members: BTreeMap<String, String>,
+    /// The shape type of the payload member (`structure`, `blob`, `string`, `union`).
+    #[serde(default)]
+    pub payload_type: Option<String>,
+    /// Static context parameters set to true (`UseS3ExpressControlEndpoint`).
+    #[serde(default)]
+    pub static_context: Vec<String>,
 }
 
 /// The model, parsed on first use. The data is part of the binary, so a parse failure is a

@@ -33,13 +33,16 @@ pub struct VerifiedRequest {
     pub query: Vec<(String, String)>,
     /// The headers the agent signed, minus those re-signing replaces.
     pub headers: HeaderMap,
+    /// The authority the client addressed (S3 virtual-hosted buckets live in it).
+    pub host: String,
     pub body: VerifiedBody,
     _proof: (),
 }
 
 pub enum VerifiedBody {
-    /// Read whole and covered by the signature; its SHA-256 (hex).
-    Full { bytes: Bytes, sha256: String },
+    /// Read whole and verified. `bytes` are forwarded as they came; `content` is what they
+    /// carry (the same bytes, or aws-chunked framing decoded), which identification reads.
+    Full { bytes: Bytes, signed_as: SignedAs, content: Bytes },
     /// Streamed with a check (`mode` says which).
     Stream {
         body: Box<CheckedBody>,
@@ -47,6 +50,15 @@ pub enum VerifiedBody {
         length: Option<u64>,
         mode: PayloadClaim,
     },
+}
+
+/// How a whole body is signed upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedAs {
+    /// Its SHA-256 (hex): the signature covers every byte.
+    Sha256(String),
+    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER`: the body is aws-chunked framing.
+    UnsignedTrailer,
 }
 
 /// Headers that re-signing replaces or that describe one hop only; each is dropped from
@@ -86,7 +98,7 @@ pub const DROPPED_HEADERS: &[&str] = &[
 const CHUNK_FRAMING_HEADERS: &[&str] = &["x-amz-decoded-content-length", "x-amz-trailer"];
 
 /// The presigning parameters, removed from the forwarded query.
-const PRESIGN_PARAMS: &[&str] = &[
+pub(crate) const PRESIGN_PARAMS: &[&str] = &[
     "X-Amz-Algorithm",
     "X-Amz-Credential",
     "X-Amz-Date",
@@ -149,96 +161,80 @@ pub async fn authenticate(
     let s3 = sigv4::uses_s3_rules(&prepared.claim.scope.service);
     let declared_len = body.size_hint().exact();
     let presigned = prepared.claim.presigned.is_some();
-    let verified_body = match (s3, prepared.payload) {
-        // S3 uploads stream; the signature over the head is checked before a byte moves.
-        (true, PayloadClaim::Hash(expected)) => {
-            prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
-            stream(
-                body,
-                Check::Hash {
-                    hasher: Sha256::new(),
-                    expected,
-                },
-                declared_len,
-                prepared.payload,
-            )
+    // Read whole: every non-S3 body (its signature covers it, and identification reads it),
+    // and the few S3 bodies that say what a call acts on (DeleteObjects' keys, ...).
+    let buffer = !s3 || s3_body_read_whole(parts.method.as_str(), &prepared.query);
+    let verified_body = if buffer {
+        let bytes = match read_limited(body, proxy.config.limits.max_buffered_body).await {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => return Err(ProxyError::too_large(proxy.config.limits.max_buffered_body, shape)),
+            Err(ReadError::Io(e)) => return Err(ProxyError::bad_request(format!("could not read the request body: {e}"))),
+        };
+        let sha256 = sigv4::sha256_hex(&bytes);
+        let claim = prepared.payload;
+        match claim {
+            PayloadClaim::FromBody => prepared.check(&key, &sha256).map_err(auth)?,
+            PayloadClaim::Hash(expected) => {
+                // Check the signature first: a wrong key must read as a wrong key.
+                prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
+                if !bool::from(hex::encode(expected).as_bytes().ct_eq(sha256.as_bytes())) {
+                    return Err(auth(AuthError::payload_mismatch()));
+                }
+            }
+            PayloadClaim::Unsigned if s3 || bytes.is_empty() => prepared.check(&key, "UNSIGNED-PAYLOAD").map_err(auth)?,
+            PayloadClaim::Unsigned => {
+                let why = if presigned { "a presigned request may not carry a body" } else { "this service's requests must sign their body" };
+                return Err(auth(AuthError::malformed(why)));
+            }
+            PayloadClaim::UnsignedTrailer if s3 => {
+                prepared.check(&key, "STREAMING-UNSIGNED-PAYLOAD-TRAILER").map_err(auth)?;
+            }
+            PayloadClaim::UnsignedTrailer | PayloadClaim::SignedChunks { .. } => {
+                let why = if s3 {
+                    "send this S3 request without signed aws-chunked encoding: airlock reads its body to identify it"
+                } else {
+                    "streaming aws-chunked payloads are only accepted for S3"
+                };
+                return Err(auth(AuthError::unsupported(why)));
+            }
         }
-        (true, PayloadClaim::Unsigned | PayloadClaim::UnsignedTrailer) => {
-            prepared
-                .check(&key, &prepared.payload.canonical().unwrap_or_default())
-                .map_err(auth)?;
-            stream(body, Check::Passthrough, declared_len, prepared.payload)
+        if claim == PayloadClaim::UnsignedTrailer {
+            // Identification reads the decoded bytes; the framing is forwarded as it came.
+            let mut decoder = ChunkDecoder::new(None, true, proxy.config.limits.max_buffered_body);
+            let mut content = bytes::BytesMut::new();
+            for ev in decoder.push(&bytes).map_err(auth)? {
+                if let crate::sigv4::chunked::Decoded::Data(d) = ev {
+                    content.extend_from_slice(&d);
+                }
+            }
+            decoder.finish().map_err(auth)?;
+            VerifiedBody::Full { bytes, signed_as: SignedAs::UnsignedTrailer, content: content.freeze() }
+        } else {
+            VerifiedBody::Full { content: bytes.clone(), bytes, signed_as: SignedAs::Sha256(sha256) }
         }
-        (true, PayloadClaim::SignedChunks { trailer }) => {
-            prepared
-                .check(&key, &prepared.payload.canonical().unwrap_or_default())
-                .map_err(auth)?;
-            let decoded_len = decoded_length(&parts.headers).map_err(auth)?;
-            let signer = ChunkSigner {
-                key,
-                amz_date: prepared.amz_date.clone(),
-                scope: prepared.claim.scope.clone(),
-                previous: prepared.seed_signature(),
-            };
-            let decoder = Box::new(ChunkDecoder::new(
-                Some(signer),
-                trailer,
-                proxy.config.limits.max_chunk,
-            ));
-            stream(
-                body,
-                Check::Chunked {
-                    decoder,
-                    expected_len: decoded_len,
-                },
-                Some(decoded_len),
-                prepared.payload,
-            )
-        }
-        // Everything else is read whole: its signature covers it, and later phases read it.
-        (_, claim) => {
-            let bytes = match read_limited(body, proxy.config.limits.max_buffered_body).await {
-                Ok(b) => b,
-                Err(ReadError::TooLarge) => {
-                    return Err(ProxyError::too_large(
-                        proxy.config.limits.max_buffered_body,
-                        shape,
-                    ))
-                }
-                Err(ReadError::Io(e)) => {
-                    return Err(ProxyError::bad_request(format!(
-                        "could not read the request body: {e}"
-                    )))
-                }
-            };
-            let sha256 = sigv4::sha256_hex(&bytes);
-            let signed_hash = match claim {
-                PayloadClaim::FromBody => sha256.clone(),
-                PayloadClaim::Hash(expected) => {
-                    // Check the signature first: a wrong key must read as a wrong key.
-                    prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
-                    if !bool::from(hex::encode(expected).as_bytes().ct_eq(sha256.as_bytes())) {
-                        return Err(auth(AuthError::payload_mismatch()));
-                    }
-                    sha256.clone()
-                }
-                PayloadClaim::Unsigned if bytes.is_empty() => "UNSIGNED-PAYLOAD".to_string(),
-                PayloadClaim::Unsigned => {
-                    let why = if presigned {
-                        "a presigned request may not carry a body"
-                    } else {
-                        "this service's requests must sign their body"
-                    };
-                    return Err(auth(AuthError::malformed(why)));
-                }
-                PayloadClaim::UnsignedTrailer | PayloadClaim::SignedChunks { .. } => {
-                    return Err(auth(AuthError::unsupported(
-                        "streaming aws-chunked payloads are only accepted for S3",
-                    )))
-                }
-            };
-            prepared.check(&key, &signed_hash).map_err(auth)?;
-            VerifiedBody::Full { bytes, sha256 }
+    } else {
+        match prepared.payload {
+            // S3 uploads stream; the signature over the head is checked before a byte moves.
+            PayloadClaim::Hash(expected) => {
+                prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
+                stream(body, Check::Hash { hasher: Sha256::new(), expected }, declared_len, prepared.payload)
+            }
+            PayloadClaim::Unsigned | PayloadClaim::UnsignedTrailer | PayloadClaim::FromBody => {
+                prepared.check(&key, &prepared.payload.canonical().unwrap_or_default()).map_err(auth)?;
+                stream(body, Check::Passthrough, declared_len, prepared.payload)
+            }
+            PayloadClaim::SignedChunks { trailer } => {
+                prepared.check(&key, &prepared.payload.canonical().unwrap_or_default()).map_err(auth)?;
+                let decoded_len = decoded_length(&parts.headers).map_err(auth)?;
+                let signer = ChunkSigner {
+                    key,
+                    amz_date: prepared.amz_date.clone(),
+                    scope: prepared.claim.scope.clone(),
+                    previous: prepared.seed_signature(),
+                };
+                let decoder = Box::new(ChunkDecoder::new(Some(signer), trailer, proxy.config.limits.max_chunk));
+                stream(body, Check::Chunked { decoder, expected_len: decoded_len }, Some(decoded_len), prepared.payload)
+            }
         }
     };
 
@@ -261,9 +257,17 @@ pub async fn authenticate(
         path: prepared.path.forward.clone(),
         query,
         headers,
+        host,
         body: verified_body,
         _proof: (),
     })
+}
+
+/// S3 requests whose (small) bodies decide what the call does: DeleteObjects lists keys,
+/// versioning and lifecycle documents can suspend versioning or expire objects.
+fn s3_body_read_whole(method: &str, query: &[(String, String)]) -> bool {
+    let has = |k: &str| query.iter().any(|(q, _)| q == k);
+    (method == "POST" && has("delete")) || (method == "PUT" && (has("versioning") || has("lifecycle")))
 }
 
 fn stream(body: Incoming, check: Check, length: Option<u64>, mode: PayloadClaim) -> VerifiedBody {
@@ -296,7 +300,7 @@ fn decoded_length(headers: &HeaderMap) -> Result<u64, AuthError> {
 
 /// The signed headers, minus [`DROPPED_HEADERS`] (and the chunk framing when airlock
 /// forwards the decoded body). Unsigned headers are never forwarded.
-fn signed_headers(all: &HeaderMap, signed: &[String], decoded_chunks: bool) -> HeaderMap {
+pub(crate) fn signed_headers(all: &HeaderMap, signed: &[String], decoded_chunks: bool) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in signed {
         if DROPPED_HEADERS.contains(&name.as_str())

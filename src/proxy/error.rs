@@ -9,8 +9,10 @@
 //! |---|---|
 //! | 400 | `IncompleteSignature`, `InvalidRequest`, `AuthorizationHeaderMalformed` (S3), `XAmzContentSHA256Mismatch`, `RequestEntityTooLarge`/`EntityTooLarge` (S3) |
 //! | 403 | `MissingAuthenticationToken`, `InvalidClientTokenId`, `InvalidAccessKeyId` (S3), `SignatureDoesNotMatch`, `RequestExpired`, `RequestTimeTooSkewed` (S3), `AccessDenied` |
-//! | 500 | `InternalFailure` (airlock has no real credentials, or could not sign) |
-//! | 502 | `BadGateway` (upstream unreachable, reset, or unreadable) |
+//! | 403 | `AccessDenied` (policy, or a call that needs an approved receipt: the message carries the link) |
+//! | 500 | `InternalFailure` (airlock has no real credentials, could not sign, or cannot record state) |
+//! | 502 | `BadGateway` (upstream reset or unreadable mid-call) |
+//! | 503 | `ServiceUnavailable` (upstream never reached) |
 //! | 504 | `GatewayTimeout` (upstream too slow) |
 
 use super::body::{full, ProxyBody};
@@ -132,6 +134,21 @@ impl ProxyError {
             "BadGateway",
             message,
         )
+    }
+
+    /// The upstream was never reached (connection refused, DNS, connect timeout).
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(Origin::Upstream, StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+    }
+
+    /// Refused by policy or for want of a receipt.
+    pub fn access_denied(message: impl Into<String>) -> Self {
+        Self::new(Origin::Downstream, StatusCode::FORBIDDEN, "AccessDenied", message)
+    }
+
+    /// A request airlock could not identify as an AWS call of its service.
+    pub fn unidentified(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(Origin::Downstream, StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn gateway_timeout(message: impl Into<String>) -> Self {

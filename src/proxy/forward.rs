@@ -1,7 +1,7 @@
 //! Phase 4, forward: a pooled keep-alive client (HTTP/1.1 over rustls with the bundled
 //! webpki roots, so the host's `SSL_CERT_FILE` and friends cannot redirect trust), bodies
-//! streamed both ways. An upstream that cannot be reached answers 502, one that is too
-//! slow 504: both AWS-shaped, both retried by SDKs.
+//! streamed both ways. An upstream that cannot be reached answers 503, one that breaks
+//! mid-call 502, one that is too slow 504: all AWS-shaped, all retried by SDKs.
 
 use super::body::{BoxError, ProxyBody};
 use super::error::{ProxyError, Shape};

@@ -15,14 +15,20 @@
 pub mod accept;
 pub mod authenticate;
 pub mod body;
+pub mod caller;
 pub mod error;
 pub mod forward;
+pub mod redeem;
 pub mod resign;
 
 use crate::config::Config;
 use crate::credentials::RealCredentials;
+use crate::receipt::TrustedKeys;
 use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
+use crate::state::approvals::ApprovalStore;
+use crate::state::ledger::Ledger;
+use std::sync::atomic::{AtomicU16, Ordering};
 use body::ProxyBody;
 use dashmap::DashMap;
 use error::Shape;
@@ -36,6 +42,19 @@ pub struct Proxy {
     pub agents: Arc<AgentRegistry>,
     pub credentials: Arc<RealCredentials>,
     pub client: forward::Client,
+    pub approvals: ApprovalStore,
+    pub ledger: Ledger,
+    /// The keys receipts may be signed with: from the config only.
+    pub trusted: TrustedKeys,
+    /// One lock per receipt: identical calls under one receipt go one at a time.
+    receipt_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// The approval page's bound port, for links.
+    approvals_port: AtomicU16,
+    /// The account of the real credentials (GetCallerIdentity), once known.
+    account: std::sync::RwLock<Option<String>>,
+    /// When STS was last asked, so an unknown account is not asked for on every call.
+    /// Held while STS is being asked, so concurrent calls wait for one answer.
+    account_asked: tokio::sync::Mutex<Option<Instant>>,
     /// Derived signing keys by (access key id, scope): one HMAC chain per day, region and service.
     keys: DashMap<(String, Scope), SigningKey>,
 }
@@ -44,19 +63,60 @@ pub struct Proxy {
 const MAX_CACHED_KEYS: usize = 4096;
 
 impl Proxy {
-    pub fn new(
-        config: Config,
-        agents: Arc<AgentRegistry>,
-        credentials: Arc<RealCredentials>,
-    ) -> Result<Arc<Self>, error::ProxyError> {
-        let client = forward::client(&config.upstream)?;
+    pub fn new(config: Config, agents: Arc<AgentRegistry>, credentials: Arc<RealCredentials>) -> Result<Arc<Self>, String> {
+        let client = forward::client(&config.upstream).map_err(|e| e.message)?;
+        let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let trusted = redeem::trusted_keys(&config)?;
+        let approvals_port = AtomicU16::new(config.approvals_addr.port());
         Ok(Arc::new(Proxy {
             config,
             agents,
             credentials,
             client,
+            approvals,
+            ledger,
+            trusted,
+            receipt_locks: DashMap::new(),
+            approvals_port,
+            account: std::sync::RwLock::new(None),
+            account_asked: tokio::sync::Mutex::new(None),
             keys: DashMap::new(),
         }))
+    }
+
+    pub fn set_approvals_port(&self, port: u16) {
+        self.approvals_port.store(port, Ordering::Relaxed);
+    }
+
+    pub fn approvals_port(&self) -> u16 {
+        self.approvals_port.load(Ordering::Relaxed)
+    }
+
+    /// The real credentials' account, asking STS once if it is not known yet.
+    pub async fn account(&self) -> Option<String> {
+        if let Some(a) = self.account.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(a);
+        }
+        let mut asked = self.account_asked.lock().await;
+        if let Some(a) = self.account.read().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Some(a);
+        }
+        if asked.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60)) {
+            return None;
+        }
+        *asked = Some(Instant::now());
+        match caller::caller_account(self).await {
+            Ok(a) => {
+                tracing::info!(account = %a, "airlock's own account");
+                *self.account.write().unwrap_or_else(|p| p.into_inner()) = Some(a.clone());
+                Some(a)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not learn airlock's own account");
+                None
+            }
+        }
     }
 
     pub fn signing_key(&self, agent: &Agent, scope: &Scope) -> SigningKey {
@@ -87,12 +147,20 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let mut agent_name = None;
+    let mut operation = None;
 
     let result = async {
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
         agent_name = Some(verified.agent.name.clone());
+        let call = identify(&proxy, &verified).await?;
+        operation = Some(call.action());
+        let authorization = decide(&proxy, &call, &verified.agent.name).await?;
         let signed = resign::resign(&proxy, verified).await?;
-        forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await
+        let forwarded = forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
+        if let Some(a) = authorization {
+            a.finish(&proxy, &forwarded);
+        }
+        forwarded
     }
     .await;
 
@@ -110,12 +178,66 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_string();
-            tracing::info!(%agent, %service, %method, %path, status, latency_ms, %upstream_id, "forwarded");
+            let operation = operation.as_deref().unwrap_or("-");
+            tracing::info!(%agent, %service, %operation, %method, %path, status, latency_ms, %upstream_id, "forwarded");
             forwarded.response
         }
         Err(e) => {
-            tracing::info!(%agent, %service, %method, %path, status = e.status.as_u16(), latency_ms, code = e.code, origin = ?e.origin, reason = %e.message, %request_id, "refused");
+            let operation = operation.as_deref().unwrap_or("-");
+            tracing::info!(%agent, %service, %operation, %method, %path, status = e.status.as_u16(), latency_ms, code = e.code, origin = ?e.origin, reason = %e.message, %request_id, "refused");
             e.into_response(&shape, &request_id, method == http::Method::HEAD)
         }
+    }
+}
+
+/// Phase 3, identify: the verified request as an AWS call. Anything that matches no
+/// operation of its service is refused, never forwarded as "unknown".
+async fn identify(proxy: &Proxy, v: &authenticate::VerifiedRequest) -> Result<crate::identify::AwsCall, error::ProxyError> {
+    let account = proxy.account().await;
+    let body = match &v.body {
+        authenticate::VerifiedBody::Full { content, .. } => Some(content.as_ref()),
+        authenticate::VerifiedBody::Stream { .. } => None,
+    };
+    let request = crate::identify::Request {
+        signing_name: &v.scope.service,
+        region: &v.scope.region,
+        method: v.method.as_str(),
+        path: &v.path,
+        query: &v.query,
+        headers: &v.headers,
+        host: &v.host,
+        body,
+        account: account.as_deref(),
+    };
+    let mut call = crate::identify::identify(&request).map_err(|e| error::ProxyError::unidentified(e.code, e.message))?;
+    // S3 documents whose content decides how destructive the call is (versioning, lifecycle)
+    // are given to the policy as the `Body` parameter.
+    if call.service == "s3" && matches!(call.operation.as_str(), "PutBucketVersioning" | "PutBucketLifecycleConfiguration" | "PutBucketLifecycle") {
+        if let Some(b) = body {
+            let text: String = String::from_utf8_lossy(b).split_whitespace().collect();
+            call.params.insert("Body".into(), text);
+        }
+    }
+    Ok(call)
+}
+
+/// Phase 4 and 5, decide and redeem: allow, refuse, or demand a receipt.
+async fn decide(proxy: &Proxy, call: &crate::identify::AwsCall, agent: &str) -> Result<Option<redeem::Authorization>, error::ProxyError> {
+    use crate::policy::{Effect, Mode};
+    let environment = proxy.config.environment_of(call.account.as_deref(), &call.region);
+    let decision = proxy.config.policy.decide(call, agent, &environment);
+    match (decision.effect, proxy.config.policy.mode) {
+        (Effect::Allow, _) => Ok(None),
+        (_, Mode::Shadow) => {
+            tracing::warn!(%agent, %environment, action = %call.action(), effect = decision.effect.as_str(), rule = %decision.rule, "shadow mode: would have been gated; forwarded");
+            Ok(None)
+        }
+        (Effect::Deny, Mode::Enforce) => Err(error::ProxyError::access_denied(format!(
+            "airlock: {} (environment {environment}) is denied by rule {}: {}",
+            call.action(),
+            decision.rule,
+            decision.reason
+        ))),
+        (Effect::RequireReceipt, Mode::Enforce) => redeem::redeem(proxy, call, agent, &environment, &decision).await.map(Some),
     }
 }

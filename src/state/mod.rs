@@ -3,6 +3,8 @@
 //! or the new version, never a torn one.
 
 pub mod agents;
+pub mod approvals;
+pub mod ledger;
 
 use std::fs;
 use std::io::Write;

@@ -33,14 +33,14 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
 
 
 @pytest.fixture(scope="session")
-def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[[str], Airlock]]:
-    """Start a fresh airlock (`airlock init`, point it at moto on free ports, `airlock serve`);
-    every one started is stopped when the session ends."""
+def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[..., Airlock]]:
+    """Start a fresh airlock: `airlock init`, point it at moto on free ports, set the policy
+    mode (see `Airlock.init`), `airlock serve`. Every one started is stopped at the end."""
     started: list[tuple[str, Airlock]] = []
 
-    def start(label: str) -> Airlock:
+    def start(label: str, policy_mode: str = "shadow") -> Airlock:
         server = Airlock(tmp_path_factory.mktemp(label), moto)
-        server.init()
+        server.init(policy_mode)
         server.start()
         started.append((label, server))
         _RUNNING[label] = server
@@ -55,9 +55,21 @@ def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Itera
 
 
 @pytest.fixture(scope="session")
-def airlock(start_airlock: Callable[[str], Airlock]) -> Airlock:
-    """The airlock most tests go through."""
+def airlock(start_airlock: Callable[..., Airlock]) -> Airlock:
+    """The airlock the client suites go through, in shadow mode: destructive calls are
+    forwarded (and recorded), so deleting what a test created works."""
     return start_airlock("airlock")
+
+
+@pytest.fixture(scope="session")
+def enforcing_airlock(start_airlock: Callable[..., Airlock]) -> Airlock:
+    """An airlock with the shipped policy enforced: destructive calls wait for a receipt."""
+    return start_airlock("airlock-enforce", policy_mode="enforce")
+
+
+@pytest.fixture(scope="session")
+def enforced_agent(enforcing_airlock: Airlock) -> Agent:
+    return enforcing_airlock.add_agent(unique("enforced-agent"))
 
 
 @pytest.fixture(scope="session")

@@ -399,15 +399,25 @@ class Airlock:
         return run([str(self.binary), *args, "--config", str(self.config)], scrubbed_env(),
                    cwd=self.home, timeout=timeout, check=check)
 
-    def init(self) -> None:
+    def init(self, policy_mode: str) -> None:
+        """`airlock init`, then: free ports, moto as the upstream, and the policy mode.
+
+        "shadow" forwards destructive calls too (only recording what would have been gated): the
+        client suites test transport. "enforce" (the shipped default) holds them for a receipt."""
         self.cli("init")
         assert self.config.is_file(), f"airlock init did not create {self.config}"
         assert self.ca_pem.is_file(), f"airlock init did not create {self.ca_pem}"
-        configure(self.config, {
+        settings = {
             ("listen", "proxy"): "127.0.0.1:0",
             ("listen", "approvals"): "127.0.0.1:0",
             ("upstream", "endpoint"): self.moto.url,
-        })
+        }
+        if "policy" in tomllib.loads(self.config.read_text()):
+            settings[("policy", "mode")] = policy_mode
+        elif policy_mode != "shadow":
+            raise AssertionError(f"the config `airlock init` wrote has no [policy] table, so "
+                                 f"airlock cannot run in policy mode {policy_mode!r}")
+        configure(self.config, settings)
 
     @property
     def ca_pem(self) -> Path:
@@ -477,6 +487,13 @@ class Airlock:
         if not self.log_path.exists():
             return "(no log)"
         return self.log_path.read_text(errors="replace")[start:][-limit:]
+
+    def approval_link(self, text: str) -> str:
+        """The approval link in an error message: it must point at this airlock's approvals port."""
+        port = self.approvals_url.rsplit(":", 1)[1]
+        m = re.search(rf"https?://(?:localhost|127\.0\.0\.1|\[::1\]):{port}/[^\s\"'<>]*", text)
+        assert m, f"no approval link for port {port} in: {text}"
+        return m.group(0)
 
     def add_agent(self, name: str) -> Agent:
         out = self.cli("agent", "add", name, "--json").stdout

@@ -5,6 +5,9 @@ database and snapshot, plus an S3 bucket with an object and a DynamoDB table. Te
 provider (Go SDK v2) signs differently from botocore (it signs content-length and amz-sdk-*
 headers) and sends calls in parallel.
 
+Between apply and destroy, the same `terraform destroy` goes through an airlock that enforces
+the shipped policy: it must destroy nothing and point at the approval page.
+
 Set AIRLOCK_E2E_TF_DIRECT=1 to also run the stack straight against moto with the real
 credentials: when the airlock run fails and the direct one passes, the failure is airlock's.
 """
@@ -18,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from support import REGION, TERRAFORM_DIR, Moto, error_code, require_tool, run, scrubbed_env, unique
+from support import (
+    REGION, TERRAFORM_DIR, Airlock, Moto, error_code, require_tool, run, scrubbed_env, unique,
+)
 
 PLUGIN_MIRROR = Path(os.environ.get("AIRLOCK_E2E_TF_MIRROR", "/opt/tf-plugins"))
 ROUTES = ["airlock"] + (["moto-direct"] if os.environ.get("AIRLOCK_E2E_TF_DIRECT") else [])
@@ -53,7 +58,8 @@ def test_stack_applies_and_destroys(route: str, request: pytest.FixtureRequest, 
         env = scrubbed_env()
         env.update(AWS_ACCESS_KEY_ID=moto.access_key_id, AWS_SECRET_ACCESS_KEY=moto.secret_access_key,
                    AWS_ENDPOINT_URL=moto.url, AWS_DEFAULT_REGION=REGION, AWS_REGION=REGION)
-    env.update(TF_CLI_CONFIG_FILE=str(cli_config), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
+    tf_settings = {"TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    env.update(tf_settings)
     name = unique("tf")
 
     def tf(*args: str) -> str:
@@ -64,33 +70,54 @@ def test_stack_applies_and_destroys(route: str, request: pytest.FixtureRequest, 
     out = {k: v["value"] for k, v in json.loads(tf("output", "-json")).items()}
 
     ec2, s3, ddb, rds = (moto.client(s) for s in ("ec2", "s3", "dynamodb", "rds"))
-    [vpc] = ec2.describe_vpcs(VpcIds=[out["vpc_id"]])["Vpcs"]
-    assert vpc["CidrBlock"] == "10.42.0.0/16"
-    assert {"Key": "Name", "Value": name} in vpc["Tags"]
-    [subnet] = ec2.describe_subnets(SubnetIds=[out["subnet_id"]])["Subnets"]
-    assert (subnet["VpcId"], subnet["CidrBlock"]) == (out["vpc_id"], "10.42.1.0/24")
-    [group] = ec2.describe_security_groups(GroupIds=[out["security_group_id"]])["SecurityGroups"]
-    assert group["VpcId"] == out["vpc_id"]
-    assert [(p["FromPort"], p["ToPort"]) for p in group["IpPermissions"]] == [(5432, 5432)]
-    body = s3.get_object(Bucket=f"{name}-data", Key="docs/read me.txt")["Body"].read()
-    assert body == b"written by terraform through airlock\n"
-    table = ddb.describe_table(TableName=f"{name}-items")["Table"]
-    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
-    [db] = rds.describe_db_instances(DBInstanceIdentifier=f"{name}-db")["DBInstances"]
-    assert db["Engine"] == "postgres"
-    assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [out["security_group_id"]]
-    [snapshot] = rds.describe_db_snapshots(DBSnapshotIdentifier=f"{name}-snap")["DBSnapshots"]
-    assert snapshot["DBInstanceIdentifier"] == f"{name}-db"
 
-    tf("destroy", "-input=false", "-auto-approve", f"-var=name={name}")
+    def stack_is_in_moto() -> None:
+        [vpc] = ec2.describe_vpcs(VpcIds=[out["vpc_id"]])["Vpcs"]
+        assert vpc["CidrBlock"] == "10.42.0.0/16"
+        assert {"Key": "Name", "Value": name} in vpc["Tags"]
+        [subnet] = ec2.describe_subnets(SubnetIds=[out["subnet_id"]])["Subnets"]
+        assert (subnet["VpcId"], subnet["CidrBlock"]) == (out["vpc_id"], "10.42.1.0/24")
+        [group] = ec2.describe_security_groups(GroupIds=[out["security_group_id"]])["SecurityGroups"]
+        assert group["VpcId"] == out["vpc_id"]
+        assert [(p["FromPort"], p["ToPort"]) for p in group["IpPermissions"]] == [(5432, 5432)]
+        body = s3.get_object(Bucket=f"{name}-data", Key="docs/read me.txt")["Body"].read()
+        assert body == b"written by terraform through airlock\n"
+        table = ddb.describe_table(TableName=f"{name}-items")["Table"]
+        assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+        [db] = rds.describe_db_instances(DBInstanceIdentifier=f"{name}-db")["DBInstances"]
+        assert db["Engine"] == "postgres"
+        assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [out["security_group_id"]]
+        [snapshot] = rds.describe_db_snapshots(DBSnapshotIdentifier=f"{name}-snap")["DBSnapshots"]
+        assert snapshot["DBInstanceIdentifier"] == f"{name}-db"
 
-    assert error_code(ec2.describe_vpcs, VpcIds=[out["vpc_id"]]) == "InvalidVpcID.NotFound"
-    assert error_code(ec2.describe_subnets, SubnetIds=[out["subnet_id"]]) == "InvalidSubnetID.NotFound"
-    assert error_code(ec2.describe_security_groups,
-                      GroupIds=[out["security_group_id"]]) == "InvalidGroup.NotFound"
-    assert error_code(s3.head_bucket, Bucket=f"{name}-data") == "404"
-    assert error_code(ddb.describe_table, TableName=f"{name}-items") == "ResourceNotFoundException"
-    assert error_code(rds.describe_db_instances, DBInstanceIdentifier=f"{name}-db") == "DBInstanceNotFound"
-    assert error_code(rds.describe_db_snapshots, DBSnapshotIdentifier=f"{name}-snap") == "DBSnapshotNotFound"
-    state = json.loads((workdir / "terraform.tfstate").read_text())
-    assert state["resources"] == []
+    def destroy_and_check_gone() -> None:
+        tf("destroy", "-input=false", "-auto-approve", f"-var=name={name}")
+        assert error_code(ec2.describe_vpcs, VpcIds=[out["vpc_id"]]) == "InvalidVpcID.NotFound"
+        assert error_code(ec2.describe_subnets, SubnetIds=[out["subnet_id"]]) == "InvalidSubnetID.NotFound"
+        assert error_code(ec2.describe_security_groups,
+                          GroupIds=[out["security_group_id"]]) == "InvalidGroup.NotFound"
+        assert error_code(s3.head_bucket, Bucket=f"{name}-data") == "404"
+        assert error_code(ddb.describe_table, TableName=f"{name}-items") == "ResourceNotFoundException"
+        assert error_code(rds.describe_db_instances, DBInstanceIdentifier=f"{name}-db") == "DBInstanceNotFound"
+        assert error_code(rds.describe_db_snapshots,
+                          DBSnapshotIdentifier=f"{name}-snap") == "DBSnapshotNotFound"
+        state = json.loads((workdir / "terraform.tfstate").read_text())
+        assert state["resources"] == []
+
+    stack_is_in_moto()
+    if route != "airlock":
+        destroy_and_check_gone()
+        return
+    try:
+        # The incident: `terraform destroy` run by an agent. Through an airlock that enforces the
+        # shipped policy it destroys nothing and tells where to approve.
+        enforcing_airlock: Airlock = request.getfixturevalue("enforcing_airlock")
+        held_env = {**request.getfixturevalue("enforced_agent").env, **tf_settings}
+        held = run([terraform, "destroy", "-input=false", "-auto-approve", f"-var=name={name}", "-no-color"],
+                   held_env, cwd=workdir, timeout=900, check=False)
+        assert held.returncode != 0, f"terraform destroy went through an enforcing airlock:\n{held.stdout}"
+        assert "AccessDenied" in held.stderr, held.stderr
+        enforcing_airlock.approval_link(held.stderr)
+        stack_is_in_moto()
+    finally:
+        destroy_and_check_gone()

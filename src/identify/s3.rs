@@ -1,0 +1,131 @@
+//! S3's addressing and the one S3 call whose resources are in its body.
+//!
+//! - **S3 Control** signs as `s3` too; its paths start `/v20180820/`, so such a path is
+//!   read against S3 Control only (a path-style bucket named `v20180820` is not readable
+//!   through airlock, and the call must be forwarded to S3 Control's endpoint).
+//! - **Virtual-hosted** requests name the bucket in the Host. airlock does not know every
+//!   name it is reached by, so for now: an IP address or `localhost[:port]` is path-style,
+//!   and `x.localhost[:port]` is bucket `x` (the forwarder must send the same bucket on).
+//! - **DeleteObjects** (`POST /{Bucket}?delete`) lists its keys in an XML body, which must
+//!   be buffered ([`s3_needs_body`]); each `<Key>` is a resource.
+
+use super::body::Element;
+use super::{Candidate, IdentifyError, Request};
+use std::net::Ipv4Addr;
+
+/// The bucket a virtual-hosted S3 request addresses through its Host (`x.localhost:8443`
+/// → `x`), or `None` for a path-style request.
+pub fn virtual_host_bucket(host: &str) -> Option<String> {
+    host_bucket(host).ok().flatten()
+}
+
+fn host_bucket(host: &str) -> Result<Option<String>, IdentifyError> {
+    let host = host.trim().to_ascii_lowercase();
+    if host.starts_with('[') {
+        return Ok(None); // an IPv6 literal
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host.as_str(),
+    };
+    if name.parse::<Ipv4Addr>().is_ok() {
+        return Ok(None);
+    }
+    let Some(bucket) = name.strip_suffix(".localhost") else {
+        return Ok(None);
+    };
+    let valid = bucket.len() >= 3
+        && bucket.len() <= 63
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !valid {
+        return Err(IdentifyError::invalid(format!(
+            "the Host {host:?} does not name a valid bucket"
+        )));
+    }
+    Ok(Some(bucket.to_string()))
+}
+
+/// Whether an S3 request's body must be buffered (it is small) for identification and the
+/// policy: `POST ?delete` (DeleteObjects: the keys), `PUT ?versioning` (suspending) and
+/// `PUT ?lifecycle` (expirations). Query keys compare exactly, as S3 reads them.
+pub fn s3_needs_body(method: &str, query: &[(String, String)]) -> bool {
+    let has = |key: &str| query.iter().any(|(k, _)| k == key);
+    match method {
+        "POST" => has("delete"),
+        "PUT" => has("versioning") || has("lifecycle"),
+        _ => false,
+    }
+}
+
+/// The services to read an `s3`-family request against, and the path to read: S3 Control
+/// for `/v20180820/…`, else S3 with a virtual-hosted bucket moved into the path.
+pub(crate) fn view(
+    req: &Request<'_>,
+    services: &[Candidate],
+) -> Result<(Vec<Candidate>, String), IdentifyError> {
+    let only = |name: &str| -> Vec<Candidate> {
+        services.iter().filter(|c| c.name == name).copied().collect()
+    };
+    let control = req.path == "/v20180820" || req.path.starts_with("/v20180820/");
+    if control && req.signing_name == "s3" {
+        return Ok((only("s3control"), req.path.to_string()));
+    }
+    // S3 Object Lambda addresses a route, not a bucket, through its Host.
+    let bucket = if req.signing_name == "s3-object-lambda" {
+        None
+    } else {
+        host_bucket(req.host)?
+    };
+    let path = match bucket {
+        Some(b) if req.path == "/" => format!("/{b}"),
+        Some(b) => format!("/{b}{}", req.path),
+        None => req.path.to_string(),
+    };
+    Ok((only("s3"), path))
+}
+
+/// The keys a DeleteObjects body deletes, in order. The body must be
+/// `<Delete><Object><Key>…</Key>[<VersionId>…]</Object>…[<Quiet>…]</Delete>`; every
+/// `<Object>` has exactly one non-empty `<Key>`.
+pub(crate) fn delete_objects_keys(root: &Element) -> Result<Vec<String>, IdentifyError> {
+    let bad = |m: &str| IdentifyError::new("MalformedXML", format!("DeleteObjects: {m}"));
+    if root.name != "Delete" {
+        return Err(bad("the root element must be <Delete>"));
+    }
+    let mut keys = Vec::new();
+    for child in &root.children {
+        match child.name.as_str() {
+            "Quiet" if child.children.is_empty() => {}
+            "Object" => {
+                let mut key = None;
+                for field in &child.children {
+                    if !field.children.is_empty() {
+                        return Err(bad("an <Object> field has elements inside"));
+                    }
+                    match field.name.as_str() {
+                        "Key" => {
+                            if key.replace(field.text.clone()).is_some() {
+                                return Err(bad("an <Object> has more than one <Key>"));
+                            }
+                        }
+                        "VersionId" | "ETag" | "LastModifiedTime" | "Size" => {}
+                        other => return Err(bad(&format!("unexpected <{other}> in <Object>"))),
+                    }
+                }
+                match key {
+                    Some(k) if !k.is_empty() => keys.push(k),
+                    _ => return Err(bad("an <Object> has no <Key>")),
+                }
+            }
+            other => return Err(bad(&format!("unexpected <{other}> in <Delete>"))),
+        }
+    }
+    if keys.is_empty() {
+        return Err(bad("no <Object> to delete"));
+    }
+    Ok(keys)
+}

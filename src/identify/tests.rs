@@ -1,0 +1,488 @@
+//! Unit tests of identification, one section per protocol and per ambiguity rule.
+
+use super::*;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+struct R {
+    signing: &'static str,
+    method: &'static str,
+    path: String,
+    query: Vec<(String, String)>,
+    headers: HeaderMap,
+    host: &'static str,
+    body: Option<Vec<u8>>,
+}
+
+fn req(signing: &'static str, method: &'static str, path: &str) -> R {
+    R {
+        signing,
+        method,
+        path: path.to_string(),
+        query: Vec::new(),
+        headers: HeaderMap::new(),
+        host: "localhost:8443",
+        body: Some(Vec::new()),
+    }
+}
+
+impl R {
+    fn q(mut self, k: &str, v: &str) -> Self {
+        self.query.push((k.to_string(), v.to_string()));
+        self
+    }
+    fn h(mut self, k: &str, v: &str) -> Self {
+        self.headers.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+        self
+    }
+    fn host(mut self, host: &'static str) -> Self {
+        self.host = host;
+        self
+    }
+    fn body(mut self, b: &str) -> Self {
+        self.body = Some(b.as_bytes().to_vec());
+        self
+    }
+    fn bytes(mut self, b: Vec<u8>) -> Self {
+        self.body = Some(b);
+        self
+    }
+    fn streamed(mut self) -> Self {
+        self.body = None;
+        self
+    }
+    fn form(self, b: &str) -> Self {
+        self.h("content-type", "application/x-www-form-urlencoded; charset=utf-8")
+            .body(b)
+    }
+    fn run(&self) -> Result<AwsCall, IdentifyError> {
+        identify(&Request {
+            signing_name: self.signing,
+            region: "us-east-1",
+            method: self.method,
+            path: &self.path,
+            query: &self.query,
+            headers: &self.headers,
+            host: self.host,
+            body: self.body.as_deref(),
+            account: Some("111111111111"),
+        })
+    }
+    fn op(&self) -> String {
+        match self.run() {
+            Ok(c) => format!("{}:{}", c.service, c.operation),
+            Err(e) => format!("error {}", e.code),
+        }
+    }
+}
+
+fn arns(call: &AwsCall) -> Vec<(String, String, Option<String>)> {
+    call.resources
+        .iter()
+        .map(|r| (r.member.clone(), r.value.clone(), r.arn.clone()))
+        .collect()
+}
+
+// ---------------------------------------------------------------- query / ec2
+
+#[test]
+fn query_identifies_rds_delete_with_params_and_arn() {
+    let r = req("rds", "POST", "/").form(
+        "Action=DeleteDBInstance&Version=2014-10-31&DBInstanceIdentifier=prod-db&SkipFinalSnapshot=true&DeleteAutomatedBackups=true",
+    );
+    let call = r.run().unwrap();
+    assert_eq!((call.service.as_str(), call.operation.as_str()), ("rds", "DeleteDBInstance"));
+    assert_eq!(call.params["SkipFinalSnapshot"], "true");
+    assert!(!call.params.contains_key("Action"));
+    assert_eq!(
+        arns(&call),
+        vec![(
+            "DBInstanceIdentifier".into(),
+            "prod-db".into(),
+            Some("arn:aws:rds:us-east-1:111111111111:db:prod-db".into())
+        )]
+    );
+}
+
+#[test]
+fn query_params_do_not_depend_on_order_or_encoding() {
+    let a = req("rds", "POST", "/")
+        .form("Action=DeleteDBInstance&DBInstanceIdentifier=prod%2Ddb&SkipFinalSnapshot=true")
+        .run()
+        .unwrap();
+    let b = req("rds", "POST", "/")
+        .form("SkipFinalSnapshot=true&DBInstanceIdentifier=prod-db&Action=DeleteDBInstance")
+        .run()
+        .unwrap();
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.params_digest(), b.params_digest());
+}
+
+#[test]
+fn query_ambiguities_are_refused() {
+    let dup = req("rds", "POST", "/").form("Action=DeleteDBInstance&Action=DescribeDBInstances");
+    assert_eq!(dup.op(), "error InvalidRequest");
+    let both = req("rds", "POST", "/")
+        .q("Action", "DescribeDBInstances")
+        .form("Action=DeleteDBInstance&DBInstanceIdentifier=x");
+    assert_eq!(both.op(), "error InvalidRequest");
+    let other_ct = req("rds", "POST", "/")
+        .h("content-type", "text/plain")
+        .body("Action=DeleteDBInstance&DBInstanceIdentifier=x");
+    assert_eq!(other_ct.op(), "error InvalidRequest");
+    let latin1 = req("rds", "POST", "/")
+        .h("content-type", "application/x-www-form-urlencoded; charset=iso-8859-1")
+        .body("Action=DeleteDBInstance&DBInstanceIdentifier=x");
+    assert_eq!(latin1.op(), "error InvalidRequest");
+    let dup_param = req("rds", "POST", "/")
+        .form("Action=DeleteDBInstance&DBInstanceIdentifier=a&DBInstanceIdentifier=b");
+    assert_eq!(dup_param.op(), "error InvalidRequest");
+    // AWS reads names case-sensitively: these have no Action at all.
+    let lower = req("rds", "POST", "/").form("action=DeleteDBInstance&DBInstanceIdentifier=x");
+    assert_eq!(lower.op(), "error MissingAction");
+    let encoded = req("rds", "POST", "/").form("%41ction=DeleteDBInstance");
+    assert_eq!(encoded.op(), "rds:DeleteDBInstance", "%41 is A, decoded once");
+    let wrong_version =
+        req("rds", "POST", "/").form("Action=DeleteDBInstance&Version=2012-01-01");
+    assert_eq!(wrong_version.op(), "error InvalidParameterValue");
+    let unknown = req("rds", "POST", "/").form("Action=DropEverything");
+    assert_eq!(unknown.op(), "error InvalidAction");
+    let target = req("rds", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.DeleteTable")
+        .form("Action=DeleteDBInstance");
+    assert_eq!(target.op(), "error UnknownOperationException");
+    let get_with_body = req("rds", "GET", "/")
+        .q("Action", "DescribeDBInstances")
+        .form("Action=DeleteDBInstance");
+    assert_eq!(get_with_body.op(), "error InvalidRequest");
+    let not_buffered = req("rds", "POST", "/")
+        .h("content-type", "application/x-www-form-urlencoded")
+        .streamed();
+    assert_eq!(not_buffered.op(), "error InvalidRequest");
+}
+
+#[test]
+fn query_get_and_shared_signing_names() {
+    let get = req("rds", "GET", "/").q("Action", "DescribeDBInstances").q("Version", "2014-10-31");
+    assert_eq!(get.op(), "rds:DescribeDBInstances");
+    // elb and elbv2 share a signing name; the Version says which.
+    let v1 = req("elasticloadbalancing", "POST", "/")
+        .form("Action=DescribeLoadBalancers&Version=2012-06-01");
+    assert_eq!(v1.op(), "elb:DescribeLoadBalancers");
+    let v2 = req("elasticloadbalancing", "POST", "/")
+        .form("Action=DescribeLoadBalancers&Version=2015-12-01");
+    assert_eq!(v2.op(), "elbv2:DescribeLoadBalancers");
+}
+
+#[test]
+fn ec2_lists_become_numbered_resources() {
+    let call = req("ec2", "POST", "/")
+        .form("Action=TerminateInstances&Version=2016-11-15&InstanceId.1=i-1&InstanceId.2=i-2")
+        .run()
+        .unwrap();
+    assert_eq!(call.operation, "TerminateInstances");
+    assert_eq!(
+        arns(&call),
+        vec![
+            (
+                "InstanceId.1".into(),
+                "i-1".into(),
+                Some("arn:aws:ec2:us-east-1:111111111111:instance/i-1".into())
+            ),
+            (
+                "InstanceId.2".into(),
+                "i-2".into(),
+                Some("arn:aws:ec2:us-east-1:111111111111:instance/i-2".into())
+            ),
+        ]
+    );
+    let sg = req("ec2", "POST", "/")
+        .form("Action=DeleteSecurityGroup&Version=2016-11-15&GroupId=sg-1")
+        .run()
+        .unwrap();
+    assert_eq!(
+        sg.resources[0].arn.as_deref(),
+        Some("arn:aws:ec2:us-east-1:111111111111:security-group/sg-1")
+    );
+}
+
+// ---------------------------------------------------------------- json
+
+#[test]
+fn json_target_and_body() {
+    let r = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.DeleteTable")
+        .h("content-type", "application/x-amz-json-1.0")
+        .body(r#"{"TableName":"orders"}"#);
+    let call = r.run().unwrap();
+    assert_eq!(call.operation, "DeleteTable");
+    assert_eq!(
+        call.resources[0].arn.as_deref(),
+        Some("arn:aws:dynamodb:us-east-1:111111111111:table/orders")
+    );
+    let streams = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDBStreams_20120810.ListStreams")
+        .body("{}");
+    assert_eq!(streams.op(), "dynamodbstreams:ListStreams");
+}
+
+#[test]
+fn json_ambiguities_are_refused() {
+    let dup = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.DeleteTable")
+        .body(r#"{"TableName":"a","TableName":"b"}"#);
+    assert_eq!(dup.op(), "error SerializationException");
+    let nested = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.UpdateTable")
+        .body(r#"{"TableName":"a","X":{"k":1,"k":2}}"#);
+    assert_eq!(nested.op(), "error SerializationException");
+    let other_service = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "AmazonSQS.DeleteQueue")
+        .body("{}");
+    assert_eq!(other_service.op(), "error UnknownOperationException");
+    let twice = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.ListTables")
+        .h("x-amz-target", "DynamoDB_20120810.DeleteTable")
+        .body("{}");
+    assert_eq!(twice.op(), "error InvalidRequest");
+    let not_object = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.ListTables")
+        .body("[]");
+    assert_eq!(not_object.op(), "error SerializationException");
+    let form = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.ListTables")
+        .h("content-type", "application/x-www-form-urlencoded")
+        .body("{}");
+    assert_eq!(form.op(), "error InvalidRequest");
+    let no_target = req("dynamodb", "POST", "/").body("{}");
+    assert_eq!(no_target.op(), "error UnknownOperationException");
+    let unknown = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.DropAll")
+        .body("{}");
+    assert_eq!(unknown.op(), "error UnknownOperationException");
+}
+
+#[test]
+fn json_params_are_canonical() {
+    let a = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.UpdateTable")
+        .body(r#"{"TableName":"t","DeletionProtectionEnabled":false,"X":{"b":1,"a":2}}"#)
+        .run()
+        .unwrap();
+    let b = req("dynamodb", "POST", "/")
+        .h("x-amz-target", "DynamoDB_20120810.UpdateTable")
+        .body(r#"{ "X": {"a":2, "b":1}, "DeletionProtectionEnabled": false, "TableName": "t" }"#)
+        .run()
+        .unwrap();
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.params["DeletionProtectionEnabled"], "false");
+    assert_eq!(a.params["X"], r#"{"a":2,"b":1}"#);
+}
+
+// ---------------------------------------------------------------- cbor
+
+#[test]
+fn cbor_path_and_body() {
+    let mut body = Vec::new();
+    let value = ciborium::Value::Map(vec![(
+        ciborium::Value::Text("AlarmNames".into()),
+        ciborium::Value::Array(vec![ciborium::Value::Text("a1".into())]),
+    )]);
+    ciborium::into_writer(&value, &mut body).unwrap();
+    let r = req(
+        "monitoring",
+        "POST",
+        "/service/GraniteServiceVersion20100801/operation/DeleteAlarms",
+    )
+    .h("smithy-protocol", "rpc-v2-cbor")
+    .h("content-type", "application/cbor")
+    .bytes(body.clone());
+    let call = r.run().unwrap();
+    assert_eq!((call.service.as_str(), call.operation.as_str()), ("cloudwatch", "DeleteAlarms"));
+    assert_eq!(call.params["AlarmNames"], r#"["a1"]"#);
+    // The same service also speaks query.
+    let q = req("monitoring", "POST", "/").form("Action=DeleteAlarms&Version=2010-08-01&AlarmNames.member.1=a1");
+    assert_eq!(q.op(), "cloudwatch:DeleteAlarms");
+
+    let dup = ciborium::Value::Map(vec![
+        (ciborium::Value::Text("A".into()), ciborium::Value::Bool(true)),
+        (ciborium::Value::Text("A".into()), ciborium::Value::Bool(false)),
+    ]);
+    let mut dup_body = Vec::new();
+    ciborium::into_writer(&dup, &mut dup_body).unwrap();
+    let r = req(
+        "monitoring",
+        "POST",
+        "/service/GraniteServiceVersion20100801/operation/DeleteAlarms",
+    )
+    .h("smithy-protocol", "rpc-v2-cbor")
+    .h("content-type", "application/cbor")
+    .bytes(dup_body);
+    assert_eq!(r.op(), "error SerializationException");
+    let other = req("monitoring", "POST", "/service/DynamoDB_20120810/operation/DeleteTable")
+        .h("smithy-protocol", "rpc-v2-cbor")
+        .bytes(Vec::new());
+    assert_eq!(other.op(), "error UnknownOperationException");
+}
+
+// ---------------------------------------------------------------- rest-json
+
+#[test]
+fn rest_json_labels_and_arns() {
+    let call = req("lambda", "DELETE", "/2015-03-31/functions/my-fn")
+        .run()
+        .unwrap();
+    assert_eq!(call.operation, "DeleteFunction");
+    assert_eq!(
+        call.resources[0].arn.as_deref(),
+        Some("arn:aws:lambda:us-east-1:111111111111:function:my-fn")
+    );
+    // An encoded ARN in one segment is one label.
+    let call = req(
+        "lambda",
+        "DELETE",
+        "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Af",
+    )
+    .run()
+    .unwrap();
+    assert_eq!(call.resources[0].value, "arn:aws:lambda:us-east-1:1:function:f");
+    assert_eq!(req("lambda", "DELETE", "/2015-03-31/functions/").op(), "error UnknownOperationException");
+    assert_eq!(req("lambda", "PATCH", "/2015-03-31/functions/f").op(), "error UnknownOperationException");
+}
+
+#[test]
+fn rest_json_duplicate_body_keys_refused() {
+    let r = req("lambda", "PUT", "/2015-03-31/functions/f/configuration")
+        .h("content-type", "application/json")
+        .body(r#"{"Timeout":3,"Timeout":4}"#);
+    assert_eq!(r.op(), "error SerializationException");
+}
+
+// ---------------------------------------------------------------- S3
+
+#[test]
+fn s3_path_style_and_virtual_hosted() {
+    let call = req("s3", "DELETE", "/bucket/dir/a%2Fb%20c+d").run().unwrap();
+    assert_eq!(call.operation, "DeleteObject");
+    assert_eq!(
+        arns(&call),
+        vec![
+            ("Bucket".into(), "bucket".into(), Some("arn:aws:s3:::bucket".into())),
+            ("Key".into(), "dir/a/b c+d".into(), Some("arn:aws:s3:::bucket/dir/a/b c+d".into())),
+        ]
+    );
+    // `..` is part of an S3 key, never resolved.
+    let dots = req("s3", "DELETE", "/bucket/../other/k").run().unwrap();
+    assert_eq!(dots.resources[1].value, "../other/k");
+    assert_eq!(req("s3", "DELETE", "/bucket").op(), "s3:DeleteBucket");
+    let vhost = req("s3", "DELETE", "/").host("bucket.localhost:8443").run().unwrap();
+    assert_eq!(vhost.operation, "DeleteBucket");
+    assert_eq!(vhost.resources[0].value, "bucket");
+    let vkey = req("s3", "DELETE", "/k").host("bucket.localhost").run().unwrap();
+    assert_eq!((vkey.operation.as_str(), vkey.resources[1].value.as_str()), ("DeleteObject", "k"));
+    assert_eq!(req("s3", "DELETE", "/k").host("127.0.0.1:8443").op(), "s3:DeleteBucket");
+    assert_eq!(req("s3", "GET", "/").op(), "s3:ListBuckets");
+    assert_eq!(req("s3express", "GET", "/").op(), "s3:ListDirectoryBuckets");
+}
+
+#[test]
+fn s3_query_discriminators() {
+    assert_eq!(req("s3", "DELETE", "/b").q("tagging", "").op(), "s3:DeleteBucketTagging");
+    assert_eq!(req("s3", "DELETE", "/b/k").q("tagging", "").op(), "s3:DeleteObjectTagging");
+    assert_eq!(req("s3", "GET", "/b").q("list-type", "2").op(), "s3:ListObjectsV2");
+    assert_eq!(req("s3", "GET", "/b").op(), "s3:ListObjects");
+    assert_eq!(req("s3", "GET", "/b").q("lifecycle", "").op(), "s3:GetBucketLifecycleConfiguration");
+    assert_eq!(req("s3", "PUT", "/b/k").op(), "s3:PutObject");
+    assert_eq!(req("s3", "PUT", "/b/k").h("x-amz-copy-source", "/o/k").op(), "s3:CopyObject");
+    assert_eq!(
+        req("s3", "PUT", "/b/k").q("partNumber", "1").q("uploadId", "u").op(),
+        "s3:UploadPart"
+    );
+    assert_eq!(
+        req("s3", "PUT", "/b/k")
+            .q("partNumber", "1")
+            .q("uploadId", "u")
+            .h("x-amz-copy-source", "/o/k")
+            .op(),
+        "s3:UploadPartCopy"
+    );
+    assert_eq!(req("s3", "DELETE", "/b/k").q("uploadId", "u").op(), "s3:AbortMultipartUpload");
+    // `?Delete` is not `?delete`: no S3 operation is POST /{Bucket} without it.
+    assert_eq!(
+        req("s3", "POST", "/b").q("Delete", "").op(),
+        "error UnknownOperationException"
+    );
+    // Two discriminators at once are ambiguous.
+    assert_eq!(
+        req("s3", "DELETE", "/b").q("tagging", "").q("cors", "").op(),
+        "error InvalidRequest"
+    );
+    // A discriminator repeated is refused.
+    assert_eq!(
+        req("s3", "DELETE", "/b").q("tagging", "").q("tagging", "").op(),
+        "error InvalidRequest"
+    );
+}
+
+const DELETE_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Object><Key>a&amp;b</Key></Object>
+  <Object><Key><![CDATA[c<d]]></Key><VersionId>v1</VersionId></Object>
+  <Quiet>true</Quiet>
+</Delete>"#;
+
+#[test]
+fn s3_delete_objects_lists_every_key() {
+    let call = req("s3", "POST", "/b").q("delete", "").body(DELETE_XML).run().unwrap();
+    assert_eq!(call.operation, "DeleteObjects");
+    assert_eq!(
+        arns(&call),
+        vec![
+            ("Bucket".into(), "b".into(), Some("arn:aws:s3:::b".into())),
+            ("Key.1".into(), "a&b".into(), Some("arn:aws:s3:::b/a&b".into())),
+            ("Key.2".into(), "c<d".into(), Some("arn:aws:s3:::b/c<d".into())),
+        ]
+    );
+    assert_eq!(call.params["Object.2.VersionId"], "v1");
+    assert_eq!(call.params["Quiet"], "true");
+    let doctype = format!(
+        "<!DOCTYPE d [<!ENTITY x \"y\">]>{}",
+        DELETE_XML.trim_start_matches(r#"<?xml version="1.0" encoding="UTF-8"?>"#)
+    );
+    assert_eq!(req("s3", "POST", "/b").q("delete", "").body(&doctype).op(), "error MalformedXML");
+    let entity = "<Delete><Object><Key>&x;</Key></Object></Delete>";
+    assert_eq!(req("s3", "POST", "/b").q("delete", "").body(entity).op(), "error MalformedXML");
+    let two_keys = "<Delete><Object><Key>a</Key><Key>b</Key></Object></Delete>";
+    assert_eq!(req("s3", "POST", "/b").q("delete", "").body(two_keys).op(), "error MalformedXML");
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").streamed().op(),
+        "error InvalidRequest"
+    );
+    assert!(s3_needs_body("POST", &[("delete".into(), String::new())]));
+    assert!(!s3_needs_body("POST", &[("Delete".into(), String::new())]));
+    assert!(!s3_needs_body("PUT", &[]));
+}
+
+#[test]
+fn s3_versioning_body_is_a_parameter() {
+    let call = req("s3", "PUT", "/b")
+        .q("versioning", "")
+        .body("<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>")
+        .run()
+        .unwrap();
+    assert_eq!(call.operation, "PutBucketVersioning");
+    assert_eq!(call.params["Status"], "Suspended");
+}
+
+#[test]
+fn s3_control_is_its_own_service() {
+    let call = req("s3", "DELETE", "/v20180820/accesspoint/ap1")
+        .h("x-amz-account-id", "111111111111")
+        .host("111111111111.localhost:8443")
+        .run()
+        .unwrap();
+    assert_eq!((call.service.as_str(), call.operation.as_str()), ("s3control", "DeleteAccessPoint"));
+    assert_eq!(call.action(), "s3:DeleteAccessPoint");
+}

@@ -1,0 +1,151 @@
+//! Phase 4, decide: policy rules over environment, agent, action, resource and parameters.
+//! Pure code.
+//!
+//! IAM-flavoured: each rule has an `effect` (`allow`, `require_receipt`, `deny`), `actions`
+//! (`rds:Delete*`), `resources` (ARN globs, also matched against `member=value`),
+//! `environments`, `agents`, and `when` conditions on parameters. An explicit deny beats a
+//! required receipt, which beats an allow; what no rule matches is allowed. The built-in
+//! catalogue ([`builtin`]) adds the destructive calls every account should gate.
+
+pub mod builtin;
+pub mod glob;
+
+use crate::identify::AwsCall;
+pub use builtin::DESTRUCTIVE_VERBS;
+use glob::glob_match;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Allow,
+    RequireReceipt,
+    Deny,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::RequireReceipt => "require_receipt",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+/// `enforce` gates; `shadow` forwards everything and records what would have been gated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+/// One rule, as written in the config (`[[rule]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub effect: Effect,
+    pub actions: Vec<String>,
+    #[serde(default = "any")]
+    pub resources: Vec<String>,
+    #[serde(default = "any")]
+    pub environments: Vec<String>,
+    #[serde(default = "any")]
+    pub agents: Vec<String>,
+    /// Parameter conditions, all of which must hold (values are globs, compared
+    /// case-insensitively for `true`/`false`).
+    #[serde(default)]
+    pub when: BTreeMap<String, String>,
+    /// Shown on the approval: the call cannot be undone.
+    #[serde(default)]
+    pub irreversible: bool,
+    /// Why the rule exists; shown to the agent and the approver.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// What the policy decided, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub effect: Effect,
+    /// The deciding rule's name (`default` when none matched).
+    pub rule: String,
+    pub reason: String,
+    /// Any matching rule says the call cannot be undone.
+    pub irreversible: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub mode: Mode,
+    pub rules: Vec<Rule>,
+    pub builtin: bool,
+}
+
+impl Rule {
+    pub fn matches(&self, call: &AwsCall, agent: &str, environment: &str) -> bool {
+        let action = call.action();
+        let resource_keys: Vec<String> = call
+            .resources
+            .iter()
+            .flat_map(|r| {
+                let mut keys = vec![format!("{}={}", r.member, r.value)];
+                if let Some(arn) = &r.arn {
+                    keys.push(arn.clone());
+                }
+                keys
+            })
+            .collect();
+        let any_resource = self.resources.iter().any(|g| g == "*");
+        self.actions.iter().any(|g| glob_match(g, &action, true))
+            && self.environments.iter().any(|g| glob_match(g, environment, false))
+            && self.agents.iter().any(|g| glob_match(g, agent, false))
+            && (any_resource || self.resources.iter().any(|g| resource_keys.iter().any(|k| glob_match(g, k, false))))
+            && self.when.iter().all(|(k, want)| {
+                call.params.get(k).is_some_and(|have| {
+                    glob_match(want, have, want.eq_ignore_ascii_case("true") || want.eq_ignore_ascii_case("false"))
+                })
+            })
+    }
+}
+
+impl Policy {
+    /// Every matching rule (config first, then the catalogue); the strongest effect wins,
+    /// and among equals the first.
+    pub fn decide(&self, call: &AwsCall, agent: &str, environment: &str) -> Decision {
+        let catalogue = if self.builtin { builtin::rules() } else { &[][..] };
+        let matching: Vec<&Rule> = self
+            .rules
+            .iter()
+            .chain(catalogue.iter())
+            .filter(|r| r.matches(call, agent, environment))
+            .collect();
+        let irreversible = matching.iter().any(|r| r.irreversible && r.effect != Effect::Allow)
+            || (self.builtin && builtin::irreversible(call));
+        let Some(strongest) = matching.iter().map(|r| r.effect).max() else {
+            return Decision {
+                effect: Effect::Allow,
+                rule: "default".into(),
+                reason: "no rule matches; allowed".into(),
+                irreversible,
+            };
+        };
+        let rule = matching.iter().find(|r| r.effect == strongest).copied();
+        let (name, reason) = match rule {
+            Some(r) => (r.name.clone(), r.reason.clone().unwrap_or_else(|| format!("rule {} ({})", r.name, r.effect.as_str()))),
+            None => ("default".into(), String::new()),
+        };
+        Decision { effect: strongest, rule: name, reason, irreversible }
+    }
+}
+
+#[cfg(test)]
+mod tests;

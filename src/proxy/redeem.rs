@@ -1,0 +1,199 @@
+//! Phase 5, redeem: a call the policy says needs a receipt goes on only with a valid one.
+//!
+//! The agent never presents a receipt (nothing in a request is trusted as one): airlock
+//! looks up the approval for the call's exact binding (agent, environment, account, region,
+//! service, operation, resources, parameter digest). Without an approved one, the call is
+//! recorded as pending and refused with the approval link; identical retries attach to the
+//! same pending approval. With one, the receipt is verified against the trusted keys from
+//! the config, bound to this call, and a use is reserved in the durable ledger before the
+//! call is forwarded. [`Authorization::finish`] commits the use, or releases it when the
+//! upstream was never reached or answered with an error SDKs retry.
+//!
+//! Concurrent identical calls under one receipt go one at a time (a lock per receipt, held
+//! from reserve to commit/release), so a receipt never covers more calls than it allows.
+
+use super::error::ProxyError;
+use super::forward::Forwarded;
+use super::Proxy;
+use crate::identify::AwsCall;
+use crate::policy::Decision;
+use crate::receipt::{self, Binding, Receipt, TrustedKeys};
+use crate::state::approvals::{Approval, Status};
+use crate::state::ledger::LedgerError;
+use std::sync::Arc;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// Proof that a receipt covers this call and one of its uses is reserved.
+pub struct Authorization {
+    pub receipt_id: String,
+    pub approval_id: String,
+    pub approver: String,
+    allowed: u32,
+    _turn: OwnedMutexGuard<()>,
+}
+
+/// The SHA-256 of the canonical binding: what "the same call" means for approvals.
+pub fn binding_key(binding: &Binding) -> String {
+    let v = serde_json::json!({
+        "agent": binding.agent,
+        "environment": binding.environment,
+        "account": binding.account,
+        "region": binding.region,
+        "service": binding.service,
+        "operation": binding.operation,
+        "resources": binding.resources,
+        "params_digest": binding.params_digest,
+    });
+    crate::sigv4::sha256_hex(v.to_string().as_bytes())
+}
+
+/// The trusted keys: the config's `[[approver]]` entries, nothing else.
+pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    for a in &config.approvers {
+        let public = receipt::ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| e.to_string())?;
+        keys.add_approver(&public).map_err(|e| e.to_string())?;
+    }
+    Ok(keys)
+}
+
+impl Proxy {
+    fn receipt_lock(&self, receipt_id: &str) -> Arc<Mutex<()>> {
+        Arc::clone(self.receipt_locks.entry(receipt_id.to_string()).or_default().value())
+    }
+
+    /// The link a human opens for an approval.
+    pub fn approval_link(&self, id: &str) -> String {
+        self.config.approval_link(self.approvals_port(), id)
+    }
+}
+
+fn blocked(proxy: &Proxy, approval: &Approval, is_new: bool, decision: &Decision) -> ProxyError {
+    let link = proxy.approval_link(&approval.id);
+    if is_new {
+        tracing::warn!(
+            approval = %approval.id, agent = %approval.agent, environment = %approval.environment,
+            rule = %decision.rule, irreversible = decision.irreversible,
+            "approval needed: {} → {link}", approval.summary()
+        );
+    }
+    let irreversible = if decision.irreversible { format!(" IRREVERSIBLE: {}.", decision.reason) } else { String::new() };
+    ProxyError::access_denied(format!(
+        "airlock: {} (environment {}) needs a human's approval (rule {}).{irreversible} Approve at {link} (or: airlock approve {} --key FILE), then retry.",
+        approval.summary(),
+        approval.environment,
+        decision.rule,
+        approval.id
+    ))
+}
+
+fn state_error(e: impl std::fmt::Display) -> ProxyError {
+    tracing::error!(error = %e, "cannot read or write approval state; refusing the call (fail closed)");
+    ProxyError::internal("airlock cannot record this call's approval state, so it refuses it (fail closed); see airlock's log")
+}
+
+pub async fn redeem(proxy: &Proxy, call: &AwsCall, agent: &str, environment: &str, decision: &Decision) -> Result<Authorization, ProxyError> {
+    let binding = Binding::of(call, agent, environment);
+    let key = binding_key(&binding);
+    let store = &proxy.approvals;
+    // At most a few rounds: an approval found used up or expired is closed, and the next
+    // round opens a new pending one.
+    for _ in 0..3 {
+        let current = store.current(&key).map_err(state_error)?;
+        let approval = match current {
+            None => {
+                let (a, is_new) = store
+                    .record_blocked(&key, call, agent, environment, &decision.rule, &decision.reason, decision.irreversible)
+                    .map_err(state_error)?;
+                return Err(blocked(proxy, &a, is_new, decision));
+            }
+            Some(a) if a.status == Status::Pending => {
+                let (a, _) = store
+                    .record_blocked(&key, call, agent, environment, &decision.rule, &decision.reason, decision.irreversible)
+                    .map_err(state_error)?;
+                return Err(blocked(proxy, &a, false, decision));
+            }
+            Some(a) if a.status == Status::Denied => {
+                store.close(&a.id).map_err(state_error)?;
+                return Err(ProxyError::access_denied(format!(
+                    "airlock: {} was denied by {}; retrying asks again",
+                    a.summary(),
+                    a.decided_by.as_deref().unwrap_or("an approver")
+                )));
+            }
+            Some(a) => a,
+        };
+        let Some(receipt_id) = approval.receipt_id.clone() else {
+            store.close(&approval.id).map_err(state_error)?;
+            continue;
+        };
+        let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
+        let checked = Receipt::from_json(&bytes)
+            .and_then(|r| receipt::authorize(&r, &proxy.trusted, &binding, time::OffsetDateTime::now_utc()));
+        let verified = match checked {
+            Ok(v) => v,
+            Err(e @ (receipt::ReceiptError::Expired(_) | receipt::ReceiptError::NotYetValid(_))) => {
+                tracing::info!(approval = %approval.id, error = %e, "receipt not valid now; asking again");
+                store.close(&approval.id).map_err(state_error)?;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(approval = %approval.id, receipt = %receipt_id, error = %e, "a stored receipt does not verify; refusing");
+                store.close(&approval.id).map_err(state_error)?;
+                return Err(ProxyError::access_denied(format!(
+                    "airlock: the receipt for {} does not verify ({e}); ask for a new approval",
+                    approval.summary()
+                )));
+            }
+        };
+        let allowed = verified.body().uses;
+        let approver = verified.body().approver.clone();
+        let turn = proxy.receipt_lock(&receipt_id).lock_owned().await;
+        match proxy.ledger.reserve(&receipt_id, allowed) {
+            Ok(()) => {
+                tracing::info!(approval = %approval.id, receipt = %receipt_id, %approver, "receipt use reserved");
+                return Ok(Authorization { receipt_id, approval_id: approval.id, approver, allowed, _turn: turn });
+            }
+            Err(LedgerError::UsedUp) => {
+                drop(turn);
+                store.close(&approval.id).map_err(state_error)?;
+                continue;
+            }
+            Err(e) => return Err(state_error(e)),
+        }
+    }
+    Err(ProxyError::internal("airlock could not settle this call's approval state; retry"))
+}
+
+impl Authorization {
+    /// Commits the use when the upstream answered with success or a final error; releases
+    /// it when the upstream was never reached, the request never completed, or the answer
+    /// is one SDKs retry (throttling, 5xx).
+    pub fn finish(self, proxy: &Proxy, result: &Result<Forwarded, ProxyError>) {
+        let release = match result {
+            Ok(f) => {
+                let status = f.response.status();
+                let throttled = f
+                    .response
+                    .headers()
+                    .get("x-amzn-errortype")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.starts_with("Throttling") || t.starts_with("TooManyRequests"));
+                status.is_server_error() || status.as_u16() == 429 || throttled
+            }
+            // Never reached (503), or our own check stopped the body (a downstream error):
+            // the upstream did not act. A timeout or a broken answer might have: count it.
+            Err(e) => e.code == "ServiceUnavailable" || e.origin == super::error::Origin::Downstream,
+        };
+        let outcome = if release { proxy.ledger.release(&self.receipt_id) } else { proxy.ledger.commit(&self.receipt_id) };
+        if let Err(e) = outcome {
+            tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use");
+        }
+        if !release && proxy.ledger.usage(&self.receipt_id).committed >= self.allowed {
+            if let Err(e) = proxy.approvals.close(&self.approval_id) {
+                tracing::error!(approval = %self.approval_id, error = %e, "could not close the spent approval");
+            }
+        }
+        tracing::info!(receipt = %self.receipt_id, approver = %self.approver, committed = !release, "receipt use settled");
+    }
+}

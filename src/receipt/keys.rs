@@ -1,0 +1,628 @@
+//! Keys that sign receipts, and the set of keys airlock trusts.
+//!
+//! - [`ApproverKey`]: a private Ed25519 key (an approver's, or airlock's own). It never prints
+//!   its secret, and its file is created with mode 0600 and never overwritten.
+//! - [`ApproverPublic`]: the public half with its name, as the config's `[[approver]]` holds it.
+//! - [`TrustedKeys`]: the only place verification looks keys up. It is built from the config
+//!   (and airlock's own key); nothing in a receipt or a request can add to it.
+//!
+//! A key's id is the first 16 hex characters of the SHA-256 of its raw 32-byte public key.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The `format` of a private key file.
+pub const KEY_FILE_FORMAT: &str = "airlock-ed25519-key/1";
+
+/// How a public key is written in the config: `ed25519:BASE64`.
+const PUBLIC_KEY_PREFIX: &str = "ed25519:";
+
+/// A key file is a few hundred bytes; anything much larger is not one.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: already exists; airlock never overwrites a key")]
+    Exists { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The reason is one of a few fixed phrases: it never quotes the file.
+    #[error("{path}: not an airlock key file ({reason})")]
+    Format { path: PathBuf, reason: &'static str },
+    #[error("{path}: readable or writable by others (mode {mode:03o}); run `chmod 600` on it")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("approver name {0:?}: use 1 to 64 of the characters A-Z a-z 0-9 . _ - @ +")]
+    Name(String),
+    #[error("public key of {name:?}: {reason}")]
+    PublicKey { name: String, reason: &'static str },
+    #[error("key {0} is listed twice among the trusted keys")]
+    DuplicateKey(KeyId),
+    #[error("approver {0:?} is listed twice among the trusted keys")]
+    DuplicateName(String),
+}
+
+/// First 16 hex characters (64 bits) of the SHA-256 of a raw public key.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct KeyId(String);
+
+impl KeyId {
+    pub fn of(key: &VerifyingKey) -> KeyId {
+        let digest = Sha256::digest(key.as_bytes());
+        KeyId(hex::encode(&digest[..8]))
+    }
+
+    /// A key id as written (16 lowercase hex characters).
+    pub fn parse(s: &str) -> Option<KeyId> {
+        is_lower_hex(s, 16).then(|| KeyId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyId::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("a key id is 16 lowercase hex characters"))
+    }
+}
+
+pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Approver names go into the config unescaped and onto the approval page: keep them plain.
+pub fn check_name(name: &str) -> Result<(), KeyError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::Name(name.to_owned()))
+    }
+}
+
+/// A private signing key with the name of whoever holds it. `Debug` shows the name and key id
+/// only; the secret is wiped from memory on drop (`ed25519-dalek`'s `zeroize`).
+pub struct ApproverKey {
+    name: String,
+    signing: SigningKey,
+}
+
+impl fmt::Debug for ApproverKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApproverKey")
+            .field("name", &self.name)
+            .field("key_id", &self.key_id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The private key file (JSON). `seed` is the 32-byte Ed25519 secret, base64; the public key
+/// and key id are repeated so a damaged or hand-edited file is caught at load.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    format: String,
+    algorithm: String,
+    name: String,
+    key_id: String,
+    public_key: String,
+    seed: String,
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        self.seed.zeroize();
+    }
+}
+
+impl ApproverKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate(name: &str) -> Result<ApproverKey, KeyError> {
+        check_name(name)?;
+        Ok(ApproverKey {
+            name: name.to_owned(),
+            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        KeyId::of(&self.signing.verifying_key())
+    }
+
+    pub fn public(&self) -> ApproverPublic {
+        ApproverPublic {
+            name: self.name.clone(),
+            key_id: self.key_id(),
+            key: self.signing.verifying_key(),
+        }
+    }
+
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        self.signing.sign(message)
+    }
+
+    /// Writes the key to a new file, mode 0600. Refuses if `path` exists (even as a dangling
+    /// symlink); a partly written file is removed.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
+        let file = KeyFile {
+            format: KEY_FILE_FORMAT.into(),
+            algorithm: "ed25519".into(),
+            name: self.name.clone(),
+            key_id: self.key_id().0,
+            public_key: BASE64.encode(self.signing.verifying_key().as_bytes()),
+            seed: BASE64.encode(self.signing.as_bytes()),
+        };
+        let mut text =
+            Zeroizing::new(
+                serde_json::to_string_pretty(&file).map_err(|_| KeyError::Format {
+                    path: path.to_owned(),
+                    reason: "could not be encoded",
+                })?,
+            );
+        text.push('\n');
+
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => KeyError::Exists {
+                    path: path.to_owned(),
+                },
+                _ => io(e),
+            })?;
+        let written = f
+            .write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .and_then(|()| sync_parent(path));
+        if let Err(e) = written {
+            drop(f);
+            // Ours (create_new), so removing it cannot destroy anyone else's file.
+            let _ = fs::remove_file(path);
+            return Err(io(e));
+        }
+        Ok(())
+    }
+
+    /// Reads a key file. Refuses one that others can read or write, as ssh does.
+    pub fn load(path: &Path) -> Result<ApproverKey, KeyError> {
+        let io = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let bad = |reason| KeyError::Format {
+            path: path.to_owned(),
+            reason,
+        };
+        let f = fs::File::open(path).map_err(io)?;
+        let meta = f.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(bad("not a regular file"));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let mut bytes = Zeroizing::new(Vec::new());
+        f.take(MAX_KEY_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(bad("too large"));
+        }
+        // serde's messages can quote the input, which here is the secret: not shown.
+        let file: KeyFile =
+            serde_json::from_slice(&bytes).map_err(|_| bad("not JSON of the expected shape"))?;
+        if file.format != KEY_FILE_FORMAT {
+            return Err(bad("unknown format"));
+        }
+        if file.algorithm != "ed25519" {
+            return Err(bad("unknown algorithm"));
+        }
+        check_name(&file.name).map_err(|_| bad("invalid name"))?;
+        let seed = Zeroizing::new(
+            BASE64
+                .decode(file.seed.as_bytes())
+                .map_err(|_| bad("seed is not base64"))?,
+        );
+        let seed: &[u8; 32] = seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("seed is not 32 bytes"))?;
+        let key = ApproverKey {
+            name: file.name.clone(),
+            signing: SigningKey::from_bytes(seed),
+        };
+        let public = key.public();
+        if public.public_key() != file.public_key || public.key_id.0 != file.key_id {
+            return Err(bad("public key or key id does not match the seed"));
+        }
+        Ok(key)
+    }
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Makes an approver key at `out` (mode 0600, never overwriting) and returns its public half.
+pub fn keygen(out: &Path, name: &str) -> Result<ApproverPublic, KeyError> {
+    let key = ApproverKey::generate(name)?;
+    key.write_new(out)?;
+    Ok(key.public())
+}
+
+/// A public key with its holder's name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApproverPublic {
+    name: String,
+    key_id: KeyId,
+    key: VerifyingKey,
+}
+
+impl ApproverPublic {
+    /// From an `[[approver]]` entry: `public_key = "ed25519:BASE64"` (32 bytes). Refuses
+    /// encodings that are not canonical, bytes that are not a curve point, and weak keys.
+    pub fn from_config(name: &str, public_key: &str) -> Result<ApproverPublic, KeyError> {
+        check_name(name)?;
+        let bad = |reason| KeyError::PublicKey {
+            name: name.to_owned(),
+            reason,
+        };
+        let b64 = public_key
+            .strip_prefix(PUBLIC_KEY_PREFIX)
+            .ok_or_else(|| bad("must start with ed25519:"))?;
+        let raw = BASE64
+            .decode(b64.as_bytes())
+            .map_err(|_| bad("not canonical base64"))?;
+        let raw: [u8; 32] = raw.as_slice().try_into().map_err(|_| bad("not 32 bytes"))?;
+        let key = VerifyingKey::from_bytes(&raw).map_err(|_| bad("not an Ed25519 public key"))?;
+        if key.is_weak() {
+            return Err(bad("a weak (small-order) key"));
+        }
+        Ok(ApproverPublic {
+            name: name.to_owned(),
+            key_id: KeyId::of(&key),
+            key,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The raw 32-byte public key, base64.
+    pub fn public_key(&self) -> String {
+        BASE64.encode(self.key.as_bytes())
+    }
+
+    /// `ed25519:BASE64`, the config's form.
+    pub fn config_value(&self) -> String {
+        format!("{PUBLIC_KEY_PREFIX}{}", self.public_key())
+    }
+
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for ApproverPublic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApproverPublic")
+            .field("name", &self.name)
+            .field("key_id", &self.key_id)
+            .field("public_key", &self.public_key())
+            .finish()
+    }
+}
+
+/// `{"name", "key_id", "public_key"}` (for `--json` output).
+impl Serialize for ApproverPublic {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ApproverPublic", 3)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("key_id", &self.key_id)?;
+        st.serialize_field("public_key", &self.public_key())?;
+        st.end()
+    }
+}
+
+/// The `[[approver]]` block to paste into the config, newline-terminated.
+pub fn config_block(public: &ApproverPublic) -> String {
+    format!(
+        "[[approver]]\nname = \"{}\"\npublic_key = \"{}\"\n",
+        public.name,
+        public.config_value()
+    )
+}
+
+/// What a trusted key is allowed to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An `[[approver]]` from the config: its signature is an approval (or a denial).
+    Approver,
+    /// airlock's own key: it countersigns (passkey approvals); on its own it approves nothing.
+    Airlock,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Trusted {
+    pub(crate) name: String,
+    pub(crate) role: Role,
+    pub(crate) key: VerifyingKey,
+}
+
+/// The keys verification accepts, by key id. Built from airlock's config and state only.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: BTreeMap<KeyId, Trusted>,
+}
+
+impl TrustedKeys {
+    pub fn new() -> TrustedKeys {
+        TrustedKeys::default()
+    }
+
+    /// Adds an `[[approver]]`. A key or a name may appear once.
+    pub fn add_approver(&mut self, approver: &ApproverPublic) -> Result<(), KeyError> {
+        if self
+            .keys
+            .values()
+            .any(|t| t.role == Role::Approver && t.name == approver.name)
+        {
+            return Err(KeyError::DuplicateName(approver.name.clone()));
+        }
+        self.insert(approver, Role::Approver)
+    }
+
+    /// Adds airlock's own key (its public half).
+    pub fn add_airlock(&mut self, airlock: &ApproverPublic) -> Result<(), KeyError> {
+        self.insert(airlock, Role::Airlock)
+    }
+
+    fn insert(&mut self, public: &ApproverPublic, role: Role) -> Result<(), KeyError> {
+        if self.keys.contains_key(&public.key_id) {
+            return Err(KeyError::DuplicateKey(public.key_id.clone()));
+        }
+        self.keys.insert(
+            public.key_id.clone(),
+            Trusted {
+                name: public.name.clone(),
+                role,
+                key: public.key,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, key_id: &KeyId) -> Option<&Trusted> {
+        self.keys.get(key_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_0600_and_never_overwrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alice.key");
+        let public = keygen(&path, "alice").expect("keygen");
+        let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let before = fs::read(&path).expect("read");
+
+        let again = keygen(&path, "alice");
+        assert!(matches!(again, Err(KeyError::Exists { .. })), "{again:?}");
+        assert_eq!(fs::read(&path).expect("read"), before, "file changed");
+
+        let key = ApproverKey::load(&path).expect("load");
+        assert_eq!(key.public(), public);
+        assert_eq!(key.name(), "alice");
+    }
+
+    #[test]
+    fn dangling_symlink_is_not_followed_to_create_a_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(dir.path().join("target.key"), &link).expect("symlink");
+        assert!(matches!(
+            keygen(&link, "alice"),
+            Err(KeyError::Exists { .. })
+        ));
+        assert!(!dir.path().join("target.key").exists());
+    }
+
+    #[test]
+    fn load_refuses_a_file_others_can_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        keygen(&path, "alice").expect("keygen");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = ApproverKey::load(&path).expect_err("0644 refused");
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_catches_damage_without_quoting_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        keygen(&path, "alice").expect("keygen");
+        let text = fs::read_to_string(&path).expect("read");
+        let file: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let seed = file["seed"].as_str().expect("seed").to_owned();
+
+        let cases = [
+            text.replace(&seed, &BASE64.encode([7u8; 32])),
+            text.replace(&seed, "not base64!"),
+            text.replace("\"seed\"", "\"seed\": 1, \"x\""),
+            text.replace("airlock-ed25519-key/1", "other/1"),
+            text.replacen('{', &format!("{{\"seed\": \"{seed}\","), 1),
+        ];
+        for (i, damaged) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("bad{i}"));
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .and_then(|mut f| f.write_all(damaged.as_bytes()))
+                .expect("write");
+            let err = ApproverKey::load(&p).expect_err("damaged key refused");
+            assert!(matches!(err, KeyError::Format { .. }), "case {i}: {err}");
+            assert!(!err.to_string().contains(&seed), "case {i} quotes the seed");
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let key = ApproverKey::generate("alice").expect("key");
+        let seed = key.signing.to_bytes();
+        let shown = format!("{key:?} {:?}", key.public());
+        assert!(shown.contains("alice") && shown.contains(key.key_id().as_str()));
+        assert!(!shown.contains(&BASE64.encode(seed)));
+        assert!(!shown.contains(&hex::encode(seed)));
+        assert!(!shown.contains(&format!("{seed:?}")));
+    }
+
+    #[test]
+    fn config_block_is_exactly_the_approver_entry() {
+        let key = ApproverKey::generate("alice").expect("key");
+        let public = key.public();
+        let block = config_block(&public);
+        assert_eq!(
+            block,
+            format!(
+                "[[approver]]\nname = \"alice\"\npublic_key = \"ed25519:{}\"\n",
+                public.public_key()
+            )
+        );
+        // What the config parses back is the same key.
+        #[derive(Deserialize)]
+        struct Cfg {
+            approver: Vec<Entry>,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            name: String,
+            public_key: String,
+        }
+        let cfg: Cfg = toml::from_str(&block).expect("toml");
+        let back = ApproverPublic::from_config(&cfg.approver[0].name, &cfg.approver[0].public_key)
+            .expect("parses");
+        assert_eq!(back, public);
+        assert_eq!(public.key_id().as_str().len(), 16);
+        let digest = Sha256::digest(public.verifying_key().as_bytes());
+        assert_eq!(public.key_id().as_str(), &hex::encode(digest)[..16]);
+    }
+
+    #[test]
+    fn config_public_keys_are_checked() {
+        let good = ApproverKey::generate("a")
+            .expect("key")
+            .public()
+            .public_key();
+        assert!(ApproverPublic::from_config("a", &format!("ed25519:{good}")).is_ok());
+        for bad in [
+            good.clone(),
+            format!("rsa:{good}"),
+            format!("ed25519:{}", &good[..good.len() - 1]),
+            format!("ed25519:{}", BASE64.encode([1u8; 31])),
+            // The identity point: a weak key every signature could verify against.
+            format!(
+                "ed25519:{}",
+                BASE64.encode({
+                    let mut b = [0u8; 32];
+                    b[0] = 1;
+                    b
+                })
+            ),
+        ] {
+            assert!(ApproverPublic::from_config("a", &bad).is_err(), "{bad}");
+        }
+        for name in ["", "a b", "a\"b", "x\n", &"n".repeat(65)] {
+            assert!(matches!(
+                ApproverPublic::from_config(name, &format!("ed25519:{good}")),
+                Err(KeyError::Name(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn trusted_keys_refuse_duplicates() {
+        let a = ApproverKey::generate("alice").expect("key").public();
+        let b = ApproverKey::generate("alice").expect("key").public();
+        let mut t = TrustedKeys::new();
+        t.add_approver(&a).expect("first");
+        assert!(matches!(
+            t.add_approver(&b),
+            Err(KeyError::DuplicateName(_))
+        ));
+        assert!(matches!(t.add_airlock(&a), Err(KeyError::DuplicateKey(_))));
+        assert_eq!(t.len(), 1);
+    }
+}

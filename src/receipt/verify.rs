@@ -1,0 +1,214 @@
+//! Signing and checking receipts.
+//!
+//! Checking has two steps, so the CLI can show a receipt that the proxy would refuse:
+//! [`verify`] (signatures, signer, format, times: is this a genuine receipt?) and
+//! [`check_binding`] (is it an approval, for exactly this call, now?). The proxy calls
+//! [`authorize`], which is both.
+
+use super::body::{Algorithm, Binding, Decision, Receipt, ReceiptBody, Signature};
+use super::keys::{ApproverKey, KeyId, Role, TrustedKeys};
+use super::ReceiptError;
+use time::{Duration, OffsetDateTime};
+
+/// How far `issued_at` may lie after `not_before` (the clocks of the signer and of airlock).
+pub const ISSUE_SKEW: Duration = Duration::seconds(60);
+
+/// Signs `body` with `key`: a receipt with one signature.
+pub fn sign(body: ReceiptBody, key: &ApproverKey) -> Result<Receipt, ReceiptError> {
+    let mut receipt = Receipt {
+        body,
+        signatures: Vec::new(),
+    };
+    receipt.countersign(key)?;
+    Ok(receipt)
+}
+
+impl Receipt {
+    /// Adds `key`'s signature over the same body (airlock's own, on a passkey approval).
+    pub fn countersign(&mut self, key: &ApproverKey) -> Result<(), ReceiptError> {
+        let key_id = key.key_id();
+        if self.signatures.iter().any(|s| s.key_id == key_id) {
+            return Err(ReceiptError::DuplicateSignature(key_id));
+        }
+        let message = self.body.canonical_bytes()?;
+        self.signatures.push(Signature {
+            key_id,
+            algorithm: Algorithm::Ed25519,
+            signature: key.sign_bytes(&message),
+        });
+        Ok(())
+    }
+}
+
+/// A key that signed a verified receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    pub key_id: KeyId,
+    /// The name the trusted key carries in airlock's config.
+    pub name: String,
+    pub role: Role,
+}
+
+/// A receipt whose every signature checked out against a trusted key. Only [`verify`] makes
+/// one. It may still be a denial: [`check_binding`] refuses those.
+#[derive(Debug, Clone)]
+pub struct VerifiedReceipt {
+    receipt: Receipt,
+    signers: Vec<Signer>,
+}
+
+impl VerifiedReceipt {
+    pub fn body(&self) -> &ReceiptBody {
+        &self.receipt.body
+    }
+
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+
+    pub fn signers(&self) -> &[Signer] {
+        &self.signers
+    }
+
+    pub fn into_receipt(self) -> Receipt {
+        self.receipt
+    }
+}
+
+/// Is this a genuine receipt? Every signature must be by a trusted key over the body's
+/// canonical bytes (at least one; one bad or unknown signature rejects the receipt), the key
+/// named by `approver_key_id` must have signed and belong to the approver named in it, and
+/// the times must be in order.
+pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceipt, ReceiptError> {
+    let body = &receipt.body;
+    if receipt.signatures.is_empty() {
+        return Err(ReceiptError::Unsigned);
+    }
+    let message = body.canonical_bytes()?;
+    let mut signers: Vec<Signer> = Vec::with_capacity(receipt.signatures.len());
+    for sig in &receipt.signatures {
+        if signers.iter().any(|s| s.key_id == sig.key_id) {
+            return Err(ReceiptError::DuplicateSignature(sig.key_id.clone()));
+        }
+        let key = trusted
+            .get(&sig.key_id)
+            .ok_or_else(|| ReceiptError::UntrustedKey(sig.key_id.clone()))?;
+        match sig.algorithm {
+            Algorithm::Ed25519 => key
+                .key
+                .verify_strict(&message, &sig.signature)
+                .map_err(|_| ReceiptError::BadSignature(sig.key_id.clone()))?,
+        }
+        signers.push(Signer {
+            key_id: sig.key_id.clone(),
+            name: key.name.clone(),
+            role: key.role,
+        });
+    }
+
+    if body.webauthn.is_some() {
+        // Fail closed until the passkey path checks the assertion against enrolled passkeys.
+        return Err(ReceiptError::PasskeyUnsupported);
+    }
+    let approver = signers
+        .iter()
+        .find(|s| s.key_id == body.approver_key_id)
+        .ok_or_else(|| ReceiptError::ApproverDidNotSign(body.approver_key_id.clone()))?;
+    if approver.role != Role::Approver {
+        return Err(ReceiptError::NotAnApproverKey(approver.key_id.clone()));
+    }
+    if approver.name != body.approver {
+        return Err(ReceiptError::ApproverMismatch {
+            key_id: approver.key_id.clone(),
+            holder: approver.name.clone(),
+            claimed: body.approver.clone(),
+        });
+    }
+
+    if body.not_before >= body.expires_at {
+        return Err(ReceiptError::Times("not_before is not before expires_at"));
+    }
+    if body.issued_at > body.not_before.saturating_add(ISSUE_SKEW) {
+        return Err(ReceiptError::Times("issued_at is after not_before"));
+    }
+    if body.decision == Decision::Approve && body.uses == 0 {
+        return Err(ReceiptError::NoUses);
+    }
+    Ok(VerifiedReceipt {
+        receipt: receipt.clone(),
+        signers,
+    })
+}
+
+/// Does this verified receipt authorize `request` at `now`? It must be an approval, every
+/// bound field must equal the request's, and `now` must lie in `[not_before, expires_at)`.
+/// Uses are the ledger's business, not this function's.
+pub fn check_binding(
+    receipt: &VerifiedReceipt,
+    request: &Binding,
+    now: OffsetDateTime,
+) -> Result<(), ReceiptError> {
+    let body = receipt.body();
+    if body.decision != Decision::Approve {
+        return Err(ReceiptError::Denied {
+            approver: body.approver.clone(),
+        });
+    }
+    let granted = body.binding();
+    // Destructured, so a field added to `Binding` cannot be forgotten here.
+    let Binding {
+        agent,
+        environment,
+        account,
+        region,
+        service,
+        operation,
+        resources,
+        params_digest,
+    } = request;
+    same("agent", &granted.agent, agent)?;
+    same("environment", &granted.environment, environment)?;
+    same("account", &granted.account, account)?;
+    same("region", &granted.region, region)?;
+    same("service", &granted.service, service)?;
+    same("operation", &granted.operation, operation)?;
+    same("resources", &granted.resources, resources)?;
+    same("params_digest", &granted.params_digest, params_digest)?;
+
+    if now < body.not_before.as_datetime() {
+        return Err(ReceiptError::NotYetValid(body.not_before));
+    }
+    if now >= body.expires_at.as_datetime() {
+        return Err(ReceiptError::Expired(body.expires_at));
+    }
+    Ok(())
+}
+
+fn same<T: PartialEq + std::fmt::Debug>(
+    field: &'static str,
+    granted: &T,
+    requested: &T,
+) -> Result<(), ReceiptError> {
+    if granted == requested {
+        Ok(())
+    } else {
+        // `Debug` quotes and escapes, so nothing in a value can forge the message's shape.
+        Err(ReceiptError::Mismatch {
+            field,
+            receipt: format!("{granted:?}"),
+            request: format!("{requested:?}"),
+        })
+    }
+}
+
+/// The proxy's check: [`verify`], then [`check_binding`].
+pub fn authorize(
+    receipt: &Receipt,
+    trusted: &TrustedKeys,
+    request: &Binding,
+    now: OffsetDateTime,
+) -> Result<VerifiedReceipt, ReceiptError> {
+    let verified = verify(receipt, trusted)?;
+    check_binding(&verified, request, now)?;
+    Ok(verified)
+}

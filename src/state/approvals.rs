@@ -1,0 +1,260 @@
+//! Pending approvals (`state/approvals/<id>.json`, mode 0600) and the receipts that answer
+//! them (`state/receipts/<receipt id>.json`).
+//!
+//! `serve` records a call that needs a receipt and has none; identical retries (the same
+//! binding) attach to the same open approval instead of making new ones. The CLI (and the
+//! approval page) decide them. Changes are made under an exclusive lock
+//! (`state/approvals.lock`) and written atomically.
+
+use crate::identify::AwsCall;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for a human.
+    Pending,
+    /// A receipt was granted and still has uses.
+    Approved,
+    /// A human said no.
+    Denied,
+    /// Its receipt is used up or expired; a new identical call opens a new approval.
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub status: Status,
+    /// SHA-256 of the canonical binding (agent, environment, account, region, service,
+    /// operation, resources, parameter digest): what "identical call" means.
+    pub binding_key: String,
+    pub call: AwsCall,
+    pub agent: String,
+    pub environment: String,
+    pub rule: String,
+    pub reason: String,
+    pub irreversible: bool,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub attempts: u64,
+    pub receipt_id: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+}
+
+impl Approval {
+    /// A one-line description: `rds:DeleteDBInstance on prod-db`.
+    pub fn summary(&self) -> String {
+        let targets: Vec<&str> = self.call.resources.iter().map(|r| r.value.as_str()).collect();
+        if targets.is_empty() {
+            self.call.action()
+        } else {
+            format!("{} on {}", self.call.action(), targets.join(", "))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: not a valid record: {1}")]
+    Corrupt(String, serde_json::Error),
+    #[error("no approval {0:?}")]
+    NotFound(String),
+    #[error("approval {0} is {1:?}, not pending")]
+    NotPending(String, Status),
+}
+
+pub struct ApprovalStore {
+    dir: PathBuf,
+    receipts: PathBuf,
+    lock: PathBuf,
+    /// binding key → id of the latest approval for it (serve's own index).
+    latest: Mutex<HashMap<String, String>>,
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    use rand::Rng;
+    let n: u128 = rand::thread_rng().gen();
+    // 26 base32 characters, lower case: short enough for a URL, unguessable.
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+    (0..26).map(|i| char::from(alphabet[((n >> (i * 5)) & 31) as usize])).collect()
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+impl ApprovalStore {
+    pub fn open(state_dir: &Path) -> Result<ApprovalStore, ApprovalError> {
+        let dir = state_dir.join("approvals");
+        let receipts = state_dir.join("receipts");
+        for d in [&dir, &receipts] {
+            fs::create_dir_all(d).map_err(|e| ApprovalError::Io(d.display().to_string(), e))?;
+        }
+        let store = ApprovalStore { dir, receipts, lock: state_dir.join("approvals.lock"), latest: Mutex::new(HashMap::new()) };
+        let mut all = store.list()?;
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        let mut latest = store.latest.lock().unwrap_or_else(|p| p.into_inner());
+        for a in all {
+            latest.insert(a.binding_key.clone(), a.id.clone());
+        }
+        drop(latest);
+        Ok(store)
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn receipt_path(&self, receipt_id: &str) -> PathBuf {
+        self.receipts.join(format!("{receipt_id}.json"))
+    }
+
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T, ApprovalError>) -> Result<T, ApprovalError> {
+        let io = |e| ApprovalError::Io(self.lock.display().to_string(), e);
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock).map_err(io)?;
+        lock.lock().map_err(io)?;
+        f()
+    }
+
+    pub fn get(&self, id: &str) -> Result<Approval, ApprovalError> {
+        if !valid_id(id) {
+            return Err(ApprovalError::NotFound(id.to_string()));
+        }
+        let path = self.path(id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApprovalError::NotFound(id.to_string())),
+            Err(e) => return Err(ApprovalError::Io(path.display().to_string(), e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))
+    }
+
+    fn put(&self, a: &Approval) -> Result<(), ApprovalError> {
+        let path = self.path(&a.id);
+        let json = serde_json::to_vec_pretty(a).map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))?;
+        super::write_atomic(&path, &json).map_err(|e| ApprovalError::Io(path.display().to_string(), e))
+    }
+
+    /// Every approval, newest first.
+    pub fn list(&self) -> Result<Vec<Approval>, ApprovalError> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(|e| ApprovalError::Io(self.dir.display().to_string(), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            if let Ok(a) = self.get(id) {
+                out.push(a);
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
+    }
+
+    /// The open approval for this binding, if any (pending, approved or denied).
+    pub fn current(&self, binding_key: &str) -> Result<Option<Approval>, ApprovalError> {
+        let id = self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(binding_key).cloned();
+        match id {
+            None => Ok(None),
+            Some(id) => match self.get(&id) {
+                Ok(a) if a.status != Status::Closed => Ok(Some(a)),
+                Ok(_) | Err(ApprovalError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Records a blocked call: attaches to the open pending approval for the same binding, or
+    /// opens a new one. Returns it and whether it is new.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_blocked(
+        &self,
+        binding_key: &str,
+        call: &AwsCall,
+        agent: &str,
+        environment: &str,
+        rule: &str,
+        reason: &str,
+        irreversible: bool,
+    ) -> Result<(Approval, bool), ApprovalError> {
+        self.locked(|| {
+            let now = now_rfc3339();
+            if let Some(mut a) = self.current(binding_key)? {
+                if a.status == Status::Pending {
+                    a.attempts += 1;
+                    a.last_seen_at = now;
+                    self.put(&a)?;
+                    return Ok((a, false));
+                }
+            }
+            let a = Approval {
+                id: new_id(),
+                status: Status::Pending,
+                binding_key: binding_key.to_string(),
+                call: call.clone(),
+                agent: agent.to_string(),
+                environment: environment.to_string(),
+                rule: rule.to_string(),
+                reason: reason.to_string(),
+                irreversible,
+                created_at: now.clone(),
+                last_seen_at: now,
+                attempts: 1,
+                receipt_id: None,
+                decided_by: None,
+                decided_at: None,
+            };
+            self.put(&a)?;
+            self.latest.lock().unwrap_or_else(|p| p.into_inner()).insert(binding_key.to_string(), a.id.clone());
+            Ok((a, true))
+        })
+    }
+
+    /// Records a human's decision on a pending approval, with the receipt (JSON) that
+    /// carries it.
+    pub fn decide(&self, id: &str, approve: bool, by: &str, receipt_id: &str, receipt_json: &[u8]) -> Result<Approval, ApprovalError> {
+        self.locked(|| {
+            let mut a = self.get(id)?;
+            if a.status != Status::Pending {
+                return Err(ApprovalError::NotPending(id.to_string(), a.status));
+            }
+            let path = self.receipt_path(receipt_id);
+            super::write_atomic(&path, receipt_json).map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
+            a.status = if approve { Status::Approved } else { Status::Denied };
+            a.receipt_id = Some(receipt_id.to_string());
+            a.decided_by = Some(by.to_string());
+            a.decided_at = Some(now_rfc3339());
+            self.put(&a)?;
+            Ok(a)
+        })
+    }
+
+    /// Closes an approval (receipt used up, expired, or denial delivered).
+    pub fn close(&self, id: &str) -> Result<(), ApprovalError> {
+        self.locked(|| {
+            let mut a = self.get(id)?;
+            a.status = Status::Closed;
+            self.put(&a)
+        })
+    }
+
+    pub fn read_receipt(&self, receipt_id: &str) -> Result<Vec<u8>, ApprovalError> {
+        let path = self.receipt_path(receipt_id);
+        fs::read(&path).map_err(|e| ApprovalError::Io(path.display().to_string(), e))
+    }
+}
