@@ -69,6 +69,18 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// Manage approvers' passkeys.
+    Approver {
+        #[command(subcommand)]
+        command: ApproverCommand,
+    },
+    /// Run a command with an agent's environment (credentials, endpoint, CA bundle) and
+    /// nothing of the real credentials: `airlock exec AGENT -- terraform destroy`.
+    Exec {
+        agent: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Show what airlock would make of raw HTTP/1.1 requests (one JSON line each); nothing is forwarded.
     Explain {
         #[arg(required = true)]
@@ -77,6 +89,12 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ApproverCommand {
+    /// Print a one-time link (valid for minutes, usable once) that registers a passkey for NAME.
+    Enroll { name: String },
 }
 
 #[derive(Subcommand)]
@@ -117,8 +135,17 @@ pub fn main() -> ExitCode {
         Command::Approvals { json, all } => cmd_approvals(&cli.config, json, all),
         Command::Approve { id, key } => cmd_decide(&cli.config, &id, &key, true),
         Command::Deny { id, key } => cmd_decide(&cli.config, &id, &key, false),
-        Command::Receipt { command: ReceiptCommand::Verify { file } } => cmd_receipt_verify(&cli.config, &file),
+        Command::Receipt {
+            command: ReceiptCommand::Verify { file },
+        } => cmd_receipt_verify(&cli.config, &file),
         Command::Explain { files, account } => cmd_explain(&cli.config, &files, account.as_deref()),
+        Command::Approver {
+            command: ApproverCommand::Enroll { name },
+        } => crate::approvals::enroll::cmd_enroll(&cli.config, &name),
+        Command::Exec { agent, command } => match crate::exec::run(&cli.config, &agent, &command) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -363,7 +390,16 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     }
     for a in &list {
         let flag = if a.irreversible { "  IRREVERSIBLE" } else { "" };
-        println!("{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}", a.id, a.status, a.summary(), a.agent, a.environment, a.rule, a.attempts);
+        println!(
+            "{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}",
+            a.id,
+            a.status,
+            a.summary(),
+            a.agent,
+            a.environment,
+            a.rule,
+            a.attempts
+        );
         for (k, v) in &a.call.params {
             println!("    {k} = {v}");
         }
@@ -382,21 +418,38 @@ fn cmd_decide(config_path: &Path, id: &str, key_path: &Path, approve: bool) -> C
         .iter()
         .filter_map(|a| receipt::ApproverPublic::from_config(&a.name, &a.public_key).ok())
         .find(|p| p.key_id() == &key.key_id())
-        .ok_or_else(|| format!("the key in {} is not an [[approver]] in {}", key_path.display(), config.path.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "the key in {} is not an [[approver]] in {}",
+                key_path.display(),
+                config.path.display()
+            )
+        })?;
     let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let pending = store.get(id).map_err(|e| e.to_string())?;
     let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
     let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
     validity.ttl = config.approval.receipt_ttl;
     validity.uses = config.approval.uses;
-    let decision = if approve { Decision::Approve } else { Decision::Deny };
+    let decision = if approve {
+        Decision::Approve
+    } else {
+        Decision::Deny
+    };
     let body = ReceiptBody::new(&binding, &pending.id, decision, &approver, validity);
     let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
     let json = signed.to_json().map_err(|e| e.to_string())?;
     let receipt_id = signed.body.id.as_str().to_string();
-    let a = store.decide(id, approve, approver.name(), &receipt_id, json.as_bytes()).map_err(|e| e.to_string())?;
+    let a = store
+        .decide(id, approve, approver.name(), &receipt_id, json.as_bytes())
+        .map_err(|e| e.to_string())?;
     let verb = if approve { "approved" } else { "denied" };
-    println!("{verb} {}: {} (receipt {receipt_id}, valid until {})", a.id, a.summary(), signed.body.expires_at);
+    println!(
+        "{verb} {}: {} (receipt {receipt_id}, valid until {})",
+        a.id,
+        a.summary(),
+        signed.body.expires_at
+    );
     println!("receipt: {}", store.receipt_path(&receipt_id).display());
     Ok(())
 }
@@ -407,9 +460,14 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     let trusted = crate::proxy::redeem::trusted_keys(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-    let v = receipt::verify(&r, &trusted).map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
+    let v = receipt::verify(&r, &trusted)
+        .map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
     let b = v.body();
-    let signers: Vec<String> = v.signers().iter().map(|s| format!("{} ({})", s.name, s.key_id.as_str())).collect();
+    let signers: Vec<String> = v
+        .signers()
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.key_id.as_str()))
+        .collect();
     println!(
         "{}: valid signature by {}\n  decision {}  agent {}  environment {}  {}:{} on {}\n  valid {} .. {}  uses {}",
         file.display(),
@@ -447,4 +505,3 @@ fn cmd_explain(config_path: &Path, files: &[PathBuf], account: Option<&str>) -> 
     }
     Ok(())
 }
-

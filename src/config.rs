@@ -32,6 +32,8 @@ struct FileConfig {
     #[serde(default)]
     approval: FileApproval,
     #[serde(default)]
+    notify: FileNotify,
+    #[serde(default)]
     environment: Vec<Environment>,
     #[serde(default)]
     rule: Vec<crate::policy::Rule>,
@@ -48,7 +50,10 @@ struct FilePolicy {
 
 impl Default for FilePolicy {
     fn default() -> Self {
-        FilePolicy { mode: crate::policy::Mode::Enforce, builtin: true }
+        FilePolicy {
+            mode: crate::policy::Mode::Enforce,
+            builtin: true,
+        }
     }
 }
 
@@ -58,12 +63,31 @@ struct FileApproval {
     receipt_ttl_secs: u64,
     uses: u32,
     public_url: Option<String>,
+    hold_seconds: u64,
+    max_held: usize,
 }
 
 impl Default for FileApproval {
     fn default() -> Self {
-        FileApproval { receipt_ttl_secs: 900, uses: 1, public_url: None }
+        FileApproval {
+            receipt_ttl_secs: 900,
+            uses: 1,
+            public_url: None,
+            hold_seconds: DEFAULT_HOLD_SECS,
+            max_held: 64,
+        }
     }
+}
+
+/// How long a blocked call waits for a human by default: under the 60-second read timeouts
+/// of botocore (boto3, the AWS CLI), so the client never times out first.
+pub const DEFAULT_HOLD_SECS: u64 = 45;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileNotify {
+    webhook_url: Option<String>,
+    desktop: Option<bool>,
 }
 
 /// `[[environment]]`: a name for a set of accounts and regions (globs).
@@ -195,10 +219,23 @@ pub struct Config {
     pub environments: Vec<Environment>,
     pub approvers: Vec<ApproverEntry>,
     pub approval: Approval,
+    pub notify: Notify,
+}
+
+#[derive(Debug, Clone)]
+pub struct Notify {
+    /// `[notify] webhook_url`: a Slack-compatible JSON POST per blocked call.
+    pub webhook_url: Option<http::Uri>,
+    /// `[notify] desktop`: `notify-send` where it exists (default on).
+    pub desktop: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Approval {
+    /// How long a blocked call waits for a decision before it gets the 403 (0: no wait).
+    pub hold: Duration,
+    /// Most calls held at once; more get the 403 at once.
+    pub max_held: usize,
     /// How long a receipt is valid after it is granted.
     pub receipt_ttl: Duration,
     /// How many calls one receipt covers.
@@ -218,7 +255,9 @@ impl Config {
         self.environments
             .iter()
             .find(|e| {
-                e.accounts.iter().any(|a| glob_match(a, account.unwrap_or(""), false))
+                e.accounts
+                    .iter()
+                    .any(|a| glob_match(a, account.unwrap_or(""), false))
                     && e.regions.iter().any(|r| glob_match(r, region, false))
             })
             .map(|e| e.name.clone())
@@ -227,7 +266,11 @@ impl Config {
 
     /// The approval link for a pending call.
     pub fn approval_link(&self, approvals_port: u16, id: &str) -> String {
-        let base = self.approval.public_url.clone().unwrap_or_else(|| format!("http://localhost:{approvals_port}"));
+        let base = self
+            .approval
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{approvals_port}"));
         format!("{}/approvals/{id}", base.trim_end_matches('/'))
     }
 }
@@ -384,41 +427,71 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for e in &raw.environment {
             if e.name.is_empty() || !names.insert(e.name.clone()) {
-                return Err(err("[[environment]] name", format!("{:?} is empty or used twice", e.name)));
+                return Err(err(
+                    "[[environment]] name",
+                    format!("{:?} is empty or used twice", e.name),
+                ));
             }
             if e.accounts.is_empty() {
-                return Err(err("[[environment]] accounts", format!("environment {:?} names no account", e.name)));
+                return Err(err(
+                    "[[environment]] accounts",
+                    format!("environment {:?} names no account", e.name),
+                ));
             }
         }
         let mut rule_names = std::collections::BTreeSet::new();
         for r in &raw.rule {
-            if r.name.is_empty() || r.name.starts_with("builtin:") || !rule_names.insert(r.name.clone()) {
-                return Err(err("[[rule]] name", format!("{:?} is empty, reserved (builtin:) or used twice", r.name)));
+            if r.name.is_empty()
+                || r.name.starts_with("builtin:")
+                || !rule_names.insert(r.name.clone())
+            {
+                return Err(err(
+                    "[[rule]] name",
+                    format!("{:?} is empty, reserved (builtin:) or used twice", r.name),
+                ));
             }
             if r.actions.is_empty() {
-                return Err(err("[[rule]] actions", format!("rule {:?} names no action", r.name)));
+                return Err(err(
+                    "[[rule]] actions",
+                    format!("rule {:?} names no action", r.name),
+                ));
             }
             for a in &r.actions {
                 if a != "*" && !a.contains(':') {
-                    return Err(err("[[rule]] actions", format!("rule {:?}: {a:?} must look like service:Operation", r.name)));
+                    return Err(err(
+                        "[[rule]] actions",
+                        format!("rule {:?}: {a:?} must look like service:Operation", r.name),
+                    ));
                 }
             }
         }
         let mut approver_names = std::collections::BTreeSet::new();
         for a in &raw.approver {
             if a.name.is_empty() || !approver_names.insert(a.name.clone()) {
-                return Err(err("[[approver]] name", format!("{:?} is empty or used twice", a.name)));
+                return Err(err(
+                    "[[approver]] name",
+                    format!("{:?} is empty or used twice", a.name),
+                ));
             }
-            crate::receipt::ApproverPublic::from_config(&a.name, &a.public_key)
-                .map_err(|e| err("[[approver]] public_key", format!("approver {:?}: {e}", a.name)))?;
+            crate::receipt::ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| {
+                err(
+                    "[[approver]] public_key",
+                    format!("approver {:?}: {e}", a.name),
+                )
+            })?;
         }
         if raw.approval.uses == 0 {
             return Err(err("[approval] uses", "must be at least 1".into()));
         }
         if let Some(url) = &raw.approval.public_url {
-            let uri: http::Uri = url.parse().map_err(|_| err("[approval] public_url", format!("{url:?} is not a URL")))?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|_| err("[approval] public_url", format!("{url:?} is not a URL")))?;
             if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-                return Err(err("[approval] public_url", format!("{url:?} must be an http(s) URL")));
+                return Err(err(
+                    "[approval] public_url",
+                    format!("{url:?} must be an http(s) URL"),
+                ));
             }
         }
         if raw.limits.max_connections == 0 {
@@ -465,13 +538,45 @@ impl Config {
                 )?,
                 max_connections: raw.limits.max_connections,
             },
-            policy: crate::policy::Policy { mode: raw.policy.mode, rules: raw.rule, builtin: raw.policy.builtin },
+            policy: crate::policy::Policy {
+                mode: raw.policy.mode,
+                rules: raw.rule,
+                builtin: raw.policy.builtin,
+            },
             environments: raw.environment,
             approvers: raw.approver,
+            notify: Notify {
+                webhook_url: match &raw.notify.webhook_url {
+                    None => None,
+                    Some(u) => {
+                        let uri: http::Uri = u.parse().map_err(|_| {
+                            err("[notify] webhook_url", format!("{u:?} is not a URL"))
+                        })?;
+                        if !matches!(uri.scheme_str(), Some("http") | Some("https"))
+                            || uri.host().is_none()
+                        {
+                            return Err(err(
+                                "[notify] webhook_url",
+                                format!("{u:?} must be an http(s) URL"),
+                            ));
+                        }
+                        Some(uri)
+                    }
+                },
+                desktop: raw.notify.desktop.unwrap_or(true),
+            },
             approval: Approval {
-                receipt_ttl: positive("[approval] receipt_ttl_secs", raw.approval.receipt_ttl_secs)?,
+                hold: Duration::from_secs(raw.approval.hold_seconds),
+                max_held: raw.approval.max_held,
+                receipt_ttl: positive(
+                    "[approval] receipt_ttl_secs",
+                    raw.approval.receipt_ttl_secs,
+                )?,
                 uses: raw.approval.uses,
-                public_url: raw.approval.public_url.map(|u| u.trim_end_matches('/').to_string()),
+                public_url: raw
+                    .approval
+                    .public_url
+                    .map(|u| u.trim_end_matches('/').to_string()),
             },
         })
     }

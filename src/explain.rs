@@ -26,7 +26,10 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
     let raw = std::fs::read(path).map_err(|e| e.to_string())?;
     let mut headers_buf = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers_buf);
-    let head_len = match req.parse(&raw).map_err(|e| format!("not an HTTP/1.1 request: {e}"))? {
+    let head_len = match req
+        .parse(&raw)
+        .map_err(|e| format!("not an HTTP/1.1 request: {e}"))?
+    {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return Err("the request head is incomplete".into()),
     };
@@ -34,24 +37,50 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
     let target = req.path.ok_or("no request target")?.to_string();
     let mut headers = http::HeaderMap::new();
     for h in req.headers.iter() {
-        let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| format!("header {}: {e}", h.name))?;
-        let value = http::HeaderValue::from_bytes(h.value).map_err(|e| format!("header {}: {e}", h.name))?;
+        let name = http::HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|e| format!("header {}: {e}", h.name))?;
+        let value = http::HeaderValue::from_bytes(h.value)
+            .map_err(|e| format!("header {}: {e}", h.name))?;
         headers.append(name, value);
     }
     let mut body = &raw[head_len..];
-    if let Some(len) = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
-        body = body.get(..len).ok_or("the body is shorter than Content-Length")?;
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        body = body
+            .get(..len)
+            .ok_or("the body is shorter than Content-Length")?;
     }
-    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let (raw_path, raw_query) = target.split_once('?').unwrap_or((&target, ""));
-    let head = RequestHead { method: &method, raw_path, raw_query, headers: &headers, host: &host };
+    let head = RequestHead {
+        method: &method,
+        raw_path,
+        raw_query,
+        headers: &headers,
+        host: &host,
+    };
     let prepared = Prepared::from_head(&head).map_err(|e| e.message)?;
     let query: Vec<(String, String)> = if prepared.claim.presigned.is_some() {
-        prepared.query.iter().filter(|(k, _)| !PRESIGN_PARAMS.contains(&k.as_str())).cloned().collect()
+        prepared
+            .query
+            .iter()
+            .filter(|(k, _)| !PRESIGN_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect()
     } else {
         prepared.query.clone()
     };
-    let chunked = matches!(prepared.payload, crate::sigv4::PayloadClaim::SignedChunks { .. });
+    let chunked = matches!(
+        prepared.payload,
+        crate::sigv4::PayloadClaim::SignedChunks { .. }
+    );
     let forwarded_headers = signed_headers(&headers, &prepared.claim.signed_headers, chunked);
     let scope = &prepared.claim.scope;
     let request = identify::Request {
@@ -68,7 +97,11 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
     let agent = AgentStore::new(&config.state_dir)
         .load()
         .ok()
-        .and_then(|f| f.agents.into_iter().find(|a| a.access_key_id == prepared.claim.access_key_id))
+        .and_then(|f| {
+            f.agents
+                .into_iter()
+                .find(|a| a.access_key_id == prepared.claim.access_key_id)
+        })
         .map(|a| a.name)
         .unwrap_or_else(|| "-".to_string());
     let base = json!({ "service": scope.service, "region": scope.region, "agent": agent });

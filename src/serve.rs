@@ -30,8 +30,7 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let tls = proxy::accept::tls_config(&config)?;
     let agents = AgentRegistry::open(&config.state_dir)?;
-    let proxy = Proxy::new(config, Arc::clone(&agents), credentials)
-        .map_err(ServeError::Proxy)?;
+    let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(ServeError::Proxy)?;
     if let Ok(addr) = approvals_listener.local_addr() {
         proxy.set_approvals_port(addr.port());
     }
@@ -70,6 +69,7 @@ pub async fn run(
     };
     let approvals = tokio::spawn(crate::approvals::serve(
         approvals_listener,
+        Arc::clone(&proxy),
         stopped(stop_rx.clone()),
     ));
     let proxy_task = tokio::spawn(proxy::accept::serve(

@@ -3,12 +3,16 @@
 //! certificate warnings) and nothing on this page is a secret. It only shows; approving
 //! needs more than a request to this listener.
 
+pub mod enroll;
+
 use crate::proxy::body::{full, ProxyBody};
+use crate::proxy::Proxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 fn page(req: &http::Request<hyper::body::Incoming>) -> http::Response<ProxyBody> {
@@ -40,7 +44,7 @@ fn page(req: &http::Request<hyper::body::Incoming>) -> http::Response<ProxyBody>
     resp
 }
 
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, _proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {

@@ -18,9 +18,8 @@ pub fn strict_json(bytes: &[u8]) -> Result<Value, IdentifyError> {
     let value = StrictJson
         .deserialize(&mut de)
         .map_err(|e| IdentifyError::new("SerializationException", format!("the JSON body: {e}")))?;
-    de.end().map_err(|e| {
-        IdentifyError::new("SerializationException", format!("the JSON body: {e}"))
-    })?;
+    de.end()
+        .map_err(|e| IdentifyError::new("SerializationException", format!("the JSON body: {e}")))?;
     Ok(value)
 }
 
@@ -264,19 +263,27 @@ pub fn strict_xml(bytes: &[u8]) -> Result<Element, IdentifyError> {
             Event::GeneralRef(reference) => {
                 let name = std::str::from_utf8(reference.as_ref())
                     .map_err(|_| bad("an entity name is not UTF-8".into()))?;
-                let ch = entity(name).ok_or_else(|| {
-                    bad(format!("the entity &{name}; is not accepted"))
-                })?;
+                let ch = entity(name)
+                    .ok_or_else(|| bad(format!("the entity &{name}; is not accepted")))?;
                 if stack.is_empty() {
                     return Err(bad("an entity outside the root element".into()));
                 }
                 push_text(&mut stack, &ch.to_string())?;
             }
             Event::DocType(_) => return Err(bad("a DOCTYPE is not accepted".into())),
-            Event::PI(_) => {
-                return Err(bad("processing instructions are not accepted".into()))
+            Event::PI(_) => return Err(bad("processing instructions are not accepted".into())),
+            Event::Decl(decl) => {
+                // Bytes are read as UTF-8; a body that declares another encoding would be
+                // read differently by S3.
+                if let Some(encoding) = decl.encoding() {
+                    let encoding =
+                        encoding.map_err(|e| bad(format!("the XML declaration: {e}")))?;
+                    if !encoding.eq_ignore_ascii_case(b"utf-8") {
+                        return Err(bad("only UTF-8 XML bodies are read".into()));
+                    }
+                }
             }
-            Event::Decl(_) | Event::Comment(_) => {}
+            Event::Comment(_) => {}
             Event::Eof => break,
         }
         buf.clear();

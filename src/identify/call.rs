@@ -38,7 +38,11 @@ pub struct Resource {
 impl AwsCall {
     /// `rds:DeleteDBInstance`, the IAM-style action name (signing name, as IAM uses it).
     pub fn action(&self) -> String {
-        format!("{}:{}", iam_prefix(&self.service, &self.signing_name), self.operation)
+        format!(
+            "{}:{}",
+            iam_prefix(&self.service, &self.signing_name),
+            self.operation
+        )
     }
 
     /// The SHA-256 (hex) of the canonical parameters, as receipts bind them.

@@ -6,9 +6,7 @@
 //! both places; any other repeated name; a body whose content type is not a form (or a
 //! form in another charset than UTF-8); a body on a GET; a path other than `/`.
 
-use super::{
-    content_type, pick_same_call, resources, Candidate, Found, IdentifyError, Request,
-};
+use super::{content_type, pick_same_call, resources, Candidate, Found, IdentifyError, Request};
 use std::collections::BTreeMap;
 
 /// Whether the request looks like a query-protocol call (for choosing which error to show
@@ -84,7 +82,11 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
 
     let versioned: Vec<&Candidate> = services
         .iter()
-        .filter(|c| version.as_deref().is_none_or(|v| v == c.service.api_version))
+        .filter(|c| {
+            version
+                .as_deref()
+                .is_none_or(|v| v == c.service.api_version)
+        })
         .collect();
     if versioned.is_empty() {
         return Err(IdentifyError::new(
@@ -106,6 +108,18 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
             "InvalidAction",
             format!("{action:?} is not an operation of {}", names(services)),
         ));
+    }
+    // Services of one family that share an endpoint but not an API version (elb, elbv2)
+    // are told apart by Version alone.
+    if version.is_none()
+        && having
+            .iter()
+            .any(|c| c.service.api_version != having[0].service.api_version)
+    {
+        return Err(IdentifyError::invalid(format!(
+            "{action} exists in {} with different API versions; the request must give Version",
+            having.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+        )));
     }
     let chosen_name = pick_same_call(
         super::family_name(req.signing_name),

@@ -70,13 +70,15 @@ fn parse_route(operation: &'static str, op: &'static Operation) -> Route {
     let segments = path
         .split('/')
         .skip(1)
-        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(label) => match label.strip_suffix('+') {
-                Some(greedy) => Seg::Greedy(greedy.to_string()),
-                None => Seg::Label(label.to_string()),
+        .map(
+            |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(label) => match label.strip_suffix('+') {
+                    Some(greedy) => Seg::Greedy(greedy.to_string()),
+                    None => Seg::Label(label.to_string()),
+                },
+                None => Seg::Literal(s.to_string()),
             },
-            None => Seg::Literal(s.to_string()),
-        })
+        )
         .collect();
     let query = query
         .split('&')
@@ -123,7 +125,13 @@ impl Match<'_> {
         Some(
             path.then(self.query_literals.cmp(&other.query_literals))
                 .then(self.required.cmp(&other.required))
-                .then(self.current.cmp(&other.current))
+                .then(if self.service == other.service {
+                    // A deprecated alias loses to its replacement; across services,
+                    // deprecation says nothing about which call is meant.
+                    self.current.cmp(&other.current)
+                } else {
+                    Ordering::Equal
+                })
                 .then(self.endpoint_fits.cmp(&other.endpoint_fits)),
         )
     }
@@ -258,9 +266,10 @@ fn choose<'r>(
         tied.iter().copied().find(|&i| matches[i].service == name)
     });
     match pick {
-        Some(i) => Ok(matches.into_iter().nth(i).ok_or_else(|| {
-            IdentifyError::invalid("internal: the chosen match vanished")
-        })?),
+        Some(i) => Ok(matches
+            .into_iter()
+            .nth(i)
+            .ok_or_else(|| IdentifyError::invalid("internal: the chosen match vanished"))?),
         None => {
             let mut names: Vec<String> = matches
                 .iter()
@@ -376,7 +385,10 @@ fn build(req: &Request<'_>, m: Match<'_>) -> Result<Found, IdentifyError> {
     }
 
     // The body, when it was buffered and is a document (not a blob payload).
-    let document = matches!(op.payload_type.as_deref(), None | Some("structure" | "union"));
+    let document = matches!(
+        op.payload_type.as_deref(),
+        None | Some("structure" | "union")
+    );
     let mut object = serde_json::Map::new();
     let mut xml = None;
     if let (Some(body), true) = (req.body, document) {

@@ -43,9 +43,9 @@ pub(crate) fn identify_json(
             )));
         }
     }
-    let body = req
-        .body
-        .ok_or_else(|| IdentifyError::invalid("the JSON body was not available to identify the call"))?;
+    let body = req.body.ok_or_else(|| {
+        IdentifyError::invalid("the JSON body was not available to identify the call")
+    })?;
     let object = json_object(body)?;
     finish(req, &speaking, operation, object)
 }
@@ -77,7 +77,12 @@ pub(crate) fn identify_cbor(
     };
     let speaking: Vec<Candidate> = services
         .iter()
-        .filter(|c| c.service.protocols.iter().any(|p| p == "smithy-rpc-v2-cbor"))
+        .filter(|c| {
+            c.service
+                .protocols
+                .iter()
+                .any(|p| p == "smithy-rpc-v2-cbor")
+        })
         .filter(|c| c.service.target_prefix.as_deref() == Some(service_name))
         .copied()
         .collect();
@@ -88,9 +93,9 @@ pub(crate) fn identify_cbor(
         )));
     }
     common_checks(req, req.path)?;
-    let body = req
-        .body
-        .ok_or_else(|| IdentifyError::invalid("the CBOR body was not available to identify the call"))?;
+    let body = req.body.ok_or_else(|| {
+        IdentifyError::invalid("the CBOR body was not available to identify the call")
+    })?;
     if !body.is_empty() {
         match content_type(req.headers)? {
             Some((mime, params)) if mime == "application/cbor" && params.is_empty() => {}

@@ -25,9 +25,7 @@ fn host_bucket(host: &str) -> Result<Option<String>, IdentifyError> {
         return Ok(None); // an IPv6 literal
     }
     let name = match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host.as_str(),
     };
     if name.parse::<Ipv4Addr>().is_ok() {
@@ -68,7 +66,11 @@ pub(crate) fn view(
     services: &[Candidate],
 ) -> Result<(Vec<Candidate>, String), IdentifyError> {
     let only = |name: &str| -> Vec<Candidate> {
-        services.iter().filter(|c| c.name == name).copied().collect()
+        services
+            .iter()
+            .filter(|c| c.name == name)
+            .copied()
+            .collect()
     };
     let control = req.path == "/v20180820" || req.path.starts_with("/v20180820/");
     if control && req.signing_name == "s3" {

@@ -54,8 +54,11 @@ impl R {
         self
     }
     fn form(self, b: &str) -> Self {
-        self.h("content-type", "application/x-www-form-urlencoded; charset=utf-8")
-            .body(b)
+        self.h(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .body(b)
     }
     fn run(&self) -> Result<AwsCall, IdentifyError> {
         identify(&Request {
@@ -93,7 +96,10 @@ fn query_identifies_rds_delete_with_params_and_arn() {
         "Action=DeleteDBInstance&Version=2014-10-31&DBInstanceIdentifier=prod-db&SkipFinalSnapshot=true&DeleteAutomatedBackups=true",
     );
     let call = r.run().unwrap();
-    assert_eq!((call.service.as_str(), call.operation.as_str()), ("rds", "DeleteDBInstance"));
+    assert_eq!(
+        (call.service.as_str(), call.operation.as_str()),
+        ("rds", "DeleteDBInstance")
+    );
     assert_eq!(call.params["SkipFinalSnapshot"], "true");
     assert!(!call.params.contains_key("Action"));
     assert_eq!(
@@ -133,7 +139,10 @@ fn query_ambiguities_are_refused() {
         .body("Action=DeleteDBInstance&DBInstanceIdentifier=x");
     assert_eq!(other_ct.op(), "error InvalidRequest");
     let latin1 = req("rds", "POST", "/")
-        .h("content-type", "application/x-www-form-urlencoded; charset=iso-8859-1")
+        .h(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=iso-8859-1",
+        )
         .body("Action=DeleteDBInstance&DBInstanceIdentifier=x");
     assert_eq!(latin1.op(), "error InvalidRequest");
     let dup_param = req("rds", "POST", "/")
@@ -143,9 +152,12 @@ fn query_ambiguities_are_refused() {
     let lower = req("rds", "POST", "/").form("action=DeleteDBInstance&DBInstanceIdentifier=x");
     assert_eq!(lower.op(), "error MissingAction");
     let encoded = req("rds", "POST", "/").form("%41ction=DeleteDBInstance");
-    assert_eq!(encoded.op(), "rds:DeleteDBInstance", "%41 is A, decoded once");
-    let wrong_version =
-        req("rds", "POST", "/").form("Action=DeleteDBInstance&Version=2012-01-01");
+    assert_eq!(
+        encoded.op(),
+        "rds:DeleteDBInstance",
+        "%41 is A, decoded once"
+    );
+    let wrong_version = req("rds", "POST", "/").form("Action=DeleteDBInstance&Version=2012-01-01");
     assert_eq!(wrong_version.op(), "error InvalidParameterValue");
     let unknown = req("rds", "POST", "/").form("Action=DropEverything");
     assert_eq!(unknown.op(), "error InvalidAction");
@@ -165,7 +177,9 @@ fn query_ambiguities_are_refused() {
 
 #[test]
 fn query_get_and_shared_signing_names() {
-    let get = req("rds", "GET", "/").q("Action", "DescribeDBInstances").q("Version", "2014-10-31");
+    let get = req("rds", "GET", "/")
+        .q("Action", "DescribeDBInstances")
+        .q("Version", "2014-10-31");
     assert_eq!(get.op(), "rds:DescribeDBInstances");
     // elb and elbv2 share a signing name; the Version says which.
     let v1 = req("elasticloadbalancing", "POST", "/")
@@ -300,15 +314,25 @@ fn cbor_path_and_body() {
     .h("content-type", "application/cbor")
     .bytes(body.clone());
     let call = r.run().unwrap();
-    assert_eq!((call.service.as_str(), call.operation.as_str()), ("cloudwatch", "DeleteAlarms"));
+    assert_eq!(
+        (call.service.as_str(), call.operation.as_str()),
+        ("cloudwatch", "DeleteAlarms")
+    );
     assert_eq!(call.params["AlarmNames"], r#"["a1"]"#);
     // The same service also speaks query.
-    let q = req("monitoring", "POST", "/").form("Action=DeleteAlarms&Version=2010-08-01&AlarmNames.member.1=a1");
+    let q = req("monitoring", "POST", "/")
+        .form("Action=DeleteAlarms&Version=2010-08-01&AlarmNames.member.1=a1");
     assert_eq!(q.op(), "cloudwatch:DeleteAlarms");
 
     let dup = ciborium::Value::Map(vec![
-        (ciborium::Value::Text("A".into()), ciborium::Value::Bool(true)),
-        (ciborium::Value::Text("A".into()), ciborium::Value::Bool(false)),
+        (
+            ciborium::Value::Text("A".into()),
+            ciborium::Value::Bool(true),
+        ),
+        (
+            ciborium::Value::Text("A".into()),
+            ciborium::Value::Bool(false),
+        ),
     ]);
     let mut dup_body = Vec::new();
     ciborium::into_writer(&dup, &mut dup_body).unwrap();
@@ -321,9 +345,13 @@ fn cbor_path_and_body() {
     .h("content-type", "application/cbor")
     .bytes(dup_body);
     assert_eq!(r.op(), "error SerializationException");
-    let other = req("monitoring", "POST", "/service/DynamoDB_20120810/operation/DeleteTable")
-        .h("smithy-protocol", "rpc-v2-cbor")
-        .bytes(Vec::new());
+    let other = req(
+        "monitoring",
+        "POST",
+        "/service/DynamoDB_20120810/operation/DeleteTable",
+    )
+    .h("smithy-protocol", "rpc-v2-cbor")
+    .bytes(Vec::new());
     assert_eq!(other.op(), "error UnknownOperationException");
 }
 
@@ -347,9 +375,18 @@ fn rest_json_labels_and_arns() {
     )
     .run()
     .unwrap();
-    assert_eq!(call.resources[0].value, "arn:aws:lambda:us-east-1:1:function:f");
-    assert_eq!(req("lambda", "DELETE", "/2015-03-31/functions/").op(), "error UnknownOperationException");
-    assert_eq!(req("lambda", "PATCH", "/2015-03-31/functions/f").op(), "error UnknownOperationException");
+    assert_eq!(
+        call.resources[0].value,
+        "arn:aws:lambda:us-east-1:1:function:f"
+    );
+    assert_eq!(
+        req("lambda", "DELETE", "/2015-03-31/functions/").op(),
+        "error UnknownOperationException"
+    );
+    assert_eq!(
+        req("lambda", "PATCH", "/2015-03-31/functions/f").op(),
+        "error UnknownOperationException"
+    );
 }
 
 #[test]
@@ -364,40 +401,80 @@ fn rest_json_duplicate_body_keys_refused() {
 
 #[test]
 fn s3_path_style_and_virtual_hosted() {
-    let call = req("s3", "DELETE", "/bucket/dir/a%2Fb%20c+d").run().unwrap();
+    let call = req("s3", "DELETE", "/bucket/dir/a%2Fb%20c+d")
+        .run()
+        .unwrap();
     assert_eq!(call.operation, "DeleteObject");
     assert_eq!(
         arns(&call),
         vec![
-            ("Bucket".into(), "bucket".into(), Some("arn:aws:s3:::bucket".into())),
-            ("Key".into(), "dir/a/b c+d".into(), Some("arn:aws:s3:::bucket/dir/a/b c+d".into())),
+            (
+                "Bucket".into(),
+                "bucket".into(),
+                Some("arn:aws:s3:::bucket".into())
+            ),
+            (
+                "Key".into(),
+                "dir/a/b c+d".into(),
+                Some("arn:aws:s3:::bucket/dir/a/b c+d".into())
+            ),
         ]
     );
     // `..` is part of an S3 key, never resolved.
     let dots = req("s3", "DELETE", "/bucket/../other/k").run().unwrap();
     assert_eq!(dots.resources[1].value, "../other/k");
     assert_eq!(req("s3", "DELETE", "/bucket").op(), "s3:DeleteBucket");
-    let vhost = req("s3", "DELETE", "/").host("bucket.localhost:8443").run().unwrap();
+    let vhost = req("s3", "DELETE", "/")
+        .host("bucket.localhost:8443")
+        .run()
+        .unwrap();
     assert_eq!(vhost.operation, "DeleteBucket");
     assert_eq!(vhost.resources[0].value, "bucket");
-    let vkey = req("s3", "DELETE", "/k").host("bucket.localhost").run().unwrap();
-    assert_eq!((vkey.operation.as_str(), vkey.resources[1].value.as_str()), ("DeleteObject", "k"));
-    assert_eq!(req("s3", "DELETE", "/k").host("127.0.0.1:8443").op(), "s3:DeleteBucket");
+    let vkey = req("s3", "DELETE", "/k")
+        .host("bucket.localhost")
+        .run()
+        .unwrap();
+    assert_eq!(
+        (vkey.operation.as_str(), vkey.resources[1].value.as_str()),
+        ("DeleteObject", "k")
+    );
+    assert_eq!(
+        req("s3", "DELETE", "/k").host("127.0.0.1:8443").op(),
+        "s3:DeleteBucket"
+    );
     assert_eq!(req("s3", "GET", "/").op(), "s3:ListBuckets");
     assert_eq!(req("s3express", "GET", "/").op(), "s3:ListDirectoryBuckets");
 }
 
 #[test]
 fn s3_query_discriminators() {
-    assert_eq!(req("s3", "DELETE", "/b").q("tagging", "").op(), "s3:DeleteBucketTagging");
-    assert_eq!(req("s3", "DELETE", "/b/k").q("tagging", "").op(), "s3:DeleteObjectTagging");
-    assert_eq!(req("s3", "GET", "/b").q("list-type", "2").op(), "s3:ListObjectsV2");
-    assert_eq!(req("s3", "GET", "/b").op(), "s3:ListObjects");
-    assert_eq!(req("s3", "GET", "/b").q("lifecycle", "").op(), "s3:GetBucketLifecycleConfiguration");
-    assert_eq!(req("s3", "PUT", "/b/k").op(), "s3:PutObject");
-    assert_eq!(req("s3", "PUT", "/b/k").h("x-amz-copy-source", "/o/k").op(), "s3:CopyObject");
     assert_eq!(
-        req("s3", "PUT", "/b/k").q("partNumber", "1").q("uploadId", "u").op(),
+        req("s3", "DELETE", "/b").q("tagging", "").op(),
+        "s3:DeleteBucketTagging"
+    );
+    assert_eq!(
+        req("s3", "DELETE", "/b/k").q("tagging", "").op(),
+        "s3:DeleteObjectTagging"
+    );
+    assert_eq!(
+        req("s3", "GET", "/b").q("list-type", "2").op(),
+        "s3:ListObjectsV2"
+    );
+    assert_eq!(req("s3", "GET", "/b").op(), "s3:ListObjects");
+    assert_eq!(
+        req("s3", "GET", "/b").q("lifecycle", "").op(),
+        "s3:GetBucketLifecycleConfiguration"
+    );
+    assert_eq!(req("s3", "PUT", "/b/k").op(), "s3:PutObject");
+    assert_eq!(
+        req("s3", "PUT", "/b/k").h("x-amz-copy-source", "/o/k").op(),
+        "s3:CopyObject"
+    );
+    assert_eq!(
+        req("s3", "PUT", "/b/k")
+            .q("partNumber", "1")
+            .q("uploadId", "u")
+            .op(),
         "s3:UploadPart"
     );
     assert_eq!(
@@ -408,7 +485,10 @@ fn s3_query_discriminators() {
             .op(),
         "s3:UploadPartCopy"
     );
-    assert_eq!(req("s3", "DELETE", "/b/k").q("uploadId", "u").op(), "s3:AbortMultipartUpload");
+    assert_eq!(
+        req("s3", "DELETE", "/b/k").q("uploadId", "u").op(),
+        "s3:AbortMultipartUpload"
+    );
     // `?Delete` is not `?delete`: no S3 operation is POST /{Bucket} without it.
     assert_eq!(
         req("s3", "POST", "/b").q("Delete", "").op(),
@@ -416,12 +496,18 @@ fn s3_query_discriminators() {
     );
     // Two discriminators at once are ambiguous.
     assert_eq!(
-        req("s3", "DELETE", "/b").q("tagging", "").q("cors", "").op(),
+        req("s3", "DELETE", "/b")
+            .q("tagging", "")
+            .q("cors", "")
+            .op(),
         "error InvalidRequest"
     );
     // A discriminator repeated is refused.
     assert_eq!(
-        req("s3", "DELETE", "/b").q("tagging", "").q("tagging", "").op(),
+        req("s3", "DELETE", "/b")
+            .q("tagging", "")
+            .q("tagging", "")
+            .op(),
         "error InvalidRequest"
     );
 }
@@ -435,14 +521,26 @@ const DELETE_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 
 #[test]
 fn s3_delete_objects_lists_every_key() {
-    let call = req("s3", "POST", "/b").q("delete", "").body(DELETE_XML).run().unwrap();
+    let call = req("s3", "POST", "/b")
+        .q("delete", "")
+        .body(DELETE_XML)
+        .run()
+        .unwrap();
     assert_eq!(call.operation, "DeleteObjects");
     assert_eq!(
         arns(&call),
         vec![
             ("Bucket".into(), "b".into(), Some("arn:aws:s3:::b".into())),
-            ("Key.1".into(), "a&b".into(), Some("arn:aws:s3:::b/a&b".into())),
-            ("Key.2".into(), "c<d".into(), Some("arn:aws:s3:::b/c<d".into())),
+            (
+                "Key.1".into(),
+                "a&b".into(),
+                Some("arn:aws:s3:::b/a&b".into())
+            ),
+            (
+                "Key.2".into(),
+                "c<d".into(),
+                Some("arn:aws:s3:::b/c<d".into())
+            ),
         ]
     );
     assert_eq!(call.params["Object.2.VersionId"], "v1");
@@ -451,11 +549,20 @@ fn s3_delete_objects_lists_every_key() {
         "<!DOCTYPE d [<!ENTITY x \"y\">]>{}",
         DELETE_XML.trim_start_matches(r#"<?xml version="1.0" encoding="UTF-8"?>"#)
     );
-    assert_eq!(req("s3", "POST", "/b").q("delete", "").body(&doctype).op(), "error MalformedXML");
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").body(&doctype).op(),
+        "error MalformedXML"
+    );
     let entity = "<Delete><Object><Key>&x;</Key></Object></Delete>";
-    assert_eq!(req("s3", "POST", "/b").q("delete", "").body(entity).op(), "error MalformedXML");
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").body(entity).op(),
+        "error MalformedXML"
+    );
     let two_keys = "<Delete><Object><Key>a</Key><Key>b</Key></Object></Delete>";
-    assert_eq!(req("s3", "POST", "/b").q("delete", "").body(two_keys).op(), "error MalformedXML");
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").body(two_keys).op(),
+        "error MalformedXML"
+    );
     assert_eq!(
         req("s3", "POST", "/b").q("delete", "").streamed().op(),
         "error InvalidRequest"
@@ -483,6 +590,9 @@ fn s3_control_is_its_own_service() {
         .host("111111111111.localhost:8443")
         .run()
         .unwrap();
-    assert_eq!((call.service.as_str(), call.operation.as_str()), ("s3control", "DeleteAccessPoint"));
+    assert_eq!(
+        (call.service.as_str(), call.operation.as_str()),
+        ("s3control", "DeleteAccessPoint")
+    );
     assert_eq!(call.action(), "s3:DeleteAccessPoint");
 }

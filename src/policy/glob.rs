@@ -44,8 +44,16 @@ mod tests {
         assert!(glob_match("rds:Delete*", "rds:DeleteDBInstance", true));
         assert!(glob_match("rds:delete*", "rds:DeleteDBInstance", true));
         assert!(!glob_match("rds:delete*", "rds:DeleteDBInstance", false));
-        assert!(glob_match("arn:aws:rds:*:*:db:prod-*", "arn:aws:rds:us-east-1:111111111111:db:prod-db", false));
-        assert!(!glob_match("arn:aws:rds:*:*:db:prod-*", "arn:aws:rds:us-east-1:111111111111:db:staging-db", false));
+        assert!(glob_match(
+            "arn:aws:rds:*:*:db:prod-*",
+            "arn:aws:rds:us-east-1:111111111111:db:prod-db",
+            false
+        ));
+        assert!(!glob_match(
+            "arn:aws:rds:*:*:db:prod-*",
+            "arn:aws:rds:us-east-1:111111111111:db:staging-db",
+            false
+        ));
         assert!(glob_match("*", "", false));
         assert!(glob_match("a?c", "abc", false));
         assert!(!glob_match("a?c", "ac", false));

@@ -81,6 +81,8 @@ pub struct Decision {
     pub reason: String,
     /// Any matching rule says the call cannot be undone.
     pub irreversible: bool,
+    /// Why it cannot be undone: the reasons of the matching irreversible rules.
+    pub irreversible_reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -106,12 +108,23 @@ impl Rule {
             .collect();
         let any_resource = self.resources.iter().any(|g| g == "*");
         self.actions.iter().any(|g| glob_match(g, &action, true))
-            && self.environments.iter().any(|g| glob_match(g, environment, false))
+            && self
+                .environments
+                .iter()
+                .any(|g| glob_match(g, environment, false))
             && self.agents.iter().any(|g| glob_match(g, agent, false))
-            && (any_resource || self.resources.iter().any(|g| resource_keys.iter().any(|k| glob_match(g, k, false))))
+            && (any_resource
+                || self
+                    .resources
+                    .iter()
+                    .any(|g| resource_keys.iter().any(|k| glob_match(g, k, false))))
             && self.when.iter().all(|(k, want)| {
                 call.params.get(k).is_some_and(|have| {
-                    glob_match(want, have, want.eq_ignore_ascii_case("true") || want.eq_ignore_ascii_case("false"))
+                    glob_match(
+                        want,
+                        have,
+                        want.eq_ignore_ascii_case("true") || want.eq_ignore_ascii_case("false"),
+                    )
                 })
             })
     }
@@ -121,29 +134,50 @@ impl Policy {
     /// Every matching rule (config first, then the catalogue); the strongest effect wins,
     /// and among equals the first.
     pub fn decide(&self, call: &AwsCall, agent: &str, environment: &str) -> Decision {
-        let catalogue = if self.builtin { builtin::rules() } else { &[][..] };
+        let catalogue = if self.builtin {
+            builtin::rules()
+        } else {
+            &[][..]
+        };
         let matching: Vec<&Rule> = self
             .rules
             .iter()
             .chain(catalogue.iter())
             .filter(|r| r.matches(call, agent, environment))
             .collect();
-        let irreversible = matching.iter().any(|r| r.irreversible && r.effect != Effect::Allow)
-            || (self.builtin && builtin::irreversible(call));
+        let mut irreversible_reasons: Vec<String> = matching
+            .iter()
+            .filter(|r| r.irreversible && r.effect != Effect::Allow)
+            .map(|r| r.reason.clone().unwrap_or_else(|| r.name.clone()))
+            .collect();
+        irreversible_reasons.dedup();
+        let irreversible = !irreversible_reasons.is_empty();
         let Some(strongest) = matching.iter().map(|r| r.effect).max() else {
             return Decision {
                 effect: Effect::Allow,
                 rule: "default".into(),
                 reason: "no rule matches; allowed".into(),
                 irreversible,
+                irreversible_reasons,
             };
         };
         let rule = matching.iter().find(|r| r.effect == strongest).copied();
         let (name, reason) = match rule {
-            Some(r) => (r.name.clone(), r.reason.clone().unwrap_or_else(|| format!("rule {} ({})", r.name, r.effect.as_str()))),
+            Some(r) => (
+                r.name.clone(),
+                r.reason
+                    .clone()
+                    .unwrap_or_else(|| format!("rule {} ({})", r.name, r.effect.as_str())),
+            ),
             None => ("default".into(), String::new()),
         };
-        Decision { effect: strongest, rule: name, reason, irreversible }
+        Decision {
+            effect: strongest,
+            rule: name,
+            reason,
+            irreversible,
+            irreversible_reasons,
+        }
     }
 }
 

@@ -1,7 +1,12 @@
 use super::*;
 use crate::identify::{AwsCall, Resource};
 
-fn call(service: &str, operation: &str, params: &[(&str, &str)], resource: Option<(&str, &str, Option<&str>)>) -> AwsCall {
+fn call(
+    service: &str,
+    operation: &str,
+    params: &[(&str, &str)],
+    resource: Option<(&str, &str, Option<&str>)>,
+) -> AwsCall {
     AwsCall {
         service: service.into(),
         signing_name: service.into(),
@@ -9,54 +14,153 @@ fn call(service: &str, operation: &str, params: &[(&str, &str)], resource: Optio
         region: "us-east-1".into(),
         account: Some("111111111111".into()),
         resources: resource
-            .map(|(m, v, a)| vec![Resource { member: m.into(), value: v.into(), arn: a.map(str::to_string) }])
+            .map(|(m, v, a)| {
+                vec![Resource {
+                    member: m.into(),
+                    value: v.into(),
+                    arn: a.map(str::to_string),
+                }]
+            })
             .unwrap_or_default(),
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
 fn builtin_only() -> Policy {
-    Policy { mode: Mode::Enforce, rules: vec![], builtin: true }
+    Policy {
+        mode: Mode::Enforce,
+        rules: vec![],
+        builtin: true,
+    }
 }
 
 #[test]
 fn the_catalogue_gates_destructive_verbs_and_lets_reads_through() {
     let p = builtin_only();
-    let d = p.decide(&call("rds", "DeleteDBInstance", &[("DBInstanceIdentifier", "prod-db")], None), "a", "prod");
+    let d = p.decide(
+        &call(
+            "rds",
+            "DeleteDBInstance",
+            &[("DBInstanceIdentifier", "prod-db")],
+            None,
+        ),
+        "a",
+        "prod",
+    );
     assert_eq!(d.effect, Effect::RequireReceipt);
     assert_eq!(d.rule, "builtin:destructive-verb");
     assert!(!d.irreversible);
-    assert_eq!(p.decide(&call("rds", "DescribeDBInstances", &[], None), "a", "prod").effect, Effect::Allow);
-    assert_eq!(p.decide(&call("ec2", "TerminateInstances", &[], None), "a", "prod").effect, Effect::RequireReceipt);
-    assert_eq!(p.decide(&call("s3", "DeleteObjects", &[], None), "a", "prod").effect, Effect::RequireReceipt);
+    assert_eq!(
+        p.decide(&call("rds", "DescribeDBInstances", &[], None), "a", "prod")
+            .effect,
+        Effect::Allow
+    );
+    assert_eq!(
+        p.decide(&call("ec2", "TerminateInstances", &[], None), "a", "prod")
+            .effect,
+        Effect::RequireReceipt
+    );
+    assert_eq!(
+        p.decide(&call("s3", "DeleteObjects", &[], None), "a", "prod")
+            .effect,
+        Effect::RequireReceipt
+    );
 }
 
 #[test]
 fn the_incident_call_is_irreversible() {
     let p = builtin_only();
-    let params = [("DBInstanceIdentifier", "tf-rig-db"), ("SkipFinalSnapshot", "true"), ("DeleteAutomatedBackups", "true")];
-    let d = p.decide(&call("rds", "DeleteDBInstance", &params, None), "tf", "prod");
+    let params = [
+        ("DBInstanceIdentifier", "tf-rig-db"),
+        ("SkipFinalSnapshot", "true"),
+        ("DeleteAutomatedBackups", "true"),
+    ];
+    let d = p.decide(
+        &call("rds", "DeleteDBInstance", &params, None),
+        "tf",
+        "prod",
+    );
     assert_eq!(d.effect, Effect::RequireReceipt);
     assert!(d.irreversible);
-    let safe = [("DBInstanceIdentifier", "db"), ("SkipFinalSnapshot", "false"), ("FinalDBSnapshotIdentifier", "final")];
-    assert!(!p.decide(&call("rds", "DeleteDBInstance", &safe, None), "tf", "prod").irreversible);
-    assert!(p.decide(&call("rds", "DeleteDBSnapshot", &[], None), "tf", "prod").irreversible);
+    let safe = [
+        ("DBInstanceIdentifier", "db"),
+        ("SkipFinalSnapshot", "false"),
+        ("FinalDBSnapshotIdentifier", "final"),
+    ];
+    assert!(
+        !p.decide(&call("rds", "DeleteDBInstance", &safe, None), "tf", "prod")
+            .irreversible
+    );
+    assert!(
+        p.decide(&call("rds", "DeleteDBSnapshot", &[], None), "tf", "prod")
+            .irreversible
+    );
 }
 
 #[test]
 fn destruction_behind_other_verbs() {
     let p = builtin_only();
-    let gated = |svc: &str, op: &str, params: &[(&str, &str)]| p.decide(&call(svc, op, params, None), "a", "e").effect == Effect::RequireReceipt;
-    assert!(gated("rds", "ModifyDBInstance", &[("DeletionProtection", "false")]));
-    assert!(gated("rds", "ModifyDBInstance", &[("BackupRetentionPeriod", "0")]));
-    assert!(!gated("rds", "ModifyDBInstance", &[("BackupRetentionPeriod", "7")]));
-    assert!(gated("dynamodb", "UpdateTable", &[("DeletionProtectionEnabled", "false")]));
-    assert!(!gated("dynamodb", "UpdateTable", &[("DeletionProtectionEnabled", "true")]));
-    assert!(gated("ec2", "ModifyInstanceAttribute", &[("DisableApiTermination.Value", "false")]));
+    let gated = |svc: &str, op: &str, params: &[(&str, &str)]| {
+        p.decide(&call(svc, op, params, None), "a", "e").effect == Effect::RequireReceipt
+    };
+    assert!(gated(
+        "rds",
+        "ModifyDBInstance",
+        &[("DeletionProtection", "false")]
+    ));
+    assert!(gated(
+        "rds",
+        "ModifyDBInstance",
+        &[("BackupRetentionPeriod", "0")]
+    ));
+    assert!(!gated(
+        "rds",
+        "ModifyDBInstance",
+        &[("BackupRetentionPeriod", "7")]
+    ));
+    assert!(gated(
+        "dynamodb",
+        "UpdateTable",
+        &[("DeletionProtectionEnabled", "false")]
+    ));
+    assert!(!gated(
+        "dynamodb",
+        "UpdateTable",
+        &[("DeletionProtectionEnabled", "true")]
+    ));
+    assert!(gated(
+        "ec2",
+        "ModifyInstanceAttribute",
+        &[("DisableApiTermination.Value", "false")]
+    ));
     assert!(gated("kms", "ScheduleKeyDeletion", &[]));
-    assert!(gated("s3", "PutBucketVersioning", &[("Body", "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>")]));
-    assert!(!gated("s3", "PutBucketVersioning", &[("Body", "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>")]));
-    assert!(gated("s3", "PutBucketLifecycleConfiguration", &[("Body", "<Rule><Expiration><Days>1</Days></Expiration></Rule>")]));
+    assert!(gated(
+        "s3",
+        "PutBucketVersioning",
+        &[(
+            "Body",
+            "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"
+        )]
+    ));
+    assert!(!gated(
+        "s3",
+        "PutBucketVersioning",
+        &[(
+            "Body",
+            "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>"
+        )]
+    ));
+    assert!(gated(
+        "s3",
+        "PutBucketLifecycleConfiguration",
+        &[(
+            "Body",
+            "<Rule><Expiration><Days>1</Days></Expiration></Rule>"
+        )]
+    ));
 }
 
 #[test]
@@ -82,20 +186,65 @@ fn deny_beats_receipt_beats_allow_and_conditions_select() {
     .unwrap()
     .remove("rule")
     .unwrap();
-    let p = Policy { mode: Mode::Enforce, rules, builtin: true };
-    let prod = Some(("DBInstanceIdentifier", "prod-db", Some("arn:aws:rds:us-east-1:111111111111:db:prod-db")));
-    let skip = call("rds", "DeleteDBInstance", &[("SkipFinalSnapshot", "TRUE")], prod);
+    let p = Policy {
+        mode: Mode::Enforce,
+        rules,
+        builtin: true,
+    };
+    let prod = Some((
+        "DBInstanceIdentifier",
+        "prod-db",
+        Some("arn:aws:rds:us-east-1:111111111111:db:prod-db"),
+    ));
+    let skip = call(
+        "rds",
+        "DeleteDBInstance",
+        &[("SkipFinalSnapshot", "TRUE")],
+        prod,
+    );
     let d = p.decide(&skip, "a", "prod");
-    assert_eq!((d.effect, d.rule.as_str()), (Effect::Deny, "no-prod-final-skip"));
+    assert_eq!(
+        (d.effect, d.rule.as_str()),
+        (Effect::Deny, "no-prod-final-skip")
+    );
     assert_eq!(d.reason, "prod databases keep a final snapshot");
-    let keep = call("rds", "DeleteDBInstance", &[("SkipFinalSnapshot", "false")], prod);
+    let keep = call(
+        "rds",
+        "DeleteDBInstance",
+        &[("SkipFinalSnapshot", "false")],
+        prod,
+    );
     assert_eq!(p.decide(&keep, "a", "prod").effect, Effect::RequireReceipt);
     // Allowed in staging by a rule, but the catalogue's receipt requirement is stronger.
-    assert_eq!(p.decide(&keep, "a", "staging").effect, Effect::RequireReceipt);
-    let staging = Some(("DBInstanceIdentifier", "staging-db", Some("arn:aws:rds:us-east-1:111111111111:db:staging-db")));
-    let other = call("rds", "DeleteDBInstance", &[("SkipFinalSnapshot", "true")], staging);
-    assert_eq!(p.decide(&other, "a", "prod").effect, Effect::RequireReceipt, "deny is scoped to prod-*");
-    assert_eq!(p.decide(&call("rds", "DescribeDBInstances", &[], None), "a", "staging").rule, "allow-staging");
+    assert_eq!(
+        p.decide(&keep, "a", "staging").effect,
+        Effect::RequireReceipt
+    );
+    let staging = Some((
+        "DBInstanceIdentifier",
+        "staging-db",
+        Some("arn:aws:rds:us-east-1:111111111111:db:staging-db"),
+    ));
+    let other = call(
+        "rds",
+        "DeleteDBInstance",
+        &[("SkipFinalSnapshot", "true")],
+        staging,
+    );
+    assert_eq!(
+        p.decide(&other, "a", "prod").effect,
+        Effect::RequireReceipt,
+        "deny is scoped to prod-*"
+    );
+    assert_eq!(
+        p.decide(
+            &call("rds", "DescribeDBInstances", &[], None),
+            "a",
+            "staging"
+        )
+        .rule,
+        "allow-staging"
+    );
 }
 
 #[test]
@@ -115,7 +264,10 @@ fn destructive_verbs_are_computed_over_the_operation_table() {
             }
             if by_rule && !by_name {
                 // The glob is a prefix match; the table check wants a word boundary.
-                assert!(DESTRUCTIVE_VERBS.iter().any(|v| op.starts_with(v)), "{name}:{op}");
+                assert!(
+                    DESTRUCTIVE_VERBS.iter().any(|v| op.starts_with(v)),
+                    "{name}:{op}"
+                );
             }
         }
     }

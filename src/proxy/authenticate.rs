@@ -42,7 +42,11 @@ pub struct VerifiedRequest {
 pub enum VerifiedBody {
     /// Read whole and verified. `bytes` are forwarded as they came; `content` is what they
     /// carry (the same bytes, or aws-chunked framing decoded), which identification reads.
-    Full { bytes: Bytes, signed_as: SignedAs, content: Bytes },
+    Full {
+        bytes: Bytes,
+        signed_as: SignedAs,
+        content: Bytes,
+    },
     /// Streamed with a check (`mode` says which).
     Stream {
         body: Box<CheckedBody>,
@@ -167,8 +171,17 @@ pub async fn authenticate(
     let verified_body = if buffer {
         let bytes = match read_limited(body, proxy.config.limits.max_buffered_body).await {
             Ok(b) => b,
-            Err(ReadError::TooLarge) => return Err(ProxyError::too_large(proxy.config.limits.max_buffered_body, shape)),
-            Err(ReadError::Io(e)) => return Err(ProxyError::bad_request(format!("could not read the request body: {e}"))),
+            Err(ReadError::TooLarge) => {
+                return Err(ProxyError::too_large(
+                    proxy.config.limits.max_buffered_body,
+                    shape,
+                ))
+            }
+            Err(ReadError::Io(e)) => {
+                return Err(ProxyError::bad_request(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
         };
         let sha256 = sigv4::sha256_hex(&bytes);
         let claim = prepared.payload;
@@ -181,13 +194,21 @@ pub async fn authenticate(
                     return Err(auth(AuthError::payload_mismatch()));
                 }
             }
-            PayloadClaim::Unsigned if s3 || bytes.is_empty() => prepared.check(&key, "UNSIGNED-PAYLOAD").map_err(auth)?,
+            PayloadClaim::Unsigned if s3 || bytes.is_empty() => {
+                prepared.check(&key, "UNSIGNED-PAYLOAD").map_err(auth)?
+            }
             PayloadClaim::Unsigned => {
-                let why = if presigned { "a presigned request may not carry a body" } else { "this service's requests must sign their body" };
+                let why = if presigned {
+                    "a presigned request may not carry a body"
+                } else {
+                    "this service's requests must sign their body"
+                };
                 return Err(auth(AuthError::malformed(why)));
             }
             PayloadClaim::UnsignedTrailer if s3 => {
-                prepared.check(&key, "STREAMING-UNSIGNED-PAYLOAD-TRAILER").map_err(auth)?;
+                prepared
+                    .check(&key, "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+                    .map_err(auth)?;
             }
             PayloadClaim::UnsignedTrailer | PayloadClaim::SignedChunks { .. } => {
                 let why = if s3 {
@@ -208,23 +229,43 @@ pub async fn authenticate(
                 }
             }
             decoder.finish().map_err(auth)?;
-            VerifiedBody::Full { bytes, signed_as: SignedAs::UnsignedTrailer, content: content.freeze() }
+            VerifiedBody::Full {
+                bytes,
+                signed_as: SignedAs::UnsignedTrailer,
+                content: content.freeze(),
+            }
         } else {
-            VerifiedBody::Full { content: bytes.clone(), bytes, signed_as: SignedAs::Sha256(sha256) }
+            VerifiedBody::Full {
+                content: bytes.clone(),
+                bytes,
+                signed_as: SignedAs::Sha256(sha256),
+            }
         }
     } else {
         match prepared.payload {
             // S3 uploads stream; the signature over the head is checked before a byte moves.
             PayloadClaim::Hash(expected) => {
                 prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
-                stream(body, Check::Hash { hasher: Sha256::new(), expected }, declared_len, prepared.payload)
+                stream(
+                    body,
+                    Check::Hash {
+                        hasher: Sha256::new(),
+                        expected,
+                    },
+                    declared_len,
+                    prepared.payload,
+                )
             }
             PayloadClaim::Unsigned | PayloadClaim::UnsignedTrailer | PayloadClaim::FromBody => {
-                prepared.check(&key, &prepared.payload.canonical().unwrap_or_default()).map_err(auth)?;
+                prepared
+                    .check(&key, &prepared.payload.canonical().unwrap_or_default())
+                    .map_err(auth)?;
                 stream(body, Check::Passthrough, declared_len, prepared.payload)
             }
             PayloadClaim::SignedChunks { trailer } => {
-                prepared.check(&key, &prepared.payload.canonical().unwrap_or_default()).map_err(auth)?;
+                prepared
+                    .check(&key, &prepared.payload.canonical().unwrap_or_default())
+                    .map_err(auth)?;
                 let decoded_len = decoded_length(&parts.headers).map_err(auth)?;
                 let signer = ChunkSigner {
                     key,
@@ -232,8 +273,20 @@ pub async fn authenticate(
                     scope: prepared.claim.scope.clone(),
                     previous: prepared.seed_signature(),
                 };
-                let decoder = Box::new(ChunkDecoder::new(Some(signer), trailer, proxy.config.limits.max_chunk));
-                stream(body, Check::Chunked { decoder, expected_len: decoded_len }, Some(decoded_len), prepared.payload)
+                let decoder = Box::new(ChunkDecoder::new(
+                    Some(signer),
+                    trailer,
+                    proxy.config.limits.max_chunk,
+                ));
+                stream(
+                    body,
+                    Check::Chunked {
+                        decoder,
+                        expected_len: decoded_len,
+                    },
+                    Some(decoded_len),
+                    prepared.payload,
+                )
             }
         }
     };
@@ -267,7 +320,8 @@ pub async fn authenticate(
 /// versioning and lifecycle documents can suspend versioning or expire objects.
 fn s3_body_read_whole(method: &str, query: &[(String, String)]) -> bool {
     let has = |k: &str| query.iter().any(|(q, _)| q == k);
-    (method == "POST" && has("delete")) || (method == "PUT" && (has("versioning") || has("lifecycle")))
+    (method == "POST" && has("delete"))
+        || (method == "PUT" && (has("versioning") || has("lifecycle")))
 }
 
 fn stream(body: Incoming, check: Check, length: Option<u64>, mode: PayloadClaim) -> VerifiedBody {
@@ -300,7 +354,11 @@ fn decoded_length(headers: &HeaderMap) -> Result<u64, AuthError> {
 
 /// The signed headers, minus [`DROPPED_HEADERS`] (and the chunk framing when airlock
 /// forwards the decoded body). Unsigned headers are never forwarded.
-pub(crate) fn signed_headers(all: &HeaderMap, signed: &[String], decoded_chunks: bool) -> HeaderMap {
+pub(crate) fn signed_headers(
+    all: &HeaderMap,
+    signed: &[String],
+    decoded_chunks: bool,
+) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in signed {
         if DROPPED_HEADERS.contains(&name.as_str())

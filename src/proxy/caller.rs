@@ -13,11 +13,20 @@ const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 pub async fn caller_account(proxy: &Proxy) -> Result<String, String> {
     let creds = proxy.credentials.get().await.map_err(|e| e.0)?;
     let (base, region) = match &proxy.config.upstream.endpoint {
-        Some(e) => (e.to_string().trim_end_matches('/').to_string(), "us-east-1".to_string()),
-        None => ("https://sts.us-east-1.amazonaws.com".to_string(), "us-east-1".to_string()),
+        Some(e) => (
+            e.to_string().trim_end_matches('/').to_string(),
+            "us-east-1".to_string(),
+        ),
+        None => (
+            "https://sts.us-east-1.amazonaws.com".to_string(),
+            "us-east-1".to_string(),
+        ),
     };
     let uri = format!("{base}/");
-    let headers = [("content-type", "application/x-www-form-urlencoded; charset=utf-8")];
+    let headers = [(
+        "content-type",
+        "application/x-www-form-urlencoded; charset=utf-8",
+    )];
     let identity = creds.into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -28,9 +37,16 @@ pub async fn caller_account(proxy: &Proxy) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?
         .into();
-    let signable = SignableRequest::new("POST", uri.as_str(), headers.iter().copied(), SignableBody::Bytes(BODY.as_bytes()))
-        .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+    let signable = SignableRequest::new(
+        "POST",
+        uri.as_str(),
+        headers.iter().copied(),
+        SignableBody::Bytes(BODY.as_bytes()),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
     let mut request = http::Request::builder()
         .method("POST")
         .uri(&uri)

@@ -138,12 +138,22 @@ impl ProxyError {
 
     /// The upstream was never reached (connection refused, DNS, connect timeout).
     pub fn unreachable(message: impl Into<String>) -> Self {
-        Self::new(Origin::Upstream, StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        Self::new(
+            Origin::Upstream,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     /// Refused by policy or for want of a receipt.
     pub fn access_denied(message: impl Into<String>) -> Self {
-        Self::new(Origin::Downstream, StatusCode::FORBIDDEN, "AccessDenied", message)
+        Self::new(
+            Origin::Downstream,
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            message,
+        )
     }
 
     /// A request airlock could not identify as an AWS call of its service.

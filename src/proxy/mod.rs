@@ -28,11 +28,11 @@ use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
 use crate::state::approvals::ApprovalStore;
 use crate::state::ledger::Ledger;
-use std::sync::atomic::{AtomicU16, Ordering};
 use body::ProxyBody;
 use dashmap::DashMap;
 use error::Shape;
 use hyper::body::Incoming;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,6 +46,10 @@ pub struct Proxy {
     pub ledger: Ledger,
     /// The keys receipts may be signed with: from the config only.
     pub trusted: TrustedKeys,
+    /// Slots for calls held while a human decides (`[approval] max_held`).
+    pub held: Arc<tokio::sync::Semaphore>,
+    /// Woken whenever this process decides an approval (the page), so held calls go on at once.
+    pub approvals_changed: tokio::sync::Notify,
     /// One lock per receipt: identical calls under one receipt go one at a time.
     receipt_locks: DashMap<String, Arc<tokio::sync::Mutex<()>>>,
     /// The approval page's bound port, for links.
@@ -63,12 +67,17 @@ pub struct Proxy {
 const MAX_CACHED_KEYS: usize = 4096;
 
 impl Proxy {
-    pub fn new(config: Config, agents: Arc<AgentRegistry>, credentials: Arc<RealCredentials>) -> Result<Arc<Self>, String> {
+    pub fn new(
+        config: Config,
+        agents: Arc<AgentRegistry>,
+        credentials: Arc<RealCredentials>,
+    ) -> Result<Arc<Self>, String> {
         let client = forward::client(&config.upstream).map_err(|e| e.message)?;
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
         let trusted = redeem::trusted_keys(&config)?;
         let approvals_port = AtomicU16::new(config.approvals_addr.port());
+        let held = Arc::new(tokio::sync::Semaphore::new(config.approval.max_held));
         Ok(Arc::new(Proxy {
             config,
             agents,
@@ -77,6 +86,8 @@ impl Proxy {
             approvals,
             ledger,
             trusted,
+            held,
+            approvals_changed: tokio::sync::Notify::new(),
             receipt_locks: DashMap::new(),
             approvals_port,
             account: std::sync::RwLock::new(None),
@@ -95,11 +106,21 @@ impl Proxy {
 
     /// The real credentials' account, asking STS once if it is not known yet.
     pub async fn account(&self) -> Option<String> {
-        if let Some(a) = self.account.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(a) = self
+            .account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Some(a);
         }
         let mut asked = self.account_asked.lock().await;
-        if let Some(a) = self.account.read().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(a) = self
+            .account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Some(a);
         }
         if asked.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60)) {
@@ -156,7 +177,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         operation = Some(call.action());
         let authorization = decide(&proxy, &call, &verified.agent.name).await?;
         let signed = resign::resign(&proxy, verified).await?;
-        let forwarded = forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
+        let forwarded =
+            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
         if let Some(a) = authorization {
             a.finish(&proxy, &forwarded);
         }
@@ -192,7 +214,10 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
 
 /// Phase 3, identify: the verified request as an AWS call. Anything that matches no
 /// operation of its service is refused, never forwarded as "unknown".
-async fn identify(proxy: &Proxy, v: &authenticate::VerifiedRequest) -> Result<crate::identify::AwsCall, error::ProxyError> {
+async fn identify(
+    proxy: &Proxy,
+    v: &authenticate::VerifiedRequest,
+) -> Result<crate::identify::AwsCall, error::ProxyError> {
     let account = proxy.account().await;
     let body = match &v.body {
         authenticate::VerifiedBody::Full { content, .. } => Some(content.as_ref()),
@@ -209,10 +234,16 @@ async fn identify(proxy: &Proxy, v: &authenticate::VerifiedRequest) -> Result<cr
         body,
         account: account.as_deref(),
     };
-    let mut call = crate::identify::identify(&request).map_err(|e| error::ProxyError::unidentified(e.code, e.message))?;
+    let mut call = crate::identify::identify(&request)
+        .map_err(|e| error::ProxyError::unidentified(e.code, e.message))?;
     // S3 documents whose content decides how destructive the call is (versioning, lifecycle)
     // are given to the policy as the `Body` parameter.
-    if call.service == "s3" && matches!(call.operation.as_str(), "PutBucketVersioning" | "PutBucketLifecycleConfiguration" | "PutBucketLifecycle") {
+    if call.service == "s3"
+        && matches!(
+            call.operation.as_str(),
+            "PutBucketVersioning" | "PutBucketLifecycleConfiguration" | "PutBucketLifecycle"
+        )
+    {
         if let Some(b) = body {
             let text: String = String::from_utf8_lossy(b).split_whitespace().collect();
             call.params.insert("Body".into(), text);
@@ -222,9 +253,15 @@ async fn identify(proxy: &Proxy, v: &authenticate::VerifiedRequest) -> Result<cr
 }
 
 /// Phase 4 and 5, decide and redeem: allow, refuse, or demand a receipt.
-async fn decide(proxy: &Proxy, call: &crate::identify::AwsCall, agent: &str) -> Result<Option<redeem::Authorization>, error::ProxyError> {
+async fn decide(
+    proxy: &Proxy,
+    call: &crate::identify::AwsCall,
+    agent: &str,
+) -> Result<Option<redeem::Authorization>, error::ProxyError> {
     use crate::policy::{Effect, Mode};
-    let environment = proxy.config.environment_of(call.account.as_deref(), &call.region);
+    let environment = proxy
+        .config
+        .environment_of(call.account.as_deref(), &call.region);
     let decision = proxy.config.policy.decide(call, agent, &environment);
     match (decision.effect, proxy.config.policy.mode) {
         (Effect::Allow, _) => Ok(None),
@@ -238,6 +275,10 @@ async fn decide(proxy: &Proxy, call: &crate::identify::AwsCall, agent: &str) -> 
             decision.rule,
             decision.reason
         ))),
-        (Effect::RequireReceipt, Mode::Enforce) => redeem::redeem(proxy, call, agent, &environment, &decision).await.map(Some),
+        (Effect::RequireReceipt, Mode::Enforce) => {
+            redeem::redeem(proxy, call, agent, &environment, &decision)
+                .await
+                .map(Some)
+        }
     }
 }

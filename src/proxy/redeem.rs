@@ -51,7 +51,8 @@ pub fn binding_key(binding: &Binding) -> String {
 pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, String> {
     let mut keys = TrustedKeys::new();
     for a in &config.approvers {
-        let public = receipt::ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| e.to_string())?;
+        let public = receipt::ApproverPublic::from_config(&a.name, &a.public_key)
+            .map_err(|e| e.to_string())?;
         keys.add_approver(&public).map_err(|e| e.to_string())?;
     }
     Ok(keys)
@@ -59,7 +60,12 @@ pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, Strin
 
 impl Proxy {
     fn receipt_lock(&self, receipt_id: &str) -> Arc<Mutex<()>> {
-        Arc::clone(self.receipt_locks.entry(receipt_id.to_string()).or_default().value())
+        Arc::clone(
+            self.receipt_locks
+                .entry(receipt_id.to_string())
+                .or_default()
+                .value(),
+        )
     }
 
     /// The link a human opens for an approval.
@@ -71,13 +77,21 @@ impl Proxy {
 fn blocked(proxy: &Proxy, approval: &Approval, is_new: bool, decision: &Decision) -> ProxyError {
     let link = proxy.approval_link(&approval.id);
     if is_new {
+        crate::notify::blocked(&proxy.config, approval, &link);
         tracing::warn!(
             approval = %approval.id, agent = %approval.agent, environment = %approval.environment,
             rule = %decision.rule, irreversible = decision.irreversible,
             "approval needed: {} → {link}", approval.summary()
         );
     }
-    let irreversible = if decision.irreversible { format!(" IRREVERSIBLE: {}.", decision.reason) } else { String::new() };
+    let irreversible = if decision.irreversible {
+        format!(
+            " IRREVERSIBLE: {}.",
+            decision.irreversible_reasons.join("; ")
+        )
+    } else {
+        String::new()
+    };
     ProxyError::access_denied(format!(
         "airlock: {} (environment {}) needs a human's approval (rule {}).{irreversible} Approve at {link} (or: airlock approve {} --key FILE), then retry.",
         approval.summary(),
@@ -92,26 +106,36 @@ fn state_error(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::internal("airlock cannot record this call's approval state, so it refuses it (fail closed); see airlock's log")
 }
 
-pub async fn redeem(proxy: &Proxy, call: &AwsCall, agent: &str, environment: &str, decision: &Decision) -> Result<Authorization, ProxyError> {
+pub async fn redeem(
+    proxy: &Proxy,
+    call: &AwsCall,
+    agent: &str,
+    environment: &str,
+    decision: &Decision,
+) -> Result<Authorization, ProxyError> {
     let binding = Binding::of(call, agent, environment);
     let key = binding_key(&binding);
     let store = &proxy.approvals;
     // At most a few rounds: an approval found used up or expired is closed, and the next
     // round opens a new pending one.
-    for _ in 0..3 {
+    let mut held_once = false;
+    for _ in 0..4 {
         let current = store.current(&key).map_err(state_error)?;
         let approval = match current {
-            None => {
+            None
+            | Some(Approval {
+                status: Status::Pending,
+                ..
+            }) => {
                 let (a, is_new) = store
-                    .record_blocked(&key, call, agent, environment, &decision.rule, &decision.reason, decision.irreversible)
+                    .record_blocked(&key, call, agent, environment, decision)
                     .map_err(state_error)?;
-                return Err(blocked(proxy, &a, is_new, decision));
-            }
-            Some(a) if a.status == Status::Pending => {
-                let (a, _) = store
-                    .record_blocked(&key, call, agent, environment, &decision.rule, &decision.reason, decision.irreversible)
-                    .map_err(state_error)?;
-                return Err(blocked(proxy, &a, false, decision));
+                let refusal = blocked(proxy, &a, is_new, decision);
+                if held_once || !hold(proxy, &a.id).await {
+                    return Err(refusal);
+                }
+                held_once = true;
+                continue;
             }
             Some(a) if a.status == Status::Denied => {
                 store.close(&a.id).map_err(state_error)?;
@@ -128,11 +152,19 @@ pub async fn redeem(proxy: &Proxy, call: &AwsCall, agent: &str, environment: &st
             continue;
         };
         let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
-        let checked = Receipt::from_json(&bytes)
-            .and_then(|r| receipt::authorize(&r, &proxy.trusted, &binding, time::OffsetDateTime::now_utc()));
+        let checked = Receipt::from_json(&bytes).and_then(|r| {
+            receipt::authorize(
+                &r,
+                &proxy.trusted,
+                &binding,
+                time::OffsetDateTime::now_utc(),
+            )
+        });
         let verified = match checked {
             Ok(v) => v,
-            Err(e @ (receipt::ReceiptError::Expired(_) | receipt::ReceiptError::NotYetValid(_))) => {
+            Err(
+                e @ (receipt::ReceiptError::Expired(_) | receipt::ReceiptError::NotYetValid(_)),
+            ) => {
                 tracing::info!(approval = %approval.id, error = %e, "receipt not valid now; asking again");
                 store.close(&approval.id).map_err(state_error)?;
                 continue;
@@ -152,7 +184,13 @@ pub async fn redeem(proxy: &Proxy, call: &AwsCall, agent: &str, environment: &st
         match proxy.ledger.reserve(&receipt_id, allowed) {
             Ok(()) => {
                 tracing::info!(approval = %approval.id, receipt = %receipt_id, %approver, "receipt use reserved");
-                return Ok(Authorization { receipt_id, approval_id: approval.id, approver, allowed, _turn: turn });
+                return Ok(Authorization {
+                    receipt_id,
+                    approval_id: approval.id,
+                    approver,
+                    allowed,
+                    _turn: turn,
+                });
             }
             Err(LedgerError::UsedUp) => {
                 drop(turn);
@@ -162,7 +200,41 @@ pub async fn redeem(proxy: &Proxy, call: &AwsCall, agent: &str, environment: &st
             Err(e) => return Err(state_error(e)),
         }
     }
-    Err(ProxyError::internal("airlock could not settle this call's approval state; retry"))
+    Err(ProxyError::internal(
+        "airlock could not settle this call's approval state; retry",
+    ))
+}
+
+/// Holds a blocked call while a human decides: true when the approval was decided within
+/// `[approval] hold_seconds`. No thread per held call: a task that sleeps between looks
+/// at the approval (and wakes at once when this process decides it). At most
+/// `[approval] max_held` calls wait; the rest are answered at once.
+async fn hold(proxy: &Proxy, approval_id: &str) -> bool {
+    let hold = proxy.config.approval.hold;
+    if hold.is_zero() {
+        return false;
+    }
+    let Ok(_slot) = proxy.held.try_acquire() else {
+        tracing::warn!(approval = %approval_id, "too many calls held; answering at once");
+        return false;
+    };
+    let deadline = tokio::time::Instant::now() + hold;
+    loop {
+        match proxy.approvals.get(approval_id) {
+            Ok(a) if a.status != Status::Pending => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let tick = tokio::time::sleep(std::time::Duration::from_millis(250));
+        tokio::select! {
+            _ = tick => {}
+            _ = proxy.approvals_changed.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => return false,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
 }
 
 impl Authorization {
@@ -178,14 +250,22 @@ impl Authorization {
                     .headers()
                     .get("x-amzn-errortype")
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(|t| t.starts_with("Throttling") || t.starts_with("TooManyRequests"));
+                    .is_some_and(|t| {
+                        t.starts_with("Throttling") || t.starts_with("TooManyRequests")
+                    });
                 status.is_server_error() || status.as_u16() == 429 || throttled
             }
             // Never reached (503), or our own check stopped the body (a downstream error):
             // the upstream did not act. A timeout or a broken answer might have: count it.
-            Err(e) => e.code == "ServiceUnavailable" || e.origin == super::error::Origin::Downstream,
+            Err(e) => {
+                e.code == "ServiceUnavailable" || e.origin == super::error::Origin::Downstream
+            }
         };
-        let outcome = if release { proxy.ledger.release(&self.receipt_id) } else { proxy.ledger.commit(&self.receipt_id) };
+        let outcome = if release {
+            proxy.ledger.release(&self.receipt_id)
+        } else {
+            proxy.ledger.commit(&self.receipt_id)
+        };
         if let Err(e) = outcome {
             tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use");
         }

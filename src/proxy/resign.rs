@@ -72,8 +72,14 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
     // A presigned URL was verified (signature and expiry) by airlock; upstream, the call is
     // airlock's own and is signed in the Authorization header like any other.
     let signable_body = match &v.body {
-        VerifiedBody::Full { signed_as: SignedAs::Sha256(sha256), .. } => SignableBody::Precomputed(sha256.clone()),
-        VerifiedBody::Full { signed_as: SignedAs::UnsignedTrailer, .. } => SignableBody::StreamingUnsignedPayloadTrailer,
+        VerifiedBody::Full {
+            signed_as: SignedAs::Sha256(sha256),
+            ..
+        } => SignableBody::Precomputed(sha256.clone()),
+        VerifiedBody::Full {
+            signed_as: SignedAs::UnsignedTrailer,
+            ..
+        } => SignableBody::StreamingUnsignedPayloadTrailer,
         VerifiedBody::Stream { mode, .. } => match mode {
             PayloadClaim::Hash(h) => SignableBody::Precomputed(hex::encode(h)),
             PayloadClaim::UnsignedTrailer => SignableBody::StreamingUnsignedPayloadTrailer,

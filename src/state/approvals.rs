@@ -39,6 +39,9 @@ pub struct Approval {
     pub rule: String,
     pub reason: String,
     pub irreversible: bool,
+    /// Why the call cannot be undone (empty when it can).
+    #[serde(default)]
+    pub irreversible_reasons: Vec<String>,
     pub created_at: String,
     pub last_seen_at: String,
     pub attempts: u64,
@@ -50,7 +53,12 @@ pub struct Approval {
 impl Approval {
     /// A one-line description: `rds:DeleteDBInstance on prod-db`.
     pub fn summary(&self) -> String {
-        let targets: Vec<&str> = self.call.resources.iter().map(|r| r.value.as_str()).collect();
+        let targets: Vec<&str> = self
+            .call
+            .resources
+            .iter()
+            .map(|r| r.value.as_str())
+            .collect();
         if targets.is_empty() {
             self.call.action()
         } else {
@@ -92,11 +100,17 @@ fn new_id() -> String {
     let n: u128 = rand::thread_rng().gen();
     // 26 base32 characters, lower case: short enough for a URL, unguessable.
     let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
-    (0..26).map(|i| char::from(alphabet[((n >> (i * 5)) & 31) as usize])).collect()
+    (0..26)
+        .map(|i| char::from(alphabet[((n >> (i * 5)) & 31) as usize]))
+        .collect()
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 impl ApprovalStore {
@@ -106,7 +120,12 @@ impl ApprovalStore {
         for d in [&dir, &receipts] {
             fs::create_dir_all(d).map_err(|e| ApprovalError::Io(d.display().to_string(), e))?;
         }
-        let store = ApprovalStore { dir, receipts, lock: state_dir.join("approvals.lock"), latest: Mutex::new(HashMap::new()) };
+        let store = ApprovalStore {
+            dir,
+            receipts,
+            lock: state_dir.join("approvals.lock"),
+            latest: Mutex::new(HashMap::new()),
+        };
         let mut all = store.list()?;
         all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
         let mut latest = store.latest.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,7 +146,12 @@ impl ApprovalStore {
 
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, ApprovalError>) -> Result<T, ApprovalError> {
         let io = |e| ApprovalError::Io(self.lock.display().to_string(), e);
-        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock).map_err(io)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(io)?;
         lock.lock().map_err(io)?;
         f()
     }
@@ -139,25 +163,33 @@ impl ApprovalStore {
         let path = self.path(id);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApprovalError::NotFound(id.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApprovalError::NotFound(id.to_string()))
+            }
             Err(e) => return Err(ApprovalError::Io(path.display().to_string(), e)),
         };
-        serde_json::from_slice(&bytes).map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))
     }
 
     fn put(&self, a: &Approval) -> Result<(), ApprovalError> {
         let path = self.path(&a.id);
-        let json = serde_json::to_vec_pretty(a).map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))?;
-        super::write_atomic(&path, &json).map_err(|e| ApprovalError::Io(path.display().to_string(), e))
+        let json = serde_json::to_vec_pretty(a)
+            .map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))?;
+        super::write_atomic(&path, &json)
+            .map_err(|e| ApprovalError::Io(path.display().to_string(), e))
     }
 
     /// Every approval, newest first.
     pub fn list(&self) -> Result<Vec<Approval>, ApprovalError> {
         let mut out = Vec::new();
-        let entries = fs::read_dir(&self.dir).map_err(|e| ApprovalError::Io(self.dir.display().to_string(), e))?;
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| ApprovalError::Io(self.dir.display().to_string(), e))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
             if let Ok(a) = self.get(id) {
                 out.push(a);
             }
@@ -168,7 +200,12 @@ impl ApprovalStore {
 
     /// The open approval for this binding, if any (pending, approved or denied).
     pub fn current(&self, binding_key: &str) -> Result<Option<Approval>, ApprovalError> {
-        let id = self.latest.lock().unwrap_or_else(|p| p.into_inner()).get(binding_key).cloned();
+        let id = self
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(binding_key)
+            .cloned();
         match id {
             None => Ok(None),
             Some(id) => match self.get(&id) {
@@ -181,16 +218,13 @@ impl ApprovalStore {
 
     /// Records a blocked call: attaches to the open pending approval for the same binding, or
     /// opens a new one. Returns it and whether it is new.
-    #[allow(clippy::too_many_arguments)]
     pub fn record_blocked(
         &self,
         binding_key: &str,
         call: &AwsCall,
         agent: &str,
         environment: &str,
-        rule: &str,
-        reason: &str,
-        irreversible: bool,
+        decision: &crate::policy::Decision,
     ) -> Result<(Approval, bool), ApprovalError> {
         self.locked(|| {
             let now = now_rfc3339();
@@ -209,9 +243,10 @@ impl ApprovalStore {
                 call: call.clone(),
                 agent: agent.to_string(),
                 environment: environment.to_string(),
-                rule: rule.to_string(),
-                reason: reason.to_string(),
-                irreversible,
+                rule: decision.rule.clone(),
+                reason: decision.reason.clone(),
+                irreversible: decision.irreversible,
+                irreversible_reasons: decision.irreversible_reasons.clone(),
                 created_at: now.clone(),
                 last_seen_at: now,
                 attempts: 1,
@@ -220,22 +255,37 @@ impl ApprovalStore {
                 decided_at: None,
             };
             self.put(&a)?;
-            self.latest.lock().unwrap_or_else(|p| p.into_inner()).insert(binding_key.to_string(), a.id.clone());
+            self.latest
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(binding_key.to_string(), a.id.clone());
             Ok((a, true))
         })
     }
 
     /// Records a human's decision on a pending approval, with the receipt (JSON) that
     /// carries it.
-    pub fn decide(&self, id: &str, approve: bool, by: &str, receipt_id: &str, receipt_json: &[u8]) -> Result<Approval, ApprovalError> {
+    pub fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        receipt_id: &str,
+        receipt_json: &[u8],
+    ) -> Result<Approval, ApprovalError> {
         self.locked(|| {
             let mut a = self.get(id)?;
             if a.status != Status::Pending {
                 return Err(ApprovalError::NotPending(id.to_string(), a.status));
             }
             let path = self.receipt_path(receipt_id);
-            super::write_atomic(&path, receipt_json).map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
-            a.status = if approve { Status::Approved } else { Status::Denied };
+            super::write_atomic(&path, receipt_json)
+                .map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
+            a.status = if approve {
+                Status::Approved
+            } else {
+                Status::Denied
+            };
             a.receipt_id = Some(receipt_id.to_string());
             a.decided_by = Some(by.to_string());
             a.decided_at = Some(now_rfc3339());

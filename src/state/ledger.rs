@@ -67,7 +67,9 @@ impl Ledger {
         if let Ok(f) = File::open(&path) {
             for line in BufReader::new(f).lines() {
                 let line = line.map_err(io)?;
-                let Ok(l) = serde_json::from_str::<Line>(&line) else { continue };
+                let Ok(l) = serde_json::from_str::<Line>(&line) else {
+                    continue;
+                };
                 let mut u = usage.entry(l.receipt).or_default();
                 match l.event {
                     Event::Reserve => u.reserved += 1,
@@ -84,14 +86,23 @@ impl Ledger {
             u.committed += u.reserved;
             u.reserved = 0;
         }
-        let mut file = OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
         // After a torn last line, start the next event on a line of its own.
         let bytes = std::fs::read(&path).map_err(io)?;
         if bytes.last().is_some_and(|b| *b != b'\n') {
             file.write_all(b"\n").map_err(io)?;
             file.sync_data().map_err(io)?;
         }
-        Ok(Ledger { path, file: Mutex::new(file), usage })
+        Ok(Ledger {
+            path,
+            file: Mutex::new(file),
+            usage,
+        })
     }
 
     pub fn usage(&self, receipt: &str) -> Usage {
@@ -102,8 +113,12 @@ impl Ledger {
         let at = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
-        let mut line = serde_json::to_vec(&Line { receipt: receipt.to_string(), event, at })
-            .map_err(|e| LedgerError::Io(self.path.display().to_string(), e.into()))?;
+        let mut line = serde_json::to_vec(&Line {
+            receipt: receipt.to_string(),
+            event,
+            at,
+        })
+        .map_err(|e| LedgerError::Io(self.path.display().to_string(), e.into()))?;
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let io = |e| LedgerError::Io(self.path.display().to_string(), e);
@@ -147,7 +162,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = Ledger::open(dir.path()).unwrap();
         l.reserve("r1", 1).unwrap();
-        assert!(matches!(l.reserve("r1", 1), Err(LedgerError::UsedUp)), "two at once under one use");
+        assert!(
+            matches!(l.reserve("r1", 1), Err(LedgerError::UsedUp)),
+            "two at once under one use"
+        );
         l.release("r1").unwrap();
         l.reserve("r1", 1).unwrap();
         l.commit("r1").unwrap();
@@ -155,9 +173,21 @@ mod tests {
         l.reserve("r2", 2).unwrap();
         drop(l);
         let l = Ledger::open(dir.path()).unwrap();
-        assert_eq!(l.usage("r1"), Usage { committed: 1, reserved: 0 });
+        assert_eq!(
+            l.usage("r1"),
+            Usage {
+                committed: 1,
+                reserved: 0
+            }
+        );
         // r2's reservation was never resolved: it counts as used after a restart.
-        assert_eq!(l.usage("r2"), Usage { committed: 1, reserved: 0 });
+        assert_eq!(
+            l.usage("r2"),
+            Usage {
+                committed: 1,
+                reserved: 0
+            }
+        );
         l.reserve("r2", 2).unwrap();
         assert!(l.reserve("r2", 2).is_err());
     }
@@ -169,7 +199,10 @@ mod tests {
         l.reserve("r", 3).unwrap();
         l.commit("r").unwrap();
         drop(l);
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("ledger.jsonl")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("ledger.jsonl"))
+            .unwrap();
         f.write_all(b"{\"receipt\":\"r\",\"ev").unwrap();
         drop(f);
         let l = Ledger::open(dir.path()).unwrap();
@@ -177,6 +210,10 @@ mod tests {
         l.reserve("r", 3).unwrap();
         l.commit("r").unwrap();
         drop(l);
-        assert_eq!(Ledger::open(dir.path()).unwrap().usage("r").committed, 2, "events after a torn line were lost");
+        assert_eq!(
+            Ledger::open(dir.path()).unwrap().usage("r").committed,
+            2,
+            "events after a torn line were lost"
+        );
     }
 }

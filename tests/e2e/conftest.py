@@ -106,7 +106,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and report.when in ("setup", "call"):
         marks = item.stash.get(_log_marks, {})
         for name, server in list(_RUNNING.items()):
-            report.sections.append((f"{name} log during this test", server.log_tail(marks.get(name, 0))))
+            code = server.proc.poll() if server.proc else None
+            state = "" if code is None else f" (the process has EXITED with {code})"
+            report.sections.append((f"{name} log during this test{state}", server.log_tail(marks.get(name, 0))))
 
 
 _log_marks = pytest.StashKey[dict[str, int]]()

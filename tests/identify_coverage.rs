@@ -1,0 +1,317 @@
+//! Coverage of identification against AWS's own serializers: for every operation of every
+//! service in the installed botocore, botocore builds and signs the request
+//! (`tests/coverage/gen_requests.py`), and `airlock::identify::identify` must name exactly
+//! that service and operation.
+//!
+//! Bars: 100% for `query`, `ec2`, `json` and `smithy-rpc-v2-cbor`; at least 99.5% for
+//! `rest-json` and `rest-xml`. Every miss must be listed, with its reason, in
+//! `tests/coverage/known-misses.txt`, and a listed miss that now passes fails the test too.
+//!
+//! Two answers other than the generating service and operation count as correct, and are
+//! counted apart, because no byte of the request can tell them from the one generated:
+//! - *same call*: the operation under another service of the signing family that defines
+//!   it with the same name and the same wire form (docdb's and rds's `DeleteDBInstance`);
+//! - *alias*: a deprecated operation read as the current one it is an alias of, with the
+//!   same method, URI template, required query keys and headers (S3's
+//!   `GetBucketLifecycle` read as `GetBucketLifecycleConfiguration`).
+//!
+//! Requests come from `AIRLOCK_COVERAGE_JSONL` when set, else the generator is run with
+//! `python3` (botocore installed). `AIRLOCK_COVERAGE_VERBOSE=1` prints every same-call and
+//! alias reading (run with `--nocapture`).
+
+use airlock::aws::model;
+use airlock::identify::{identify, s3_needs_body, Request};
+use airlock::sigv4::canonical::{normalized_path, query_pairs, s3_path};
+use airlock::sigv4::uses_s3_rules;
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Deserialize)]
+struct Generated {
+    service: String,
+    operation: String,
+    protocol: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    method: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body_b64: String,
+    #[serde(default)]
+    signing_name: String,
+    #[serde(default)]
+    region: String,
+}
+
+fn requests_file(dir: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("AIRLOCK_COVERAGE_JSONL") {
+        return PathBuf::from(p);
+    }
+    let out = dir.join("requests.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/coverage/gen_requests.py");
+    let status = Command::new("python3")
+        .arg(&script)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("python3 runs (the coverage generator needs python3 with botocore)");
+    assert!(status.success(), "{} failed", script.display());
+    out
+}
+
+/// `protocol service operation` → reason, from `known-misses.txt`.
+fn known_misses() -> BTreeMap<(String, String, String), String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/coverage/known-misses.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (head, reason) = line.split_once(" -- ").unwrap_or((line, ""));
+        let parts: Vec<&str> = head.split_whitespace().collect();
+        assert_eq!(parts.len(), 3, "known-misses.txt: bad line {line:?}");
+        assert!(
+            !reason.trim().is_empty(),
+            "known-misses.txt: no reason on {line:?}"
+        );
+        out.insert(
+            (
+                parts[0].to_string(),
+                parts[1].to_string(),
+                parts[2].to_string(),
+            ),
+            reason.trim().to_string(),
+        );
+    }
+    out
+}
+
+/// The signed headers only, as the proxy forwards them.
+fn signed_headers(all: &BTreeMap<String, String>, host: &str) -> HeaderMap {
+    let auth = all
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let signed: BTreeSet<String> = auth
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+        .split(';')
+        .map(str::to_string)
+        .collect();
+    let mut map = HeaderMap::new();
+    for (k, v) in all {
+        let lower = k.to_ascii_lowercase();
+        if signed.contains(&lower) {
+            map.append(
+                HeaderName::from_bytes(lower.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+    }
+    if signed.contains("host") {
+        map.insert("host", HeaderValue::from_str(host).expect("host"));
+    }
+    map
+}
+
+/// Whether `got` names the same call as `want` under another service of the family: the
+/// same operation name and the same wire form.
+fn same_call(want_service: &str, got_service: &str, operation: &str, protocol: &str) -> bool {
+    let m = model::model();
+    let (Some(a), Some(b)) = (m.services.get(want_service), m.services.get(got_service)) else {
+        return false;
+    };
+    let (Some(oa), Some(ob)) = (a.operations.get(operation), b.operations.get(operation)) else {
+        return false;
+    };
+    if a.signing_name != b.signing_name {
+        return false;
+    }
+    let shape = |uri: &str| {
+        let mut out = String::new();
+        let mut in_label = false;
+        for c in uri.chars() {
+            match c {
+                '{' => in_label = true,
+                '}' => {
+                    in_label = false;
+                    out.push_str("{}");
+                }
+                _ if in_label => {}
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    match protocol {
+        "query" | "ec2" => a.api_version == b.api_version,
+        "json" | "smithy-rpc-v2-cbor" => a.target_prefix == b.target_prefix,
+        _ => oa.method == ob.method && shape(&oa.uri) == shape(&ob.uri),
+    }
+}
+
+/// Whether `got` is the current operation that deprecated `want` is an alias of: same
+/// service, same method, URI template, required query keys and headers (S3's
+/// `GetBucketLifecycle` and `GetBucketLifecycleConfiguration`).
+fn alias_of(service: &str, want: &str, got: &str) -> bool {
+    let m = model::model();
+    let Some(s) = m.services.get(service) else {
+        return false;
+    };
+    let (Some(a), Some(b)) = (s.operations.get(want), s.operations.get(got)) else {
+        return false;
+    };
+    a.deprecated
+        && !b.deprecated
+        && a.method == b.method
+        && a.uri == b.uri
+        && a.required_query == b.required_query
+        && a.required_headers == b.required_headers
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    exact: usize,
+    same_call: usize,
+    alias: usize,
+    missed: usize,
+}
+
+#[test]
+fn every_botocore_operation_is_identified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = requests_file(dir.path());
+    let text = std::fs::read_to_string(&file).expect("requests file");
+    let known = known_misses();
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut unlisted = Vec::new();
+    let mut misses = BTreeSet::new();
+    let verbose = std::env::var_os("AIRLOCK_COVERAGE_VERBOSE").is_some();
+
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let g: Generated = serde_json::from_str(line).expect("a JSON line");
+        let key = (g.protocol.clone(), g.service.clone(), g.operation.clone());
+        let c = counts.entry(g.protocol.clone()).or_default();
+        c.total += 1;
+        let outcome: Result<(String, String), String> = match &g.error {
+            Some(e) => Err(e.clone()),
+            None => run(&g),
+        };
+        match outcome {
+            Ok((s, o)) if s == g.service && o == g.operation => c.exact += 1,
+            Ok((s, o)) if o == g.operation && same_call(&g.service, &s, &o, &g.protocol) => {
+                c.same_call += 1;
+                if verbose {
+                    println!("same call: {} {}:{} read as {s}:{o}", key.0, key.1, key.2);
+                }
+            }
+            Ok((s, o)) if s == g.service && alias_of(&s, &g.operation, &o) => {
+                c.alias += 1;
+                if verbose {
+                    println!("alias: {} {}:{} read as {s}:{o}", key.0, key.1, key.2);
+                }
+            }
+            other => {
+                c.missed += 1;
+                misses.insert(key.clone());
+                if !known.contains_key(&key) {
+                    let got = match other {
+                        Ok((s, o)) => format!("identified as {s}:{o}"),
+                        Err(e) => e,
+                    };
+                    unlisted.push(format!("{} {} {} -- {got}", key.0, key.1, key.2));
+                }
+            }
+        }
+    }
+
+    println!("identification coverage (botocore requests):");
+    println!(
+        "  {:<20} {:>6} {:>6} {:>10} {:>6} {:>6} {:>10}",
+        "protocol", "total", "exact", "same-call", "alias", "missed", "identified"
+    );
+    let mut failures = Vec::new();
+    for (protocol, c) in &counts {
+        let ok = c.exact + c.same_call + c.alias;
+        let pct = 100.0 * ok as f64 / c.total.max(1) as f64;
+        println!(
+            "  {:<20} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9.2}%",
+            protocol, c.total, c.exact, c.same_call, c.alias, c.missed, pct
+        );
+        let bar = match protocol.as_str() {
+            "rest-json" | "rest-xml" => 99.5,
+            _ => 100.0,
+        };
+        if pct < bar {
+            failures.push(format!("{protocol}: {pct:.2}% < {bar}%"));
+        }
+    }
+    let fixed: Vec<String> = known
+        .keys()
+        .filter(|k| !misses.contains(*k))
+        .map(|k| format!("{} {} {}", k.0, k.1, k.2))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "{} misses are not in tests/coverage/known-misses.txt:\n{}",
+        unlisted.len(),
+        unlisted.join("\n")
+    );
+    assert!(
+        fixed.is_empty(),
+        "listed in known-misses.txt but now identified (remove them):\n{}",
+        fixed.join("\n")
+    );
+    assert!(failures.is_empty(), "below the bar: {failures:?}");
+}
+
+/// Feeds one generated request to `identify` exactly as the proxy would: the path as it
+/// forwards it, the decoded query pairs, the signed headers, and the body when buffered.
+fn run(g: &Generated) -> Result<(String, String), String> {
+    let (raw_path, raw_query) = g.target.split_once('?').unwrap_or((g.target.as_str(), ""));
+    let path = if uses_s3_rules(&g.signing_name) {
+        s3_path(raw_path)
+    } else {
+        normalized_path(raw_path)
+    }
+    .map_err(|e| format!("path: {e:?}"))?
+    .forward;
+    let query = query_pairs(raw_query).map_err(|e| format!("query: {e:?}"))?;
+    let headers = signed_headers(&g.headers, &g.host);
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(&g.body_b64)
+        .map_err(|e| format!("body: {e}"))?;
+    // S3 bodies stream, except the few that identification needs.
+    let s3_family = matches!(g.service.as_str(), "s3" | "s3control");
+    let buffered = !s3_family || s3_needs_body(&g.method, &query);
+    let req = Request {
+        signing_name: &g.signing_name,
+        region: &g.region,
+        method: &g.method,
+        path: &path,
+        query: &query,
+        headers: &headers,
+        host: &g.host,
+        body: buffered.then_some(body.as_slice()),
+        account: Some("111111111111"),
+    };
+    identify(&req)
+        .map(|call| (call.service, call.operation))
+        .map_err(|e| format!("{}: {}", e.code, e.message))
+}
