@@ -17,7 +17,11 @@
 //!
 //! Requests come from `AIRLOCK_COVERAGE_JSONL` when set, else the generator is run with
 //! `python3` (botocore installed). `AIRLOCK_COVERAGE_VERBOSE=1` prints every same-call and
-//! alias reading (run with `--nocapture`).
+//! alias reading (run with `--nocapture`); `AIRLOCK_COVERAGE_BUFFER_ALL=1` hands every S3
+//! body to identification too, not only those [`s3_needs_body`] asks for.
+
+// A test harness: a generator or fixture that cannot be read is a failed test.
+#![allow(clippy::expect_used)]
 
 use airlock::aws::model;
 use airlock::identify::{identify, s3_needs_body, Request};
@@ -30,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Generated {
     service: String,
     operation: String,
@@ -203,8 +207,21 @@ fn every_botocore_operation_is_identified() {
     let mut unlisted = Vec::new();
     let mut misses = BTreeSet::new();
     let verbose = std::env::var_os("AIRLOCK_COVERAGE_VERBOSE").is_some();
+    let mut accepted_mutations = Vec::new();
+    let mut mutation_count = 0usize;
 
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: serde_json::Value =
+        serde_json::from_str(lines.next().unwrap_or("{}")).expect("the header line");
+    let built_by = format!("botocore {}", header["botocore"].as_str().unwrap_or("?"));
+    assert_eq!(
+        built_by,
+        model::model().source,
+        "the requests were built by another botocore than data/aws-model.json was generated \
+         from: install that version (pip install botocore==...) or regenerate the model with \
+         python3 tools/gen_aws_model.py"
+    );
+    for line in lines {
         let g: Generated = serde_json::from_str(line).expect("a JSON line");
         let key = (g.protocol.clone(), g.service.clone(), g.operation.clone());
         let c = counts.entry(g.protocol.clone()).or_default();
@@ -213,6 +230,19 @@ fn every_botocore_operation_is_identified() {
             Some(e) => Err(e.clone()),
             None => run(&g),
         };
+        if g.error.is_none() {
+            for (what, mutated) in mutations(&g) {
+                if let Ok((s, o)) = run(&mutated) {
+                    if o == g.operation {
+                        accepted_mutations.push(format!(
+                            "{} {}:{} {what}: still read as {s}:{o}",
+                            g.protocol, g.service, g.operation
+                        ));
+                    }
+                }
+                mutation_count += 1;
+            }
+        }
         match outcome {
             Ok((s, o)) if s == g.service && o == g.operation => c.exact += 1,
             Ok((s, o)) if o == g.operation && same_call(&g.service, &s, &o, &g.protocol) => {
@@ -262,6 +292,21 @@ fn every_botocore_operation_is_identified() {
             failures.push(format!("{protocol}: {pct:.2}% < {bar}%"));
         }
     }
+    println!(
+        "  ambiguous variants refused: {} of {mutation_count}",
+        mutation_count - accepted_mutations.len()
+    );
+    assert!(
+        accepted_mutations.is_empty(),
+        "{} ambiguous variants were identified:\n{}",
+        accepted_mutations.len(),
+        accepted_mutations
+            .iter()
+            .take(50)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let fixed: Vec<String> = known
         .keys()
         .filter(|k| !misses.contains(*k))
@@ -299,7 +344,9 @@ fn run(g: &Generated) -> Result<(String, String), String> {
         .map_err(|e| format!("body: {e}"))?;
     // S3 bodies stream, except the few that identification needs.
     let s3_family = matches!(g.service.as_str(), "s3" | "s3control");
-    let buffered = !s3_family || s3_needs_body(&g.method, &query);
+    let buffered = !s3_family
+        || s3_needs_body(&g.method, &query)
+        || std::env::var_os("AIRLOCK_COVERAGE_BUFFER_ALL").is_some();
     let req = Request {
         signing_name: &g.signing_name,
         region: &g.region,
@@ -311,7 +358,134 @@ fn run(g: &Generated) -> Result<(String, String), String> {
         body: buffered.then_some(body.as_slice()),
         account: Some("111111111111"),
     };
-    identify(&req)
-        .map(|call| (call.service, call.operation))
-        .map_err(|e| format!("{}: {}", e.code, e.message))
+    let call = identify(&req).map_err(|e| format!("{}: {}", e.code, e.message))?;
+    // Every URI label of the operation is a resource, read from the path.
+    if let Some(op) = model::model()
+        .services
+        .get(&call.service)
+        .and_then(|s| s.operations.get(&call.operation))
+    {
+        for label in &op.labels {
+            let found = call.resources.iter().find(|r| &r.member == label);
+            match found {
+                Some(r) if !r.value.is_empty() => {}
+                _ => return Err(format!("the label {label} is not among the resources")),
+            }
+        }
+        if call.service == "s3" {
+            for r in &call.resources {
+                let want = match r.member.as_str() {
+                    "Bucket" => "amzn-s3-demo-bucket",
+                    "Key" => "dir/key name+1.txt",
+                    _ => continue,
+                };
+                if r.value != want {
+                    return Err(format!("S3 {} read as {:?}", r.member, r.value));
+                }
+            }
+        }
+    }
+    Ok((call.service, call.operation))
+}
+
+/// Variants of a generated request that airlock must not read as the same operation:
+/// query protocols with `Action` repeated, or also in the query string, or the form sent
+/// as another content type; JSON and CBOR bodies with a duplicate key; JSON with the
+/// target of a service of another signing name; REST requests with a literal query key
+/// in another case (`?Delete`).
+fn mutations(g: &Generated) -> Vec<(&'static str, Generated)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = b64.decode(&g.body_b64).unwrap_or_default();
+    let with_body = |b: Vec<u8>| Generated {
+        body_b64: b64.encode(b),
+        ..g.clone()
+    };
+    let mut out = Vec::new();
+    match g.protocol.as_str() {
+        "query" | "ec2" => {
+            let mut twice = body.clone();
+            twice.extend_from_slice(format!("&Action={}", g.operation).as_bytes());
+            out.push(("with Action twice", with_body(twice)));
+            let mut both = g.clone();
+            both.target = format!("/?Action={}", g.operation);
+            out.push(("with Action in the query and the body", both));
+            let mut text = g.clone();
+            for (k, v) in text.headers.iter_mut() {
+                if k.eq_ignore_ascii_case("content-type") {
+                    *v = "text/plain".into();
+                }
+            }
+            out.push(("as text/plain", text));
+        }
+        "json" => {
+            let mut dup = b"{\"Dup\":1,\"Dup\":2".to_vec();
+            if body.len() > 2 {
+                dup.push(b',');
+                dup.extend_from_slice(&body[1..]);
+            } else {
+                dup.push(b'}');
+            }
+            out.push(("with a duplicate JSON key", with_body(dup)));
+            let mut other = g.clone();
+            for (k, v) in other.headers.iter_mut() {
+                if k.eq_ignore_ascii_case("x-amz-target") {
+                    let op = v.rsplit('.').next().unwrap_or("").to_string();
+                    *v = if g.signing_name == "dynamodb" {
+                        format!("AmazonSQS.{op}")
+                    } else {
+                        format!("DynamoDB_20120810.{op}")
+                    };
+                }
+            }
+            out.push(("with the target of another service", other));
+        }
+        "smithy-rpc-v2-cbor" => {
+            // A definite map {"Dup": 1, "Dup": 2} in front of nothing else.
+            let dup = vec![
+                0xa2, 0x63, b'D', b'u', b'p', 0x01, 0x63, b'D', b'u', b'p', 0x02,
+            ];
+            out.push(("with a duplicate CBOR key", with_body(dup)));
+        }
+        _ => {
+            let m = model::model();
+            let literals = m
+                .services
+                .get(&g.service)
+                .and_then(|s| s.operations.get(&g.operation))
+                .map(|op| {
+                    op.uri
+                        .split_once('?')
+                        .map(|(_, q)| q.to_string())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            for literal in literals.split('&').filter(|l| !l.is_empty()) {
+                let key = literal.split('=').next().unwrap_or("");
+                let upper = {
+                    let mut c = key.chars();
+                    match c.next() {
+                        Some(f) if f.is_ascii_lowercase() => {
+                            f.to_ascii_uppercase().to_string() + c.as_str()
+                        }
+                        _ => continue,
+                    }
+                };
+                let (path, query) = g.target.split_once('?').unwrap_or((g.target.as_str(), ""));
+                let renamed: Vec<String> = query
+                    .split('&')
+                    .map(|pair| {
+                        let (k, v) = pair
+                            .split_once('=')
+                            .map_or((pair, None), |(k, v)| (k, Some(v)));
+                        let k = if k == key { upper.as_str() } else { k };
+                        v.map_or(k.to_string(), |v| format!("{k}={v}"))
+                    })
+                    .collect();
+                let mut changed = g.clone();
+                changed.target = format!("{path}?{}", renamed.join("&"));
+                out.push(("with a query key in another case", changed));
+            }
+        }
+    }
+    out
 }

@@ -12,6 +12,19 @@
 # Only the raw service-2.json files are read; the client-side
 # service-2.sdk-extras.json overlays are deliberately not merged.
 #
+# Per operation: method, uri, labels, query_literals, required_query, resources,
+# body_member; and, left out when empty/false/null (read with #[serde(default)]):
+#   optional_resources  naming members used when the operation has no required one
+#   required_headers    lower-case names of required header members (x-amz-copy-source)
+#   deprecated          the operation is deprecated (an alias loses to its replacement)
+#   host_prefix         endpoint.hostPrefix ({AccountId}. for S3 Control)
+#   query_members       REST: query key -> member ("*" for a map member taking all keys)
+#   list_query          REST: query keys whose member is a list (they may repeat)
+#   header_members      REST: lower-case header name -> member
+#   body_members        REST: top-level body member wire name -> member (no payload)
+#   payload_type        shape type of the payload member (structure, blob, string, ...)
+#   static_context      static context params set true (UseS3ExpressControlEndpoint)
+#
 # Requirements: Python 3.11+, standard library, and botocore installed.
 # Output is deterministic for a given botocore version (sorted keys, compact
 # separators, one service per line).

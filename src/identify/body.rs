@@ -63,7 +63,7 @@ impl<'de> Visitor<'de> for StrictJson {
         Ok(Value::from(v))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        Ok(number(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_string()))
@@ -92,6 +92,16 @@ impl<'de> Visitor<'de> for StrictJson {
         }
         Ok(Value::Object(out))
     }
+}
+
+/// A number as one canonical value: `1.0`, `1e0` and `1` are all `1`, so the parameters do
+/// not depend on how a client spelled the number.
+fn number(v: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every integer below is exact
+    if v.fract() == 0.0 && v.abs() < EXACT {
+        return Value::from(v as i64);
+    }
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
 /// A parameter value: strings as they are, other scalars as their JSON text, lists and
@@ -149,7 +159,7 @@ fn cbor_to_json(value: ciborium::Value) -> Result<Value, IdentifyError> {
                 Value::String(i.to_string())
             }
         }
-        C::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        C::Float(f) => number(f),
         C::Text(s) => Value::String(s),
         C::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
         C::Tag(_, inner) => cbor_to_json(*inner)?,

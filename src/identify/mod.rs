@@ -21,7 +21,7 @@
 //! that both accept is refused. Services of one family that define the very same call
 //! (same operation name, same wire form: docdb's and rds's `DeleteDBInstance`) cannot be
 //! told apart by any byte of the request; the service named like the signing name wins,
-//! otherwise the first by name ([`pick_same_call`]). The action, resources and parameters
+//! otherwise the first by name (`pick_same_call`). The action, resources and parameters
 //! are the same either way.
 //!
 //! - [`call`]: the result, [`AwsCall`].
@@ -248,10 +248,11 @@ pub(crate) fn single_header<'h>(
         .map_err(|_| IdentifyError::invalid(format!("the {name} header is not ASCII text")))
 }
 
+/// A media type, lower-cased, and its parameters (`charset=utf-8`).
+pub(crate) type MediaType = (String, Vec<(String, String)>);
+
 /// The media type of `Content-Type`, lower-cased, and its parameters.
-pub(crate) fn content_type(
-    headers: &http::HeaderMap,
-) -> Result<Option<(String, Vec<(String, String)>)>, IdentifyError> {
+pub(crate) fn content_type(headers: &http::HeaderMap) -> Result<Option<MediaType>, IdentifyError> {
     let Some(value) = single_header(headers, "content-type")? else {
         return Ok(None);
     };

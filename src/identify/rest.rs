@@ -13,7 +13,7 @@
 //! when these two measures disagree the call is ambiguous), then more literal query keys,
 //! then more required query keys and headers present, then a current operation over a
 //! deprecated alias. What is still tied is an error, unless it is the same call defined by
-//! several services of the family ([`super::pick_same_call`]).
+//! several services of the family (`pick_same_call` in `identify`).
 
 use super::body::{flatten_xml, json_object, param_text, strict_xml};
 use super::resources::{self, push_value, Raw};
@@ -436,9 +436,12 @@ fn build(req: &Request<'_>, m: Match<'_>) -> Result<Found, IdentifyError> {
                 };
                 raw.push((key, name.clone(), v.clone()));
             }
-        } else if let Some(v) = single_header(req.headers, &name.to_ascii_lowercase())? {
-            raw.push((name.clone(), name.clone(), v.to_string()));
+        } else if op.header_members.contains_key(&name.to_ascii_lowercase()) {
+            if let Some(v) = single_header(req.headers, &name.to_ascii_lowercase())? {
+                raw.push((name.clone(), name.clone(), v.to_string()));
+            }
         } else if let Some(v) = object.get(name) {
+            // Only where the service reads the member: the body.
             push_value(&mut raw, name, v);
         }
     }

@@ -292,6 +292,18 @@ fn json_params_are_canonical() {
         .unwrap();
     assert_eq!(a.params, b.params);
     assert_eq!(a.params["DeletionProtectionEnabled"], "false");
+    let n = |body: &str| {
+        req("dynamodb", "POST", "/")
+            .h("x-amz-target", "DynamoDB_20120810.UpdateTable")
+            .body(body)
+            .run()
+            .unwrap()
+            .params
+    };
+    assert_eq!(
+        n(r#"{"TableName":"t","N":1}"#),
+        n(r#"{"TableName":"\u0074","N":1.0e0}"#)
+    );
     assert_eq!(a.params["X"], r#"{"a":2,"b":1}"#);
 }
 
@@ -595,4 +607,240 @@ fn s3_control_is_its_own_service() {
         ("s3control", "DeleteAccessPoint")
     );
     assert_eq!(call.action(), "s3:DeleteAccessPoint");
+}
+
+// ---------------------------------------------------------------- more rules
+
+#[test]
+fn query_without_version_is_refused_when_versions_differ() {
+    let r = req("elasticloadbalancing", "POST", "/").form("Action=DescribeLoadBalancers");
+    assert_eq!(r.op(), "error InvalidRequest");
+    // rds, docdb and neptune share the API version: the same call, read as rds's.
+    let r = req("rds", "POST", "/").form("Action=DeleteDBCluster&DBClusterIdentifier=c");
+    assert_eq!(r.op(), "rds:DeleteDBCluster");
+}
+
+#[test]
+fn query_and_rest_services_of_one_family() {
+    // ses (query) and sesv2 (rest-json) both sign as ses.
+    let q = req("ses", "POST", "/").form("Action=DeleteIdentity&Version=2010-12-01&Identity=a");
+    assert_eq!(q.op(), "ses:DeleteIdentity");
+    let r = req("ses", "DELETE", "/v2/email/identities/a");
+    assert_eq!(r.op(), "sesv2:DeleteEmailIdentity");
+    let neither = req("ses", "POST", "/nowhere");
+    assert!(neither.op().starts_with("error"));
+}
+
+#[test]
+fn json_refuses_a_query_string_action() {
+    let r = req("dynamodb", "POST", "/")
+        .q("Action", "DeleteTable")
+        .h("x-amz-target", "DynamoDB_20120810.ListTables")
+        .body("{}");
+    assert_eq!(r.op(), "error InvalidRequest");
+}
+
+#[test]
+fn greedy_labels_in_the_middle_of_a_template() {
+    let call = req(
+        "workspaces-web",
+        "PUT",
+        "/portals/arn:aws:workspaces-web:us-east-1:1:portal/p1/browserSettings",
+    )
+    .q(
+        "browserSettingsArn",
+        "arn:aws:workspaces-web:us-east-1:1:browserSettings/b",
+    )
+    .run()
+    .unwrap();
+    assert_eq!(call.operation, "AssociateBrowserSettings");
+    assert_eq!(
+        call.params["portalArn"],
+        "arn:aws:workspaces-web:us-east-1:1:portal/p1"
+    );
+}
+
+#[test]
+fn rest_query_lists_are_numbered_and_scalars_unique() {
+    let call = req(
+        "lambda",
+        "GET",
+        "/2017-03-31/tags/arn:aws:lambda:us-east-1:1:function:f",
+    )
+    .run()
+    .unwrap();
+    assert_eq!(call.operation, "ListTags");
+    let untag = req(
+        "lambda",
+        "DELETE",
+        "/2017-03-31/tags/arn:aws:lambda:us-east-1:1:function:f",
+    )
+    .q("tagKeys", "a")
+    .q("tagKeys", "b")
+    .run()
+    .unwrap();
+    assert_eq!(untag.operation, "UntagResource");
+    assert_eq!(untag.params["tagKeys.1"], "a");
+    assert_eq!(untag.params["tagKeys.2"], "b");
+    // A label and a query parameter of the same name: refused.
+    let clash = req("lambda", "DELETE", "/2015-03-31/functions/f").q("FunctionName", "g");
+    assert_eq!(clash.op(), "error InvalidRequest");
+    let twice = req("lambda", "DELETE", "/2015-03-31/functions/f")
+        .q("Qualifier", "1")
+        .q("Qualifier", "2");
+    assert_eq!(twice.op(), "error InvalidRequest");
+}
+
+#[test]
+fn encoded_slashes_do_not_split_literals() {
+    assert_eq!(
+        req("lambda", "DELETE", "/2015-03-31%2Ffunctions/f").op(),
+        "error UnknownOperationException"
+    );
+}
+
+#[test]
+fn s3_edge_cases() {
+    // `+` in a path is a plus, `%2B` too; `%20` is a space.
+    let call = req("s3", "GET", "/b/a+b%2Bc%20d").run().unwrap();
+    assert_eq!(call.resources[1].value, "a+b+c d");
+    // A trailing slash is part of the key; an empty key names no object.
+    assert_eq!(
+        req("s3", "DELETE", "/b/dir/").run().unwrap().resources[1].value,
+        "dir/"
+    );
+    assert!(req("s3", "DELETE", "/b/").op().starts_with("error"));
+    // A Host label that is no bucket name.
+    assert_eq!(
+        req("s3", "GET", "/").host("Not_A_Bucket.localhost").op(),
+        "error InvalidRequest"
+    );
+    assert_eq!(
+        virtual_host_bucket("my.bucket.localhost:8443").as_deref(),
+        Some("my.bucket")
+    );
+    assert_eq!(virtual_host_bucket("localhost:8443"), None);
+    assert_eq!(virtual_host_bucket("127.0.0.1:8443"), None);
+    assert_eq!(virtual_host_bucket("[::1]:8443"), None);
+    // Object Lambda's Host names a route, not a bucket.
+    let wgor = req("s3-object-lambda", "POST", "/WriteGetObjectResponse")
+        .host("route.localhost:8443")
+        .h("x-amz-request-route", "route")
+        .h("x-amz-request-token", "t")
+        .streamed();
+    assert_eq!(wgor.op(), "s3:WriteGetObjectResponse");
+    // x-id is ignored (SDKs add it or not).
+    let a = req("s3", "GET", "/b/k")
+        .q("x-id", "GetObject")
+        .run()
+        .unwrap();
+    let b = req("s3", "GET", "/b/k").run().unwrap();
+    assert_eq!(a.params, b.params);
+}
+
+#[test]
+fn xml_in_another_encoding_is_refused() {
+    let body = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><Delete><Object><Key>k</Key></Object></Delete>";
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").body(body).op(),
+        "error MalformedXML"
+    );
+    let pi = "<Delete><?evil x?><Object><Key>k</Key></Object></Delete>";
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").body(pi).op(),
+        "error MalformedXML"
+    );
+    let prefixed = "<Delete xmlns:x=\"u\"><x:Object><Key>k</Key></x:Object></Delete>";
+    assert_eq!(
+        req("s3", "POST", "/b").q("delete", "").body(prefixed).op(),
+        "error MalformedXML"
+    );
+}
+
+#[test]
+fn unknown_signing_names_are_refused() {
+    assert_eq!(req("nope", "GET", "/").op(), "error InvalidRequest");
+}
+
+#[test]
+fn arns_of_common_resources() {
+    use resources::{arn_for, ArnContext};
+    let ctx = |s: &'static str| ArnContext::new(s, "eu-west-1", Some("222222222222"));
+    let arn = |s: &'static str, wire: &str, v: &str| arn_for(&ctx(s), wire, v, None);
+    assert_eq!(
+        arn("iam", "RoleName", "r").as_deref(),
+        Some("arn:aws:iam::222222222222:role/r")
+    );
+    assert_eq!(
+        arn("iam", "UserName", "u").as_deref(),
+        Some("arn:aws:iam::222222222222:user/u")
+    );
+    assert_eq!(
+        arn("kms", "KeyId", "1234abcd").as_deref(),
+        Some("arn:aws:kms:eu-west-1:222222222222:key/1234abcd")
+    );
+    assert_eq!(
+        arn("kms", "KeyId", "alias/k").as_deref(),
+        Some("arn:aws:kms:eu-west-1:222222222222:alias/k")
+    );
+    assert_eq!(
+        arn(
+            "sqs",
+            "QueueUrl",
+            "https://sqs.eu-west-1.amazonaws.com/333333333333/q"
+        )
+        .as_deref(),
+        Some("arn:aws:sqs:eu-west-1:333333333333:q")
+    );
+    assert_eq!(
+        arn("rds", "DBSnapshotIdentifier", "s").as_deref(),
+        Some("arn:aws:rds:eu-west-1:222222222222:snapshot:s")
+    );
+    assert_eq!(
+        arn("rds", "DBClusterIdentifier", "c").as_deref(),
+        Some("arn:aws:rds:eu-west-1:222222222222:cluster:c")
+    );
+    assert_eq!(
+        arn("ec2", "VpcId", "vpc-1").as_deref(),
+        Some("arn:aws:ec2:eu-west-1:222222222222:vpc/vpc-1")
+    );
+    assert_eq!(
+        arn("sns", "TopicArn", "arn:aws:sns:eu-west-1:1:t").as_deref(),
+        Some("arn:aws:sns:eu-west-1:1:t")
+    );
+    assert_eq!(arn("glue", "Name", "x"), None);
+    // No account, no account-scoped ARN.
+    let none = ArnContext::new("rds", "us-east-1", None);
+    assert_eq!(arn_for(&none, "DBInstanceIdentifier", "d", None), None);
+    let cn = ArnContext::new("s3", "cn-north-1", None);
+    assert_eq!(
+        arn_for(&cn, "Bucket", "b", None).as_deref(),
+        Some("arn:aws-cn:s3:::b")
+    );
+}
+
+#[test]
+fn resources_are_read_only_where_the_service_reads_them() {
+    // s3control's DeleteAccessPoint takes the account from the x-amz-account-id header:
+    // a body or a query parameter of that name is not it.
+    let call = req("s3", "DELETE", "/v20180820/accesspoint/ap1")
+        .h("x-amz-account-id", "111111111111")
+        .run()
+        .unwrap();
+    assert_eq!(call.resources[0].value, "111111111111");
+    // A body member is never taken from a header of the same name.
+    let call = req("lambda", "POST", "/2015-03-31/functions")
+        .h("functionname", "staging")
+        .h("content-type", "application/json")
+        .body(r#"{"FunctionName":"prod","Role":"r","Code":{}}"#)
+        .run()
+        .unwrap();
+    assert_eq!(call.operation, "CreateFunction");
+    assert_eq!(
+        call.resources
+            .iter()
+            .map(|r| r.value.as_str())
+            .collect::<Vec<_>>(),
+        vec!["prod"]
+    );
 }

@@ -8,6 +8,8 @@
 #   {service, operation, protocol, method, target, host, headers, body_b64,
 #    signing_name, region}
 #
+# after a first line {"botocore": VERSION}.
+#
 # `target` is the request-target (path and query as sent). The requests are built with
 # botocore's own serializer for the protocol (botocore.serialize.create_serializer), with
 # placeholder values for the required members of the input shape. Services that speak
@@ -169,6 +171,9 @@ def main() -> int:
     names = loader.list_available_services("service-2")
     count = failures = 0
     with open(args.out, "w", encoding="utf-8") as out:
+        # First line: which botocore built the requests (the test compares it with the
+        # version data/aws-model.json was generated from).
+        out.write(json.dumps({"botocore": botocore.__version__}) + "\n")
         for name in names:
             if args.service and name not in args.service:
                 continue

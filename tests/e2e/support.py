@@ -263,8 +263,8 @@ class Moto:
 _TABLE_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"]+)\s*\]\]?\s*(#.*)?$")
 
 
-def set_toml_value(text: str, section: str, key: str, value: str) -> str:
-    """Set `key = "value"` in table [section] of a TOML document, keeping everything else.
+def set_toml_value(text: str, section: str, key: str, value: str | int | bool) -> str:
+    """Set `key = value` in table [section] of a TOML document, keeping everything else.
 
     An existing `key = ...` line in that table is replaced; failing that a commented-out one
     (`# key = ...`, as the example config ships optional keys); failing that the key is added
@@ -289,7 +289,7 @@ def set_toml_value(text: str, section: str, key: str, value: str) -> str:
                 live = i
             elif k and k.group(1) is not None and commented is None:
                 commented = i
-    new_line = f"{key} = {json.dumps(value)}\n"
+    new_line = f"{key} = {json.dumps(value)}\n"  # JSON spells strings, ints and bools as TOML does
     if live is not None:
         lines[live] = new_line
     elif commented is not None:
@@ -303,7 +303,7 @@ def set_toml_value(text: str, section: str, key: str, value: str) -> str:
     return "".join(lines)
 
 
-def configure(config_path: Path, settings: dict[tuple[str, str], str]) -> None:
+def configure(config_path: Path, settings: dict[tuple[str, str], str | int | bool]) -> None:
     text = config_path.read_text()
     for (section, key), value in settings.items():
         text = set_toml_value(text, section, key, value)
@@ -407,16 +407,20 @@ class Airlock:
         self.cli("init")
         assert self.config.is_file(), f"airlock init did not create {self.config}"
         assert self.ca_pem.is_file(), f"airlock init did not create {self.ca_pem}"
-        settings = {
+        settings: dict[tuple[str, str], str | int | bool] = {
             ("listen", "proxy"): "127.0.0.1:0",
             ("listen", "approvals"): "127.0.0.1:0",
             ("upstream", "endpoint"): self.moto.url,
         }
-        if "policy" in tomllib.loads(self.config.read_text()):
+        generated = tomllib.loads(self.config.read_text())
+        if "policy" in generated:
             settings[("policy", "mode")] = policy_mode
         elif policy_mode != "shadow":
             raise AssertionError(f"the config `airlock init` wrote has no [policy] table, so "
                                  f"airlock cannot run in policy mode {policy_mode!r}")
+        if "hold_seconds" in generated.get("approval", {}):
+            # Nobody approves here: refuse a blocked call at once instead of holding it.
+            settings[("approval", "hold_seconds")] = 0
         configure(self.config, settings)
 
     @property
