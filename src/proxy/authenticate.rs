@@ -167,7 +167,7 @@ pub async fn authenticate(
     let presigned = prepared.claim.presigned.is_some();
     // Read whole: every non-S3 body (its signature covers it, and identification reads it),
     // and the few S3 bodies that say what a call acts on (DeleteObjects' keys, ...).
-    let buffer = !s3 || s3_body_read_whole(parts.method.as_str(), &prepared.query);
+    let buffer = !s3 || crate::identify::s3_needs_body(parts.method.as_str(), &prepared.query);
     let verified_body = if buffer {
         let bytes = match read_limited(body, proxy.config.limits.max_buffered_body).await {
             Ok(b) => b,
@@ -314,14 +314,6 @@ pub async fn authenticate(
         body: verified_body,
         _proof: (),
     })
-}
-
-/// S3 requests whose (small) bodies decide what the call does: DeleteObjects lists keys,
-/// versioning and lifecycle documents can suspend versioning or expire objects.
-fn s3_body_read_whole(method: &str, query: &[(String, String)]) -> bool {
-    let has = |k: &str| query.iter().any(|(q, _)| q == k);
-    (method == "POST" && has("delete"))
-        || (method == "PUT" && (has("versioning") || has("lifecycle")))
 }
 
 fn stream(body: Incoming, check: Check, length: Option<u64>, mode: PayloadClaim) -> VerifiedBody {

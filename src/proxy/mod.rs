@@ -176,7 +176,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         let call = identify(&proxy, &verified).await?;
         operation = Some(call.action());
         let authorization = decide(&proxy, &call, &verified.agent.name).await?;
-        let signed = resign::resign(&proxy, verified).await?;
+        let signed = resign::resign(&proxy, verified, &call).await?;
         let forwarded =
             forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
         if let Some(a) = authorization {

@@ -7,8 +7,9 @@ use super::authenticate::{forward_query, SignedAs, VerifiedBody, VerifiedRequest
 use super::body::{full, FailureSlot, ProxyBody};
 use super::error::ProxyError;
 use super::Proxy;
-use crate::aws::endpoint::{self, Endpoint, Hint};
+use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::model;
+use crate::identify::AwsCall;
 use crate::sigv4::{uses_s3_rules, PayloadClaim};
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
@@ -26,27 +27,31 @@ pub struct SignedRequest {
     pub failure: Option<FailureSlot>,
 }
 
-/// Where the call goes: the configured emulator, or the real endpoint for its service and region.
-pub fn endpoint_for(proxy: &Proxy, v: &VerifiedRequest) -> Result<Endpoint, ProxyError> {
+/// Where the call goes: the configured emulator, or the real endpoint of the service
+/// identification named (not the signing name: `s3` also signs S3 Control).
+pub fn endpoint_for(
+    proxy: &Proxy,
+    v: &VerifiedRequest,
+    call: &AwsCall,
+) -> Result<Endpoint, ProxyError> {
     if let Some(base) = &proxy.config.upstream.endpoint {
         let base = base.to_string();
         return Ok(Endpoint {
             base: base.trim_end_matches('/').to_string(),
             signing_region: v.scope.region.clone(),
-            service: v.scope.service.clone(),
+            service: call.service.clone(),
         });
     }
-    let target = v.headers.get("x-amz-target").and_then(|t| t.to_str().ok());
-    let hint = Hint {
-        target,
-        path: Some(&v.path),
-    };
-    endpoint::resolve(model(), &v.scope.service, &v.scope.region, &hint)
+    endpoint::resolve(model(), &call.service, &v.scope.region)
         .map_err(|e| ProxyError::bad_request(e.0))
 }
 
-pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, ProxyError> {
-    let endpoint = endpoint_for(proxy, &v)?;
+pub async fn resign(
+    proxy: &Proxy,
+    v: VerifiedRequest,
+    call: &AwsCall,
+) -> Result<SignedRequest, ProxyError> {
+    let endpoint = endpoint_for(proxy, &v, call)?;
     let creds = proxy
         .credentials
         .get()
@@ -54,10 +59,18 @@ pub async fn resign(proxy: &Proxy, v: VerifiedRequest) -> Result<SignedRequest, 
         .map_err(|e| ProxyError::no_credentials(&e.0))?;
 
     let query = forward_query(&v.query);
+    // A virtual-hosted S3 request (bucket in the Host) goes upstream path-style.
+    let path = match (
+        call.service.as_str(),
+        crate::identify::virtual_host_bucket(&v.host),
+    ) {
+        ("s3", Some(bucket)) => format!("/{bucket}{}", v.path),
+        _ => v.path.clone(),
+    };
     let uri = if query.is_empty() {
-        format!("{}{}", endpoint.base, v.path)
+        format!("{}{path}", endpoint.base)
     } else {
-        format!("{}{}?{}", endpoint.base, v.path, query)
+        format!("{}{path}?{query}", endpoint.base)
     };
 
     let mut settings = SigningSettings::default();

@@ -144,8 +144,8 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// A passkey (WebAuthn) assertion, as the browser returned it; every field base64url without
-/// padding. Reserved: the passkey approval path fills it in and checks it.
+/// A passkey (WebAuthn) assertion, as the browser returned it (every byte field base64url
+/// without padding), and the batch it approved. Checked by [`super::webauthn`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebAuthnAssertion {
@@ -157,6 +157,11 @@ pub struct WebAuthnAssertion {
     pub client_data_json: String,
     #[serde(deserialize_with = "base64url")]
     pub signature: String,
+    /// Empty when the assertion approved this receipt alone (its challenge is then this
+    /// body's [`ReceiptBody::passkey_challenge`]). When one touch approved several receipts:
+    /// the passkey challenges (64 hex characters each) of all of them, in the order signed,
+    /// this one's included; the challenge is then [`super::webauthn::batch_challenge`].
+    pub batch: Vec<String>,
 }
 
 fn base64url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

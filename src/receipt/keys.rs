@@ -8,6 +8,7 @@
 //!
 //! A key's id is the first 16 hex characters of the SHA-256 of its raw 32-byte public key.
 
+use super::webauthn::PasskeyPublic;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
@@ -61,6 +62,12 @@ pub struct KeyId(String);
 impl KeyId {
     pub fn of(key: &VerifyingKey) -> KeyId {
         let digest = Sha256::digest(key.as_bytes());
+        KeyId(hex::encode(&digest[..8]))
+    }
+
+    /// The id of a raw public key of another kind (a passkey's): same rule, over its bytes.
+    pub(crate) fn of_raw(raw: &[u8]) -> KeyId {
+        let digest = Sha256::digest(raw);
         KeyId(hex::encode(&digest[..8]))
     }
 
@@ -395,6 +402,8 @@ pub enum Role {
     Approver,
     /// airlock's own key: it countersigns (passkey approvals); on its own it approves nothing.
     Airlock,
+    /// An enrolled passkey: its WebAuthn assertion (inside the body) is the approval.
+    Passkey,
 }
 
 #[derive(Debug, Clone)]
@@ -408,6 +417,7 @@ pub(crate) struct Trusted {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: BTreeMap<KeyId, Trusted>,
+    passkeys: BTreeMap<KeyId, PasskeyPublic>,
 }
 
 impl TrustedKeys {
@@ -432,8 +442,27 @@ impl TrustedKeys {
         self.insert(airlock, Role::Airlock)
     }
 
+    /// Adds an enrolled passkey. One approver may have several (one per device).
+    pub fn add_passkey(&mut self, passkey: &PasskeyPublic) -> Result<(), KeyError> {
+        let id = passkey.key_id();
+        if self.keys.contains_key(id) || self.passkeys.contains_key(id) {
+            return Err(KeyError::DuplicateKey(id.clone()));
+        }
+        self.passkeys.insert(id.clone(), passkey.clone());
+        Ok(())
+    }
+
+    pub(crate) fn passkey(&self, key_id: &KeyId) -> Option<&PasskeyPublic> {
+        self.passkeys.get(key_id)
+    }
+
+    /// The enrolled passkeys, by key id.
+    pub fn passkeys(&self) -> impl Iterator<Item = &PasskeyPublic> {
+        self.passkeys.values()
+    }
+
     fn insert(&mut self, public: &ApproverPublic, role: Role) -> Result<(), KeyError> {
-        if self.keys.contains_key(&public.key_id) {
+        if self.keys.contains_key(&public.key_id) || self.passkeys.contains_key(&public.key_id) {
             return Err(KeyError::DuplicateKey(public.key_id.clone()));
         }
         self.keys.insert(
@@ -452,11 +481,11 @@ impl TrustedKeys {
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.len() + self.passkeys.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.is_empty() && self.passkeys.is_empty()
     }
 }
 

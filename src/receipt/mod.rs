@@ -29,13 +29,19 @@
 //!   authorize anything.
 //! - Single use is not checked here: the durable ledger (`state::ledger`) counts uses.
 //!
-//! Not guaranteed here: that the person holding an approver key is who the config says, and
-//! (until the passkey path exists) anything about passkey receipts, which are refused.
+//! - A passkey approval carries the human's own WebAuthn assertion over the body's hash
+//!   ([`webauthn`]), checked against passkeys enrolled in airlock's state, and airlock's own
+//!   countersignature; one touch may approve a batch, each receipt still checked on its own.
+//!
+//! Not guaranteed here: that the person holding an approver key or passkey is who the config
+//! or the enrollment says; single use of an assertion (the approval page consumes each
+//! ceremony once; offline, a receipt is one decision whatever its copies).
 
 pub mod body;
 pub mod canonical;
 pub mod keys;
 pub mod verify;
+pub mod webauthn;
 
 #[cfg(test)]
 mod tests;
@@ -48,6 +54,7 @@ pub use keys::{
     config_block, keygen, ApproverKey, ApproverPublic, KeyError, KeyId, Role, TrustedKeys,
 };
 pub use verify::{authorize, check_binding, sign, verify, Signer, VerifiedReceipt, ISSUE_SKEW};
+pub use webauthn::{PasskeyKey, PasskeyPublic, WebAuthnError};
 
 /// Why a receipt was refused. Each variant names one check; messages go to agents and
 /// operators, and never hold key material.
@@ -79,8 +86,10 @@ pub enum ReceiptError {
         holder: String,
         claimed: String,
     },
-    #[error("receipt carries a passkey assertion, which this airlock cannot check yet")]
-    PasskeyUnsupported,
+    #[error("passkey assertion refused: {0}")]
+    Passkey(#[from] WebAuthnError),
+    #[error("a passkey receipt must also be signed by airlock's own key")]
+    NotCountersigned,
     #[error("receipt times are out of order: {0}")]
     Times(&'static str),
     #[error("receipt is an approval for 0 uses")]

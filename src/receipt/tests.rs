@@ -1,5 +1,6 @@
 //! Receipts end to end: sign, write, read, verify, bind — and every way that must fail.
 
+use super::webauthn::soft::Authenticator;
 use super::*;
 use crate::identify::{AwsCall, Resource};
 use serde_json::{json, Value};
@@ -109,6 +110,7 @@ fn assertion() -> WebAuthnAssertion {
         authenticator_data: "YXV0aA".into(),
         client_data_json: "e30".into(),
         signature: "c2ln".into(),
+        batch: Vec::new(),
     }
 }
 
@@ -234,17 +236,141 @@ fn every_body_field_edited_after_signing_is_rejected() {
     assert!(tried > BODY_FIELDS.len());
 }
 
+/// A passkey approval as the approval page makes it: body for the passkey, assertion over
+/// its challenge, airlock's countersignature.
+fn passkey_receipt(w: &World, auth: &mut Authenticator, body: ReceiptBody) -> Receipt {
+    let challenge = body.passkey_challenge().expect("challenge");
+    let mut body = body;
+    body.webauthn = Some(auth.assert(&challenge, "http://localhost:8444"));
+    let mut r = Receipt {
+        body,
+        signatures: Vec::new(),
+    };
+    r.countersign(&w.airlock).expect("countersign");
+    r
+}
+
+fn passkey_body(auth: &Authenticator, name: &str, decision: Decision) -> ReceiptBody {
+    // Made as a key approval's body, then turned into the passkey's.
+    let mut body = body_by(
+        &ApproverKey::generate("placeholder").expect("key"),
+        decision,
+    );
+    let passkey = auth.passkey(name);
+    body.approver = passkey.name().to_owned();
+    body.approver_key_id = passkey.key_id().clone();
+    body
+}
+
+fn passkey_world() -> (World, Authenticator) {
+    let mut w = world();
+    let auth = Authenticator::new("localhost");
+    w.trusted
+        .add_passkey(&auth.passkey("carol"))
+        .expect("passkey");
+    (w, auth)
+}
+
+#[test]
+fn a_passkey_approval_verifies_and_binds() {
+    let (w, mut auth) = passkey_world();
+    let r = {
+        let b = passkey_body(&auth, "carol", Decision::Approve);
+        passkey_receipt(&w, &mut auth, b)
+    };
+    let text = r.to_json().expect("json");
+    let back = Receipt::from_json(text.as_bytes()).expect("parses");
+    let v = verify(&back, &w.trusted).expect("verifies");
+    let roles: Vec<Role> = v.signers().iter().map(|s| s.role).collect();
+    assert_eq!(roles, vec![Role::Airlock, Role::Passkey]);
+    assert_eq!(v.signers()[1].name, "carol");
+    check_binding(&v, &request(), T0 + Duration::minutes(1)).expect("binds");
+    let other = Binding::of(&delete_db("staging-db", false), "claude", "prod");
+    assert!(check_binding(&v, &other, T0 + Duration::minutes(1)).is_err());
+}
+
+#[test]
+fn a_passkey_approval_needs_every_part() {
+    let (w, mut auth) = passkey_world();
+    let body = passkey_body(&auth, "carol", Decision::Approve);
+
+    // Not countersigned by airlock (an approver's key instead).
+    let mut r = passkey_receipt(&w, &mut auth, body.clone());
+    r.signatures.clear();
+    r.countersign(&w.alice).expect("sign");
+    assert_eq!(
+        verify(&r, &w.trusted).expect_err("refused"),
+        ReceiptError::NotCountersigned
+    );
+
+    // A passkey that is not enrolled.
+    let mut stranger = Authenticator::new("localhost");
+    let r = {
+        let b = passkey_body(&stranger, "carol", Decision::Approve);
+        passkey_receipt(&w, &mut stranger, b)
+    };
+    assert!(matches!(
+        verify(&r, &w.trusted),
+        Err(ReceiptError::UntrustedKey(_))
+    ));
+
+    // The enrolled passkey, but the body names someone else.
+    let mut named = body.clone();
+    named.approver = "alice".into();
+    let r = passkey_receipt(&w, &mut auth, named);
+    assert!(matches!(
+        verify(&r, &w.trusted),
+        Err(ReceiptError::ApproverMismatch { .. })
+    ));
+
+    // An assertion made for another body, moved into this one (airlock re-countersigning
+    // even, so only the assertion check can catch it).
+    let other = passkey_body(&auth, "carol", Decision::Approve);
+    let moved = passkey_receipt(&w, &mut auth, other).body.webauthn;
+    let mut r = Receipt {
+        body: body.clone(),
+        signatures: Vec::new(),
+    };
+    r.body.webauthn = moved;
+    r.countersign(&w.airlock).expect("countersign");
+    assert_eq!(
+        verify(&r, &w.trusted).expect_err("refused"),
+        ReceiptError::Passkey(WebAuthnError::Challenge)
+    );
+
+    // A denial turned into an approval after the touch.
+    let mut r = {
+        let b = passkey_body(&auth, "carol", Decision::Deny);
+        passkey_receipt(&w, &mut auth, b)
+    };
+    r.body.decision = Decision::Approve;
+    r.signatures.clear();
+    r.countersign(&w.airlock).expect("countersign");
+    assert_eq!(
+        verify(&r, &w.trusted).expect_err("refused"),
+        ReceiptError::Passkey(WebAuthnError::Challenge)
+    );
+
+    // A passkey denial verifies, and authorizes nothing.
+    let r = {
+        let b = passkey_body(&auth, "carol", Decision::Deny);
+        passkey_receipt(&w, &mut auth, b)
+    };
+    let v = verify(&r, &w.trusted).expect("a genuine denial");
+    assert!(matches!(
+        check_binding(&v, &request(), T0),
+        Err(ReceiptError::Denied { .. })
+    ));
+}
+
 #[test]
 fn every_passkey_field_edited_after_signing_is_rejected() {
-    let w = world();
-    let mut body = body_by(&w.alice, Decision::Approve);
-    body.webauthn = Some(assertion());
-    let receipt = sign(body, &w.alice).expect("sign");
-    // Untouched, it fails closed: passkey assertions are not checked yet.
-    assert_eq!(
-        verify(&receipt, &w.trusted).expect_err("refused"),
-        ReceiptError::PasskeyUnsupported
-    );
+    let (w, mut auth) = passkey_world();
+    let receipt = {
+        let b = passkey_body(&auth, "carol", Decision::Approve);
+        passkey_receipt(&w, &mut auth, b)
+    };
+    verify(&receipt, &w.trusted).expect("untouched, it verifies");
     let original = to_value(&receipt);
     for field in [
         "credential_id",
@@ -255,11 +381,111 @@ fn every_passkey_field_edited_after_signing_is_rejected() {
         let mut v = original.clone();
         v["body"]["webauthn"][field] = json!("QUFB");
         let r = reparse(&v).expect("parses");
+        // airlock's signature covers the whole body...
         assert_eq!(
             verify(&r, &w.trusted).expect_err(field),
-            ReceiptError::BadSignature(w.alice.key_id())
+            ReceiptError::BadSignature(w.airlock.key_id())
+        );
+        // ...and even re-countersigned, the assertion itself does not check out.
+        let mut r = r;
+        r.signatures.clear();
+        r.countersign(&w.airlock).expect("countersign");
+        assert!(
+            matches!(verify(&r, &w.trusted), Err(ReceiptError::Passkey(_))),
+            "{field}"
         );
     }
+    let mut v = original.clone();
+    v["body"]["webauthn"]["batch"] = json!(["00"]);
+    assert_eq!(
+        verify(&reparse(&v).expect("parses"), &w.trusted).expect_err("batch"),
+        ReceiptError::BadSignature(w.airlock.key_id())
+    );
+}
+
+#[test]
+fn one_touch_approves_a_batch_and_each_receipt_stands_alone() {
+    let (w, mut auth) = passkey_world();
+    let bodies: Vec<ReceiptBody> = (0..3)
+        .map(|i| {
+            let mut b = passkey_body(&auth, "carol", Decision::Approve);
+            b.approval_id = format!("apr-{i}");
+            b
+        })
+        .collect();
+    let hashes: Vec<[u8; 32]> = bodies
+        .iter()
+        .map(|b| b.passkey_challenge().expect("challenge"))
+        .collect();
+    let batch: Vec<String> = hashes.iter().map(hex::encode).collect();
+    let assertion = auth.assert(&webauthn::batch_challenge(&hashes), "http://localhost:8444");
+    let receipts: Vec<Receipt> = bodies
+        .iter()
+        .map(|b| {
+            let mut b = b.clone();
+            let mut a = assertion.clone();
+            a.batch = batch.clone();
+            b.webauthn = Some(a);
+            let mut r = Receipt {
+                body: b,
+                signatures: Vec::new(),
+            };
+            r.countersign(&w.airlock).expect("countersign");
+            r
+        })
+        .collect();
+    for r in &receipts {
+        let back = Receipt::from_json(r.to_json().expect("json").as_bytes()).expect("parses");
+        verify(&back, &w.trusted).expect("each verifies alone");
+    }
+
+    // Each way of bending the batch, re-countersigned so only the passkey check decides.
+    let bent = |edit: &dyn Fn(&mut Vec<String>)| {
+        let mut r = receipts[0].clone();
+        if let Some(a) = r.body.webauthn.as_mut() {
+            edit(&mut a.batch);
+        }
+        r.signatures.clear();
+        r.countersign(&w.airlock).expect("countersign");
+        verify(&r, &w.trusted).expect_err("refused")
+    };
+    // Without its own entry.
+    assert!(matches!(
+        bent(&|b| {
+            b.remove(0);
+        }),
+        ReceiptError::Passkey(WebAuthnError::Batch(_))
+    ));
+    // A sibling dropped: the list no longer hashes to what was signed.
+    assert_eq!(
+        bent(&|b| {
+            b.remove(2);
+        }),
+        ReceiptError::Passkey(WebAuthnError::Challenge)
+    );
+    // Reordered.
+    assert_eq!(
+        bent(&|b| b.swap(1, 2)),
+        ReceiptError::Passkey(WebAuthnError::Challenge)
+    );
+    // Its own entry twice.
+    assert!(matches!(
+        bent(&|b| {
+            let first = b[0].clone();
+            b.push(first);
+        }),
+        ReceiptError::Passkey(WebAuthnError::Batch(_))
+    ));
+    // A batch of one (a single approval has an empty batch, one form only).
+    assert!(matches!(
+        bent(&|b| b.truncate(1)),
+        ReceiptError::Passkey(WebAuthnError::Batch(_))
+    ));
+    // Upper-case hex.
+    assert!(matches!(
+        bent(&|b| b[1] = b[1].to_uppercase()),
+        ReceiptError::Passkey(WebAuthnError::Batch(_))
+    ));
 }
 
 #[test]
@@ -593,6 +819,7 @@ fn missing_fields_are_parse_errors() {
         "authenticator_data",
         "client_data_json",
         "signature",
+        "batch",
     ] {
         let mut v = with_passkey.clone();
         v["body"]["webauthn"]
@@ -835,7 +1062,7 @@ fn canonical_bytes_are_exactly_these() {
         r#"","region":"eu-west-1","#,
         r#""resources":["arn:aws:rds:eu-west-1:111111111111:db:prod-db"],"#,
         r#""service":"rds","uses":1,"#,
-        r#""webauthn":{"authenticator_data":"YXV0aA","client_data_json":"e30","#,
+        r#""webauthn":{"authenticator_data":"YXV0aA","batch":[],"client_data_json":"e30","#,
         r#""credential_id":"Y3JlZA","signature":"c2ln"}}"#
     );
     assert_eq!(canonical, expected);

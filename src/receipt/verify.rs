@@ -5,8 +5,11 @@
 //! [`check_binding`] (is it an approval, for exactly this call, now?). The proxy calls
 //! [`authorize`], which is both.
 
-use super::body::{Algorithm, Binding, Decision, Receipt, ReceiptBody, Signature};
+use super::body::{
+    Algorithm, Binding, Decision, Receipt, ReceiptBody, Signature, WebAuthnAssertion,
+};
 use super::keys::{ApproverKey, KeyId, Role, TrustedKeys};
+use super::webauthn;
 use super::ReceiptError;
 use time::{Duration, OffsetDateTime};
 
@@ -76,9 +79,10 @@ impl VerifiedReceipt {
 }
 
 /// Is this a genuine receipt? Every signature must be by a trusted key over the body's
-/// canonical bytes (at least one; one bad or unknown signature rejects the receipt), the key
-/// named by `approver_key_id` must have signed and belong to the approver named in it, and
-/// the times must be in order.
+/// canonical bytes (at least one; one bad or unknown signature rejects the receipt); the
+/// approver must have approved — for a key approval the key named by `approver_key_id`
+/// signed and belongs to the approver named; for a passkey approval that passkey's assertion
+/// verifies and airlock countersigned —; and the times must be in order.
 pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceipt, ReceiptError> {
     let body = &receipt.body;
     if receipt.signatures.is_empty() {
@@ -106,23 +110,10 @@ pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceip
         });
     }
 
-    if body.webauthn.is_some() {
-        // Fail closed until the passkey path checks the assertion against enrolled passkeys.
-        return Err(ReceiptError::PasskeyUnsupported);
-    }
-    let approver = signers
-        .iter()
-        .find(|s| s.key_id == body.approver_key_id)
-        .ok_or_else(|| ReceiptError::ApproverDidNotSign(body.approver_key_id.clone()))?;
-    if approver.role != Role::Approver {
-        return Err(ReceiptError::NotAnApproverKey(approver.key_id.clone()));
-    }
-    if approver.name != body.approver {
-        return Err(ReceiptError::ApproverMismatch {
-            key_id: approver.key_id.clone(),
-            holder: approver.name.clone(),
-            claimed: body.approver.clone(),
-        });
+    if let Some(assertion) = &body.webauthn {
+        verify_passkey(body, assertion, trusted, &mut signers)?;
+    } else {
+        verify_key_approval(body, &signers)?;
     }
 
     if body.not_before >= body.expires_at {
@@ -138,6 +129,58 @@ pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceip
         receipt: receipt.clone(),
         signers,
     })
+}
+
+/// A key approval: the key named by `approver_key_id` signed, and is that approver's.
+fn verify_key_approval(body: &ReceiptBody, signers: &[Signer]) -> Result<(), ReceiptError> {
+    let approver = signers
+        .iter()
+        .find(|s| s.key_id == body.approver_key_id)
+        .ok_or_else(|| ReceiptError::ApproverDidNotSign(body.approver_key_id.clone()))?;
+    if approver.role != Role::Approver {
+        return Err(ReceiptError::NotAnApproverKey(approver.key_id.clone()));
+    }
+    if approver.name != body.approver {
+        return Err(ReceiptError::ApproverMismatch {
+            key_id: approver.key_id.clone(),
+            holder: approver.name.clone(),
+            claimed: body.approver.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A passkey approval: `approver_key_id` names an enrolled passkey of the named approver,
+/// the assertion in the body verifies under it over this body's challenge (alone or in its
+/// batch), and airlock's own key countersigned (the page checked the live origin, the
+/// counter and single use when it issued the receipt).
+fn verify_passkey(
+    body: &ReceiptBody,
+    assertion: &WebAuthnAssertion,
+    trusted: &TrustedKeys,
+    signers: &mut Vec<Signer>,
+) -> Result<(), ReceiptError> {
+    let passkey = trusted
+        .passkey(&body.approver_key_id)
+        .ok_or_else(|| ReceiptError::UntrustedKey(body.approver_key_id.clone()))?;
+    if passkey.name() != body.approver {
+        return Err(ReceiptError::ApproverMismatch {
+            key_id: passkey.key_id().clone(),
+            holder: passkey.name().to_owned(),
+            claimed: body.approver.clone(),
+        });
+    }
+    if !signers.iter().any(|s| s.role == Role::Airlock) {
+        return Err(ReceiptError::NotCountersigned);
+    }
+    let challenge = webauthn::expected_challenge(body)?;
+    webauthn::verify_assertion(assertion, passkey, &challenge).map_err(ReceiptError::Passkey)?;
+    signers.push(Signer {
+        key_id: passkey.key_id().clone(),
+        name: passkey.name().to_owned(),
+        role: Role::Passkey,
+    });
+    Ok(())
 }
 
 /// Does this verified receipt authorize `request` at `now`? It must be an approval, every

@@ -299,7 +299,9 @@ pub fn expected_challenge(body: &ReceiptBody) -> Result<[u8; 32], ReceiptError> 
         list.push(raw);
     }
     if !list.contains(&own) {
-        return Err(bad("this receipt is not in the batch its assertion approved"));
+        return Err(bad(
+            "this receipt is not in the batch its assertion approved",
+        ));
     }
     Ok(batch_challenge(&list))
 }
@@ -315,7 +317,8 @@ fn parse_client_data(raw: &[u8]) -> Result<ClientData, WebAuthnError> {
     if raw.len() > MAX_CLIENT_DATA {
         return Err(WebAuthnError::TooLarge("clientDataJSON"));
     }
-    let v: serde_json::Value = serde_json::from_slice(raw).map_err(|_| WebAuthnError::ClientData)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|_| WebAuthnError::ClientData)?;
     let text = |k: &str| -> Result<String, WebAuthnError> {
         v.get(k)
             .and_then(|x| x.as_str())
@@ -403,7 +406,10 @@ fn parse_auth_data(raw: &[u8]) -> Result<AuthData<'_>, WebAuthnError> {
 
 fn check_user(ad: &AuthData<'_>, rp_id: &str) -> Result<(), WebAuthnError> {
     let expected = Sha256::digest(rp_id.as_bytes());
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(ad.rp_id_hash, expected.as_slice())) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        ad.rp_id_hash,
+        expected.as_slice(),
+    )) {
         return Err(WebAuthnError::RpIdHash);
     }
     if ad.flags & FLAG_USER_PRESENT == 0 {
@@ -489,7 +495,9 @@ pub fn verify_registration(
     // aaguid (16) ‖ credentialIdLength (2, big-endian) ‖ credentialId ‖ COSE_Key ‖ extensions
     let rest = ad.rest;
     if rest.len() < 18 {
-        return Err(WebAuthnError::AuthenticatorData("attested data is truncated"));
+        return Err(WebAuthnError::AuthenticatorData(
+            "attested data is truncated",
+        ));
     }
     let id_len = usize::from(u16::from_be_bytes([rest[16], rest[17]]));
     if id_len == 0 || id_len > MAX_CREDENTIAL_ID || rest.len() < 18 + id_len {
@@ -549,7 +557,9 @@ fn cose_key(v: &ciborium::Value) -> Result<PasskeyKey, WebAuthnError> {
             }
             Ok(PasskeyKey::Ed25519(key))
         }
-        _ => Err(bad("only ES256 (P-256) and EdDSA (Ed25519) keys are accepted")),
+        _ => Err(bad(
+            "only ES256 (P-256) and EdDSA (Ed25519) keys are accepted",
+        )),
     }
 }
 
@@ -634,8 +644,14 @@ pub(crate) mod soft {
                 (1.into(), 2.into()),
                 (3.into(), (-7).into()),
                 ((-1).into(), 1.into()),
-                ((-2).into(), ciborium::Value::Bytes(point.x().expect("x").to_vec())),
-                ((-3).into(), ciborium::Value::Bytes(point.y().expect("y").to_vec())),
+                (
+                    (-2).into(),
+                    ciborium::Value::Bytes(point.x().expect("x").to_vec()),
+                ),
+                (
+                    (-3).into(),
+                    ciborium::Value::Bytes(point.y().expect("y").to_vec()),
+                ),
             ]);
             let mut cose_bytes = Vec::new();
             ciborium::ser::into_writer(&cose, &mut cose_bytes).expect("cbor");
@@ -686,31 +702,67 @@ mod tests {
         let (cd, att) = auth.register(&challenge, ORIGIN);
         let err = |r: Result<Registration, WebAuthnError>| r.expect_err("refused");
         assert_eq!(
-            err(verify_registration(&cd, &att, &[8u8; 32], ORIGIN, "localhost")),
+            err(verify_registration(
+                &cd,
+                &att,
+                &[8u8; 32],
+                ORIGIN,
+                "localhost"
+            )),
             WebAuthnError::Challenge
         );
         assert!(matches!(
-            err(verify_registration(&cd, &att, &challenge, "http://localhost:9", "localhost")),
+            err(verify_registration(
+                &cd,
+                &att,
+                &challenge,
+                "http://localhost:9",
+                "localhost"
+            )),
             WebAuthnError::Origin(_)
         ));
         assert_eq!(
-            err(verify_registration(&cd, &att, &challenge, ORIGIN, "example.com")),
+            err(verify_registration(
+                &cd,
+                &att,
+                &challenge,
+                ORIGIN,
+                "example.com"
+            )),
             WebAuthnError::RpIdHash
         );
         let get = Authenticator::client_data("webauthn.get", &challenge, ORIGIN);
         assert!(matches!(
-            err(verify_registration(&get, &att, &challenge, ORIGIN, "localhost")),
+            err(verify_registration(
+                &get,
+                &att,
+                &challenge,
+                ORIGIN,
+                "localhost"
+            )),
             WebAuthnError::Type { .. }
         ));
         let mut no_uv = Authenticator::new("localhost");
         no_uv.flags = FLAG_USER_PRESENT;
         let (cd2, att2) = no_uv.register(&challenge, ORIGIN);
         assert_eq!(
-            err(verify_registration(&cd2, &att2, &challenge, ORIGIN, "localhost")),
+            err(verify_registration(
+                &cd2,
+                &att2,
+                &challenge,
+                ORIGIN,
+                "localhost"
+            )),
             WebAuthnError::NotVerified
         );
         assert!(matches!(
-            err(verify_registration(&cd, b"\xff\x00", &challenge, ORIGIN, "localhost")),
+            err(verify_registration(
+                &cd,
+                b"\xff\x00",
+                &challenge,
+                ORIGIN,
+                "localhost"
+            )),
             WebAuthnError::Attestation(_)
         ));
     }
@@ -816,8 +868,14 @@ mod tests {
     fn origins_must_be_secure_contexts_of_the_rp_id() {
         assert!(origin_matches_rp_id("http://localhost:8444", "localhost"));
         assert!(origin_matches_rp_id("http://localhost", "localhost"));
-        assert!(origin_matches_rp_id("https://airlock.example.com", "airlock.example.com"));
-        assert!(!origin_matches_rp_id("http://airlock.example.com", "airlock.example.com"));
+        assert!(origin_matches_rp_id(
+            "https://airlock.example.com",
+            "airlock.example.com"
+        ));
+        assert!(!origin_matches_rp_id(
+            "http://airlock.example.com",
+            "airlock.example.com"
+        ));
         assert!(!origin_matches_rp_id("http://localhost:", "localhost"));
         assert!(!origin_matches_rp_id("http://localhost:84x", "localhost"));
         assert!(!origin_matches_rp_id("localhost", "localhost"));

@@ -171,7 +171,10 @@ pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934c
 
 /// Services that sign paths S3's way (encoded once, not normalised).
 pub fn uses_s3_rules(service: &str) -> bool {
-    matches!(service, "s3" | "s3-object-lambda" | "s3-outposts")
+    matches!(
+        service,
+        "s3" | "s3express" | "s3-object-lambda" | "s3-outposts"
+    )
 }
 
 /// What `x-amz-content-sha256` (or its absence) says about the body.

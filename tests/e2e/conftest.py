@@ -20,38 +20,60 @@ os.environ.update(_clean)
 _RUNNING: dict[str, Moto | Airlock] = {}
 
 
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    server = Moto(tmp_path_factory.mktemp("moto"))
-    try:
-        server.start()
-        _RUNNING["moto"] = server
-        yield server
-    finally:
-        _RUNNING.pop("moto", None)
+def _register(label: str, server: Moto | Airlock, started: list[tuple[str, Moto | Airlock]]) -> None:
+    if label in _RUNNING:
+        raise AssertionError(f"two servers labelled {label!r}")
+    started.append((label, server))
+    _RUNNING[label] = server
+
+
+def _stop_all(started: list[tuple[str, Moto | Airlock]]) -> None:
+    for label, server in reversed(started):
+        _RUNNING.pop(label, None)
         server.stop()
 
 
 @pytest.fixture(scope="session")
-def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[..., Airlock]]:
-    """Start a fresh airlock: `airlock init`, point it at moto on free ports, set the policy
-    mode (see `Airlock.init`), `airlock serve`. Every one started is stopped at the end."""
-    started: list[tuple[str, Airlock]] = []
+def start_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Moto]]:
+    """Start a moto_server with signature checking on (see `Moto`); all are stopped at the end."""
+    started: list[tuple[str, Moto | Airlock]] = []
 
-    def start(label: str, policy_mode: str = "shadow") -> Airlock:
-        server = Airlock(tmp_path_factory.mktemp(label), moto)
-        server.init(policy_mode)
+    def start(label: str) -> Moto:
+        server = Moto(tmp_path_factory.mktemp(label))
+        _register(label, server, started)
         server.start()
-        started.append((label, server))
-        _RUNNING[label] = server
         return server
 
     try:
         yield start
     finally:
-        for label, server in started:
-            _RUNNING.pop(label, None)
-            server.stop()
+        _stop_all(started)
+
+
+@pytest.fixture(scope="session")
+def moto(start_moto: Callable[[str], Moto]) -> Moto:
+    """The moto most tests share (resource names are unique per test)."""
+    return start_moto("moto")
+
+
+@pytest.fixture(scope="session")
+def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[..., Airlock]]:
+    """Start a fresh airlock: `airlock init`, point it at `upstream` (default: the shared moto)
+    on free ports, set the policy mode (see `Airlock.init`), `airlock serve`. All are stopped at
+    the end, before any moto."""
+    started: list[tuple[str, Moto | Airlock]] = []
+
+    def start(label: str, policy_mode: str = "shadow", upstream: Moto | None = None) -> Airlock:
+        server = Airlock(tmp_path_factory.mktemp(label), upstream or moto)
+        _register(label, server, started)
+        server.init(policy_mode)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        _stop_all(started)
 
 
 @pytest.fixture(scope="session")

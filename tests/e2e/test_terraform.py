@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,15 @@ def terraform_workdir(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_stack_applies_and_destroys(route: str, request: pytest.FixtureRequest, moto: Moto,
-                                    tmp_path: Path) -> None:
+def test_stack_applies_and_destroys(route: str, start_moto: Callable[[str], Moto],
+                                    start_airlock: Callable[..., Airlock], tmp_path: Path) -> None:
     terraform = require_tool("terraform")
     workdir, cli_config = terraform_workdir(tmp_path)
+    # A moto of its own: moto 5.2.1 gives every RDS instance the same DbiResourceId, and the
+    # provider finds an instance by that id, so no other test's database may be there.
+    moto = start_moto(f"moto-terraform-{route}")
     if route == "airlock":
-        env = dict(request.getfixturevalue("agent").env)
+        env = dict(start_airlock("airlock-terraform", upstream=moto).add_agent(unique("tf-agent")).env)
     else:
         env = scrubbed_env()
         env.update(AWS_ACCESS_KEY_ID=moto.access_key_id, AWS_SECRET_ACCESS_KEY=moto.secret_access_key,
@@ -111,13 +115,13 @@ def test_stack_applies_and_destroys(route: str, request: pytest.FixtureRequest, 
     try:
         # The incident: `terraform destroy` run by an agent. Through an airlock that enforces the
         # shipped policy it destroys nothing and tells where to approve.
-        enforcing_airlock: Airlock = request.getfixturevalue("enforcing_airlock")
-        held_env = {**request.getfixturevalue("enforced_agent").env, **tf_settings}
+        enforcing = start_airlock("airlock-terraform-enforce", policy_mode="enforce", upstream=moto)
+        held_env = {**enforcing.add_agent(unique("tf-agent")).env, **tf_settings}
         held = run([terraform, "destroy", "-input=false", "-auto-approve", f"-var=name={name}", "-no-color"],
                    held_env, cwd=workdir, timeout=900, check=False)
         assert held.returncode != 0, f"terraform destroy went through an enforcing airlock:\n{held.stdout}"
         assert "AccessDenied" in held.stderr, held.stderr
-        enforcing_airlock.approval_link(held.stderr)
+        enforcing.approval_link(held.stderr)
         stack_is_in_moto()
     finally:
         destroy_and_check_gone()
