@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: ReceiptCommand,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage approvers' passkeys.
     Approver {
         #[command(subcommand)]
@@ -95,6 +100,20 @@ enum Command {
 enum ApproverCommand {
     /// Print a one-time link (valid for minutes, usable once) that registers a passkey for NAME.
     Enroll { name: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exits non-zero naming the first broken record.
+    Verify,
+    /// Print the audit log readably (`-f` follows it).
+    Tail {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many of the last records to print first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +157,8 @@ pub fn main() -> ExitCode {
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => cmd_receipt_verify(&cli.config, &file),
+        Command::Audit { command: AuditCommand::Verify } => cmd_audit_verify(&cli.config),
+        Command::Audit { command: AuditCommand::Tail { follow, lines } } => cmd_audit_tail(&cli.config, follow, lines),
         Command::Explain { files, account } => cmd_explain(&cli.config, &files, account.as_deref()),
         Command::Approver {
             command: ApproverCommand::Enroll { name },
@@ -200,7 +221,7 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
 }
 
 /// The port a running (or the last) `serve` bound, from `state/listen.json`.
-fn recorded_port(config: &Config, which: &str) -> Option<u16> {
+pub(crate) fn recorded_port(config: &Config, which: &str) -> Option<u16> {
     let text = std::fs::read_to_string(config.state_dir.join("listen.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get(which)?
@@ -444,6 +465,16 @@ fn cmd_decide(config_path: &Path, id: &str, key_path: &Path, approve: bool) -> C
         .decide(id, approve, approver.name(), &receipt_id, json.as_bytes())
         .map_err(|e| e.to_string())?;
     let verb = if approve { "approved" } else { "denied" };
+    let mut record = crate::audit::record(verb);
+    record.insert("approval".into(), serde_json::json!(a.id));
+    record.insert("agent".into(), serde_json::json!(a.agent));
+    record.insert("environment".into(), serde_json::json!(a.environment));
+    record.insert("action".into(), serde_json::json!(a.call.action()));
+    record.insert("resources".into(), serde_json::json!(binding.resources));
+    record.insert("rule".into(), serde_json::json!(a.rule));
+    record.insert("receipt".into(), serde_json::json!(receipt_id));
+    record.insert("approver".into(), serde_json::json!(approver.name()));
+    crate::audit::append_now(&config.state_dir, record).map_err(|e| format!("the decision is recorded, but the audit log could not be written: {e}"))?;
     println!(
         "{verb} {}: {} (receipt {receipt_id}, valid until {})",
         a.id,
@@ -504,4 +535,58 @@ fn cmd_explain(config_path: &Path, files: &[PathBuf], account: Option<&str>) -> 
         return Err("some files could not be read as requests".into());
     }
     Ok(())
+}
+
+fn cmd_audit_verify(config_path: &Path) -> CmdResult {
+    let config = load(config_path)?;
+    match crate::audit::verify(&config.state_dir) {
+        Ok(n) => {
+            println!("audit log intact: {n} records");
+            Ok(())
+        }
+        Err(e) => Err(format!("audit log broken: {e}")),
+    }
+}
+
+fn cmd_audit_tail(config_path: &Path, follow: bool, lines: usize) -> CmdResult {
+    use std::io::{BufRead, Seek};
+    let config = load(config_path)?;
+    let path = config.state_dir.join("audit.jsonl");
+    let print = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) => println!("{}", crate::audit::render(&v)),
+        Err(_) => println!("(unreadable) {line}"),
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        print(l);
+    }
+    if !follow {
+        return Ok(());
+    }
+    let mut pos = text.len() as u64;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let Ok(mut f) = std::fs::File::open(&path) else { continue };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < pos {
+            pos = 0;
+        }
+        if len == pos {
+            continue;
+        }
+        if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
+            continue;
+        }
+        let mut reader = std::io::BufReader::new(f);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if !line.ends_with('\n') {
+                break;
+            }
+            pos += line.len() as u64;
+            print(line.trim_end());
+            line.clear();
+        }
+    }
 }

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod approvals;
+pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod config;

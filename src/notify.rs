@@ -1,9 +1,304 @@
-//! Telling the human that a call is waiting: a line on airlock's terminal (always), an
-//! optional webhook (`[notify] webhook_url`, Slack-compatible JSON, retried with backoff,
-//! never blocking the proxy), and a desktop notification where `notify-send` exists.
+//! Telling the human that a call is waiting: a line on airlock's terminal (logged by the
+//! gate itself), an optional webhook (`[notify] webhook_url`, Slack-compatible JSON, retried
+//! with backoff), and a desktop notification where `notify-send` exists.
+//!
+//! [`blocked`] is called on the request path, once per new approval. It returns at once:
+//! the webhook and the desktop notification run in background tasks, so a slow or dead
+//! receiver never holds up the proxy. Everything sent comes from the agent's request, so the
+//! Slack text escapes Slack's control characters and the desktop text escapes markup.
 
 use crate::config::Config;
 use crate::state::approvals::Approval;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-/// Called once when a call first blocks. Must return at once (work happens in the background).
-pub fn blocked(_config: &Config, _approval: &Approval, _link: &str) {}
+/// Attempts per webhook message, and the wait before the second (doubled each time after).
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// One attempt's limit (connect, send, answer).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn client() -> &'static WebhookClient {
+    static CLIENT: OnceLock<WebhookClient> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https)
+    })
+}
+
+/// Called once when a call first blocks. Returns at once (the work happens in the background).
+pub fn blocked(config: &Config, approval: &Approval, link: &str) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if let Some(url) = config.notify.webhook_url.clone() {
+        let body = slack_message(approval, link).to_string();
+        let id = approval.id.clone();
+        runtime.spawn(async move { send_webhook(url, body, &id).await });
+    }
+    if config.notify.desktop {
+        if let Some(program) = find_in_path("notify-send") {
+            let (title, text) = desktop_message(approval, link);
+            runtime.spawn(async move { notify_desktop(program, title, text).await });
+        }
+    }
+}
+
+/// Slack's `mrkdwn` treats `&`, `<` and `>` as control characters.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// What one blocked call looks like in Slack (or anything that takes `{"text": …}`).
+pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
+    let production = crate::approvals::pages::is_production(&a.environment);
+    let what = crate::approvals::describe::destroys(&a.call);
+    let irreversible = if a.irreversible { " IRREVERSIBLE." } else { "" };
+    let env = if production {
+        format!("PRODUCTION ({})", a.environment)
+    } else {
+        a.environment.clone()
+    };
+    let text = format!(
+        "airlock: approval needed for {} (environment {env}, agent {}).{irreversible} {what} Approve or deny: {link}",
+        a.summary(),
+        a.agent
+    );
+    let e = |s: &str| slack_escape(&crate::approvals::pages::visible(s));
+    let mrkdwn =
+        format!(
+        "*Approval needed:* `{}`\n*Environment:* {}{}\n*Agent:* {}\n{}{}\n<{}|Review and decide>",
+        e(&a.summary()),
+        e(&a.environment),
+        if production { " :rotating_light: *PRODUCTION*" } else { "" },
+        e(&a.agent),
+        e(&what),
+        if a.irreversible { "\n*IRREVERSIBLE*" } else { "" },
+        slack_escape(link),
+    );
+    json!({
+        "text": slack_escape(&crate::approvals::pages::visible(&text)),
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}},
+        ],
+        "airlock": {
+            "approval_id": a.id,
+            "action": a.call.action(),
+            "resources": a.call.resources.iter().map(|r| r.arn.clone().unwrap_or_else(|| r.value.clone())).collect::<Vec<_>>(),
+            "environment": a.environment,
+            "agent": a.agent,
+            "irreversible": a.irreversible,
+            "link": link,
+        },
+    })
+}
+
+async fn send_webhook(url: http::Uri, body: String, approval: &str) {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=ATTEMPTS {
+        let request = http::Request::post(url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, "airlock")
+            .body(Full::new(Bytes::from(body.clone())));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook: cannot build the request");
+                return;
+            }
+        };
+        let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, client().request(request)).await;
+        let retry = match outcome {
+            Ok(Ok(resp)) if resp.status().is_success() => {
+                tracing::info!(%approval, attempt, "webhook delivered");
+                return;
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                // A client error other than throttling will not get better by retrying.
+                let retry =
+                    status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+                tracing::warn!(%approval, attempt, %status, "webhook answered with an error");
+                retry
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%approval, attempt, error = %e, "webhook unreachable");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(%approval, attempt, "webhook timed out");
+                true
+            }
+        };
+        if !retry || attempt == ATTEMPTS {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    tracing::warn!(%approval, "webhook not delivered; the approval is still on the page and in `airlock approvals`");
+}
+
+/// `notify-send` renders a little markup in the body: escape it.
+fn markup_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn desktop_message(a: &Approval, link: &str) -> (String, String) {
+    let production = crate::approvals::pages::is_production(&a.environment);
+    let title = format!(
+        "airlock: approval needed{}",
+        if production { " (PRODUCTION)" } else { "" }
+    );
+    let text = format!(
+        "{} — environment {}, agent {}{}\n{link}",
+        a.summary(),
+        a.environment,
+        a.agent,
+        if a.irreversible { ", IRREVERSIBLE" } else { "" }
+    );
+    (
+        crate::approvals::pages::visible(&title),
+        markup_escape(&crate::approvals::pages::visible(&text)),
+    )
+}
+
+async fn notify_desktop(program: std::path::PathBuf, title: String, text: String) {
+    let child = tokio::process::Command::new(program)
+        .args([
+            "--app-name=airlock",
+            "--urgency=critical",
+            "--",
+            &title,
+            &text,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    match child {
+        Ok(mut c) => {
+            if tokio::time::timeout(Duration::from_secs(10), c.wait())
+                .await
+                .is_err()
+            {
+                tracing::debug!("notify-send did not finish; stopped");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "notify-send could not start"),
+    }
+}
+
+/// The first executable `name` on `PATH`.
+fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identify::{AwsCall, Resource};
+    use crate::state::approvals::Status;
+    use std::collections::BTreeMap;
+
+    fn approval(env: &str, db: &str) -> Approval {
+        let mut params = BTreeMap::new();
+        params.insert("DBInstanceIdentifier".into(), db.into());
+        params.insert("SkipFinalSnapshot".into(), "true".into());
+        Approval {
+            id: "abc".into(),
+            status: Status::Pending,
+            binding_key: "k".into(),
+            call: AwsCall {
+                service: "rds".into(),
+                signing_name: "rds".into(),
+                operation: "DeleteDBInstance".into(),
+                region: "us-west-2".into(),
+                account: None,
+                resources: vec![Resource {
+                    member: "DBInstanceIdentifier".into(),
+                    value: db.into(),
+                    arn: None,
+                }],
+                params,
+            },
+            agent: "terraform".into(),
+            environment: env.into(),
+            rule: "builtin:destructive-verb".into(),
+            reason: "deletes".into(),
+            irreversible: true,
+            created_at: "2026-02-26T12:00:00Z".into(),
+            last_seen_at: "2026-02-26T12:00:00Z".into(),
+            attempts: 1,
+            receipt_id: None,
+            decided_by: None,
+            decided_at: None,
+        }
+    }
+
+    #[test]
+    fn the_slack_message_names_the_call_the_environment_and_the_link() {
+        let m = slack_message(
+            &approval("prod", "tf-db"),
+            "http://localhost:8444/approvals/abc",
+        );
+        let text = m["text"].as_str().expect("text");
+        assert!(text.contains("rds:DeleteDBInstance on tf-db"), "{text}");
+        assert!(text.contains("PRODUCTION (prod)"), "{text}");
+        assert!(text.contains("IRREVERSIBLE"), "{text}");
+        assert!(
+            text.contains("http://localhost:8444/approvals/abc"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SkipFinalSnapshot=true: no final snapshot"),
+            "{text}"
+        );
+        assert_eq!(m["blocks"][0]["type"], "section");
+    }
+
+    #[test]
+    fn agent_text_cannot_inject_slack_links_or_markup() {
+        let m = slack_message(
+            &approval("dev", "<http://evil|click>\u{202E}"),
+            "http://l/approvals/abc",
+        );
+        let mrkdwn = m["blocks"][0]["text"]["text"].as_str().expect("mrkdwn");
+        assert!(!mrkdwn.contains("<http://evil"), "{mrkdwn}");
+        assert!(
+            mrkdwn.contains("&lt;http://evil|click&gt;⟨U+202E⟩"),
+            "{mrkdwn}"
+        );
+        let (_, text) = desktop_message(&approval("dev", "<b>x</b>"), "l");
+        assert!(text.contains("&lt;b&gt;x&lt;/b&gt;"), "{text}");
+    }
+}

@@ -1,61 +1,868 @@
-//! The approval page's listener (`[listen] approvals`): plain HTTP on loopback, because
-//! browsers treat `http://localhost` as a secure context (passkeys work there without
-//! certificate warnings) and nothing on this page is a secret. It only shows; approving
-//! needs more than a request to this listener.
+//! The approval page (`[listen] approvals`): where a human sees exactly what a blocked call
+//! would do, and approves or denies it with a passkey.
+//!
+//! # Why plain HTTP on loopback
+//!
+//! Browsers treat `http://localhost` as a secure context, so WebAuthn works there without a
+//! certificate to trust, and the traffic never leaves the machine (the config refuses a
+//! non-loopback address). Links use `localhost`, not `127.0.0.1`: WebAuthn needs a host name
+//! as its relying-party id. Requests whose `Host` is not this listener are refused (DNS
+//! rebinding), and pages reached through `127.0.0.1` are redirected to `localhost`.
+//!
+//! # Nothing here approves by itself
+//!
+//! The agent reads the approval link, can `curl` this port and can drive a browser. So:
+//!
+//! - A `GET` only shows. There are no sessions and no cookies: nothing a browser carries
+//!   approves anything.
+//! - Approving or denying is a WebAuthn ceremony, user verification required: `begin` builds
+//!   the receipt bodies on the server from the stored approvals and hands out their hash as
+//!   the challenge; `finish` takes the ceremony out (once, whatever the outcome), checks the
+//!   assertion against an enrolled passkey (`receipt::webauthn`), the exact origin of this
+//!   page and the passkey's counter, countersigns with airlock's own key ([`trust`]) and
+//!   stores each receipt (`ApprovalStore::decide`). A replayed assertion finds no ceremony;
+//!   an assertion for another approval or another origin does not verify.
+//! - Every `POST` must come from this page: its `Origin` is this page's origin, and it carries
+//!   the page's CSRF token in `X-Airlock-CSRF` (which also forces a CORS preflight that this
+//!   listener never grants). Bodies are small JSON documents with no unknown fields.
+//! - Enrolling a passkey needs the one-time link that `airlock approver enroll` prints
+//!   ([`enroll`]).
+//!
+//! # Layout
+//!
+//! [`pages`] renders HTML (everything escaped; invisible characters spelled out),
+//! [`describe`] writes the plain-language line of what a call destroys, [`ceremony`] keeps
+//! CSRF tokens and ceremonies in memory, [`trust`] keeps airlock's key and the passkeys.
 
+pub mod ceremony;
+pub mod describe;
 pub mod enroll;
+pub mod pages;
+pub mod trust;
 
 use crate::proxy::body::{full, ProxyBody};
 use crate::proxy::Proxy;
+use crate::receipt::webauthn::{self, MAX_BATCH};
+use crate::receipt::{
+    self, ApproverKey, Binding, Decision, KeyId, PasskeyPublic, Receipt, ReceiptBody, Validity,
+    WebAuthnAssertion,
+};
+use crate::state::approvals::{Approval, ApprovalError, Status};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use base64::Engine as _;
+use ceremony::{Ceremonies, Ceremony};
+use http::{header, Method, StatusCode};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use serde::Deserialize;
+use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
-fn page(req: &http::Request<hyper::body::Incoming>) -> http::Response<ProxyBody> {
-    let (status, body) = match (req.method(), req.uri().path()) {
-        (&http::Method::GET, "/") => (
-            http::StatusCode::OK,
-            "<!doctype html><meta charset=utf-8><title>airlock</title><h1>airlock</h1><p>No calls are waiting for approval.</p>",
-        ),
-        (&http::Method::GET, "/healthz") => (http::StatusCode::OK, "ok"),
-        _ => (http::StatusCode::NOT_FOUND, "not found"),
-    };
+/// Largest request body this listener reads.
+const MAX_BODY: usize = 64 * 1024;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 256;
+/// Decided approvals the list shows.
+const RECENT: usize = 25;
+/// Shortest receipt lifetime on offer.
+const MIN_TTL: Duration = Duration::from_secs(60);
+
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'; require-trusted-types-for 'script'";
+
+/// The approval page's state, shared by all connections.
+pub struct App {
+    proxy: Arc<Proxy>,
+    ceremonies: Ceremonies,
+    /// airlock's own key, which countersigns passkey receipts (an error: why there is none).
+    airlock_key: Result<ApproverKey, String>,
+    /// `http://localhost:8444`: the one origin state-changing requests may come from.
+    origin: String,
+    /// `localhost:8444`: pages are served under this authority.
+    authority: String,
+    /// The WebAuthn relying-party id: the origin's host.
+    rp_id: String,
+    /// `Host` values this listener answers.
+    hosts: Vec<String>,
+}
+
+/// A refused request: its status and a message for the person (or agent) who sent it.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+fn refuse(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
+}
+
+/// Every response this listener sends is made here, with the same security headers.
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> http::Response<ProxyBody> {
     let mut resp = http::Response::new(full(body));
     *resp.status_mut() = status;
-    let ct = if body.starts_with('<') {
-        "text/html; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
+    let h = resp.headers_mut();
+    let set = |h: &mut http::HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, http::HeaderValue::from_static(v));
     };
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(ct),
-    );
-    resp.headers_mut()
-        .insert("x-frame-options", http::HeaderValue::from_static("DENY"));
-    resp.headers_mut().insert(
-        "content-security-policy",
-        http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    set(h, "content-type", content_type);
+    set(h, "content-security-policy", CSP);
+    set(h, "x-frame-options", "DENY");
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "cache-control", "no-store");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(h, "cross-origin-resource-policy", "same-origin");
+    set(
+        h,
+        "permissions-policy",
+        "publickey-credentials-get=(self), publickey-credentials-create=(self)",
     );
     resp
 }
 
-pub async fn serve(listener: TcpListener, _proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+fn html(status: StatusCode, body: String) -> http::Response<ProxyBody> {
+    respond(status, "text/html; charset=utf-8", body)
+}
+
+fn json_response(status: StatusCode, v: &Value) -> http::Response<ProxyBody> {
+    respond(status, "application/json", v.to_string())
+}
+
+fn api_refusal(r: Refusal) -> http::Response<ProxyBody> {
+    json_response(r.status, &json!({ "error": r.message }))
+}
+
+fn page_refusal(r: Refusal) -> http::Response<ProxyBody> {
+    let title = r.status.canonical_reason().unwrap_or("Refused");
+    html(r.status, pages::message_page(title, &r.message))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    BASE64URL.encode(bytes)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideBegin {
+    decision: Decision,
+    ids: Vec<String>,
+    passkey: String,
+    ttl_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecideFinish {
+    ceremony: String,
+    credential_id: String,
+    authenticator_data: String,
+    client_data_json: String,
+    signature: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollBegin {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollFinish {
+    ceremony: String,
+    credential_id: String,
+    client_data_json: String,
+    attestation_object: String,
+}
+
+impl App {
+    pub fn new(proxy: Arc<Proxy>, port: u16) -> App {
+        let config = &proxy.config;
+        let base = enroll::page_base(config, port);
+        let uri: Option<http::Uri> = base.parse().ok();
+        let scheme = uri
+            .as_ref()
+            .and_then(|u| u.scheme_str())
+            .unwrap_or("http")
+            .to_owned();
+        let authority = uri
+            .as_ref()
+            .and_then(|u| u.authority())
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_else(|| format!("localhost:{port}"));
+        let rp_id = uri
+            .as_ref()
+            .and_then(|u| u.host())
+            .unwrap_or("localhost")
+            .to_owned();
+        if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.starts_with('[') {
+            tracing::warn!(%rp_id, "[approval] public_url names an IP address: browsers refuse passkeys there; use a host name such as localhost");
+        }
+        let mut hosts = vec![
+            authority.clone(),
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        hosts.dedup();
+        let airlock_key = trust::ensure_airlock_key(&config.state_dir);
+        if let Err(e) = &airlock_key {
+            tracing::error!(error = %e, "airlock's own receipt key is unavailable: passkey approvals are refused until it is fixed");
+        }
+        App {
+            ceremonies: Ceremonies::default(),
+            airlock_key,
+            origin: format!("{scheme}://{authority}"),
+            authority,
+            rp_id,
+            hosts,
+            proxy,
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> http::Response<ProxyBody> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !self.hosts.iter().any(|h| *h == host) {
+            return respond(
+                StatusCode::MISDIRECTED_REQUEST,
+                "text/plain; charset=utf-8",
+                "this is airlock's approval page; it answers only under its own host name\n",
+            );
+        }
+        let path = req.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let is_page = matches!(segments.as_slice(), [""] | ["approvals", _] | ["enroll", _]);
+        if req.method() == Method::GET && is_page && host != self.authority {
+            // Passkeys need the host name, not the loopback address.
+            let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+            if let Ok(v) = http::HeaderValue::from_str(&format!("{}{path}", self.origin)) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
+        match (req.method().clone(), segments.as_slice()) {
+            (Method::GET, [""] | ["approvals"]) => self.list_page(),
+            (Method::GET, ["healthz"]) => {
+                respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+            }
+            (Method::GET, ["static", "app.js"]) => {
+                respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
+            }
+            (Method::GET, ["static", "app.css"]) => {
+                respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS)
+            }
+            (Method::GET, ["api", "approvals"]) => self.list_json(),
+            (Method::GET, ["api", "approvals", id]) => self.status_json(id),
+            (Method::GET, ["approvals", id]) => self.approval_page(id),
+            (Method::GET, ["enroll", token]) => self.enroll_page(token),
+            (Method::POST, ["api", "decide", step]) | (Method::POST, ["api", "enroll", step])
+                if matches!(*step, "begin" | "finish") =>
+            {
+                let kind = segments[1];
+                let step = *step;
+                match self.post(req, kind, step).await {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(r) => {
+                        tracing::warn!(%path, status = r.status.as_u16(), reason = %r.message, "approval page refused a request");
+                        api_refusal(r)
+                    }
+                }
+            }
+            (
+                _,
+                [""]
+                | ["approvals"]
+                | ["approvals", _]
+                | ["enroll", _]
+                | ["api", ..]
+                | ["static", _],
+            ) => api_refusal(refuse(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
+            _ => page_refusal(refuse(StatusCode::NOT_FOUND, "There is nothing here.")),
+        }
+    }
+
+    /// The checks every state-changing request passes before its body is read.
+    fn check_post(&self, req: &http::Request<Incoming>) -> Result<(), Refusal> {
+        let headers = req.headers();
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        if origin != Some(self.origin.as_str()) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "requests must come from the approval page itself (Origin {})",
+                    self.origin
+                ),
+            ));
+        }
+        if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            if site != "same-origin" {
+                return Err(refuse(StatusCode::FORBIDDEN, "cross-site request refused"));
+            }
+        }
+        let json_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !json_type {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send application/json",
+            ));
+        }
+        let csrf = headers
+            .get("x-airlock-csrf")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !self.ceremonies.csrf_ok(csrf) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "missing or expired page token: reload the page",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn post(
+        &self,
+        req: http::Request<Incoming>,
+        kind: &str,
+        step: &str,
+    ) -> Result<Value, Refusal> {
+        self.check_post(&req)?;
+        let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| {
+                refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large or broken",
+                )
+            })?
+            .to_bytes();
+        fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Refusal> {
+            serde_json::from_slice(b)
+                .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad request: {e}")))
+        }
+        match (kind, step) {
+            ("decide", "begin") => self.decide_begin(parse(&body)?),
+            ("decide", "finish") => self.decide_finish(parse(&body)?),
+            ("enroll", "begin") => self.enroll_begin(parse(&body)?),
+            _ => self.enroll_finish(parse(&body)?),
+        }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Refusal {
+        tracing::error!(error = %e, "approval page: cannot read or write state");
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "airlock cannot read or write its state; see its log",
+        )
+    }
+
+    fn passkeys(&self) -> Result<(receipt::TrustedKeys, Vec<trust::PasskeyRecord>), Refusal> {
+        let trusted = trust::trusted_keys(&self.proxy.config).map_err(Self::internal)?;
+        let records = trust::PasskeyStore::new(&self.proxy.config.state_dir)
+            .load()
+            .map_err(Self::internal)?;
+        Ok((trusted, records))
+    }
+
+    /// Receipt lifetimes on offer: the configured one, then shorter round ones.
+    fn ttl_choices(&self) -> Vec<Duration> {
+        let max = self.proxy.config.approval.receipt_ttl;
+        let mut out = vec![max];
+        for s in [3600, 900, 300, 60] {
+            let d = Duration::from_secs(s);
+            if d < max && d >= MIN_TTL {
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    fn list(&self) -> Result<(Vec<Approval>, Vec<Approval>), Refusal> {
+        let all = self.proxy.approvals.list().map_err(Self::internal)?;
+        let (mut pending, decided): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|a| a.status == Status::Pending);
+        pending.reverse(); // oldest first: the order they arrived in
+        let mut recent = decided;
+        recent.sort_by(|a, b| {
+            b.decided_at
+                .as_deref()
+                .unwrap_or(&b.last_seen_at)
+                .cmp(a.decided_at.as_deref().unwrap_or(&a.last_seen_at))
+        });
+        recent.truncate(RECENT);
+        Ok((pending, recent))
+    }
+
+    fn list_page(&self) -> http::Response<ProxyBody> {
+        match self.list() {
+            Ok((pending, recent)) => html(
+                StatusCode::OK,
+                pages::list_page(&pending, &recent, &self.ceremonies.new_csrf()),
+            ),
+            Err(r) => page_refusal(r),
+        }
+    }
+
+    fn list_json(&self) -> http::Response<ProxyBody> {
+        match self.list() {
+            Ok((pending, recent)) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "pending": pending.iter().map(pages::row_json).collect::<Vec<_>>(),
+                    "recent": recent.iter().map(pages::row_json).collect::<Vec<_>>(),
+                }),
+            ),
+            Err(r) => api_refusal(r),
+        }
+    }
+
+    fn status_json(&self, id: &str) -> http::Response<ProxyBody> {
+        match self.proxy.approvals.get(id) {
+            Ok(a) => json_response(StatusCode::OK, &pages::row_json(&a)),
+            Err(ApprovalError::NotFound(_)) => {
+                api_refusal(refuse(StatusCode::NOT_FOUND, "no such approval"))
+            }
+            Err(e) => api_refusal(Self::internal(e)),
+        }
+    }
+
+    fn approval_page(&self, id: &str) -> http::Response<ProxyBody> {
+        let a = match self.proxy.approvals.get(id) {
+            Ok(a) => a,
+            Err(ApprovalError::NotFound(_)) => {
+                return page_refusal(refuse(
+                    StatusCode::NOT_FOUND,
+                    "There is no approval with this id.",
+                ))
+            }
+            Err(e) => return page_refusal(Self::internal(e)),
+        };
+        let siblings: Vec<Approval> = if a.status == Status::Pending {
+            match self.list() {
+                Ok((pending, _)) => pending
+                    .into_iter()
+                    .filter(|s| s.agent == a.agent && s.id != a.id)
+                    .take(MAX_BATCH - 1)
+                    .collect(),
+                Err(r) => return page_refusal(r),
+            }
+        } else {
+            Vec::new()
+        };
+        let records = match trust::PasskeyStore::new(&self.proxy.config.state_dir).load() {
+            Ok(r) => r,
+            Err(e) => return page_refusal(Self::internal(e)),
+        };
+        let passkeys: Vec<(String, String)> = records
+            .iter()
+            .map(|r| {
+                let date = r.created_at.get(..10).unwrap_or(&r.created_at);
+                (
+                    r.key_id.clone(),
+                    format!("{} — passkey enrolled {date} ({})", r.name, r.key_id),
+                )
+            })
+            .collect();
+        let view = pages::ApprovalView {
+            approval: &a,
+            siblings: &siblings,
+            passkeys: &passkeys,
+            ttl_choices: &self.ttl_choices(),
+            uses: self.proxy.config.approval.uses,
+            csrf: &self.ceremonies.new_csrf(),
+        };
+        html(StatusCode::OK, pages::approval_page(&view))
+    }
+
+    fn enroll_page(&self, token: &str) -> http::Response<ProxyBody> {
+        let store = enroll::EnrollmentStore::new(&self.proxy.config.state_dir);
+        match store.find(token) {
+            Some(e) => {
+                let expires = time::OffsetDateTime::from_unix_timestamp(e.expires_at)
+                    .map(|t| crate::receipt::Timestamp::from_datetime(t).to_string())
+                    .unwrap_or_default();
+                html(
+                    StatusCode::OK,
+                    pages::enroll_page(&e.name, &expires, &self.ceremonies.new_csrf(), token),
+                )
+            }
+            None => page_refusal(refuse(
+                StatusCode::NOT_FOUND,
+                "This enrollment link is not valid: it is unknown, was already used, or has expired. \
+                 Run `airlock approver enroll NAME` for a new one.",
+            )),
+        }
+    }
+
+    fn decide_begin(&self, req: DecideBegin) -> Result<Value, Refusal> {
+        let config = &self.proxy.config;
+        if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("decide 1 to {MAX_BATCH} calls at once"),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if !req.ids.iter().all(|id| seen.insert(id.as_str())) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "an approval is listed twice",
+            ));
+        }
+        if let Err(e) = &self.airlock_key {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("airlock's own key is unavailable: {e}"),
+            ));
+        }
+        let (trusted, _) = self.passkeys()?;
+        let wanted = KeyId::parse(&req.passkey)
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "not a passkey id"))?;
+        let passkey = trusted
+            .passkeys()
+            .find(|p| *p.key_id() == wanted)
+            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "no such enrolled passkey"))?
+            .clone();
+        let ttl = Duration::from_secs(req.ttl_secs);
+        if !self.ttl_choices().contains(&ttl) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "that receipt lifetime is not on offer",
+            ));
+        }
+        let mut approvals = Vec::with_capacity(req.ids.len());
+        for id in &req.ids {
+            let a = match self.proxy.approvals.get(id) {
+                Ok(a) => a,
+                Err(ApprovalError::NotFound(_)) => {
+                    return Err(refuse(StatusCode::NOT_FOUND, format!("no approval {id:?}")))
+                }
+                Err(e) => return Err(Self::internal(e)),
+            };
+            if a.status != Status::Pending {
+                return Err(refuse(
+                    StatusCode::CONFLICT,
+                    format!("approval {id} is no longer pending"),
+                ));
+            }
+            approvals.push(a);
+        }
+        if approvals.iter().any(|a| a.agent != approvals[0].agent) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "calls decided together must be of one agent",
+            ));
+        }
+        let validity = Validity {
+            issued_at: time::OffsetDateTime::now_utc(),
+            ttl,
+            uses: config.approval.uses,
+        };
+        let bodies: Vec<ReceiptBody> = approvals
+            .iter()
+            .map(|a| {
+                let binding = Binding::of(&a.call, &a.agent, &a.environment);
+                ReceiptBody::for_passkey(&binding, &a.id, req.decision, &passkey, validity)
+            })
+            .collect();
+        let hashes = bodies
+            .iter()
+            .map(|b| b.passkey_challenge())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Self::internal)?;
+        let (challenge, batch) = match hashes.as_slice() {
+            [one] => (*one, Vec::new()),
+            many => (
+                webauthn::batch_challenge(many),
+                many.iter().map(hex::encode).collect(),
+            ),
+        };
+        let count = bodies.len();
+        let id = self
+            .ceremonies
+            .start(Ceremony::Decide {
+                bodies,
+                passkey: passkey.key_id().clone(),
+                challenge,
+                batch,
+            })
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many ceremonies under way; try again in a minute",
+                )
+            })?;
+        Ok(json!({
+            "ceremony": id,
+            "count": count,
+            "publicKey": {
+                "challenge": b64(&challenge),
+                "rpId": self.rp_id,
+                "allowCredentials": [{"type": "public-key", "id": b64(passkey.credential_id())}],
+                "userVerification": "required",
+                "timeout": ceremony::WEBAUTHN_TIMEOUT_MS,
+            },
+        }))
+    }
+
+    fn decide_finish(&self, req: DecideFinish) -> Result<Value, Refusal> {
+        let Some(Ceremony::Decide {
+            bodies,
+            passkey,
+            challenge,
+            batch,
+        }) = self.ceremonies.take(&req.ceremony)
+        else {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "unknown, finished or expired ceremony: start again from the page",
+            ));
+        };
+        let key = self.airlock_key.as_ref().map_err(|e| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("airlock's own key is unavailable: {e}"),
+            )
+        })?;
+        let (trusted, _) = self.passkeys()?;
+        let passkey: PasskeyPublic = trusted
+            .passkeys()
+            .find(|p| *p.key_id() == passkey)
+            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "the passkey is no longer enrolled"))?
+            .clone();
+        let assertion = WebAuthnAssertion {
+            credential_id: req.credential_id,
+            authenticator_data: req.authenticator_data,
+            client_data_json: req.client_data_json,
+            signature: req.signature,
+            batch,
+        };
+        let facts = webauthn::verify_assertion(&assertion, &passkey, &challenge)
+            .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
+        if facts.origin != self.origin {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "passkey refused: made on {:?}, not on {}",
+                    facts.origin, self.origin
+                ),
+            ));
+        }
+        trust::PasskeyStore::new(&self.proxy.config.state_dir)
+            .advance_counter(passkey.key_id(), facts.sign_count)
+            .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
+
+        let mut decided = Vec::new();
+        let mut refused = Vec::new();
+        for mut body in bodies {
+            body.webauthn = Some(assertion.clone());
+            let approval_id = body.approval_id.clone();
+            let approve = body.decision == Decision::Approve;
+            let mut r = Receipt {
+                body,
+                signatures: Vec::new(),
+            };
+            // Countersigned, then checked exactly as the proxy and `receipt verify` will.
+            let made = r
+                .countersign(key)
+                .and_then(|()| receipt::verify(&r, &trusted).map(|_| ()))
+                .and_then(|()| r.to_json());
+            let json = match made {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(approval = %approval_id, error = %e, "a passkey receipt airlock just made does not verify");
+                    refused.push(json!({"id": approval_id, "error": format!("the receipt does not verify: {e}")}));
+                    continue;
+                }
+            };
+            let receipt_id = r.body.id.as_str().to_owned();
+            match self.proxy.approvals.decide(
+                &approval_id,
+                approve,
+                passkey.name(),
+                &receipt_id,
+                json.as_bytes(),
+            ) {
+                Ok(a) => {
+                    tracing::info!(
+                        approval = %a.id, receipt = %receipt_id, approver = %passkey.name(),
+                        decision = %r.body.decision, "decided with a passkey: {}", a.summary()
+                    );
+                    decided.push(json!({"id": a.id, "status": pages::row_json(&a)["status"], "receipt_id": receipt_id}));
+                }
+                Err(e) => refused.push(json!({"id": approval_id, "error": e.to_string()})),
+            }
+        }
+        self.proxy.approvals_changed.notify_waiters();
+        Ok(json!({ "decided": decided, "refused": refused }))
+    }
+
+    fn enroll_begin(&self, req: EnrollBegin) -> Result<Value, Refusal> {
+        let store = enroll::EnrollmentStore::new(&self.proxy.config.state_dir);
+        let e = store.find(&req.token).ok_or_else(|| {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "this enrollment link is not valid (unknown, used or expired)",
+            )
+        })?;
+        let (_, records) = self.passkeys()?;
+        let challenge = ceremony::random_bytes::<32>();
+        let user_id = ceremony::random_bytes::<16>();
+        let token_hash = enroll::token_hash(&req.token)
+            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "not a token"))?;
+        let id = self
+            .ceremonies
+            .start(Ceremony::Enroll {
+                token_hash,
+                name: e.name.clone(),
+                challenge,
+            })
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many ceremonies under way; try again in a minute",
+                )
+            })?;
+        let exclude: Vec<Value> = records
+            .iter()
+            .map(|r| json!({"type": "public-key", "id": r.credential_id}))
+            .collect();
+        Ok(json!({
+            "ceremony": id,
+            "publicKey": {
+                "challenge": b64(&challenge),
+                "rp": {"id": self.rp_id, "name": "airlock"},
+                "user": {"id": b64(&user_id), "name": e.name, "displayName": format!("{} (airlock approver)", e.name)},
+                "pubKeyCredParams": [{"type": "public-key", "alg": -7}, {"type": "public-key", "alg": -8}],
+                "authenticatorSelection": {"residentKey": "preferred", "userVerification": "required"},
+                "attestation": "none",
+                "excludeCredentials": exclude,
+                "timeout": ceremony::WEBAUTHN_TIMEOUT_MS,
+            },
+        }))
+    }
+
+    fn enroll_finish(&self, req: EnrollFinish) -> Result<Value, Refusal> {
+        let Some(Ceremony::Enroll {
+            token_hash,
+            name,
+            challenge,
+        }) = self.ceremonies.take(&req.ceremony)
+        else {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "unknown, finished or expired ceremony: open the link again",
+            ));
+        };
+        let decode = |field: &'static str, s: &str| {
+            BASE64URL
+                .decode(s.as_bytes())
+                .map_err(|_| refuse(StatusCode::BAD_REQUEST, format!("{field} is not base64url")))
+        };
+        let client_data = decode("client_data_json", &req.client_data_json)?;
+        let attestation = decode("attestation_object", &req.attestation_object)?;
+        let credential_id = decode("credential_id", &req.credential_id)?;
+        let reg = webauthn::verify_registration(
+            &client_data,
+            &attestation,
+            &challenge,
+            &self.origin,
+            &self.rp_id,
+        )
+        .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
+        if reg.credential_id != credential_id {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "the credential id does not match the registration",
+            ));
+        }
+        let store = enroll::EnrollmentStore::new(&self.proxy.config.state_dir);
+        let consumed = store
+            .consume(&token_hash)
+            .map_err(|e| refuse(StatusCode::FORBIDDEN, e))?;
+        if consumed != name {
+            return Err(Self::internal("an enrollment changed its name"));
+        }
+        let record = trust::PasskeyRecord {
+            name: name.clone(),
+            key_id: reg.key.key_id().as_str().to_owned(),
+            credential_id: b64(&reg.credential_id),
+            public_key: reg.key.encode(),
+            rp_id: self.rp_id.clone(),
+            origin: self.origin.clone(),
+            sign_count: reg.sign_count,
+            created_at: crate::state::approvals::now_rfc3339(),
+        };
+        let key_id = record.key_id.clone();
+        trust::PasskeyStore::new(&self.proxy.config.state_dir)
+            .add(record)
+            .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+        tracing::info!(approver = %name, %key_id, "passkey enrolled");
+        Ok(json!({ "enrolled": name, "key_id": key_id }))
+    }
+}
+
+/// Serves the approval page on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or_else(|_| proxy.approvals_port());
+    let app = Arc::new(App::new(proxy, port));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
             _ = &mut shutdown => return,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            continue; // dropped: too many connections
+        };
+        let app = Arc::clone(&app);
         tokio::spawn(async move {
-            let service = service_fn(|req| async move { Ok::<_, Infallible>(page(&req)) });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let _slot = slot;
+            let service = service_fn(move |req| {
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(app.handle(req).await) }
+            });
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }

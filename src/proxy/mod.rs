@@ -44,6 +44,7 @@ pub struct Proxy {
     pub client: forward::Client,
     pub approvals: ApprovalStore,
     pub ledger: Ledger,
+    pub audit: crate::audit::AuditLog,
     /// The keys receipts may be signed with: from the config only.
     pub trusted: TrustedKeys,
     /// Slots for calls held while a human decides (`[approval] max_held`).
@@ -75,6 +76,7 @@ impl Proxy {
         let client = forward::client(&config.upstream).map_err(|e| e.message)?;
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let audit = crate::audit::AuditLog::start(&config.state_dir).map_err(|e| e.to_string())?;
         let trusted = redeem::trusted_keys(&config)?;
         let approvals_port = AtomicU16::new(config.approvals_addr.port());
         let held = Arc::new(tokio::sync::Semaphore::new(config.approval.max_held));
@@ -85,6 +87,7 @@ impl Proxy {
             client,
             approvals,
             ledger,
+            audit,
             trusted,
             held,
             approvals_changed: tokio::sync::Notify::new(),
@@ -161,25 +164,36 @@ fn request_id() -> String {
 }
 
 /// One request, start to finish. Never fails: every error is rendered as a response.
+/// What one request became, for the log line and the audit record.
+#[derive(Default)]
+struct Trace {
+    agent: Option<String>,
+    call: Option<crate::identify::AwsCall>,
+    environment: Option<String>,
+    effect: Option<&'static str>,
+    rule: Option<String>,
+    receipt: Option<(String, String)>,
+}
+
+/// One request, start to finish. Never fails: every error is rendered as a response.
 pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Response<ProxyBody> {
     let started = Instant::now();
     let request_id = request_id();
     let shape = Shape::of(req.headers(), req.uri().query());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut agent_name = None;
-    let mut operation = None;
+    let mut trace = Trace::default();
 
     let result = async {
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
-        agent_name = Some(verified.agent.name.clone());
+        trace.agent = Some(verified.agent.name.clone());
         let call = identify(&proxy, &verified).await?;
-        operation = Some(call.action());
-        let authorization = decide(&proxy, &call, &verified.agent.name).await?;
+        trace.call = Some(call.clone());
+        let authorization = decide(&proxy, &call, &verified.agent.name, &mut trace).await?;
         let signed = resign::resign(&proxy, verified, &call).await?;
-        let forwarded =
-            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
+        let forwarded = forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
         if let Some(a) = authorization {
+            trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
             a.finish(&proxy, &forwarded);
         }
         forwarded
@@ -187,9 +201,33 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     .await;
 
     let service = shape.service.as_deref().unwrap_or("-");
-    let agent = agent_name.as_deref().unwrap_or("-");
+    let agent = trace.agent.as_deref().unwrap_or("-");
+    let operation = trace.call.as_ref().map(|c| c.action()).unwrap_or_else(|| "-".into());
     let latency_ms = started.elapsed().as_millis() as u64;
-    match result {
+    let mut record = crate::audit::record(match (&result, &trace.receipt) {
+        (Ok(_), Some(_)) => "receipt_used",
+        (Ok(_), None) => "forwarded",
+        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("require_receipt") => "approval_required",
+        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("deny") => "denied_by_policy",
+        (Err(_), _) => "refused",
+    });
+    record.insert("request_id".into(), serde_json::json!(request_id));
+    record.insert("agent".into(), serde_json::json!(trace.agent));
+    record.insert("service".into(), serde_json::json!(trace.call.as_ref().map(|c| c.service.clone()).or(shape.service.clone())));
+    record.insert("action".into(), serde_json::json!(trace.call.as_ref().map(|c| c.action())));
+    if let Some(c) = &trace.call {
+        let resources: Vec<String> = c.resources.iter().map(crate::receipt::Binding::resource_name).collect();
+        record.insert("resources".into(), serde_json::json!(resources));
+        record.insert("region".into(), serde_json::json!(c.region));
+        record.insert("account".into(), serde_json::json!(c.account));
+    }
+    record.insert("environment".into(), serde_json::json!(trace.environment));
+    record.insert("decision".into(), serde_json::json!(trace.effect));
+    record.insert("rule".into(), serde_json::json!(trace.rule));
+    record.insert("receipt".into(), serde_json::json!(trace.receipt.as_ref().map(|r| r.0.clone())));
+    record.insert("approver".into(), serde_json::json!(trace.receipt.as_ref().map(|r| r.1.clone())));
+    record.insert("latency_ms".into(), serde_json::json!(latency_ms));
+    let response = match result {
         Ok(forwarded) => {
             let status = forwarded.response.status().as_u16();
             let upstream_id = forwarded
@@ -200,16 +238,28 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_string();
-            let operation = operation.as_deref().unwrap_or("-");
             tracing::info!(%agent, %service, %operation, %method, %path, status, latency_ms, %upstream_id, "forwarded");
+            record.insert("upstream_status".into(), serde_json::json!(status));
+            record.insert("aws_request_id".into(), serde_json::json!(upstream_id));
             forwarded.response
         }
         Err(e) => {
-            let operation = operation.as_deref().unwrap_or("-");
             tracing::info!(%agent, %service, %operation, %method, %path, status = e.status.as_u16(), latency_ms, code = e.code, origin = ?e.origin, reason = %e.message, %request_id, "refused");
+            record.insert("status".into(), serde_json::json!(e.status.as_u16()));
+            record.insert("code".into(), serde_json::json!(e.code));
+            record.insert("reason".into(), serde_json::json!(e.message));
             e.into_response(&shape, &request_id, method == http::Method::HEAD)
         }
+    };
+    // A spent receipt is on disk in the audit log before the agent hears back.
+    if trace.receipt.is_some() {
+        if !proxy.audit.write_durable(record).await {
+            tracing::error!("the audit record of a receipt use could not be written");
+        }
+    } else {
+        proxy.audit.write(record);
     }
+    response
 }
 
 /// Phase 3, identify: the verified request as an AWS call. Anything that matches no
@@ -257,12 +307,14 @@ async fn decide(
     proxy: &Proxy,
     call: &crate::identify::AwsCall,
     agent: &str,
+    trace: &mut Trace,
 ) -> Result<Option<redeem::Authorization>, error::ProxyError> {
     use crate::policy::{Effect, Mode};
-    let environment = proxy
-        .config
-        .environment_of(call.account.as_deref(), &call.region);
+    let environment = proxy.config.environment_of(call.account.as_deref(), &call.region);
     let decision = proxy.config.policy.decide(call, agent, &environment);
+    trace.environment = Some(environment.clone());
+    trace.effect = Some(decision.effect.as_str());
+    trace.rule = Some(decision.rule.clone());
     match (decision.effect, proxy.config.policy.mode) {
         (Effect::Allow, _) => Ok(None),
         (_, Mode::Shadow) => {

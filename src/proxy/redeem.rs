@@ -47,15 +47,10 @@ pub fn binding_key(binding: &Binding) -> String {
     crate::sigv4::sha256_hex(v.to_string().as_bytes())
 }
 
-/// The trusted keys: the config's `[[approver]]` entries, nothing else.
+/// The trusted keys: the config's `[[approver]]` entries, airlock's own key and the enrolled
+/// passkeys (see `approvals::trust`); nothing from a request or a receipt.
 pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, String> {
-    let mut keys = TrustedKeys::new();
-    for a in &config.approvers {
-        let public = receipt::ApproverPublic::from_config(&a.name, &a.public_key)
-            .map_err(|e| e.to_string())?;
-        keys.add_approver(&public).map_err(|e| e.to_string())?;
-    }
-    Ok(keys)
+    crate::approvals::trust::trusted_keys(config)
 }
 
 impl Proxy {
@@ -152,10 +147,12 @@ pub async fn redeem(
             continue;
         };
         let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
+        // Read afresh: a passkey enrolled while serve runs must count at once.
+        let trusted = trusted_keys(&proxy.config).map_err(state_error)?;
         let checked = Receipt::from_json(&bytes).and_then(|r| {
             receipt::authorize(
                 &r,
-                &proxy.trusted,
+                &trusted,
                 &binding,
                 time::OffsetDateTime::now_utc(),
             )

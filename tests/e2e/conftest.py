@@ -17,7 +17,9 @@ _clean = scrubbed_env()
 os.environ.clear()
 os.environ.update(_clean)
 
+# Every server running now, by label: a failing test's report shows their logs.
 _RUNNING: dict[str, Moto | Airlock] = {}
+_log_marks = pytest.StashKey[dict[str, int]]()
 
 
 def _register(label: str, server: Moto | Airlock, started: list[tuple[str, Moto | Airlock]]) -> None:
@@ -132,5 +134,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             state = "" if code is None else f" (the process has EXITED with {code})"
             report.sections.append((f"{name} log during this test{state}", server.log_tail(marks.get(name, 0))))
 
-
-_log_marks = pytest.StashKey[dict[str, int]]()

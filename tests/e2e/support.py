@@ -27,7 +27,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import boto3
 import pytest
@@ -51,10 +51,10 @@ MIB = 1024 * 1024
 # --- environment and tools ------------------------------------------------------------------
 
 
-def scrubbed_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """A copy of `base` (default: this process's environment) with no AWS_* variable and no
-    profile files, so neither host credentials nor host settings reach a process we start."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("AWS_")}
+def scrubbed_env() -> dict[str, str]:
+    """This process's environment without any AWS_* variable and without profile files, so
+    neither host credentials nor host settings reach a process we start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["AWS_CONFIG_FILE"] = str(NOWHERE / "config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(NOWHERE / "credentials")
     env["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -145,6 +145,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def log_tail(path: Path, start: int = 0, limit: int = 12000) -> str:
+    """The end of a log file from byte offset `start` (at most `limit` bytes)."""
+    if not path.exists():
+        return "(no log)"
+    with open(path, "rb") as f:
+        f.seek(max(start, path.stat().st_size - limit))
+        return f.read().decode(errors="replace")
+
+
 # --- moto -----------------------------------------------------------------------------------
 
 # werkzeug writes one access-log line per request it answered, e.g.
@@ -167,6 +176,7 @@ class Moto:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
         self.access_key_id = ""
         self.secret_access_key = ""
         self.user_arn = ""
@@ -239,9 +249,8 @@ class Moto:
                 raise AssertionError("moto did not log the sentinel request")
             time.sleep(0.05)
 
-    def log_tail(self, start: int = 0, limit: int = 8000) -> str:
-        text = self.log_path.read_text(errors="replace")[start:]
-        return text[-limit:]
+    def log_tail(self, start: int = 0) -> str:
+        return log_tail(self.log_path, start)
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -254,7 +263,7 @@ class Moto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if hasattr(self, "_log"):
+        if self._log:
             self._log.close()
 
 
@@ -337,19 +346,9 @@ class Agent:
         env = {**self.env, **(extra_env or {})}
         return run([aws, *args], env, cwd=cwd, timeout=timeout, check=False)
 
-    def aws(self, *args: str, extra_env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 600) -> Any:
-        """Run the AWS CLI as this agent; parsed JSON output (None if empty). Raises on failure."""
-        proc = self.aws_run(*args, "--output", "json", extra_env=extra_env, cwd=cwd, timeout=timeout)
-        if proc.returncode != 0:
-            raise AssertionError(
-                f"aws {' '.join(args)} failed with exit code {proc.returncode}:\n"
-                f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
-        return json.loads(proc.stdout) if proc.stdout.strip() else None
-
     def aws_text(self, *args: str, extra_env: dict[str, str] | None = None, cwd: Path | None = None,
                  timeout: float = 600) -> str:
-        """Run an AWS CLI command whose output is not JSON (the `aws s3` commands)."""
+        """Run the AWS CLI as this agent and return its output; raise with stderr on failure."""
         proc = self.aws_run(*args, extra_env=extra_env, cwd=cwd, timeout=timeout)
         if proc.returncode != 0:
             raise AssertionError(
@@ -357,21 +356,22 @@ class Agent:
                 f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}")
         return proc.stdout
 
-    def session(self, secret: str | None = None, key_id: str | None = None) -> boto3.session.Session:
-        return boto3.session.Session(
-            aws_access_key_id=key_id or self.access_key_id,
-            aws_secret_access_key=secret or self.secret_access_key,
-            region_name=REGION,
-        )
+    def aws(self, *args: str, **kwargs: Any) -> Any:
+        """Run the AWS CLI as this agent; its JSON output parsed (None if empty)."""
+        out = self.aws_text(*args, "--output", "json", **kwargs)
+        return json.loads(out) if out.strip() else None
 
     def client(self, service: str, *, config: Config | None = None, secret: str | None = None,
                key_id: str | None = None) -> Any:
         """A boto3 client that reaches AWS only through airlock, trusting only airlock's CA."""
         base = Config(s3={"addressing_style": "path"})
-        return self.session(secret, key_id).client(
-            service, endpoint_url=self.endpoint, verify=self.ca_bundle,
-            config=base.merge(config) if config else base,
+        session = boto3.session.Session(
+            aws_access_key_id=key_id or self.access_key_id,
+            aws_secret_access_key=secret or self.secret_access_key,
+            region_name=REGION,
         )
+        return session.client(service, endpoint_url=self.endpoint, verify=self.ca_bundle,
+                              config=base.merge(config) if config else base)
 
 
 class Airlock:
@@ -487,10 +487,8 @@ class Airlock:
     def log_size(self) -> int:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
-    def log_tail(self, start: int = 0, limit: int = 12000) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return self.log_path.read_text(errors="replace")[start:][-limit:]
+    def log_tail(self, start: int = 0) -> str:
+        return log_tail(self.log_path, start)
 
     def approval_link(self, text: str) -> str:
         """The approval link in an error message: it must point at this airlock's approvals port."""
@@ -508,13 +506,9 @@ class Airlock:
         expected = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_CA_BUNDLE"}
         assert expected <= set(creds), f"agent add printed {sorted(creds)}"
         ca = creds["AWS_CA_BUNDLE"]
-        assert Path(ca).is_absolute() and Path(ca).is_file(), f"AWS_CA_BUNDLE={ca!r}"
+        assert Path(ca).is_absolute() and Path(ca).resolve() == self.ca_pem.resolve(), f"AWS_CA_BUNDLE={ca!r}"
         assert creds["AWS_ACCESS_KEY_ID"] != self.moto.access_key_id
         assert creds["AWS_SECRET_ACCESS_KEY"] != self.moto.secret_access_key
-        return self.agent_from(name, creds)
-
-    def agent_from(self, name: str, creds: dict[str, str]) -> Agent:
-        ca = creds["AWS_CA_BUNDLE"]
         env = scrubbed_env()
         env.update({
             "AWS_ACCESS_KEY_ID": creds["AWS_ACCESS_KEY_ID"],

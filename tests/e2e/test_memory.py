@@ -21,7 +21,7 @@ from support import (
 LIMIT_KIB = 64 * 1024
 
 
-def test_256_mib_through_airlock_under_64_mib_rss(start_airlock: Callable[[str], Airlock], moto: Moto,
+def test_256_mib_through_airlock_under_64_mib_rss(start_airlock: Callable[..., Airlock], moto: Moto,
                                                   tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     airlock = start_airlock("airlock-memory")
     agent = airlock.add_agent(unique("memory-agent"))

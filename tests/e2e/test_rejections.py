@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from unittest import mock
 
@@ -138,7 +139,7 @@ def test_stale_date(name: str, agent: Agent, moto: Moto) -> None:
 def test_tampered_body(name: str, agent: Agent, moto: Moto) -> None:
     case = CASES[name]
     request = case.signed(agent.endpoint, agent.access_key_id, agent.secret_access_key)
-    body = bytearray(request.body if isinstance(request.body, bytes) else request.body.encode())
+    body = bytearray(request.body)
     at = body.index(b"0")  # a digit of the version or of the limit: the request stays well-formed
     body[at] = ord("1")
     request.data = bytes(body)
@@ -162,7 +163,8 @@ def test_sdk_and_cli_read_the_errors(agent: Agent, moto: Moto) -> None:
     assert moto.request_count() == before
 
 
-def test_revoked_agent_is_refused_within_a_second(airlock: Airlock, make_agent, moto: Moto) -> None:
+def test_revoked_agent_is_refused_within_a_second(airlock: Airlock, make_agent: Callable[[str], Agent],
+                                                  moto: Moto) -> None:
     doomed = make_agent("doomed")
     sts = doomed.client("sts", config=NO_RETRIES)
     assert sts.get_caller_identity()["Arn"] == moto.user_arn

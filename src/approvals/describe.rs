@@ -1,0 +1,248 @@
+//! What a call destroys, in one plain sentence for the human who decides: "Deletes database
+//! tf-rig-db. SkipFinalSnapshot=true: no final snapshot." Pure: from the [`AwsCall`] alone.
+//!
+//! The sentence helps; it does not decide. The page shows every parameter beside it, and a
+//! parameter this module does not know is still shown there.
+
+use crate::identify::AwsCall;
+
+/// Nouns for resources whose operation names read badly when split (`DBInstance`).
+const NOUNS: &[(&str, &str, &str)] = &[
+    ("rds", "DBInstance", "database"),
+    ("rds", "DBCluster", "database cluster"),
+    ("rds", "DBSnapshot", "database snapshot"),
+    ("rds", "DBClusterSnapshot", "database cluster snapshot"),
+    ("rds", "DBSubnetGroup", "database subnet group"),
+    ("rds", "DBParameterGroup", "database parameter group"),
+    ("docdb", "DBCluster", "DocumentDB cluster"),
+    ("neptune", "DBCluster", "Neptune cluster"),
+    ("ec2", "Instances", "instances"),
+    ("ec2", "Vpc", "VPC"),
+    ("ec2", "Subnet", "subnet"),
+    ("ec2", "SecurityGroup", "security group"),
+    ("ec2", "Volume", "EBS volume"),
+    ("ec2", "Snapshot", "EBS snapshot"),
+    ("ec2", "InternetGateway", "internet gateway"),
+    ("ec2", "NatGateway", "NAT gateway"),
+    ("s3", "Bucket", "bucket"),
+    ("s3", "Object", "object"),
+    ("s3", "Objects", "objects"),
+    ("dynamodb", "Table", "DynamoDB table"),
+    ("dynamodb", "Backup", "DynamoDB backup"),
+    ("lambda", "Function", "Lambda function"),
+    ("ecs", "Cluster", "ECS cluster"),
+    ("ecs", "Service", "ECS service"),
+    ("elbv2", "LoadBalancer", "load balancer"),
+    ("elb", "LoadBalancer", "load balancer"),
+    ("kms", "KeyDeletion", "KMS key"),
+    ("backup", "RecoveryPoint", "backup recovery point"),
+    ("secretsmanager", "Secret", "secret"),
+    ("iam", "Role", "IAM role"),
+    ("iam", "User", "IAM user"),
+];
+
+/// Verbs of the operation name, as the sentence starts.
+const VERBS: &[(&str, &str)] = &[
+    ("Delete", "Deletes"),
+    ("Terminate", "Terminates"),
+    ("Remove", "Removes"),
+    ("Purge", "Purges"),
+    ("Destroy", "Destroys"),
+    ("Deregister", "Deregisters"),
+    ("Detach", "Detaches"),
+    ("Revoke", "Revokes"),
+    ("Disable", "Disables"),
+    ("Cancel", "Cancels"),
+    ("Schedule", "Schedules deletion of"),
+    ("Modify", "Changes"),
+    ("Update", "Changes"),
+    ("Put", "Replaces the settings of"),
+];
+
+/// Parameters that make a call worse, and what they mean. `None` as the value: any value.
+const NOTES: &[(&str, Option<&str>, &str)] = &[
+    ("SkipFinalSnapshot", Some("true"), "no final snapshot"),
+    (
+        "DeleteAutomatedBackups",
+        Some("true"),
+        "its automated backups are deleted too",
+    ),
+    (
+        "DeletionProtection",
+        Some("false"),
+        "deletion protection is turned off",
+    ),
+    (
+        "BackupRetentionPeriod",
+        Some("0"),
+        "automated backups are turned off and the existing ones deleted",
+    ),
+    (
+        "DisableApiTermination",
+        Some("false"),
+        "termination protection is turned off",
+    ),
+    (
+        "ForceDeleteWithoutRecovery",
+        Some("true"),
+        "deleted at once, with no recovery window",
+    ),
+    (
+        "ForceDelete",
+        Some("true"),
+        "forced, even if it is not empty",
+    ),
+    ("Force", Some("true"), "forced"),
+    (
+        "PendingWindowInDays",
+        None,
+        "days until the key and everything encrypted with it are unreadable",
+    ),
+    (
+        "DeleteSnapshots",
+        Some("true"),
+        "its snapshots are deleted too",
+    ),
+];
+
+/// Splits `DBInstance` → `DB instance`, `SecurityGroup` → `security group`.
+fn words(camel: &str) -> String {
+    let chars: Vec<char> = camel.chars().collect();
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.is_empty() {
+            return;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        // An acronym stays upper case; a word is lower-cased.
+        if word.len() > 1 && word.chars().all(|c| c.is_ascii_uppercase()) {
+            out.push_str(word);
+        } else {
+            out.push_str(&word.to_lowercase());
+        }
+        word.clear();
+    };
+    for (i, &c) in chars.iter().enumerate() {
+        let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
+        if c.is_ascii_uppercase() && (prev_lower || (next_lower && !word.is_empty())) {
+            flush(&mut word, &mut out);
+        }
+        word.push(c);
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// The sentence for `call`: verb, noun and target, then one clause per dangerous parameter.
+pub fn destroys(call: &AwsCall) -> String {
+    let op = call.operation.as_str();
+    let (verb, rest) = VERBS
+        .iter()
+        .find_map(|(prefix, verb)| op.strip_prefix(prefix).map(|rest| (*verb, rest)))
+        .unwrap_or(("Calls", op));
+    let noun = NOUNS
+        .iter()
+        .find(|(service, name, _)| *service == call.service && *name == rest)
+        .map(|(_, _, noun)| (*noun).to_owned())
+        .unwrap_or_else(|| words(rest));
+    let targets: Vec<&str> = call.resources.iter().map(|r| r.value.as_str()).collect();
+    let mut line = if rest.is_empty() {
+        format!("{verb} {}", call.action())
+    } else {
+        format!("{verb} {noun}")
+    };
+    if !targets.is_empty() {
+        line.push(' ');
+        line.push_str(&targets.join(", "));
+    }
+    line.push('.');
+    for (param, value, note) in NOTES {
+        let Some(actual) = call.params.get(*param) else {
+            continue;
+        };
+        if value.is_none_or(|v| v.eq_ignore_ascii_case(actual)) {
+            line.push_str(&format!(" {param}={actual}: {note}."));
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identify::Resource;
+    use std::collections::BTreeMap;
+
+    fn call(service: &str, operation: &str, target: &str, params: &[(&str, &str)]) -> AwsCall {
+        AwsCall {
+            service: service.into(),
+            signing_name: service.into(),
+            operation: operation.into(),
+            region: "us-west-2".into(),
+            account: None,
+            resources: vec![Resource {
+                member: "Id".into(),
+                value: target.into(),
+                arn: None,
+            }],
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn the_incident_reads_plainly() {
+        let c = call(
+            "rds",
+            "DeleteDBInstance",
+            "tf-rig-db",
+            &[
+                ("DBInstanceIdentifier", "tf-rig-db"),
+                ("SkipFinalSnapshot", "true"),
+                ("DeleteAutomatedBackups", "true"),
+            ],
+        );
+        assert_eq!(
+            destroys(&c),
+            "Deletes database tf-rig-db. SkipFinalSnapshot=true: no final snapshot. \
+             DeleteAutomatedBackups=true: its automated backups are deleted too."
+        );
+        let safe = call(
+            "rds",
+            "DeleteDBInstance",
+            "db",
+            &[("SkipFinalSnapshot", "false")],
+        );
+        assert_eq!(destroys(&safe), "Deletes database db.");
+    }
+
+    #[test]
+    fn unknown_operations_still_read() {
+        assert_eq!(
+            destroys(&call("ec2", "TerminateInstances", "i-1", &[])),
+            "Terminates instances i-1."
+        );
+        assert_eq!(
+            destroys(&call("glue", "DeleteMLTransform", "t", &[])),
+            "Deletes ML transform t."
+        );
+        assert_eq!(
+            destroys(&call(
+                "kms",
+                "ScheduleKeyDeletion",
+                "k",
+                &[("PendingWindowInDays", "7")]
+            )),
+            "Schedules deletion of KMS key k. PendingWindowInDays=7: days until the key and \
+             everything encrypted with it are unreadable."
+        );
+        assert_eq!(words("DBClusterSnapshot"), "DB cluster snapshot");
+        assert_eq!(words("VpcPeeringConnection"), "vpc peering connection");
+    }
+}

@@ -1,0 +1,453 @@
+//! The HTML of the approval pages, rendered on the server. Pure: strings in, HTML out.
+//!
+//! Almost everything shown comes from the agent's request (resource names, parameters), so
+//! every value is escaped ([`esc`]), and characters that could make one text look like
+//! another (controls, bidi overrides, zero-width characters) are shown as `⟨U+202E⟩`
+//! ([`visible`]). Scripts and styles are separate files (`/static/…`) so the
+//! Content-Security-Policy can forbid every inline script.
+
+use super::describe;
+use crate::state::approvals::{Approval, Status};
+use serde_json::json;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Characters shown as `⟨U+XXXX⟩` instead of themselves.
+fn suspicious(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// `s` with invisible and direction-changing characters spelled out.
+pub fn visible(s: &str) -> String {
+    if !s.chars().any(suspicious) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if suspicious(c) {
+            let _ = write!(out, "⟨U+{:04X}⟩", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// HTML-escapes text for element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An agent-supplied value, made visible and escaped.
+fn show(s: &str) -> String {
+    esc(&visible(s))
+}
+
+/// Production is impossible to miss: any environment whose name says so.
+pub fn is_production(environment: &str) -> bool {
+    environment.to_ascii_lowercase().contains("prod")
+}
+
+fn layout(title: &str, page: &str, csrf: &str, extra_attrs: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"referrer\" content=\"no-referrer\">\
+         <title>{title} · airlock</title>\
+         <link rel=\"stylesheet\" href=\"/static/app.css\">\
+         <script src=\"/static/app.js\" defer></script></head>\
+         <body data-page=\"{page}\" data-csrf=\"{csrf}\"{extra_attrs}>\
+         <header><a class=\"brand\" href=\"/\">airlock</a><span>approvals</span></header>\
+         <main>{body}</main></body></html>\n",
+        title = esc(title),
+        page = esc(page),
+        csrf = esc(csrf),
+    )
+}
+
+/// A duration as people say it: "15 minutes", "1 hour", "90 seconds".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    if s % 3600 == 0 && s >= 3600 {
+        plural(s / 3600, "hour")
+    } else if s % 60 == 0 && s >= 60 {
+        plural(s / 60, "minute")
+    } else {
+        plural(s, "second")
+    }
+}
+
+fn targets(a: &Approval) -> String {
+    a.call
+        .resources
+        .iter()
+        .map(|r| r.value.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn status_text(a: &Approval) -> String {
+    let by = a.decided_by.as_deref().unwrap_or("an approver");
+    match a.status {
+        Status::Pending => "Waiting for a decision".into(),
+        Status::Approved => format!("Approved by {by}"),
+        Status::Denied => format!("Denied by {by}"),
+        Status::Closed => match a.decided_by {
+            Some(_) => format!("Closed (decided by {by})"),
+            None => "Closed".into(),
+        },
+    }
+}
+
+fn status_class(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "pending",
+        Status::Approved => "approved",
+        Status::Denied => "denied",
+        Status::Closed => "closed",
+    }
+}
+
+/// One approval as the list's JSON (and the list page's script) shows it. Agent-supplied
+/// strings are already made [`visible`]; the script inserts them as text, never as HTML.
+pub fn row_json(a: &Approval) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "status": status_class(a.status),
+        "status_text": visible(&status_text(a)),
+        "agent": visible(&a.agent),
+        "environment": visible(&a.environment),
+        "production": is_production(&a.environment),
+        "action": visible(&a.call.action()),
+        "targets": visible(&targets(a)),
+        "destroys": visible(&describe::destroys(&a.call)),
+        "irreversible": a.irreversible,
+        "attempts": a.attempts,
+        "created_at": a.created_at,
+        "decided_at": a.decided_at,
+        "link": format!("/approvals/{}", a.id),
+    })
+}
+
+fn env_badge(environment: &str) -> String {
+    let class = if is_production(environment) {
+        "env prod"
+    } else {
+        "env"
+    };
+    format!("<span class=\"{class}\">{}</span>", show(environment))
+}
+
+fn list_row(a: &Approval) -> String {
+    let irreversible = if a.irreversible {
+        " <span class=\"irreversible\">IRREVERSIBLE</span>"
+    } else {
+        ""
+    };
+    format!(
+        "<tr class=\"{status}\"><td>{env}</td><td>{agent}</td><td><a href=\"/approvals/{id}\">{action}</a>{irreversible}\
+         <div class=\"destroys\">{destroys}</div></td><td>{status_text}</td><td>{created}</td></tr>",
+        status = status_class(a.status),
+        env = env_badge(&a.environment),
+        agent = show(&a.agent),
+        id = esc(&a.id),
+        action = show(&a.call.action()),
+        destroys = show(&describe::destroys(&a.call)),
+        status_text = show(&status_text(a)),
+        created = esc(&a.created_at),
+    )
+}
+
+/// The list page: pending and recent approvals; the script keeps it current.
+pub fn list_page(pending: &[Approval], recent: &[Approval], csrf: &str) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>Calls waiting for a decision <span id=\"pending-count\" class=\"count\">{}</span></h1>",
+        pending.len()
+    );
+    let head = "<thead><tr><th>Environment</th><th>Agent</th><th>Call</th><th>Status</th><th>Since</th></tr></thead>";
+    let _ = write!(body, "<table id=\"pending\">{head}<tbody>");
+    for a in pending {
+        body.push_str(&list_row(a));
+    }
+    body.push_str("</tbody></table>");
+    let hidden = if pending.is_empty() { "" } else { " hidden" };
+    let _ = write!(
+        body,
+        "<p id=\"none-pending\" class=\"empty\"{hidden}>No calls are waiting for approval.</p>"
+    );
+    let _ = write!(
+        body,
+        "<h2>Recent decisions</h2><table id=\"recent\">{head}<tbody>"
+    );
+    for a in recent {
+        body.push_str(&list_row(a));
+    }
+    body.push_str("</tbody></table>");
+    body.push_str(
+        "<p class=\"hint\">This page updates itself. Opening a link approves nothing: approving \
+         and denying need a passkey (or <code>airlock approve ID --key FILE</code>).</p>",
+    );
+    layout("Approvals", "list", csrf, "", &body)
+}
+
+/// What the approval page needs besides the approval itself.
+pub struct ApprovalView<'a> {
+    pub approval: &'a Approval,
+    /// Other pending calls of the same agent, to approve with the same touch.
+    pub siblings: &'a [Approval],
+    /// Enrolled passkeys: (key id, label).
+    pub passkeys: &'a [(String, String)],
+    /// Receipt lifetimes on offer, longest (the configured one) first.
+    pub ttl_choices: &'a [Duration],
+    pub uses: u32,
+    pub csrf: &'a str,
+}
+
+/// The page of one approval: everything the call does, and the passkey buttons.
+pub fn approval_page(v: &ApprovalView<'_>) -> String {
+    let a = v.approval;
+    let mut b = String::new();
+    if is_production(&a.environment) {
+        let _ = write!(
+            b,
+            "<div class=\"banner prod\" id=\"prod-banner\">PRODUCTION — environment {}</div>",
+            show(&a.environment)
+        );
+    }
+    let _ = write!(
+        b,
+        "<h1 id=\"action\">{}</h1><p class=\"destroys big\" id=\"destroys\">{}</p>",
+        show(&a.call.action()),
+        show(&describe::destroys(&a.call))
+    );
+    if a.irreversible {
+        b.push_str(
+            "<p class=\"irreversible big\" id=\"irreversible\">IRREVERSIBLE: this cannot be undone.</p>",
+        );
+    }
+    let _ = write!(
+        b,
+        "<p id=\"status\" class=\"status {}\">{}</p>",
+        status_class(a.status),
+        show(&status_text(a))
+    );
+
+    b.push_str("<dl class=\"facts\">");
+    let mut fact = |k: &str, v: String| {
+        let _ = write!(b, "<dt>{}</dt><dd>{v}</dd>", esc(k));
+    };
+    fact("Agent", show(&a.agent));
+    fact("Environment", env_badge(&a.environment));
+    fact("Service", show(&a.call.service));
+    fact("Operation", show(&a.call.operation));
+    fact("Region", show(&a.call.region));
+    fact(
+        "Account",
+        a.call
+            .account
+            .as_deref()
+            .map(show)
+            .unwrap_or_else(|| "unknown".into()),
+    );
+    let resources = if a.call.resources.is_empty() {
+        "none named".to_owned()
+    } else {
+        a.call
+            .resources
+            .iter()
+            .map(|r| {
+                let arn = r
+                    .arn
+                    .as_deref()
+                    .map(|arn| format!("<div class=\"arn\">{}</div>", show(arn)))
+                    .unwrap_or_default();
+                format!(
+                    "<div class=\"resource\"><code>{}</code> = <b>{}</b>{arn}</div>",
+                    show(&r.member),
+                    show(&r.value)
+                )
+            })
+            .collect()
+    };
+    fact("Resource", resources);
+    fact(
+        "Rule",
+        format!("<code>{}</code> — {}", show(&a.rule), show(&a.reason)),
+    );
+    fact("First seen", esc(&a.created_at));
+    fact("Attempts", a.attempts.to_string());
+    if let Some(r) = &a.receipt_id {
+        fact("Receipt", format!("<code>{}</code>", esc(r)));
+    }
+    b.push_str("</dl>");
+
+    let _ = write!(
+        b,
+        "<h2>Parameters ({})</h2><table class=\"params\" id=\"params\"><thead><tr><th>Name</th><th>Value</th></tr></thead><tbody>",
+        a.call.params.len()
+    );
+    for (k, val) in &a.call.params {
+        let _ = write!(
+            b,
+            "<tr><td><code>{}</code></td><td><pre>{}</pre></td></tr>",
+            show(k),
+            show(val)
+        );
+    }
+    b.push_str("</tbody></table>");
+
+    if a.status == Status::Pending {
+        b.push_str(&decide_section(v));
+    }
+    let attrs = format!(" data-approval=\"{}\"", esc(&a.id));
+    layout(&a.call.action(), "approval", v.csrf, &attrs, &b)
+}
+
+fn decide_section(v: &ApprovalView<'_>) -> String {
+    let a = v.approval;
+    let mut b = String::from("<section id=\"decide\"><h2>Decide</h2>");
+    if !v.siblings.is_empty() {
+        let _ = write!(
+            b,
+            "<fieldset id=\"batch\"><legend>Other calls of agent {} waiting now — tick to decide them with the same touch</legend>\
+             <label class=\"all\"><input type=\"checkbox\" id=\"batch-all\"> all {}</label>",
+            show(&a.agent),
+            v.siblings.len()
+        );
+        for s in v.siblings {
+            let irreversible = if s.irreversible {
+                " <span class=\"irreversible\">IRREVERSIBLE</span>"
+            } else {
+                ""
+            };
+            let _ = write!(
+                b,
+                "<label class=\"sibling\"><input type=\"checkbox\" class=\"batch-item\" value=\"{id}\"> \
+                 {env} <a href=\"/approvals/{id}\">{action}</a>{irreversible}<span class=\"destroys\">{destroys}</span></label>",
+                id = esc(&s.id),
+                env = env_badge(&s.environment),
+                action = show(&s.call.action()),
+                destroys = show(&describe::destroys(&s.call)),
+            );
+        }
+        b.push_str("</fieldset>");
+    }
+    b.push_str("<p class=\"controls\"><label>The receipt is valid for <select id=\"ttl\">");
+    for (i, d) in v.ttl_choices.iter().enumerate() {
+        let selected = if i == 0 { " selected" } else { "" };
+        let _ = write!(
+            b,
+            "<option value=\"{}\"{selected}>{}</option>",
+            d.as_secs(),
+            human_duration(*d)
+        );
+    }
+    let _ = write!(
+        b,
+        "</select></label>, for {} call{}.</p>",
+        v.uses,
+        if v.uses == 1 { "" } else { "s" }
+    );
+    if v.passkeys.is_empty() {
+        b.push_str(
+            "<p class=\"warning\" id=\"no-passkey\">No passkey is enrolled yet. Run \
+             <code>airlock approver enroll NAME</code> and open the link it prints.</p>",
+        );
+    } else {
+        b.push_str("<p class=\"controls\"><label>Decide as <select id=\"passkey\">");
+        for (id, label) in v.passkeys {
+            let _ = write!(b, "<option value=\"{}\">{}</option>", esc(id), esc(label));
+        }
+        b.push_str("</select></label></p>");
+    }
+    let disabled = if v.passkeys.is_empty() {
+        " disabled"
+    } else {
+        ""
+    };
+    let _ = write!(
+        b,
+        "<p class=\"buttons\"><button type=\"button\" id=\"approve\" class=\"approve\"{disabled}>Approve with passkey</button> \
+         <button type=\"button\" id=\"deny\" class=\"deny\"{disabled}>Deny with passkey</button></p>\
+         <p id=\"result\" role=\"status\"></p>\
+         <p class=\"hint\">Without a passkey: <code>airlock approve {id} --key FILE</code> or \
+         <code>airlock deny {id} --key FILE</code>.</p></section>",
+        id = esc(&a.id)
+    );
+    b
+}
+
+/// The enrollment page of a valid link.
+pub fn enroll_page(name: &str, expires: &str, csrf: &str, token: &str) -> String {
+    let body = format!(
+        "<h1>Register a passkey</h1><p>for approver <b id=\"enroll-name\">{name}</b>. \
+         This link works once, until {expires}. Your device will ask for your PIN, fingerprint \
+         or face: airlock accepts only passkeys that verify you.</p>\
+         <p class=\"buttons\"><button type=\"button\" id=\"enroll\" class=\"approve\">Register passkey</button></p>\
+         <p id=\"result\" role=\"status\"></p>",
+        name = esc(name),
+        expires = esc(expires),
+    );
+    let attrs = format!(" data-token=\"{}\"", esc(token));
+    layout("Register a passkey", "enroll", csrf, &attrs, &body)
+}
+
+/// A short page for errors and dead links.
+pub fn message_page(title: &str, message: &str) -> String {
+    let body = format!(
+        "<h1>{}</h1><p>{}</p><p><a href=\"/\">All approvals</a></p>",
+        esc(title),
+        esc(message)
+    );
+    layout(title, "message", "", "", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_leaves_no_markup_and_shows_hidden_characters() {
+        assert_eq!(
+            esc("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+        assert_eq!(visible("prod\u{202E}bd-dorp"), "prod⟨U+202E⟩bd-dorp");
+        assert_eq!(visible("a\u{200B}b\n"), "a⟨U+200B⟩b⟨U+000A⟩");
+        assert_eq!(visible("plain-db"), "plain-db");
+    }
+
+    #[test]
+    fn production_is_recognised() {
+        assert!(is_production("prod"));
+        assert!(is_production("eu-Production"));
+        assert!(!is_production("staging"));
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(human_duration(Duration::from_secs(900)), "15 minutes");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(human_duration(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(human_duration(Duration::from_secs(60)), "1 minute");
+    }
+}

@@ -1,0 +1,270 @@
+//! What receipts are checked against, from airlock's config and state only:
+//!
+//! - the config's `[[approver]]` keys;
+//! - airlock's own Ed25519 key (`state/airlock.key`, mode 0600, made at `serve` start when
+//!   missing), which countersigns passkey approvals;
+//! - the enrolled passkeys (`state/passkeys.json`, mode 0600), written by the enrollment page.
+//!
+//! [`trusted_keys`] reads all three each time it is called, so a passkey enrolled while
+//! `serve` runs counts at once and `airlock receipt verify` sees the same set offline.
+
+use crate::config::Config;
+use crate::receipt::{ApproverKey, ApproverPublic, KeyId, PasskeyKey, PasskeyPublic, TrustedKeys};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// airlock's own key's holder name, as receipts and `receipt verify` show it.
+pub const AIRLOCK_KEY_NAME: &str = "airlock";
+
+const PASSKEYS_FORMAT: &str = "airlock-passkeys/1";
+
+pub fn airlock_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("airlock.key")
+}
+
+/// airlock's own key: loaded, or made (mode 0600) when missing.
+pub fn ensure_airlock_key(state_dir: &Path) -> Result<ApproverKey, String> {
+    let path = airlock_key_path(state_dir);
+    if !path.exists() {
+        match crate::receipt::keygen(&path, AIRLOCK_KEY_NAME) {
+            Ok(_) => tracing::info!(path = %path.display(), "made airlock's own receipt key"),
+            // Another process made it first: use theirs.
+            Err(crate::receipt::KeyError::Exists { .. }) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    ApproverKey::load(&path).map_err(|e| e.to_string())
+}
+
+/// One enrolled passkey as `state/passkeys.json` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRecord {
+    /// The approver's name.
+    pub name: String,
+    /// The key id receipts name it by (derived from the key; checked at load).
+    pub key_id: String,
+    /// base64url, as WebAuthn hands it out.
+    pub credential_id: String,
+    /// `es256:…` or `ed25519:…` ([`PasskeyKey::encode`]).
+    pub public_key: String,
+    /// The WebAuthn relying party id it was made for (`localhost`).
+    pub rp_id: String,
+    /// The origin it was enrolled on.
+    pub origin: String,
+    /// The authenticator's last signature counter (0: it keeps none).
+    pub sign_count: u32,
+    pub created_at: String,
+}
+
+impl PasskeyRecord {
+    pub fn public(&self) -> Result<PasskeyPublic, String> {
+        use base64::Engine as _;
+        let key = PasskeyKey::decode(&self.public_key).map_err(|e| e.to_string())?;
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(self.credential_id.as_bytes())
+            .map_err(|_| "credential_id is not base64url".to_string())?;
+        let p = PasskeyPublic::new(&self.name, id, key, &self.rp_id).map_err(|e| e.to_string())?;
+        if p.key_id().as_str() != self.key_id {
+            return Err(format!(
+                "passkey of {:?}: key_id does not match its key",
+                self.name
+            ));
+        }
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasskeysFile {
+    format: String,
+    passkeys: Vec<PasskeyRecord>,
+}
+
+/// `state/passkeys.json`, changed under an exclusive lock (`state/passkeys.lock`).
+pub struct PasskeyStore {
+    path: PathBuf,
+    lock: PathBuf,
+}
+
+impl PasskeyStore {
+    pub fn new(state_dir: &Path) -> PasskeyStore {
+        PasskeyStore {
+            path: state_dir.join("passkeys.json"),
+            lock: state_dir.join("passkeys.lock"),
+        }
+    }
+
+    pub fn load(&self) -> Result<Vec<PasskeyRecord>, String> {
+        let shown = || self.path.display().to_string();
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(format!("{}: {e}", shown())),
+        };
+        let file: PasskeysFile =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", shown()))?;
+        if file.format != PASSKEYS_FORMAT {
+            return Err(format!("{}: unknown format {:?}", shown(), file.format));
+        }
+        Ok(file.passkeys)
+    }
+
+    fn save(&self, passkeys: Vec<PasskeyRecord>) -> Result<(), String> {
+        let file = PasskeysFile {
+            format: PASSKEYS_FORMAT.into(),
+            passkeys,
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
+        crate::state::write_atomic(&self.path, &json)
+            .map_err(|e| format!("{}: {e}", self.path.display()))
+    }
+
+    /// Runs `f` on the records under the lock and saves what it returns.
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<PasskeyRecord>) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(|e| format!("{}: {e}", self.lock.display()))?;
+        lock.lock()
+            .map_err(|e| format!("{}: {e}", self.lock.display()))?;
+        let mut all = self.load()?;
+        let out = f(&mut all)?;
+        self.save(all)?;
+        Ok(out)
+    }
+
+    /// Adds a passkey; refuses a credential or key already enrolled.
+    pub fn add(&self, record: PasskeyRecord) -> Result<(), String> {
+        record.public()?;
+        self.update(|all| {
+            if all
+                .iter()
+                .any(|p| p.credential_id == record.credential_id || p.key_id == record.key_id)
+            {
+                return Err("this passkey is already enrolled".into());
+            }
+            all.push(record);
+            Ok(())
+        })
+    }
+
+    /// Records an assertion's signature counter. An authenticator that keeps a counter must
+    /// show a larger one each time (a smaller or equal one means a cloned authenticator or a
+    /// replay): refused.
+    pub fn advance_counter(&self, key_id: &KeyId, count: u32) -> Result<(), String> {
+        self.update(|all| {
+            let p = all
+                .iter_mut()
+                .find(|p| p.key_id == key_id.as_str())
+                .ok_or_else(|| "the passkey is no longer enrolled".to_string())?;
+            if (count != 0 || p.sign_count != 0) && count <= p.sign_count {
+                return Err(format!(
+                    "the passkey's signature counter went from {} to {count}: a replayed assertion or a cloned authenticator",
+                    p.sign_count
+                ));
+            }
+            p.sign_count = count;
+            Ok(())
+        })
+    }
+}
+
+/// airlock's own public key, when the key exists.
+pub fn airlock_public(state_dir: &Path) -> Result<Option<ApproverPublic>, String> {
+    let path = airlock_key_path(state_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    ApproverKey::load(&path)
+        .map(|k| Some(k.public()))
+        .map_err(|e| e.to_string())
+}
+
+/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
+/// enrolled passkeys. Nothing from a request or a receipt.
+pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    for a in &config.approvers {
+        let public =
+            ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| e.to_string())?;
+        keys.add_approver(&public).map_err(|e| e.to_string())?;
+    }
+    if let Some(public) = airlock_public(&config.state_dir)? {
+        keys.add_airlock(&public).map_err(|e| e.to_string())?;
+    }
+    for record in PasskeyStore::new(&config.state_dir).load()? {
+        keys.add_passkey(&record.public()?)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn airlock_key_is_made_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = ensure_airlock_key(dir.path()).expect("made");
+        let b = ensure_airlock_key(dir.path()).expect("loaded");
+        assert_eq!(a.public(), b.public());
+        let mode = fs::metadata(airlock_key_path(dir.path()))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(airlock_public(dir.path()).expect("read"), Some(a.public()));
+    }
+
+    fn record(auth: &crate::receipt::webauthn::soft::Authenticator) -> PasskeyRecord {
+        use base64::Engine as _;
+        let p = auth.passkey("carol");
+        PasskeyRecord {
+            name: "carol".into(),
+            key_id: p.key_id().as_str().into(),
+            credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(p.credential_id()),
+            public_key: p.key().encode(),
+            rp_id: "localhost".into(),
+            origin: "http://localhost:8444".into(),
+            sign_count: 0,
+            created_at: "2026-02-26T12:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn passkeys_are_stored_0600_once_and_counters_only_go_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = PasskeyStore::new(dir.path());
+        assert!(store.load().expect("empty").is_empty());
+        let auth = crate::receipt::webauthn::soft::Authenticator::new("localhost");
+        let r = record(&auth);
+        store.add(r.clone()).expect("added");
+        assert!(store.add(r.clone()).is_err(), "enrolled twice");
+        let mode = fs::metadata(dir.path().join("passkeys.json"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let key_id = KeyId::parse(&r.key_id).expect("key id");
+        store.advance_counter(&key_id, 3).expect("up");
+        assert!(store.advance_counter(&key_id, 3).is_err(), "same counter");
+        assert!(store.advance_counter(&key_id, 2).is_err(), "counter down");
+        store.advance_counter(&key_id, 4).expect("up again");
+
+        let mut forged = record(&auth);
+        forged.key_id = "0000000000000000".into();
+        assert!(forged.public().is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! The audit log: one JSON line per terminal decision (`state/audit.jsonl`, mode 0600),
+//! each carrying the hash of the line before it, so an edited, removed, reordered or
+//! truncated record is detected by [`verify`] (`airlock audit verify`), which names it.
+//!
+//! - Records hold no secret: no key, signature, credential or body; parameters are the
+//!   call's canonical parameters, which the approval page shows too.
+//! - `serve` appends through one writer task that batches and `fsync`s; calls that spend
+//!   or grant a receipt wait for their record to be on disk before they are answered.
+//!   The CLI (approve, deny) appends under the same file lock, so the chain stays whole.
+//! - `state/audit.head` holds the last sequence number and hash, so cutting records off the
+//!   end is detected too. A torn last line (a crash mid-write) is moved aside to
+//!   `audit.torn` at start and the chain continues with a record saying so.
+//!
+//! What this does not guarantee: someone who can rewrite the whole file and the head can
+//! forge a consistent history; ship the log elsewhere to guard against that.
+
+use serde_json::{json, Map, Value};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("record {seq} (line {line}): {reason}")]
+    Broken { line: usize, seq: u64, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+    move |e| AuditError::Io(path.display().to_string(), e)
+}
+
+pub struct Paths {
+    pub log: PathBuf,
+    pub head: PathBuf,
+    pub lock: PathBuf,
+    pub torn: PathBuf,
+}
+
+impl Paths {
+    pub fn new(state_dir: &Path) -> Paths {
+        Paths {
+            log: state_dir.join("audit.jsonl"),
+            head: state_dir.join("audit.head"),
+            lock: state_dir.join("audit.lock"),
+            torn: state_dir.join("audit.torn"),
+        }
+    }
+}
+
+/// The chain position after the last complete record: (next sequence number, its hash).
+/// Reads only the end of the file (records are small).
+fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.to_string())),
+        Err(e) => return Err(AuditError::Io(path.display().to_string(), e)),
+    };
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let start = len.saturating_sub(256 * 1024);
+    f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(io_err(path))?;
+    // Only whole lines count; a torn fragment after the last newline is not a record.
+    let end = match tail.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i,
+        None => return Ok((0, GENESIS.to_string())),
+    };
+    let begin = tail[..end].iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let line = &tail[begin..end];
+    let v: Value = serde_json::from_slice(line)
+        .map_err(|e| AuditError::Broken { line: 0, seq: 0, reason: format!("last record unreadable: {e}") })?;
+    let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
+    Ok((seq + 1, crate::sigv4::sha256_hex(line)))
+}
+
+/// Appends records under the lock: each gets `seq`, `prev` and `time`.
+fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditError> {
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&paths.lock).map_err(io_err(&paths.lock))?;
+    lock.lock().map_err(io_err(&paths.lock))?;
+    let (mut seq, mut prev) = tail_of(&paths.log)?;
+    let mut out = Vec::new();
+    for r in records {
+        let mut r = r.clone();
+        r.insert("seq".into(), json!(seq));
+        r.insert("prev".into(), json!(prev));
+        let line = serde_json::to_string(&Value::Object(r)).map_err(|e| AuditError::Io(paths.log.display().to_string(), e.into()))?;
+        prev = crate::sigv4::sha256_hex(line.as_bytes());
+        seq += 1;
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(&paths.log).map_err(io_err(&paths.log))?;
+    f.write_all(&out).map_err(io_err(&paths.log))?;
+    f.sync_data().map_err(io_err(&paths.log))?;
+    let head = json!({ "seq": seq.saturating_sub(1), "hash": prev }).to_string();
+    crate::state::write_atomic(&paths.head, head.as_bytes()).map_err(io_err(&paths.head))
+}
+
+/// A record with the time set.
+pub fn record(event: &str) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("time".into(), json!(crate::state::approvals::now_rfc3339()));
+    m.insert("event".into(), json!(event));
+    m
+}
+
+/// Appends one record now (the CLI's path).
+pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
+    append(&Paths::new(state_dir), &[r])
+}
+
+/// Moves a torn last line aside, so the chain can continue. Returns the bytes moved.
+pub fn recover(state_dir: &Path) -> Result<usize, AuditError> {
+    let paths = Paths::new(state_dir);
+    let mut f = match OpenOptions::new().read(true).write(true).open(&paths.log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(AuditError::Io(paths.log.display().to_string(), e)),
+    };
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io_err(&paths.log))?;
+    let keep = match bytes.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    if keep == bytes.len() {
+        return Ok(0);
+    }
+    let torn = &bytes[keep..];
+    let mut t = OpenOptions::new().create(true).append(true).mode(0o600).open(&paths.torn).map_err(io_err(&paths.torn))?;
+    t.write_all(torn).map_err(io_err(&paths.torn))?;
+    t.write_all(b"\n").map_err(io_err(&paths.torn))?;
+    t.sync_all().map_err(io_err(&paths.torn))?;
+    f.set_len(keep as u64).map_err(io_err(&paths.log))?;
+    f.seek(SeekFrom::End(0)).map_err(io_err(&paths.log))?;
+    f.sync_all().map_err(io_err(&paths.log))?;
+    let n = torn.len();
+    let mut r = record("torn_tail_recovered");
+    r.insert("bytes".into(), json!(n));
+    r.insert("moved_to".into(), json!(paths.torn.display().to_string()));
+    append(&paths, &[r])?;
+    Ok(n)
+}
+
+/// Checks the whole chain; returns the number of records.
+pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
+    let paths = Paths::new(state_dir);
+    let f = match File::open(&paths.log) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(AuditError::Io(paths.log.display().to_string(), e)),
+    };
+    let mut prev = GENESIS.to_string();
+    let mut expect_seq = 0u64;
+    let mut reader = BufReader::new(f);
+    let mut raw = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        raw.clear();
+        let n = reader.read_until(b'\n', &mut raw).map_err(io_err(&paths.log))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let broken = |reason: String| AuditError::Broken { line: line_no, seq: expect_seq, reason };
+        if raw.last() != Some(&b'\n') {
+            return Err(broken("the last record is torn (no end of line)".into()));
+        }
+        let line = std::str::from_utf8(&raw[..raw.len() - 1]).map_err(|_| broken("not UTF-8".into()))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record: {e}")))?;
+        let seq = v.get("seq").and_then(Value::as_u64).ok_or_else(|| broken("no seq".into()))?;
+        if seq != expect_seq {
+            return Err(broken(format!("has seq {seq}, expected {expect_seq}: a record was removed or reordered")));
+        }
+        if v.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
+            return Err(AuditError::Broken {
+                line: line_no,
+                seq: expect_seq,
+                reason: format!(
+                    "its prev hash does not match: record {} was edited, or records around it were removed or reordered",
+                    expect_seq.saturating_sub(1)
+                ),
+            });
+        }
+        prev = crate::sigv4::sha256_hex(line.as_bytes());
+        expect_seq += 1;
+    }
+    if let Ok(head) = fs::read_to_string(&paths.head) {
+        let h: Value = serde_json::from_str(&head).unwrap_or(Value::Null);
+        let head_seq = h.get("seq").and_then(Value::as_u64);
+        let head_hash = h.get("hash").and_then(Value::as_str);
+        if let (Some(s), Some(hash)) = (head_seq, head_hash) {
+            if s + 1 > expect_seq {
+                return Err(AuditError::Broken { line: line_no, seq: expect_seq, reason: format!("the log ends at record {} but audit.head says {s} was written: records were cut off the end", expect_seq.saturating_sub(1)) });
+            }
+            if s + 1 == expect_seq && hash != prev {
+                return Err(AuditError::Broken { line: line_no, seq: s, reason: "the last record does not match audit.head: it was edited".into() });
+            }
+        }
+    }
+    Ok(expect_seq)
+}
+
+/// `serve`'s writer: records arrive on a channel and are appended in batches.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<(Map<String, Value>, Option<oneshot::Sender<bool>>)>,
+}
+
+impl AuditLog {
+    /// Recovers a torn tail, checks the chain (a broken one is reported, not repaired), and
+    /// starts the writer.
+    pub fn start(state_dir: &Path) -> Result<AuditLog, AuditError> {
+        match recover(state_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(bytes = n, "the audit log ended in a torn record (a crash mid-write); moved it to audit.torn and continued the chain"),
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = verify(state_dir) {
+            tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
+        }
+        let paths = Paths::new(state_dir);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Map<String, Value>, Option<oneshot::Sender<bool>>)>();
+        std::thread::Builder::new()
+            .name("airlock-audit".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                        if batch.len() >= 512 {
+                            break;
+                        }
+                    }
+                    let records: Vec<_> = batch.iter().map(|(r, _)| r.clone()).collect();
+                    let ok = match append(&paths, &records) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::error!(error = %e, records = records.len(), "could not write audit records");
+                            false
+                        }
+                    };
+                    for (_, done) in batch {
+                        if let Some(done) = done {
+                            let _ = done.send(ok);
+                        }
+                    }
+                }
+            })
+            .map_err(|e| AuditError::Io("audit writer".into(), e))?;
+        Ok(AuditLog { tx })
+    }
+
+    /// Queues a record.
+    pub fn write(&self, r: Map<String, Value>) {
+        let _ = self.tx.send((r, None));
+    }
+
+    /// Queues a record and waits until it is on disk; false if it could not be written.
+    pub async fn write_durable(&self, r: Map<String, Value>) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send((r, Some(done))).is_err() {
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+}
+
+/// `airlock audit tail`: records as readable lines.
+pub fn render(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let n = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let resources = v
+        .get("resources")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    format!(
+        "{} #{} {:<10} agent={} env={} {} {} status={} rule={} receipt={} {}",
+        s("time"),
+        n("seq"),
+        s("event"),
+        s("agent"),
+        s("environment"),
+        s("action"),
+        resources,
+        n("upstream_status"),
+        s("rule"),
+        s("receipt"),
+        v.get("reason").and_then(Value::as_str).unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, n: usize) {
+        for i in 0..n {
+            let mut r = record("forwarded");
+            r.insert("agent".into(), json!(format!("a{i}")));
+            append_now(dir, r).unwrap();
+        }
+    }
+
+    fn lines(dir: &Path) -> Vec<String> {
+        fs::read_to_string(dir.join("audit.jsonl")).unwrap().lines().map(str::to_string).collect()
+    }
+
+    fn put(dir: &Path, lines: &[String]) {
+        fs::write(dir.join("audit.jsonl"), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), 5);
+        assert_eq!(verify(d.path()).unwrap(), 5);
+    }
+
+    #[test]
+    fn edits_removals_reorders_and_truncation_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), 5);
+        let orig = lines(d.path());
+
+        let mut edited = orig.clone();
+        edited[2] = edited[2].replace("a2", "zz");
+        put(d.path(), &edited);
+        let e = verify(d.path()).unwrap_err().to_string();
+        assert!(e.contains("record 2 was edited"), "{e}");
+
+        let mut removed = orig.clone();
+        removed.remove(1);
+        put(d.path(), &removed);
+        assert!(verify(d.path()).unwrap_err().to_string().contains("record 1"));
+
+        let mut swapped = orig.clone();
+        swapped.swap(1, 2);
+        put(d.path(), &swapped);
+        assert!(verify(d.path()).is_err());
+
+        put(d.path(), &orig[..3]);
+        let e = verify(d.path()).unwrap_err().to_string();
+        assert!(e.contains("cut off"), "{e}");
+
+        put(d.path(), &orig);
+        assert_eq!(verify(d.path()).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_torn_tail_is_moved_aside_and_the_chain_continues() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), 3);
+        let mut f = OpenOptions::new().append(true).open(d.path().join("audit.jsonl")).unwrap();
+        f.write_all(b"{\"time\":\"2026").unwrap();
+        drop(f);
+        assert!(verify(d.path()).is_err());
+        assert!(recover(d.path()).unwrap() > 0);
+        write(d.path(), 1);
+        assert_eq!(verify(d.path()).unwrap(), 5);
+        assert!(fs::read_to_string(d.path().join("audit.torn")).unwrap().contains("2026"));
+    }
+}
