@@ -208,9 +208,12 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
 }
 
 /// `serve`'s writer: records arrive on a channel and are appended in batches.
+/// A record, and who waits for it to be on disk.
+type Queued = (Map<String, Value>, Option<oneshot::Sender<bool>>);
+
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<(Map<String, Value>, Option<oneshot::Sender<bool>>)>,
+    tx: mpsc::UnboundedSender<Queued>,
 }
 
 impl AuditLog {
@@ -226,7 +229,7 @@ impl AuditLog {
             tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
         }
         let paths = Paths::new(state_dir);
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Map<String, Value>, Option<oneshot::Sender<bool>>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         std::thread::Builder::new()
             .name("airlock-audit".into())
             .spawn(move || {

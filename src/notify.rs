@@ -256,6 +256,7 @@ mod tests {
             rule: "builtin:destructive-verb".into(),
             reason: "deletes".into(),
             irreversible: true,
+            irreversible_reasons: vec!["no final snapshot".into()],
             created_at: "2026-02-26T12:00:00Z".into(),
             last_seen_at: "2026-02-26T12:00:00Z".into(),
             attempts: 1,

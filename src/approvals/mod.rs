@@ -246,7 +246,7 @@ impl App {
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("")
             .to_ascii_lowercase();
-        if !self.hosts.iter().any(|h| *h == host) {
+        if !self.hosts.contains(&host) {
             return respond(
                 StatusCode::MISDIRECTED_REQUEST,
                 "text/plain; charset=utf-8",

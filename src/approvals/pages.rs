@@ -85,9 +85,9 @@ fn layout(title: &str, page: &str, csrf: &str, extra_attrs: &str, body: &str) ->
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    if s % 3600 == 0 && s >= 3600 {
+    if s.is_multiple_of(3600) && s >= 3600 {
         plural(s / 3600, "hour")
-    } else if s % 60 == 0 && s >= 60 {
+    } else if s.is_multiple_of(60) && s >= 60 {
         plural(s / 60, "minute")
     } else {
         plural(s, "second")
@@ -240,8 +240,18 @@ pub fn approval_page(v: &ApprovalView<'_>) -> String {
         show(&describe::destroys(&a.call))
     );
     if a.irreversible {
-        b.push_str(
-            "<p class=\"irreversible big\" id=\"irreversible\">IRREVERSIBLE: this cannot be undone.</p>",
+        let why = if a.irreversible_reasons.is_empty() {
+            "this cannot be undone".to_owned()
+        } else {
+            a.irreversible_reasons
+                .iter()
+                .map(|r| show(r))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let _ = write!(
+            b,
+            "<p class=\"irreversible big\" id=\"irreversible\">IRREVERSIBLE: {why}.</p>"
         );
     }
     let _ = write!(
