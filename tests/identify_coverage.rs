@@ -140,7 +140,7 @@ fn same_call(want_service: &str, got_service: &str, operation: &str, protocol: &
     let (Some(a), Some(b)) = (m.services.get(want_service), m.services.get(got_service)) else {
         return false;
     };
-    let (Some(oa), Some(ob)) = (a.operations.get(operation), b.operations.get(operation)) else {
+    let (Some(oa), Some(ob)) = (a.operations().get(operation), b.operations().get(operation)) else {
         return false;
     };
     if a.signing_name != b.signing_name {
@@ -177,7 +177,7 @@ fn alias_of(service: &str, want: &str, got: &str) -> bool {
     let Some(s) = m.services.get(service) else {
         return false;
     };
-    let (Some(a), Some(b)) = (s.operations.get(want), s.operations.get(got)) else {
+    let (Some(a), Some(b)) = (s.operations().get(want), s.operations().get(got)) else {
         return false;
     };
     a.deprecated
@@ -363,7 +363,7 @@ fn run(g: &Generated) -> Result<(String, String), String> {
     if let Some(op) = model::model()
         .services
         .get(&call.service)
-        .and_then(|s| s.operations.get(&call.operation))
+        .and_then(|s| s.operations().get(&call.operation))
     {
         for label in &op.labels {
             let found = call.resources.iter().find(|r| &r.member == label);
@@ -451,7 +451,7 @@ fn mutations(g: &Generated) -> Vec<(&'static str, Generated)> {
             let literals = m
                 .services
                 .get(&g.service)
-                .and_then(|s| s.operations.get(&g.operation))
+                .and_then(|s| s.operations().get(&g.operation))
                 .map(|op| {
                     op.uri
                         .split_once('?')

@@ -38,7 +38,25 @@ pub struct Service {
     pub service_id: String,
     pub global: BTreeMap<String, GlobalEndpoint>,
     pub hostname: BTreeMap<String, String>,
-    pub operations: BTreeMap<String, Operation>,
+    /// The operations as embedded JSON, parsed on first use: most services are never
+    /// called, and parsing all ~18,000 operations up front costs tens of MiB.
+    #[serde(rename = "operations")]
+    raw_operations: Box<serde_json::value::RawValue>,
+    #[serde(skip)]
+    parsed_operations: OnceLock<BTreeMap<String, Operation>>,
+}
+
+impl Service {
+    /// The service's operations by name.
+    pub fn operations(&self) -> &BTreeMap<String, Operation> {
+        self.parsed_operations.get_or_init(|| match serde_json::from_str(self.raw_operations.get()) {
+            Ok(ops) => ops,
+            Err(e) => {
+                eprintln!("airlock: the embedded model's operations of {} are unreadable ({e})", self.service_id);
+                BTreeMap::new()
+            }
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]

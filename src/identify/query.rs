@@ -101,7 +101,7 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
     let having: Vec<&Candidate> = versioned
         .iter()
         .copied()
-        .filter(|c| c.service.operations.contains_key(&action))
+        .filter(|c| c.service.operations().contains_key(&action))
         .collect();
     if having.is_empty() {
         return Err(IdentifyError::new(
@@ -128,7 +128,7 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
     let Some(chosen) = having.iter().find(|c| c.name == chosen_name) else {
         return Err(IdentifyError::new("InvalidAction", "no operation matched"));
     };
-    let Some((operation, op)) = chosen.service.operations.get_key_value(&action) else {
+    let Some((operation, op)) = chosen.service.operations().get_key_value(&action) else {
         return Err(IdentifyError::new("InvalidAction", "no operation matched"));
     };
     let resources = resources::from_flat(op, &params);

@@ -22,7 +22,7 @@ use super::{pick_same_call, s3, single_header, Candidate, Found, IdentifyError, 
 use crate::aws::model::{model, Operation};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -40,29 +40,22 @@ struct Route {
     query: Vec<(String, Option<String>)>,
 }
 
-/// The routes of every REST service, parsed once.
+/// A REST service's routes, parsed on first use (once per service, kept for the life of
+/// the process): most services are never called, and parsing them all costs tens of MiB.
 fn routes(service: &str) -> &'static [Route] {
-    static ROUTES: OnceLock<HashMap<&'static str, Vec<Route>>> = OnceLock::new();
-    let all = ROUTES.get_or_init(|| {
-        let mut all = HashMap::new();
-        for (name, svc) in &model().services {
-            if !svc
-                .protocols
-                .iter()
-                .any(|p| p == "rest-json" || p == "rest-xml")
-            {
-                continue;
-            }
-            let routes = svc
-                .operations
-                .iter()
-                .map(|(operation, op)| parse_route(operation, op))
-                .collect();
-            all.insert(name.as_str(), routes);
-        }
-        all
-    });
-    all.get(service).map_or(&[], Vec::as_slice)
+    static ROUTES: OnceLock<Mutex<HashMap<&'static str, &'static [Route]>>> = OnceLock::new();
+    let mut cache = ROUTES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = cache.get(service) {
+        return r;
+    }
+    let Some((name, svc)) = model().services.get_key_value(service) else { return &[] };
+    if !svc.protocols.iter().any(|p| p == "rest-json" || p == "rest-xml") {
+        return &[];
+    }
+    let parsed: Vec<Route> = svc.operations().iter().map(|(operation, op)| parse_route(operation, op)).collect();
+    let leaked: &'static [Route] = Box::leak(parsed.into_boxed_slice());
+    cache.insert(name.as_str(), leaked);
+    leaked
 }
 
 fn parse_route(operation: &'static str, op: &'static Operation) -> Route {

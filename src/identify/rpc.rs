@@ -142,7 +142,7 @@ fn finish(
 ) -> Result<Found, IdentifyError> {
     let having: Vec<&'static str> = speaking
         .iter()
-        .filter(|c| c.service.operations.contains_key(operation))
+        .filter(|c| c.service.operations().contains_key(operation))
         .map(|c| c.name)
         .collect();
     if having.is_empty() {
@@ -158,7 +158,7 @@ fn finish(
         .ok_or_else(|| unknown("no operation matched".into()))?;
     let (operation, op) = chosen
         .service
-        .operations
+        .operations()
         .get_key_value(operation)
         .ok_or_else(|| unknown("no operation matched".into()))?;
     let params: BTreeMap<String, String> = object

@@ -254,7 +254,7 @@ fn destructive_verbs_are_computed_over_the_operation_table() {
     let m = crate::aws::model();
     let mut gated = 0;
     for (name, svc) in &m.services {
-        for op in svc.operations.keys() {
+        for op in svc.operations().keys() {
             let c = call(name, op, &[], None);
             let by_rule = builtin::rules()[0].matches(&c, "", "");
             let by_name = builtin::is_destructive_name(op);

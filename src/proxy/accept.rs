@@ -73,7 +73,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(256 * 1024);
+        .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())

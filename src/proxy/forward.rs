@@ -31,6 +31,7 @@ pub fn client(upstream: &Upstream) -> Result<Client, ProxyError> {
     Ok(HyperClient::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64)
+        .http1_max_buf_size(64 * 1024)
         .build(https))
 }
 

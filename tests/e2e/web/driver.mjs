@@ -122,6 +122,9 @@ async function decide(cmd) {
     out.text = await page.innerText('body');
     out.production_banner = await page.locator('#prod-banner').count() > 0;
     if (cmd.screenshot) await page.screenshot({ path: cmd.screenshot, fullPage: true });
+    if (cmd.passkey_index !== undefined) {
+      await page.selectOption('#passkey', { index: cmd.passkey_index });
+    }
     if (cmd.batch && await page.locator('#batch-all').count()) {
       await page.check('#batch-all');
     }
@@ -151,6 +154,15 @@ async function attack(cmd) {
     const page = await context.newPage();
     const cdp = await context.newCDPSession(page);
     await cdp.send('WebAuthn.enable');
+    if (cmd.own_authenticator) {
+      // An authenticator of the agent's own: it holds none of the approver's passkeys.
+      await cdp.send('WebAuthn.addVirtualAuthenticator', {
+        options: {
+          protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+          hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+        },
+      });
+    }
     const out = {};
     await page.goto(cmd.approval_url);
     out.text = await page.innerText('body');
