@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::identify;
-use crate::proxy::authenticate::{signed_headers, PRESIGN_PARAMS};
+use crate::proxy::authenticate::signed_headers;
 use crate::sigv4::{Prepared, RequestHead};
 use crate::state::agents::AgentStore;
 use serde_json::{json, Value};
@@ -67,16 +67,7 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
         host: &host,
     };
     let prepared = Prepared::from_head(&head).map_err(|e| e.message)?;
-    let query: Vec<(String, String)> = if prepared.claim.presigned.is_some() {
-        prepared
-            .query
-            .iter()
-            .filter(|(k, _)| !PRESIGN_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect()
-    } else {
-        prepared.query.clone()
-    };
+    let query = prepared.forwarded_query();
     let chunked = matches!(
         prepared.payload,
         crate::sigv4::PayloadClaim::SignedChunks { .. }

@@ -101,17 +101,6 @@ pub const DROPPED_HEADERS: &[&str] = &[
 /// decoded body instead.
 const CHUNK_FRAMING_HEADERS: &[&str] = &["x-amz-decoded-content-length", "x-amz-trailer"];
 
-/// The presigning parameters, removed from the forwarded query.
-pub(crate) const PRESIGN_PARAMS: &[&str] = &[
-    "X-Amz-Algorithm",
-    "X-Amz-Credential",
-    "X-Amz-Date",
-    "X-Amz-Expires",
-    "X-Amz-SignedHeaders",
-    "X-Amz-Signature",
-    "X-Amz-Security-Token",
-];
-
 pub async fn authenticate(
     proxy: &Proxy,
     req: http::Request<Incoming>,
@@ -293,16 +282,7 @@ pub async fn authenticate(
 
     let chunked = matches!(prepared.payload, PayloadClaim::SignedChunks { .. });
     let headers = signed_headers(&parts.headers, &prepared.claim.signed_headers, chunked);
-    let query = if presigned {
-        prepared
-            .query
-            .iter()
-            .filter(|(k, _)| !PRESIGN_PARAMS.contains(&k.as_str()))
-            .cloned()
-            .collect()
-    } else {
-        prepared.query.clone()
-    };
+    let query = prepared.forwarded_query();
     Ok(VerifiedRequest {
         agent,
         scope: prepared.claim.scope.clone(),

@@ -486,6 +486,14 @@ impl Prepared {
         Ok(())
     }
 
+    /// The query as it is forwarded: the presigning parameters of a presigned URL removed.
+    pub fn forwarded_query(&self) -> Vec<(String, String)> {
+        match self.claim.presigned {
+            Some(_) => self.query.iter().filter(|(k, _)| !parse::PRESIGN_PARAMS.contains(&k.as_str())).cloned().collect(),
+            None => self.query.clone(),
+        }
+    }
+
     /// The seed signature of a signed-chunk stream is the request's own signature.
     pub fn seed_signature(&self) -> [u8; 32] {
         self.claim.signature

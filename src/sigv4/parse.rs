@@ -75,18 +75,21 @@ pub fn parse_authorization(value: &str) -> Result<Claim, AuthError> {
     })
 }
 
+/// The presigning query parameters (removed from what is forwarded).
+pub const PRESIGN_PARAMS: [&str; 7] = [
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+];
+
 /// Parses presigned-URL parameters from already-decoded query pairs.
 /// Returns `Ok(None)` when the query carries no `X-Amz-Signature`/`X-Amz-Algorithm`.
 pub fn parse_presigned(pairs: &[(String, String)]) -> Result<Option<Claim>, AuthError> {
-    let names = [
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-Expires",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-        "X-Amz-Security-Token",
-    ];
+    let names = PRESIGN_PARAMS;
     let mut found: [Option<&str>; 7] = [None; 7];
     for (k, v) in pairs {
         if let Some(i) = names.iter().position(|n| n == k) {

@@ -34,7 +34,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import _RUNNING as RUNNING  # failure reports show the logs of what is running
-from support import REPO, Agent, Airlock, Moto, require_tool, unique
+from support import REPO, Agent, Airlock, Moto, error_code, require_tool, run, scrubbed_env, unique
 
 DRIVER = Path(__file__).resolve().parent / "web" / "driver.mjs"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -43,6 +43,13 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # and is never sent twice by the client (so "not re-run" is airlock's doing).
 ONE_ATTEMPT = Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"})
 HOLD = 40
+
+
+def save_artifact(path: Path) -> None:
+    """Keep a copy under tests/e2e/artifacts/ (which ignores itself in git)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n")
+    shutil.copy(path, ARTIFACTS / path.name)
 
 
 def browser_tools() -> None:
@@ -325,8 +332,7 @@ def test_a_held_call_is_approved_with_a_passkey_and_completes_once(web: WebAirlo
     assert out["result"] == {"text": "Approved 1 call.", "kind": "ok"}, out["result"]
     assert out["status_after"] == "Approved by alice"
     assert shot.stat().st_size > 10_000
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(shot, ARTIFACTS / "approval-page.png")
+    save_artifact(shot)
 
     # The call reached moto once: the database is gone, and airlock saw one attempt.
     assert not db_exists(moto, db)
@@ -569,3 +575,76 @@ def test_the_webhook_got_one_message_per_blocked_call(web: WebAirlock, webhook: 
         assert m["text"].startswith("airlock: approval needed for ")
         assert m["airlock"]["link"].endswith(f"/approvals/{approval_id}")
     assert all(r["content_type"] == "application/json" for r in webhook.received)
+
+
+# --- the incident, replayed: terraform destroy by an agent ----------------------------------
+
+
+def test_terraform_destroy_under_airlock_exec_waits_for_the_page_and_completes(
+        web: WebAirlock, moto: Moto, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """`airlock exec AGENT -- terraform destroy`: every destructive call is held; the human
+    approves each wave of them on the page with one passkey touch; Terraform, never re-run,
+    completes, and the stack is gone from moto."""
+    from test_terraform import terraform_workdir
+
+    terraform = require_tool("terraform")
+    workdir, cli_config = terraform_workdir(tmp_path)
+    tf_settings = {"TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1", "CHECKPOINT_DISABLE": "1"}
+    name = unique("tfweb")
+    # The stack is applied through the shadow-mode airlock the client suites use.
+    apply_env = {**request.getfixturevalue("agent").env, **tf_settings}
+    run([terraform, "init", "-input=false", "-no-color"], apply_env, cwd=workdir)
+    run([terraform, "apply", "-input=false", "-auto-approve", f"-var=name={name}", "-no-color"],
+        apply_env, cwd=workdir, timeout=900)
+    rds = moto.client("rds")
+    assert db_exists(moto, f"{name}-db")
+
+    agent = web.airlock.add_agent(unique("tf-agent"))
+    # Nothing of AWS from this process's environment: exec supplies all of it.
+    exec_env = {**scrubbed_env(), **tf_settings, "AWS_PROFILE": "should-be-removed",
+                "AWS_SESSION_TOKEN": "should-be-removed"}
+    destroy = subprocess.Popen(
+        [str(web.airlock.binary), "--config", str(web.airlock.config), "exec", agent.name, "--",
+         terraform, "destroy", "-input=false", "-auto-approve", f"-var=name={name}", "-no-color"],
+        env=exec_env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    pump = threading.Thread(target=lambda: output.extend(destroy.stdout or []), daemon=True)
+    pump.start()
+
+    rounds = 0
+    deadline = time.monotonic() + 600
+    while destroy.poll() is None:
+        assert time.monotonic() < deadline, "".join(output)
+        pending = [a for a in requests.get(f"{web.base}/api/approvals", timeout=5).json()["pending"]
+                   if a["agent"] == agent.name]
+        if not pending:
+            time.sleep(0.5)
+            continue
+        time.sleep(1)  # let the rest of this wave arrive
+        shot = web.artifacts / f"terraform-round-{rounds}.png"
+        out = drive({"cmd": "decide", "credfile": str(web.credfile), "decision": "approve",
+                     "approval_url": f"{web.origin}{pending[0]['link']}", "batch": True,
+                     "screenshot": str(shot)})
+        assert out["result"]["kind"] == "ok", out["result"]
+        if rounds == 0:
+            save_artifact(shot)
+        rounds += 1
+    pump.join(10)
+    text = "".join(output)
+    assert destroy.returncode == 0, text
+    assert "Destroy complete!" in text, text
+    assert rounds >= 2, f"expected several waves of held calls, approved {rounds}"
+
+    # The stack is gone, and every destructive call was approved once by the human and
+    # sent once by Terraform.
+    assert not db_exists(moto, f"{name}-db")
+    assert error_code(rds.describe_db_snapshots, DBSnapshotIdentifier=f"{name}-snap") == "DBSnapshotNotFound"
+    state = json.loads((workdir / "terraform.tfstate").read_text())
+    assert state["resources"] == []
+    mine = [json.loads(p.read_text()) for p in (web.airlock.home / "state" / "approvals").glob("*.json")]
+    mine = [a for a in mine if a["agent"] == agent.name]
+    operations = sorted(a["call"]["operation"] for a in mine)
+    for op in ["DeleteDBInstance", "DeleteDBSnapshot", "DeleteBucket", "DeleteTable", "DeleteVpc"]:
+        assert op in operations, operations
+    assert all(a["decided_by"] == "alice" for a in mine), mine
+    assert all(a["attempts"] == 1 for a in mine), [(a["call"]["operation"], a["attempts"]) for a in mine]
