@@ -19,7 +19,7 @@ pub const CEREMONY_TTL: Duration = Duration::from_secs(3 * 60);
 pub const WEBAUTHN_TIMEOUT_MS: u64 = 120_000;
 
 const MAX_CSRF: usize = 4096;
-const MAX_CEREMONIES: usize = 256;
+const MAX_CEREMONIES: usize = 1024;
 
 /// 32 random bytes, base64url: for tokens and ids.
 pub fn random_token() -> String {
@@ -104,13 +104,22 @@ impl Ceremonies {
         inner.csrf.get(token).is_some_and(|exp| *exp > now)
     }
 
-    /// Stores a started ceremony; its id, or `None` when too many are under way.
-    pub fn start(&self, ceremony: Ceremony) -> Option<String> {
+    /// Stores a started ceremony and returns its id. When too many are under way the oldest
+    /// is dropped: a flood of `begin`s (anyone on this machine can send them) can make a
+    /// person start again, never stop them from starting.
+    pub fn start(&self, ceremony: Ceremony) -> String {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.ceremonies.retain(|_, e| e.expires > now);
         if inner.ceremonies.len() >= MAX_CEREMONIES {
-            return None;
+            if let Some(oldest) = inner
+                .ceremonies
+                .iter()
+                .min_by_key(|(_, e)| e.expires)
+                .map(|(k, _)| k.clone())
+            {
+                inner.ceremonies.remove(&oldest);
+            }
         }
         let id = random_token();
         inner.ceremonies.insert(
@@ -120,7 +129,7 @@ impl Ceremonies {
                 expires: now + CEREMONY_TTL,
             },
         );
-        Some(id)
+        id
     }
 
     /// Takes a ceremony out (it can be finished once), if it exists and has not expired.
@@ -135,16 +144,18 @@ impl Ceremonies {
 mod tests {
     use super::*;
 
+    fn enroll() -> Ceremony {
+        Ceremony::Enroll {
+            token_hash: "h".into(),
+            name: "n".into(),
+            challenge: [0; 32],
+        }
+    }
+
     #[test]
     fn a_ceremony_is_taken_once() {
         let c = Ceremonies::default();
-        let id = c
-            .start(Ceremony::Enroll {
-                token_hash: "h".into(),
-                name: "n".into(),
-                challenge: [0; 32],
-            })
-            .expect("started");
+        let id = c.start(enroll());
         assert!(c.take(&id).is_some());
         assert!(c.take(&id).is_none(), "taken twice");
         assert!(c.take("made-up").is_none());
@@ -160,22 +171,15 @@ mod tests {
     }
 
     #[test]
-    fn ceremonies_are_capped() {
+    fn a_flood_of_ceremonies_drops_the_oldest_and_never_refuses() {
         let c = Ceremonies::default();
+        let first = c.start(enroll());
         for _ in 0..MAX_CEREMONIES {
-            c.start(Ceremony::Enroll {
-                token_hash: "h".into(),
-                name: "n".into(),
-                challenge: [0; 32],
-            })
-            .expect("room");
+            c.start(enroll());
         }
-        assert!(c
-            .start(Ceremony::Enroll {
-                token_hash: "h".into(),
-                name: "n".into(),
-                challenge: [0; 32],
-            })
-            .is_none());
+        let last = c.start(enroll());
+        assert!(c.take(&first).is_none(), "the oldest was dropped");
+        assert!(c.take(&last).is_some());
+        assert!(c.lock().ceremonies.len() <= MAX_CEREMONIES);
     }
 }

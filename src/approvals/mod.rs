@@ -609,20 +609,12 @@ impl App {
             ),
         };
         let count = bodies.len();
-        let id = self
-            .ceremonies
-            .start(Ceremony::Decide {
-                bodies,
-                passkey: passkey.key_id().clone(),
-                challenge,
-                batch,
-            })
-            .ok_or_else(|| {
-                refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many ceremonies under way; try again in a minute",
-                )
-            })?;
+        let id = self.ceremonies.start(Ceremony::Decide {
+            bodies,
+            passkey: passkey.key_id().clone(),
+            challenge,
+            batch,
+        });
         Ok(json!({
             "ceremony": id,
             "count": count,
@@ -741,19 +733,11 @@ impl App {
         let user_id = ceremony::random_bytes::<16>();
         let token_hash = enroll::token_hash(&req.token)
             .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "not a token"))?;
-        let id = self
-            .ceremonies
-            .start(Ceremony::Enroll {
-                token_hash,
-                name: e.name.clone(),
-                challenge,
-            })
-            .ok_or_else(|| {
-                refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many ceremonies under way; try again in a minute",
-                )
-            })?;
+        let id = self.ceremonies.start(Ceremony::Enroll {
+            token_hash,
+            name: e.name.clone(),
+            challenge,
+        });
         let exclude: Vec<Value> = records
             .iter()
             .map(|r| json!({"type": "public-key", "id": r.credential_id}))

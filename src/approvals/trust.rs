@@ -23,7 +23,14 @@ pub fn airlock_key_path(state_dir: &Path) -> PathBuf {
     state_dir.join("airlock.key")
 }
 
-/// airlock's own key: loaded, or made (mode 0600) when missing.
+/// airlock's public key as `ed25519:BASE64`, readable by anyone who verifies receipts
+/// offline (the private key stays 0600).
+pub fn airlock_public_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("airlock.pub")
+}
+
+/// airlock's own key: loaded, or made (mode 0600) when missing; `airlock.pub` is written
+/// beside it whenever it is missing or does not match.
 pub fn ensure_airlock_key(state_dir: &Path) -> Result<ApproverKey, String> {
     let path = airlock_key_path(state_dir);
     if !path.exists() {
@@ -34,7 +41,16 @@ pub fn ensure_airlock_key(state_dir: &Path) -> Result<ApproverKey, String> {
             Err(e) => return Err(e.to_string()),
         }
     }
-    ApproverKey::load(&path).map_err(|e| e.to_string())
+    let key = ApproverKey::load(&path).map_err(|e| e.to_string())?;
+    let public = format!("{}\n", key.public().config_value());
+    let pub_path = airlock_public_path(state_dir);
+    if fs::read_to_string(&pub_path).ok().as_deref() != Some(public.as_str()) {
+        use std::os::unix::fs::PermissionsExt;
+        crate::state::write_atomic(&pub_path, public.as_bytes())
+            .and_then(|()| fs::set_permissions(&pub_path, fs::Permissions::from_mode(0o644)))
+            .map_err(|e| format!("{}: {e}", pub_path.display()))?;
+    }
+    Ok(key)
 }
 
 /// One enrolled passkey as `state/passkeys.json` holds it.
@@ -177,8 +193,19 @@ impl PasskeyStore {
     }
 }
 
-/// airlock's own public key, when the key exists.
+/// airlock's own public key: from `airlock.pub`, else from the private key; `None` before
+/// `serve` first made it.
 pub fn airlock_public(state_dir: &Path) -> Result<Option<ApproverPublic>, String> {
+    let pub_path = airlock_public_path(state_dir);
+    match fs::read_to_string(&pub_path) {
+        Ok(text) => {
+            return ApproverPublic::from_config(AIRLOCK_KEY_NAME, text.trim())
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", pub_path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", pub_path.display())),
+    }
     let path = airlock_key_path(state_dir);
     if !path.exists() {
         return Ok(None);

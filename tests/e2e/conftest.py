@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from support import MIB, Agent, Airlock, DataFile, Moto, scrubbed_env, unique, write_random_file
+from support import (
+    MIB, Agent, Airlock, DataFile, GatedAirlock, Moto, configure, scrubbed_env, unique, write_random_file,
+)
 
 # This process makes boto3 clients too: keep the host's AWS settings out of them as well.
 _clean = scrubbed_env()
@@ -112,6 +114,31 @@ def agent(make_agent: Callable[[str], Agent]) -> Agent:
 def big_file(tmp_path_factory: pytest.TempPathFactory) -> DataFile:
     """100 MiB of random bytes, big enough that every client uploads it in parts."""
     return write_random_file(tmp_path_factory.mktemp("data") / "big.bin", 100 * MIB)
+
+
+@pytest.fixture(scope="session")
+def start_gated_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[..., GatedAirlock]]:
+    """Start an enforcing airlock whose config trusts approver keys made with `airlock keygen`
+    (default: one, "alice"), answering blocked calls at once (`hold_seconds = 0`), with
+    `settings` ({(section, key): value}) applied before `serve` starts. Stopped at the end."""
+    started: list[tuple[str, Moto | Airlock]] = []
+
+    def start(label: str, *, settings: dict[tuple[str, str], str | int | bool] | None = None,
+              approvers: tuple[str, ...] = ("alice",), upstream: Moto | None = None) -> GatedAirlock:
+        server = GatedAirlock(tmp_path_factory.mktemp(label), upstream or moto)
+        _register(label, server, started)
+        server.init("enforce")
+        configure(server.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False,
+                                  **(settings or {})})
+        for name in approvers:
+            server.add_approver(name)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        _stop_all(started)
 
 
 # --- failure reports: show what airlock and moto logged while the test ran -------------------

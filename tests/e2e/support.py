@@ -556,3 +556,110 @@ def error_code(call: Any, *args: Any, **kwargs: Any) -> str:
     with pytest.raises(ClientError) as err:
         call(*args, **kwargs)
     return err.value.response["Error"]["Code"]
+
+
+# --- approvals: approver keys, approve/deny from the command line -----------------------------
+
+
+@dataclass(frozen=True)
+class ApproverKey:
+    """An approver's private key file, as `airlock keygen` wrote it, and the `[[approver]]`
+    block it printed for the config."""
+
+    name: str
+    path: Path
+    block: str
+
+
+def keygen(airlock: Airlock, name: str, directory: Path) -> ApproverKey:
+    """`airlock keygen --out DIR/NAME.key --name NAME`: the key and the printed config block."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.key"
+    out = airlock.cli("keygen", "--out", str(path), "--name", name).stdout
+    assert path.is_file() and path.stat().st_mode & 0o777 == 0o600, f"keygen wrote no 0600 key at {path}"
+    block = "".join(line + "\n" for line in out.splitlines() if not line.lstrip().startswith("#"))
+    parsed = tomllib.loads(block)
+    [entry] = parsed.get("approver", [])
+    assert entry["name"] == name and entry["public_key"].startswith("ed25519:"), out
+    return ApproverKey(name, path, block)
+
+
+class GatedAirlock(Airlock):
+    """An enforcing airlock with approver keys in its config, driven by the CLI a human uses:
+    `airlock approvals --json`, `airlock approve ID --key FILE`, `airlock deny ID --key FILE`."""
+
+    def __init__(self, home: Path, moto: Moto):
+        super().__init__(home, moto)
+        self.keys: dict[str, ApproverKey] = {}
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    def add_approver(self, name: str) -> ApproverKey:
+        """Make a key and trust it in the config (read when `serve` starts)."""
+        key = keygen(self, name, self.home / "keys")
+        with open(self.config, "a") as f:
+            f.write("\n" + key.block)
+        self.keys[name] = key
+        return key
+
+    @property
+    def key(self) -> ApproverKey:
+        """The first approver's key."""
+        return next(iter(self.keys.values()))
+
+    def approvals(self, *, all: bool = False) -> list[dict[str, Any]]:
+        args = ["approvals", "--json"] + (["--all"] if all else [])
+        out = self.cli(*args).stdout
+        rows = json.loads(out)
+        assert isinstance(rows, list), out
+        return rows
+
+    def pending_ids(self) -> list[str]:
+        rows = self.approvals()
+        assert all(r["status"] == "pending" for r in rows), rows
+        return [r["id"] for r in rows]
+
+    def approval_id(self, message: str) -> str:
+        """The approval id in a refusal's message (from its link, which must be this airlock's)."""
+        link = self.approval_link(message)
+        m = re.fullmatch(r".*/approvals/([a-z0-9]+)", link)
+        assert m, f"not an approval link: {link}"
+        assert f"airlock approve {m.group(1)}" in message, message
+        return m.group(1)
+
+    def approval_record(self, approval_id: str) -> dict[str, Any]:
+        """The stored approval (`state/approvals/ID.json`)."""
+        return json.loads((self.state_dir / "approvals" / f"{approval_id}.json").read_text())
+
+    def _decide(self, verb: str, approval_id: str, key: ApproverKey | None, config: Path | None) -> Path:
+        key = key or self.key
+        proc = run([str(self.binary), verb, approval_id, "--key", str(key.path),
+                    "--config", str(config or self.config)], scrubbed_env(), cwd=self.home, timeout=60)
+        m = re.search(r"^receipt: (\S+)$", proc.stdout, re.M)
+        assert m, f"`airlock {verb}` printed no receipt path:\n{proc.stdout}"
+        path = Path(m.group(1))
+        if not path.is_absolute():
+            path = self.home / path
+        assert path.is_file(), f"`airlock {verb}` names {path}, which does not exist"
+        return path
+
+    def approve(self, approval_id: str, key: ApproverKey | None = None, *, config: Path | None = None) -> Path:
+        """`airlock approve ID --key FILE`: the stored receipt's path."""
+        return self._decide("approve", approval_id, key, config)
+
+    def deny(self, approval_id: str, key: ApproverKey | None = None, *, config: Path | None = None) -> Path:
+        return self._decide("deny", approval_id, key, config)
+
+    def kill(self) -> None:
+        """SIGKILL this serve process (ours alone) and reap it: no graceful anything."""
+        assert self.proc is not None and self.proc.poll() is None, "airlock is not running"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def agent_here(self, agent: Agent) -> Agent:
+        """The same agent pointed at this airlock's current proxy port (after a restart)."""
+        env = {**agent.env, "AWS_ENDPOINT_URL": self.proxy_url}
+        return Agent(agent.name, agent.access_key_id, agent.secret_access_key, self.proxy_url,
+                     agent.ca_bundle, env)

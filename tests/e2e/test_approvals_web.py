@@ -648,3 +648,35 @@ def test_terraform_destroy_under_airlock_exec_waits_for_the_page_and_completes(
         assert op in operations, operations
     assert all(a["decided_by"] == "alice" for a in mine), mine
     assert all(a["attempts"] == 1 for a in mine), [(a["call"]["operation"], a["attempts"]) for a in mine]
+
+
+def test_airlock_exec_gives_the_agent_environment_and_nothing_else(web: WebAirlock) -> None:
+    binary, config = str(web.airlock.binary), str(web.airlock.config)
+    parent = {**scrubbed_env(), "AWS_ACCESS_KEY_ID": "AKIAREALKEY", "AWS_SECRET_ACCESS_KEY": "real-secret",
+              "AWS_SESSION_TOKEN": "real-token", "AWS_PROFILE": "admin", "AWS_ROLE_ARN": "arn:aws:iam::1:role/x",
+              "AWS_WEB_IDENTITY_TOKEN_FILE": "/tmp/token", "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://x",
+              "AWS_ENDPOINT_URL_S3": "https://s3.amazonaws.com", "AWS_REGION": "us-west-2"}
+    proc = run([binary, "--config", config, "exec", web.agent.name, "--", "env"], parent)
+    env = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    assert env["AWS_ACCESS_KEY_ID"] == web.agent.access_key_id
+    assert env["AWS_SECRET_ACCESS_KEY"] == web.agent.secret_access_key
+    assert env["AWS_ENDPOINT_URL"] == f"https://localhost:{web.airlock.proxy_url.rsplit(':', 1)[1]}"
+    assert env["AWS_CA_BUNDLE"] == str(web.airlock.ca_pem)
+    assert env["AWS_REGION"] == "us-west-2"
+    for gone in ["AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL_S3"]:
+        assert gone not in env, gone
+    assert "AKIAREALKEY" not in proc.stdout and "real-secret" not in proc.stdout
+    bundle = Path(env["SSL_CERT_FILE"]).read_text()
+    assert env["NODE_EXTRA_CA_CERTS"] == env["SSL_CERT_FILE"]
+    assert web.airlock.ca_pem.read_text().strip() in bundle
+    assert bundle.count("BEGIN CERTIFICATE") > 10, "the system roots are missing from the bundle"
+    # The agent's own call works with exactly this environment, and the exit code is the child's.
+    ok = run([binary, "--config", config, "exec", web.agent.name, "--", "aws", "sts", "get-caller-identity"],
+             scrubbed_env())
+    assert "Arn" in ok.stdout
+    failed = run([binary, "--config", config, "exec", web.agent.name, "--", "sh", "-c", "exit 7"],
+                 scrubbed_env(), check=False)
+    assert failed.returncode == 7
+    unknown = run([binary, "--config", config, "exec", "no-such-agent", "--", "true"], scrubbed_env(), check=False)
+    assert unknown.returncode != 0 and "no-such-agent" in unknown.stderr
