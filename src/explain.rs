@@ -120,6 +120,7 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
         "operation": call.operation,
         "action": call.action(),
         "resources": resources,
+        "params": call.params,
         "agent": agent,
         "environment": environment,
         "decision": decision.effect.as_str(),

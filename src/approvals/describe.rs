@@ -149,7 +149,17 @@ pub fn destroys(call: &AwsCall) -> String {
         .find(|(service, name, _)| *service == call.service && *name == rest)
         .map(|(_, _, noun)| (*noun).to_owned())
         .unwrap_or_else(|| words(rest));
-    let targets: Vec<&str> = call.resources.iter().map(|r| r.value.as_str()).collect();
+    let member = |m: &str| {
+        call.resources
+            .iter()
+            .find(|r| r.member == m)
+            .map(|r| r.value.as_str())
+    };
+    let targets: Vec<String> = match (member("Bucket"), member("Key")) {
+        // S3 names an object by its bucket and key: "object KEY in bucket B".
+        (Some(bucket), Some(key)) => vec![format!("{key} in bucket {bucket}")],
+        _ => call.resources.iter().map(|r| r.value.clone()).collect(),
+    };
     let mut line = if rest.is_empty() {
         format!("{verb} {}", call.action())
     } else {
@@ -243,6 +253,17 @@ mod tests {
              everything encrypted with it are unreadable."
         );
         assert_eq!(words("DBClusterSnapshot"), "DB cluster snapshot");
+        let mut object = call("s3", "DeleteObject", "data", &[]);
+        object.resources[0].member = "Bucket".into();
+        object.resources.push(Resource {
+            member: "Key".into(),
+            value: "docs/read me.txt".into(),
+            arn: None,
+        });
+        assert_eq!(
+            destroys(&object),
+            "Deletes object docs/read me.txt in bucket data."
+        );
         assert_eq!(words("VpcPeeringConnection"), "vpc peering connection");
     }
 }

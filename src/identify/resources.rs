@@ -94,6 +94,11 @@ pub(crate) struct ArnContext<'a> {
 }
 
 impl<'a> ArnContext<'a> {
+    /// Services whose resource identifiers are case-insensitive and stored lower-cased.
+    pub fn service_lowercases_identifiers(&self) -> bool {
+        matches!(self.service, "rds" | "docdb" | "neptune")
+    }
+
     pub fn new(service: &'a str, region: &'a str, account: Option<&'a str>) -> Self {
         let partition = model()
             .partition_of(region)
@@ -116,6 +121,13 @@ pub(crate) fn with_arns(ctx: &ArnContext<'_>, raw: Vec<Raw>) -> Vec<Resource> {
         .map(|(_, _, v)| v.clone());
     raw.into_iter()
         .map(|(member, wire, value)| {
+            // RDS, DocumentDB and Neptune store identifiers in lower case (`PROD-DB` is
+            // `prod-db`): name the resource as the service will act on it.
+            let value = if ctx.service_lowercases_identifiers() && wire.ends_with("Identifier") {
+                value.to_lowercase()
+            } else {
+                value
+            };
             let arn = arn_for(ctx, &wire, &value, bucket.as_deref());
             Resource { member, value, arn }
         })

@@ -119,15 +119,27 @@ impl Rule {
                     .iter()
                     .any(|g| resource_keys.iter().any(|k| glob_match(g, k, false))))
             && self.when.iter().all(|(k, want)| {
-                call.params.get(k).is_some_and(|have| {
-                    glob_match(
-                        want,
-                        have,
-                        want.eq_ignore_ascii_case("true") || want.eq_ignore_ascii_case("false"),
-                    )
-                })
+                // A key with `*` matches any parameter it fits (`*Expiration*`).
+                call.params
+                    .iter()
+                    .filter(|(name, _)| if k.contains('*') { glob_match(k, name, false) } else { *name == k })
+                    .any(|(_, have)| value_matches(want, have))
             })
     }
+}
+
+/// Whether a parameter value satisfies a condition: numbers compare as numbers (AWS reads
+/// `00` and `+0` as `0`), `true`/`false` without regard to case, the rest as globs.
+fn value_matches(want: &str, have: &str) -> bool {
+    let number = |s: &str| -> Option<f64> {
+        let t = s.trim();
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))).then(|| t.parse::<f64>().ok()).flatten()
+    };
+    if let (Some(w), Some(h)) = (number(want), number(have)) {
+        return w == h;
+    }
+    let boolean = want.eq_ignore_ascii_case("true") || want.eq_ignore_ascii_case("false");
+    glob_match(want, have.trim(), boolean)
 }
 
 impl Policy {

@@ -137,30 +137,14 @@ fn destruction_behind_other_verbs() {
         &[("DisableApiTermination.Value", "false")]
     ));
     assert!(gated("kms", "ScheduleKeyDeletion", &[]));
-    assert!(gated(
-        "s3",
-        "PutBucketVersioning",
-        &[(
-            "Body",
-            "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"
-        )]
-    ));
-    assert!(!gated(
-        "s3",
-        "PutBucketVersioning",
-        &[(
-            "Body",
-            "<VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>"
-        )]
-    ));
-    assert!(gated(
-        "s3",
-        "PutBucketLifecycleConfiguration",
-        &[(
-            "Body",
-            "<Rule><Expiration><Days>1</Days></Expiration></Rule>"
-        )]
-    ));
+    assert!(gated("s3", "PutBucketVersioning", &[("Status", "Suspended")]));
+    assert!(!gated("s3", "PutBucketVersioning", &[("Status", "Enabled")]));
+    assert!(gated("s3", "PutBucketLifecycleConfiguration", &[("Rule.Expiration.Days", "1")]));
+    assert!(gated("s3", "PutBucketLifecycleConfiguration", &[("Rule.2.NoncurrentVersionExpiration.NoncurrentDays", "3")]));
+    assert!(!gated("s3", "PutBucketLifecycleConfiguration", &[("Rule.Transition.Days", "30")]));
+    // Numbers are read as AWS reads them.
+    assert!(gated("rds", "ModifyDBInstance", &[("BackupRetentionPeriod", "00")]));
+    assert!(gated("rds", "ModifyDBInstance", &[("BackupRetentionPeriod", "+0")]));
 }
 
 #[test]

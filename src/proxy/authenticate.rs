@@ -127,6 +127,12 @@ pub async fn authenticate(
         }
     };
 
+    // A method override would let the call AWS runs differ from the one airlock identified.
+    for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+        if parts.headers.contains_key(name) {
+            return Err(ProxyError::bad_request(format!("airlock does not accept the {name} header: send the method itself")));
+        }
+    }
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
     let head = RequestHead {
@@ -218,6 +224,13 @@ pub async fn authenticate(
                 }
             }
             decoder.finish().map_err(auth)?;
+            let declared = decoded_length(&parts.headers).map_err(auth)?;
+            if content.len() as u64 != declared {
+                return Err(auth(AuthError::malformed(format!(
+                    "the chunks hold {} bytes but x-amz-decoded-content-length says {declared}",
+                    content.len()
+                ))));
+            }
             VerifiedBody::Full {
                 bytes,
                 signed_as: SignedAs::UnsignedTrailer,

@@ -284,22 +284,7 @@ async fn identify(
         body,
         account: account.as_deref(),
     };
-    let mut call = crate::identify::identify(&request)
-        .map_err(|e| error::ProxyError::unidentified(e.code, e.message))?;
-    // S3 documents whose content decides how destructive the call is (versioning, lifecycle)
-    // are given to the policy as the `Body` parameter.
-    if call.service == "s3"
-        && matches!(
-            call.operation.as_str(),
-            "PutBucketVersioning" | "PutBucketLifecycleConfiguration" | "PutBucketLifecycle"
-        )
-    {
-        if let Some(b) = body {
-            let text: String = String::from_utf8_lossy(b).split_whitespace().collect();
-            call.params.insert("Body".into(), text);
-        }
-    }
-    Ok(call)
+    crate::identify::identify(&request).map_err(|e| error::ProxyError::unidentified(e.code, e.message))
 }
 
 /// Phase 4 and 5, decide and redeem: allow, refuse, or demand a receipt.

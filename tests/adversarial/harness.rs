@@ -242,6 +242,24 @@ public_key = "{public}"
         read_responses(&mut tls, n).await
     }
 
+    /// Sends a request in pieces, pausing between them (so the server sees them as
+    /// separate reads), and reads one response.
+    pub async fn send_pieces(&self, pieces: &[Vec<u8>], pause: Duration) -> Resp {
+        let mut tls = self.connect(&[b"http/1.1"]).await;
+        for piece in pieces {
+            if tls.write_all(piece).await.is_err() {
+                break;
+            }
+            let _ = tls.flush().await;
+            tokio::time::sleep(pause).await;
+        }
+        read_responses(&mut tls, 1)
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or_else(Resp::none)
+    }
+
     pub async fn send_call(&self, call: &Call) -> Resp {
         self.send(&call.sign().to_bytes()).await
     }
@@ -615,6 +633,54 @@ pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    pub body_bytes: Vec<u8>,
+}
+
+/// The text pairs of a CBOR map of text strings (what an rpc-v2-cbor error body is).
+fn cbor_text_map(b: &[u8]) -> Vec<(String, String)> {
+    fn head(b: &[u8], pos: &mut usize) -> Option<(u8, usize)> {
+        let first = *b.get(*pos)?;
+        *pos += 1;
+        let (major, info) = (first >> 5, first & 31);
+        let len = match info {
+            0..=23 => info as usize,
+            24 => {
+                *pos += 1;
+                *b.get(*pos - 1)? as usize
+            }
+            25 => {
+                *pos += 2;
+                u16::from_be_bytes([*b.get(*pos - 2)?, *b.get(*pos - 1)?]) as usize
+            }
+            26 => {
+                *pos += 4;
+                u32::from_be_bytes(b.get(*pos - 4..*pos)?.try_into().ok()?) as usize
+            }
+            _ => return None,
+        };
+        Some((major, len))
+    }
+    fn text(b: &[u8], pos: &mut usize) -> Option<String> {
+        let (major, len) = head(b, pos)?;
+        if major != 3 {
+            return None;
+        }
+        let s = String::from_utf8_lossy(b.get(*pos..*pos + len)?).into_owned();
+        *pos += len;
+        Some(s)
+    }
+    let mut pos = 0;
+    let mut out = Vec::new();
+    let Some((5, n)) = head(b, &mut pos) else {
+        return out;
+    };
+    for _ in 0..n {
+        let (Some(k), Some(v)) = (text(b, &mut pos), text(b, &mut pos)) else {
+            break;
+        };
+        out.push((k, v));
+    }
+    out
 }
 
 impl Resp {
@@ -629,8 +695,16 @@ impl Resp {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The AWS error code: `<Code>` (XML shapes) or `__type` (JSON shapes).
+    /// The AWS error code: `<Code>` (XML shapes), `__type` (JSON shapes, and the CBOR map
+    /// of rpc-v2-cbor).
     pub fn code(&self) -> String {
+        if self.header("content-type") == Some("application/cbor") {
+            return cbor_text_map(self.body_bytes.as_slice())
+                .into_iter()
+                .find(|(k, _)| k == "__type")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+        }
         if let Some(rest) = self.body.split("<Code>").nth(1) {
             return rest.split("</Code>").next().unwrap_or("").to_string();
         }
@@ -778,6 +852,7 @@ pub async fn read_responses<S: tokio::io::AsyncRead + Unpin>(io: &mut S, n: usiz
             status,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            body_bytes: body,
         });
     }
     out

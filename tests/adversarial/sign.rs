@@ -62,7 +62,10 @@ pub fn uri_decode(s: &str, plus: bool) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 3 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(v);
                 i += 3;
                 continue;
@@ -238,8 +241,9 @@ pub fn chunk_signature(
     hex::encode(hmac(key, sts.as_bytes()))
 }
 
-/// Signed aws-chunked framing of `chunks` (the final empty chunk added), starting from the
-/// request's own signature. `tamper(i, sig)` may change chunk `i`'s signature.
+/// Signed aws-chunked framing of `chunks` (the final empty chunk added), one piece per
+/// chunk, starting from the request's own signature. `tamper(i, sig)` may change chunk
+/// `i`'s signature as sent.
 pub fn signed_chunks(
     key: &[u8; 32],
     date: &str,
@@ -247,7 +251,7 @@ pub fn signed_chunks(
     seed: &str,
     chunks: &[Vec<u8>],
     tamper: impl Fn(usize, String) -> String,
-) -> Vec<u8> {
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut previous = seed.to_string();
     let mut all: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
@@ -256,9 +260,10 @@ pub fn signed_chunks(
         let sig = chunk_signature(key, date, scope, &previous, c);
         previous = sig.clone();
         let sent = tamper(i, sig);
-        out.extend_from_slice(format!("{:x};chunk-signature={sent}\r\n", c.len()).as_bytes());
-        out.extend_from_slice(c);
-        out.extend_from_slice(b"\r\n");
+        let mut piece = format!("{:x};chunk-signature={sent}\r\n", c.len()).into_bytes();
+        piece.extend_from_slice(c);
+        piece.extend_from_slice(b"\r\n");
+        out.push(piece);
     }
     out
 }

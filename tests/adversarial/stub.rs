@@ -9,7 +9,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub const CALLER_IDENTITY: &str = "<GetCallerIdentityResponse><GetCallerIdentityResult><Account>123456789012</Account></GetCallerIdentityResult></GetCallerIdentityResponse>";
@@ -49,6 +51,8 @@ impl Seen {
 pub struct Stub {
     pub addr: Option<SocketAddr>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// Requests whose head arrived and whose body is still being read.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Stub {
@@ -58,18 +62,27 @@ impl Stub {
         let stub = Stub {
             addr: Some(addr),
             seen: Arc::default(),
+            in_flight: Arc::default(),
         };
         let seen = Arc::clone(&stub.seen);
+        let in_flight = Arc::clone(&stub.in_flight);
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let seen = Arc::clone(&seen);
+                let in_flight = Arc::clone(&in_flight);
                 tokio::spawn(async move {
                     let service = service_fn(move |req: http::Request<Incoming>| {
                         let seen = Arc::clone(&seen);
-                        async move { Ok::<_, Infallible>(answer(req, &seen).await) }
+                        let in_flight = Arc::clone(&in_flight);
+                        async move {
+                            in_flight.fetch_add(1, Ordering::SeqCst);
+                            let response = answer(req, &seen).await;
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(response)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -90,6 +103,20 @@ impl Stub {
 
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits until what airlock sent has arrived and every body has ended (cleanly or
+    /// aborted): an aborted upload may be recorded after the agent already has its answer.
+    pub async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stub is still receiving a body"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn clear(&self) {

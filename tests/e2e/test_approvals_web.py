@@ -254,12 +254,24 @@ def short_hold(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         w.airlock.stop()
 
 
-def new_db(moto: Moto, prefix: str) -> str:
-    db = unique(prefix)
-    moto.client("rds").create_db_instance(
-        DBInstanceIdentifier=db, Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
-        MasterUsername="airlock", MasterUserPassword="not-a-real-password-1")
-    return db
+@pytest.fixture
+def new_db(moto: Moto) -> Iterator[Callable[[str], str]]:
+    """Make a database in moto; whatever a test leaves is deleted after it. (moto gives every
+    instance the same dbi-resource-id, so a leftover breaks Terraform's reads elsewhere.)"""
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        db = unique(prefix)
+        moto.client("rds").create_db_instance(
+            DBInstanceIdentifier=db, Engine="postgres", DBInstanceClass="db.t3.micro", AllocatedStorage=20,
+            MasterUsername="airlock", MasterUserPassword="not-a-real-password-1")
+        made.append(db)
+        return db
+
+    yield make
+    for db in made:
+        if db_exists(moto, db):
+            moto.client("rds").delete_db_instance(DBInstanceIdentifier=db, SkipFinalSnapshot=True)
 
 
 def db_exists(moto: Moto, db: str) -> bool:
@@ -301,8 +313,8 @@ def approval_id_of(out: dict[str, Any]) -> str:
 
 
 def test_a_held_call_is_approved_with_a_passkey_and_completes_once(web: WebAirlock, moto: Moto,
-                                                                   webhook: Webhook) -> None:
-    db = new_db(moto, "web-db")
+                                                                   webhook: Webhook, new_db: Callable[[str], str]) -> None:
+    db = new_db("web-db")
     call = Held(delete_db(web, db))
     shot = web.artifacts / "approval-page.png"
     out = hold_and_decide(web, call, db, "approve", screenshot=str(shot),
@@ -360,8 +372,8 @@ def test_a_held_call_is_approved_with_a_passkey_and_completes_once(web: WebAirlo
     assert message["blocks"][0]["type"] == "section"
 
 
-def test_a_held_call_denied_with_a_passkey_ends_in_access_denied(web: WebAirlock, moto: Moto) -> None:
-    db = new_db(moto, "web-deny")
+def test_a_held_call_denied_with_a_passkey_ends_in_access_denied(web: WebAirlock, moto: Moto, new_db: Callable[[str], str]) -> None:
+    db = new_db("web-deny")
     call = Held(delete_db(web, db))
     out = hold_and_decide(web, call, db, "deny")
     assert out["result"]["kind"] == "ok" and out["result"]["text"] == "Denied 1 call.", out["result"]
@@ -413,8 +425,8 @@ def test_one_touch_approves_several_calls_each_with_its_own_receipt(web: WebAirl
 # --- the agent cannot approve or enroll -----------------------------------------------------
 
 
-def test_the_agent_cannot_approve_or_enroll(web: WebAirlock, moto: Moto) -> None:
-    db = new_db(moto, "web-agent")
+def test_the_agent_cannot_approve_or_enroll(web: WebAirlock, moto: Moto, new_db: Callable[[str], str]) -> None:
+    db = new_db("web-agent")
     call = Held(delete_db(web, db))
     call.start()
     deadline = time.monotonic() + 10
@@ -517,9 +529,9 @@ def test_the_agent_cannot_approve_or_enroll(web: WebAirlock, moto: Moto) -> None
 
 
 def test_a_call_not_approved_in_time_gets_the_link_and_its_retry_goes_through_once(
-        short_hold: WebAirlock, moto: Moto) -> None:
+        short_hold: WebAirlock, moto: Moto, new_db: Callable[[str], str]) -> None:
     w = short_hold
-    db = new_db(moto, "web-late")
+    db = new_db("web-late")
     first = Held(delete_db(w, db))
     first.start()
     first.finished(w.hold + 10)
@@ -673,7 +685,7 @@ def test_airlock_exec_gives_the_agent_environment_and_nothing_else(web: WebAirlo
     assert bundle.count("BEGIN CERTIFICATE") > 10, "the system roots are missing from the bundle"
     # The agent's own call works with exactly this environment, and the exit code is the child's.
     ok = run([binary, "--config", config, "exec", web.agent.name, "--", "aws", "sts", "get-caller-identity"],
-             scrubbed_env())
+             {**scrubbed_env(), "AWS_DEFAULT_REGION": "us-west-2"})
     assert "Arn" in ok.stdout
     failed = run([binary, "--config", config, "exec", web.agent.name, "--", "sh", "-c", "exit 7"],
                  scrubbed_env(), check=False)
