@@ -36,14 +36,24 @@ fn expect(r: &Resp, status: u16, code: &str) {
 /// With `ADV_DEBUG` set, says which way a test that accepts two outcomes went.
 fn outcome(r: &Resp) {
     if std::env::var_os("ADV_DEBUG").is_some() {
-        eprintln!("ADV_DEBUG outcome: {} {} {}", r.status, r.code(), r.message());
+        eprintln!(
+            "ADV_DEBUG outcome: {} {} {}",
+            r.status,
+            r.code(),
+            r.message()
+        );
     }
 }
 
 /// Refused with a 4xx (any code), not forwarded.
 fn refused(r: &Resp) {
     if std::env::var_os("ADV_DEBUG").is_some() {
-        eprintln!("ADV_DEBUG refused: {} {} {}", r.status, r.code(), r.message());
+        eprintln!(
+            "ADV_DEBUG refused: {} {} {}",
+            r.status,
+            r.code(),
+            r.message()
+        );
     }
     assert!(
         (400..500).contains(&r.status) || r.status == 0,
@@ -54,7 +64,11 @@ fn refused(r: &Resp) {
 /// The one request the upstream received.
 fn forwarded_once(h: &Harness) -> Seen {
     let seen = h.stub.requests();
-    assert_eq!(seen.len(), 1, "expected exactly one upstream request: {seen:#?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "expected exactly one upstream request: {seen:#?}"
+    );
     seen.into_iter().next().unwrap()
 }
 
@@ -134,7 +148,10 @@ async fn baseline_dynamodb_list_tables_is_forwarded_exactly() {
     let seen = forwarded_once(&h);
     assert_eq!(seen.path, "/");
     assert_eq!(seen.body, br#"{"Limit":5}"#);
-    assert_eq!(seen.header("x-amz-target"), Some("DynamoDB_20120810.ListTables"));
+    assert_eq!(
+        seen.header("x-amz-target"),
+        Some("DynamoDB_20120810.ListTables")
+    );
     resigned(&h, &seen);
 }
 
@@ -146,9 +163,18 @@ async fn rds_delete_db_instance_without_receipt_is_refused_with_link() {
     let h = Harness::start().await;
     let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
     gated(&h, &r);
-    assert!(r.body.contains("<ErrorResponse>"), "query-protocol shape: {r:?}");
-    assert!(r.message().contains("rds:DeleteDBInstance on prod-db"), "{r:?}");
-    assert!(r.message().contains("IRREVERSIBLE"), "no final snapshot is irreversible: {r:?}");
+    assert!(
+        r.body.contains("<ErrorResponse>"),
+        "query-protocol shape: {r:?}"
+    );
+    assert!(
+        r.message().contains("rds:DeleteDBInstance on prod-db"),
+        "{r:?}"
+    );
+    assert!(
+        r.message().contains("IRREVERSIBLE"),
+        "no final snapshot is irreversible: {r:?}"
+    );
     assert_eq!(h.pending_count(), 1);
     h.assert_alive().await;
 }
@@ -158,7 +184,10 @@ async fn s3_delete_bucket_without_receipt_is_refused_with_link() {
     let h = Harness::start().await;
     let r = h.send_call(&h.s3("DELETE", "/prod-bucket", "")).await;
     gated(&h, &r);
-    assert!(r.body.contains("<Error><Code>AccessDenied</Code>"), "S3 shape: {r:?}");
+    assert!(
+        r.body.contains("<Error><Code>AccessDenied</Code>"),
+        "S3 shape: {r:?}"
+    );
     assert!(r.message().contains("DeleteBucket"), "{r:?}");
     h.assert_alive().await;
 }
@@ -166,18 +195,26 @@ async fn s3_delete_bucket_without_receipt_is_refused_with_link() {
 #[tokio::test]
 async fn s3_delete_objects_without_receipt_is_refused_with_link() {
     let h = Harness::start().await;
-    let body = "<Delete><Object><Key>a.txt</Key></Object><Object><Key>b.txt</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(body)).await;
+    let body =
+        "<Delete><Object><Key>a.txt</Key></Object><Object><Key>b.txt</Key></Object></Delete>";
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete").body(body))
+        .await;
     gated(&h, &r);
     assert!(r.message().contains("DeleteObjects"), "{r:?}");
-    assert!(r.message().contains("a.txt") && r.message().contains("b.txt"), "keys named: {r:?}");
+    assert!(
+        r.message().contains("a.txt") && r.message().contains("b.txt"),
+        "keys named: {r:?}"
+    );
     h.assert_alive().await;
 }
 
 #[tokio::test]
 async fn s3_delete_object_without_receipt_is_refused_with_link() {
     let h = Harness::start().await;
-    let r = h.send_call(&h.s3("DELETE", "/prod-bucket/important.db", "")).await;
+    let r = h
+        .send_call(&h.s3("DELETE", "/prod-bucket/important.db", ""))
+        .await;
     gated(&h, &r);
     h.assert_alive().await;
 }
@@ -192,7 +229,10 @@ async fn ec2_terminate_instances_without_receipt_is_refused_with_link() {
         ))
         .await;
     gated(&h, &r);
-    assert!(r.body.contains("<Response><Errors><Error>"), "EC2 shape: {r:?}");
+    assert!(
+        r.body.contains("<Response><Errors><Error>"),
+        "EC2 shape: {r:?}"
+    );
     assert!(r.message().contains("i-0123456789abcdef0"), "{r:?}");
     h.assert_alive().await;
 }
@@ -201,7 +241,11 @@ async fn ec2_terminate_instances_without_receipt_is_refused_with_link() {
 async fn dynamodb_delete_table_without_receipt_is_refused_with_link() {
     let h = Harness::start().await;
     let r = h
-        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", r#"{"TableName":"prod-table"}"#))
+        .send_call(&h.json(
+            "dynamodb",
+            "DynamoDB_20120810.DeleteTable",
+            r#"{"TableName":"prod-table"}"#,
+        ))
         .await;
     gated(&h, &r);
     assert!(r.body.contains("\"__type\""), "JSON shape: {r:?}");
@@ -222,7 +266,11 @@ async fn lambda_delete_function_without_receipt_is_refused_with_link() {
 #[tokio::test]
 async fn kms_schedule_key_deletion_without_receipt_is_refused_with_link() {
     let h = Harness::start().await;
-    let mut call = h.json("kms", "TrentService.ScheduleKeyDeletion", r#"{"KeyId":"1234abcd-12ab-34cd-56ef-1234567890ab","PendingWindowInDays":7}"#);
+    let mut call = h.json(
+        "kms",
+        "TrentService.ScheduleKeyDeletion",
+        r#"{"KeyId":"1234abcd-12ab-34cd-56ef-1234567890ab","PendingWindowInDays":7}"#,
+    );
     call.headers[0].1 = "application/x-amz-json-1.1".into();
     let r = h.send_call(&call).await;
     gated(&h, &r);
@@ -237,13 +285,20 @@ async fn cloudwatch_delete_alarms_over_rpc_v2_cbor_is_refused_with_link() {
     body.extend_from_slice(&[0x81, 0x6a]);
     body.extend_from_slice(b"prod-alarm");
     let call = h
-        .call("monitoring", "POST", "/service/GraniteServiceVersion20100801/operation/DeleteAlarms")
+        .call(
+            "monitoring",
+            "POST",
+            "/service/GraniteServiceVersion20100801/operation/DeleteAlarms",
+        )
         .header("smithy-protocol", "rpc-v2-cbor")
         .header("Content-Type", "application/cbor")
         .body(body);
     let r = h.send_call(&call).await;
     assert_eq!(r.status, 403, "{r:?}");
-    assert!(r.body.contains("AccessDenied") && r.body.contains("/approvals/"), "{r:?}");
+    assert!(
+        r.body.contains("AccessDenied") && r.body.contains("/approvals/"),
+        "{r:?}"
+    );
     h.assert_untouched();
 }
 
@@ -263,8 +318,17 @@ async fn identical_retries_attach_to_one_pending_approval() {
     let second = h.send_call(&h.query("rds", RDS_DELETE)).await;
     gated(&h, &first);
     gated(&h, &second);
-    let link = |r: &Resp| r.message().split("/approvals/").nth(1).map(|s| s.split(' ').next().unwrap_or("").to_string());
-    assert_eq!(link(&first), link(&second), "a retry opened a second approval");
+    let link = |r: &Resp| {
+        r.message()
+            .split("/approvals/")
+            .nth(1)
+            .map(|s| s.split(' ').next().unwrap_or("").to_string())
+    };
+    assert_eq!(
+        link(&first),
+        link(&second),
+        "a retry opened a second approval"
+    );
     assert_eq!(h.pending_count(), 1);
 }
 
@@ -277,7 +341,10 @@ async fn approved_receipt_lets_exactly_one_identical_call_through() {
     let r = h.send_call(&call).await;
     expect(&r, 200, "");
     let seen = forwarded_once(&h);
-    assert_eq!(seen.body, call.body, "the approved call goes upstream exactly as verified");
+    assert_eq!(
+        seen.body, call.body,
+        "the approved call goes upstream exactly as verified"
+    );
     resigned(&h, &seen);
     // The receipt is spent: the next identical call is refused again.
     let again = h.send_call(&h.query("rds", RDS_DELETE)).await;
@@ -298,7 +365,10 @@ async fn receipt_for_one_db_instance_does_not_cover_another() {
 #[tokio::test]
 async fn receipt_for_keeping_a_final_snapshot_does_not_cover_skipping_it() {
     let h = Harness::start().await;
-    let keep = RDS_DELETE.replace("SkipFinalSnapshot=true", "SkipFinalSnapshot=false&FinalDBSnapshotIdentifier=last");
+    let keep = RDS_DELETE.replace(
+        "SkipFinalSnapshot=true",
+        "SkipFinalSnapshot=false&FinalDBSnapshotIdentifier=last",
+    );
     gated(&h, &h.send_call(&h.query("rds", &keep)).await);
     h.approve_all_pending();
     let skip = RDS_DELETE.to_string() + "&FinalDBSnapshotIdentifier=last";
@@ -321,14 +391,19 @@ async fn receipt_does_not_cover_the_same_call_with_an_extra_parameter() {
 #[tokio::test]
 async fn receipt_in_unsigned_x_airlock_receipt_header_does_not_authorize() {
     let h = Harness::start().await;
-    let w = h.query("rds", RDS_DELETE).sign().with("x-airlock-receipt", "rcpt_0123456789abcdef");
+    let w = h
+        .query("rds", RDS_DELETE)
+        .sign()
+        .with("x-airlock-receipt", "rcpt_0123456789abcdef");
     gated(&h, &h.send(&w.to_bytes()).await);
 }
 
 #[tokio::test]
 async fn receipt_in_signed_x_airlock_receipt_header_does_not_authorize() {
     let h = Harness::start().await;
-    let call = h.query("rds", RDS_DELETE).header("x-airlock-receipt", "rcpt_0123456789abcdef");
+    let call = h
+        .query("rds", RDS_DELETE)
+        .header("x-airlock-receipt", "rcpt_0123456789abcdef");
     gated(&h, &h.send_call(&call).await);
 }
 
@@ -351,7 +426,11 @@ async fn receipt_in_the_query_string_does_not_authorize() {
 async fn receipt_member_in_a_json_body_does_not_authorize() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"prod-table","Receipt":{"decision":"approve","uses":1000}}"#;
-    gated(&h, &h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", body))
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -368,17 +447,138 @@ async fn a_real_receipt_of_another_call_smuggled_in_header_and_body_does_not_aut
     let compact: String = json.split_whitespace().collect::<Vec<_>>().join(" ");
     let call = h.query("rds", &form).header("x-airlock-receipt", &compact);
     gated(&h, &h.send_call(&call).await);
-    let w = h.query("rds", RDS_DELETE).sign().with("x-airlock-receipt", &compact);
+    let w = h
+        .query("rds", RDS_DELETE)
+        .sign()
+        .with("x-airlock-receipt", &compact);
     gated(&h, &h.send(&w.to_bytes()).await);
 }
 
 #[tokio::test]
 async fn receipt_header_on_an_allowed_call_is_not_forwarded() {
     let h = Harness::start().await;
-    let w = h.harmless().sign().with("x-airlock-receipt", "rcpt_0123456789abcdef");
+    let w = h
+        .harmless()
+        .sign()
+        .with("x-airlock-receipt", "rcpt_0123456789abcdef");
     expect(&h.send(&w.to_bytes()).await, 200, "");
     let seen = forwarded_once(&h);
     assert!(seen.header("x-airlock-receipt").is_none(), "{seen:#?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// receipts: one agent, one call, one use
+
+#[tokio::test]
+async fn receipt_approved_for_one_agent_does_not_cover_another_agent() {
+    let h = Harness::start().await;
+    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
+    h.approve_all_pending();
+    let other = airlock::state::agents::AgentStore::new(&h.state_dir())
+        .add("agent-2")
+        .unwrap();
+    let mut call = h.query("rds", RDS_DELETE);
+    call.access_key = other.access_key_id.clone();
+    call.secret = other.secret_access_key.expose().to_string();
+    gated(&h, &h.send_call(&call).await);
+}
+
+#[tokio::test]
+async fn another_agents_key_id_signed_with_own_secret_is_refused() {
+    let h = Harness::start().await;
+    let other = airlock::state::agents::AgentStore::new(&h.state_dir())
+        .add("agent-2")
+        .unwrap();
+    let mut call = h.harmless();
+    call.access_key = other.access_key_id.clone();
+    expect(&h.send_call(&call).await, 403, "SignatureDoesNotMatch");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn concurrent_identical_calls_under_a_single_use_receipt_reach_upstream_once() {
+    let h = Harness::start().await;
+    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
+    h.approve_all_pending();
+    let prepared: Vec<Call> = (0..6).map(|_| h.query("rds", RDS_DELETE)).collect();
+    let results = futures_util::future::join_all(prepared.iter().map(|c| h.send_call(c))).await;
+    let ok = results.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 1, "{results:#?}");
+    assert!(
+        results.iter().all(|r| r.status == 200 || r.status == 403),
+        "{results:#?}"
+    );
+    h.stub.settle().await;
+    assert_eq!(
+        h.stub.count(),
+        1,
+        "a single-use receipt let more than one call through"
+    );
+}
+
+/// A plain-HTTP request to the approval page, as an agent with `curl` would send it.
+async fn approvals_request(h: &Harness, method: &str, path: &str, body: &str) -> Resp {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", h.approvals_port))
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        h.approvals_port,
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    harness::read_responses(&mut tcp, 1)
+        .await
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn opening_the_approval_link_does_not_approve() {
+    let h = Harness::start().await;
+    let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
+    gated(&h, &r);
+    let link = r.message();
+    let path = format!(
+        "/approvals/{}",
+        link.split("/approvals/")
+            .nth(1)
+            .unwrap()
+            .split([' ', ')'])
+            .next()
+            .unwrap()
+    );
+    let page = approvals_request(&h, "GET", &path, "").await;
+    assert!(page.status != 0 && page.status < 500, "{page:?}");
+    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
+}
+
+#[tokio::test]
+async fn posting_to_the_decide_api_without_a_passkey_does_not_approve() {
+    let h = Harness::start().await;
+    let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
+    gated(&h, &r);
+    let id = r
+        .message()
+        .split("/approvals/")
+        .nth(1)
+        .unwrap()
+        .split([' ', ')', ','])
+        .next()
+        .unwrap()
+        .to_string();
+    for step in ["begin", "finish"] {
+        let body = format!(r#"{{"ids":["{id}"],"id":"{id}","decision":"approve","approve":true}}"#);
+        let answer = approvals_request(&h, "POST", &format!("/api/decide/{step}"), &body).await;
+        assert_ne!(
+            answer.status / 100,
+            2,
+            "the decide API accepted an agent's POST at {step}: {answer:?}"
+        );
+    }
+    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -397,7 +597,11 @@ async fn signature_over_one_body_with_another_body_sent_is_refused() {
 async fn json_body_swapped_after_signing_is_refused() {
     let h = Harness::start().await;
     let w = h
-        .json("dynamodb", "DynamoDB_20120810.DescribeTable", r#"{"TableName":"prod-table"}"#)
+        .json(
+            "dynamodb",
+            "DynamoDB_20120810.DescribeTable",
+            r#"{"TableName":"prod-table"}"#,
+        )
         .sign()
         .with_body(r#"{"TableName":"prod-tablf"}"#);
     expect(&h.send(&w.to_bytes()).await, 403, "SignatureDoesNotMatch");
@@ -419,7 +623,11 @@ async fn s3_put_object_body_differing_from_declared_sha256_never_completes_upstr
     let h = Harness::start().await;
     let declared = vec![b'a'; 20000];
     let sent = vec![b'b'; 20000];
-    let w = h.s3("PUT", "/my-bucket/object.bin", "").body(&declared).sign().with_body(&sent);
+    let w = h
+        .s3("PUT", "/my-bucket/object.bin", "")
+        .body(&declared)
+        .sign()
+        .with_body(&sent);
     let r = h.send(&w.to_bytes()).await;
     expect(&r, 400, "XAmzContentSHA256Mismatch");
     // Earlier pieces may have gone out (the upstream then sees an aborted request); the
@@ -434,8 +642,16 @@ async fn s3_delete_objects_body_differing_from_declared_sha256_is_refused() {
     let h = Harness::start().await;
     let declared = "<Delete><Object><Key>tmp/a</Key></Object></Delete>";
     let sent = "<Delete><Object><Key>prod/a</Key></Object></Delete>";
-    let w = h.s3("POST", "/my-bucket", "delete").body(declared).sign().with_body(sent);
-    expect(&h.send(&w.to_bytes()).await, 400, "XAmzContentSHA256Mismatch");
+    let w = h
+        .s3("POST", "/my-bucket", "delete")
+        .body(declared)
+        .sign()
+        .with_body(sent);
+    expect(
+        &h.send(&w.to_bytes()).await,
+        400,
+        "XAmzContentSHA256Mismatch",
+    );
     h.assert_untouched();
 }
 
@@ -484,8 +700,15 @@ async fn unsigned_headers_added_after_signing_are_not_forwarded() {
         .with("x-amz-security-token-2", "x");
     expect(&h.send(&w.to_bytes()).await, 200, "");
     let seen = forwarded_once(&h);
-    for name in ["x-amz-meta-injected", "x-forwarded-for", "x-amz-security-token-2"] {
-        assert!(seen.header(name).is_none(), "{name} was forwarded: {seen:#?}");
+    for name in [
+        "x-amz-meta-injected",
+        "x-forwarded-for",
+        "x-amz-security-token-2",
+    ] {
+        assert!(
+            seen.header(name).is_none(),
+            "{name} was forwarded: {seen:#?}"
+        );
     }
 }
 
@@ -501,7 +724,10 @@ async fn unsigned_acl_header_on_an_s3_put_is_not_forwarded() {
     expect(&h.send(&w.to_bytes()).await, 200, "");
     let seen = forwarded_once(&h);
     assert!(seen.header("x-amz-acl").is_none(), "{seen:#?}");
-    assert!(seen.header("x-amz-grant-full-control").is_none(), "{seen:#?}");
+    assert!(
+        seen.header("x-amz-grant-full-control").is_none(),
+        "{seen:#?}"
+    );
     assert_eq!(seen.body, b"a,b\n");
     assert!(seen.complete);
 }
@@ -521,7 +747,11 @@ async fn signed_acl_header_on_an_s3_put_is_forwarded_as_signed() {
 #[tokio::test]
 async fn unsigned_x_amz_target_is_not_trusted() {
     let h = Harness::start().await;
-    let mut call = h.json("dynamodb", "DynamoDB_20120810.DeleteTable", r#"{"TableName":"prod-table"}"#);
+    let mut call = h.json(
+        "dynamodb",
+        "DynamoDB_20120810.DeleteTable",
+        r#"{"TableName":"prod-table"}"#,
+    );
     call.unsigned.push("x-amz-target".into());
     let r = h.send_call(&call).await;
     refused(&r);
@@ -533,9 +763,15 @@ async fn unsigned_x_amz_target_is_not_trusted() {
 async fn x_amz_target_added_after_signing_is_not_trusted() {
     let h = Harness::start().await;
     // Signed as a JSON call without a target; the target is added afterwards.
-    let mut call = h.json("dynamodb", "DynamoDB_20120810.DeleteTable", r#"{"TableName":"prod-table"}"#);
+    let mut call = h.json(
+        "dynamodb",
+        "DynamoDB_20120810.DeleteTable",
+        r#"{"TableName":"prod-table"}"#,
+    );
     call.headers.retain(|(k, _)| k != "X-Amz-Target");
-    let w = call.sign().with("X-Amz-Target", "DynamoDB_20120810.DeleteTable");
+    let w = call
+        .sign()
+        .with("X-Amz-Target", "DynamoDB_20120810.DeleteTable");
     let r = h.send(&w.to_bytes()).await;
     refused(&r);
     h.assert_untouched();
@@ -554,7 +790,10 @@ async fn unsigned_content_type_is_not_trusted_for_a_query_body() {
 #[tokio::test]
 async fn unsigned_session_token_added_after_signing_is_refused() {
     let h = Harness::start().await;
-    let w = h.harmless().sign().with("X-Amz-Security-Token", "FwoGZXIvYXdzEJr");
+    let w = h
+        .harmless()
+        .sign()
+        .with("X-Amz-Security-Token", "FwoGZXIvYXdzEJr");
     let r = h.send(&w.to_bytes()).await;
     refused(&r);
     h.assert_untouched();
@@ -584,6 +823,27 @@ async fn signed_hop_by_hop_headers_are_not_forwarded() {
     let seen = forwarded_once(&h);
     for name in ["keep-alive", "upgrade", "proxy-authorization"] {
         assert!(seen.header(name).is_none(), "{name} forwarded: {seen:#?}");
+    }
+}
+
+#[tokio::test]
+async fn method_override_header_cannot_turn_a_read_into_a_delete() {
+    let h = Harness::start().await;
+    let call = h
+        .call("lambda", "GET", "/2015-03-31/functions/prod-fn")
+        .header("X-HTTP-Method-Override", "DELETE");
+    let r = h.send_call(&call).await;
+    outcome(&r);
+    if r.status == 200 {
+        let seen = forwarded_once(&h);
+        assert_eq!(seen.method, "GET");
+        assert!(
+            seen.header("x-http-method-override").is_none(),
+            "a signed method override rode along to AWS: {seen:?}"
+        );
+    } else {
+        refused(&r);
+        h.assert_untouched();
     }
 }
 
@@ -629,7 +889,9 @@ async fn duplicate_x_amz_date_is_refused() {
 #[tokio::test]
 async fn duplicate_content_type_is_refused() {
     let h = Harness::start().await;
-    let call = h.query("rds", RDS_DESCRIBE).header("Content-Type", "text/plain");
+    let call = h
+        .query("rds", RDS_DESCRIBE)
+        .header("Content-Type", "text/plain");
     let r = h.send_call(&call).await;
     expect(&r, 400, "InvalidRequest");
     h.assert_untouched();
@@ -672,7 +934,10 @@ async fn duplicate_authorization_header_is_refused() {
 #[tokio::test]
 async fn duplicate_x_amz_content_sha256_is_refused() {
     let h = Harness::start().await;
-    let w = h.s3("GET", "/my-bucket/a.txt", "").sign().with("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+    let w = h
+        .s3("GET", "/my-bucket/a.txt", "")
+        .sign()
+        .with("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
     let r = h.send(&w.to_bytes()).await;
     expect(&r, 400, "InvalidRequest");
     h.assert_untouched();
@@ -690,7 +955,10 @@ async fn duplicate_host_header_is_refused() {
 #[tokio::test]
 async fn header_name_in_another_case_is_the_same_header() {
     let h = Harness::start().await;
-    let w = h.query("rds", RDS_DESCRIBE).sign().with("content-TYPE", "application/json");
+    let w = h
+        .query("rds", RDS_DESCRIBE)
+        .sign()
+        .with("content-TYPE", "application/json");
     let r = h.send(&w.to_bytes()).await;
     expect(&r, 400, "InvalidRequest");
     h.assert_untouched();
@@ -729,7 +997,7 @@ async fn host_signed_as_one_value_and_sent_as_another_is_refused() {
     let mut call = h.harmless();
     call.host = "sts.amazonaws.com".into();
     let w = call.sign();
-    let w = Wire2::replace_header(w, "Host", &h.host());
+    let w = replace_header(w, "Host", &h.host());
     expect(&h.send(&w.to_bytes()).await, 403, "SignatureDoesNotMatch");
     h.assert_untouched();
 }
@@ -748,21 +1016,19 @@ async fn host_with_trailing_dot_or_other_case_is_verified_as_sent() {
     let h = Harness::start().await;
     // The signature covers the Host as sent; a Host the signer did not sign fails.
     let call = h.harmless();
-    let w = Wire2::replace_header(call.sign(), "Host", &format!("LOCALHOST:{}", h.port));
+    let w = replace_header(call.sign(), "Host", &format!("LOCALHOST:{}", h.port));
     expect(&h.send(&w.to_bytes()).await, 403, "SignatureDoesNotMatch");
     h.assert_untouched();
 }
 
-struct Wire2;
-impl Wire2 {
-    fn replace_header(mut w: harness::Wire, name: &str, value: &str) -> harness::Wire {
-        for (k, v) in w.headers.iter_mut() {
-            if k.eq_ignore_ascii_case(name) {
-                *v = value.to_string();
-            }
+/// The signed request with one header's value replaced after signing.
+fn replace_header(mut w: harness::Wire, name: &str, value: &str) -> harness::Wire {
+    for (k, v) in w.headers.iter_mut() {
+        if k.eq_ignore_ascii_case(name) {
+            *v = value.to_string();
         }
-        w
     }
+    w
 }
 
 // ---------------------------------------------------------------------------------------
@@ -796,7 +1062,9 @@ async fn content_length_with_transfer_encoding_forwards_only_the_verified_body()
     let framed = chunked(&call.body);
     let mut bytes = head_without_framing(&w);
     // A front end reading Content-Length would take the chunked framing plus the smuggled request.
-    bytes.extend_from_slice(format!("Content-Length: {}\r\n", framed.len() + smuggled.len()).as_bytes());
+    bytes.extend_from_slice(
+        format!("Content-Length: {}\r\n", framed.len() + smuggled.len()).as_bytes(),
+    );
     bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
     bytes.extend_from_slice(&framed);
     bytes.extend_from_slice(&smuggled);
@@ -805,14 +1073,21 @@ async fn content_length_with_transfer_encoding_forwards_only_the_verified_body()
     outcome(first);
     assert!(first.status == 200 || first.status == 400, "{first:?}");
     for seen in h.stub.requests() {
-        assert_eq!(seen.body, call.body, "forwarded a body other than the verified one: {seen:?}");
+        assert_eq!(
+            seen.body, call.body,
+            "forwarded a body other than the verified one: {seen:?}"
+        );
         assert!(seen.header("transfer-encoding").is_none() || seen.body == call.body);
     }
     if let Some(second) = responses.get(1) {
         // Read as a request of its own, the smuggled call meets the gate like any other.
         assert_ne!(second.status, 200, "{second:?}");
     }
-    assert!(h.stub.requests().iter().all(|s| !s.body_text().contains("DeleteDBInstance")));
+    assert!(h
+        .stub
+        .requests()
+        .iter()
+        .all(|s| !s.body_text().contains("DeleteDBInstance")));
     h.assert_alive().await;
 }
 
@@ -830,7 +1105,10 @@ async fn transfer_encoding_with_short_content_length_forwards_only_the_verified_
     assert!(r.status == 200 || r.status == 400, "{r:?}");
     for seen in h.stub.requests() {
         assert_eq!(seen.body, call.body);
-        assert_eq!(seen.header("content-length"), Some(call.body.len().to_string().as_str()));
+        assert_eq!(
+            seen.header("content-length"),
+            Some(call.body.len().to_string().as_str())
+        );
     }
 }
 
@@ -840,7 +1118,13 @@ async fn two_different_content_lengths_are_refused() {
     let call = h.harmless();
     let w = call.sign();
     let mut bytes = head_without_framing(&w);
-    bytes.extend_from_slice(format!("Content-Length: {}\r\nContent-Length: 5\r\n\r\n", call.body.len()).as_bytes());
+    bytes.extend_from_slice(
+        format!(
+            "Content-Length: {}\r\nContent-Length: 5\r\n\r\n",
+            call.body.len()
+        )
+        .as_bytes(),
+    );
     bytes.extend_from_slice(&call.body);
     let r = h.send(&bytes).await;
     refused(&r);
@@ -864,7 +1148,10 @@ async fn two_equal_signed_content_lengths_are_read_as_one_and_forwarded_exactly(
     if r.status == 200 {
         let seen = forwarded_once(&h);
         assert_eq!(seen.body, call.body);
-        assert_eq!(seen.headers_named("content-length"), vec![call.body.len().to_string()]);
+        assert_eq!(
+            seen.headers_named("content-length"),
+            vec![call.body.len().to_string()]
+        );
     } else {
         refused(&r);
         h.assert_untouched();
@@ -876,9 +1163,10 @@ async fn obsolete_line_folding_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless().header("x-amz-meta-folded", "one");
     let w = call.sign();
-    let bytes = String::from_utf8(w.to_bytes())
-        .unwrap()
-        .replace("x-amz-meta-folded: one\r\n", "x-amz-meta-folded: one\r\n two\r\n");
+    let bytes = String::from_utf8(w.to_bytes()).unwrap().replace(
+        "x-amz-meta-folded: one\r\n",
+        "x-amz-meta-folded: one\r\n two\r\n",
+    );
     let r = h.send(bytes.as_bytes()).await;
     refused(&r);
     h.assert_untouched();
@@ -923,14 +1211,18 @@ async fn bare_lf_inside_the_head_cannot_split_a_header() {
     let h = Harness::start().await;
     let call = h.harmless().header("x-amz-meta-note", "a");
     let w = call.sign();
-    let bytes = String::from_utf8(w.to_bytes())
-        .unwrap()
-        .replace("x-amz-meta-note: a\r\n", "x-amz-meta-note: a\nX-Amz-Target: DynamoDB_20120810.DeleteTable\r\n");
+    let bytes = String::from_utf8(w.to_bytes()).unwrap().replace(
+        "x-amz-meta-note: a\r\n",
+        "x-amz-meta-note: a\nX-Amz-Target: DynamoDB_20120810.DeleteTable\r\n",
+    );
     let r = h.send(bytes.as_bytes()).await;
     outcome(&r);
     if r.status == 200 {
         let seen = forwarded_once(&h);
-        assert!(seen.header("x-amz-target").is_none(), "an unsigned header rode along: {seen:?}");
+        assert!(
+            seen.header("x-amz-target").is_none(),
+            "an unsigned header rode along: {seen:?}"
+        );
     } else {
         refused(&r);
         h.assert_untouched();
@@ -941,9 +1233,11 @@ async fn bare_lf_inside_the_head_cannot_split_a_header() {
 async fn bare_cr_in_a_header_value_is_refused() {
     let h = Harness::start().await;
     let w = h.harmless().sign();
-    let bytes = String::from_utf8(w.to_bytes())
-        .unwrap()
-        .replacen("\r\n", "\r\nx-amz-meta-x: a\rX-Amz-Target: DynamoDB_20120810.DeleteTable\r\n", 1);
+    let bytes = String::from_utf8(w.to_bytes()).unwrap().replacen(
+        "\r\n",
+        "\r\nx-amz-meta-x: a\rX-Amz-Target: DynamoDB_20120810.DeleteTable\r\n",
+        1,
+    );
     let r = h.send(bytes.as_bytes()).await;
     refused(&r);
     h.assert_untouched();
@@ -1065,7 +1359,9 @@ async fn http_1_0_with_transfer_encoding_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless();
     let mut bytes = head_without_framing(&call.sign());
-    let text = String::from_utf8(bytes.clone()).unwrap().replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let text = String::from_utf8(bytes.clone())
+        .unwrap()
+        .replacen("HTTP/1.1", "HTTP/1.0", 1);
     bytes = text.into_bytes();
     bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
     bytes.extend_from_slice(&chunked(&call.body));
@@ -1135,7 +1431,10 @@ async fn upgrade_to_h2c_is_not_honoured_or_forwarded() {
     let r = h.send(&w.to_bytes()).await;
     expect(&r, 200, "");
     let seen = forwarded_once(&h);
-    assert!(seen.header("upgrade").is_none() && seen.header("http2-settings").is_none(), "{seen:?}");
+    assert!(
+        seen.header("upgrade").is_none() && seen.header("http2-settings").is_none(),
+        "{seen:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1160,7 +1459,10 @@ fn h2_fields(call: &Call) -> Vec<(String, String)> {
 }
 
 fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
-    fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 fn h2_code(r: &h2raw::H2Resp) -> String {
@@ -1236,8 +1538,10 @@ async fn h2_authority_and_host_agreeing_is_served() {
 async fn h2_host_header_instead_of_authority_is_verified_as_sent() {
     let h = Harness::start().await;
     let call = h.harmless();
-    let mut fields: Vec<(String, String)> =
-        h2_fields(&call).into_iter().filter(|(k, _)| k != ":authority").collect();
+    let mut fields: Vec<(String, String)> = h2_fields(&call)
+        .into_iter()
+        .filter(|(k, _)| k != ":authority")
+        .collect();
     fields.push(("host".into(), h.host()));
     let r = h2_send(&h, &fields, &call.body).await;
     if r.status == 200 {
@@ -1293,7 +1597,10 @@ async fn h2_duplicate_authority_pseudo_header_is_refused() {
 async fn h2_missing_method_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless();
-    let fields: Vec<_> = h2_fields(&call).into_iter().filter(|(k, _)| k != ":method").collect();
+    let fields: Vec<_> = h2_fields(&call)
+        .into_iter()
+        .filter(|(k, _)| k != ":method")
+        .collect();
     h2_refused(&h2_send(&h, &fields, &call.body).await);
     h.assert_untouched();
 }
@@ -1302,7 +1609,10 @@ async fn h2_missing_method_is_refused() {
 async fn h2_missing_path_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless();
-    let fields: Vec<_> = h2_fields(&call).into_iter().filter(|(k, _)| k != ":path").collect();
+    let fields: Vec<_> = h2_fields(&call)
+        .into_iter()
+        .filter(|(k, _)| k != ":path")
+        .collect();
     h2_refused(&h2_send(&h, &fields, &call.body).await);
     h.assert_untouched();
 }
@@ -1311,7 +1621,10 @@ async fn h2_missing_path_is_refused() {
 async fn h2_missing_scheme_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless();
-    let fields: Vec<_> = h2_fields(&call).into_iter().filter(|(k, _)| k != ":scheme").collect();
+    let fields: Vec<_> = h2_fields(&call)
+        .into_iter()
+        .filter(|(k, _)| k != ":scheme")
+        .collect();
     h2_refused(&h2_send(&h, &fields, &call.body).await);
     h.assert_untouched();
 }
@@ -1342,7 +1655,10 @@ async fn h2_upper_case_header_name_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless();
     let mut fields = h2_fields(&call);
-    fields.push(("X-Amz-Target".into(), "DynamoDB_20120810.DeleteTable".into()));
+    fields.push((
+        "X-Amz-Target".into(),
+        "DynamoDB_20120810.DeleteTable".into(),
+    ));
     h2_refused(&h2_send(&h, &fields, &call.body).await);
     h.assert_untouched();
 }
@@ -1392,7 +1708,10 @@ async fn h2_header_value_with_a_line_break_is_refused() {
     let h = Harness::start().await;
     let call = h.harmless();
     let mut fields = h2_fields(&call);
-    fields.push(("x-amz-meta-a".into(), "a\r\nx-amz-target: DynamoDB_20120810.DeleteTable".into()));
+    fields.push((
+        "x-amz-meta-a".into(),
+        "a\r\nx-amz-target: DynamoDB_20120810.DeleteTable".into(),
+    ));
     h2_refused(&h2_send(&h, &fields, &call.body).await);
     h.assert_untouched();
 }
@@ -1426,10 +1745,62 @@ async fn h2_connect_method_is_refused() {
     let h = Harness::start().await;
     let fields = vec![
         (":method".to_string(), "CONNECT".to_string()),
-        (":authority".to_string(), "rds.eu-west-1.amazonaws.com:443".to_string()),
+        (
+            ":authority".to_string(),
+            "rds.eu-west-1.amazonaws.com:443".to_string(),
+        ),
     ];
     let r = h2_send(&h, &fields, b"").await;
     assert_ne!(r.status, 200, "{r:?}");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn h2_hyper_client_with_host_disagreeing_with_authority_is_refused() {
+    use http_body_util::BodyExt;
+    let h = Harness::start().await;
+    let call = h.harmless();
+    let w = call.sign();
+    let tls = h.connect(&[b"h2"]).await;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(format!("https://{}/", h.host()));
+    for (k, v) in &w.headers {
+        if k.eq_ignore_ascii_case("host") {
+            req = req.header("host", "sts.amazonaws.com");
+        } else if !k.eq_ignore_ascii_case("content-length") {
+            req = req.header(k.as_str(), v.as_str());
+        }
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            call.body.clone(),
+        )))
+        .unwrap();
+    let resp = tokio::time::timeout(harness::IO_TIMEOUT, sender.send_request(req))
+        .await
+        .unwrap();
+    match resp {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+            assert!(String::from_utf8_lossy(&body).contains("InvalidRequest"));
+        }
+        Err(e) => panic!("hyper's client failed: {e}"),
+    }
     h.assert_untouched();
 }
 
@@ -1442,16 +1813,26 @@ async fn dot_segments_in_a_rest_path_are_resolved_before_identification() {
     let call = h.call("lambda", "DELETE", "/2015-03-31/functions/decoy/../prod-fn");
     let r = h.send_call(&call).await;
     gated(&h, &r);
-    assert!(r.message().contains("prod-fn") && !r.message().contains("decoy"), "{r:?}");
+    assert!(
+        r.message().contains("prod-fn") && !r.message().contains("decoy"),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
 async fn dot_segments_in_an_allowed_rest_path_are_forwarded_resolved() {
     let h = Harness::start().await;
-    let call = h.call("lambda", "GET", "/2015-03-31/functions/decoy/./../my-fn/configuration");
+    let call = h.call(
+        "lambda",
+        "GET",
+        "/2015-03-31/functions/decoy/./../my-fn/configuration",
+    );
     expect(&h.send_call(&call).await, 200, "");
     let seen = forwarded_once(&h);
-    assert_eq!(seen.path, "/2015-03-31/functions/my-fn/configuration", "forwarded as identified");
+    assert_eq!(
+        seen.path, "/2015-03-31/functions/my-fn/configuration",
+        "forwarded as identified"
+    );
 }
 
 #[tokio::test]
@@ -1468,11 +1849,18 @@ async fn encoded_dot_segments_on_a_query_service_are_refused() {
 async fn encoded_dot_segments_in_a_rest_path_are_not_resolved_differently() {
     let h = Harness::start().await;
     // `%2e%2e` is a label value, not a dot segment, for airlock and the service alike.
-    let call = h.call("lambda", "GET", "/2015-03-31/functions/x/%2e%2e/prod-fn/configuration");
+    let call = h.call(
+        "lambda",
+        "GET",
+        "/2015-03-31/functions/x/%2e%2e/prod-fn/configuration",
+    );
     let r = h.send_call(&call).await;
     if r.status == 200 {
         let seen = forwarded_once(&h);
-        assert_eq!(seen.path, "/2015-03-31/functions/x/%2e%2e/prod-fn/configuration");
+        assert_eq!(
+            seen.path,
+            "/2015-03-31/functions/x/%2e%2e/prod-fn/configuration"
+        );
     } else {
         refused(&r);
         h.assert_untouched();
@@ -1482,7 +1870,11 @@ async fn encoded_dot_segments_in_a_rest_path_are_not_resolved_differently() {
 #[tokio::test]
 async fn encoded_dot_segments_hiding_a_delete_are_gated_or_refused() {
     let h = Harness::start().await;
-    let call = h.call("lambda", "DELETE", "/2015-03-31/functions/prod-fn/%2e%2e/%2e%2e/functions/decoy");
+    let call = h.call(
+        "lambda",
+        "DELETE",
+        "/2015-03-31/functions/prod-fn/%2e%2e/%2e%2e/functions/decoy",
+    );
     let r = h.send_call(&call).await;
     outcome(&r);
     assert!(r.status == 403 || (400..500).contains(&r.status), "{r:?}");
@@ -1496,7 +1888,10 @@ async fn double_slashes_on_a_query_service_are_forwarded_as_verified() {
     call.path = "//".into();
     expect(&h.send_call(&call).await, 200, "");
     let seen = forwarded_once(&h);
-    assert_eq!(seen.path, "/", "forwarded as it was normalised for the signature");
+    assert_eq!(
+        seen.path, "/",
+        "forwarded as it was normalised for the signature"
+    );
 }
 
 #[tokio::test]
@@ -1516,14 +1911,21 @@ async fn encoded_slash_in_a_rest_label_stays_in_the_label() {
     let r = h.send_call(&call).await;
     expect(&r, 200, "");
     let seen = forwarded_once(&h);
-    assert_eq!(seen.path, "/2015-03-31/functions/a%2Fb/configuration", "not decoded on the way");
+    assert_eq!(
+        seen.path, "/2015-03-31/functions/a%2Fb/configuration",
+        "not decoded on the way"
+    );
 }
 
 #[tokio::test]
 async fn encoded_slash_cannot_turn_a_delete_into_another_route() {
     let h = Harness::start().await;
     // One label to airlock; never forwarded as two segments.
-    let call = h.call("lambda", "DELETE", "/2015-03-31/functions/prod-fn%2Fpolicy%2Fsid");
+    let call = h.call(
+        "lambda",
+        "DELETE",
+        "/2015-03-31/functions/prod-fn%2Fpolicy%2Fsid",
+    );
     let r = h.send_call(&call).await;
     outcome(&r);
     assert_eq!(r.status, 403, "{r:?}");
@@ -1543,7 +1945,11 @@ async fn s3_dot_dot_key_get_is_forwarded_verbatim() {
     let h = Harness::start().await;
     let call = h.s3("GET", "/my-bucket/a/../b", "");
     expect(&h.send_call(&call).await, 200, "");
-    assert_eq!(forwarded_once(&h).path, "/my-bucket/a/../b", "S3 keys are never normalised");
+    assert_eq!(
+        forwarded_once(&h).path,
+        "/my-bucket/a/../b",
+        "S3 keys are never normalised"
+    );
 }
 
 #[tokio::test]
@@ -1583,7 +1989,9 @@ async fn s3_delete_bucket_with_trailing_slash_is_never_forwarded_ungated() {
 async fn s3_capitalised_delete_subresource_is_not_read_as_delete_objects() {
     let h = Harness::start().await;
     let body = "<Delete><Object><Key>a</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "Delete").body(body)).await;
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "Delete").body(body))
+        .await;
     // S3 reads `?Delete` as no subresource; either way it is not forwarded unidentified.
     refused(&r);
     h.assert_untouched();
@@ -1593,7 +2001,9 @@ async fn s3_capitalised_delete_subresource_is_not_read_as_delete_objects() {
 async fn s3_delete_subresource_given_twice_is_refused() {
     let h = Harness::start().await;
     let body = "<Delete><Object><Key>a</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete&delete").body(body)).await;
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete&delete").body(body))
+        .await;
     refused(&r);
     h.assert_untouched();
 }
@@ -1602,7 +2012,9 @@ async fn s3_delete_subresource_given_twice_is_refused() {
 async fn s3_delete_objects_with_a_value_on_the_subresource_is_still_gated() {
     let h = Harness::start().await;
     let body = "<Delete><Object><Key>a</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete=no").body(body)).await;
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete=no").body(body))
+        .await;
     outcome(&r);
     assert_ne!(r.status, 200, "{r:?}");
     h.assert_untouched();
@@ -1635,14 +2047,18 @@ async fn s3_virtual_hosted_bucket_and_path_bucket_are_read_together() {
     call.host = format!("decoy.localhost:{}", h.port);
     let r = h.send_call(&call).await;
     gated(&h, &r);
-    assert!(r.message().contains("DeleteObject"), "read as DeleteObject in decoy: {r:?}");
+    assert!(
+        r.message().contains("DeleteObject"),
+        "read as DeleteObject in decoy: {r:?}"
+    );
 }
 
 #[tokio::test]
 async fn s3_control_path_is_read_as_s3_control() {
     let h = Harness::start().await;
     let mut call = h.s3("DELETE", "/v20180820/accesspoint/prod-ap", "");
-    call.headers.push(("x-amz-account-id".into(), "123456789012".into()));
+    call.headers
+        .push(("x-amz-account-id".into(), "123456789012".into()));
     let r = h.send_call(&call).await;
     gated(&h, &r);
     assert!(r.message().contains("DeleteAccessPoint"), "{r:?}");
@@ -1653,7 +2069,9 @@ async fn malformed_percent_escape_in_the_path_is_refused() {
     let h = Harness::start().await;
     let r = h.send_call(&h.s3("DELETE", "/prod-bucket/%zz", "")).await;
     refused(&r);
-    let r = h.send_call(&h.call("lambda", "DELETE", "/2015-03-31/functions/%4")).await;
+    let r = h
+        .send_call(&h.call("lambda", "DELETE", "/2015-03-31/functions/%4"))
+        .await;
     refused(&r);
     h.assert_untouched();
 }
@@ -1661,7 +2079,9 @@ async fn malformed_percent_escape_in_the_path_is_refused() {
 #[tokio::test]
 async fn rest_path_matching_no_operation_is_refused() {
     let h = Harness::start().await;
-    let r = h.send_call(&h.call("lambda", "DELETE", "/2015-03-31/nothing-here")).await;
+    let r = h
+        .send_call(&h.call("lambda", "DELETE", "/2015-03-31/nothing-here"))
+        .await;
     expect(&r, 400, "UnknownOperationException");
     h.assert_untouched();
 }
@@ -1686,28 +2106,44 @@ fn dated(h: &Harness, offset: time::Duration) -> Call {
 #[tokio::test]
 async fn x_amz_date_an_hour_in_the_past_is_refused() {
     let h = Harness::start().await;
-    expect(&h.send_call(&dated(&h, time::Duration::hours(-1))).await, 403, "RequestExpired");
+    expect(
+        &h.send_call(&dated(&h, time::Duration::hours(-1))).await,
+        403,
+        "RequestExpired",
+    );
     h.assert_untouched();
 }
 
 #[tokio::test]
 async fn x_amz_date_an_hour_in_the_future_is_refused() {
     let h = Harness::start().await;
-    expect(&h.send_call(&dated(&h, time::Duration::hours(1))).await, 403, "RequestExpired");
+    expect(
+        &h.send_call(&dated(&h, time::Duration::hours(1))).await,
+        403,
+        "RequestExpired",
+    );
     h.assert_untouched();
 }
 
 #[tokio::test]
 async fn x_amz_date_sixteen_minutes_ahead_is_refused() {
     let h = Harness::start().await;
-    expect(&h.send_call(&dated(&h, time::Duration::minutes(16))).await, 403, "RequestExpired");
+    expect(
+        &h.send_call(&dated(&h, time::Duration::minutes(16))).await,
+        403,
+        "RequestExpired",
+    );
     h.assert_untouched();
 }
 
 #[tokio::test]
 async fn x_amz_date_fourteen_minutes_old_is_accepted() {
     let h = Harness::start().await;
-    expect(&h.send_call(&dated(&h, time::Duration::minutes(-14))).await, 200, "");
+    expect(
+        &h.send_call(&dated(&h, time::Duration::minutes(-14))).await,
+        200,
+        "",
+    );
     forwarded_once(&h);
 }
 
@@ -1734,7 +2170,7 @@ async fn malformed_x_amz_date_is_refused() {
     let h = Harness::start().await;
     let w = h.harmless().sign();
     let date = w.header("x-amz-date").unwrap().to_string();
-    let w = Wire2::replace_header(w, "X-Amz-Date", date.trim_end_matches('Z'));
+    let w = replace_header(w, "X-Amz-Date", date.trim_end_matches('Z'));
     refused(&h.send(&w.to_bytes()).await);
     h.assert_untouched();
 }
@@ -1745,8 +2181,11 @@ async fn credential_scope_date_disagreeing_with_x_amz_date_is_refused() {
     let call = h.harmless();
     let w = call.sign();
     let today = &w.date[..8];
-    let auth = w.header("authorization").unwrap().replacen(today, "20200101", 1);
-    let w = Wire2::replace_header(w, "Authorization", &auth);
+    let auth = w
+        .header("authorization")
+        .unwrap()
+        .replacen(today, "20200101", 1);
+    let w = replace_header(w, "Authorization", &auth);
     expect(&h.send(&w.to_bytes()).await, 400, "InvalidRequest");
     h.assert_untouched();
 }
@@ -1762,9 +2201,16 @@ async fn date_header_far_in_the_past_is_refused() {
     let headers: Vec<(String, String)> = vec![
         ("Host".into(), h.host()),
         ("Date".into(), http_date.clone()),
-        ("Content-Type".into(), "application/x-www-form-urlencoded; charset=utf-8".into()),
+        (
+            "Content-Type".into(),
+            "application/x-www-form-urlencoded; charset=utf-8".into(),
+        ),
     ];
-    let signed = vec!["content-type".to_string(), "date".to_string(), "host".to_string()];
+    let signed = vec![
+        "content-type".to_string(),
+        "date".to_string(),
+        "host".to_string(),
+    ];
     let hash = sha256_hex(&call.body);
     let s = Signing {
         access_key: &h.agent.key,
@@ -1784,7 +2230,14 @@ async fn date_header_far_in_the_past_is_refused() {
     for (k, v) in &headers {
         bytes.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
     }
-    bytes.extend_from_slice(format!("Authorization: {}\r\nContent-Length: {}\r\n\r\n", s.authorization(), call.body.len()).as_bytes());
+    bytes.extend_from_slice(
+        format!(
+            "Authorization: {}\r\nContent-Length: {}\r\n\r\n",
+            s.authorization(),
+            call.body.len()
+        )
+        .as_bytes(),
+    );
     bytes.extend_from_slice(&call.body);
     expect(&h.send(&bytes).await, 403, "RequestExpired");
     h.assert_untouched();
@@ -1792,7 +2245,9 @@ async fn date_header_far_in_the_past_is_refused() {
 
 fn httpdate_of(t: time::OffsetDateTime) -> String {
     let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
         days[t.weekday().number_days_from_monday() as usize],
@@ -1836,7 +2291,11 @@ async fn presigned_url_with_a_tampered_expiry_is_refused() {
 async fn presigned_url_over_seven_days_is_refused() {
     let h = Harness::start().await;
     let w = h.s3("GET", "/my-bucket/report.pdf", "").presign(604_801);
-    expect(&h.send(&w.to_bytes()).await, 400, "AuthorizationQueryParametersError");
+    expect(
+        &h.send(&w.to_bytes()).await,
+        400,
+        "AuthorizationQueryParametersError",
+    );
     h.assert_untouched();
 }
 
@@ -1891,8 +2350,15 @@ async fn presigned_query_together_with_an_authorization_header_is_refused() {
     let call = h.s3("GET", "/my-bucket/report.pdf", "");
     let signed = call.sign();
     let mut w = call.presign(600);
-    w.headers.push(("Authorization".into(), signed.header("authorization").unwrap().to_string()));
-    expect(&h.send(&w.to_bytes()).await, 400, "AuthorizationHeaderMalformed");
+    w.headers.push((
+        "Authorization".into(),
+        signed.header("authorization").unwrap().to_string(),
+    ));
+    expect(
+        &h.send(&w.to_bytes()).await,
+        400,
+        "AuthorizationHeaderMalformed",
+    );
     h.assert_untouched();
 }
 
@@ -1900,8 +2366,13 @@ async fn presigned_query_together_with_an_authorization_header_is_refused() {
 async fn presigned_signature_given_twice_is_refused() {
     let h = Harness::start().await;
     let mut w = h.s3("GET", "/my-bucket/report.pdf", "").presign(600);
-    w.target.push_str(&format!("&X-Amz-Signature={}", "0".repeat(64)));
-    expect(&h.send(&w.to_bytes()).await, 400, "AuthorizationQueryParametersError");
+    w.target
+        .push_str(&format!("&X-Amz-Signature={}", "0".repeat(64)));
+    expect(
+        &h.send(&w.to_bytes()).await,
+        400,
+        "AuthorizationQueryParametersError",
+    );
     h.assert_untouched();
 }
 
@@ -1909,7 +2380,8 @@ async fn presigned_signature_given_twice_is_refused() {
 async fn presigned_parameter_in_another_case_is_refused() {
     let h = Harness::start().await;
     let mut w = h.s3("GET", "/my-bucket/report.pdf", "").presign(600);
-    w.target.push_str(&format!("&x-amz-signature={}", "0".repeat(64)));
+    w.target
+        .push_str(&format!("&x-amz-signature={}", "0".repeat(64)));
     refused(&h.send(&w.to_bytes()).await);
     h.assert_untouched();
 }
@@ -1918,7 +2390,9 @@ async fn presigned_parameter_in_another_case_is_refused() {
 async fn presigned_sigv4a_algorithm_is_refused() {
     let h = Harness::start().await;
     let mut w = h.s3("GET", "/my-bucket/report.pdf", "").presign(600);
-    w.target = w.target.replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256");
+    w.target = w
+        .target
+        .replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256");
     let r = h.send(&w.to_bytes()).await;
     expect(&r, 400, "InvalidRequest");
     assert!(r.message().contains("SigV4"), "{r:?}");
@@ -1930,7 +2404,9 @@ async fn presigned_non_s3_call_with_a_body_is_refused() {
     let h = Harness::start().await;
     let mut call = h.call("rds", "POST", "/");
     call.body = RDS_DELETE.as_bytes().to_vec();
-    let w = call.presign(600).with("Content-Type", "application/x-www-form-urlencoded");
+    let w = call
+        .presign(600)
+        .with("Content-Type", "application/x-www-form-urlencoded");
     refused(&h.send(&w.to_bytes()).await);
     h.assert_untouched();
 }
@@ -1963,8 +2439,12 @@ fn chunk_upload(
     let mut call = h.s3("PUT", "/my-bucket/upload.bin", "");
     call.payload = Payload::Literal("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into());
     call.content_length = false;
-    call.headers.push(("Content-Encoding".into(), "aws-chunked".into()));
-    call.headers.push(("x-amz-decoded-content-length".into(), decoded_len.to_string()));
+    call.headers
+        .push(("Content-Encoding".into(), "aws-chunked".into()));
+    call.headers.push((
+        "x-amz-decoded-content-length".into(),
+        decoded_len.to_string(),
+    ));
     let w = call.sign();
     let pieces = sign::signed_chunks(&w.key, &w.date, &w.scope, &w.signature, chunks, tamper);
     let total: usize = pieces.iter().map(Vec::len).sum();
@@ -1976,7 +2456,8 @@ fn chunk_upload(
 async fn send_upload(h: &Harness, head: Vec<u8>, pieces: Vec<Vec<u8>>) -> Resp {
     let mut all = vec![head];
     all.extend(pieces);
-    h.send_pieces(&all, std::time::Duration::from_millis(30)).await
+    h.send_pieces(&all, std::time::Duration::from_millis(30))
+        .await
 }
 
 /// The upstream never received the whole body, nor any byte of `forbidden` (a chunk that
@@ -1984,8 +2465,16 @@ async fn send_upload(h: &Harness, head: Vec<u8>, pieces: Vec<Vec<u8>>) -> Resp {
 async fn never_completed(h: &Harness, total: usize, forbidden: &[u8]) {
     h.stub.settle().await;
     for seen in h.stub.requests() {
-        assert!(!seen.complete || seen.body.len() < total, "complete body forwarded: {} bytes", seen.body.len());
-        assert!(!seen.complete, "the upstream saw a cleanly ended body of {} bytes", seen.body.len());
+        assert!(
+            !seen.complete || seen.body.len() < total,
+            "complete body forwarded: {} bytes",
+            seen.body.len()
+        );
+        assert!(
+            !seen.complete,
+            "the upstream saw a cleanly ended body of {} bytes",
+            seen.body.len()
+        );
         assert!(
             !seen.body.windows(forbidden.len()).any(|w| w == forbidden),
             "unverified bytes reached the upstream"
@@ -2004,7 +2493,10 @@ async fn signed_chunk_upload_is_forwarded_decoded_and_complete() {
     assert!(seen.complete);
     assert_eq!(seen.body, chunks.concat(), "forwarded decoded");
     assert!(seen.header("x-amz-decoded-content-length").is_none());
-    assert!(!seen.header("content-encoding").unwrap_or("").contains("aws-chunked"));
+    assert!(!seen
+        .header("content-encoding")
+        .unwrap_or("")
+        .contains("aws-chunked"));
     resigned(&h, &seen);
 }
 
@@ -2029,7 +2521,13 @@ async fn signed_chunk_upload_with_a_wrong_third_chunk_signature_never_completes_
 async fn signed_chunk_upload_with_a_wrong_final_chunk_signature_never_completes_upstream() {
     let h = Harness::start().await;
     let chunks = upload_chunks();
-    let (head, pieces) = chunk_upload(&h, &chunks, 3 * CHUNK, |i, s| if i == 3 { "f".repeat(64) } else { s });
+    let (head, pieces) = chunk_upload(&h, &chunks, 3 * CHUNK, |i, s| {
+        if i == 3 {
+            "f".repeat(64)
+        } else {
+            s
+        }
+    });
     let r = send_upload(&h, head, pieces).await;
     expect(&r, 403, "SignatureDoesNotMatch");
     // Every data chunk verified, but the stream did not: the last piece is held back.
@@ -2060,11 +2558,7 @@ async fn signed_chunk_without_a_signature_is_aborted() {
     pieces[1] = bare;
     let total: usize = pieces.iter().map(Vec::len).sum();
     let head = String::from_utf8(head).unwrap();
-    let head = head
-        .split("Content-Length: ")
-        .next()
-        .unwrap()
-        .to_string()
+    let head = head.split("Content-Length: ").next().unwrap().to_string()
         + &format!("Content-Length: {total}\r\n\r\n");
     let r = send_upload(&h, head.into_bytes(), pieces).await;
     assert!(r.status == 400 || r.status == 403, "{r:?}");
@@ -2111,10 +2605,20 @@ async fn signed_chunks_on_a_non_s3_service_are_refused() {
     let h = Harness::start().await;
     let mut call = h.query("rds", "");
     call.payload = Payload::Literal("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into());
-    call.headers.push(("x-amz-decoded-content-length".into(), RDS_DELETE.len().to_string()));
+    call.headers.push((
+        "x-amz-decoded-content-length".into(),
+        RDS_DELETE.len().to_string(),
+    ));
     call.content_length = false;
     let w = call.sign();
-    let pieces = sign::signed_chunks(&w.key, &w.date, &w.scope, &w.signature, &[RDS_DELETE.as_bytes().to_vec()], |_, s| s);
+    let pieces = sign::signed_chunks(
+        &w.key,
+        &w.date,
+        &w.scope,
+        &w.signature,
+        &[RDS_DELETE.as_bytes().to_vec()],
+        |_, s| s,
+    );
     let w = w.with_body(pieces.concat());
     expect(&h.send(&w.to_bytes()).await, 400, "InvalidRequest");
     h.assert_untouched();
@@ -2126,8 +2630,12 @@ async fn signed_chunks_on_delete_objects_are_refused() {
     let body = b"<Delete><Object><Key>a</Key></Object></Delete>".to_vec();
     let mut call = h.s3("POST", "/prod-bucket", "delete");
     call.payload = Payload::Literal("STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into());
-    call.headers.push(("Content-Encoding".into(), "aws-chunked".into()));
-    call.headers.push(("x-amz-decoded-content-length".into(), body.len().to_string()));
+    call.headers
+        .push(("Content-Encoding".into(), "aws-chunked".into()));
+    call.headers.push((
+        "x-amz-decoded-content-length".into(),
+        body.len().to_string(),
+    ));
     call.content_length = false;
     let w = call.sign();
     let pieces = sign::signed_chunks(&w.key, &w.date, &w.scope, &w.signature, &[body], |_, s| s);
@@ -2146,10 +2654,13 @@ async fn unsigned_trailer_document_with_a_wrong_decoded_length_is_refused() {
     framing.extend_from_slice(b"\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n");
     let mut call = h.s3("PUT", "/my-bucket", "versioning");
     call.payload = Payload::Literal("STREAMING-UNSIGNED-PAYLOAD-TRAILER".into());
-    call.headers.push(("Content-Encoding".into(), "aws-chunked".into()));
-    call.headers.push(("x-amz-trailer".into(), "x-amz-checksum-crc32".into()));
+    call.headers
+        .push(("Content-Encoding".into(), "aws-chunked".into()));
+    call.headers
+        .push(("x-amz-trailer".into(), "x-amz-checksum-crc32".into()));
     // The framing holds the whole document; the declared length only a prefix of it.
-    call.headers.push(("x-amz-decoded-content-length".into(), "10".into()));
+    call.headers
+        .push(("x-amz-decoded-content-length".into(), "10".into()));
     call.body = framing;
     let r = h.send_call(&call).await;
     refused(&r);
@@ -2181,7 +2692,11 @@ async fn same_action_in_query_and_body_is_refused() {
 async fn duplicate_action_in_the_body_is_refused() {
     let h = Harness::start().await;
     let form = format!("{RDS_DESCRIBE}&Action=DeleteDBInstance&DBInstanceIdentifier=prod-db");
-    expect(&h.send_call(&h.query("rds", &form)).await, 400, "InvalidRequest");
+    expect(
+        &h.send_call(&h.query("rds", &form)).await,
+        400,
+        "InvalidRequest",
+    );
     h.assert_untouched();
 }
 
@@ -2249,22 +2764,36 @@ async fn plus_encoded_space_in_action_is_not_an_operation() {
 async fn action_value_in_another_case_is_refused() {
     let h = Harness::start().await;
     let form = RDS_DELETE.replacen("DeleteDBInstance", "deletedbinstance", 1);
-    expect(&h.send_call(&h.query("rds", &form)).await, 400, "InvalidAction");
+    expect(
+        &h.send_call(&h.query("rds", &form)).await,
+        400,
+        "InvalidAction",
+    );
     h.assert_untouched();
 }
 
 #[tokio::test]
 async fn action_with_a_nul_byte_is_refused() {
     let h = Harness::start().await;
-    let form = RDS_DELETE.replacen("DeleteDBInstance", "DescribeDBInstances%00DeleteDBInstance", 1);
-    expect(&h.send_call(&h.query("rds", &form)).await, 400, "InvalidAction");
+    let form = RDS_DELETE.replacen(
+        "DeleteDBInstance",
+        "DescribeDBInstances%00DeleteDBInstance",
+        1,
+    );
+    expect(
+        &h.send_call(&h.query("rds", &form)).await,
+        400,
+        "InvalidAction",
+    );
     h.assert_untouched();
 }
 
 #[tokio::test]
 async fn missing_action_is_refused() {
     let h = Harness::start().await;
-    let r = h.send_call(&h.query("rds", "DBInstanceIdentifier=prod-db&Version=2014-10-31")).await;
+    let r = h
+        .send_call(&h.query("rds", "DBInstanceIdentifier=prod-db&Version=2014-10-31"))
+        .await;
     expect(&r, 400, "MissingAction");
     h.assert_untouched();
 }
@@ -2273,7 +2802,11 @@ async fn missing_action_is_refused() {
 async fn duplicate_resource_parameter_is_refused() {
     let h = Harness::start().await;
     let form = format!("{RDS_DELETE}&DBInstanceIdentifier=staging-db");
-    expect(&h.send_call(&h.query("rds", &form)).await, 400, "InvalidRequest");
+    expect(
+        &h.send_call(&h.query("rds", &form)).await,
+        400,
+        "InvalidRequest",
+    );
     h.assert_untouched();
 }
 
@@ -2336,7 +2869,10 @@ async fn query_body_with_gzip_content_encoding_is_refused() {
     let h = Harness::start().await;
     // What AWS would decompress, airlock cannot classify.
     let gz: Vec<u8> = vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03];
-    let call = h.query("rds", "").body(gz).header("Content-Encoding", "gzip");
+    let call = h
+        .query("rds", "")
+        .body(gz)
+        .header("Content-Encoding", "gzip");
     refused(&h.send_call(&call).await);
     h.assert_untouched();
 }
@@ -2346,17 +2882,63 @@ async fn query_body_with_gzip_content_encoding_is_refused() {
 async fn form_body_with_content_encoding_gzip_is_never_forwarded_as_plain() {
     let h = Harness::start().await;
     // A plain form labelled gzip: AWS would try to decompress what airlock read as text.
-    let call = h.query("rds", RDS_DESCRIBE).header("Content-Encoding", "gzip");
+    let call = h
+        .query("rds", RDS_DESCRIBE)
+        .header("Content-Encoding", "gzip");
     let r = h.send_call(&call).await;
     refused(&r);
     h.assert_untouched();
 }
 
 #[tokio::test]
+#[ignore = "BUG (hardening): src/identify/mod.rs:125 accepts Content-Encoding aws-chunked on non-S3 bodies, which airlock reads as plain text"]
+async fn aws_chunked_content_encoding_on_a_query_service_is_refused() {
+    let h = Harness::start().await;
+    // aws-chunked is S3's framing; a service that decoded it would read the chunk data,
+    // while the form airlock reads glues the first key to the size line.
+    let mut call = h.query("rds", "");
+    call.query = "Action=DescribeDBInstances&Version=2014-10-31".into();
+    call.body = b"2d\r\nAction=DeleteDBInstance&DBInstanceIdentifier=prod-db\r\n0\r\n\r\n".to_vec();
+    call.headers
+        .push(("Content-Encoding".into(), "aws-chunked".into()));
+    let r = h.send_call(&call).await;
+    outcome(&r);
+    refused(&r);
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn form_field_glued_to_a_line_break_is_not_read_as_action() {
+    let h = Harness::start().await;
+    let mut call = h.query(
+        "rds",
+        "x=1\r\nAction=DeleteDBInstance&DBInstanceIdentifier=prod-db",
+    );
+    call.query = "Action=DescribeDBInstances&Version=2014-10-31".into();
+    let r = h.send_call(&call).await;
+    outcome(&r);
+    // Either refused, or forwarded as the Describe airlock read, never as a delete.
+    if r.status == 200 {
+        let seen = forwarded_once(&h);
+        assert_eq!(
+            seen.query.as_deref(),
+            Some("Action=DescribeDBInstances&Version=2014-10-31")
+        );
+    } else {
+        refused(&r);
+        h.assert_untouched();
+    }
+}
+
+#[tokio::test]
 async fn query_call_with_an_unknown_version_is_refused() {
     let h = Harness::start().await;
     let form = RDS_DELETE.replace("2014-10-31", "2013-01-10");
-    expect(&h.send_call(&h.query("rds", &form)).await, 400, "InvalidParameterValue");
+    expect(
+        &h.send_call(&h.query("rds", &form)).await,
+        400,
+        "InvalidParameterValue",
+    );
     h.assert_untouched();
 }
 
@@ -2423,7 +3005,9 @@ async fn rds_modify_without_destruction_is_forwarded_exactly() {
 async fn json_body_with_duplicate_keys_is_refused() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"scratch","TableName":"prod-table"}"#;
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", body)).await;
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", body))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
 }
@@ -2432,17 +3016,25 @@ async fn json_body_with_duplicate_keys_is_refused() {
 async fn json_body_with_duplicate_keys_on_a_delete_is_refused() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"scratch","TableName":"prod-table"}"#;
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", body)).await;
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", body))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
-    assert_eq!(h.pending_count(), 0, "no approval for a call that cannot be read one way");
+    assert_eq!(
+        h.pending_count(),
+        0,
+        "no approval for a call that cannot be read one way"
+    );
 }
 
 #[tokio::test]
 async fn json_body_with_duplicate_nested_keys_is_refused() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"t","DeletionProtectionEnabled":true,"StreamSpecification":{"StreamEnabled":true,"StreamEnabled":false}}"#;
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.UpdateTable", body)).await;
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.UpdateTable", body))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
 }
@@ -2451,7 +3043,9 @@ async fn json_body_with_duplicate_nested_keys_is_refused() {
 async fn json_body_with_a_duplicate_key_spelled_with_an_escape_is_refused() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"scratch","Table\u004eame":"prod-table"}"#;
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", body)).await;
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", body))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
 }
@@ -2460,14 +3054,20 @@ async fn json_body_with_a_duplicate_key_spelled_with_an_escape_is_refused() {
 async fn json_key_spelled_with_an_escape_is_read_decoded() {
     let h = Harness::start().await;
     let body = r#"{"Table\u004eame":"prod-table"}"#;
-    gated(&h, &h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", body))
+            .await,
+    );
 }
 
 #[tokio::test]
 async fn json_body_with_trailing_data_is_refused() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"scratch"}{"TableName":"prod-table"}"#;
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", body)).await;
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", body))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
 }
@@ -2475,7 +3075,13 @@ async fn json_body_with_trailing_data_is_refused() {
 #[tokio::test]
 async fn json_body_that_is_not_an_object_is_refused() {
     let h = Harness::start().await;
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", r#"["TableName"]"#)).await;
+    let r = h
+        .send_call(&h.json(
+            "dynamodb",
+            "DynamoDB_20120810.DescribeTable",
+            r#"["TableName"]"#,
+        ))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
 }
@@ -2485,7 +3091,9 @@ async fn json_body_with_a_byte_order_mark_is_refused() {
     let h = Harness::start().await;
     let mut body = b"\xef\xbb\xbf".to_vec();
     body.extend_from_slice(br#"{"TableName":"prod-table"}"#);
-    let call = h.json("dynamodb", "DynamoDB_20120810.DeleteTable", "").body(body);
+    let call = h
+        .json("dynamodb", "DynamoDB_20120810.DeleteTable", "")
+        .body(body);
     refused(&h.send_call(&call).await);
     h.assert_untouched();
 }
@@ -2494,14 +3102,22 @@ async fn json_body_with_a_byte_order_mark_is_refused() {
 async fn dynamodb_deletion_protection_off_needs_a_receipt() {
     let h = Harness::start().await;
     let body = r#"{"TableName":"prod-table","DeletionProtectionEnabled":false}"#;
-    gated(&h, &h.send_call(&h.json("dynamodb", "DynamoDB_20120810.UpdateTable", body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.json("dynamodb", "DynamoDB_20120810.UpdateTable", body))
+            .await,
+    );
 }
 
 #[tokio::test]
 async fn x_amz_target_of_another_service_is_refused() {
     let h = Harness::start().await;
     let r = h
-        .send_call(&h.json("dynamodb", "AmazonSQS.DeleteQueue", r#"{"QueueUrl":"https://sqs/prod"}"#))
+        .send_call(&h.json(
+            "dynamodb",
+            "AmazonSQS.DeleteQueue",
+            r#"{"QueueUrl":"https://sqs/prod"}"#,
+        ))
         .await;
     expect(&r, 400, "UnknownOperationException");
     h.assert_untouched();
@@ -2512,7 +3128,11 @@ async fn x_amz_target_of_a_destructive_service_under_a_harmless_scope_is_refused
     let h = Harness::start().await;
     // Signed for SQS; the target names DynamoDB's DeleteTable.
     let r = h
-        .send_call(&h.json("sqs", "DynamoDB_20120810.DeleteTable", r#"{"TableName":"prod-table"}"#))
+        .send_call(&h.json(
+            "sqs",
+            "DynamoDB_20120810.DeleteTable",
+            r#"{"TableName":"prod-table"}"#,
+        ))
         .await;
     expect(&r, 400, "UnknownOperationException");
     h.assert_untouched();
@@ -2522,7 +3142,11 @@ async fn x_amz_target_of_a_destructive_service_under_a_harmless_scope_is_refused
 async fn x_amz_target_prefix_in_another_case_is_refused() {
     let h = Harness::start().await;
     let r = h
-        .send_call(&h.json("dynamodb", "dynamodb_20120810.DeleteTable", r#"{"TableName":"prod-table"}"#))
+        .send_call(&h.json(
+            "dynamodb",
+            "dynamodb_20120810.DeleteTable",
+            r#"{"TableName":"prod-table"}"#,
+        ))
         .await;
     expect(&r, 400, "UnknownOperationException");
     h.assert_untouched();
@@ -2532,7 +3156,11 @@ async fn x_amz_target_prefix_in_another_case_is_refused() {
 async fn x_amz_target_operation_in_another_case_is_refused() {
     let h = Harness::start().await;
     let r = h
-        .send_call(&h.json("dynamodb", "DynamoDB_20120810.deleteTable", r#"{"TableName":"prod-table"}"#))
+        .send_call(&h.json(
+            "dynamodb",
+            "DynamoDB_20120810.deleteTable",
+            r#"{"TableName":"prod-table"}"#,
+        ))
         .await;
     expect(&r, 400, "UnknownOperationException");
     h.assert_untouched();
@@ -2542,7 +3170,11 @@ async fn x_amz_target_operation_in_another_case_is_refused() {
 async fn x_amz_target_with_two_dots_is_refused() {
     let h = Harness::start().await;
     let r = h
-        .send_call(&h.json("dynamodb", "DynamoDB_20120810.ListTables.DeleteTable", r#"{"TableName":"prod-table"}"#))
+        .send_call(&h.json(
+            "dynamodb",
+            "DynamoDB_20120810.ListTables.DeleteTable",
+            r#"{"TableName":"prod-table"}"#,
+        ))
         .await;
     expect(&r, 400, "UnknownOperationException");
     h.assert_untouched();
@@ -2579,7 +3211,11 @@ async fn json_call_to_a_path_other_than_root_is_refused() {
 async fn json_and_cbor_markers_together_are_refused() {
     let h = Harness::start().await;
     let call = h
-        .json("monitoring", "GraniteServiceVersion20100801.DescribeAlarms", "{}")
+        .json(
+            "monitoring",
+            "GraniteServiceVersion20100801.DescribeAlarms",
+            "{}",
+        )
         .header("smithy-protocol", "rpc-v2-cbor");
     expect(&h.send_call(&call).await, 400, "InvalidRequest");
     h.assert_untouched();
@@ -2589,7 +3225,11 @@ async fn json_and_cbor_markers_together_are_refused() {
 async fn cbor_path_naming_another_service_is_refused() {
     let h = Harness::start().await;
     let call = h
-        .call("monitoring", "POST", "/service/DynamoDB_20120810/operation/DeleteTable")
+        .call(
+            "monitoring",
+            "POST",
+            "/service/DynamoDB_20120810/operation/DeleteTable",
+        )
         .header("smithy-protocol", "rpc-v2-cbor")
         .header("Content-Type", "application/cbor")
         .body([0xa0]);
@@ -2608,7 +3248,11 @@ async fn cbor_body_with_duplicate_keys_is_refused() {
     body.extend_from_slice(&[0x81, 0x64]);
     body.extend_from_slice(b"prod");
     let call = h
-        .call("monitoring", "POST", "/service/GraniteServiceVersion20100801/operation/DescribeAlarms")
+        .call(
+            "monitoring",
+            "POST",
+            "/service/GraniteServiceVersion20100801/operation/DescribeAlarms",
+        )
         .header("smithy-protocol", "rpc-v2-cbor")
         .header("Content-Type", "application/cbor")
         .body(body);
@@ -2625,7 +3269,12 @@ const VERSIONING: &str = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.c
 async fn s3_versioning_enabled_is_forwarded_exactly() {
     let h = Harness::start().await;
     let body = VERSIONING.replace("STATUS", "Enabled");
-    expect(&h.send_call(&h.s3("PUT", "/my-bucket", "versioning").body(&body)).await, 200, "");
+    expect(
+        &h.send_call(&h.s3("PUT", "/my-bucket", "versioning").body(&body))
+            .await,
+        200,
+        "",
+    );
     let seen = forwarded_once(&h);
     assert_eq!(seen.body_text(), body);
     assert_eq!(seen.query.as_deref(), Some("versioning="));
@@ -2635,7 +3284,11 @@ async fn s3_versioning_enabled_is_forwarded_exactly() {
 async fn s3_versioning_suspended_needs_a_receipt() {
     let h = Harness::start().await;
     let body = VERSIONING.replace("STATUS", "Suspended");
-    gated(&h, &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -2643,7 +3296,11 @@ async fn s3_versioning_suspended_needs_a_receipt() {
 async fn s3_versioning_suspended_spelled_with_a_character_reference_needs_a_receipt() {
     let h = Harness::start().await;
     let body = VERSIONING.replace("STATUS", "&#83;uspended");
-    gated(&h, &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -2651,7 +3308,11 @@ async fn s3_versioning_suspended_spelled_with_a_character_reference_needs_a_rece
 async fn s3_versioning_suspended_in_cdata_needs_a_receipt() {
     let h = Harness::start().await;
     let body = VERSIONING.replace("STATUS", "<![CDATA[Suspended]]>");
-    gated(&h, &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -2659,7 +3320,9 @@ async fn s3_versioning_suspended_in_cdata_needs_a_receipt() {
 async fn s3_versioning_suspended_split_by_a_comment_needs_a_receipt() {
     let h = Harness::start().await;
     let body = VERSIONING.replace("STATUS", "Suspen<!-- -->ded");
-    let r = h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await;
+    let r = h
+        .send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+        .await;
     assert_ne!(r.status, 200, "{r:?}");
     h.assert_untouched();
 }
@@ -2668,14 +3331,21 @@ async fn s3_versioning_suspended_split_by_a_comment_needs_a_receipt() {
 async fn s3_lifecycle_expiration_needs_a_receipt() {
     let h = Harness::start().await;
     let body = "<LifecycleConfiguration><Rule><ID>x</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
-    gated(&h, &h.send_call(&h.s3("PUT", "/prod-bucket", "lifecycle").body(body)).await);
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "lifecycle").body(body))
+            .await,
+    );
 }
 
 #[tokio::test]
 async fn s3_delete_objects_with_a_doctype_is_refused() {
     let h = Harness::start().await;
-    let body = "<!DOCTYPE d [<!ENTITY k \"prod/db\">]><Delete><Object><Key>&k;</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(body)).await;
+    let body =
+        "<!DOCTYPE d [<!ENTITY k \"prod/db\">]><Delete><Object><Key>&k;</Key></Object></Delete>";
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete").body(body))
+        .await;
     expect(&r, 400, "MalformedXML");
     h.assert_untouched();
 }
@@ -2684,7 +3354,9 @@ async fn s3_delete_objects_with_a_doctype_is_refused() {
 async fn s3_delete_objects_object_with_two_keys_is_refused() {
     let h = Harness::start().await;
     let body = "<Delete><Object><Key>tmp/a</Key><Key>prod/db</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(body)).await;
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete").body(body))
+        .await;
     expect(&r, 400, "MalformedXML");
     h.assert_untouched();
 }
@@ -2693,9 +3365,113 @@ async fn s3_delete_objects_object_with_two_keys_is_refused() {
 async fn s3_delete_objects_keys_are_read_decoded() {
     let h = Harness::start().await;
     let body = "<Delete><Object><Key>prod&#47;db</Key></Object></Delete>";
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(body)).await;
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete").body(body))
+        .await;
     gated(&h, &r);
     assert!(r.message().contains("prod/db"), "{r:?}");
+}
+
+#[tokio::test]
+
+async fn s3_versioning_suspended_with_an_attribute_on_status_needs_a_receipt() {
+    let h = Harness::start().await;
+    let body = VERSIONING.replace(
+        "<Status>STATUS</Status>",
+        "<Status a=\"b\">Suspended</Status>",
+    );
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn s3_lifecycle_expiration_in_utf16_is_refused_or_gated() {
+    let h = Harness::start().await;
+    let text = "<LifecycleConfiguration><Rule><ID>x</ID><Filter></Filter><Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
+    let mut body = vec![0xff, 0xfe];
+    for unit in text.encode_utf16() {
+        body.extend_from_slice(&unit.to_le_bytes());
+    }
+    let r = h
+        .send_call(&h.s3("PUT", "/prod-bucket", "lifecycle").body(body))
+        .await;
+    outcome(&r);
+    assert!(r.status == 403 || (400..500).contains(&r.status), "{r:?}");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn receipt_for_deleting_some_keys_does_not_cover_more_keys() {
+    let h = Harness::start().await;
+    let one = "<Delete><Object><Key>tmp/a</Key></Object></Delete>";
+    gated(
+        &h,
+        &h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(one))
+            .await,
+    );
+    h.approve_all_pending();
+    let two =
+        "<Delete><Object><Key>tmp/a</Key></Object><Object><Key>prod/db</Key></Object></Delete>";
+    gated(
+        &h,
+        &h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(two))
+            .await,
+    );
+}
+
+#[tokio::test]
+#[ignore = "BUG: src/identify/body.rs:365 numbers repeated elements (Status.1, Status.2) and src/policy/builtin.rs:114 matches only `Status`; <Status>Enabled</Status><Status>Suspended</Status> is forwarded"]
+async fn s3_versioning_with_two_status_elements_is_refused_or_gated() {
+    let h = Harness::start().await;
+    // A reader that keeps the last of two elements suspends versioning.
+    let body = VERSIONING.replace(
+        "<Status>STATUS</Status>",
+        "<Status>Enabled</Status><Status>Suspended</Status>",
+    );
+    let r = h
+        .send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+        .await;
+    outcome(&r);
+    assert!(r.status == 403 || (400..500).contains(&r.status), "{r:?}");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn s3_versioning_suspended_with_surrounding_whitespace_needs_a_receipt() {
+    let h = Harness::start().await;
+    let body = VERSIONING.replace("STATUS", "\n  Suspended\n");
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn s3_lifecycle_noncurrent_version_expiration_needs_a_receipt() {
+    let h = Harness::start().await;
+    let body = "<LifecycleConfiguration><Rule><ID>x</ID><Filter></Filter><Status>Enabled</Status><NoncurrentVersionExpiration><NoncurrentDays>1</NoncurrentDays></NoncurrentVersionExpiration></Rule></LifecycleConfiguration>";
+    gated(
+        &h,
+        &h.send_call(&h.s3("PUT", "/prod-bucket", "lifecycle").body(body))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn s3_lifecycle_without_expiration_is_forwarded_exactly() {
+    let h = Harness::start().await;
+    let body = "<LifecycleConfiguration><Rule><ID>x</ID><Filter></Filter><Status>Enabled</Status><Transition><Days>30</Days><StorageClass>GLACIER</StorageClass></Transition></Rule></LifecycleConfiguration>";
+    expect(
+        &h.send_call(&h.s3("PUT", "/my-bucket", "lifecycle").body(body))
+            .await,
+        200,
+        "",
+    );
+    assert_eq!(forwarded_once(&h).body_text(), body);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2704,7 +3480,7 @@ async fn s3_delete_objects_keys_are_read_decoded() {
 #[tokio::test]
 async fn sigv2_authorization_header_is_refused_with_a_hint() {
     let h = Harness::start().await;
-    let w = Wire2::replace_header(
+    let w = replace_header(
         h.harmless().sign(),
         "Authorization",
         &format!("AWS {}:frJIUN8DYpKDtOLCwo//yllqDzg=", h.agent.key),
@@ -2733,8 +3509,11 @@ async fn sigv2_presigned_query_is_refused_with_a_hint() {
 async fn sigv4a_authorization_header_is_refused() {
     let h = Harness::start().await;
     let w = h.harmless().sign();
-    let auth = w.header("authorization").unwrap().replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256");
-    let w = Wire2::replace_header(w, "Authorization", &auth).with("X-Amz-Region-Set", "*");
+    let auth = w
+        .header("authorization")
+        .unwrap()
+        .replace("AWS4-HMAC-SHA256", "AWS4-ECDSA-P256-SHA256");
+    let w = replace_header(w, "Authorization", &auth).with("X-Amz-Region-Set", "*");
     let r = h.send(&w.to_bytes()).await;
     expect(&r, 400, "InvalidRequest");
     h.assert_untouched();
@@ -2747,7 +3526,11 @@ async fn unknown_access_key_is_refused() {
     call.access_key = "AIRLOCKNOSUCHAGENT7".into();
     expect(&h.send_call(&call).await, 403, "InvalidClientTokenId");
     h.assert_untouched();
-    assert_eq!(h.pending_count(), 0, "an unauthenticated call opened an approval");
+    assert_eq!(
+        h.pending_count(),
+        0,
+        "an unauthenticated call opened an approval"
+    );
 }
 
 #[tokio::test]
@@ -2784,7 +3567,10 @@ async fn revoked_agent_is_refused() {
             expect(&r, 403, "InvalidClientTokenId");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "a revoked agent is still served: {r:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a revoked agent is still served: {r:?}"
+        );
         h.stub.clear();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -2794,7 +3580,10 @@ async fn revoked_agent_is_refused() {
 #[tokio::test]
 async fn session_token_is_refused() {
     let h = Harness::start().await;
-    let call = h.harmless().header("X-Amz-Security-Token", "FwoGZXIvYXdzEJr//////////wEaDEXAMPLE");
+    let call = h.harmless().header(
+        "X-Amz-Security-Token",
+        "FwoGZXIvYXdzEJr//////////wEaDEXAMPLE",
+    );
     expect(&h.send_call(&call).await, 403, "InvalidClientTokenId");
     h.assert_untouched();
 }
@@ -2813,7 +3602,11 @@ async fn presigned_session_token_is_refused() {
 async fn missing_signature_is_refused() {
     let h = Harness::start().await;
     let w = h.query("rds", RDS_DELETE).sign().without("Authorization");
-    expect(&h.send(&w.to_bytes()).await, 403, "MissingAuthenticationToken");
+    expect(
+        &h.send(&w.to_bytes()).await,
+        403,
+        "MissingAuthenticationToken",
+    );
     h.assert_untouched();
 }
 
@@ -2821,8 +3614,11 @@ async fn missing_signature_is_refused() {
 async fn lower_case_algorithm_is_refused() {
     let h = Harness::start().await;
     let w = h.harmless().sign();
-    let auth = w.header("authorization").unwrap().replace("AWS4-HMAC-SHA256", "aws4-hmac-sha256");
-    let w = Wire2::replace_header(w, "Authorization", &auth);
+    let auth = w
+        .header("authorization")
+        .unwrap()
+        .replace("AWS4-HMAC-SHA256", "aws4-hmac-sha256");
+    let w = replace_header(w, "Authorization", &auth);
     expect(&h.send(&w.to_bytes()).await, 400, "IncompleteSignature");
     h.assert_untouched();
 }
@@ -2833,7 +3629,11 @@ async fn signature_in_upper_case_hex_is_refused() {
     let w = h.harmless().sign();
     let auth = w.header("authorization").unwrap().to_string();
     let (head, sig) = auth.split_once("Signature=").unwrap();
-    let w = Wire2::replace_header(w, "Authorization", &format!("{head}Signature={}", sig.to_uppercase()));
+    let w = replace_header(
+        w,
+        "Authorization",
+        &format!("{head}Signature={}", sig.to_uppercase()),
+    );
     expect(&h.send(&w.to_bytes()).await, 400, "IncompleteSignature");
     h.assert_untouched();
 }
@@ -2843,7 +3643,7 @@ async fn signed_headers_without_host_are_refused() {
     let h = Harness::start().await;
     let w = h.harmless().sign();
     let auth = w.header("authorization").unwrap().replace(";host;", ";");
-    let w = Wire2::replace_header(w, "Authorization", &auth);
+    let w = replace_header(w, "Authorization", &auth);
     expect(&h.send(&w.to_bytes()).await, 400, "IncompleteSignature");
     h.assert_untouched();
 }
@@ -2871,7 +3671,7 @@ async fn extra_authorization_component_is_refused() {
     let h = Harness::start().await;
     let w = h.harmless().sign();
     let auth = format!("{}, Receipt=rcpt_0123", w.header("authorization").unwrap());
-    let w = Wire2::replace_header(w, "Authorization", &auth);
+    let w = replace_header(w, "Authorization", &auth);
     expect(&h.send(&w.to_bytes()).await, 400, "IncompleteSignature");
     h.assert_untouched();
 }
@@ -2882,7 +3682,10 @@ async fn extra_authorization_component_is_refused() {
 #[tokio::test]
 async fn oversized_query_body_gets_an_aws_shaped_413() {
     let h = Harness::start().await;
-    let form = format!("{RDS_DESCRIBE}&Filters.member.1.Name={}", "x".repeat(100 * 1024));
+    let form = format!(
+        "{RDS_DESCRIBE}&Filters.member.1.Name={}",
+        "x".repeat(100 * 1024)
+    );
     let r = h.send_call(&h.query("rds", &form)).await;
     expect(&r, 413, "RequestEntityTooLarge");
     assert!(r.message().contains("max_buffered_body_bytes"), "{r:?}");
@@ -2893,7 +3696,10 @@ async fn oversized_query_body_gets_an_aws_shaped_413() {
 #[tokio::test]
 async fn oversized_chunked_query_body_gets_a_413_not_a_hang() {
     let h = Harness::start().await;
-    let form = format!("{RDS_DESCRIBE}&Filters.member.1.Name={}", "x".repeat(100 * 1024));
+    let form = format!(
+        "{RDS_DESCRIBE}&Filters.member.1.Name={}",
+        "x".repeat(100 * 1024)
+    );
     let call = h.query("rds", &form);
     let mut bytes = head_without_framing(&call.sign());
     bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
@@ -2912,11 +3718,18 @@ async fn oversized_chunked_query_body_gets_a_413_not_a_hang() {
 #[tokio::test]
 async fn oversized_delete_objects_body_gets_an_s3_shaped_413() {
     let h = Harness::start().await;
-    let keys: String = (0..3000).map(|i| format!("<Object><Key>k{i:08}</Key></Object>")).collect();
+    let keys: String = (0..3000)
+        .map(|i| format!("<Object><Key>k{i:08}</Key></Object>"))
+        .collect();
     let body = format!("<Delete>{keys}</Delete>");
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(body)).await;
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete").body(body))
+        .await;
     expect(&r, 413, "EntityTooLarge");
-    assert!(r.body.starts_with("<?xml") && r.body.contains("<Error>"), "{r:?}");
+    assert!(
+        r.body.starts_with("<?xml") && r.body.contains("<Error>"),
+        "{r:?}"
+    );
     h.assert_untouched();
 }
 
@@ -2924,7 +3737,9 @@ async fn oversized_delete_objects_body_gets_an_s3_shaped_413() {
 async fn oversized_json_body_gets_a_json_shaped_413() {
     let h = Harness::start().await;
     let body = format!(r#"{{"TableName":"t","Pad":"{}"}}"#, "x".repeat(100 * 1024));
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", &body)).await;
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DeleteTable", &body))
+        .await;
     expect(&r, 413, "RequestEntityTooLarge");
     assert!(r.body.contains("\"__type\""), "{r:?}");
     h.assert_untouched();
@@ -2940,6 +3755,30 @@ async fn declared_oversized_content_length_is_refused_before_the_body_arrives() 
     let r = h.send(&bytes).await;
     expect(&r, 413, "RequestEntityTooLarge");
     h.assert_untouched();
+}
+
+#[tokio::test]
+async fn huge_header_block_is_refused_not_a_hang() {
+    let h = Harness::start().await;
+    let w = h
+        .harmless()
+        .sign()
+        .with("x-amz-meta-pad", &"p".repeat(300 * 1024));
+    refused(&h.send(&w.to_bytes()).await);
+    h.assert_untouched();
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn too_many_headers_are_refused_not_a_hang() {
+    let h = Harness::start().await;
+    let mut w = h.harmless().sign();
+    for i in 0..500 {
+        w = w.with(&format!("x-amz-meta-h{i}"), "v");
+    }
+    refused(&h.send(&w.to_bytes()).await);
+    h.assert_untouched();
+    h.assert_alive().await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -3000,7 +3839,11 @@ async fn user_rule_on_a_function_applies_to_its_name_arn_and_partial_arn() {
         "123456789012%3Afunction%3Aprod-fn",
     ] {
         let call = h
-            .call("lambda", "POST", &format!("/2015-03-31/functions/{name}/invocations"))
+            .call(
+                "lambda",
+                "POST",
+                &format!("/2015-03-31/functions/{name}/invocations"),
+            )
             .body("{}");
         let r = h.send_call(&call).await;
         expect(&r, 403, "AccessDenied");
@@ -3008,183 +3851,51 @@ async fn user_rule_on_a_function_applies_to_its_name_arn_and_partial_arn() {
     h.assert_untouched();
 }
 
-// ---------------------------------------------------------------------------------------
-// more S3 documents
+const DENY_PROD_PARAMETER_GROUPS: &str = r#"
+[[rule]]
+name = "no-prod-parameter-changes"
+effect = "deny"
+actions = ["rds:ModifyDBParameterGroup"]
+resources = ["arn:aws:rds:*:*:pg:prod-*"]
+"#;
 
-#[tokio::test]
-
-async fn s3_versioning_suspended_with_an_attribute_on_status_needs_a_receipt() {
-    let h = Harness::start().await;
-    let body = VERSIONING.replace("<Status>STATUS</Status>", "<Status a=\"b\">Suspended</Status>");
-    gated(&h, &h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await);
-}
-
-#[tokio::test]
-async fn s3_lifecycle_expiration_in_utf16_is_refused_or_gated() {
-    let h = Harness::start().await;
-    let text = "<LifecycleConfiguration><Rule><ID>x</ID><Filter></Filter><Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule></LifecycleConfiguration>";
-    let mut body = vec![0xff, 0xfe];
-    for unit in text.encode_utf16() {
-        body.extend_from_slice(&unit.to_le_bytes());
-    }
-    let r = h.send_call(&h.s3("PUT", "/prod-bucket", "lifecycle").body(body)).await;
-    outcome(&r);
-    assert!(r.status == 403 || (400..500).contains(&r.status), "{r:?}");
-    h.assert_untouched();
-}
-
-#[tokio::test]
-async fn receipt_for_deleting_some_keys_does_not_cover_more_keys() {
-    let h = Harness::start().await;
-    let one = "<Delete><Object><Key>tmp/a</Key></Object></Delete>";
-    gated(&h, &h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(one)).await);
-    h.approve_all_pending();
-    let two = "<Delete><Object><Key>tmp/a</Key></Object><Object><Key>prod/db</Key></Object></Delete>";
-    gated(&h, &h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(two)).await);
-}
-
-// ---------------------------------------------------------------------------------------
-// receipts: one agent, one call, one use
-
-#[tokio::test]
-async fn receipt_approved_for_one_agent_does_not_cover_another_agent() {
-    let h = Harness::start().await;
-    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    h.approve_all_pending();
-    let other = airlock::state::agents::AgentStore::new(&h.state_dir()).add("agent-2").unwrap();
-    let mut call = h.query("rds", RDS_DELETE);
-    call.access_key = other.access_key_id.clone();
-    call.secret = other.secret_access_key.expose().to_string();
-    gated(&h, &h.send_call(&call).await);
-}
-
-#[tokio::test]
-async fn another_agents_key_id_signed_with_own_secret_is_refused() {
-    let h = Harness::start().await;
-    let other = airlock::state::agents::AgentStore::new(&h.state_dir()).add("agent-2").unwrap();
-    let mut call = h.harmless();
-    call.access_key = other.access_key_id.clone();
-    expect(&h.send_call(&call).await, 403, "SignatureDoesNotMatch");
-    h.assert_untouched();
-}
-
-#[tokio::test]
-async fn concurrent_identical_calls_under_a_single_use_receipt_reach_upstream_once() {
-    let h = Harness::start().await;
-    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    h.approve_all_pending();
-    let prepared: Vec<Call> = (0..6).map(|_| h.query("rds", RDS_DELETE)).collect();
-    let results = futures_util::future::join_all(prepared.iter().map(|c| h.send_call(c))).await;
-    let ok = results.iter().filter(|r| r.status == 200).count();
-    assert_eq!(ok, 1, "{results:#?}");
-    assert!(results.iter().all(|r| r.status == 200 || r.status == 403), "{results:#?}");
-    h.stub.settle().await;
-    assert_eq!(h.stub.count(), 1, "a single-use receipt let more than one call through");
-}
-
-/// A plain-HTTP request to the approval page, as an agent with `curl` would send it.
-async fn approvals_request(h: &Harness, method: &str, path: &str, body: &str) -> Resp {
-    use tokio::io::AsyncWriteExt;
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", h.approvals_port)).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        h.approvals_port,
-        body.len()
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    harness::read_responses(&mut tcp, 1).await.into_iter().next().unwrap_or_default()
-}
-
-#[tokio::test]
-async fn opening_the_approval_link_does_not_approve() {
-    let h = Harness::start().await;
-    let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
-    gated(&h, &r);
-    let link = r.message();
-    let path = format!("/approvals/{}", link.split("/approvals/").nth(1).unwrap().split([' ', ')']).next().unwrap());
-    let page = approvals_request(&h, "GET", &path, "").await;
-    assert_eq!(page.status, 200, "{page:?}");
-    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-}
-
-#[tokio::test]
-async fn posting_to_the_decide_api_without_a_passkey_does_not_approve() {
-    let h = Harness::start().await;
-    let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
-    gated(&h, &r);
-    let id = r.message().split("/approvals/").nth(1).unwrap().split([' ', ')', ',']).next().unwrap().to_string();
-    for step in ["begin", "finish"] {
-        let body = format!(r#"{{"ids":["{id}"],"id":"{id}","decision":"approve","approve":true}}"#);
-        let answer = approvals_request(&h, "POST", &format!("/api/decide/{step}"), &body).await;
-        assert_ne!(answer.status / 100, 2, "the decide API accepted an agent's POST at {step}: {answer:?}");
-    }
-    gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-}
-
-// ---------------------------------------------------------------------------------------
-// header limits
-
-#[tokio::test]
-async fn huge_header_block_is_refused_not_a_hang() {
-    let h = Harness::start().await;
-    let w = h.harmless().sign().with("x-amz-meta-pad", &"p".repeat(300 * 1024));
-    refused(&h.send(&w.to_bytes()).await);
-    h.assert_untouched();
-    h.assert_alive().await;
-}
-
-#[tokio::test]
-async fn too_many_headers_are_refused_not_a_hang() {
-    let h = Harness::start().await;
-    let mut w = h.harmless().sign();
-    for i in 0..500 {
-        w = w.with(&format!("x-amz-meta-h{i}"), "v");
-    }
-    refused(&h.send(&w.to_bytes()).await);
-    h.assert_untouched();
-    h.assert_alive().await;
-}
-
-// ---------------------------------------------------------------------------------------
-// HTTP/2 through hyper's own client (a well-formed client that lets Host differ)
-
-#[tokio::test]
-async fn h2_hyper_client_with_host_disagreeing_with_authority_is_refused() {
-    use http_body_util::BodyExt;
-    let h = Harness::start().await;
-    let call = h.harmless();
-    let w = call.sign();
-    let tls = h.connect(&[b"h2"]).await;
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
+fn modify_parameter_group(name: &str) -> String {
+    format!(
+        "Action=ModifyDBParameterGroup&DBParameterGroupName={name}&Parameters.Parameter.1.ParameterName=rds.force_ssl&Parameters.Parameter.1.ParameterValue=0&Parameters.Parameter.1.ApplyMethod=immediate&Version=2014-10-31"
     )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method("POST")
-        .uri(format!("https://{}/", h.host()));
-    for (k, v) in &w.headers {
-        if k.eq_ignore_ascii_case("host") {
-            req = req.header("host", "sts.amazonaws.com");
-        } else if !k.eq_ignore_ascii_case("content-length") {
-            req = req.header(k.as_str(), v.as_str());
-        }
-    }
-    let req = req
-        .body(http_body_util::Full::new(bytes::Bytes::from(call.body.clone())))
-        .unwrap();
-    let resp = tokio::time::timeout(harness::IO_TIMEOUT, sender.send_request(req)).await.unwrap();
-    match resp {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
-            assert!(String::from_utf8_lossy(&body).contains("InvalidRequest"));
-        }
-        Err(e) => panic!("hyper's client failed: {e}"),
-    }
+}
+
+#[tokio::test]
+async fn user_rule_on_an_rds_parameter_group_applies_to_its_name() {
+    let h = Harness::start_with(with_rule(DENY_PROD_PARAMETER_GROUPS)).await;
+    let r = h
+        .send_call(&h.query("rds", &modify_parameter_group("prod-pg")))
+        .await;
+    expect(&r, 403, "AccessDenied");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+#[ignore = "BUG: src/identify/resources.rs:126 lower-cases only *Identifier members; DBParameterGroupName=PROD-PG (RDS reads prod-pg) escapes a pg:prod-* rule"]
+async fn user_rule_on_an_rds_parameter_group_cannot_be_dodged_with_upper_case() {
+    let h = Harness::start_with(with_rule(DENY_PROD_PARAMETER_GROUPS)).await;
+    // RDS stores parameter group names in lower case too: `PROD-PG` is `prod-pg`.
+    let r = h
+        .send_call(&h.query("rds", &modify_parameter_group("PROD-PG")))
+        .await;
+    expect(&r, 403, "AccessDenied");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn user_rule_on_an_rds_instance_applies_to_its_arn_in_upper_case() {
+    let h = Harness::start_with(with_rule(DENY_PROD_DB_CHANGES)).await;
+    let form = "Action=ModifyDBInstance&DBInstanceIdentifier=arn%3Aaws%3Ards%3Aeu-west-1%3A123456789012%3Adb%3APROD-DB&AllocatedStorage=100&Version=2014-10-31";
+    expect(
+        &h.send_call(&h.query("rds", form)).await,
+        403,
+        "AccessDenied",
+    );
     h.assert_untouched();
 }
 
@@ -3199,7 +3910,11 @@ async fn cbor_operation_name_percent_encoded_is_read_decoded() {
     body.extend_from_slice(&[0x81, 0x64]);
     body.extend_from_slice(b"prod");
     let call = h
-        .call("monitoring", "POST", "/service/GraniteServiceVersion20100801/operation/Delete%41larms")
+        .call(
+            "monitoring",
+            "POST",
+            "/service/GraniteServiceVersion20100801/operation/Delete%41larms",
+        )
         .header("smithy-protocol", "rpc-v2-cbor")
         .header("Content-Type", "application/cbor")
         .body(body);
@@ -3222,15 +3937,25 @@ async fn semicolon_separated_form_fields_are_not_split() {
 async fn encoded_ampersand_in_action_is_not_a_separator() {
     let h = Harness::start().await;
     let form = "Action=DescribeDBInstances%26Action%3DDeleteDBInstance&DBInstanceIdentifier=prod-db&Version=2014-10-31";
-    expect(&h.send_call(&h.query("rds", form)).await, 400, "InvalidAction");
+    expect(
+        &h.send_call(&h.query("rds", form)).await,
+        400,
+        "InvalidAction",
+    );
     h.assert_untouched();
 }
 
 #[tokio::test]
 async fn deeply_nested_json_is_refused_without_a_crash() {
     let h = Harness::start().await;
-    let body = format!(r#"{{"TableName":"t","X":{}{}}}"#, "[".repeat(20_000), "]".repeat(20_000));
-    let r = h.send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", &body)).await;
+    let body = format!(
+        r#"{{"TableName":"t","X":{}{}}}"#,
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.DescribeTable", &body))
+        .await;
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
     h.assert_alive().await;
@@ -3243,7 +3968,11 @@ async fn deeply_nested_cbor_is_refused_without_a_crash() {
     body.extend(std::iter::repeat_n(0x81u8, 20_000));
     body.push(0x00);
     let call = h
-        .call("monitoring", "POST", "/service/GraniteServiceVersion20100801/operation/DescribeAlarms")
+        .call(
+            "monitoring",
+            "POST",
+            "/service/GraniteServiceVersion20100801/operation/DescribeAlarms",
+        )
         .header("smithy-protocol", "rpc-v2-cbor")
         .header("Content-Type", "application/cbor")
         .body(body);
@@ -3256,8 +3985,14 @@ async fn deeply_nested_cbor_is_refused_without_a_crash() {
 #[tokio::test]
 async fn deeply_nested_xml_is_refused_without_a_crash() {
     let h = Harness::start().await;
-    let body = format!("<Delete>{}{}</Delete>", "<Object>".repeat(1000), "</Object>".repeat(1000));
-    let r = h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(body)).await;
+    let body = format!(
+        "<Delete>{}{}</Delete>",
+        "<Object>".repeat(1000),
+        "</Object>".repeat(1000)
+    );
+    let r = h
+        .send_call(&h.s3("POST", "/prod-bucket", "delete").body(body))
+        .await;
     expect(&r, 400, "MalformedXML");
     h.assert_untouched();
     h.assert_alive().await;
@@ -3267,7 +4002,9 @@ async fn deeply_nested_xml_is_refused_without_a_crash() {
 async fn xml_entity_expansion_is_refused() {
     let h = Harness::start().await;
     let body = "<?xml version=\"1.0\"?><!DOCTYPE v [<!ENTITY a \"Suspended\">]><VersioningConfiguration><Status>&a;</Status></VersioningConfiguration>";
-    let r = h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await;
+    let r = h
+        .send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+        .await;
     expect(&r, 400, "MalformedXML");
     h.assert_untouched();
 }
@@ -3276,29 +4013,9 @@ async fn xml_entity_expansion_is_refused() {
 async fn xml_declaring_another_encoding_is_refused() {
     let h = Harness::start().await;
     let body = "<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><VersioningConfiguration><Status>Enabled</Status></VersioningConfiguration>";
-    let r = h.send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body)).await;
+    let r = h
+        .send_call(&h.s3("PUT", "/prod-bucket", "versioning").body(body))
+        .await;
     expect(&r, 400, "MalformedXML");
     h.assert_untouched();
-}
-
-#[tokio::test]
-#[ignore = "BUG (hardening): src/proxy/authenticate.rs signed_headers forwards a signed X-HTTP-Method-Override; a GET is forwarded carrying DELETE"]
-async fn method_override_header_cannot_turn_a_read_into_a_delete() {
-    let h = Harness::start().await;
-    let call = h
-        .call("lambda", "GET", "/2015-03-31/functions/prod-fn")
-        .header("X-HTTP-Method-Override", "DELETE");
-    let r = h.send_call(&call).await;
-    outcome(&r);
-    if r.status == 200 {
-        let seen = forwarded_once(&h);
-        assert_eq!(seen.method, "GET");
-        assert!(
-            seen.header("x-http-method-override").is_none(),
-            "a signed method override rode along to AWS: {seen:?}"
-        );
-    } else {
-        refused(&r);
-        h.assert_untouched();
-    }
 }

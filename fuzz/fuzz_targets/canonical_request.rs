@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
             common::add_header(&mut headers, name, value.trim().as_bytes());
         }
     }
-    let service = if service.is_empty() { "s3".to_string() } else { service };
+    let service = if service.is_empty() {
+        "s3".to_string()
+    } else {
+        service
+    };
     let ours = !headers.contains_key(http::header::AUTHORIZATION);
     if ours {
         common::add_header(&mut headers, "x-amz-date", DATE.as_bytes());
@@ -66,7 +70,11 @@ fuzz_target!(|data: &[u8]| {
         )
     };
     if ours {
-        common::add_header(&mut headers, "authorization", auth(&"0".repeat(64)).as_bytes());
+        common::add_header(
+            &mut headers,
+            "authorization",
+            auth(&"0".repeat(64)).as_bytes(),
+        );
     }
 
     let head = head_of(&method, &path, &query, &host, &headers);
@@ -76,10 +84,16 @@ fuzz_target!(|data: &[u8]| {
     let s3 = uses_s3_rules(&prepared.claim.scope.service);
     if s3 {
         let sent = if path.is_empty() { "/" } else { path.as_str() };
-        assert_eq!(prepared.path.forward, sent, "S3 paths are forwarded as sent");
+        assert_eq!(
+            prepared.path.forward, sent,
+            "S3 paths are forwarded as sent"
+        );
     } else {
         let again = normalized_path(&prepared.path.forward).expect("a forwarded path parses");
-        assert_eq!(again.forward, prepared.path.forward, "forwarded path is not normalised");
+        assert_eq!(
+            again.forward, prepared.path.forward,
+            "forwarded path is not normalised"
+        );
         assert_eq!(again.canonical, prepared.path.canonical);
     }
     let payload = prepared

@@ -87,7 +87,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if !touched {
         assert!(!failed, "a correctly signed body was refused");
-        decoder.finish().expect("a correctly signed body ends cleanly");
+        decoder
+            .finish()
+            .expect("a correctly signed body ends cleanly");
         assert_eq!(released, chunks);
     }
 });

@@ -8,7 +8,13 @@ mod identify_common;
 
 use libfuzzer_sys::fuzz_target;
 
-const SERVICES: &[&str] = &["monitoring", "gamelift", "snowball", "compute-optimizer", "dynamodb"];
+const SERVICES: &[&str] = &[
+    "monitoring",
+    "gamelift",
+    "snowball",
+    "compute-optimizer",
+    "dynamodb",
+];
 const PREFIXES: &[&str] = &[
     "/service/GraniteServiceVersion20100801/operation/",
     "/service/GameLift/operation/",
@@ -21,7 +27,12 @@ fuzz_target!(|data: &[u8]| {
     let signing_name = input.pick(SERVICES).to_string();
     let prefix = input.pick(PREFIXES);
     let protocol = input.pick(&["rpc-v2-cbor", "rpc-v2-cbor", "rpc-v2-json"]);
-    let content_type = input.pick(&["application/cbor", "application/cbor", "application/json", ""]);
+    let content_type = input.pick(&[
+        "application/cbor",
+        "application/cbor",
+        "application/json",
+        "",
+    ]);
     let tail = input.string();
     let mut headers = http::HeaderMap::new();
     common::add_header(&mut headers, "smithy-protocol", protocol.as_bytes());

@@ -9,12 +9,27 @@ mod identify_common;
 use libfuzzer_sys::fuzz_target;
 
 const SERVICES: &[&str] = &[
-    "dynamodb", "kms", "sqs", "logs", "monitoring", "ecs", "secretsmanager", "events",
-    "kinesis", "ssm", "firehose", "states",
+    "dynamodb",
+    "kms",
+    "sqs",
+    "logs",
+    "monitoring",
+    "ecs",
+    "secretsmanager",
+    "events",
+    "kinesis",
+    "ssm",
+    "firehose",
+    "states",
 ];
 const TARGETS: &[&str] = &[
-    "DynamoDB_20120810.", "TrentService.", "AmazonSQS.", "Logs_20140328.",
-    "GraniteServiceVersion20100801.", "AmazonEC2ContainerServiceV20141113.", "secretsmanager.",
+    "DynamoDB_20120810.",
+    "TrentService.",
+    "AmazonSQS.",
+    "Logs_20140328.",
+    "GraniteServiceVersion20100801.",
+    "AmazonEC2ContainerServiceV20141113.",
+    "secretsmanager.",
     "",
 ];
 const CONTENT_TYPES: &[&str] = &[
@@ -34,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
     let operation = input.string();
     let query_raw = input.string();
     let mut headers = http::HeaderMap::new();
-    common::add_header(&mut headers, "x-amz-target", format!("{prefix}{operation}").as_bytes());
+    common::add_header(
+        &mut headers,
+        "x-amz-target",
+        format!("{prefix}{operation}").as_bytes(),
+    );
     if !content_type.is_empty() {
         common::add_header(&mut headers, "content-type", content_type.as_bytes());
     }

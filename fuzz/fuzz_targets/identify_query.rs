@@ -10,8 +10,19 @@ mod identify_common;
 use libfuzzer_sys::fuzz_target;
 
 const SERVICES: &[&str] = &[
-    "rds", "ec2", "sts", "iam", "sns", "monitoring", "elasticloadbalancing", "ses",
-    "cloudformation", "autoscaling", "elasticache", "redshift", "sqs",
+    "rds",
+    "ec2",
+    "sts",
+    "iam",
+    "sns",
+    "monitoring",
+    "elasticloadbalancing",
+    "ses",
+    "cloudformation",
+    "autoscaling",
+    "elasticache",
+    "redshift",
+    "sqs",
 ];
 const CONTENT_TYPES: &[&str] = &[
     "application/x-www-form-urlencoded; charset=utf-8",

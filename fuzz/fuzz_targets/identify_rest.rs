@@ -11,8 +11,19 @@ mod identify_common;
 use libfuzzer_sys::fuzz_target;
 
 const SERVICES: &[&str] = &[
-    "s3", "s3", "s3", "lambda", "route53", "apigateway", "s3-object-lambda", "s3express",
-    "glacier", "elasticfilesystem", "ses", "cloudfront", "eks",
+    "s3",
+    "s3",
+    "s3",
+    "lambda",
+    "route53",
+    "apigateway",
+    "s3-object-lambda",
+    "s3express",
+    "glacier",
+    "elasticfilesystem",
+    "ses",
+    "cloudfront",
+    "eks",
 ];
 const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH"];
 const HOSTS: &[&str] = &[
@@ -23,7 +34,14 @@ const HOSTS: &[&str] = &[
     "a.b.localhost",
     "X.localhost",
 ];
-const PREFIXES: &[&str] = &["/", "/bucket/", "/v20180820/", "/2015-03-31/functions/", "/2013-04-01/hostedzone/", ""];
+const PREFIXES: &[&str] = &[
+    "/",
+    "/bucket/",
+    "/v20180820/",
+    "/2015-03-31/functions/",
+    "/2013-04-01/hostedzone/",
+    "",
+];
 
 fuzz_target!(|data: &[u8]| {
     let mut input = common::Input::new(data);

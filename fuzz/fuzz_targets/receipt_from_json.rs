@@ -13,5 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let again = Receipt::from_json(json.as_bytes()).expect("a written receipt parses");
     assert_eq!(receipt, again);
     let _ = receipt.body.canonical_bytes();
-    assert!(verify(&receipt, &TrustedKeys::new()).is_err(), "verified without a trusted key");
+    assert!(
+        verify(&receipt, &TrustedKeys::new()).is_err(),
+        "verified without a trusted key"
+    );
 });

@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(claim) = parse_authorization(text) {
         assert!(claim.signed_headers.iter().any(|h| h == "host"));
         assert!(claim.signed_headers.windows(2).all(|w| w[0] < w[1]));
-        assert!(claim.signed_headers.iter().all(|h| !h.is_empty() && h.bytes().all(|b| !b.is_ascii_uppercase())));
+        assert!(claim
+            .signed_headers
+            .iter()
+            .all(|h| !h.is_empty() && h.bytes().all(|b| !b.is_ascii_uppercase())));
         assert_eq!(claim.scope.date.len(), 8);
         assert!(!claim.access_key_id.is_empty());
         assert!(claim.presigned.is_none());

@@ -21,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
         .filter(|(k, v)| !(k.is_empty() && v.is_empty()))
         .cloned()
         .collect();
-    assert_eq!(back, meaningful, "forwarded {forwarded:?} does not read as what was verified");
+    assert_eq!(
+        back, meaningful,
+        "forwarded {forwarded:?} does not read as what was verified"
+    );
     let _ = canonical_query(&pairs, Some("X-Amz-Signature"));
     if let Ok(Some(claim)) = parse_presigned(&pairs) {
         let p = claim.presigned.expect("a presigned claim");

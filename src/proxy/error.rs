@@ -172,11 +172,15 @@ impl ProxyError {
 
     /// Renders the error in the protocol's shape.
     pub fn into_response(
-        self,
+        mut self,
         shape: &Shape,
         request_id: &str,
         head_only: bool,
     ) -> Response<ProxyBody> {
+        // JSON-protocol services name the same refusal with an Exception suffix.
+        if self.code == "AccessDenied" && matches!(shape.protocol, Protocol::Json | Protocol::RestJson | Protocol::RpcV2Cbor) {
+            self.code = "AccessDeniedException";
+        }
         let (content_type, body) = render(&self, shape, request_id);
         let mut resp = Response::new(if head_only {
             full(Vec::new())

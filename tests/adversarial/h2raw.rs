@@ -36,8 +36,7 @@ pub struct H2Resp {
 impl H2Resp {
     /// Refused at the HTTP/2 layer (stream reset, or the connection closed).
     pub fn refused_by_protocol(&self) -> bool {
-        self.status == 0 && (self.reset.is_some() || self.goaway.is_some())
-            || self.status == 400
+        self.status == 0 && (self.reset.is_some() || self.goaway.is_some()) || self.status == 400
     }
 }
 
@@ -165,7 +164,9 @@ fn status_of(block: &[u8]) -> u16 {
     if !(8..=14).contains(&name_index) {
         return 0;
     }
-    let Some(&first) = block.get(pos) else { return 0 };
+    let Some(&first) = block.get(pos) else {
+        return 0;
+    };
     let huffman = first & 0x80 != 0;
     let Some(len) = read_int(block, &mut pos, 7) else {
         return 0;

@@ -29,7 +29,8 @@ pub struct Agent {
 }
 
 pub struct Harness {
-    pub dir: tempfile::TempDir,
+    /// Keeps the config, certificates and state alive for the test.
+    _dir: tempfile::TempDir,
     pub stub: Stub,
     pub port: u16,
     pub approvals_port: u16,
@@ -164,7 +165,7 @@ public_key = "{public}"
         });
 
         let harness = Harness {
-            dir,
+            _dir: dir,
             stub,
             port,
             approvals_port,
@@ -790,64 +791,67 @@ pub async fn read_responses<S: tokio::io::AsyncRead + Unpin>(io: &mut S, n: usiz
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let body: Vec<u8> = if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            while buf.len() < len {
-                if !more(io, &mut buf, deadline).await {
-                    break;
-                }
-            }
-            let take = len.min(buf.len());
-            buf.drain(..take).collect()
-        } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            let mut body = Vec::new();
-            loop {
-                let line_end = loop {
-                    if let Some(i) = find(&buf, b"\r\n") {
-                        break Some(i);
-                    }
-                    if !more(io, &mut buf, deadline).await {
-                        break None;
-                    }
-                };
-                let Some(line_end) = line_end else { break };
-                let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
-                let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-                buf.drain(..line_end + 2);
-                if size == 0 {
-                    // Trailers, then the empty line.
-                    loop {
-                        if let Some(i) = find(&buf, b"\r\n") {
-                            buf.drain(..i + 2);
-                            if i == 0 {
-                                break;
-                            }
-                            continue;
-                        }
-                        if !more(io, &mut buf, deadline).await {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                while buf.len() < size + 2 {
+        let body: Vec<u8> =
+            if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                while buf.len() < len {
                     if !more(io, &mut buf, deadline).await {
                         break;
                     }
                 }
-                let take = size.min(buf.len());
-                body.extend(buf.drain(..take));
-                let crlf = 2.min(buf.len());
-                buf.drain(..crlf);
-            }
-            body
-        } else if status == 204 || status == 304 {
-            Vec::new()
-        } else {
-            // Until close.
-            while more(io, &mut buf, deadline).await {}
-            eof = true;
-            std::mem::take(&mut buf)
-        };
+                let take = len.min(buf.len());
+                buf.drain(..take).collect()
+            } else if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+                let mut body = Vec::new();
+                loop {
+                    let line_end = loop {
+                        if let Some(i) = find(&buf, b"\r\n") {
+                            break Some(i);
+                        }
+                        if !more(io, &mut buf, deadline).await {
+                            break None;
+                        }
+                    };
+                    let Some(line_end) = line_end else { break };
+                    let size_text = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+                    let size =
+                        usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                            .unwrap_or(0);
+                    buf.drain(..line_end + 2);
+                    if size == 0 {
+                        // Trailers, then the empty line.
+                        loop {
+                            if let Some(i) = find(&buf, b"\r\n") {
+                                buf.drain(..i + 2);
+                                if i == 0 {
+                                    break;
+                                }
+                                continue;
+                            }
+                            if !more(io, &mut buf, deadline).await {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    while buf.len() < size + 2 {
+                        if !more(io, &mut buf, deadline).await {
+                            break;
+                        }
+                    }
+                    let take = size.min(buf.len());
+                    body.extend(buf.drain(..take));
+                    let crlf = 2.min(buf.len());
+                    buf.drain(..crlf);
+                }
+                body
+            } else if status == 204 || status == 304 {
+                Vec::new()
+            } else {
+                // Until close.
+                while more(io, &mut buf, deadline).await {}
+                eof = true;
+                std::mem::take(&mut buf)
+            };
         out.push(Resp {
             status,
             headers,

@@ -124,7 +124,10 @@ impl Stub {
     }
 }
 
-async fn answer(req: http::Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> http::Response<Full<Bytes>> {
+async fn answer(
+    req: http::Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+) -> http::Response<Full<Bytes>> {
     let (parts, mut body) = req.into_parts();
     let mut bytes = Vec::new();
     let mut complete = true;

@@ -496,7 +496,8 @@ def test_approval_record_pointing_at_another_calls_receipt(gate: GatedAirlock, a
                   decided_at=gate.approval_record(prod_approval)["decided_at"])
     record_path.write_text(json.dumps(record, indent=2))
 
-    blocked(gate, moto, _delete_db(agent_a, staging, "--skip-final-snapshot"))
+    out = blocked(gate, moto, _delete_db(agent_a, staging, "--skip-final-snapshot"))
+    assert "does not verify" in out.message, out.message
     assert db_status(moto, staging) == "available" and db_status(moto, prod) == "available"
     goes_through(moto, _delete_db(agent_a, prod, "--skip-final-snapshot"))
     assert db_status(moto, staging) == "available"
@@ -1106,6 +1107,22 @@ def test_50_concurrent_calls_under_one_receipt(gate: GatedAirlock, agent_a: Agen
     assert not table_exists(moto, table)
     events = [r["event"] for r in audit_records(gate) if r.get("receipt") == receipt]
     assert events == ["approved", "receipt_used"], events
+
+
+def test_50_concurrent_calls_wait_on_one_approval(gate: GatedAirlock, agent_a: Agent, moto: Moto) -> None:
+    """Identical calls arriving together, before any approval, open one approval between them."""
+    table = new_table(moto)
+    client = agent_a.client("dynamodb", config=NO_RETRIES.merge(Config(max_pool_connections=64)))
+    call = boto3_call(client, "delete_table", TableName=table)
+    before = moto.request_count()
+    results = _storm(50, call)
+    assert moto.request_count() == before
+    assert not any(r.ok for r in results)
+    ids = {gate.approval_id(r.message) for r in results}
+    assert len(ids) == 1, f"50 identical calls opened {len(ids)} approvals"
+    [approval] = ids
+    assert gate.approval_record(approval)["attempts"] == 50
+    assert table_exists(moto, table)
 
 
 def test_50_concurrent_calls_under_a_three_use_receipt(three_use_gate: GatedAirlock, moto: Moto) -> None:
