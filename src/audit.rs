@@ -28,7 +28,11 @@ pub enum AuditError {
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
     #[error("record {seq} (line {line}): {reason}")]
-    Broken { line: usize, seq: u64, reason: String },
+    Broken {
+        line: usize,
+        seq: u64,
+        reason: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -71,17 +75,30 @@ fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
         Some(i) => i,
         None => return Ok((0, GENESIS.to_string())),
     };
-    let begin = tail[..end].iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let begin = tail[..end]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
     let line = &tail[begin..end];
-    let v: Value = serde_json::from_slice(line)
-        .map_err(|e| AuditError::Broken { line: 0, seq: 0, reason: format!("last record unreadable: {e}") })?;
+    let v: Value = serde_json::from_slice(line).map_err(|e| AuditError::Broken {
+        line: 0,
+        seq: 0,
+        reason: format!("last record unreadable: {e}"),
+    })?;
     let seq = v.get("seq").and_then(Value::as_u64).unwrap_or(0);
     Ok((seq + 1, crate::sigv4::sha256_hex(line)))
 }
 
 /// Appends records under the lock: each gets `seq`, `prev` and `time`.
 fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditError> {
-    let lock = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&paths.lock).map_err(io_err(&paths.lock))?;
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&paths.lock)
+        .map_err(io_err(&paths.lock))?;
     lock.lock().map_err(io_err(&paths.lock))?;
     let (mut seq, mut prev) = tail_of(&paths.log)?;
     let mut out = Vec::new();
@@ -89,13 +106,19 @@ fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditErro
         let mut r = r.clone();
         r.insert("seq".into(), json!(seq));
         r.insert("prev".into(), json!(prev));
-        let line = serde_json::to_string(&Value::Object(r)).map_err(|e| AuditError::Io(paths.log.display().to_string(), e.into()))?;
+        let line = serde_json::to_string(&Value::Object(r))
+            .map_err(|e| AuditError::Io(paths.log.display().to_string(), e.into()))?;
         prev = crate::sigv4::sha256_hex(line.as_bytes());
         seq += 1;
         out.extend_from_slice(line.as_bytes());
         out.push(b'\n');
     }
-    let mut f = OpenOptions::new().create(true).append(true).mode(0o600).open(&paths.log).map_err(io_err(&paths.log))?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&paths.log)
+        .map_err(io_err(&paths.log))?;
     f.write_all(&out).map_err(io_err(&paths.log))?;
     f.sync_data().map_err(io_err(&paths.log))?;
     let head = json!({ "seq": seq.saturating_sub(1), "hash": prev }).to_string();
@@ -133,7 +156,12 @@ pub fn recover(state_dir: &Path) -> Result<usize, AuditError> {
         return Ok(0);
     }
     let torn = &bytes[keep..];
-    let mut t = OpenOptions::new().create(true).append(true).mode(0o600).open(&paths.torn).map_err(io_err(&paths.torn))?;
+    let mut t = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&paths.torn)
+        .map_err(io_err(&paths.torn))?;
     t.write_all(torn).map_err(io_err(&paths.torn))?;
     t.write_all(b"\n").map_err(io_err(&paths.torn))?;
     t.sync_all().map_err(io_err(&paths.torn))?;
@@ -163,20 +191,33 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
     let mut line_no = 0usize;
     loop {
         raw.clear();
-        let n = reader.read_until(b'\n', &mut raw).map_err(io_err(&paths.log))?;
+        let n = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(io_err(&paths.log))?;
         if n == 0 {
             break;
         }
         line_no += 1;
-        let broken = |reason: String| AuditError::Broken { line: line_no, seq: expect_seq, reason };
+        let broken = |reason: String| AuditError::Broken {
+            line: line_no,
+            seq: expect_seq,
+            reason,
+        };
         if raw.last() != Some(&b'\n') {
             return Err(broken("the last record is torn (no end of line)".into()));
         }
-        let line = std::str::from_utf8(&raw[..raw.len() - 1]).map_err(|_| broken("not UTF-8".into()))?;
-        let v: Value = serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record: {e}")))?;
-        let seq = v.get("seq").and_then(Value::as_u64).ok_or_else(|| broken("no seq".into()))?;
+        let line =
+            std::str::from_utf8(&raw[..raw.len() - 1]).map_err(|_| broken("not UTF-8".into()))?;
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| broken(format!("not a JSON record: {e}")))?;
+        let seq = v
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| broken("no seq".into()))?;
         if seq != expect_seq {
-            return Err(broken(format!("has seq {seq}, expected {expect_seq}: a record was removed or reordered")));
+            return Err(broken(format!(
+                "has seq {seq}, expected {expect_seq}: a record was removed or reordered"
+            )));
         }
         if v.get("prev").and_then(Value::as_str) != Some(prev.as_str()) {
             return Err(AuditError::Broken {
@@ -200,7 +241,11 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
                 return Err(AuditError::Broken { line: line_no, seq: expect_seq, reason: format!("the log ends at record {} but audit.head says {s} was written: records were cut off the end", expect_seq.saturating_sub(1)) });
             }
             if s + 1 == expect_seq && hash != prev {
-                return Err(AuditError::Broken { line: line_no, seq: s, reason: "the last record does not match audit.head: it was edited".into() });
+                return Err(AuditError::Broken {
+                    line: line_no,
+                    seq: s,
+                    reason: "the last record does not match audit.head: it was edited".into(),
+                });
             }
         }
     }
@@ -278,11 +323,20 @@ impl AuditLog {
 /// `airlock audit tail`: records as readable lines.
 pub fn render(v: &Value) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    let n = |k: &str| v.get(k).map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let n = |k: &str| {
+        v.get(k)
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
     let resources = v
         .get("resources")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     format!(
         "{} #{} {:<10} agent={} env={} {} {} status={} rule={} receipt={} {}",
@@ -313,11 +367,19 @@ mod tests {
     }
 
     fn lines(dir: &Path) -> Vec<String> {
-        fs::read_to_string(dir.join("audit.jsonl")).unwrap().lines().map(str::to_string).collect()
+        fs::read_to_string(dir.join("audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     fn put(dir: &Path, lines: &[String]) {
-        fs::write(dir.join("audit.jsonl"), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        fs::write(
+            dir.join("audit.jsonl"),
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -342,7 +404,10 @@ mod tests {
         let mut removed = orig.clone();
         removed.remove(1);
         put(d.path(), &removed);
-        assert!(verify(d.path()).unwrap_err().to_string().contains("record 1"));
+        assert!(verify(d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("record 1"));
 
         let mut swapped = orig.clone();
         swapped.swap(1, 2);
@@ -361,13 +426,18 @@ mod tests {
     fn a_torn_tail_is_moved_aside_and_the_chain_continues() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), 3);
-        let mut f = OpenOptions::new().append(true).open(d.path().join("audit.jsonl")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(d.path().join("audit.jsonl"))
+            .unwrap();
         f.write_all(b"{\"time\":\"2026").unwrap();
         drop(f);
         assert!(verify(d.path()).is_err());
         assert!(recover(d.path()).unwrap() > 0);
         write(d.path(), 1);
         assert_eq!(verify(d.path()).unwrap(), 5);
-        assert!(fs::read_to_string(d.path().join("audit.torn")).unwrap().contains("2026"));
+        assert!(fs::read_to_string(d.path().join("audit.torn"))
+            .unwrap()
+            .contains("2026"));
     }
 }

@@ -157,8 +157,12 @@ pub fn main() -> ExitCode {
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => cmd_receipt_verify(&cli.config, &file),
-        Command::Audit { command: AuditCommand::Verify } => cmd_audit_verify(&cli.config),
-        Command::Audit { command: AuditCommand::Tail { follow, lines } } => cmd_audit_tail(&cli.config, follow, lines),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => cmd_audit_verify(&cli.config),
+        Command::Audit {
+            command: AuditCommand::Tail { follow, lines },
+        } => cmd_audit_tail(&cli.config, follow, lines),
         Command::Explain { files, account } => cmd_explain(&cli.config, &files, account.as_deref()),
         Command::Approver {
             command: ApproverCommand::Enroll { name },
@@ -474,7 +478,9 @@ fn cmd_decide(config_path: &Path, id: &str, key_path: &Path, approve: bool) -> C
     record.insert("rule".into(), serde_json::json!(a.rule));
     record.insert("receipt".into(), serde_json::json!(receipt_id));
     record.insert("approver".into(), serde_json::json!(approver.name()));
-    crate::audit::append_now(&config.state_dir, record).map_err(|e| format!("the decision is recorded, but the audit log could not be written: {e}"))?;
+    crate::audit::append_now(&config.state_dir, record).map_err(|e| {
+        format!("the decision is recorded, but the audit log could not be written: {e}")
+    })?;
     println!(
         "{verb} {}: {} (receipt {receipt_id}, valid until {})",
         a.id,
@@ -567,7 +573,9 @@ fn cmd_audit_tail(config_path: &Path, follow: bool, lines: usize) -> CmdResult {
     let mut pos = text.len() as u64;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        let Ok(mut f) = std::fs::File::open(&path) else { continue };
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if len < pos {
             pos = 0;

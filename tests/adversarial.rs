@@ -31,7 +31,11 @@ fn expect(r: &Resp, status: u16, code: &str) {
     if !code.is_empty() {
         // JSON and CBOR services spell the refusal with an Exception suffix.
         let json = matches!(r.header("content-type"), Some(ct) if ct.contains("json") || ct.contains("cbor"));
-        let want = if json && code == "AccessDenied" { "AccessDeniedException" } else { code };
+        let want = if json && code == "AccessDenied" {
+            "AccessDeniedException"
+        } else {
+            code
+        };
         assert_eq!(r.code(), want, "AWS error code of {r:#?}");
     }
 }

@@ -140,7 +140,8 @@ fn same_call(want_service: &str, got_service: &str, operation: &str, protocol: &
     let (Some(a), Some(b)) = (m.services.get(want_service), m.services.get(got_service)) else {
         return false;
     };
-    let (Some(oa), Some(ob)) = (a.operations().get(operation), b.operations().get(operation)) else {
+    let (Some(oa), Some(ob)) = (a.operations().get(operation), b.operations().get(operation))
+    else {
         return false;
     };
     if a.signing_name != b.signing_name {

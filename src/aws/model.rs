@@ -49,11 +49,16 @@ pub struct Service {
 impl Service {
     /// The service's operations by name.
     pub fn operations(&self) -> &BTreeMap<String, Operation> {
-        self.parsed_operations.get_or_init(|| match serde_json::from_str(self.raw_operations.get()) {
-            Ok(ops) => ops,
-            Err(e) => {
-                eprintln!("airlock: the embedded model's operations of {} are unreadable ({e})", self.service_id);
-                BTreeMap::new()
+        self.parsed_operations.get_or_init(|| {
+            match serde_json::from_str(self.raw_operations.get()) {
+                Ok(ops) => ops,
+                Err(e) => {
+                    eprintln!(
+                        "airlock: the embedded model's operations of {} are unreadable ({e})",
+                        self.service_id
+                    );
+                    BTreeMap::new()
+                }
             }
         })
     }

@@ -47,11 +47,13 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
     }
     pairs.extend(body);
     // A key that is `Action` or `Version` in another case is ambiguity, not a new parameter.
-    if let Some((k, _)) = pairs
-        .iter()
-        .find(|(k, _)| (k.eq_ignore_ascii_case("action") && k != "Action") || (k.eq_ignore_ascii_case("version") && k != "Version"))
-    {
-        return Err(IdentifyError::invalid(format!("the parameter {k:?} differs from a reserved one only in case")));
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| {
+        (k.eq_ignore_ascii_case("action") && k != "Action")
+            || (k.eq_ignore_ascii_case("version") && k != "Version")
+    }) {
+        return Err(IdentifyError::invalid(format!(
+            "the parameter {k:?} differs from a reserved one only in case"
+        )));
     }
 
     let mut params: BTreeMap<String, String> = BTreeMap::new();

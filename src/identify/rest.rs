@@ -44,15 +44,28 @@ struct Route {
 /// the process): most services are never called, and parsing them all costs tens of MiB.
 fn routes(service: &str) -> &'static [Route] {
     static ROUTES: OnceLock<Mutex<HashMap<&'static str, &'static [Route]>>> = OnceLock::new();
-    let mut cache = ROUTES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = ROUTES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(r) = cache.get(service) {
         return r;
     }
-    let Some((name, svc)) = model().services.get_key_value(service) else { return &[] };
-    if !svc.protocols.iter().any(|p| p == "rest-json" || p == "rest-xml") {
+    let Some((name, svc)) = model().services.get_key_value(service) else {
+        return &[];
+    };
+    if !svc
+        .protocols
+        .iter()
+        .any(|p| p == "rest-json" || p == "rest-xml")
+    {
         return &[];
     }
-    let parsed: Vec<Route> = svc.operations().iter().map(|(operation, op)| parse_route(operation, op)).collect();
+    let parsed: Vec<Route> = svc
+        .operations()
+        .iter()
+        .map(|(operation, op)| parse_route(operation, op))
+        .collect();
     let leaked: &'static [Route] = Box::leak(parsed.into_boxed_slice());
     cache.insert(name.as_str(), leaked);
     leaked

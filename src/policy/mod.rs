@@ -122,7 +122,13 @@ impl Rule {
                 // A key with `*` matches any parameter it fits (`*Expiration*`).
                 call.params
                     .iter()
-                    .filter(|(name, _)| if k.contains('*') { glob_match(k, name, false) } else { *name == k })
+                    .filter(|(name, _)| {
+                        if k.contains('*') {
+                            glob_match(k, name, false)
+                        } else {
+                            *name == k
+                        }
+                    })
                     .any(|(_, have)| value_matches(want, have))
             })
     }
@@ -133,7 +139,11 @@ impl Rule {
 fn value_matches(want: &str, have: &str) -> bool {
     let number = |s: &str| -> Option<f64> {
         let t = s.trim();
-        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))).then(|| t.parse::<f64>().ok()).flatten()
+        (!t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)))
+        .then(|| t.parse::<f64>().ok())
+        .flatten()
     };
     if let (Some(w), Some(h)) = (number(want), number(have)) {
         return w == h;

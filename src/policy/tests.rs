@@ -137,14 +137,42 @@ fn destruction_behind_other_verbs() {
         &[("DisableApiTermination.Value", "false")]
     ));
     assert!(gated("kms", "ScheduleKeyDeletion", &[]));
-    assert!(gated("s3", "PutBucketVersioning", &[("Status", "Suspended")]));
-    assert!(!gated("s3", "PutBucketVersioning", &[("Status", "Enabled")]));
-    assert!(gated("s3", "PutBucketLifecycleConfiguration", &[("Rule.Expiration.Days", "1")]));
-    assert!(gated("s3", "PutBucketLifecycleConfiguration", &[("Rule.2.NoncurrentVersionExpiration.NoncurrentDays", "3")]));
-    assert!(!gated("s3", "PutBucketLifecycleConfiguration", &[("Rule.Transition.Days", "30")]));
+    assert!(gated(
+        "s3",
+        "PutBucketVersioning",
+        &[("Status", "Suspended")]
+    ));
+    assert!(!gated(
+        "s3",
+        "PutBucketVersioning",
+        &[("Status", "Enabled")]
+    ));
+    assert!(gated(
+        "s3",
+        "PutBucketLifecycleConfiguration",
+        &[("Rule.Expiration.Days", "1")]
+    ));
+    assert!(gated(
+        "s3",
+        "PutBucketLifecycleConfiguration",
+        &[("Rule.2.NoncurrentVersionExpiration.NoncurrentDays", "3")]
+    ));
+    assert!(!gated(
+        "s3",
+        "PutBucketLifecycleConfiguration",
+        &[("Rule.Transition.Days", "30")]
+    ));
     // Numbers are read as AWS reads them.
-    assert!(gated("rds", "ModifyDBInstance", &[("BackupRetentionPeriod", "00")]));
-    assert!(gated("rds", "ModifyDBInstance", &[("BackupRetentionPeriod", "+0")]));
+    assert!(gated(
+        "rds",
+        "ModifyDBInstance",
+        &[("BackupRetentionPeriod", "00")]
+    ));
+    assert!(gated(
+        "rds",
+        "ModifyDBInstance",
+        &[("BackupRetentionPeriod", "+0")]
+    ));
 }
 
 #[test]

@@ -128,9 +128,15 @@ pub async fn authenticate(
     };
 
     // A method override would let the call AWS runs differ from the one airlock identified.
-    for name in ["x-http-method-override", "x-http-method", "x-method-override"] {
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
         if parts.headers.contains_key(name) {
-            return Err(ProxyError::bad_request(format!("airlock does not accept the {name} header: send the method itself")));
+            return Err(ProxyError::bad_request(format!(
+                "airlock does not accept the {name} header: send the method itself"
+            )));
         }
     }
     let raw_path = parts.uri.path();

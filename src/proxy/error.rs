@@ -178,7 +178,12 @@ impl ProxyError {
         head_only: bool,
     ) -> Response<ProxyBody> {
         // JSON-protocol services name the same refusal with an Exception suffix.
-        if self.code == "AccessDenied" && matches!(shape.protocol, Protocol::Json | Protocol::RestJson | Protocol::RpcV2Cbor) {
+        if self.code == "AccessDenied"
+            && matches!(
+                shape.protocol,
+                Protocol::Json | Protocol::RestJson | Protocol::RpcV2Cbor
+            )
+        {
             self.code = "AccessDeniedException";
         }
         let (content_type, body) = render(&self, shape, request_id);

@@ -23,7 +23,6 @@ pub mod resign;
 
 use crate::config::Config;
 use crate::credentials::RealCredentials;
-use crate::receipt::TrustedKeys;
 use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
 use crate::state::approvals::ApprovalStore;
@@ -45,8 +44,6 @@ pub struct Proxy {
     pub approvals: ApprovalStore,
     pub ledger: Ledger,
     pub audit: crate::audit::AuditLog,
-    /// The keys receipts may be signed with: from the config only.
-    pub trusted: TrustedKeys,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     pub held: Arc<tokio::sync::Semaphore>,
     /// Woken whenever this process decides an approval (the page), so held calls go on at once.
@@ -77,7 +74,9 @@ impl Proxy {
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
         let audit = crate::audit::AuditLog::start(&config.state_dir).map_err(|e| e.to_string())?;
-        let trusted = redeem::trusted_keys(&config)?;
+        // The keys receipts may be signed with are read per gated call (a passkey enrolled
+        // while serving counts at once); checked here so a bad set fails at start.
+        redeem::trusted_keys(&config)?;
         let approvals_port = AtomicU16::new(config.approvals_addr.port());
         let held = Arc::new(tokio::sync::Semaphore::new(config.approval.max_held));
         Ok(Arc::new(Proxy {
@@ -88,7 +87,6 @@ impl Proxy {
             approvals,
             ledger,
             audit,
-            trusted,
             held,
             approvals_changed: tokio::sync::Notify::new(),
             receipt_locks: DashMap::new(),
@@ -191,7 +189,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         trace.call = Some(call.clone());
         let authorization = decide(&proxy, &call, &verified.agent.name, &mut trace).await?;
         let signed = resign::resign(&proxy, verified, &call).await?;
-        let forwarded = forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
+        let forwarded =
+            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
         if let Some(a) = authorization {
             trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
             a.finish(&proxy, &forwarded);
@@ -202,21 +201,43 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
 
     let service = shape.service.as_deref().unwrap_or("-");
     let agent = trace.agent.as_deref().unwrap_or("-");
-    let operation = trace.call.as_ref().map(|c| c.action()).unwrap_or_else(|| "-".into());
+    let operation = trace
+        .call
+        .as_ref()
+        .map(|c| c.action())
+        .unwrap_or_else(|| "-".into());
     let latency_ms = started.elapsed().as_millis() as u64;
     let mut record = crate::audit::record(match (&result, &trace.receipt) {
         (Ok(_), Some(_)) => "receipt_used",
         (Ok(_), None) => "forwarded",
-        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("require_receipt") => "approval_required",
-        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("deny") => "denied_by_policy",
+        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("require_receipt") => {
+            "approval_required"
+        }
+        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("deny") => {
+            "denied_by_policy"
+        }
         (Err(_), _) => "refused",
     });
     record.insert("request_id".into(), serde_json::json!(request_id));
     record.insert("agent".into(), serde_json::json!(trace.agent));
-    record.insert("service".into(), serde_json::json!(trace.call.as_ref().map(|c| c.service.clone()).or(shape.service.clone())));
-    record.insert("action".into(), serde_json::json!(trace.call.as_ref().map(|c| c.action())));
+    record.insert(
+        "service".into(),
+        serde_json::json!(trace
+            .call
+            .as_ref()
+            .map(|c| c.service.clone())
+            .or(shape.service.clone())),
+    );
+    record.insert(
+        "action".into(),
+        serde_json::json!(trace.call.as_ref().map(|c| c.action())),
+    );
     if let Some(c) = &trace.call {
-        let resources: Vec<String> = c.resources.iter().map(crate::receipt::Binding::resource_name).collect();
+        let resources: Vec<String> = c
+            .resources
+            .iter()
+            .map(crate::receipt::Binding::resource_name)
+            .collect();
         record.insert("resources".into(), serde_json::json!(resources));
         record.insert("region".into(), serde_json::json!(c.region));
         record.insert("account".into(), serde_json::json!(c.account));
@@ -224,8 +245,14 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     record.insert("environment".into(), serde_json::json!(trace.environment));
     record.insert("decision".into(), serde_json::json!(trace.effect));
     record.insert("rule".into(), serde_json::json!(trace.rule));
-    record.insert("receipt".into(), serde_json::json!(trace.receipt.as_ref().map(|r| r.0.clone())));
-    record.insert("approver".into(), serde_json::json!(trace.receipt.as_ref().map(|r| r.1.clone())));
+    record.insert(
+        "receipt".into(),
+        serde_json::json!(trace.receipt.as_ref().map(|r| r.0.clone())),
+    );
+    record.insert(
+        "approver".into(),
+        serde_json::json!(trace.receipt.as_ref().map(|r| r.1.clone())),
+    );
     record.insert("latency_ms".into(), serde_json::json!(latency_ms));
     let response = match result {
         Ok(forwarded) => {
@@ -284,7 +311,8 @@ async fn identify(
         body,
         account: account.as_deref(),
     };
-    crate::identify::identify(&request).map_err(|e| error::ProxyError::unidentified(e.code, e.message))
+    crate::identify::identify(&request)
+        .map_err(|e| error::ProxyError::unidentified(e.code, e.message))
 }
 
 /// Phase 4 and 5, decide and redeem: allow, refuse, or demand a receipt.
@@ -295,7 +323,9 @@ async fn decide(
     trace: &mut Trace,
 ) -> Result<Option<redeem::Authorization>, error::ProxyError> {
     use crate::policy::{Effect, Mode};
-    let environment = proxy.config.environment_of(call.account.as_deref(), &call.region);
+    let environment = proxy
+        .config
+        .environment_of(call.account.as_deref(), &call.region);
     let decision = proxy.config.policy.decide(call, agent, &environment);
     trace.environment = Some(environment.clone());
     trace.effect = Some(decision.effect.as_str());

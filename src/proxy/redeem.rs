@@ -150,12 +150,7 @@ pub async fn redeem(
         // Read afresh: a passkey enrolled while serve runs must count at once.
         let trusted = trusted_keys(&proxy.config).map_err(state_error)?;
         let checked = Receipt::from_json(&bytes).and_then(|r| {
-            receipt::authorize(
-                &r,
-                &trusted,
-                &binding,
-                time::OffsetDateTime::now_utc(),
-            )
+            receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())
         });
         let verified = match checked {
             Ok(v) => v,

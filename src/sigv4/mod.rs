@@ -489,7 +489,12 @@ impl Prepared {
     /// The query as it is forwarded: the presigning parameters of a presigned URL removed.
     pub fn forwarded_query(&self) -> Vec<(String, String)> {
         match self.claim.presigned {
-            Some(_) => self.query.iter().filter(|(k, _)| !parse::PRESIGN_PARAMS.contains(&k.as_str())).cloned().collect(),
+            Some(_) => self
+                .query
+                .iter()
+                .filter(|(k, _)| !parse::PRESIGN_PARAMS.contains(&k.as_str()))
+                .cloned()
+                .collect(),
             None => self.query.clone(),
         }
     }

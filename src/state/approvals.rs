@@ -130,7 +130,10 @@ impl ApprovalStore {
         // The approval a binding answers to: an open one if there is any (at most one is
         // open at a time), else the newest. `created_at` has whole seconds, so it cannot
         // decide between approvals made in the same second; openness can.
-        all.sort_by(|a, b| ((a.status != Status::Closed), &a.created_at).cmp(&((b.status != Status::Closed), &b.created_at)));
+        all.sort_by(|a, b| {
+            ((a.status != Status::Closed), &a.created_at)
+                .cmp(&((b.status != Status::Closed), &b.created_at))
+        });
         let mut latest = store.latest.lock().unwrap_or_else(|p| p.into_inner());
         for a in all {
             latest.insert(a.binding_key.clone(), a.id.clone());
