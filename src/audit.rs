@@ -396,7 +396,7 @@ mod tests {
         let orig = lines(d.path());
 
         let mut edited = orig.clone();
-        edited[2] = edited[2].replace("a2", "zz");
+        edited[2] = edited[2].replace("\"agent\":\"a2\"", "\"agent\":\"zz\"");
         put(d.path(), &edited);
         let e = verify(d.path()).unwrap_err().to_string();
         assert!(e.contains("record 2 was edited"), "{e}");
