@@ -119,10 +119,10 @@ pub fn identify(req: &Request<'_>) -> Result<AwsCall, IdentifyError> {
     // A body airlock reads must be the bytes the service reads: no content coding that
     // would make them differ (S3 object bodies are never read here).
     if let Some(coding) = single_header(req.headers, "content-encoding")? {
-        let readable = coding
-            .split(',')
-            .map(str::trim)
-            .all(|c| c.eq_ignore_ascii_case("identity") || c.eq_ignore_ascii_case("aws-chunked"));
+        let readable = coding.split(',').map(str::trim).all(|c| {
+            c.eq_ignore_ascii_case("identity")
+                || (family == "s3" && c.eq_ignore_ascii_case("aws-chunked"))
+        });
         if !readable && family != "s3" {
             return Err(IdentifyError::invalid(format!(
                 "airlock reads this request's body to identify it and does not accept Content-Encoding {coding:?}; send it uncompressed"

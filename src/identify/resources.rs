@@ -121,9 +121,11 @@ pub(crate) fn with_arns(ctx: &ArnContext<'_>, raw: Vec<Raw>) -> Vec<Resource> {
         .map(|(_, _, v)| v.clone());
     raw.into_iter()
         .map(|(member, wire, value)| {
-            // RDS, DocumentDB and Neptune store identifiers in lower case (`PROD-DB` is
-            // `prod-db`): name the resource as the service will act on it.
-            let value = if ctx.service_lowercases_identifiers() && wire.ends_with("Identifier") {
+            // RDS, DocumentDB and Neptune store identifiers and group names in lower case
+            // (`PROD-DB` is `prod-db`): name the resource as the service will act on it.
+            let value = if ctx.service_lowercases_identifiers()
+                && (wire.ends_with("Identifier") || wire.ends_with("GroupName"))
+            {
                 value.to_lowercase()
             } else {
                 value

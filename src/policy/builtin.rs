@@ -111,7 +111,8 @@ pub fn rules() -> &'static [Rule] {
             rule(
                 "s3-versioning-suspended",
                 &["s3:PutBucketVersioning"],
-                &[("Status", "Suspended")],
+                // `Status.1`, `Status.2` when the element is repeated: any of them counts.
+                &[("Status*", "Suspended")],
                 false,
                 "suspends versioning (overwrites and deletes lose old versions)",
             ),
