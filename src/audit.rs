@@ -92,14 +92,7 @@ fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
 
 /// Appends records under the lock: each gets `seq`, `prev` and `time`.
 fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditError> {
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&paths.lock)
-        .map_err(io_err(&paths.lock))?;
-    lock.lock().map_err(io_err(&paths.lock))?;
+    let _lock = crate::state::lock_file(&paths.lock).map_err(io_err(&paths.lock))?;
     let (mut seq, mut prev) = tail_of(&paths.log)?;
     let mut out = Vec::new();
     for r in records {

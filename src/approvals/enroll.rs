@@ -93,13 +93,7 @@ impl EnrollmentStore {
         f: impl FnOnce(&mut Vec<Enrollment>) -> Result<T, String>,
     ) -> Result<T, String> {
         let io = |e: std::io::Error| format!("{}: {e}", self.lock.display());
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)
-            .map_err(io)?;
-        lock.lock().map_err(io)?;
+        let _lock = crate::state::lock_file(&self.lock).map_err(io)?;
         let mut all = self.load()?;
         let out = f(&mut all)?;
         let now = unix_now();

@@ -198,7 +198,9 @@ impl Body for CheckedBody {
                 }
                 Some(Err(e)) => {
                     // The agent's body broke off: the agent's fault, not the upstream's.
-                    return this.fail(AuthError::malformed(format!("the request body could not be read to its end: {e}")));
+                    return this.fail(AuthError::malformed(format!(
+                        "the request body could not be read to its end: {e}"
+                    )));
                 }
                 None => {
                     if let Err(e) = this.finish_checks() {

@@ -96,13 +96,7 @@ impl AgentStore {
             let shown = p.display().to_string();
             move |e| AgentError::Io(shown, e)
         };
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)
-            .map_err(io(&self.lock))?;
-        lock.lock().map_err(io(&self.lock))?;
+        let _lock = super::lock_file(&self.lock).map_err(io(&self.lock))?;
         let mut file = self.load()?;
         let out = change(&mut file)?;
         let json = serde_json::to_vec_pretty(&file)

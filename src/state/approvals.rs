@@ -152,13 +152,7 @@ impl ApprovalStore {
 
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, ApprovalError>) -> Result<T, ApprovalError> {
         let io = |e| ApprovalError::Io(self.lock.display().to_string(), e);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.lock)
-            .map_err(io)?;
-        lock.lock().map_err(io)?;
+        let _lock = super::lock_file(&self.lock).map_err(io)?;
         f()
     }
 

@@ -11,6 +11,19 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Opens (creating, mode 0600) and exclusively locks a lock file; the lock is held until
+/// the returned file is dropped. Serializes changes between `serve` and the CLI.
+pub fn lock_file(path: &Path) -> std::io::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.lock()?;
+    Ok(f)
+}
+
 /// Replaces `path` atomically with `contents`, mode 0600.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
