@@ -115,5 +115,5 @@ def test_sigterm_lets_an_in_flight_held_call_finish(tmp_path: Path, moto: Moto) 
     assert server.proc
     server.proc.send_signal(signal.SIGTERM)
     t.join(30)
-    assert result.get("code") == "AccessDenied", result
+    assert result.get("code") == "AccessDeniedException", result  # the JSON protocol's name for it
     assert server.proc.wait(30) == 0
