@@ -9,9 +9,7 @@ use super::body::{read_limited, Check, CheckedBody, FailureSlot, ReadError};
 use super::error::{ProxyError, Shape};
 use super::Proxy;
 use crate::sigv4::chunked::{ChunkDecoder, ChunkSigner};
-use crate::sigv4::{
-    self, canonical, AuthError, PayloadClaim, Prepared, RequestHead, Scope, SigningKey,
-};
+use crate::sigv4::{self, AuthError, PayloadClaim, Prepared, RequestHead, Scope, SigningKey};
 use crate::state::agents::Agent;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
@@ -381,11 +379,6 @@ pub(crate) fn signed_headers(
         }
     }
     out
-}
-
-/// The canonical form of the forwarded query (as re-signing will see it).
-pub fn forward_query(pairs: &[(String, String)]) -> String {
-    canonical::encode_query(pairs)
 }
 
 /// The key for an agent and scope, derived once per day, region and service.

@@ -30,10 +30,6 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
-pub fn empty() -> ProxyBody {
-    full(Bytes::new())
-}
-
 /// Why reading a body whole failed.
 pub enum ReadError {
     TooLarge,

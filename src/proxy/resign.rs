@@ -3,7 +3,7 @@
 //! already gone (see `authenticate::DROPPED_HEADERS`); what is signed here is exactly what
 //! is sent.
 
-use super::authenticate::{forward_query, SignedAs, VerifiedBody, VerifiedRequest};
+use super::authenticate::{SignedAs, VerifiedBody, VerifiedRequest};
 use super::body::{full, FailureSlot, ProxyBody};
 use super::error::ProxyError;
 use super::Proxy;
@@ -58,7 +58,7 @@ pub async fn resign(
         .await
         .map_err(|e| ProxyError::no_credentials(&e.0))?;
 
-    let query = forward_query(&v.query);
+    let query = crate::sigv4::canonical::encode_query(&v.query);
     // A virtual-hosted S3 request (bucket in the Host) goes upstream path-style.
     let path = match (
         call.service.as_str(),

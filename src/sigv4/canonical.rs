@@ -245,11 +245,6 @@ pub fn canonical_request(
     )
 }
 
-/// Whether a duplicate of this header is ambiguity (refused) rather than a list.
-pub fn is_single_valued(name: &str) -> bool {
-    SINGLE_VALUED.contains(&name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
