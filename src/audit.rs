@@ -4,11 +4,12 @@
 //!
 //! - Records hold no secret: no key, signature, credential or body; parameters are the
 //!   call's canonical parameters, which the approval page shows too.
-//! - `serve` appends through one writer task that batches and `fsync`s; calls that spend
-//!   or grant a receipt wait for their record to be on disk before they are answered.
-//!   The CLI (approve, deny) appends under the same file lock, so the chain stays whole.
-//! - `state/audit.head` holds the last sequence number and hash, so cutting records off the
-//!   end is detected too. A torn last line (a crash mid-write) is moved aside to
+//! - `serve` writes each record before the call is answered (a crash at any moment loses
+//!   no record of an answered call) and `fdatasync`s within a second; calls that spend or
+//!   grant a receipt wait for their record to be on disk. The CLI (approve, deny) appends
+//!   under the same file lock, so the chain stays whole.
+//! - `state/audit.head` holds the last synced sequence number and hash, so cutting records
+//!   off the end is detected too (all but the last second's). A torn last line (a crash mid-write) is moved aside to
 //!   `audit.torn` at start and the chain continues with a record saying so.
 //!
 //! What this does not guarantee: someone who can rewrite the whole file and the head can
@@ -19,7 +20,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use tokio::sync::{mpsc, oneshot};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -177,6 +177,15 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(AuditError::Io(paths.log.display().to_string(), e)),
     };
+    // audit.head names a record (the last synced one) and its hash.
+    let head: Option<(u64, String)> = fs::read_to_string(&paths.head).ok().and_then(|text| {
+        let h: Value = serde_json::from_str(&text).ok()?;
+        Some((
+            h.get("seq")?.as_u64()?,
+            h.get("hash")?.as_str()?.to_string(),
+        ))
+    });
+    let (mut head_hash_seen, mut head_line) = (None::<String>, 0usize);
     let mut prev = GENESIS.to_string();
     let mut expect_seq = 0u64;
     let mut reader = BufReader::new(f);
@@ -223,40 +232,67 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
             });
         }
         prev = crate::sigv4::sha256_hex(line.as_bytes());
+        if head.as_ref().is_some_and(|(s, _)| *s == seq) {
+            (head_hash_seen, head_line) = (Some(prev.clone()), line_no);
+        }
         expect_seq += 1;
     }
-    if let Ok(head) = fs::read_to_string(&paths.head) {
-        let h: Value = serde_json::from_str(&head).unwrap_or(Value::Null);
-        let head_seq = h.get("seq").and_then(Value::as_u64);
-        let head_hash = h.get("hash").and_then(Value::as_str);
-        if let (Some(s), Some(hash)) = (head_seq, head_hash) {
-            if s + 1 > expect_seq {
-                return Err(AuditError::Broken { line: line_no, seq: expect_seq, reason: format!("the log ends at record {} but audit.head says {s} was written: records were cut off the end", expect_seq.saturating_sub(1)) });
-            }
-            if s + 1 == expect_seq && hash != prev {
-                return Err(AuditError::Broken {
-                    line: line_no,
-                    seq: s,
-                    reason: "the last record does not match audit.head: it was edited".into(),
-                });
-            }
+    if let Some((s, hash)) = head {
+        if s + 1 > expect_seq {
+            return Err(AuditError::Broken { line: line_no, seq: expect_seq, reason: format!("the log ends at record {} but audit.head says {s} was written: records were cut off the end", expect_seq.saturating_sub(1)) });
+        }
+        if head_hash_seen.as_deref() != Some(hash.as_str()) {
+            return Err(AuditError::Broken {
+                line: head_line,
+                seq: s,
+                reason: "record does not match audit.head: it was edited".into(),
+            });
         }
     }
     Ok(expect_seq)
 }
 
-/// `serve`'s writer: records arrive on a channel and are appended in batches.
-/// A record, and who waits for it to be on disk.
-type Queued = (Map<String, Value>, Option<oneshot::Sender<bool>>);
-
+/// `serve`'s writer. Each record is written to the log (one `write`, under the file lock the
+/// CLI also takes) before its call is answered, so a crash of airlock at any moment loses
+/// no record of an answered call. `fdatasync` and the head file follow within a second
+/// ([`SYNC_INTERVAL`]), and at once for records that spend or grant a receipt.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::UnboundedSender<Queued>,
+    shared: std::sync::Arc<Shared>,
+}
+
+/// Longest time a written record waits for `fdatasync` (and `audit.head` to include it).
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+struct Shared {
+    paths: Paths,
+    writer: std::sync::Mutex<Writer>,
+    /// Serialises syncs (the periodic one and the durable writes'), not appends.
+    syncing: std::sync::Mutex<Synced>,
+}
+
+struct Writer {
+    log: File,
+    lock: File,
+    /// The chain position after our last record, valid while the file is `end` bytes long
+    /// (anything else means another process appended, and the tail is read again).
+    next_seq: u64,
+    prev: String,
+    end: u64,
+    /// Written since the last sync.
+    dirty: bool,
+    /// When a failure was last logged (failures are logged at most every 10 s).
+    complained: Option<std::time::Instant>,
+}
+
+struct Synced {
+    /// The last sequence number `audit.head` names.
+    head_seq: Option<u64>,
 }
 
 impl AuditLog {
-    /// Recovers a torn tail, checks the chain (a broken one is reported, not repaired), and
-    /// starts the writer.
+    /// Recovers a torn tail, checks the chain (a broken one is reported, not repaired),
+    /// opens the log and starts the background sync.
     pub fn start(state_dir: &Path) -> Result<AuditLog, AuditError> {
         match recover(state_dir) {
             Ok(0) => {}
@@ -267,49 +303,156 @@ impl AuditLog {
             tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
         }
         let paths = Paths::new(state_dir);
-        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&paths.log)
+            .map_err(io_err(&paths.log))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&paths.lock)
+            .map_err(io_err(&paths.lock))?;
+        let writer = Writer {
+            log,
+            lock,
+            next_seq: 0,
+            prev: GENESIS.to_string(),
+            // Never a real length: the first append reads the tail.
+            end: u64::MAX,
+            dirty: false,
+            complained: None,
+        };
+        let shared = std::sync::Arc::new(Shared {
+            paths,
+            writer: std::sync::Mutex::new(writer),
+            syncing: std::sync::Mutex::new(Synced { head_seq: None }),
+        });
+        let weak = std::sync::Arc::downgrade(&shared);
         std::thread::Builder::new()
-            .name("airlock-audit".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                        if batch.len() >= 512 {
-                            break;
-                        }
-                    }
-                    let records: Vec<_> = batch.iter().map(|(r, _)| r.clone()).collect();
-                    let ok = match append(&paths, &records) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(error = %e, records = records.len(), "could not write audit records");
-                            false
-                        }
-                    };
-                    for (_, done) in batch {
-                        if let Some(done) = done {
-                            let _ = done.send(ok);
-                        }
-                    }
+            .name("airlock-audit-sync".into())
+            .spawn(move || loop {
+                std::thread::sleep(SYNC_INTERVAL);
+                let Some(shared) = weak.upgrade() else { return };
+                if let Err(e) = shared.sync() {
+                    tracing::error!(error = %e, "could not sync the audit log");
                 }
             })
-            .map_err(|e| AuditError::Io("audit writer".into(), e))?;
-        Ok(AuditLog { tx })
+            .map_err(|e| AuditError::Io("audit sync thread".into(), e))?;
+        Ok(AuditLog { shared })
     }
 
-    /// Queues a record.
-    pub fn write(&self, r: Map<String, Value>) {
-        let _ = self.tx.send((r, None));
+    /// Appends a record (written before this returns; synced within [`SYNC_INTERVAL`]).
+    /// False, with a log line, if it could not be written.
+    pub fn write(&self, r: Map<String, Value>) -> bool {
+        let mut w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match w.append(&self.shared.paths, r) {
+            Ok(()) => true,
+            Err(e) => {
+                let now = std::time::Instant::now();
+                if w.complained
+                    .is_none_or(|t| now.duration_since(t).as_secs() >= 10)
+                {
+                    w.complained = Some(now);
+                    tracing::error!(error = %e, "could not write an audit record (repeats are logged every 10 s)");
+                }
+                false
+            }
+        }
     }
 
-    /// Queues a record and waits until it is on disk; false if it could not be written.
+    /// Appends a record and waits until it is on disk; false if it could not be written.
     pub async fn write_durable(&self, r: Map<String, Value>) -> bool {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send((r, Some(done))).is_err() {
+        if !self.write(r) {
             return false;
         }
-        wait.await.unwrap_or(false)
+        let shared = std::sync::Arc::clone(&self.shared);
+        match tokio::task::spawn_blocking(move || shared.sync()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not sync the audit log");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Syncs what was written and updates `audit.head` (also done every [`SYNC_INTERVAL`]).
+    pub fn sync(&self) -> Result<(), AuditError> {
+        self.shared.sync()
+    }
+}
+
+impl Writer {
+    fn append(&mut self, paths: &Paths, mut r: Map<String, Value>) -> Result<(), AuditError> {
+        self.lock.lock().map_err(io_err(&paths.lock))?;
+        let result = self.append_locked(paths, &mut r);
+        let _ = self.lock.unlock();
+        result
+    }
+
+    fn append_locked(
+        &mut self,
+        paths: &Paths,
+        r: &mut Map<String, Value>,
+    ) -> Result<(), AuditError> {
+        let len = self.log.metadata().map_err(io_err(&paths.log))?.len();
+        if len != self.end {
+            (self.next_seq, self.prev) = tail_of(&paths.log)?;
+        }
+        r.insert("seq".into(), json!(self.next_seq));
+        r.insert("prev".into(), json!(self.prev));
+        let mut line = serde_json::to_vec(&*r)
+            .map_err(|e| AuditError::Io(paths.log.display().to_string(), e.into()))?;
+        let hash = crate::sigv4::sha256_hex(&line);
+        line.push(b'\n');
+        if let Err(e) = self.log.write_all(&line) {
+            // A partial line (disk full mid-write) would break the chain for everything
+            // after it: cut it off again.
+            let _ = self.log.set_len(len);
+            self.end = u64::MAX;
+            return Err(AuditError::Io(paths.log.display().to_string(), e));
+        }
+        self.next_seq += 1;
+        self.prev = hash;
+        self.end = len + line.len() as u64;
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn sync(&self) -> Result<(), AuditError> {
+        let mut synced = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let (file, seq, hash) = {
+            let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.dirty {
+                return Ok(());
+            }
+            w.dirty = false;
+            let file = w.log.try_clone().map_err(io_err(&self.paths.log))?;
+            (file, w.next_seq.saturating_sub(1), w.prev.clone())
+        };
+        let failed = |e| {
+            // Try again next time.
+            if let Ok(mut w) = self.writer.lock() {
+                w.dirty = true;
+            }
+            AuditError::Io(self.paths.log.display().to_string(), e)
+        };
+        file.sync_data().map_err(failed)?;
+        if synced.head_seq.is_some_and(|h| h >= seq) {
+            return Ok(());
+        }
+        let head = json!({ "seq": seq, "hash": hash }).to_string();
+        let _lock = crate::state::lock_file(&self.paths.lock).map_err(io_err(&self.paths.lock))?;
+        crate::state::write_atomic(&self.paths.head, head.as_bytes())
+            .map_err(io_err(&self.paths.head))?;
+        synced.head_seq = Some(seq);
+        Ok(())
     }
 }
 

@@ -1,5 +1,10 @@
 //! The `airlock` binary: a thin shell over the library.
 
+/// mimalloc: every request allocates on two threads; glibc's arenas spent a fifth of the
+/// proxy's CPU on it (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // airlock's own AWS calls must never be pointed at airlock (or anywhere an agent's
     // environment says): drop endpoint overrides before anything reads the environment.

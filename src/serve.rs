@@ -72,6 +72,7 @@ pub async fn run(
         Arc::clone(&proxy),
         stopped(stop_rx.clone()),
     ));
+    let audit = proxy.audit.clone();
     let proxy_task = tokio::spawn(proxy::accept::serve(
         proxy,
         proxy_listener,
@@ -85,6 +86,9 @@ pub async fn run(
     let _ = proxy_task.await;
     let _ = approvals.await;
     let _ = reload.await;
+    if let Err(e) = audit.sync() {
+        tracing::error!(error = %e, "could not sync the audit log at shutdown");
+    }
     Ok(())
 }
 

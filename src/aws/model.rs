@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 static MODEL_JSON: &str = include_str!("../../data/aws-model.json");
 
 #[derive(Debug, Deserialize)]
+#[serde(bound(deserialize = "'de: 'static"))]
 pub struct Model {
     pub source: String,
     pub partitions: Vec<Partition>,
@@ -28,6 +29,7 @@ pub struct GlobalEndpoint {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(bound(deserialize = "'de: 'static"))]
 pub struct Service {
     pub signing_name: String,
     pub endpoint_prefix: String,
@@ -40,8 +42,9 @@ pub struct Service {
     pub hostname: BTreeMap<String, String>,
     /// The operations as embedded JSON, parsed on first use: most services are never
     /// called, and parsing all ~18,000 operations up front costs tens of MiB.
+    /// Borrowed from the embedded text, not copied (that would be 4 MiB).
     #[serde(rename = "operations")]
-    raw_operations: Box<serde_json::value::RawValue>,
+    raw_operations: &'static serde_json::value::RawValue,
     #[serde(skip)]
     parsed_operations: OnceLock<BTreeMap<String, Operation>>,
 }

@@ -94,30 +94,19 @@ pub struct Policy {
 
 impl Rule {
     pub fn matches(&self, call: &AwsCall, agent: &str, environment: &str) -> bool {
-        let action = call.action();
-        let resource_keys: Vec<String> = call
-            .resources
-            .iter()
-            .flat_map(|r| {
-                let mut keys = vec![format!("{}={}", r.member, r.value)];
-                if let Some(arn) = &r.arn {
-                    keys.push(arn.clone());
-                }
-                keys
-            })
-            .collect();
-        let any_resource = self.resources.iter().any(|g| g == "*");
-        self.actions.iter().any(|g| glob_match(g, &action, true))
+        self.matches_action(call, &call.action(), agent, environment)
+    }
+
+    /// [`Rule::matches`] with the call's `service:Operation` already formatted; the
+    /// cheap, selective tests first (most rules fail on the action).
+    fn matches_action(&self, call: &AwsCall, action: &str, agent: &str, environment: &str) -> bool {
+        self.actions.iter().any(|g| glob_match(g, action, true))
             && self
                 .environments
                 .iter()
                 .any(|g| glob_match(g, environment, false))
             && self.agents.iter().any(|g| glob_match(g, agent, false))
-            && (any_resource
-                || self
-                    .resources
-                    .iter()
-                    .any(|g| resource_keys.iter().any(|k| glob_match(g, k, false))))
+            && self.matches_resources(call)
             && self.when.iter().all(|(k, want)| {
                 // A key with `*` matches any parameter it fits (`*Expiration*`).
                 call.params
@@ -130,6 +119,20 @@ impl Rule {
                         }
                     })
                     .any(|(_, have)| value_matches(want, have))
+            })
+    }
+
+    /// Any resource glob matches a resource's ARN or its `member=value`.
+    fn matches_resources(&self, call: &AwsCall) -> bool {
+        self.resources.iter().any(|g| g == "*")
+            || call.resources.iter().any(|r| {
+                let key = format!("{}={}", r.member, r.value);
+                self.resources.iter().any(|g| {
+                    glob_match(g, &key, false)
+                        || r.arn
+                            .as_deref()
+                            .is_some_and(|arn| glob_match(g, arn, false))
+                })
             })
     }
 }
@@ -161,11 +164,12 @@ impl Policy {
         } else {
             &[][..]
         };
+        let action = call.action();
         let matching: Vec<&Rule> = self
             .rules
             .iter()
             .chain(catalogue.iter())
-            .filter(|r| r.matches(call, agent, environment))
+            .filter(|r| r.matches_action(call, &action, agent, environment))
             .collect();
         let mut irreversible_reasons: Vec<String> = matching
             .iter()

@@ -1,0 +1,544 @@
+#!/usr/bin/env python3
+"""airlock next to nginx, on this machine, in one run (see BENCHMARKS.md).
+
+    python3 bench/run.py                 # request rate, latency, CPU, and the 512 MiB PUT
+    python3 bench/run.py --load 60       # then 60 s of mixed allowed/refused calls at peak rate
+
+Three contenders answer the same signed request (signed once with botocore, replayed by wrk):
+
+- stub:    wrk straight at the upstream stub (plain HTTP): the ceiling of this machine.
+- nginx:   nginx as a tuned TLS reverse proxy in front of the stub (one worker per core,
+           keep-alive pool upstream, no access log, request buffering off).
+- airlock: airlock doing its full work (TLS, SigV4 verification, identification, policy,
+           audit record, re-signing with the real credentials) in front of the same stub.
+
+It needs wrk, nginx and curl (Debian: `apt-get install wrk nginx-light curl`), botocore, and
+builds airlock and the stub in release mode first (about 10 minutes the first time).
+Everything listens on 127.0.0.1 ports chosen by the kernel and stops at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+REGION = "us-east-1"
+BUCKET = "bench-bucket"
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if not path:
+        sys.exit(f"bench: `{tool}` not found; on Debian: apt-get install wrk nginx-light curl")
+    return path
+
+
+# ---------------------------------------------------------------- processes and /proc
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(p.name))
+    return out
+
+
+class Proc:
+    """A server process whose first matching output line is waited for."""
+
+    def __init__(self, name: str, cmd: list[str], ready: str, env: dict[str, str] | None = None,
+                 log: Path | None = None):
+        self.name = name
+        self.log = log
+        out = open(log, "w") if log else subprocess.DEVNULL
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, text=True, env=env)
+        self.match: re.Match[str] | None = None
+        deadline = time.monotonic() + 30
+        assert self.p.stdout
+        while time.monotonic() < deadline:
+            line = self.p.stdout.readline()
+            if not line:
+                break
+            self.match = re.search(ready, line)
+            if self.match:
+                break
+        if not self.match:
+            self.stop()
+            tail = log.read_text()[-2000:] if log else ""
+            sys.exit(f"bench: {name} did not start\n{tail}")
+        # Keep draining stdout so the server never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.p.stdout], daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+# ---------------------------------------------------------------- the contenders
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pids: object  # () -> list[int]: the processes whose CPU counts
+    rss_pid: object  # () -> list[int]: the processes whose peak RSS counts
+
+
+def start_stub(work: Path) -> Proc:
+    binary = ROOT / "target/release/examples/bench-stub"
+    return Proc("stub", [str(binary), "0"], r"listening on 127\.0\.0\.1:(\d+)", log=work / "stub.log")
+
+
+def start_airlock(work: Path, stub_port: int, log_level: str) -> tuple[Proc, Credentials, Path]:
+    binary = str(ROOT / "target/release/airlock")
+    config = work / "airlock/config/airlock.toml"
+    subprocess.run([binary, "init", "--config", str(config)], check=True, capture_output=True)
+    text = config.read_text()
+    replacements = {
+        r'(?m)^proxy = .*$': 'proxy = "127.0.0.1:0"',
+        r'(?m)^approvals = .*$': 'approvals = "127.0.0.1:0"',
+        r'(?m)^# endpoint = .*$': f'endpoint = "http://127.0.0.1:{stub_port}"',
+        r'(?m)^hold_seconds = .*$': "hold_seconds = 0",
+        r'(?m)^desktop = .*$': "desktop = false",
+    }
+    for pattern, value in replacements.items():
+        text, n = re.subn(pattern, value, text)
+        if n != 1:
+            sys.exit(f"bench: the config `airlock init` wrote has no line matching {pattern}")
+    # The load test's refused calls: one denied outright by a rule.
+    text += '\n[[rule]]\nname = "bench-deny"\neffect = "deny"\nactions = ["s3:PutBucketPolicy"]\n' \
+            'reason = "the benchmark denies bucket policies"\n'
+    config.write_text(text)
+    agent = json.loads(subprocess.run([binary, "agent", "add", "bench", "--json", "--config", str(config)],
+                                      check=True, capture_output=True, text=True).stdout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="AKIABENCHREALKEY0001", AWS_SECRET_ACCESS_KEY="bench/real/secret/not/used/by/the/stub",
+               AIRLOCK_LOG=log_level)
+    proc = Proc("airlock", [binary, "serve", "--config", str(config)],
+                r"airlock listening proxy=https://127\.0\.0\.1:(\d+)", env=env, log=work / "airlock.log")
+    creds = Credentials(agent["AWS_ACCESS_KEY_ID"], agent["AWS_SECRET_ACCESS_KEY"])
+    return proc, creds, config
+
+
+NGINX_CONF = """
+worker_processes {workers};
+user root;
+daemon off;
+master_process on;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/nginx-body;
+    proxy_temp_path {work}/nginx-proxy;
+    fastcgi_temp_path {work}/nginx-fastcgi;
+    uwsgi_temp_path {work}/nginx-uwsgi;
+    scgi_temp_path {work}/nginx-scgi;
+    upstream stub {{
+        server 127.0.0.1:{stub_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name localhost;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        keepalive_requests 1000000;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://stub;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(work: Path, stub_port: int, certs: Path) -> tuple[Proc, int]:
+    import socket
+
+    with socket.socket() as s:  # a free port for nginx (it cannot report one it chose)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(workers=os.cpu_count(), work=work, stub_port=stub_port, port=port,
+                                      cert=certs / "server.pem", key=certs / "server.key"))
+    # nginx prints nothing when ready: wrap it in a shell that waits for the port.
+    proc = Proc("nginx", ["bash", "-c", f"{need('nginx')} -c {conf} -e {work}/nginx-error.log & "
+                          f"while ! (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null; do sleep 0.05; done; "
+                          f"echo ready; wait"], r"ready")
+    return proc, port
+
+
+def nginx_pids(shell: Proc) -> list[int]:
+    masters = children(shell.pid)
+    return masters + [w for m in masters for w in children(m)]
+
+
+# ---------------------------------------------------------------- signed requests
+
+
+def signed(creds: Credentials, method: str, host: str, path: str, *, query: str = "", body: bytes = b"",
+           headers: dict[str, str] | None = None, service: str = "s3", unsigned_payload: bool = False) -> dict[str, str]:
+    url = f"https://{host}{path}" + (f"?{query}" if query else "")
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    signer = UnsignedPayload if unsigned_payload else S3SigV4Auth if service == "s3" else SigV4Auth
+    signer(creds, service, REGION).add_auth(req)
+    out = {k: v for k, v in req.headers.items()}
+    out["Host"] = host  # wrk connects to 127.0.0.1 but must say the host that was signed
+    return out
+
+
+class UnsignedPayload(S3SigV4Auth):
+    """S3 over TLS with `X-Amz-Content-SHA256: UNSIGNED-PAYLOAD`, as the SDKs upload."""
+
+    def payload(self, request: AWSRequest) -> str:
+        return "UNSIGNED-PAYLOAD"
+
+
+def lua_string(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def wrk_script(requests: list[tuple[str, str, dict[str, str], bytes]], work: Path, name: str) -> Path:
+    """A wrk script cycling through pre-formatted requests and counting statuses."""
+    lines = ["local reqs = {}"]
+    for method, path, headers, body in requests:
+        hs = ", ".join(f"[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items())
+        lines.append(f"table.insert(reqs, wrk.format({lua_string(method)}, {lua_string(path)}, {{{hs}}}, "
+                     f"{lua_string(body.decode()) if body else 'nil'}))")
+    lines += [
+        "local i = 0",
+        "counts = {}",
+        "function request() i = i % #reqs + 1; return reqs[i] end",
+        "function response(status) counts[status] = (counts[status] or 0) + 1 end",
+        "local threads = {}",
+        "function setup(thread) table.insert(threads, thread) end",
+        "function done()",
+        "  local total = {}",
+        "  for _, t in ipairs(threads) do",
+        "    for s, n in pairs(t:get('counts')) do total[s] = (total[s] or 0) + n end",
+        "  end",
+        "  local parts = {}",
+        "  for s, n in pairs(total) do table.insert(parts, '\"' .. s .. '\":' .. n) end",
+        "  io.write('STATUS {' .. table.concat(parts, ',') .. '}\\n')",
+        "end",
+    ]
+    path = work / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            raise ValueError(f"wrk printed no {pct}% latency:\n{out}")
+        return float(m.group(1)) * UNITS[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"STATUS (\{.*\})", out)
+    statuses = {int(k): v for k, v in json.loads(m.group(1)).items()} if m else {}
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(x) for x in errors.groups()) if errors else 0
+    return {"rps": rps, "p50_ms": latency("50"), "p99_ms": latency("99"), "requests": total,
+            "statuses": statuses, "socket_errors": socket_errors}
+
+
+def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: int) -> str:
+    cmd = [need("wrk"), f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0:
+        sys.exit(f"bench: wrk failed: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+@dataclass
+class Result:
+    name: str
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    cpu_per_10k: list[float] = field(default_factory=list)
+    put_mib_s: list[float] = field(default_factory=list)
+    put_peak_rss_mib: float = 0.0
+    put_cpu_s: list[float] = field(default_factory=list)
+
+
+def rate(target: Target, script: Path, seconds: float, connections: int, threads: int, result: Result) -> None:
+    pids = target.pids()
+    before = cpu_seconds(pids)
+    out = run_wrk(target.url + f"/{BUCKET}/hello.txt", script, seconds, connections, threads)
+    cpu = cpu_seconds(pids) - before
+    r = parse_wrk(out)
+    bad = {s: n for s, n in r["statuses"].items() if s != 200}
+    if bad or r["socket_errors"]:
+        sys.exit(f"bench: {target.name} answered {bad} and had {r['socket_errors']} socket errors:\n{out}")
+    result.rps.append(r["rps"])
+    result.p50.append(r["p50_ms"])
+    result.p99.append(r["p99_ms"])
+    result.cpu_per_10k.append(cpu / r["requests"] * 10_000 if target.name != "stub" else float("nan"))
+
+
+def put(target: Target, headers: dict[str, str], data: Path, ca: Path, result: Result) -> None:
+    rss_pids = target.rss_pid()
+    for pid in rss_pids:
+        reset_peak(pid)
+    pids = target.pids()
+    before = cpu_seconds(pids)
+    host = headers.pop("Host")
+    cmd = [need("curl"), "-sS", "--fail-with-body", "--http1.1", "--resolve", f"{host}:127.0.0.1", "-o", "/dev/null", "-w", "%{http_code} %{time_total} %{size_upload}",
+           "--cacert", str(ca), "-T", str(data), "-H", "Expect:"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    cmd.append(f"https://{host}/{BUCKET}/big.bin".replace("https", "http" if target.name == "stub" else "https"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    code, seconds, sent = done.stdout.split()
+    if done.returncode != 0 or code != "200" or int(float(sent)) != data.stat().st_size:
+        sys.exit(f"bench: PUT through {target.name}: {done.stdout} {done.stderr}")
+    result.put_cpu_s.append(cpu_seconds(pids) - before)
+    result.put_mib_s.append(data.stat().st_size / (1 << 20) / float(seconds))
+    peak = sum(status_kib(p, "VmHWM") for p in rss_pids) / 1024
+    result.put_peak_rss_mib = max(result.put_peak_rss_mib, peak)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def table(results: dict[str, Result]) -> str:
+    ng = results["nginx"]
+    rows = [
+        ("requests/s", "rps", "{:,.0f}", "higher"),
+        ("p50 latency (ms)", "p50", "{:.3f}", "lower"),
+        ("p99 latency (ms)", "p99", "{:.3f}", "lower"),
+        ("CPU s per 10,000 requests", "cpu_per_10k", "{:.3f}", "lower"),
+        ("512 MiB PUT (MiB/s)", "put_mib_s", "{:.0f}", "higher"),
+        ("PUT CPU s", "put_cpu_s", "{:.2f}", "lower"),
+    ]
+    out = ["| measure | stub direct | nginx | airlock | airlock / nginx |", "|---|---:|---:|---:|---:|"]
+    for label, attr, fmt, _ in rows:
+        vals = {n: median(getattr(r, attr)) for n, r in results.items()}
+        ratio = vals["airlock"] / vals["nginx"] if vals["nginx"] else float("nan")
+        cells = [fmt.format(vals[n]) if vals[n] == vals[n] else "—" for n in ("stub", "nginx", "airlock")]
+        out.append(f"| {label} | {' | '.join(cells)} | {ratio:.2f}× |")
+    out.append(f"| peak RSS during the PUT (MiB) | {results['stub'].put_peak_rss_mib:.1f} | "
+               f"{ng.put_peak_rss_mib:.1f} | {results['airlock'].put_peak_rss_mib:.1f} | "
+               f"{results['airlock'].put_peak_rss_mib / ng.put_peak_rss_mib:.2f}× |")
+    return "\n".join(out)
+
+
+def load(target: Target, airlock: Proc, config: Path, creds: Credentials, host: str, work: Path,
+         seconds: int, connections: int, threads: int) -> dict[str, object]:
+    """Mixed allowed and refused calls at full speed for `seconds`, RSS sampled every second."""
+    reqs = []
+    for path, method, query, body, svc, extra in [
+        (f"/{BUCKET}/hello.txt", "GET", "", b"", "s3", {}),                       # allowed: 200
+        (f"/{BUCKET}/hello.txt", "HEAD", "", b"", "s3", {}),                      # allowed: 200
+        (f"/{BUCKET}", "DELETE", "", b"", "s3", {}),                              # gated: 403 + link
+        (f"/{BUCKET}", "PUT", "policy", b'{"Version":"2012-10-17"}', "s3", {}),   # denied by a rule: 403
+        ("/", "POST", "", b"Action=ListUsers&Version=2010-05-08", "iam",
+         {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}),  # allowed: 200
+    ]:
+        h = signed(creds, method, host, path, query=query, body=body, headers=extra, service=svc)
+        reqs.append((method, path + (f"?{query}" if query else ""), h, body))
+    # One bad signature: refused 403 SignatureDoesNotMatch.
+    forged = dict(reqs[0][2])
+    forged["Authorization"] = forged["Authorization"][:-4] + ("0000" if not forged["Authorization"].endswith("0000") else "1111")
+    reqs.append(("GET", f"/{BUCKET}/hello.txt", forged, b""))
+    script = wrk_script(reqs, work, "load")
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.wait(1.0):
+            samples.append((time.monotonic() - t0, status_kib(airlock.pid, "VmRSS")))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    before = cpu_seconds([airlock.pid])
+    out = run_wrk(target.url, script, seconds, connections, threads)
+    cpu = cpu_seconds([airlock.pid]) - before
+    stop.set()
+    sampler.join()
+    r = parse_wrk(out)
+    verify = subprocess.run([str(ROOT / "target/release/airlock"), "audit", "verify", "--config", str(config)],
+                            capture_output=True, text=True, timeout=600)
+    rss = [kib for _, kib in samples]
+    return {"wrk": r, "cpu_s": cpu, "rss_kib": rss, "audit_verify": (verify.returncode, verify.stdout.strip() or verify.stderr.strip()),
+            "samples": samples}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per contender; medians reported (default 3)")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    ap.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    ap.add_argument("--put-mib", type=int, default=512, help="size of the PUT in MiB (default 512; 0 skips it)")
+    ap.add_argument("--load", type=int, default=0, help="then run the mixed load test for this many seconds")
+    ap.add_argument("--airlock-log", default="warn", help="AIRLOCK_LOG for airlock (default warn: no line per call)")
+    ap.add_argument("--skip-build", action="store_true", help="use the release binaries already built")
+    ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx", "curl"):
+        need(tool)
+    if not args.skip_build:
+        subprocess.run(["cargo", "build", "--release", "--bin", "airlock", "--example", "bench-stub"],
+                       cwd=ROOT, check=True)
+
+    work = Path(tempfile.mkdtemp(prefix="airlock-bench-"))
+    procs: list[Proc] = []
+    try:
+        stub = start_stub(work)
+        procs.append(stub)
+        stub_port = int(stub.match.group(1))
+        airlock, creds, config = start_airlock(work, stub_port, args.airlock_log)
+        procs.append(airlock)
+        airlock_port = int(airlock.match.group(1))
+        certs = config.parent.parent / "certs"
+        nginx, nginx_port = start_nginx(work, stub_port, certs)
+        procs.append(nginx)
+
+        targets = {
+            "stub": Target("stub", f"http://127.0.0.1:{stub_port}", lambda: [stub.pid], lambda: [stub.pid]),
+            "nginx": Target("nginx", f"https://127.0.0.1:{nginx_port}", lambda: nginx_pids(nginx),
+                            lambda: children(children(nginx.pid)[0])),
+            "airlock": Target("airlock", f"https://127.0.0.1:{airlock_port}", lambda: [airlock.pid],
+                              lambda: [airlock.pid]),
+        }
+        ports = {"stub": stub_port, "nginx": nginx_port, "airlock": airlock_port}
+        scripts = {}
+        for name, port in ports.items():
+            h = signed(creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
+            scripts[name] = wrk_script([("GET", f"/{BUCKET}/hello.txt", h, b"")], work, name)
+        results = {name: Result(name) for name in targets}
+        print(f"warming up ({len(targets)} × 3 s)", flush=True)
+        for name, t in targets.items():
+            run_wrk(t.url + f"/{BUCKET}/hello.txt", scripts[name], 3, args.connections, args.threads)
+        for round_ in range(args.rounds):
+            for name, t in targets.items():  # interleaved, so drift hits everyone alike
+                rate(t, scripts[name], args.duration, args.connections, args.threads, results[name])
+                print(f"round {round_ + 1} {name:8} {results[name].rps[-1]:>9,.0f} req/s  "
+                      f"p50 {results[name].p50[-1]:.3f} ms  p99 {results[name].p99[-1]:.3f} ms  "
+                      f"cpu/10k {results[name].cpu_per_10k[-1]:.3f} s", flush=True)
+
+        if args.put_mib:
+            data = work / "put.bin"
+            with open(data, "wb") as f:
+                for _ in range(args.put_mib):
+                    f.write(os.urandom(1 << 20))
+            ca = certs / "ca.pem"
+            for round_ in range(args.rounds):
+                for name, t in targets.items():
+                    port = ports[name]
+                    h = signed(creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
+                               headers={"Content-Length": str(data.stat().st_size)})
+                    h.pop("Content-Length", None)
+                    put(t, h, data, ca, results[name])
+                    print(f"round {round_ + 1} {name:8} PUT {results[name].put_mib_s[-1]:7.0f} MiB/s  "
+                          f"cpu {results[name].put_cpu_s[-1]:.2f} s  peak RSS {results[name].put_peak_rss_mib:.1f} MiB",
+                          flush=True)
+            data.unlink()
+
+        print()
+        print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections} "
+              f"-d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
+        print(table(results))
+        report: dict[str, object] = {name: r.__dict__ for name, r in results.items()}
+
+        if args.load:
+            print(f"\nload: {args.load} s of mixed calls through airlock", flush=True)
+            lr = load(targets["airlock"], airlock, config, creds, f"localhost:{airlock_port}", work, args.load,
+                      args.connections, args.threads)
+            w = lr["wrk"]
+            rss = lr["rss_kib"]
+            print(f"requests {w['requests']:,} ({w['rps']:,.0f}/s), statuses {w['statuses']}, "
+                  f"socket errors {w['socket_errors']}, p50 {w['p50_ms']:.3f} ms, p99 {w['p99_ms']:.3f} ms")
+            if rss:
+                tenth = max(1, len(rss) // 10)
+                print(f"RSS MiB: first {rss[0] / 1024:.1f}, after 10% {rss[tenth - 1] / 1024:.1f}, "
+                      f"max {max(rss) / 1024:.1f}, last {rss[-1] / 1024:.1f}")
+            print(f"airlock CPU {lr['cpu_s']:.1f} s; audit verify: exit {lr['audit_verify'][0]}: {lr['audit_verify'][1]}")
+            report["load"] = lr
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2, default=str))
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def nginx_version() -> str:
+    done = subprocess.run([need("nginx"), "-v"], capture_output=True, text=True)
+    return (done.stderr or done.stdout).strip().split("/")[-1]
+
+
+if __name__ == "__main__":
+    main()
