@@ -188,8 +188,11 @@ impl Default for FileCredentials {
 struct FileLimits {
     max_buffered_body_bytes: u64,
     max_chunk_bytes: u64,
+    max_header_bytes: u64,
+    max_header_count: u64,
     header_read_timeout_secs: u64,
-    max_connections: usize,
+    idle_timeout_secs: u64,
+    max_connections: u64,
 }
 
 impl Default for FileLimits {
@@ -197,11 +200,21 @@ impl Default for FileLimits {
         FileLimits {
             max_buffered_body_bytes: 16 << 20,
             max_chunk_bytes: 16 << 20,
+            // S3 itself takes 8 KiB of request headers; SDKs send well under 4 KiB.
+            max_header_bytes: 32 << 10,
+            max_header_count: 128,
             header_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
             max_connections: 1024,
         }
     }
 }
+
+/// The longest any duration in the file may be, in seconds (a year).
+const MAX_SECS: u64 = 365 * 24 * 3600;
+
+/// The most `[limits] max_connections` may be (far past any file-descriptor limit).
+pub const MAX_CONNECTIONS: u64 = 1_000_000;
 
 /// A validated configuration. Paths are absolute.
 #[derive(Debug, Clone)]
@@ -289,11 +302,20 @@ pub struct CredentialsConfig {
     pub refresh_ahead: Duration,
 }
 
+/// `[limits]`: each one answers with an AWS-shaped error or closes an idle connection;
+/// none makes a client hang.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_buffered_body: usize,
     pub max_chunk: usize,
+    /// Sum of name and value bytes over a request's headers.
+    pub max_header_bytes: usize,
+    /// Number of header fields in a request (a repeated name counts each time).
+    pub max_header_count: usize,
+    /// TLS handshake, and each request's headers (HTTP/1.1, also while idle between requests).
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -411,16 +433,20 @@ impl Config {
                 Some(uri)
             }
         };
+        // Capped so that `now + duration` can never overflow a clock.
         let positive = |key: &str, v: u64| -> Result<Duration, ConfigError> {
-            if v == 0 {
-                Err(err(key, "must be greater than 0".into()))
-            } else {
-                Ok(Duration::from_secs(v))
+            match v {
+                0 => Err(err(key, "must be greater than 0".into())),
+                v if v > MAX_SECS => Err(err(key, format!("must be at most {MAX_SECS} (a year)"))),
+                v => Ok(Duration::from_secs(v)),
             }
         };
-        let size = |key: &str, v: u64, min: u64| -> Result<usize, ConfigError> {
+        let size = |key: &str, v: u64, min: u64, max: u64| -> Result<usize, ConfigError> {
             if v < min {
                 return Err(err(key, format!("must be at least {min}")));
+            }
+            if v > max {
+                return Err(err(key, format!("must be at most {max}")));
             }
             usize::try_from(v).map_err(|_| err(key, "is too large".into()))
         };
@@ -494,12 +520,6 @@ impl Config {
                 ));
             }
         }
-        if raw.limits.max_connections == 0 {
-            return Err(err(
-                "[limits] max_connections",
-                "must be greater than 0".into(),
-            ));
-        }
         Ok(Config {
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr,
@@ -530,13 +550,38 @@ impl Config {
                     "[limits] max_buffered_body_bytes",
                     raw.limits.max_buffered_body_bytes,
                     1024,
+                    u64::MAX,
                 )?,
-                max_chunk: size("[limits] max_chunk_bytes", raw.limits.max_chunk_bytes, 8192)?,
+                max_chunk: size(
+                    "[limits] max_chunk_bytes",
+                    raw.limits.max_chunk_bytes,
+                    8192,
+                    u64::MAX,
+                )?,
+                // Below 4 KiB a signed SDK request may not fit; above 1 MiB is no limit at all.
+                max_header_bytes: size(
+                    "[limits] max_header_bytes",
+                    raw.limits.max_header_bytes,
+                    4096,
+                    1 << 20,
+                )?,
+                max_header_count: size(
+                    "[limits] max_header_count",
+                    raw.limits.max_header_count,
+                    32,
+                    4096,
+                )?,
                 header_read_timeout: positive(
                     "[limits] header_read_timeout_secs",
                     raw.limits.header_read_timeout_secs,
                 )?,
-                max_connections: raw.limits.max_connections,
+                idle_timeout: positive("[limits] idle_timeout_secs", raw.limits.idle_timeout_secs)?,
+                max_connections: size(
+                    "[limits] max_connections",
+                    raw.limits.max_connections,
+                    1,
+                    MAX_CONNECTIONS,
+                )?,
             },
             policy: crate::policy::Policy {
                 mode: raw.policy.mode,
@@ -566,8 +611,16 @@ impl Config {
                 desktop: raw.notify.desktop.unwrap_or(true),
             },
             approval: Approval {
-                hold: Duration::from_secs(raw.approval.hold_seconds),
-                max_held: raw.approval.max_held,
+                hold: match raw.approval.hold_seconds {
+                    0 => Duration::ZERO,
+                    v => positive("[approval] hold_seconds", v)?,
+                },
+                max_held: size(
+                    "[approval] max_held",
+                    raw.approval.max_held as u64,
+                    0,
+                    MAX_CONNECTIONS,
+                )?,
                 receipt_ttl: positive(
                     "[approval] receipt_ttl_secs",
                     raw.approval.receipt_ttl_secs,
@@ -637,5 +690,58 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("loopback"));
+    }
+
+    #[test]
+    fn limits_default_to_sane_values() {
+        let c = Config::parse(Path::new("/c/airlock.toml"), EXAMPLE).unwrap();
+        assert_eq!(c.limits.max_header_bytes, 32 * 1024);
+        assert_eq!(c.limits.max_header_count, 128);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.max_connections, 1024);
+        // The same defaults when the keys are left out.
+        let bare = "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n";
+        let b = Config::parse(Path::new("/c/airlock.toml"), bare).unwrap();
+        assert_eq!(b.limits.max_header_bytes, c.limits.max_header_bytes);
+        assert_eq!(b.limits.max_header_count, c.limits.max_header_count);
+        assert_eq!(b.limits.idle_timeout, c.limits.idle_timeout);
+    }
+
+    #[test]
+    fn zero_or_absurd_limits_are_refused_naming_the_key() {
+        let p = Path::new("/c/airlock.toml");
+        let with = |key: &str, value: &str| {
+            let line = EXAMPLE
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} =")))
+                .unwrap_or_else(|| panic!("the example documents {key}"));
+            EXAMPLE.replace(line, &format!("{key} = {value}"))
+        };
+        for (key, value, why) in [
+            ("max_header_bytes", "0", "at least 4096"),
+            ("max_header_bytes", "100", "at least 4096"),
+            ("max_header_bytes", "1073741824", "at most 1048576"),
+            ("max_header_count", "0", "at least 32"),
+            ("max_header_count", "1000000", "at most 4096"),
+            ("idle_timeout_secs", "0", "greater than 0"),
+            ("idle_timeout_secs", "9223372036854775807", "at most"),
+            ("header_read_timeout_secs", "0", "greater than 0"),
+            ("header_read_timeout_secs", "99999999999", "at most"),
+            ("max_connections", "0", "at least 1"),
+            ("max_connections", "4294967296", "at most 1000000"),
+            ("max_buffered_body_bytes", "10", "at least 1024"),
+            ("connect_timeout_secs", "0", "greater than 0"),
+            ("hold_seconds", "9223372036854775807", "at most"),
+            ("max_held", "9223372036854775807", "at most"),
+        ] {
+            let e = Config::parse(p, &with(key, value)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(why), "{key} = {value}: {e}");
+        }
+        // Within range is fine, and 0 still means "answer at once" for the hold.
+        let c = Config::parse(p, &with("max_header_count", "4096")).unwrap();
+        assert_eq!(c.limits.max_header_count, 4096);
+        let c = Config::parse(p, &with("hold_seconds", "0")).unwrap();
+        assert!(c.approval.hold.is_zero());
     }
 }

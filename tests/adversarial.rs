@@ -3807,6 +3807,440 @@ async fn too_many_headers_are_refused_not_a_hang() {
     h.assert_alive().await;
 }
 
+/// A harness with these settings replacing its own (`("limits", "max_connections = 2")`).
+fn limits(set: &[(&'static str, &'static str)]) -> harness::Options {
+    harness::Options {
+        set: set.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Which AWS error envelope a response is in.
+fn envelope(r: &Resp) -> &'static str {
+    let ct = r.header("content-type").unwrap_or("");
+    if ct == "application/cbor" {
+        "cbor"
+    } else if ct.contains("json") && r.body.contains("\"__type\"") {
+        "json"
+    } else if r.body.contains("<ErrorResponse>") {
+        "query"
+    } else if r.body.contains("<Response><Errors>") {
+        "ec2"
+    } else if r.body.starts_with("<?xml") && r.body.contains("<Error><Code>") {
+        "s3"
+    } else {
+        "none"
+    }
+}
+
+/// A signed call with `n` extra (unsigned) headers.
+fn with_headers(call: &Call, n: usize) -> harness::Wire {
+    (0..n).fold(call.sign(), |w, i| w.with(&format!("x-pad-{i}"), "v"))
+}
+
+/// Waits for an audit record that contains every one of `needles`.
+async fn audited(h: &Harness, needles: &[&str]) -> String {
+    let path = h.state_dir().join("audit.jsonl");
+    let deadline = tokio::time::Instant::now() + harness::IO_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no audit record with {needles:?} in:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A good call gets through again (connections closing on airlock's side may take a moment).
+async fn alive_soon(h: &Harness) {
+    let deadline = tokio::time::Instant::now() + harness::IO_TIMEOUT;
+    loop {
+        let r = h.send_call(&h.harmless()).await;
+        if r.status == 200 {
+            h.stub.clear();
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "airlock does not serve again: {r:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn too_many_headers_is_refused_aws_shaped_and_not_forwarded() {
+    let h = Harness::start().await;
+    // Over the default max_header_count (128), under hyper's own backstop (256).
+    let r = h.send(&with_headers(&h.harmless(), 150).to_bytes()).await;
+    expect(&r, 400, "RequestHeaderSectionTooLarge");
+    assert_eq!(envelope(&r), "query", "{r:?}");
+    assert!(r.message().contains("max_header_count"), "{r:?}");
+    h.assert_untouched();
+    let record = audited(&h, &["RequestHeaderSectionTooLarge"]).await;
+    assert!(record.contains("\"refused\""), "{record}");
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn oversized_header_section_is_refused_aws_shaped_over_http1() {
+    let h = Harness::start().await;
+    // Over the default max_header_bytes (32 KiB), under hyper's backstop (twice that).
+    let w = h
+        .s3("GET", "/my-bucket/key", "")
+        .sign()
+        .with("x-amz-meta-pad", &"p".repeat(40 * 1024));
+    let r = h.send(&w.to_bytes()).await;
+    expect(&r, 400, "RequestHeaderSectionTooLarge");
+    assert_eq!(envelope(&r), "s3", "{r:?}");
+    assert!(r.message().contains("max_header_bytes"), "{r:?}");
+    assert!(
+        !r.body.contains("ppppp"),
+        "the answer echoes the header: {r:?}"
+    );
+    h.assert_untouched();
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn oversized_header_section_is_refused_aws_shaped_over_h2() {
+    let h = Harness::start().await;
+    let call = h.s3("GET", "/my-bucket/key", "");
+    let mut fields = h2_fields(&call);
+    fields.push(("x-amz-meta-pad".into(), "p".repeat(40 * 1024)));
+    let r = h2_send(&h, &fields, b"").await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(h2_code(&r), "RequestHeaderSectionTooLarge", "{r:?}");
+    assert!(r.body.contains("<Error><Code>"), "S3's envelope: {r:?}");
+    let many: Vec<(String, String)> = h2_fields(&h.harmless())
+        .into_iter()
+        .chain((0..150).map(|i| (format!("x-pad-{i}"), "v".to_string())))
+        .collect();
+    let r = h2_send(&h, &many, &h.harmless().body).await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(h2_code(&r), "RequestHeaderSectionTooLarge", "{r:?}");
+    assert!(r.body.contains("<ErrorResponse>"), "{r:?}");
+    h.assert_untouched();
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn header_limit_refusals_come_in_each_protocols_envelope() {
+    let h = Harness::start_with(limits(&[("limits", "max_header_count = 32")])).await;
+    let monitoring = h
+        .call(
+            "monitoring",
+            "POST",
+            "/service/GraniteServiceVersion20100801/operation/ListMetrics",
+        )
+        .header("smithy-protocol", "rpc-v2-cbor")
+        .header("Content-Type", "application/cbor")
+        .body([0xa0]);
+    let cases: Vec<(&str, Call)> = vec![
+        ("s3", h.s3("GET", "/my-bucket", "list-type=2")),
+        (
+            "json",
+            h.json("dynamodb", "DynamoDB_20120810.ListTables", "{}"),
+        ),
+        ("json", h.call("lambda", "GET", "/2015-03-31/functions/")),
+        ("query", h.query("rds", RDS_DESCRIBE)),
+        (
+            "ec2",
+            h.query("ec2", "Action=DescribeInstances&Version=2016-11-15"),
+        ),
+        ("cbor", monitoring),
+    ];
+    for (want, call) in cases {
+        let r = h.send(&with_headers(&call, 40).to_bytes()).await;
+        expect(&r, 400, "RequestHeaderSectionTooLarge");
+        assert_eq!(envelope(&r), want, "{} {}: {r:?}", call.service, call.path);
+        if want == "json" {
+            assert_eq!(
+                r.header("x-amzn-errortype"),
+                Some("RequestHeaderSectionTooLarge")
+            );
+        }
+    }
+    h.assert_untouched();
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn header_limits_are_configurable_and_requests_under_them_pass() {
+    let h = Harness::start_with(limits(&[("limits", "max_header_bytes = 4096")])).await;
+    let under = h.harmless().sign().with("x-pad", &"p".repeat(2048));
+    let r = h.send(&under.to_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    h.stub.clear();
+    let over = h.harmless().sign().with("x-pad", &"p".repeat(5000));
+    let r = h.send(&over.to_bytes()).await;
+    expect(&r, 400, "RequestHeaderSectionTooLarge");
+    assert!(r.message().contains("4096"), "{r:?}");
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn past_the_parser_backstop_hyper_answers_a_bare_431() {
+    let h = Harness::start().await;
+    // Far past twice max_header_bytes: hyper's parser refuses before airlock sees it.
+    let w = h
+        .harmless()
+        .sign()
+        .with("x-amz-meta-pad", &"p".repeat(300 * 1024));
+    let r = h.send(&w.to_bytes()).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    let mut many = h.harmless().sign();
+    for i in 0..300 {
+        many = many.with(&format!("x-pad-{i}"), "v");
+    }
+    let r = h.send(&many.to_bytes()).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    let call = h.harmless();
+    let mut fields = h2_fields(&call);
+    fields.push(("x-amz-meta-pad".into(), "p".repeat(100 * 1024)));
+    let r = h2_send(&h, &fields, &call.body).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    h.assert_untouched();
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn slowloris_headers_are_cut_off_by_the_header_read_timeout() {
+    let h = Harness::start_with(limits(&[("limits", "header_read_timeout_secs = 1")])).await;
+    let bytes = h.harmless().sign().to_bytes();
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    // One byte every 100 ms: the head would take far longer than the timeout.
+    let pieces: Vec<Vec<u8>> = bytes[..head_end].iter().map(|b| vec![*b]).collect();
+    let started = std::time::Instant::now();
+    let r = h
+        .send_pieces(&pieces, std::time::Duration::from_millis(100))
+        .await;
+    let elapsed = started.elapsed();
+    // hyper closes without an answer (there is no request to answer yet).
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        elapsed < std::time::Duration::from_secs(pieces.len() as u64 / 10),
+        "the trickle went on for {elapsed:?}"
+    );
+    h.assert_untouched();
+    h.assert_alive().await;
+}
+
+/// Reads until the server closes; how long that took.
+async fn time_to_close<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(harness::IO_TIMEOUT, io.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the connection stayed open for {:?}", harness::IO_TIMEOUT),
+        }
+    }
+}
+
+/// Closed by an idle or header-read timeout of 1 s, not by the test's own 10 s limit.
+fn closed_soon(waited: std::time::Duration) {
+    assert!(
+        waited < std::time::Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+}
+
+/// One good call on a kept-alive HTTP/1.1 connection; how long airlock then keeps it open.
+async fn closed_after_a_request(h: &Harness) -> std::time::Duration {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = h.connect(&[b"http/1.1"]).await;
+    tls.write_all(&h.harmless().sign().to_bytes())
+        .await
+        .unwrap();
+    let r = harness::read_responses(&mut tls, 1).await;
+    assert_eq!(r[0].status, 200, "{r:?}");
+    time_to_close(&mut tls).await
+}
+
+#[tokio::test]
+async fn idle_connection_is_closed_after_idle_timeout() {
+    let h = Harness::start_with(limits(&[
+        ("limits", "idle_timeout_secs = 1"),
+        ("limits", "header_read_timeout_secs = 8"),
+    ]))
+    .await;
+    // HTTP/1.1, kept alive after a request.
+    closed_soon(closed_after_a_request(&h).await);
+    // TLS, then never a byte of HTTP.
+    let mut silent = h.connect(&[b"http/1.1"]).await;
+    closed_soon(time_to_close(&mut silent).await);
+    // h2 with no stream: GOAWAY (NO_ERROR).
+    let started = std::time::Instant::now();
+    assert_eq!(h2raw::wait_for_close(&h).await, Some(0));
+    closed_soon(started.elapsed());
+    h.stub.clear();
+    h.assert_alive().await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_http1_connection_also_closes_at_the_header_read_timeout() {
+    // hyper's header-read timer runs while an HTTP/1.1 connection waits for its next
+    // request: the shorter of the two timeouts closes it.
+    let h = Harness::start_with(limits(&[
+        ("limits", "idle_timeout_secs = 60"),
+        ("limits", "header_read_timeout_secs = 1"),
+    ]))
+    .await;
+    closed_soon(closed_after_a_request(&h).await);
+}
+
+#[tokio::test]
+async fn a_busy_connection_is_not_idle() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start_with(limits(&[
+        ("limits", "idle_timeout_secs = 1"),
+        ("limits", "header_read_timeout_secs = 8"),
+    ]))
+    .await;
+    // A body that takes longer than the idle timeout to arrive is still served.
+    let call = h.harmless();
+    let bytes = call.sign().to_bytes();
+    let (head, body) = bytes.split_at(bytes.len() - call.body.len());
+    let mut tls = h.connect(&[b"http/1.1"]).await;
+    tls.write_all(head).await.unwrap();
+    for piece in body.chunks(body.len() / 4 + 1) {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        tls.write_all(piece).await.unwrap();
+    }
+    let r = harness::read_responses(&mut tls, 1).await;
+    assert_eq!(r[0].status, 200, "{r:?}");
+    // Had it counted as idle, it would have been told to close after this response.
+    assert_ne!(r[0].header("connection"), Some("close"), "{r:?}");
+    tls.write_all(&h.harmless().sign().to_bytes())
+        .await
+        .unwrap();
+    let r = harness::read_responses(&mut tls, 1).await;
+    assert_eq!(
+        r[0].status, 200,
+        "the kept-alive connection was closed: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_not_a_hang() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start_with(limits(&[("limits", "max_connections = 2")])).await;
+    let held = vec![h.connect(&[b"http/1.1"]).await, h.connect(&[b"h2"]).await];
+    // Let the accept loop take both before the next connection.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = h.send_call(&h.harmless()).await;
+    expect(&r, 503, "ServiceUnavailable");
+    assert_eq!(envelope(&r), "query", "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    assert!(r.message().contains("max_connections"), "{r:?}");
+    let r = h.send_call(&h.s3("GET", "/my-bucket/key", "")).await;
+    expect(&r, 503, "SlowDown");
+    assert_eq!(envelope(&r), "s3", "{r:?}");
+    let r = h
+        .send_call(&h.json("dynamodb", "DynamoDB_20120810.ListTables", "{}"))
+        .await;
+    expect(&r, 503, "ServiceUnavailable");
+    assert_eq!(envelope(&r), "json", "{r:?}");
+    // Over h2 too.
+    let call = h.harmless();
+    let r = h2_send(&h, &h2_fields(&call), &call.body).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(h2_code(&r), "ServiceUnavailable");
+    // One request per over-the-cap HTTP/1.1 connection: then it is closed.
+    let mut tls = h.connect(&[b"http/1.1"]).await;
+    tls.write_all(&h.harmless().sign().to_bytes())
+        .await
+        .unwrap();
+    let r = harness::read_responses(&mut tls, 1).await;
+    assert_eq!(r[0].status, 503);
+    time_to_close(&mut tls).await;
+    h.assert_untouched();
+    drop(held);
+    alive_soon(&h).await;
+}
+
+#[tokio::test]
+async fn connections_past_the_overflow_budget_are_closed_at_once() {
+    let h = Harness::start_with(limits(&[("limits", "max_connections = 1")])).await;
+    let held = h.connect(&[b"http/1.1"]).await;
+    // Plain TCP connections that never start TLS fill the overflow budget (64).
+    let mut overflow = Vec::new();
+    for _ in 0..64 {
+        overflow.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", h.port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", h.port))
+        .await
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(h.tls_config(&[b"http/1.1"]));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let handshake = tokio::time::timeout(harness::IO_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .expect("a hang instead of a close");
+    assert!(handshake.is_err(), "served past the overflow budget");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    drop(overflow);
+    drop(held);
+    alive_soon(&h).await;
+    h.assert_untouched();
+}
+
+#[tokio::test]
+async fn held_calls_past_max_held_are_answered_at_once() {
+    let h = Harness::start_with(limits(&[
+        ("approval", "hold_seconds = 3"),
+        ("approval", "max_held = 1"),
+    ]))
+    .await;
+    let first_call = h.query("rds", RDS_DELETE).sign().to_bytes();
+    let first = h.send(&first_call);
+    let second = async {
+        // Let the first call take the only slot.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let form = "Action=DeleteDBInstance&DBInstanceIdentifier=other-db&SkipFinalSnapshot=true&Version=2014-10-31";
+        let started = std::time::Instant::now();
+        let r = h.send_call(&h.query("rds", form)).await;
+        (r, started.elapsed())
+    };
+    let (first, (second, waited)) = tokio::join!(first, second);
+    gated(&h, &second);
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "the second call was held {waited:?}"
+    );
+    gated(&h, &first);
+}
+
+#[tokio::test]
+async fn oversized_signed_chunk_is_refused_s3_shaped() {
+    let h = Harness::start().await;
+    // The harness allows 65536-byte chunks.
+    let chunks = vec![vec![b'x'; 70_000]];
+    let (head, pieces) = chunk_upload(&h, &chunks, 70_000, |_, s| s);
+    let r = send_upload(&h, head, pieces).await;
+    expect(&r, 400, "InvalidRequest");
+    assert_eq!(envelope(&r), "s3", "{r:?}");
+    assert!(r.message().contains("max_chunk_bytes"), "{r:?}");
+    never_completed(&h, 70_000, &[b'x'; 64]).await;
+    h.assert_alive().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // resources read as AWS reads them (user rules scoped by resource)
 

@@ -1,25 +1,52 @@
 //! Phase 1, accept: TLS (rustls, TLS 1.2 and 1.3, ALPN h2 and http/1.1), HTTP/1.1 and h2
-//! (hyper), the connection cap, the TLS-handshake and header-read timeouts, and graceful
-//! shutdown: on the shutdown signal the listener closes, in-flight requests finish (up to
-//! [`DRAIN_TIMEOUT`]), then connections are closed.
+//! (hyper), the limits that apply before a request is on the path, and graceful shutdown:
+//! on the shutdown signal the listener closes, every connection is asked to close once its
+//! requests are done (h2: GOAWAY), and serving ends when all have closed or after
+//! [`DRAIN_TIMEOUT`].
+//!
+//! Every limit answers AWS-shaped or closes a connection; none leaves a client hanging.
+//!
+//! | `[limits]` | what happens |
+//! |---|---|
+//! | `max_header_bytes`, `max_header_count` | [`check_header_limits`], the first step of `handle`: 400 `RequestHeaderSectionTooLarge` in the protocol's envelope, a warning, an audit record; nothing forwarded |
+//! | (hyper's parser) | set to twice those, with floors ([`ParserLimits`]), so airlock answers first; past them hyper refuses by itself: HTTP/1.1 a bare 431 and the connection closed, h2 a bare 431 on that stream |
+//! | `header_read_timeout_secs` | the TLS handshake, and (HTTP/1.1) each request's headers, including the wait for the next request on a kept-alive connection: the connection is closed (slowloris) |
+//! | `idle_timeout_secs` | no request in flight for this long: the connection is closed gracefully (h2: GOAWAY). Also covers a TLS connection that never says which HTTP it speaks and an h2 connection that never completes a header block |
+//! | `max_connections` | past it, up to [`OVERFLOW_CONNECTIONS`] more are accepted and every request on them gets 503 `ServiceUnavailable` (S3: `SlowDown`) with `Connection: close`; past those, a new connection is closed at once |
 
+use super::body::{BoxError, ProxyBody};
+use super::error::{ProxyError, Shape};
 use super::{handle, Proxy};
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 /// Longest wait for in-flight requests after the shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections accepted past `max_connections` only to be answered 503.
+pub const OVERFLOW_CONNECTIONS: usize = 64;
+
+/// Longest TLS handshake, and longest wait for a request, on an over-the-cap connection.
+const OVERFLOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest life of an over-the-cap connection, whatever the client does.
+const OVERFLOW_LIFETIME: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -57,6 +84,108 @@ pub fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsSetup
     Ok(Arc::new(tls))
 }
 
+/// The address of the client, put into each request's extensions for log lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Refuses a request whose header section is over `max_header_bytes` (name and value bytes,
+/// summed) or `max_header_count` (fields; a repeated name counts each time). Logs the sizes,
+/// never a header.
+pub fn check_header_limits<B>(limits: &Limits, req: &http::Request<B>) -> Result<(), ProxyError> {
+    let headers = req.headers();
+    let count = headers.len();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let refusal = if count > limits.max_header_count {
+        format!(
+            "The request has {count} header fields; airlock accepts at most {} ([limits] max_header_count).",
+            limits.max_header_count
+        )
+    } else if bytes > limits.max_header_bytes {
+        format!(
+            "The request's headers total {bytes} bytes; airlock accepts at most {} ([limits] max_header_bytes).",
+            limits.max_header_bytes
+        )
+    } else {
+        return Ok(());
+    };
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map_or_else(|| "-".to_string(), |p| p.0.to_string());
+    tracing::warn!(
+        %peer,
+        count,
+        bytes,
+        max_count = limits.max_header_count,
+        max_bytes = limits.max_header_bytes,
+        "request headers over the limit; refused"
+    );
+    Err(ProxyError::headers_too_large(refusal))
+}
+
+/// hyper's own parser limits: twice airlock's, with floors, so that a header section a bit
+/// over airlock's limits still reaches [`check_header_limits`] and gets an AWS-shaped answer.
+/// Past these hyper answers by itself (a bare 431).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParserLimits {
+    /// HTTP/1.1 read buffer, which the request line and the header section must fit in.
+    pub http1_buf: usize,
+    /// HTTP/1.1 header fields.
+    pub http1_headers: usize,
+    /// h2 `SETTINGS_MAX_HEADER_LIST_SIZE` (name + value + 32 per field, pseudo-headers too).
+    pub h2_header_list: u32,
+}
+
+impl ParserLimits {
+    pub fn of(limits: &Limits) -> Self {
+        let (bytes, count) = (limits.max_header_bytes, limits.max_header_count);
+        // Per HTTP/1.1 field, ": " and CRLF; then room for a long request line.
+        let http1_buf = (2 * (bytes + 4 * count) + 16 * 1024).max(64 * 1024);
+        let h2 = (2 * (bytes + 32 * count)).max(64 * 1024);
+        ParserLimits {
+            http1_buf,
+            http1_headers: (2 * count).max(100),
+            h2_header_list: u32::try_from(h2).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// The HTTP side of a connection. `overflow`: an over-the-cap connection, which answers
+/// one request per HTTP/1.1 connection and waits briefly.
+fn http_builder(limits: &Limits, overflow: bool) -> auto::Builder<TokioExecutor> {
+    let parser = ParserLimits::of(limits);
+    let header_read_timeout = if overflow {
+        limits.header_read_timeout.min(OVERFLOW_TIMEOUT)
+    } else {
+        limits.header_read_timeout
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(!overflow)
+        .max_buf_size(parser.http1_buf)
+        .max_headers(parser.http1_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(if overflow { 8 } else { 256 })
+        .max_header_list_size(parser.h2_header_list);
+    builder
+}
+
+/// What every connection task shares.
+struct Shared {
+    proxy: Arc<Proxy>,
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    overflow_builder: auto::Builder<TokioExecutor>,
+}
+
 /// Serves the proxy on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
     proxy: Arc<Proxy>,
@@ -64,29 +193,19 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let limits = proxy.config.limits.clone();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(64 * 1024);
-    let builder = Arc::new(builder);
+    let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(tls),
+        builder: http_builder(&limits, false),
+        overflow_builder: http_builder(&limits, true),
+        proxy,
+    });
     tokio::pin!(shutdown);
 
     loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -100,37 +219,305 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let proxy = Arc::clone(&proxy);
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
-        let handshake_timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
+        let (permit, over) = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match Arc::clone(&overflow).try_acquire_owned() {
+                Ok(p) => {
+                    tracing::debug!(%peer, "over the connection cap; this connection gets 503s");
+                    (p, true)
                 }
                 Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
+                    tracing::warn!(%peer, max_connections = limits.max_connections, overflow = OVERFLOW_CONNECTIONS, "over the connection cap and its overflow; connection closed");
+                    continue;
                 }
-            };
-            let service = service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(handle(proxy, req).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            },
+        };
+        let shared = Arc::clone(&shared);
+        let stop = stop.subscribe();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if over {
+                let served = connection(&shared, tcp, peer, true, stop);
+                if tokio::time::timeout(OVERFLOW_LIFETIME, served)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "over-the-cap connection outlived its time; closed");
+                }
+            } else {
+                connection(&shared, tcp, peer, false, stop).await;
             }
         });
     }
     drop(listener);
+    stop.send_replace(true);
+    // Every connection holds a permit until it ends: all of them back means all closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all in-flight requests finished"),
+        _ = connections.acquire_many(all) => tracing::info!("all in-flight requests finished"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("in-flight requests still running after {}s; closing", DRAIN_TIMEOUT.as_secs()),
+    }
+}
+
+/// One connection from TLS handshake to close: the proxy's requests, or (`overflow`) 503s.
+async fn connection(
+    shared: &Shared,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    overflow: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = &shared.proxy.config.limits;
+    let (handshake_timeout, idle_timeout) = if overflow {
+        (
+            limits.header_read_timeout.min(OVERFLOW_TIMEOUT),
+            OVERFLOW_TIMEOUT,
+        )
+    } else {
+        (limits.header_read_timeout, limits.idle_timeout)
+    };
+    let tls = match tokio::time::timeout(handshake_timeout, shared.acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, timeout_secs = handshake_timeout.as_secs(), "TLS handshake timed out; connection closed");
+            return;
+        }
+    };
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = Arc::clone(&activity);
+        let proxy = Arc::clone(&shared.proxy);
+        service_fn(move |mut req: http::Request<Incoming>| {
+            let busy = Busy::start(&activity);
+            let proxy = Arc::clone(&proxy);
+            async move {
+                let response = if overflow {
+                    over_capacity(&proxy, &req, peer)
+                } else {
+                    req.extensions_mut().insert(Peer(peer));
+                    handle(proxy, req).await
+                };
+                // In flight until the body is sent, so a long download is not "idle".
+                Ok::<_, Infallible>(response.map(|inner| BusyBody { inner, _busy: busy }))
+            }
+        })
+    };
+    let builder = if overflow {
+        &shared.overflow_builder
+    } else {
+        &shared.builder
+    };
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    log_connection_error(peer, limits, &*e);
+                }
+                return;
+            }
+            _ = activity.idle_for(idle_timeout), if !closing => {
+                tracing::debug!(%peer, idle_secs = idle_timeout.as_secs(), "idle connection closed");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = stop.wait_for(|s| *s), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// A connection that ended on a limit hyper enforces gets a warning; other endings (the
+/// client went away mid-request, a protocol error) are routine.
+fn log_connection_error(peer: SocketAddr, limits: &Limits, e: &(dyn std::error::Error + 'static)) {
+    match e.downcast_ref::<hyper::Error>() {
+        Some(h) if h.is_timeout() => tracing::warn!(
+            %peer,
+            timeout_secs = limits.header_read_timeout.as_secs(),
+            "request headers not received within header_read_timeout_secs; connection closed"
+        ),
+        Some(h) if h.is_parse_too_large() => tracing::warn!(
+            %peer,
+            "request headers past the HTTP parser's limit (twice [limits] max_header_bytes / max_header_count); answered 431 and closed"
+        ),
+        _ => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// The answer on an over-the-cap connection: 503 in the request's protocol, and close.
+fn over_capacity<B>(
+    proxy: &Proxy,
+    req: &http::Request<B>,
+    peer: SocketAddr,
+) -> http::Response<ProxyBody> {
+    let shape = Shape::of(req.headers(), req.uri().query());
+    let max = proxy.config.limits.max_connections;
+    let error = ProxyError::over_capacity(max, &shape);
+    tracing::warn!(%peer, method = %req.method(), path = %req.uri().path(), code = error.code, max_connections = max, "over the connection cap; answered 503");
+    let mut response = error.into_response(
+        &shape,
+        &super::request_id(),
+        req.method() == http::Method::HEAD,
+    );
+    if req.version() <= http::Version::HTTP_11 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
+/// Requests in flight on one connection, and when the last one ended: what the idle timer
+/// reads.
+struct Activity {
+    in_flight: AtomicUsize,
+    opened: Instant,
+    /// Milliseconds from `opened` to the end of the last request.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            opened: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let wake = if self.in_flight.load(Ordering::SeqCst) > 0 {
+                Instant::now() + timeout
+            } else {
+                let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::SeqCst));
+                let deadline = last + timeout;
+                if deadline <= Instant::now() {
+                    return;
+                }
+                deadline
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// One request in flight, until dropped (with the response body).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.last_ms.store(ms, Ordering::SeqCst);
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent or dropped.
+struct BusyBody {
+    inner: ProxyBody,
+    _busy: Busy,
+}
+
+impl http_body::Body for BusyBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(bytes: usize, count: usize) -> Limits {
+        Limits {
+            max_buffered_body: 1 << 20,
+            max_chunk: 1 << 20,
+            max_header_bytes: bytes,
+            max_header_count: count,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 16,
+        }
+    }
+
+    #[test]
+    fn hyper_parses_more_than_airlock_accepts() {
+        for (bytes, count) in [(4096, 32), (32 * 1024, 128), (1 << 20, 4096)] {
+            let p = ParserLimits::of(&limits(bytes, count));
+            // A section just past airlock's limits, in HTTP/1.1 framing, still fits.
+            assert!(p.http1_buf >= 2 * (bytes + 4 * count), "{p:?}");
+            assert!(p.http1_headers >= 2 * count, "{p:?}");
+            assert!(
+                p.h2_header_list as usize >= 2 * (bytes + 32 * count),
+                "{p:?}"
+            );
+            // And never below hyper's own defaults.
+            assert!(p.http1_buf >= 64 * 1024 && p.http1_headers >= 100, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn header_limits_count_fields_and_bytes() {
+        let l = limits(4096, 32);
+        let mut req = http::Request::new(());
+        for i in 0..32 {
+            req.headers_mut()
+                .append("x-a", http::HeaderValue::from_str(&i.to_string()).unwrap());
+        }
+        assert!(check_header_limits(&l, &req).is_ok());
+        req.headers_mut()
+            .append("x-a", http::HeaderValue::from_static("repeated"));
+        let e = check_header_limits(&l, &req).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code),
+            (400, "RequestHeaderSectionTooLarge")
+        );
+        assert!(e.message.contains("33 header fields"), "{e}");
+
+        let mut req = http::Request::new(());
+        let value = "v".repeat(4096 - "x-big".len());
+        req.headers_mut()
+            .insert("x-big", http::HeaderValue::from_str(&value).unwrap());
+        assert!(check_header_limits(&l, &req).is_ok());
+        req.headers_mut()
+            .insert("x", http::HeaderValue::from_static("1"));
+        let e = check_header_limits(&l, &req).unwrap_err();
+        assert!(
+            e.message.contains("4098 bytes") && !e.message.contains("vvv"),
+            "{e}"
+        );
     }
 }

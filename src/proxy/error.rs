@@ -7,12 +7,13 @@
 //!
 //! | status | codes |
 //! |---|---|
-//! | 400 | `IncompleteSignature`, `InvalidRequest`, `AuthorizationHeaderMalformed` (S3), `XAmzContentSHA256Mismatch`, `RequestEntityTooLarge`/`EntityTooLarge` (S3) |
+//! | 400 | `IncompleteSignature`, `InvalidRequest`, `AuthorizationHeaderMalformed` (S3), `XAmzContentSHA256Mismatch`, `RequestHeaderSectionTooLarge` |
+//! | 413 | `RequestEntityTooLarge`/`EntityTooLarge` (S3) |
 //! | 403 | `MissingAuthenticationToken`, `InvalidClientTokenId`, `InvalidAccessKeyId` (S3), `SignatureDoesNotMatch`, `RequestExpired`, `RequestTimeTooSkewed` (S3), `AccessDenied` |
 //! | 403 | `AccessDenied` (policy, or a call that needs an approved receipt: the message carries the link) |
 //! | 500 | `InternalFailure` (airlock has no real credentials, could not sign, or cannot record state) |
 //! | 502 | `BadGateway` (upstream reset or unreadable mid-call) |
-//! | 503 | `ServiceUnavailable` (upstream never reached) |
+//! | 503 | `ServiceUnavailable` (upstream never reached; airlock at `max_connections`, S3: `SlowDown`) |
 //! | 504 | `GatewayTimeout` (upstream too slow) |
 
 use super::body::{full, ProxyBody};
@@ -106,6 +107,28 @@ impl ProxyError {
             StatusCode::PAYLOAD_TOO_LARGE,
             code,
             format!("The request body is larger than airlock's limit of {limit} bytes ([limits] max_buffered_body_bytes)."),
+        )
+    }
+
+    /// Headers over `[limits] max_header_bytes` or `max_header_count`. S3's code and status;
+    /// the other protocols get the same code in their own envelope.
+    pub fn headers_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            Origin::Downstream,
+            StatusCode::BAD_REQUEST,
+            "RequestHeaderSectionTooLarge",
+            message,
+        )
+    }
+
+    /// airlock is serving `[limits] max_connections` already. A 503 that SDKs retry with
+    /// backoff (S3 names it `SlowDown`).
+    pub fn over_capacity(max_connections: usize, shape: &Shape) -> Self {
+        Self::new(
+            Origin::Internal,
+            StatusCode::SERVICE_UNAVAILABLE,
+            if shape.s3 { "SlowDown" } else { "ServiceUnavailable" },
+            format!("airlock is serving its maximum of {max_connections} connections ([limits] max_connections); retry shortly."),
         )
     }
 

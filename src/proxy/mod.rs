@@ -183,6 +183,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     let mut trace = Trace::default();
 
     let result = async {
+        accept::check_header_limits(&proxy.config.limits, &req)?;
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
         trace.agent = Some(verified.agent.name.clone());
         let call = identify(&proxy, &verified).await?;

@@ -204,7 +204,10 @@ impl ChunkDecoder {
         let size =
             usize::from_str_radix(size_hex, 16).map_err(|_| framing("chunk size is not hex"))?;
         if size > self.max_chunk {
-            return Err(framing("chunk larger than airlock's limit"));
+            return Err(framing(&format!(
+                "a chunk of {size} bytes is over airlock's limit of {} bytes ([limits] max_chunk_bytes)",
+                self.max_chunk
+            )));
         }
         let signature = match (&self.signer, ext) {
             (Some(_), Some(ext)) => {

@@ -182,6 +182,39 @@ fn status_of(block: &[u8]) -> u16 {
     text.parse().unwrap_or(0)
 }
 
+/// Takes one whole frame off the front of `buf`: (type, flags, stream, payload).
+fn next_frame(buf: &mut Vec<u8>) -> Option<(u8, u8, u32, Vec<u8>)> {
+    if buf.len() < 9 {
+        return None;
+    }
+    let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
+    if buf.len() < 9 + len {
+        return None;
+    }
+    let (kind, flags) = (buf[3], buf[4]);
+    let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+    let payload = buf[9..9 + len].to_vec();
+    buf.drain(..9 + len);
+    Some((kind, flags, stream, payload))
+}
+
+/// Acknowledges the server's SETTINGS and PINGs, as a client must.
+async fn ack_control<S: tokio::io::AsyncWrite + Unpin>(
+    tls: &mut S,
+    kind: u8,
+    flags: u8,
+    payload: &[u8],
+) {
+    if flags & ACK != 0 {
+        return;
+    }
+    let _ = match kind {
+        SETTINGS => tls.write_all(&frame(SETTINGS, ACK, 0, &[])).await,
+        PING => tls.write_all(&frame(PING, ACK, 0, payload)).await,
+        _ => Ok(()),
+    };
+}
+
 /// Opens an h2 connection, sends one request on stream 1 (`headers` as a literal block,
 /// then `body` as DATA), and reads what comes back on it.
 pub async fn exchange(h: &Harness, headers: &[(&str, &str)], body: &[u8]) -> H2Resp {
@@ -192,8 +225,21 @@ pub async fn exchange_frames(h: &Harness, block: &[u8], body: &[u8]) -> H2Resp {
     let mut tls = h.connect(&[b"h2"]).await;
     let mut out = PREFACE.to_vec();
     out.extend(frame(SETTINGS, 0, 0, &[]));
-    let flags = END_HEADERS | if body.is_empty() { END_STREAM } else { 0 };
-    out.extend(frame(HEADERS, flags, 1, block));
+    // A block over the default frame size goes on in CONTINUATION frames.
+    let mut pieces: Vec<&[u8]> = block.chunks(16384).collect();
+    if pieces.is_empty() {
+        pieces.push(&[]);
+    }
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let end = if i == last { END_HEADERS } else { 0 };
+        out.extend(if i == 0 {
+            let end_stream = if body.is_empty() { END_STREAM } else { 0 };
+            frame(HEADERS, end | end_stream, 1, piece)
+        } else {
+            frame(CONTINUATION, end, 1, piece)
+        });
+    }
     if !body.is_empty() {
         for (i, piece) in body.chunks(16384).enumerate() {
             let last = (i + 1) * 16384 >= body.len();
@@ -208,23 +254,9 @@ pub async fn exchange_frames(h: &Harness, block: &[u8], body: &[u8]) -> H2Resp {
     let mut headers_block: Vec<u8> = Vec::new();
     let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
     loop {
-        while buf.len() >= 9 {
-            let len = (buf[0] as usize) << 16 | (buf[1] as usize) << 8 | buf[2] as usize;
-            if buf.len() < 9 + len {
-                break;
-            }
-            let kind = buf[3];
-            let flags = buf[4];
-            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let payload: Vec<u8> = buf[9..9 + len].to_vec();
-            buf.drain(..9 + len);
+        while let Some((kind, flags, stream, payload)) = next_frame(&mut buf) {
+            ack_control(&mut tls, kind, flags, &payload).await;
             match kind {
-                SETTINGS if flags & ACK == 0 => {
-                    let _ = tls.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
-                }
-                PING if flags & ACK == 0 => {
-                    let _ = tls.write_all(&frame(PING, ACK, 0, &payload)).await;
-                }
                 HEADERS | CONTINUATION if stream == 1 => {
                     let mut p = payload.as_slice();
                     if kind == HEADERS {
@@ -281,6 +313,34 @@ pub async fn exchange_frames(h: &Harness, block: &[u8], body: &[u8]) -> H2Resp {
             Ok(Ok(0)) | Ok(Err(_)) => return resp,
             Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
             Err(_) => panic!("airlock did not answer the h2 request within {IO_TIMEOUT:?}"),
+        }
+    }
+}
+
+/// Opens an h2 connection (preface and SETTINGS, no request), then waits, answering the
+/// server's SETTINGS and PINGs, until it sends GOAWAY (its error code) or closes (`None`).
+pub async fn wait_for_close(h: &Harness) -> Option<u32> {
+    let mut tls = h.connect(&[b"h2"]).await;
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &[]));
+    tls.write_all(&out).await.expect("write h2");
+    tls.flush().await.expect("flush");
+    let mut buf: Vec<u8> = Vec::new();
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        while let Some((kind, flags, _, payload)) = next_frame(&mut buf) {
+            ack_control(&mut tls, kind, flags, &payload).await;
+            if kind == GOAWAY && payload.len() >= 8 {
+                return Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+        }
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(k)) => buf.extend_from_slice(&chunk[..k]),
+            Err(_) => panic!("airlock kept an idle h2 connection open for {IO_TIMEOUT:?}"),
         }
     }
 }

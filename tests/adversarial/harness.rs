@@ -45,6 +45,9 @@ pub struct Harness {
 pub struct Options {
     pub max_buffered_body_bytes: u64,
     pub extra: String,
+    /// `(section, "key = value")`: replaces the harness's own setting of that key in that
+    /// section, or adds it there (`("limits", "max_connections = 2")`).
+    pub set: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -52,8 +55,39 @@ impl Default for Options {
         Options {
             max_buffered_body_bytes: 64 * 1024,
             extra: String::new(),
+            set: Vec::new(),
         }
     }
+}
+
+/// `text` with `line` (`key = value`) set in `[section]`.
+fn set_in_section(text: &str, section: &str, line: &str) -> String {
+    let header = format!("[{section}]");
+    let key = line.split('=').next().unwrap_or("").trim();
+    let mut out: Vec<String> = Vec::new();
+    let mut inside = false;
+    let mut done = false;
+    for l in text.lines() {
+        if l.starts_with('[') {
+            if inside && !done {
+                out.push(line.to_string());
+                done = true;
+            }
+            inside = l.trim() == header;
+        }
+        let same_key = l.split('=').next().map(str::trim) == Some(key);
+        if inside && !done && same_key && !l.starts_with('[') {
+            out.push(line.to_string());
+            done = true;
+            continue;
+        }
+        out.push(l.to_string());
+    }
+    assert!(done || inside, "the harness config has no [{section}]");
+    if !done {
+        out.push(line.to_string());
+    }
+    out.join("\n") + "\n"
 }
 
 impl Harness {
@@ -104,6 +138,10 @@ public_key = "{public}"
             public = approver.public().config_value(),
             extra = options.extra,
         );
+        let text = options
+            .set
+            .iter()
+            .fold(text, |t, (section, line)| set_in_section(&t, section, line));
         let config_path = dir.path().join("config/airlock.toml");
         std::fs::create_dir_all(config_path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&config_path, &text).expect("write config");
@@ -199,7 +237,7 @@ public_key = "{public}"
         self.config.state_dir.clone()
     }
 
-    fn tls_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    pub fn tls_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         for c in &self.ca {
             roots.add(c.clone()).expect("add ca");
