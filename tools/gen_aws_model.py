@@ -474,6 +474,30 @@ def render(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def split_operations(services: dict) -> tuple[str, dict]:
+    """Each service's operations as one line of aws-operations.json, and where it is.
+
+    airlock parses a service's operations on its first call; kept apart from the rest of the
+    model (and found by byte offset), the operations of services never called are never
+    even read, so they cost no memory."""
+    lines, spans, pos = [], {}, 0
+    for name in sorted(services):
+        line = dumps(services[name]["operations"])
+        size = len(line.encode("utf-8"))
+        spans[name] = [pos, pos + size]
+        lines.append(line + "\n")
+        pos += size + 1
+    return "".join(lines), spans
+
+
+def write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
 def main() -> int:
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description="Generate data/aws-model.json from botocore's models")
@@ -504,23 +528,30 @@ def main() -> int:
         model = load_json(path)
         services[sname] = build_service(sname, version, model, pinfo, notes, stats)
 
-    doc = {"source": f"botocore {botocore.__version__}", "partitions": partitions, "services": services}
+    ops_text, spans = split_operations(services)
+    summary = {name: {**s, "operations": spans[name]} for name, s in services.items()}
+    doc = {"source": f"botocore {botocore.__version__}", "partitions": partitions, "services": summary}
     text = render(doc)
-    # The hand-rolled layout must be exactly the same document.
+    # The hand-rolled layout must be exactly the same document, and each span must hold
+    # exactly its service's operations.
     if json.loads(text) != json.loads(dumps(doc)):
         print("internal error: rendered JSON differs from model", file=sys.stderr)
         return 1
+    raw = ops_text.encode("utf-8")
+    for name, (start, end) in spans.items():
+        if json.loads(raw[start:end]) != services[name]["operations"]:
+            print(f"internal error: the operations span of {name} is wrong", file=sys.stderr)
+            return 1
     out = os.path.normpath(args.output)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write(text)
-    os.replace(tmp, out)
+    ops_out = os.path.join(os.path.dirname(out), "aws-operations.json")
+    write(out, text)
+    write(ops_out, ops_text)
 
     # ---------------- summary
     n_ops = sum(len(s["operations"]) for s in services.values())
     by_proto = collections.Counter(s["protocols"][0] for s in services.values())
-    print(f"wrote {out} ({os.path.getsize(out):,} bytes) from {doc['source']}")
+    print(f"wrote {out} ({os.path.getsize(out):,} bytes) and {ops_out} ({os.path.getsize(ops_out):,} bytes) "
+          f"from {doc['source']}")
     print(f"partitions: {len(partitions)} ({', '.join(p['id'] for p in partitions)})")
     print(f"services: {len(services)}  operations: {n_ops}")
     print("services per (first) protocol: " + ", ".join(f"{p}={n}" for p, n in by_proto.most_common()))

@@ -5,13 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 static MODEL_JSON: &str = include_str!("../../data/aws-model.json");
+/// Each service's operations, one JSON line per service, found by the byte span the model
+/// gives: the lines of services never called are never read (nor paged in).
+static OPERATIONS_JSON: &str = include_str!("../../data/aws-operations.json");
 
 #[derive(Debug, Deserialize)]
-#[serde(bound(deserialize = "'de: 'static"))]
 pub struct Model {
     pub source: String,
     pub partitions: Vec<Partition>,
     pub services: BTreeMap<String, Service>,
+    /// Service names by signing name, built on first use (every request asks).
+    #[serde(skip)]
+    signing_index: OnceLock<std::collections::HashMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,7 +34,6 @@ pub struct GlobalEndpoint {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(bound(deserialize = "'de: 'static"))]
 pub struct Service {
     pub signing_name: String,
     pub endpoint_prefix: String,
@@ -40,11 +44,11 @@ pub struct Service {
     pub service_id: String,
     pub global: BTreeMap<String, GlobalEndpoint>,
     pub hostname: BTreeMap<String, String>,
-    /// The operations as embedded JSON, parsed on first use: most services are never
-    /// called, and parsing all ~18,000 operations up front costs tens of MiB.
-    /// Borrowed from the embedded text, not copied (that would be 4 MiB).
+    /// Where the operations are in `aws-operations.json` (`[start, end)`), parsed on first
+    /// use: most services are never called, and parsing all ~18,000 operations up front
+    /// costs tens of MiB.
     #[serde(rename = "operations")]
-    raw_operations: &'static serde_json::value::RawValue,
+    operations_span: (usize, usize),
     #[serde(skip)]
     parsed_operations: OnceLock<BTreeMap<String, Operation>>,
 }
@@ -53,7 +57,11 @@ impl Service {
     /// The service's operations by name.
     pub fn operations(&self) -> &BTreeMap<String, Operation> {
         self.parsed_operations.get_or_init(|| {
-            match serde_json::from_str(self.raw_operations.get()) {
+            let (start, end) = self.operations_span;
+            let text = OPERATIONS_JSON
+                .get(start..end)
+                .unwrap_or("not in aws-operations.json");
+            match serde_json::from_str(text) {
                 Ok(ops) => ops,
                 Err(e) => {
                     eprintln!(
@@ -122,6 +130,7 @@ pub fn model() -> &'static Model {
                 source: String::new(),
                 partitions: Vec::new(),
                 services: BTreeMap::new(),
+                signing_index: OnceLock::new(),
             }
         }
     })
@@ -133,9 +142,21 @@ impl Model {
         &'a self,
         signing_name: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Service)> + 'a {
-        self.services
-            .iter()
-            .filter(move |(_, s)| s.signing_name == signing_name)
+        let index = self.signing_index.get_or_init(|| {
+            let mut index = std::collections::HashMap::<String, Vec<String>>::new();
+            for (name, s) in &self.services {
+                index
+                    .entry(s.signing_name.clone())
+                    .or_default()
+                    .push(name.clone());
+            }
+            index
+        });
+        index
+            .get(signing_name)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.services.get_key_value(name))
             .map(|(k, s)| (k.as_str(), s))
     }
 
@@ -209,6 +230,21 @@ mod tests {
             m.services["dynamodb"].target_prefix.as_deref(),
             Some("DynamoDB_20120810")
         );
+    }
+
+    #[test]
+    fn every_service_finds_its_own_operations() {
+        let m = model();
+        for (name, s) in &m.services {
+            assert!(!s.operations().is_empty(), "{name}: no operations read");
+        }
+        assert!(m.services["rds"]
+            .operations()
+            .contains_key("DeleteDBInstance"));
+        assert!(m.services["s3"].operations().contains_key("PutObject"));
+        assert!(!m.services["s3"]
+            .operations()
+            .contains_key("DeleteDBInstance"));
     }
 
     #[test]

@@ -285,13 +285,10 @@ impl Shape {
         let s3 = service.as_deref().is_some_and(crate::sigv4::uses_s3_rules)
             || (service.is_none() && sigv2);
         let modeled = service.as_deref().and_then(|s| {
-            let m = model();
-            let protocols: Vec<&str> = m
+            model()
                 .by_signing_name(s)
-                .flat_map(|(_, svc)| svc.protocols.first())
-                .map(String::as_str)
-                .collect();
-            protocols.first().and_then(|p| Protocol::from_model(p))
+                .find_map(|(_, svc)| svc.protocols.first())
+                .and_then(|p| Protocol::from_model(p))
         });
         let protocol = if s3 {
             Protocol::RestXml

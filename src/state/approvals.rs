@@ -173,10 +173,14 @@ impl ApprovalStore {
     }
 
     fn put(&self, a: &Approval) -> Result<(), ApprovalError> {
+        self.write(a, true)
+    }
+
+    fn write(&self, a: &Approval, durable: bool) -> Result<(), ApprovalError> {
         let path = self.path(&a.id);
         let json = serde_json::to_vec_pretty(a)
             .map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))?;
-        super::write_atomic(&path, &json)
+        super::replace(&path, &json, durable)
             .map_err(|e| ApprovalError::Io(path.display().to_string(), e))
     }
 
@@ -230,9 +234,12 @@ impl ApprovalStore {
             let now = now_rfc3339();
             if let Some(mut a) = self.current(binding_key)? {
                 if a.status == Status::Pending {
+                    // A retry of a call already waiting: the count and time are shown, not
+                    // decided on, so they are not fsynced (a flood of retries must not
+                    // become a flood of fsyncs); a crash may lose the latest count.
                     a.attempts += 1;
                     a.last_seen_at = now;
-                    self.put(&a)?;
+                    self.write(&a, false)?;
                     return Ok((a, false));
                 }
             }

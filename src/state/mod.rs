@@ -24,8 +24,14 @@ pub fn lock_file(path: &Path) -> std::io::Result<fs::File> {
     Ok(f)
 }
 
-/// Replaces `path` atomically with `contents`, mode 0600.
+/// Replaces `path` atomically with `contents`, mode 0600, and makes it durable.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    replace(path, contents, true)
+}
+
+/// Replaces `path` atomically with `contents`, mode 0600; `durable` also `fsync`s the file
+/// and its directory (without it a crash may keep the old contents, never a torn file).
+pub fn replace(path: &Path, contents: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -40,8 +46,13 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    if durable {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
