@@ -4,21 +4,30 @@
 //!
 //! - Records hold no secret: no key, signature, credential or body; parameters are the
 //!   call's canonical parameters, which the approval page shows too.
-//! - `serve` appends through one writer task that batches and `fsync`s; calls that spend
-//!   or grant a receipt wait for their record to be on disk before they are answered.
-//!   The CLI (approve, deny) appends under the same file lock, so the chain stays whole.
+//! - `serve` appends through one writer thread that batches and `fsync`s; every call waits
+//!   for its record to be on disk before it is answered, so a crash (even `kill -9`) loses
+//!   no record of a call the agent heard back from. The CLI (approve, deny) appends under
+//!   the same file lock, so the chain stays whole.
+//! - When the log cannot be written (a full disk), calls that need a receipt are refused
+//!   (fail closed: a receipt use must be on the record), while allowed calls are still
+//!   served, their records lost, and the log says so loudly. Each start of `serve` is a
+//!   record (`serve_started`), which also tells at once whether the log can be written.
 //! - `state/audit.head` holds the last sequence number and hash, so cutting records off the
 //!   end is detected too. A torn last line (a crash mid-write) is moved aside to
 //!   `audit.torn` at start and the chain continues with a record saying so.
 //!
 //! What this does not guarantee: someone who can rewrite the whole file and the head can
-//! forge a consistent history; ship the log elsewhere to guard against that.
+//! forge a consistent history; ship the log elsewhere to guard against that. And a disk
+//! that fills while a receipt-gated call is at the upstream loses that call's record (the
+//! use itself is in the ledger, and the loss is logged): the gate closes for the next one.
 
 use serde_json::{json, Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -69,7 +78,10 @@ fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
     let start = len.saturating_sub(256 * 1024);
     f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
     let mut tail = Vec::new();
-    f.read_to_end(&mut tail).map_err(io_err(path))?;
+    // Never past the length: a device (such as /dev/full) never ends.
+    f.take(len - start)
+        .read_to_end(&mut tail)
+        .map_err(io_err(path))?;
     // Only whole lines count; a torn fragment after the last newline is not a record.
     let end = match tail.iter().rposition(|b| *b == b'\n') {
         Some(i) => i,
@@ -92,6 +104,17 @@ fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
 
 /// Appends records under the lock: each gets `seq`, `prev` and `time`.
 fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditError> {
+    append_then(paths, records, || {})
+}
+
+/// [`append`], calling `durable` once the records are on disk and before the head is
+/// updated: whoever waits for the records need not wait for the head too (a head that lags
+/// the log after a crash is fine; only one ahead of it, or a shorter log, is not).
+fn append_then(
+    paths: &Paths,
+    records: &[Map<String, Value>],
+    durable: impl FnOnce(),
+) -> Result<(), AuditError> {
     let _lock = crate::state::lock_file(&paths.lock).map_err(io_err(&paths.lock))?;
     let (mut seq, mut prev) = tail_of(&paths.log)?;
     let mut out = Vec::new();
@@ -114,6 +137,7 @@ fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditErro
         .map_err(io_err(&paths.log))?;
     f.write_all(&out).map_err(io_err(&paths.log))?;
     f.sync_data().map_err(io_err(&paths.log))?;
+    durable();
     let head = json!({ "seq": seq.saturating_sub(1), "hash": prev }).to_string();
     crate::state::write_atomic(&paths.head, head.as_bytes()).map_err(io_err(&paths.head))
 }
@@ -139,8 +163,12 @@ pub fn recover(state_dir: &Path) -> Result<usize, AuditError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(AuditError::Io(paths.log.display().to_string(), e)),
     };
+    let len = f.metadata().map_err(io_err(&paths.log))?.len();
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(io_err(&paths.log))?;
+    (&mut f)
+        .take(len)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(&paths.log))?;
     let keep = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(i) => i + 1,
         None => 0,
@@ -177,9 +205,10 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(AuditError::Io(paths.log.display().to_string(), e)),
     };
+    let len = f.metadata().map_err(io_err(&paths.log))?.len();
     let mut prev = GENESIS.to_string();
     let mut expect_seq = 0u64;
-    let mut reader = BufReader::new(f);
+    let mut reader = BufReader::new(f.take(len));
     let mut raw = Vec::new();
     let mut line_no = 0usize;
     loop {
@@ -249,14 +278,22 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
 /// A record, and who waits for it to be on disk.
 type Queued = (Map<String, Value>, Option<oneshot::Sender<bool>>);
 
+/// Said once when writing starts to fail, and the call path acts on it: see
+/// [`AuditLog::writable`].
+const UNWRITABLE: &str = "the audit log cannot be written: calls that need a receipt are refused (fail closed) until it can; allowed calls are still served, and their records are lost";
+
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::UnboundedSender<Queued>,
+    /// The last write failed (a full disk, the file gone or replaced).
+    failing: Arc<AtomicBool>,
 }
 
 impl AuditLog {
-    /// Recovers a torn tail, checks the chain (a broken one is reported, not repaired), and
-    /// starts the writer.
+    /// Recovers a torn tail, checks the chain (a broken one is reported, not repaired),
+    /// records the start (`serve_started`, which also proves the log can be written), and
+    /// starts the writer. A log that cannot be read stops the start; one that cannot be
+    /// written does not (allowed calls are still served, see [`AuditLog::writable`]).
     pub fn start(state_dir: &Path) -> Result<AuditLog, AuditError> {
         match recover(state_dir) {
             Ok(0) => {}
@@ -267,7 +304,16 @@ impl AuditLog {
             tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
         }
         let paths = Paths::new(state_dir);
+        let mut started = record("serve_started");
+        started.insert("pid".into(), json!(std::process::id()));
+        started.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        let failing = Arc::new(AtomicBool::new(false));
+        if let Err(e) = append(&paths, &[started]) {
+            tracing::error!(error = %e, "{UNWRITABLE}");
+            failing.store(true, Ordering::SeqCst);
+        }
         let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
+        let state = Arc::clone(&failing);
         std::thread::Builder::new()
             .name("airlock-audit".into())
             .spawn(move || {
@@ -279,28 +325,38 @@ impl AuditLog {
                             break;
                         }
                     }
-                    let records: Vec<_> = batch.iter().map(|(r, _)| r.clone()).collect();
-                    let ok = match append(&paths, &records) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::error!(error = %e, records = records.len(), "could not write audit records");
-                            false
-                        }
-                    };
-                    for (_, done) in batch {
-                        if let Some(done) = done {
+                    let (records, mut waiting): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                    let told = |waiting: &mut Vec<Option<oneshot::Sender<bool>>>, ok: bool| {
+                        for done in waiting.drain(..).flatten() {
                             let _ = done.send(ok);
                         }
+                    };
+                    let on_disk = || {
+                        // Before anyone hears back, so the next call sees the log writable.
+                        if state.swap(false, Ordering::SeqCst) {
+                            tracing::warn!("the audit log can be written again; calls that need a receipt are served again");
+                        }
+                        told(&mut waiting, true);
+                    };
+                    if let Err(e) = append_then(&paths, &records, on_disk) {
+                        if !state.swap(true, Ordering::SeqCst) {
+                            tracing::error!(error = %e, "{UNWRITABLE}");
+                        }
+                        tracing::error!(error = %e, records = records.len(), "could not write audit records");
                     }
+                    // Those not told yet: the records never reached the disk.
+                    told(&mut waiting, false);
                 }
             })
             .map_err(|e| AuditError::Io("audit writer".into(), e))?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, failing })
     }
 
-    /// Queues a record.
-    pub fn write(&self, r: Map<String, Value>) {
-        let _ = self.tx.send((r, None));
+    /// False while the last write failed. A call that needs a receipt is refused then: a
+    /// receipt use must be on the record. The next write tells whether the log has
+    /// recovered.
+    pub fn writable(&self) -> bool {
+        !self.failing.load(Ordering::SeqCst)
     }
 
     /// Queues a record and waits until it is on disk; false if it could not be written.
@@ -413,6 +469,24 @@ mod tests {
 
         put(d.path(), &orig);
         assert_eq!(verify(d.path()).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_starts_but_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::start(d.path()).unwrap();
+        assert!(log.writable());
+        let started = lines(d.path());
+        assert_eq!(started.len(), 1);
+        assert!(
+            started[0].contains("\"event\":\"serve_started\""),
+            "{started:?}"
+        );
+        drop(log);
+        // A device that is always full: read as empty (never forever), written never.
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", d.path().join("audit.jsonl")).unwrap();
+        assert!(!AuditLog::start(d.path()).unwrap().writable());
     }
 
     #[test]

@@ -278,13 +278,12 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
             e.into_response(&shape, &request_id, method == http::Method::HEAD)
         }
     };
-    // A spent receipt is on disk in the audit log before the agent hears back.
-    if trace.receipt.is_some() {
-        if !proxy.audit.write_durable(record).await {
-            tracing::error!("the audit record of a receipt use could not be written");
-        }
-    } else {
-        proxy.audit.write(record);
+    // Every record is on disk before the agent hears back (the writer batches the fsyncs),
+    // so no crash loses the record of an answered call. A record that cannot be written
+    // does not hold the answer back; the writer has said why, and calls that need a
+    // receipt are refused until it can write again.
+    if !proxy.audit.write_durable(record).await && trace.receipt.is_some() {
+        tracing::error!("the audit record of a receipt use could not be written");
     }
     response
 }
