@@ -8,12 +8,19 @@
 //!   no record of an answered call) and `fdatasync`s within a second; calls that spend or
 //!   grant a receipt wait for their record to be on disk. The CLI (approve, deny) appends
 //!   under the same file lock, so the chain stays whole.
+//! - When the log cannot be written (a full disk), calls that need a receipt are refused
+//!   (fail closed: a receipt use must be on the record), while allowed calls are still
+//!   served, their records lost, and the log says so loudly. Each start of `serve` is a
+//!   record (`serve_started`), which also tells at once whether the log can be written.
 //! - `state/audit.head` holds the last synced sequence number and hash, so cutting records
 //!   off the end is detected too (all but the last second's). A torn last line (a crash mid-write) is moved aside to
 //!   `audit.torn` at start and the chain continues with a record saying so.
 //!
 //! What this does not guarantee: someone who can rewrite the whole file and the head can
-//! forge a consistent history; ship the log elsewhere to guard against that.
+//! forge a consistent history; ship the log elsewhere to guard against that. A power cut
+//! (not a crash of airlock) can lose the last second of records of allowed calls. And a
+//! disk that fills while a receipt-gated call is at the upstream loses that call's record
+//! (the use itself is in the ledger, and the loss is logged): the gate closes for the next.
 
 use serde_json::{json, Map, Value};
 use std::fs::{self, File, OpenOptions};
@@ -69,7 +76,10 @@ fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
     let start = len.saturating_sub(256 * 1024);
     f.seek(SeekFrom::Start(start)).map_err(io_err(path))?;
     let mut tail = Vec::new();
-    f.read_to_end(&mut tail).map_err(io_err(path))?;
+    // Never past the length: a device (such as /dev/full) never ends.
+    f.take(len - start)
+        .read_to_end(&mut tail)
+        .map_err(io_err(path))?;
     // Only whole lines count; a torn fragment after the last newline is not a record.
     let end = match tail.iter().rposition(|b| *b == b'\n') {
         Some(i) => i,
@@ -139,8 +149,12 @@ pub fn recover(state_dir: &Path) -> Result<usize, AuditError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(AuditError::Io(paths.log.display().to_string(), e)),
     };
+    let len = f.metadata().map_err(io_err(&paths.log))?.len();
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(io_err(&paths.log))?;
+    (&mut f)
+        .take(len)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(&paths.log))?;
     let keep = match bytes.iter().rposition(|b| *b == b'\n') {
         Some(i) => i + 1,
         None => 0,
@@ -188,7 +202,8 @@ pub fn verify(state_dir: &Path) -> Result<u64, AuditError> {
     let (mut head_hash_seen, mut head_line) = (None::<String>, 0usize);
     let mut prev = GENESIS.to_string();
     let mut expect_seq = 0u64;
-    let mut reader = BufReader::new(f);
+    let len = f.metadata().map_err(io_err(&paths.log))?.len();
+    let mut reader = BufReader::new(f.take(len));
     let mut raw = Vec::new();
     let mut line_no = 0usize;
     loop {
@@ -266,6 +281,8 @@ pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1)
 
 struct Shared {
     paths: Paths,
+    /// The last write failed (a full disk, the file gone or replaced).
+    failing: std::sync::atomic::AtomicBool,
     writer: std::sync::Mutex<Writer>,
     /// Serialises syncs (the periodic one and the durable writes'), not appends.
     syncing: std::sync::Mutex<Synced>,
@@ -273,6 +290,8 @@ struct Shared {
 
 struct Writer {
     log: File,
+    /// (device, inode) of `log`, to notice the file replaced under its name.
+    identity: (u64, u64),
     lock: File,
     /// The chain position after our last record, valid while the file is `end` bytes long
     /// (anything else means another process appended, and the tail is read again).
@@ -284,6 +303,10 @@ struct Writer {
     /// When a failure was last logged (failures are logged at most every 10 s).
     complained: Option<std::time::Instant>,
 }
+
+/// Said once when writing starts to fail, and the call path acts on it: see
+/// [`AuditLog::writable`].
+const UNWRITABLE: &str = "the audit log cannot be written: calls that need a receipt are refused (fail closed) until it can; allowed calls are still served, and their records are lost";
 
 struct Synced {
     /// The last sequence number `audit.head` names.
@@ -303,12 +326,7 @@ impl AuditLog {
             tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
         }
         let paths = Paths::new(state_dir);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&paths.log)
-            .map_err(io_err(&paths.log))?;
+        let log = open_log(&paths.log)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -319,6 +337,8 @@ impl AuditLog {
         let writer = Writer {
             log,
             lock,
+            // Never a real file: the first append looks the file up by its name.
+            identity: (u64::MAX, u64::MAX),
             next_seq: 0,
             prev: GENESIS.to_string(),
             // Never a real length: the first append reads the tail.
@@ -328,6 +348,7 @@ impl AuditLog {
         };
         let shared = std::sync::Arc::new(Shared {
             paths,
+            failing: std::sync::atomic::AtomicBool::new(false),
             writer: std::sync::Mutex::new(writer),
             syncing: std::sync::Mutex::new(Synced { head_seq: None }),
         });
@@ -342,16 +363,40 @@ impl AuditLog {
                 }
             })
             .map_err(|e| AuditError::Io("audit sync thread".into(), e))?;
-        Ok(AuditLog { shared })
+        let log = AuditLog { shared };
+        let mut started = record("serve_started");
+        started.insert("pid".into(), json!(std::process::id()));
+        started.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        log.write(started);
+        Ok(log)
+    }
+
+    /// False while the last write failed. A call that needs a receipt is refused then: a
+    /// receipt use must be on the record. The next write tells whether the log has
+    /// recovered.
+    pub fn writable(&self) -> bool {
+        !self
+            .shared
+            .failing
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Appends a record (written before this returns; synced within [`SYNC_INTERVAL`]).
     /// False, with a log line, if it could not be written.
     pub fn write(&self, r: Map<String, Value>) -> bool {
         let mut w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        use std::sync::atomic::Ordering;
         match w.append(&self.shared.paths, r) {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.shared.failing.swap(false, Ordering::SeqCst) {
+                    tracing::warn!("the audit log can be written again; calls that need a receipt are served again");
+                }
+                true
+            }
             Err(e) => {
+                if !self.shared.failing.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %e, "{UNWRITABLE}");
+                }
                 let now = std::time::Instant::now();
                 if w.complained
                     .is_none_or(|t| now.duration_since(t).as_secs() >= 10)
@@ -386,6 +431,15 @@ impl AuditLog {
     }
 }
 
+fn open_log(path: &Path) -> Result<File, AuditError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))
+}
+
 impl Writer {
     fn append(&mut self, paths: &Paths, mut r: Map<String, Value>) -> Result<(), AuditError> {
         self.lock.lock().map_err(io_err(&paths.lock))?;
@@ -399,7 +453,19 @@ impl Writer {
         paths: &Paths,
         r: &mut Map<String, Value>,
     ) -> Result<(), AuditError> {
-        let len = self.log.metadata().map_err(io_err(&paths.log))?.len();
+        use std::os::unix::fs::MetadataExt;
+        // The file by its name: replaced or removed, it is opened again (records must go
+        // where `audit verify` looks, never into an unlinked file).
+        let len = match fs::metadata(&paths.log) {
+            Ok(m) if m.is_file() && (m.dev(), m.ino()) == self.identity => m.len(),
+            _ => {
+                self.log = open_log(&paths.log)?;
+                let m = self.log.metadata().map_err(io_err(&paths.log))?;
+                self.identity = (m.dev(), m.ino());
+                self.end = u64::MAX;
+                m.len()
+            }
+        };
         if len != self.end {
             (self.next_seq, self.prev) = tail_of(&paths.log)?;
         }
@@ -556,6 +622,48 @@ mod tests {
 
         put(d.path(), &orig);
         assert_eq!(verify(d.path()).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_starts_but_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::start(d.path()).unwrap();
+        assert!(log.writable());
+        let started = lines(d.path());
+        assert_eq!(started.len(), 1);
+        assert!(
+            started[0].contains("\"event\":\"serve_started\""),
+            "{started:?}"
+        );
+        drop(log);
+        // A device that is always full: read as empty (never forever), written never.
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/full", d.path().join("audit.jsonl")).unwrap();
+        assert!(!AuditLog::start(d.path()).unwrap().writable());
+    }
+
+    #[test]
+    fn records_are_written_before_write_returns_and_synced_with_the_head() {
+        let d = tempfile::tempdir().unwrap();
+        let log = AuditLog::start(d.path()).unwrap();
+        for i in 0..3 {
+            let mut r = record("forwarded");
+            r.insert("agent".into(), json!(format!("a{i}")));
+            assert!(log.write(r));
+            // In the file at once (a crash of airlock now loses nothing)...
+            assert_eq!(lines(d.path()).len(), i + 2);
+        }
+        // ...and the head names the last record once synced.
+        log.sync().unwrap();
+        let head: Value =
+            serde_json::from_str(&fs::read_to_string(d.path().join("audit.head")).unwrap())
+                .unwrap();
+        assert_eq!(head["seq"], json!(3));
+        assert_eq!(verify(d.path()).unwrap(), 4);
+        // The CLI appending in between is picked up: the chain stays whole.
+        append_now(d.path(), record("approved")).unwrap();
+        assert!(log.write(record("forwarded")));
+        assert_eq!(verify(d.path()).unwrap(), 6);
     }
 
     #[test]

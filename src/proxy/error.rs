@@ -13,7 +13,7 @@
 //! | 403 | `AccessDenied` (policy, or a call that needs an approved receipt: the message carries the link) |
 //! | 500 | `InternalFailure` (airlock has no real credentials, could not sign, or cannot record state) |
 //! | 502 | `BadGateway` (upstream reset or unreadable mid-call) |
-//! | 503 | `ServiceUnavailable` (upstream never reached; airlock at `max_connections`, S3: `SlowDown`) |
+//! | 503 | `ServiceUnavailable` (upstream never reached; airlock at `max_connections`, S3: `SlowDown`; or airlock cannot write its receipt ledger or audit log, so it refuses calls that need a receipt) |
 //! | 504 | `GatewayTimeout` (upstream too slow) |
 
 use super::body::{full, ProxyBody};
@@ -163,6 +163,17 @@ impl ProxyError {
     pub fn unreachable(message: impl Into<String>) -> Self {
         Self::new(
             Origin::Upstream,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+    }
+
+    /// airlock cannot write the state a call must leave behind (its receipt ledger, its
+    /// audit log): the call is refused until it can (fail closed).
+    pub fn state_unwritable(message: impl Into<String>) -> Self {
+        Self::new(
+            Origin::Internal,
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             message,

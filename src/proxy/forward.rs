@@ -80,13 +80,17 @@ pub async fn forward(
             if let Some(auth) = check_failure() {
                 return Err(ProxyError::auth(auth, shape));
             }
-            let reason = if e.is_connect() {
-                "could not connect to"
-            } else {
-                "failed talking to"
-            };
+            // Not connected: the upstream never saw the call (a receipt use is given back).
+            // Connected: it may have read the call and acted on it.
+            if e.is_connect() {
+                return Err(ProxyError::unreachable(format!(
+                    "airlock could not connect to {}: {}",
+                    endpoint.base,
+                    root_cause(&e)
+                )));
+            }
             return Err(ProxyError::bad_gateway(format!(
-                "airlock {reason} {}: {}",
+                "airlock failed talking to {}: {}",
                 endpoint.base,
                 root_cause(&e)
             )));

@@ -279,7 +279,11 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
             e.into_response(&shape, &request_id, method == http::Method::HEAD)
         }
     };
-    // A spent receipt is on disk in the audit log before the agent hears back.
+    // Every record is written before the agent hears back, so no crash of airlock loses
+    // the record of an answered call; a spent receipt's is also fsynced first (the rest
+    // within a second). A record that cannot be written does not hold the answer back;
+    // the writer has said why, and calls that need a receipt are refused until it can
+    // write again.
     if trace.receipt.is_some() {
         if !proxy.audit.write_durable(record).await {
             tracing::error!("the audit record of a receipt use could not be written");

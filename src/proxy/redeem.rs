@@ -172,6 +172,12 @@ pub async fn redeem(
         };
         let allowed = verified.body().uses;
         let approver = verified.body().approver.clone();
+        if !proxy.audit.writable() {
+            tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing a call that needs a receipt (fail closed)");
+            return Err(ProxyError::state_unwritable(
+                "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
+            ));
+        }
         let turn = proxy.receipt_lock(&receipt_id).lock_owned().await;
         match proxy.ledger.reserve(&receipt_id, allowed) {
             Ok(()) => {
@@ -189,7 +195,12 @@ pub async fn redeem(
                 store.close(&approval.id).map_err(state_error)?;
                 continue;
             }
-            Err(e) => return Err(state_error(e)),
+            Err(e) => {
+                tracing::error!(approval = %approval.id, receipt = %receipt_id, error = %e, "cannot write the receipt ledger; refusing calls that need a receipt (fail closed); allowed calls are still served");
+                return Err(ProxyError::state_unwritable(
+                    "airlock cannot write its receipt ledger, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
+                ));
+            }
         }
     }
     Err(ProxyError::internal(
@@ -247,10 +258,13 @@ impl Authorization {
                     });
                 status.is_server_error() || status.as_u16() == 429 || throttled
             }
-            // Never reached (503), or our own check stopped the body (a downstream error):
-            // the upstream did not act. A timeout or a broken answer might have: count it.
+            // Never reached (connection refused, connect timeout: 503), or our own check
+            // stopped the body (a downstream error): the upstream did not act. Reached, then
+            // reset, hung (504) or answered garbage (502): it may have acted, so count it.
             Err(e) => {
-                e.code == "ServiceUnavailable" || e.origin == super::error::Origin::Downstream
+                use super::error::Origin;
+                (e.origin == Origin::Upstream && e.status == http::StatusCode::SERVICE_UNAVAILABLE)
+                    || e.origin == Origin::Downstream
             }
         };
         let outcome = if release {

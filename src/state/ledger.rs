@@ -11,13 +11,17 @@
 //! Replayed at start. A `reserve` with neither `commit` nor `release` after it (airlock
 //! died mid-call) counts as used: the upstream may have acted, so fail closed.
 //!
+//! A write that fails (a full disk) refuses the call that needed it: `reserve` fails before
+//! anything is forwarded. The next event then starts on a line of its own, so a fragment
+//! left by the failed write never swallows it.
+//!
 //! What this does not guarantee: several airlock replicas sharing one state dir. The store
 //! is one process's; replicas need a shared ledger (see DESIGN.md, "State").
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -53,8 +57,14 @@ pub enum LedgerError {
 
 pub struct Ledger {
     path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Appender>,
     usage: DashMap<String, Usage>,
+}
+
+struct Appender {
+    file: File,
+    /// The last write failed: the file may end in a fragment.
+    torn: bool,
 }
 
 impl Ledger {
@@ -64,43 +74,55 @@ impl Ledger {
         let path = state_dir.join("ledger.jsonl");
         let io = |e| LedgerError::Io(path.display().to_string(), e);
         let usage: DashMap<String, Usage> = DashMap::new();
-        if let Ok(f) = File::open(&path) {
-            for line in BufReader::new(f).lines() {
-                let line = line.map_err(io)?;
-                let Ok(l) = serde_json::from_str::<Line>(&line) else {
-                    continue;
-                };
-                let mut u = usage.entry(l.receipt).or_default();
-                match l.event {
-                    Event::Reserve => u.reserved += 1,
-                    Event::Commit => {
-                        u.reserved = u.reserved.saturating_sub(1);
-                        u.committed += 1;
+        let mut ends_in_newline = true;
+        match File::open(&path) {
+            Ok(f) => {
+                // What the file holds now and no more (a device such as /dev/full never ends).
+                let len = f.metadata().map_err(io)?.len();
+                let mut reader = BufReader::new(f.take(len));
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+                        break;
                     }
-                    Event::Release => u.reserved = u.reserved.saturating_sub(1),
+                    ends_in_newline = line.last() == Some(&b'\n');
+                    let Ok(l) = serde_json::from_slice::<Line>(&line) else {
+                        continue;
+                    };
+                    let mut u = usage.entry(l.receipt).or_default();
+                    match l.event {
+                        Event::Reserve => u.reserved += 1,
+                        Event::Commit => {
+                            u.reserved = u.reserved.saturating_sub(1);
+                            u.committed += 1;
+                        }
+                        Event::Release => u.reserved = u.reserved.saturating_sub(1),
+                    }
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
         // Unresolved reservations from before a crash count as used.
         for mut u in usage.iter_mut() {
             u.committed += u.reserved;
             u.reserved = 0;
         }
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
-        // After a torn last line, start the next event on a line of its own.
-        let bytes = std::fs::read(&path).map_err(io)?;
-        if bytes.last().is_some_and(|b| *b != b'\n') {
-            file.write_all(b"\n").map_err(io)?;
-            file.sync_data().map_err(io)?;
-        }
         Ok(Ledger {
             path,
-            file: Mutex::new(file),
+            // After a torn last line (a crash mid-write), start the next event on a line of
+            // its own.
+            file: Mutex::new(Appender {
+                file,
+                torn: !ends_in_newline,
+            }),
             usage,
         })
     }
@@ -121,9 +143,12 @@ impl Ledger {
         .map_err(|e| LedgerError::Io(self.path.display().to_string(), e.into()))?;
         line.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let io = |e| LedgerError::Io(self.path.display().to_string(), e);
-        f.write_all(&line).map_err(io)?;
-        f.sync_data().map_err(io)
+        if f.torn {
+            line.insert(0, b'\n');
+        }
+        let written = f.file.write_all(&line).and_then(|()| f.file.sync_data());
+        f.torn = written.is_err();
+        written.map_err(|e| LedgerError::Io(self.path.display().to_string(), e))
     }
 
     /// Reserves one use, durably, if `allowed` uses are not all taken.
@@ -190,6 +215,21 @@ mod tests {
         );
         l.reserve("r2", 2).unwrap();
         assert!(l.reserve("r2", 2).is_err());
+    }
+
+    #[test]
+    fn a_failed_write_refuses_the_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        // A device that is always full: opening works, every write fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("ledger.jsonl")).unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let e = l.reserve("r", 1).unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        assert_eq!(
+            l.usage("r"),
+            Usage::default(),
+            "a failed reservation counted"
+        );
     }
 
     #[test]
