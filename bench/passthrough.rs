@@ -1,5 +1,5 @@
 //! The floor under airlock's figures: the same stack airlock is built on (tokio's
-//! multi-threaded runtime, rustls, hyper's server and hyper-util's pooled client, mimalloc)
+//! multi-threaded runtime, rustls, hyper's server and hyper-util's pooled client, jemalloc)
 //! passing requests to the upstream untouched — no verification, identification, policy,
 //! audit or re-signing. What airlock costs beyond this is airlock's own work; what this
 //! costs beyond nginx is the stack's.
@@ -19,7 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 

@@ -43,7 +43,7 @@ use time::OffsetDateTime;
 
 // The proxy's allocator (src/main.rs): allocation is a large part of these paths.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const ACCESS_KEY: &str = "AKIAAIRLOCKBENCH0001";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYBENCHKEY01";

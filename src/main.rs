@@ -1,9 +1,9 @@
 //! The `airlock` binary: a thin shell over the library.
 
-/// mimalloc: every request allocates on two threads; glibc's arenas spent a fifth of the
-/// proxy's CPU on it (BENCHMARKS.md).
+/// jemalloc: every request allocates on two threads, where glibc's arenas spent a fifth of
+/// the proxy's CPU; mimalloc was as fast but kept twice the memory (BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     // airlock's own AWS calls must never be pointed at airlock (or anywhere an agent's
