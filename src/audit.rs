@@ -136,6 +136,29 @@ pub fn record(event: &str) -> Map<String, Value> {
     m
 }
 
+/// The record of a human's decision on a pending call, made with the CLI (`via` "cli")
+/// or on the approval page with a passkey (`via` "passkey").
+pub fn decision(
+    approve: bool,
+    a: &crate::state::approvals::Approval,
+    receipt_id: &str,
+    approver: &str,
+    via: &str,
+) -> Map<String, Value> {
+    let binding = crate::receipt::Binding::of(&a.call, &a.agent, &a.environment);
+    let mut r = record(if approve { "approved" } else { "denied" });
+    r.insert("approval".into(), json!(a.id));
+    r.insert("agent".into(), json!(a.agent));
+    r.insert("environment".into(), json!(a.environment));
+    r.insert("action".into(), json!(a.call.action()));
+    r.insert("resources".into(), json!(binding.resources));
+    r.insert("rule".into(), json!(a.rule));
+    r.insert("receipt".into(), json!(receipt_id));
+    r.insert("approver".into(), json!(approver));
+    r.insert("via".into(), json!(via));
+    r
+}
+
 /// Appends one record now (the CLI's path).
 pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
     append(&Paths::new(state_dir), &[r])

@@ -469,15 +469,7 @@ fn cmd_decide(config_path: &Path, id: &str, key_path: &Path, approve: bool) -> C
         .decide(id, approve, approver.name(), &receipt_id, json.as_bytes())
         .map_err(|e| e.to_string())?;
     let verb = if approve { "approved" } else { "denied" };
-    let mut record = crate::audit::record(verb);
-    record.insert("approval".into(), serde_json::json!(a.id));
-    record.insert("agent".into(), serde_json::json!(a.agent));
-    record.insert("environment".into(), serde_json::json!(a.environment));
-    record.insert("action".into(), serde_json::json!(a.call.action()));
-    record.insert("resources".into(), serde_json::json!(binding.resources));
-    record.insert("rule".into(), serde_json::json!(a.rule));
-    record.insert("receipt".into(), serde_json::json!(receipt_id));
-    record.insert("approver".into(), serde_json::json!(approver.name()));
+    let record = crate::audit::decision(approve, &a, &receipt_id, approver.name(), "cli");
     crate::audit::append_now(&config.state_dir, record).map_err(|e| {
         format!("the decision is recorded, but the audit log could not be written: {e}")
     })?;

@@ -711,9 +711,18 @@ impl App {
                         approval = %a.id, receipt = %receipt_id, approver = %passkey.name(),
                         decision = %r.body.decision, "decided with a passkey: {}", a.summary()
                     );
+                    let record =
+                        crate::audit::decision(approve, &a, &receipt_id, passkey.name(), "passkey");
+                    self.proxy.audit.write(record);
                     decided.push(json!({"id": a.id, "status": pages::row_json(&a)["status"], "receipt_id": receipt_id}));
                 }
                 Err(e) => refused.push(json!({"id": approval_id, "error": e.to_string()})),
+            }
+        }
+        // The decisions are on disk before the approver is told.
+        if !decided.is_empty() {
+            if let Err(e) = self.proxy.audit.sync() {
+                tracing::error!(error = %e, "could not sync the audit records of passkey decisions");
             }
         }
         self.proxy.approvals_changed.notify_waiters();

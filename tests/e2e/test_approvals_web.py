@@ -351,6 +351,15 @@ def test_a_held_call_is_approved_with_a_passkey_and_completes_once(web: WebAirlo
     approval_id = approval_id_of(out)
     record = web.approval(approval_id)
     assert record["attempts"] == 1 and record["decided_by"] == "alice", record
+    # The decision is in the audit log, made with a passkey, before the call's own record.
+    audit = [json.loads(line) for line in
+             (web.airlock.home / "state" / "audit.jsonl").read_text().splitlines()]
+    decisions = [r for r in audit if r.get("approval") == approval_id and r["event"] == "approved"]
+    assert len(decisions) == 1, decisions
+    assert decisions[0]["via"] == "passkey" and decisions[0]["approver"] == "alice", decisions[0]
+    assert decisions[0]["receipt"] == record["receipt_id"], decisions[0]
+    used = [i for i, r in enumerate(audit) if r["event"] == "receipt_used" and r.get("receipt") == record["receipt_id"]]
+    assert used and used[0] > audit.index(decisions[0]), "the receipt use is not recorded after the decision"
     # The receipt carries the human's assertion and airlock's signature; it verifies offline.
     receipt = web.airlock.home / "state" / "receipts" / f"{record['receipt_id']}.json"
     body = json.loads(receipt.read_text())["body"]
