@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -88,32 +89,32 @@ def children(pid: int) -> list[int]:
 
 
 class Proc:
-    """A server process whose first matching output line is waited for."""
+    """A server process, waited for until it prints a line matching `ready` (its match is
+    kept) or, for one that prints nothing, until `port` accepts connections."""
 
-    def __init__(self, name: str, cmd: list[str], ready: str, env: dict[str, str] | None = None,
+    def __init__(self, name: str, cmd: list[str], ready: str = "", env: dict[str, str] | None = None,
                  log: Path | None = None, port: int | None = None):
         self.name = name
         self.log = log
         out = open(log, "w") if log else subprocess.DEVNULL
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, text=True, env=env)
         self.match: re.Match[str] | None = None
+        started = False
         deadline = time.monotonic() + 30
         assert self.p.stdout
-        while port and time.monotonic() < deadline and self.p.poll() is None:  # prints nothing: poll the port
+        while port and not started and time.monotonic() < deadline and self.p.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                self.match = re.search(ready, ready)
-                break
+                started = True
             except OSError:
                 time.sleep(0.05)
-        while not port and time.monotonic() < deadline:
+        while not port and not started and time.monotonic() < deadline:
             line = self.p.stdout.readline()
             if not line:
                 break
             self.match = re.search(ready, line)
-            if self.match:
-                break
-        if not self.match:
+            started = self.match is not None
+        if not started:
             self.stop()
             tail = log.read_text()[-2000:] if log else ""
             sys.exit(f"bench: {name} did not start\n{tail}")
@@ -141,8 +142,8 @@ class Proc:
 class Target:
     name: str
     url: str
-    pids: object  # () -> list[int]: the processes whose CPU counts
-    rss_pid: object  # () -> list[int]: the processes whose peak RSS counts
+    pids: Callable[[], list[int]]  # the processes whose CPU counts
+    rss_pid: Callable[[], list[int]]  # the processes whose peak RSS counts
 
 
 def start_stub(work: Path) -> Proc:
@@ -233,8 +234,7 @@ def start_nginx(work: Path, stub_port: int, certs: Path) -> tuple[Proc, int]:
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(workers=os.cpu_count(), work=work, stub_port=stub_port, port=port,
                                       cert=certs / "server.pem", key=certs / "server.key"))
-    proc = Proc("nginx", [need("nginx"), "-c", str(conf), "-e", f"{work}/nginx-error.log"], "nginx",
-                port=port)
+    proc = Proc("nginx", [need("nginx"), "-c", str(conf), "-e", f"{work}/nginx-error.log"], port=port)
     return proc, port
 
 
@@ -381,20 +381,20 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def table(results: dict[str, Result]) -> str:
+def table(results: dict[str, Result], put_mib: int) -> str:
     ng = results["nginx"]
     rows = [
-        ("requests/s", "rps", "{:,.0f}", "higher"),
-        ("p50 latency (ms)", "p50", "{:.3f}", "lower"),
-        ("p99 latency (ms)", "p99", "{:.3f}", "lower"),
-        ("CPU s per 10,000 requests", "cpu_per_10k", "{:.3f}", "lower"),
-        ("512 MiB PUT (MiB/s)", "put_mib_s", "{:.0f}", "higher"),
-        ("PUT CPU s", "put_cpu_s", "{:.2f}", "lower"),
+        ("requests/s", "rps", "{:,.0f}"),
+        ("p50 latency (ms)", "p50", "{:.3f}"),
+        ("p99 latency (ms)", "p99", "{:.3f}"),
+        ("CPU s per 10,000 requests", "cpu_per_10k", "{:.3f}"),
+        (f"{put_mib} MiB PUT (MiB/s)", "put_mib_s", "{:.0f}"),
+        ("PUT CPU s", "put_cpu_s", "{:.2f}"),
     ]
     names = ("stub", "nginx", "passthrough", "airlock")
     out = ["| measure | stub direct | nginx | same stack, no work | airlock | airlock / nginx | no work / nginx |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, attr, fmt, _ in rows:
+    for label, attr, fmt in rows:
         vals = {n: median(getattr(results[n], attr)) for n in names}
         ratios = [vals[n] / vals["nginx"] if vals["nginx"] else float("nan") for n in ("airlock", "passthrough")]
         cells = [fmt.format(vals[n]) if vals[n] == vals[n] else "—" for n in names]
@@ -537,7 +537,7 @@ def main() -> None:
         print()
         print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections} "
               f"-d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
-        print(table(results))
+        print(table(results, args.put_mib))
         report: dict[str, object] = {name: r.__dict__ for name, r in results.items()}
 
         if args.load:

@@ -100,31 +100,21 @@ fn tail_of(path: &Path) -> Result<(u64, String), AuditError> {
     Ok((seq + 1, crate::sigv4::sha256_hex(line)))
 }
 
-/// Appends records under the lock: each gets `seq`, `prev` and `time`.
+/// Appends records and makes them durable, `audit.head` included (the CLI's path, and
+/// the record of a recovered torn tail): the same writer `serve` uses, synced at once.
 fn append(paths: &Paths, records: &[Map<String, Value>]) -> Result<(), AuditError> {
-    let _lock = crate::state::lock_file(&paths.lock).map_err(io_err(&paths.lock))?;
-    let (mut seq, mut prev) = tail_of(&paths.log)?;
-    let mut out = Vec::new();
+    let mut w = Writer::open(paths)?;
     for r in records {
-        let mut r = r.clone();
-        r.insert("seq".into(), json!(seq));
-        r.insert("prev".into(), json!(prev));
-        let line = serde_json::to_string(&Value::Object(r))
-            .map_err(|e| AuditError::Io(paths.log.display().to_string(), e.into()))?;
-        prev = crate::sigv4::sha256_hex(line.as_bytes());
-        seq += 1;
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
+        w.append(paths, r.clone())?;
     }
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&paths.log)
-        .map_err(io_err(&paths.log))?;
-    f.write_all(&out).map_err(io_err(&paths.log))?;
-    f.sync_data().map_err(io_err(&paths.log))?;
-    let head = json!({ "seq": seq.saturating_sub(1), "hash": prev }).to_string();
+    w.log.sync_data().map_err(io_err(&paths.log))?;
+    write_head(paths, w.next_seq.saturating_sub(1), &w.prev)
+}
+
+/// Names the last durable record in `audit.head`, under the log's lock.
+fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
+    let head = json!({ "seq": seq, "hash": hash }).to_string();
+    let _lock = crate::state::lock_file(&paths.lock).map_err(io_err(&paths.lock))?;
     crate::state::write_atomic(&paths.head, head.as_bytes()).map_err(io_err(&paths.head))
 }
 
@@ -349,26 +339,7 @@ impl AuditLog {
             tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
         }
         let paths = Paths::new(state_dir);
-        let log = open_log(&paths.log)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&paths.lock)
-            .map_err(io_err(&paths.lock))?;
-        let writer = Writer {
-            log,
-            lock,
-            // Never a real file: the first append looks the file up by its name.
-            identity: (u64::MAX, u64::MAX),
-            next_seq: 0,
-            prev: GENESIS.to_string(),
-            // Never a real length: the first append reads the tail.
-            end: u64::MAX,
-            dirty: false,
-            complained: None,
-        };
+        let writer = Writer::open(&paths)?;
         let shared = std::sync::Arc::new(Shared {
             paths,
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -464,6 +435,28 @@ fn open_log(path: &Path) -> Result<File, AuditError> {
 }
 
 impl Writer {
+    /// The log and its lock file opened; where the chain stands is read on first append.
+    fn open(paths: &Paths) -> Result<Writer, AuditError> {
+        Ok(Writer {
+            log: open_log(&paths.log)?,
+            lock: OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .open(&paths.lock)
+                .map_err(io_err(&paths.lock))?,
+            // Never a real file: the first append looks the file up by its name.
+            identity: (u64::MAX, u64::MAX),
+            next_seq: 0,
+            prev: GENESIS.to_string(),
+            // Never a real length: the first append reads the tail.
+            end: u64::MAX,
+            dirty: false,
+            complained: None,
+        })
+    }
+
     fn append(&mut self, paths: &Paths, mut r: Map<String, Value>) -> Result<(), AuditError> {
         self.lock.lock().map_err(io_err(&paths.lock))?;
         let result = self.append_locked(paths, &mut r);
@@ -536,10 +529,7 @@ impl Shared {
         if synced.head_seq.is_some_and(|h| h >= seq) {
             return Ok(());
         }
-        let head = json!({ "seq": seq, "hash": hash }).to_string();
-        let _lock = crate::state::lock_file(&self.paths.lock).map_err(io_err(&self.paths.lock))?;
-        crate::state::write_atomic(&self.paths.head, head.as_bytes())
-            .map_err(io_err(&self.paths.head))?;
+        write_head(&self.paths, seq, &hash)?;
         synced.head_seq = Some(seq);
         Ok(())
     }
