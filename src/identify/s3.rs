@@ -6,6 +6,10 @@
 //! - **Virtual-hosted** requests name the bucket in the Host. airlock does not know every
 //!   name it is reached by, so for now: an IP address or `localhost[:port]` is path-style,
 //!   and `x.localhost[:port]` is bucket `x` (the forwarder must send the same bucket on).
+//! - **A bucket's path with a trailing slash** (`/bucket/`, `/bucket/?list-type=2`: what the
+//!   JS SDK v3 and aws-sdk-rust send for every bucket operation) is the bucket, as S3 reads
+//!   it: an object key cannot be empty, so `/bucket/` can name nothing else. It is read as
+//!   `/bucket`; the request is still forwarded exactly as signed.
 //! - **DeleteObjects** (`POST /{Bucket}?delete`) lists its keys in an XML body, which must
 //!   be buffered ([`s3_needs_body`]); each `<Key>` is a resource.
 
@@ -82,12 +86,23 @@ pub(crate) fn view(
     } else {
         host_bucket(req.host)?
     };
-    let path = match bucket {
+    let mut path = match bucket {
         Some(b) if req.path == "/" => format!("/{b}"),
         Some(b) => format!("/{b}{}", req.path),
         None => req.path.to_string(),
     };
+    if is_bucket_with_slash(&path) {
+        path.pop();
+    }
     Ok((only("s3"), path))
+}
+
+/// `/bucket/`: one non-empty segment and a trailing slash (an empty key, which S3 reads as
+/// the bucket itself).
+fn is_bucket_with_slash(path: &str) -> bool {
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_suffix('/'))
+        .is_some_and(|bucket| !bucket.is_empty() && !bucket.contains('/'))
 }
 
 /// The keys a DeleteObjects body deletes, in order. The body must be

@@ -704,12 +704,26 @@ fn s3_edge_cases() {
     // `+` in a path is a plus, `%2B` too; `%20` is a space.
     let call = req("s3", "GET", "/b/a+b%2Bc%20d").run().unwrap();
     assert_eq!(call.resources[1].value, "a+b+c d");
-    // A trailing slash is part of the key; an empty key names no object.
+    // A trailing slash is part of the key; an empty key names no object, so `/b/` is
+    // the bucket (the JS SDK v3 and aws-sdk-rust write every bucket call that way).
     assert_eq!(
         req("s3", "DELETE", "/b/dir/").run().unwrap().resources[1].value,
         "dir/"
     );
-    assert!(req("s3", "DELETE", "/b/").op().starts_with("error"));
+    assert_eq!(req("s3", "DELETE", "/b/").op(), "s3:DeleteBucket");
+    assert_eq!(req("s3", "PUT", "/b/").op(), "s3:CreateBucket");
+    assert_eq!(req("s3", "HEAD", "/b/").op(), "s3:HeadBucket");
+    assert_eq!(
+        req("s3", "GET", "/b/").q("list-type", "2").op(),
+        "s3:ListObjectsV2"
+    );
+    assert_eq!(req("s3", "GET", "/b/").q("location", "").op(), "s3:GetBucketLocation");
+    // `//` is no bucket; `/b//` is the key `/`.
+    assert!(req("s3", "GET", "//").op().starts_with("error"));
+    assert_eq!(
+        req("s3", "DELETE", "/b//").run().unwrap().resources[1].value,
+        "/"
+    );
     // A Host label that is no bucket name.
     assert_eq!(
         req("s3", "GET", "/").host("Not_A_Bucket.localhost").op(),
