@@ -5,7 +5,8 @@
 // S3 and of the services in SERVICES below, the AWS SDK for JavaScript v3 itself builds and
 // signs the request (its own middleware stack: serializer, endpoint rules, flexible
 // checksums, SigV4), and a request handler records the signed request instead of sending
-// it. Nothing leaves the process.
+// it. Nothing leaves the process. S3 is built twice, path-style and virtual-hosted (the
+// bucket in the Host: `amzn-s3-demo-bucket.localhost:8443`), marked by `variant`.
 //
 // The inputs are botocore's placeholder inputs (gen_requests.py --inputs-out): the JS SDK's
 // commands take the same member names. Output: the JSONL gen_requests.py writes, one line
@@ -26,6 +27,9 @@ import { Readable } from "node:stream";
 const ENDPOINT = "https://localhost:8443";
 const REGION = "us-east-1";
 const CREDENTIALS = { accessKeyId: "AKIDAIRLOCKCOVERAGE1", secretAccessKey: "coverage-secret-key" };
+// The SDK logs its advice (stream lengths) and every failed command (the canned response
+// fails most): neither says anything about the request.
+const QUIET = { debug() {}, info() {}, warn() {}, error() {} };
 // How long one command may take to reach the request handler.
 const COMMAND_TIMEOUT_MS = 10_000;
 
@@ -152,21 +156,6 @@ async function main() {
     const [, Client] = Object.entries(mod).find(
       ([name, value]) => name.endsWith("Client") && typeof value?.prototype?.send === "function",
     );
-    let captured = null;
-    const client = new Client({
-      region: REGION,
-      endpoint: ENDPOINT,
-      credentials: CREDENTIALS,
-      forcePathStyle: true,
-      maxAttempts: 1,
-      requestHandler: {
-        handle: async (request) => {
-          captured ??= { request, body: await bodyBytes(request.body) };
-          return { response: new HttpResponse({ statusCode: 200, headers: {}, body: Readable.from([]) }) };
-        },
-      },
-    });
-    const protocol = protocolOf(client);
     const commands = new Map(
       Object.entries(mod)
         .filter(([name, value]) => /^[A-Z]\w*Command$/.test(name) && typeof value === "function")
@@ -174,58 +163,76 @@ async function main() {
     );
     const ofService = inputs.filter((i) => i.service === service);
     const modelled = new Set(ofService.map((i) => i.operation));
-    for (const name of commands.keys()) {
-      if (!modelled.has(name)) out.push({ service, operation: name, protocol, only_in: "js" });
-    }
-    for (const { operation, input } of ofService) {
-      const Command = commands.get(operation);
-      if (!Command) {
-        out.push({ service, operation, protocol, only_in: "botocore" });
-        continue;
-      }
-      captured = null;
-      let failure = null;
-      let timer;
-      try {
-        await Promise.race([
-          client.send(new Command(toJs(input))),
-          new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error("timed out")), COMMAND_TIMEOUT_MS);
-          }),
-        ]);
-      } catch (e) {
-        failure = e; // the canned response rarely parses; only the request matters
-      } finally {
-        clearTimeout(timer);
-      }
-      if (!captured) {
-        unbuilt++;
-        out.push({
-          service,
-          operation,
-          protocol,
-          error: `the JS SDK built no request: ${failure?.name}: ${failure?.message}`,
-        });
-        continue;
-      }
-      const { request, body } = captured;
-      const headers = Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k, String(v)]));
-      const query = request.query ? buildQueryString(request.query) : "";
-      const scope = credentialScope(headers);
-      const port = request.port ? `:${request.port}` : "";
-      out.push({
-        service,
-        operation,
-        protocol,
-        method: request.method,
-        target: request.path + (query ? `?${query}` : ""),
-        host: headers.host ?? `${request.hostname}${port}`,
-        headers,
-        body_b64: body.toString("base64"),
-        signing_name: scope?.signing_name ?? "",
-        region: scope?.region ?? REGION,
+    // S3 twice: path-style, and virtual-hosted (the bucket in the Host).
+    const addressings = service === "s3" ? ["path-style", "virtual-hosted"] : [null];
+    for (const addressing of addressings) {
+      let captured = null;
+      const client = new Client({
+        region: REGION,
+        endpoint: ENDPOINT,
+        credentials: CREDENTIALS,
+        forcePathStyle: addressing !== "virtual-hosted",
+        maxAttempts: 1,
+        logger: QUIET,
+        requestHandler: {
+          handle: async (request) => {
+            captured ??= { request, body: await bodyBytes(request.body) };
+            return { response: new HttpResponse({ statusCode: 200, headers: {}, body: Readable.from([]) }) };
+          },
+        },
       });
-      written++;
+      const protocol = protocolOf(client);
+      const line = (fields) => ({ service, ...(addressing ? { variant: addressing } : {}), protocol, ...fields });
+      if (addressing !== "virtual-hosted") {
+        for (const name of commands.keys()) {
+          if (!modelled.has(name)) out.push(line({ operation: name, only_in: "js" }));
+        }
+      }
+      for (const { operation, input } of ofService) {
+        const Command = commands.get(operation);
+        if (!Command) {
+          if (addressing !== "virtual-hosted") out.push(line({ operation, only_in: "botocore" }));
+          continue;
+        }
+        captured = null;
+        let failure = null;
+        let timer;
+        try {
+          await Promise.race([
+            client.send(new Command(toJs(input))),
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error("timed out")), COMMAND_TIMEOUT_MS);
+            }),
+          ]);
+        } catch (e) {
+          failure = e; // the canned response rarely parses; only the request matters
+        } finally {
+          clearTimeout(timer);
+        }
+        if (!captured) {
+          unbuilt++;
+          out.push(line({ operation, error: `the JS SDK built no request: ${failure?.name}: ${failure?.message}` }));
+          continue;
+        }
+        const { request, body } = captured;
+        const headers = Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k, String(v)]));
+        const query = request.query ? buildQueryString(request.query) : "";
+        const scope = credentialScope(headers);
+        const port = request.port ? `:${request.port}` : "";
+        out.push(
+          line({
+            operation,
+            method: request.method,
+            target: request.path + (query ? `?${query}` : ""),
+            host: headers.host ?? `${request.hostname}${port}`,
+            headers,
+            body_b64: body.toString("base64"),
+            signing_name: scope?.signing_name ?? "",
+            region: scope?.region ?? REGION,
+          }),
+        );
+        written++;
+      }
     }
   }
   const header = { sdk: "aws-sdk-js-v3", botocore_inputs: botocore, packages: versions };
