@@ -327,7 +327,7 @@ fn check_family<'a>(
     let mut mutation_count = 0usize;
 
     for line in lines {
-        let g: Generated = serde_json::from_str(line).expect("a JSON line");
+        let mut g: Generated = serde_json::from_str(line).expect("a JSON line");
         if let Some(sdk) = &g.only_in {
             one_sdk_only
                 .entry((g.service.clone(), sdk.clone()))
@@ -335,7 +335,6 @@ fn check_family<'a>(
                 .push(g.operation.clone());
             continue;
         }
-        let mut g = g;
         if g.error.is_none() && g.signing_name.is_empty() {
             // Sent without a signature (STS AssumeRoleWithWebIdentity in the JS SDK): the
             // proxy refuses it with MissingAuthenticationToken before identification;

@@ -8,7 +8,8 @@ The calls run in Node (tests/e2e/js/run_calls.mjs) with the agent's variables on
 `AWS_ENDPOINT_URL` (the proxy), the agent's keys, `NODE_EXTRA_CA_CERTS` (airlock's CA).
 
 - Through the suite's shadow-mode airlock: S3 (bucket, small and large objects, multipart,
-  listing, location, tagging, deletes), DynamoDB and RDS, checked in moto's own state.
+  listing, location, tagging, deletes), DynamoDB and RDS, checked in moto's own state; STS
+  GetCallerIdentity, and AssumeRoleWithWebIdentity, which the SDK sends unsigned, refused.
 - Through an enforcing airlock: DeleteBucket, DeleteObjects, DeleteTable and
   DeleteDBInstance are refused with the approval link in the SDK's error and reach no moto;
   approved with `airlock approve ID --key FILE`, the retry goes through exactly once; the
@@ -187,6 +188,24 @@ def test_js_sdk_dynamodb_and_rds(agent: Agent, moto: Moto, tmp_path: Path) -> No
     with pytest.raises(ClientError) as err:
         moto.client("rds").describe_db_instances(DBInstanceIdentifier=db)
     assert err.value.response["Error"]["Code"] == "DBInstanceNotFound"
+
+
+def test_js_sdk_unsigned_sts_call_is_refused(agent: Agent, moto: Moto, tmp_path: Path) -> None:
+    """The SDK sends AssumeRoleWithWebIdentity unsigned (its model says no auth): airlock
+    cannot tell which agent sent it, so it is refused before identification, and moto sees
+    nothing. Signed STS calls go through."""
+    calls = [
+        {"service": "sts", "command": "GetCallerIdentity", "input": {}},
+        {"service": "sts", "command": "AssumeRoleWithWebIdentity", "input": {
+            "RoleArn": "arn:aws:iam::123456789012:role/js-web", "RoleSessionName": "js",
+            "WebIdentityToken": "not-a-real-token"}},
+    ]
+    before = moto.request_count()
+    identity, unsigned = js(agent, calls, tmp_path)
+    assert identity["ok"] and identity["output"]["Arn"] == moto.user_arn, identity
+    assert not unsigned["ok"], unsigned
+    assert (unsigned["status"], unsigned["code"]) == (403, "MissingAuthenticationToken"), unsigned
+    assert moto.request_count() == before + 1, "the unsigned call reached moto"
 
 
 # --- through an enforcing airlock: the gate --------------------------------------------------

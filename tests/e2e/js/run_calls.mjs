@@ -4,7 +4,7 @@
 //
 //   node run_calls.mjs CALLS.json
 //
-// CALLS.json: [{"service": "s3" | "dynamodb" | "rds", "command": "PutObject", "input": {...}}]
+// CALLS.json: [{"service": "s3" | "dynamodb" | "rds" | "sts", "command": "PutObject", "input": {...}}]
 // or {"service": "s3", "command": "Upload", "input": {...}, "partSize": N} for
 // @aws-sdk/lib-storage's multipart Upload. In an input, {"$file": PATH} is a read stream of
 // that file (the SDK sends it aws-chunked, with its default CRC32 trailer), and
@@ -25,6 +25,7 @@ const PACKAGES = {
   s3: "@aws-sdk/client-s3",
   dynamodb: "@aws-sdk/client-dynamodb",
   rds: "@aws-sdk/client-rds",
+  sts: "@aws-sdk/client-sts",
 };
 const FRAMING = ["x-amz-content-sha256", "content-encoding", "x-amz-trailer", "expect", "x-amz-checksum-crc32"];
 
