@@ -8,6 +8,14 @@
 //! label (`{Key+}`) takes the segments it spans, slashes included. Query keys compare
 //! case-sensitively (`?Delete` is not `?delete`).
 //!
+//! A trailing slash, outside S3: botocore's models write some templates with one (Backup's
+//! `PUT /backup/plans/`, Route 53's `POST .../rrset/`) where the JS SDK v3's models write
+//! the same operation without, and AWS serves both SDKs. So a path that fits no template
+//! is read again with one trailing slash toggled (`/backup/plans` as `/backup/plans/`, and
+//! the other way round), never against a template ending in a greedy label. A path that
+//! fits a template as sent is read as sent. In S3 the slash belongs to the object key
+//! (`dir/`); only `/bucket/` is read as the bucket (`s3.rs`).
+//!
 //! Choosing among matches, the most specific wins: more literal path segments (and, at the
 //! first segment where two templates differ, a literal over a label over a greedy label;
 //! when these two measures disagree the call is ambiguous), then more literal query keys,
@@ -158,15 +166,44 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
         .iter()
         .map(|s| decode_segment(s))
         .collect::<Result<_, _>>()?;
-    let express = req.signing_name == "s3express";
+    let mut matches = fitting(req, &services, &raw, &decoded, false)?;
+    if matches.is_empty() && family != "s3" && path.len() > 1 && !path.ends_with("//") {
+        // Outside S3, the slash the other SDK family writes (see the module doc).
+        let (mut raw, mut decoded) = (raw.clone(), decoded.clone());
+        if path.ends_with('/') {
+            raw.pop();
+            decoded.pop();
+        } else {
+            raw.push("");
+            decoded.push(String::new());
+        }
+        matches = fitting(req, &services, &raw, &decoded, true)?;
+    }
+    let chosen = choose(family, matches, req, &path)?;
+    build(req, chosen)
+}
 
-    let mut matches: Vec<Match<'_>> = Vec::new();
-    for candidate in &services {
+/// The routes of `services` that fit the request with the path segments `raw` (as sent)
+/// and `decoded`; with `slash_toggled`, no route ending in a greedy label (its value would
+/// gain or lose the slash).
+fn fitting<'r>(
+    req: &Request<'_>,
+    services: &[Candidate],
+    raw: &[&str],
+    decoded: &[String],
+    slash_toggled: bool,
+) -> Result<Vec<Match<'r>>, IdentifyError> {
+    let express = req.signing_name == "s3express";
+    let mut matches: Vec<Match<'r>> = Vec::new();
+    for candidate in services {
         for route in routes(candidate.name) {
             if route.op.method != req.method {
                 continue;
             }
-            let Some(labels) = match_path(&route.segments, &raw, &decoded)? else {
+            if slash_toggled && matches!(route.segments.last(), Some(Seg::Greedy(_))) {
+                continue;
+            }
+            let Some(labels) = match_path(&route.segments, raw, decoded)? else {
                 continue;
             };
             if !route.query.iter().all(|(k, v)| {
@@ -217,8 +254,7 @@ pub(crate) fn identify(req: &Request<'_>, services: &[Candidate]) -> Result<Foun
             });
         }
     }
-    let chosen = choose(family, matches, req, &path)?;
-    build(req, chosen)
+    Ok(matches)
 }
 
 /// The most specific match, or an error naming what is tied.

@@ -717,7 +717,10 @@ fn s3_edge_cases() {
         req("s3", "GET", "/b/").q("list-type", "2").op(),
         "s3:ListObjectsV2"
     );
-    assert_eq!(req("s3", "GET", "/b/").q("location", "").op(), "s3:GetBucketLocation");
+    assert_eq!(
+        req("s3", "GET", "/b/").q("location", "").op(),
+        "s3:GetBucketLocation"
+    );
     // `//` is no bucket; `/b//` is the key `/`.
     assert!(req("s3", "GET", "//").op().starts_with("error"));
     assert_eq!(
@@ -750,6 +753,61 @@ fn s3_edge_cases() {
         .unwrap();
     let b = req("s3", "GET", "/b/k").run().unwrap();
     assert_eq!(a.params, b.params);
+}
+
+#[test]
+fn a_trailing_slash_outside_s3_is_read_as_either_sdk_family_writes_it() {
+    let cases = [
+        // botocore writes Backup's CreateBackupPlan `PUT /backup/plans/`, the JS SDK v3
+        // `PUT /backup/plans`: both are the operation.
+        ("backup", "PUT /backup/plans/", "backup:CreateBackupPlan"),
+        ("backup", "PUT /backup/plans", "backup:CreateBackupPlan"),
+        // The other way round: botocore `DELETE /backup/plans/{id}`, a slash added.
+        (
+            "backup",
+            "DELETE /backup/plans/p-1/",
+            "backup:DeleteBackupPlan",
+        ),
+        // Route 53 (rest-xml): botocore `POST /2013-04-01/hostedzone/{Id}/rrset/`.
+        (
+            "route53",
+            "POST /2013-04-01/hostedzone/Z/rrset",
+            "route53:ChangeResourceRecordSets",
+        ),
+        // A path that fits as sent is read as sent: Lex V1's `GET /imports/{importId}`
+        // and Lex V2's `GET /imports/{importId}/` stay apart.
+        ("lex", "GET /imports/i-1", "lex-models:GetImport"),
+        ("lex", "GET /imports/i-1/", "lexv2-models:DescribeImport"),
+        // One slash only: `/backup/plans//` is no template.
+        (
+            "backup",
+            "PUT /backup/plans//",
+            "error UnknownOperationException",
+        ),
+    ];
+    for (signing, call, want) in cases {
+        let (method, path) = call.split_once(' ').unwrap();
+        assert_eq!(req(signing, method, path).op(), want, "{call}");
+    }
+    // A label read through the toggled slash: botocore `GET /backup/plans/{id}/`.
+    let got = req("backup", "GET", "/backup/plans/p-1").run().unwrap();
+    assert_eq!(got.operation, "GetBackupPlan");
+    assert_eq!(
+        got.params.get("backupPlanId").map(String::as_str),
+        Some("p-1")
+    );
+    // Never past a greedy label: IoT's `GET /destinations/{arn+}` keeps the slash in its
+    // value.
+    let got = req("iot", "GET", "/destinations/arn:aws:iot:x/")
+        .run()
+        .unwrap();
+    assert_eq!(
+        got.params.get("arn").map(String::as_str),
+        Some("arn:aws:iot:x/")
+    );
+    // In S3 the slash is the key's: `/b/dir` is not `/b/dir/`.
+    let got = req("s3", "DELETE", "/b/dir").run().unwrap();
+    assert_eq!(got.resources[1].value, "dir");
 }
 
 #[test]

@@ -16,6 +16,11 @@
 # several protocols (cloudwatch: smithy-rpc-v2-cbor, json, query) get one request per
 # protocol. tests/identify_coverage.rs runs this and feeds every line to
 # airlock::identify::identify. Requirements: Python 3.11+ and botocore.
+#
+# With --inputs-out instead, it writes only the placeholder inputs, one JSON line
+# {service, operation, input} per operation, for another SDK's serializer to build the
+# requests from (tests/coverage/gen_requests_js.mjs): blobs are {"$blob": base64} and
+# timestamps {"$date": ISO 8601}, the two values JSON has no type for.
 
 from __future__ import annotations
 
@@ -57,7 +62,9 @@ def placeholder(shape, name: str, depth: int, in_label: bool = False):
             ms = members[m]
             if ms.serialization.get("eventstream"):
                 continue
-            v = placeholder(ms, m, depth + 1, ms.serialization.get("location") == "uri")
+            # A URI label or a host label (S3's RequestRoute) must be a valid label.
+            in_label = ms.serialization.get("location") == "uri" or ms.serialization.get("hostLabel")
+            v = placeholder(ms, m, depth + 1, bool(in_label))
             if v is not None:
                 out[m] = v
         return out
@@ -110,6 +117,13 @@ def placeholder(shape, name: str, depth: int, in_label: bool = False):
     return "ph"
 
 
+def placeholder_input(op_model) -> dict:
+    """The input of an operation: placeholders for the required members of its shape."""
+    if op_model.input_shape is None:
+        return {}
+    return placeholder(op_model.input_shape, op_model.input_shape.name, 0) or {}
+
+
 def signing_name_for(service_model, op_model) -> str:
     """The signing name botocore's endpoint rules give (S3 Express and Object Lambda sign
     S3 operations under their own names)."""
@@ -126,9 +140,7 @@ def signing_name_for(service_model, op_model) -> str:
 
 def build(service_model, op_name: str, protocol: str, serializer):
     op = service_model.operation_model(op_name)
-    params = {}
-    if op.input_shape is not None:
-        params = placeholder(op.input_shape, op.input_shape.name, 0) or {}
+    params = placeholder_input(op)
     request_dict = serializer.serialize_to_request(params, op)
     prepare_request_dict(request_dict, endpoint_url=ENDPOINT)
     request = create_request_object(request_dict)
@@ -161,14 +173,52 @@ def build(service_model, op_name: str, protocol: str, serializer):
     }
 
 
+def tagged(value):
+    """A placeholder input as JSON, with blobs and timestamps tagged (see the header)."""
+    if isinstance(value, dict):
+        return {k: tagged(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [tagged(v) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return {"$blob": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, datetime.datetime):
+        return {"$date": value.isoformat()}
+    return value
+
+
+def write_inputs(session, names, out) -> int:
+    """One line per operation of each service: the placeholder input `build` would use."""
+    count = 0
+    out.write(json.dumps({"botocore": botocore.__version__}) + "\n")
+    for name in names:
+        model = session.get_service_model(name)
+        for op_name in model.operation_names:
+            op = model.operation_model(op_name)
+            line = {"service": name, "operation": op_name, "input": tagged(placeholder_input(op))}
+            out.write(json.dumps(line, sort_keys=True) + "\n")
+            count += 1
+    return count
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--out", required=True, help="JSONL file to write")
+    target = ap.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="JSONL file of signed requests to write")
+    target.add_argument("--inputs-out", help="JSONL file of placeholder inputs to write ('-': stdout)")
     ap.add_argument("--service", action="append", help="only these services")
     args = ap.parse_args()
     session = botocore.session.get_session()
     loader = session.get_component("data_loader")
     names = loader.list_available_services("service-2")
+    if args.inputs_out:
+        wanted = [n for n in names if not args.service or n in args.service]
+        if args.inputs_out == "-":
+            count = write_inputs(session, wanted, sys.stdout)
+        else:
+            with open(args.inputs_out, "w", encoding="utf-8") as out:
+                count = write_inputs(session, wanted, out)
+        print(f"wrote {count} inputs from botocore {botocore.__version__}", file=sys.stderr)
+        return 0
     count = failures = 0
     with open(args.out, "w", encoding="utf-8") as out:
         # First line: which botocore built the requests (the test compares it with the
