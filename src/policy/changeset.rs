@@ -39,6 +39,8 @@ pub const ACTIONS: &[&str] = &[
 /// The catalogue rule's reason, until the change set is read.
 pub const REASON: &str =
     "removes or replaces stack resources (airlock reads the change set when the call is made)";
+/// The member under which an `ExecuteChangeSet`'s change set id joins the call's resources.
+pub const CHANGE_SET_ID: &str = "ChangeSetId";
 /// The API version of CloudFormation's query protocol.
 pub const VERSION: &str = "2010-05-15";
 
@@ -309,14 +311,20 @@ impl Harm {
         .find(|h| h.member() == member)
     }
 
-    /// How the approval page's sentence says it.
-    fn verb(self) -> &'static str {
+    /// The approval page's sentence for `what` (a finding's description).
+    fn sentence(self, what: &str) -> String {
         match self {
-            Harm::Removes => "Removes",
-            Harm::Replaces => "Replaces (makes a new one, deletes the old one)",
-            Harm::MayReplace => "May replace (decided only while updating)",
-            Harm::ChangesNestedStack => "Changes nested stack (its own changes are not read)",
-            Harm::Undetermined => "Changes, in a way decided only while updating,",
+            Harm::Removes => format!("Removes {what}."),
+            Harm::Replaces => format!("Replaces {what}: a new one is made, the old one deleted."),
+            Harm::MayReplace => {
+                format!("May replace {what} (CloudFormation decides while updating).")
+            }
+            Harm::ChangesNestedStack => {
+                format!("Changes nested stack {what} (its own changes are not read).")
+            }
+            Harm::Undetermined => {
+                format!("Changes {what} in a way CloudFormation decides only while updating.")
+            }
         }
     }
 }
@@ -406,7 +414,7 @@ pub fn apply(call: &AwsCall, decision: &Decision, reading: &Reading) -> (AwsCall
         } => {
             if let Some(id) = change_set_id {
                 call.resources.push(Resource {
-                    member: "ChangeSetId".into(),
+                    member: CHANGE_SET_ID.into(),
                     value: id.clone(),
                     arn: Some(id.clone()),
                 });
@@ -440,7 +448,7 @@ pub fn apply(call: &AwsCall, decision: &Decision, reading: &Reading) -> (AwsCall
 
 /// The approval page's sentence for a finding added by [`apply`], if `member` is one.
 pub fn sentence(member: &str, value: &str) -> Option<String> {
-    Harm::of_member(member).map(|h| format!("{} {value}.", h.verb()))
+    Harm::of_member(member).map(|h| h.sentence(value))
 }
 
 #[cfg(test)]
