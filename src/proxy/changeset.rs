@@ -126,23 +126,22 @@ async fn preview(proxy: &Proxy, region: &str, params: &[(String, String)]) -> Re
     use rand::Rng;
     let name = format!("airlock-preview-{:016x}", rand::thread_rng().gen::<u64>());
     let created = match ask(proxy, region, &preview_request(params, &name)).await {
-        Ok(body) => read_created(&body),
-        Err(why) => Err(why),
+        Ok(body) => body,
+        Err(why) => return Reading::Unreadable(format!("the preview could not be made: {why}")),
     };
-    let id = match created {
+    let id = match read_created(&created) {
         Ok(id) => id,
-        // Not made, or made and its id not read: then it can only be deleted by name.
+        // Made, but its id not read: it can only be deleted by name.
         Err(why) => {
-            let stack = params
-                .iter()
-                .find(|(k, _)| k == "StackName")
-                .map(|(_, v)| v.as_str());
-            if let Some(stack) = stack {
+            let stack = params.iter().find(|(k, _)| k == "StackName");
+            if let Some((_, stack)) = stack {
                 let mut form = delete_request(&name);
-                form.push(("StackName".into(), stack.into()));
-                let _ = ask(proxy, region, &form).await;
+                form.push(("StackName".into(), stack.clone()));
+                if let Err(e) = ask(proxy, region, &form).await {
+                    tracing::warn!(change_set = %name, error = %e, "could not delete airlock's preview change set");
+                }
             }
-            return Reading::Unreadable(format!("the preview could not be made: {why}"));
+            return Reading::Unreadable(format!("the preview's answer does not read: {why}"));
         }
     };
     let reading = read_preview(proxy, region, &id).await;

@@ -38,7 +38,7 @@ pub async fn query_call(
 ) -> Result<Answer, String> {
     let creds = proxy.credentials.get().await.map_err(|e| e.0)?;
     let uri = format!("{}/", endpoint.base);
-    let body = crate::sigv4::canonical::encode_query(form);
+    let body = form_body(form);
     let identity = creds.into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
@@ -80,4 +80,27 @@ pub async fn query_call(
     .map_err(|e| format!("{what}: reading the answer: {e}"))?
     .to_bytes();
     Ok(Answer { status, body })
+}
+
+/// `application/x-www-form-urlencoded`, as botocore writes it: every byte but the unreserved
+/// ones as `%XX`, a space as `+` (AWS reads `%20` too; moto, checking signatures, re-encodes
+/// the form it parsed this way and would not match another spelling).
+fn form_body(form: &[(String, String)]) -> String {
+    // A `%` is always written `%25`, so `%20` can only stand for a space.
+    crate::sigv4::canonical::encode_query(form).replace("%20", "+")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn forms_are_written_as_botocore_writes_them() {
+        let form = [
+            ("Action".to_string(), "CreateChangeSet".to_string()),
+            ("TemplateBody".to_string(), "{\"a b\": \"50%20~\"}".to_string()),
+        ];
+        assert_eq!(
+            super::form_body(&form),
+            "Action=CreateChangeSet&TemplateBody=%7B%22a+b%22%3A+%2250%2520~%22%7D"
+        );
+    }
 }
