@@ -80,6 +80,15 @@ class Stack:
         return sorted(s["ChangeSetName"] for s in summaries if s["ChangeSetName"].startswith("airlock-preview-"))
 
 
+def change_set(agent: Agent, stack: Stack, name: str, template_body: str) -> Callable[[], Any]:
+    """The agent makes change set `name` of `stack` (allowed: it changes nothing yet); the call
+    that executes it, as the agent makes it (boto3, one attempt)."""
+    cfn = agent.client("cloudformation", config=NO_RETRIES)
+    cfn.create_change_set(StackName=stack.name, ChangeSetName=name, ChangeSetType="UPDATE",
+                          TemplateBody=template_body)
+    return lambda: cfn.execute_change_set(StackName=stack.name, ChangeSetName=name)
+
+
 def refused(call: Callable[[], Any]) -> str:
     """`call` is refused with AccessDenied: its message."""
     with pytest.raises(ClientError) as err:
@@ -92,11 +101,8 @@ def refused(call: Callable[[], Any]) -> str:
 
 def test_a_change_set_that_only_adds_goes_through(gate: GatedAirlock, agent: Agent, moto: Moto) -> None:
     stack = Stack(moto)
-    cfn = agent.client("cloudformation", config=NO_RETRIES)
     extra = unique("extra")
-    cfn.create_change_set(StackName=stack.name, ChangeSetName="add-topic", ChangeSetType="UPDATE",
-                          TemplateBody=template(stack.queue, stack.topic, extra))
-    cfn.execute_change_set(StackName=stack.name, ChangeSetName="add-topic")
+    change_set(agent, stack, "add-topic", template(stack.queue, stack.topic, extra))()
     assert stack.logical_ids() == ["Extra", "Queue", "Topic"]
     assert stack.topic_exists(extra) and stack.topic_exists(stack.topic)
     assert not [a for a in gate.approvals(all=True) if stack.name in json.dumps(a)], "an approval was asked for"
@@ -105,10 +111,7 @@ def test_a_change_set_that_only_adds_goes_through(gate: GatedAirlock, agent: Age
 def test_a_change_set_that_removes_is_held_then_goes_through_once(gate: GatedAirlock, agent: Agent,
                                                                    moto: Moto) -> None:
     stack = Stack(moto)
-    cfn = agent.client("cloudformation", config=NO_RETRIES)
-    cfn.create_change_set(StackName=stack.name, ChangeSetName="drop-topic", ChangeSetType="UPDATE",
-                          TemplateBody=template(stack.queue, None))
-    execute = lambda: cfn.execute_change_set(StackName=stack.name, ChangeSetName="drop-topic")  # noqa: E731
+    execute = change_set(agent, stack, "drop-topic", template(stack.queue, None))
 
     message = refused(execute)
     assert "Removes Topic (AWS::SNS::Topic)" in message, message
@@ -139,10 +142,7 @@ def test_a_change_set_that_removes_is_held_then_goes_through_once(gate: GatedAir
 def test_a_receipt_does_not_cover_a_new_change_set_of_the_same_name(gate: GatedAirlock, agent: Agent,
                                                                     moto: Moto) -> None:
     stack = Stack(moto)
-    cfn = agent.client("cloudformation", config=NO_RETRIES)
-    cfn.create_change_set(StackName=stack.name, ChangeSetName="cleanup", ChangeSetType="UPDATE",
-                          TemplateBody=template(stack.queue, None))
-    execute = lambda: cfn.execute_change_set(StackName=stack.name, ChangeSetName="cleanup")  # noqa: E731
+    execute = change_set(agent, stack, "cleanup", template(stack.queue, None))
     approval = gate.approval_id(refused(execute))
     gate.approve(approval)
 
