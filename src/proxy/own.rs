@@ -96,7 +96,10 @@ mod tests {
     fn forms_are_written_as_botocore_writes_them() {
         let form = [
             ("Action".to_string(), "CreateChangeSet".to_string()),
-            ("TemplateBody".to_string(), "{\"a b\": \"50%20~\"}".to_string()),
+            (
+                "TemplateBody".to_string(),
+                "{\"a b\": \"50%20~\"}".to_string(),
+            ),
         ];
         assert_eq!(
             super::form_body(&form),

@@ -396,3 +396,33 @@ fn an_unreadable_change_set_needs_a_receipt_and_says_why() {
     assert!(d.reason.contains("fail closed") && d.reason.contains("timed out"));
     assert_eq!(bound, c);
 }
+
+#[test]
+fn the_catalogue_holds_both_calls_for_reading() {
+    let policy = super::super::Policy {
+        mode: super::super::Mode::Enforce,
+        rules: vec![],
+        builtin: true,
+    };
+    for operation in ["ExecuteChangeSet", "UpdateStack"] {
+        let d = policy.decide(
+            &call(operation, &[("StackName", "app")]),
+            "agent",
+            "default",
+        );
+        assert_eq!(
+            (d.effect, d.rule.as_str()),
+            (Effect::RequireReceipt, RULE),
+            "{operation}"
+        );
+    }
+    // Making or reading a change set changes nothing.
+    for operation in ["CreateChangeSet", "DescribeChangeSet", "CreateStack"] {
+        let d = policy.decide(
+            &call(operation, &[("StackName", "app")]),
+            "agent",
+            "default",
+        );
+        assert_eq!(d.effect, Effect::Allow, "{operation}");
+    }
+}
