@@ -338,18 +338,21 @@ async fn decide(
     // The change-set rule decides once the change set is read, and only when nothing else
     // already asks for a receipt (then it is the rule that decided). What was read joins
     // the call (and so the receipt's binding, the page and the audit record).
-    let read;
     let read_change_set = decision.rule == CHANGE_SET_RULE
         && decision.effect == Effect::RequireReceipt
         && proxy.config.policy.mode == Mode::Enforce;
-    let (call, decision) = if read_change_set {
+    let mut bound = None;
+    let decision = if read_change_set {
         let reading = self::changeset::read(proxy, call).await;
-        read = apply(call, &decision, &reading);
-        trace.call = Some(read.0.clone());
-        (&read.0, read.1.clone())
+        let (read_call, read_decision) = apply(call, &decision, &reading);
+        tracing::info!(%agent, action = %call.action(), effect = read_decision.effect.as_str(), reason = %read_decision.reason, "change set read");
+        trace.call = Some(read_call.clone());
+        bound = Some(read_call);
+        read_decision
     } else {
-        (call, decision)
+        decision
     };
+    let call = bound.as_ref().unwrap_or(call);
     trace.environment = Some(environment.clone());
     trace.effect = Some(decision.effect.as_str());
     trace.rule = Some(decision.rule.clone());
