@@ -187,6 +187,22 @@ def test_update_stack_that_drops_a_resource_is_held(gate: GatedAirlock, agent: A
     assert stack.previews_left() == [], "airlock left its preview change set behind"
 
 
+def test_an_approved_update_stack_goes_through_once(gate: GatedAirlock, agent: Agent, moto: Moto) -> None:
+    """Each UpdateStack is previewed anew; the same template finds the same removals, so the
+    retry is the call the human approved."""
+    stack = Stack(moto)
+    cfn = agent.client("cloudformation", config=NO_RETRIES)
+    update = lambda: cfn.update_stack(StackName=stack.name, TemplateBody=template(None, stack.topic))  # noqa: E731
+    message = refused(update)
+    assert "Removes Queue (AWS::SQS::Queue)" in message, message
+    approval = gate.approval_id(message)
+    assert gate.approval_id(refused(update)) == approval, "the retry is not the same call"
+    gate.approve(approval)
+    update()
+    assert stack.logical_ids() == ["Topic"] and not stack.queue_exists()
+    assert stack.previews_left() == [], "airlock left its preview change set behind"
+
+
 def test_update_stack_that_only_adds_goes_through(gate: GatedAirlock, agent: Agent, moto: Moto) -> None:
     stack = Stack(moto)
     cfn = agent.client("cloudformation", config=NO_RETRIES)
