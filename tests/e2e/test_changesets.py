@@ -127,6 +127,8 @@ def test_a_change_set_that_removes_is_held_then_goes_through_once(gate: GatedAir
     members = [r["member"] for r in record["call"]["resources"]]
     assert "ChangeSetId" in members and "Removes" in members, record["call"]["resources"]
     assert record["rule"] == "builtin:change-set-removals", record
+    # airlock learned its account with its own call (GetCallerIdentity), signed as these are.
+    assert record["call"]["account"] == moto.user_arn.split(":")[4], record["call"]
 
     gate.approve(approval)
     execute()
