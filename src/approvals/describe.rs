@@ -5,6 +5,7 @@
 //! parameter this module does not know is still shown there.
 
 use crate::identify::AwsCall;
+use crate::policy::changeset;
 
 /// Nouns for resources whose operation names read badly when split (`DBInstance`).
 const NOUNS: &[(&str, &str, &str)] = &[
@@ -53,6 +54,7 @@ const VERBS: &[(&str, &str)] = &[
     ("Revoke", "Revokes"),
     ("Disable", "Disables"),
     ("Cancel", "Cancels"),
+    ("Execute", "Executes"),
     ("Schedule", "Schedules deletion of"),
     ("Modify", "Changes"),
     ("Update", "Changes"),
@@ -155,10 +157,24 @@ pub fn destroys(call: &AwsCall) -> String {
             .find(|r| r.member == m)
             .map(|r| r.value.as_str())
     };
+    // What airlock read of a CloudFormation change set: one sentence each, after the call's.
+    let read: Vec<String> = call
+        .resources
+        .iter()
+        .filter_map(|r| changeset::sentence(&r.member, &r.value))
+        .collect();
     let targets: Vec<String> = match (member("Bucket"), member("Key")) {
         // S3 names an object by its bucket and key: "object KEY in bucket B".
         (Some(bucket), Some(key)) => vec![format!("{key} in bucket {bucket}")],
-        _ => call.resources.iter().map(|r| r.value.clone()).collect(),
+        _ => call
+            .resources
+            .iter()
+            .filter(|r| {
+                r.member != changeset::CHANGE_SET_ID
+                    && changeset::sentence(&r.member, &r.value).is_none()
+            })
+            .map(|r| r.value.clone())
+            .collect(),
     };
     let mut line = if rest.is_empty() {
         format!("{verb} {}", call.action())
@@ -170,6 +186,10 @@ pub fn destroys(call: &AwsCall) -> String {
         line.push_str(&targets.join(", "));
     }
     line.push('.');
+    for sentence in read {
+        line.push(' ');
+        line.push_str(&sentence);
+    }
     for (param, value, note) in NOTES {
         let Some(actual) = call.params.get(*param) else {
             continue;
@@ -265,5 +285,30 @@ mod tests {
             "Deletes object docs/read me.txt in bucket data."
         );
         assert_eq!(words("VpcPeeringConnection"), "vpc peering connection");
+    }
+
+    #[test]
+    fn a_change_set_reads_with_what_it_removes() {
+        let mut c = call("cloudformation", "ExecuteChangeSet", "drop-topic", &[]);
+        c.resources[0].member = "ChangeSetName".into();
+        for (member, value) in [
+            (
+                changeset::CHANGE_SET_ID,
+                "arn:aws:cloudformation:eu-west-1:1:changeSet/drop-topic/1",
+            ),
+            ("Removes", "Topic (AWS::SNS::Topic)"),
+            ("Replaces", "Bucket (AWS::S3::Bucket, data-1)"),
+        ] {
+            c.resources.push(Resource {
+                member: member.into(),
+                value: value.into(),
+                arn: None,
+            });
+        }
+        assert_eq!(
+            destroys(&c),
+            "Executes change set drop-topic. Removes Topic (AWS::SNS::Topic). Replaces Bucket \
+             (AWS::S3::Bucket, data-1): a new one is made, the old one deleted."
+        );
     }
 }

@@ -151,6 +151,14 @@ pub fn rules() -> &'static [Rule] {
                 true,
                 "its automated backups are deleted too",
             ),
+            // Decided once the change set is read: see `policy::changeset`.
+            rule(
+                super::changeset::RULE_NAME,
+                super::changeset::ACTIONS,
+                &[],
+                false,
+                super::changeset::REASON,
+            ),
         ]
     })
 }

@@ -8,6 +8,7 @@
 //! catalogue ([`builtin`]) adds the destructive calls every account should gate.
 
 pub mod builtin;
+pub mod changeset;
 pub mod glob;
 
 use crate::identify::AwsCall;

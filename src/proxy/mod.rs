@@ -16,8 +16,10 @@ pub mod accept;
 pub mod authenticate;
 pub mod body;
 pub mod caller;
+pub mod changeset;
 pub mod error;
 pub mod forward;
+pub mod own;
 pub mod redeem;
 pub mod resign;
 
@@ -322,16 +324,35 @@ async fn identify(
 
 /// Phase 4 and 5, decide and redeem: allow, refuse, or demand a receipt.
 async fn decide(
-    proxy: &Proxy,
+    proxy: &Arc<Proxy>,
     call: &crate::identify::AwsCall,
     agent: &str,
     trace: &mut Trace,
 ) -> Result<Option<redeem::Authorization>, error::ProxyError> {
+    use crate::policy::changeset::{apply, RULE as CHANGE_SET_RULE};
     use crate::policy::{Effect, Mode};
     let environment = proxy
         .config
         .environment_of(call.account.as_deref(), &call.region);
     let decision = proxy.config.policy.decide(call, agent, &environment);
+    // The change-set rule decides once the change set is read, and only when nothing else
+    // already asks for a receipt (then it is the rule that decided). What was read joins
+    // the call (and so the receipt's binding, the page and the audit record).
+    let read_change_set = decision.rule == CHANGE_SET_RULE
+        && decision.effect == Effect::RequireReceipt
+        && proxy.config.policy.mode == Mode::Enforce;
+    let mut bound = None;
+    let decision = if read_change_set {
+        let reading = self::changeset::read(proxy, call).await;
+        let (read_call, read_decision) = apply(call, &decision, &reading);
+        tracing::info!(%agent, action = %call.action(), effect = read_decision.effect.as_str(), reason = %read_decision.reason, "change set read");
+        trace.call = Some(read_call.clone());
+        bound = Some(read_call);
+        read_decision
+    } else {
+        decision
+    };
+    let call = bound.as_ref().unwrap_or(call);
     trace.environment = Some(environment.clone());
     trace.effect = Some(decision.effect.as_str());
     trace.rule = Some(decision.rule.clone());
@@ -351,6 +372,13 @@ async fn decide(
             redeem::redeem(proxy, call, agent, &environment, &decision)
                 .await
                 .map(Some)
+                .map_err(|mut e| {
+                    // What airlock read of the change set is what the agent must know.
+                    if read_change_set && e.code == "AccessDenied" {
+                        e.message.push_str(&format!(" Why: {}.", decision.reason));
+                    }
+                    e
+                })
         }
     }
 }

@@ -34,16 +34,20 @@ pub fn endpoint_for(
     v: &VerifiedRequest,
     call: &AwsCall,
 ) -> Result<Endpoint, ProxyError> {
+    endpoint_of(proxy, &call.service, &v.scope.region).map_err(ProxyError::bad_request)
+}
+
+/// Where a call of `service` in `region` goes (forwarded, or airlock's own).
+pub fn endpoint_of(proxy: &Proxy, service: &str, region: &str) -> Result<Endpoint, String> {
     if let Some(base) = &proxy.config.upstream.endpoint {
         let base = base.to_string();
         return Ok(Endpoint {
             base: base.trim_end_matches('/').to_string(),
-            signing_region: v.scope.region.clone(),
-            service: call.service.clone(),
+            signing_region: region.to_string(),
+            service: service.to_string(),
         });
     }
-    endpoint::resolve(model(), &call.service, &v.scope.region)
-        .map_err(|e| ProxyError::bad_request(e.0))
+    endpoint::resolve(model(), service, region).map_err(|e| e.0)
 }
 
 pub async fn resign(

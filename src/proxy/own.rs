@@ -1,0 +1,109 @@
+//! airlock's own calls to AWS, never an agent's: a query-protocol form POST signed with the
+//! real credentials (`aws-sigv4`, as in `resign`) and sent through the same pooled client and
+//! `[upstream]` as forwarded calls. They learn airlock's account (`caller`) and read
+//! CloudFormation change sets (`changeset`). Every call is bounded in time and in the size
+//! of the answer it reads.
+
+use super::body::full;
+use super::Proxy;
+use crate::aws::endpoint::Endpoint;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use std::time::{Duration, SystemTime};
+
+/// How long one call may take to answer, and then to send its body.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer read (a page of a change set is well under this).
+const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+const FORM: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// An answer: its status and its whole body.
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub body: Bytes,
+}
+
+/// Sends `form` (`Action`, `Version` and the call's members) to `endpoint` as airlock.
+/// `what` names the call in errors (`DescribeChangeSet`). The errors never carry a
+/// credential.
+pub async fn query_call(
+    proxy: &Proxy,
+    endpoint: &Endpoint,
+    signing_name: &str,
+    form: &[(String, String)],
+    what: &str,
+) -> Result<Answer, String> {
+    let creds = proxy.credentials.get().await.map_err(|e| e.0)?;
+    let uri = format!("{}/", endpoint.base);
+    let body = form_body(form);
+    let identity = creds.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&endpoint.signing_region)
+        .name(signing_name)
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        uri.as_str(),
+        [("content-type", FORM)].into_iter(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(&uri)
+        .header("content-type", FORM)
+        .body(full(body))
+        .map_err(|e| e.to_string())?;
+    instructions.apply_to_request_http1x(&mut request);
+    let response = tokio::time::timeout(TIMEOUT, proxy.client.request(request))
+        .await
+        .map_err(|_| format!("{what} timed out"))?
+        .map_err(|e| format!("{what} failed: {e}"))?;
+    let status = response.status();
+    let body = tokio::time::timeout(
+        TIMEOUT,
+        Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| format!("{what} timed out"))?
+    .map_err(|e| format!("{what}: reading the answer: {e}"))?
+    .to_bytes();
+    Ok(Answer { status, body })
+}
+
+/// `application/x-www-form-urlencoded`, as botocore writes it: every byte but the unreserved
+/// ones as `%XX`, a space as `+` (AWS reads `%20` too; moto, checking signatures, re-encodes
+/// the form it parsed this way and would not match another spelling).
+fn form_body(form: &[(String, String)]) -> String {
+    // A `%` is always written `%25`, so `%20` can only stand for a space.
+    crate::sigv4::canonical::encode_query(form).replace("%20", "+")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn forms_are_written_as_botocore_writes_them() {
+        let form = [
+            ("Action".to_string(), "CreateChangeSet".to_string()),
+            (
+                "TemplateBody".to_string(),
+                "{\"a b\": \"50%20~\"}".to_string(),
+            ),
+        ];
+        assert_eq!(
+            super::form_body(&form),
+            "Action=CreateChangeSet&TemplateBody=%7B%22a+b%22%3A+%2250%2520~%22%7D"
+        );
+    }
+}
