@@ -13,6 +13,7 @@
 //! - [`state`]: what lives in the state dir (agents).
 //! - [`config`], [`init`], [`cli`]: the configuration file, first-run setup, the command line.
 //! - [`access`]: who can read or change airlock's files (serve's startup check, `doctor`).
+//! - [`doctor`]: `airlock doctor`, every way the agent's user could get around airlock.
 //! - [`secret`]: the type that keeps secrets out of logs and `Debug`.
 
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod exec;
 pub mod explain;
 pub mod identify;

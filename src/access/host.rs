@@ -62,9 +62,15 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = (&str, u32, u32, &str)> {
 }
 
 /// The account `name` or uid `uid`, from the given `/etc/passwd` and `/etc/group` texts.
-pub fn account_in(passwd: &str, group: &str, name: Option<&str>, uid: Option<u32>) -> Option<Account> {
-    let (name, uid, gid, home) = passwd_entries(passwd)
-        .find(|(n, u, _, _)| name.is_none_or(|want| want == *n) && uid.is_none_or(|want| want == *u))?;
+pub fn account_in(
+    passwd: &str,
+    group: &str,
+    name: Option<&str>,
+    uid: Option<u32>,
+) -> Option<Account> {
+    let (name, uid, gid, home) = passwd_entries(passwd).find(|(n, u, _, _)| {
+        name.is_none_or(|want| want == *n) && uid.is_none_or(|want| want == *u)
+    })?;
     let mut gids = vec![gid];
     let mut group_names = Vec::new();
     for line in group.lines() {
@@ -147,9 +153,11 @@ fn serve_process(proc_dir: &Path, pid: u32) -> Option<ServeProcess> {
         .parse()
         .ok()?;
     let config = args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--config=")
-            .map(str::to_string)
-            .or_else(|| (a == "--config").then(|| args.get(i + 1).cloned()).flatten())
+        a.strip_prefix("--config=").map(str::to_string).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
     });
     Some(ServeProcess {
         pid,
@@ -179,7 +187,11 @@ pub fn airlock_paths(config: &Config) -> Vec<(&'static str, PathBuf, Need)> {
     vec![
         ("config", config.path.clone(), Need::Unchangeable),
         ("state dir", config.state_dir.clone(), Need::Secret),
-        ("certificates dir", config.tls_dir.clone(), Need::Unchangeable),
+        (
+            "certificates dir",
+            config.tls_dir.clone(),
+            Need::Unchangeable,
+        ),
         ("CA key", config.ca_key(), Need::Secret),
         ("server key", config.server_key(), Need::Secret),
     ]
@@ -223,12 +235,19 @@ mod tests {
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
         agent:x:1001:1001::/home/agent:/bin/sh\n\
         airlock:x:998:998::/var/lib/airlock:/usr/sbin/nologin\n";
-    const GROUP: &str = "root:x:0:\nagent:x:1001:\ndocker:x:999:agent,bob\nairlock:x:998:\nsudo:x:27:bob\n";
+    const GROUP: &str =
+        "root:x:0:\nagent:x:1001:\ndocker:x:999:agent,bob\nairlock:x:998:\nsudo:x:27:bob\n";
 
     #[test]
     fn an_account_has_its_primary_and_supplementary_groups() {
         let a = account_in(PASSWD, GROUP, Some("agent"), None).unwrap();
-        assert_eq!(a.principal, Principal { uid: 1001, gids: vec![1001, 999] });
+        assert_eq!(
+            a.principal,
+            Principal {
+                uid: 1001,
+                gids: vec![1001, 999]
+            }
+        );
         assert_eq!(a.group_names, vec!["agent", "docker"]);
         assert_eq!(a.home, PathBuf::from("/home/agent"));
         let by_uid = account_in(PASSWD, GROUP, None, Some(998)).unwrap();
@@ -251,7 +270,10 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         let c = chain(&file).unwrap();
         assert_eq!(c.first().unwrap().path, PathBuf::from("/"));
-        assert_eq!(c.last().unwrap().path, std::fs::canonicalize(&file).unwrap());
+        assert_eq!(
+            c.last().unwrap().path,
+            std::fs::canonicalize(&file).unwrap()
+        );
         assert!(c[..c.len() - 1].iter().all(|e| e.is_dir));
         assert!(!c.last().unwrap().is_dir);
     }

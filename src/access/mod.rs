@@ -196,10 +196,18 @@ impl Exposure {
     pub fn describe(&self, own_uid: u32) -> String {
         let mut parts = Vec::new();
         if let Some(g) = &self.writable {
-            parts.push(format!("{} can change it ({})", holder(g), fix(g, own_uid, true)));
+            parts.push(format!(
+                "{} can change it ({})",
+                holder(g),
+                fix(g, own_uid, true)
+            ));
         }
         if let Some(g) = &self.readable {
-            parts.push(format!("{} can read it ({})", holder(g), fix(g, own_uid, false)));
+            parts.push(format!(
+                "{} can read it ({})",
+                holder(g),
+                fix(g, own_uid, false)
+            ));
         }
         format!("{}: {}", self.path.display(), parts.join("; "))
     }

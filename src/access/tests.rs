@@ -50,7 +50,10 @@ fn group_and_other_bits_on_the_file_are_exposures_and_name_the_fix() {
     assert_eq!(x.writable.as_ref().unwrap().class, Class::Group(50));
     assert!(x.readable.is_none(), "a config may be readable");
     let line = x.describe(ME);
-    assert!(line.contains("chmod g-w /srv/airlock/airlock.toml"), "{line}");
+    assert!(
+        line.contains("chmod g-w /srv/airlock/airlock.toml"),
+        "{line}"
+    );
 
     let c = chain_with(0o755, e("/srv/airlock/ca.key", ME, ME, 0o604, false));
     let x = exposure(&c, ME, Need::Secret).unwrap();
@@ -61,7 +64,10 @@ fn group_and_other_bits_on_the_file_are_exposures_and_name_the_fix() {
 #[test]
 fn a_writable_directory_above_lets_others_replace_the_file() {
     let c = chain_with(0o775, e("/srv/airlock/airlock.toml", ME, ME, 0o644, false));
-    let g = exposure(&c, ME, Need::Unchangeable).unwrap().writable.unwrap();
+    let g = exposure(&c, ME, Need::Unchangeable)
+        .unwrap()
+        .writable
+        .unwrap();
     assert_eq!(g.path, PathBuf::from("/srv/airlock"));
     assert!(g.via_parent);
     assert!(fix(&g, ME, true).contains("chmod g-w /srv/airlock"));
@@ -96,7 +102,10 @@ fn an_owner_other_than_airlock_or_root_controls_the_path() {
         e("/home/alice", 1000, 1000, 0o755, true),
         e("/home/alice/airlock.toml", ME, ME, 0o644, false),
     ];
-    let g = exposure(&c, ME, Need::Unchangeable).unwrap().writable.unwrap();
+    let g = exposure(&c, ME, Need::Unchangeable)
+        .unwrap()
+        .writable
+        .unwrap();
     assert_eq!(g.class, Class::Owner(1000));
     assert!(fix(&g, ME, true).starts_with("move it under"));
     // A file owned by someone else, in a good place: chown it.
@@ -109,7 +118,11 @@ fn an_owner_other_than_airlock_or_root_controls_the_path() {
 fn a_user_needs_search_permission_on_every_directory_above() {
     let c = chain_with(0o700, e("/srv/airlock/listen.json", ME, ME, 0o644, false));
     let a = agent();
-    assert_eq!(can_read(&c, Who::User(&a)), None, "0700 above stops the agent");
+    assert_eq!(
+        can_read(&c, Who::User(&a)),
+        None,
+        "0700 above stops the agent"
+    );
     // serve still wants a secret private by its own mode (as ssh does).
     assert!(exposure(&c, ME, Need::Secret).unwrap().readable.is_some());
     let c = chain_with(0o711, e("/srv/airlock/listen.json", ME, ME, 0o644, false));
@@ -133,7 +146,10 @@ fn the_user_who_owns_it_or_root_can_do_anything() {
         uid: ME,
         gids: vec![ME],
     };
-    assert_eq!(can_write(&c, Who::User(&airlock)).unwrap().class, Class::Owner(ME));
+    assert_eq!(
+        can_write(&c, Who::User(&airlock)).unwrap().class,
+        Class::Owner(ME)
+    );
     let root = Principal {
         uid: 0,
         gids: vec![0],
