@@ -151,6 +151,23 @@ enum AgentCommand {
     Revoke { name: String },
 }
 
+/// The environment as the process started, before `main` drops `AWS_ENDPOINT_URL*`.
+static ORIGINAL_ENVIRONMENT: std::sync::OnceLock<Vec<(String, String)>> =
+    std::sync::OnceLock::new();
+
+/// Keeps a copy of the environment for `airlock doctor`; call before changing it.
+pub fn remember_environment() {
+    let env = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let _ = ORIGINAL_ENVIRONMENT.set(env);
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -420,7 +437,10 @@ fn cmd_doctor(config_path: &Path, agent_user: Option<&str>, json: bool) -> Resul
             if let Some(home) = std::env::var_os("HOME") {
                 agent.home = PathBuf::from(home);
             }
-            let env: Vec<(String, String)> = std::env::vars().collect();
+            let env = ORIGINAL_ENVIRONMENT
+                .get()
+                .cloned()
+                .unwrap_or_else(|| std::env::vars().collect());
             (agent, Some(env))
         }
     };
