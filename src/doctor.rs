@@ -437,6 +437,33 @@ fn points_at_airlock(url: &str, config: &Config) -> bool {
     uri.scheme_str() == Some("https") && loopback && port_ok
 }
 
+/// Where the config of the protected setup lives (deploy/systemd/airlock.toml is installed there).
+const SYSTEM_CONFIG: &str = "/etc/airlock/airlock.toml";
+
+/// The config to judge: `given` if it exists, else that of a running `serve` (started with an
+/// absolute `--config`), else the system-wide one.
+fn find_config(given: &Path, serving: &[host::ServeProcess], notes: &mut Vec<String>) -> PathBuf {
+    if given.exists() {
+        return given.to_path_buf();
+    }
+    let found = serving
+        .iter()
+        .filter_map(|p| p.config.clone())
+        .chain([PathBuf::from(SYSTEM_CONFIG)])
+        .find(|c| c.is_absolute() && c.exists());
+    match found {
+        Some(c) => {
+            notes.push(format!(
+                "{} does not exist; judged {} instead",
+                given.display(),
+                c.display()
+            ));
+            c
+        }
+        None => given.to_path_buf(),
+    }
+}
+
 /// Runs every check for `agent`. `env` is the agent's environment when doctor runs as the
 /// agent (`None` with `--agent-user`: another process's environment is not ours to read).
 pub fn examine(agent: &Account, config_path: &Path, env: Option<&[(String, String)]>) -> Report {
@@ -460,6 +487,8 @@ pub fn examine(agent: &Account, config_path: &Path, env: Option<&[(String, Strin
         );
     }
     let as_user = agent.principal.uid != 0;
+    let serving = host::serve_processes();
+    let config_path = &find_config(config_path, &serving, &mut d.report.notes);
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -477,7 +506,6 @@ pub fn examine(agent: &Account, config_path: &Path, env: Option<&[(String, Strin
         }
     };
     d.report.config = config.path.clone();
-    let serving = host::serve_processes();
     if as_user {
         d.airlock_files(&config);
         d.approver_keys(&config);
