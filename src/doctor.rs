@@ -56,7 +56,7 @@ const CREDENTIAL_SOURCES: [&str; 4] = [
 ];
 
 const SEPARATE_USER: &str =
-    "run airlock as its own user (deploy/airlock.service) or in a container (docker-compose.yml)";
+    "run airlock as its own user (deploy/systemd/airlock.service) or in a container (docker-compose.yml)";
 
 struct Doctor<'a> {
     agent: &'a Account,
@@ -113,7 +113,9 @@ impl Doctor<'_> {
         }
     }
 
-    /// Approver private keys (`airlock keygen` files) the agent could read or replace.
+    /// Approver private keys (`airlock keygen` files) the agent could read or replace, in the
+/// usual places: every user's `~/.airlock`, `/etc/airlock`, beside the config and the
+/// certificates. (The state dir is judged as a whole: its keys are airlock's.)
     fn approver_keys(&mut self, config: &Config) {
         let mut dirs: Vec<PathBuf> = host::homes()
             .into_iter()
@@ -127,7 +129,6 @@ impl Doctor<'_> {
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
             config.tls_dir.clone(),
-            config.state_dir.clone(),
         ]);
         dirs.sort();
         dirs.dedup();
