@@ -113,9 +113,33 @@ impl Doctor<'_> {
         }
     }
 
+    /// The airlock binary this doctor runs from (normally the one `serve` runs): whoever can
+    /// replace it runs their own code as airlock at the next start.
+    fn binary(&mut self) {
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let Ok(chain) = host::chain(&exe) else { return };
+        if let Some(g) = can_write(&chain, self.who()) {
+            self.found(
+                "airlock-binary-writable",
+                Some(&exe),
+                format!(
+                    "the agent's user can replace the airlock binary {} (as {})",
+                    exe.display(),
+                    holder(&g)
+                ),
+                format!(
+                    "install airlock where only root can write (/usr/local/bin): {}",
+                    fix_for(&g)
+                ),
+            );
+        }
+    }
+
     /// Approver private keys (`airlock keygen` files) the agent could read or replace, in the
-/// usual places: every user's `~/.airlock`, `/etc/airlock`, beside the config and the
-/// certificates. (The state dir is judged as a whole: its keys are airlock's.)
+    /// usual places: every user's `~/.airlock`, `/etc/airlock`, beside the config and the
+    /// certificates. (The state dir is judged as a whole: its keys are airlock's.)
     fn approver_keys(&mut self, config: &Config) {
         let mut dirs: Vec<PathBuf> = host::homes()
             .into_iter()
@@ -509,6 +533,7 @@ pub fn examine(agent: &Account, config_path: &Path, env: Option<&[(String, Strin
     d.report.config = config.path.clone();
     if as_user {
         d.airlock_files(&config);
+        d.binary();
         d.approver_keys(&config);
         d.serve_processes(&serving);
     }
@@ -599,6 +624,49 @@ mod tests {
         assert!(is_approver_key(br#"{"format":"airlock-ed25519-key/2"}"#));
         assert!(!is_approver_key(br#"{"format":"other"}"#));
         assert!(!is_approver_key(b"[default]\n"));
+    }
+
+    #[test]
+    fn groups_and_the_environment_are_judged_and_unreachable_files_are_not_findings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config/airlock.toml");
+        crate::init::init(&config).unwrap();
+        let agent = Account {
+            name: "someone".into(),
+            home: dir.path().join("home"),
+            principal: crate::access::Principal {
+                uid: 54321,
+                gids: vec![54321],
+            },
+            group_names: vec!["someone".into(), "docker".into()],
+        };
+        let env: Vec<(String, String)> = [
+            ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+            ("AWS_ENDPOINT_URL", "https://sts.amazonaws.com"),
+            ("AWS_ENDPOINT_URL_S3", "https://localhost:8443"),
+            ("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let report = examine(&agent, &config, Some(&env));
+        let checks: Vec<&str> = report.findings.iter().map(|f| f.check).collect();
+        assert_eq!(
+            checks,
+            ["docker-group", "env-credentials", "env-endpoint", "env-ca"],
+            "{report:#?}"
+        );
+        assert!(!format!("{report:?}").contains("AKIAIOSFODNN7EXAMPLE"));
+        // Pointed at airlock, with its CA and no real key: nothing but the docker group.
+        let ca = config.parent().unwrap().join("../certs/ca.pem");
+        let good: Vec<(String, String)> = vec![
+            ("AWS_ACCESS_KEY_ID".into(), "AIRLOCKEXAMPLE".into()),
+            ("AWS_ENDPOINT_URL".into(), "https://localhost:8443".into()),
+            ("AWS_CA_BUNDLE".into(), ca.display().to_string()),
+        ];
+        let report = examine(&agent, &config, Some(&good));
+        let checks: Vec<&str> = report.findings.iter().map(|f| f.check).collect();
+        assert_eq!(checks, ["docker-group"], "{report:#?}");
     }
 
     #[test]
