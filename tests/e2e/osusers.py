@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,14 +52,23 @@ def throwaway_user(prefix: str, homes: Path) -> Iterator[OsUser]:
     require_root()
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     home = homes / name
-    subprocess.run(["useradd", "--system", "--create-home", "--home-dir", str(home),
-                    "--shell", "/bin/sh", "--user-group", name],
-                   check=True, capture_output=True, text=True)
+    for _ in range(20):  # another useradd may hold /etc/passwd's lock for a moment
+        made = subprocess.run(["useradd", "--system", "--create-home", "--home-dir", str(home),
+                               "--shell", "/bin/sh", "--user-group", name],
+                              capture_output=True, text=True, timeout=30)
+        if made.returncode == 0 or "lock" not in made.stderr:
+            break
+        time.sleep(0.5)
+    assert made.returncode == 0, f"useradd {name} failed: {made.stderr}"
     try:
         home.chmod(0o755)
         entry = pwd.getpwnam(name)
         yield OsUser(name, entry.pw_uid, entry.pw_gid, home)
     finally:
-        subprocess.run(["userdel", "-r", name], capture_output=True, text=True)
+        for _ in range(20):
+            gone = subprocess.run(["userdel", "-r", name], capture_output=True, text=True, timeout=30)
+            if gone.returncode == 0 or "lock" not in gone.stderr:
+                break
+            time.sleep(0.5)
         if home.exists():
             shutil.rmtree(home, ignore_errors=True)

@@ -175,6 +175,21 @@ def test_serve_refuses_a_group_writable_config_or_state_dir(setup: Setup) -> Non
     assert "airlock listening" not in refused.stdout
 
 
+def test_shadow_mode_starts_on_an_exposed_state_dir_with_a_warning(setup: Setup) -> None:
+    home = _owned_dir(setup.base / unique("shadow"), setup.airlock_user)
+    shadow = Airlock(home, setup.airlock.moto)
+    shadow.run_as = setup.airlock_user.as_user()
+    shadow.init("shadow")
+    configure(shadow.config, {("notify", "desktop"): False})
+    (home / "state").chmod(0o770)
+    shadow.start()
+    try:
+        log = shadow.log_tail()
+        assert "in enforce mode this refuses to start" in log and str(home / "state") in log, log
+    finally:
+        shadow.stop()
+
+
 def test_a_serve_of_the_agents_own_user_is_found_and_its_environ_stays_unreadable(setup: Setup) -> None:
     """The one-user setup the quick start makes: doctor says so. And PR_SET_DUMPABLE holds even
     against the same user: /proc/<serve pid>/environ (the real keys) cannot be read."""
