@@ -2,7 +2,9 @@
 # Build stage: the release binary. Runtime stage: Debian slim, an unprivileged user, the
 # config baked in (owned by root, so airlock reads it and cannot change it), state and
 # certificates in volumes.
-FROM rust:1.89-slim-bookworm AS build
+# Any stable toolchain at or above Cargo.toml's rust-version; the full image has make and a C
+# compiler for jemalloc and aws-lc.
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin airlock

@@ -240,7 +240,8 @@ pub fn holder(g: &Grant) -> String {
         String::new()
     };
     match g.class {
-        Class::Owner(uid) => format!("its owner, uid {uid}{through}"),
+        Class::Owner(uid) if g.via_parent => format!("uid {uid}, owner of {}", g.path.display()),
+        Class::Owner(uid) => format!("uid {uid}, its owner"),
         Class::Group(gid) => format!("group {gid}{through}"),
         Class::Other => format!("every user{through}"),
         Class::Root => "root".to_string(),
