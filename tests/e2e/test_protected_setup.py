@@ -90,6 +90,10 @@ def test_doctor_finds_nothing_on_the_protected_setup(setup: Setup) -> None:
     text = run([*setup.agent_user.as_user(), str(airlock_binary()), "doctor", "--config",
                 str(setup.airlock.config)], setup.agent_env(), check=False)
     assert text.returncode == 0 and "no way around airlock found" in text.stdout, text.stdout + text.stderr
+    # Judging another user's access takes root.
+    other = run([*setup.agent_user.as_user(), str(airlock_binary()), "doctor", "--agent-user", "root", "--config",
+                 str(setup.airlock.config)], setup.agent_env(), check=False)
+    assert other.returncode == 2 and "needs root" in other.stderr, other.stderr
 
 
 def test_doctor_finds_a_planted_aws_credentials_file(setup: Setup) -> None:
