@@ -60,6 +60,7 @@ const SEPARATE_USER: &str =
 
 struct Doctor<'a> {
     agent: &'a Account,
+    names: crate::access::Names,
     report: Report,
 }
 
@@ -91,7 +92,7 @@ impl Doctor<'_> {
                     format!(
                         "the agent's user can change airlock's {label} {} (as {})",
                         path.display(),
-                        holder(&g)
+                        holder(&g, &self.names)
                     ),
                     fix_for(&g),
                 );
@@ -104,7 +105,7 @@ impl Doctor<'_> {
                         format!(
                             "the agent's user can read airlock's {label} {} (as {})",
                             path.display(),
-                            holder(&g)
+                            holder(&g, &self.names)
                         ),
                         fix_for(&g),
                     );
@@ -127,7 +128,7 @@ impl Doctor<'_> {
                 format!(
                     "the agent's user can replace the airlock binary {} (as {})",
                     exe.display(),
-                    holder(&g)
+                    holder(&g, &self.names)
                 ),
                 format!(
                     "install airlock where only root can write (/usr/local/bin): {}",
@@ -177,7 +178,7 @@ impl Doctor<'_> {
                         format!(
                             "the agent's user can read or replace the approver key {} (as {})",
                             path.display(),
-                            holder(&g)
+                            holder(&g, &self.names)
                         ),
                         format!(
                             "keep approver keys where only their holder can read them: {}",
@@ -282,7 +283,7 @@ impl Doctor<'_> {
                     Some(Path::new(socket)),
                     format!(
                         "the agent's user can use the Docker socket {socket} (as {})",
-                        holder(&g)
+                        holder(&g, &self.names)
                     ),
                     fix_for(&g),
                 );
@@ -372,7 +373,7 @@ fn fix_for(g: &crate::access::Grant) -> String {
             format!("{SEPARATE_USER}; airlock's files belong to that user, not the agent's")
         }
         // Taking read (and search) away takes everything: the agent has no business there.
-        _ => fix(g, 0, false),
+        _ => fix(g, 0, false, &crate::access::Names::default()),
     }
 }
 
@@ -494,6 +495,7 @@ fn find_config(given: &Path, serving: &[host::ServeProcess], notes: &mut Vec<Str
 pub fn examine(agent: &Account, config_path: &Path, env: Option<&[(String, String)]>) -> Report {
     let mut d = Doctor {
         agent,
+        names: host::names(),
         report: Report {
             user: agent.name.clone(),
             uid: agent.principal.uid,

@@ -99,6 +99,7 @@ pub async fn run(
 /// start and are warnings in `shadow` mode. Each problem names the path and the fix.
 pub fn check_own_files(config: &Config, own_uid: u32) -> Result<(), String> {
     use crate::access::host;
+    let names = host::names();
     let refuse = |problems: Vec<String>| {
         format!(
             "refusing to start: other users could change or read airlock's files, so they \
@@ -110,12 +111,12 @@ pub fn check_own_files(config: &Config, own_uid: u32) -> Result<(), String> {
     if let Some(x) = host::config_exposure(&config.path, own_uid) {
         return Err(refuse(vec![format!(
             "{} ([policy] mode, [[rule]] and [[approver]] are read only from a config nobody else can change)",
-            x.describe(own_uid)
+            x.describe(own_uid, &names)
         )]));
     }
     let problems: Vec<String> = host::startup_exposures(config, own_uid)
         .iter()
-        .map(|x| x.describe(own_uid))
+        .map(|x| x.describe(own_uid, &names))
         .collect();
     if problems.is_empty() {
         return Ok(());

@@ -109,6 +109,25 @@ pub fn account_of_uid(uid: u32) -> Option<Account> {
     account_in(&read_etc("passwd"), &read_etc("group"), None, Some(uid))
 }
 
+/// The names of every user and group on this host, for messages.
+pub fn names() -> super::Names {
+    let passwd = read_etc("passwd");
+    let group = read_etc("group");
+    super::Names {
+        users: passwd_entries(&passwd)
+            .map(|(name, uid, _, _)| (uid, name.to_string()))
+            .collect(),
+        groups: group
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                Some((f.nth(1)?.parse().ok()?, name.to_string()))
+            })
+            .collect(),
+    }
+}
+
 /// Every account's home directory that exists.
 pub fn homes() -> Vec<PathBuf> {
     let passwd = read_etc("passwd");

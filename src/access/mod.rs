@@ -58,6 +58,40 @@ pub enum Class {
     Root,
 }
 
+/// Names of users and groups, for messages (`/etc/passwd`, `/etc/group`); ids without a
+/// name are shown as numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub users: std::collections::HashMap<u32, String>,
+    pub groups: std::collections::HashMap<u32, String>,
+}
+
+impl Names {
+    /// `alice (uid 1000)`, or `uid 1000`.
+    pub fn user(&self, uid: u32) -> String {
+        match self.users.get(&uid) {
+            Some(n) => format!("{n} (uid {uid})"),
+            None => format!("uid {uid}"),
+        }
+    }
+
+    /// `staff (gid 50)`, or `gid 50`.
+    pub fn group(&self, gid: u32) -> String {
+        match self.groups.get(&gid) {
+            Some(n) => format!("{n} (gid {gid})"),
+            None => format!("gid {gid}"),
+        }
+    }
+
+    /// The name to give `chown`: the user's name, else its uid.
+    fn chown_target(&self, uid: u32) -> String {
+        self.users
+            .get(&uid)
+            .cloned()
+            .unwrap_or_else(|| uid.to_string())
+    }
+}
+
 /// Which access, to what, granted how: enough to name the path and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -193,20 +227,20 @@ pub struct Exposure {
 
 impl Exposure {
     /// One line: the path, who else can change or read it, and the fix.
-    pub fn describe(&self, own_uid: u32) -> String {
+    pub fn describe(&self, own_uid: u32, names: &Names) -> String {
         let mut parts = Vec::new();
         if let Some(g) = &self.writable {
             parts.push(format!(
                 "{} can change it ({})",
-                holder(g),
-                fix(g, own_uid, true)
+                holder(g, names),
+                fix(g, own_uid, true, names)
             ));
         }
         if let Some(g) = &self.readable {
             parts.push(format!(
                 "{} can read it ({})",
-                holder(g),
-                fix(g, own_uid, false)
+                holder(g, names),
+                fix(g, own_uid, false, names)
             ));
         }
         format!("{}: {}", self.path.display(), parts.join("; "))
@@ -233,23 +267,25 @@ pub fn exposure(chain: &[Entry], own_uid: u32, need: Need) -> Option<Exposure> {
 }
 
 /// Who holds a grant, in words.
-pub fn holder(g: &Grant) -> String {
+pub fn holder(g: &Grant, names: &Names) -> String {
     let through = if g.via_parent {
         format!(" through {}", g.path.display())
     } else {
         String::new()
     };
     match g.class {
-        Class::Owner(uid) if g.via_parent => format!("uid {uid}, owner of {}", g.path.display()),
-        Class::Owner(uid) => format!("uid {uid}, its owner"),
-        Class::Group(gid) => format!("group {gid}{through}"),
+        Class::Owner(uid) if g.via_parent => {
+            format!("{}, owner of {}", names.user(uid), g.path.display())
+        }
+        Class::Owner(uid) => format!("{}, its owner", names.user(uid)),
+        Class::Group(gid) => format!("group {}{through}", names.group(gid)),
         Class::Other => format!("every user{through}"),
         Class::Root => "root".to_string(),
     }
 }
 
 /// The command that takes a grant away, keeping `own_uid`'s access.
-pub fn fix(g: &Grant, own_uid: u32, write: bool) -> String {
+pub fn fix(g: &Grant, own_uid: u32, write: bool, names: &Names) -> String {
     let path = g.path.display();
     let bits = match (write, g.via_parent) {
         (true, _) => "w",
@@ -257,10 +293,11 @@ pub fn fix(g: &Grant, own_uid: u32, write: bool) -> String {
         (false, false) => "rwx",
     };
     match g.class {
-        Class::Owner(_) if g.via_parent => {
-            format!("move it under a directory that only uid {own_uid} or root owns")
-        }
-        Class::Owner(_) => format!("chown {own_uid} {path}"),
+        Class::Owner(_) if g.via_parent => format!(
+            "move it under a directory that only {} or root owns",
+            names.user(own_uid)
+        ),
+        Class::Owner(_) => format!("chown {} {path}", names.chown_target(own_uid)),
         Class::Group(_) => format!("chmod g-{bits} {path}"),
         Class::Other => format!("chmod o-{bits} {path}"),
         Class::Root => "run the agent as another user than root".to_string(),

@@ -49,7 +49,7 @@ fn group_and_other_bits_on_the_file_are_exposures_and_name_the_fix() {
     let x = exposure(&c, ME, Need::Unchangeable).unwrap();
     assert_eq!(x.writable.as_ref().unwrap().class, Class::Group(50));
     assert!(x.readable.is_none(), "a config may be readable");
-    let line = x.describe(ME);
+    let line = x.describe(ME, &Names::default());
     assert!(
         line.contains("chmod g-w /srv/airlock/airlock.toml"),
         "{line}"
@@ -70,7 +70,7 @@ fn a_writable_directory_above_lets_others_replace_the_file() {
         .unwrap();
     assert_eq!(g.path, PathBuf::from("/srv/airlock"));
     assert!(g.via_parent);
-    assert!(fix(&g, ME, true).contains("chmod g-w /srv/airlock"));
+    assert!(fix(&g, ME, true, &Names::default()).contains("chmod g-w /srv/airlock"));
     // The agent is in group 50 only if the dir's group is 50.
     let mut c = c;
     c[2].gid = 50;
@@ -107,11 +107,14 @@ fn an_owner_other_than_airlock_or_root_controls_the_path() {
         .writable
         .unwrap();
     assert_eq!(g.class, Class::Owner(1000));
-    assert!(fix(&g, ME, true).starts_with("move it under"));
+    assert!(fix(&g, ME, true, &Names::default()).starts_with("move it under"));
     // A file owned by someone else, in a good place: chown it.
     let c = chain_with(0o700, e("/srv/airlock/ca.key", 1000, 1000, 0o600, false));
     let g = exposure(&c, ME, Need::Secret).unwrap().writable.unwrap();
-    assert_eq!(fix(&g, ME, true), format!("chown {ME} /srv/airlock/ca.key"));
+    assert_eq!(
+        fix(&g, ME, true, &Names::default()),
+        format!("chown {ME} /srv/airlock/ca.key")
+    );
 }
 
 #[test]
@@ -181,7 +184,9 @@ fn real_files_with_chmod() {
     chmod(&state, 0o770);
     let x = judge(&state, Need::Secret).unwrap();
     assert!(x.writable.is_some() && x.readable.is_some());
-    assert!(x.describe(me).contains(&state.display().to_string()));
+    assert!(x
+        .describe(me, &host::names())
+        .contains(&state.display().to_string()));
     chmod(&state, 0o700);
 
     chmod(&key, 0o604);
@@ -193,4 +198,30 @@ fn real_files_with_chmod() {
     chmod(dir.path(), 0o777);
     let x = judge(&key, Need::Unchangeable).unwrap();
     assert!(x.writable.unwrap().via_parent);
+}
+
+#[test]
+fn messages_name_users_and_groups_when_known() {
+    let names = Names {
+        users: [(ME, "airlock".to_string()), (1000, "alice".to_string())].into(),
+        groups: [(50, "staff".to_string())].into(),
+    };
+    let c = chain_with(
+        0o755,
+        e("/srv/airlock/airlock.toml", 1000, 50, 0o664, false),
+    );
+    let g = exposure(&c, ME, Need::Unchangeable)
+        .unwrap()
+        .writable
+        .unwrap();
+    assert_eq!(holder(&g, &names), "alice (uid 1000), its owner");
+    assert_eq!(
+        fix(&g, ME, true, &names),
+        "chown airlock /srv/airlock/airlock.toml"
+    );
+    let c = chain_with(0o755, e("/srv/airlock/airlock.toml", ME, 50, 0o664, false));
+    let x = exposure(&c, ME, Need::Unchangeable).unwrap();
+    assert!(x
+        .describe(ME, &names)
+        .contains("group staff (gid 50) can change it (chmod g-w"));
 }
