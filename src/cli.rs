@@ -86,6 +86,17 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// List every way the agent's user could get around airlock on this host (real AWS
+    /// credentials it can read, airlock's files it can read or change, a `serve` it can kill,
+    /// docker); exits 1 when it finds one. Run it as the agent's user, or as root with
+    /// `--agent-user NAME`.
+    Doctor {
+        /// Judge this user's access (needs root); default: the user running doctor.
+        #[arg(long)]
+        agent_user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what airlock would make of raw HTTP/1.1 requests (one JSON line each); nothing is forwarded.
     Explain {
         #[arg(required = true)]
@@ -140,6 +151,23 @@ enum AgentCommand {
     Revoke { name: String },
 }
 
+/// The environment as the process started, before `main` drops `AWS_ENDPOINT_URL*`.
+static ORIGINAL_ENVIRONMENT: std::sync::OnceLock<Vec<(String, String)>> =
+    std::sync::OnceLock::new();
+
+/// Keeps a copy of the environment for `airlock doctor`; call before changing it.
+pub fn remember_environment() {
+    let env = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let _ = ORIGINAL_ENVIRONMENT.set(env);
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -167,6 +195,12 @@ pub fn main() -> ExitCode {
         Command::Approver {
             command: ApproverCommand::Enroll { name },
         } => crate::approvals::enroll::cmd_enroll(&cli.config, &name),
+        Command::Doctor { agent_user, json } => {
+            match cmd_doctor(&cli.config, agent_user.as_deref(), json) {
+                Ok(clean) => return ExitCode::from(if clean { 0 } else { 1 }),
+                Err(e) => Err(e),
+            }
+        }
         Command::Exec { agent, command } => match crate::exec::run(&cli.config, &agent, &command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
@@ -331,9 +365,15 @@ fn masked(id: &str) -> String {
 
 fn cmd_serve(config_path: &Path) -> CmdResult {
     init_tracing();
+    // First, before any credential is in memory: no other process of this user may read
+    // this one's environment or memory, or attach to it.
+    if let Err(e) = crate::access::host::make_undumpable() {
+        tracing::warn!("could not make airlock non-dumpable: {e}");
+    }
     let fresh = !config_path.exists();
     let (config, created) = init::init(config_path).map_err(|e| e.to_string())?;
     print_created(&created);
+    crate::serve::check_own_files(&config, crate::access::host::current_principal().uid)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -374,6 +414,46 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
             .await
             .map_err(|e| e.to_string())
     })
+}
+
+/// Runs doctor; `Ok(true)` when it found no way around airlock.
+fn cmd_doctor(config_path: &Path, agent_user: Option<&str>, json: bool) -> Result<bool, String> {
+    use crate::access::host;
+    let me = host::current_principal();
+    let (agent, env) = match agent_user {
+        Some(name) => {
+            if me.uid != 0 {
+                return Err("--agent-user needs root (to look at files as that user would); run doctor as the agent's user instead".into());
+            }
+            let agent = host::account_named(name)
+                .ok_or_else(|| format!("no user {name:?} in /etc/passwd"))?;
+            (agent, None)
+        }
+        None => {
+            let mut agent = host::account_of_uid(me.uid)
+                .ok_or_else(|| format!("uid {} is not in /etc/passwd", me.uid))?;
+            // The kernel's view of this process, not /etc/group's.
+            agent.principal = me;
+            if let Some(home) = std::env::var_os("HOME") {
+                agent.home = PathBuf::from(home);
+            }
+            let env = ORIGINAL_ENVIRONMENT
+                .get()
+                .cloned()
+                .unwrap_or_else(|| std::env::vars().collect());
+            (agent, Some(env))
+        }
+    };
+    let report = crate::doctor::examine(&agent, config_path, env.as_deref());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(report.findings.is_empty())
 }
 
 fn cmd_keygen(out: &Path, name: &str) -> CmdResult {

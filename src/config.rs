@@ -119,6 +119,9 @@ struct FileListen {
     proxy: String,
     approvals: String,
     public_url: Option<String>,
+    /// airlock runs in a container whose ports are published on the host's loopback only.
+    #[serde(default)]
+    in_container: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -399,10 +402,12 @@ impl Config {
         };
         let proxy_addr = addr("[listen] proxy", &raw.listen.proxy)?;
         let approvals_addr = addr("[listen] approvals", &raw.listen.approvals)?;
-        if !approvals_addr.ip().is_loopback() {
+        // In a container, loopback is the container's own: the page must listen on the
+        // container's interface, and the port is published on the host's loopback instead.
+        if !approvals_addr.ip().is_loopback() && !raw.listen.in_container {
             return Err(err(
                 "[listen] approvals",
-                "the approval page serves plain HTTP and must listen on a loopback address".into(),
+                "the approval page serves plain HTTP and must listen on a loopback address (in a container published on the host's loopback only: in_container = true)".into(),
             ));
         }
         if let Some(url) = &raw.listen.public_url {
@@ -690,6 +695,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("loopback"));
+        // In a container whose ports the host publishes on its loopback, it may.
+        let container = public.replace("# in_container = false", "in_container = true");
+        assert!(Config::parse(p, &container).is_ok());
+    }
+
+    #[test]
+    fn the_shipped_deployment_configs_are_valid() {
+        for (name, text) in [
+            ("systemd", include_str!("../deploy/systemd/airlock.toml")),
+            ("docker", include_str!("../deploy/docker/airlock.toml")),
+        ] {
+            let c = Config::parse(Path::new("/etc/airlock/airlock.toml"), text)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(c.state_dir, Path::new("/var/lib/airlock/state"), "{name}");
+            assert_eq!(c.tls_dir, Path::new("/var/lib/airlock/certs"), "{name}");
+            assert_eq!(c.policy.mode, crate::policy::Mode::Enforce, "{name}");
+            assert!(!c.notify.desktop, "{name}");
+        }
     }
 
     #[test]

@@ -36,7 +36,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
 /// Writes a new file with `mode`; fails if it exists (nothing is ever overwritten).
 pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), InitError> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        // Explicit modes: a umask of 002 must not leave a directory others can write into.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io_err(parent))?;
     }
     let mut f = fs::OpenOptions::new()
         .write(true)

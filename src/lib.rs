@@ -12,16 +12,20 @@
 //! - [`credentials`]: airlock's own real credentials, cached and refreshed ahead of expiry.
 //! - [`state`]: what lives in the state dir (agents).
 //! - [`config`], [`init`], [`cli`]: the configuration file, first-run setup, the command line.
+//! - [`access`]: who can read or change airlock's files (serve's startup check, `doctor`).
+//! - [`doctor`]: `airlock doctor`, every way the agent's user could get around airlock.
 //! - [`secret`]: the type that keeps secrets out of logs and `Debug`.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod approvals;
 pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod exec;
 pub mod explain;
 pub mod identify;

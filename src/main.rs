@@ -6,6 +6,8 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
+    // `airlock doctor` judges the environment as the user set it.
+    airlock::cli::remember_environment();
     // airlock's own AWS calls must never be pointed at airlock (or anywhere an agent's
     // environment says): drop endpoint overrides before anything reads the environment.
     for (key, _) in std::env::vars_os() {

@@ -92,6 +92,48 @@ pub async fn run(
     Ok(())
 }
 
+/// `serve`'s startup check of its own files (see `crate::access`). A config that anyone but
+/// this user could change is never trusted: its `[policy] mode`, `[[rule]]` and
+/// `[[approver]]` could be anyone's, so `serve` refuses to start whatever mode it names. The
+/// state dir and private keys (and the certificates) exposed to others refuse an `enforce`
+/// start and are warnings in `shadow` mode. Each problem names the path and the fix.
+pub fn check_own_files(config: &Config, own_uid: u32) -> Result<(), String> {
+    use crate::access::host;
+    let names = host::names();
+    let refuse = |problems: Vec<String>| {
+        format!(
+            "refusing to start: other users could change or read airlock's files, so they \
+             could turn the gate off, approve calls or take its keys (run `airlock doctor` to \
+             see the whole picture):\n  {}",
+            problems.join("\n  ")
+        )
+    };
+    if let Some(x) = host::config_exposure(&config.path, own_uid) {
+        return Err(refuse(vec![format!(
+            "{} ([policy] mode, [[rule]] and [[approver]] are read only from a config nobody else can change)",
+            x.describe(own_uid, &names)
+        )]));
+    }
+    let problems: Vec<String> = host::startup_exposures(config, own_uid)
+        .iter()
+        .map(|x| x.describe(own_uid, &names))
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    match config.policy.mode {
+        crate::policy::Mode::Enforce => Err(refuse(problems)),
+        crate::policy::Mode::Shadow => {
+            for p in &problems {
+                tracing::warn!(
+                    "shadow mode starts anyway, but in enforce mode this refuses to start: {p}"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -386,6 +386,8 @@ class Airlock:
         self.proc: subprocess.Popen[str] | None = None
         self.proxy_url = ""
         self.approvals_url = ""
+        # A command prefix that runs airlock as another OS user (osusers.OsUser.as_user()).
+        self.run_as: list[str] = []
 
     # The environment airlock runs in: the real credentials and nothing else of AWS's.
     def _serve_env(self) -> dict[str, str]:
@@ -396,7 +398,7 @@ class Airlock:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """`airlock ARGS... --config PATH` (the management commands need no AWS credentials)."""
-        return run([str(self.binary), *args, "--config", str(self.config)], scrubbed_env(),
+        return run([*self.run_as, str(self.binary), *args, "--config", str(self.config)], scrubbed_env(),
                    cwd=self.home, timeout=timeout, check=check)
 
     def init(self, policy_mode: str) -> None:
@@ -430,7 +432,7 @@ class Airlock:
     def start(self) -> None:
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [str(self.binary), "serve", "--config", str(self.config)],
+            [*self.run_as, str(self.binary), "serve", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=log, text=True, env=self._serve_env(), cwd=self.home,
         )
         log.close()

@@ -1,0 +1,66 @@
+"""The protected setups as shipped: `docker-compose.yml` (validated by Debian's `docker-compose
+config`; no container engine runs here, so the image is not built) and the systemd unit
+(`systemd-analyze verify`, and its sandbox scored by `systemd-analyze security`)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from support import REPO, airlock_binary, require_tool, run, scrubbed_env
+
+
+def test_docker_compose_publishes_on_loopback_only_and_keeps_secrets_in_volumes(tmp_path: Path) -> None:
+    compose = require_tool("docker-compose")
+    shutil.copy(REPO / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    # Without the credentials file compose refuses the project: it is where the real keys go.
+    missing = run([compose, "config"], scrubbed_env(), cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and "airlock.env" in missing.stderr, missing.stderr
+    env_file = tmp_path / "airlock.env"
+    env_file.write_text("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=example\n")
+    out = run([compose, "config"], scrubbed_env(), cwd=tmp_path).stdout
+    service = yaml.safe_load(out)["services"]["airlock"]
+
+    ports = service["ports"]
+    assert ports and all(str(p).startswith("127.0.0.1:") for p in ports), ports
+    assert {str(p).split(":")[2].split("/")[0] for p in ports} == {"8443", "8444"}, ports
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in service["volumes"]}
+    # State and certificates (with ca.key) in named volumes; the one host directory gets ca.pem.
+    assert mounts["/var/lib/airlock/state"] == "airlock-state"
+    assert mounts["/var/lib/airlock/certs"] == "airlock-certs"
+    host_dirs = {target: source for target, source in mounts.items() if source.startswith("/")}
+    assert set(host_dirs) == {"/var/lib/airlock/ca"}, host_dirs
+    # The real keys come from the env file, not from the compose file itself.
+    assert service["environment"].get("AWS_ACCESS_KEY_ID") == "AKIAIOSFODNN7EXAMPLE"
+    assert "AKIA" not in (REPO / "docker-compose.yml").read_text()
+    assert service["cap_drop"] == ["ALL"] and service["read_only"] is True
+    assert "no-new-privileges:true" in service["security_opt"]
+
+    # The image: a build stage, then a slim runtime stage that runs as a non-root user.
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", dockerfile, flags=re.M)[1:]
+    assert len(stages) == 2 and " AS build" in stages[0].splitlines()[0], stages
+    assert "slim" in stages[1].splitlines()[0]
+    users = re.findall(r"^USER (\S+)", stages[1], re.M)
+    assert users and users[-1] not in ("root", "0"), users
+
+
+def test_systemd_unit_verifies_and_is_sandboxed(tmp_path: Path) -> None:
+    analyze = require_tool("systemd-analyze")
+    unit_text = (REPO / "deploy" / "systemd" / "airlock.service").read_text()
+    for directive in ("User=airlock", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
+                      "PrivateTmp=yes", "StateDirectory=airlock", "LoadCredential=aws-credentials:"):
+        assert re.search(rf"^{re.escape(directive)}", unit_text, re.M), directive
+    # verify wants the program to exist: point it at the binary under test.
+    unit = tmp_path / "airlock.service"
+    unit.write_text(unit_text.replace("/usr/local/bin/airlock", str(airlock_binary())))
+    verified = run([analyze, "verify", str(unit)], scrubbed_env(), check=False)
+    assert verified.returncode == 0 and "airlock.service" not in verified.stderr, verified.stderr
+    security = run([analyze, "security", "--offline=yes", str(unit)], scrubbed_env(), check=False)
+    m = re.search(r"Overall exposure level for airlock\.service: (\d+\.\d+)", security.stdout + security.stderr)
+    assert m, security.stdout + security.stderr
+    print(f"systemd-analyze security: exposure {m.group(1)} (0 = fully sandboxed, 10 = not at all)")
+    assert float(m.group(1)) <= 2.0, security.stdout
