@@ -34,3 +34,4 @@ pub mod secret;
 pub mod serve;
 pub mod sigv4;
 pub mod state;
+pub mod tty;
