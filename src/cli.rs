@@ -213,12 +213,17 @@ pub fn main() -> ExitCode {
 
 type CmdResult = Result<(), String>;
 
-fn load(config: &Path) -> Result<Config, String> {
-    if !config.exists() {
-        return Err(format!(
-            "{} does not exist; run `airlock init` first",
-            config.display()
-        ));
+/// The config at `config`; a missing one says to run `init`, an unreadable one says why.
+pub(crate) fn load(config: &Path) -> Result<Config, String> {
+    match config.try_exists() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "{} does not exist; run `airlock init` first",
+                config.display()
+            ))
+        }
+        Err(e) => return Err(format!("{}: {e}", config.display())),
     }
     Config::load(config).map_err(|e| e.to_string())
 }

@@ -324,16 +324,6 @@ pub fn require_state_owner(state_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn load_config(config_path: &Path) -> Result<Config, String> {
-    if !config_path.exists() {
-        return Err(format!(
-            "{} does not exist; run `airlock init` first",
-            config_path.display()
-        ));
-    }
-    Config::load(config_path).map_err(|e| e.to_string())
-}
-
 /// The approval page's base URL: `[approval] public_url`, else `http://localhost:<port>` —
 /// `localhost`, not `127.0.0.1`, because WebAuthn needs a host name as its relying party.
 pub fn page_base(config: &Config, port: u16) -> String {
@@ -347,7 +337,7 @@ pub fn page_base(config: &Config, port: u16) -> String {
 }
 
 pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
-    let config = load_config(config_path)?;
+    let config = crate::cli::load(config_path)?;
     require_state_owner(&config.state_dir)?;
     let gated = !PasskeyStore::new(&config.state_dir).load()?.is_empty();
     let store = EnrollmentStore::new(&config.state_dir);
@@ -367,7 +357,7 @@ pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
 }
 
 pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
-    let config = load_config(config_path)?;
+    let config = crate::cli::load(config_path)?;
     require_state_owner(&config.state_dir)?;
     crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
     let removed = PasskeyStore::new(&config.state_dir).remove_name(name)?;

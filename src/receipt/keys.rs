@@ -237,12 +237,15 @@ fn derive_lock_key(
     Some(out)
 }
 
+/// Asks for the passphrase of a locked key (its holder's name and key id shown).
+pub type AskPassphrase<'a> = dyn FnMut(&str, &KeyId) -> Result<Zeroizing<String>, String> + 'a;
+
 /// How [`ApproverKey::load_approver`] treats the two kinds of key file.
 pub struct Unlock<'a> {
     /// Accept a plaintext file (the caller warns about it).
     pub allow_plaintext: bool,
     /// Asked for the passphrase of a locked file, with the key's name and id to show.
-    pub passphrase: &'a mut dyn FnMut(&str, &KeyId) -> Result<Zeroizing<String>, String>,
+    pub passphrase: &'a mut AskPassphrase<'a>,
 }
 
 /// A key loaded for signing, and whether its file was plaintext.
