@@ -362,6 +362,12 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
     let removed = PasskeyStore::new(&config.state_dir).remove_name(name)?;
     let ended = EnrollmentStore::new(&config.state_dir).revoke(name)?;
+    if removed + ended > 0 {
+        let record = crate::audit::approver_change("approver_revoked", name, "*", "cli");
+        crate::audit::append_now(&config.state_dir, record).map_err(|e| {
+            format!("{name}'s passkeys are removed, but the audit log could not be written: {e}")
+        })?;
+    }
     println!(
         "revoked {name}: {removed} passkey(s) removed, {ended} open link(s) or pending passkey(s) ended; a running airlock refuses them within a second"
     );

@@ -521,6 +521,16 @@ impl App {
         Ok((trusted, passkey, assertion))
     }
 
+    /// Records a change to who may approve, on disk before the page answers.
+    fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
+        self.proxy
+            .audit
+            .write(crate::audit::approver_change(event, approver, key_id, by));
+        if let Err(e) = self.proxy.audit.sync() {
+            tracing::error!(error = %e, "could not sync the audit record of a passkey change");
+        }
+    }
+
     /// Receipt lifetimes on offer: the configured one, then shorter round ones.
     fn ttl_choices(&self) -> Vec<Duration> {
         let max = self.proxy.config.approval.receipt_ttl;
@@ -918,6 +928,7 @@ impl App {
         }
         if gated {
             tracing::warn!(approver = %name, %key_id, "passkey registered; it waits for an enrolled approver's confirmation on the approval page");
+            self.audit_approver_change("passkey_pending", &name, &key_id, "enrollment link");
             self.proxy.approvals_changed.notify_waiters();
             return Ok(json!({ "enrolled": name, "key_id": key_id, "pending": true }));
         }
@@ -925,6 +936,7 @@ impl App {
             .add(record)
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         tracing::info!(approver = %name, %key_id, "passkey enrolled");
+        self.audit_approver_change("passkey_enrolled", &name, &key_id, "enrollment link");
         Ok(json!({ "enrolled": name, "key_id": key_id, "pending": false }))
     }
 
@@ -1002,6 +1014,12 @@ impl App {
         } else {
             tracing::warn!(approver = %e.name, key_id = %new_key_id, rejected_by = %approver.name(), "pending passkey rejected");
         }
+        let event = if confirm {
+            "passkey_enrolled"
+        } else {
+            "passkey_rejected"
+        };
+        self.audit_approver_change(event, &e.name, &new_key_id, approver.name());
         Ok(
             json!({ "name": e.name, "key_id": new_key_id, "confirmed": confirm, "by": approver.name() }),
         )

@@ -491,6 +491,20 @@ def test_a_new_passkey_waits_for_an_enrolled_approvers_confirmation(
         assert r.status_code == 403 and "no such enrolled passkey" in r.json()["error"], r.text
         unknown = web.airlock.cli("approver", "revoke", "nobody", check=False)
         assert unknown.returncode != 0 and "no approver named" in unknown.stderr
+
+        # Each change to who may approve is in the audit log, and the chain holds.
+        audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+        changes = [(r["event"], r["approver"], r["by"]) for r in audit
+                   if r["event"].startswith(("passkey_", "approver_"))]
+        assert changes == [
+            ("passkey_enrolled", "alice", "enrollment link"),
+            ("passkey_pending", "bob", "enrollment link"),
+            ("passkey_enrolled", "bob", "alice"),
+            ("passkey_pending", "carol", "enrollment link"),
+            ("passkey_rejected", "carol", "alice"),
+            ("approver_revoked", "bob", "cli"),
+        ], changes
+        web.airlock.cli("audit", "verify")
     finally:
         RUNNING.pop("airlock-gated-enroll", None)
         web.airlock.stop()
