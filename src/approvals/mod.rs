@@ -521,6 +521,16 @@ impl App {
         Ok((trusted, passkey, assertion))
     }
 
+    /// A started ceremony, taken out (it can be finished once).
+    fn take_ceremony(&self, id: &str) -> Result<Ceremony, Refusal> {
+        self.ceremonies.take(id).ok_or_else(|| {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "unknown, finished or expired ceremony: start again from the page",
+            )
+        })
+    }
+
     /// Records a change to who may approve, on disk before the page answers.
     fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
         self.proxy
@@ -748,17 +758,14 @@ impl App {
     }
 
     fn decide_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
-        let Some(Ceremony::Decide {
+        let Ceremony::Decide {
             bodies,
             passkey,
             challenge,
             batch,
-        }) = self.ceremonies.take(&req.ceremony)
+        } = self.take_ceremony(&req.ceremony)?
         else {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "unknown, finished or expired ceremony: start again from the page",
-            ));
+            return Err(refuse(StatusCode::FORBIDDEN, "not a ceremony of this kind"));
         };
         let key = self.airlock_key.as_ref().map_err(|e| {
             refuse(
@@ -988,18 +995,15 @@ impl App {
     }
 
     fn confirm_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
-        let Some(Ceremony::Confirm {
+        let Ceremony::Confirm {
             enrollment,
             new_key_id,
             confirm,
             passkey,
             challenge,
-        }) = self.ceremonies.take(&req.ceremony)
+        } = self.take_ceremony(&req.ceremony)?
         else {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "unknown, finished or expired ceremony: start again from the page",
-            ));
+            return Err(refuse(StatusCode::FORBIDDEN, "not a ceremony of this kind"));
         };
         let (_, approver, _) = self.check_assertion(&passkey, &challenge, Vec::new(), req)?;
         let (e, record) = self

@@ -801,8 +801,23 @@ mod tests {
         assert_eq!(key.name(), "alice");
     }
 
-    fn ask(given: &'static str) -> impl FnMut(&str, &KeyId) -> Result<Zeroizing<String>, String> {
-        move |_, _| Ok(Zeroizing::new(given.to_owned()))
+    /// `load_approver` with `answer` as what the terminal gives (`None`: no terminal).
+    fn open(
+        path: &Path,
+        allow_plaintext: bool,
+        answer: Option<&str>,
+    ) -> Result<LoadedKey, KeyError> {
+        let mut ask = |_: &str, _: &KeyId| match answer {
+            Some(a) => Ok(Zeroizing::new(a.to_owned())),
+            None => Err("no terminal".to_owned()),
+        };
+        ApproverKey::load_approver(
+            path,
+            Unlock {
+                allow_plaintext,
+                passphrase: &mut ask,
+            },
+        )
     }
 
     #[test]
@@ -818,15 +833,7 @@ mod tests {
         assert!(text.contains(LOCKED_KEY_FILE_FORMAT) && text.contains(&public.public_key()));
         assert!(!text.contains("\"seed\""));
 
-        let mut right = ask("correct horse");
-        let loaded = ApproverKey::load_approver(
-            &path,
-            Unlock {
-                allow_plaintext: false,
-                passphrase: &mut right,
-            },
-        )
-        .expect("opens");
+        let loaded = open(&path, false, Some("correct horse")).expect("opens");
         assert!(!loaded.plaintext);
         assert_eq!(loaded.key.public(), public);
         let seed = BASE64.encode(loaded.key.signing.to_bytes());
@@ -835,25 +842,9 @@ mod tests {
             "the seed is in the file in the clear"
         );
 
-        let mut wrong = ask("correct horsf");
-        let err = ApproverKey::load_approver(
-            &path,
-            Unlock {
-                allow_plaintext: true,
-                passphrase: &mut wrong,
-            },
-        )
-        .expect_err("wrong passphrase");
+        let err = open(&path, true, Some("correct horsf")).expect_err("wrong passphrase");
         assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err}");
-        let mut no_terminal = |_: &str, _: &KeyId| Err("no terminal".to_owned());
-        let err = ApproverKey::load_approver(
-            &path,
-            Unlock {
-                allow_plaintext: true,
-                passphrase: &mut no_terminal,
-            },
-        )
-        .expect_err("no passphrase");
+        let err = open(&path, true, None).expect_err("no passphrase");
         assert!(matches!(err, KeyError::Passphrase(_)), "{err}");
         // airlock's own loader takes plaintext keys only.
         assert!(matches!(
@@ -870,15 +861,7 @@ mod tests {
             .open(&renamed)
             .and_then(|mut f| f.write_all(text.replace("\"alice\"", "\"bob\"").as_bytes()))
             .expect("write");
-        let mut right = ask("correct horse");
-        let err = ApproverKey::load_approver(
-            &renamed,
-            Unlock {
-                allow_plaintext: false,
-                passphrase: &mut right,
-            },
-        )
-        .expect_err("renamed");
+        let err = open(&renamed, false, Some("correct horse")).expect_err("renamed");
         assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err}");
     }
 
@@ -887,27 +870,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("alice.key");
         keygen(&path, "alice").expect("keygen");
-        let mut never = |_: &str, _: &KeyId| -> Result<Zeroizing<String>, String> {
-            panic!("a plaintext key asks for no passphrase")
-        };
-        let err = ApproverKey::load_approver(
-            &path,
-            Unlock {
-                allow_plaintext: false,
-                passphrase: &mut never,
-            },
-        )
-        .expect_err("plaintext refused");
+        // No passphrase is asked for (None would fail if it were).
+        let err = open(&path, false, None).expect_err("plaintext refused");
         assert!(matches!(err, KeyError::Plaintext { .. }), "{err}");
-        let loaded = ApproverKey::load_approver(
-            &path,
-            Unlock {
-                allow_plaintext: true,
-                passphrase: &mut never,
-            },
-        )
-        .expect("allowed");
-        assert!(loaded.plaintext);
+        assert!(open(&path, true, None).expect("allowed").plaintext);
     }
 
     #[test]

@@ -38,6 +38,7 @@ import requests
 
 from conftest import _RUNNING as RUNNING
 from support import REGION, REPO, Agent, Airlock, Moto, airlock_binary, configure, require_tool, scrubbed_env, unique
+from test_receipts import new_table, table_exists
 
 PASSPHRASE = "a passphrase the agent never sees"
 NO_TERMINAL = "no terminal"
@@ -227,19 +228,6 @@ def seat(moto: Moto) -> Iterator[Seat]:
         delete_user(agent_user)
         delete_user(airlock_user)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def new_table(moto: Moto) -> str:
-    name = unique("seat-table")
-    moto.client("dynamodb").create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
-    return name
-
-
-def table_exists(moto: Moto, name: str) -> bool:
-    return name in moto.client("dynamodb").list_tables()["TableNames"]
 
 
 def delete_table_as_agent(seat: Seat, table: str) -> tuple[int, str]:
