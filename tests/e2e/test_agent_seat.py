@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from conftest import _RUNNING as RUNNING
 from support import REGION, REPO, Agent, Airlock, Moto, airlock_binary, configure, require_tool, scrubbed_env, unique
@@ -467,10 +469,32 @@ def test_a_new_passkey_waits_for_an_enrolled_approvers_confirmation(
         assert rejected["result"]["kind"] == "ok" and "Rejected" in rejected["result"]["text"], rejected
         assert passkey_names() == ["alice", "bob"] and waiting() == []
 
-        # Revoking bob: his passkey is gone at once, and the page refuses it.
+        # Revoking bob: his passkey is gone at once; a receipt he signed before and the
+        # agent has not used yet is refused by the running serve, and the page refuses him.
+        db2 = unique("gated-db")
+        rds.create_db_instance(DBInstanceIdentifier=db2, Engine="postgres", DBInstanceClass="db.t3.micro",
+                               AllocatedStorage=20, MasterUsername="airlock", MasterUserPassword="not-a-real-password-1")
+        impatient = web.agent.client("rds", config=Config(retries={"total_max_attempts": 1}, read_timeout=2))
+        with pytest.raises(ReadTimeoutError):
+            impatient.delete_db_instance(DBInstanceIdentifier=db2, SkipFinalSnapshot=True,
+                                         DeleteAutomatedBackups=True)
+        [row2] = [a for a in requests.get(f"{web.base}/api/approvals", timeout=5).json()["pending"]
+                  if db2 in a["targets"]]
+        out = drive({"cmd": "decide", "credfile": str(bob_cred), "decision": "approve",
+                     "approval_url": f"{web.origin}/approvals/{row2['id']}", "passkey_index": 1})
+        assert out["result"]["kind"] == "ok", out
+        assert web.approval(row2["id"])["status"] == "approved"
         revoked = web.airlock.cli("approver", "revoke", "bob")
         assert "1 passkey(s) removed" in revoked.stdout, revoked.stdout
         assert passkey_names() == ["alice"]
+        time.sleep(1)
+        retry = Held(delete_db(web, db2))
+        retry.start()
+        retry.finished(web.hold + 10)
+        assert isinstance(retry.error, ClientError), retry.error
+        assert "does not verify" in retry.error.response["Error"]["Message"], retry.error.response
+        assert db_exists(moto, db2)
+        rds.delete_db_instance(DBInstanceIdentifier=db2, SkipFinalSnapshot=True)
         page = requests.get(f"{web.origin}/", timeout=5)
         csrf = re.search(r'data-csrf="([^"]+)"', page.text).group(1)
         r = requests.post(f"{web.origin}/api/decide/begin", timeout=5, data=json.dumps(
