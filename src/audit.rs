@@ -149,6 +149,20 @@ pub fn decision(
     r
 }
 
+/// The record of a change to who may approve: a passkey enrolled, waiting, confirmed or
+/// rejected, an approver revoked. `by` is who confirmed, rejected or revoked it.
+pub fn approver_change(event: &str, approver: &str, key_id: &str, by: &str) -> Map<String, Value> {
+    let mut r = record(event);
+    r.insert("approver".into(), json!(approver));
+    r.insert("key_id".into(), json!(key_id));
+    r.insert("by".into(), json!(by));
+    r.insert(
+        "reason".into(),
+        json!(format!("approver {approver} key {key_id} by {by}")),
+    );
+    r
+}
+
 /// Appends one record now (the CLI's path).
 pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
     append(&Paths::new(state_dir), &[r])

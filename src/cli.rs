@@ -33,8 +33,9 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
-    /// Make an approver's Ed25519 key: writes the private key (mode 0600) and prints the
-    /// `[[approver]]` block to add to the config.
+    /// Make an approver's Ed25519 key: writes the private key (mode 0600) locked with a
+    /// passphrase asked for twice on the terminal, and prints the `[[approver]]` block to add
+    /// to the config.
     Keygen {
         /// Where to write the private key (never overwritten).
         #[arg(long)]
@@ -42,6 +43,9 @@ enum Command {
         /// The approver's name.
         #[arg(long, default_value = "approver")]
         name: String,
+        /// Write the key unencrypted (no passphrase): anyone who can read the file can approve.
+        #[arg(long)]
+        insecure_plaintext_key: bool,
     },
     /// List calls waiting for approval (and recent decisions).
     Approvals {
@@ -51,18 +55,24 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// Approve a pending call: signs a receipt for exactly that call.
+    /// Approve a pending call: signs a receipt for exactly that call. The key's passphrase is
+    /// asked for on the terminal (/dev/tty) only.
     Approve {
         id: String,
         /// The approver's private key (from `airlock keygen`).
         #[arg(long)]
         key: PathBuf,
+        /// Accept a key file that is not locked with a passphrase (prints a warning).
+        #[arg(long)]
+        insecure_plaintext_key: bool,
     },
     /// Deny a pending call: signs a denial.
     Deny {
         id: String,
         #[arg(long)]
         key: PathBuf,
+        #[arg(long)]
+        insecure_plaintext_key: bool,
     },
     /// Work with receipts.
     Receipt {
@@ -110,7 +120,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ApproverCommand {
     /// Print a one-time link (valid for minutes, usable once) that registers a passkey for NAME.
+    /// Only the owner of the state dir may run it; once any passkey is enrolled, a new one
+    /// counts only after an enrolled approver confirms it on the approval page.
     Enroll { name: String },
+    /// Remove NAME's passkeys (and pending enrollments); a running `serve` refuses them
+    /// within a second.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -178,10 +193,22 @@ pub fn main() -> ExitCode {
             AgentCommand::List { json } => cmd_agent_list(&cli.config, json),
             AgentCommand::Revoke { name } => cmd_agent_revoke(&cli.config, &name),
         },
-        Command::Keygen { out, name } => cmd_keygen(&out, &name),
+        Command::Keygen {
+            out,
+            name,
+            insecure_plaintext_key,
+        } => cmd_keygen(&out, &name, insecure_plaintext_key),
         Command::Approvals { json, all } => cmd_approvals(&cli.config, json, all),
-        Command::Approve { id, key } => cmd_decide(&cli.config, &id, &key, true),
-        Command::Deny { id, key } => cmd_decide(&cli.config, &id, &key, false),
+        Command::Approve {
+            id,
+            key,
+            insecure_plaintext_key,
+        } => cmd_decide(&cli.config, &id, &key, true, insecure_plaintext_key),
+        Command::Deny {
+            id,
+            key,
+            insecure_plaintext_key,
+        } => cmd_decide(&cli.config, &id, &key, false, insecure_plaintext_key),
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => cmd_receipt_verify(&cli.config, &file),
@@ -201,6 +228,9 @@ pub fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Approver {
+            command: ApproverCommand::Revoke { name },
+        } => crate::approvals::enroll::cmd_revoke(&cli.config, &name),
         Command::Exec { agent, command } => match crate::exec::run(&cli.config, &agent, &command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
@@ -217,12 +247,17 @@ pub fn main() -> ExitCode {
 
 type CmdResult = Result<(), String>;
 
-fn load(config: &Path) -> Result<Config, String> {
-    if !config.exists() {
-        return Err(format!(
-            "{} does not exist; run `airlock init` first",
-            config.display()
-        ));
+/// The config at `config`; a missing one says to run `init`, an unreadable one says why.
+pub(crate) fn load(config: &Path) -> Result<Config, String> {
+    match config.try_exists() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(format!(
+                "{} does not exist; run `airlock init` first",
+                config.display()
+            ))
+        }
+        Err(e) => return Err(format!("{}: {e}", config.display())),
     }
     Config::load(config).map_err(|e| e.to_string())
 }
@@ -456,9 +491,35 @@ fn cmd_doctor(config_path: &Path, agent_user: Option<&str>, json: bool) -> Resul
     Ok(report.findings.is_empty())
 }
 
-fn cmd_keygen(out: &Path, name: &str) -> CmdResult {
-    let public = crate::receipt::keygen(out, name).map_err(|e| e.to_string())?;
-    println!("# wrote the private key for {name:?} to {} (mode 0600); keep it where agents cannot read it", out.display());
+/// What `--insecure-plaintext-key` prints.
+const PLAINTEXT_WARNING: &str =
+    "airlock: WARNING: this approver key is not locked with a passphrase: \
+     any process that can read the file can approve; make a locked one with `airlock keygen`";
+
+fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
+    use crate::receipt::keys::{check_name, MIN_PASSPHRASE_CHARS};
+    check_name(name).map_err(|e| e.to_string())?;
+    if out.symlink_metadata().is_ok() {
+        return Err(crate::receipt::KeyError::Exists {
+            path: out.to_owned(),
+        }
+        .to_string());
+    }
+    let public = if plaintext {
+        eprintln!("{PLAINTEXT_WARNING}");
+        crate::receipt::keygen(out, name)
+    } else {
+        let passphrase =
+            crate::tty::read_new_passphrase(&format!("{name:?}'s key"), MIN_PASSPHRASE_CHARS)?;
+        crate::receipt::keygen_locked(out, name, &passphrase)
+    }
+    .map_err(|e| e.to_string())?;
+    let locked = if plaintext {
+        "NOT locked with a passphrase"
+    } else {
+        "locked with your passphrase"
+    };
+    println!("# wrote the private key for {name:?} to {} (mode 0600, {locked}); keep it where agents cannot read it", out.display());
     println!("# add this to the [[approver]] list in the config:");
     print!("{}", crate::receipt::config_block(&public));
     Ok(())
@@ -512,11 +573,34 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     Ok(())
 }
 
-fn cmd_decide(config_path: &Path, id: &str, key_path: &Path, approve: bool) -> CmdResult {
-    use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Validity};
+fn cmd_decide(
+    config_path: &Path,
+    id: &str,
+    key_path: &Path,
+    approve: bool,
+    allow_plaintext: bool,
+) -> CmdResult {
+    use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Unlock, Validity};
     use crate::state::approvals::ApprovalStore;
     let config = load(config_path)?;
-    let key = ApproverKey::load(key_path).map_err(|e| e.to_string())?;
+    let mut ask = |name: &str, key_id: &receipt::KeyId| {
+        crate::tty::read_passphrase(&format!(
+            "Passphrase for {name:?}'s key {key_id} ({}): ",
+            key_path.display()
+        ))
+    };
+    let loaded = ApproverKey::load_approver(
+        key_path,
+        Unlock {
+            allow_plaintext,
+            passphrase: &mut ask,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if loaded.plaintext {
+        eprintln!("{PLAINTEXT_WARNING}");
+    }
+    let key = loaded.key;
     // Only a key the config trusts may sign: say so now rather than at the proxy.
     let approver = config
         .approvers

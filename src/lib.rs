@@ -38,3 +38,4 @@ pub mod secret;
 pub mod serve;
 pub mod sigv4;
 pub mod state;
+pub mod tty;

@@ -46,6 +46,15 @@ pub enum Ceremony {
         /// The bodies' passkey challenges (hex), when there are several.
         batch: Vec<String>,
     },
+    /// Confirm (or reject) the pending passkey `enrollment`, which must still be `new_key_id`,
+    /// with one assertion by the enrolled `passkey` over `challenge`.
+    Confirm {
+        enrollment: String,
+        new_key_id: String,
+        confirm: bool,
+        passkey: KeyId,
+        challenge: [u8; 32],
+    },
     /// Register a passkey for the enrollment token whose SHA-256 is `token_hash`.
     Enroll {
         token_hash: String,

@@ -26,7 +26,8 @@
 //!   the page's CSRF token in `X-Airlock-CSRF` (which also forces a CORS preflight that this
 //!   listener never grants). Bodies are small JSON documents with no unknown fields.
 //! - Enrolling a passkey needs the one-time link that `airlock approver enroll` prints
-//!   ([`enroll`]).
+//!   ([`enroll`]); once any passkey is enrolled, a new one waits until an enrolled approver
+//!   confirms it here (`/enrollments/ID`) with an assertion over a challenge that binds it.
 //!
 //! # Layout
 //!
@@ -95,6 +96,12 @@ pub struct App {
     rp_id: String,
     /// `Host` values this listener answers.
     hosts: Vec<String>,
+}
+
+/// Who sent a request, as a pending passkey records it.
+struct Requester {
+    remote_addr: String,
+    user_agent: String,
 }
 
 /// A refused request: its status and a message for the person (or agent) who sent it.
@@ -170,7 +177,17 @@ struct DecideBegin {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DecideFinish {
+struct ConfirmBegin {
+    /// The pending passkey's id.
+    enrollment: String,
+    confirm: bool,
+    passkey: String,
+}
+
+/// The browser's answer to a `navigator.credentials.get` ceremony (decide or confirm).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssertionFinish {
     ceremony: String,
     credential_id: String,
     authenticator_data: String,
@@ -238,7 +255,11 @@ impl App {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: http::Request<Incoming>) -> http::Response<ProxyBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<ProxyBody> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -255,7 +276,10 @@ impl App {
         }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let is_page = matches!(segments.as_slice(), [""] | ["approvals", _] | ["enroll", _]);
+        let is_page = matches!(
+            segments.as_slice(),
+            [""] | ["approvals", _] | ["enroll", _] | ["enrollments", _]
+        );
         if req.method() == Method::GET && is_page && host != self.authority {
             // Passkeys need the host name, not the loopback address.
             let mut resp = respond(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
@@ -279,12 +303,13 @@ impl App {
             (Method::GET, ["api", "approvals", id]) => self.status_json(id),
             (Method::GET, ["approvals", id]) => self.approval_page(id),
             (Method::GET, ["enroll", token]) => self.enroll_page(token),
-            (Method::POST, ["api", "decide", step]) | (Method::POST, ["api", "enroll", step])
+            (Method::GET, ["enrollments", id]) => self.confirm_page(id),
+            (Method::POST, ["api", "decide" | "enroll" | "confirm", step])
                 if matches!(*step, "begin" | "finish") =>
             {
                 let kind = segments[1];
                 let step = *step;
-                match self.post(req, kind, step).await {
+                match self.post(req, kind, step, peer).await {
                     Ok(v) => json_response(StatusCode::OK, &v),
                     Err(r) => {
                         tracing::warn!(%path, status = r.status.as_u16(), reason = %r.message, "approval page refused a request");
@@ -298,6 +323,7 @@ impl App {
                 | ["approvals"]
                 | ["approvals", _]
                 | ["enroll", _]
+                | ["enrollments", _]
                 | ["api", ..]
                 | ["static", _],
             ) => api_refusal(refuse(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
@@ -355,8 +381,20 @@ impl App {
         req: http::Request<Incoming>,
         kind: &str,
         step: &str,
+        peer: std::net::SocketAddr,
     ) -> Result<Value, Refusal> {
         self.check_post(&req)?;
+        let requester = Requester {
+            remote_addr: peer.to_string(),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(none)")
+                .chars()
+                .take(300)
+                .collect(),
+        };
         let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
             .collect()
             .await
@@ -374,8 +412,10 @@ impl App {
         match (kind, step) {
             ("decide", "begin") => self.decide_begin(parse(&body)?),
             ("decide", "finish") => self.decide_finish(parse(&body)?),
+            ("confirm", "begin") => self.confirm_begin(parse(&body)?),
+            ("confirm", "finish") => self.confirm_finish(parse(&body)?),
             ("enroll", "begin") => self.enroll_begin(parse(&body)?),
-            _ => self.enroll_finish(parse(&body)?),
+            _ => self.enroll_finish(parse(&body)?, requester),
         }
     }
 
@@ -393,6 +433,112 @@ impl App {
             .load()
             .map_err(Self::internal)?;
         Ok((trusted, records))
+    }
+
+    /// The enrolled passkeys as the pages offer them: (key id, label).
+    fn passkey_choices(&self) -> Result<Vec<(String, String)>, Refusal> {
+        let records = trust::PasskeyStore::new(&self.proxy.config.state_dir)
+            .load()
+            .map_err(Self::internal)?;
+        Ok(records
+            .iter()
+            .map(|r| {
+                let date = r.created_at.get(..10).unwrap_or(&r.created_at);
+                (
+                    r.key_id.clone(),
+                    format!("{} — passkey enrolled {date} ({})", r.name, r.key_id),
+                )
+            })
+            .collect())
+    }
+
+    fn enrollments(&self) -> enroll::EnrollmentStore {
+        enroll::EnrollmentStore::new(&self.proxy.config.state_dir)
+    }
+
+    /// An enrolled passkey by the id a page sent.
+    fn enrolled_passkey(
+        trusted: &receipt::TrustedKeys,
+        wanted: &str,
+    ) -> Result<PasskeyPublic, Refusal> {
+        let wanted = KeyId::parse(wanted)
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "not a passkey id"))?;
+        trusted
+            .passkeys()
+            .find(|p| *p.key_id() == wanted)
+            .cloned()
+            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "no such enrolled passkey"))
+    }
+
+    /// The `publicKey` options of a `navigator.credentials.get` ceremony for `passkey`.
+    fn assertion_options(&self, passkey: &PasskeyPublic, challenge: &[u8; 32]) -> Value {
+        json!({
+            "challenge": b64(challenge),
+            "rpId": self.rp_id,
+            "allowCredentials": [{"type": "public-key", "id": b64(passkey.credential_id())}],
+            "userVerification": "required",
+            "timeout": ceremony::WEBAUTHN_TIMEOUT_MS,
+        })
+    }
+
+    /// Checks a finished assertion: by the still-enrolled `passkey`, over `challenge`, made on
+    /// this page's origin, with a counter that went up. The trusted keys it was checked
+    /// against, the passkey and the assertion.
+    fn check_assertion(
+        &self,
+        passkey: &KeyId,
+        challenge: &[u8; 32],
+        batch: Vec<String>,
+        req: AssertionFinish,
+    ) -> Result<(receipt::TrustedKeys, PasskeyPublic, WebAuthnAssertion), Refusal> {
+        let (trusted, _) = self.passkeys()?;
+        let passkey: PasskeyPublic = trusted
+            .passkeys()
+            .find(|p| p.key_id() == passkey)
+            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "the passkey is no longer enrolled"))?
+            .clone();
+        let assertion = WebAuthnAssertion {
+            credential_id: req.credential_id,
+            authenticator_data: req.authenticator_data,
+            client_data_json: req.client_data_json,
+            signature: req.signature,
+            batch,
+        };
+        let facts = webauthn::verify_assertion(&assertion, &passkey, challenge)
+            .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
+        if facts.origin != self.origin {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "passkey refused: made on {:?}, not on {}",
+                    facts.origin, self.origin
+                ),
+            ));
+        }
+        trust::PasskeyStore::new(&self.proxy.config.state_dir)
+            .advance_counter(passkey.key_id(), facts.sign_count)
+            .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
+        Ok((trusted, passkey, assertion))
+    }
+
+    /// A started ceremony, taken out (it can be finished once).
+    fn take_ceremony(&self, id: &str) -> Result<Ceremony, Refusal> {
+        self.ceremonies.take(id).ok_or_else(|| {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "unknown, finished or expired ceremony: start again from the page",
+            )
+        })
+    }
+
+    /// Records a change to who may approve, on disk before the page answers.
+    fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
+        self.proxy
+            .audit
+            .write(crate::audit::approver_change(event, approver, key_id, by));
+        if let Err(e) = self.proxy.audit.sync() {
+            tracing::error!(error = %e, "could not sync the audit record of a passkey change");
+        }
     }
 
     /// Receipt lifetimes on offer: the configured one, then shorter round ones.
@@ -428,7 +574,12 @@ impl App {
         match self.list() {
             Ok((pending, recent)) => html(
                 StatusCode::OK,
-                pages::list_page(&pending, &recent, &self.ceremonies.new_csrf()),
+                pages::list_page(
+                    &pending,
+                    &recent,
+                    &self.enrollments().waiting(),
+                    &self.ceremonies.new_csrf(),
+                ),
             ),
             Err(r) => page_refusal(r),
         }
@@ -480,20 +631,10 @@ impl App {
         } else {
             Vec::new()
         };
-        let records = match trust::PasskeyStore::new(&self.proxy.config.state_dir).load() {
-            Ok(r) => r,
-            Err(e) => return page_refusal(Self::internal(e)),
+        let passkeys = match self.passkey_choices() {
+            Ok(p) => p,
+            Err(r) => return page_refusal(r),
         };
-        let passkeys: Vec<(String, String)> = records
-            .iter()
-            .map(|r| {
-                let date = r.created_at.get(..10).unwrap_or(&r.created_at);
-                (
-                    r.key_id.clone(),
-                    format!("{} — passkey enrolled {date} ({})", r.name, r.key_id),
-                )
-            })
-            .collect();
         let view = pages::ApprovalView {
             approval: &a,
             siblings: &siblings,
@@ -547,13 +688,7 @@ impl App {
             ));
         }
         let (trusted, _) = self.passkeys()?;
-        let wanted = KeyId::parse(&req.passkey)
-            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "not a passkey id"))?;
-        let passkey = trusted
-            .passkeys()
-            .find(|p| *p.key_id() == wanted)
-            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "no such enrolled passkey"))?
-            .clone();
+        let passkey = Self::enrolled_passkey(&trusted, &req.passkey)?;
         let ttl = Duration::from_secs(req.ttl_secs);
         if !self.ttl_choices().contains(&ttl) {
             return Err(refuse(
@@ -618,28 +753,19 @@ impl App {
         Ok(json!({
             "ceremony": id,
             "count": count,
-            "publicKey": {
-                "challenge": b64(&challenge),
-                "rpId": self.rp_id,
-                "allowCredentials": [{"type": "public-key", "id": b64(passkey.credential_id())}],
-                "userVerification": "required",
-                "timeout": ceremony::WEBAUTHN_TIMEOUT_MS,
-            },
+            "publicKey": self.assertion_options(&passkey, &challenge),
         }))
     }
 
-    fn decide_finish(&self, req: DecideFinish) -> Result<Value, Refusal> {
-        let Some(Ceremony::Decide {
+    fn decide_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
+        let Ceremony::Decide {
             bodies,
             passkey,
             challenge,
             batch,
-        }) = self.ceremonies.take(&req.ceremony)
+        } = self.take_ceremony(&req.ceremony)?
         else {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                "unknown, finished or expired ceremony: start again from the page",
-            ));
+            return Err(refuse(StatusCode::FORBIDDEN, "not a ceremony of this kind"));
         };
         let key = self.airlock_key.as_ref().map_err(|e| {
             refuse(
@@ -647,33 +773,8 @@ impl App {
                 format!("airlock's own key is unavailable: {e}"),
             )
         })?;
-        let (trusted, _) = self.passkeys()?;
-        let passkey: PasskeyPublic = trusted
-            .passkeys()
-            .find(|p| *p.key_id() == passkey)
-            .ok_or_else(|| refuse(StatusCode::FORBIDDEN, "the passkey is no longer enrolled"))?
-            .clone();
-        let assertion = WebAuthnAssertion {
-            credential_id: req.credential_id,
-            authenticator_data: req.authenticator_data,
-            client_data_json: req.client_data_json,
-            signature: req.signature,
-            batch,
-        };
-        let facts = webauthn::verify_assertion(&assertion, &passkey, &challenge)
-            .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
-        if facts.origin != self.origin {
-            return Err(refuse(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "passkey refused: made on {:?}, not on {}",
-                    facts.origin, self.origin
-                ),
-            ));
-        }
-        trust::PasskeyStore::new(&self.proxy.config.state_dir)
-            .advance_counter(passkey.key_id(), facts.sign_count)
-            .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
+        let (trusted, passkey, assertion) =
+            self.check_assertion(&passkey, &challenge, batch, req)?;
 
         let mut decided = Vec::new();
         let mut refused = Vec::new();
@@ -766,7 +867,7 @@ impl App {
         }))
     }
 
-    fn enroll_finish(&self, req: EnrollFinish) -> Result<Value, Refusal> {
+    fn enroll_finish(&self, req: EnrollFinish, from: Requester) -> Result<Value, Refusal> {
         let Some(Ceremony::Enroll {
             token_hash,
             name,
@@ -800,13 +901,6 @@ impl App {
                 "the credential id does not match the registration",
             ));
         }
-        let store = enroll::EnrollmentStore::new(&self.proxy.config.state_dir);
-        let consumed = store
-            .consume(&token_hash)
-            .map_err(|e| refuse(StatusCode::FORBIDDEN, e))?;
-        if consumed != name {
-            return Err(Self::internal("an enrollment changed its name"));
-        }
         let record = trust::PasskeyRecord {
             name: name.clone(),
             key_id: reg.key.key_id().as_str().to_owned(),
@@ -817,12 +911,122 @@ impl App {
             sign_count: reg.sign_count,
             created_at: crate::state::approvals::now_rfc3339(),
         };
+        record.public().map_err(Self::internal)?;
         let key_id = record.key_id.clone();
-        trust::PasskeyStore::new(&self.proxy.config.state_dir)
+        let passkeys = trust::PasskeyStore::new(&self.proxy.config.state_dir);
+        // Once anyone has a passkey, a new one is an approval too: it waits for them.
+        let gated = !passkeys.load().map_err(Self::internal)?.is_empty();
+        let pending = gated.then(|| enroll::PendingPasskey {
+            id: ceremony::random_token(),
+            passkey: record.clone(),
+            registered_at: record.created_at.clone(),
+            remote_addr: from.remote_addr,
+            user_agent: from.user_agent,
+            until: time::OffsetDateTime::now_utc()
+                .unix_timestamp()
+                .saturating_add(enroll::PENDING_TTL.as_secs() as i64),
+        });
+        let consumed = self
+            .enrollments()
+            .consume(&token_hash, pending)
+            .map_err(|e| refuse(StatusCode::FORBIDDEN, e))?;
+        if consumed != name {
+            return Err(Self::internal("an enrollment changed its name"));
+        }
+        if gated {
+            tracing::warn!(approver = %name, %key_id, "passkey registered; it waits for an enrolled approver's confirmation on the approval page");
+            self.audit_approver_change("passkey_pending", &name, &key_id, "enrollment link");
+            self.proxy.approvals_changed.notify_waiters();
+            return Ok(json!({ "enrolled": name, "key_id": key_id, "pending": true }));
+        }
+        passkeys
             .add(record)
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         tracing::info!(approver = %name, %key_id, "passkey enrolled");
-        Ok(json!({ "enrolled": name, "key_id": key_id }))
+        self.audit_approver_change("passkey_enrolled", &name, &key_id, "enrollment link");
+        Ok(json!({ "enrolled": name, "key_id": key_id, "pending": false }))
+    }
+
+    /// The page where an enrolled approver confirms or rejects a pending passkey.
+    fn confirm_page(&self, id: &str) -> http::Response<ProxyBody> {
+        let Some(e) = self.enrollments().find_waiting(id) else {
+            return page_refusal(refuse(
+                StatusCode::NOT_FOUND,
+                "No passkey with this id is waiting for confirmation: it was confirmed, rejected or revoked, or it expired.",
+            ));
+        };
+        let passkeys = match self.passkey_choices() {
+            Ok(p) => p,
+            Err(r) => return page_refusal(r),
+        };
+        html(
+            StatusCode::OK,
+            pages::confirm_page(&e, &passkeys, &self.ceremonies.new_csrf()),
+        )
+    }
+
+    fn confirm_begin(&self, req: ConfirmBegin) -> Result<Value, Refusal> {
+        let e = self
+            .enrollments()
+            .find_waiting(&req.enrollment)
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    "no passkey with this id is waiting for confirmation",
+                )
+            })?;
+        let Some(pending) = e.pending.as_ref() else {
+            return Err(Self::internal("a waiting enrollment without its passkey"));
+        };
+        let (trusted, _) = self.passkeys()?;
+        let passkey = Self::enrolled_passkey(&trusted, &req.passkey)?;
+        let challenge = enroll::confirm_challenge(&e, pending, req.confirm);
+        let id = self.ceremonies.start(Ceremony::Confirm {
+            enrollment: pending.id.clone(),
+            new_key_id: pending.passkey.key_id.clone(),
+            confirm: req.confirm,
+            passkey: passkey.key_id().clone(),
+            challenge,
+        });
+        Ok(json!({
+            "ceremony": id,
+            "publicKey": self.assertion_options(&passkey, &challenge),
+        }))
+    }
+
+    fn confirm_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
+        let Ceremony::Confirm {
+            enrollment,
+            new_key_id,
+            confirm,
+            passkey,
+            challenge,
+        } = self.take_ceremony(&req.ceremony)?
+        else {
+            return Err(refuse(StatusCode::FORBIDDEN, "not a ceremony of this kind"));
+        };
+        let (_, approver, _) = self.check_assertion(&passkey, &challenge, Vec::new(), req)?;
+        let (e, record) = self
+            .enrollments()
+            .settle(&enrollment, &new_key_id, confirm, approver.name())
+            .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+        if let Some(record) = record {
+            trust::PasskeyStore::new(&self.proxy.config.state_dir)
+                .add(record)
+                .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+            tracing::info!(approver = %e.name, key_id = %new_key_id, confirmed_by = %approver.name(), "passkey enrolled after confirmation");
+        } else {
+            tracing::warn!(approver = %e.name, key_id = %new_key_id, rejected_by = %approver.name(), "pending passkey rejected");
+        }
+        let event = if confirm {
+            "passkey_enrolled"
+        } else {
+            "passkey_rejected"
+        };
+        self.audit_approver_change(event, &e.name, &new_key_id, approver.name());
+        Ok(
+            json!({ "name": e.name, "key_id": new_key_id, "confirmed": confirm, "by": approver.name() }),
+        )
     }
 }
 
@@ -836,7 +1040,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
             _ = &mut shutdown => return,
         };
@@ -848,7 +1052,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Futu
             let _slot = slot;
             let service = service_fn(move |req| {
                 let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(app.handle(req).await) }
+                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder

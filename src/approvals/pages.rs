@@ -7,6 +7,7 @@
 //! Content-Security-Policy can forbid every inline script.
 
 use super::describe;
+use super::enroll::Enrollment;
 use crate::state::approvals::{Approval, Status};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -175,9 +176,33 @@ fn list_row(a: &Approval) -> String {
     )
 }
 
-/// The list page: pending and recent approvals; the script keeps it current.
-pub fn list_page(pending: &[Approval], recent: &[Approval], csrf: &str) -> String {
+/// The list page: passkeys waiting for confirmation, pending and recent approvals; the
+/// script keeps the approvals current.
+pub fn list_page(
+    pending: &[Approval],
+    recent: &[Approval],
+    waiting: &[Enrollment],
+    csrf: &str,
+) -> String {
     let mut body = String::new();
+    if !waiting.is_empty() {
+        body.push_str(
+            "<section id=\"waiting-passkeys\" class=\"banner\"><h2>New passkeys waiting for your confirmation</h2><ul>",
+        );
+        for e in waiting {
+            if let Some(p) = &e.pending {
+                let _ = write!(
+                    body,
+                    "<li><a href=\"/enrollments/{id}\">{name}</a> — registered {at} from {from}</li>",
+                    id = esc(&p.id),
+                    name = show(&e.name),
+                    at = esc(&p.registered_at),
+                    from = show(&p.remote_addr),
+                );
+            }
+        }
+        body.push_str("</ul></section>");
+    }
     let _ = write!(
         body,
         "<h1>Calls waiting for a decision <span id=\"pending-count\" class=\"count\">{}</span></h1>",
@@ -419,6 +444,52 @@ pub fn enroll_page(name: &str, expires: &str, csrf: &str, token: &str) -> String
     );
     let attrs = format!(" data-token=\"{}\"", esc(token));
     layout("Register a passkey", "enroll", csrf, &attrs, &body)
+}
+
+/// The page where an enrolled approver confirms or rejects a pending passkey: who asked for
+/// it, when, and from where, then the passkey buttons.
+pub fn confirm_page(e: &Enrollment, passkeys: &[(String, String)], csrf: &str) -> String {
+    let mut b = String::new();
+    let Some(p) = &e.pending else {
+        return message_page("Not found", "This passkey is not waiting for confirmation.");
+    };
+    let _ = write!(
+        b,
+        "<h1>Confirm a new passkey for <b id=\"confirm-name\">{name}</b>?</h1>\
+         <p class=\"big\">Once confirmed, this passkey can approve and deny calls, and confirm other passkeys. \
+         Confirm only if you know this request is yours or your colleague's.</p>",
+        name = show(&e.name)
+    );
+    b.push_str("<dl class=\"facts\" id=\"confirm-facts\">");
+    let mut fact = |k: &str, v: String| {
+        let _ = write!(b, "<dt>{}</dt><dd>{v}</dd>", esc(k));
+    };
+    fact("Approver", show(&e.name));
+    fact("Link made", esc(&e.created_at));
+    fact("Registered", esc(&p.registered_at));
+    fact("From address", show(&p.remote_addr));
+    fact("Browser", show(&p.user_agent));
+    fact(
+        "Passkey",
+        format!("<code>{}</code>", esc(&p.passkey.key_id)),
+    );
+    b.push_str("</dl>");
+    if passkeys.is_empty() {
+        b.push_str("<p class=\"warning\">No passkey is enrolled to confirm with.</p>");
+    } else {
+        b.push_str("<p class=\"controls\"><label>Confirm as <select id=\"passkey\">");
+        for (id, label) in passkeys {
+            let _ = write!(b, "<option value=\"{}\">{}</option>", esc(id), esc(label));
+        }
+        b.push_str("</select></label></p>");
+    }
+    b.push_str(
+        "<p class=\"buttons\"><button type=\"button\" id=\"confirm\" class=\"approve\">Confirm with passkey</button> \
+         <button type=\"button\" id=\"reject\" class=\"deny\">Reject with passkey</button></p>\
+         <p id=\"result\" role=\"status\"></p>",
+    );
+    let attrs = format!(" data-enrollment=\"{}\"", esc(&p.id));
+    layout("Confirm a new passkey", "confirm", csrf, &attrs, &b)
 }
 
 /// A short page for errors and dead links.

@@ -172,6 +172,15 @@ impl PasskeyStore {
         })
     }
 
+    /// Removes every passkey of `name`; how many there were.
+    pub fn remove_name(&self, name: &str) -> Result<usize, String> {
+        self.update(|all| {
+            let before = all.len();
+            all.retain(|p| p.name != name);
+            Ok(before - all.len())
+        })
+    }
+
     /// Records an assertion's signature counter. An authenticator that keeps a counter must
     /// show a larger one each time (a smaller or equal one means a cloned authenticator or a
     /// replay): refused.

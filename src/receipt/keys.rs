@@ -1,7 +1,11 @@
 //! Keys that sign receipts, and the set of keys airlock trusts.
 //!
 //! - [`ApproverKey`]: a private Ed25519 key (an approver's, or airlock's own). It never prints
-//!   its secret, and its file is created with mode 0600 and never overwritten.
+//!   its secret, and its file is created with mode 0600 and never overwritten. An approver's
+//!   file is locked with a passphrase ([`LOCKED_KEY_FILE_FORMAT`]): scrypt derives a key from
+//!   the passphrase, XChaCha20-Poly1305 seals the seed, and the public half stays readable.
+//!   Whoever can read the file but not type the passphrase cannot sign. airlock's own key
+//!   (`state/airlock.key`, read by `serve` unattended) is the plaintext kind.
 //! - [`ApproverPublic`]: the public half with its name, as the config's `[[approver]]` holds it.
 //! - [`TrustedKeys`]: the only place verification looks keys up. It is built from the config
 //!   (and airlock's own key); nothing in a receipt or a request can add to it.
@@ -22,8 +26,22 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::{Zeroize, Zeroizing};
 
-/// The `format` of a private key file.
+/// The `format` of a plaintext private key file.
 pub const KEY_FILE_FORMAT: &str = "airlock-ed25519-key/1";
+
+/// The `format` of a private key file locked with a passphrase.
+pub const LOCKED_KEY_FILE_FORMAT: &str = "airlock-ed25519-key-locked/1";
+
+/// scrypt's cost as written: N = 2^17, r = 8, p = 1 (128 MiB, a fraction of a second).
+const SCRYPT_LOG_N: u8 = 17;
+const SCRYPT_R: u32 = 8;
+const SCRYPT_P: u32 = 1;
+/// A locked file's scrypt cost is accepted in this range only: weaker is not a lock, and
+/// larger would let a crafted file take gigabytes of memory.
+const SCRYPT_LOG_N_ACCEPTED: std::ops::RangeInclusive<u8> = 15..=20;
+
+/// The shortest passphrase `keygen` accepts.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
 
 /// How a public key is written in the config: `ed25519:BASE64`.
 const PUBLIC_KEY_PREFIX: &str = "ed25519:";
@@ -43,6 +61,14 @@ pub enum KeyError {
     /// The reason is one of a few fixed phrases: it never quotes the file.
     #[error("{path}: not an airlock key file ({reason})")]
     Format { path: PathBuf, reason: &'static str },
+    #[error("{path}: locked with a passphrase; this needs a plaintext key file")]
+    Locked { path: PathBuf },
+    #[error("{path}: not locked with a passphrase (made by `keygen --insecure-plaintext-key`); pass --insecure-plaintext-key to use it anyway, or make a locked key with `airlock keygen`")]
+    Plaintext { path: PathBuf },
+    #[error("{path}: wrong passphrase (or the file was changed)")]
+    WrongPassphrase { path: PathBuf },
+    #[error("{0}")]
+    Passphrase(String),
     #[error("{path}: readable or writable by others (mode {mode:03o}); run `chmod 600` on it")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("approver name {0:?}: use 1 to 64 of the characters A-Z a-z 0-9 . _ - @ +")]
@@ -153,6 +179,82 @@ impl Drop for KeyFile {
     }
 }
 
+/// The locked private key file (JSON): the public facts in the clear, the seed sealed with
+/// XChaCha20-Poly1305 under a key scrypt derives from the passphrase and `salt`. The public
+/// facts and the scrypt cost are the cipher's associated data, so none of them can be
+/// changed without the passphrase no longer opening the file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockedKeyFile {
+    format: String,
+    algorithm: String,
+    name: String,
+    key_id: String,
+    public_key: String,
+    kdf: String,
+    scrypt_log_n: u8,
+    scrypt_r: u32,
+    scrypt_p: u32,
+    /// 16 random bytes, base64.
+    salt: String,
+    cipher: String,
+    /// 24 random bytes, base64.
+    nonce: String,
+    /// The 32-byte seed and the 16-byte tag, base64.
+    sealed_seed: String,
+}
+
+impl LockedKeyFile {
+    fn associated_data(&self) -> Vec<u8> {
+        format!(
+            "{}\n{}\n{}\n{}\n{}\n{}\n{} {} {}\n{}\n",
+            self.format,
+            self.algorithm,
+            self.name,
+            self.key_id,
+            self.public_key,
+            self.kdf,
+            self.scrypt_log_n,
+            self.scrypt_r,
+            self.scrypt_p,
+            self.cipher
+        )
+        .into_bytes()
+    }
+}
+
+/// The 32-byte cipher key scrypt derives from a passphrase.
+fn derive_lock_key(
+    passphrase: &str,
+    salt: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> Option<Zeroizing<[u8; 32]>> {
+    let params = scrypt::Params::new(log_n, r, p, 32).ok()?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    scrypt::scrypt(passphrase.as_bytes(), salt, &params, out.as_mut()).ok()?;
+    Some(out)
+}
+
+/// Asks for the passphrase of a locked key (its holder's name and key id shown).
+pub type AskPassphrase<'a> = dyn FnMut(&str, &KeyId) -> Result<Zeroizing<String>, String> + 'a;
+
+/// How [`ApproverKey::load_approver`] treats the two kinds of key file.
+pub struct Unlock<'a> {
+    /// Accept a plaintext file (the caller warns about it).
+    pub allow_plaintext: bool,
+    /// Asked for the passphrase of a locked file, with the key's name and id to show.
+    pub passphrase: &'a mut AskPassphrase<'a>,
+}
+
+/// A key loaded for signing, and whether its file was plaintext.
+#[derive(Debug)]
+pub struct LoadedKey {
+    pub key: ApproverKey,
+    pub plaintext: bool,
+}
+
 impl ApproverKey {
     /// A fresh key from the operating system's random source.
     pub fn generate(name: &str) -> Result<ApproverKey, KeyError> {
@@ -183,8 +285,8 @@ impl ApproverKey {
         self.signing.sign(message)
     }
 
-    /// Writes the key to a new file, mode 0600. Refuses if `path` exists (even as a dangling
-    /// symlink); a partly written file is removed.
+    /// Writes the key to a new plaintext file, mode 0600. Refuses if `path` exists (even as a
+    /// dangling symlink); a partly written file is removed.
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         let file = KeyFile {
             format: KEY_FILE_FORMAT.into(),
@@ -194,101 +296,282 @@ impl ApproverKey {
             public_key: BASE64.encode(self.signing.verifying_key().as_bytes()),
             seed: BASE64.encode(self.signing.as_bytes()),
         };
-        let mut text =
-            Zeroizing::new(
-                serde_json::to_string_pretty(&file).map_err(|_| KeyError::Format {
-                    path: path.to_owned(),
-                    reason: "could not be encoded",
-                })?,
-            );
-        text.push('\n');
-
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => KeyError::Exists {
-                    path: path.to_owned(),
-                },
-                _ => io(e),
-            })?;
-        let written = f
-            .write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .and_then(|()| sync_parent(path));
-        if let Err(e) = written {
-            drop(f);
-            // Ours (create_new), so removing it cannot destroy anyone else's file.
-            let _ = fs::remove_file(path);
-            return Err(io(e));
-        }
-        Ok(())
+        write_key_json(path, &file)
     }
 
-    /// Reads a key file. Refuses one that others can read or write, as ssh does.
-    pub fn load(path: &Path) -> Result<ApproverKey, KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_owned(),
-            source,
+    /// Writes the key to a new file locked with `passphrase` (same rules as [`Self::write_new`]).
+    pub fn write_new_locked(&self, path: &Path, passphrase: &str) -> Result<(), KeyError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let salt = rand::random::<[u8; 16]>();
+        let nonce = rand::random::<[u8; 24]>();
+        let mut file = LockedKeyFile {
+            format: LOCKED_KEY_FILE_FORMAT.into(),
+            algorithm: "ed25519".into(),
+            name: self.name.clone(),
+            key_id: self.key_id().0,
+            public_key: BASE64.encode(self.signing.verifying_key().as_bytes()),
+            kdf: "scrypt".into(),
+            scrypt_log_n: SCRYPT_LOG_N,
+            scrypt_r: SCRYPT_R,
+            scrypt_p: SCRYPT_P,
+            salt: BASE64.encode(salt),
+            cipher: "xchacha20poly1305".into(),
+            nonce: BASE64.encode(nonce),
+            sealed_seed: String::new(),
         };
+        let encoding = |_| KeyError::Format {
+            path: path.to_owned(),
+            reason: "could not be encoded",
+        };
+        let lock_key = derive_lock_key(passphrase, &salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
+            .ok_or(())
+            .map_err(encoding)?;
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(
+            &lock_key[..],
+        ));
+        let aad = file.associated_data();
+        let sealed = cipher
+            .encrypt(
+                chacha20poly1305::XNonce::from_slice(&nonce),
+                Payload {
+                    msg: self.signing.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| ())
+            .map_err(encoding)?;
+        file.sealed_seed = BASE64.encode(sealed);
+        write_key_json(path, &file)
+    }
+
+    /// Reads a plaintext key file (airlock's own). Refuses one that others can read or write,
+    /// as ssh does, and a locked one.
+    pub fn load(path: &Path) -> Result<ApproverKey, KeyError> {
+        let bytes = read_key_file(path)?;
+        match file_format(path, &bytes)?.as_str() {
+            LOCKED_KEY_FILE_FORMAT => Err(KeyError::Locked {
+                path: path.to_owned(),
+            }),
+            _ => parse_plaintext(path, &bytes),
+        }
+    }
+
+    /// Reads an approver's key file to sign with: a locked file is opened with the passphrase
+    /// `unlock` asks for; a plaintext one only when `unlock.allow_plaintext`.
+    pub fn load_approver(path: &Path, unlock: Unlock<'_>) -> Result<LoadedKey, KeyError> {
+        let bytes = read_key_file(path)?;
+        if file_format(path, &bytes)? != LOCKED_KEY_FILE_FORMAT {
+            if !unlock.allow_plaintext {
+                // Parsed anyway, so a damaged file says so rather than "plaintext".
+                parse_plaintext(path, &bytes)?;
+                return Err(KeyError::Plaintext {
+                    path: path.to_owned(),
+                });
+            }
+            return parse_plaintext(path, &bytes).map(|key| LoadedKey {
+                key,
+                plaintext: true,
+            });
+        }
         let bad = |reason| KeyError::Format {
             path: path.to_owned(),
             reason,
         };
-        let f = fs::File::open(path).map_err(io)?;
-        let meta = f.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(bad("not a regular file"));
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        let mut bytes = Zeroizing::new(Vec::new());
-        f.take(MAX_KEY_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-            return Err(bad("too large"));
-        }
-        // serde's messages can quote the input, which here is the secret: not shown.
-        let file: KeyFile =
+        let file: LockedKeyFile =
             serde_json::from_slice(&bytes).map_err(|_| bad("not JSON of the expected shape"))?;
-        if file.format != KEY_FILE_FORMAT {
-            return Err(bad("unknown format"));
-        }
-        if file.algorithm != "ed25519" {
+        if file.algorithm != "ed25519" || file.kdf != "scrypt" || file.cipher != "xchacha20poly1305"
+        {
             return Err(bad("unknown algorithm"));
         }
+        if !SCRYPT_LOG_N_ACCEPTED.contains(&file.scrypt_log_n)
+            || file.scrypt_r != SCRYPT_R
+            || file.scrypt_p != SCRYPT_P
+        {
+            return Err(bad("scrypt cost out of range"));
+        }
         check_name(&file.name).map_err(|_| bad("invalid name"))?;
+        let key_id = KeyId::parse(&file.key_id).ok_or_else(|| bad("invalid key id"))?;
+        let salt = BASE64
+            .decode(file.salt.as_bytes())
+            .map_err(|_| bad("salt is not base64"))?;
+        let nonce: [u8; 24] = BASE64
+            .decode(file.nonce.as_bytes())
+            .ok()
+            .and_then(|n| n.try_into().ok())
+            .ok_or_else(|| bad("nonce is not 24 bytes of base64"))?;
+        let sealed = BASE64
+            .decode(file.sealed_seed.as_bytes())
+            .map_err(|_| bad("sealed_seed is not base64"))?;
+        if salt.len() < 16 {
+            return Err(bad("salt is too short"));
+        }
+        let passphrase = (unlock.passphrase)(&file.name, &key_id).map_err(KeyError::Passphrase)?;
+        let wrong = || KeyError::WrongPassphrase {
+            path: path.to_owned(),
+        };
+        let lock_key = derive_lock_key(
+            &passphrase,
+            &salt,
+            file.scrypt_log_n,
+            file.scrypt_r,
+            file.scrypt_p,
+        )
+        .ok_or_else(|| bad("scrypt cost out of range"))?;
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let cipher = chacha20poly1305::XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(
+            &lock_key[..],
+        ));
+        let aad = file.associated_data();
         let seed = Zeroizing::new(
-            BASE64
-                .decode(file.seed.as_bytes())
-                .map_err(|_| bad("seed is not base64"))?,
+            cipher
+                .decrypt(
+                    chacha20poly1305::XNonce::from_slice(&nonce),
+                    Payload {
+                        msg: &sealed,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| wrong())?,
         );
-        let seed: &[u8; 32] = seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("seed is not 32 bytes"))?;
+        let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| wrong())?;
         let key = ApproverKey {
             name: file.name.clone(),
             signing: SigningKey::from_bytes(seed),
         };
         let public = key.public();
-        if public.public_key() != file.public_key || public.key_id.0 != file.key_id {
+        if public.public_key() != file.public_key || public.key_id != key_id {
             return Err(bad("public key or key id does not match the seed"));
         }
-        Ok(key)
+        Ok(LoadedKey {
+            key,
+            plaintext: false,
+        })
     }
+}
+
+/// Writes a key file's JSON to a new file, mode 0600 (never over an existing path); a partly
+/// written file is removed.
+fn write_key_json(path: &Path, file: &impl Serialize) -> Result<(), KeyError> {
+    let mut text =
+        Zeroizing::new(
+            serde_json::to_string_pretty(file).map_err(|_| KeyError::Format {
+                path: path.to_owned(),
+                reason: "could not be encoded",
+            })?,
+        );
+    text.push('\n');
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::Exists {
+                path: path.to_owned(),
+            },
+            _ => io(e),
+        })?;
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| sync_parent(path));
+    if let Err(e) = written {
+        drop(f);
+        // Ours (create_new), so removing it cannot destroy anyone else's file.
+        let _ = fs::remove_file(path);
+        return Err(io(e));
+    }
+    Ok(())
+}
+
+/// A key file's bytes: a regular file, not readable or writable by others, not too large.
+fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bad = |reason| KeyError::Format {
+        path: path.to_owned(),
+        reason,
+    };
+    let f = fs::File::open(path).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    f.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(bad("too large"));
+    }
+    Ok(bytes)
+}
+
+/// The `format` of a key file, one of the two known.
+fn file_format(path: &Path, bytes: &[u8]) -> Result<String, KeyError> {
+    #[derive(Deserialize)]
+    struct Head {
+        format: String,
+    }
+    // serde's messages can quote the input, which here may be the secret: not shown.
+    let head: Head = serde_json::from_slice(bytes).map_err(|_| KeyError::Format {
+        path: path.to_owned(),
+        reason: "not JSON of the expected shape",
+    })?;
+    if head.format != KEY_FILE_FORMAT && head.format != LOCKED_KEY_FILE_FORMAT {
+        return Err(KeyError::Format {
+            path: path.to_owned(),
+            reason: "unknown format",
+        });
+    }
+    Ok(head.format)
+}
+
+fn parse_plaintext(path: &Path, bytes: &[u8]) -> Result<ApproverKey, KeyError> {
+    let bad = |reason| KeyError::Format {
+        path: path.to_owned(),
+        reason,
+    };
+    let file: KeyFile =
+        serde_json::from_slice(bytes).map_err(|_| bad("not JSON of the expected shape"))?;
+    if file.format != KEY_FILE_FORMAT {
+        return Err(bad("unknown format"));
+    }
+    if file.algorithm != "ed25519" {
+        return Err(bad("unknown algorithm"));
+    }
+    check_name(&file.name).map_err(|_| bad("invalid name"))?;
+    let seed = Zeroizing::new(
+        BASE64
+            .decode(file.seed.as_bytes())
+            .map_err(|_| bad("seed is not base64"))?,
+    );
+    let seed: &[u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("seed is not 32 bytes"))?;
+    let key = ApproverKey {
+        name: file.name.clone(),
+        signing: SigningKey::from_bytes(seed),
+    };
+    let public = key.public();
+    if public.public_key() != file.public_key || public.key_id.0 != file.key_id {
+        return Err(bad("public key or key id does not match the seed"));
+    }
+    Ok(key)
 }
 
 fn sync_parent(path: &Path) -> std::io::Result<()> {
@@ -299,10 +582,17 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Makes an approver key at `out` (mode 0600, never overwriting) and returns its public half.
+/// Makes a plaintext key at `out` (mode 0600, never overwriting) and returns its public half.
 pub fn keygen(out: &Path, name: &str) -> Result<ApproverPublic, KeyError> {
     let key = ApproverKey::generate(name)?;
     key.write_new(out)?;
+    Ok(key.public())
+}
+
+/// Makes an approver key at `out` locked with `passphrase` and returns its public half.
+pub fn keygen_locked(out: &Path, name: &str, passphrase: &str) -> Result<ApproverPublic, KeyError> {
+    let key = ApproverKey::generate(name)?;
+    key.write_new_locked(out, passphrase)?;
     Ok(key.public())
 }
 
@@ -509,6 +799,81 @@ mod tests {
         let key = ApproverKey::load(&path).expect("load");
         assert_eq!(key.public(), public);
         assert_eq!(key.name(), "alice");
+    }
+
+    /// `load_approver` with `answer` as what the terminal gives (`None`: no terminal).
+    fn open(
+        path: &Path,
+        allow_plaintext: bool,
+        answer: Option<&str>,
+    ) -> Result<LoadedKey, KeyError> {
+        let mut ask = |_: &str, _: &KeyId| match answer {
+            Some(a) => Ok(Zeroizing::new(a.to_owned())),
+            None => Err("no terminal".to_owned()),
+        };
+        ApproverKey::load_approver(
+            path,
+            Unlock {
+                allow_plaintext,
+                passphrase: &mut ask,
+            },
+        )
+    }
+
+    #[test]
+    fn a_locked_key_opens_only_with_its_passphrase() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alice.key");
+        let public = keygen_locked(&path, "alice", "correct horse").expect("keygen");
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(text.contains(LOCKED_KEY_FILE_FORMAT) && text.contains(&public.public_key()));
+        assert!(!text.contains("\"seed\""));
+
+        let loaded = open(&path, false, Some("correct horse")).expect("opens");
+        assert!(!loaded.plaintext);
+        assert_eq!(loaded.key.public(), public);
+        let seed = BASE64.encode(loaded.key.signing.to_bytes());
+        assert!(
+            !text.contains(&seed),
+            "the seed is in the file in the clear"
+        );
+
+        let err = open(&path, true, Some("correct horsf")).expect_err("wrong passphrase");
+        assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err}");
+        let err = open(&path, true, None).expect_err("no passphrase");
+        assert!(matches!(err, KeyError::Passphrase(_)), "{err}");
+        // airlock's own loader takes plaintext keys only.
+        assert!(matches!(
+            ApproverKey::load(&path),
+            Err(KeyError::Locked { .. })
+        ));
+
+        // The public facts are bound to the sealed seed: another name does not open.
+        let renamed = dir.path().join("renamed.key");
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&renamed)
+            .and_then(|mut f| f.write_all(text.replace("\"alice\"", "\"bob\"").as_bytes()))
+            .expect("write");
+        let err = open(&renamed, false, Some("correct horse")).expect_err("renamed");
+        assert!(matches!(err, KeyError::WrongPassphrase { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_plaintext_key_signs_only_when_allowed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("alice.key");
+        keygen(&path, "alice").expect("keygen");
+        // No passphrase is asked for (None would fail if it were).
+        let err = open(&path, false, None).expect_err("plaintext refused");
+        assert!(matches!(err, KeyError::Plaintext { .. }), "{err}");
+        assert!(open(&path, true, None).expect("allowed").plaintext);
     }
 
     #[test]

@@ -51,7 +51,8 @@ pub use body::{
     Validity, WebAuthnAssertion, DEFAULT_TTL, DEFAULT_USES, FORMAT, MAX_RECEIPT_BYTES,
 };
 pub use keys::{
-    config_block, keygen, ApproverKey, ApproverPublic, KeyError, KeyId, Role, TrustedKeys,
+    config_block, keygen, keygen_locked, ApproverKey, ApproverPublic, KeyError, KeyId, LoadedKey,
+    Role, TrustedKeys, Unlock,
 };
 pub use verify::{authorize, check_binding, sign, verify, Signer, VerifiedReceipt, ISSUE_SKEW};
 pub use webauthn::{PasskeyKey, PasskeyPublic, WebAuthnError};

@@ -574,10 +574,14 @@ class ApproverKey:
 
 
 def keygen(airlock: Airlock, name: str, directory: Path) -> ApproverKey:
-    """`airlock keygen --out DIR/NAME.key --name NAME`: the key and the printed config block."""
+    """`airlock keygen --out DIR/NAME.key --name NAME --insecure-plaintext-key`: the key and the
+    printed config block. Plaintext, because nobody types a passphrase here (a locked key's
+    passphrase is read from a terminal only: test_agent_seat.py drives one)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.key"
-    out = airlock.cli("keygen", "--out", str(path), "--name", name).stdout
+    proc = airlock.cli("keygen", "--out", str(path), "--name", name, "--insecure-plaintext-key")
+    assert "not locked with a passphrase" in proc.stderr, proc.stderr
+    out = proc.stdout
     assert path.is_file() and path.stat().st_mode & 0o777 == 0o600, f"keygen wrote no 0600 key at {path}"
     block = "".join(line + "\n" for line in out.splitlines() if not line.lstrip().startswith("#"))
     parsed = tomllib.loads(block)
@@ -637,7 +641,7 @@ class GatedAirlock(Airlock):
 
     def _decide(self, verb: str, approval_id: str, key: ApproverKey | None, config: Path | None) -> Path:
         key = key or self.key
-        proc = run([str(self.binary), verb, approval_id, "--key", str(key.path),
+        proc = run([str(self.binary), verb, approval_id, "--key", str(key.path), "--insecure-plaintext-key",
                     "--config", str(config or self.config)], scrubbed_env(), cwd=self.home, timeout=60)
         m = re.search(r"^receipt: (\S+)$", proc.stdout, re.M)
         assert m, f"`airlock {verb}` printed no receipt path:\n{proc.stdout}"

@@ -732,7 +732,7 @@ def test_receipt_signed_by_a_key_not_in_the_config(gate: GatedAirlock, agent_a: 
     call = boto3_call(agent_a.client("dynamodb", config=NO_RETRIES), "delete_table", TableName=table)
     approval = held(gate, moto, call)
 
-    refused = gate.cli("approve", approval, "--key", str(mallory.path), check=False)
+    refused = gate.cli("approve", approval, "--key", str(mallory.path), "--insecure-plaintext-key", check=False)
     assert refused.returncode != 0, "`airlock approve` signed with a key the config does not trust"
     assert status_of(gate, approval) == "pending"
 
@@ -775,7 +775,8 @@ def test_denied_call(gate: GatedAirlock, agent_a: Agent, moto: Moto) -> None:
     approval = held(gate, moto, call)
     gate.deny(approval)
     assert status_of(gate, approval) == "denied"
-    flipped = gate.cli("approve", approval, "--key", str(gate.keys["bob"].path), check=False)
+    flipped = gate.cli("approve", approval, "--key", str(gate.keys["bob"].path), "--insecure-plaintext-key",
+                        check=False)
     assert flipped.returncode != 0, "a denied call was approved afterwards"
 
     out = blocked(gate, moto, call)

@@ -82,7 +82,15 @@ desktop = false
         };
         served.cli_ok(&["init"]);
         let key = served.approver_key.display().to_string();
-        let out = run(Command::new(BIN).args(["keygen", "--out", &key, "--name", "alice"]));
+        let out = run(Command::new(BIN).args([
+            "keygen",
+            "--out",
+            &key,
+            "--name",
+            "alice",
+            // No terminal here: a plaintext key, as the flag says.
+            "--insecure-plaintext-key",
+        ]));
         assert!(out.status.success(), "keygen: {out:?}");
         let block = String::from_utf8_lossy(&out.stdout);
         let block: String = block
@@ -296,7 +304,13 @@ desktop = false
     /// `airlock approve ID --key alice.key`: the receipt id. Fails when the CLI does.
     pub fn approve(&self, approval_id: &str) -> Result<String, String> {
         let key = self.approver_key.display().to_string();
-        let out = self.cli(&["approve", approval_id, "--key", &key]);
+        let out = self.cli(&[
+            "approve",
+            approval_id,
+            "--key",
+            &key,
+            "--insecure-plaintext-key",
+        ]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             return Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));

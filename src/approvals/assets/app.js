@@ -128,25 +128,8 @@
         passkey: document.getElementById('passkey').value,
         ttl_secs: Number(document.getElementById('ttl').value),
       });
-      const pk = begin.publicKey;
       say('Confirm with your passkey…');
-      const cred = await navigator.credentials.get({
-        publicKey: {
-          challenge: toBuf(pk.challenge),
-          rpId: pk.rpId,
-          allowCredentials: pk.allowCredentials.map((c) => ({ type: c.type, id: toBuf(c.id) })),
-          userVerification: pk.userVerification,
-          timeout: pk.timeout,
-        },
-      });
-      const res = cred.response;
-      const done = await post('/api/decide/finish', {
-        ceremony: begin.ceremony,
-        credential_id: toB64url(cred.rawId),
-        authenticator_data: toB64url(res.authenticatorData),
-        client_data_json: toB64url(res.clientDataJSON),
-        signature: toB64url(res.signature),
-      });
+      const done = await post('/api/decide/finish', await assertWithPasskey(begin));
       const verb = decision === 'approve' ? 'Approved' : 'Denied';
       let text = verb + ' ' + done.decided.length + (done.decided.length === 1 ? ' call' : ' calls') + '.';
       if (done.refused.length) {
@@ -180,6 +163,53 @@
     }
   }
 
+  // An assertion by the selected passkey for a ceremony `begin` started; the finish body.
+  async function assertWithPasskey(begin) {
+    const pk = begin.publicKey;
+    const cred = await navigator.credentials.get({
+      publicKey: {
+        challenge: toBuf(pk.challenge),
+        rpId: pk.rpId,
+        allowCredentials: pk.allowCredentials.map((c) => ({ type: c.type, id: toBuf(c.id) })),
+        userVerification: pk.userVerification,
+        timeout: pk.timeout,
+      },
+    });
+    const res = cred.response;
+    return {
+      ceremony: begin.ceremony,
+      credential_id: toB64url(cred.rawId),
+      authenticator_data: toB64url(res.authenticatorData),
+      client_data_json: toB64url(res.clientDataJSON),
+      signature: toB64url(res.signature),
+    };
+  }
+
+  // --- confirming a pending passkey ----------------------------------------------------
+
+  async function confirmPasskey(confirm) {
+    if (busy) return;
+    busy = true;
+    ['confirm', 'reject'].forEach((id) => { document.getElementById(id).disabled = true; });
+    try {
+      say('Preparing…');
+      const select = document.getElementById('passkey');
+      const begin = await post('/api/confirm/begin', {
+        enrollment: body.dataset.enrollment,
+        confirm: confirm,
+        passkey: select ? select.value : '',
+      });
+      say('Confirm with your passkey…');
+      const done = await post('/api/confirm/finish', await assertWithPasskey(begin));
+      say((done.confirmed ? 'Confirmed' : 'Rejected') + ' the passkey of ' + done.name + ' (key ' + done.key_id + ').', 'ok');
+    } catch (e) {
+      say('Not done: ' + (e && e.message ? e.message : String(e)), 'error');
+      ['confirm', 'reject'].forEach((id) => { document.getElementById(id).disabled = false; });
+    } finally {
+      busy = false;
+    }
+  }
+
   // --- enrollment ----------------------------------------------------------------------
 
   async function enroll() {
@@ -208,7 +238,12 @@
         client_data_json: toB64url(cred.response.clientDataJSON),
         attestation_object: toB64url(cred.response.attestationObject),
       });
-      say('Passkey registered for ' + done.enrolled + ' (key ' + done.key_id + '). You can close this page.', 'ok');
+      if (done.pending) {
+        say('Passkey registered for ' + done.enrolled + ' (key ' + done.key_id + '), but it counts only after an ' +
+            'enrolled approver confirms it on the approval page. You can close this page.', 'ok pending');
+      } else {
+        say('Passkey registered for ' + done.enrolled + ' (key ' + done.key_id + '). You can close this page.', 'ok');
+      }
     } catch (e) {
       say('Not registered: ' + (e && e.message ? e.message : String(e)), 'error');
       button.disabled = false;
@@ -234,6 +269,9 @@
     document.querySelectorAll('.batch-item').forEach((c) => c.addEventListener('change', labelButtons));
     labelButtons();
     setInterval(refreshStatus, 2000);
+  } else if (page === 'confirm') {
+    document.getElementById('confirm').addEventListener('click', () => confirmPasskey(true));
+    document.getElementById('reject').addEventListener('click', () => confirmPasskey(false));
   } else if (page === 'enroll') {
     document.getElementById('enroll').addEventListener('click', enroll);
   }

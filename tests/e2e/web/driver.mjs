@@ -17,6 +17,9 @@
 //       row containing `match`, follows its link; then reads the page, screenshots it,
 //       ticks every other pending call of the agent when `batch`, and decides with the
 //       passkey. Reports the page text, the result and the finish request it sent.
+//   {"cmd": "confirm", "credfile": PATH, "url": URL, "decision": "confirm"|"reject"}
+//       an enrolled approver opens a pending passkey's page (/enrollments/ID), reads it, and
+//       confirms or rejects it with their passkey. Reports the page text and the result.
 //   {"cmd": "attack", "approval_url": URL, "enroll_link": URL?}
 //       the agent's browser: a context with no authenticator tries Approve, Deny and the
 //       enrollment link. Reports what the page said.
@@ -147,6 +150,20 @@ async function decide(cmd) {
   });
 }
 
+async function confirm(cmd) {
+  return withBrowser(async (browser) => {
+    const { page, save } = await pageWithPasskey(browser, cmd.credfile, true);
+    const resp = await page.goto(cmd.url);
+    const out = { status: resp ? resp.status() : 0 };
+    out.text = await page.innerText('body');
+    if (out.status !== 200) return out;
+    await page.click(cmd.decision === 'reject' ? '#reject' : '#confirm');
+    out.result = await waitResult(page, 60000);
+    await save();
+    return out;
+  });
+}
+
 async function attack(cmd) {
   return withBrowser(async (browser) => {
     // The agent's own browser: WebAuthn works, but it holds no passkey of the approver's.
@@ -190,7 +207,7 @@ async function attack(cmd) {
   });
 }
 
-const COMMANDS = { enroll, decide, attack };
+const COMMANDS = { enroll, decide, confirm, attack };
 
 const cmd = JSON.parse(process.argv[2] || '{}');
 const run = COMMANDS[cmd.cmd];
