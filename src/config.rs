@@ -490,6 +490,7 @@ impl Config {
                     ));
                 }
             }
+            check_overrides(r).map_err(|(key, why)| err(key, why))?;
         }
         let mut approver_names = std::collections::BTreeSet::new();
         for a in &raw.approver {
@@ -633,6 +634,55 @@ impl Config {
             },
         })
     }
+}
+
+/// A rule that overrides the catalogue must be narrow and explicit: it names built-in
+/// classes or rules that exist, and exact agents and actions (no `*` or `?`), so no rule
+/// lifts a built-in gate for every agent or a whole service by accident.
+fn check_overrides(r: &crate::policy::Rule) -> Result<(), (&'static str, String)> {
+    use crate::policy::builtin;
+    if r.overrides.is_empty() {
+        return Ok(());
+    }
+    for o in &r.overrides {
+        let known = o.strip_prefix("builtin:").is_some_and(|name| {
+            builtin::class(name).is_some() || builtin::rules().iter().any(|b| b.name == *o)
+        });
+        if !known {
+            let classes: Vec<String> = builtin::CLASSES
+                .iter()
+                .map(|c| format!("builtin:{}", c.name))
+                .collect();
+            return Err((
+                "[[rule]] overrides",
+                format!(
+                    "rule {:?}: {o:?} is no built-in class or rule (classes: {})",
+                    r.name,
+                    classes.join(", ")
+                ),
+            ));
+        }
+    }
+    let wild = |s: &String| s.contains(['*', '?']);
+    if r.agents.iter().any(wild) {
+        return Err((
+            "[[rule]] agents",
+            format!(
+                "rule {:?} overrides the catalogue, so it must name its agents exactly (no * or ?)",
+                r.name
+            ),
+        ));
+    }
+    if r.actions.iter().any(wild) {
+        return Err((
+            "[[rule]] actions",
+            format!(
+                "rule {:?} overrides the catalogue, so it must name its actions exactly (no * or ?)",
+                r.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Removes `.` and `..` components lexically (the paths may not exist yet).
