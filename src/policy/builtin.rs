@@ -532,6 +532,92 @@ fn destruction_behind_other_verbs() -> Vec<Spec> {
     ]
 }
 
+/// One built-in rule resolved over the model: the operations its actions name.
+#[derive(Debug, Serialize)]
+pub struct ResolvedRule {
+    pub name: String,
+    pub reason: String,
+    pub actions: Vec<String>,
+    /// Parameter conditions: the rule gates these operations only when they hold.
+    pub when: BTreeMap<String, String>,
+    pub check: Option<String>,
+    pub irreversible: bool,
+    /// `service:Operation` of every model operation the actions match.
+    pub operations: Vec<String>,
+}
+
+/// One class resolved over the model.
+#[derive(Debug, Serialize)]
+pub struct ResolvedClass {
+    #[serde(flatten)]
+    pub class: &'static Class,
+    /// Distinct model operations any of its rules can gate.
+    pub operations: usize,
+    /// The same, per service (botocore names).
+    pub services: BTreeMap<String, usize>,
+    pub rules: Vec<ResolvedRule>,
+}
+
+/// Every class with the model operations its rules match, for `airlock policy builtin`
+/// and the tests that hold the catalogue to the model.
+pub fn resolve() -> Vec<ResolvedClass> {
+    let model = crate::aws::model();
+    let actions: Vec<(&str, String)> = model
+        .services
+        .iter()
+        .flat_map(|(name, svc)| {
+            svc.operations().keys().map(move |op| {
+                (
+                    name.as_str(),
+                    crate::identify::call::action_name(name, &svc.signing_name, op),
+                )
+            })
+        })
+        .collect();
+    CLASSES
+        .iter()
+        .map(|class| {
+            let mut services: BTreeMap<String, usize> = BTreeMap::new();
+            let mut seen = std::collections::BTreeSet::new();
+            let rules: Vec<ResolvedRule> = rules()
+                .iter()
+                .filter(|r| r.class == Some(class.name))
+                .map(|r| {
+                    let operations: Vec<String> = actions
+                        .iter()
+                        .filter(|(_, action)| {
+                            r.actions
+                                .iter()
+                                .any(|g| super::glob::glob_match(g, action, true))
+                        })
+                        .map(|(service, action)| {
+                            if seen.insert((*service, action.clone())) {
+                                *services.entry(service.to_string()).or_default() += 1;
+                            }
+                            action.clone()
+                        })
+                        .collect();
+                    ResolvedRule {
+                        name: r.name.clone(),
+                        reason: r.reason.clone().unwrap_or_default(),
+                        actions: r.actions.clone(),
+                        when: r.when.clone(),
+                        check: r.check.map(|c| c.describe()),
+                        irreversible: r.irreversible,
+                        operations,
+                    }
+                })
+                .collect();
+            ResolvedClass {
+                class,
+                operations: seen.len(),
+                services,
+                rules,
+            }
+        })
+        .collect()
+}
+
 /// Whether an operation name starts with a destructive verb (on a word boundary).
 pub fn is_destructive_name(operation: &str) -> bool {
     DESTRUCTIVE_VERBS.iter().any(|v| {
