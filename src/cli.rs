@@ -592,7 +592,11 @@ fn cmd_policy_builtin(json: bool) -> CmdResult {
             } else {
                 format!(" when {}", conditions.join(" and "))
             };
-            let irreversible = if r.irreversible { " [irreversible]" } else { "" };
+            let irreversible = if r.irreversible {
+                " [irreversible]"
+            } else {
+                ""
+            };
             println!(
                 "  rule {}{when}{irreversible}: {} ({} operations)",
                 r.name,

@@ -429,8 +429,9 @@ fn build(req: &Request<'_>, m: Match<'_>) -> Result<Found, IdentifyError> {
         op.body_member.as_deref(),
     ) {
         if !body.is_empty() {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| IdentifyError::invalid(format!("the {member} payload is not UTF-8")))?;
+            let text = std::str::from_utf8(body).map_err(|_| {
+                IdentifyError::invalid(format!("the {member} payload is not UTF-8"))
+            })?;
             insert(&mut params, member.to_string(), text.to_string())?;
         }
     }

@@ -192,7 +192,10 @@ pub fn rules() -> &'static [Rule] {
 }
 
 fn destructive_verb() -> Vec<Spec> {
-    let verbs = DESTRUCTIVE_VERBS.iter().map(|v| format!("*:{v}*")).collect();
+    let verbs = DESTRUCTIVE_VERBS
+        .iter()
+        .map(|v| format!("*:{v}*"))
+        .collect();
     vec![
         Spec {
             actions: verbs,
@@ -322,7 +325,10 @@ fn privilege_escalation() -> Vec<Spec> {
         .when(&[("LaunchSpecification.IamInstanceProfile*", "*")]),
         Spec::new(
             PE,
-            &["ec2:CreateLaunchTemplate", "ec2:CreateLaunchTemplateVersion"],
+            &[
+                "ec2:CreateLaunchTemplate",
+                "ec2:CreateLaunchTemplateVersion",
+            ],
             "a launch template whose instances get a role (passes the role)",
         )
         .when(&[("LaunchTemplateData.IamInstanceProfile*", "*")]),
@@ -404,11 +410,7 @@ fn remote_execution() -> Vec<Spec> {
 
 fn destruction_behind_other_verbs() -> Vec<Spec> {
     vec![
-        Spec::new(
-            "batch-delete",
-            &["*:Batch*Delete*"],
-            "deletes in a batch",
-        ),
+        Spec::new("batch-delete", &["*:Batch*Delete*"], "deletes in a batch"),
         Spec::new(
             "release",
             &["*:Release*"],
@@ -461,7 +463,10 @@ fn destruction_behind_other_verbs() -> Vec<Spec> {
         .when(&[("desiredCount", "0")]),
         Spec::new(
             "leave-organization",
-            &["organizations:LeaveOrganization", "organizations:CloseAccount"],
+            &[
+                "organizations:LeaveOrganization",
+                "organizations:CloseAccount",
+            ],
             "takes an account out of the organization (or closes it)",
         ),
         Spec::new(

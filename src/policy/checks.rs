@@ -29,21 +29,18 @@ pub enum Check {
 impl Check {
     pub fn holds(&self, call: &AwsCall) -> bool {
         match *self {
-            Check::JsonKey { param, key } => call
-                .params
-                .get(param)
-                .is_some_and(|text| match serde_json::from_str::<Value>(text) {
+            Check::JsonKey { param, key } => call.params.get(param).is_some_and(|text| {
+                match serde_json::from_str::<Value>(text) {
                     Ok(v) => has_key(&v, key),
                     Err(_) => true,
-                }),
-            Check::BucketPolicyLocksOutOwner => {
-                call.params
-                    .get("Policy")
-                    .is_some_and(|text| match serde_json::from_str::<Value>(text) {
-                        Ok(policy) => locks_out_owner(&policy, call.account.as_deref()),
-                        Err(_) => true,
-                    })
-            }
+                }
+            }),
+            Check::BucketPolicyLocksOutOwner => call.params.get("Policy").is_some_and(|text| {
+                match serde_json::from_str::<Value>(text) {
+                    Ok(policy) => locks_out_owner(&policy, call.account.as_deref()),
+                    Err(_) => true,
+                }
+            }),
         }
     }
 
@@ -52,8 +49,7 @@ impl Check {
         match self {
             Check::JsonKey { param, key } => format!("{param} contains a {key:?} member"),
             Check::BucketPolicyLocksOutOwner => {
-                "the policy denies everyone or the account's own principals, unconditionally"
-                    .into()
+                "the policy denies everyone or the account's own principals, unconditionally".into()
             }
         }
     }
@@ -156,10 +152,14 @@ mod tests {
 
     #[test]
     fn a_deny_of_everyone_locks_the_owner_out_and_a_conditional_one_does_not() {
-        assert!(locks(json!({"Statement": [{"Effect": "Deny", "Principal": "*",
-            "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]}]})));
-        assert!(locks(json!({"Statement": {"Effect": "Deny", "Principal": {"AWS": ["*"]},
-            "Action": ["s3:GetObject"], "Resource": "*"}})));
+        assert!(locks(
+            json!({"Statement": [{"Effect": "Deny", "Principal": "*",
+            "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "arn:aws:s3:::b/*"]}]})
+        ));
+        assert!(locks(
+            json!({"Statement": {"Effect": "Deny", "Principal": {"AWS": ["*"]},
+            "Action": ["s3:GetObject"], "Resource": "*"}})
+        ));
         assert!(locks(json!({"Statement": [{"Effect": "Deny",
             "Principal": {"AWS": "arn:aws:iam::111111111111:root"},
             "Action": "s3:PutBucketPolicy", "Resource": "*"}]})));
@@ -167,17 +167,23 @@ mod tests {
             "NotPrincipal": {"AWS": "arn:aws:iam::222222222222:root"},
             "Action": "*", "Resource": "*"}]})));
         // The usual TLS-only policy: a deny with a condition.
-        assert!(!locks(json!({"Statement": [{"Effect": "Deny", "Principal": "*",
+        assert!(!locks(
+            json!({"Statement": [{"Effect": "Deny", "Principal": "*",
             "Action": "s3:*", "Resource": "*",
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})));
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+        ));
         // Denying deletion protects; another account is not the owner; allows are allows.
-        assert!(!locks(json!({"Statement": [{"Effect": "Deny", "Principal": "*",
-            "Action": "s3:DeleteObject", "Resource": "*"}]})));
+        assert!(!locks(
+            json!({"Statement": [{"Effect": "Deny", "Principal": "*",
+            "Action": "s3:DeleteObject", "Resource": "*"}]})
+        ));
         assert!(!locks(json!({"Statement": [{"Effect": "Deny",
             "Principal": {"AWS": "arn:aws:iam::222222222222:root"},
             "Action": "s3:*", "Resource": "*"}]})));
-        assert!(!locks(json!({"Statement": [{"Effect": "Allow", "Principal": "*",
-            "Action": "s3:GetObject", "Resource": "*"}]})));
+        assert!(!locks(
+            json!({"Statement": [{"Effect": "Allow", "Principal": "*",
+            "Action": "s3:GetObject", "Resource": "*"}]})
+        ));
     }
 
     #[test]
@@ -200,8 +206,12 @@ mod tests {
             call.params.insert("RequestItems".into(), text.into());
             check.holds(&call)
         };
-        assert!(with(r#"{"t":[{"DeleteRequest":{"Key":{"id":{"S":"1"}}}}]}"#));
-        assert!(!with(r#"{"t":[{"PutRequest":{"Item":{"id":{"S":"DeleteRequest"}}}}]}"#));
+        assert!(with(
+            r#"{"t":[{"DeleteRequest":{"Key":{"id":{"S":"1"}}}}]}"#
+        ));
+        assert!(!with(
+            r#"{"t":[{"PutRequest":{"Item":{"id":{"S":"DeleteRequest"}}}}]}"#
+        ));
         assert!(with("not json"));
     }
 }

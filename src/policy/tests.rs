@@ -295,7 +295,9 @@ fn every_exact_catalogue_action_is_an_operation_of_the_model() {
         for rule in &class.rules {
             for action in rule.actions.iter().filter(|a| !a.contains('*')) {
                 assert!(
-                    rule.operations.iter().any(|op| op.eq_ignore_ascii_case(action)),
+                    rule.operations
+                        .iter()
+                        .any(|op| op.eq_ignore_ascii_case(action)),
                     "{}: {action} is no operation of the model",
                     rule.name
                 );
@@ -309,7 +311,10 @@ fn every_exact_catalogue_action_is_an_operation_of_the_model() {
     assert!(counts[builtin::CREDENTIAL_VENDING] >= 30, "{counts:?}");
     assert!(counts[builtin::PRIVILEGE_ESCALATION] >= 30, "{counts:?}");
     assert!(counts[builtin::REMOTE_EXECUTION] >= 9, "{counts:?}");
-    assert!(counts[builtin::DESTRUCTION_BEHIND_OTHER_VERBS] >= 70, "{counts:?}");
+    assert!(
+        counts[builtin::DESTRUCTION_BEHIND_OTHER_VERBS] >= 70,
+        "{counts:?}"
+    );
 }
 
 #[test]
@@ -320,7 +325,11 @@ fn each_class_decides_with_its_own_effect_and_rule() {
         (d.effect, d.rule, d.class)
     };
     assert_eq!(
-        decide("sts", "AssumeRole", &[("RoleArn", "arn:aws:iam::1:role/admin")]),
+        decide(
+            "sts",
+            "AssumeRole",
+            &[("RoleArn", "arn:aws:iam::1:role/admin")]
+        ),
         (
             Effect::Deny,
             "builtin:credential-vending".into(),
@@ -369,7 +378,10 @@ fn each_class_decides_with_its_own_effect_and_rule() {
         decide("ec2", "RunInstances", &[("IamInstanceProfile.Arn", "arn")]).0,
         Effect::RequireReceipt
     );
-    assert_eq!(decide("ec2", "RunInstances", &[("ImageId", "ami-1")]).0, Effect::Allow);
+    assert_eq!(
+        decide("ec2", "RunInstances", &[("ImageId", "ami-1")]).0,
+        Effect::Allow
+    );
 }
 
 fn rules_from(toml_text: &str) -> Vec<Rule> {
@@ -402,7 +414,10 @@ fn a_rule_overrides_a_class_only_where_it_matches() {
     };
     let assume = call("sts", "AssumeRole", &[], None);
     let d = p.decide(&assume, "deployer", "prod");
-    assert_eq!((d.effect, d.rule.as_str()), (Effect::Allow, "deployer-assumes-roles"));
+    assert_eq!(
+        (d.effect, d.rule.as_str()),
+        (Effect::Allow, "deployer-assumes-roles")
+    );
     // Another agent, another vending call, or another class: the catalogue still decides,
     // and a plain allow (even of everything) lifts nothing.
     assert_eq!(p.decide(&assume, "other", "prod").effect, Effect::Deny);
@@ -435,7 +450,10 @@ fn a_denial_says_why_and_how_to_allow_it_for_one_agent() {
     let p = builtin_only();
     let d = p.decide(&call("iam", "CreateAccessKey", &[], None), "bot", "prod");
     let m = refusal(&d, "iam:CreateAccessKey", "bot", "prod");
-    assert!(m.contains("denied by rule builtin:credential-vending"), "{m}");
+    assert!(
+        m.contains("denied by rule builtin:credential-vending"),
+        "{m}"
+    );
     assert!(m.contains("not approvable"), "{m}");
     assert!(
         m.contains(r#"agents = ["bot"] actions = ["iam:CreateAccessKey"] overrides = ["builtin:credential-vending"]"#),
