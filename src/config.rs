@@ -743,6 +743,55 @@ mod tests {
     }
 
     #[test]
+    fn an_override_must_name_a_class_and_exact_agents_and_actions() {
+        let with = |rule: &str| {
+            Config::parse(
+                Path::new("/c/airlock.toml"),
+                &format!("{EXAMPLE}\n[[rule]]\n{rule}\n"),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let base = "name = \"r\"\neffect = \"allow\"\nactions = [\"sts:AssumeRole\"]";
+        assert_eq!(
+            with(&format!(
+                "{base}\nagents = [\"deployer\"]\noverrides = [\"builtin:credential-vending\"]"
+            )),
+            Ok(())
+        );
+        let every_agent = with(&format!(
+            "{base}\noverrides = [\"builtin:credential-vending\"]"
+        ))
+        .unwrap_err();
+        assert!(every_agent.contains("[[rule]] agents"), "{every_agent}");
+        let glob_agent = with(&format!(
+            "{base}\nagents = [\"deploy*\"]\noverrides = [\"builtin:credential-vending\"]"
+        ))
+        .unwrap_err();
+        assert!(
+            glob_agent.contains("must name its agents exactly"),
+            "{glob_agent}"
+        );
+        let glob_action = with(
+            "name = \"r\"\neffect = \"allow\"\nactions = [\"sts:*\"]\nagents = [\"d\"]\noverrides = [\"builtin:credential-vending\"]",
+        )
+        .unwrap_err();
+        assert!(glob_action.contains("[[rule]] actions"), "{glob_action}");
+        let unknown = with(&format!(
+            "{base}\nagents = [\"d\"]\noverrides = [\"credential-vending\"]"
+        ))
+        .unwrap_err();
+        assert!(unknown.contains("no built-in class or rule"), "{unknown}");
+        // A single built-in rule may be named too.
+        assert_eq!(
+            with(&format!(
+                "{base}\nagents = [\"d\"]\noverrides = [\"builtin:scale-to-zero\"]"
+            )),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn limits_default_to_sane_values() {
         let c = Config::parse(Path::new("/c/airlock.toml"), EXAMPLE).unwrap();
         assert_eq!(c.limits.max_header_bytes, 32 * 1024);

@@ -36,7 +36,7 @@ pub fn explain_request(
     let mut headers_buf = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers_buf);
     let head_len = match req
-        .parse(&raw)
+        .parse(raw)
         .map_err(|e| format!("not an HTTP/1.1 request: {e}"))?
     {
         httparse::Status::Complete(n) => n,

@@ -177,14 +177,18 @@ fn build(class: &'static Class, specs: Vec<Spec>) -> impl Iterator<Item = Rule> 
 pub fn rules() -> &'static [Rule] {
     static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
     RULES.get_or_init(|| {
-        let class = |name| class(name).expect("every class function names a listed class");
-        let mut all = Vec::new();
-        all.extend(build(class(DESTRUCTIVE_VERB), destructive_verb()));
-        all.extend(build(class(CREDENTIAL_VENDING), credential_vending()));
-        all.extend(build(class(PRIVILEGE_ESCALATION), privilege_escalation()));
-        all.extend(build(class(REMOTE_EXECUTION), remote_execution()));
-        all.extend(build(
-            class(DESTRUCTION_BEHIND_OTHER_VERBS),
+        // A class function under a name `CLASSES` lacks would add nothing; the test that
+        // every class matches operations of the model catches it.
+        let of = |name: &str, specs: Vec<Spec>| {
+            class(name).map(|c| build(c, specs)).into_iter().flatten()
+        };
+        let mut all: Vec<Rule> = Vec::new();
+        all.extend(of(DESTRUCTIVE_VERB, destructive_verb()));
+        all.extend(of(CREDENTIAL_VENDING, credential_vending()));
+        all.extend(of(PRIVILEGE_ESCALATION, privilege_escalation()));
+        all.extend(of(REMOTE_EXECUTION, remote_execution()));
+        all.extend(of(
+            DESTRUCTION_BEHIND_OTHER_VERBS,
             destruction_behind_other_verbs(),
         ));
         all
