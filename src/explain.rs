@@ -134,6 +134,7 @@ pub fn explain_request(
         "environment": environment,
         "decision": decision.effect.as_str(),
         "rule": decision.rule,
+        "class": decision.class,
         "reason": decision.reason,
         "irreversible": decision.irreversible,
         "mode": match config.policy.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::Shadow => "shadow" },

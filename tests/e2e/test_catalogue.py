@@ -208,3 +208,18 @@ def test_a_rule_naming_the_class_lifts_it_for_that_agent_and_action_only(
     proc = server.cli("agent", "list", check=False)
     assert proc.returncode != 0
     assert "must name its agents exactly" in proc.stderr, proc.stderr
+
+
+def test_policy_builtin_lists_every_class_resolved_over_the_model(enforcing_airlock: Airlock) -> None:
+    classes = {c["name"]: c for c in json.loads(enforcing_airlock.cli("policy", "builtin", "--json").stdout)}
+    assert {"destructive-verb", "credential-vending", "privilege-escalation", "remote-execution",
+            "destruction-behind-other-verbs"} <= set(classes)
+    vending = classes["credential-vending"]
+    assert vending["effect"] == "deny"
+    listed = {op for rule in vending["rules"] for op in rule["operations"]}
+    assert {"sts:AssumeRole", "iam:CreateAccessKey", "sts:GetSessionToken"} <= listed
+    assert vending["operations"] == len(listed) and vending["services"]["sts"] >= 6
+    batch = {op for rule in classes["destruction-behind-other-verbs"]["rules"] for op in rule["operations"]}
+    assert {"ecr:BatchDeleteImage", "ec2:ReleaseAddress", "route53:ChangeResourceRecordSets"} <= batch
+    text = enforcing_airlock.cli("policy", "builtin").stdout
+    assert "builtin:credential-vending (deny):" in text, text[:2000]
