@@ -107,6 +107,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The policy airlock applies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Show what airlock would make of raw HTTP/1.1 requests (one JSON line each); nothing is forwarded.
     Explain {
         #[arg(required = true)]
@@ -114,6 +119,17 @@ enum Command {
         /// The account to assume for ARNs and environments (default: unknown).
         #[arg(long)]
         account: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the built-in catalogue: every class, its rules, and the operations of AWS's
+    /// model each matches (counted per service).
+    Builtin {
+        /// One JSON document, every matched operation listed.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -219,6 +235,9 @@ pub fn main() -> ExitCode {
             command: AuditCommand::Tail { follow, lines },
         } => cmd_audit_tail(&cli.config, follow, lines),
         Command::Explain { files, account } => cmd_explain(&cli.config, &files, account.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Builtin { json },
+        } => cmd_policy_builtin(json),
         Command::Approver {
             command: ApproverCommand::Enroll { name },
         } => crate::approvals::enroll::cmd_enroll(&cli.config, &name),
@@ -695,6 +714,71 @@ fn cmd_explain(config_path: &Path, files: &[PathBuf], account: Option<&str>) -> 
     }
     if failed {
         return Err("some files could not be read as requests".into());
+    }
+    Ok(())
+}
+
+/// Operations listed one by one in the text output up to this many per rule; past it,
+/// per-service counts (the JSON lists them all).
+const LISTED_OPERATIONS: usize = 60;
+
+fn cmd_policy_builtin(json: bool) -> CmdResult {
+    let classes = crate::policy::builtin::resolve();
+    if json {
+        let text = serde_json::to_string_pretty(&classes).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    let per_service = |services: &std::collections::BTreeMap<String, usize>| {
+        services
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for c in &classes {
+        println!(
+            "builtin:{} ({}): {} operations in {} services",
+            c.class.name,
+            c.class.effect.as_str(),
+            c.operations,
+            c.services.len()
+        );
+        println!("  why: {}", c.class.why);
+        println!("  on the approval page: {}", c.class.line);
+        println!("  per service: {}", per_service(&c.services));
+        for r in &c.rules {
+            let mut conditions: Vec<String> =
+                r.when.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+            conditions.extend(r.check.clone());
+            let when = if conditions.is_empty() {
+                String::new()
+            } else {
+                format!(" when {}", conditions.join(" and "))
+            };
+            let irreversible = if r.irreversible {
+                " [irreversible]"
+            } else {
+                ""
+            };
+            println!(
+                "  rule {}{when}{irreversible}: {} ({} operations)",
+                r.name,
+                r.reason,
+                r.operations.len()
+            );
+            if r.operations.len() <= LISTED_OPERATIONS {
+                println!("    {}", r.operations.join(" "));
+            } else {
+                let mut counts = std::collections::BTreeMap::new();
+                for op in &r.operations {
+                    let service = op.split(':').next().unwrap_or(op).to_string();
+                    *counts.entry(service).or_insert(0usize) += 1;
+                }
+                println!("    {}", per_service(&counts));
+            }
+        }
+        println!();
     }
     Ok(())
 }

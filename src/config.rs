@@ -495,6 +495,7 @@ impl Config {
                     ));
                 }
             }
+            check_overrides(r).map_err(|(key, why)| err(key, why))?;
         }
         let mut approver_names = std::collections::BTreeSet::new();
         for a in &raw.approver {
@@ -640,6 +641,55 @@ impl Config {
     }
 }
 
+/// A rule that overrides the catalogue must be narrow and explicit: it names built-in
+/// classes or rules that exist, and exact agents and actions (no `*` or `?`), so no rule
+/// lifts a built-in gate for every agent or a whole service by accident.
+fn check_overrides(r: &crate::policy::Rule) -> Result<(), (&'static str, String)> {
+    use crate::policy::builtin;
+    if r.overrides.is_empty() {
+        return Ok(());
+    }
+    for o in &r.overrides {
+        let known = o.strip_prefix("builtin:").is_some_and(|name| {
+            builtin::class(name).is_some() || builtin::rules().iter().any(|b| b.name == *o)
+        });
+        if !known {
+            let classes: Vec<String> = builtin::CLASSES
+                .iter()
+                .map(|c| format!("builtin:{}", c.name))
+                .collect();
+            return Err((
+                "[[rule]] overrides",
+                format!(
+                    "rule {:?}: {o:?} is no built-in class or rule (classes: {})",
+                    r.name,
+                    classes.join(", ")
+                ),
+            ));
+        }
+    }
+    let wild = |s: &String| s.contains(['*', '?']);
+    if r.agents.iter().any(wild) {
+        return Err((
+            "[[rule]] agents",
+            format!(
+                "rule {:?} overrides the catalogue, so it must name its agents exactly (no * or ?)",
+                r.name
+            ),
+        ));
+    }
+    if r.actions.iter().any(wild) {
+        return Err((
+            "[[rule]] actions",
+            format!(
+                "rule {:?} overrides the catalogue, so it must name its actions exactly (no * or ?)",
+                r.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Removes `.` and `..` components lexically (the paths may not exist yet).
 fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -713,6 +763,55 @@ mod tests {
             assert_eq!(c.policy.mode, crate::policy::Mode::Enforce, "{name}");
             assert!(!c.notify.desktop, "{name}");
         }
+    }
+
+    #[test]
+    fn an_override_must_name_a_class_and_exact_agents_and_actions() {
+        let with = |rule: &str| {
+            Config::parse(
+                Path::new("/c/airlock.toml"),
+                &format!("{EXAMPLE}\n[[rule]]\n{rule}\n"),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let base = "name = \"r\"\neffect = \"allow\"\nactions = [\"sts:AssumeRole\"]";
+        assert_eq!(
+            with(&format!(
+                "{base}\nagents = [\"deployer\"]\noverrides = [\"builtin:credential-vending\"]"
+            )),
+            Ok(())
+        );
+        let every_agent = with(&format!(
+            "{base}\noverrides = [\"builtin:credential-vending\"]"
+        ))
+        .unwrap_err();
+        assert!(every_agent.contains("[[rule]] agents"), "{every_agent}");
+        let glob_agent = with(&format!(
+            "{base}\nagents = [\"deploy*\"]\noverrides = [\"builtin:credential-vending\"]"
+        ))
+        .unwrap_err();
+        assert!(
+            glob_agent.contains("must name its agents exactly"),
+            "{glob_agent}"
+        );
+        let glob_action = with(
+            "name = \"r\"\neffect = \"allow\"\nactions = [\"sts:*\"]\nagents = [\"d\"]\noverrides = [\"builtin:credential-vending\"]",
+        )
+        .unwrap_err();
+        assert!(glob_action.contains("[[rule]] actions"), "{glob_action}");
+        let unknown = with(&format!(
+            "{base}\nagents = [\"d\"]\noverrides = [\"credential-vending\"]"
+        ))
+        .unwrap_err();
+        assert!(unknown.contains("no built-in class or rule"), "{unknown}");
+        // A single built-in rule may be named too.
+        assert_eq!(
+            with(&format!(
+                "{base}\nagents = [\"d\"]\noverrides = [\"builtin:scale-to-zero\"]"
+            )),
+            Ok(())
+        );
     }
 
     #[test]

@@ -24,10 +24,19 @@ pub fn explain_file(config: &Config, path: &Path, account: Option<&str>) -> Valu
 
 fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<Value, String> {
     let raw = std::fs::read(path).map_err(|e| e.to_string())?;
+    explain_request(config, &raw, account)
+}
+
+/// What airlock would make of one raw HTTP/1.1 request (head and body).
+pub fn explain_request(
+    config: &Config,
+    raw: &[u8],
+    account: Option<&str>,
+) -> Result<Value, String> {
     let mut headers_buf = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers_buf);
     let head_len = match req
-        .parse(&raw)
+        .parse(raw)
         .map_err(|e| format!("not an HTTP/1.1 request: {e}"))?
     {
         httparse::Status::Complete(n) => n,
@@ -43,7 +52,7 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
             .map_err(|e| format!("header {}: {e}", h.name))?;
         headers.append(name, value);
     }
-    let mut body = &raw[head_len..];
+    let mut body = raw.get(head_len..).unwrap_or_default();
     if let Some(len) = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -125,6 +134,7 @@ fn explain_bytes(config: &Config, path: &Path, account: Option<&str>) -> Result<
         "environment": environment,
         "decision": decision.effect.as_str(),
         "rule": decision.rule,
+        "class": decision.class,
         "reason": decision.reason,
         "irreversible": decision.irreversible,
         "mode": match config.policy.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::Shadow => "shadow" },

@@ -59,6 +59,16 @@ const VERBS: &[(&str, &str)] = &[
     ("Modify", "Changes"),
     ("Update", "Changes"),
     ("Put", "Replaces the settings of"),
+    ("Attach", "Attaches"),
+    ("Add", "Adds"),
+    ("Set", "Sets"),
+    ("Send", "Sends"),
+    ("Start", "Starts"),
+    ("Run", "Runs"),
+    ("Release", "Releases"),
+    ("Change", "Changes"),
+    ("Leave", "Leaves"),
+    ("Create", "Creates"),
 ];
 
 /// Parameters that make a call worse, and what they mean. `None` as the value: any value.
@@ -144,7 +154,13 @@ pub fn destroys(call: &AwsCall) -> String {
     let op = call.operation.as_str();
     let (verb, rest) = VERBS
         .iter()
-        .find_map(|(prefix, verb)| op.strip_prefix(prefix).map(|rest| (*verb, rest)))
+        .find_map(|(prefix, verb)| {
+            op.strip_prefix(prefix)
+                .filter(|rest| {
+                    rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase())
+                })
+                .map(|rest| (*verb, rest))
+        })
         .unwrap_or(("Calls", op));
     let noun = NOUNS
         .iter()
@@ -199,6 +215,79 @@ pub fn destroys(call: &AwsCall) -> String {
         }
     }
     line
+}
+
+/// Parameters that name the identity, role or policy a privilege-escalation call gives
+/// power to (matched as the whole name, or its last dotted part).
+const GRANT_MEMBERS: &[&str] = &[
+    "PolicyArn",
+    "PolicyName",
+    "UserName",
+    "GroupName",
+    "RoleName",
+    "RoleArn",
+    "RoleARN",
+    "Role",
+    "taskRoleArn",
+    "InstanceProfileName",
+    "Arn",
+    "Name",
+];
+
+/// Policy documents among the parameters: every value that is a JSON object with a
+/// `Statement` (IAM inline and managed policies, trust policies, bucket policies).
+pub fn policy_documents(call: &AwsCall) -> Vec<(&str, serde_json::Value)> {
+    call.params
+        .iter()
+        .filter_map(|(k, v)| {
+            let doc: serde_json::Value = serde_json::from_str(v).ok()?;
+            doc.get("Statement").is_some().then_some((k.as_str(), doc))
+        })
+        .collect()
+}
+
+/// What the privilege-escalation call attaches or passes: `(member, value)` for the
+/// members that name a policy, a role or an identity (the profile of `RunInstances` is
+/// `IamInstanceProfile.Arn`).
+pub fn grants(call: &AwsCall) -> Vec<(&str, &str)> {
+    call.params
+        .iter()
+        .filter(|(k, _)| {
+            let last = k.rsplit('.').next().unwrap_or(k);
+            GRANT_MEMBERS.contains(&k.as_str())
+                || (k.contains("IamInstanceProfile") && GRANT_MEMBERS.contains(&last))
+        })
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The command a remote-execution call runs, as the approver should read it: SSM's
+/// `commands` (one per line), ECS Exec's `command`, a build's replacement buildspec, or
+/// the session it opens.
+pub fn command(call: &AwsCall) -> Option<String> {
+    let p = |k: &str| call.params.get(k).map(String::as_str);
+    if let Some(parameters) = p("Parameters") {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(parameters) {
+            if let Some(serde_json::Value::Array(lines)) = m.get("commands") {
+                let lines: Vec<String> = lines
+                    .iter()
+                    .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                    .collect();
+                return Some(lines.join("\n"));
+            }
+        }
+        return Some(parameters.to_owned());
+    }
+    if let Some(c) = p("command").or(p("buildspecOverride")) {
+        return Some(c.to_owned());
+    }
+    if let Some(target) = p("Target").or(p("InstanceId")).or(p("SessionId")) {
+        let user = p("InstanceOSUser")
+            .map(|u| format!(" as {u}"))
+            .unwrap_or_default();
+        return Some(format!("an interactive session on {target}{user}"));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -309,6 +398,70 @@ mod tests {
             destroys(&c),
             "Executes change set drop-topic. Removes Topic (AWS::SNS::Topic). Replaces Bucket \
              (AWS::S3::Bucket, data-1): a new one is made, the old one deleted."
+        );
+    }
+
+    #[test]
+    fn escalations_show_their_documents_and_grants_and_executions_their_command() {
+        let admin = r#"{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        let c = call(
+            "iam",
+            "PutUserPolicy",
+            "agent",
+            &[
+                ("UserName", "agent"),
+                ("PolicyName", "all"),
+                ("PolicyDocument", admin),
+            ],
+        );
+        let docs = policy_documents(&c);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].0, "PolicyDocument");
+        assert_eq!(
+            grants(&c),
+            vec![("PolicyName", "all"), ("UserName", "agent")]
+        );
+        let run = call(
+            "ec2",
+            "RunInstances",
+            "i",
+            &[
+                (
+                    "IamInstanceProfile.Arn",
+                    "arn:aws:iam::1:instance-profile/admin",
+                ),
+                ("ImageId", "ami-1"),
+            ],
+        );
+        assert_eq!(
+            grants(&run),
+            vec![(
+                "IamInstanceProfile.Arn",
+                "arn:aws:iam::1:instance-profile/admin"
+            )]
+        );
+        let send = call(
+            "ssm",
+            "SendCommand",
+            "i-1",
+            &[(
+                "Parameters",
+                r#"{"commands":["cd /","rm -rf /var/lib/postgresql"]}"#,
+            )],
+        );
+        assert_eq!(
+            command(&send).as_deref(),
+            Some("cd /\nrm -rf /var/lib/postgresql")
+        );
+        let ssh = call(
+            "ec2-instance-connect",
+            "SendSSHPublicKey",
+            "i-1",
+            &[("InstanceId", "i-1"), ("InstanceOSUser", "root")],
+        );
+        assert_eq!(
+            command(&ssh).as_deref(),
+            Some("an interactive session on i-1 as root")
         );
     }
 }

@@ -234,6 +234,94 @@ pub fn list_page(
     layout("Approvals", "list", csrf, "", &body)
 }
 
+/// The policy documents (rendered, with wildcards marked), what is attached or passed, and
+/// the command a call runs: the parts of the parameters the approver must read.
+fn what_it_grants_or_runs(a: &Approval) -> String {
+    let mut b = String::new();
+    let grants = describe::grants(&a.call);
+    let escalation = crate::policy::builtin::class_of_rule(&a.rule)
+        .is_some_and(|c| c.name == crate::policy::builtin::PRIVILEGE_ESCALATION);
+    if escalation && !grants.is_empty() {
+        b.push_str("<h2>Attached or passed</h2><dl class=\"facts\" id=\"grants\">");
+        for (member, value) in grants {
+            let value = if value.contains('*') || value.ends_with("/AdministratorAccess") {
+                format!("<mark class=\"wildcard\">{}</mark>", show(value))
+            } else {
+                show(value)
+            };
+            let _ = write!(b, "<dt><code>{}</code></dt><dd>{value}</dd>", show(member));
+        }
+        b.push_str("</dl>");
+    }
+    for (member, document) in describe::policy_documents(&a.call) {
+        let _ = write!(
+            b,
+            "<h2>Policy document <code>{m}</code></h2><pre class=\"policy\" id=\"policy-{id}\">",
+            m = show(member),
+            id = esc(&member.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+        );
+        policy_html(&document, None, 0, &mut b);
+        b.push_str("</pre>");
+    }
+    let remote = crate::policy::builtin::class_of_rule(&a.rule)
+        .is_some_and(|c| c.name == crate::policy::builtin::REMOTE_EXECUTION);
+    if let (true, Some(command)) = (remote, describe::command(&a.call)) {
+        let _ = write!(
+            b,
+            "<h2>Command</h2><pre class=\"command\" id=\"command\">{}</pre>",
+            command.lines().map(show).collect::<Vec<_>>().join("\n")
+        );
+    }
+    b
+}
+
+/// Members of a policy statement whose wildcards widen what it grants or denies.
+const WILDCARD_MEMBERS: &[&str] = &[
+    "Action",
+    "NotAction",
+    "Resource",
+    "NotResource",
+    "Principal",
+    "NotPrincipal",
+    "AWS",
+];
+
+/// A policy document as indented JSON, every value escaped; a `*` in an action, resource
+/// or principal is marked.
+fn policy_html(v: &serde_json::Value, member: Option<&str>, depth: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = |n: usize| "  ".repeat(n);
+    match v {
+        Value::Object(m) => {
+            out.push_str("{\n");
+            for (i, (k, item)) in m.iter().enumerate() {
+                let _ = write!(out, "{}\"{}\": ", pad(depth + 1), show(k));
+                policy_html(item, Some(k), depth + 1, out);
+                out.push_str(if i + 1 < m.len() { ",\n" } else { "\n" });
+            }
+            let _ = write!(out, "{}}}", pad(depth));
+        }
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&pad(depth + 1));
+                policy_html(item, member, depth + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            let _ = write!(out, "{}]", pad(depth));
+        }
+        Value::String(text) => {
+            let quoted = format!("\"{}\"", show(text));
+            if text.contains('*') && member.is_some_and(|m| WILDCARD_MEMBERS.contains(&m)) {
+                let _ = write!(out, "<mark class=\"wildcard\">{quoted}</mark>");
+            } else {
+                out.push_str(&quoted);
+            }
+        }
+        other => out.push_str(&esc(&other.to_string())),
+    }
+}
+
 /// What the approval page needs besides the approval itself.
 pub struct ApprovalView<'a> {
     pub approval: &'a Approval,
@@ -277,6 +365,14 @@ pub fn approval_page(v: &ApprovalView<'_>) -> String {
         let _ = write!(
             b,
             "<p class=\"irreversible big\" id=\"irreversible\">IRREVERSIBLE: {why}.</p>"
+        );
+    }
+    if let Some(class) = crate::policy::builtin::class_of_rule(&a.rule) {
+        let _ = write!(
+            b,
+            "<p class=\"class-line big\" id=\"class-line\" data-class=\"{}\">{}</p>",
+            esc(class.name),
+            esc(class.line)
         );
     }
     let _ = write!(
@@ -334,6 +430,7 @@ pub fn approval_page(v: &ApprovalView<'_>) -> String {
         fact("Receipt", format!("<code>{}</code>", esc(r)));
     }
     b.push_str("</dl>");
+    b.push_str(&what_it_grants_or_runs(a));
 
     let _ = write!(
         b,
@@ -515,6 +612,84 @@ mod tests {
         assert_eq!(visible("prod\u{202E}bd-dorp"), "prod⟨U+202E⟩bd-dorp");
         assert_eq!(visible("a\u{200B}b\n"), "a⟨U+200B⟩b⟨U+000A⟩");
         assert_eq!(visible("plain-db"), "plain-db");
+    }
+
+    fn approval(rule: &str, service: &str, operation: &str, params: &[(&str, &str)]) -> Approval {
+        Approval {
+            id: "a".repeat(26),
+            status: Status::Pending,
+            binding_key: String::new(),
+            call: crate::identify::AwsCall {
+                service: service.into(),
+                signing_name: service.into(),
+                operation: operation.into(),
+                region: "us-east-1".into(),
+                account: None,
+                resources: vec![],
+                params: params
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            },
+            agent: "agent".into(),
+            environment: "prod".into(),
+            rule: rule.into(),
+            reason: String::new(),
+            irreversible: false,
+            irreversible_reasons: vec![],
+            created_at: String::new(),
+            last_seen_at: String::new(),
+            attempts: 1,
+            receipt_id: None,
+            decided_by: None,
+            decided_at: None,
+        }
+    }
+
+    #[test]
+    fn an_escalation_shows_its_policy_with_wildcards_marked_and_an_execution_its_command() {
+        let doc = r#"{"Statement":[{"Effect":"Allow","Action":["s3:GetObject","iam:*"],"Resource":"*"}]}"#;
+        let a = approval(
+            "builtin:privilege-escalation",
+            "iam",
+            "PutUserPolicy",
+            &[("UserName", "agent"), ("PolicyDocument", doc)],
+        );
+        let html = what_it_grants_or_runs(&a);
+        assert!(
+            html.contains("<mark class=\"wildcard\">\"iam:*\"</mark>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("\"Resource\": <mark class=\"wildcard\">\"*\"</mark>"),
+            "{html}"
+        );
+        assert!(html.contains("\"s3:GetObject\""), "{html}");
+        assert!(
+            !html.contains("<mark class=\"wildcard\">\"s3:GetObject"),
+            "{html}"
+        );
+        assert!(html.contains("id=\"grants\""), "{html}");
+        let page = approval_page(&ApprovalView {
+            approval: &a,
+            siblings: &[],
+            passkeys: &[],
+            ttl_choices: &[Duration::from_secs(900)],
+            uses: 1,
+            csrf: "c",
+        });
+        assert!(
+            page.contains("id=\"class-line\""),
+            "the class's plain line is shown"
+        );
+        let run = approval(
+            "builtin:remote-execution",
+            "ssm",
+            "SendCommand",
+            &[("Parameters", r#"{"commands":["rm -rf /var/lib/<db>"]}"#)],
+        );
+        assert!(what_it_grants_or_runs(&run)
+            .contains("<pre class=\"command\" id=\"command\">rm -rf /var/lib/&lt;db&gt;</pre>"));
     }
 
     #[test]

@@ -38,11 +38,7 @@ pub struct Resource {
 impl AwsCall {
     /// `rds:DeleteDBInstance`, the IAM-style action name (signing name, as IAM uses it).
     pub fn action(&self) -> String {
-        format!(
-            "{}:{}",
-            iam_prefix(&self.service, &self.signing_name),
-            self.operation
-        )
+        action_name(&self.service, &self.signing_name, &self.operation)
     }
 
     /// The SHA-256 (hex) of the canonical parameters, as receipts bind them.
@@ -50,6 +46,11 @@ impl AwsCall {
         let json = serde_json::to_vec(&self.params).unwrap_or_default();
         crate::sigv4::sha256_hex(&json)
     }
+}
+
+/// The IAM-style action name of a model operation: `rds:DeleteDBInstance`.
+pub fn action_name(service: &str, signing_name: &str, operation: &str) -> String {
+    format!("{}:{operation}", iam_prefix(service, signing_name))
 }
 
 /// The IAM action prefix: the signing name, except where IAM's differs.

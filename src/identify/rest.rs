@@ -458,6 +458,20 @@ fn build(req: &Request<'_>, m: Match<'_>) -> Result<Found, IdentifyError> {
         }
     }
 
+    // A text payload (an S3 bucket policy) is a parameter too: the policy reads it.
+    if let (Some(body), Some("string"), Some(member)) = (
+        req.body,
+        op.payload_type.as_deref(),
+        op.body_member.as_deref(),
+    ) {
+        if !body.is_empty() {
+            let text = std::str::from_utf8(body).map_err(|_| {
+                IdentifyError::invalid(format!("the {member} payload is not UTF-8"))
+            })?;
+            insert(&mut params, member.to_string(), text.to_string())?;
+        }
+    }
+
     let mut raw: Vec<Raw> = Vec::new();
     for name in resources::names(op) {
         if let Some((_, v)) = m.labels.iter().find(|(l, _)| l == name) {

@@ -52,13 +52,13 @@ fn host_bucket(host: &str) -> Result<Option<String>, IdentifyError> {
 }
 
 /// Whether an S3 request's body must be buffered (it is small) for identification and the
-/// policy: `POST ?delete` (DeleteObjects: the keys), `PUT ?versioning` (suspending) and
-/// `PUT ?lifecycle` (expirations). Query keys compare exactly, as S3 reads them.
+/// policy: `POST ?delete` (DeleteObjects: the keys), `PUT ?versioning` (suspending),
+/// `PUT ?lifecycle` (expirations) and `PUT ?policy` (a policy that locks the owner out). Query keys compare exactly, as S3 reads them.
 pub fn s3_needs_body(method: &str, query: &[(String, String)]) -> bool {
     let has = |key: &str| query.iter().any(|(k, _)| k == key);
     match method {
         "POST" => has("delete"),
-        "PUT" => has("versioning") || has("lifecycle"),
+        "PUT" => has("versioning") || has("lifecycle") || has("policy"),
         _ => false,
     }
 }

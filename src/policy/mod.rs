@@ -5,19 +5,25 @@
 //! (`rds:Delete*`), `resources` (ARN globs, also matched against `member=value`),
 //! `environments`, `agents`, and `when` conditions on parameters. An explicit deny beats a
 //! required receipt, which beats an allow; what no rule matches is allowed. The built-in
-//! catalogue ([`builtin`]) adds the destructive calls every account should gate.
+//! catalogue ([`builtin`]) adds the classes of calls every account should gate.
+//!
+//! A user's rule lifts a built-in class only by naming it: `overrides =
+//! ["builtin:credential-vending"]`, on a rule that names its agents and actions exactly
+//! (the config refuses wildcards there). For a call that rule matches, the named class's
+//! rules are set aside and the rest decide as usual.
 
 pub mod builtin;
 pub mod changeset;
+pub mod checks;
 pub mod glob;
 
 use crate::identify::AwsCall;
 pub use builtin::DESTRUCTIVE_VERBS;
 use glob::glob_match;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     Allow,
@@ -67,6 +73,16 @@ pub struct Rule {
     /// Why the rule exists; shown to the agent and the approver.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Built-in classes (`builtin:credential-vending`) or rules this rule sets aside for
+    /// the calls it matches. The config requires exact agents and actions with it.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// The built-in class the rule belongs to (catalogue rules only).
+    #[serde(skip)]
+    pub class: Option<&'static str>,
+    /// A typed condition beyond `when` (catalogue rules only).
+    #[serde(skip)]
+    pub check: Option<checks::Check>,
 }
 
 fn any() -> Vec<String> {
@@ -84,6 +100,8 @@ pub struct Decision {
     pub irreversible: bool,
     /// Why it cannot be undone: the reasons of the matching irreversible rules.
     pub irreversible_reasons: Vec<String>,
+    /// The built-in class of the deciding rule, when it is a catalogue rule.
+    pub class: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -121,6 +139,17 @@ impl Rule {
                     })
                     .any(|(_, have)| value_matches(want, have))
             })
+            && self.check.is_none_or(|c| c.holds(call))
+    }
+
+    /// Whether this rule sets `catalogue_rule` aside (it names the rule or its class).
+    fn overrides_rule(&self, catalogue_rule: &Rule) -> bool {
+        self.overrides.iter().any(|o| {
+            *o == catalogue_rule.name
+                || catalogue_rule
+                    .class
+                    .is_some_and(|c| o.strip_prefix("builtin:") == Some(c))
+        })
     }
 
     /// Any resource glob matches a resource's ARN or its `member=value`.
@@ -157,8 +186,9 @@ fn value_matches(want: &str, have: &str) -> bool {
 }
 
 impl Policy {
-    /// Every matching rule (config first, then the catalogue); the strongest effect wins,
-    /// and among equals the first.
+    /// Every matching rule (config first, then the catalogue, less the catalogue rules a
+    /// matching config rule overrides); the strongest effect wins, and among equals the
+    /// first.
     pub fn decide(&self, call: &AwsCall, agent: &str, environment: &str) -> Decision {
         let catalogue = if self.builtin {
             builtin::rules()
@@ -166,12 +196,20 @@ impl Policy {
             &[][..]
         };
         let action = call.action();
-        let matching: Vec<&Rule> = self
+        let mut matching: Vec<&Rule> = self
             .rules
             .iter()
-            .chain(catalogue.iter())
             .filter(|r| r.matches_action(call, &action, agent, environment))
             .collect();
+        let overriding: Vec<&Rule> = matching
+            .iter()
+            .filter(|r| !r.overrides.is_empty())
+            .copied()
+            .collect();
+        matching.extend(catalogue.iter().filter(|r| {
+            r.matches_action(call, &action, agent, environment)
+                && !overriding.iter().any(|o| o.overrides_rule(r))
+        }));
         let mut irreversible_reasons: Vec<String> = matching
             .iter()
             .filter(|r| r.irreversible && r.effect != Effect::Allow)
@@ -186,6 +224,7 @@ impl Policy {
                 reason: "no rule matches; allowed".into(),
                 irreversible,
                 irreversible_reasons,
+                class: None,
             };
         };
         let rule = matching.iter().find(|r| r.effect == strongest).copied();
@@ -204,8 +243,25 @@ impl Policy {
             reason,
             irreversible,
             irreversible_reasons,
+            class: rule.and_then(|r| r.class),
         }
     }
+}
+
+/// What a denied agent is told: the rule and why, and, for a built-in class, the exact
+/// rule that would allow this call for this agent (a deny is never approvable).
+pub fn refusal(decision: &Decision, action: &str, agent: &str, environment: &str) -> String {
+    let mut message = format!(
+        "airlock: {action} (environment {environment}) is denied by rule {}: {}. A denied call is not approvable",
+        decision.rule, decision.reason
+    );
+    if let Some(class) = decision.class {
+        message.push_str(&format!(
+            ". To allow it for this agent only, add to airlock's config: [[rule]] name = \"allow-{agent}-{op}\" effect = \"allow\" agents = [\"{agent}\"] actions = [\"{action}\"] overrides = [\"builtin:{class}\"]",
+            op = action.rsplit(':').next().unwrap_or(action),
+        ));
+    }
+    message
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::identify::{AwsCall, Resource};
+use std::collections::BTreeMap;
 
 fn call(
     service: &str,
@@ -284,4 +285,178 @@ fn destructive_verbs_are_computed_over_the_operation_table() {
         }
     }
     assert!(gated > 2000, "only {gated} destructive operations");
+}
+
+#[test]
+fn every_exact_catalogue_action_is_an_operation_of_the_model() {
+    // A misspelt action (or the wrong IAM prefix) would gate nothing; the model says.
+    for class in builtin::resolve() {
+        assert!(class.operations > 0, "{} matches nothing", class.class.name);
+        for rule in &class.rules {
+            for action in rule.actions.iter().filter(|a| !a.contains('*')) {
+                assert!(
+                    rule.operations
+                        .iter()
+                        .any(|op| op.eq_ignore_ascii_case(action)),
+                    "{}: {action} is no operation of the model",
+                    rule.name
+                );
+            }
+        }
+    }
+    let counts: BTreeMap<&str, usize> = builtin::resolve()
+        .iter()
+        .map(|c| (c.class.name, c.operations))
+        .collect();
+    assert!(counts[builtin::CREDENTIAL_VENDING] >= 30, "{counts:?}");
+    assert!(counts[builtin::PRIVILEGE_ESCALATION] >= 30, "{counts:?}");
+    assert!(counts[builtin::REMOTE_EXECUTION] >= 9, "{counts:?}");
+    assert!(
+        counts[builtin::DESTRUCTION_BEHIND_OTHER_VERBS] >= 70,
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn each_class_decides_with_its_own_effect_and_rule() {
+    let p = builtin_only();
+    let decide = |svc: &str, op: &str, params: &[(&str, &str)]| {
+        let d = p.decide(&call(svc, op, params, None), "agent", "prod");
+        (d.effect, d.rule, d.class)
+    };
+    assert_eq!(
+        decide(
+            "sts",
+            "AssumeRole",
+            &[("RoleArn", "arn:aws:iam::1:role/admin")]
+        ),
+        (
+            Effect::Deny,
+            "builtin:credential-vending".into(),
+            Some(builtin::CREDENTIAL_VENDING)
+        )
+    );
+    assert_eq!(decide("sts", "GetCallerIdentity", &[]).0, Effect::Allow);
+    assert_eq!(
+        decide(
+            "iam",
+            "AttachUserPolicy",
+            &[("PolicyArn", "arn:aws:iam::aws:policy/AdministratorAccess")]
+        )
+        .1,
+        "builtin:privilege-escalation"
+    );
+    // Only a default-setting version escalates.
+    assert_eq!(
+        decide("iam", "CreatePolicyVersion", &[("SetAsDefault", "true")]).0,
+        Effect::RequireReceipt
+    );
+    assert_eq!(decide("iam", "CreatePolicyVersion", &[]).0, Effect::Allow);
+    assert_eq!(
+        decide("ssm", "SendCommand", &[]).1,
+        "builtin:remote-execution"
+    );
+    assert_eq!(
+        decide(
+            "autoscaling",
+            "SetDesiredCapacity",
+            &[("DesiredCapacity", "0")]
+        )
+        .1,
+        "builtin:scale-to-zero"
+    );
+    assert_eq!(
+        decide(
+            "autoscaling",
+            "SetDesiredCapacity",
+            &[("DesiredCapacity", "2")]
+        )
+        .0,
+        Effect::Allow
+    );
+    assert_eq!(
+        decide("ec2", "RunInstances", &[("IamInstanceProfile.Arn", "arn")]).0,
+        Effect::RequireReceipt
+    );
+    assert_eq!(
+        decide("ec2", "RunInstances", &[("ImageId", "ami-1")]).0,
+        Effect::Allow
+    );
+}
+
+fn rules_from(toml_text: &str) -> Vec<Rule> {
+    toml::from_str::<BTreeMap<String, Vec<Rule>>>(toml_text)
+        .unwrap()
+        .remove("rule")
+        .unwrap()
+}
+
+#[test]
+fn a_rule_overrides_a_class_only_where_it_matches() {
+    let p = Policy {
+        mode: Mode::Enforce,
+        rules: rules_from(
+            r#"
+            [[rule]]
+            name = "deployer-assumes-roles"
+            effect = "allow"
+            agents = ["deployer"]
+            actions = ["sts:AssumeRole"]
+            overrides = ["builtin:credential-vending"]
+
+            [[rule]]
+            name = "allow-everything"
+            effect = "allow"
+            actions = ["*"]
+            "#,
+        ),
+        builtin: true,
+    };
+    let assume = call("sts", "AssumeRole", &[], None);
+    let d = p.decide(&assume, "deployer", "prod");
+    assert_eq!(
+        (d.effect, d.rule.as_str()),
+        (Effect::Allow, "deployer-assumes-roles")
+    );
+    // Another agent, another vending call, or another class: the catalogue still decides,
+    // and a plain allow (even of everything) lifts nothing.
+    assert_eq!(p.decide(&assume, "other", "prod").effect, Effect::Deny);
+    let key = call("iam", "CreateAccessKey", &[], None);
+    assert_eq!(p.decide(&key, "deployer", "prod").effect, Effect::Deny);
+    let attach = call("iam", "AttachUserPolicy", &[], None);
+    assert_eq!(
+        p.decide(&attach, "deployer", "prod").effect,
+        Effect::RequireReceipt
+    );
+    // A deny of the user's own still beats the override's allow.
+    let mut strict = p.clone();
+    strict.rules.extend(rules_from(
+        r#"
+        [[rule]]
+        name = "no-assume-in-prod"
+        effect = "deny"
+        actions = ["sts:AssumeRole"]
+        environments = ["prod"]
+        "#,
+    ));
+    assert_eq!(
+        strict.decide(&assume, "deployer", "prod").rule,
+        "no-assume-in-prod"
+    );
+}
+
+#[test]
+fn a_denial_says_why_and_how_to_allow_it_for_one_agent() {
+    let p = builtin_only();
+    let d = p.decide(&call("iam", "CreateAccessKey", &[], None), "bot", "prod");
+    let m = refusal(&d, "iam:CreateAccessKey", "bot", "prod");
+    assert!(
+        m.contains("denied by rule builtin:credential-vending"),
+        "{m}"
+    );
+    assert!(m.contains("not approvable"), "{m}");
+    assert!(
+        m.contains(r#"agents = ["bot"] actions = ["iam:CreateAccessKey"] overrides = ["builtin:credential-vending"]"#),
+        "{m}"
+    );
 }

@@ -356,18 +356,21 @@ async fn decide(
     trace.environment = Some(environment.clone());
     trace.effect = Some(decision.effect.as_str());
     trace.rule = Some(decision.rule.clone());
+    // Credentials handed to an agent cannot be taken back, so shadow mode does not forward
+    // the calls that vend them either.
+    let vends_credentials = decision.class == Some(crate::policy::builtin::CREDENTIAL_VENDING);
     match (decision.effect, proxy.config.policy.mode) {
         (Effect::Allow, _) => Ok(None),
+        (Effect::Deny, Mode::Shadow) if vends_credentials => Err(error::ProxyError::access_denied(
+            crate::policy::refusal(&decision, &call.action(), agent, &environment),
+        )),
         (_, Mode::Shadow) => {
             tracing::warn!(%agent, %environment, action = %call.action(), effect = decision.effect.as_str(), rule = %decision.rule, "shadow mode: would have been gated; forwarded");
             Ok(None)
         }
-        (Effect::Deny, Mode::Enforce) => Err(error::ProxyError::access_denied(format!(
-            "airlock: {} (environment {environment}) is denied by rule {}: {}",
-            call.action(),
-            decision.rule,
-            decision.reason
-        ))),
+        (Effect::Deny, Mode::Enforce) => Err(error::ProxyError::access_denied(
+            crate::policy::refusal(&decision, &call.action(), agent, &environment),
+        )),
         (Effect::RequireReceipt, Mode::Enforce) => {
             redeem::redeem(proxy, call, agent, &environment, &decision)
                 .await

@@ -138,9 +138,11 @@ def signing_name_for(service_model, op_model) -> str:
     return name
 
 
-def build(service_model, op_name: str, protocol: str, serializer):
+def build(service_model, op_name: str, protocol: str, serializer, given: dict | None = None):
+    """The signed request; `given` members replace the placeholders (tests/policy_corpus)."""
     op = service_model.operation_model(op_name)
     params = placeholder_input(op)
+    params.update(given or {})
     request_dict = serializer.serialize_to_request(params, op)
     prepare_request_dict(request_dict, endpoint_url=ENDPOINT)
     request = create_request_object(request_dict)
