@@ -104,6 +104,12 @@ pub const CLASSES: &[Class] = &[
               bucket policy that locks the owner out, leaving the organization",
         line: "This call destroys something although its name does not say so.",
     },
+    // A new class goes here, with its rules in a function added to `rules()` before
+    // change-set-removals'.
+    //
+    // change-set-removals stays last: the proxy reads a change set, and may lift the
+    // requirement, only when this class's rule is the one that decided, which the order
+    // guarantees only while every other rule that matches comes before it.
     Class {
         name: CHANGE_SET_REMOVALS,
         effect: Effect::RequireReceipt,
@@ -113,7 +119,6 @@ pub const CLASSES: &[Class] = &[
               requires a receipt when it removes or replaces anything",
         line: "This call updates a stack; its change set removes or replaces the resources below.",
     },
-    // A new class goes here, with its rules in a function added to `rules()`.
 ];
 
 /// The class named `name` (`credential-vending`).

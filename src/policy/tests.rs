@@ -460,3 +460,17 @@ fn a_denial_says_why_and_how_to_allow_it_for_one_agent() {
         "{m}"
     );
 }
+
+#[test]
+fn change_set_removals_is_the_last_class_and_rule() {
+    // The proxy lifts change-set-removals' requirement only when its rule decided; with
+    // every other catalogue rule before it, any other matching rule decides first.
+    assert_eq!(
+        builtin::CLASSES.last().map(|c| c.name),
+        Some(builtin::CHANGE_SET_REMOVALS)
+    );
+    assert_eq!(
+        builtin::rules().last().and_then(|r| r.class),
+        Some(builtin::CHANGE_SET_REMOVALS)
+    );
+}

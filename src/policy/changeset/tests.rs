@@ -325,6 +325,7 @@ fn decision() -> Decision {
         reason: REASON.into(),
         irreversible: false,
         irreversible_reasons: vec![],
+        class: Some(super::super::builtin::CHANGE_SET_REMOVALS),
     }
 }
 
