@@ -717,7 +717,10 @@ fn s3_edge_cases() {
         req("s3", "GET", "/b/").q("list-type", "2").op(),
         "s3:ListObjectsV2"
     );
-    assert_eq!(req("s3", "GET", "/b/").q("location", "").op(), "s3:GetBucketLocation");
+    assert_eq!(
+        req("s3", "GET", "/b/").q("location", "").op(),
+        "s3:GetBucketLocation"
+    );
     // `//` is no bucket; `/b//` is the key `/`.
     assert!(req("s3", "GET", "//").op().starts_with("error"));
     assert_eq!(

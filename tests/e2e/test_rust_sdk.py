@@ -1,0 +1,263 @@
+"""aws-sdk-rust through airlock, in endpoint mode, as a Rust agent would use it.
+
+The client is `tests/e2e/rust-sdk` (package `airlock-sdk-client`, built here with
+`cargo build -p airlock-sdk-client`): one SDK call per run, configured only by the standard
+environment (`AWS_ENDPOINT_URL`, the agent's keys, `AWS_REGION`, `SSL_CERT_FILE` for airlock's
+CA), path-style S3, and the SDK's default checksum behaviour. It prints one JSON line per call.
+
+What is checked is what a user would check: moto's own state, the bytes after a round trip
+(sha256), the AWS error code and message the SDK reports. airlock's log also says which
+operation it read each request as; it must be the operation the SDK called, so a serialiser
+quirk that airlock misreads fails here even where moto would not notice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support import (
+    MIB, REPO, Agent, Airlock, GatedAirlock, Moto, multipart_etag, run, unique, write_random_file,
+)
+from test_receipts import TARGETS, Outcome, Target, goes_through, held, status_of
+
+
+# --- the client ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rust_client() -> Path:
+    """Build the client crate (a workspace member: it reuses airlock's compiled SDK crates).
+    A missing cargo skips outside CI and fails under it; a failed build always fails."""
+    cargo = shutil.which("cargo")
+    if not cargo:
+        if os.environ.get("CI"):
+            pytest.fail("cargo is not installed, and CI is set: the aws-sdk-rust tests must run", pytrace=False)
+        pytest.skip("cargo is not installed")
+    proc = subprocess.run(
+        [cargo, "build", "-p", "airlock-sdk-client", "--message-format=json-render-diagnostics"],
+        cwd=REPO, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"`cargo build -p airlock-sdk-client` failed:\n{proc.stderr[-8000:]}", pytrace=False)
+    for line in proc.stdout.splitlines():
+        message = json.loads(line)
+        if (message.get("reason") == "compiler-artifact" and message.get("executable")
+                and message["target"]["name"] == "airlock-sdk-client"):
+            return Path(message["executable"])
+    pytest.fail(f"cargo built no airlock-sdk-client executable:\n{proc.stdout[-4000:]}", pytrace=False)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One run of the client: its JSON line, and the operations airlock logged meanwhile."""
+
+    result: dict[str, Any]
+    logged: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.result["ok"])
+
+    def value(self, name: str) -> Any:
+        assert self.ok, f"{self.result['op']} failed: {self.result}"
+        return self.result[name]
+
+
+# airlock's per-request log line names the operation it read: `... forwarded ... operation=PutObject ...`
+_OUTCOME_LINE = re.compile(r"\b(forwarded|refused)\b.*?\boperation=(\w+)")
+
+
+def sdk(client: Path, agent: Agent, airlock: Airlock, *args: str, env: dict[str, str] | None = None) -> Call:
+    """Run one client call as `agent` (one attempt, so what reached moto is this call's doing)."""
+    start = airlock.log_size()
+    proc = run([str(client), *args], {**agent.env, "AWS_MAX_ATTEMPTS": "1", **(env or {})},
+               timeout=300, check=False)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one JSON line from {args}:\n{proc.stdout}\n{proc.stderr}"
+    [result] = lines
+    assert result["op"] == args[0], result
+    assert (proc.returncode == 0) == result["ok"], (proc.returncode, result)
+    logged = [m.group(1) + " " + m.group(2) for m in map(_OUTCOME_LINE.search, airlock.log_tail(start).splitlines()) if m]
+    return Call(result, logged)
+
+
+def forwarded(*operations: str) -> list[str]:
+    return [f"forwarded {op}" for op in operations]
+
+
+def crc32_b64(path: Path) -> str:
+    """S3's ChecksumCRC32 of a file: the big-endian CRC32, base64."""
+    crc = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(4 * MIB), b""):
+            crc = zlib.crc32(chunk, crc)
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
+# --- transport: a shadow-mode airlock forwards everything ---------------------------------------
+
+
+def test_s3(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto, tmp_path: Path) -> None:
+    s3 = moto.client("s3")
+    bucket = unique("rust-sdk")
+    small = write_random_file(tmp_path / "small.bin", 1000)
+    big = write_random_file(tmp_path / "big.bin", 20 * MIB)
+    call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
+
+    made = call("create-bucket", bucket)
+    assert made.logged == forwarded("CreateBucket"), made
+    assert made.ok, made.result
+    s3.head_bucket(Bucket=bucket)
+    headed = call("head-bucket", bucket)
+    assert headed.ok and headed.logged == forwarded("HeadBucket"), headed
+
+    # In memory: the CRC32 goes in a header. Streamed from the file: aws-chunked, the CRC32 in
+    # a trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which moto reads and answers with.
+    put = call("put-object", bucket, "small.bin", str(small.path))
+    assert put.logged == forwarded("PutObject"), put
+    assert put.value("checksum_crc32") == crc32_b64(small.path), put.result
+    streamed = call("put-object-streaming", bucket, "big.bin", str(big.path))
+    assert streamed.logged == forwarded("PutObject"), streamed
+    assert streamed.value("checksum_crc32") == crc32_b64(big.path), streamed.result
+    multipart = call("upload-multipart", bucket, "multipart.bin", str(big.path), "8")
+    assert multipart.logged == forwarded("CreateMultipartUpload", *["UploadPart"] * 3,
+                                         "CompleteMultipartUpload"), multipart
+    assert multipart.value("parts") == 3
+    assert multipart.value("etag").strip('"') == multipart_etag(big.path, 8 * MIB)
+
+    # The bytes as moto stored them, then as the SDK reads them back.
+    for key, data in (("small.bin", small), ("big.bin", big), ("multipart.bin", big)):
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == data.size, key
+        got = call("get-object", bucket, key)
+        assert got.logged == forwarded("GetObject"), got
+        assert (got.value("size"), got.value("sha256")) == (data.size, data.sha256), key
+
+    listed = call("list-objects", bucket)
+    assert listed.logged == forwarded("ListObjectsV2"), listed
+    assert {o["key"]: o["size"] for o in listed.value("objects")} == {
+        "big.bin": big.size, "multipart.bin": big.size, "small.bin": small.size}
+
+    removed = call("delete-object", bucket, "small.bin")
+    assert removed.ok and removed.logged == forwarded("DeleteObject"), removed
+    removed_many = call("delete-objects", bucket, "big.bin", "multipart.bin")
+    assert removed_many.logged == forwarded("DeleteObjects"), removed_many
+    assert (sorted(removed_many.value("deleted")), removed_many.value("errors")) == (["big.bin", "multipart.bin"], [])
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    dropped = call("delete-bucket", bucket)
+    assert dropped.ok and dropped.logged == forwarded("DeleteBucket"), dropped
+    assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def test_dynamodb(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto) -> None:
+    ddb = moto.client("dynamodb")
+    table = unique("rust-sdk-table")
+    call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
+
+    made = call("create-table", table)
+    assert made.logged == forwarded("CreateTable"), made
+    assert made.value("status") == "ACTIVE"
+    put = call("put-item", table, "user#1", "written by aws-sdk-rust")
+    assert put.ok and put.logged == forwarded("PutItem"), put
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": "user#1"}})["Item"]["value"] == {"S": "written by aws-sdk-rust"}
+    got = call("get-item", table, "user#1")
+    assert got.logged == forwarded("GetItem"), got
+    assert got.value("value") == "written by aws-sdk-rust"
+    dropped = call("delete-table", table)
+    assert dropped.ok and dropped.logged == forwarded("DeleteTable"), dropped
+    assert table not in ddb.list_tables()["TableNames"]
+
+
+def test_rds(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto) -> None:
+    rds = moto.client("rds")
+    db = unique("rust-sdk-db")
+    call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
+
+    made = call("create-db-instance", db)
+    assert made.logged == forwarded("CreateDBInstance"), made
+    assert made.ok, made.result
+    described = call("describe-db-instance", db)
+    assert described.logged == forwarded("DescribeDBInstances"), described
+    assert described.value("instances") == [{"id": db, "status": "available"}]
+    dropped = call("delete-db-instance", db)
+    assert dropped.logged == forwarded("DeleteDBInstance"), dropped
+    assert dropped.ok, dropped.result
+    assert db not in {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
+
+
+def test_ca_comes_from_ssl_cert_file(rust_client: Path, agent: Agent, airlock: Airlock) -> None:
+    """aws-sdk-rust reads no AWS_CA_BUNDLE: its HTTPS client trusts the system's roots, or what
+    SSL_CERT_FILE (or SSL_CERT_DIR) names instead. With only AWS_CA_BUNDLE it cannot reach airlock."""
+    env = {k: v for k, v in agent.env.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    assert env["AWS_CA_BUNDLE"] == agent.ca_bundle
+    bare = Agent(agent.name, agent.access_key_id, agent.secret_access_key, agent.endpoint, agent.ca_bundle, env)
+    failed = sdk(rust_client, bare, airlock, "list-objects", unique("no-such-bucket"))
+    assert not failed.ok and failed.logged == [], failed
+    assert failed.result["code"] is None, failed.result
+    assert re.search(r"certificate|UnknownIssuer|dispatch failure", failed.result["error"], re.I), failed.result
+
+
+# --- the gate: an enforcing airlock refuses, a human approves, the call goes through once --------
+
+# The destructive calls, as the Rust client makes them (targets from test_receipts.py).
+RUST_ARGS: dict[str, Callable[[Target], list[str]]] = {
+    "DeleteBucket": lambda t: ["delete-bucket", t.kwargs["Bucket"]],
+    "DeleteObjects": lambda t: ["delete-objects", t.kwargs["Bucket"],
+                                *[o["Key"] for o in t.kwargs["Delete"]["Objects"]]],
+    "DeleteTable": lambda t: ["delete-table", t.kwargs["TableName"]],
+    "DeleteDBInstance": lambda t: ["delete-db-instance", t.kwargs["DBInstanceIdentifier"]],
+}
+
+
+@pytest.fixture(scope="module")
+def rust_gate(start_gated_airlock: Callable[..., GatedAirlock]) -> GatedAirlock:
+    """An enforcing airlock with an approver key; a receipt covers one call."""
+    return start_gated_airlock("airlock-rust-sdk", settings={("approval", "uses"): 1})
+
+
+@pytest.mark.parametrize("target", RUST_ARGS)
+def test_destructive_call_is_held_then_goes_through_once(target: str, rust_client: Path, rust_gate: GatedAirlock,
+                                                          moto: Moto) -> None:
+    agent = rust_gate.add_agent(unique("rust-agent"))
+    t = TARGETS[target](moto)
+    args = RUST_ARGS[target](t)
+    operation = t.action.split(":")[1]
+    seen: list[Call] = []
+
+    def call() -> Outcome:
+        made = sdk(rust_client, agent, rust_gate, *args)
+        seen.append(made)
+        r = made.result
+        if made.ok:
+            return Outcome(True, "", "")
+        # The link must be in what the SDK reports: the error's message and its full report.
+        if r["message"]:
+            assert r["message"] in r["error"], r
+        return Outcome(False, r["code"] or "", r["message"] or r["error"])
+
+    first = held(rust_gate, moto, call)
+    assert seen[-1].logged == [f"refused {operation}"], seen[-1]
+    rust_gate.approval_link(seen[-1].result["error"])
+    t.present()
+    [row] = [r for r in rust_gate.approvals() if r["id"] == first]
+    assert (row["action"], row["agent"]) == (t.action, agent.name), row
+    assert t.resource in {r["value"] for r in row["resources"]}, row
+
+    rust_gate.approve(first)
+    goes_through(moto, call)
+    assert seen[-1].logged == [f"forwarded {operation}"], seen[-1]
+    t.gone()
+    assert status_of(rust_gate, first) == "closed"
+
+    again = held(rust_gate, moto, call)
+    assert again != first
