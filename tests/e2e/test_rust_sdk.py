@@ -74,8 +74,8 @@ class Call:
         return self.result[name]
 
 
-# airlock's per-request log line names the operation it read: `... forwarded ... operation=PutObject ...`
-_OUTCOME_LINE = re.compile(r"\b(forwarded|refused)\b.*?\boperation=(\w+)")
+# airlock's per-request log line names the call it read: `... forwarded ... operation=s3:PutObject ...`
+_OUTCOME_LINE = re.compile(r"\b(forwarded|refused)\b.*?\boperation=(\S+)")
 
 
 def sdk(client: Path, agent: Agent, airlock: Airlock, *args: str, env: dict[str, str] | None = None) -> Call:
@@ -90,6 +90,10 @@ def sdk(client: Path, agent: Agent, airlock: Airlock, *args: str, env: dict[str,
     assert (proc.returncode == 0) == result["ok"], (proc.returncode, result)
     logged = [m.group(1) + " " + m.group(2) for m in map(_OUTCOME_LINE.search, airlock.log_tail(start).splitlines()) if m]
     return Call(result, logged)
+
+
+# The one error moto's CompleteMultipartUpload answer gives aws-sdk-rust (see test_s3).
+MOTO_COMPLETE_ROOT = "expected CompleteMultipartUploadResult but got StartEl { name: Name { prefix: \"\", local: \"CompleteMultipartUploadResponse\" }"
 
 
 def forwarded(*operations: str) -> list[str]:
@@ -116,46 +120,53 @@ def test_s3(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto, tmp_p
     call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
 
     made = call("create-bucket", bucket)
-    assert made.logged == forwarded("CreateBucket"), made
+    assert made.logged == forwarded("s3:CreateBucket"), made
     assert made.ok, made.result
     s3.head_bucket(Bucket=bucket)
     headed = call("head-bucket", bucket)
-    assert headed.ok and headed.logged == forwarded("HeadBucket"), headed
+    assert headed.ok and headed.logged == forwarded("s3:HeadBucket"), headed
 
     # In memory: the CRC32 goes in a header. Streamed from the file: aws-chunked, the CRC32 in
     # a trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which moto reads and answers with.
     put = call("put-object", bucket, "small.bin", str(small.path))
-    assert put.logged == forwarded("PutObject"), put
+    assert put.logged == forwarded("s3:PutObject"), put
     assert put.value("checksum_crc32") == crc32_b64(small.path), put.result
     streamed = call("put-object-streaming", bucket, "big.bin", str(big.path))
-    assert streamed.logged == forwarded("PutObject"), streamed
+    assert streamed.logged == forwarded("s3:PutObject"), streamed
     assert streamed.value("checksum_crc32") == crc32_b64(big.path), streamed.result
     multipart = call("upload-multipart", bucket, "multipart.bin", str(big.path), "8")
-    assert multipart.logged == forwarded("CreateMultipartUpload", *["UploadPart"] * 3,
-                                         "CompleteMultipartUpload"), multipart
-    assert multipart.value("parts") == 3
-    assert multipart.value("etag").strip('"') == multipart_etag(big.path, 8 * MIB)
+    assert multipart.logged == forwarded("s3:CreateMultipartUpload", *["s3:UploadPart"] * 3,
+                                         "s3:CompleteMultipartUpload"), multipart
+    # moto 5.2.1 answers CompleteMultipartUpload with the root element
+    # <CompleteMultipartUploadResponse>; aws-sdk-rust insists on <CompleteMultipartUploadResult>
+    # (what S3 sends), so it reports a parse error for an upload moto completed. That error
+    # alone is accepted; the object is then checked in moto (ETag of the three parts, bytes).
+    if not multipart.ok:
+        assert MOTO_COMPLETE_ROOT in multipart.result["error"], multipart.result
+    else:
+        assert multipart.value("parts") == 3
+    assert s3.head_object(Bucket=bucket, Key="multipart.bin")["ETag"].strip('"') == multipart_etag(big.path, 8 * MIB)
 
     # The bytes as moto stored them, then as the SDK reads them back.
     for key, data in (("small.bin", small), ("big.bin", big), ("multipart.bin", big)):
         assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == data.size, key
         got = call("get-object", bucket, key)
-        assert got.logged == forwarded("GetObject"), got
+        assert got.logged == forwarded("s3:GetObject"), got
         assert (got.value("size"), got.value("sha256")) == (data.size, data.sha256), key
 
     listed = call("list-objects", bucket)
-    assert listed.logged == forwarded("ListObjectsV2"), listed
+    assert listed.logged == forwarded("s3:ListObjectsV2"), listed
     assert {o["key"]: o["size"] for o in listed.value("objects")} == {
         "big.bin": big.size, "multipart.bin": big.size, "small.bin": small.size}
 
     removed = call("delete-object", bucket, "small.bin")
-    assert removed.ok and removed.logged == forwarded("DeleteObject"), removed
+    assert removed.ok and removed.logged == forwarded("s3:DeleteObject"), removed
     removed_many = call("delete-objects", bucket, "big.bin", "multipart.bin")
-    assert removed_many.logged == forwarded("DeleteObjects"), removed_many
+    assert removed_many.logged == forwarded("s3:DeleteObjects"), removed_many
     assert (sorted(removed_many.value("deleted")), removed_many.value("errors")) == (["big.bin", "multipart.bin"], [])
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     dropped = call("delete-bucket", bucket)
-    assert dropped.ok and dropped.logged == forwarded("DeleteBucket"), dropped
+    assert dropped.ok and dropped.logged == forwarded("s3:DeleteBucket"), dropped
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
 
@@ -165,16 +176,16 @@ def test_dynamodb(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto)
     call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
 
     made = call("create-table", table)
-    assert made.logged == forwarded("CreateTable"), made
+    assert made.logged == forwarded("dynamodb:CreateTable"), made
     assert made.value("status") == "ACTIVE"
     put = call("put-item", table, "user#1", "written by aws-sdk-rust")
-    assert put.ok and put.logged == forwarded("PutItem"), put
+    assert put.ok and put.logged == forwarded("dynamodb:PutItem"), put
     assert ddb.get_item(TableName=table, Key={"pk": {"S": "user#1"}})["Item"]["value"] == {"S": "written by aws-sdk-rust"}
     got = call("get-item", table, "user#1")
-    assert got.logged == forwarded("GetItem"), got
+    assert got.logged == forwarded("dynamodb:GetItem"), got
     assert got.value("value") == "written by aws-sdk-rust"
     dropped = call("delete-table", table)
-    assert dropped.ok and dropped.logged == forwarded("DeleteTable"), dropped
+    assert dropped.ok and dropped.logged == forwarded("dynamodb:DeleteTable"), dropped
     assert table not in ddb.list_tables()["TableNames"]
 
 
@@ -184,13 +195,13 @@ def test_rds(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto) -> N
     call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
 
     made = call("create-db-instance", db)
-    assert made.logged == forwarded("CreateDBInstance"), made
+    assert made.logged == forwarded("rds:CreateDBInstance"), made
     assert made.ok, made.result
     described = call("describe-db-instance", db)
-    assert described.logged == forwarded("DescribeDBInstances"), described
+    assert described.logged == forwarded("rds:DescribeDBInstances"), described
     assert described.value("instances") == [{"id": db, "status": "available"}]
     dropped = call("delete-db-instance", db)
-    assert dropped.logged == forwarded("DeleteDBInstance"), dropped
+    assert dropped.logged == forwarded("rds:DeleteDBInstance"), dropped
     assert dropped.ok, dropped.result
     assert db not in {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
 
@@ -231,7 +242,6 @@ def test_destructive_call_is_held_then_goes_through_once(target: str, rust_clien
     agent = rust_gate.add_agent(unique("rust-agent"))
     t = TARGETS[target](moto)
     args = RUST_ARGS[target](t)
-    operation = t.action.split(":")[1]
     seen: list[Call] = []
 
     def call() -> Outcome:
@@ -246,7 +256,7 @@ def test_destructive_call_is_held_then_goes_through_once(target: str, rust_clien
         return Outcome(False, r["code"] or "", r["message"] or r["error"])
 
     first = held(rust_gate, moto, call)
-    assert seen[-1].logged == [f"refused {operation}"], seen[-1]
+    assert seen[-1].logged == [f"refused {t.action}"], seen[-1]
     rust_gate.approval_link(seen[-1].result["error"])
     t.present()
     [row] = [r for r in rust_gate.approvals() if r["id"] == first]
@@ -255,7 +265,7 @@ def test_destructive_call_is_held_then_goes_through_once(target: str, rust_clien
 
     rust_gate.approve(first)
     goes_through(moto, call)
-    assert seen[-1].logged == [f"forwarded {operation}"], seen[-1]
+    assert seen[-1].logged == [f"forwarded {t.action}"], seen[-1]
     t.gone()
     assert status_of(rust_gate, first) == "closed"
 
