@@ -69,10 +69,6 @@ class Call:
     def ok(self) -> bool:
         return bool(self.result["ok"])
 
-    def value(self, name: str) -> Any:
-        assert self.ok, f"{self.result['op']} failed: {self.result}"
-        return self.result[name]
-
 
 # airlock's per-request log line names the call it read: `... forwarded ... operation=s3:PutObject ...`
 _OUTCOME_LINE = re.compile(r"\b(forwarded|refused)\b.*?\boperation=(\S+)")
@@ -96,10 +92,6 @@ def sdk(client: Path, agent: Agent, airlock: Airlock, *args: str, env: dict[str,
 MOTO_COMPLETE_ROOT = "expected CompleteMultipartUploadResult but got StartEl { name: Name { prefix: \"\", local: \"CompleteMultipartUploadResponse\" }"
 
 
-def forwarded(*operations: str) -> list[str]:
-    return [f"forwarded {op}" for op in operations]
-
-
 def crc32_b64(path: Path) -> str:
     """S3's ChecksumCRC32 of a file: the big-endian CRC32, base64."""
     crc = 0
@@ -112,31 +104,39 @@ def crc32_b64(path: Path) -> str:
 # --- transport: a shadow-mode airlock forwards everything ---------------------------------------
 
 
-def test_s3(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto, tmp_path: Path) -> None:
+@pytest.fixture
+def forwarded_as(rust_client: Path, agent: Agent, airlock: Airlock) -> Callable[..., dict[str, Any]]:
+    """`forwarded_as("s3:PutObject", "put-object", ...)`: one call through the shadow airlock,
+    which must read it as that action and forward it; the call must succeed. Its JSON line."""
+    def call(action: str, *args: str) -> dict[str, Any]:
+        made = sdk(rust_client, agent, airlock, *args)
+        assert made.logged == [f"forwarded {action}"], made
+        assert made.ok, made.result
+        return made.result
+    return call
+
+
+def test_s3(forwarded_as: Callable[..., dict[str, Any]], rust_client: Path, agent: Agent, airlock: Airlock,
+            moto: Moto, tmp_path: Path) -> None:
     s3 = moto.client("s3")
     bucket = unique("rust-sdk")
     small = write_random_file(tmp_path / "small.bin", 1000)
     big = write_random_file(tmp_path / "big.bin", 20 * MIB)
-    call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
 
-    made = call("create-bucket", bucket)
-    assert made.logged == forwarded("s3:CreateBucket"), made
-    assert made.ok, made.result
+    forwarded_as("s3:CreateBucket", "create-bucket", bucket)
     s3.head_bucket(Bucket=bucket)
-    headed = call("head-bucket", bucket)
-    assert headed.ok and headed.logged == forwarded("s3:HeadBucket"), headed
+    forwarded_as("s3:HeadBucket", "head-bucket", bucket)
 
     # In memory: the CRC32 goes in a header. Streamed from the file: aws-chunked, the CRC32 in
     # a trailer (STREAMING-UNSIGNED-PAYLOAD-TRAILER), which moto reads and answers with.
-    put = call("put-object", bucket, "small.bin", str(small.path))
-    assert put.logged == forwarded("s3:PutObject"), put
-    assert put.value("checksum_crc32") == crc32_b64(small.path), put.result
-    streamed = call("put-object-streaming", bucket, "big.bin", str(big.path))
-    assert streamed.logged == forwarded("s3:PutObject"), streamed
-    assert streamed.value("checksum_crc32") == crc32_b64(big.path), streamed.result
-    multipart = call("upload-multipart", bucket, "multipart.bin", str(big.path), "8")
-    assert multipart.logged == forwarded("s3:CreateMultipartUpload", *["s3:UploadPart"] * 3,
-                                         "s3:CompleteMultipartUpload"), multipart
+    put = forwarded_as("s3:PutObject", "put-object", bucket, "small.bin", str(small.path))
+    assert put["checksum_crc32"] == crc32_b64(small.path), put
+    streamed = forwarded_as("s3:PutObject", "put-object-streaming", bucket, "big.bin", str(big.path))
+    assert streamed["checksum_crc32"] == crc32_b64(big.path), streamed
+
+    multipart = sdk(rust_client, agent, airlock, "upload-multipart", bucket, "multipart.bin", str(big.path), "8")
+    assert multipart.logged == [f"forwarded s3:{op}" for op in (
+        "CreateMultipartUpload", "UploadPart", "UploadPart", "UploadPart", "CompleteMultipartUpload")], multipart
     # moto 5.2.1 answers CompleteMultipartUpload with the root element
     # <CompleteMultipartUploadResponse>; aws-sdk-rust insists on <CompleteMultipartUploadResult>
     # (what S3 sends), so it reports a parse error for an upload moto completed. That error
@@ -144,65 +144,46 @@ def test_s3(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto, tmp_p
     if not multipart.ok:
         assert MOTO_COMPLETE_ROOT in multipart.result["error"], multipart.result
     else:
-        assert multipart.value("parts") == 3
+        assert multipart.result["parts"] == 3
     assert s3.head_object(Bucket=bucket, Key="multipart.bin")["ETag"].strip('"') == multipart_etag(big.path, 8 * MIB)
 
     # The bytes as moto stored them, then as the SDK reads them back.
     for key, data in (("small.bin", small), ("big.bin", big), ("multipart.bin", big)):
         assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == data.size, key
-        got = call("get-object", bucket, key)
-        assert got.logged == forwarded("s3:GetObject"), got
-        assert (got.value("size"), got.value("sha256")) == (data.size, data.sha256), key
+        got = forwarded_as("s3:GetObject", "get-object", bucket, key)
+        assert (got["size"], got["sha256"]) == (data.size, data.sha256), key
 
-    listed = call("list-objects", bucket)
-    assert listed.logged == forwarded("s3:ListObjectsV2"), listed
-    assert {o["key"]: o["size"] for o in listed.value("objects")} == {
+    listed = forwarded_as("s3:ListObjectsV2", "list-objects", bucket)
+    assert {o["key"]: o["size"] for o in listed["objects"]} == {
         "big.bin": big.size, "multipart.bin": big.size, "small.bin": small.size}
 
-    removed = call("delete-object", bucket, "small.bin")
-    assert removed.ok and removed.logged == forwarded("s3:DeleteObject"), removed
-    removed_many = call("delete-objects", bucket, "big.bin", "multipart.bin")
-    assert removed_many.logged == forwarded("s3:DeleteObjects"), removed_many
-    assert (sorted(removed_many.value("deleted")), removed_many.value("errors")) == (["big.bin", "multipart.bin"], [])
+    forwarded_as("s3:DeleteObject", "delete-object", bucket, "small.bin")
+    removed = forwarded_as("s3:DeleteObjects", "delete-objects", bucket, "big.bin", "multipart.bin")
+    assert (sorted(removed["deleted"]), removed["errors"]) == (["big.bin", "multipart.bin"], [])
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
-    dropped = call("delete-bucket", bucket)
-    assert dropped.ok and dropped.logged == forwarded("s3:DeleteBucket"), dropped
+    forwarded_as("s3:DeleteBucket", "delete-bucket", bucket)
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
 
 
-def test_dynamodb(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto) -> None:
+def test_dynamodb(forwarded_as: Callable[..., dict[str, Any]], moto: Moto) -> None:
     ddb = moto.client("dynamodb")
     table = unique("rust-sdk-table")
-    call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
-
-    made = call("create-table", table)
-    assert made.logged == forwarded("dynamodb:CreateTable"), made
-    assert made.value("status") == "ACTIVE"
-    put = call("put-item", table, "user#1", "written by aws-sdk-rust")
-    assert put.ok and put.logged == forwarded("dynamodb:PutItem"), put
-    assert ddb.get_item(TableName=table, Key={"pk": {"S": "user#1"}})["Item"]["value"] == {"S": "written by aws-sdk-rust"}
-    got = call("get-item", table, "user#1")
-    assert got.logged == forwarded("dynamodb:GetItem"), got
-    assert got.value("value") == "written by aws-sdk-rust"
-    dropped = call("delete-table", table)
-    assert dropped.ok and dropped.logged == forwarded("dynamodb:DeleteTable"), dropped
+    assert forwarded_as("dynamodb:CreateTable", "create-table", table)["status"] == "ACTIVE"
+    forwarded_as("dynamodb:PutItem", "put-item", table, "user#1", "written by aws-sdk-rust")
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": "user#1"}})["Item"]
+    assert item["value"] == {"S": "written by aws-sdk-rust"}, item
+    assert forwarded_as("dynamodb:GetItem", "get-item", table, "user#1")["value"] == "written by aws-sdk-rust"
+    forwarded_as("dynamodb:DeleteTable", "delete-table", table)
     assert table not in ddb.list_tables()["TableNames"]
 
 
-def test_rds(rust_client: Path, agent: Agent, airlock: Airlock, moto: Moto) -> None:
+def test_rds(forwarded_as: Callable[..., dict[str, Any]], moto: Moto) -> None:
     rds = moto.client("rds")
     db = unique("rust-sdk-db")
-    call = lambda *args: sdk(rust_client, agent, airlock, *args)  # noqa: E731
-
-    made = call("create-db-instance", db)
-    assert made.logged == forwarded("rds:CreateDBInstance"), made
-    assert made.ok, made.result
-    described = call("describe-db-instance", db)
-    assert described.logged == forwarded("rds:DescribeDBInstances"), described
-    assert described.value("instances") == [{"id": db, "status": "available"}]
-    dropped = call("delete-db-instance", db)
-    assert dropped.logged == forwarded("rds:DeleteDBInstance"), dropped
-    assert dropped.ok, dropped.result
+    forwarded_as("rds:CreateDBInstance", "create-db-instance", db)
+    described = forwarded_as("rds:DescribeDBInstances", "describe-db-instance", db)
+    assert described["instances"] == [{"id": db, "status": "available"}]
+    forwarded_as("rds:DeleteDBInstance", "delete-db-instance", db)
     assert db not in {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
 
 
