@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from support import (
-    MIB, REPO, Agent, Airlock, GatedAirlock, Moto, multipart_etag, run, unique, write_random_file,
+    MIB, ODD_KEYS, REPO, Agent, Airlock, GatedAirlock, Moto, multipart_etag, run, unique, write_random_file,
 )
 from test_receipts import TARGETS, Outcome, Target, goes_through, held, status_of
 
@@ -153,13 +153,19 @@ def test_s3(forwarded_as: Callable[..., dict[str, Any]], rust_client: Path, agen
         got = forwarded_as("s3:GetObject", "get-object", bucket, key)
         assert (got["size"], got["sha256"]) == (data.size, data.sha256), key
 
+    # Keys the SDK must percent-encode in the path (spaces, '?', '#', '//').
+    for key in ODD_KEYS:
+        forwarded_as("s3:PutObject", "put-object", bucket, key, str(small.path))
+        assert forwarded_as("s3:GetObject", "get-object", bucket, key)["sha256"] == small.sha256, key
+
     listed = forwarded_as("s3:ListObjectsV2", "list-objects", bucket)
     assert {o["key"]: o["size"] for o in listed["objects"]} == {
-        "big.bin": big.size, "multipart.bin": big.size, "small.bin": small.size}
+        "big.bin": big.size, "multipart.bin": big.size, "small.bin": small.size,
+        **{key: small.size for key in ODD_KEYS}}
 
     forwarded_as("s3:DeleteObject", "delete-object", bucket, "small.bin")
-    removed = forwarded_as("s3:DeleteObjects", "delete-objects", bucket, "big.bin", "multipart.bin")
-    assert (sorted(removed["deleted"]), removed["errors"]) == (["big.bin", "multipart.bin"], [])
+    removed = forwarded_as("s3:DeleteObjects", "delete-objects", bucket, "big.bin", "multipart.bin", *ODD_KEYS)
+    assert (sorted(removed["deleted"]), removed["errors"]) == (sorted(["big.bin", "multipart.bin", *ODD_KEYS]), [])
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     forwarded_as("s3:DeleteBucket", "delete-bucket", bucket)
     assert bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
