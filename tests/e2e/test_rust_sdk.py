@@ -74,17 +74,20 @@ class Call:
 _OUTCOME_LINE = re.compile(r"\b(forwarded|refused)\b.*?\boperation=(\S+)")
 
 
-def sdk(client: Path, agent: Agent, airlock: Airlock, *args: str, env: dict[str, str] | None = None) -> Call:
-    """Run one client call as `agent` (one attempt, so what reached moto is this call's doing)."""
+def sdk(client: Path, agent: Agent, airlock: Airlock, *args: str) -> Call:
+    """Run one client call as `agent` (one attempt, so what reached moto is this call's doing).
+    airlock logs a call before it answers, so its lines are in the log when the client exits."""
     start = airlock.log_size()
-    proc = run([str(client), *args], {**agent.env, "AWS_MAX_ATTEMPTS": "1", **(env or {})},
-               timeout=300, check=False)
+    proc = run([str(client), *args], {**agent.env, "AWS_MAX_ATTEMPTS": "1"}, timeout=300, check=False)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one JSON line from {args}:\n{proc.stdout}\n{proc.stderr}"
     [result] = lines
     assert result["op"] == args[0], result
     assert (proc.returncode == 0) == result["ok"], (proc.returncode, result)
-    logged = [m.group(1) + " " + m.group(2) for m in map(_OUTCOME_LINE.search, airlock.log_tail(start).splitlines()) if m]
+    with open(airlock.log_path, "rb") as log:
+        log.seek(start)
+        written = log.read().decode(errors="replace")
+    logged = [f"{m.group(1)} {m.group(2)}" for m in map(_OUTCOME_LINE.search, written.splitlines()) if m]
     return Call(result, logged)
 
 
