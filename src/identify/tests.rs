@@ -584,6 +584,105 @@ fn s3_delete_objects_lists_every_key() {
     assert!(!s3_needs_body("PUT", &[]));
 }
 
+/// Each S3 call the e2e suite makes with aws-sdk-rust, as aws-sdk-s3 1.157 writes it: bucket
+/// calls on `/bucket/`, object calls with `x-id=`, bare query keys (`?uploads`, `?delete`),
+/// CRC32 checksums in headers or announced as an aws-chunked trailer. Only DeleteObjects'
+/// body is read (as the proxy does); `x-id` is no parameter.
+#[test]
+fn s3_as_aws_sdk_rust_writes_it() {
+    let chunked = |r: R| {
+        r.h("content-encoding", "aws-chunked")
+            .h("x-amz-trailer", "x-amz-checksum-crc32")
+            .h("x-amz-decoded-content-length", "100")
+            .h("x-amz-sdk-checksum-algorithm", "CRC32")
+            .streamed()
+    };
+    let cases = [
+        (req("s3", "PUT", "/b1/").streamed(), "CreateBucket", "b1"),
+        (req("s3", "HEAD", "/b1/").streamed(), "HeadBucket", "b1"),
+        (
+            req("s3", "PUT", "/b1/k/x.bin")
+                .q("x-id", "PutObject")
+                .h("x-amz-sdk-checksum-algorithm", "CRC32")
+                .h("x-amz-checksum-crc32", "0qPeVA==")
+                .streamed(),
+            "PutObject",
+            "k/x.bin",
+        ),
+        (
+            chunked(req("s3", "PUT", "/b1/k/y.bin").q("x-id", "PutObject")),
+            "PutObject",
+            "k/y.bin",
+        ),
+        (
+            req("s3", "POST", "/b1/mp")
+                .q("uploads", "")
+                .h("x-amz-checksum-algorithm", "CRC32")
+                .streamed(),
+            "CreateMultipartUpload",
+            "mp",
+        ),
+        (
+            chunked(
+                req("s3", "PUT", "/b1/mp")
+                    .q("x-id", "UploadPart")
+                    .q("partNumber", "1")
+                    .q("uploadId", "u1"),
+            ),
+            "UploadPart",
+            "u1",
+        ),
+        (
+            req("s3", "POST", "/b1/mp").q("uploadId", "u1").streamed(),
+            "CompleteMultipartUpload",
+            "u1",
+        ),
+        (
+            req("s3", "GET", "/b1/k/x.bin")
+                .q("x-id", "GetObject")
+                .h("x-amz-checksum-mode", "ENABLED")
+                .streamed(),
+            "GetObject",
+            "k/x.bin",
+        ),
+        (
+            req("s3", "GET", "/b1/").q("list-type", "2").streamed(),
+            "ListObjectsV2",
+            "b1",
+        ),
+        (
+            req("s3", "DELETE", "/b1/k")
+                .q("x-id", "DeleteObject")
+                .streamed(),
+            "DeleteObject",
+            "k",
+        ),
+        (req("s3", "DELETE", "/b1/").streamed(), "DeleteBucket", "b1"),
+    ];
+    for (request, operation, last_resource) in cases {
+        let call = request.run().unwrap();
+        assert_eq!(call.operation, operation, "{:?}", request.path);
+        assert_eq!(call.resources[0].value, "b1", "{operation}");
+        assert_eq!(
+            call.resources.last().map(|r| r.value.as_str()),
+            Some(last_resource),
+            "{operation}"
+        );
+        assert!(!call.params.contains_key("x-id"), "{operation}");
+    }
+    let delete = r#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>a</Key></Object><Object><Key>b</Key></Object><Quiet>false</Quiet></Delete>"#;
+    let call = req("s3", "POST", "/b1/")
+        .q("delete", "")
+        .h("x-amz-sdk-checksum-algorithm", "CRC32")
+        .h("x-amz-checksum-crc32", "r7GPGg==")
+        .body(delete)
+        .run()
+        .unwrap();
+    assert_eq!(call.operation, "DeleteObjects");
+    let keys: Vec<&str> = call.resources.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(keys, ["b1", "a", "b"]);
+}
+
 #[test]
 fn s3_versioning_body_is_a_parameter() {
     let call = req("s3", "PUT", "/b")
