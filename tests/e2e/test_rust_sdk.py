@@ -38,7 +38,8 @@ from test_receipts import TARGETS, Outcome, Target, goes_through, held, status_o
 
 @pytest.fixture(scope="session")
 def rust_client() -> Path:
-    """Build the client crate (a workspace member: it reuses airlock's compiled SDK crates).
+    """Build the client crate (a workspace member: it reuses what airlock's build compiled
+    with the same features, e.g. tokio and aws-lc-rs).
     A missing cargo skips outside CI and fails under it; a failed build always fails."""
     cargo = shutil.which("cargo")
     if not cargo:
