@@ -584,6 +584,104 @@ fn s3_delete_objects_lists_every_key() {
     assert!(!s3_needs_body("PUT", &[]));
 }
 
+/// Each S3 call the e2e suite makes with aws-sdk-rust, as aws-sdk-s3 1.157 writes it: bucket
+/// calls on `/bucket/`, object calls with `x-id=`, bare query keys (`?uploads`, `?delete`),
+/// CRC32 checksums in headers or announced as an aws-chunked trailer. Only DeleteObjects'
+/// body is read (as the proxy does); `x-id` is no parameter.
+#[test]
+fn s3_as_aws_sdk_rust_writes_it() {
+    // `METHOD /path?query` as on the wire; the body is not read (streamed).
+    let wire = |line: &'static str, headers: &[(&str, &str)]| {
+        let (method, target) = line.split_once(' ').unwrap();
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut r = req("s3", method, path).streamed();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            r = r.q(k, v);
+        }
+        for (k, v) in headers {
+            r = r.h(k, v);
+        }
+        r
+    };
+    let crc32_header = &[
+        ("x-amz-sdk-checksum-algorithm", "CRC32"),
+        ("x-amz-checksum-crc32", "0qPeVA=="),
+    ];
+    let crc32_trailer = &[
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-trailer", "x-amz-checksum-crc32"),
+        ("x-amz-decoded-content-length", "100"),
+        ("x-amz-sdk-checksum-algorithm", "CRC32"),
+    ];
+    let upload_part = "PUT /b1/mp?x-id=UploadPart&partNumber=1&uploadId=u1";
+    let cases = [
+        (wire("PUT /b1/", &[]), "CreateBucket", "b1"),
+        (wire("HEAD /b1/", &[]), "HeadBucket", "b1"),
+        (
+            wire("PUT /b1/k/x.bin?x-id=PutObject", crc32_header),
+            "PutObject",
+            "k/x.bin",
+        ),
+        (
+            wire("PUT /b1/k/y.bin?x-id=PutObject", crc32_trailer),
+            "PutObject",
+            "k/y.bin",
+        ),
+        (
+            wire(
+                "POST /b1/mp?uploads",
+                &[("x-amz-checksum-algorithm", "CRC32")],
+            ),
+            "CreateMultipartUpload",
+            "mp",
+        ),
+        (wire(upload_part, crc32_trailer), "UploadPart", "u1"),
+        (
+            wire("POST /b1/mp?uploadId=u1", &[]),
+            "CompleteMultipartUpload",
+            "u1",
+        ),
+        (
+            wire(
+                "GET /b1/k/x.bin?x-id=GetObject",
+                &[("x-amz-checksum-mode", "ENABLED")],
+            ),
+            "GetObject",
+            "k/x.bin",
+        ),
+        (wire("GET /b1/?list-type=2", &[]), "ListObjectsV2", "b1"),
+        (
+            wire("DELETE /b1/k?x-id=DeleteObject", &[]),
+            "DeleteObject",
+            "k",
+        ),
+        (wire("DELETE /b1/", &[]), "DeleteBucket", "b1"),
+    ];
+    for (request, operation, last_resource) in cases {
+        let call = request.run().unwrap();
+        assert_eq!(call.operation, operation, "{:?}", request.path);
+        assert_eq!(call.resources[0].value, "b1", "{operation}");
+        assert_eq!(
+            call.resources.last().map(|r| r.value.as_str()),
+            Some(last_resource),
+            "{operation}"
+        );
+        assert!(!call.params.contains_key("x-id"), "{operation}");
+    }
+    let delete = r#"<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object><Key>a</Key></Object><Object><Key>b</Key></Object><Quiet>false</Quiet></Delete>"#;
+    let call = req("s3", "POST", "/b1/")
+        .q("delete", "")
+        .h("x-amz-sdk-checksum-algorithm", "CRC32")
+        .h("x-amz-checksum-crc32", "r7GPGg==")
+        .body(delete)
+        .run()
+        .unwrap();
+    assert_eq!(call.operation, "DeleteObjects");
+    let keys: Vec<&str> = call.resources.iter().map(|r| r.value.as_str()).collect();
+    assert_eq!(keys, ["b1", "a", "b"]);
+}
+
 #[test]
 fn s3_versioning_body_is_a_parameter() {
     let call = req("s3", "PUT", "/b")

@@ -258,6 +258,9 @@ impl std::fmt::Display for ProxyError {
     }
 }
 
+const JSON_1_0: &str = "application/x-amz-json-1.0";
+const JSON_1_1: &str = "application/x-amz-json-1.1";
+
 /// How errors for one request must look, decided from its head before anything else.
 #[derive(Debug, Clone)]
 pub struct Shape {
@@ -265,6 +268,9 @@ pub struct Shape {
     pub s3: bool,
     pub presigned: bool,
     pub service: Option<String>,
+    /// The awsJson content type to answer with: the request's own (`application/x-amz-json-1.0`
+    /// for DynamoDB, 1.1 for most others), else the one the service's model names.
+    pub json_content_type: &'static str,
 }
 
 impl Shape {
@@ -318,11 +324,22 @@ impl Shape {
         } else {
             modeled.unwrap_or(Protocol::Query)
         };
+        let json_1_0 = match header("content-type") {
+            ct if ct.starts_with(JSON_1_0) => true,
+            ct if ct.starts_with(JSON_1_1) => false,
+            _ => service.as_deref().is_some_and(|s| {
+                model()
+                    .by_signing_name(s)
+                    .find_map(|(_, svc)| svc.json_version.as_deref())
+                    == Some("1.0")
+            }),
+        };
         Shape {
             protocol,
             s3,
             presigned,
             service,
+            json_content_type: if json_1_0 { JSON_1_0 } else { JSON_1_1 },
         }
     }
 }
@@ -352,7 +369,7 @@ fn render(e: &ProxyError, shape: &Shape, request_id: &str) -> (&'static str, Vec
     match shape.protocol {
         Protocol::Json | Protocol::RestJson => {
             let body = serde_json::json!({ "__type": code, "message": e.message, "Message": e.message });
-            let ct = if shape.protocol == Protocol::Json { "application/x-amz-json-1.1" } else { "application/json" };
+            let ct = if shape.protocol == Protocol::Json { shape.json_content_type } else { "application/json" };
             (ct, body.to_string().into_bytes())
         }
         Protocol::RpcV2Cbor => ("application/cbor", cbor_text_map(&[("__type", code), ("message", &e.message)])),
@@ -449,6 +466,20 @@ mod tests {
             Protocol::Json
         );
         assert_eq!(shape("lambda", &[]).protocol, Protocol::RestJson);
+        // awsJson answers in the request's JSON version, else the service's (DynamoDB: 1.0).
+        let dynamodb = shape(
+            "dynamodb",
+            &[("x-amz-target", "DynamoDB_20120810.DeleteTable")],
+        );
+        let e = ProxyError::bad_request("x");
+        assert_eq!(render(&e, &dynamodb, "RID").0, JSON_1_0);
+        let kinesis = shape(
+            "kinesis",
+            &[("x-amz-target", "Kinesis_20131202.ListStreams")],
+        );
+        assert_eq!(render(&e, &kinesis, "RID").0, JSON_1_1);
+        let asked = shape("dynamodb", &[("content-type", JSON_1_1)]);
+        assert_eq!(render(&e, &asked, "RID").0, JSON_1_1);
         assert!(shape("s3", &[]).s3);
         assert_eq!(
             shape("monitoring", &[("smithy-protocol", "rpc-v2-cbor")]).protocol,
@@ -471,6 +502,7 @@ mod tests {
             s3: false,
             presigned: false,
             service: None,
+            json_content_type: JSON_1_1,
         };
         let (_, body) = render(&e, &shape, "RID");
         let body = String::from_utf8(body).unwrap();
