@@ -34,6 +34,10 @@ class OsUser:
         """Prefix a command with this to run it as this user (uid, gid, supplementary groups)."""
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--"]
 
+    def argv(self, *cmd: str) -> list[str]:
+        """`cmd` run as this user (`setpriv` execs in place, so the process is `cmd` itself)."""
+        return [*self.as_user(), *cmd]
+
 
 def require_root() -> None:
     """These tests create users: root only. Under CI, not being root is a failure."""

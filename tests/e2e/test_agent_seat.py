@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import pwd
 import re
 import secrets
 import select
@@ -30,6 +29,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from conftest import _RUNNING as RUNNING
 from support import REGION, REPO, Agent, Airlock, Moto, airlock_binary, configure, require_tool, scrubbed_env, unique
+from osusers import OsUser, require_root, throwaway_user
 from test_receipts import new_table, table_exists
 
 PASSPHRASE = "a passphrase the agent never sees"
@@ -49,36 +50,10 @@ NO_TERMINAL = "no terminal"
 # --- operating-system users ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OsUser:
-    name: str
-    uid: int
-    gid: int
-
-    def argv(self, *cmd: str) -> list[str]:
-        """`cmd` run as this user, with no supplementary groups (`setpriv` execs in place)."""
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--", *cmd]
-
-
 def need_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the agent-seat tests create users and need root, and CI is set", pytrace=False)
-        pytest.skip("the agent-seat tests create users: run them as root")
+    require_root()
     for tool in ("useradd", "userdel", "setpriv", "setsid"):
         require_tool(tool)
-
-
-def make_user(prefix: str) -> OsUser:
-    name = f"{prefix}-{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                   check=True, capture_output=True, timeout=30)
-    entry = pwd.getpwnam(name)
-    return OsUser(name, entry.pw_uid, entry.pw_gid)
-
-
-def delete_user(user: OsUser) -> None:
-    subprocess.run(["userdel", user.name], check=False, capture_output=True, timeout=30)
 
 
 # --- a terminal ------------------------------------------------------------------------------
@@ -164,11 +139,15 @@ class Seat:
 @pytest.fixture(scope="module")
 def seat(moto: Moto) -> Iterator[Seat]:
     need_root()
-    airlock_user, agent_user = make_user("airlock"), make_user("agent")
     base = Path(tempfile.mkdtemp(prefix="airlock-seat-"))
+    base.chmod(0o755)
+    homes = base / "homes"
+    homes.mkdir(mode=0o755)
     server: Airlock | None = None
+    stack_users = ExitStack()  # the users are removed (homes included) after serve stops
     try:
-        base.chmod(0o755)
+        airlock_user = stack_users.enter_context(throwaway_user("airlock", homes))
+        agent_user = stack_users.enter_context(throwaway_user("agent", homes))
         bin_dir = base / "bin"
         bin_dir.mkdir(mode=0o755)
         binary = bin_dir / "airlock"
@@ -227,8 +206,7 @@ def seat(moto: Moto) -> Iterator[Seat]:
         RUNNING.pop("airlock-seat", None)
         if server:
             server.stop()
-        delete_user(agent_user)
-        delete_user(airlock_user)
+        stack_users.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
