@@ -102,6 +102,9 @@ pub struct Decision {
     pub irreversible_reasons: Vec<String>,
     /// The built-in class of the deciding rule, when it is a catalogue rule.
     pub class: Option<&'static str>,
+    /// A `credential-vending` rule matched and was not overridden, whichever rule decided
+    /// (shadow mode refuses such calls too: credentials handed out cannot be taken back).
+    pub vends_credentials: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -217,6 +220,9 @@ impl Policy {
             .collect();
         irreversible_reasons.dedup();
         let irreversible = !irreversible_reasons.is_empty();
+        let vends_credentials = matching
+            .iter()
+            .any(|r| r.class == Some(builtin::CREDENTIAL_VENDING));
         let Some(strongest) = matching.iter().map(|r| r.effect).max() else {
             return Decision {
                 effect: Effect::Allow,
@@ -225,6 +231,7 @@ impl Policy {
                 irreversible,
                 irreversible_reasons,
                 class: None,
+                vends_credentials,
             };
         };
         let rule = matching.iter().find(|r| r.effect == strongest).copied();
@@ -244,6 +251,7 @@ impl Policy {
             irreversible,
             irreversible_reasons,
             class: rule.and_then(|r| r.class),
+            vends_credentials,
         }
     }
 }

@@ -474,3 +474,37 @@ fn change_set_removals_is_the_last_class_and_rule() {
         Some(builtin::CHANGE_SET_REMOVALS)
     );
 }
+
+#[test]
+fn a_vending_call_is_known_as_one_whichever_rule_decides() {
+    // A deny of the user's own decides first, but the call still vends credentials (shadow
+    // mode refuses it on that); an override for the agent lifts that too.
+    let p = Policy {
+        mode: Mode::Shadow,
+        rules: rules_from(
+            r#"
+            [[rule]]
+            name = "no-sts"
+            effect = "deny"
+            actions = ["sts:*"]
+
+            [[rule]]
+            name = "deployer-assumes-roles"
+            effect = "allow"
+            agents = ["deployer"]
+            actions = ["sts:AssumeRole"]
+            overrides = ["builtin:credential-vending"]
+            "#,
+        ),
+        builtin: true,
+    };
+    let assume = call("sts", "AssumeRole", &[], None);
+    let d = p.decide(&assume, "other", "prod");
+    assert_eq!((d.rule.as_str(), d.class), ("no-sts", None));
+    assert!(d.vends_credentials);
+    let d = p.decide(&assume, "deployer", "prod");
+    assert_eq!(d.rule, "no-sts");
+    assert!(!d.vends_credentials);
+    let who = call("sts", "GetCallerIdentity", &[], None);
+    assert!(!p.decide(&who, "other", "prod").vends_credentials);
+}

@@ -358,7 +358,7 @@ async fn decide(
     trace.rule = Some(decision.rule.clone());
     // Credentials handed to an agent cannot be taken back, so shadow mode does not forward
     // the calls that vend them either.
-    let vends_credentials = decision.class == Some(crate::policy::builtin::CREDENTIAL_VENDING);
+    let vends_credentials = decision.vends_credentials;
     match (decision.effect, proxy.config.policy.mode) {
         (Effect::Allow, _) => Ok(None),
         (Effect::Deny, Mode::Shadow) if vends_credentials => Err(error::ProxyError::access_denied(

@@ -326,6 +326,7 @@ fn decision() -> Decision {
         irreversible: false,
         irreversible_reasons: vec![],
         class: Some(super::super::builtin::CHANGE_SET_REMOVALS),
+        vends_credentials: false,
     }
 }
 
