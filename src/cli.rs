@@ -602,6 +602,33 @@ fn cmd_decide(
     use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Unlock, Validity};
     use crate::state::approvals::ApprovalStore;
     let config = load(config_path)?;
+    // What is signed is shown before the passphrase is asked for, so the human decides on
+    // the call itself, not on an id an agent may have handed them. The agent wrote these
+    // values: control characters are escaped, so none can rewrite the terminal.
+    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let pending = store.get(id).map_err(|e| e.to_string())?;
+    let shown = |text: &str| text.escape_debug().to_string();
+    eprintln!(
+        "{} {}: {} by agent {} in environment {} (rule {}){}",
+        if approve { "Approving" } else { "Denying" },
+        shown(&pending.id),
+        shown(&pending.summary()),
+        shown(&pending.agent),
+        shown(&pending.environment),
+        shown(&pending.rule),
+        if pending.irreversible {
+            " IRREVERSIBLE"
+        } else {
+            ""
+        }
+    );
+    eprintln!(
+        "  {}",
+        shown(&crate::approvals::describe::destroys(&pending.call))
+    );
+    for (name, value) in &pending.call.params {
+        eprintln!("  {} = {}", shown(name), shown(value));
+    }
     let mut ask = |name: &str, key_id: &receipt::KeyId| {
         crate::tty::read_passphrase(&format!(
             "Passphrase for {name:?}'s key {key_id} ({}): ",
@@ -633,8 +660,6 @@ fn cmd_decide(
                 config.path.display()
             )
         })?;
-    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let pending = store.get(id).map_err(|e| e.to_string())?;
     let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
     let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
     validity.ttl = config.approval.receipt_ttl;

@@ -332,10 +332,13 @@ def test_the_passphrase_is_read_from_a_terminal_only(seat: Seat, moto: Moto) -> 
     assert seat.approvals()[approval]["status"] == "pending"
     assert moto.request_count() == before and table_exists(moto, table)
 
-    # The right one: approved, and the agent's retry goes through once.
+    # The right one: approved, and the agent's retry goes through once. What is signed was
+    # shown before the passphrase was asked for.
     code, out = on_terminal(approve, scrubbed_env(), seat.home, [PASSPHRASE])
     assert code == 0, out
     assert PASSPHRASE not in out
+    shown = out.find(f"Approving {approval}: dynamodb:DeleteTable")
+    assert 0 <= shown < out.find("assphrase") and table in out[shown:out.find("assphrase")], out
     assert seat.approvals()[approval]["status"] == "approved"
     status, body = delete_table_as_agent(seat, table)
     assert status == 200, (status, body)
