@@ -174,9 +174,10 @@ pub fn resolved_anew(template: &str) -> Option<&'static str> {
     if let Some((_, what)) = MARKERS.iter().find(|(m, _)| template.contains(m)) {
         return Some(what);
     }
-    let escapes = template.split('\\').skip(1).any(|after| {
-        after.starts_with(['u', 'U', 'x', '\n', '\r'])
-    });
+    let escapes = template
+        .split('\\')
+        .skip(1)
+        .any(|after| after.starts_with(['u', 'U', 'x', '\n', '\r']));
     escapes.then_some("an escape sequence that could hide a Transform or a dynamic reference")
 }
 
