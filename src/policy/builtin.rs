@@ -16,7 +16,8 @@
 //!   decided by parameters where the danger is in them.
 //!
 //! - `change-set-removals`: CloudFormation `ExecuteChangeSet`/`UpdateStack`, decided once
-//!   airlock has read the change set ([`super::changeset`]).
+//!   airlock has read the change set ([`super::changeset`]). `CreateStack` and the stack-set
+//!   calls, which no change set shows beforehand, are `privilege-escalation`.
 //!
 //! A class is one entry of [`CLASSES`] and one function that returns its rules; `rules()`
 //! concatenates them. Users override a class for named agents and actions with a rule's
@@ -113,11 +114,14 @@ pub const CLASSES: &[Class] = &[
     Class {
         name: CHANGE_SET_REMOVALS,
         effect: Effect::RequireReceipt,
-        why: "CloudFormation removes every resource a new template leaves out and replaces \
-              those whose change requires it, behind ExecuteChangeSet and UpdateStack; only \
-              the change set shows it, so airlock reads it (with its own credentials) and \
-              requires a receipt when it removes or replaces anything",
-        line: "This call updates a stack; its change set removes or replaces the resources below.",
+        why: "CloudFormation removes every resource a new template leaves out, replaces \
+              those whose change requires it and makes what it adds (IAM users and keys \
+              too), behind ExecuteChangeSet and UpdateStack; only the change set shows it, \
+              so airlock reads it (with its own credentials) and requires a receipt when it \
+              removes or replaces anything or touches a resource that grants power or runs \
+              code",
+        line: "This call updates a stack; its change set removes, replaces or grants power \
+               through the resources below.",
     },
 ];
 
@@ -379,13 +383,26 @@ fn privilege_escalation() -> Vec<Spec> {
         Spec::new(
             PE,
             &[
-                "cloudformation:CreateStack",
                 "cloudformation:UpdateStack",
                 "cloudformation:CreateChangeSet",
             ],
             "CloudFormation acts with the role passed (passes the role)",
         )
         .when(&[("RoleARN", "*")]),
+        // No change set shows beforehand what these make; `change-set-removals` reads the
+        // one a `CreateChangeSet` makes when it is executed.
+        Spec::new(
+            PE,
+            &[
+                "cloudformation:CreateStack",
+                "cloudformation:CreateStackSet",
+                "cloudformation:UpdateStackSet",
+                "cloudformation:CreateStackInstances",
+                "cloudformation:UpdateStackInstances",
+            ],
+            "runs a template with airlock's own credentials: it can create users, keys, roles \
+             and functions; make a change set and execute it instead, which airlock reads",
+        ),
         Spec::new(
             PE,
             &["ecs:RegisterTaskDefinition"],

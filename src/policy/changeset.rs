@@ -1,27 +1,46 @@
-//! `builtin:change-set-removals`: CloudFormation destroys resources behind verbs that do not
-//! say so. `cloudformation:ExecuteChangeSet` and `cloudformation:UpdateStack` remove every
-//! resource the new template leaves out and replace (delete, then make anew) those whose
-//! change requires it; their parameters do not show it. Only the change set does.
+//! `builtin:change-set-removals`: CloudFormation destroys resources, and makes ones that
+//! grant power, behind verbs that do not say so. `cloudformation:ExecuteChangeSet` and
+//! `cloudformation:UpdateStack` remove every resource the new template leaves out, replace
+//! (delete, then make anew) those whose change requires it, and make whatever the template
+//! adds, IAM users and access keys included, with airlock's own credentials; their
+//! parameters do not show it. Only the change set does.
 //!
 //! So the catalogue holds both calls (rule [`RULE`]) and the proxy reads the change set with
 //! airlock's own credentials before deciding (`proxy::changeset`): an `ExecuteChangeSet`'s
 //! own change set, or, for `UpdateStack`, a preview change set made from the call's own
 //! template and parameters. This module is the pure part: what to ask ([`plan`]), how to
 //! read the answers ([`read_describe`], [`read_created`], [`read_error`]), what in a change
-//! set destroys ([`findings`]), and what that does to the call and the decision ([`apply`]).
+//! set needs a human ([`findings`]), and what that does to the call and the decision
+//! ([`apply`]). `CreateStack` and the stack-set calls run a template no change set shows
+//! beforehand, so the catalogue's `privilege-escalation` class always asks for them.
+//!
+//! A change needs a human when it removes or replaces a resource, and when it adds,
+//! imports or changes (or removes) a resource of a type that grants power or runs code
+//! ([`POWER_TYPES`]: IAM, Lambda, custom resources, macros, nested stacks, instances, …):
+//! a change set that only adds an access key and outputs its secret destroys nothing, yet
+//! hands out airlock's power.
 //!
 //! Failing closed: anything airlock cannot read, or reads as "may destroy", needs a receipt:
 //! a `Conditional` replacement (CloudFormation decides it only while updating), a `Modify`
 //! with no `Replacement` at all, a `Dynamic` action, a change to a nested stack (whose own
 //! change set is not read), an action it does not know, a change set not yet complete, an
-//! error, a timeout, and an `UpdateStack` whose template is behind a `TemplateURL` (the
-//! object can be replaced between airlock's read and the update).
+//! error, a timeout, a failed preview whose reason is not exactly "no changes", and an
+//! `UpdateStack` whose preview may not be the update that runs: a template behind a
+//! `TemplateURL` (the object can be replaced between airlock's read and the update), the
+//! previous template (`UsePreviousTemplate`, which airlock does not see), a parameter's
+//! previous value (`UsePreviousValue`), and a template that CloudFormation resolves anew on
+//! every call: a `Transform` (a macro may return a different template each time;
+//! `AWS::Include` reads an S3 object), a `{{resolve:…}}` dynamic reference, an SSM-typed
+//! parameter. That last check is on the template's text ([`resolved_anew`]), so a template
+//! that merely mentions these words needs a receipt too. `ExecuteChangeSet` needs none of
+//! it: a change set's processed template and parameters are fixed when it is created, and
+//! executing it runs what it shows.
 //!
 //! What a receipt binds: the call as identified (an `UpdateStack`'s template is in its
 //! parameters' digest), plus, for `ExecuteChangeSet`, the change set's `ChangeSetId` (its
 //! ARN, unique per creation: a change set cannot be edited once made, and a new one under
-//! the same name has a new id), plus every removed or replaced resource. A receipt granted
-//! for one change set does not cover another one made later under the same name.
+//! the same name has a new id), plus every finding. A receipt granted for one change set
+//! does not cover another one made later under the same name.
 
 use super::{Decision, Effect};
 use crate::identify::body::{strict_xml, Element};
@@ -37,8 +56,8 @@ pub const ACTIONS: &[&str] = &[
     "cloudformation:UpdateStack",
 ];
 /// The catalogue rule's reason, until the change set is read.
-pub const REASON: &str =
-    "removes or replaces stack resources (airlock reads the change set when the call is made)";
+pub const REASON: &str = "removes or replaces stack resources, or makes ones that grant power or \
+     run code (airlock reads the change set when the call is made)";
 /// The member under which an `ExecuteChangeSet`'s change set id joins the call's resources.
 pub const CHANGE_SET_ID: &str = "ChangeSetId";
 /// The API version of CloudFormation's query protocol.
@@ -87,12 +106,8 @@ pub fn plan(call: &AwsCall) -> Plan {
             _ => Plan::FailClosed("the call names no change set".into()),
         },
         "UpdateStack" => {
-            if call.params.contains_key("TemplateURL") {
-                return Plan::FailClosed(
-                    "the template is behind TemplateURL, which can change after airlock reads \
-                     it; send it as TemplateBody, or make a change set and execute that"
-                        .into(),
-                );
+            if let Some(why) = not_previewable(call) {
+                return Plan::FailClosed(why);
             }
             let params = call
                 .params
@@ -107,6 +122,63 @@ pub fn plan(call: &AwsCall) -> Plan {
         }
         other => Plan::FailClosed(format!("{other} has no change set airlock can read")),
     }
+}
+
+/// Why a preview of this `UpdateStack` may not be the update that runs, if it may not be.
+fn not_previewable(call: &AwsCall) -> Option<String> {
+    const INSTEAD: &str = "make a change set and execute that (airlock reads what it runs)";
+    let param = |name: &str| call.params.get(name).map(String::as_str);
+    if param("TemplateURL").is_some() {
+        return Some(format!(
+            "the template is behind TemplateURL, which can change after airlock reads it; \
+             send it as TemplateBody, or {INSTEAD}"
+        ));
+    }
+    if param("UsePreviousTemplate").is_some_and(|v| !v.eq_ignore_ascii_case("false")) {
+        return Some(format!(
+            "UsePreviousTemplate: airlock does not see the stack's previous template; send it \
+             as TemplateBody, or {INSTEAD}"
+        ));
+    }
+    if let Some(what) = param("TemplateBody").and_then(resolved_anew) {
+        return Some(format!(
+            "the template holds {what}, which CloudFormation resolves anew for the update, so \
+             airlock's preview may not be what runs; {INSTEAD}"
+        ));
+    }
+    let previous_value = call.params.iter().any(|(k, v)| {
+        k.starts_with("Parameters.member.")
+            && k.ends_with(".UsePreviousValue")
+            && !v.eq_ignore_ascii_case("false")
+    });
+    if previous_value {
+        return Some(format!(
+            "a parameter keeps its previous value (UsePreviousValue), which is not in the call; \
+             give its value, or {INSTEAD}"
+        ));
+    }
+    None
+}
+
+/// What in a template's text CloudFormation resolves anew on every call, if anything: a
+/// `Transform` (top-level or `Fn::Transform`), a `{{resolve:…}}` dynamic reference, an
+/// `AWS::SSM::Parameter…` type, or an escape (JSON `\u`, YAML `\x`/`\u`/`\U` or a
+/// backslash before a line break) that could spell one without its text. A text check, so
+/// a template that merely mentions them is caught too: that only asks for a receipt.
+pub fn resolved_anew(template: &str) -> Option<&'static str> {
+    const MARKERS: &[(&str, &str)] = &[
+        ("Transform", "a Transform (a macro or AWS::Include)"),
+        ("{{resolve:", "a dynamic reference ({{resolve:…}})"),
+        ("AWS::SSM::Parameter", "an SSM parameter type"),
+    ];
+    if let Some((_, what)) = MARKERS.iter().find(|(m, _)| template.contains(m)) {
+        return Some(what);
+    }
+    let escapes = template
+        .split('\\')
+        .skip(1)
+        .any(|after| after.starts_with(['u', 'U', 'x', '\n', '\r']));
+    escapes.then_some("an escape sequence that could hide a Transform or a dynamic reference")
 }
 
 /// The form body of `CreateChangeSet` for an `UpdateStack` preview named `name`.
@@ -179,12 +251,14 @@ pub struct ChangeSetPage {
 }
 
 impl ChangeSetPage {
-    /// A change set that failed only because it changes nothing (what CloudFormation says
-    /// when a template equals the stack's): it destroys nothing.
+    /// A change set that failed only because it changes nothing: the status reason is
+    /// exactly one of those CloudFormation gives when a template equals the stack's. Any
+    /// other failure is unreadable (the reason is free text: a part of it proves nothing).
     pub fn has_no_changes(&self) -> bool {
         self.status == "FAILED"
             && self.status_reason.as_deref().is_some_and(|r| {
-                r.contains("didn't contain changes") || r.contains("No updates are to be performed")
+                r.starts_with("The submitted information didn't contain changes.")
+                    || r == "No updates are to be performed."
             })
     }
 }
@@ -284,6 +358,8 @@ pub enum Harm {
     ChangesNestedStack,
     /// `Dynamic` or an unknown action: CloudFormation decides only while updating.
     Undetermined,
+    /// A resource of one of [`POWER_TYPES`] is added, imported or changed in place.
+    GrantsPower,
 }
 
 impl Harm {
@@ -296,6 +372,7 @@ impl Harm {
             Harm::MayReplace => "MayReplace",
             Harm::ChangesNestedStack => "ChangesNestedStack",
             Harm::Undetermined => "Undetermined",
+            Harm::GrantsPower => "GrantsPower",
         }
     }
 
@@ -306,6 +383,7 @@ impl Harm {
             Harm::MayReplace,
             Harm::ChangesNestedStack,
             Harm::Undetermined,
+            Harm::GrantsPower,
         ]
         .into_iter()
         .find(|h| h.member() == member)
@@ -325,6 +403,7 @@ impl Harm {
             Harm::Undetermined => {
                 format!("Changes {what} in a way CloudFormation decides only while updating.")
             }
+            Harm::GrantsPower => format!("{what}: {GRANTS_POWER}."),
         }
     }
 }
@@ -351,11 +430,76 @@ impl Finding {
         }
         format!("{} ({detail})", c.logical_id)
     }
+
+    /// The finding's value in the call's resources: what [`Finding::describe`] says, after
+    /// the verb for a [`Harm::GrantsPower`] (`Creates Key (AWS::IAM::AccessKey)`), whose
+    /// member does not say it.
+    pub fn value(&self) -> String {
+        if self.harm != Harm::GrantsPower {
+            return self.describe();
+        }
+        let verb = match self.change.action.as_str() {
+            "Add" => "Creates",
+            "Import" => "Imports",
+            _ => "Changes",
+        };
+        format!("{verb} {}", self.describe())
+    }
+
+    /// The finding as the refusal lists it: `Removes Topic (AWS::SNS::Topic)`,
+    /// `Creates Key (AWS::IAM::AccessKey): grants access or runs code`.
+    pub fn summary(&self) -> String {
+        match self.harm {
+            Harm::GrantsPower => format!("{}: {GRANTS_POWER}", self.value()),
+            harm => format!("{} {}", harm.member(), self.value()),
+        }
+    }
+}
+
+/// What a [`Harm::GrantsPower`] finding says of its resource.
+const GRANTS_POWER: &str = "grants access or runs code";
+
+/// Resource types that give an identity power or run code of the template's choosing
+/// with some role, so that adding one is as much a human's call as destroying: IAM users,
+/// keys, roles, policies and instance profiles; Lambda functions and their permissions;
+/// macros, custom resources (`Custom::*` too) and nested stacks and stack sets, which run
+/// code or templates airlock does not read; IAM Identity Center permission sets and
+/// assignments; Cognito identity pools' roles; SSM documents and associations (commands on
+/// instances); instances, launch templates and launch configurations (an instance profile
+/// and user data). `…::*` matches the prefix; compared without case.
+pub const POWER_TYPES: &[&str] = &[
+    "AWS::IAM::*",
+    "AWS::Lambda::*",
+    "AWS::CloudFormation::Macro",
+    "AWS::CloudFormation::CustomResource",
+    "Custom::*",
+    "AWS::CloudFormation::Stack",
+    "AWS::CloudFormation::StackSet",
+    "AWS::SSO::*",
+    "AWS::Cognito::IdentityPoolRoleAttachment",
+    "AWS::SSM::Document",
+    "AWS::SSM::Association",
+    "AWS::EC2::Instance",
+    "AWS::EC2::LaunchTemplate",
+    "AWS::AutoScaling::LaunchConfiguration",
+];
+
+/// Whether resources of `resource_type` grant power or run code ([`POWER_TYPES`]).
+pub fn grants_power(resource_type: &str) -> bool {
+    let ty = resource_type.to_ascii_lowercase();
+    POWER_TYPES.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        match p.strip_suffix('*') {
+            Some(prefix) => ty.starts_with(prefix),
+            None => ty == p,
+        }
+    })
 }
 
 const NESTED_STACK: &str = "AWS::CloudFormation::Stack";
 
-/// The changes that need a human, in a stable order (so a retry binds the same way).
+/// The changes that need a human, in a stable order (so a retry binds the same way): one
+/// finding per change, what it destroys first, else the power it grants.
 pub fn findings(changes: &[ResourceChange]) -> Vec<Finding> {
     let mut out: Vec<Finding> = changes
         .iter()
@@ -366,9 +510,13 @@ pub fn findings(changes: &[ResourceChange]) -> Vec<Finding> {
                 ("Modify", Some("False")) if c.resource_type == NESTED_STACK => {
                     Harm::ChangesNestedStack
                 }
-                ("Modify", Some("False")) => return None,
+                ("Modify", Some("False")) | ("Add" | "Import", _)
+                    if grants_power(&c.resource_type) =>
+                {
+                    Harm::GrantsPower
+                }
+                ("Modify", Some("False")) | ("Add" | "Import", _) => return None,
                 ("Modify", _) => Harm::MayReplace,
-                ("Add" | "Import", _) => return None,
                 _ => Harm::Undetermined,
             };
             Some(Finding {
@@ -422,19 +570,18 @@ pub fn apply(call: &AwsCall, decision: &Decision, reading: &Reading) -> (AwsCall
             for f in findings {
                 call.resources.push(Resource {
                     member: f.harm.member().into(),
-                    value: f.describe(),
+                    value: f.value(),
                     arn: None,
                 });
             }
             if findings.is_empty() {
                 decision.effect = Effect::Allow;
-                decision.reason =
-                    format!("the change set removes and replaces nothing ({changes} changes read)");
+                decision.reason = format!(
+                    "the change set removes and replaces nothing and grants no power \
+                     ({changes} changes read)"
+                );
             } else {
-                let listed: Vec<String> = findings
-                    .iter()
-                    .map(|f| format!("{} {}", f.harm.member(), f.describe()))
-                    .collect();
+                let listed: Vec<String> = findings.iter().map(Finding::summary).collect();
                 decision.reason = format!("the change set: {}", listed.join("; "));
             }
         }

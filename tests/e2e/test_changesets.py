@@ -1,5 +1,6 @@
-"""CloudFormation destroys behind `ExecuteChangeSet` and `UpdateStack`: airlock reads the change set
-(with its own credentials) and asks for a receipt only when it removes or replaces resources.
+"""CloudFormation destroys, and makes what grants power, behind `ExecuteChangeSet` and `UpdateStack`:
+airlock reads the change set (with its own credentials) and asks for a receipt only when it removes
+or replaces resources or touches one that grants power or runs code (an IAM user and its key here).
 
 Stacks are made in moto with the real keys; the agent's calls go through an enforcing airlock
 whose config trusts one approver key (`airlock approve ID --key FILE`, as a human would). What
@@ -212,6 +213,44 @@ def test_update_stack_that_only_adds_goes_through(gate: GatedAirlock, agent: Age
     cfn.update_stack(StackName=stack.name, TemplateBody=template(stack.queue, stack.topic, extra))
     assert stack.logical_ids() == ["Extra", "Queue", "Topic"] and stack.topic_exists(extra)
     assert stack.previews_left() == [], "airlock left its preview change set behind"
+
+
+def test_a_change_set_that_adds_an_access_key_is_held(gate: GatedAirlock, agent: Agent, moto: Moto) -> None:
+    """Nothing is destroyed, yet the stack would make an admin user and hand its key out as an
+    output, with airlock's credentials."""
+    stack = Stack(moto)
+    user = unique("agent-admin")
+    body = json.loads(template(stack.queue, stack.topic))
+    body["Resources"]["Admin"] = {"Type": "AWS::IAM::User", "Properties": {
+        "UserName": user, "ManagedPolicyArns": ["arn:aws:iam::aws:policy/AdministratorAccess"]}}
+    body["Resources"]["Key"] = {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": {"Ref": "Admin"}}}
+    body["Outputs"] = {"Secret": {"Value": {"Fn::GetAtt": ["Key", "SecretAccessKey"]}}}
+    execute = change_set(agent, stack, "add-admin", json.dumps(body))
+
+    message = refused(execute)
+    assert "Creates Key (AWS::IAM::AccessKey): grants access or runs code" in message, message
+    assert "Creates Admin (AWS::IAM::User)" in message, message
+    approval = gate.approval_id(message)
+    link = f"http://localhost:{gate.approvals_url.rsplit(':', 1)[1]}/approvals/{approval}"
+    page = requests.get(link, timeout=10)
+    assert page.status_code == 200, page.text
+    assert "Creates Key (AWS::IAM::AccessKey): grants access or runs code." in page.text, page.text
+    assert stack.logical_ids() == ["Queue", "Topic"]
+    users = [u["UserName"] for u in moto.client("iam").list_users()["Users"]]
+    assert user not in users, users
+
+
+def test_update_stack_with_a_transform_fails_closed(gate: GatedAirlock, agent: Agent, moto: Moto) -> None:
+    """A macro may return another template for the real update than for airlock's preview."""
+    stack = Stack(moto)
+    cfn = agent.client("cloudformation", config=NO_RETRIES)
+    body = json.loads(template(stack.queue, stack.topic, unique("more")))
+    body["Transform"] = "AgentMacro"
+    message = refused(lambda: cfn.update_stack(StackName=stack.name, TemplateBody=json.dumps(body)))
+    assert "Transform" in message and "fail closed" in message and "change set" in message, message
+    gate.approval_id(message)
+    assert stack.logical_ids() == ["Queue", "Topic"]
+    assert stack.previews_left() == [], "airlock made a preview it cannot trust"
 
 
 def test_update_stack_from_a_template_url_fails_closed(gate: GatedAirlock, agent: Agent, moto: Moto) -> None:

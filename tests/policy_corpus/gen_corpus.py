@@ -39,6 +39,11 @@ TRUST_ANYONE = json.dumps({"Version": "2012-10-17", "Statement": [
 ROLE = "arn:aws:iam::111111111111:role/admin"
 PROFILE = {"Arn": "arn:aws:iam::111111111111:instance-profile/admin"}
 ADMIN_ARN = "arn:aws:iam::aws:policy/AdministratorAccess"
+# An IAM user with AdministratorAccess, its access key, and the key's secret as an output.
+IAM_KEY_TEMPLATE = json.dumps({"Resources": {
+    "Admin": {"Type": "AWS::IAM::User", "Properties": {"ManagedPolicyArns": [ADMIN_ARN]}},
+    "Key": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": {"Ref": "Admin"}}}},
+    "Outputs": {"Secret": {"Value": {"Fn::GetAtt": ["Key", "SecretAccessKey"]}}}})
 
 
 def bucket_policy(*statements: dict) -> str:
@@ -199,6 +204,16 @@ CALLS = [
     pe("glue-update-job", "glue", "UpdateJob", {"JobName": "j", "JobUpdate": {"Role": ROLE}}),
     pe("cloudformation-update-stack-with-role", "cloudformation", "UpdateStack",
        {"StackName": "s", "UsePreviousTemplate": True, "RoleARN": ROLE}),
+    pe("cloudformation-create-stack-without-role", "cloudformation", "CreateStack",
+       {"StackName": "s", "TemplateBody": IAM_KEY_TEMPLATE}),
+    pe("cloudformation-create-stack-set", "cloudformation", "CreateStackSet",
+       {"StackSetName": "s", "TemplateBody": IAM_KEY_TEMPLATE}),
+    pe("cloudformation-update-stack-set", "cloudformation", "UpdateStackSet",
+       {"StackSetName": "s", "TemplateBody": IAM_KEY_TEMPLATE}),
+    pe("cloudformation-create-stack-instances", "cloudformation", "CreateStackInstances",
+       {"StackSetName": "s", "Accounts": ["111111111111"], "Regions": ["us-east-1"]}),
+    pe("cloudformation-update-stack-instances", "cloudformation", "UpdateStackInstances",
+       {"StackSetName": "s", "Accounts": ["111111111111"], "Regions": ["us-east-1"]}),
     pe("cloudformation-create-change-set-with-role", "cloudformation", "CreateChangeSet",
        {"StackName": "s", "ChangeSetName": "c", "TemplateBody": "{}", "RoleARN": ROLE}),
     pe("ecs-register-task-definition-with-task-role", "ecs", "RegisterTaskDefinition",
@@ -368,8 +383,9 @@ CALLS = [
     ok("lambda-update-function-configuration-timeout", "lambda", "UpdateFunctionConfiguration",
        {"FunctionName": "f", "Timeout": 30}),
     ok("lambda-list-functions", "lambda", "ListFunctions"),
-    ok("cloudformation-create-stack-without-role", "cloudformation", "CreateStack",
-       {"StackName": "s", "TemplateBody": "{}"}),
+    ok("cloudformation-create-change-set-without-role", "cloudformation", "CreateChangeSet",
+       {"StackName": "s", "ChangeSetName": "c", "ChangeSetType": "CREATE", "TemplateBody": IAM_KEY_TEMPLATE}),
+    ok("cloudformation-validate-template", "cloudformation", "ValidateTemplate", {"TemplateBody": IAM_KEY_TEMPLATE}),
     ok("cloudformation-describe-stacks", "cloudformation", "DescribeStacks"),
     ok("codebuild-start-build-without-override", "codebuild", "StartBuild", {"projectName": "p"}),
     ok("ssm-get-parameter", "ssm", "GetParameter", {"Name": "/app/url"}),

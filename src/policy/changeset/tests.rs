@@ -98,6 +98,14 @@ fn change(action: &str, id: &str, ty: &str, replacement: Option<&str>) -> Resour
     }
 }
 
+/// Each finding's harm and logical id.
+fn harms(found: &[Finding]) -> Vec<(Harm, &str)> {
+    found
+        .iter()
+        .map(|f| (f.harm, f.change.logical_id.as_str()))
+        .collect()
+}
+
 #[test]
 fn reads_a_page_as_cloudformation_sends_it() {
     let page = read_describe(PAGE.as_bytes()).expect("reads");
@@ -120,17 +128,14 @@ fn reads_a_page_as_cloudformation_sends_it() {
         }
     );
     let found = findings(&page.changes);
-    let summary: Vec<(Harm, &str)> = found
-        .iter()
-        .map(|f| (f.harm, f.change.logical_id.as_str()))
-        .collect();
-    // The in-place queue change and the added function need no one.
+    // The in-place queue change needs no one; the added function runs code.
     assert_eq!(
-        summary,
+        harms(&found),
         vec![
             (Harm::Removes, "Topic"),
             (Harm::Replaces, "Bucket"),
             (Harm::MayReplace, "Role"),
+            (Harm::GrantsPower, "Worker"),
         ]
     );
     assert_eq!(
@@ -160,6 +165,130 @@ fn a_change_set_with_nothing_to_change() {
         ..other
     };
     assert!(!failed.has_no_changes());
+    let no_updates = ChangeSetPage {
+        status_reason: Some("No updates are to be performed.".into()),
+        ..page.clone()
+    };
+    assert!(no_updates.has_no_changes());
+    // Free text that merely holds the words is another failure: unreadable.
+    for reason in [
+        "Resource handler returned message: \"The submitted information didn't contain changes.\"",
+        "Template error: No updates are to be performed. Unresolved: Fn::GetAtt",
+        "the submitted information didn't contain changes.",
+        "No updates are to be performed",
+    ] {
+        let other = ChangeSetPage {
+            status_reason: Some(reason.into()),
+            ..page.clone()
+        };
+        assert!(!other.has_no_changes(), "{reason}");
+    }
+    let not_failed = ChangeSetPage {
+        status: "CREATE_COMPLETE".into(),
+        ..page
+    };
+    assert!(!not_failed.has_no_changes());
+}
+
+/// A change set that only adds, as CloudFormation describes one made from a template with
+/// an IAM user holding AdministratorAccess, its access key and a topic.
+const ADDS_A_KEY: &str = r#"<DescribeChangeSetResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">
+  <DescribeChangeSetResult>
+    <ChangeSetName>add-user</ChangeSetName>
+    <ChangeSetId>arn:aws:cloudformation:eu-west-1:123456789012:changeSet/add-user/1a2b3c4d-0000-4000-8000-000000000003</ChangeSetId>
+    <StackName>app</StackName>
+    <ExecutionStatus>AVAILABLE</ExecutionStatus>
+    <Status>CREATE_COMPLETE</Status>
+    <Changes>
+      <member><Type>Resource</Type><ResourceChange><Action>Add</Action><LogicalResourceId>Admin</LogicalResourceId><ResourceType>AWS::IAM::User</ResourceType><Scope/><Details/></ResourceChange></member>
+      <member><Type>Resource</Type><ResourceChange><Action>Add</Action><LogicalResourceId>Key</LogicalResourceId><ResourceType>AWS::IAM::AccessKey</ResourceType><Scope/><Details/></ResourceChange></member>
+      <member><Type>Resource</Type><ResourceChange><Action>Add</Action><LogicalResourceId>Alerts</LogicalResourceId><ResourceType>AWS::SNS::Topic</ResourceType><Scope/><Details/></ResourceChange></member>
+    </Changes>
+  </DescribeChangeSetResult>
+  <ResponseMetadata><RequestId>5ccc7dcd-744c-11e5-be70-1b08c228efb4</RequestId></ResponseMetadata>
+</DescribeChangeSetResponse>"#;
+
+#[test]
+fn a_change_set_that_only_adds_an_access_key_needs_a_receipt() {
+    let reading = read_whole(ADDS_A_KEY);
+    let Reading::Read { findings, .. } = &reading else {
+        panic!("read");
+    };
+    assert_eq!(
+        harms(findings),
+        vec![(Harm::GrantsPower, "Admin"), (Harm::GrantsPower, "Key")]
+    );
+    let c = call("ExecuteChangeSet", &[("ChangeSetName", "add-user")]);
+    let (bound, d) = apply(&c, &decision(), &reading);
+    assert_eq!(d.effect, Effect::RequireReceipt);
+    assert!(
+        d.reason
+            .contains("Creates Key (AWS::IAM::AccessKey): grants access or runs code"),
+        "{}",
+        d.reason
+    );
+    let key = bound
+        .resources
+        .iter()
+        .find(|r| r.member == "GrantsPower" && r.value.contains("Key"))
+        .expect("the key is bound");
+    assert_eq!(
+        sentence(&key.member, &key.value).as_deref(),
+        Some("Creates Key (AWS::IAM::AccessKey): grants access or runs code.")
+    );
+}
+
+#[test]
+fn every_change_to_a_power_type_is_a_finding() {
+    // Every entry, a type under each prefix, and case does not matter.
+    let types = POWER_TYPES
+        .iter()
+        .map(|p| p.replace('*', "Thing"))
+        .chain(["aws::iam::role".to_string()]);
+    for ty in types {
+        let ty = ty.as_str();
+        assert!(grants_power(ty), "{ty}");
+        for (action, replacement, want) in [
+            ("Add", None, Harm::GrantsPower),
+            ("Import", None, Harm::GrantsPower),
+            ("Modify", Some("False"), Harm::GrantsPower),
+            ("Modify", Some("True"), Harm::Replaces),
+            ("Remove", None, Harm::Removes),
+            ("Dynamic", None, Harm::Undetermined),
+        ] {
+            // A nested stack changed in place says its own changes are not read.
+            let want = match (ty, action, replacement) {
+                (NESTED_STACK, "Modify", Some("False")) => Harm::ChangesNestedStack,
+                _ => want,
+            };
+            let c = change(action, "X", ty, replacement);
+            let got = findings(std::slice::from_ref(&c)).first().map(|f| f.harm);
+            assert_eq!(got, Some(want), "{c:?}");
+        }
+    }
+    for ty in [
+        "AWS::SNS::Topic",
+        "AWS::SQS::Queue",
+        "AWS::IAMX::Thing",
+        "AWS::SSM::Parameter",
+        "AWS::EC2::InstanceConnectEndpoint",
+        "Customer::Thing",
+    ] {
+        assert!(!grants_power(ty), "{ty}");
+    }
+    let imported = Finding {
+        harm: Harm::GrantsPower,
+        change: change("Import", "Fn", "AWS::Lambda::Function", None),
+    };
+    assert_eq!(
+        imported.summary(),
+        "Imports Fn (AWS::Lambda::Function): grants access or runs code"
+    );
+    let changed = Finding {
+        harm: Harm::GrantsPower,
+        change: change("Modify", "Role", "AWS::IAM::Role", Some("False")),
+    };
+    assert_eq!(changed.value(), "Changes Role (AWS::IAM::Role)");
 }
 
 #[test]
@@ -312,10 +441,35 @@ fn plans_what_to_read() {
             "TemplateBody",
         ]
     );
+    let benign = call(
+        "UpdateStack",
+        &[
+            ("StackName", "app"),
+            (
+                "TemplateBody",
+                r#"{"Resources":{"T":{"Type":"AWS::SNS::Topic"}}}"#,
+            ),
+            ("UsePreviousTemplate", "false"),
+            ("Parameters.member.1.ParameterKey", "Env"),
+            ("Parameters.member.1.UsePreviousValue", "false"),
+            ("Parameters.member.1.ParameterValue", "prod"),
+        ],
+    );
+    assert!(matches!(plan(&benign), Plan::Preview { .. }));
     let body = preview_request(&params, "airlock-preview-1");
     assert_eq!(body[0], ("Action".into(), "CreateChangeSet".into()));
     assert!(body.contains(&("ChangeSetType".into(), "UPDATE".into())));
     assert!(body.contains(&("ChangeSetName".into(), "airlock-preview-1".into())));
+}
+
+/// The reading of the one complete page `xml`, as `proxy::changeset` makes it.
+fn read_whole(xml: &str) -> Reading {
+    let page = read_describe(xml.as_bytes()).expect("reads");
+    Reading::Read {
+        change_set_id: page.change_set_id.clone(),
+        changes: page.changes.len(),
+        findings: findings(&page.changes),
+    }
 }
 
 fn decision() -> Decision {
@@ -349,13 +503,7 @@ fn a_change_set_that_destroys_nothing_is_allowed_and_bound_to_its_id() {
 fn removals_need_a_receipt_and_are_named() {
     let c = call("ExecuteChangeSet", &[("ChangeSetName", "drop")]);
     let page = read_describe(PAGE.as_bytes()).expect("reads");
-    let found = findings(&page.changes);
-    let reading = Reading::Read {
-        change_set_id: page.change_set_id.clone(),
-        changes: page.changes.len(),
-        findings: found,
-    };
-    let (bound, d) = apply(&c, &decision(), &reading);
+    let (bound, d) = apply(&c, &decision(), &read_whole(PAGE));
     assert_eq!(d.effect, Effect::RequireReceipt);
     assert!(
         d.reason.contains("Removes Topic (AWS::SNS::Topic"),
@@ -366,7 +514,19 @@ fn removals_need_a_receipt_and_are_named() {
     let members: Vec<&str> = bound.resources.iter().map(|r| r.member.as_str()).collect();
     assert_eq!(
         members,
-        vec!["ChangeSetId", "Removes", "Replaces", "MayReplace"]
+        vec![
+            "ChangeSetId",
+            "Removes",
+            "Replaces",
+            "MayReplace",
+            "GrantsPower"
+        ]
+    );
+    assert!(
+        d.reason
+            .contains("Creates Worker (AWS::Lambda::Function): grants access or runs code"),
+        "{}",
+        d.reason
     );
     // Another change set under the same name binds differently.
     let other = Reading::Read {
@@ -406,7 +566,18 @@ fn the_catalogue_holds_both_calls_for_reading() {
         rules: vec![],
         builtin: true,
     };
-    for operation in ["ExecuteChangeSet", "UpdateStack"] {
+    // Read first: the change set's own rule; a template run before anything can read it
+    // asks, whatever its role.
+    let held = [
+        ("ExecuteChangeSet", RULE),
+        ("UpdateStack", RULE),
+        ("CreateStack", "builtin:privilege-escalation"),
+        ("CreateStackSet", "builtin:privilege-escalation"),
+        ("UpdateStackSet", "builtin:privilege-escalation"),
+        ("CreateStackInstances", "builtin:privilege-escalation"),
+        ("UpdateStackInstances", "builtin:privilege-escalation"),
+    ];
+    for (operation, rule) in held {
         let d = policy.decide(
             &call(operation, &[("StackName", "app")]),
             "agent",
@@ -414,12 +585,15 @@ fn the_catalogue_holds_both_calls_for_reading() {
         );
         assert_eq!(
             (d.effect, d.rule.as_str()),
-            (Effect::RequireReceipt, RULE),
+            (Effect::RequireReceipt, rule),
             "{operation}"
         );
+        if rule != RULE {
+            assert!(d.reason.contains("make a change set"), "{}", d.reason);
+        }
     }
     // Making or reading a change set changes nothing.
-    for operation in ["CreateChangeSet", "DescribeChangeSet", "CreateStack"] {
+    for operation in ["CreateChangeSet", "DescribeChangeSet", "ValidateTemplate"] {
         let d = policy.decide(
             &call(operation, &[("StackName", "app")]),
             "agent",
@@ -427,4 +601,80 @@ fn the_catalogue_holds_both_calls_for_reading() {
         );
         assert_eq!(d.effect, Effect::Allow, "{operation}");
     }
+}
+
+#[test]
+fn an_update_resolved_anew_is_not_previewed() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("UsePreviousTemplate", "true")],
+            "UsePreviousTemplate",
+        ),
+        (
+            &[(
+                "TemplateBody",
+                r#"{"Transform":"AWS::Serverless-2016-10-31","Resources":{}}"#,
+            )],
+            "Transform",
+        ),
+        (
+            &[(
+                "TemplateBody",
+                "Resources:\n  T:\n    Fn::Transform:\n      Name: AWS::Include\n",
+            )],
+            "Transform",
+        ),
+        (
+            &[(
+                "TemplateBody",
+                r#"{"Resources":{"T":{"Type":"AWS::SNS::Topic","Properties":{"TopicName":"{{resolve:ssm:/app/topic}}"}}}}"#,
+            )],
+            "dynamic reference",
+        ),
+        (
+            &[(
+                "TemplateBody",
+                r#"{"Parameters":{"Ami":{"Type":"AWS::SSM::Parameter::Value<String>"}},"Resources":{}}"#,
+            )],
+            "SSM parameter",
+        ),
+        (
+            &[(
+                "TemplateBody",
+                r#"{"\u0054ransform":"Evil","Resources":{}}"#,
+            )],
+            "escape",
+        ),
+        (
+            &[(
+                "TemplateBody",
+                "Resources:\n  T:\n    Type: \"AWS::SNS::Topic\"\n    Properties:\n      TopicName: \"{{res\\\n        olve:ssm:/a}}\"\n",
+            )],
+            "escape",
+        ),
+        (
+            &[
+                ("TemplateBody", "{}"),
+                ("Parameters.member.2.ParameterKey", "Image"),
+                ("Parameters.member.2.UsePreviousValue", "true"),
+            ],
+            "UsePreviousValue",
+        ),
+    ];
+    for (params, why) in cases {
+        let mut all = vec![("StackName", "app")];
+        all.extend_from_slice(params);
+        match plan(&call("UpdateStack", &all)) {
+            Plan::FailClosed(reason) => {
+                assert!(reason.contains(why), "{reason}");
+                assert!(reason.contains("change set"), "{reason}");
+            }
+            other => panic!("{params:?} was planned as {other:?}"),
+        }
+    }
+    // ExecuteChangeSet is read whatever its template held: the change set is fixed.
+    assert!(matches!(
+        plan(&call("ExecuteChangeSet", &[("ChangeSetName", "sam")])),
+        Plan::Describe { .. }
+    ));
 }
