@@ -424,10 +424,16 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
     if let Err(e) = crate::access::host::make_undumpable() {
         tracing::warn!("could not make airlock non-dumpable: {e}");
     }
+    let own_uid = crate::access::host::current_principal().uid;
     let fresh = !config_path.exists();
-    let (config, created) = init::init(config_path).map_err(|e| e.to_string())?;
+    if !fresh {
+        // Judged before `init` acts on what it names.
+        crate::serve::load_trusted_config(config_path, own_uid)?;
+    }
+    let (_, created) = init::init(config_path).map_err(|e| e.to_string())?;
     print_created(&created);
-    crate::serve::check_own_files(&config, crate::access::host::current_principal().uid)?;
+    let config = crate::serve::load_trusted_config(config_path, own_uid)?;
+    crate::serve::check_own_files(&config, own_uid)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,7 +10,7 @@
 //! membership, ACLs and MAC policies; and, with `--agent-user`, the agent's environment.
 
 use crate::access::host::{self, Account};
-use crate::access::{can_read, can_write, fix, holder, Need, Who};
+use crate::access::{can_read, can_write, can_write_through, fix, holder, Need, Who};
 use crate::config::Config;
 use std::path::{Path, PathBuf};
 
@@ -82,10 +82,10 @@ impl Doctor<'_> {
     fn airlock_files(&mut self, config: &Config) {
         for (label, path, need) in host::airlock_paths(config) {
             // A path the agent cannot even stat is out of its reach; as root, stat works.
-            let Ok(chain) = host::chain(&path) else {
+            let Ok(routes) = host::routes(&path) else {
                 continue;
             };
-            if let Some(g) = can_write(&chain, self.who()) {
+            if let Some(g) = can_write_through(&routes, self.who()) {
                 self.found(
                     "airlock-file-writable",
                     Some(&path),
@@ -98,7 +98,7 @@ impl Doctor<'_> {
                 );
             }
             if need == Need::Secret {
-                if let Some(g) = can_read(&chain, self.who()) {
+                if let Some(g) = can_read(&routes.real, self.who()) {
                     self.found(
                         "airlock-secret-readable",
                         Some(&path),
@@ -120,8 +120,10 @@ impl Doctor<'_> {
         let Ok(exe) = std::env::current_exe() else {
             return;
         };
-        let Ok(chain) = host::chain(&exe) else { return };
-        if let Some(g) = can_write(&chain, self.who()) {
+        let Ok(routes) = host::routes(&exe) else {
+            return;
+        };
+        if let Some(g) = can_write_through(&routes, self.who()) {
             self.found(
                 "airlock-binary-writable",
                 Some(&exe),

@@ -92,28 +92,43 @@ pub async fn run(
     Ok(())
 }
 
-/// `serve`'s startup check of its own files (see `crate::access`). A config that anyone but
-/// this user could change is never trusted: its `[policy] mode`, `[[rule]]` and
-/// `[[approver]]` could be anyone's, so `serve` refuses to start whatever mode it names. The
-/// state dir and private keys (and the certificates) exposed to others refuse an `enforce`
-/// start and are warnings in `shadow` mode. Each problem names the path and the fix.
+/// The refusal, listing each problem.
+fn refusal(problems: &[String]) -> String {
+    format!(
+        "refusing to start: other users could change or read airlock's files, so they \
+         could turn the gate off, approve calls or take its keys (run `airlock doctor` to \
+         see the whole picture):\n  {}",
+        problems.join("\n  ")
+    )
+}
+
+/// Reads the config only from a file that nobody but this user (and root) can change, on any
+/// route to it, parsing the very file that was judged (see
+/// [`crate::access::host::open_unchangeable`]). Its `[policy] mode`, `[[rule]]` and
+/// `[[approver]]` could otherwise be anyone's, so this refuses whatever mode it names; so
+/// does a config whose facts cannot be gathered.
+pub fn load_trusted_config(config_path: &std::path::Path, own_uid: u32) -> Result<Config, String> {
+    use crate::access::host;
+    let mut file = host::open_unchangeable(config_path, own_uid).map_err(|x| {
+        refusal(&[format!(
+            "{} ([policy] mode, [[rule]] and [[approver]] are read only from a config nobody else can change)",
+            x.describe(own_uid, &host::names())
+        )])
+    })?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)
+        .map_err(|e| format!("{}: cannot read: {e}", config_path.display()))?;
+    Config::parse(config_path, &text).map_err(|e| e.to_string())
+}
+
+/// `serve`'s startup check of the other paths it relies on (see `crate::access` and
+/// [`crate::access::host::serve_paths`]): the state dir, certificates and private keys, its
+/// AWS credential sources and its own binary. Any of them exposed to others, or that cannot
+/// be checked, refuses an `enforce` start and is a warning in `shadow` mode. Each problem
+/// names the path and the fix.
 pub fn check_own_files(config: &Config, own_uid: u32) -> Result<(), String> {
     use crate::access::host;
     let names = host::names();
-    let refuse = |problems: Vec<String>| {
-        format!(
-            "refusing to start: other users could change or read airlock's files, so they \
-             could turn the gate off, approve calls or take its keys (run `airlock doctor` to \
-             see the whole picture):\n  {}",
-            problems.join("\n  ")
-        )
-    };
-    if let Some(x) = host::config_exposure(&config.path, own_uid) {
-        return Err(refuse(vec![format!(
-            "{} ([policy] mode, [[rule]] and [[approver]] are read only from a config nobody else can change)",
-            x.describe(own_uid, &names)
-        )]));
-    }
     let problems: Vec<String> = host::startup_exposures(config, own_uid)
         .iter()
         .map(|x| x.describe(own_uid, &names))
@@ -122,7 +137,7 @@ pub fn check_own_files(config: &Config, own_uid: u32) -> Result<(), String> {
         return Ok(());
     }
     match config.policy.mode {
-        crate::policy::Mode::Enforce => Err(refuse(problems)),
+        crate::policy::Mode::Enforce => Err(refusal(&problems)),
         crate::policy::Mode::Shadow => {
             for p in &problems {
                 tracing::warn!(

@@ -3,7 +3,7 @@
 //! (`/proc`). Also the list of airlock's own paths and what each needs, which `serve`'s
 //! startup check and `airlock doctor` share.
 
-use super::{exposure, Entry, Exposure, Need, Principal};
+use super::{exposure_through, Entry, Exposure, Need, Principal, Routes};
 use crate::config::Config;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,17 +15,60 @@ pub fn chain(path: &Path) -> std::io::Result<Vec<Entry>> {
     paths.reverse();
     paths
         .into_iter()
-        .map(|p| {
-            let m = std::fs::symlink_metadata(p)?;
-            Ok(Entry {
-                path: p.to_path_buf(),
-                uid: m.uid(),
-                gid: m.gid(),
-                mode: m.mode() & 0o7777,
-                is_dir: m.is_dir(),
-            })
-        })
+        .map(|p| Ok(entry(p, &std::fs::symlink_metadata(p)?)))
         .collect()
+}
+
+/// One component, as `lstat` sees it. A symlink's mode bits mean nothing (nobody can write
+/// through them to the link itself), so they are recorded as none.
+fn entry(path: &Path, m: &std::fs::Metadata) -> Entry {
+    Entry {
+        path: path.to_path_buf(),
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: if m.file_type().is_symlink() {
+            0
+        } else {
+            m.mode() & 0o7777
+        },
+        is_dir: m.is_dir(),
+        dev: m.dev(),
+        ino: m.ino(),
+    }
+}
+
+/// As many symlinks as Linux follows in one path lookup (`ELOOP` beyond).
+const MAX_SYMLINKS: usize = 40;
+
+/// Every route to `path` (see [`Routes`]): the path as given, each symlink met on the way
+/// (a relative target from the link's own directory), and the resolved path. Fails when any
+/// component cannot be examined.
+pub fn routes(path: &Path) -> std::io::Result<Routes> {
+    let real = chain(path)?;
+    let mut given: Vec<Vec<Entry>> = Vec::new();
+    let mut pending = vec![std::path::absolute(path)?];
+    let mut walked = 0;
+    while let Some(next) = pending.pop() {
+        walked += 1;
+        if walked > MAX_SYMLINKS + 1 {
+            return Err(std::io::Error::other("too many levels of symbolic links"));
+        }
+        let mut lexical = Vec::new();
+        let mut prefix = PathBuf::new();
+        for component in next.components() {
+            prefix.push(component);
+            let m = std::fs::symlink_metadata(&prefix)?;
+            if m.file_type().is_symlink() {
+                let dir = prefix.parent().unwrap_or(Path::new("/"));
+                pending.push(dir.join(std::fs::read_link(&prefix)?));
+            }
+            lexical.push(entry(&prefix, &m));
+        }
+        if lexical != real && !given.contains(&lexical) {
+            given.push(lexical);
+        }
+    }
+    Ok(Routes { given, real })
 }
 
 /// This process's effective uid and groups.
@@ -216,21 +259,146 @@ pub fn airlock_paths(config: &Config) -> Vec<(&'static str, PathBuf, Need)> {
     ]
 }
 
-/// `serve`'s startup check: airlock's paths that anyone but `own_uid` (and root) could
-/// change, or read when secret. Paths that do not exist are skipped (`init` made them).
-pub fn startup_exposures(config: &Config, own_uid: u32) -> Vec<Exposure> {
-    airlock_paths(config)
-        .into_iter()
-        .filter_map(|(_, path, need)| match chain(&path) {
-            Ok(entries) => exposure(&entries, own_uid, need),
-            Err(_) => None,
-        })
-        .collect()
+/// The files airlock's own AWS credentials come from, as the SDK finds them: the config and
+/// credentials files that `var` (serve's environment) names, else those under `home`
+/// (`~/.aws`), and a web identity token file. Whoever can change the config file can make
+/// airlock run a `credential_process` of theirs; the credentials file is a secret.
+pub fn credential_sources(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    home: Option<&Path>,
+) -> Vec<(&'static str, PathBuf, Need)> {
+    let mut out = Vec::new();
+    let files = [
+        (
+            "AWS config file",
+            "AWS_CONFIG_FILE",
+            "config",
+            Need::Unchangeable,
+        ),
+        (
+            "AWS credentials file",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "credentials",
+            Need::Secret,
+        ),
+    ];
+    for (label, name, default, need) in files {
+        let named = var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        // The SDK expands a leading `~/` to the home directory.
+        let path = match (named, home) {
+            (Some(p), Some(h)) if p.starts_with("~") => {
+                Some(h.join(p.strip_prefix("~").unwrap_or(&p)))
+            }
+            (Some(p), _) => Some(p),
+            (None, Some(h)) => Some(h.join(".aws").join(default)),
+            (None, None) => None,
+        };
+        out.extend(path.map(|p| (label, p, need)));
+    }
+    if let Some(token) = var("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|v| !v.is_empty()) {
+        out.push((
+            "web identity token file",
+            PathBuf::from(token),
+            Need::Unchangeable,
+        ));
+    }
+    out
 }
 
-/// The config file alone, checked before it is trusted.
-pub fn config_exposure(config_path: &Path, own_uid: u32) -> Option<Exposure> {
-    exposure(&chain(config_path).ok()?, own_uid, Need::Unchangeable)
+/// Every path `serve` relies on: airlock's own paths, its AWS credential sources (from this
+/// process's environment; `HOME`, else the user's home in `/etc/passwd`) and its own binary.
+pub fn serve_paths(
+    config: &Config,
+    own_uid: u32,
+) -> std::io::Result<Vec<(&'static str, PathBuf, Need)>> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| account_of_uid(own_uid).map(|a| a.home));
+    let mut paths = airlock_paths(config);
+    paths.extend(credential_sources(|k| std::env::var_os(k), home.as_deref()));
+    paths.push((
+        "airlock binary",
+        std::env::current_exe()?,
+        Need::Unchangeable,
+    ));
+    Ok(paths)
+}
+
+/// Judges one path. A path that does not exist is judged by its nearest existing directory
+/// (whoever can create entries there can plant it); any other failure to gather the facts is
+/// an exposure (fail closed).
+pub fn path_exposure(path: &Path, own_uid: u32, need: Need) -> Option<Exposure> {
+    let path = match std::path::absolute(path) {
+        Ok(p) => p,
+        Err(e) => return Some(Exposure::unchecked(path, &e)),
+    };
+    let path = path.as_path();
+    let mut judged = path;
+    loop {
+        match std::fs::symlink_metadata(judged) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match judged.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => judged = parent,
+                _ => return None,
+            },
+            Err(e) => return Some(Exposure::unchecked(path, &e)),
+        }
+    }
+    let need = if judged == path {
+        need
+    } else {
+        Need::Unchangeable
+    };
+    match routes(judged) {
+        Ok(routes) => exposure_through(&routes, own_uid, need).map(|x| Exposure {
+            path: path.to_path_buf(),
+            ..x
+        }),
+        Err(e) => Some(Exposure::unchecked(path, &e)),
+    }
+}
+
+/// `serve`'s startup check: the paths it relies on ([`serve_paths`]) that anyone but
+/// `own_uid` (and root) could change, or read when secret, or whose facts cannot be gathered.
+pub fn startup_exposures(config: &Config, own_uid: u32) -> Vec<Exposure> {
+    match serve_paths(config, own_uid) {
+        Ok(paths) => paths
+            .into_iter()
+            .filter_map(|(_, path, need)| path_exposure(&path, own_uid, need))
+            .collect(),
+        Err(e) => vec![Exposure::unchecked(Path::new("the airlock binary"), &e)],
+    }
+}
+
+/// Opens the config for reading only if nobody but `own_uid` (and root) can change it, on any
+/// route to it, and only if the file opened is the file judged (same device and inode): no
+/// rename can slip a different file in between the check and the read. Any failure to check
+/// refuses (the config must exist).
+pub fn open_unchangeable(path: &Path, own_uid: u32) -> Result<std::fs::File, Box<Exposure>> {
+    let unchecked = |e: std::io::Error| Box::new(Exposure::unchecked(path, &e));
+    let routes = routes(path).map_err(unchecked)?;
+    if let Some(x) = exposure_through(&routes, own_uid, Need::Unchangeable) {
+        return Err(Box::new(x));
+    }
+    open_judged(path, &routes)
+}
+
+/// Opens `path` only if it is still the file `routes` judged (same device and inode).
+pub fn open_judged(path: &Path, routes: &Routes) -> Result<std::fs::File, Box<Exposure>> {
+    let unchecked = |e: std::io::Error| Box::new(Exposure::unchecked(path, &e));
+    let file = std::fs::File::open(path).map_err(unchecked)?;
+    let opened = file.metadata().map_err(unchecked)?;
+    let judged = routes.real.last().map(|e| (e.dev, e.ino));
+    if judged != Some((opened.dev(), opened.ino())) {
+        return Err(unchecked(std::io::Error::other(
+            "it was replaced while it was being checked",
+        )));
+    }
+    if !opened.is_file() {
+        return Err(unchecked(std::io::Error::other("not a regular file")));
+    }
+    Ok(file)
 }
 
 /// Makes this process non-dumpable: another process of the same user can then neither read

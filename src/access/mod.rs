@@ -26,6 +26,31 @@ pub struct Entry {
     /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
     pub mode: u32,
     pub is_dir: bool,
+    /// Which file it is (`st_dev`, `st_ino`): what was judged is what is opened.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Every chain through which a path is reached. Whoever can change any entry on any of them
+/// can change what the path opens, so all are judged for change; reading is judged on `real`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    /// The path as given, and each symlink met on the way to its target, component by
+    /// component with symlinks not followed: a symlink's own directories decide whether it
+    /// can be replaced. Chains equal to `real` are left out.
+    pub given: Vec<Vec<Entry>>,
+    /// The path with every symlink resolved: the file that is opened.
+    pub real: Vec<Entry>,
+}
+
+impl Routes {
+    /// Every chain, `real` last.
+    fn all(&self) -> impl Iterator<Item = &[Entry]> {
+        self.given
+            .iter()
+            .map(Vec::as_slice)
+            .chain([self.real.as_slice()])
+    }
 }
 
 /// A user as the kernel sees it for access checks.
@@ -167,6 +192,11 @@ pub fn can_read(chain: &[Entry], who: Who<'_>) -> Option<Grant> {
     })
 }
 
+/// How `who` can change what a path opens, through any of its routes.
+pub fn can_write_through(routes: &Routes, who: Who<'_>) -> Option<Grant> {
+    routes.all().find_map(|chain| can_write(chain, who))
+}
+
 /// How `who` can change the last entry of `chain`: write it, change its mode (own it), or
 /// replace it or a directory above it (write and search on a directory that is not sticky,
 /// or that is sticky but whose entry `who` owns). The grant nearest to `/` is reported.
@@ -223,12 +253,27 @@ pub struct Exposure {
     pub path: PathBuf,
     pub writable: Option<Grant>,
     pub readable: Option<Grant>,
+    /// Why the facts could not be gathered: then nobody can vouch for the path (fail closed).
+    pub unchecked: Option<String>,
 }
 
 impl Exposure {
+    /// A path whose facts could not be gathered.
+    pub fn unchecked(path: &std::path::Path, error: &std::io::Error) -> Exposure {
+        Exposure {
+            path: path.to_path_buf(),
+            writable: None,
+            readable: None,
+            unchecked: Some(error.to_string()),
+        }
+    }
+
     /// One line: the path, who else can change or read it, and the fix.
     pub fn describe(&self, own_uid: u32, names: &Names) -> String {
         let mut parts = Vec::new();
+        if let Some(e) = &self.unchecked {
+            parts.push(format!("cannot be checked ({e}), so it is not trusted"));
+        }
         if let Some(g) = &self.writable {
             parts.push(format!(
                 "{} can change it ({})",
@@ -250,19 +295,30 @@ impl Exposure {
 /// Judges one of `serve`'s paths: `None` when only `own_uid` (and root) can change it, and,
 /// for secrets, read it.
 pub fn exposure(chain: &[Entry], own_uid: u32, need: Need) -> Option<Exposure> {
+    let routes = Routes {
+        given: Vec::new(),
+        real: chain.to_vec(),
+    };
+    exposure_through(&routes, own_uid, need)
+}
+
+/// Judges one of `serve`'s paths through all its routes (see [`Routes`]); the exposure names
+/// the path as given.
+pub fn exposure_through(routes: &Routes, own_uid: u32, need: Need) -> Option<Exposure> {
     let who = Who::AnyoneBut(own_uid);
-    let writable = can_write(chain, who);
+    let writable = can_write_through(routes, who);
     let readable = match need {
-        Need::Secret => can_read(chain, who),
+        Need::Secret => can_read(&routes.real, who),
         Need::Unchangeable => None,
     };
     if writable.is_none() && readable.is_none() {
         return None;
     }
     Some(Exposure {
-        path: chain.last()?.path.clone(),
+        path: routes.all().next()?.last()?.path.clone(),
         writable,
         readable,
+        unchecked: None,
     })
 }
 

@@ -14,6 +14,8 @@ fn e(path: &str, uid: u32, gid: u32, mode: u32, is_dir: bool) -> Entry {
         gid,
         mode,
         is_dir,
+        dev: 0,
+        ino: 0,
     }
 }
 
@@ -224,4 +226,200 @@ fn messages_name_users_and_groups_when_known() {
     assert!(x
         .describe(ME, &names)
         .contains("group staff (gid 50) can change it (chmod g-w"));
+}
+
+// --- what serve judges: routes through symlinks, missing paths, the config it reads -------
+
+/// A temp dir (root or this user's, 0755) with `private` (0700) and `shared` (0777) in it.
+fn private_and_shared() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let private = dir.path().join("private");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::create_dir(&shared).unwrap();
+    chmod(&private, 0o700);
+    chmod(&shared, 0o777);
+    (dir, private, shared)
+}
+
+#[test]
+fn a_symlink_in_a_directory_others_can_change_is_an_exposure() {
+    let me = host::current_principal().uid;
+    let (_dir, private, shared) = private_and_shared();
+    let config = private.join("airlock.toml");
+    std::fs::write(&config, b"").unwrap();
+    chmod(&config, 0o644);
+    let judge = |p: &Path| exposure_through(&host::routes(p).unwrap(), me, Need::Unchangeable);
+    assert_eq!(judge(&config), None, "the target alone is fine");
+
+    // The link's own directory is judged, not only its target's.
+    let link = shared.join("airlock.toml");
+    std::os::unix::fs::symlink(&config, &link).unwrap();
+    let x = judge(&link).unwrap();
+    assert_eq!(x.path, link);
+    let g = x.writable.unwrap();
+    assert_eq!((g.path, g.via_parent), (shared.clone(), true));
+
+    // A link to a link: the middle one's directory counts too (a relative target here).
+    let safe_link = private.join("via");
+    std::os::unix::fs::symlink("../shared/airlock.toml", &safe_link).unwrap();
+    let g = judge(&safe_link).unwrap().writable.unwrap();
+    assert_eq!(
+        g.path,
+        private.join("../shared"),
+        "named as the link reaches it"
+    );
+
+    // A symlinked directory in the middle of the path, kept in a private place, is fine;
+    // in a shared one it is not.
+    let private_dir_link = private.join("etc");
+    std::os::unix::fs::symlink(&private, &private_dir_link).unwrap();
+    assert_eq!(judge(&private_dir_link.join("airlock.toml")), None);
+    let shared_dir_link = shared.join("etc");
+    std::os::unix::fs::symlink(&private, &shared_dir_link).unwrap();
+    assert_eq!(
+        judge(&shared_dir_link.join("airlock.toml"))
+            .unwrap()
+            .writable
+            .unwrap()
+            .path,
+        shared
+    );
+}
+
+#[test]
+fn a_path_that_cannot_be_examined_is_an_exposure_and_a_missing_one_is_judged_by_its_directory() {
+    let me = host::current_principal().uid;
+    let (_dir, private, shared) = private_and_shared();
+    // Missing, where nobody else can create it: nothing to say.
+    assert_eq!(
+        host::path_exposure(&private.join("no/such/credentials"), me, Need::Secret),
+        None
+    );
+    // Missing, where others can create it (a planted AWS config runs its credential_process).
+    let planted = shared.join(".aws").join("config");
+    let x = host::path_exposure(&planted, me, Need::Unchangeable).unwrap();
+    assert_eq!(x.path, planted);
+    assert_eq!(x.writable.unwrap().path, shared);
+    // A dangling symlink, or a file used as a directory: the facts cannot be gathered.
+    let dangling = private.join("dangling");
+    std::os::unix::fs::symlink(private.join("gone"), &dangling).unwrap();
+    let file = private.join("file");
+    std::fs::write(&file, b"").unwrap();
+    for broken in [dangling, file.join("below")] {
+        let x = host::path_exposure(&broken, me, Need::Unchangeable).unwrap();
+        assert!(x.unchecked.is_some(), "{broken:?}");
+        assert!(
+            x.describe(me, &Names::default())
+                .contains("cannot be checked"),
+            "{x:?}"
+        );
+    }
+}
+
+#[test]
+fn the_config_is_read_only_from_the_file_that_was_judged() {
+    let me = host::current_principal().uid;
+    let (_dir, private, shared) = private_and_shared();
+    let config = private.join("airlock.toml");
+    std::fs::write(&config, b"[policy]\n").unwrap();
+    chmod(&config, 0o644);
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut host::open_unchangeable(&config, me).unwrap(),
+        &mut text,
+    )
+    .unwrap();
+    assert_eq!(text, "[policy]\n");
+
+    // Judged, then replaced before it is opened: refused, not read.
+    let routes = host::routes(&config).unwrap();
+    let replacement = private.join("replacement");
+    std::fs::write(&replacement, b"[policy]\nmode = \"shadow\"\n").unwrap();
+    std::fs::rename(&replacement, &config).unwrap();
+    let x = host::open_judged(&config, &routes).unwrap_err();
+    assert!(x.unchecked.unwrap().contains("replaced"));
+
+    // Renamed away: the config must exist, so that is a refusal too.
+    std::fs::rename(&config, private.join("elsewhere")).unwrap();
+    assert!(host::open_unchangeable(&config, me)
+        .unwrap_err()
+        .unchecked
+        .is_some());
+
+    // Through a symlink in a shared directory: refused before it is opened.
+    std::fs::rename(private.join("elsewhere"), &config).unwrap();
+    let link = shared.join("airlock.toml");
+    std::os::unix::fs::symlink(&config, &link).unwrap();
+    let x = host::open_unchangeable(&link, me).unwrap_err();
+    assert_eq!(x.writable.unwrap().path, shared);
+}
+
+#[test]
+fn airlocks_credential_sources_come_from_its_environment_or_its_home() {
+    use std::ffi::OsString;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    let home = Path::new("/home/airlock");
+    let paths = |pairs, home| {
+        host::credential_sources(env(pairs), home)
+            .into_iter()
+            .map(|(_, p, need)| (p, need))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        paths(&[], Some(home)),
+        vec![
+            (home.join(".aws/config"), Need::Unchangeable),
+            (home.join(".aws/credentials"), Need::Secret),
+        ]
+    );
+    assert_eq!(paths(&[], None), vec![]);
+    assert_eq!(
+        paths(
+            &[
+                ("AWS_CONFIG_FILE", "/etc/airlock/aws-config"),
+                ("AWS_SHARED_CREDENTIALS_FILE", "~/keys"),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", "/run/token"),
+            ],
+            Some(home)
+        ),
+        vec![
+            (PathBuf::from("/etc/airlock/aws-config"), Need::Unchangeable),
+            (home.join("keys"), Need::Secret),
+            (PathBuf::from("/run/token"), Need::Unchangeable),
+        ]
+    );
+}
+
+#[test]
+fn serve_judges_its_own_binary_and_credentials_files() {
+    let me = host::current_principal().uid;
+    let exe = std::env::current_exe().unwrap();
+    let (_dir, private, _shared) = private_and_shared();
+    let parsed =
+        crate::config::Config::parse(&private.join("airlock.toml"), crate::config::EXAMPLE);
+    let Ok(parsed) = parsed else {
+        panic!("{parsed:?}")
+    };
+    let paths = host::serve_paths(&parsed, me).unwrap();
+    assert!(paths
+        .iter()
+        .any(|(_, p, need)| *p == exe && *need == Need::Unchangeable));
+    assert!(paths
+        .iter()
+        .any(|(label, _, need)| *label == "AWS credentials file" && *need == Need::Secret));
+    // A credentials file others can read is an exposure.
+    let credentials = private.join("credentials");
+    std::fs::write(&credentials, b"[default]\n").unwrap();
+    chmod(&credentials, 0o604);
+    let x = host::path_exposure(&credentials, me, Need::Secret).unwrap();
+    assert_eq!(x.readable.unwrap().class, Class::Other);
 }

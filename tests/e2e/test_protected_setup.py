@@ -146,19 +146,28 @@ def test_doctor_finds_a_readable_state_dir_as_the_agent_and_as_root(setup: Setup
         state.chmod(0o700)
 
 
-def test_serve_refuses_a_group_writable_config_or_state_dir(setup: Setup) -> None:
-    home = _owned_dir(setup.base / unique("refuse"), setup.airlock_user)
+def _enforcing_config(setup: Setup, prefix: str) -> Path:
+    """A config `airlock init` wrote as airlock's user, in enforce mode, in a home of its own."""
+    home = _owned_dir(setup.base / unique(prefix), setup.airlock_user)
     config = home / "config" / "airlock.toml"
-    as_airlock = setup.airlock_user.as_user()
-    binary = str(airlock_binary())
-    run([*as_airlock, binary, "init", "--config", str(config)], scrubbed_env())
+    run([*setup.airlock_user.as_user(), str(airlock_binary()), "init", "--config", str(config)], scrubbed_env())
     configure(config, {("listen", "proxy"): "127.0.0.1:0", ("listen", "approvals"): "127.0.0.1:0",
                        ("policy", "mode"): "enforce", ("notify", "desktop"): False})
+    return config
+
+
+def _serve_briefly(setup: Setup, config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`serve` as airlock's user: one that passes the check would run until the timeout, and
+    refusing is quick."""
+    return run([*setup.airlock_user.as_user(), str(airlock_binary()), "serve", "--config", str(config)],
+               env or scrubbed_env(), check=False, timeout=30)
+
+
+def test_serve_refuses_a_group_writable_config_or_state_dir(setup: Setup) -> None:
+    config = _enforcing_config(setup, "refuse")
 
     def serve() -> subprocess.CompletedProcess[str]:
-        # A serve that passes the check would run until the timeout: refusing is quick.
-        return run([*as_airlock, binary, "serve", "--config", str(config)], scrubbed_env(), check=False,
-                   timeout=30)
+        return _serve_briefly(setup, config)
 
     config.chmod(0o664)
     refused = serve()
@@ -172,10 +181,31 @@ def test_serve_refuses_a_group_writable_config_or_state_dir(setup: Setup) -> Non
     config.chmod(0o644)
     configure(config, {("policy", "mode"): "enforce"})
 
-    state = home / "state"
+    state = config.parent.parent / "state"
     state.chmod(0o770)
     refused = serve()
     assert refused.returncode != 0 and f"chmod g-w {state}" in refused.stderr, refused.stderr
+    assert "airlock listening" not in refused.stdout
+
+
+def test_serve_refuses_a_config_linked_from_or_aws_files_in_a_directory_the_agent_owns(setup: Setup) -> None:
+    """A symlink is judged where it lies, not only at its target; and airlock's own AWS config
+    file (a `credential_process` in it runs as airlock) must be out of the agent's reach too."""
+    config = _enforcing_config(setup, "routes")
+    agents_dir = _owned_dir(setup.base / unique("agents"), setup.agent_user)
+    link = agents_dir / "airlock.toml"
+    link.symlink_to(config)
+    refused = _serve_briefly(setup, link)
+    assert refused.returncode != 0 and "refusing to start" in refused.stderr, refused.stderr
+    assert f"{link}: {setup.agent_user.name} (uid {setup.agent_user.uid}), owner of {agents_dir}" in refused.stderr, \
+        refused.stderr
+
+    aws_config = agents_dir / "aws-config"
+    aws_config.write_text("[default]\nregion = us-west-2\n")
+    os.chown(aws_config, setup.airlock_user.uid, setup.airlock_user.gid)
+    aws_config.chmod(0o644)
+    refused = _serve_briefly(setup, config, {**scrubbed_env(), "AWS_CONFIG_FILE": str(aws_config)})
+    assert refused.returncode != 0 and f"{aws_config}: " in refused.stderr, refused.stderr
     assert "airlock listening" not in refused.stdout
 
 
