@@ -410,18 +410,20 @@ fn static_key_in(text: &str) -> Option<String> {
     })
 }
 
-/// Is this an `airlock keygen` private key file (any version of the format)?
+/// Is this an `airlock keygen` private key file, locked or not (any version of either
+/// format)? A locked one the agent can read is still a finding: its passphrase can be
+/// guessed offline.
 fn is_approver_key(bytes: &[u8]) -> bool {
-    let family = crate::receipt::keys::KEY_FILE_FORMAT
-        .split('/')
-        .next()
-        .unwrap_or_default();
+    use crate::receipt::keys::{KEY_FILE_FORMAT, LOCKED_KEY_FILE_FORMAT};
+    let family = |format: &'static str| format.split('/').next().unwrap_or_default();
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .and_then(|v| {
-            v.get("format")?
-                .as_str()
-                .map(|f| f.split('/').next() == Some(family))
+            v.get("format")?.as_str().map(|f| {
+                let have = f.split('/').next();
+                have == Some(family(KEY_FILE_FORMAT))
+                    || have == Some(family(LOCKED_KEY_FILE_FORMAT))
+            })
         })
         .unwrap_or(false)
 }
@@ -626,6 +628,9 @@ mod tests {
             br#"{"format":"airlock-ed25519-key/1","seed":"x"}"#
         ));
         assert!(is_approver_key(br#"{"format":"airlock-ed25519-key/2"}"#));
+        assert!(is_approver_key(
+            br#"{"format":"airlock-ed25519-key-locked/1","name":"alice"}"#
+        ));
         assert!(!is_approver_key(br#"{"format":"other"}"#));
         assert!(!is_approver_key(b"[default]\n"));
     }

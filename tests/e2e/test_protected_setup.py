@@ -117,7 +117,7 @@ def test_doctor_finds_a_planted_aws_credentials_file(setup: Setup) -> None:
 
 def test_doctor_finds_a_readable_approver_key(setup: Setup) -> None:
     key = setup.airlock.config.parent / "alice.key"
-    setup.airlock.cli("keygen", "--out", str(key), "--name", "alice")
+    setup.airlock.cli("keygen", "--out", str(key), "--name", "alice", "--insecure-plaintext-key")
     try:
         # As `airlock keygen` wrote it (0600, airlock's user), the agent cannot read it.
         code, report = setup.doctor()
