@@ -405,6 +405,12 @@ fn privilege_escalation() -> Vec<Spec> {
         ),
         Spec::new(
             PE,
+            &["cloudformation:RegisterType", "cloudformation:ActivateType"],
+            "registers or activates a CloudFormation extension, whose code CloudFormation runs \
+             with the role it is given",
+        ),
+        Spec::new(
+            PE,
             &["ecs:RegisterTaskDefinition"],
             "containers of this task definition get a role (passes the role)",
         )

@@ -466,7 +466,12 @@ const GRANTS_POWER: &str = "grants access or runs code";
 /// code or templates airlock does not read; IAM Identity Center permission sets and
 /// assignments; Cognito identity pools' roles; SSM documents and associations (commands on
 /// instances); instances, launch templates and launch configurations (an instance profile
-/// and user data). `…::*` matches the prefix; compared without case.
+/// and user data); other compute that runs code of the template's choosing with a role it
+/// is given (ECS task definitions, CodeBuild projects, Glue jobs and dev endpoints, Step
+/// Functions state machines, Batch job definitions, SageMaker notebooks, Data Pipeline);
+/// IAM Roles Anywhere (it hands out a role's credentials); CloudFormation extensions whose
+/// code CloudFormation runs (hooks, resource types, activations). `…::*` matches the
+/// prefix; compared without case.
 pub const POWER_TYPES: &[&str] = &[
     "AWS::IAM::*",
     "AWS::Lambda::*",
@@ -482,6 +487,18 @@ pub const POWER_TYPES: &[&str] = &[
     "AWS::EC2::Instance",
     "AWS::EC2::LaunchTemplate",
     "AWS::AutoScaling::LaunchConfiguration",
+    "AWS::ECS::TaskDefinition",
+    "AWS::CodeBuild::Project",
+    "AWS::Glue::Job",
+    "AWS::Glue::DevEndpoint",
+    "AWS::StepFunctions::StateMachine",
+    "AWS::Batch::JobDefinition",
+    "AWS::SageMaker::NotebookInstance",
+    "AWS::DataPipeline::Pipeline",
+    "AWS::RolesAnywhere::*",
+    "AWS::CloudFormation::HookVersion",
+    "AWS::CloudFormation::ResourceVersion",
+    "AWS::CloudFormation::TypeActivation",
 ];
 
 /// Whether resources of `resource_type` grant power or run code ([`POWER_TYPES`]).
