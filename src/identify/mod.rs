@@ -3,7 +3,7 @@
 //! The answer comes from AWS's own models (`data/aws-model.json`) and from exactly the bytes
 //! airlock forwards: the path as forwarded, the decoded query pairs, the signed headers and
 //! the buffered body. Whatever could be read two ways is refused, never guessed
-//! (`DESIGN.md`, threat model item 4).
+//! (ARCHITECTURE.md, "Threat model", item 4).
 //!
 //! # How a request is read
 //!

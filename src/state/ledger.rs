@@ -16,7 +16,7 @@
 //! left by the failed write never swallows it.
 //!
 //! What this does not guarantee: several airlock replicas sharing one state dir. The store
-//! is one process's; replicas need a shared ledger (see DESIGN.md, "State").
+//! is one process's; replicas need a shared ledger in a database.
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
