@@ -301,6 +301,16 @@ impl EnrollmentStore {
     }
 }
 
+/// Held while an approver's passkeys change in two steps (a confirmation settles a pending
+/// passkey, then adds it; a revocation ends pending ones, then removes enrolled ones), so
+/// neither can fall between the other's steps: otherwise a revocation could land after a
+/// confirmation settled but before it added the passkey, and the revoked approver would
+/// end up enrolled. `serve` and the CLI both take it (`state/approvers.lock`).
+pub fn approvers_lock(state_dir: &Path) -> Result<fs::File, String> {
+    let path = state_dir.join("approvers.lock");
+    crate::state::lock_file(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Refuses unless this process's effective user owns the state dir: enrollment and
 /// revocation change airlock's own state, so only airlock's own user makes them (root too,
 /// only where root owns the state).
@@ -360,8 +370,14 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     let config = crate::cli::load(config_path)?;
     require_state_owner(&config.state_dir)?;
     crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
-    let removed = PasskeyStore::new(&config.state_dir).remove_name(name)?;
-    let ended = EnrollmentStore::new(&config.state_dir).revoke(name)?;
+    // Under the approvers lock, so a confirmation on the page cannot settle a pending
+    // passkey before this and add it after (see `approvers_lock`).
+    let (removed, ended) = {
+        let _held = approvers_lock(&config.state_dir)?;
+        let ended = EnrollmentStore::new(&config.state_dir).revoke(name)?;
+        let removed = PasskeyStore::new(&config.state_dir).remove_name(name)?;
+        (removed, ended)
+    };
     if removed + ended > 0 {
         let record = crate::audit::approver_change("approver_revoked", name, "*", "cli");
         crate::audit::append_now(&config.state_dir, record).map_err(|e| {

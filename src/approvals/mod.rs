@@ -1006,6 +1006,9 @@ impl App {
             return Err(refuse(StatusCode::FORBIDDEN, "not a ceremony of this kind"));
         };
         let (_, approver, _) = self.check_assertion(&passkey, &challenge, Vec::new(), req)?;
+        // Settling and adding are one step for `approver revoke` (`enroll::approvers_lock`).
+        let held = enroll::approvers_lock(&self.proxy.config.state_dir)
+            .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e))?;
         let (e, record) = self
             .enrollments()
             .settle(&enrollment, &new_key_id, confirm, approver.name())
@@ -1014,6 +1017,9 @@ impl App {
             trust::PasskeyStore::new(&self.proxy.config.state_dir)
                 .add(record)
                 .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+        }
+        drop(held);
+        if confirm {
             tracing::info!(approver = %e.name, key_id = %new_key_id, confirmed_by = %approver.name(), "passkey enrolled after confirmation");
         } else {
             tracing::warn!(approver = %e.name, key_id = %new_key_id, rejected_by = %approver.name(), "pending passkey rejected");
