@@ -270,12 +270,16 @@ def test_every_bypass_from_the_agents_seat_fails_and_moto_is_unchanged(seat: Sea
         "signal serve (TERM)": (["kill", "-TERM", str(pid)], "not permitted"),
         "signal serve (KILL)": (["kill", "-KILL", str(pid)], "not permitted"),
         "edit the config": (["sh", "-c", f"echo '[[approver]]' >> {config}"], "Permission denied"),
+        # `approve` reads the pending call first (to show what it signs), so the agent is
+        # stopped at airlock's state before the passphrase; without a terminal it would be
+        # stopped there next (test_the_passphrase_is_read_from_a_terminal_only, where the
+        # state is readable).
         "approve with the locked key, no terminal":
             ([str(seat.binary), "approve", approval, "--key", str(stolen), "--config", str(own_config)],
-             NO_TERMINAL),
+             "Permission denied"),
         "approve with the locked key, --insecure-plaintext-key":
             ([str(seat.binary), "approve", approval, "--key", str(stolen), "--insecure-plaintext-key",
-              "--config", str(own_config)], NO_TERMINAL),
+              "--config", str(own_config)], "Permission denied"),
         "approve with airlock's config": ([str(seat.binary), "approve", approval, "--key", str(stolen),
                                            "--config", config], "Permission denied"),
         "enroll a passkey (airlock's config)": ([str(seat.binary), "approver", "enroll", "mallory",
@@ -321,7 +325,7 @@ def test_the_passphrase_is_read_from_a_terminal_only(seat: Seat, moto: Moto) -> 
     before = moto.request_count()
 
     # No terminal (a new session, as an agent's tool call or a daemon), the passphrase on stdin.
-    for argv in (approve, ["setsid", "-w", *approve]):
+    for argv in (approve, ["setsid", "-w", *approve], [*approve, "--insecure-plaintext-key"]):
         proc = subprocess.run(argv, input=PASSPHRASE + "\n", capture_output=True, text=True,
                               env=scrubbed_env(), cwd=seat.home, timeout=60, start_new_session=True)
         assert proc.returncode != 0, proc.stdout
