@@ -121,9 +121,29 @@ fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
 /// A record with the time set.
 pub fn record(event: &str) -> Map<String, Value> {
     let mut m = Map::new();
-    m.insert("time".into(), json!(crate::state::approvals::now_rfc3339()));
+    m.insert(
+        "time".into(),
+        json!(rfc3339_millis(time::OffsetDateTime::now_utc())),
+    );
     m.insert("event".into(), json!(event));
     m
+}
+
+/// RFC 3339 in UTC with exactly three fractional digits (`2026-12-05T08:10:11.123Z`), so
+/// a reader sees the order of records within a second. Verification hashes each line's
+/// bytes and never reads the time, so records written with whole seconds stay valid.
+fn rfc3339_millis(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 /// The record of a human's decision on a pending call, made with the CLI (`via` "cli")
@@ -609,6 +629,29 @@ mod tests {
             lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn times_carry_milliseconds() {
+        use time::format_description::well_known::Rfc3339;
+        let t = time::macros::datetime!(2026-12-05 08:10:11.120 UTC);
+        assert_eq!(rfc3339_millis(t), "2026-12-05T08:10:11.120Z");
+        let whole = time::macros::datetime!(2026-12-05 08:10:11 +01:00);
+        assert_eq!(rfc3339_millis(whole), "2026-12-05T07:10:11.000Z");
+        let now = record("forwarded")["time"].as_str().unwrap().to_string();
+        let parsed = time::OffsetDateTime::parse(&now, &Rfc3339).unwrap();
+        assert_eq!(now, rfc3339_millis(parsed));
+    }
+
+    #[test]
+    fn records_with_whole_seconds_and_with_milliseconds_verify_in_one_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let mut old = record("forwarded");
+        old.insert("time".into(), json!("2026-01-01T00:00:00Z"));
+        append_now(d.path(), old).unwrap();
+        write(d.path(), 2);
+        assert!(lines(d.path())[0].contains("\"2026-01-01T00:00:00Z\""));
+        assert_eq!(verify(d.path()).unwrap(), 3);
     }
 
     #[test]

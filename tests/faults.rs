@@ -302,6 +302,18 @@ fn ledger(h: &Harness, receipt: &str) -> Vec<String> {
         .collect()
 }
 
+/// The audit log's events for the calls of one operation (records with a request id), in
+/// order: what a reader after an incident sees of them.
+fn audit_events(h: &Harness, operation: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(h.state_dir().join("audit.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("request_id").is_some())
+        .filter(|v| v["action"].as_str().is_some_and(|a| a.ends_with(operation)))
+        .map(|v| v["event"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 #[tokio::test]
 async fn refused_upstream_gives_the_receipt_use_back() {
     let (h, up) = start().await;
@@ -323,6 +335,15 @@ async fn refused_upstream_gives_the_receipt_use_back() {
     let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
     expect_error(&r, 403, "AccessDenied");
     assert_eq!(up.count("DeleteDBInstance"), 1);
+    assert_eq!(
+        audit_events(&h, "DeleteDBInstance"),
+        [
+            "approval_required",
+            "upstream_failure",
+            "receipt_used",
+            "approval_required"
+        ]
+    );
 }
 
 /// The upstream read the gated call, then failed: it may have acted, so the use counts.
@@ -346,6 +367,10 @@ async fn spends_the_use(fault: Fault, status: u16, code: &str) {
         up.count("DeleteDBInstance"),
         1,
         "a spent receipt covered a retry"
+    );
+    assert_eq!(
+        audit_events(&h, "DeleteDBInstance"),
+        ["approval_required", "upstream_failure", "approval_required"]
     );
     alive(&h, &up).await;
 }

@@ -32,9 +32,26 @@ pub enum Origin {
     Internal,
 }
 
+/// Why a refusal was made, set by the constructor that made it, so the audit record
+/// names what happened without reading the error code (see [`super::outcome::Outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Any other failure; its origin and code say more.
+    Other,
+    /// The policy denies the call.
+    DeniedByPolicy,
+    /// The call needs a receipt and none is approved yet.
+    ApprovalRequired,
+    /// A human denied the call.
+    DeniedByApprover,
+    /// The stored receipt for the call does not verify.
+    ReceiptInvalid,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProxyError {
     pub origin: Origin,
+    pub cause: Cause,
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -49,6 +66,7 @@ impl ProxyError {
     ) -> Self {
         ProxyError {
             origin,
+            cause: Cause::Other,
             status,
             code,
             message: message.into(),
@@ -180,14 +198,18 @@ impl ProxyError {
         )
     }
 
-    /// Refused by policy or for want of a receipt.
-    pub fn access_denied(message: impl Into<String>) -> Self {
-        Self::new(
-            Origin::Downstream,
-            StatusCode::FORBIDDEN,
-            "AccessDenied",
-            message,
-        )
+    /// Refused by policy, for want of a receipt, by a human, or for a receipt that does not
+    /// verify: one response, told apart by its cause.
+    pub fn access_denied(cause: Cause, message: impl Into<String>) -> Self {
+        ProxyError {
+            cause,
+            ..Self::new(
+                Origin::Downstream,
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                message,
+            )
+        }
     }
 
     /// A request airlock could not identify as an AWS call of its service.

@@ -19,6 +19,7 @@ pub mod caller;
 pub mod changeset;
 pub mod error;
 pub mod forward;
+pub mod outcome;
 pub mod own;
 pub mod redeem;
 pub mod resign;
@@ -210,17 +211,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         .map(|c| c.action())
         .unwrap_or_else(|| "-".into());
     let latency_ms = started.elapsed().as_millis() as u64;
-    let mut record = crate::audit::record(match (&result, &trace.receipt) {
-        (Ok(_), Some(_)) => "receipt_used",
-        (Ok(_), None) => "forwarded",
-        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("require_receipt") => {
-            "approval_required"
-        }
-        (Err(e), _) if e.code == "AccessDenied" && trace.effect == Some("deny") => {
-            "denied_by_policy"
-        }
-        (Err(_), _) => "refused",
-    });
+    let event = outcome::Outcome::of(&result, trace.receipt.is_some()).event();
+    let mut record = crate::audit::record(event);
     record.insert("request_id".into(), serde_json::json!(request_id));
     record.insert("agent".into(), serde_json::json!(trace.agent));
     record.insert(
@@ -268,13 +260,13 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-")
                 .to_string();
-            tracing::info!(%agent, %service, %operation, %method, %path, status, latency_ms, %upstream_id, "forwarded");
+            tracing::info!(%agent, %service, %operation, %method, %path, status, latency_ms, %upstream_id, outcome = event, "forwarded");
             record.insert("upstream_status".into(), serde_json::json!(status));
             record.insert("aws_request_id".into(), serde_json::json!(upstream_id));
             forwarded.response
         }
         Err(e) => {
-            tracing::info!(%agent, %service, %operation, %method, %path, status = e.status.as_u16(), latency_ms, code = e.code, origin = ?e.origin, reason = %e.message, %request_id, "refused");
+            tracing::info!(%agent, %service, %operation, %method, %path, status = e.status.as_u16(), latency_ms, code = e.code, origin = ?e.origin, reason = %e.message, %request_id, outcome = event, "refused");
             record.insert("status".into(), serde_json::json!(e.status.as_u16()));
             record.insert("code".into(), serde_json::json!(e.code));
             record.insert("reason".into(), serde_json::json!(e.message));
@@ -362,6 +354,7 @@ async fn decide(
     match (decision.effect, proxy.config.policy.mode) {
         (Effect::Allow, _) => Ok(None),
         (Effect::Deny, Mode::Shadow) if vends_credentials => Err(error::ProxyError::access_denied(
+            error::Cause::DeniedByPolicy,
             crate::policy::refusal(&decision, &call.action(), agent, &environment),
         )),
         (_, Mode::Shadow) => {
@@ -369,6 +362,7 @@ async fn decide(
             Ok(None)
         }
         (Effect::Deny, Mode::Enforce) => Err(error::ProxyError::access_denied(
+            error::Cause::DeniedByPolicy,
             crate::policy::refusal(&decision, &call.action(), agent, &environment),
         )),
         (Effect::RequireReceipt, Mode::Enforce) => {
@@ -377,7 +371,7 @@ async fn decide(
                 .map(Some)
                 .map_err(|mut e| {
                     // What airlock read of the change set is what the agent must know.
-                    if read_change_set && e.code == "AccessDenied" {
+                    if read_change_set && e.cause != error::Cause::Other {
                         e.message.push_str(&format!(" Why: {}.", decision.reason));
                     }
                     e

@@ -12,7 +12,7 @@
 //! Concurrent identical calls under one receipt go one at a time (a lock per receipt, held
 //! from reserve to commit/release), so a receipt never covers more calls than it allows.
 
-use super::error::ProxyError;
+use super::error::{Cause, ProxyError};
 use super::forward::Forwarded;
 use super::Proxy;
 use crate::identify::AwsCall;
@@ -87,7 +87,7 @@ fn blocked(proxy: &Proxy, approval: &Approval, is_new: bool, decision: &Decision
     } else {
         String::new()
     };
-    ProxyError::access_denied(format!(
+    ProxyError::access_denied(Cause::ApprovalRequired, format!(
         "airlock: {} (environment {}) needs a human's approval (rule {}).{irreversible} Approve at {link} (or: airlock approve {} --key FILE), then retry.",
         approval.summary(),
         approval.environment,
@@ -134,11 +134,14 @@ pub async fn redeem(
             }
             Some(a) if a.status == Status::Denied => {
                 store.close(&a.id).map_err(state_error)?;
-                return Err(ProxyError::access_denied(format!(
-                    "airlock: {} was denied by {}; retrying asks again",
-                    a.summary(),
-                    a.decided_by.as_deref().unwrap_or("an approver")
-                )));
+                return Err(ProxyError::access_denied(
+                    Cause::DeniedByApprover,
+                    format!(
+                        "airlock: {} was denied by {}; retrying asks again",
+                        a.summary(),
+                        a.decided_by.as_deref().unwrap_or("an approver")
+                    ),
+                ));
             }
             Some(a) => a,
         };
@@ -164,10 +167,13 @@ pub async fn redeem(
             Err(e) => {
                 tracing::error!(approval = %approval.id, receipt = %receipt_id, error = %e, "a stored receipt does not verify; refusing");
                 store.close(&approval.id).map_err(state_error)?;
-                return Err(ProxyError::access_denied(format!(
-                    "airlock: the receipt for {} does not verify ({e}); ask for a new approval",
-                    approval.summary()
-                )));
+                return Err(ProxyError::access_denied(
+                    Cause::ReceiptInvalid,
+                    format!(
+                        "airlock: the receipt for {} does not verify ({e}); ask for a new approval",
+                        approval.summary()
+                    ),
+                ));
             }
         };
         let allowed = verified.body().uses;

@@ -641,6 +641,8 @@ def test_receipt_edited_after_signing(edit: str, gate: GatedAirlock, agent_a: Ag
     gate.approve(fresh)
     goes_through(moto, call)
     assert not table_exists(moto, table)
+    assert call_events(gate, table) == ["approval_required", "receipt_invalid", "approval_required",
+                                        "receipt_used"]
 
 
 def test_receipt_with_a_duplicated_key(gate: GatedAirlock, agent_a: Agent, moto: Moto) -> None:
@@ -785,6 +787,8 @@ def test_denied_call(gate: GatedAirlock, agent_a: Agent, moto: Moto) -> None:
     # Retrying asks again.
     assert held(gate, moto, call) != approval
     assert table_exists(moto, table)
+    # The record of the refused retry names the approver's denial, not a missing approval.
+    assert call_events(gate, table) == ["approval_required", "denied_by_approver", "approval_required"]
 
 
 def test_another_agents_receipt(gate: GatedAirlock, agent_a: Agent, agent_b: Agent, moto: Moto) -> None:
@@ -1167,6 +1171,30 @@ def test_receipt_verify_offline(gate: GatedAirlock, short_ttl_gate: GatedAirlock
 
 def audit_records(gate: GatedAirlock) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (gate.state_dir / "audit.jsonl").read_text().splitlines() if line.strip()]
+
+
+def call_records(gate: GatedAirlock, name: str) -> list[dict[str, Any]]:
+    """The audit log's records of the agents' calls naming `name` in a resource, in order."""
+    return [r for r in audit_records(gate)
+            if "request_id" in r and any(name in resource for resource in r.get("resources") or [])]
+
+
+def call_events(gate: GatedAirlock, name: str) -> list[str]:
+    return [r["event"] for r in call_records(gate, name)]
+
+
+def test_credential_vending_is_denied_by_policy_on_the_record(gate: GatedAirlock, agent_a: Agent,
+                                                              moto: Moto) -> None:
+    user = unique("vending-user")
+    moto.client("iam").create_user(UserName=user)
+    call = boto3_call(agent_a.client("iam", config=NO_RETRIES), "create_access_key", UserName=user)
+    out = blocked(gate, moto, call)
+    assert "builtin:credential-vending" in out.message, out.message
+    assert moto.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"] == []
+    assert call_events(gate, user) == ["denied_by_policy"]
+    # Times carry milliseconds, so calls within one second keep their order for a reader.
+    [record] = call_records(gate, user)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), record["time"]
 
 
 def audit_verifies(gate: GatedAirlock) -> None:
