@@ -230,23 +230,23 @@ fn messages_name_users_and_groups_when_known() {
 
 // --- what serve judges: routes through symlinks, missing paths, the config it reads -------
 
-/// A temp dir (root or this user's, 0755) with `private` (0700) and `shared` (0777) in it.
-fn private_and_shared() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+/// A temp dir (root or this user's, 0755) with `private` (0700) and `open` (0777, anyone may change it) in it.
+fn private_and_open() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     chmod(dir.path(), 0o755);
     let private = dir.path().join("private");
-    let shared = dir.path().join("shared");
+    let open = dir.path().join("open");
     std::fs::create_dir(&private).unwrap();
-    std::fs::create_dir(&shared).unwrap();
+    std::fs::create_dir(&open).unwrap();
     chmod(&private, 0o700);
-    chmod(&shared, 0o777);
-    (dir, private, shared)
+    chmod(&open, 0o777);
+    (dir, private, open)
 }
 
 #[test]
 fn a_symlink_in_a_directory_others_can_change_is_an_exposure() {
     let me = host::current_principal().uid;
-    let (_dir, private, shared) = private_and_shared();
+    let (_dir, private, open) = private_and_open();
     let config = private.join("airlock.toml");
     std::fs::write(&config, b"").unwrap();
     chmod(&config, 0o644);
@@ -254,54 +254,54 @@ fn a_symlink_in_a_directory_others_can_change_is_an_exposure() {
     assert_eq!(judge(&config), None, "the target alone is fine");
 
     // The link's own directory is judged, not only its target's.
-    let link = shared.join("airlock.toml");
+    let link = open.join("airlock.toml");
     std::os::unix::fs::symlink(&config, &link).unwrap();
     let x = judge(&link).unwrap();
     assert_eq!(x.path, link);
     let g = x.writable.unwrap();
-    assert_eq!((g.path, g.via_parent), (shared.clone(), true));
+    assert_eq!((g.path, g.via_parent), (open.clone(), true));
 
     // A link to a link: the middle one's directory counts too (a relative target here).
     let safe_link = private.join("via");
-    std::os::unix::fs::symlink("../shared/airlock.toml", &safe_link).unwrap();
+    std::os::unix::fs::symlink("../open/airlock.toml", &safe_link).unwrap();
     let g = judge(&safe_link).unwrap().writable.unwrap();
     assert_eq!(
         g.path,
-        private.join("../shared"),
+        private.join("../open"),
         "named as the link reaches it"
     );
 
     // A symlinked directory in the middle of the path, kept in a private place, is fine;
-    // in a shared one it is not.
+    // in an open one it is not.
     let private_dir_link = private.join("etc");
     std::os::unix::fs::symlink(&private, &private_dir_link).unwrap();
     assert_eq!(judge(&private_dir_link.join("airlock.toml")), None);
-    let shared_dir_link = shared.join("etc");
-    std::os::unix::fs::symlink(&private, &shared_dir_link).unwrap();
+    let open_dir_link = open.join("etc");
+    std::os::unix::fs::symlink(&private, &open_dir_link).unwrap();
     assert_eq!(
-        judge(&shared_dir_link.join("airlock.toml"))
+        judge(&open_dir_link.join("airlock.toml"))
             .unwrap()
             .writable
             .unwrap()
             .path,
-        shared
+        open
     );
 }
 
 #[test]
 fn a_path_that_cannot_be_examined_is_an_exposure_and_a_missing_one_is_judged_by_its_directory() {
     let me = host::current_principal().uid;
-    let (_dir, private, shared) = private_and_shared();
+    let (_dir, private, open) = private_and_open();
     // Missing, where nobody else can create it: nothing to say.
     assert_eq!(
         host::path_exposure(&private.join("no/such/credentials"), me, Need::Secret),
         None
     );
     // Missing, where others can create it (a planted AWS config runs its credential_process).
-    let planted = shared.join(".aws").join("config");
+    let planted = open.join(".aws").join("config");
     let x = host::path_exposure(&planted, me, Need::Unchangeable).unwrap();
     assert_eq!(x.path, planted);
-    assert_eq!(x.writable.unwrap().path, shared);
+    assert_eq!(x.writable.unwrap().path, open);
     // A dangling symlink, or a file used as a directory: the facts cannot be gathered.
     let dangling = private.join("dangling");
     std::os::unix::fs::symlink(private.join("gone"), &dangling).unwrap();
@@ -321,7 +321,7 @@ fn a_path_that_cannot_be_examined_is_an_exposure_and_a_missing_one_is_judged_by_
 #[test]
 fn the_config_is_read_only_from_the_file_that_was_judged() {
     let me = host::current_principal().uid;
-    let (_dir, private, shared) = private_and_shared();
+    let (_dir, private, open) = private_and_open();
     let config = private.join("airlock.toml");
     std::fs::write(&config, b"[policy]\n").unwrap();
     chmod(&config, 0o644);
@@ -348,12 +348,12 @@ fn the_config_is_read_only_from_the_file_that_was_judged() {
         .unchecked
         .is_some());
 
-    // Through a symlink in a shared directory: refused before it is opened.
+    // Through a symlink in a open directory: refused before it is opened.
     std::fs::rename(private.join("elsewhere"), &config).unwrap();
-    let link = shared.join("airlock.toml");
+    let link = open.join("airlock.toml");
     std::os::unix::fs::symlink(&config, &link).unwrap();
     let x = host::open_unchangeable(&link, me).unwrap_err();
-    assert_eq!(x.writable.unwrap().path, shared);
+    assert_eq!(x.writable.unwrap().path, open);
 }
 
 #[test]
@@ -403,7 +403,7 @@ fn airlocks_credential_sources_come_from_its_environment_or_its_home() {
 fn serve_judges_its_own_binary_and_credentials_files() {
     let me = host::current_principal().uid;
     let exe = std::env::current_exe().unwrap();
-    let (_dir, private, _shared) = private_and_shared();
+    let (_dir, private, _open) = private_and_open();
     let parsed =
         crate::config::Config::parse(&private.join("airlock.toml"), crate::config::EXAMPLE);
     let Ok(parsed) = parsed else {
