@@ -178,7 +178,7 @@ fn destruction_behind_other_verbs() {
 
 #[test]
 fn deny_beats_receipt_beats_allow_and_conditions_select() {
-    let rules: Vec<Rule> = toml::from_str::<std::collections::BTreeMap<String, Vec<Rule>>>(
+    let rules = rules_from(
         r#"
         [[rule]]
         name = "allow-staging"
@@ -195,10 +195,7 @@ fn deny_beats_receipt_beats_allow_and_conditions_select() {
         when = { SkipFinalSnapshot = "true" }
         reason = "prod databases keep a final snapshot"
         "#,
-    )
-    .unwrap()
-    .remove("rule")
-    .unwrap();
+    );
     let p = Policy {
         mode: Mode::Enforce,
         rules,
