@@ -133,17 +133,12 @@ pub fn record(event: &str) -> Map<String, Value> {
 /// a reader sees the order of records within a second. Verification hashes each line's
 /// bytes and never reads the time, so records written with whole seconds stay valid.
 fn rfc3339_millis(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    const FORMAT: &[time::format_description::FormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 /// The record of a human's decision on a pending call, made with the CLI (`via` "cli")

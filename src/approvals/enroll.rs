@@ -322,7 +322,7 @@ pub fn require_state_owner(state_dir: &Path) -> Result<(), String> {
             state_dir.display()
         )
     })?;
-    let me = rustix::process::geteuid().as_raw();
+    let me = crate::access::host::current_principal().uid;
     if meta.uid() != me {
         return Err(format!(
             "only the owner of {} (uid {}) may do this, and this process runs as uid {me}: \

@@ -346,16 +346,19 @@ impl Shape {
         } else {
             modeled.unwrap_or(Protocol::Query)
         };
-        let json_1_0 = match header("content-type") {
-            ct if ct.starts_with(JSON_1_0) => true,
-            ct if ct.starts_with(JSON_1_1) => false,
-            _ => service.as_deref().is_some_and(|s| {
-                model()
-                    .by_signing_name(s)
-                    .find_map(|(_, svc)| svc.json_version.as_deref())
-                    == Some("1.0")
-            }),
-        };
+        // Read only when a JSON-protocol error is rendered: the model is not searched for
+        // the other protocols.
+        let json_1_0 = protocol == Protocol::Json
+            && match header("content-type") {
+                ct if ct.starts_with(JSON_1_0) => true,
+                ct if ct.starts_with(JSON_1_1) => false,
+                _ => service.as_deref().is_some_and(|s| {
+                    model()
+                        .by_signing_name(s)
+                        .find_map(|(_, svc)| svc.json_version.as_deref())
+                        == Some("1.0")
+                }),
+            };
         Shape {
             protocol,
             s3,

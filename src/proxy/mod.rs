@@ -321,7 +321,8 @@ async fn decide(
     agent: &str,
     trace: &mut Trace,
 ) -> Result<Option<redeem::Authorization>, error::ProxyError> {
-    use crate::policy::changeset::{apply, RULE as CHANGE_SET_RULE};
+    use crate::policy::builtin::CHANGE_SET_REMOVALS;
+    use crate::policy::changeset::apply;
     use crate::policy::{Effect, Mode};
     let environment = proxy
         .config
@@ -330,7 +331,7 @@ async fn decide(
     // The change-set rule decides once the change set is read, and only when nothing else
     // already asks for a receipt (then it is the rule that decided). What was read joins
     // the call (and so the receipt's binding, the page and the audit record).
-    let read_change_set = decision.rule == CHANGE_SET_RULE
+    let read_change_set = decision.class == Some(CHANGE_SET_REMOVALS)
         && decision.effect == Effect::RequireReceipt
         && proxy.config.policy.mode == Mode::Enforce;
     let mut bound = None;
@@ -350,22 +351,19 @@ async fn decide(
     trace.rule = Some(decision.rule.clone());
     // Credentials handed to an agent cannot be taken back, so shadow mode does not forward
     // the calls that vend them either.
-    let vends_credentials = decision.vends_credentials;
-    match (decision.effect, proxy.config.policy.mode) {
+    let enforced = proxy.config.policy.mode == Mode::Enforce
+        || (decision.effect == Effect::Deny && decision.vends_credentials);
+    match (decision.effect, enforced) {
         (Effect::Allow, _) => Ok(None),
-        (Effect::Deny, Mode::Shadow) if vends_credentials => Err(error::ProxyError::access_denied(
+        (Effect::Deny, true) => Err(error::ProxyError::access_denied(
             error::Cause::DeniedByPolicy,
             crate::policy::refusal(&decision, &call.action(), agent, &environment),
         )),
-        (_, Mode::Shadow) => {
+        (_, false) => {
             tracing::warn!(%agent, %environment, action = %call.action(), effect = decision.effect.as_str(), rule = %decision.rule, "shadow mode: would have been gated; forwarded");
             Ok(None)
         }
-        (Effect::Deny, Mode::Enforce) => Err(error::ProxyError::access_denied(
-            error::Cause::DeniedByPolicy,
-            crate::policy::refusal(&decision, &call.action(), agent, &environment),
-        )),
-        (Effect::RequireReceipt, Mode::Enforce) => {
+        (Effect::RequireReceipt, true) => {
             redeem::redeem(proxy, call, agent, &environment, &decision)
                 .await
                 .map(Some)

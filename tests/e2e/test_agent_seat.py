@@ -250,6 +250,7 @@ def test_every_bypass_from_the_agents_seat_fails_and_moto_is_unchanged(seat: Sea
     # file modes, must stop it.
     own_config = seat.agent_home / "airlock.toml"
     example = (REPO / "config" / "airlock.example.toml").read_text()
+    assert 'dir = "../state"' in example and 'dir = "../certs"' in example, "the example's dirs moved"
     own_config.write_text(example.replace('dir = "../state"', f'dir = "{seat.state}"')
                                  .replace('dir = "../certs"', f'dir = "{seat.home / "certs"}"'))
     os.chown(own_config, seat.agent_user.uid, seat.agent_user.gid)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
 import subprocess
 import zlib
 from collections.abc import Callable
@@ -28,7 +26,7 @@ from typing import Any
 import pytest
 
 from support import (
-    MIB, ODD_KEYS, REPO, Agent, Airlock, GatedAirlock, Moto, multipart_etag, run, unique, write_random_file,
+    MIB, ODD_KEYS, REPO, Agent, Airlock, GatedAirlock, Moto, multipart_etag, require_tool, run, unique, write_random_file,
 )
 from test_receipts import TARGETS, Outcome, Target, goes_through, held, status_of
 
@@ -41,11 +39,7 @@ def rust_client() -> Path:
     """Build the client crate (a workspace member: it reuses what airlock's build compiled
     with the same features, e.g. tokio and aws-lc-rs).
     A missing cargo skips outside CI and fails under it; a failed build always fails."""
-    cargo = shutil.which("cargo")
-    if not cargo:
-        if os.environ.get("CI"):
-            pytest.fail("cargo is not installed, and CI is set: the aws-sdk-rust tests must run", pytrace=False)
-        pytest.skip("cargo is not installed")
+    cargo = require_tool("cargo")
     proc = subprocess.run(
         [cargo, "build", "-p", "airlock-sdk-client", "--message-format=json-render-diagnostics"],
         cwd=REPO, capture_output=True, text=True, timeout=1800)
