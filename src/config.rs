@@ -34,6 +34,8 @@ struct FileConfig {
     #[serde(default)]
     notify: FileNotify,
     #[serde(default)]
+    audit: crate::audit::Settings,
+    #[serde(default)]
     environment: Vec<Environment>,
     #[serde(default)]
     rule: Vec<crate::policy::Rule>,
@@ -236,6 +238,8 @@ pub struct Config {
     pub approvers: Vec<ApproverEntry>,
     pub approval: Approval,
     pub notify: Notify,
+    /// `[audit]`: segment size and retention of the audit log.
+    pub audit: crate::audit::Settings,
 }
 
 #[derive(Debug, Clone)]
@@ -526,7 +530,11 @@ impl Config {
                 ));
             }
         }
+        raw.audit
+            .check()
+            .map_err(|(key, reason)| err(key, reason))?;
         Ok(Config {
+            audit: raw.audit,
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr,
             approvals_addr,

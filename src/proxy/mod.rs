@@ -76,7 +76,8 @@ impl Proxy {
         let client = forward::client(&config.upstream).map_err(|e| e.message)?;
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
-        let audit = crate::audit::AuditLog::start(&config.state_dir).map_err(|e| e.to_string())?;
+        let audit = crate::audit::AuditLog::start(&config.state_dir, &config.audit)
+            .map_err(|e| e.to_string())?;
         // The keys receipts may be signed with are read per gated call (a passkey enrolled
         // while serving counts at once); checked here so a bad set fails at start.
         redeem::trusted_keys(&config)?;
