@@ -524,7 +524,9 @@ async fn an_unusable_state_dir_stops_serve_with_a_clear_error() {
         ("ledger.jsonl", |state| {
             std::fs::create_dir(state.join("ledger.jsonl")).unwrap()
         }),
-        ("audit", |state| std::fs::write(state.join("audit"), "not a directory").unwrap()),
+        ("audit", |state| {
+            std::fs::write(state.join("audit"), "not a directory").unwrap()
+        }),
         ("state", |state| {
             std::fs::remove_dir_all(state).unwrap();
             std::fs::write(state, "not a directory").unwrap();

@@ -198,7 +198,11 @@ pub fn last_lines(path: &Path, n: usize) -> Result<Tail, AuditError> {
     // Lines are complete once a newline precedes them (or the file starts there): more
     // than `n` newlines read means the last `n` lines are whole.
     while newlines <= n && start > 0 {
-        if read > (n as u64).saturating_add(1).saturating_mul(MAX_RECORD as u64) {
+        if read
+            > (n as u64)
+                .saturating_add(1)
+                .saturating_mul(MAX_RECORD as u64)
+        {
             return Err(AuditError::Broken {
                 segment: path.display().to_string(),
                 line: 0,
