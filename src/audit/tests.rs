@@ -300,7 +300,7 @@ fn tampering_in_an_old_segment_is_found_with_its_segment_and_line() {
 
 #[test]
 fn verify_from_a_segment_takes_its_first_prev_as_given() {
-    let (d, log) = rotating(30);
+    let (d, _log) = rotating(30);
     let numbers = Paths::new(d.path()).numbers().unwrap();
     let total = verify(d.path()).unwrap();
     let from = numbers[2];
@@ -497,4 +497,28 @@ fn settings_out_of_range_are_refused() {
         ..Settings::default()
     };
     assert_eq!(none_kept.check().unwrap_err().0, "[audit] keep_segments");
+}
+
+#[test]
+fn the_config_file_sets_audit_and_names_a_bad_value() {
+    let path = Path::new("/nonexistent/config/airlock.toml");
+    let example = crate::config::Config::parse(path, crate::config::EXAMPLE).unwrap();
+    assert_eq!(example.audit.segment_bytes, 64 << 20);
+    let text = crate::config::EXAMPLE.replace(
+        "segment_bytes = 67108864",
+        "segment_bytes = 8192\nkeep_segments = 3",
+    );
+    let set = crate::config::Config::parse(path, &text).unwrap();
+    assert_eq!(
+        (set.audit.segment_bytes, set.audit.keep_segments),
+        (8192, Some(3))
+    );
+    let bad = crate::config::EXAMPLE.replace("segment_bytes = 67108864", "segment_bytes = 10");
+    let e = crate::config::Config::parse(path, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[audit] segment_bytes: must be at least 4096"),
+        "{e}"
+    );
 }
