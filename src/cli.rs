@@ -841,9 +841,13 @@ fn cmd_audit_verify(config_path: &Path, from: Option<&str>) -> CmdResult {
                 ),
                 None => String::new(),
             };
+            let segments = match v.segments {
+                1 => "1 segment".to_string(),
+                n => format!("{n} segments"),
+            };
             println!(
-                "audit log intact: {} records in {} segments{start}",
-                v.records, v.segments
+                "audit log intact: {} records in {segments}{start}",
+                v.records
             );
             Ok(())
         }
