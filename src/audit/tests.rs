@@ -253,11 +253,15 @@ fn segments_close_at_their_size_and_the_chain_runs_across_them() {
 fn a_new_day_starts_a_new_segment() {
     let d = tempfile::tempdir().unwrap();
     append_at(d.path(), "2026-01-01T23:59:59.999Z");
+    // A record of today by the CLI (which never rotates) does not make the segment today's.
+    append_now(d.path(), record("approved")).unwrap();
     let log = AuditLog::start(d.path(), &Settings::default()).unwrap();
     assert!(log.write(record("forwarded")));
     assert_eq!(Paths::new(d.path()).numbers().unwrap(), vec![1, 2]);
-    assert_eq!(lines(d.path()).len(), 3);
-    assert_eq!(verify(d.path()).unwrap(), 3);
+    let second = fs::read_to_string(segment(d.path(), 2)).unwrap();
+    assert!(second.starts_with("{\"event\":\"serve_started\""), "{second}");
+    assert_eq!(lines(d.path()).len(), 4);
+    assert_eq!(verify(d.path()).unwrap(), 4);
 }
 
 #[test]

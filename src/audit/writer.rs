@@ -43,7 +43,7 @@ struct Current {
     /// appended, and the end is read again.
     end: u64,
     position: Position,
-    /// The UTC day the segment's records belong to; a later day starts a new segment.
+    /// The UTC day of the segment's first record; a later day starts a new segment.
     day: String,
 }
 
@@ -143,10 +143,10 @@ impl Writer {
         let file = open_for_append(&path)?;
         let m = file.metadata().map_err(io_err(&path))?;
         let position = chain_end(paths, &numbers)?;
-        let day = last_lines(&path, 1)?
-            .lines
-            .last()
-            .and_then(|l| day_of(l))
+        // The day of the segment's first record: a later record of another process (the
+        // CLI's) does not make an old segment today's.
+        let day = first_line(&path)?
+            .and_then(|l| day_of(&l))
             .unwrap_or_else(today);
         self.current = Some(Current {
             number,
