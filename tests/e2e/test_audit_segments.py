@@ -284,3 +284,32 @@ def test_start_up_over_a_large_log_costs_what_an_empty_one_does(moto: Moto, tmp_
     assert len(tail.splitlines()) == 3 and "serve_started" in tail.splitlines()[-1], tail
     # The large segment was closed (past segment_bytes) and serve went on in the next.
     assert [s.name for s in audit_segments(large / "state")] == ["00000001.jsonl", "00000002.jsonl"]
+
+
+def test_a_single_audit_jsonl_of_an_earlier_version_is_taken_over(moto: Moto, tmp_path: Path) -> None:
+    home = tmp_path / "legacy"
+    home.mkdir()
+    server = Airlock(home, moto)
+    server.init("shadow")
+    configure(server.config, {("notify", "desktop"): False})
+    state = home / "state"
+    # A log as an earlier version left it: state/audit.jsonl and state/audit.head.
+    records, _ = generator().generate(state, 1 * MIB)
+    (state / "audit" / "00000001.jsonl").rename(state / "audit.jsonl")
+    (state / "audit" / "head").rename(state / "audit.head")
+    (state / "audit").rmdir()
+    old = (state / "audit.jsonl").read_bytes()
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not started_on_record(state, server.pid):
+            assert time.monotonic() < deadline, f"no serve_started record:\n{server.log_tail()}"
+            time.sleep(0.01)
+    finally:
+        server.stop()
+    assert not (state / "audit.jsonl").exists() and not (state / "audit.head").exists()
+    [segment] = audit_segments(state)
+    assert segment.name == "00000001.jsonl" and segment.read_bytes().startswith(old)
+    proc = server.cli("audit", "verify", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"audit log intact: {records + 1} records in 1 segment" in proc.stdout, proc.stdout
