@@ -259,7 +259,10 @@ fn a_new_day_starts_a_new_segment() {
     assert!(log.write(record("forwarded")));
     assert_eq!(Paths::new(d.path()).numbers().unwrap(), vec![1, 2]);
     let second = fs::read_to_string(segment(d.path(), 2)).unwrap();
-    assert!(second.starts_with("{\"event\":\"serve_started\""), "{second}");
+    assert!(
+        second.starts_with("{\"event\":\"serve_started\""),
+        "{second}"
+    );
     assert_eq!(lines(d.path()).len(), 4);
     assert_eq!(verify(d.path()).unwrap(), 4);
 }
@@ -525,4 +528,44 @@ fn the_config_file_sets_audit_and_names_a_bad_value() {
         e.contains("[audit] segment_bytes: must be at least 4096"),
         "{e}"
     );
+}
+
+#[test]
+fn the_last_lines_are_read_backwards_across_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("lines");
+    // Lines of different lengths, so chunk edges fall anywhere in a line.
+    let all: Vec<String> = (0..1000)
+        .map(|i| format!("{i}:{}", "y".repeat(i * 37 % 700)))
+        .collect();
+    put(&path, &all);
+    for n in [0, 1, 5, 250, 999, 1000, 2000] {
+        let tail = segments::last_lines(&path, n).unwrap();
+        let got: Vec<String> = tail
+            .lines
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        assert_eq!(got, all[all.len().saturating_sub(n)..], "n = {n}");
+        assert_eq!(tail.torn, 0);
+        assert_eq!(tail.len, fs::metadata(&path).unwrap().len());
+    }
+    // A torn record after the last newline is not a line, and its length is told.
+    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(&[b'z'; 70_000]).unwrap();
+    drop(f);
+    let tail = segments::last_lines(&path, 2).unwrap();
+    assert_eq!(tail.torn, 70_000);
+    assert_eq!(
+        tail.lines,
+        all[998..]
+            .iter()
+            .map(|l| l.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+    );
+    // Nothing but a torn record.
+    fs::write(&path, b"{\"time\":").unwrap();
+    let tail = segments::last_lines(&path, 3).unwrap();
+    assert!(tail.lines.is_empty());
+    assert_eq!(tail.torn, 8);
 }
