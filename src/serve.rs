@@ -32,7 +32,7 @@ pub async fn run(
     let agents = AgentRegistry::open(&config.state_dir)?;
     let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(ServeError::Proxy)?;
     if let Ok(addr) = approvals_listener.local_addr() {
-        proxy.set_approvals_port(addr.port());
+        proxy.gate.set_approvals_port(addr.port());
     }
     {
         // Learn the account in the background: receipts and ARNs carry it.
@@ -69,10 +69,10 @@ pub async fn run(
     };
     let approvals = tokio::spawn(crate::approvals::serve(
         approvals_listener,
-        Arc::clone(&proxy),
+        Arc::clone(&proxy.gate),
         stopped(stop_rx.clone()),
     ));
-    let audit = proxy.audit.clone();
+    let audit = proxy.gate.audit.clone();
     let proxy_task = tokio::spawn(proxy::accept::serve(
         proxy,
         proxy_listener,

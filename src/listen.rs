@@ -1,0 +1,98 @@
+//! The one accept loop, used by both listeners (the proxy and the approval page): bounded
+//! connections, no spinning on accept errors, and a graceful drain on shutdown.
+//!
+//! Each connection holds a permit for its whole life. Past `connections`, up to `overflow`
+//! more are accepted and served as [`Slot::Overflow`] (the proxy answers them 503); past
+//! those a new connection is closed at once. Failing to accept (out of file descriptors and
+//! the like) backs off briefly instead of spinning. On the shutdown signal the listener
+//! closes, every connection is told through its `stop` receiver (to close once its
+//! requests are done; h2: GOAWAY), and the loop returns when all have closed or after
+//! [`DRAIN_TIMEOUT`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Longest wait for in-flight requests after the shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wait after a failed accept.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Which permit a connection got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Within the connection cap.
+    Normal,
+    /// Past the cap, within its overflow.
+    Overflow,
+}
+
+/// How many connections a listener serves at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub connections: usize,
+    pub overflow: usize,
+}
+
+/// Accepts on `listener` until `shutdown` resolves, running `serve` for each connection in
+/// a task of its own, then drains. `name` names the listener in log lines.
+pub async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    caps: Caps,
+    shutdown: impl Future<Output = ()>,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Slot, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let connections = Arc::new(Semaphore::new(caps.connections));
+    let overflow = Arc::new(Semaphore::new(caps.overflow));
+    let (stop, _) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let (permit, slot) = match Arc::clone(&connections).try_acquire_owned() {
+            Ok(p) => (p, Slot::Normal),
+            Err(_) => match Arc::clone(&overflow).try_acquire_owned() {
+                Ok(p) => {
+                    tracing::debug!(listener = name, %peer, "over the connection cap; this connection gets 503s");
+                    (p, Slot::Overflow)
+                }
+                Err(_) => {
+                    tracing::warn!(listener = name, %peer, max_connections = caps.connections, overflow = caps.overflow, "over the connection cap and its overflow; connection closed");
+                    continue;
+                }
+            },
+        };
+        let served = serve(tcp, peer, slot, stop.subscribe());
+        tokio::spawn(async move {
+            let _permit = permit;
+            served.await;
+        });
+    }
+    drop(listener);
+    stop.send_replace(true);
+    // Every connection holds a permit until it ends: all of them back means all closed.
+    // (Overflow connections end by themselves within their short lifetime.)
+    let all = u32::try_from(caps.connections).unwrap_or(u32::MAX);
+    tokio::select! {
+        _ = connections.acquire_many(all) => tracing::info!(listener = name, "all in-flight requests finished"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(listener = name, "in-flight requests still running after {}s; closing", DRAIN_TIMEOUT.as_secs()),
+    }
+}
