@@ -31,7 +31,7 @@ pub mod explain;
 pub mod gate;
 pub mod identify;
 pub mod init;
-pub mod listen;
+pub mod net;
 pub mod notify;
 pub mod policy;
 pub mod proxy;

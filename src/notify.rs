@@ -11,10 +11,6 @@ use crate::config::Config;
 use crate::state::approvals::Approval;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -25,23 +21,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// One attempt's limit (connect, send, answer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-fn client() -> &'static WebhookClient {
-    static CLIENT: OnceLock<WebhookClient> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https)
-    })
+fn client() -> &'static crate::net::HttpsClient<Full<Bytes>> {
+    static CLIENT: OnceLock<crate::net::HttpsClient<Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| crate::net::https_client(ATTEMPT_TIMEOUT))
 }
 
 /// Called once when a call first blocks. Returns at once (the work happens in the background).

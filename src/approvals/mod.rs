@@ -1037,18 +1037,18 @@ impl App {
 }
 
 /// Serves the approval page on `listener` until `shutdown` resolves, then drains (the
-/// accept loop is [`crate::listen`]'s).
+/// accept loop is [`crate::net`]'s).
 pub async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: impl Future<Output = ()>) {
     let port = listener
         .local_addr()
         .map(|a| a.port())
         .unwrap_or_else(|_| gate.approvals_port());
     let app = Arc::new(App::new(gate, port));
-    let caps = crate::listen::Caps {
+    let caps = crate::net::Caps {
         connections: MAX_CONNECTIONS,
         overflow: 0,
     };
-    crate::listen::accept_loop(
+    crate::net::accept_loop(
         "approvals",
         listener,
         caps,

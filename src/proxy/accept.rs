@@ -2,7 +2,7 @@
 //! (hyper), the limits that apply before a request is on the path, and graceful shutdown:
 //! on the shutdown signal the listener closes, every connection is asked to close once its
 //! requests are done (h2: GOAWAY), and serving ends when all have closed or after
-//! [`crate::listen::DRAIN_TIMEOUT`] (the accept loop is [`crate::listen`]'s).
+//! [`crate::net::DRAIN_TIMEOUT`] (the accept loop is [`crate::net`]'s).
 //!
 //! Every limit answers AWS-shaped or closes a connection; none leaves a client hanging.
 //!
@@ -18,7 +18,7 @@ use super::body::{BoxError, ProxyBody};
 use super::error::{ProxyError, Shape};
 use super::{handle, Proxy};
 use crate::config::{Config, Limits};
-use crate::listen::{accept_loop, Caps, Slot};
+use crate::net::{accept_loop, Caps, Slot};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -185,7 +185,7 @@ struct Shared {
 }
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then drains (see
-/// [`crate::listen`]).
+/// [`crate::net`]).
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,

@@ -69,7 +69,7 @@ impl Proxy {
         agents: Arc<AgentRegistry>,
         credentials: Arc<RealCredentials>,
     ) -> Result<Arc<Self>, String> {
-        let client = forward::client(&config.upstream).map_err(|e| e.message)?;
+        let client = forward::client(&config.upstream);
         let config = Arc::new(config);
         let gate = Arc::new(Gate::open(Arc::clone(&config))?);
         Ok(Arc::new(Proxy {

@@ -1,7 +1,9 @@
-//! The one accept loop, used by both listeners (the proxy and the approval page): bounded
-//! connections, no spinning on accept errors, and a graceful drain on shutdown.
+//! The network plumbing both sides share: one HTTPS client builder ([`https_client`]:
+//! the proxy's upstream client and the notification webhook's) and one accept loop
+//! ([`accept_loop`]: the proxy's listener and the approval page's).
 //!
-//! Each connection holds a permit for its whole life. Past `connections`, up to `overflow`
+//! The accept loop bounds connections, does not spin on accept errors, and drains
+//! gracefully on shutdown. Each connection holds a permit for its whole life. Past `connections`, up to `overflow`
 //! more are accepted and served as [`Slot::Overflow`] (the proxy answers them 503); past
 //! those a new connection is closed at once. Failing to accept (out of file descriptors and
 //! the like) backs off briefly instead of spinning. On the shutdown signal the listener
@@ -9,12 +11,44 @@
 //! requests are done; h2: GOAWAY), and the loop returns when all have closed or after
 //! [`DRAIN_TIMEOUT`].
 
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+
+/// A pooled keep-alive client, HTTP/1.1 over rustls with the bundled webpki roots (so the
+/// host's `SSL_CERT_FILE` and friends cannot redirect trust), plain HTTP allowed for
+/// emulators and local receivers.
+pub type HttpsClient<B> = Client<HttpsConnector<HttpConnector>, B>;
+
+/// The one way airlock builds an outgoing client; `connect_timeout` bounds each connect.
+pub fn https_client<B>(connect_timeout: Duration) -> HttpsClient<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .http1_max_buf_size(64 * 1024)
+        .build(https)
+}
 
 /// Longest wait for in-flight requests after the shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
