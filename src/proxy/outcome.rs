@@ -287,4 +287,144 @@ mod tests {
             assert_eq!(event(Err(e), true), "upstream_failure");
         }
     }
+
+    /// What a request on the path to a DynamoDB table left in its trace.
+    fn trace(receipt: bool) -> Trace {
+        let call = AwsCall {
+            service: "dynamodb".into(),
+            signing_name: "dynamodb".into(),
+            operation: "DeleteTable".into(),
+            region: "us-east-1".into(),
+            account: None,
+            resources: vec![crate::identify::Resource {
+                member: "TableName".into(),
+                value: "orders".into(),
+                arn: Some("arn:aws:dynamodb:us-east-1:111111111111:table/orders".into()),
+            }],
+            params: Default::default(),
+        };
+        Trace {
+            agent: Some("agent-a".into()),
+            call: Some(call),
+            environment: Some("prod".into()),
+            effect: Some("require_receipt"),
+            rule: Some("builtin:data-destruction".into()),
+            receipt: receipt.then(|| ("r-1".into(), "alice".into())),
+        }
+    }
+
+    /// The audit record `handle` writes for this result, as the writer gets it.
+    fn audit(result: Result<Forwarded, ProxyError>, trace: Trace) -> (u16, Value) {
+        let headers = http::HeaderMap::new();
+        let shape = Shape::of(&headers, None);
+        let facts = RequestFacts {
+            request_id: "AIRLOCK1",
+            shape: &shape,
+            method: &http::Method::POST,
+            path: "/",
+            latency_ms: 7,
+        };
+        let (response, record) = conclude(result, trace, &facts);
+        let durable = record.durable();
+        let written = Value::Object(record.into_audit());
+        assert_eq!(durable, !written["receipt"].is_null());
+        (response.status().as_u16(), written)
+    }
+
+    fn answered(status: u16) -> Result<Forwarded, ProxyError> {
+        let mut response = http::Response::new(super::super::body::full(""));
+        *response.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        response
+            .headers_mut()
+            .insert("x-amzn-requestid", http::HeaderValue::from_static("UP-1"));
+        Ok(Forwarded { response })
+    }
+
+    #[test]
+    fn a_forwarded_call_is_recorded_with_the_upstream_answer() {
+        for (receipt, event) in [(false, "forwarded"), (true, "receipt_used")] {
+            let (status, r) = audit(answered(200), trace(receipt));
+            assert_eq!(status, 200);
+            assert_eq!(r["event"], event);
+            assert_eq!(r["request_id"], "AIRLOCK1");
+            assert_eq!(r["agent"], "agent-a");
+            assert_eq!(r["service"], "dynamodb");
+            assert_eq!(r["action"], "dynamodb:DeleteTable");
+            assert_eq!(
+                r["resources"],
+                serde_json::json!(["arn:aws:dynamodb:us-east-1:111111111111:table/orders"])
+            );
+            assert_eq!(r["region"], "us-east-1");
+            assert!(r["account"].is_null() && r.get("account").is_some());
+            assert_eq!(r["environment"], "prod");
+            assert_eq!(r["decision"], "require_receipt");
+            assert_eq!(r["rule"], "builtin:data-destruction");
+            assert_eq!(r["latency_ms"], 7);
+            assert_eq!(r["upstream_status"], 200);
+            assert_eq!(r["aws_request_id"], "UP-1");
+            assert!(r["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+            for absent in ["status", "code", "reason"] {
+                assert!(r.get(absent).is_none(), "{absent} in {r}");
+            }
+            let (receipt_id, approver) = if receipt {
+                ("r-1".into(), "alice".into())
+            } else {
+                (Value::Null, Value::Null)
+            };
+            assert_eq!(
+                (r["receipt"].clone(), r["approver"].clone()),
+                (receipt_id, approver)
+            );
+        }
+    }
+
+    #[test]
+    fn every_refusal_is_recorded_with_its_event_code_and_reason() {
+        let cases = [
+            (Cause::ApprovalRequired, "approval_required"),
+            (Cause::DeniedByPolicy, "denied_by_policy"),
+            (Cause::DeniedByApprover, "denied_by_approver"),
+            (Cause::ReceiptInvalid, "receipt_invalid"),
+            (Cause::Other, "refused"),
+        ];
+        for (cause, event) in cases {
+            let refusal = ProxyError::access_denied(cause, "airlock: no");
+            let (status, r) = audit(Err(refusal), trace(false));
+            assert_eq!(status, 403);
+            assert_eq!(r["event"], event);
+            assert_eq!(r["status"], 403);
+            assert_eq!(r["code"], "AccessDenied");
+            assert_eq!(r["reason"], "airlock: no");
+            assert_eq!(r["action"], "dynamodb:DeleteTable");
+            assert!(r.get("upstream_status").is_none() && r.get("aws_request_id").is_none());
+        }
+        let (status, r) = audit(Err(ProxyError::gateway_timeout("slow")), trace(true));
+        assert_eq!(
+            (status, r["event"].clone()),
+            (504, "upstream_failure".into())
+        );
+        assert_eq!(r["receipt"], "r-1");
+    }
+
+    #[test]
+    fn a_call_refused_before_it_was_identified_has_no_call_fields() {
+        let (status, r) = audit(Err(ProxyError::bad_request("bad")), Trace::default());
+        assert_eq!(status, 400);
+        assert_eq!(r["event"], "refused");
+        for null in [
+            "agent",
+            "service",
+            "action",
+            "environment",
+            "decision",
+            "rule",
+            "receipt",
+            "approver",
+        ] {
+            assert!(r[null].is_null() && r.get(null).is_some(), "{null} in {r}");
+        }
+        for absent in ["resources", "region", "account"] {
+            assert!(r.get(absent).is_none(), "{absent} in {r}");
+        }
+    }
 }
