@@ -132,11 +132,11 @@ pub fn explain_request(
         "params": call.params,
         "agent": agent,
         "environment": environment,
-        "decision": decision.effect.as_str(),
-        "rule": decision.rule,
-        "class": decision.class,
-        "reason": decision.reason,
-        "irreversible": decision.irreversible,
+        "decision": decision.effect().as_str(),
+        "rule": decision.rule(),
+        "class": decision.class(),
+        "reason": decision.reason(),
+        "irreversible": decision.irreversible(),
         "mode": match config.policy.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::Shadow => "shadow" },
     }))
 }

@@ -57,7 +57,7 @@ impl Decided {
     pub(crate) fn explain(&self, mut e: ProxyError) -> ProxyError {
         if self.read_change_set && e.cause != Cause::Other {
             e.message
-                .push_str(&format!(" Why: {}.", self.decision.reason));
+                .push_str(&format!(" Why: {}.", self.decision.reason()));
         }
         e
     }
@@ -71,14 +71,14 @@ pub async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> Decided {
     // The change-set rule decides once the change set is read, and only when nothing else
     // already asks for a receipt (then it is the rule that decided). What was read joins
     // the call (and so the receipt's binding, the page and the audit record).
-    let read_change_set = decision.class == Some(CHANGE_SET_REMOVALS)
-        && decision.effect == Effect::RequireReceipt
+    let read_change_set = decision.class() == Some(CHANGE_SET_REMOVALS)
+        && decision.effect() == Effect::RequireReceipt
         && proxy.config.policy.mode == Mode::Enforce;
     let (call, decision) = if read_change_set {
         let reading = super::changeset::read(proxy, &call).await;
         let (read_call, read_decision) =
             crate::policy::changeset::apply(&call, &decision, &reading);
-        tracing::info!(%agent, action = %call.action(), effect = read_decision.effect.as_str(), reason = %read_decision.reason, "change set read");
+        tracing::info!(%agent, action = %call.action(), effect = read_decision.effect().as_str(), reason = %read_decision.reason(), "change set read");
         (read_call, read_decision)
     } else {
         (call, decision)
@@ -86,15 +86,15 @@ pub async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> Decided {
     // Credentials handed to an agent cannot be taken back, so shadow mode does not forward
     // the calls that vend them either.
     let enforced = proxy.config.policy.mode == Mode::Enforce
-        || (decision.effect == Effect::Deny && decision.vends_credentials);
-    let next = match (decision.effect, enforced) {
+        || (decision.effect() == Effect::Deny && decision.vends_credentials());
+    let next = match (decision.effect(), enforced) {
         (Effect::Allow, _) => Ok(Next::Forward),
         (Effect::Deny, true) => Err(ProxyError::access_denied(
             Cause::DeniedByPolicy,
             crate::policy::refusal(&decision, &call.action(), agent, &environment),
         )),
         (_, false) => {
-            tracing::warn!(%agent, %environment, action = %call.action(), effect = decision.effect.as_str(), rule = %decision.rule, "shadow mode: would have been gated; forwarded");
+            tracing::warn!(%agent, %environment, action = %call.action(), effect = decision.effect().as_str(), rule = %decision.rule(), "shadow mode: would have been gated; forwarded");
             Ok(Next::Forward)
         }
         (Effect::RequireReceipt, true) => Ok(Next::Redeem),

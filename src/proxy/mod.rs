@@ -158,8 +158,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         let decided = decide::decide(&proxy, call, agent).await;
         trace.call = Some(decided.call().clone());
         trace.environment = Some(decided.environment().to_string());
-        trace.effect = Some(decided.decision().effect.as_str());
-        trace.rule = Some(decided.decision().rule.clone());
+        trace.effect = Some(decided.decision().effect().as_str());
+        trace.rule = Some(decided.decision().rule().to_string());
         let authorization = match decided.next()? {
             decide::Next::Forward => None,
             decide::Next::Redeem => Some(redeem::redeem(&proxy.gate, &decided, agent).await?),

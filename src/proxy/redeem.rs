@@ -59,14 +59,14 @@ fn blocked(gate: &Gate, approval: &Approval, is_new: bool, decision: &Decision) 
         crate::notify::blocked(&gate.config, approval, &link);
         tracing::warn!(
             approval = %approval.id, agent = %approval.agent, environment = %approval.environment,
-            rule = %decision.rule, irreversible = decision.irreversible,
+            rule = %decision.rule(), irreversible = decision.irreversible(),
             "approval needed: {} → {link}", approval.summary()
         );
     }
-    let irreversible = if decision.irreversible {
+    let irreversible = if decision.irreversible() {
         format!(
             " IRREVERSIBLE: {}.",
-            decision.irreversible_reasons.join("; ")
+            decision.irreversible_reasons().join("; ")
         )
     } else {
         String::new()
@@ -75,7 +75,7 @@ fn blocked(gate: &Gate, approval: &Approval, is_new: bool, decision: &Decision) 
         "airlock: {} (environment {}) needs a human's approval (rule {}).{irreversible} Approve at {link} (or: airlock approve {} --key FILE), then retry.",
         approval.summary(),
         approval.environment,
-        decision.rule,
+        decision.rule(),
         approval.id
     ))
 }
