@@ -1,4 +1,5 @@
-//! Phase 3, identify: which AWS call a verified request is. Pure code (no I/O).
+//! Which AWS call a verified request is: the pure core of the identify phase
+//! (`proxy::identify`). Pure code (no I/O).
 //!
 //! The answer comes from AWS's own models (`data/aws-model.json`) and from exactly the bytes
 //! airlock forwards: the path as forwarded, the decoded query pairs, the signed headers and

@@ -1,5 +1,5 @@
-//! Phase 4, decide: policy rules over environment, agent, action, resource and parameters.
-//! Pure code.
+//! The pure core of the decide phase (`proxy::decide`): policy rules over environment,
+//! agent, action, resource and parameters. Pure code.
 //!
 //! IAM-flavoured: each rule has an `effect` (`allow`, `require_receipt`, `deny`), `actions`
 //! (`rds:Delete*`), `resources` (ARN globs, also matched against `member=value`),
