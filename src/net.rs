@@ -130,3 +130,96 @@ pub async fn accept_loop<F, Fut>(
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(listener = name, "in-flight requests still running after {}s; closing", DRAIN_TIMEOUT.as_secs()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    /// Every connection is told to stop at shutdown, and the loop returns only once each
+    /// has finished what it was doing.
+    #[tokio::test]
+    async fn shutdown_drains_the_connections_in_flight() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = {
+            let finished = Arc::clone(&finished);
+            tokio::spawn(accept_loop(
+                "test",
+                listener,
+                Caps {
+                    connections: 4,
+                    overflow: 0,
+                },
+                async move {
+                    let _ = shutdown_rx.await;
+                },
+                move |_tcp, _peer, slot, mut stop| {
+                    let finished = Arc::clone(&finished);
+                    async move {
+                        assert_eq!(slot, Slot::Normal);
+                        let _ = stop.wait_for(|s| *s).await;
+                        // Work still in flight when the stop came.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+            ))
+        };
+        let _a = TcpStream::connect(addr).await.expect("connect");
+        let _b = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = shutdown_tx.send(());
+        tokio::time::timeout(Duration::from_secs(5), serving)
+            .await
+            .expect("the loop returns well within the drain timeout")
+            .expect("no panic");
+        assert_eq!(finished.load(Ordering::SeqCst), 2);
+        // The listener is closed: nothing new is accepted.
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    /// Past the cap and its overflow, a connection is closed at once.
+    #[tokio::test]
+    async fn past_the_cap_a_connection_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let caps = Caps {
+            connections: 1,
+            overflow: 1,
+        };
+        let slots = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let serving = {
+            let slots = Arc::clone(&slots);
+            tokio::spawn(accept_loop(
+                "test",
+                listener,
+                caps,
+                std::future::pending(),
+                move |tcp, _peer, slot, mut stop| {
+                    slots.lock().expect("lock").push(slot);
+                    async move {
+                        let _tcp = tcp;
+                        let _ = stop.wait_for(|s| *s).await;
+                    }
+                },
+            ))
+        };
+        let _first = TcpStream::connect(addr).await.expect("connect");
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("closed, not left hanging");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert_eq!(
+            *slots.lock().expect("lock"),
+            vec![Slot::Normal, Slot::Overflow]
+        );
+        serving.abort();
+    }
+}
