@@ -96,7 +96,8 @@ fn raw_string_at(chars: &[char], i: usize) -> bool {
     while chars.get(j) == Some(&'#') {
         j += 1;
     }
-    chars.get(j) == Some(&'"') && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'))
+    chars.get(j) == Some(&'"')
+        && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'))
 }
 
 fn skip_raw_string(chars: &[char], i: usize) -> usize {
@@ -160,13 +161,16 @@ fn references(module: &[String], source: &str) -> Vec<Vec<String>> {
                 }
             }
             Token::Ident(kw) if kw == "mod" => {
-                if let (Some(Token::Ident(name)), Some(Token::Open)) = (toks.get(i + 1), toks.get(i + 2)) {
+                if let (Some(Token::Ident(name)), Some(Token::Open)) =
+                    (toks.get(i + 1), toks.get(i + 2))
+                {
                     inline.push((name.clone(), depth));
                 }
             }
-            Token::Ident(root) if (root == "crate" || root == "super" || root == "self" || root == "airlock")
-                && toks.get(i + 1) == Some(&Token::PathSep)
-                && (i == 0 || toks[i - 1] != Token::PathSep) =>
+            Token::Ident(root)
+                if (root == "crate" || root == "super" || root == "self" || root == "airlock")
+                    && toks.get(i + 1) == Some(&Token::PathSep)
+                    && (i == 0 || toks[i - 1] != Token::PathSep) =>
             {
                 let mut here: Vec<String> = module.to_vec();
                 here.extend(inline.iter().map(|(n, _)| n.clone()));
@@ -181,7 +185,9 @@ fn references(module: &[String], source: &str) -> Vec<Vec<String>> {
                 };
                 let mut j = i + 2;
                 // Further `super::` segments.
-                while toks.get(j) == Some(&Token::Ident("super".into())) && toks.get(j + 1) == Some(&Token::PathSep) {
+                while toks.get(j) == Some(&Token::Ident("super".into()))
+                    && toks.get(j + 1) == Some(&Token::PathSep)
+                {
                     base.pop();
                     j += 2;
                 }
@@ -207,7 +213,11 @@ fn path_tree(toks: &[Token], at: usize) -> (Vec<Vec<String>>, usize) {
         Some(Token::Ident(name)) => {
             if toks.get(at + 1) == Some(&Token::PathSep) {
                 let (rest, end) = path_tree(toks, at + 2);
-                let rest = if rest.is_empty() { vec![Vec::new()] } else { rest };
+                let rest = if rest.is_empty() {
+                    vec![Vec::new()]
+                } else {
+                    rest
+                };
                 let paths = rest
                     .into_iter()
                     .map(|mut r| {
@@ -263,8 +273,10 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 fn graph(src: &Path, prefix: &[&str]) -> Graph {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    let modules: Vec<(Vec<String>, PathBuf)> =
-        files.iter().map(|f| (module_of(src, f), f.clone())).collect();
+    let modules: Vec<(Vec<String>, PathBuf)> = files
+        .iter()
+        .map(|f| (module_of(src, f), f.clone()))
+        .collect();
     let known: BTreeSet<Vec<String>> = modules.iter().map(|(m, _)| m.clone()).collect();
     let level = prefix.len();
     let name_at = |path: &[String]| -> Option<String> {
@@ -279,8 +291,11 @@ fn graph(src: &Path, prefix: &[&str]) -> Graph {
     };
     let mut out = Graph::new();
     for (module, file) in &modules {
-        let Some(from) = (if module.is_empty() { Some("lib".to_string()) } else { name_at(module) })
-        else {
+        let Some(from) = (if module.is_empty() {
+            Some("lib".to_string())
+        } else {
+            name_at(module)
+        }) else {
             continue;
         };
         if level > 0 && module.is_empty() {
@@ -301,13 +316,23 @@ fn graph(src: &Path, prefix: &[&str]) -> Graph {
 
 fn render(g: &Graph) -> String {
     g.iter()
-        .map(|(from, to)| format!("{from} -> {}\n", to.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .map(|(from, to)| {
+            format!(
+                "{from} -> {}\n",
+                to.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
         .collect()
 }
 
 /// A circle in the graph, if there is one (as the list of modules around it).
 fn circle(g: &Graph) -> Option<Vec<String>> {
-    fn visit(g: &Graph, node: &str, path: &mut Vec<String>, done: &mut BTreeSet<String>) -> Option<Vec<String>> {
+    fn visit(
+        g: &Graph,
+        node: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
         if let Some(at) = path.iter().position(|p| p == node) {
             let mut c = path[at..].to_vec();
             c.push(node.to_string());
@@ -327,7 +352,8 @@ fn circle(g: &Graph) -> Option<Vec<String>> {
         None
     }
     let mut done = BTreeSet::new();
-    g.keys().find_map(|n| visit(g, n, &mut Vec::new(), &mut done))
+    g.keys()
+        .find_map(|n| visit(g, n, &mut Vec::new(), &mut done))
 }
 
 fn src_dir() -> PathBuf {
@@ -351,14 +377,23 @@ fn no_module_imports_the_command_line() {
         .filter(|(from, to)| *from != "main" && *from != "lib" && to.contains("cli"))
         .map(|(from, _)| from)
         .collect();
-    assert!(offenders.is_empty(), "these modules import cli, which only main may: {offenders:?}\n{}", render(&g));
+    assert!(
+        offenders.is_empty(),
+        "these modules import cli, which only main may: {offenders:?}\n{}",
+        render(&g)
+    );
 }
 
 #[test]
 fn the_receipt_module_has_no_circle() {
     let mut g = graph(&src_dir(), &["receipt"]);
     g.remove("tests");
-    assert_eq!(circle(&g), None, "receipt/ files import each other in a circle:\n{}", render(&g));
+    assert_eq!(
+        circle(&g),
+        None,
+        "receipt/ files import each other in a circle:\n{}",
+        render(&g)
+    );
 }
 
 #[test]
