@@ -192,7 +192,7 @@ impl EnrollmentStore {
             all.push(Enrollment {
                 token_sha256: hash,
                 name: name.to_owned(),
-                created_at: crate::state::approvals::now_rfc3339(),
+                created_at: crate::state::now_rfc3339(),
                 expires_at: unix_now().saturating_add(ttl),
                 used_at: None,
                 pending: None,
@@ -225,7 +225,7 @@ impl EnrollmentStore {
             if !e.usable(now) {
                 return Err("this enrollment link was already used or has expired".into());
             }
-            e.used_at = Some(crate::state::approvals::now_rfc3339());
+            e.used_at = Some(crate::state::now_rfc3339());
             e.pending = pending;
             Ok(e.name.clone())
         })
@@ -273,7 +273,7 @@ impl EnrollmentStore {
             e.settled = Some(Settled {
                 confirmed,
                 by: by.to_owned(),
-                at: crate::state::approvals::now_rfc3339(),
+                at: crate::state::now_rfc3339(),
             });
             Ok((e.clone(), record))
         })
@@ -283,7 +283,7 @@ impl EnrollmentStore {
     pub fn revoke(&self, name: &str) -> Result<usize, String> {
         self.update(|all| {
             let now = unix_now();
-            let at = crate::state::approvals::now_rfc3339();
+            let at = crate::state::now_rfc3339();
             let mut n = 0;
             for e in all.iter_mut().filter(|e| e.name == name) {
                 if e.usable(now) || e.waiting(now).is_some() {
