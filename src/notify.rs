@@ -160,7 +160,6 @@ async fn send_webhook(url: http::Uri, body: String, approval: &str) {
     tracing::warn!(%approval, "webhook not delivered; the approval is still on the page and in `airlock approvals`");
 }
 
-
 fn desktop_message(a: &Approval, link: &str) -> (String, String) {
     let production = crate::approvals::pages::is_production(&a.environment);
     let title = format!(

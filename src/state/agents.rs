@@ -58,7 +58,6 @@ pub struct AgentStore {
     lock: PathBuf,
 }
 
-
 fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = OsRng;
     (0..len)

@@ -6,14 +6,14 @@
 //! approval page) decide them. Changes are made under an exclusive lock
 //! (`state/approvals.lock`) and written atomically.
 
+/// The state dir's one clock format, also reachable here for the approval page.
+pub use super::now_rfc3339;
 use crate::identify::AwsCall;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-/// The state dir's one clock format, also reachable here for the approval page.
-pub use super::now_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,7 +88,6 @@ pub struct ApprovalStore {
     /// binding key → id of the latest approval for it (serve's own index).
     latest: Mutex<HashMap<String, String>>,
 }
-
 
 fn new_id() -> String {
     use rand::Rng;
