@@ -363,8 +363,12 @@ fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info,warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "airlock=info,{},warn",
+            crate::credentials::QUIET_CHAIN
+        ))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -411,7 +415,8 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
             Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
             Ok(Err(e)) => tracing::warn!(
-                "{e}: airlock starts anyway, and answers forwarded calls with InternalFailure until it has credentials"
+                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {}",
+                crate::credentials::HOW_TO_GIVE_CREDENTIALS
             ),
             Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
         }

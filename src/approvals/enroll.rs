@@ -334,7 +334,6 @@ pub fn require_state_owner(state_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-
 pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
     let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
