@@ -305,6 +305,19 @@ impl PublicUrl {
         })
     }
 
+    /// `http://localhost:<port>`.
+    fn localhost(port: u16) -> PublicUrl {
+        let authority = format!("localhost:{port}");
+        let origin = format!("http://{authority}");
+        PublicUrl {
+            uri: http::Uri::try_from(origin.as_str()).unwrap_or_default(),
+            base: origin.clone(),
+            origin,
+            authority,
+            host: "localhost".into(),
+        }
+    }
+
     /// The URL as written, without a trailing `/`: the base that paths are appended to.
     pub fn base(&self) -> &str {
         &self.base
@@ -351,12 +364,7 @@ impl Config {
     pub fn approval_page(&self, approvals_port: u16) -> PublicUrl {
         match &self.approval.public_url {
             Some(url) => url.clone(),
-            None => PublicUrl::parse(
-                &format!("http://localhost:{approvals_port}"),
-                &["http"],
-                true,
-            )
-            .expect("a localhost URL with a port parses"),
+            None => PublicUrl::localhost(approvals_port),
         }
     }
 
@@ -974,6 +982,55 @@ mod tests {
             )),
             Ok(())
         );
+    }
+
+    #[test]
+    fn urls_and_approver_keys_are_kept_as_parsed() {
+        let p = Path::new("/c/airlock.toml");
+        let key = crate::receipt::ApproverKey::generate("alice")
+            .unwrap()
+            .public();
+        let text = format!(
+            "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n\
+             public_url = \"https://airlock.example:8443/\"\n\
+             [approval]\npublic_url = \"https://approve.example:9000/\"\n\
+             [[approver]]\nname = \"alice\"\npublic_key = \"{}\"\n",
+            key.config_value()
+        );
+        let c = Config::parse(p, &text).unwrap();
+        assert_eq!(c.approvers, vec![key]);
+        assert_eq!(c.agent_endpoint(1), "https://airlock.example:8443");
+        let page = c.approval_page(2);
+        assert_eq!(page.origin(), "https://approve.example:9000");
+        assert_eq!(page.authority(), "approve.example:9000");
+        assert_eq!(page.host(), "approve.example");
+        assert_eq!(
+            c.approval_link(2, "abc"),
+            "https://approve.example:9000/approvals/abc"
+        );
+        // Without a public URL: localhost on the port the page listens on.
+        let bare = "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n";
+        let c = Config::parse(p, bare).unwrap();
+        let page = c.approval_page(8444);
+        assert_eq!(page.origin(), "http://localhost:8444");
+        assert_eq!(page.host(), "localhost");
+        assert_eq!(
+            c.approval_link(8444, "x"),
+            "http://localhost:8444/approvals/x"
+        );
+        // Every URL key goes through the same check, and says which key failed.
+        for (key, line) in [
+            ("[listen] public_url", "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\npublic_url = \"http://x\"\n"),
+            ("[approval] public_url", "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n[approval]\npublic_url = \"ftp://x\"\n"),
+            ("[notify] webhook_url", "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n[notify]\nwebhook_url = \"/relative\"\n"),
+        ] {
+            let e = Config::parse(p, line).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // A key that is not an Ed25519 public key is refused when the file is read.
+        let bad = format!("{bare}[[approver]]\nname = \"bob\"\npublic_key = \"ed25519:AAAA\"\n");
+        let e = Config::parse(p, &bad).unwrap_err().to_string();
+        assert!(e.contains("[[approver]] public_key"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! `src/` (comments and string literals skipped). `MODULE_GRAPH_OUT=path` also writes the
 //! graph, one `module -> imported modules` line each, for a reader.
 
+#![allow(clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
