@@ -467,14 +467,11 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
-        let err = |key: &str, reason: String| ConfigError {
-            path: shown.clone(),
-            key: key.to_string(),
-            reason,
+        let check = Check {
+            shown: path.display().to_string(),
         };
         let text = std::fs::read_to_string(path)
-            .map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+            .map_err(|e| check.err("(file)", format!("cannot read: {e}")))?;
         Self::parse(path, &text)
     }
 
