@@ -44,8 +44,9 @@ pub fn blocked(config: &Config, approval: &Approval, link: &str) {
     }
 }
 
-/// Slack's `mrkdwn` treats `&`, `<` and `>` as control characters.
-fn slack_escape(s: &str) -> String {
+/// Slack's `mrkdwn` and `notify-send`'s body markup both treat `&`, `<` and `>` as control
+/// characters: escape them.
+fn markup_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -66,7 +67,7 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         a.summary(),
         a.agent
     );
-    let e = |s: &str| slack_escape(&crate::approvals::pages::visible(s));
+    let e = |s: &str| markup_escape(&crate::approvals::pages::visible(s));
     let mrkdwn =
         format!(
         "*Approval needed:* `{}`\n*Environment:* {}{}\n*Agent:* {}\n{}{}\n<{}|Review and decide>",
@@ -76,10 +77,10 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         e(&a.agent),
         e(&what),
         if a.irreversible { "\n*IRREVERSIBLE*" } else { "" },
-        slack_escape(link),
+        markup_escape(link),
     );
     json!({
-        "text": slack_escape(&crate::approvals::pages::visible(&text)),
+        "text": markup_escape(&crate::approvals::pages::visible(&text)),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}},
         ],
@@ -139,13 +140,6 @@ async fn send_webhook(url: http::Uri, body: String, approval: &str) {
         backoff *= 2;
     }
     tracing::warn!(%approval, "webhook not delivered; the approval is still on the page and in `airlock approvals`");
-}
-
-/// `notify-send` renders a little markup in the body: escape it.
-fn markup_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn desktop_message(a: &Approval, link: &str) -> (String, String) {

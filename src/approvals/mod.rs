@@ -213,23 +213,10 @@ struct EnrollFinish {
 impl App {
     pub fn new(gate: Arc<Gate>, port: u16) -> App {
         let config = &gate.config;
-        let base = enroll::page_base(config, port);
-        let uri: Option<http::Uri> = base.parse().ok();
-        let scheme = uri
-            .as_ref()
-            .and_then(|u| u.scheme_str())
-            .unwrap_or("http")
-            .to_owned();
-        let authority = uri
-            .as_ref()
-            .and_then(|u| u.authority())
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| format!("localhost:{port}"));
-        let rp_id = uri
-            .as_ref()
-            .and_then(|u| u.host())
-            .unwrap_or("localhost")
-            .to_owned();
+        // Worked out once, when the config was read.
+        let page = config.approval_page(port);
+        let authority = page.authority().to_owned();
+        let rp_id = page.host().to_owned();
         if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.starts_with('[') {
             tracing::warn!(%rp_id, "[approval] public_url names an IP address: browsers refuse passkeys there; use a host name such as localhost");
         }
@@ -247,7 +234,7 @@ impl App {
         App {
             ceremonies: Ceremonies::default(),
             airlock_key,
-            origin: format!("{scheme}://{authority}"),
+            origin: page.origin().to_owned(),
             authority,
             rp_id,
             hosts,

@@ -69,6 +69,15 @@ pub struct Request<'a> {
     pub account: Option<&'a str>,
 }
 
+/// Does identification read this request's body? Every non-S3 body (its signature covers
+/// it, and the call's parameters are in it), and the few S3 bodies that say what a call acts
+/// on ([`s3_needs_body`]); other S3 bodies stream past unread. The gate buffers exactly the
+/// bodies this names, and `airlock explain` shows identification only those, so the two
+/// never read a request differently.
+pub fn reads_body(signing_name: &str, method: &str, query: &[(String, String)]) -> bool {
+    !crate::sigv4::uses_s3_rules(signing_name) || s3_needs_body(method, query)
+}
+
 /// Why a request is not identified. `code` is AWS-style, for the error response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentifyError {
