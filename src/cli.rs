@@ -436,10 +436,11 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
             println!("# a first agent, \"default\"; give its environment to your agent:");
             print_agent_env(&config, &agent, false);
         }
+        let shutdown = crate::serve::signal();
         println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::serve::run(config, proxy_listener, approvals_listener, credentials, crate::serve::signal())
+        crate::serve::run(config, proxy_listener, approvals_listener, credentials, shutdown)
             .await
             .map_err(|e| e.to_string())
     })
