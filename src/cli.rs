@@ -598,10 +598,7 @@ fn cmd_decide(
             ""
         }
     );
-    eprintln!(
-        "  {}",
-        shown(&crate::approvals::describe::destroys(&pending.call))
-    );
+    eprintln!("  {}", shown(&crate::describe::destroys(&pending.call)));
     for (name, value) in &pending.call.params {
         eprintln!("  {} = {}", shown(name), shown(value));
     }
@@ -670,7 +667,7 @@ fn cmd_decide(
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
     let config = load(config_path)?;
-    let trusted = crate::proxy::redeem::trusted_keys(&config)?;
+    let trusted = crate::gate::trusted_keys(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)

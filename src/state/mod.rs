@@ -6,6 +6,7 @@ pub mod agents;
 pub mod approvals;
 pub mod ledger;
 pub mod listen;
+pub mod trust;
 
 use std::fs;
 use std::io::Write;
