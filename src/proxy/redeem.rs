@@ -81,22 +81,19 @@ fn state_error(e: impl std::fmt::Display) -> ProxyError {
 }
 
 /// The receipt for this decided call, or the refusal that says what is missing.
-pub async fn redeem(
-    gate: &Gate,
-    decided: &Decided,
-    agent: &str,
-) -> Result<Authorization, ProxyError> {
-    find_and_reserve(gate, decided, agent)
+pub async fn redeem(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
+    find_and_reserve(gate, decided)
         .await
         .map_err(|e| decided.explain(e))
 }
 
-async fn find_and_reserve(
-    gate: &Gate,
-    decided: &Decided,
-    agent: &str,
-) -> Result<Authorization, ProxyError> {
-    let (call, environment, decision) = (decided.call(), decided.environment(), decided.decision());
+async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
+    let (call, agent, environment, decision) = (
+        decided.call(),
+        decided.agent(),
+        decided.environment(),
+        decided.decision(),
+    );
     let binding = Binding::of(call, agent, environment);
     let key = binding_key(&binding);
     let store = &gate.approvals;
