@@ -415,8 +415,9 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
             Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
             Ok(Err(e)) => tracing::warn!(
-                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {}",
-                crate::credentials::HOW_TO_GIVE_CREDENTIALS
+                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {} ({} shows the lookup)",
+                crate::credentials::HOW_TO_GIVE_CREDENTIALS,
+                crate::credentials::SHOW_THE_LOOKUP
             ),
             Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
         }
