@@ -722,7 +722,7 @@ impl App {
             .iter()
             .map(|a| {
                 let binding = Binding::of(&a.call, &a.agent, &a.environment);
-                ReceiptBody::for_passkey(&binding, &a.id, req.decision, &passkey, validity)
+                ReceiptBody::new(&binding, &a.id, req.decision, &passkey, validity)
             })
             .collect();
         let hashes = bodies
