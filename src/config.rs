@@ -880,6 +880,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_config_file_sets_audit_and_names_a_bad_value() {
+        let path = Path::new("/nonexistent/config/airlock.toml");
+        let example = Config::parse(path, EXAMPLE).unwrap();
+        assert_eq!(example.audit.segment_bytes, 64 << 20);
+        let text = EXAMPLE.replace(
+            "segment_bytes = 67108864",
+            "segment_bytes = 8192\nkeep_segments = 3",
+        );
+        let set = Config::parse(path, &text).unwrap();
+        assert_eq!(
+            (set.audit.segment_bytes, set.audit.keep_segments),
+            (8192, Some(3))
+        );
+        let bad = EXAMPLE.replace("segment_bytes = 67108864", "segment_bytes = 10");
+        let e = Config::parse(path, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("[audit] segment_bytes: must be at least 4096"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_example_is_valid_and_paths_are_relative_to_the_file() {
         let c = Config::parse(Path::new("/opt/x/config/airlock.toml"), EXAMPLE).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/opt/x/state"));

@@ -507,30 +507,6 @@ fn settings_out_of_range_are_refused() {
 }
 
 #[test]
-fn the_config_file_sets_audit_and_names_a_bad_value() {
-    let path = Path::new("/nonexistent/config/airlock.toml");
-    let example = crate::config::Config::parse(path, crate::config::EXAMPLE).unwrap();
-    assert_eq!(example.audit.segment_bytes, 64 << 20);
-    let text = crate::config::EXAMPLE.replace(
-        "segment_bytes = 67108864",
-        "segment_bytes = 8192\nkeep_segments = 3",
-    );
-    let set = crate::config::Config::parse(path, &text).unwrap();
-    assert_eq!(
-        (set.audit.segment_bytes, set.audit.keep_segments),
-        (8192, Some(3))
-    );
-    let bad = crate::config::EXAMPLE.replace("segment_bytes = 67108864", "segment_bytes = 10");
-    let e = crate::config::Config::parse(path, &bad)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("[audit] segment_bytes: must be at least 4096"),
-        "{e}"
-    );
-}
-
-#[test]
 fn the_last_lines_are_read_backwards_across_chunks() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("lines");
