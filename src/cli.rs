@@ -25,7 +25,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create what is missing: config, local CA and server certificate, state dir. Never overwrites.
-    Init,
+    Init {
+        /// Replace the CA (and the server certificate) with a new, name-constrained one.
+        #[arg(long)]
+        rotate_ca: bool,
+    },
     /// Run the proxy and the approval page (runs `init` first when needed).
     Serve,
     /// Manage agents and their proxy-only credentials.
@@ -202,7 +206,7 @@ pub fn remember_environment() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init => cmd_init(&cli.config),
+        Command::Init { rotate_ca } => cmd_init(&cli.config, rotate_ca),
         Command::Serve => cmd_serve(&cli.config),
         Command::Agent { command } => match command {
             AgentCommand::Add { name, json } => cmd_agent_add(&cli.config, &name, json),
@@ -287,7 +291,23 @@ fn print_created(created: &init::Created) {
     }
 }
 
-fn cmd_init(config_path: &Path) -> CmdResult {
+fn cmd_init(config_path: &Path, rotate_ca: bool) -> CmdResult {
+    if rotate_ca {
+        load(config_path)?;
+        let (config, replaced, created) =
+            init::rotate_ca(config_path).map_err(|e| e.to_string())?;
+        for p in &replaced {
+            println!("replaced {}", p.display());
+        }
+        print_created(&created);
+        println!(
+            "made a new CA, name-constrained to localhost, the loopback addresses and AWS's endpoint names; \
+             restart `airlock serve`, and give every client that trusted the old CA the new {} \
+             (`airlock exec` and `airlock agent add` point at it)",
+            config.ca_cert().display()
+        );
+        return Ok(());
+    }
     let (config, created) = init::init(config_path).map_err(|e| e.to_string())?;
     if created.paths.is_empty() {
         println!("nothing to do: everything already exists");
@@ -310,6 +330,10 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
         ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
         ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
     ]
+    .into_iter()
+    .filter(|(k, _)| config.connect_addr.is_none() || *k != "AWS_ENDPOINT_URL")
+    .chain(crate::connect::agent_env(config))
+    .collect()
 }
 
 /// The port a running (or the last) `serve` bound, from `state/listen.json`.
@@ -457,9 +481,17 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         };
         let proxy_listener = bind(config.proxy_addr, "[listen] proxy").await?;
         let approvals_listener = bind(config.approvals_addr, "[listen] approvals").await?;
+        let connect_listener = match config.connect_addr {
+            Some(addr) => Some(bind(addr, "[listen] connect").await?),
+            None => None,
+        };
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
         let approvals_addr = approvals_listener.local_addr().map_err(|e| e.to_string())?;
-        let listen = serde_json::json!({"proxy": proxy_addr.to_string(), "approvals": approvals_addr.to_string(), "pid": std::process::id()});
+        let connect_addr = connect_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let mut listen = serde_json::json!({"proxy": proxy_addr.to_string(), "approvals": approvals_addr.to_string(), "pid": std::process::id()});
+        if let Some(a) = connect_addr {
+            listen["connect"] = serde_json::json!(a.to_string());
+        }
         crate::state::write_atomic(&config.state_dir.join("listen.json"), listen.to_string().as_bytes())
             .map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
         if fresh {
@@ -467,10 +499,11 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
             println!("# a first agent, \"default\"; give its environment to your agent:");
             print_agent_env(&config, &agent, false);
         }
-        println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}");
+        let connect = connect_addr.map(|a| format!(" connect=http://{a}")).unwrap_or_default();
+        println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}{connect}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::serve::run(config, proxy_listener, approvals_listener, credentials, crate::serve::signal())
+        crate::serve::run_with_connect(config, proxy_listener, approvals_listener, connect_listener, credentials, crate::serve::signal())
             .await
             .map_err(|e| e.to_string())
     })

@@ -39,6 +39,15 @@ struct FileConfig {
     rule: Vec<crate::policy::Rule>,
     #[serde(default)]
     approver: Vec<ApproverEntry>,
+    #[serde(default)]
+    connect: FileConnect,
+}
+
+/// `[connect]`: what the HTTPS_PROXY listener tunnels without reading.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConnect {
+    passthrough: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +128,8 @@ struct FileListen {
     proxy: String,
     approvals: String,
     public_url: Option<String>,
+    /// The HTTPS_PROXY listener (plain HTTP, CONNECT only); off unless set.
+    connect: Option<String>,
     /// airlock runs in a container whose ports are published on the host's loopback only.
     #[serde(default)]
     in_container: bool,
@@ -225,6 +236,10 @@ pub struct Config {
     pub path: PathBuf,
     pub proxy_addr: SocketAddr,
     pub approvals_addr: SocketAddr,
+    /// `[listen] connect`: the HTTPS_PROXY listener, when on.
+    pub connect_addr: Option<SocketAddr>,
+    /// `[connect] passthrough`: `host-glob[:port]` tunnelled unread.
+    pub connect_passthrough: Vec<String>,
     pub public_url: Option<String>,
     pub tls_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -410,6 +425,25 @@ impl Config {
                 "the approval page serves plain HTTP and must listen on a loopback address (in a container published on the host's loopback only: in_container = true)".into(),
             ));
         }
+        let connect_addr = match &raw.listen.connect {
+            None => None,
+            Some(v) => Some(addr("[listen] connect", v)?),
+        };
+        if connect_addr.is_some_and(|a| !a.ip().is_loopback()) && !raw.listen.in_container {
+            return Err(err(
+                "[listen] connect",
+                "the HTTPS_PROXY listener serves plain HTTP and must listen on a loopback address"
+                    .into(),
+            ));
+        }
+        if let Some(bad) = raw.connect.passthrough.iter().find(|g| {
+            g.trim().is_empty() || g.trim_start_matches('*').trim_start_matches('.').is_empty()
+        }) {
+            return Err(err(
+                "[connect] passthrough",
+                format!("{bad:?} would let every host through; name the hosts"),
+            ));
+        }
         if let Some(url) = &raw.listen.public_url {
             let uri: http::Uri = url
                 .parse()
@@ -530,6 +564,8 @@ impl Config {
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr,
             approvals_addr,
+            connect_addr,
+            connect_passthrough: raw.connect.passthrough,
             public_url: raw
                 .listen
                 .public_url

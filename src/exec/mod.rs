@@ -5,6 +5,8 @@
 //!
 //! - the agent's proxy-only `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`;
 //! - `AWS_ENDPOINT_URL`: the proxy of the running `serve` (its port from `state/listen.json`);
+//!   or, with `[listen] connect`, none: `HTTPS_PROXY` (and `NO_PROXY` for loopback) instead
+//!   (`connect::agent_env`);
 //! - `AWS_CA_BUNDLE`: airlock's CA alone, for the AWS CLI and botocore;
 //! - `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`: a bundle
 //!   of the system's roots plus airlock's CA (`state/ca-bundle.pem`), so Go (Terraform), Node,
@@ -79,7 +81,7 @@ pub fn child_env(
 
 /// The system roots (the first bundle found; the parent's `SSL_CERT_FILE` first) followed
 /// by airlock's CA.
-fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
+pub(crate) fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
     let ca = config.ca_cert();
     let airlock_ca =
         std::fs::read(&ca).map_err(|e| format!("{}: {e} (run `airlock init`)", ca.display()))?;
