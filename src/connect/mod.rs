@@ -345,7 +345,7 @@ async fn tunnel_aws(
             return;
         }
     };
-    tracing::debug!(%peer, %host, "tunnel open");
+    tracing::info!(%peer, %host, "tunnel open");
     let served = Served {
         peer,
         overflow: false,
