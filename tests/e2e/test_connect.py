@@ -469,3 +469,43 @@ def test_rotate_ca_replaces_an_unconstrained_ca(tmp_path: Path, moto: Moto) -> N
     assert verified.returncode == 0, verified.stdout + verified.stderr
     doctor = airlock.cli("doctor", "--json", check=False)
     assert "ca-unconstrained" not in doctor.stdout, doctor.stdout
+
+
+# --- Terraform -----------------------------------------------------------------------------------
+
+
+def test_terraform_with_the_provider_at_its_defaults(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent,
+                                                    moto: Moto, tmp_path: Path) -> None:
+    from test_terraform import PLUGIN_MIRROR, terraform_workdir
+
+    terraform = require_tool("terraform")
+    workdir, cli_config = terraform_workdir(tmp_path)
+    (workdir / "main.tf").write_text((Path(__file__).parent / "terraform-connect" / "main.tf").read_text())
+    assert PLUGIN_MIRROR.is_dir()
+    env = {**proxy_agent.env, "TF_CLI_CONFIG_FILE": str(cli_config), "TF_IN_AUTOMATION": "1",
+           "CHECKPOINT_DISABLE": "1", "AWS_REGION": REGION}
+    name = unique("tf-proxy")
+
+    def tf(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run([terraform, *args, "-no-color"], env, cwd=workdir, timeout=900, check=check)
+
+    tf("init", "-input=false")
+    start = proxy_airlock.log_size()
+    tf("apply", "-input=false", "-auto-approve", f"-var=name={name}")
+    out = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
+    assert out["caller_arn"] == moto.user_arn, out
+    assert isinstance(out["db_instances"], list), out
+    tunnels = proxy_airlock.tunnels_logged(start)
+    assert f"{name}.s3.{REGION}.amazonaws.com" in tunnels, tunnels
+    assert f"dynamodb.{REGION}.amazonaws.com" in tunnels, tunnels
+    s3 = moto.client("s3")
+    assert s3.get_object(Bucket=name, Key="README.txt")["Body"].read() == b"written by terraform through the tunnel\n"
+    assert moto.client("dynamodb").describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE"
+
+    # The enforcing airlock destroys nothing and says where to approve.
+    destroy = tf("destroy", "-input=false", "-auto-approve", f"-var=name={name}", check=False)
+    assert destroy.returncode != 0, destroy.stdout
+    assert "AccessDenied" in destroy.stderr, destroy.stderr
+    proxy_airlock.approval_link(destroy.stderr)
+    s3.head_bucket(Bucket=name)
+    moto.client("dynamodb").describe_table(TableName=name)
