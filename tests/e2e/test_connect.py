@@ -15,6 +15,7 @@ rejected by curl and by Python's ssl.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import re
 import socket
@@ -509,3 +510,46 @@ def test_terraform_with_the_provider_at_its_defaults(proxy_airlock: ConnectAirlo
     proxy_airlock.approval_link(destroy.stderr)
     s3.head_bucket(Bucket=name)
     moto.client("dynamodb").describe_table(TableName=name)
+
+
+# --- the JS SDK v3 -------------------------------------------------------------------------------
+
+
+def test_js_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto,
+                                  tmp_path: Path) -> None:
+    from test_js_sdk import js, ok, s3
+
+    bucket, table = unique("proxy-js"), unique("proxy-js-table")
+    body = "hello from the JS SDK through the tunnel\n"
+    env = {**proxy_agent.env, "AWS_REGION": REGION}
+    agent = ProxyAgent(proxy_agent.name, proxy_agent.access_key_id, proxy_agent.secret_access_key,
+                       proxy_agent.proxy, proxy_agent.ca, env)
+    calls = [
+        s3("CreateBucket", Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}),
+        s3("PutObject", Bucket=bucket, Key="js.txt", Body=body),
+        s3("GetObject", Bucket=bucket, Key="js.txt"),
+        {"service": "sts", "command": "GetCallerIdentity", "input": {}},
+        {"service": "dynamodb", "command": "CreateTable", "input": {
+            "TableName": table, "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}]}},
+        {"service": "dynamodb", "command": "PutItem", "input": {"TableName": table, "Item": {"pk": {"S": "js"}}}},
+        {"service": "rds", "command": "DescribeDBInstances", "input": {}},
+    ]
+    start = proxy_airlock.log_size()
+    out = js(agent, calls, tmp_path)  # type: ignore[arg-type]
+    ok(out, calls)
+    assert out[2]["output"]["Body"]["sha256"] == hashlib.sha256(body.encode()).hexdigest(), out[2]
+    assert out[3]["output"]["Arn"] == moto.user_arn, out[3]
+    tunnels = proxy_airlock.tunnels_logged(start)
+    assert f"{bucket}.s3.{REGION}.amazonaws.com" in tunnels, tunnels
+    assert moto.client("s3").get_object(Bucket=bucket, Key="js.txt")["Body"].read() == body.encode()
+    assert moto.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "js"}})["Item"] == {"pk": {"S": "js"}}
+
+    calls = [s3("DeleteObject", Bucket=bucket, Key="js.txt"),
+             {"service": "dynamodb", "command": "DeleteTable", "input": {"TableName": table}}]
+    for outcome in js(agent, calls, tmp_path):  # type: ignore[arg-type]
+        assert not outcome["ok"] and outcome["code"] in ("AccessDenied", "AccessDeniedException"), outcome
+        proxy_airlock.approval_link(outcome["message"])
+    moto.client("s3").head_object(Bucket=bucket, Key="js.txt")
+    moto.client("dynamodb").describe_table(TableName=table)
