@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from support import (
     REGION, Airlock, Moto, configure, require_tool, run, scrubbed_env, unique,
 )
+from test_rust_sdk import rust_client  # noqa: F401  (the fixture that builds the client)
 
 # The AWS CLI v1 pins rds.amazonaws.com in us-east-1: the case AWS_ENDPOINT_URL cannot reach.
 PINNED_REGION = "us-east-1"
@@ -553,3 +554,48 @@ def test_js_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: Pr
         proxy_airlock.approval_link(outcome["message"])
     moto.client("s3").head_object(Bucket=bucket, Key="js.txt")
     moto.client("dynamodb").describe_table(TableName=table)
+
+
+# --- aws-sdk-rust --------------------------------------------------------------------------------
+
+
+def test_rust_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto,
+                                    rust_client: Path, tmp_path: Path) -> None:
+    """The SDK's default client reads HTTPS_PROXY (behaviour version 2025-08-07 and later) and
+    trusts SSL_CERT_FILE; S3 is virtual-hosted. The crate has no STS client."""
+    bucket, table, db = unique("proxy-rust"), unique("proxy-rust-table"), unique("proxy-rust-db")
+    env = {**proxy_agent.env, "AWS_REGION": REGION, "AWS_MAX_ATTEMPTS": "1"}
+
+    def sdk(*args: str) -> dict[str, Any]:
+        proc = run([str(rust_client), *args], env, timeout=300, check=False)
+        [line] = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()] or [{"stderr": proc.stderr}]
+        return line
+
+    def sdk_ok(*args: str) -> dict[str, Any]:
+        result = sdk(*args)
+        assert result.get("ok"), result
+        return result
+
+    data = tmp_path / "rust.bin"
+    data.write_bytes(b"rust through the tunnel\n" * 100)
+    start = proxy_airlock.log_size()
+    sdk_ok("create-bucket", bucket)
+    sdk_ok("put-object", bucket, "rust.bin", str(data))
+    got = sdk_ok("get-object", bucket, "rust.bin")
+    assert got["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest(), got
+    assert f"{bucket}.s3.{REGION}.amazonaws.com" in proxy_airlock.tunnels_logged(start)
+    assert moto.client("s3").get_object(Bucket=bucket, Key="rust.bin")["Body"].read() == data.read_bytes()
+
+    sdk_ok("create-table", table)
+    sdk_ok("put-item", table, "k", "v")
+    assert sdk_ok("get-item", table, "k")["value"] == "v"
+    sdk_ok("create-db-instance", db)
+    assert [i["id"] for i in sdk_ok("describe-db-instance", db)["instances"]] == [db]
+
+    for args in (("delete-object", bucket, "rust.bin"), ("delete-table", table), ("delete-db-instance", db)):
+        refused = sdk(*args)
+        assert not refused.get("ok") and refused.get("code") in ("AccessDenied", "AccessDeniedException"), refused
+        proxy_airlock.approval_link(refused["error"])
+    moto.client("s3").head_object(Bucket=bucket, Key="rust.bin")
+    moto.client("dynamodb").describe_table(TableName=table)
+    moto.client("rds").describe_db_instances(DBInstanceIdentifier=db)
