@@ -437,7 +437,8 @@ impl Config {
             ));
         }
         if let Some(bad) = raw.connect.passthrough.iter().find(|g| {
-            g.trim().is_empty() || g.trim_start_matches('*').trim_start_matches('.').is_empty()
+            let host = g.rsplit_once(':').map_or(g.as_str(), |(h, _)| h);
+            !host.chars().any(|c| !matches!(c, '*' | '?' | '.' | ' '))
         }) {
             return Err(err(
                 "[connect] passthrough",

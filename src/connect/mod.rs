@@ -443,6 +443,36 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_is_off_unless_set_and_loopback_only() {
+        use crate::config::Config;
+        let parse = |extra: &str| {
+            let text =
+                format!("[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n{extra}");
+            Config::parse(std::path::Path::new("/c/airlock.toml"), &text)
+        };
+        let off = parse("").unwrap();
+        assert!(off.connect_addr.is_none() && agent_env(&off).is_empty());
+        let on =
+            parse("connect = \"127.0.0.1:8445\"\n[connect]\npassthrough = [\"*.npmjs.org\"]\n")
+                .unwrap();
+        assert_eq!(on.connect_addr.map(|a| a.port()), Some(8445));
+        assert_eq!(on.connect_passthrough, ["*.npmjs.org"]);
+        let e = parse("connect = \"0.0.0.0:8445\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[listen] connect") && e.contains("loopback"),
+            "{e}"
+        );
+        for every in ["*", "*.", "*:*", " "] {
+            let e = parse(&format!("[connect]\npassthrough = [{every:?}]\n"))
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string());
+            assert!(e.contains("[connect] passthrough"), "{every:?}: {e}");
+        }
+    }
+
+    #[test]
     fn a_tunnelled_request_must_name_its_tunnel() {
         let req = |host: Option<&str>, uri: &str| {
             let mut b = http::Request::builder().uri(uri);
