@@ -287,10 +287,30 @@ def test_curl_signed_and_unsigned(proxy_airlock: ConnectAirlock, proxy_agent: Pr
     assert wrong.stdout.endswith("\n403") and "<Code>SignatureDoesNotMatch</Code>" in wrong.stdout, wrong.stdout
     assert moto.request_count() == before, "an unverified request reached moto"
 
-    signed = curl(proxy_agent, "--aws-sigv4", "aws:amz:us-east-1:sts",
-                  "--user", f"{proxy_agent.access_key_id}:{proxy_agent.secret_access_key}", STS_CALL)
-    assert signed.stdout.endswith("\n200"), signed.stdout
-    assert f"<Arn>{moto.user_arn}</Arn>" in signed.stdout, signed.stdout
+    # Both HTTP versions inside the tunnel (ALPN: h2, http/1.1).
+    for flag, version in (("--http2", "2"), ("--http1.1", "1.1")):
+        signed = curl(proxy_agent, flag, "--aws-sigv4", "aws:amz:us-east-1:sts",
+                      "--user", f"{proxy_agent.access_key_id}:{proxy_agent.secret_access_key}",
+                      "-w", "\n%{http_code} http=%{http_version}", STS_CALL)
+        assert signed.stdout.endswith(f"\n200 http={version}"), signed.stdout
+        assert f"<Arn>{moto.user_arn}</Arn>" in signed.stdout, signed.stdout
+
+
+def test_exec_gives_the_proxy_and_no_endpoint(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent,
+                                             moto: Moto) -> None:
+    """`airlock exec` in this mode: HTTPS_PROXY and the CA, no AWS_ENDPOINT_URL; the AWS CLI
+    run under it reaches moto through the tunnel with the agent's identity mapped to airlock's."""
+    aws = require_tool("aws")
+    env = {**scrubbed_env(), "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    proc = run([str(proxy_airlock.binary), "exec", proxy_agent.name, "--config", str(proxy_airlock.config), "--",
+                aws, "sts", "get-caller-identity", "--output", "json"], env, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["Arn"] == moto.user_arn
+    shown = run([str(proxy_airlock.binary), "exec", proxy_agent.name, "--config", str(proxy_airlock.config), "--",
+                 "env"], env, timeout=60).stdout
+    variables = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    assert variables["HTTPS_PROXY"] == proxy_airlock.connect_url, shown
+    assert not any(k.startswith("AWS_ENDPOINT_URL") for k in variables), shown
 
 
 def test_plain_http_to_aws_is_refused(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto) -> None:
