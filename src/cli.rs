@@ -458,6 +458,7 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
     print_created(&created);
     let config = crate::serve::load_trusted_config(config_path, own_uid)?;
     crate::serve::check_own_files(&config, own_uid)?;
+    crate::connect::ca::warn_if_unconstrained(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -63,6 +63,25 @@ pub fn is_name_constrained(ca_pem: &str) -> Result<bool, String> {
         .is_some_and(|c| !c.permitted_subtrees.is_empty()))
 }
 
+/// `serve`'s warning when the CA in use has no name constraints (made before they were):
+/// every client that trusts it would accept a certificate its key signs for any site.
+pub fn warn_if_unconstrained(config: &crate::config::Config) {
+    let path = config.ca_cert();
+    let judged = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| is_name_constrained(&pem));
+    match judged {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            ca = %path.display(),
+            "airlock's CA is not name-constrained: whoever got ca.key could sign certificates for any site, which clients trusting this CA would accept; `airlock init --rotate-ca` makes a constrained one"
+        ),
+        Err(e) => {
+            tracing::warn!(ca = %path.display(), error = %e, "could not tell whether airlock's CA is name-constrained")
+        }
+    }
+}
+
 /// The CA's certificate, rebuilt from its PEM and key so it can sign (rcgen needs a
 /// `Certificate` as issuer; the subject and key are the CA's, so what it signs chains to it).
 pub fn issuer(
@@ -118,12 +137,6 @@ impl Minter {
         };
         let ca_pem = read(config.ca_cert())?;
         let ca_key_pem = read(config.ca_key())?;
-        if !is_name_constrained(&ca_pem)? {
-            tracing::warn!(
-                ca = %config.ca_cert().display(),
-                "airlock's CA is not name-constrained: a leaked ca.key could sign for any site; `airlock init --rotate-ca` makes a constrained one"
-            );
-        }
         let (ca, ca_key) = issuer(&ca_pem, &ca_key_pem)
             .map_err(|e| format!("{}: {e}", config.ca_key().display()))?;
         let ca_der = ca.der().clone();

@@ -470,6 +470,7 @@ def test_rotate_ca_replaces_an_unconstrained_ca(tmp_path: Path, moto: Moto) -> N
     (tmp_path / "old-install").mkdir()
     airlock = Airlock(tmp_path / "old-install", moto)
     airlock.cli("init")
+    configure(airlock.config, {("listen", "proxy"): "127.0.0.1:0", ("listen", "approvals"): "127.0.0.1:0"})
     certs = airlock.home / "certs"
     for f in ("ca.pem", "ca.key", "server.pem", "server.key"):
         (certs / f).unlink()
@@ -480,6 +481,9 @@ def test_rotate_ca_replaces_an_unconstrained_ca(tmp_path: Path, moto: Moto) -> N
     airlock.cli("init")  # the server certificate, from the old CA
     doctor = airlock.cli("doctor", "--json", check=False)
     assert "ca-unconstrained" in doctor.stdout, doctor.stdout
+    airlock.start()  # serve says so too
+    airlock.stop()
+    assert "not name-constrained" in airlock.log_tail(), airlock.log_tail()
 
     proc = airlock.cli("init", "--rotate-ca")
     assert "name-constrained" in proc.stdout and "replaced" in proc.stdout, proc.stdout
