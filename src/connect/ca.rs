@@ -199,4 +199,36 @@ mod tests {
         assert!(!dns.iter().any(|n| n.is_empty() || *n == "com"), "{dns:?}");
         assert!(c.excluded_subtrees.is_empty());
     }
+
+    #[test]
+    fn leaves_are_minted_once_per_name_for_that_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, _) = crate::init::init(&dir.path().join("config/airlock.toml")).unwrap();
+        let minter = Minter::load(&config).unwrap();
+        let sts = minter.server_config("sts.amazonaws.com").unwrap();
+        assert!(Arc::ptr_eq(
+            &sts,
+            &minter.server_config("sts.amazonaws.com").unwrap()
+        ));
+        let rds = minter.server_config("rds.amazonaws.com").unwrap();
+        assert!(!Arc::ptr_eq(&sts, &rds));
+        // A leaf names its host and nothing else (that it chains to the CA and that clients
+        // accept it is tests/e2e/test_connect.py's).
+        let now = time::OffsetDateTime::now_utc();
+        let (leaf, _) = server_leaf(
+            vec!["sts.amazonaws.com".into()],
+            &minter.ca,
+            &minter.ca_key,
+            now,
+            now + LEAF_VALIDITY,
+        )
+        .unwrap();
+        let parsed = CertificateParams::from_ca_cert_pem(&leaf.pem()).unwrap();
+        assert_eq!(
+            parsed.subject_alt_names,
+            vec![rcgen::SanType::DnsName(
+                "sts.amazonaws.com".try_into().unwrap()
+            )]
+        );
+    }
 }
