@@ -339,8 +339,7 @@ impl Doctor<'_> {
         let via_connect = config.connect_addr.is_some()
             && ["HTTPS_PROXY", "https_proxy"].iter().any(|k| {
                 get(k).is_some_and(|v| {
-                    let port = crate::cli::recorded_port(config, "connect")
-                        .or(config.connect_addr.map(|a| a.port()));
+                    let port = config.listening().connect.map(|a| a.port());
                     port.is_some_and(|p| v.trim_end_matches('/').ends_with(&format!(":{p}")))
                 })
             });
@@ -481,7 +480,7 @@ fn points_at_airlock(url: &str, config: &Config) -> bool {
         return false;
     };
     if let Some(public) = &config.public_url {
-        return url.trim_end_matches('/') == public.trim_end_matches('/');
+        return url.trim_end_matches('/') == public.base();
     }
     let loopback = matches!(
         uri.host(),

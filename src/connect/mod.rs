@@ -25,14 +25,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-
-/// Longest wait for in-flight tunnels after the shutdown signal.
-const DRAIN_TIMEOUT: Duration = accept::DRAIN_TIMEOUT;
 
 /// The port AWS serves HTTPS on: the only one airlock terminates.
 const HTTPS_PORT: u16 = 443;
@@ -128,11 +124,13 @@ pub fn check_tunnel_host<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
 /// tunnel (`SSL_CERT_FILE` the system's roots plus airlock's CA, so passthrough hosts still
 /// verify). There is no `AWS_ENDPOINT_URL`: clients address AWS by its own names.
 pub fn agent_env(config: &crate::config::Config) -> Vec<(&'static str, String)> {
-    let Some(addr) = config.connect_addr else {
+    if config.connect_addr.is_none() {
+        return Vec::new();
+    }
+    let Some(addr) = config.listening().connect.or(config.connect_addr) else {
         return Vec::new();
     };
-    let port = crate::cli::recorded_port(config, "connect").unwrap_or(addr.port());
-    let proxy = format!("http://{}", SocketAddr::new(addr.ip(), port));
+    let proxy = format!("http://{addr}");
     let ca = config.ca_cert().display().to_string();
     let bundle = crate::exec::combined_bundle(config)
         .map(|p| p.display().to_string())
@@ -160,63 +158,47 @@ pub async fn serve(
     minter: ca::Minter,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = proxy.config.limits.clone();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let (stop, _) = watch::channel(false);
+    let limits = &proxy.config.limits;
+    let caps = crate::net::Caps {
+        connections: limits.max_connections,
+        overflow: 0,
+    };
     let shared = Arc::new(Shared {
-        builder: accept::http_builder(&limits, false),
-        proxy,
+        builder: accept::http_builder(limits, false),
+        proxy: Arc::clone(&proxy),
         minter,
     });
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed (connect listener)");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections = limits.max_connections, "connect listener over the connection cap; connection closed");
-            continue;
-        };
-        let shared = Arc::clone(&shared);
-        let stop = stop.subscribe();
-        // Held by the connection and by the tunnel it becomes.
-        let permit = Arc::new(permit);
-        tokio::spawn(proxy_connection(shared, tcp, peer, permit, stop));
-    }
-    drop(listener);
-    stop.send_replace(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    tokio::select! {
-        _ = connections.acquire_many(all) => {}
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("tunnels still open after {}s; closing", DRAIN_TIMEOUT.as_secs()),
-    }
+    crate::net::accept_loop(
+        "connect",
+        listener,
+        caps,
+        shutdown,
+        move |tcp, peer, _, stop| proxy_connection(Arc::clone(&shared), tcp, peer, stop),
+    )
+    .await;
 }
 
-/// One plain-HTTP connection to the listener: its `CONNECT` (or refusals).
+/// The tunnel a `CONNECT` became, awaited by its connection so that the connection's permit
+/// (and the drain at shutdown) lasts as long as the tunnel.
+type TunnelTask = Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>;
+
+/// One plain-HTTP connection to the listener: its `CONNECT` (or refusals), then the tunnel.
 async fn proxy_connection(
     shared: Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
-    permit: Arc<OwnedSemaphorePermit>,
     stop: watch::Receiver<bool>,
 ) {
     let limits = &shared.proxy.config.limits;
+    let tunnel: TunnelTask = Arc::default();
     let service = {
         let shared = Arc::clone(&shared);
+        let tunnel = Arc::clone(&tunnel);
         service_fn(move |req: http::Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let open = Open {
                 peer,
-                permit: Arc::clone(&permit),
+                tunnel: Arc::clone(&tunnel),
                 stop: stop.clone(),
             };
             async move { Ok::<_, Infallible>(answer(shared, req, open)) }
@@ -230,6 +212,10 @@ async fn proxy_connection(
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connect listener: connection ended with an error");
+    }
+    let opened = tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(task) = opened {
+        let _ = task.await;
     }
 }
 
@@ -246,8 +232,8 @@ fn plain(status: http::StatusCode, text: String) -> http::Response<Full<Bytes>> 
 /// What a tunnel carries on from its connection.
 struct Open {
     peer: SocketAddr,
-    /// The connection's place under `max_connections`, held until the tunnel closes.
-    permit: Arc<OwnedSemaphorePermit>,
+    /// Where the tunnel's task is left for the connection to await.
+    tunnel: TunnelTask,
     stop: watch::Receiver<bool>,
 }
 
@@ -258,7 +244,7 @@ fn answer(
     req: http::Request<Incoming>,
     open: Open,
 ) -> http::Response<Full<Bytes>> {
-    let peer = open.peer;
+    let Open { peer, tunnel, stop } = open;
     if req.method() != http::Method::CONNECT {
         let host = req.uri().host().unwrap_or("-").to_string();
         let aws = crate::aws::endpoint::is_aws_host(crate::aws::model(), &host);
@@ -296,12 +282,7 @@ fn answer(
         },
         _ => None,
     };
-    tokio::spawn(async move {
-        let Open {
-            peer,
-            permit: _permit,
-            stop,
-        } = open;
+    let task = tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => TokioIo::new(u),
             Err(e) => {
@@ -319,6 +300,7 @@ fn answer(
             _ => {}
         }
     });
+    *tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     http::Response::new(Full::new(Bytes::new()))
 }
 
