@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod credentials;
+pub mod describe;
 pub mod doctor;
 pub mod exec;
 pub mod explain;
