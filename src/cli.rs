@@ -279,7 +279,7 @@ fn print_created(created: &init::Created) {
 
 fn cmd_init(config_path: &Path, rotate_ca: bool) -> CmdResult {
     if rotate_ca {
-        load(config_path)?;
+        Config::load_existing(config_path)?;
         let (config, replaced, created) =
             init::rotate_ca(config_path).map_err(|e| e.to_string())?;
         for p in &replaced {

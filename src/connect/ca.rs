@@ -137,8 +137,13 @@ impl Minter {
         };
         let ca_pem = read(config.ca_cert())?;
         let ca_key_pem = read(config.ca_key())?;
-        let (ca, ca_key) = issuer(&ca_pem, &ca_key_pem)
-            .map_err(|e| format!("{}: {e}", config.ca_key().display()))?;
+        Self::from_pem(&ca_pem, &ca_key_pem)
+            .map_err(|e| format!("{}: {e}", config.ca_key().display()))
+    }
+
+    /// From the CA's certificate and key (PEM).
+    pub fn from_pem(ca_pem: &str, ca_key_pem: &str) -> Result<Self, rcgen::Error> {
+        let (ca, ca_key) = issuer(ca_pem, ca_key_pem)?;
         let ca_der = ca.der().clone();
         Ok(Minter {
             ca,
@@ -202,9 +207,13 @@ mod tests {
 
     #[test]
     fn leaves_are_minted_once_per_name_for_that_name_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let (config, _) = crate::init::init(&dir.path().join("config/airlock.toml")).unwrap();
-        let minter = Minter::load(&config).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.name_constraints = Some(name_constraints());
+        let ca = params.self_signed(&key).unwrap();
+        assert!(is_name_constrained(&ca.pem()).unwrap());
+        let minter = Minter::from_pem(&ca.pem(), &key.serialize_pem()).unwrap();
         let sts = minter.server_config("sts.amazonaws.com").unwrap();
         assert!(Arc::ptr_eq(
             &sts,

@@ -5,7 +5,7 @@
 //!
 //! | target | what happens |
 //! |---|---|
-//! | an AWS name (under a partition's DNS suffix, [`crate::aws::endpoint::is_aws_host`]), port 443 | `200`, then airlock ends TLS itself with a leaf for that name minted by its CA ([`ca::Minter`]), and every request inside (HTTP/1.1 or h2) takes the endpoint listener's path: `proxy::handle`, whose first step checks the request's Host is that name ([`check_tunnel_host`]) |
+//! | an AWS name (under a partition's DNS suffix, [`crate::aws::endpoint::is_aws_host`]), port 443 | `200`, then airlock ends TLS itself with a leaf for that name minted by its CA ([`ca::Minter`]), and every request inside (HTTP/1.1 or h2) takes the endpoint listener's path: `proxy::handle`, whose first step checks the request's Host is that name (`accept::check_tunnel_host`) |
 //! | a name matching a `[connect] passthrough` glob | `200`, then bytes are copied both ways, unread (package registries and the like) |
 //! | anything else | `403` and a log line |
 //!
@@ -15,7 +15,6 @@
 pub mod ca;
 
 use crate::proxy::accept::{self, Served, TunnelHost};
-use crate::proxy::error::ProxyError;
 use crate::proxy::Proxy;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -93,37 +93,14 @@ pub fn classify(authority: &str, passthrough: &[String]) -> Target {
     ))
 }
 
-/// The first step of a request that came through a tunnel: its Host (HTTP/1.1) and
-/// `:authority` (h2) must be the name the tunnel was opened to, so the name airlock
-/// identifies and forwards by is the one the client checked the certificate of.
-pub fn check_tunnel_host<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
-    let Some(TunnelHost(tunnel)) = req.extensions().get::<TunnelHost>() else {
-        return Ok(());
-    };
-    let named: Vec<&str> = req
-        .headers()
-        .get_all(http::header::HOST)
-        .iter()
-        .map(|v| v.to_str().unwrap_or("\u{0}"))
-        .chain(req.uri().authority().map(|a| a.as_str()))
-        .collect();
-    let same = |h: &&str| {
-        let h = h.strip_suffix(":443").unwrap_or(h);
-        h.eq_ignore_ascii_case(tunnel)
-    };
-    if named.is_empty() || !named.iter().all(same) {
-        return Err(ProxyError::bad_request(format!(
-            "the request's Host is not {tunnel}, the name this tunnel was opened to"
-        )));
-    }
-    Ok(())
-}
-
 /// What an agent is given besides its keys when the HTTPS_PROXY listener is on (nothing
 /// otherwise): the proxy, what not to send through it, and the CA to trust inside the
 /// tunnel (`SSL_CERT_FILE` the system's roots plus airlock's CA, so passthrough hosts still
 /// verify). There is no `AWS_ENDPOINT_URL`: clients address AWS by its own names.
-pub fn agent_env(config: &crate::config::Config) -> Vec<(&'static str, String)> {
+pub fn agent_env(
+    config: &crate::config::Config,
+    bundle: Option<&Path>,
+) -> Vec<(&'static str, String)> {
     if config.connect_addr.is_none() {
         return Vec::new();
     }
@@ -132,9 +109,7 @@ pub fn agent_env(config: &crate::config::Config) -> Vec<(&'static str, String)> 
     };
     let proxy = format!("http://{addr}");
     let ca = config.ca_cert().display().to_string();
-    let bundle = crate::exec::combined_bundle(config)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| ca.clone());
+    let bundle = bundle.map_or_else(|| ca.clone(), |p| p.display().to_string());
     vec![
         ("HTTPS_PROXY", proxy.clone()),
         ("https_proxy", proxy),
@@ -433,7 +408,7 @@ mod tests {
             Config::parse(std::path::Path::new("/c/airlock.toml"), &text)
         };
         let off = parse("").unwrap();
-        assert!(off.connect_addr.is_none() && agent_env(&off).is_empty());
+        assert!(off.connect_addr.is_none() && agent_env(&off, None).is_empty());
         let on =
             parse("connect = \"127.0.0.1:8445\"\n[connect]\npassthrough = [\"*.npmjs.org\"]\n")
                 .unwrap();
@@ -452,32 +427,5 @@ mod tests {
                 .unwrap_or_else(|e| e.to_string());
             assert!(e.contains("[connect] passthrough"), "{every:?}: {e}");
         }
-    }
-
-    #[test]
-    fn a_tunnelled_request_must_name_its_tunnel() {
-        let req = |host: Option<&str>, uri: &str| {
-            let mut b = http::Request::builder().uri(uri);
-            if let Some(h) = host {
-                b = b.header("host", h);
-            }
-            let mut r = b.body(()).unwrap();
-            r.extensions_mut()
-                .insert(TunnelHost(Arc::from("sts.amazonaws.com")));
-            r
-        };
-        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com"), "/")).is_ok());
-        assert!(check_tunnel_host(&req(Some("STS.amazonaws.com:443"), "/")).is_ok());
-        assert!(check_tunnel_host(&req(None, "https://sts.amazonaws.com/")).is_ok());
-        assert!(check_tunnel_host(&req(Some("iam.amazonaws.com"), "/")).is_err());
-        assert!(check_tunnel_host(&req(None, "/")).is_err());
-        assert!(check_tunnel_host(&req(
-            Some("sts.amazonaws.com"),
-            "https://iam.amazonaws.com/"
-        ))
-        .is_err());
-        // Not through a tunnel: nothing to check here.
-        let plain = http::Request::builder().uri("/").body(()).unwrap();
-        assert!(check_tunnel_host(&plain).is_ok());
     }
 }

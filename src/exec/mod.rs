@@ -81,7 +81,7 @@ pub fn child_env(
 
 /// The system roots (the first bundle found; the parent's `SSL_CERT_FILE` first) followed
 /// by airlock's CA.
-pub(crate) fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
+fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
     let ca = config.ca_cert();
     let airlock_ca =
         std::fs::read(&ca).map_err(|e| format!("{}: {e} (run `airlock init`)", ca.display()))?;
@@ -117,7 +117,10 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
     ]
     .into_iter()
     .filter(|(k, _)| config.connect_addr.is_none() || *k != "AWS_ENDPOINT_URL")
-    .chain(crate::connect::agent_env(config))
+    .chain(crate::connect::agent_env(
+        config,
+        combined_bundle(config).ok().as_deref(),
+    ))
     .collect()
 }
 

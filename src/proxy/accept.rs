@@ -100,6 +100,32 @@ pub struct Peer(pub SocketAddr);
 #[derive(Debug, Clone)]
 pub struct TunnelHost(pub Arc<str>);
 
+/// The first step of a request that came through an HTTPS_PROXY tunnel: its Host (HTTP/1.1) and
+/// `:authority` (h2) must be the name the tunnel was opened to, so the name airlock
+/// identifies and forwards by is the one the client checked the certificate of.
+pub fn check_tunnel_host<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
+    let Some(TunnelHost(tunnel)) = req.extensions().get::<TunnelHost>() else {
+        return Ok(());
+    };
+    let named: Vec<&str> = req
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .chain(req.uri().authority().map(|a| a.as_str()))
+        .collect();
+    let same = |h: &&str| {
+        let h = h.strip_suffix(":443").unwrap_or(h);
+        h.eq_ignore_ascii_case(tunnel)
+    };
+    if named.is_empty() || !named.iter().all(same) {
+        return Err(ProxyError::bad_request(format!(
+            "the request's Host is not {tunnel}, the name this tunnel was opened to"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a request whose header section is over `max_header_bytes` (name and value bytes,
 /// summed) or `max_header_count` (fields; a repeated name counts each time). Logs the sizes,
 /// never a header.
@@ -544,5 +570,32 @@ mod tests {
             e.message.contains("4098 bytes") && !e.message.contains("vvv"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tunnelled_request_must_name_its_tunnel() {
+        let req = |host: Option<&str>, uri: &str| {
+            let mut b = http::Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            let mut r = b.body(()).unwrap();
+            r.extensions_mut()
+                .insert(TunnelHost(Arc::from("sts.amazonaws.com")));
+            r
+        };
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("STS.amazonaws.com:443"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(None, "https://sts.amazonaws.com/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("iam.amazonaws.com"), "/")).is_err());
+        assert!(check_tunnel_host(&req(None, "/")).is_err());
+        assert!(check_tunnel_host(&req(
+            Some("sts.amazonaws.com"),
+            "https://iam.amazonaws.com/"
+        ))
+        .is_err());
+        // Not through a tunnel: nothing to check here.
+        let plain = http::Request::builder().uri("/").body(()).unwrap();
+        assert!(check_tunnel_host(&plain).is_ok());
     }
 }
