@@ -107,6 +107,14 @@ fn targets(a: &Approval) -> String {
 fn status_text(a: &Approval) -> String {
     let by = a.decided_by.as_deref().unwrap_or("an approver");
     match a.status {
+        Status::Pending if a.quorum.approvals > 1 && !a.approved_by.is_empty() => format!(
+            "{} — waiting for another approver",
+            super::quorum::progress(a)
+        ),
+        Status::Pending if a.quorum.approvals > 1 => format!(
+            "Waiting for a decision ({} approvers needed)",
+            a.quorum.approvals
+        ),
         Status::Pending => "Waiting for a decision".into(),
         Status::Approved => format!("Approved by {by}"),
         Status::Denied => format!("Denied by {by}"),
@@ -643,6 +651,8 @@ mod tests {
             receipt_id: None,
             decided_by: None,
             decided_at: None,
+            quorum: Default::default(),
+            approved_by: vec![],
         }
     }
 

@@ -152,8 +152,11 @@ pub async fn redeem(
         let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
         // Read afresh: a passkey enrolled while serve runs must count at once.
         let trusted = trusted_keys(&proxy.config).map_err(state_error)?;
+        // The quorum the config requires now, besides the one the receipt states.
         let checked = Receipt::from_json(&bytes).and_then(|r| {
-            receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())
+            let v = receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())?;
+            receipt::quorum::check(&v, &decision.quorum)?;
+            Ok(v)
         });
         let verified = match checked {
             Ok(v) => v,
@@ -177,7 +180,7 @@ pub async fn redeem(
             }
         };
         let allowed = verified.body().uses;
-        let approver = verified.body().approver.clone();
+        let approver = verified.approvers().join(", ");
         if !proxy.audit.writable() {
             tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing a call that needs a receipt (fail closed)");
             return Err(ProxyError::state_unwritable(
