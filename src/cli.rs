@@ -570,6 +570,7 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
                     "action": a.call.action(), "resources": a.call.resources, "params": a.call.params,
                     "rule": a.rule, "irreversible": a.irreversible, "attempts": a.attempts,
                     "created_at": a.created_at, "link": config.approval_link(port, &a.id),
+                    "approvals": a.approved_by, "quorum": a.quorum.approvals,
                 })
             })
             .collect();
@@ -706,6 +707,7 @@ fn cmd_decide(
             approver.name(),
             crate::approvals::quorum::progress(a)
         );
+        println!("receipt: {}", store.receipt_path(receipt_id).display());
         let port = recorded_port(&config, "approvals").unwrap_or(config.approvals_addr.port());
         crate::notify::again(&config, a, &config.approval_link(port, &a.id));
         return Ok(());

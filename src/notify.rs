@@ -69,10 +69,8 @@ pub fn again(config: &Config, approval: &Approval, link: &str) {
     match runtime {
         Ok(rt) => {
             let work = deliver(config.notify.clone(), approval.clone(), link.to_owned());
-            if rt
-                .block_on(tokio::time::timeout(AGAIN_LIMIT, work))
-                .is_err()
-            {
+            let bounded = async { tokio::time::timeout(AGAIN_LIMIT, work).await };
+            if rt.block_on(bounded).is_err() {
                 tracing::warn!(approval = %approval.id, "notification not finished in time");
             }
         }
