@@ -673,7 +673,7 @@ fn cmd_decide(
         Decision::Deny
     };
     if approve {
-        crate::approvals::quorum::may_approve(&pending, approver.name())?;
+        crate::approvals::quorum::may_approve(&store, &pending, approver.name())?;
     }
     let trusted = crate::proxy::redeem::trusted_keys(&config)?;
     let body = crate::approvals::quorum::body_to_sign(

@@ -713,7 +713,7 @@ impl App {
                 ));
             }
             if req.decision == Decision::Approve {
-                quorum::may_approve(&a, passkey.name())
+                quorum::may_approve(&self.proxy.approvals, &a, passkey.name())
                     .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
             }
             approvals.push(a);
