@@ -582,8 +582,13 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     }
     for a in &list {
         let flag = if a.irreversible { "  IRREVERSIBLE" } else { "" };
+        let quorum = if a.quorum.approvals > 1 {
+            format!("  {}", crate::approvals::quorum::progress(a))
+        } else {
+            String::new()
+        };
         println!(
-            "{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}",
+            "{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}{quorum}",
             a.id,
             a.status,
             a.summary(),

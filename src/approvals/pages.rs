@@ -434,6 +434,24 @@ pub fn approval_page(v: &ApprovalView<'_>) -> String {
     );
     fact("First seen", esc(&a.created_at));
     fact("Attempts", a.attempts.to_string());
+    if a.quorum.approvals > 1 {
+        let who = if a.approved_by.is_empty() {
+            "nobody yet".to_owned()
+        } else {
+            show(&a.approved_by.join(", "))
+        };
+        let counting = match &a.quorum.approvers {
+            Some(names) => format!(" (only {} count)", show(&names.join(", "))),
+            None => String::new(),
+        };
+        fact(
+            "Approvers needed",
+            format!(
+                "<span id=\"quorum\">{} distinct{counting}; approved by {who}</span>",
+                a.quorum.approvals
+            ),
+        );
+    }
     if let Some(r) = &a.receipt_id {
         fact("Receipt", format!("<code>{}</code>", esc(r)));
     }

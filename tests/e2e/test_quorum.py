@@ -312,6 +312,7 @@ def test_two_passkeys_in_two_browsers_release_a_held_snapshot_delete(two_web: An
     # Alice, in her browser: one approval of two. The call stays held; the page says so.
     alice = drive({"cmd": "decide", "credfile": str(web.credfile), "decision": "approve", "approval_url": page})
     assert alice["result"]["kind"] == "ok", alice
+    assert "2 distinct (only alice, bob count); approved by nobody yet" in alice["text"], alice["text"]
     assert "1 of 2 approvals — waiting for another approver" in alice["result"]["text"], alice["result"]
     assert "1 of 2 approvals — waiting for another approver" in alice["status_after"], alice["status_after"]
     assert held.is_alive() and snapshot_exists(moto, snap)
