@@ -12,15 +12,6 @@ use crate::receipt::{self, quorum, Binding, Decision, KeyId, Receipt, ReceiptBod
 use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Signed, Status};
 use serde_json::{json, Map, Value};
 
-/// "1 of 2 approvals": how far a pending call is toward its quorum.
-pub fn progress(a: &Approval) -> String {
-    format!(
-        "{} of {} approvals",
-        a.approved_by.len(),
-        a.quorum.approvals.max(1)
-    )
-}
-
 /// The receipt of the quorum under way for pending `a` (`stored`: its bytes), unless its
 /// window has ended: then the approvals in it lapse and the quorum starts over.
 fn under_way(a: &Approval, stored: Option<Vec<u8>>) -> Result<Option<Receipt>, ApprovalError> {
@@ -58,7 +49,7 @@ fn check_approver(a: &Approval, under_way: bool, approver: &str) -> Result<(), S
     if under_way && a.approved_by.iter().any(|n| n == approver) {
         return Err(format!(
             "{approver:?} has already approved this call ({}): it needs another approver",
-            progress(a)
+            a.progress()
         ));
     }
     Ok(())
@@ -138,7 +129,7 @@ pub fn record(
             ))
         })?;
         let verified = receipt::verify_signatures(&joined, trusted).map_err(refused)?;
-        let t = quorum::tally(&verified, &a.quorum);
+        let t = verified.tally(&a.quorum);
         if !t.counted.contains(&approver) {
             return Err(ApprovalError::Refused(format!(
                 "{approver:?} does not count toward this call's quorum"
@@ -213,8 +204,7 @@ mod tests {
 
     use super::*;
     use crate::identify::{AwsCall, Resource};
-    use crate::policy::{Decision as PolicyDecision, Effect};
-    use crate::receipt::{ApproverKey, Quorum, TrustedKeys, Validity};
+    use crate::receipt::{ApproverKey, TrustedKeys, Validity};
 
     struct Setup {
         _dir: tempfile::TempDir,
@@ -240,19 +230,19 @@ mod tests {
             }],
             params: [("DBSnapshotIdentifier".to_owned(), "nightly".to_owned())].into(),
         };
-        let decision = PolicyDecision {
-            effect: Effect::RequireReceipt,
-            rule: "two".into(),
-            reason: "two people".into(),
-            irreversible: true,
-            irreversible_reasons: vec!["deletes a backup".into()],
-            class: None,
-            vends_credentials: false,
-            quorum: Quorum {
-                approvals,
-                approvers: approvers.map(|n| n.iter().map(|s| s.to_string()).collect()),
-            },
+        let approvers = approvers
+            .map(|names| format!("approvers = {names:?}"))
+            .unwrap_or_default();
+        let rule: crate::policy::Rule = toml::from_str(&format!(
+            "name = \"two\"\neffect = \"require_receipt\"\nactions = [\"rds:DeleteDBSnapshot\"]\napprovals = {approvals}\n{approvers}"
+        ))
+        .expect("rule");
+        let policy = crate::policy::Policy {
+            rules: vec![rule],
+            ..Default::default()
         };
+        let decision = policy.decide(&call, "agent", "prod");
+        assert_eq!(decision.quorum().approvals, approvals);
         let binding = Binding::of(&call, "agent", "prod");
         let (a, _) = store
             .record_blocked(
@@ -315,7 +305,7 @@ mod tests {
         let s = setup(2, None);
         let first = decide(&s, 0, Decision::Approve, 900).expect("alice");
         assert_eq!(first.approval.status, Status::Pending);
-        assert_eq!(progress(&first.approval), "1 of 2 approvals");
+        assert_eq!(first.approval.progress(), "1 of 2 approvals");
         let events: Vec<Value> = audit_records(&first, "alice", "cli")
             .into_iter()
             .map(|r| json!([r["event"], r["approver"], r["approvals"], r["quorum"]]))

@@ -2,8 +2,7 @@
 //! ([`Receipt`]: the body and its signatures).
 
 use super::canonical;
-use super::keys::{is_lower_hex, ApproverPublic, KeyId};
-use super::webauthn::PasskeyPublic;
+use super::ids::{is_lower_hex, KeyId, NamedKey};
 use super::ReceiptError;
 use crate::identify::{AwsCall, Resource};
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
@@ -238,7 +237,7 @@ fn is_one_approver(quorum: &u32) -> bool {
 
 fn written_quorum<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     match u32::deserialize(d)? {
-        n @ 2..=super::quorum::MAX_QUORUM => Ok(n),
+        n @ 2..=MAX_QUORUM => Ok(n),
         _ => Err(de::Error::custom(
             "a written quorum is 2 or more (one approver is written by leaving it out)",
         )),
@@ -265,47 +264,16 @@ impl Validity {
 }
 
 impl ReceiptBody {
-    /// A new body for `binding`, with a fresh id, valid from `issued_at` for `ttl`: a key
-    /// approval by `approver`.
+    /// A new body for `binding`, with a fresh id, valid from `issued_at` for `ttl`, decided
+    /// by `approver`: an approver's key ([`super::ApproverPublic`]), or a passkey
+    /// ([`super::PasskeyPublic`]) whose assertion goes into `webauthn` once the human has
+    /// touched it (over [`ReceiptBody::passkey_challenge`]). Either names itself by
+    /// [`NamedKey`], so this module needs neither key module.
     pub fn new(
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
-        approver: &ApproverPublic,
-        validity: Validity,
-    ) -> ReceiptBody {
-        Self::by(
-            binding,
-            approval_id,
-            decision,
-            (approver.name(), approver.key_id()),
-            validity,
-        )
-    }
-
-    /// The same for a passkey approval by `passkey`; its assertion goes into `webauthn`
-    /// once the human has touched it (over [`ReceiptBody::passkey_challenge`]).
-    pub fn for_passkey(
-        binding: &Binding,
-        approval_id: &str,
-        decision: Decision,
-        passkey: &PasskeyPublic,
-        validity: Validity,
-    ) -> ReceiptBody {
-        Self::by(
-            binding,
-            approval_id,
-            decision,
-            (passkey.name(), passkey.key_id()),
-            validity,
-        )
-    }
-
-    fn by(
-        binding: &Binding,
-        approval_id: &str,
-        decision: Decision,
-        (approver, approver_key_id): (&str, &KeyId),
+        approver: &impl NamedKey,
         validity: Validity,
     ) -> ReceiptBody {
         let issued_at = Timestamp::from_datetime(validity.issued_at);
@@ -327,8 +295,8 @@ impl ReceiptBody {
             not_before: issued_at,
             expires_at: issued_at.saturating_add(ttl),
             uses: validity.uses,
-            approver: approver.to_owned(),
-            approver_key_id: approver_key_id.clone(),
+            approver: approver.name().to_owned(),
+            approver_key_id: approver.key_id().clone(),
             webauthn: None,
             approval_id: approval_id.to_owned(),
             quorum: 1,
@@ -404,6 +372,35 @@ impl Binding {
     }
 }
 
+/// The most approvers a call can require (and so the most a receipt carries).
+pub const MAX_QUORUM: u32 = 16;
+
+/// One further approver of a quorum body, with their signatures over the body in their name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cosigner {
+    pub approver: String,
+    pub approver_key_id: KeyId,
+    /// `null` for a key approval; the assertion for a passkey approval.
+    #[serde(deserialize_with = "present")]
+    pub webauthn: Option<WebAuthnAssertion>,
+    pub signatures: Vec<Signature>,
+}
+
+/// `cosigners`, when written, holds at least one entry (absent is the only empty form).
+pub(super) fn written_cosigners<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Cosigner>, D::Error> {
+    let list = Vec::<Cosigner>::deserialize(d)?;
+    if list.is_empty() || list.len() >= MAX_QUORUM as usize {
+        return Err(de::Error::custom(format!(
+            "cosigners, when written, holds 1 to {} entries",
+            MAX_QUORUM - 1
+        )));
+    }
+    Ok(list)
+}
+
 /// A receipt file: the body and its signatures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -415,9 +412,9 @@ pub struct Receipt {
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "super::quorum::written_cosigners"
+        deserialize_with = "written_cosigners"
     )]
-    pub cosigners: Vec<super::quorum::Cosigner>,
+    pub cosigners: Vec<Cosigner>,
 }
 
 /// One signature over the body's canonical bytes.

@@ -16,40 +16,11 @@
 //! config requires now. A denial is never joined: one denial is a receipt of its own, and it
 //! denies however many approvals came before it.
 
-use super::body::{present, Decision, Receipt, ReceiptBody, Signature, WebAuthnAssertion};
+pub use super::body::{Cosigner, MAX_QUORUM};
+use super::body::{Decision, Receipt, ReceiptBody};
 use super::keys::KeyId;
-use super::verify::VerifiedReceipt;
 use super::ReceiptError;
-use serde::{de, Deserialize, Deserializer, Serialize};
-
-/// The most approvers a call can require (and so the most a receipt carries).
-pub const MAX_QUORUM: u32 = 16;
-
-/// One further approver of a quorum body, with their signatures over the body in their name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cosigner {
-    pub approver: String,
-    pub approver_key_id: KeyId,
-    /// `null` for a key approval; the assertion for a passkey approval.
-    #[serde(deserialize_with = "present")]
-    pub webauthn: Option<WebAuthnAssertion>,
-    pub signatures: Vec<Signature>,
-}
-
-/// `cosigners`, when written, holds at least one entry (absent is the only empty form).
-pub(super) fn written_cosigners<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<Cosigner>, D::Error> {
-    let list = Vec::<Cosigner>::deserialize(d)?;
-    if list.is_empty() || list.len() >= MAX_QUORUM as usize {
-        return Err(de::Error::custom(format!(
-            "cosigners, when written, holds 1 to {} entries",
-            MAX_QUORUM - 1
-        )));
-    }
-    Ok(list)
-}
+use serde::{Deserialize, Serialize};
 
 /// What a call needs: how many distinct approvers, and which names may count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,24 +138,27 @@ impl Tally {
     }
 }
 
-/// Counts the distinct approvers of `receipt` that `required` lets count.
-pub fn tally(receipt: &VerifiedReceipt, required: &Quorum) -> Tally {
+/// Counts the distinct `approvers` of a verified receipt's `body` that `required` lets count.
+pub fn tally(body: &ReceiptBody, approvers: &[String], required: &Quorum) -> Tally {
     Tally {
-        counted: receipt
-            .approvers()
+        counted: approvers
             .iter()
             .filter(|name| required.counts(name))
             .cloned()
             .collect(),
-        need: receipt.body().quorum.max(required.approvals).max(1),
+        need: body.quorum.max(required.approvals).max(1),
     }
 }
 
 /// [`tally`], refusing an approval whose quorum is not complete. A denial passes: it
 /// authorizes nothing, whoever signed it, and `check_binding` refuses it.
-pub fn check(receipt: &VerifiedReceipt, required: &Quorum) -> Result<Tally, ReceiptError> {
-    let t = tally(receipt, required);
-    if receipt.body().decision == Decision::Approve && !t.complete() {
+pub fn check(
+    body: &ReceiptBody,
+    approvers: &[String],
+    required: &Quorum,
+) -> Result<Tally, ReceiptError> {
+    let t = tally(body, approvers, required);
+    if body.decision == Decision::Approve && !t.complete() {
         return Err(ReceiptError::QuorumNotMet {
             have: t.have(),
             need: t.need,

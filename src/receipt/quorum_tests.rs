@@ -2,7 +2,7 @@
 //! and the config's quorum on top of the body's.
 
 use super::*;
-use crate::receipt::quorum::{join, tally, MAX_QUORUM};
+use crate::receipt::quorum::{join, MAX_QUORUM};
 
 /// A body that needs `quorum` approvers, first approved (and signed) by `first`.
 fn quorum_receipt(w: &World, first: &ApproverKey, quorum: u32) -> Receipt {
@@ -32,7 +32,7 @@ fn two_distinct_approvers_complete_a_quorum_of_two() {
     // One approval of two: genuine, but it authorizes nothing.
     assert_eq!(needs(verify(&first, &w.trusted)), (1, 2));
     let v = verify_signatures(&first, &w.trusted).expect("genuine");
-    assert!(!tally(&v, &Quorum::default()).complete());
+    assert!(!v.tally(&Quorum::default()).complete());
 
     let both = join(Some(first.clone()), cosign(&first, &w.bob)).expect("joins");
     let back = Receipt::from_json(both.to_json().expect("json").as_bytes()).expect("parses");
@@ -190,7 +190,7 @@ fn the_config_can_require_more_and_name_who_counts() {
         approvers: None,
     };
     assert_eq!(
-        quorum::check(&v, &three).expect_err("refused"),
+        v.check_quorum(&three).expect_err("refused"),
         ReceiptError::QuorumNotMet { have: 2, need: 3 }
     );
     // Only alice and carol count: bob's approval does not.
@@ -199,23 +199,23 @@ fn the_config_can_require_more_and_name_who_counts() {
         approvers: Some(vec!["alice".into(), "carol".into()]),
     };
     assert_eq!(
-        quorum::check(&v, &named).expect_err("refused"),
+        v.check_quorum(&named).expect_err("refused"),
         ReceiptError::QuorumNotMet { have: 1, need: 2 }
     );
     // A receipt for one approver does not meet a config that needs two.
     let single = verify(&approved(&w), &w.trusted).expect("verifies");
     assert_eq!(
-        quorum::check(
-            &single,
-            &Quorum {
+        single
+            .check_quorum(&Quorum {
                 approvals: 2,
                 approvers: None
-            }
-        )
-        .expect_err("refused"),
+            })
+            .expect_err("refused"),
         ReceiptError::QuorumNotMet { have: 1, need: 2 }
     );
-    quorum::check(&single, &Quorum::default()).expect("one is enough");
+    single
+        .check_quorum(&Quorum::default())
+        .expect("one is enough");
 }
 
 #[test]

@@ -82,6 +82,16 @@ impl VerifiedReceipt {
         &self.approvers
     }
 
+    /// How far it is toward its quorum and `required` ([`quorum::tally`]).
+    pub fn tally(&self, required: &Quorum) -> quorum::Tally {
+        quorum::tally(self.body(), &self.approvers, required)
+    }
+
+    /// [`quorum::check`]: an approval short of its quorum or of `required` is refused.
+    pub fn check_quorum(&self, required: &Quorum) -> Result<quorum::Tally, ReceiptError> {
+        quorum::check(self.body(), &self.approvers, required)
+    }
+
     pub fn into_receipt(self) -> Receipt {
         self.receipt
     }
@@ -91,7 +101,7 @@ impl VerifiedReceipt {
 /// approvers as its body's quorum ([`quorum::check`]; the proxy also checks the config's).
 pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceipt, ReceiptError> {
     let verified = verify_signatures(receipt, trusted)?;
-    quorum::check(&verified, &Quorum::default())?;
+    verified.check_quorum(&Quorum::default())?;
     Ok(verified)
 }
 

@@ -6,6 +6,8 @@
 //! approval page) decide them. Changes are made under an exclusive lock
 //! (`state/approvals.lock`) and written atomically.
 
+/// The state dir's one clock format, also reachable here for the approval page.
+pub use super::now_rfc3339;
 use crate::identify::AwsCall;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -69,6 +71,15 @@ pub struct Signed {
 }
 
 impl Approval {
+    /// "1 of 2 approvals": how far a pending call is toward its quorum.
+    pub fn progress(&self) -> String {
+        format!(
+            "{} of {} approvals",
+            self.approved_by.len(),
+            self.quorum.approvals.max(1)
+        )
+    }
+
     /// A one-line description: `rds:DeleteDBInstance on prod-db`.
     pub fn summary(&self) -> String {
         let targets: Vec<&str> = self
@@ -105,14 +116,6 @@ pub struct ApprovalStore {
     lock: PathBuf,
     /// binding key → id of the latest approval for it (serve's own index).
     latest: Mutex<HashMap<String, String>>,
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn new_id() -> String {
@@ -270,17 +273,17 @@ impl ApprovalStore {
                 call: call.clone(),
                 agent: agent.to_string(),
                 environment: environment.to_string(),
-                rule: decision.rule.clone(),
-                reason: decision.reason.clone(),
-                irreversible: decision.irreversible,
-                irreversible_reasons: decision.irreversible_reasons.clone(),
+                rule: decision.rule().to_string(),
+                reason: decision.reason().to_string(),
+                irreversible: decision.irreversible(),
+                irreversible_reasons: decision.irreversible_reasons().to_vec(),
                 created_at: now.clone(),
                 last_seen_at: now,
                 attempts: 1,
                 receipt_id: None,
                 decided_by: None,
                 decided_at: None,
-                quorum: decision.quorum.clone(),
+                quorum: decision.quorum().clone(),
                 approved_by: Vec::new(),
             };
             self.put(&a)?;
