@@ -569,6 +569,7 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
                     "action": a.call.action(), "resources": a.call.resources, "params": a.call.params,
                     "rule": a.rule, "irreversible": a.irreversible, "attempts": a.attempts,
                     "created_at": a.created_at, "link": config.approval_link(port, &a.id),
+                    "approvals": a.approved_by, "quorum": a.quorum.approvals,
                 })
             })
             .collect();
@@ -580,8 +581,13 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     }
     for a in &list {
         let flag = if a.irreversible { "  IRREVERSIBLE" } else { "" };
+        let quorum = if a.quorum.approvals > 1 {
+            format!("  {}", a.progress())
+        } else {
+            String::new()
+        };
         println!(
-            "{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}",
+            "{}  {:?}  {}  agent={} env={} rule={} attempts={}{flag}{quorum}",
             a.id,
             a.status,
             a.summary(),
@@ -662,34 +668,58 @@ fn cmd_decide(
                 config.path.display()
             )
         })?;
-    let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
-    let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
-    validity.ttl = config.approval.receipt_ttl;
-    validity.uses = config.approval.uses;
     let decision = if approve {
         Decision::Approve
     } else {
         Decision::Deny
     };
-    let body = ReceiptBody::new(&binding, &pending.id, decision, &approver, validity);
+    if approve {
+        crate::approvals::quorum::may_approve(&store, &pending, approver.name())?;
+    }
+    let trusted = crate::gate::trusted_keys(&config)?;
+    let body = crate::approvals::quorum::body_to_sign(
+        &store,
+        &pending,
+        decision,
+        (approver.name(), approver.key_id()),
+        || {
+            let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
+            let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
+            validity.ttl = config.approval.receipt_ttl;
+            validity.uses = config.approval.uses;
+            ReceiptBody::new(&binding, &pending.id, decision, &approver, validity)
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
-    let json = signed.to_json().map_err(|e| e.to_string())?;
-    let receipt_id = signed.body.id.as_str().to_string();
-    let a = store
-        .decide(id, approve, approver.name(), &receipt_id, json.as_bytes())
-        .map_err(|e| e.to_string())?;
+    let expires_at = signed.body.expires_at;
+    let recorded =
+        crate::approvals::quorum::record(&store, &trusted, signed).map_err(|e| e.to_string())?;
+    let (a, receipt_id) = (&recorded.approval, &recorded.receipt_id);
+    for record in crate::approvals::quorum::audit_records(&recorded, approver.name(), "cli") {
+        crate::audit::append_now(&config.state_dir, record).map_err(|e| {
+            format!("the decision is recorded, but the audit log could not be written: {e}")
+        })?;
+    }
+    if a.status == crate::state::approvals::Status::Pending {
+        println!(
+            "approved {} by {}: {} — waiting for another approver (receipt {receipt_id})",
+            a.id,
+            approver.name(),
+            a.progress()
+        );
+        println!("receipt: {}", store.receipt_path(receipt_id).display());
+        let port = config.listening().approvals.port();
+        crate::notify::again(&config, a, &config.approval_link(port, &a.id));
+        return Ok(());
+    }
     let verb = if approve { "approved" } else { "denied" };
-    let record = crate::audit::decision(approve, &a, &receipt_id, approver.name(), "cli");
-    crate::audit::append_now(&config.state_dir, record).map_err(|e| {
-        format!("the decision is recorded, but the audit log could not be written: {e}")
-    })?;
     println!(
-        "{verb} {}: {} (receipt {receipt_id}, valid until {})",
+        "{verb} {}: {} (receipt {receipt_id}, valid until {expires_at})",
         a.id,
         a.summary(),
-        signed.body.expires_at
     );
-    println!("receipt: {}", store.receipt_path(&receipt_id).display());
+    println!("receipt: {}", store.receipt_path(receipt_id).display());
     Ok(())
 }
 
@@ -702,6 +732,7 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     let v = receipt::verify(&r, &trusted)
         .map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
     let b = v.body();
+    let required = config_quorum(&config, b);
     let signers: Vec<String> = v
         .signers()
         .iter()
@@ -721,10 +752,51 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
         b.expires_at,
         b.uses
     );
+    let tally = v.tally(required.as_ref().unwrap_or(&Default::default()));
+    println!(
+        "  quorum {} of {} distinct approvers ({}){}",
+        tally.have(),
+        tally.need,
+        v.approvers().join(", "),
+        if required.is_some() {
+            ", as airlock's config requires for this call"
+        } else {
+            "; the call is not in airlock's state, so only the receipt's own quorum was checked"
+        }
+    );
     if b.decision == Decision::Deny {
         return Err("the receipt is a denial: it authorizes nothing".into());
     }
+    if !tally.complete() {
+        return Err(format!(
+            "{}: does not verify: {}",
+            file.display(),
+            receipt::ReceiptError::QuorumNotMet {
+                have: tally.have(),
+                need: tally.need
+            }
+        ));
+    }
     Ok(())
+}
+
+/// The quorum the config requires now for the call a receipt answers, when airlock's state
+/// still holds that call (the receipt binds only its parameters' digest, which the rules
+/// cannot be matched against).
+fn config_quorum(
+    config: &Config,
+    body: &crate::receipt::ReceiptBody,
+) -> Option<crate::receipt::Quorum> {
+    let store = crate::state::approvals::ApprovalStore::open(&config.state_dir).ok()?;
+    let a = store.get(&body.approval_id).ok()?;
+    let binding = crate::receipt::Binding::of(&a.call, &a.agent, &a.environment);
+    (binding == body.binding()).then(|| {
+        config
+            .policy
+            .decide(&a.call, &a.agent, &a.environment)
+            .quorum()
+            .clone()
+    })
 }
 
 fn cmd_explain(config_path: &Path, files: &[PathBuf], account: Option<&str>) -> CmdResult {

@@ -76,6 +76,7 @@ struct FileApproval {
     public_url: Option<String>,
     hold_seconds: u64,
     max_held: usize,
+    irreversible_quorum: u32,
 }
 
 impl Default for FileApproval {
@@ -86,6 +87,7 @@ impl Default for FileApproval {
             public_url: None,
             hold_seconds: DEFAULT_HOLD_SECS,
             max_held: 64,
+            irreversible_quorum: 1,
         }
     }
 }
@@ -543,6 +545,7 @@ impl Config {
                 mode: raw.policy.mode,
                 rules: validate_rules(raw.rule, &check)?,
                 builtin: raw.policy.builtin,
+                irreversible_quorum: raw.approval.irreversible_quorum(&check)?,
             },
             environments: validate_environments(raw.environment, &check)?,
             approvers: validate_approvers(&raw.approver, &check)?,
@@ -746,6 +749,18 @@ impl FileNotify {
 }
 
 impl FileApproval {
+    /// `[approval] irreversible_quorum`: 1 to [`MAX_QUORUM`](crate::receipt::quorum::MAX_QUORUM).
+    fn irreversible_quorum(&self, check: &Check) -> Result<u32, ConfigError> {
+        let max = crate::receipt::quorum::MAX_QUORUM;
+        if !(1..=max).contains(&self.irreversible_quorum) {
+            return Err(check.err(
+                "[approval] irreversible_quorum",
+                format!("must be 1 to {max}"),
+            ));
+        }
+        Ok(self.irreversible_quorum)
+    }
+
     fn validate(self, check: &Check) -> Result<Approval, ConfigError> {
         if self.uses == 0 {
             return Err(check.err("[approval] uses", "must be at least 1".into()));
@@ -827,6 +842,7 @@ fn validate_rules(
             }
         }
         check_overrides(r).map_err(|(key, why)| check.err(key, why))?;
+        check_quorum(r).map_err(|(key, why)| check.err(key, why))?;
     }
     Ok(rules)
 }
@@ -855,6 +871,49 @@ fn validate_approvers(
         keys.push(key);
     }
     Ok(keys)
+}
+
+/// `approvals` and `approvers` belong on a rule that requires a receipt: a quorum of 1 to
+/// [`MAX_QUORUM`](crate::receipt::quorum::MAX_QUORUM), and enough distinct names to meet it.
+fn check_quorum(r: &crate::policy::Rule) -> Result<(), (&'static str, String)> {
+    use crate::policy::Effect;
+    let max = crate::receipt::quorum::MAX_QUORUM;
+    if (r.approvals.is_some() || r.approvers.is_some()) && r.effect != Effect::RequireReceipt {
+        return Err((
+            "[[rule]] approvals",
+            format!(
+                "rule {:?}: approvals and approvers belong on a rule with effect = \"require_receipt\"",
+                r.name
+            ),
+        ));
+    }
+    let approvals = r.approvals.unwrap_or(1);
+    if !(1..=max).contains(&approvals) {
+        return Err((
+            "[[rule]] approvals",
+            format!("rule {:?}: approvals must be 1 to {max}", r.name),
+        ));
+    }
+    if let Some(names) = &r.approvers {
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        if names.iter().any(|n| n.is_empty()) || distinct.len() != names.len() {
+            return Err((
+                "[[rule]] approvers",
+                format!("rule {:?}: a name is empty or listed twice", r.name),
+            ));
+        }
+        if names.len() < approvals as usize {
+            return Err((
+                "[[rule]] approvers",
+                format!(
+                    "rule {:?}: {} approver(s) named, fewer than the {approvals} approvals it needs",
+                    r.name,
+                    names.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A rule that overrides the catalogue must be narrow and explicit: it names built-in
@@ -1001,6 +1060,65 @@ mod tests {
             assert_eq!(c.policy.mode, crate::policy::Mode::Enforce, "{name}");
             assert!(!c.notify.desktop, "{name}");
         }
+    }
+
+    #[test]
+    fn a_quorum_is_checked_where_it_is_written() {
+        let with = |extra: &str| {
+            Config::parse(
+                Path::new("/c/airlock.toml"),
+                &format!("{EXAMPLE}\n{extra}\n"),
+            )
+            .map_err(|e| e.to_string())
+        };
+        let rule = |effect: &str, more: &str| {
+            format!("[[rule]]\nname = \"r\"\neffect = \"{effect}\"\nactions = [\"rds:DeleteDBSnapshot\"]\n{more}")
+        };
+        let c = with(&rule(
+            "require_receipt",
+            "approvals = 2\napprovers = [\"alice\", \"bob\"]",
+        ))
+        .expect("valid");
+        assert_eq!(c.policy.rules[0].approvals, Some(2));
+        assert_eq!(c.policy.irreversible_quorum, 1);
+        for (bad, key) in [
+            (rule("allow", "approvals = 2"), "[[rule]] approvals"),
+            (
+                rule("require_receipt", "approvals = 0"),
+                "[[rule]] approvals",
+            ),
+            (
+                rule("require_receipt", "approvals = 17"),
+                "[[rule]] approvals",
+            ),
+            (
+                rule(
+                    "require_receipt",
+                    "approvals = 3\napprovers = [\"alice\", \"bob\"]",
+                ),
+                "[[rule]] approvers",
+            ),
+            (
+                rule("require_receipt", "approvers = [\"alice\", \"alice\"]"),
+                "[[rule]] approvers",
+            ),
+        ] {
+            let e = with(&bad).expect_err("refused");
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let quorum = |n: &str| {
+            EXAMPLE.replace(
+                "irreversible_quorum = 1",
+                &format!("irreversible_quorum = {n}"),
+            )
+        };
+        let c = Config::parse(Path::new("/c/airlock.toml"), &quorum("2")).expect("valid");
+        assert_eq!(c.policy.irreversible_quorum, 2);
+        let e = Config::parse(Path::new("/c/airlock.toml"), &quorum("0")).expect_err("refused");
+        assert!(
+            e.to_string().contains("[approval] irreversible_quorum"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub fn explain_request(
         "class": decision.class(),
         "reason": decision.reason(),
         "irreversible": decision.irreversible(),
+        "approvals": decision.quorum().approvals,
+        "approvers": decision.quorum().approvers,
         "mode": match config.policy.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::Shadow => "shadow" },
     }))
 }

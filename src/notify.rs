@@ -7,7 +7,7 @@
 //! receiver never holds up the proxy. Everything sent comes from the agent's request, so the
 //! Slack text escapes Slack's control characters and the desktop text escapes markup.
 
-use crate::config::Config;
+use crate::config::{Config, Notify};
 use crate::state::approvals::Approval;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -31,16 +31,63 @@ pub fn blocked(config: &Config, approval: &Approval, link: &str) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    if let Some(url) = config.notify.webhook_url.clone() {
-        let body = slack_message(approval, link).to_string();
-        let id = approval.id.clone();
-        runtime.spawn(async move { send_webhook(url, body, &id).await });
+    runtime.spawn(deliver(
+        config.notify.clone(),
+        approval.clone(),
+        link.to_owned(),
+    ));
+}
+
+/// Called when one approver of several has signed and the call waits for another: tells
+/// them again, the same way. Outside a runtime (the CLI) it waits for the delivery, at most
+/// [`AGAIN_LIMIT`].
+pub fn again(config: &Config, approval: &Approval, link: &str) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return blocked(config, approval, link);
     }
-    if config.notify.desktop {
-        if let Some(program) = find_in_path("notify-send") {
-            let (title, text) = desktop_message(approval, link);
-            runtime.spawn(async move { notify_desktop(program, title, text).await });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime {
+        Ok(rt) => {
+            let work = deliver(config.notify.clone(), approval.clone(), link.to_owned());
+            let bounded = async { tokio::time::timeout(AGAIN_LIMIT, work).await };
+            if rt.block_on(bounded).is_err() {
+                tracing::warn!(approval = %approval.id, "notification not finished in time");
+            }
         }
+        Err(e) => tracing::warn!(error = %e, "cannot notify: no runtime"),
+    }
+}
+
+/// How long the CLI waits for [`again`]'s notifications.
+const AGAIN_LIMIT: Duration = Duration::from_secs(15);
+
+async fn deliver(notify: Notify, approval: Approval, link: String) {
+    let webhook = async {
+        if let Some(url) = notify.webhook_url.clone() {
+            let body = slack_message(&approval, &link).to_string();
+            send_webhook(url, body, &approval.id).await;
+        }
+    };
+    let desktop = async {
+        if notify.desktop {
+            if let Some(program) = find_in_path("notify-send") {
+                let (title, text) = desktop_message(&approval, &link);
+                notify_desktop(program, title, text).await;
+            }
+        }
+    };
+    tokio::join!(webhook, desktop);
+}
+
+/// For a call that needs several approvers: " (1 of 2 approvals — waiting for another
+/// approver)"; empty otherwise.
+fn quorum_note(a: &Approval) -> String {
+    if a.quorum.approvals > 1 {
+        format!(" ({} — waiting for another approver)", a.progress())
+    } else {
+        String::new()
     }
 }
 
@@ -63,9 +110,10 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         a.environment.clone()
     };
     let text = format!(
-        "airlock: approval needed for {} (environment {env}, agent {}).{irreversible} {what} Approve or deny: {link}",
+        "airlock: approval needed for {} (environment {env}, agent {}){}.{irreversible} {what} Approve or deny: {link}",
         a.summary(),
-        a.agent
+        a.agent,
+        quorum_note(a)
     );
     let e = |s: &str| markup_escape(&crate::describe::visible(s));
     let mrkdwn =
@@ -91,6 +139,8 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
             "environment": a.environment,
             "agent": a.agent,
             "irreversible": a.irreversible,
+            "approvals": a.approved_by.len(),
+            "quorum": a.quorum.approvals,
             "link": link,
         },
     })
@@ -149,11 +199,12 @@ fn desktop_message(a: &Approval, link: &str) -> (String, String) {
         if production { " (PRODUCTION)" } else { "" }
     );
     let text = format!(
-        "{} — environment {}, agent {}{}\n{link}",
+        "{} — environment {}, agent {}{}{}\n{link}",
         a.summary(),
         a.environment,
         a.agent,
-        if a.irreversible { ", IRREVERSIBLE" } else { "" }
+        if a.irreversible { ", IRREVERSIBLE" } else { "" },
+        quorum_note(a)
     );
     (
         crate::describe::visible(&title),
@@ -239,6 +290,8 @@ mod tests {
             receipt_id: None,
             decided_by: None,
             decided_at: None,
+            quorum: Default::default(),
+            approved_by: vec![],
         }
     }
 

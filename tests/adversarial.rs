@@ -14,6 +14,8 @@
 mod h2raw;
 #[path = "adversarial/harness.rs"]
 mod harness;
+#[path = "adversarial/quorum.rs"]
+mod quorum;
 #[path = "adversarial/sign.rs"]
 mod sign;
 #[path = "adversarial/stub.rs"]

@@ -39,6 +39,7 @@
 pub mod ceremony;
 pub mod enroll;
 pub mod pages;
+pub mod quorum;
 
 use crate::gate::Gate;
 use crate::proxy::body::{full, ProxyBody};
@@ -705,6 +706,10 @@ impl App {
                     format!("approval {id} is no longer pending"),
                 ));
             }
+            if req.decision == Decision::Approve {
+                quorum::may_approve(&self.gate.approvals, &a, passkey.name())
+                    .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+            }
             approvals.push(a);
         }
         if approvals.iter().any(|a| a.agent != approvals[0].agent) {
@@ -721,10 +726,19 @@ impl App {
         let bodies: Vec<ReceiptBody> = approvals
             .iter()
             .map(|a| {
-                let binding = Binding::of(&a.call, &a.agent, &a.environment);
-                ReceiptBody::new(&binding, &a.id, req.decision, &passkey, validity)
+                quorum::body_to_sign(
+                    &self.gate.approvals,
+                    a,
+                    req.decision,
+                    (passkey.name(), passkey.key_id()),
+                    || {
+                        let binding = Binding::of(&a.call, &a.agent, &a.environment);
+                        ReceiptBody::new(&binding, &a.id, req.decision, &passkey, validity)
+                    },
+                )
             })
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(|e| refuse(StatusCode::CONFLICT, e.to_string()))?;
         let hashes = bodies
             .iter()
             .map(|b| b.passkey_challenge())
@@ -775,44 +789,39 @@ impl App {
         for mut body in bodies {
             body.webauthn = Some(assertion.clone());
             let approval_id = body.approval_id.clone();
-            let approve = body.decision == Decision::Approve;
             let mut r = Receipt {
                 body,
                 signatures: Vec::new(),
+                cosigners: Vec::new(),
             };
-            // Countersigned, then checked exactly as the proxy and `receipt verify` will.
-            let made = r
+            // Countersigned, then joined and checked as the proxy and `receipt verify` will.
+            let recorded = r
                 .countersign(key)
-                .and_then(|()| receipt::verify(&r, &trusted).map(|_| ()))
-                .and_then(|()| r.to_json());
-            let json = match made {
-                Ok(j) => j,
+                .map_err(|e| ApprovalError::Refused(format!("the receipt does not verify: {e}")))
+                .and_then(|()| quorum::record(&self.gate.approvals, &trusted, r));
+            let recorded = match recorded {
+                Ok(done) => done,
                 Err(e) => {
-                    tracing::error!(approval = %approval_id, error = %e, "a passkey receipt airlock just made does not verify");
-                    refused.push(json!({"id": approval_id, "error": format!("the receipt does not verify: {e}")}));
+                    tracing::warn!(approval = %approval_id, error = %e, "a passkey decision was not recorded");
+                    refused.push(json!({"id": approval_id, "error": e.to_string()}));
                     continue;
                 }
             };
-            let receipt_id = r.body.id.as_str().to_owned();
-            match self.gate.approvals.decide(
-                &approval_id,
-                approve,
-                passkey.name(),
-                &receipt_id,
-                json.as_bytes(),
-            ) {
-                Ok(a) => {
-                    tracing::info!(
-                        approval = %a.id, receipt = %receipt_id, approver = %passkey.name(),
-                        decision = %r.body.decision, "decided with a passkey: {}", a.summary()
-                    );
-                    let record =
-                        crate::audit::decision(approve, &a, &receipt_id, passkey.name(), "passkey");
-                    self.gate.audit.write(record);
-                    decided.push(json!({"id": a.id, "status": pages::row_json(&a)["status"], "receipt_id": receipt_id}));
-                }
-                Err(e) => refused.push(json!({"id": approval_id, "error": e.to_string()})),
+            let a = &recorded.approval;
+            tracing::info!(
+                approval = %a.id, receipt = %recorded.receipt_id, approver = %passkey.name(),
+                decision = %recorded.decision, progress = %a.progress(),
+                "decided with a passkey: {}", a.summary()
+            );
+            for record in quorum::audit_records(&recorded, passkey.name(), "passkey") {
+                self.gate.audit.write(record);
             }
+            if a.status == Status::Pending {
+                let link = self.gate.approval_link(&a.id);
+                crate::notify::again(&self.gate.config, a, &link);
+            }
+            let row = pages::row_json(a);
+            decided.push(json!({"id": a.id, "status": row["status"], "status_text": row["status_text"], "receipt_id": recorded.receipt_id}));
         }
         // The decisions are on disk before the approver is told.
         if !decided.is_empty() {

@@ -76,6 +76,13 @@ fn targets(a: &Approval) -> String {
 fn status_text(a: &Approval) -> String {
     let by = a.decided_by.as_deref().unwrap_or("an approver");
     match a.status {
+        Status::Pending if a.quorum.approvals > 1 && !a.approved_by.is_empty() => {
+            format!("{} — waiting for another approver", a.progress())
+        }
+        Status::Pending if a.quorum.approvals > 1 => format!(
+            "Waiting for a decision ({} approvers needed)",
+            a.quorum.approvals
+        ),
         Status::Pending => "Waiting for a decision".into(),
         Status::Approved => format!("Approved by {by}"),
         Status::Denied => format!("Denied by {by}"),
@@ -395,6 +402,24 @@ pub fn approval_page(v: &ApprovalView<'_>) -> String {
     );
     fact("First seen", esc(&a.created_at));
     fact("Attempts", a.attempts.to_string());
+    if a.quorum.approvals > 1 {
+        let who = if a.approved_by.is_empty() {
+            "nobody yet".to_owned()
+        } else {
+            show(&a.approved_by.join(", "))
+        };
+        let counting = match &a.quorum.approvers {
+            Some(names) => format!(" (only {} count)", show(&names.join(", "))),
+            None => String::new(),
+        };
+        fact(
+            "Approvers needed",
+            format!(
+                "<span id=\"quorum\">{} distinct{counting}; approved by {who}</span>",
+                a.quorum.approvals
+            ),
+        );
+    }
     if let Some(r) = &a.receipt_id {
         fact("Receipt", format!("<code>{}</code>", esc(r)));
     }
@@ -612,6 +637,8 @@ mod tests {
             receipt_id: None,
             decided_by: None,
             decided_at: None,
+            quorum: Default::default(),
+            approved_by: vec![],
         }
     }
 

@@ -38,7 +38,7 @@ mod segments;
 mod verify;
 mod writer;
 
-pub use record::{approver_change, decision, record, render};
+pub use record::{approver_change, decision, decision_record, record, render};
 pub use segments::{segment_name, segment_number, Paths};
 pub use verify::{verify_from, Verified};
 

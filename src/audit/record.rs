@@ -25,8 +25,26 @@ pub fn decision(
     approver: &str,
     via: &str,
 ) -> Map<String, Value> {
+    decision_record(
+        if approve { "approved" } else { "denied" },
+        a,
+        receipt_id,
+        approver,
+        via,
+    )
+}
+
+/// A record about a human's decision on `a`, named `event` (`approved`, `denied`,
+/// `quorum_signature`).
+pub fn decision_record(
+    event: &str,
+    a: &crate::state::approvals::Approval,
+    receipt_id: &str,
+    approver: &str,
+    via: &str,
+) -> Map<String, Value> {
     let binding = crate::receipt::Binding::of(&a.call, &a.agent, &a.environment);
-    let mut r = record(if approve { "approved" } else { "denied" });
+    let mut r = record(event);
     r.insert("approval".into(), json!(a.id));
     r.insert("agent".into(), json!(a.agent));
     r.insert("environment".into(), json!(a.environment));

@@ -4,7 +4,11 @@
 //!
 //! - `destructive-verb`: every operation whose name starts with a destructive verb
 //!   (computed over AWS's own operation table: see the test that checks the verbs against
-//!   it). Calls that destroy backups or skip the final snapshot are marked irreversible.
+//!   it). Calls that destroy backups or skip the final snapshot are marked irreversible:
+//!   the one list of what cannot be undone, which `[approval] irreversible_quorum` (and
+//!   the approval page's IRREVERSIBLE line) goes by, together with the irreversible rules
+//!   of `destruction-behind-other-verbs` (automated backups turned off, KMS key
+//!   deletion, lifecycle expiration).
 //! - `credential-vending`: calls whose answer is a credential (access keys, session tokens,
 //!   console passwords). With one the agent calls AWS directly and airlock is out of the
 //!   picture, so these are denied, not approvable.
@@ -190,6 +194,8 @@ fn build(class: &'static Class, specs: Vec<Spec>) -> impl Iterator<Item = Rule> 
         irreversible: s.irreversible,
         reason: Some(s.reason.to_string()),
         overrides: vec![],
+        approvals: None,
+        approvers: None,
         class: Some(class.name),
         check: s.check,
     })
@@ -249,10 +255,38 @@ fn destructive_verb() -> Vec<Spec> {
         .irreversible(),
         Spec::new(
             "rds-delete-automated-backups",
-            &["rds:DeleteDBInstance"],
+            &["rds:DeleteDBInstance", "rds:DeleteDBCluster"],
             "its automated backups are deleted too",
         )
         .when(&[("DeleteAutomatedBackups", "true")])
+        .irreversible(),
+        Spec::new(
+            "delete-backup",
+            &[
+                "ec2:DeleteSnapshot",
+                "rds:DeleteDBInstanceAutomatedBackup",
+                "rds:DeleteDBClusterAutomatedBackup",
+                "dynamodb:DeleteBackup",
+                "elasticache:DeleteSnapshot",
+                "redshift:DeleteClusterSnapshot",
+                "fsx:DeleteBackup",
+            ],
+            "deletes a backup",
+        )
+        .irreversible(),
+        Spec::new(
+            "redshift-delete-without-final-snapshot",
+            &["redshift:DeleteCluster"],
+            "no final snapshot",
+        )
+        .when(&[("SkipFinalClusterSnapshot", "true")])
+        .irreversible(),
+        Spec::new(
+            "secretsmanager-delete-without-recovery",
+            &["secretsmanager:DeleteSecret"],
+            "deleted at once, with no recovery window",
+        )
+        .when(&[("ForceDeleteWithoutRecovery", "true")])
         .irreversible(),
     ]
 }

@@ -18,6 +18,7 @@ pub mod checks;
 pub mod glob;
 
 use crate::identify::AwsCall;
+pub use crate::receipt::Quorum;
 pub use builtin::DESTRUCTIVE_VERBS;
 use glob::glob_match;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,13 @@ pub struct Rule {
     /// the calls it matches. The config requires exact agents and actions with it.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// How many distinct approvers a call this rule gates needs (`require_receipt` only;
+    /// default 1).
+    #[serde(default)]
+    pub approvals: Option<u32>,
+    /// The approvers whose approvals count toward it (default: every trusted approver).
+    #[serde(default)]
+    pub approvers: Option<Vec<String>>,
     /// The built-in class the rule belongs to (catalogue rules only).
     #[serde(skip)]
     pub class: Option<&'static str>,
@@ -106,6 +114,8 @@ pub struct Decision {
     /// A `credential-vending` rule matched and was not overridden, whichever rule decided
     /// (shadow mode refuses such calls too: credentials handed out cannot be taken back).
     vends_credentials: bool,
+    /// How many distinct approvers a receipt for it needs, and who counts ([`quorum_of`]).
+    quorum: Quorum,
 }
 
 impl Decision {
@@ -141,6 +151,11 @@ impl Decision {
     pub fn vends_credentials(&self) -> bool {
         self.vends_credentials
     }
+
+    /// How many distinct approvers a receipt for it needs, and who counts.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -148,6 +163,34 @@ pub struct Policy {
     pub mode: Mode,
     pub rules: Vec<Rule>,
     pub builtin: bool,
+    /// `[approval] irreversible_quorum`: the approvers an irreversible call needs (0 and 1
+    /// both mean one).
+    pub irreversible_quorum: u32,
+}
+
+/// The quorum of a call that needs a receipt, from the matching rules that require one: the
+/// most approvals any of them asks for (a rule's `approvals`; `irreversible_quorum` for a
+/// rule marked irreversible, the catalogue's list of what cannot be undone), and only the
+/// approvers every rule that names some allows.
+fn quorum_of(matching: &[&Rule], irreversible_quorum: u32) -> Quorum {
+    let gating = matching
+        .iter()
+        .filter(|r| r.effect == Effect::RequireReceipt);
+    let mut quorum = Quorum::default();
+    for r in gating {
+        let mut wanted = r.approvals.unwrap_or(1);
+        if r.irreversible {
+            wanted = wanted.max(irreversible_quorum);
+        }
+        quorum.approvals = quorum.approvals.max(wanted);
+        if let Some(names) = &r.approvers {
+            quorum.approvers = Some(match quorum.approvers.take() {
+                None => names.clone(),
+                Some(so_far) => so_far.into_iter().filter(|n| names.contains(n)).collect(),
+            });
+        }
+    }
+    quorum
 }
 
 impl Rule {
@@ -268,7 +311,13 @@ impl Policy {
                 irreversible_reasons,
                 class: None,
                 vends_credentials,
+                quorum: Quorum::default(),
             };
+        };
+        let quorum = if strongest == Effect::RequireReceipt {
+            quorum_of(&matching, self.irreversible_quorum)
+        } else {
+            Quorum::default()
         };
         let rule = matching.iter().find(|r| r.effect == strongest).copied();
         let (name, reason) = match rule {
@@ -288,6 +337,7 @@ impl Policy {
             irreversible_reasons,
             class: rule.and_then(|r| r.class),
             vends_credentials,
+            quorum,
         }
     }
 }

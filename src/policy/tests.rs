@@ -35,6 +35,7 @@ fn builtin_only() -> Policy {
         mode: Mode::Enforce,
         rules: vec![],
         builtin: true,
+        ..Default::default()
     }
 }
 
@@ -200,6 +201,7 @@ fn deny_beats_receipt_beats_allow_and_conditions_select() {
         mode: Mode::Enforce,
         rules,
         builtin: true,
+        ..Default::default()
     };
     let prod = Some((
         "DBInstanceIdentifier",
@@ -408,6 +410,7 @@ fn a_rule_overrides_a_class_only_where_it_matches() {
             "#,
         ),
         builtin: true,
+        ..Default::default()
     };
     let assume = call("sts", "AssumeRole", &[], None);
     let d = p.decide(&assume, "deployer", "prod");
@@ -494,6 +497,7 @@ fn a_vending_call_is_known_as_one_whichever_rule_decides() {
             "#,
         ),
         builtin: true,
+        ..Default::default()
     };
     let assume = call("sts", "AssumeRole", &[], None);
     let d = p.decide(&assume, "other", "prod");
@@ -504,4 +508,88 @@ fn a_vending_call_is_known_as_one_whichever_rule_decides() {
     assert!(!d.vends_credentials);
     let who = call("sts", "GetCallerIdentity", &[], None);
     assert!(!p.decide(&who, "other", "prod").vends_credentials);
+}
+
+#[test]
+fn a_quorum_comes_from_the_rules_that_require_a_receipt() {
+    let snapshot = call(
+        "rds",
+        "DeleteDBSnapshot",
+        &[("DBSnapshotIdentifier", "nightly")],
+        Some(("DBSnapshotIdentifier", "nightly", None)),
+    );
+    let delete_db = |skip_final_snapshot: &str| {
+        call(
+            "rds",
+            "DeleteDBInstance",
+            &[
+                ("DBInstanceIdentifier", "db"),
+                ("SkipFinalSnapshot", skip_final_snapshot),
+            ],
+            Some(("DBInstanceIdentifier", "db", None)),
+        )
+    };
+    let (with_final_snapshot, without) = (delete_db("false"), delete_db("true"));
+    // Nothing configured: one approver, anyone, for everything (as before quorums).
+    let p = builtin_only();
+    assert_eq!(p.decide(&snapshot, "a", "prod").quorum, Quorum::default());
+
+    // `irreversible_quorum` covers what the catalogue marks irreversible, and only that.
+    let p = Policy {
+        irreversible_quorum: 2,
+        ..builtin_only()
+    };
+    assert_eq!(p.decide(&snapshot, "a", "prod").quorum.approvals, 2);
+    assert_eq!(p.decide(&without, "a", "prod").quorum.approvals, 2);
+    assert_eq!(
+        p.decide(&with_final_snapshot, "a", "prod").quorum.approvals,
+        1
+    );
+
+    // A rule's `approvals` and `approvers`; several rules: the most approvals, and only the
+    // names every rule that names some allows.
+    let p = Policy {
+        rules: rules_from(
+            r#"
+            [[rule]]
+            name = "two-for-prod-snapshots"
+            effect = "require_receipt"
+            actions = ["rds:DeleteDBSnapshot"]
+            environments = ["prod"]
+            approvals = 2
+            approvers = ["alice", "bob", "carol"]
+
+            [[rule]]
+            name = "dba-for-rds"
+            effect = "require_receipt"
+            actions = ["rds:Delete*"]
+            approvers = ["bob", "carol", "dave"]
+            "#,
+        ),
+        ..builtin_only()
+    };
+    let q = p.decide(&snapshot, "a", "prod").quorum;
+    assert_eq!(q.approvals, 2);
+    assert_eq!(q.approvers, Some(vec!["bob".into(), "carol".into()]));
+    let q = p.decide(&snapshot, "a", "staging").quorum;
+    assert_eq!(q.approvals, 1);
+    assert_eq!(
+        q.approvers,
+        Some(vec!["bob".into(), "carol".into(), "dave".into()])
+    );
+
+    // A call that is allowed or denied needs no approver at all.
+    let p = Policy {
+        rules: rules_from(
+            r#"
+            [[rule]]
+            name = "no-snapshot-deletes"
+            effect = "deny"
+            actions = ["rds:DeleteDBSnapshot"]
+            "#,
+        ),
+        irreversible_quorum: 3,
+        ..builtin_only()
+    };
+    assert_eq!(p.decide(&snapshot, "a", "prod").quorum, Quorum::default());
 }

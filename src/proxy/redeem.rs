@@ -138,8 +138,11 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
         let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
         // Read afresh: a passkey enrolled while serve runs must count at once.
         let trusted = gate.trusted_keys().map_err(state_error)?;
+        // The quorum the config requires now, besides the one the receipt states.
         let checked = Receipt::from_json(&bytes).and_then(|r| {
-            receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())
+            let v = receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())?;
+            v.check_quorum(decision.quorum())?;
+            Ok(v)
         });
         let verified = match checked {
             Ok(v) => v,
@@ -163,7 +166,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
             }
         };
         let allowed = verified.body().uses;
-        let approver = verified.body().approver.clone();
+        let approver = verified.approvers().join(", ");
         if !gate.audit.writable() {
             tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing a call that needs a receipt (fail closed)");
             return Err(ProxyError::state_unwritable(

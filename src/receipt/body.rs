@@ -174,7 +174,9 @@ fn base64url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 /// An `Option` that must still be present (`null` for none): serde would otherwise take a
 /// missing field for `None`.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     Option::<T>::deserialize(d)
 }
 
@@ -214,6 +216,32 @@ pub struct ReceiptBody {
     pub webauthn: Option<WebAuthnAssertion>,
     /// The pending approval this answers.
     pub approval_id: String,
+    /// How many distinct approvers must approve this body ([`super::quorum`]). Written only
+    /// when 2 or more, so a one-approver body's canonical bytes are what they always were;
+    /// a written value below 2 is refused, so each quorum has exactly one form.
+    #[serde(
+        default = "one_approver",
+        skip_serializing_if = "is_one_approver",
+        deserialize_with = "written_quorum"
+    )]
+    pub quorum: u32,
+}
+
+fn one_approver() -> u32 {
+    1
+}
+
+fn is_one_approver(quorum: &u32) -> bool {
+    *quorum == 1
+}
+
+fn written_quorum<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        n @ 2..=MAX_QUORUM => Ok(n),
+        _ => Err(de::Error::custom(
+            "a written quorum is 2 or more (one approver is written by leaving it out)",
+        )),
+    }
 }
 
 /// When a grant starts, how long it lasts, and how many calls it covers.
@@ -271,6 +299,7 @@ impl ReceiptBody {
             approver_key_id: approver.key_id().clone(),
             webauthn: None,
             approval_id: approval_id.to_owned(),
+            quorum: 1,
         }
     }
 
@@ -343,12 +372,49 @@ impl Binding {
     }
 }
 
+/// The most approvers a call can require (and so the most a receipt carries).
+pub const MAX_QUORUM: u32 = 16;
+
+/// One further approver of a quorum body, with their signatures over the body in their name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cosigner {
+    pub approver: String,
+    pub approver_key_id: KeyId,
+    /// `null` for a key approval; the assertion for a passkey approval.
+    #[serde(deserialize_with = "present")]
+    pub webauthn: Option<WebAuthnAssertion>,
+    pub signatures: Vec<Signature>,
+}
+
+/// `cosigners`, when written, holds at least one entry (absent is the only empty form).
+pub(super) fn written_cosigners<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Cosigner>, D::Error> {
+    let list = Vec::<Cosigner>::deserialize(d)?;
+    if list.is_empty() || list.len() >= MAX_QUORUM as usize {
+        return Err(de::Error::custom(format!(
+            "cosigners, when written, holds 1 to {} entries",
+            MAX_QUORUM - 1
+        )));
+    }
+    Ok(list)
+}
+
 /// A receipt file: the body and its signatures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
     pub body: ReceiptBody,
     pub signatures: Vec<Signature>,
+    /// The further approvers of a quorum body, each with its own signatures over the same
+    /// body in its name ([`super::quorum`]). Absent (never empty) on a one-approver receipt.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "written_cosigners"
+    )]
+    pub cosigners: Vec<Cosigner>,
 }
 
 /// One signature over the body's canonical bytes.

@@ -28,6 +28,10 @@
 //! - A denial is a valid receipt (the CLI shows it), but [`check_binding`] never lets one
 //!   authorize anything.
 //! - Single use is not checked here: the durable ledger (`state::ledger`) counts uses.
+//! - A body may need several distinct approvers (`quorum`); each further one signs the same
+//!   body in their own name ([`quorum`]), and fewer distinct approvers than the body states
+//!   (or the config requires, checked by the proxy and `airlock receipt verify`) authorize
+//!   nothing.
 //!
 //! - A passkey approval carries the human's own WebAuthn assertion over the body's hash
 //!   ([`webauthn`]), checked against passkeys enrolled in airlock's state, and airlock's own
@@ -41,6 +45,7 @@ pub mod body;
 pub mod canonical;
 pub mod ids;
 pub mod keys;
+pub mod quorum;
 pub mod verify;
 pub mod webauthn;
 
@@ -55,7 +60,10 @@ pub use keys::{
     config_block, keygen, keygen_locked, ApproverKey, ApproverPublic, KeyError, KeyId, LoadedKey,
     Role, TrustedKeys, Unlock,
 };
-pub use verify::{authorize, check_binding, sign, verify, Signer, VerifiedReceipt, ISSUE_SKEW};
+pub use quorum::{Cosigner, Quorum, Tally};
+pub use verify::{
+    authorize, check_binding, sign, verify, verify_signatures, Signer, VerifiedReceipt, ISSUE_SKEW,
+};
 pub use webauthn::{PasskeyKey, PasskeyPublic, WebAuthnError};
 
 /// Why a receipt was refused. Each variant names one check; messages go to agents and
@@ -108,4 +116,8 @@ pub enum ReceiptError {
     NotYetValid(Timestamp),
     #[error("receipt expired at {0}")]
     Expired(Timestamp),
+    #[error("receipt has {have} distinct approver(s) who count, but needs {need}")]
+    QuorumNotMet { have: usize, need: u32 },
+    #[error("receipt's approvers do not fit together: {0}")]
+    Quorum(&'static str),
 }

@@ -245,6 +245,7 @@ fn passkey_receipt(w: &World, auth: &mut Authenticator, body: ReceiptBody) -> Re
     let mut r = Receipt {
         body,
         signatures: Vec::new(),
+        cosigners: Vec::new(),
     };
     r.countersign(&w.airlock).expect("countersign");
     r
@@ -330,6 +331,7 @@ fn a_passkey_approval_needs_every_part() {
     let mut r = Receipt {
         body: body.clone(),
         signatures: Vec::new(),
+        cosigners: Vec::new(),
     };
     r.body.webauthn = moved;
     r.countersign(&w.airlock).expect("countersign");
@@ -429,6 +431,7 @@ fn one_touch_approves_a_batch_and_each_receipt_stands_alone() {
             let mut r = Receipt {
                 body: b,
                 signatures: Vec::new(),
+                cosigners: Vec::new(),
             };
             r.countersign(&w.airlock).expect("countersign");
             r
@@ -1158,3 +1161,6 @@ fn errors_never_show_key_material() {
         assert!(!msg.contains(&public) && !msg.contains(&sig), "{msg}");
     }
 }
+
+#[path = "quorum_tests.rs"]
+mod quorum_tests;

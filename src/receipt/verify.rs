@@ -9,6 +9,7 @@ use super::body::{
     Algorithm, Binding, Decision, Receipt, ReceiptBody, Signature, WebAuthnAssertion,
 };
 use super::keys::{ApproverKey, KeyId, Role, TrustedKeys};
+use super::quorum::{self, Quorum};
 use super::webauthn;
 use super::ReceiptError;
 use time::{Duration, OffsetDateTime};
@@ -21,6 +22,7 @@ pub fn sign(body: ReceiptBody, key: &ApproverKey) -> Result<Receipt, ReceiptErro
     let mut receipt = Receipt {
         body,
         signatures: Vec::new(),
+        cosigners: Vec::new(),
     };
     receipt.countersign(key)?;
     Ok(receipt)
@@ -58,6 +60,8 @@ pub struct Signer {
 pub struct VerifiedReceipt {
     receipt: Receipt,
     signers: Vec<Signer>,
+    /// Distinct approver names, the body's own first, then each cosigner's.
+    approvers: Vec<String>,
 }
 
 impl VerifiedReceipt {
@@ -73,24 +77,98 @@ impl VerifiedReceipt {
         &self.signers
     }
 
+    /// Everyone who approved (or denied) this body, each name once.
+    pub fn approvers(&self) -> &[String] {
+        &self.approvers
+    }
+
+    /// How far it is toward its quorum and `required` ([`quorum::tally`]).
+    pub fn tally(&self, required: &Quorum) -> quorum::Tally {
+        quorum::tally(self.body(), &self.approvers, required)
+    }
+
+    /// [`quorum::check`]: an approval short of its quorum or of `required` is refused.
+    pub fn check_quorum(&self, required: &Quorum) -> Result<quorum::Tally, ReceiptError> {
+        quorum::check(self.body(), &self.approvers, required)
+    }
+
     pub fn into_receipt(self) -> Receipt {
         self.receipt
     }
 }
 
-/// Is this a genuine receipt? Every signature must be by a trusted key over the body's
-/// canonical bytes (at least one; one bad or unknown signature rejects the receipt); the
-/// approver must have approved — for a key approval the key named by `approver_key_id`
-/// signed and belongs to the approver named; for a passkey approval that passkey's assertion
-/// verifies and airlock countersigned —; and the times must be in order.
+/// Is this a genuine receipt? [`verify_signatures`], and an approval has as many distinct
+/// approvers as its body's quorum ([`quorum::check`]; the proxy also checks the config's).
 pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceipt, ReceiptError> {
+    let verified = verify_signatures(receipt, trusted)?;
+    verified.check_quorum(&Quorum::default())?;
+    Ok(verified)
+}
+
+/// Is every approval in this receipt genuine? The body's own ([`verify_approval`]) and each
+/// cosigner's over the body in their name, and the times in order. A quorum not yet complete
+/// passes here (the approval page shows such a receipt as "1 of 2").
+pub fn verify_signatures(
+    receipt: &Receipt,
+    trusted: &TrustedKeys,
+) -> Result<VerifiedReceipt, ReceiptError> {
     let body = &receipt.body;
-    if receipt.signatures.is_empty() {
+    if !receipt.cosigners.is_empty() {
+        if body.decision != Decision::Approve {
+            return Err(ReceiptError::Quorum("a denial has no cosigners"));
+        }
+        if body.quorum < 2 {
+            return Err(ReceiptError::Quorum(
+                "a body that needs one approver has no cosigners",
+            ));
+        }
+    }
+    let mut signers = verify_approval(body, &receipt.signatures, trusted)?;
+    let mut approvers = vec![body.approver.clone()];
+    for cosigner in &receipt.cosigners {
+        let theirs = cosigner.as_receipt(body);
+        for s in verify_approval(&theirs.body, &theirs.signatures, trusted)? {
+            if !signers.iter().any(|known| known.key_id == s.key_id) {
+                signers.push(s);
+            }
+        }
+        if !approvers.contains(&cosigner.approver) {
+            approvers.push(cosigner.approver.clone());
+        }
+    }
+
+    if body.not_before >= body.expires_at {
+        return Err(ReceiptError::Times("not_before is not before expires_at"));
+    }
+    if body.issued_at > body.not_before.saturating_add(ISSUE_SKEW) {
+        return Err(ReceiptError::Times("issued_at is after not_before"));
+    }
+    if body.decision == Decision::Approve && body.uses == 0 {
+        return Err(ReceiptError::NoUses);
+    }
+    Ok(VerifiedReceipt {
+        receipt: receipt.clone(),
+        signers,
+        approvers,
+    })
+}
+
+/// One approver's approval of `body`: every signature in `signatures` is by a trusted key
+/// over the body's canonical bytes (at least one; one bad or unknown signature rejects it),
+/// and the approver approved — for a key approval the key named by `approver_key_id` signed
+/// and belongs to the approver named; for a passkey approval that passkey's assertion
+/// verifies and airlock countersigned. The keys that signed.
+fn verify_approval(
+    body: &ReceiptBody,
+    signatures: &[Signature],
+    trusted: &TrustedKeys,
+) -> Result<Vec<Signer>, ReceiptError> {
+    if signatures.is_empty() {
         return Err(ReceiptError::Unsigned);
     }
     let message = body.canonical_bytes()?;
-    let mut signers: Vec<Signer> = Vec::with_capacity(receipt.signatures.len());
-    for sig in &receipt.signatures {
+    let mut signers: Vec<Signer> = Vec::with_capacity(signatures.len());
+    for sig in signatures {
         if signers.iter().any(|s| s.key_id == sig.key_id) {
             return Err(ReceiptError::DuplicateSignature(sig.key_id.clone()));
         }
@@ -115,20 +193,7 @@ pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceip
     } else {
         verify_key_approval(body, &signers)?;
     }
-
-    if body.not_before >= body.expires_at {
-        return Err(ReceiptError::Times("not_before is not before expires_at"));
-    }
-    if body.issued_at > body.not_before.saturating_add(ISSUE_SKEW) {
-        return Err(ReceiptError::Times("issued_at is after not_before"));
-    }
-    if body.decision == Decision::Approve && body.uses == 0 {
-        return Err(ReceiptError::NoUses);
-    }
-    Ok(VerifiedReceipt {
-        receipt: receipt.clone(),
-        signers,
-    })
+    Ok(signers)
 }
 
 /// A key approval: the key named by `approver_key_id` signed, and is that approver's.

@@ -47,12 +47,39 @@ pub struct Approval {
     pub created_at: String,
     pub last_seen_at: String,
     pub attempts: u64,
+    /// The receipt that decided it; while pending, the receipt of an incomplete quorum.
     pub receipt_id: Option<String>,
     pub decided_by: Option<String>,
     pub decided_at: Option<String>,
+    /// How many distinct approvers it needs, and who counts (one, anyone, before quorums).
+    #[serde(default)]
+    pub quorum: crate::receipt::Quorum,
+    /// The approvers who counted so far, in the order they signed.
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+}
+
+/// One approver's decision on a pending approval, as [`ApprovalStore::sign`] stores it.
+pub struct Signed {
+    pub receipt_id: String,
+    pub receipt_json: Vec<u8>,
+    /// `Pending` while a quorum is incomplete; else `Approved` or `Denied`.
+    pub status: Status,
+    pub approved_by: Vec<String>,
+    /// Who decided, as the page and the CLI show it.
+    pub decided_by: String,
 }
 
 impl Approval {
+    /// "1 of 2 approvals": how far a pending call is toward its quorum.
+    pub fn progress(&self) -> String {
+        format!(
+            "{} of {} approvals",
+            self.approved_by.len(),
+            self.quorum.approvals.max(1)
+        )
+    }
+
     /// A one-line description: `rds:DeleteDBInstance on prod-db`.
     pub fn summary(&self) -> String {
         let targets: Vec<&str> = self
@@ -79,6 +106,8 @@ pub enum ApprovalError {
     NotFound(String),
     #[error("approval {0} is {1:?}, not pending")]
     NotPending(String, Status),
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub struct ApprovalStore {
@@ -254,6 +283,8 @@ impl ApprovalStore {
                 receipt_id: None,
                 decided_by: None,
                 decided_at: None,
+                quorum: decision.quorum().clone(),
+                approved_by: Vec::new(),
             };
             self.put(&a)?;
             self.latest
@@ -264,32 +295,34 @@ impl ApprovalStore {
         })
     }
 
-    /// Records a human's decision on a pending approval, with the receipt (JSON) that
-    /// carries it.
-    pub fn decide(
+    /// Records one approver's decision on a pending approval, under the lock: `sign` gets the
+    /// approval and the receipt already stored for it (an incomplete quorum's, else `None`)
+    /// and says what to store. The receipt is written before the approval that names it.
+    pub fn sign(
         &self,
         id: &str,
-        approve: bool,
-        by: &str,
-        receipt_id: &str,
-        receipt_json: &[u8],
+        sign: impl FnOnce(&Approval, Option<Vec<u8>>) -> Result<Signed, ApprovalError>,
     ) -> Result<Approval, ApprovalError> {
         self.locked(|| {
             let mut a = self.get(id)?;
             if a.status != Status::Pending {
                 return Err(ApprovalError::NotPending(id.to_string(), a.status));
             }
-            let path = self.receipt_path(receipt_id);
-            super::write_atomic(&path, receipt_json)
-                .map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
-            a.status = if approve {
-                Status::Approved
-            } else {
-                Status::Denied
+            let stored = match &a.receipt_id {
+                Some(r) => Some(self.read_receipt(r)?),
+                None => None,
             };
-            a.receipt_id = Some(receipt_id.to_string());
-            a.decided_by = Some(by.to_string());
-            a.decided_at = Some(now_rfc3339());
+            let signed = sign(&a, stored)?;
+            let path = self.receipt_path(&signed.receipt_id);
+            super::write_atomic(&path, &signed.receipt_json)
+                .map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
+            a.status = signed.status;
+            a.receipt_id = Some(signed.receipt_id);
+            a.approved_by = signed.approved_by;
+            a.decided_by = Some(signed.decided_by);
+            if a.status != Status::Pending {
+                a.decided_at = Some(now_rfc3339());
+            }
             self.put(&a)?;
             Ok(a)
         })

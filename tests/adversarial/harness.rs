@@ -399,12 +399,10 @@ public_key = "{public}"
                 validity,
             );
             let signed = receipt::sign(body, &self.approver).expect("sign receipt");
-            let json = signed.to_json().expect("receipt json");
-            let receipt_id = signed.body.id.as_str().to_string();
-            store
-                .decide(&pending.id, true, "alice", &receipt_id, json.as_bytes())
-                .expect("decide");
-            ids.push(receipt_id);
+            let trusted = airlock::gate::trusted_keys(&self.config).expect("trusted keys");
+            let recorded =
+                airlock::approvals::quorum::record(&store, &trusted, signed).expect("decide");
+            ids.push(recorded.receipt_id);
         }
         ids
     }

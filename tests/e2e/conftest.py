@@ -120,11 +120,13 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> DataFile:
 def start_gated_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[..., GatedAirlock]]:
     """Start an enforcing airlock whose config trusts approver keys made with `airlock keygen`
     (default: one, "alice"), answering blocked calls at once (`hold_seconds = 0`), with
-    `settings` ({(section, key): value}) applied before `serve` starts. Stopped at the end."""
+    `settings` ({(section, key): value}) applied and `extra_config` (TOML tables such as
+    `[[rule]]`) appended before `serve` starts. Stopped at the end."""
     started: list[tuple[str, Moto | Airlock]] = []
 
     def start(label: str, *, settings: dict[tuple[str, str], str | int | bool] | None = None,
-              approvers: tuple[str, ...] = ("alice",), upstream: Moto | None = None) -> GatedAirlock:
+              approvers: tuple[str, ...] = ("alice",), upstream: Moto | None = None,
+              extra_config: str = "") -> GatedAirlock:
         server = GatedAirlock(tmp_path_factory.mktemp(label), upstream or moto)
         _register(label, server, started)
         server.init("enforce")
@@ -132,6 +134,9 @@ def start_gated_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) ->
                                   **(settings or {})})
         for name in approvers:
             server.add_approver(name)
+        if extra_config:
+            with open(server.config, "a") as f:
+                f.write("\n" + extra_config)
         server.start()
         return server
 

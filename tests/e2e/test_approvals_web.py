@@ -192,7 +192,7 @@ def set_raw(text: str, section: str, key: str, toml_value: str) -> str:
 
 
 def start_web_airlock(label: str, moto: Moto, tmp_path_factory: pytest.TempPathFactory,
-                      hold: int, webhook: Webhook | None) -> WebAirlock:
+                      hold: int, webhook: Webhook | None, extra_config: str = "") -> WebAirlock:
     browser_tools()
     home = tmp_path_factory.mktemp(label)
     server = Airlock(home, moto)
@@ -203,7 +203,7 @@ def start_web_airlock(label: str, moto: Moto, tmp_path_factory: pytest.TempPathF
     if webhook:
         text = set_raw(text, "notify", "webhook_url", json.dumps(webhook.url))
     # Everything at moto's account is production here: the banner must show.
-    text += '\n[[environment]]\nname = "production"\naccounts = ["*"]\n'
+    text += '\n[[environment]]\nname = "production"\naccounts = ["*"]\n' + extra_config
     parsed = tomllib.loads(text)
     assert parsed["approval"]["hold_seconds"] == hold and parsed["notify"]["desktop"] is False
     server.config.write_text(text)

@@ -132,6 +132,10 @@
       const done = await post('/api/decide/finish', await assertWithPasskey(begin));
       const verb = decision === 'approve' ? 'Approved' : 'Denied';
       let text = verb + ' ' + done.decided.length + (done.decided.length === 1 ? ' call' : ' calls') + '.';
+      const waiting = done.decided.filter((d) => d.status === 'pending');
+      if (waiting.length) {
+        text += ' ' + waiting.map((d) => d.status_text).join('; ') + '.';
+      }
       if (done.refused.length) {
         text += ' Not decided: ' + done.refused.map((r) => r.id + ' (' + r.error + ')').join('; ');
       }

@@ -481,6 +481,7 @@ fn decision() -> Decision {
         irreversible_reasons: vec![],
         class: Some(super::super::builtin::CHANGE_SET_REMOVALS),
         vends_credentials: false,
+        quorum: Default::default(),
     }
 }
 
@@ -565,6 +566,7 @@ fn the_catalogue_holds_both_calls_for_reading() {
         mode: super::super::Mode::Enforce,
         rules: vec![],
         builtin: true,
+        ..Default::default()
     };
     // Read first: the change set's own rule; a template run before anything can read it
     // asks, whatever its role.

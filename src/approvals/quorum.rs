@@ -1,0 +1,374 @@
+//! One approver's decision on a pending call, made the same way from the approval page (a
+//! passkey) and from the CLI (a key): which body they sign ([`body_to_sign`]), whether they
+//! may add to the quorum ([`may_approve`]), storing their receipt, joined to an incomplete
+//! quorum's ([`record`]), and the audit records of it ([`audit_records`]).
+//!
+//! A call that needs M approvers stays pending until M distinct approvers who count have
+//! signed its one body (`receipt::quorum`); the receipt of an incomplete quorum is stored
+//! with the pending approval and authorizes nothing. A denial is a receipt of its own: one
+//! denial denies, whatever approvals came before.
+
+use crate::receipt::{self, quorum, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally};
+use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Signed, Status};
+use serde_json::{json, Map, Value};
+
+/// The receipt of the quorum under way for pending `a` (`stored`: its bytes), unless its
+/// window has ended: then the approvals in it lapse and the quorum starts over.
+fn under_way(a: &Approval, stored: Option<Vec<u8>>) -> Result<Option<Receipt>, ApprovalError> {
+    let (Status::Pending, Some(_), Some(bytes)) = (a.status, &a.receipt_id, stored) else {
+        return Ok(None);
+    };
+    let partial = Receipt::from_json(&bytes)
+        .map_err(|e| ApprovalError::Refused(format!("the stored receipt does not read: {e}")))?;
+    let now = time::OffsetDateTime::now_utc();
+    Ok((now < partial.body.expires_at.as_datetime()).then_some(partial))
+}
+
+fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>, ApprovalError> {
+    a.receipt_id
+        .as_deref()
+        .map(|id| store.read_receipt(id))
+        .transpose()
+}
+
+/// Refuses an approval that cannot add to `a`'s quorum: by a name that does not count for
+/// this call, or by an approver already counted (the same person twice counts once).
+pub fn may_approve(store: &ApprovalStore, a: &Approval, approver: &str) -> Result<(), String> {
+    let partial = under_way(a, stored_receipt(store, a).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    check_approver(a, partial.is_some(), approver)
+}
+
+fn check_approver(a: &Approval, under_way: bool, approver: &str) -> Result<(), String> {
+    if !a.quorum.counts(approver) {
+        let names = a.quorum.approvers.as_deref().unwrap_or_default().join(", ");
+        return Err(format!(
+            "{approver:?} is not among the approvers who count for this call ({names})"
+        ));
+    }
+    if under_way && a.approved_by.iter().any(|n| n == approver) {
+        return Err(format!(
+            "{approver:?} has already approved this call ({}): it needs another approver",
+            a.progress()
+        ));
+    }
+    Ok(())
+}
+
+/// The body `approver` (with `key_id`) signs for `a`: for an approval of a call whose quorum
+/// is under way, the stored receipt's body in their name; otherwise `fresh` (a new body,
+/// given the quorum the call needs). A denial always signs a fresh body.
+pub fn body_to_sign(
+    store: &ApprovalStore,
+    a: &Approval,
+    decision: Decision,
+    (approver, key_id): (&str, &KeyId),
+    fresh: impl FnOnce() -> ReceiptBody,
+) -> Result<ReceiptBody, ApprovalError> {
+    if decision == Decision::Approve {
+        if let Some(partial) = under_way(a, stored_receipt(store, a)?)? {
+            return Ok(partial.body.in_name_of(approver, key_id));
+        }
+    }
+    let mut body = fresh();
+    body.quorum = a.quorum.approvals.max(1);
+    Ok(body)
+}
+
+/// What [`record`] stored.
+#[derive(Debug)]
+pub struct Recorded {
+    pub approval: Approval,
+    pub receipt_id: String,
+    pub decision: Decision,
+    /// Toward the quorum (an approval only).
+    pub tally: Option<Tally>,
+}
+
+/// Stores `single`, one approver's receipt over the body [`body_to_sign`] gave them: a
+/// denial decides the call; an approval joins the stored receipt of the quorum under way,
+/// and decides the call once enough distinct approvers who count have signed. Everything
+/// is checked again under the store's lock, against `trusted`.
+pub fn record(
+    store: &ApprovalStore,
+    trusted: &receipt::TrustedKeys,
+    single: Receipt,
+) -> Result<Recorded, ApprovalError> {
+    let refused = |e: receipt::ReceiptError| ApprovalError::Refused(e.to_string());
+    let decision = single.body.decision;
+    let approver = single.body.approver.clone();
+    let id = single.body.approval_id.clone();
+    let mut tally = None;
+    let approval = store.sign(&id, |a, stored| {
+        if single.body.binding() != Binding::of(&a.call, &a.agent, &a.environment) {
+            return Err(ApprovalError::Refused(
+                "the receipt is for another call".into(),
+            ));
+        }
+        if decision == Decision::Deny {
+            receipt::verify_signatures(&single, trusted).map_err(refused)?;
+            return Ok(Signed {
+                receipt_id: single.body.id.as_str().to_owned(),
+                receipt_json: single.to_json().map_err(refused)?.into_bytes(),
+                status: Status::Denied,
+                approved_by: a.approved_by.clone(),
+                decided_by: approver.clone(),
+            });
+        }
+        let partial = under_way(a, stored)?;
+        check_approver(a, partial.is_some(), &approver).map_err(ApprovalError::Refused)?;
+        if partial.is_none() && single.body.quorum < a.quorum.approvals {
+            return Err(ApprovalError::Refused(format!(
+                "the receipt states a quorum of {}, but this call needs {}",
+                single.body.quorum, a.quorum.approvals
+            )));
+        }
+        let joined = quorum::join(partial, single).map_err(|e| {
+            ApprovalError::Refused(format!(
+                "{e}: another approver decided meanwhile; start again"
+            ))
+        })?;
+        let verified = receipt::verify_signatures(&joined, trusted).map_err(refused)?;
+        let t = verified.tally(&a.quorum);
+        if !t.counted.contains(&approver) {
+            return Err(ApprovalError::Refused(format!(
+                "{approver:?} does not count toward this call's quorum"
+            )));
+        }
+        let signed = Signed {
+            receipt_id: joined.body.id.as_str().to_owned(),
+            receipt_json: joined.to_json().map_err(refused)?.into_bytes(),
+            status: if t.complete() {
+                Status::Approved
+            } else {
+                Status::Pending
+            },
+            approved_by: t.counted.clone(),
+            decided_by: t.counted.join(", "),
+        };
+        tally = Some(t);
+        Ok(signed)
+    })?;
+    Ok(Recorded {
+        receipt_id: approval.receipt_id.clone().unwrap_or_default(),
+        approval,
+        decision,
+        tally,
+    })
+}
+
+/// The audit records of one decision `via` the page or the CLI: for a call that needs
+/// several approvers, `quorum_signature` for each approval as it arrives (who, k of M); then,
+/// once decided, `approved` (with every approver) or `denied`.
+pub fn audit_records(r: &Recorded, approver: &str, via: &str) -> Vec<Map<String, Value>> {
+    let a = &r.approval;
+    let mut out = Vec::new();
+    if let Some(t) = r.tally.as_ref().filter(|t| t.need > 1) {
+        let mut s =
+            crate::audit::decision_record("quorum_signature", a, &r.receipt_id, approver, via);
+        s.insert("approvals".into(), json!(t.have()));
+        s.insert("quorum".into(), json!(t.need));
+        s.insert(
+            "reason".into(),
+            json!(format!("{approver} approved: {} of {}", t.have(), t.need)),
+        );
+        out.push(s);
+    }
+    match a.status {
+        Status::Approved => {
+            let by = a.approved_by.join(", ");
+            let mut d = crate::audit::decision(true, a, &r.receipt_id, &by, via);
+            if a.quorum.approvals > 1 {
+                d.insert("approvers".into(), json!(a.approved_by));
+                d.insert("quorum".into(), json!(a.quorum.approvals));
+            }
+            out.push(d);
+        }
+        Status::Denied => {
+            let mut d = crate::audit::decision(false, a, &r.receipt_id, approver, via);
+            if a.quorum.approvals > 1 {
+                d.insert("approvals_before".into(), json!(a.approved_by));
+                d.insert("quorum".into(), json!(a.quorum.approvals));
+            }
+            out.push(d);
+        }
+        Status::Pending | Status::Closed => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stored side of a quorum: what `airlock approve` and the page do, against a real
+    //! state dir.
+
+    use super::*;
+    use crate::identify::{AwsCall, Resource};
+    use crate::receipt::{ApproverKey, TrustedKeys, Validity};
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        store: ApprovalStore,
+        trusted: TrustedKeys,
+        keys: Vec<ApproverKey>,
+        id: String,
+    }
+
+    fn setup(approvals: u32, approvers: Option<&[&str]>) -> Setup {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = ApprovalStore::open(dir.path()).expect("store");
+        let call = AwsCall {
+            service: "rds".into(),
+            signing_name: "rds".into(),
+            operation: "DeleteDBSnapshot".into(),
+            region: "eu-west-1".into(),
+            account: Some("111111111111".into()),
+            resources: vec![Resource {
+                member: "DBSnapshotIdentifier".into(),
+                value: "nightly".into(),
+                arn: None,
+            }],
+            params: [("DBSnapshotIdentifier".to_owned(), "nightly".to_owned())].into(),
+        };
+        let approvers = approvers
+            .map(|names| format!("approvers = {names:?}"))
+            .unwrap_or_default();
+        let rule: crate::policy::Rule = toml::from_str(&format!(
+            "name = \"two\"\neffect = \"require_receipt\"\nactions = [\"rds:DeleteDBSnapshot\"]\napprovals = {approvals}\n{approvers}"
+        ))
+        .expect("rule");
+        let policy = crate::policy::Policy {
+            rules: vec![rule],
+            ..Default::default()
+        };
+        let decision = policy.decide(&call, "agent", "prod");
+        assert_eq!(decision.quorum().approvals, approvals);
+        let binding = Binding::of(&call, "agent", "prod");
+        let (a, _) = store
+            .record_blocked(
+                &crate::proxy::redeem::binding_key(&binding),
+                &call,
+                "agent",
+                "prod",
+                &decision,
+            )
+            .expect("pending");
+        let keys: Vec<ApproverKey> = ["alice", "bob", "carol"]
+            .iter()
+            .map(|n| ApproverKey::generate(n).expect("key"))
+            .collect();
+        let mut trusted = TrustedKeys::new();
+        for k in &keys {
+            trusted.add_approver(&k.public()).expect("trusted");
+        }
+        Setup {
+            _dir: dir,
+            store,
+            trusted,
+            keys,
+            id: a.id,
+        }
+    }
+
+    /// `who` approves or denies as `airlock approve/deny` does.
+    fn decide(
+        s: &Setup,
+        who: usize,
+        decision: Decision,
+        ttl_secs: u64,
+    ) -> Result<Recorded, String> {
+        let key = &s.keys[who];
+        let public = key.public();
+        let a = s.store.get(&s.id).map_err(|e| e.to_string())?;
+        if decision == Decision::Approve {
+            may_approve(&s.store, &a, public.name())?;
+        }
+        let body = body_to_sign(
+            &s.store,
+            &a,
+            decision,
+            (public.name(), public.key_id()),
+            || {
+                let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
+                validity.ttl = std::time::Duration::from_secs(ttl_secs);
+                let binding = Binding::of(&a.call, &a.agent, &a.environment);
+                ReceiptBody::new(&binding, &a.id, decision, &public, validity)
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let signed = receipt::sign(body, key).map_err(|e| e.to_string())?;
+        record(&s.store, &s.trusted, signed).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn two_distinct_approvers_decide_and_each_signature_is_audited() {
+        let s = setup(2, None);
+        let first = decide(&s, 0, Decision::Approve, 900).expect("alice");
+        assert_eq!(first.approval.status, Status::Pending);
+        assert_eq!(first.approval.progress(), "1 of 2 approvals");
+        let events: Vec<Value> = audit_records(&first, "alice", "cli")
+            .into_iter()
+            .map(|r| json!([r["event"], r["approver"], r["approvals"], r["quorum"]]))
+            .collect();
+        assert_eq!(events, [json!(["quorum_signature", "alice", 1, 2])]);
+
+        // Alice again is refused, before and under the lock.
+        let again = decide(&s, 0, Decision::Approve, 900).expect_err("twice");
+        assert!(again.contains("already approved"), "{again}");
+
+        let second = decide(&s, 1, Decision::Approve, 900).expect("bob");
+        assert_eq!(second.approval.status, Status::Approved);
+        assert_eq!(second.approval.approved_by, ["alice", "bob"]);
+        assert_eq!(second.receipt_id, first.receipt_id, "one receipt, one body");
+        let events: Vec<Value> = audit_records(&second, "bob", "cli")
+            .into_iter()
+            .map(|r| json!([r["event"], r["approver"]]))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                json!(["quorum_signature", "bob"]),
+                json!(["approved", "alice, bob"])
+            ]
+        );
+        let stored = s.store.read_receipt(&second.receipt_id).expect("receipt");
+        let r = Receipt::from_json(&stored).expect("parses");
+        let v = receipt::verify(&r, &s.trusted).expect("complete");
+        assert_eq!(v.approvers(), ["alice", "bob"]);
+        // Decided: nobody adds to it any more.
+        assert!(decide(&s, 2, Decision::Approve, 900).is_err());
+    }
+
+    #[test]
+    fn a_name_that_does_not_count_is_refused_and_one_denial_denies() {
+        let s = setup(2, Some(&["alice", "bob"]));
+        let carol = decide(&s, 2, Decision::Approve, 900).expect_err("carol");
+        assert!(carol.contains("not among the approvers"), "{carol}");
+        decide(&s, 0, Decision::Approve, 900).expect("alice");
+        // Carol may still say no: one denial, by anyone trusted, denies.
+        let no = decide(&s, 2, Decision::Deny, 900).expect("carol denies");
+        assert_eq!(no.approval.status, Status::Denied);
+        assert_eq!(no.approval.decided_by.as_deref(), Some("carol"));
+        let events: Vec<Value> = audit_records(&no, "carol", "cli")
+            .into_iter()
+            .map(|r| r["event"].clone())
+            .collect();
+        assert_eq!(events, [json!("denied")]);
+        assert!(decide(&s, 1, Decision::Approve, 900).is_err());
+    }
+
+    #[test]
+    fn approvals_lapse_with_the_first_receipts_window() {
+        let s = setup(2, None);
+        decide(&s, 0, Decision::Approve, 1).expect("alice, for one second");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        // Bob's approval starts over: alice's has lapsed, so it is 1 of 2 again...
+        let bob = decide(&s, 1, Decision::Approve, 900).expect("bob");
+        assert_eq!(bob.approval.status, Status::Pending);
+        assert_eq!(bob.approval.approved_by, ["bob"]);
+        // ...and alice may approve again.
+        let alice = decide(&s, 0, Decision::Approve, 900).expect("alice again");
+        assert_eq!(alice.approval.status, Status::Approved);
+        assert_eq!(alice.approval.approved_by, ["bob", "alice"]);
+    }
+}
