@@ -39,6 +39,8 @@ struct FileConfig {
     rule: Vec<crate::policy::Rule>,
     #[serde(default)]
     approver: Vec<ApproverEntry>,
+    #[serde(default)]
+    account: Vec<crate::accounts::AccountEntry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +236,8 @@ pub struct Config {
     pub policy: crate::policy::Policy,
     pub environments: Vec<Environment>,
     pub approvers: Vec<ApproverEntry>,
+    /// `[[account]]`: the accounts agents can be bound to (none: airlock's own alone).
+    pub accounts: Vec<crate::accounts::Account>,
     pub approval: Approval,
     pub notify: Notify,
 }
@@ -526,7 +530,10 @@ impl Config {
                 ));
             }
         }
+        let accounts =
+            crate::accounts::validate(&raw.account).map_err(|(key, why)| err(key, why))?;
         Ok(Config {
+            accounts,
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr,
             approvals_addr,

@@ -10,6 +10,8 @@ use crate::state::agents::KEY_PREFIX;
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Mutex, RwLock};
@@ -21,13 +23,22 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
 #[error("{0}")]
 pub struct CredentialsError(pub String);
 
-pub struct RealCredentials {
-    provider: Option<SharedCredentialsProvider>,
+/// A refresh-ahead cache over one way of fetching credentials: airlock's own (the default
+/// chain, [`RealCredentials`]) or a session in another account (`proxy::assume`).
+pub struct CredentialCache<E> {
+    fetcher: Fetcher<E>,
     cached: RwLock<Option<Credentials>>,
-    last_failure: RwLock<Option<(Instant, CredentialsError)>>,
+    last_failure: RwLock<Option<(Instant, E)>>,
     refreshing: Mutex<()>,
     refresh_ahead: Duration,
 }
+
+/// One fetch of fresh credentials.
+pub type Fetching<E> = Pin<Box<dyn Future<Output = Result<Credentials, E>> + Send>>;
+type Fetcher<E> = Box<dyn Fn() -> Fetching<E> + Send + Sync>;
+
+/// airlock's own credentials, from the standard chain.
+pub type RealCredentials = CredentialCache<CredentialsError>;
 
 impl RealCredentials {
     /// The default chain, optionally for a named profile.
@@ -44,8 +55,39 @@ impl RealCredentials {
         provider: Option<SharedCredentialsProvider>,
         refresh_ahead: Duration,
     ) -> Arc<Self> {
-        Arc::new(RealCredentials {
-            provider,
+        Self::with_fetcher(
+            move || {
+                let provider = provider.clone();
+                Box::pin(async move { from_provider(provider.as_ref()).await })
+            },
+            refresh_ahead,
+        )
+    }
+}
+
+async fn from_provider(
+    provider: Option<&SharedCredentialsProvider>,
+) -> Result<Credentials, CredentialsError> {
+    match provider {
+        None => Err(CredentialsError("no credentials provider is configured".into())),
+        Some(p) => match p.provide_credentials().await {
+            Ok(c) if c.access_key_id().starts_with(KEY_PREFIX) => Err(CredentialsError(
+                "the credentials in airlock's own environment are an agent's proxy-only credentials, not real AWS credentials".into(),
+            )),
+            Ok(c) => Ok(c),
+            Err(e) => Err(CredentialsError(format!("no AWS credentials found ({e})"))),
+        },
+    }
+}
+
+impl<E: Clone + std::fmt::Display + Send + Sync + 'static> CredentialCache<E> {
+    /// A cache over `fetch`, refreshed `refresh_ahead` before the credentials expire.
+    pub fn with_fetcher(
+        fetch: impl Fn() -> Fetching<E> + Send + Sync + 'static,
+        refresh_ahead: Duration,
+    ) -> Arc<Self> {
+        Arc::new(CredentialCache {
+            fetcher: Box::new(fetch),
             cached: RwLock::new(None),
             last_failure: RwLock::new(None),
             refreshing: Mutex::new(()),
@@ -55,7 +97,7 @@ impl RealCredentials {
 
     /// Current credentials; refreshes in the background when they are close to expiry and
     /// in the foreground when they are missing or expired.
-    pub async fn get(self: &Arc<Self>) -> Result<Credentials, CredentialsError> {
+    pub async fn get(self: &Arc<Self>) -> Result<Credentials, E> {
         let now = SystemTime::now();
         if let Some(c) = self.cached.read().await.clone() {
             match c.expiry() {
@@ -89,17 +131,8 @@ impl RealCredentials {
         self.fetch().await
     }
 
-    async fn fetch(&self) -> Result<Credentials, CredentialsError> {
-        let result = match &self.provider {
-            None => Err(CredentialsError("no credentials provider is configured".into())),
-            Some(p) => match p.provide_credentials().await {
-                Ok(c) if c.access_key_id().starts_with(KEY_PREFIX) => Err(CredentialsError(
-                    "the credentials in airlock's own environment are an agent's proxy-only credentials, not real AWS credentials".into(),
-                )),
-                Ok(c) => Ok(c),
-                Err(e) => Err(CredentialsError(format!("no AWS credentials found ({e})"))),
-            },
-        };
+    async fn fetch(&self) -> Result<Credentials, E> {
+        let result = (self.fetcher)().await;
         match &result {
             Ok(c) => {
                 *self.cached.write().await = Some(c.clone());
@@ -107,7 +140,7 @@ impl RealCredentials {
             }
             Err(e) => {
                 // Said once at start by `serve`; every refused call's log line repeats the reason.
-                tracing::debug!(error = %e, "airlock has no usable AWS credentials of its own");
+                tracing::debug!(error = %e, "credentials could not be fetched");
                 *self.last_failure.write().await = Some((Instant::now(), e.clone()));
             }
         }

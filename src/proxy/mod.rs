@@ -13,6 +13,7 @@
 //! re-signed. Failures become responses in one place, [`error`].
 
 pub mod accept;
+pub mod assume;
 pub mod authenticate;
 pub mod body;
 pub mod caller;
@@ -62,6 +63,8 @@ pub struct Proxy {
     account_asked: tokio::sync::Mutex<Option<Instant>>,
     /// Derived signing keys by (access key id, scope): one HMAC chain per day, region and service.
     keys: DashMap<(String, Scope), SigningKey>,
+    /// Sessions in the `[[account]]`s agents are bound to.
+    sessions: assume::Sessions,
 }
 
 /// Signing keys cached at most; past this the cache starts over.
@@ -97,6 +100,7 @@ impl Proxy {
             account: std::sync::RwLock::new(None),
             account_asked: tokio::sync::Mutex::new(None),
             keys: DashMap::new(),
+            sessions: assume::Sessions::default(),
         }))
     }
 
@@ -189,10 +193,22 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         accept::check_header_limits(&proxy.config.limits, &req)?;
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
         trace.agent = Some(verified.agent.name.clone());
-        let call = identify(&proxy, &verified).await?;
+        let account = assume::account_of(&proxy, &verified.agent)?;
+        let call = identify(&proxy, &verified, account).await?;
         trace.call = Some(call.clone());
         let authorization = decide(&proxy, &call, &verified.agent.name, &mut trace).await?;
-        let signed = resign::resign(&proxy, verified, &call).await?;
+        let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());
+        let credentials =
+            match assume::credentials(&proxy, account, &verified.agent.name, receipt).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(a) = authorization {
+                        a.release(&proxy);
+                    }
+                    return Err(e);
+                }
+            };
+        let signed = resign::resign(&proxy, verified, &call, credentials).await?;
         let forwarded =
             forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
         if let Some(a) = authorization {
@@ -293,8 +309,13 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
 async fn identify(
     proxy: &Proxy,
     v: &authenticate::VerifiedRequest,
+    bound: Option<&crate::accounts::Account>,
 ) -> Result<crate::identify::AwsCall, error::ProxyError> {
-    let account = proxy.account().await;
+    // A key bound to an `[[account]]` acts there; any other in airlock's own account.
+    let account = match bound {
+        Some(a) => Some(a.id.clone()),
+        None => proxy.account().await,
+    };
     let body = match &v.body {
         authenticate::VerifiedBody::Full { content, .. } => Some(content.as_ref()),
         authenticate::VerifiedBody::Stream { .. } => None,

@@ -273,6 +273,16 @@ impl Authorization {
                     || e.origin == Origin::Downstream
             }
         };
+        self.settle(proxy, release);
+    }
+
+    /// Gives the reserved use back: the call was never sent (its account could not be
+    /// reached).
+    pub fn release(self, proxy: &Proxy) {
+        self.settle(proxy, true);
+    }
+
+    fn settle(self, proxy: &Proxy, release: bool) {
         let outcome = if release {
             proxy.ledger.release(&self.receipt_id)
         } else {

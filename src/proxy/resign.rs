@@ -50,17 +50,15 @@ pub fn endpoint_of(proxy: &Proxy, service: &str, region: &str) -> Result<Endpoin
     endpoint::resolve(model(), service, region).map_err(|e| e.0)
 }
 
+/// Signs the call with `creds`: airlock's own, or its session in the agent's account
+/// (`assume::credentials`).
 pub async fn resign(
     proxy: &Proxy,
     v: VerifiedRequest,
     call: &AwsCall,
+    creds: aws_credential_types::Credentials,
 ) -> Result<SignedRequest, ProxyError> {
     let endpoint = endpoint_for(proxy, &v, call)?;
-    let creds = proxy
-        .credentials
-        .get()
-        .await
-        .map_err(|e| ProxyError::no_credentials(&e.0))?;
 
     let query = crate::sigv4::canonical::encode_query(&v.query);
     // A virtual-hosted S3 request (bucket in the Host) goes upstream path-style.
