@@ -1,0 +1,341 @@
+"""Several AWS accounts behind one airlock (`[[account]]`, `agent add --account`).
+
+moto stands in for three accounts besides its default one (where airlock's own IAM user
+lives): `staging` and `prod`, each with a role `airlock` that may do anything there, and
+`locked`, whose role airlock's user is explicitly denied `sts:AssumeRole` on. moto picks the
+account of an assumed-role session from the role ARN, and with signature checking on it
+checks every call made with the session's credentials against that account's role.
+
+The agents hold only what `airlock agent add NAME --account ... --json` printed: its AWS config
+(one profile per account) in a file that `AWS_CONFIG_FILE` points at, and `AWS_PROFILE` to pick
+the account. What landed where is read from moto directly, with each account's own
+credentials (the role assumed with airlock's user, not through airlock). moto's request
+recorder shows what airlock asked STS for.
+
+The policy: deleting a bucket needs a receipt in prod only; deleting a table needs one
+everywhere; everything else is allowed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+import botocore.session
+import pytest
+import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from support import (
+    ALLOW_ALL, NOWHERE, REGION, GatedAirlock, Moto, configure, require_tool, run, scrubbed_env, unique,
+)
+
+STAGING, PROD, LOCKED = "111111111111", "222222222222", "333333333333"
+ROLE = "airlock"
+ACCOUNTS = {"staging": STAGING, "prod": PROD, "locked": LOCKED}
+NO_RETRIES = Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"})
+
+
+def role_arn(account: str) -> str:
+    return f"arn:aws:iam::{account}:role/{ROLE}"
+
+
+class AccountsMoto(Moto):
+    """A moto whose other accounts have the role airlock assumes (made before signature
+    checking is on, in each account by moto's `x-moto-account-id` header), and whose
+    airlock user may not assume the locked account's role."""
+
+    def _provision_and_lock(self) -> None:
+        trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "*"},
+            "Action": ["sts:AssumeRole", "sts:SetSourceIdentity", "sts:TagSession"]}]})
+        for account in ACCOUNTS.values():
+            iam = self._client("iam", "bootstrap", "bootstrap")
+            iam.meta.events.register(
+                "before-sign.iam.*",
+                lambda request, account=account, **_: request.headers.__setitem__("x-moto-account-id", account))
+            iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=trust)
+            iam.put_role_policy(RoleName=ROLE, PolicyName="allow-all", PolicyDocument=ALLOW_ALL)
+        super()._provision_and_lock()
+        self.client("iam").put_user_policy(
+            UserName=self.user_name, PolicyName="not-the-locked-account",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Effect": "Deny", "Action": "sts:AssumeRole", "Resource": role_arn(LOCKED)}]}))
+
+    def client_in(self, account: str, service: str) -> Any:
+        """A client that talks to moto DIRECTLY, as the account's role (assumed with the real
+        credentials): for reading what landed in that account."""
+        creds = self.client("sts").assume_role(RoleArn=role_arn(account), RoleSessionName="e2e-check")["Credentials"]
+        session = boto3.session.Session(aws_access_key_id=creds["AccessKeyId"],
+                                        aws_secret_access_key=creds["SecretAccessKey"],
+                                        aws_session_token=creds["SessionToken"], region_name=REGION)
+        return session.client(service, endpoint_url=self.url, config=Config(s3={"addressing_style": "path"}))
+
+    def recording(self) -> list[dict[str, Any]]:
+        """The requests moto recorded since recording started: method, url, headers, body."""
+        r = requests.get(f"{self.url}/moto-api/recorder/download-recording", timeout=10)
+        assert r.status_code == 200, r.text
+        return [json.loads(line) for line in r.text.splitlines() if line.strip()]
+
+
+def assume_role_requests(moto: AccountsMoto) -> list[dict[str, list[str]]]:
+    """The form of every AssumeRole call moto recorded."""
+    forms = []
+    for entry in moto.recording():
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode()
+        form = parse_qs(body)
+        if form.get("Action") == ["AssumeRole"]:
+            forms.append(form)
+    return forms
+
+
+@pytest.fixture(scope="module")
+def accounts_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AccountsMoto]:
+    moto = AccountsMoto(tmp_path_factory.mktemp("moto-accounts"))
+    try:
+        moto.start()
+        r = requests.post(f"{moto.url}/moto-api/recorder/start-recording", timeout=10)
+        assert r.status_code == 200, r.text
+        yield moto
+    finally:
+        moto.stop()
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory: pytest.TempPathFactory, accounts_moto: AccountsMoto) -> Iterator[GatedAirlock]:
+    airlock = GatedAirlock(tmp_path_factory.mktemp("airlock-accounts"), accounts_moto)
+    try:
+        airlock.init("enforce")
+        configure(airlock.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False,
+                                   ("policy", "builtin"): False})
+        airlock.add_approver("alice")
+        with open(airlock.config, "a") as f:
+            f.write("\n")
+            for name, account in ACCOUNTS.items():
+                f.write(f'[[account]]\nname = "{name}"\nid = "{account}"\nrole_arn = "{role_arn(account)}"\n')
+                if name == "prod":
+                    f.write('external_id = "airlock-e2e"\n')
+                f.write(f'\n[[environment]]\nname = "{name}"\naccounts = ["{account}"]\n\n')
+            f.write('[[rule]]\nname = "prod-buckets-need-a-human"\neffect = "require_receipt"\n'
+                    'actions = ["s3:DeleteBucket"]\nenvironments = ["prod"]\n\n'
+                    '[[rule]]\nname = "tables-need-a-human"\neffect = "require_receipt"\n'
+                    'actions = ["dynamodb:DeleteTable"]\n')
+        airlock.start()
+        yield airlock
+    finally:
+        airlock.stop()
+
+
+class BoundAgent:
+    """An agent set up from `agent add --account ... --json`: its AWS config file, and a
+    client per profile, with nothing else of AWS in its environment."""
+
+    def __init__(self, gate: GatedAirlock, name: str, printed: dict[str, Any]):
+        self.name = name
+        self.printed = printed
+        self.config_file = gate.home / f"{name}.aws-config"
+        self.config_file.write_text(printed["aws_config"])
+        self.config_file.chmod(0o600)
+
+    @property
+    def profiles(self) -> list[str]:
+        return sorted(self.printed["profiles"])
+
+    def env(self, profile: str) -> dict[str, str]:
+        env = scrubbed_env()
+        env.update({"AWS_CONFIG_FILE": str(self.config_file), "AWS_PROFILE": profile,
+                    "AWS_DEFAULT_REGION": REGION, **self.printed["environment"]})
+        return env
+
+    def client(self, profile: str, service: str) -> Any:
+        """boto3 as the agent runs it: the profile from its config file, nothing else."""
+        core = botocore.session.Session()
+        core.set_config_variable("config_file", str(self.config_file))
+        core.set_config_variable("credentials_file", str(NOWHERE / "credentials"))
+        core.set_config_variable("profile", profile)
+        return boto3.session.Session(botocore_session=core, region_name=REGION).client(service, config=NO_RETRIES)
+
+    def aws(self, profile: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """The AWS CLI with AWS_PROFILE=profile."""
+        return run([require_tool("aws"), *args, "--output", "json"], self.env(profile), timeout=120, check=False)
+
+
+def add_agent(gate: GatedAirlock, name: str, *accounts: str) -> BoundAgent:
+    args = ["agent", "add", name, "--json"]
+    for a in accounts:
+        args += ["--account", a]
+    printed = json.loads(gate.cli(*args).stdout)
+    return BoundAgent(gate, name, printed)
+
+
+def error_of(call: Any, **kwargs: Any) -> dict[str, str]:
+    with pytest.raises(ClientError) as err:
+        call(**kwargs)
+    return err.value.response["Error"]
+
+
+def buckets(moto: AccountsMoto, account: str) -> set[str]:
+    return {b["Name"] for b in moto.client_in(account, "s3").list_buckets()["Buckets"]}
+
+
+def tables(moto: AccountsMoto, account: str) -> set[str]:
+    return set(moto.client_in(account, "dynamodb").list_tables()["TableNames"])
+
+
+def create_table(client: Any, name: str) -> None:
+    client.create_table(TableName=name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                        BillingMode="PAY_PER_REQUEST")
+
+
+def audit_records(gate: GatedAirlock) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (gate.state_dir / "audit.jsonl").read_text().splitlines() if line.strip()]
+
+
+# --- one account, then two -----------------------------------------------------------------------
+
+
+def test_staging_agent_creates_and_deletes_freely_in_staging_only(gate: GatedAirlock, accounts_moto: AccountsMoto) -> None:
+    agent = add_agent(gate, unique("stager"), "staging")
+    assert agent.profiles == ["airlock-staging"]
+    profile = agent.printed["profiles"]["airlock-staging"]
+    assert profile["account"] == "staging"
+    assert profile["AWS_ACCESS_KEY_ID"].startswith("AIRLOCK")
+    assert "[profile airlock-staging]" in agent.printed["aws_config"]
+    assert accounts_moto.secret_access_key not in json.dumps(agent.printed)
+
+    bucket = unique("staging-bucket")
+    # The AWS CLI picks the account by AWS_PROFILE alone.
+    made = agent.aws("airlock-staging", "s3api", "create-bucket", "--bucket", bucket,
+                     "--create-bucket-configuration", f"LocationConstraint={REGION}")
+    assert made.returncode == 0, made.stderr
+    assert bucket in buckets(accounts_moto, STAGING)
+    assert bucket not in buckets(accounts_moto, PROD)
+    assert bucket not in {b["Name"] for b in accounts_moto.client("s3").list_buckets()["Buckets"]}
+
+    s3 = agent.client("airlock-staging", "s3")
+    s3.put_object(Bucket=bucket, Key="k.txt", Body=b"staging bytes")
+    assert accounts_moto.client_in(STAGING, "s3").get_object(Bucket=bucket, Key="k.txt")["Body"].read() == b"staging bytes"
+    s3.delete_object(Bucket=bucket, Key="k.txt")
+    # Deleting a bucket needs a receipt in prod only: in staging it just happens.
+    s3.delete_bucket(Bucket=bucket)
+    assert bucket not in buckets(accounts_moto, STAGING)
+
+    # The session airlock used carries the agent's name: moto names the caller by it...
+    who = agent.client("airlock-staging", "sts").get_caller_identity()
+    assert who["Account"] == STAGING, who
+    assert who["Arn"] == f"arn:aws:sts::{STAGING}:assumed-role/{ROLE}/{agent.name}", who
+    # ...and airlock asked STS for exactly that source identity and tag.
+    mine = [f for f in assume_role_requests(accounts_moto) if f.get("RoleSessionName") == [agent.name]]
+    assert mine, "airlock never assumed the staging role for this agent"
+    for form in mine:
+        assert form["RoleArn"] == [role_arn(STAGING)], form
+        assert form["SourceIdentity"] == [agent.name], form
+        assert form["Tags.member.1.Key"] == ["airlock:agent"] and form["Tags.member.1.Value"] == [agent.name], form
+        assert "ExternalId" not in form and "Tags.member.2.Key" not in form, form
+
+
+def test_prod_profile_exists_only_once_bound(gate: GatedAirlock, accounts_moto: AccountsMoto) -> None:
+    agent = add_agent(gate, unique("stager"), "staging")
+    # No prod profile, so no way to name prod at all.
+    proc = agent.aws("airlock-prod", "sts", "get-caller-identity")
+    assert proc.returncode != 0 and "airlock-prod" in proc.stderr and "could not be found" in proc.stderr, proc.stderr
+
+    # A key for prod that airlock never issued is refused before anything reaches moto.
+    staging = agent.printed["profiles"]["airlock-staging"]
+    forged_id = "AIRLOCK" + "PRODPRODPROD2"
+    forged = boto3.session.Session(aws_access_key_id=forged_id, aws_secret_access_key=staging["AWS_SECRET_ACCESS_KEY"],
+                                   region_name=REGION).client("sts", endpoint_url=gate.proxy_url,
+                                                              verify=staging["AWS_CA_BUNDLE"], config=NO_RETRIES)
+    before = accounts_moto.request_count()
+    assert error_of(forged.get_caller_identity)["Code"] == "InvalidClientTokenId"
+    assert accounts_moto.request_count() == before
+
+    # Bound to prod as well: the staging key stays, prod gets a key of its own.
+    both = add_agent(gate, agent.name, "prod")
+    assert both.profiles == ["airlock-prod", "airlock-staging"]
+    assert both.printed["profiles"]["airlock-staging"]["AWS_ACCESS_KEY_ID"] == staging["AWS_ACCESS_KEY_ID"]
+    assert both.printed["profiles"]["airlock-prod"]["AWS_ACCESS_KEY_ID"] != staging["AWS_ACCESS_KEY_ID"]
+    who = both.client("airlock-prod", "sts").get_caller_identity()
+    assert who["Account"] == PROD and who["Arn"].endswith(f"/{both.name}"), who
+    # Binding an account it already has issues nothing.
+    again = gate.cli("agent", "add", agent.name, "--account", "prod", check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr, again.stderr
+    # An account the config does not name cannot be bound.
+    unknown = gate.cli("agent", "add", unique("x"), "--account", "nowhere", check=False)
+    assert unknown.returncode != 0 and "nowhere" in unknown.stderr, unknown.stderr
+
+
+def test_a_staging_receipt_does_not_cover_the_same_call_in_prod(gate: GatedAirlock, accounts_moto: AccountsMoto) -> None:
+    agent = add_agent(gate, unique("both"), "staging", "prod")
+    table = unique("orders")
+    for profile in agent.profiles:
+        create_table(agent.client(profile, "dynamodb"), table)
+    assert table in tables(accounts_moto, STAGING) and table in tables(accounts_moto, PROD)
+
+    staging, prod = agent.client("airlock-staging", "dynamodb"), agent.client("airlock-prod", "dynamodb")
+    refused = error_of(staging.delete_table, TableName=table)
+    assert refused["Code"] == "AccessDeniedException", refused
+    staging_approval = gate.approval_id(refused["Message"])
+    record = gate.approval_record(staging_approval)
+    assert (record["call"]["account"], record["environment"]) == (STAGING, "staging"), record
+    receipt = gate.approve(staging_approval).stem
+
+    # The same call, in prod, is a call of its own: refused, with an approval of its own.
+    refused = error_of(prod.delete_table, TableName=table)
+    assert refused["Code"] == "AccessDeniedException", refused
+    prod_approval = gate.approval_id(refused["Message"])
+    assert prod_approval != staging_approval
+    assert (gate.approval_record(prod_approval)["call"]["account"], gate.approval_record(prod_approval)["environment"]) == (PROD, "prod")
+    assert table in tables(accounts_moto, PROD)
+
+    # The staging receipt goes through in staging, under a session tagged with it.
+    staging.delete_table(TableName=table)
+    assert table not in tables(accounts_moto, STAGING)
+    assert table in tables(accounts_moto, PROD)
+    tagged = [f for f in assume_role_requests(accounts_moto) if f.get("Tags.member.2.Value") == [receipt]]
+    assert len(tagged) == 1, tagged
+    assert tagged[0]["Tags.member.2.Key"] == ["airlock:approval"]
+    assert tagged[0]["RoleArn"] == [role_arn(STAGING)] and tagged[0]["SourceIdentity"] == [agent.name]
+    # airlock assumes the prod role with its external id (the test's own checks do not).
+    prod_forms = [f for f in assume_role_requests(accounts_moto)
+                  if f["RoleArn"] == [role_arn(PROD)] and f.get("SourceIdentity") == [agent.name]]
+    assert prod_forms and all(f["ExternalId"] == ["airlock-e2e"] for f in prod_forms)
+
+    # In prod a bucket needs a receipt to go; it stays in prod.
+    bucket = unique("prod-bucket")
+    s3 = agent.client("airlock-prod", "s3")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    assert bucket in buckets(accounts_moto, PROD) and bucket not in buckets(accounts_moto, STAGING)
+    assert error_of(s3.delete_bucket, Bucket=bucket)["Code"] == "AccessDenied"
+    assert bucket in buckets(accounts_moto, PROD)
+
+
+def test_a_role_that_cannot_be_assumed_is_named(gate: GatedAirlock, accounts_moto: AccountsMoto) -> None:
+    agent = add_agent(gate, unique("locked-out"), "locked")
+    sts = agent.client("airlock-locked", "sts")
+    error = error_of(sts.get_caller_identity)
+    assert error["Code"] == "AccessDenied", error
+    message = error["Message"]
+    assert f"locked ({LOCKED})" in message and role_arn(LOCKED) in message, message
+    assert "not authorized" in message or "AccessDenied" in message, message
+    for secret in (accounts_moto.access_key_id, accounts_moto.secret_access_key):
+        assert secret not in message
+    # The CLI prints it as AWS's own error.
+    proc = agent.aws("airlock-locked", "sts", "get-caller-identity")
+    assert proc.returncode != 0 and f"locked ({LOCKED})" in proc.stderr, proc.stderr
+
+    [record, *_] = [r for r in reversed(audit_records(gate)) if r.get("agent") == agent.name]
+    assert record["event"] == "account_unreachable", record
+    assert record["code"] == "AccessDenied" and role_arn(LOCKED) in record["reason"], record
+    log = json.dumps(audit_records(gate)) + gate.log_tail()
+    assert accounts_moto.secret_access_key not in log
