@@ -339,3 +339,48 @@ def test_a_role_that_cannot_be_assumed_is_named(gate: GatedAirlock, accounts_mot
     assert record["code"] == "AccessDenied" and role_arn(LOCKED) in record["reason"], record
     log = json.dumps(audit_records(gate)) + gate.log_tail()
     assert accounts_moto.secret_access_key not in log
+
+
+class KeylessAirlock(GatedAirlock):
+    """An airlock started with no AWS credentials of its own at all."""
+
+    def _serve_env(self) -> dict[str, str]:
+        return scrubbed_env()
+
+
+def test_no_route_and_no_source_credentials_are_named(tmp_path_factory: pytest.TempPathFactory,
+                                                      accounts_moto: AccountsMoto) -> None:
+    airlock = KeylessAirlock(tmp_path_factory.mktemp("airlock-keyless"), accounts_moto)
+    try:
+        airlock.init("enforce")
+        configure(airlock.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False})
+        staging = f'\n[[account]]\nname = "staging"\nid = "{STAGING}"\nrole_arn = "{role_arn(STAGING)}"\n'
+        retired = f'\n[[account]]\nname = "retired"\nid = "{PROD}"\nrole_arn = "{role_arn(PROD)}"\n'
+        base = airlock.config.read_text() + staging
+        airlock.config.write_text(base + retired)
+        stager = add_agent(airlock, unique("stager"), "staging")
+        orphan = add_agent(airlock, unique("orphan"), "retired")
+        # The account is taken out of the config; the agent's key still says "retired".
+        airlock.config.write_text(base)
+        airlock.start()
+        # Added before serve bound its port (0 in the config): point them at the bound one.
+        for agent in (stager, orphan):
+            agent.config_file.write_text(agent.config_file.read_text().replace(
+                "https://localhost:0", airlock.proxy_url))
+        before = accounts_moto.request_count()
+
+        error = error_of(orphan.client("airlock-retired", "sts").get_caller_identity)
+        assert error["Code"] == "AccessDenied", error
+        assert 'no route to account "retired"' in error["Message"] and orphan.name in error["Message"], error
+
+        error = error_of(stager.client("airlock-staging", "sts").get_caller_identity)
+        assert error["Code"] == "ExpiredToken", error
+        assert f"staging ({STAGING})" in error["Message"] and "own AWS credentials" in error["Message"], error
+        assert accounts_moto.request_count() == before, "a call without a route reached moto"
+
+        events = {r.get("agent"): r for r in audit_records(airlock)}
+        assert events[orphan.name]["event"] == "account_unreachable", events[orphan.name]
+        assert events[stager.name]["event"] == "account_unreachable", events[stager.name]
+        assert events[stager.name]["code"] == "ExpiredToken", events[stager.name]
+    finally:
+        airlock.stop()
