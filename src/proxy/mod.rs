@@ -178,6 +178,8 @@ struct Trace {
     effect: Option<&'static str>,
     rule: Option<String>,
     receipt: Option<(String, String)>,
+    /// The `[[account]]` the agent's key acts in (none: airlock's own).
+    account: Option<crate::accounts::Account>,
 }
 
 /// One request, start to finish. Never fails: every error is rendered as a response.
@@ -194,6 +196,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
         trace.agent = Some(verified.agent.name.clone());
         let account = assume::account_of(&proxy, &verified.agent)?;
+        trace.account = account.cloned();
         let call = identify(&proxy, &verified, account).await?;
         trace.call = Some(call.clone());
         let authorization = decide(&proxy, &call, &verified.agent.name, &mut trace).await?;
@@ -357,7 +360,7 @@ async fn decide(
         && proxy.config.policy.mode == Mode::Enforce;
     let mut bound = None;
     let decision = if read_change_set {
-        let reading = self::changeset::read(proxy, call).await;
+        let reading = self::changeset::read(proxy, call, trace.account.as_ref(), agent).await;
         let (read_call, read_decision) = apply(call, &decision, &reading);
         tracing::info!(%agent, action = %call.action(), effect = read_decision.effect.as_str(), reason = %read_decision.reason, "change set read");
         trace.call = Some(read_call.clone());

@@ -384,3 +384,42 @@ def test_no_route_and_no_source_credentials_are_named(tmp_path_factory: pytest.T
         assert events[stager.name]["code"] == "ExpiredToken", events[stager.name]
     finally:
         airlock.stop()
+
+
+def test_change_sets_are_read_in_the_agents_account(tmp_path_factory: pytest.TempPathFactory,
+                                                    accounts_moto: AccountsMoto) -> None:
+    """With the built-in catalogue on, `ExecuteChangeSet` is decided by reading the change set:
+    airlock reads it as the agent's account (a change set in staging does not exist in airlock's
+    own account). One that only adds goes through; one that removes a topic needs a receipt."""
+    airlock = GatedAirlock(tmp_path_factory.mktemp("airlock-accounts-cfn"), accounts_moto)
+    try:
+        airlock.init("enforce")
+        configure(airlock.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False})
+        with open(airlock.config, "a") as f:
+            f.write(f'\n[[account]]\nname = "staging"\nid = "{STAGING}"\nrole_arn = "{role_arn(STAGING)}"\n')
+        airlock.start()
+        agent = add_agent(airlock, unique("deployer"), "staging")
+        cfn = accounts_moto.client_in(STAGING, "cloudformation")
+
+        def topic(name: str) -> dict[str, Any]:
+            return {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": name}}
+
+        def body(**resources: Any) -> str:
+            return json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": resources})
+
+        stack, first, second = unique("app"), unique("alerts"), unique("more")
+        cfn.create_stack(StackName=stack, TemplateBody=body(First=topic(first)))
+        adds = cfn.create_change_set(StackName=stack, ChangeSetName=unique("adds"), ChangeSetType="UPDATE",
+                                     TemplateBody=body(First=topic(first), Second=topic(second)))["Id"]
+        agent.client("airlock-staging", "cloudformation").execute_change_set(ChangeSetName=adds)
+        resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+        assert sorted(r["LogicalResourceId"] for r in resources) == ["First", "Second"]
+
+        removes = cfn.create_change_set(StackName=stack, ChangeSetName=unique("removes"), ChangeSetType="UPDATE",
+                                        TemplateBody=body(Second=topic(second)))["Id"]
+        error = error_of(agent.client("airlock-staging", "cloudformation").execute_change_set, ChangeSetName=removes)
+        assert error["Code"] == "AccessDenied" and "First" in error["Message"], error
+        resources = cfn.describe_stack_resources(StackName=stack)["StackResources"]
+        assert sorted(r["LogicalResourceId"] for r in resources) == ["First", "Second"]
+    finally:
+        airlock.stop()
