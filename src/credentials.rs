@@ -1,6 +1,7 @@
 //! airlock's own, real AWS credentials: from the standard chain (environment, profile,
 //! SSO, web identity, container and instance roles), with a refresh-ahead cache because
-//! the `aws-config` providers do not cache.
+//! the `aws-config` providers do not cache. The same cache ([`CredentialCache`]) holds the
+//! sessions airlock keeps in other accounts (`proxy::assume`).
 //!
 //! What this does not guarantee: credentials that the chain cannot refresh (an expired SSO
 //! session) stop working at their expiry; calls then fail with a clear error until the
@@ -173,5 +174,59 @@ mod tests {
         assert!(real.cached.read().await.is_some());
         let none = RealCredentials::with_provider(None, Duration::from_secs(300));
         assert!(none.get().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn sessions_close_to_expiry_are_refreshed_ahead_and_failures_kept_briefly() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let fetches = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&fetches);
+        // Each session expires in two minutes: inside the five-minute refresh window.
+        let cache: Arc<CredentialCache<CredentialsError>> = CredentialCache::with_fetcher(
+            move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    Ok(Credentials::new(
+                        format!("ASIA{n}"),
+                        "secret",
+                        Some("token".into()),
+                        Some(SystemTime::now() + Duration::from_secs(120)),
+                        "test",
+                    ))
+                })
+            },
+            Duration::from_secs(300),
+        );
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "ASIA0");
+        // Still valid, so it is served at once, and a refresh starts in the background.
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "ASIA0");
+        for _ in 0..100 {
+            if fetches.load(Ordering::SeqCst) >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            fetches.load(Ordering::SeqCst) >= 2,
+            "no refresh ahead of expiry"
+        );
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "ASIA1");
+
+        let failures = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&failures);
+        let refused: Arc<CredentialCache<CredentialsError>> = CredentialCache::with_fetcher(
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Err(CredentialsError("role refused".into())) })
+            },
+            Duration::from_secs(300),
+        );
+        assert_eq!(refused.get().await.unwrap_err().0, "role refused");
+        assert_eq!(refused.get().await.unwrap_err().0, "role refused");
+        assert_eq!(
+            failures.load(Ordering::SeqCst),
+            1,
+            "a refusal is not asked again at once"
+        );
     }
 }

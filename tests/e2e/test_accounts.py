@@ -423,3 +423,30 @@ def test_change_sets_are_read_in_the_agents_account(tmp_path_factory: pytest.Tem
         assert sorted(r["LogicalResourceId"] for r in resources) == ["First", "Second"]
     finally:
         airlock.stop()
+
+
+def test_exec_runs_a_bound_agent_in_the_account_its_profile_names(gate: GatedAirlock) -> None:
+    agent = add_agent(gate, unique("exec"), "staging", "prod")
+    binary, config = str(gate.binary), str(gate.config)
+    parent = {**scrubbed_env(), "AWS_ACCESS_KEY_ID": "AKIAREALKEY", "AWS_SECRET_ACCESS_KEY": "real-secret",
+              "AWS_DEFAULT_REGION": REGION}
+
+    def caller(**extra: str) -> dict[str, Any]:
+        proc = run([binary, "--config", config, "exec", agent.name, "--", "aws", "sts", "get-caller-identity",
+                    "--output", "json"], {**parent, **extra}, timeout=120)
+        return json.loads(proc.stdout)
+
+    # The first account's profile by default, the one AWS_PROFILE names otherwise.
+    assert caller()["Account"] == STAGING
+    assert caller(AWS_PROFILE="airlock-prod")["Account"] == PROD
+    wrong = run([binary, "--config", config, "exec", agent.name, "--", "true"],
+                {**parent, "AWS_PROFILE": "airlock-sandbox"}, check=False)
+    assert wrong.returncode != 0 and "airlock-sandbox" in wrong.stderr, wrong.stderr
+
+    env = run([binary, "--config", config, "exec", agent.name, "--", "env"], parent).stdout
+    variables = dict(line.split("=", 1) for line in env.splitlines() if "=" in line)
+    # No key in the environment (it would outrank the profile), and none of the real ones.
+    assert "AWS_ACCESS_KEY_ID" not in variables and "AKIAREALKEY" not in env and "real-secret" not in env
+    written = Path(variables["AWS_CONFIG_FILE"])
+    assert written.stat().st_mode & 0o777 == 0o600
+    assert "[profile airlock-staging]" in written.read_text() and "[profile airlock-prod]" in written.read_text()
