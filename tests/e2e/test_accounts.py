@@ -37,7 +37,7 @@ from support import (
     ALLOW_ALL, NOWHERE, REGION, GatedAirlock, Moto, configure, require_tool, run, scrubbed_env, unique,
 )
 
-STAGING, PROD, LOCKED = "111111111111", "222222222222", "333333333333"
+STAGING, PROD, LOCKED, SANDBOX = "111111111111", "222222222222", "333333333333", "444444444444"
 ROLE = "airlock"
 ACCOUNTS = {"staging": STAGING, "prod": PROD, "locked": LOCKED}
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"})
@@ -63,6 +63,13 @@ class AccountsMoto(Moto):
                 lambda request, account=account, **_: request.headers.__setitem__("x-moto-account-id", account))
             iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=trust)
             iam.put_role_policy(RoleName=ROLE, PolicyName="allow-all", PolicyDocument=ALLOW_ALL)
+        # The sandbox is reached through a profile of airlock's own AWS config: a user's keys.
+        iam = self._client("iam", "bootstrap", "bootstrap")
+        iam.meta.events.register("before-sign.iam.*",
+                                 lambda request, **_: request.headers.__setitem__("x-moto-account-id", SANDBOX))
+        iam.create_user(UserName="sandbox-admin")
+        iam.put_user_policy(UserName="sandbox-admin", PolicyName="allow-all", PolicyDocument=ALLOW_ALL)
+        self.sandbox_key = iam.create_access_key(UserName="sandbox-admin")["AccessKey"]
         super()._provision_and_lock()
         self.client("iam").put_user_policy(
             UserName=self.user_name, PolicyName="not-the-locked-account",
@@ -450,3 +457,42 @@ def test_exec_runs_a_bound_agent_in_the_account_its_profile_names(gate: GatedAir
     written = Path(variables["AWS_CONFIG_FILE"])
     assert written.stat().st_mode & 0o777 == 0o600
     assert "[profile airlock-staging]" in written.read_text() and "[profile airlock-prod]" in written.read_text()
+
+
+class ProfileAirlock(GatedAirlock):
+    """An airlock whose own AWS config has a profile for the sandbox account."""
+
+    aws_config: Path
+
+    def _serve_env(self) -> dict[str, str]:
+        return {**super()._serve_env(), "AWS_CONFIG_FILE": str(self.aws_config)}
+
+
+def test_an_account_reached_through_a_profile(tmp_path_factory: pytest.TempPathFactory,
+                                               accounts_moto: AccountsMoto) -> None:
+    airlock = ProfileAirlock(tmp_path_factory.mktemp("airlock-profile"), accounts_moto)
+    try:
+        airlock.init("enforce")
+        configure(airlock.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False})
+        key = accounts_moto.sandbox_key
+        airlock.aws_config = airlock.home / "aws-config"
+        airlock.aws_config.write_text(f"[profile sandbox-admin]\naws_access_key_id = {key['AccessKeyId']}\n"
+                                      f"aws_secret_access_key = {key['SecretAccessKey']}\n")
+        airlock.aws_config.chmod(0o600)
+        with open(airlock.config, "a") as f:
+            f.write(f'\n[[account]]\nname = "sandbox"\nid = "{SANDBOX}"\nprofile = "sandbox-admin"\n')
+        airlock.start()
+        agent = add_agent(airlock, unique("sandboxer"), "sandbox")
+        who = agent.client("airlock-sandbox", "sts").get_caller_identity()
+        assert who["Account"] == SANDBOX and who["Arn"].endswith(":user/sandbox-admin"), who
+        bucket = unique("sandbox-bucket")
+        agent.client("airlock-sandbox", "s3").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        assert bucket not in buckets(accounts_moto, STAGING)
+        sandbox_s3 = boto3.session.Session(aws_access_key_id=key["AccessKeyId"],
+                                           aws_secret_access_key=key["SecretAccessKey"],
+                                           region_name=REGION).client("s3", endpoint_url=accounts_moto.url)
+        assert bucket in {b["Name"] for b in sandbox_s3.list_buckets()["Buckets"]}
+        assert key["SecretAccessKey"] not in airlock.log_tail()
+    finally:
+        airlock.stop()
