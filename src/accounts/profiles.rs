@@ -34,7 +34,7 @@ impl Profiles {
             .iter()
             .filter_map(|r| {
                 let account = r.account.clone()?;
-                let env = crate::cli::agent_env(config, r);
+                let env = crate::exec::agent_env(config, r);
                 shared = env
                     .iter()
                     .filter(|(k, _)| !PROFILE_SETTINGS.iter().any(|(var, _)| var == k))
@@ -102,7 +102,7 @@ pub fn cmd_agent_add(
     accounts: &[String],
     json: bool,
 ) -> Result<(), String> {
-    let config = crate::cli::load(config_path)?;
+    let config = crate::config::Config::load_existing(config_path)?;
     for account in accounts {
         if !config.accounts.iter().any(|a| &a.name == account) {
             let known: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();

@@ -228,10 +228,8 @@ pub fn airlock_public(state_dir: &Path) -> Result<Option<ApproverPublic>, String
 /// enrolled passkeys. Nothing from a request or a receipt.
 pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
     let mut keys = TrustedKeys::new();
-    for a in &config.approvers {
-        let public =
-            ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| e.to_string())?;
-        keys.add_approver(&public).map_err(|e| e.to_string())?;
+    for approver in &config.approvers {
+        keys.add_approver(approver).map_err(|e| e.to_string())?;
     }
     if let Some(public) = airlock_public(&config.state_dir)? {
         keys.add_airlock(&public).map_err(|e| e.to_string())?;

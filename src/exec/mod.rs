@@ -4,7 +4,7 @@
 //! The child gets:
 //!
 //! - the agent's proxy-only `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`;
-//! - `AWS_ENDPOINT_URL`: the proxy of the running `serve` (its port from `state/listen.json`);
+//! - `AWS_ENDPOINT_URL`: the proxy of the running `serve` (its port from `state/listen.json`, [`crate::state::listen`]);
 //! - `AWS_CA_BUNDLE`: airlock's CA alone, for the AWS CLI and botocore;
 //! - `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`: a bundle
 //!   of the system's roots plus airlock's CA (`state/ca-bundle.pem`), so Go (Terraform), Node,
@@ -18,7 +18,7 @@
 //! settings ([`KEPT`]). The exit code is the child's (128 + the signal that ended it).
 
 use crate::config::Config;
-use crate::state::agents::AgentStore;
+use crate::state::agents::{AgentRecord, AgentStore};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -110,7 +110,7 @@ fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
 fn profiles_env(
     config: &Config,
     agent: &str,
-    records: &[crate::state::agents::AgentRecord],
+    records: &[AgentRecord],
 ) -> Result<Vec<(&'static str, String)>, String> {
     let profiles = crate::accounts::profiles::Profiles::of(config, records);
     let dir = config.state_dir.join("profiles");
@@ -136,24 +136,33 @@ fn profiles_env(
     Ok(env)
 }
 
+/// The environment an agent needs: its keys, and the endpoint and CA of the proxy (the
+/// running `serve`'s port when it recorded one).
+pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, String)> {
+    let port = config.listening().proxy.port();
+    vec![
+        ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            agent.secret_access_key.expose().to_string(),
+        ),
+        ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
+        ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
+    ]
+}
+
 pub fn run(config_path: &Path, agent: &str, command: &[String]) -> Result<i32, String> {
     use std::os::unix::process::ExitStatusExt as _;
     let Some((program, args)) = command.split_first() else {
         return Err("nothing to run: airlock exec AGENT -- CMD ARGS…".into());
     };
-    if !config_path.exists() {
-        return Err(format!(
-            "{} does not exist; run `airlock init` first",
-            config_path.display()
-        ));
-    }
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = Config::load_existing(config_path)?;
     // Only an active agent: a revoked one is not found.
     let records = AgentStore::new(&config.state_dir)
         .get_all(agent)
         .map_err(|e| e.to_string())?;
     let agent_env = match records.as_slice() {
-        [record] if record.account.is_none() => crate::cli::agent_env(&config, record),
+        [record] if record.account.is_none() => agent_env(&config, record),
         _ => profiles_env(&config, agent, &records)?,
     };
     let bundle = combined_bundle(&config)?;

@@ -2,8 +2,7 @@
 //! ([`Receipt`]: the body and its signatures).
 
 use super::canonical;
-use super::keys::{is_lower_hex, ApproverPublic, KeyId};
-use super::webauthn::PasskeyPublic;
+use super::ids::{is_lower_hex, KeyId, NamedKey};
 use super::ReceiptError;
 use crate::identify::{AwsCall, Resource};
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
@@ -243,7 +242,7 @@ impl ReceiptBody {
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
-        approver: &ApproverPublic,
+        approver: &impl NamedKey,
         validity: Validity,
     ) -> ReceiptBody {
         Self::by(
@@ -261,7 +260,7 @@ impl ReceiptBody {
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
-        passkey: &PasskeyPublic,
+        passkey: &impl NamedKey,
         validity: Validity,
     ) -> ReceiptBody {
         Self::by(

@@ -64,12 +64,6 @@ pub struct AgentStore {
     lock: PathBuf,
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = OsRng;
     (0..len)
@@ -100,7 +94,7 @@ fn issue(file: &mut AgentsFile, name: &str, account: Option<String>) -> AgentRec
                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
                     40,
                 )),
-                created_at: now_rfc3339(),
+                created_at: super::now_rfc3339(),
                 revoked_at: None,
                 account,
             };
@@ -205,7 +199,7 @@ impl AgentStore {
     /// within a second.
     pub fn revoke(&self, name: &str) -> Result<(), AgentError> {
         self.update(|file| {
-            let now = now_rfc3339();
+            let now = super::now_rfc3339();
             let mut found = false;
             for agent in file
                 .agents
