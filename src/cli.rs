@@ -215,7 +215,7 @@ pub fn main() -> ExitCode {
                 json,
                 accounts,
             } if !accounts.is_empty() => {
-                crate::accounts::profiles::cmd_agent_add(&cli.config, &name, &accounts, json)
+                crate::exec::profiles::cmd_agent_add(&cli.config, &name, &accounts, json)
             }
             AgentCommand::Add { name, json, .. } => cmd_agent_add(&cli.config, &name, json),
             AgentCommand::List { json } => cmd_agent_list(&cli.config, json),

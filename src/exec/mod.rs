@@ -17,6 +17,8 @@
 //! container credentials, service-specific endpoint overrides…), except a few harmless
 //! settings ([`KEPT`]). The exit code is the child's (128 + the signal that ended it).
 
+pub mod profiles;
+
 use crate::config::Config;
 use crate::state::agents::{AgentRecord, AgentStore};
 use std::ffi::OsString;
@@ -112,7 +114,7 @@ fn profiles_env(
     agent: &str,
     records: &[AgentRecord],
 ) -> Result<Vec<(&'static str, String)>, String> {
-    let profiles = crate::accounts::profiles::Profiles::of(config, records);
+    let profiles = profiles::Profiles::of(config, records);
     let dir = config.state_dir.join("profiles");
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("{agent}.config"));

@@ -12,8 +12,6 @@
 //! someone who never reads airlock's audit log. Sessions are therefore never shared between
 //! agents, nor between a receipt's call and the agent's other calls.
 
-pub mod profiles;
-
 use serde::Deserialize;
 use std::time::SystemTime;
 

@@ -4,7 +4,7 @@
 //! `airlock agent add`'s environment that a profile can carry; the rest (identical for
 //! every account) stays environment (`shared`).
 
-use super::profile_name;
+use crate::accounts::profile_name;
 use crate::config::Config;
 use crate::state::agents::AgentRecord;
 
@@ -34,7 +34,7 @@ impl Profiles {
             .iter()
             .filter_map(|r| {
                 let account = r.account.clone()?;
-                let env = crate::exec::agent_env(config, r);
+                let env = super::agent_env(config, r);
                 shared = env
                     .iter()
                     .filter(|(k, _)| !PROFILE_SETTINGS.iter().any(|(var, _)| var == k))
