@@ -279,10 +279,6 @@ pub fn main() -> ExitCode {
 type CmdResult = Result<(), String>;
 
 /// The config at `config`; a missing one says to run `init`, an unreadable one says why.
-fn load(config: &Path) -> Result<Config, String> {
-    Config::load_existing(config)
-}
-
 fn print_created(created: &init::Created) {
     for p in &created.paths {
         println!("created {}", p.display());
@@ -326,7 +322,7 @@ fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
 }
 
 fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let agent = AgentStore::new(&config.state_dir)
         .add(name)
         .map_err(|e| e.to_string())?;
@@ -335,7 +331,7 @@ fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
 }
 
 fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let file = AgentStore::new(&config.state_dir)
         .load()
         .map_err(|e| e.to_string())?;
@@ -371,7 +367,7 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
 }
 
 fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     AgentStore::new(&config.state_dir)
         .revoke(name)
         .map_err(|e| e.to_string())?;
@@ -432,8 +428,9 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
             Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
             Ok(Err(e)) => tracing::warn!(
-                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {}",
-                crate::credentials::HOW_TO_GIVE_CREDENTIALS
+                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {} ({} shows the lookup)",
+                crate::credentials::HOW_TO_GIVE_CREDENTIALS,
+                crate::credentials::SHOW_THE_LOOKUP
             ),
             Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
         }
@@ -539,7 +536,7 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
 
 fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     use crate::state::approvals::{ApprovalStore, Status};
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let list: Vec<_> = store
         .list()
@@ -594,7 +591,7 @@ fn cmd_decide(
 ) -> CmdResult {
     use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Unlock, Validity};
     use crate::state::approvals::ApprovalStore;
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     // What is signed is shown before the passphrase is asked for, so the human decides on
     // the call itself, not on an id an agent may have handed them. The agent wrote these
     // values: control characters are escaped, so none can rewrite the terminal.
@@ -615,10 +612,7 @@ fn cmd_decide(
             ""
         }
     );
-    eprintln!(
-        "  {}",
-        shown(&crate::approvals::describe::destroys(&pending.call))
-    );
+    eprintln!("  {}", shown(&crate::describe::destroys(&pending.call)));
     for (name, value) in &pending.call.params {
         eprintln!("  {} = {}", shown(name), shown(value));
     }
@@ -686,8 +680,8 @@ fn cmd_decide(
 
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
-    let config = load(config_path)?;
-    let trusted = crate::proxy::redeem::trusted_keys(&config)?;
+    let config = Config::load_existing(config_path)?;
+    let trusted = crate::gate::trusted_keys(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)
@@ -802,7 +796,7 @@ fn cmd_policy_builtin(json: bool) -> CmdResult {
 }
 
 fn cmd_audit_verify(config_path: &Path) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     match crate::audit::verify(&config.state_dir) {
         Ok(n) => {
             println!("audit log intact: {n} records");
@@ -814,7 +808,7 @@ fn cmd_audit_verify(config_path: &Path) -> CmdResult {
 
 fn cmd_audit_tail(config_path: &Path, follow: bool, lines: usize) -> CmdResult {
     use std::io::{BufRead, Seek};
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let path = config.state_dir.join("audit.jsonl");
     let print = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
         Ok(v) => println!("{}", crate::audit::render(&v)),

@@ -27,6 +27,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod describe;
 pub mod doctor;
 pub mod exec;
 pub mod explain;
