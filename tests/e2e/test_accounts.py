@@ -33,6 +33,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from support import audit_records as read_audit
 from support import (
     ALLOW_ALL, NOWHERE, REGION, GatedAirlock, Moto, configure, require_tool, run, scrubbed_env, unique,
 )
@@ -205,7 +206,7 @@ def create_table(client: Any, name: str) -> None:
 
 
 def audit_records(gate: GatedAirlock) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (gate.state_dir / "audit.jsonl").read_text().splitlines() if line.strip()]
+    return read_audit(gate.state_dir)
 
 
 # --- one account, then two -----------------------------------------------------------------------
