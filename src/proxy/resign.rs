@@ -128,6 +128,16 @@ pub fn endpoint_of(proxy: &Proxy, service: &str, region: &str) -> Result<Endpoin
     endpoint::resolve(model(), service, region).map_err(|e| e.0)
 }
 
+/// A Host without its port (`:443` through the tunnel).
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
 /// Signs the call with `creds`: airlock's own, or its session in the agent's account
 /// (`assume::credentials`).
 pub async fn resign(
@@ -136,7 +146,14 @@ pub async fn resign(
     call: &AwsCall,
     creds: aws_credential_types::Credentials,
 ) -> Result<SignedRequest, ProxyError> {
-    let endpoint = endpoint_for(proxy, &v, call)?;
+    let mut endpoint = endpoint_for(proxy, &v, call)?;
+    // Through the HTTPS_PROXY tunnel the client addressed AWS's own name: a FIPS, dual-stack
+    // or virtual-hosted name of this very endpoint is kept (see `endpoint::serves_host`).
+    let own_host = proxy.config.upstream.endpoint.is_none()
+        && endpoint::serves_host(model(), &endpoint, host_name(&v.host));
+    if own_host {
+        endpoint.base = format!("https://{}", host_name(&v.host).to_ascii_lowercase());
+    }
 
     let query = crate::sigv4::canonical::encode_query(&v.query);
     // A virtual-hosted S3 request (bucket in the Host) goes upstream path-style.
@@ -144,7 +161,7 @@ pub async fn resign(
         call.service.as_str(),
         crate::identify::virtual_host_bucket(&v.host),
     ) {
-        ("s3", Some(bucket)) => format!("/{bucket}{}", v.path),
+        ("s3", Some(bucket)) if !own_host => format!("/{bucket}{}", v.path),
         _ => v.path.clone(),
     };
     let uri = if query.is_empty() {
