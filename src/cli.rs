@@ -181,6 +181,11 @@ enum AgentCommand {
         /// Print one JSON object instead of `export` lines.
         #[arg(long)]
         json: bool,
+        /// Bind the agent to this `[[account]]` (repeatable): one key per account, printed as
+        /// an AWS config with one profile each (`airlock-ACCOUNT`). Binds an existing agent
+        /// to more accounts.
+        #[arg(long = "account", value_name = "ACCOUNT")]
+        accounts: Vec<String>,
     },
     /// List agents (never their secrets).
     List {
@@ -214,7 +219,14 @@ pub fn main() -> ExitCode {
         Command::Init { rotate_ca } => cmd_init(&cli.config, rotate_ca),
         Command::Serve => cmd_serve(&cli.config),
         Command::Agent { command } => match command {
-            AgentCommand::Add { name, json } => cmd_agent_add(&cli.config, &name, json),
+            AgentCommand::Add {
+                name,
+                json,
+                accounts,
+            } if !accounts.is_empty() => {
+                crate::exec::profiles::cmd_agent_add(&cli.config, &name, &accounts, json)
+            }
+            AgentCommand::Add { name, json, .. } => cmd_agent_add(&cli.config, &name, json),
             AgentCommand::List { json } => cmd_agent_list(&cli.config, json),
             AgentCommand::Revoke { name } => cmd_agent_revoke(&cli.config, &name),
         },
@@ -352,7 +364,7 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
         let rows: Vec<_> = file
             .agents
             .iter()
-            .map(|a| serde_json::json!({"name": a.name, "access_key_id": a.access_key_id, "created_at": a.created_at, "revoked_at": a.revoked_at}))
+            .map(|a| serde_json::json!({"name": a.name, "access_key_id": a.access_key_id, "account": a.account, "created_at": a.created_at, "revoked_at": a.revoked_at}))
             .collect();
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
@@ -366,8 +378,13 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
             .as_deref()
             .map(|t| format!("revoked {t}"))
             .unwrap_or_else(|| "active".into());
+        let account = a
+            .account
+            .as_deref()
+            .map(|n| format!("account {n}  "))
+            .unwrap_or_default();
         println!(
-            "{:<24} {}  created {}  {}",
+            "{:<24} {}  {account}created {}  {}",
             a.name, a.access_key_id, a.created_at, status
         );
     }

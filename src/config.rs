@@ -42,6 +42,8 @@ struct FileConfig {
     #[serde(default)]
     approver: Vec<ApproverEntry>,
     #[serde(default)]
+    account: Vec<crate::accounts::AccountEntry>,
+    #[serde(default)]
     connect: FileConnect,
 }
 
@@ -255,6 +257,8 @@ pub struct Config {
     pub environments: Vec<Environment>,
     /// `[[approver]]`: parsed once; receipts are checked against these keys.
     pub approvers: Vec<crate::receipt::ApproverPublic>,
+    /// `[[account]]`: the accounts agents can be bound to (none: airlock's own alone).
+    pub accounts: Vec<crate::accounts::Account>,
     pub approval: Approval,
     pub notify: Notify,
     /// `[audit]`: segment size and retention of the audit log.
@@ -549,6 +553,8 @@ impl Config {
             },
             environments: validate_environments(raw.environment, &check)?,
             approvers: validate_approvers(&raw.approver, &check)?,
+            accounts: crate::accounts::validate(&raw.account)
+                .map_err(|(key, why)| check.err(key, why))?,
             notify: raw.notify.validate(&check)?,
             approval: raw.approval.validate(&check)?,
         })

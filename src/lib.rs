@@ -12,6 +12,7 @@
 //!   certificates from the name-constrained CA).
 //! - [`aws`]: facts about AWS from its own models (services, protocols, endpoints).
 //! - [`credentials`]: airlock's own real credentials, cached and refreshed ahead of expiry.
+//! - [`accounts`]: `[[account]]`, the other accounts airlock reaches by role or profile.
 //! - [`state`]: what lives in the state dir (agents).
 //! - [`config`], [`init`], [`cli`]: the configuration file, first-run setup, the command line.
 //! - [`access`]: who can read or change airlock's files (serve's startup check, `doctor`).
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod accounts;
 pub mod approvals;
 pub mod audit;
 pub mod aws;

@@ -19,6 +19,8 @@
 //! container credentials, service-specific endpoint overrides…), except a few harmless
 //! settings ([`KEPT`]). The exit code is the child's (128 + the signal that ended it).
 
+pub mod profiles;
+
 use crate::config::Config;
 use crate::state::agents::{AgentRecord, AgentStore};
 use std::ffi::OsString;
@@ -73,7 +75,10 @@ pub fn child_env(
     ] {
         set(k, bundle.clone());
     }
-    set("AWS_CONFIG_FILE", "/dev/null".into());
+    // An agent bound to accounts is given its profiles' file instead (see `run`).
+    if !agent_env.iter().any(|(k, _)| *k == "AWS_CONFIG_FILE") {
+        set("AWS_CONFIG_FILE", "/dev/null".into());
+    }
     set("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into());
     set("AWS_EC2_METADATA_DISABLED", "true".into());
     env
@@ -100,6 +105,39 @@ fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
     let path = config.state_dir.join("ca-bundle.pem");
     crate::state::write_atomic(&path, &out).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// For an agent bound to accounts: its profiles written to `state/profiles/AGENT.config`
+/// (0600), `AWS_CONFIG_FILE` pointing there, and `AWS_PROFILE` the parent's if it names one
+/// of them, else the first account's. No key goes into the environment, where it would
+/// outrank the profile.
+fn profiles_env(
+    config: &Config,
+    agent: &str,
+    records: &[AgentRecord],
+) -> Result<Vec<(&'static str, String)>, String> {
+    let profiles = profiles::Profiles::of(config, records);
+    let dir = config.state_dir.join("profiles");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{agent}.config"));
+    crate::state::write_atomic(&path, profiles.aws_config().as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let names = profiles.names();
+    let wanted = std::env::var("AWS_PROFILE").ok();
+    let chosen = match wanted {
+        Some(p) if names.contains(&p.as_str()) => p,
+        Some(p) => {
+            return Err(format!(
+                "AWS_PROFILE={p} is not a profile of agent {agent} ({})",
+                names.join(", ")
+            ))
+        }
+        None => names.first().map(|n| n.to_string()).unwrap_or_default(),
+    };
+    let mut env = profiles.shared.clone();
+    env.push(("AWS_CONFIG_FILE", path.display().to_string()));
+    env.push(("AWS_PROFILE", chosen));
+    Ok(env)
 }
 
 /// The environment an agent needs: its keys, and the endpoint and CA of the proxy (the
@@ -131,10 +169,13 @@ pub fn run(config_path: &Path, agent: &str, command: &[String]) -> Result<i32, S
     };
     let config = Config::load_existing(config_path)?;
     // Only an active agent: a revoked one is not found.
-    let record = AgentStore::new(&config.state_dir)
-        .get(agent)
+    let records = AgentStore::new(&config.state_dir)
+        .get_all(agent)
         .map_err(|e| e.to_string())?;
-    let agent_env = agent_env(&config, &record);
+    let agent_env = match records.as_slice() {
+        [record] if record.account.is_none() => agent_env(&config, record),
+        _ => profiles_env(&config, agent, &records)?,
+    };
     let bundle = combined_bundle(&config)?;
     let env = child_env(std::env::vars_os(), &agent_env, &bundle);
     let status = std::process::Command::new(program)

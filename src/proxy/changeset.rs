@@ -2,8 +2,10 @@
 //! (the rule `builtin:change-set-removals`; the pure part, and why, is
 //! [`crate::policy::changeset`]).
 //!
-//! These are airlock's own calls ([`super::own`]), signed with its real credentials and sent
-//! to CloudFormation in the call's region (or `[upstream] endpoint`):
+//! These are airlock's own calls ([`super::own`]), signed with the credentials the call itself
+//! would be signed with (airlock's own, or its session in the agent's `[[account]]`, see
+//! [`super::assume`]) and sent to CloudFormation in the call's region (or `[upstream]
+//! endpoint`):
 //!
 //! - `ExecuteChangeSet`: `DescribeChangeSet` with the call's own `ChangeSetName` and
 //!   `StackName`, every page (at most [`MAX_PAGES`]).
@@ -17,7 +19,7 @@
 //! Anything that goes wrong (an error answer, a timeout, a status other than complete, an
 //! answer that does not read) is a [`Reading::Unreadable`]: the call needs a receipt.
 
-use super::own::query_call;
+use super::own::query_call_as;
 use super::Proxy;
 use crate::identify::AwsCall;
 use crate::policy::changeset::{
@@ -32,14 +34,33 @@ pub const PREVIEW_DEADLINE: Duration = Duration::from_secs(30);
 /// The pause between looks at a preview being computed.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// What `call` (one of `policy::changeset::ACTIONS`) would change.
-pub async fn read(proxy: &Arc<Proxy>, call: &AwsCall) -> Reading {
+/// Where the change set is read: the call's region, as the account the call acts in.
+struct At {
+    region: String,
+    creds: aws_credential_types::Credentials,
+}
+
+/// What `call` (one of `policy::changeset::ACTIONS`) of `agent`, acting in `account` (none:
+/// airlock's own), would change.
+pub async fn read(
+    proxy: &Arc<Proxy>,
+    call: &AwsCall,
+    account: Option<&crate::accounts::Account>,
+    agent: &str,
+) -> Reading {
+    let at = match super::assume::credentials(proxy, account, agent, None).await {
+        Ok(creds) => At {
+            region: call.region.clone(),
+            creds,
+        },
+        Err(e) => return Reading::Unreadable(e.message),
+    };
     match changeset::plan(call) {
         Plan::FailClosed(why) => Reading::Unreadable(why),
         Plan::Describe {
             change_set_name,
             stack_name,
-        } => match read_all(proxy, &call.region, &change_set_name, stack_name.as_deref()).await {
+        } => match read_all(proxy, &at, &change_set_name, stack_name.as_deref()).await {
             Ok(page) if page.status == "CREATE_COMPLETE" => Reading::Read {
                 change_set_id: page.change_set_id.clone(),
                 changes: page.changes.len(),
@@ -50,8 +71,7 @@ pub async fn read(proxy: &Arc<Proxy>, call: &AwsCall) -> Reading {
         },
         Plan::Preview { params } => {
             let proxy = Arc::clone(proxy);
-            let region = call.region.clone();
-            let task = tokio::spawn(async move { preview(&proxy, &region, &params).await });
+            let task = tokio::spawn(async move { preview(&proxy, &at, &params).await });
             match task.await {
                 Ok(reading) => reading,
                 Err(e) => Reading::Unreadable(format!("the preview stopped: {e}")),
@@ -68,18 +88,22 @@ fn not_complete(page: &ChangeSetPage) -> String {
 }
 
 /// Sends one CloudFormation call as airlock; an error answer is an error.
-async fn ask(
-    proxy: &Proxy,
-    region: &str,
-    form: &[(String, String)],
-) -> Result<bytes::Bytes, String> {
+async fn ask(proxy: &Proxy, at: &At, form: &[(String, String)]) -> Result<bytes::Bytes, String> {
     let what = form
         .iter()
         .find(|(k, _)| k == "Action")
         .map(|(_, v)| v.as_str())
         .unwrap_or("CloudFormation");
-    let endpoint = super::resign::endpoint_of(proxy, "cloudformation", region)?;
-    let answer = query_call(proxy, &endpoint, "cloudformation", form, what).await?;
+    let endpoint = super::resign::endpoint_of(proxy, "cloudformation", &at.region)?;
+    let answer = query_call_as(
+        &proxy.client,
+        at.creds.clone(),
+        &endpoint,
+        "cloudformation",
+        form,
+        what,
+    )
+    .await?;
     if !answer.status.is_success() {
         return Err(match changeset::read_error(&answer.body) {
             Some(error) => format!("{what} answered {}: {error}", answer.status.as_u16()),
@@ -93,11 +117,11 @@ async fn ask(
 /// must be of the same change set.
 async fn read_all(
     proxy: &Proxy,
-    region: &str,
+    at: &At,
     name: &str,
     stack: Option<&str>,
 ) -> Result<ChangeSetPage, String> {
-    let first = read_describe(&ask(proxy, region, &describe_request(name, stack, None)).await?)?;
+    let first = read_describe(&ask(proxy, at, &describe_request(name, stack, None)).await?)?;
     if first.status != "CREATE_COMPLETE" {
         return Ok(first);
     }
@@ -106,9 +130,8 @@ async fn read_all(
         let Some(token) = whole.next_token.take() else {
             return Ok(whole);
         };
-        let page = read_describe(
-            &ask(proxy, region, &describe_request(name, stack, Some(&token))).await?,
-        )?;
+        let page =
+            read_describe(&ask(proxy, at, &describe_request(name, stack, Some(&token))).await?)?;
         if page.change_set_id != whole.change_set_id || page.status != whole.status {
             return Err("the change set's pages disagree on which change set they are".into());
         }
@@ -122,10 +145,10 @@ async fn read_all(
 }
 
 /// Makes, reads and deletes a preview change set for an `UpdateStack`.
-async fn preview(proxy: &Proxy, region: &str, params: &[(String, String)]) -> Reading {
+async fn preview(proxy: &Proxy, at: &At, params: &[(String, String)]) -> Reading {
     use rand::Rng;
     let name = format!("airlock-preview-{:016x}", rand::thread_rng().gen::<u64>());
-    let created = match ask(proxy, region, &preview_request(params, &name)).await {
+    let created = match ask(proxy, at, &preview_request(params, &name)).await {
         Ok(body) => body,
         Err(why) => return Reading::Unreadable(format!("the preview could not be made: {why}")),
     };
@@ -137,24 +160,24 @@ async fn preview(proxy: &Proxy, region: &str, params: &[(String, String)]) -> Re
             if let Some((_, stack)) = stack {
                 let mut form = delete_request(&name);
                 form.push(("StackName".into(), stack.clone()));
-                if let Err(e) = ask(proxy, region, &form).await {
+                if let Err(e) = ask(proxy, at, &form).await {
                     tracing::warn!(change_set = %name, error = %e, "could not delete airlock's preview change set");
                 }
             }
             return Reading::Unreadable(format!("the preview's answer does not read: {why}"));
         }
     };
-    let reading = read_preview(proxy, region, &id).await;
-    if let Err(why) = ask(proxy, region, &delete_request(&id)).await {
+    let reading = read_preview(proxy, at, &id).await;
+    if let Err(why) = ask(proxy, at, &delete_request(&id)).await {
         tracing::warn!(change_set = %id, error = %why, "could not delete airlock's preview change set");
     }
     reading
 }
 
-async fn read_preview(proxy: &Proxy, region: &str, id: &str) -> Reading {
+async fn read_preview(proxy: &Proxy, at: &At, id: &str) -> Reading {
     let deadline = tokio::time::Instant::now() + PREVIEW_DEADLINE;
     loop {
-        let page = match read_all(proxy, region, id, None).await {
+        let page = match read_all(proxy, at, id, None).await {
             Ok(page) => page,
             Err(why) => return Reading::Unreadable(why),
         };

@@ -69,7 +69,13 @@ impl Decided {
     }
 }
 
-pub(crate) async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> Decided {
+/// Decides `agent`'s `call`, made in `account` (none: airlock's own).
+pub(crate) async fn decide(
+    proxy: &Arc<Proxy>,
+    call: AwsCall,
+    agent: &str,
+    account: Option<&crate::accounts::Account>,
+) -> Decided {
     let environment = proxy
         .config
         .environment_of(call.account.as_deref(), &call.region);
@@ -81,7 +87,7 @@ pub(crate) async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> De
         && decision.effect() == Effect::RequireReceipt
         && proxy.config.policy.mode == Mode::Enforce;
     let (call, decision) = if read_change_set {
-        let reading = super::changeset::read(proxy, &call).await;
+        let reading = super::changeset::read(proxy, &call, account, agent).await;
         let (read_call, read_decision) =
             crate::policy::changeset::apply(&call, &decision, &reading);
         tracing::info!(%agent, action = %call.action(), effect = read_decision.effect().as_str(), reason = %read_decision.reason(), "change set read");

@@ -11,6 +11,7 @@
 //! | 413 | `RequestEntityTooLarge`/`EntityTooLarge` (S3) |
 //! | 403 | `MissingAuthenticationToken`, `InvalidClientTokenId`, `InvalidAccessKeyId` (S3), `SignatureDoesNotMatch`, `RequestExpired`, `RequestTimeTooSkewed` (S3), `AccessDenied` |
 //! | 403 | `AccessDenied` (policy, or a call that needs an approved receipt: the message carries the link) |
+//! | 403 | `AccessDenied`, `ExpiredToken` (the agent's `[[account]]` has no route, its role cannot be assumed, or airlock's own credentials expired: the message names the account and the reason) |
 //! | 500 | `InternalFailure` (airlock has no real credentials, could not sign, or cannot record state) |
 //! | 502 | `BadGateway` (upstream reset or unreadable mid-call) |
 //! | 503 | `ServiceUnavailable` (upstream never reached; airlock at `max_connections`, S3: `SlowDown`; or airlock cannot write its receipt ledger or audit log, so it refuses calls that need a receipt) |
@@ -46,6 +47,9 @@ pub enum Cause {
     DeniedByApprover,
     /// The stored receipt for the call does not verify.
     ReceiptInvalid,
+    /// The account the agent's key is bound to cannot be reached (no route, a role that
+    /// cannot be assumed, airlock's own credentials expired, STS unreachable).
+    AccountUnreachable,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +213,24 @@ impl ProxyError {
                 "AccessDenied",
                 message,
             )
+        }
+    }
+
+    /// The agent's account cannot be reached: what a person must fix, naming the account.
+    pub fn account_unreachable(why: &crate::accounts::Unreachable) -> Self {
+        use crate::accounts::UnreachableKind::*;
+        let (origin, status, code) = match why.kind {
+            NoRoute | RoleRefused => (Origin::Internal, StatusCode::FORBIDDEN, "AccessDenied"),
+            SourceExpired => (Origin::Internal, StatusCode::FORBIDDEN, "ExpiredToken"),
+            StsUnreachable => (
+                Origin::Upstream,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+            ),
+        };
+        ProxyError {
+            cause: Cause::AccountUnreachable,
+            ..Self::new(origin, status, code, why.message.clone())
         }
     }
 

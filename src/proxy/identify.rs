@@ -1,5 +1,5 @@
 //! Phase 3, identify: the verified request as an AWS call (the pure `crate::identify`,
-//! given the account of airlock's real credentials). Anything that matches no operation of
+//! given the account the call acts in: the agent's `[[account]]`, else airlock's own). Anything that matches no operation of
 //! its service is refused, never forwarded as "unknown".
 
 use super::authenticate::{VerifiedBody, VerifiedRequest};
@@ -7,8 +7,16 @@ use super::error::ProxyError;
 use super::Proxy;
 use crate::identify::{AwsCall, Request};
 
-pub async fn identify(proxy: &Proxy, v: &VerifiedRequest) -> Result<AwsCall, ProxyError> {
-    let account = proxy.account().await;
+pub async fn identify(
+    proxy: &Proxy,
+    v: &VerifiedRequest,
+    bound: Option<&crate::accounts::Account>,
+) -> Result<AwsCall, ProxyError> {
+    // A key bound to an `[[account]]` acts there; any other in airlock's own account.
+    let account = match bound {
+        Some(a) => Some(a.id.clone()),
+        None => proxy.account().await,
+    };
     let body = match &v.body {
         VerifiedBody::Full { content, .. } => Some(content.as_ref()),
         VerifiedBody::Stream { .. } => None,

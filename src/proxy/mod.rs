@@ -18,6 +18,7 @@
 //! signing keys, the real credentials); what a receipt needs is the [`Gate`]'s.
 
 pub mod accept;
+pub mod assume;
 pub mod authenticate;
 pub mod body;
 pub mod caller;
@@ -58,6 +59,8 @@ pub struct Proxy {
     account_asked: tokio::sync::Mutex<Option<Instant>>,
     /// Derived signing keys by (access key id, scope): one HMAC chain per day, region and service.
     keys: DashMap<(String, Scope), SigningKey>,
+    /// Sessions in the `[[account]]`s agents are bound to.
+    sessions: assume::Sessions,
 }
 
 /// Signing keys cached at most; past this the cache starts over.
@@ -81,6 +84,7 @@ impl Proxy {
             account: std::sync::RwLock::new(None),
             account_asked: tokio::sync::Mutex::new(None),
             keys: DashMap::new(),
+            sessions: assume::Sessions::default(),
         }))
     }
 
@@ -155,8 +159,9 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
         trace.agent = Some(verified.agent.name.clone());
         let agent = verified.agent.name.as_str();
-        let call = identify::identify(&proxy, &verified).await?;
-        let decided = decide::decide(&proxy, call, agent).await;
+        let account = assume::account_of(&proxy, &verified.agent)?;
+        let call = identify::identify(&proxy, &verified, account).await?;
+        let decided = decide::decide(&proxy, call, agent, account).await;
         trace.call = Some(decided.call().clone());
         trace.environment = Some(decided.environment().to_string());
         trace.effect = Some(decided.decision().effect().as_str());
@@ -165,7 +170,17 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
             decide::Next::Forward => None,
             decide::Next::Redeem => Some(redeem::redeem(&proxy.gate, &decided).await?),
         };
-        let signed = resign::resign(&proxy, verified, decided.call()).await?;
+        let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());
+        let credentials = match assume::credentials(&proxy, account, agent, receipt).await {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(a) = authorization {
+                    a.release(&proxy.gate);
+                }
+                return Err(e);
+            }
+        };
+        let signed = resign::resign(&proxy, verified, decided.call(), credentials).await?;
         let forwarded =
             forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
         if let Some(a) = authorization {

@@ -29,6 +29,8 @@ pub enum Outcome {
     DeniedByApprover,
     /// Refused: the stored receipt does not verify.
     ReceiptInvalid,
+    /// Refused: the agent's account cannot be reached (the record's `reason` says why).
+    AccountUnreachable,
     /// Refused for any other reason (signature, limits, unidentified call, airlock's state);
     /// the record's `code` says which.
     Refused,
@@ -47,6 +49,7 @@ impl Outcome {
                 (Cause::ApprovalRequired, _) => Outcome::ApprovalRequired,
                 (Cause::DeniedByApprover, _) => Outcome::DeniedByApprover,
                 (Cause::ReceiptInvalid, _) => Outcome::ReceiptInvalid,
+                (Cause::AccountUnreachable, _) => Outcome::AccountUnreachable,
                 (Cause::Other, Origin::Upstream) => Outcome::UpstreamFailure,
                 (Cause::Other, Origin::Downstream | Origin::Internal) => Outcome::Refused,
             },
@@ -62,6 +65,7 @@ impl Outcome {
             Outcome::DeniedByPolicy => "denied_by_policy",
             Outcome::DeniedByApprover => "denied_by_approver",
             Outcome::ReceiptInvalid => "receipt_invalid",
+            Outcome::AccountUnreachable => "account_unreachable",
             Outcome::Refused => "refused",
             Outcome::UpstreamFailure => "upstream_failure",
         }
@@ -275,6 +279,11 @@ mod tests {
         assert_eq!(
             event(denied(Cause::ReceiptInvalid), false),
             "receipt_invalid"
+        );
+        let unreachable = crate::accounts::Unreachable::no_route("claude", "prod");
+        assert_eq!(
+            event(Err(ProxyError::account_unreachable(&unreachable)), false),
+            "account_unreachable"
         );
         // The same code, AccessDenied, without a cause is a plain refusal.
         assert_eq!(event(denied(Cause::Other), false), "refused");

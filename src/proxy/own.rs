@@ -37,6 +37,19 @@ pub async fn query_call(
     what: &str,
 ) -> Result<Answer, String> {
     let creds = proxy.credentials.get().await.map_err(|e| e.0)?;
+    query_call_as(&proxy.client, creds, endpoint, signing_name, form, what).await
+}
+
+/// [`query_call`] signed with `creds` (airlock's own, or a session it holds in another
+/// account), through `client`.
+pub async fn query_call_as(
+    client: &super::forward::Client,
+    creds: aws_credential_types::Credentials,
+    endpoint: &Endpoint,
+    signing_name: &str,
+    form: &[(String, String)],
+    what: &str,
+) -> Result<Answer, String> {
     let uri = format!("{}/", endpoint.base);
     let body = Bytes::from(form_body(form));
     let mut request = http::Request::builder()
@@ -52,7 +65,7 @@ pub async fn query_call(
         body: SignableBody::Bytes(&body),
     };
     sign_request(&mut request, creds, signing).map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(TIMEOUT, proxy.client.request(request))
+    let response = tokio::time::timeout(TIMEOUT, client.request(request))
         .await
         .map_err(|_| format!("{what} timed out"))?
         .map_err(|e| format!("{what} failed: {e}"))?;

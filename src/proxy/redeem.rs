@@ -230,6 +230,16 @@ impl Authorization {
                     || e.origin == Origin::Downstream
             }
         };
+        self.settle(gate, release);
+    }
+
+    /// Gives the reserved use back: the call was never sent (its account could not be
+    /// reached).
+    pub fn release(self, gate: &Gate) {
+        self.settle(gate, true);
+    }
+
+    fn settle(self, gate: &Gate, release: bool) {
         let outcome = if release {
             gate.ledger.release(&self.receipt_id)
         } else {

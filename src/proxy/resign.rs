@@ -138,10 +138,13 @@ fn host_name(host: &str) -> &str {
     }
 }
 
+/// Signs the call with `creds`: airlock's own, or its session in the agent's account
+/// (`assume::credentials`).
 pub async fn resign(
     proxy: &Proxy,
     v: VerifiedRequest,
     call: &AwsCall,
+    creds: aws_credential_types::Credentials,
 ) -> Result<SignedRequest, ProxyError> {
     let mut endpoint = endpoint_for(proxy, &v, call)?;
     // Through the HTTPS_PROXY tunnel the client addressed AWS's own name: a FIPS, dual-stack
@@ -151,11 +154,6 @@ pub async fn resign(
     if own_host {
         endpoint.base = format!("https://{}", host_name(&v.host).to_ascii_lowercase());
     }
-    let creds = proxy
-        .credentials
-        .get()
-        .await
-        .map_err(|e| ProxyError::no_credentials(&e.0))?;
 
     let query = crate::sigv4::canonical::encode_query(&v.query);
     // A virtual-hosted S3 request (bucket in the Host) goes upstream path-style.

@@ -31,6 +31,10 @@ pub struct AgentRecord {
     pub created_at: String,
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// The `[[account]]` this key acts in; none: airlock's own account (no `[[account]]`).
+    /// An agent bound to several accounts has one record, and one key, per account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -51,6 +55,8 @@ pub enum AgentError {
     NotFound(String),
     #[error("agent names are 1 to 64 letters, digits, '.', '_' or '-': {0:?}")]
     BadName(String),
+    #[error("{0}")]
+    Binding(String),
 }
 
 pub struct AgentStore {
@@ -63,6 +69,39 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
     (0..len)
         .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
         .collect()
+}
+
+fn check_name(name: &str) -> Result<(), AgentError> {
+    if crate::accounts::valid_name(name) {
+        Ok(())
+    } else {
+        Err(AgentError::BadName(name.to_string()))
+    }
+}
+
+/// A fresh key for `name` (in `account`), never one issued before, added to `file`.
+fn issue(file: &mut AgentsFile, name: &str, account: Option<String>) -> AgentRecord {
+    let record = loop {
+        let id = format!(
+            "{KEY_PREFIX}{}",
+            random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 13)
+        );
+        if file.agents.iter().all(|a| a.access_key_id != id) {
+            break AgentRecord {
+                name: name.to_string(),
+                access_key_id: id,
+                secret_access_key: Secret::new(random_string(
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                    40,
+                )),
+                created_at: super::now_rfc3339(),
+                revoked_at: None,
+                account,
+            };
+        }
+    };
+    file.agents.push(record.clone());
+    record
 }
 
 impl AgentStore {
@@ -99,16 +138,9 @@ impl AgentStore {
         Ok(out)
     }
 
-    /// Issues proxy-only credentials for a new agent.
+    /// Issues proxy-only credentials for a new agent that acts in airlock's own account.
     pub fn add(&self, name: &str) -> Result<AgentRecord, AgentError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !valid {
-            return Err(AgentError::BadName(name.to_string()));
-        }
+        check_name(name)?;
         self.update(|file| {
             if file
                 .agents
@@ -117,49 +149,94 @@ impl AgentStore {
             {
                 return Err(AgentError::Exists(name.to_string()));
             }
-            let record = loop {
-                let id = format!(
-                    "{KEY_PREFIX}{}",
-                    random_string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 13)
-                );
-                if file.agents.iter().all(|a| a.access_key_id != id) {
-                    break AgentRecord {
-                        name: name.to_string(),
-                        access_key_id: id,
-                        secret_access_key: Secret::new(random_string(
-                            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-                            40,
-                        )),
-                        created_at: super::now_rfc3339(),
-                        revoked_at: None,
-                    };
-                }
-            };
-            file.agents.push(record.clone());
-            Ok(record)
+            Ok(issue(file, name, None))
         })
     }
 
-    /// Revokes an agent's credentials; a running `serve` refuses them within a second.
+    /// Binds an agent to `accounts`, issuing one key per account it is not bound to yet (a
+    /// new agent, or one already bound to other accounts). Returns every active key of the
+    /// agent, in the order its accounts were bound.
+    pub fn add_bound(
+        &self,
+        name: &str,
+        accounts: &[String],
+    ) -> Result<Vec<AgentRecord>, AgentError> {
+        check_name(name)?;
+        self.update(|file| {
+            let active = |f: &AgentsFile| -> Vec<AgentRecord> {
+                f.agents
+                    .iter()
+                    .filter(|a| a.name == name && a.revoked_at.is_none())
+                    .cloned()
+                    .collect()
+            };
+            let existing = active(file);
+            if existing.iter().any(|a| a.account.is_none()) {
+                return Err(AgentError::Binding(format!(
+                    "agent {name:?} acts in airlock's own account; revoke it and add it again with --account to bind it to accounts"
+                )));
+            }
+            let new: Vec<&String> = accounts
+                .iter()
+                .enumerate()
+                .filter(|(i, acc)| {
+                    !accounts[..*i].contains(acc)
+                        && !existing.iter().any(|a| a.account.as_ref() == Some(*acc))
+                })
+                .map(|(_, acc)| acc)
+                .collect();
+            if new.is_empty() {
+                return Err(AgentError::Exists(name.to_string()));
+            }
+            for account in new {
+                issue(file, name, Some(account.clone()));
+            }
+            Ok(active(file))
+        })
+    }
+
+    /// Revokes an agent's credentials (every account's); a running `serve` refuses them
+    /// within a second.
     pub fn revoke(&self, name: &str) -> Result<(), AgentError> {
         self.update(|file| {
-            let agent = file
+            let now = super::now_rfc3339();
+            let mut found = false;
+            for agent in file
                 .agents
                 .iter_mut()
-                .find(|a| a.name == name && a.revoked_at.is_none())
-                .ok_or_else(|| AgentError::NotFound(name.to_string()))?;
-            agent.revoked_at = Some(super::now_rfc3339());
-            Ok(())
+                .filter(|a| a.name == name && a.revoked_at.is_none())
+            {
+                agent.revoked_at = Some(now.clone());
+                found = true;
+            }
+            if found {
+                Ok(())
+            } else {
+                Err(AgentError::NotFound(name.to_string()))
+            }
         })
     }
 
-    /// The active agent with this name.
+    /// The active agent with this name (its first key, when it is bound to accounts).
     pub fn get(&self, name: &str) -> Result<AgentRecord, AgentError> {
-        self.load()?
+        self.get_all(name)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| AgentError::NotFound(name.to_string()))
+    }
+
+    /// Every active key of the agent with this name: one, or one per bound account.
+    pub fn get_all(&self, name: &str) -> Result<Vec<AgentRecord>, AgentError> {
+        let all: Vec<AgentRecord> = self
+            .load()?
             .agents
             .into_iter()
-            .find(|a| a.name == name && a.revoked_at.is_none())
-            .ok_or_else(|| AgentError::NotFound(name.to_string()))
+            .filter(|a| a.name == name && a.revoked_at.is_none())
+            .collect();
+        if all.is_empty() {
+            return Err(AgentError::NotFound(name.to_string()));
+        }
+        Ok(all)
     }
 }
 
@@ -178,6 +255,8 @@ pub struct Agent {
     pub name: String,
     pub access_key_id: String,
     pub secret: Secret,
+    /// The `[[account]]` the key acts in (none: airlock's own account).
+    pub account: Option<String>,
 }
 
 /// What identifies a version of the agents file: mtime (s, ns), inode, size.
@@ -249,6 +328,7 @@ impl AgentRegistry {
                     name: a.name,
                     access_key_id: a.access_key_id,
                     secret: a.secret_access_key,
+                    account: a.account,
                 }),
             );
         }
@@ -286,6 +366,43 @@ mod tests {
         assert_eq!(
             fs::metadata(store.path()).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+    }
+
+    #[test]
+    fn one_key_per_bound_account_and_rebinding_adds_only_new_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AgentStore::new(dir.path());
+        let first = store.add_bound("claude", &["staging".into()]).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].account.as_deref(), Some("staging"));
+        let both = store
+            .add_bound("claude", &["staging".into(), "prod".into(), "prod".into()])
+            .unwrap();
+        assert_eq!(both.len(), 2, "prod is bound once");
+        assert_eq!(both[0].access_key_id, first[0].access_key_id);
+        assert_eq!(both[1].account.as_deref(), Some("prod"));
+        assert!(matches!(
+            store.add_bound("claude", &["prod".into()]),
+            Err(AgentError::Exists(_))
+        ));
+        let reg = AgentRegistry::open(dir.path()).unwrap();
+        let prod = reg.get(&both[1].access_key_id).unwrap();
+        assert_eq!(
+            (prod.name.as_str(), prod.account.as_deref()),
+            ("claude", Some("prod"))
+        );
+        // An agent of airlock's own account is not silently turned into a bound one.
+        store.add("codex").unwrap();
+        assert!(matches!(
+            store.add_bound("codex", &["prod".into()]),
+            Err(AgentError::Binding(_))
+        ));
+        // Revoking the agent revokes every account's key.
+        store.revoke("claude").unwrap();
+        assert!(reg.reload_if_changed().unwrap());
+        assert!(
+            reg.get(&both[0].access_key_id).is_none() && reg.get(&both[1].access_key_id).is_none()
         );
     }
 }

@@ -1,0 +1,168 @@
+//! The credentials a call is re-signed with: airlock's own, or, for a key bound to an
+//! `[[account]]`, a session in that account (see [`crate::accounts`]).
+//!
+//! A role is assumed with airlock's own credentials; each session belongs to one (account,
+//! agent, approval), so the target account's CloudTrail names the agent (`SourceIdentity`,
+//! tag `airlock:agent`) and the receipt a call was made under (tag `airlock:approval`). A
+//! profile's credentials are the profile's, one cache per account. Every session sits in a
+//! [`CredentialCache`] and is refreshed ahead of its expiry, as airlock's own credentials
+//! are. A refusal is cached for a short while too, so a role that cannot be assumed is not
+//! asked for on every call.
+
+use super::error::ProxyError;
+use super::Proxy;
+use crate::accounts::{assume_role_form, read_assume_role, Account, Route, Unreachable};
+use crate::credentials::{CredentialCache, RealCredentials};
+use crate::state::agents::Agent;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use dashmap::DashMap;
+use std::sync::Arc;
+
+/// Sessions held at most; past this the per-approval ones are dropped first.
+const MAX_SESSIONS: usize = 1024;
+
+/// Who a session is for: (account name, agent name, receipt id).
+type SessionKey = (String, String, Option<String>);
+
+/// Every account session airlock holds.
+#[derive(Default)]
+pub struct Sessions {
+    roles: DashMap<SessionKey, Arc<CredentialCache<Unreachable>>>,
+    profiles: DashMap<String, Arc<RealCredentials>>,
+}
+
+/// The account the agent's key acts in: `None` for a key of airlock's own account.
+pub fn account_of<'a>(proxy: &'a Proxy, agent: &Agent) -> Result<Option<&'a Account>, ProxyError> {
+    match &agent.account {
+        None => Ok(None),
+        Some(name) => proxy
+            .config
+            .accounts
+            .iter()
+            .find(|a| &a.name == name)
+            .map(Some)
+            .ok_or_else(|| {
+                ProxyError::account_unreachable(&Unreachable::no_route(&agent.name, name))
+            }),
+    }
+}
+
+/// The credentials to sign `agent`'s call with, in `account` (airlock's own without one),
+/// under the receipt `approval` if any.
+pub async fn credentials(
+    proxy: &Proxy,
+    account: Option<&Account>,
+    agent: &str,
+    approval: Option<&str>,
+) -> Result<Credentials, ProxyError> {
+    let Some(account) = account else {
+        return proxy
+            .credentials
+            .get()
+            .await
+            .map_err(|e| ProxyError::no_credentials(&e.0));
+    };
+    let result = match &account.route {
+        Route::Role { .. } => role_session(proxy, account, agent, approval).get().await,
+        Route::Profile(profile) => profile_credentials(proxy, &account.name, profile)
+            .get()
+            .await
+            .map_err(|e| Unreachable::role_refused(account, &e.0)),
+    };
+    result.map_err(|e| {
+        tracing::warn!(account = %account.name, %agent, reason = %e, "account unreachable");
+        ProxyError::account_unreachable(&e)
+    })
+}
+
+fn role_session(
+    proxy: &Proxy,
+    account: &Account,
+    agent: &str,
+    approval: Option<&str>,
+) -> Arc<CredentialCache<Unreachable>> {
+    let sessions = &proxy.sessions.roles;
+    let key = (
+        account.name.clone(),
+        agent.to_string(),
+        approval.map(str::to_string),
+    );
+    if let Some(cache) = sessions.get(&key) {
+        return Arc::clone(&cache);
+    }
+    if sessions.len() >= MAX_SESSIONS {
+        sessions.retain(|k, _| k.2.is_none());
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.clear();
+        }
+    }
+    let client = proxy.client.clone();
+    let base = Arc::clone(&proxy.credentials);
+    let sts = super::resign::endpoint_of(proxy, "sts", "us-east-1");
+    let account = account.clone();
+    let (agent, approval) = (key.1.clone(), key.2.clone());
+    let cache = CredentialCache::with_fetcher(
+        move || {
+            let (client, base, sts, account) = (
+                client.clone(),
+                Arc::clone(&base),
+                sts.clone(),
+                account.clone(),
+            );
+            let (agent, approval) = (agent.clone(), approval.clone());
+            Box::pin(async move {
+                let Route::Role { arn, external_id } = &account.route else {
+                    return Err(Unreachable::role_refused(
+                        &account,
+                        "it is not reached by a role",
+                    ));
+                };
+                let sts = sts.map_err(|e| Unreachable::sts_unreachable(&account, &e))?;
+                let source = base
+                    .get()
+                    .await
+                    .map_err(|e| Unreachable::source_expired(&account, &e.0))?;
+                let form =
+                    assume_role_form(arn, external_id.as_deref(), &agent, approval.as_deref());
+                let answer =
+                    super::own::query_call_as(&client, source, &sts, "sts", &form, "AssumeRole")
+                        .await
+                        .map_err(|e| Unreachable::sts_unreachable(&account, &e))?;
+                let session = read_assume_role(&account, answer.status.as_u16(), &answer.body)?;
+                tracing::info!(account = %account.name, %agent, approval = ?approval, "assumed the account's role");
+                Ok(Credentials::new(
+                    session.access_key_id,
+                    session.secret_access_key.expose(),
+                    Some(session.session_token.expose().to_string()),
+                    Some(session.expires),
+                    "airlock-assume-role",
+                ))
+            })
+        },
+        proxy.config.credentials.refresh_ahead,
+    );
+    Arc::clone(sessions.entry(key).or_insert(cache).value())
+}
+
+fn profile_credentials(proxy: &Proxy, account: &str, profile: &str) -> Arc<RealCredentials> {
+    if let Some(cache) = proxy.sessions.profiles.get(account) {
+        return Arc::clone(&cache);
+    }
+    // The profile alone, never the environment's keys (which would be airlock's own).
+    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+        .profile_name(profile)
+        .build();
+    let cache = RealCredentials::with_provider(
+        Some(SharedCredentialsProvider::new(provider)),
+        proxy.config.credentials.refresh_ahead,
+    );
+    Arc::clone(
+        proxy
+            .sessions
+            .profiles
+            .entry(account.to_string())
+            .or_insert(cache)
+            .value(),
+    )
+}
