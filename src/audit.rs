@@ -404,12 +404,35 @@ impl AuditLog {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// For `/healthz`: the last write succeeded, and the log, by its name, opens for
+    /// appending (or does not exist yet in an existing state dir: the next record creates
+    /// it). Nothing is written. The error says why not, without the path.
+    pub fn check_writable(&self) -> Result<(), String> {
+        if !self.writable() {
+            return Err("the last audit record could not be written".into());
+        }
+        let log = &self.shared.paths.log;
+        match OpenOptions::new().append(true).open(log) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && log.parent().is_some_and(Path::is_dir) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(format!("the audit log cannot be opened for writing: {e}")),
+        }
+    }
+
     /// Appends a record (written before this returns; synced within [`SYNC_INTERVAL`]).
     /// False, with a log line, if it could not be written.
     pub fn write(&self, r: Map<String, Value>) -> bool {
+        let started = std::time::Instant::now();
         let mut w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
         use std::sync::atomic::Ordering;
-        match w.append(&self.shared.paths, r) {
+        let appended = w.append(&self.shared.paths, r);
+        crate::metrics::audit_written(started.elapsed(), appended.is_ok());
+        match appended {
             Ok(()) => {
                 if self.shared.failing.swap(false, Ordering::SeqCst) {
                     tracing::warn!("the audit log can be written again; calls that need a receipt are served again");
@@ -554,7 +577,10 @@ impl Shared {
             }
             AuditError::Io(self.paths.log.display().to_string(), e)
         };
-        file.sync_data().map_err(failed)?;
+        let started = std::time::Instant::now();
+        let synced_data = file.sync_data();
+        crate::metrics::audit_synced(started.elapsed(), synced_data.is_ok());
+        synced_data.map_err(failed)?;
         if synced.head_seq.is_some_and(|h| h >= seq) {
             return Ok(());
         }

@@ -290,9 +290,19 @@ impl App {
         }
         match (req.method().clone(), segments.as_slice()) {
             (Method::GET, [""] | ["approvals"]) => self.list_page(),
-            (Method::GET, ["healthz"]) => {
-                respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-            }
+            (Method::GET, ["healthz"]) => match crate::metrics::health(&self.proxy) {
+                Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+                Err(why) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("unhealthy: {why}\n"),
+                ),
+            },
+            (Method::GET, ["metrics"]) => respond(
+                StatusCode::OK,
+                crate::metrics::CONTENT_TYPE,
+                crate::metrics::scrape(&self.proxy),
+            ),
             (Method::GET, ["static", "app.js"]) => {
                 respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
             }

@@ -26,6 +26,7 @@ pub mod resign;
 
 use crate::config::Config;
 use crate::credentials::RealCredentials;
+use crate::metrics::{timed, Phase};
 use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
 use crate::state::approvals::ApprovalStore;
@@ -173,6 +174,8 @@ struct Trace {
     environment: Option<String>,
     effect: Option<&'static str>,
     rule: Option<String>,
+    /// The `class` label of the metrics, once decided (see `metrics::NO_CLASS`).
+    class: Option<&'static str>,
     receipt: Option<(String, String)>,
 }
 
@@ -187,14 +190,21 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
 
     let result = async {
         accept::check_header_limits(&proxy.config.limits, &req)?;
-        let verified = authenticate::authenticate(&proxy, req, &shape).await?;
+        let verified = timed(
+            Phase::Authenticate,
+            authenticate::authenticate(&proxy, req, &shape),
+        )
+        .await?;
         trace.agent = Some(verified.agent.name.clone());
-        let call = identify(&proxy, &verified).await?;
+        let call = timed(Phase::Identify, identify(&proxy, &verified)).await?;
         trace.call = Some(call.clone());
         let authorization = decide(&proxy, &call, &verified.agent.name, &mut trace).await?;
-        let signed = resign::resign(&proxy, verified, &call).await?;
-        let forwarded =
-            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
+        let signed = timed(Phase::Resign, resign::resign(&proxy, verified, &call)).await?;
+        let forwarded = timed(
+            Phase::Forward,
+            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape),
+        )
+        .await;
         if let Some(a) = authorization {
             trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
             a.finish(&proxy, &forwarded);
@@ -211,7 +221,14 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         .map(|c| c.action())
         .unwrap_or_else(|| "-".into());
     let latency_ms = started.elapsed().as_millis() as u64;
-    let event = outcome::Outcome::of(&result, trace.receipt.is_some()).event();
+    let outcome = outcome::Outcome::of(&result, trace.receipt.is_some());
+    let event = outcome.event();
+    crate::metrics::call_answered(
+        trace.call.as_ref().map(|c| c.service.as_str()),
+        trace.class,
+        outcome,
+        &result,
+    );
     let mut record = crate::audit::record(event);
     record.insert("request_id".into(), serde_json::json!(request_id));
     record.insert("agent".into(), serde_json::json!(trace.agent));
@@ -324,6 +341,7 @@ async fn decide(
     use crate::policy::builtin::CHANGE_SET_REMOVALS;
     use crate::policy::changeset::apply;
     use crate::policy::{Effect, Mode};
+    let deciding = Instant::now();
     let environment = proxy
         .config
         .environment_of(call.account.as_deref(), &call.region);
@@ -349,10 +367,12 @@ async fn decide(
     trace.environment = Some(environment.clone());
     trace.effect = Some(decision.effect.as_str());
     trace.rule = Some(decision.rule.clone());
+    trace.class = Some(decision.class.unwrap_or(crate::metrics::NO_CLASS));
     // Credentials handed to an agent cannot be taken back, so shadow mode does not forward
     // the calls that vend them either.
     let enforced = proxy.config.policy.mode == Mode::Enforce
         || (decision.effect == Effect::Deny && decision.vends_credentials);
+    crate::metrics::observe(Phase::Decide, deciding.elapsed());
     match (decision.effect, enforced) {
         (Effect::Allow, _) => Ok(None),
         (Effect::Deny, true) => Err(error::ProxyError::access_denied(
@@ -364,16 +384,19 @@ async fn decide(
             Ok(None)
         }
         (Effect::RequireReceipt, true) => {
-            redeem::redeem(proxy, call, agent, &environment, &decision)
-                .await
-                .map(Some)
-                .map_err(|mut e| {
-                    // What airlock read of the change set is what the agent must know.
-                    if read_change_set && e.cause != error::Cause::Other {
-                        e.message.push_str(&format!(" Why: {}.", decision.reason));
-                    }
-                    e
-                })
+            timed(
+                Phase::Redeem,
+                redeem::redeem(proxy, call, agent, &environment, &decision),
+            )
+            .await
+            .map(Some)
+            .map_err(|mut e| {
+                // What airlock read of the change set is what the agent must know.
+                if read_change_set && e.cause != error::Cause::Other {
+                    e.message.push_str(&format!(" Why: {}.", decision.reason));
+                }
+                e
+            })
         }
     }
 }
