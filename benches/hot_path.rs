@@ -13,6 +13,8 @@
 //! signed by an approver key for the very call it is checked against. Setup asserts that
 //! each step succeeds, so no benchmark measures an early error path.
 //!
+//! `metrics/` is what `src/metrics.rs` adds to one call.
+//!
 //! Not here: re-signing (`proxy::resign::resign` needs a `Proxy` and a `VerifiedRequest`,
 //! which only `authenticate` can make), and everything with I/O (TLS, HTTP, the audit log,
 //! the receipt store), which the end-to-end benchmark in `bench/` measures.
@@ -471,5 +473,34 @@ fn receipts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sigv4, identification, decide, receipts);
+/// What the metrics add to one forwarded call: the clock read around each of its five
+/// phases, the call counted by its labels, and the audit append timed.
+fn metrics(c: &mut Criterion) {
+    use airlock::metrics::{audit_written, call_answered, observe, Phase, NO_CLASS};
+    use airlock::proxy::{body::full, forward::Forwarded, outcome::Outcome};
+    let answered = Ok(Forwarded {
+        response: http::Response::new(full("")),
+    });
+    let outcome = Outcome::of(&answered, false);
+    assert_eq!(outcome, Outcome::Forwarded);
+    let phases = [
+        Phase::Authenticate,
+        Phase::Identify,
+        Phase::Decide,
+        Phase::Resign,
+        Phase::Forward,
+    ];
+    c.bench_function("metrics/forwarded_call", |b| {
+        b.iter(|| {
+            for phase in phases {
+                let started = std::time::Instant::now();
+                observe(black_box(phase), started.elapsed());
+            }
+            call_answered(Some(black_box("s3")), Some(NO_CLASS), outcome, &answered);
+            audit_written(Duration::from_micros(3), true);
+        })
+    });
+}
+
+criterion_group!(benches, sigv4, identification, decide, receipts, metrics);
 criterion_main!(benches);
