@@ -474,15 +474,16 @@ fn receipts(c: &mut Criterion) {
 }
 
 /// What the metrics add to one forwarded call: the clock read around each of its five
-/// phases, the call counted by its labels, and the audit append timed.
+/// phases, the call's labels worked out and counted, and the audit append timed.
 fn metrics(c: &mut Criterion) {
     use airlock::metrics::{audit_written, call_answered, observe, Phase, NO_CLASS};
-    use airlock::proxy::{body::full, forward::Forwarded, outcome::Outcome};
+    use airlock::proxy::body::full;
+    use airlock::proxy::forward::Forwarded;
+    use airlock::proxy::outcome::{upstream_error, Outcome};
     let answered = Ok(Forwarded {
         response: http::Response::new(full("")),
     });
-    let outcome = Outcome::of(&answered, false);
-    assert_eq!(outcome, Outcome::Forwarded);
+    assert_eq!(Outcome::of(&answered, false), Outcome::Forwarded);
     let phases = [
         Phase::Authenticate,
         Phase::Identify,
@@ -496,7 +497,13 @@ fn metrics(c: &mut Criterion) {
                 let started = std::time::Instant::now();
                 observe(black_box(phase), started.elapsed());
             }
-            call_answered(Some(black_box("s3")), Some(NO_CLASS), outcome, &answered);
+            let event = Outcome::of(&answered, false).event();
+            call_answered(
+                Some(black_box("s3")),
+                Some(NO_CLASS),
+                event,
+                upstream_error(&answered),
+            );
             audit_written(Duration::from_micros(3), true);
         })
     });

@@ -20,15 +20,14 @@
 //! # Cost on the request path
 //!
 //! One process, one set of metrics (a Prometheus target is a process), kept in a static so the
-//! request path, the audit writer and the ledger's users record without each constructor
-//! taking a handle. Each phase's histogram is made once at start and observed directly; the
+//! request path, `redeem` and the audit writer record without each constructor taking a
+//! handle. This module is a leaf: it knows label values, not the types they come from (the
+//! proxy names the outcome and the upstream failure; `approvals::operations` reads the
+//! gauges and answers the endpoints). Each phase's histogram is made once at start and observed directly; the
 //! request counter's labels are three `&'static str` (the service name is looked up in the
 //! embedded model, not copied), so counting a call allocates nothing after its label set's
 //! first use. Gauges are read when scraped, not kept up to date per call.
 
-use crate::proxy::error::{Origin, ProxyError};
-use crate::proxy::forward::Forwarded;
-use crate::proxy::outcome::Outcome;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -227,22 +226,23 @@ pub async fn timed<T>(phase: Phase, work: impl Future<Output = T>) -> T {
     out
 }
 
-/// Counts one answered call: its outcome, and what went wrong upstream, if anything.
-/// `service` is the identified call's service, `class` what the decision set (see
-/// [`NO_CLASS`]); `None` for a call that ended before.
+/// Counts one answered call. `service` is the identified call's service, `class` what the
+/// decision set (see [`NO_CLASS`]), `None` for a call that ended before; `outcome` is the
+/// audit record's `event` (`proxy::outcome::Outcome`), `upstream_error` the kind of failure
+/// upstream, if any (`proxy::outcome::upstream_error`).
 pub fn call_answered(
     service: Option<&str>,
     class: Option<&'static str>,
-    outcome: Outcome,
-    result: &Result<Forwarded, ProxyError>,
+    outcome: &'static str,
+    upstream_error: Option<&'static str>,
 ) {
     let labels = CallLabels {
         service: service.and_then(model_service).unwrap_or(UNKNOWN),
         class: class.unwrap_or(UNKNOWN),
-        outcome: outcome.event(),
+        outcome,
     };
     METRICS.calls.get_or_create(&labels).inc();
-    if let Some(kind) = upstream_error(result) {
+    if let Some(kind) = upstream_error {
         METRICS
             .upstream_errors
             .get_or_create(&UpstreamLabels { kind })
@@ -257,23 +257,6 @@ fn model_service(service: &str) -> Option<&'static str> {
         .services
         .get_key_value(service)
         .map(|(name, _)| name.as_str())
-}
-
-/// The kind of upstream failure a call ended in: airlock's own 503/502/504 for an upstream
-/// it could not complete the call with, or the upstream's answer of a server error or
-/// throttling (forwarded to the agent as it came).
-fn upstream_error(result: &Result<Forwarded, ProxyError>) -> Option<&'static str> {
-    match result {
-        Err(e) if e.origin == Origin::Upstream => Some(match e.status.as_u16() {
-            503 => "unreachable",
-            504 => "timeout",
-            _ => "broken",
-        }),
-        Err(_) => None,
-        Ok(f) if f.response.status().as_u16() == 429 => Some("throttled"),
-        Ok(f) if f.response.status().is_server_error() => Some("server_error"),
-        Ok(_) => None,
-    }
 }
 
 /// Counts a receipt use settled after forwarding.
@@ -324,29 +307,6 @@ pub fn exposition(now: Now) -> String {
     text
 }
 
-/// `GET /metrics`: the gauges read now, then every metric as Prometheus text.
-pub fn scrape(proxy: &crate::proxy::Proxy) -> String {
-    use crate::state::approvals::Status;
-    let max_held = proxy.config.approval.max_held;
-    let pending = proxy
-        .approvals
-        .list()
-        .map(|all| all.iter().filter(|a| a.status == Status::Pending).count());
-    if let Err(e) = &pending {
-        tracing::warn!(error = %e, "could not count the pending approvals for /metrics");
-    }
-    exposition(Now {
-        held_calls: max_held.saturating_sub(proxy.held.available_permits()),
-        pending_approvals: pending.ok(),
-    })
-}
-
-/// `GET /healthz`: whether airlock can serve every call now. Calls that need a receipt are
-/// refused while the audit log cannot be written, so that is what it checks.
-pub fn health(proxy: &crate::proxy::Proxy) -> Result<(), String> {
-    proxy.audit.check_writable()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,50 +329,30 @@ mod tests {
         let series = |service: &str, outcome: &str| {
             format!("airlock_requests_total{{service=\"{service}\",class=\"destructive-verb\",outcome=\"{outcome}\"}}")
         };
-        let before = exposition(now());
-        let denied: Result<Forwarded, ProxyError> = Err(ProxyError::access_denied(
-            crate::proxy::error::Cause::ApprovalRequired,
-            "no",
-        ));
-        let outcome = Outcome::of(&denied, false);
-        call_answered(Some("s3"), Some("destructive-verb"), outcome, &denied);
-        // A service that is not in the model is not a label of its own.
-        call_answered(
-            Some("made-up-by-the-agent"),
-            Some("destructive-verb"),
-            outcome,
-            &denied,
-        );
-        let after = exposition(now());
         let count = |text: &str, service: &str| {
             sample(text, &series(service, "approval_required")).unwrap_or(0.0)
         };
+        let timeouts = |text: &str| {
+            sample(text, "airlock_upstream_errors_total{kind=\"timeout\"}").unwrap_or(0.0)
+        };
+        let before = exposition(now());
+        let class = Some("destructive-verb");
+        call_answered(Some("s3"), class, "approval_required", None);
+        // A service that is not in the model is not a label of its own.
+        call_answered(
+            Some("made-up-by-the-agent"),
+            class,
+            "approval_required",
+            None,
+        );
+        call_answered(Some("s3"), class, "upstream_failure", Some("timeout"));
+        let after = exposition(now());
         assert_eq!(count(&after, "s3") - count(&before, "s3"), 1.0, "{after}");
         assert_eq!(count(&after, "-") - count(&before, "-"), 1.0, "{after}");
+        assert_eq!(timeouts(&after) - timeouts(&before), 1.0, "{after}");
         assert!(!after.contains("made-up-by-the-agent"), "{after}");
         assert_eq!(sample(&after, "airlock_held_calls"), Some(2.0));
         assert_eq!(sample(&after, "airlock_pending_approvals"), Some(3.0));
-    }
-
-    #[test]
-    fn upstream_failures_are_told_apart() {
-        let kind = |e: ProxyError| upstream_error(&Err(e));
-        assert_eq!(
-            kind(ProxyError::unreachable("refused")),
-            Some("unreachable")
-        );
-        assert_eq!(kind(ProxyError::bad_gateway("reset")), Some("broken"));
-        assert_eq!(kind(ProxyError::gateway_timeout("slow")), Some("timeout"));
-        assert_eq!(kind(ProxyError::bad_request("x")), None);
-        let answered = |status: u16| {
-            let mut response = http::Response::new(crate::proxy::body::full(""));
-            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-            upstream_error(&Ok(Forwarded { response }))
-        };
-        assert_eq!(answered(200), None);
-        assert_eq!(answered(404), None);
-        assert_eq!(answered(429), Some("throttled"));
-        assert_eq!(answered(500), Some("server_error"));
     }
 
     #[test]

@@ -33,11 +33,13 @@
 //!
 //! [`pages`] renders HTML (everything escaped; invisible characters spelled out),
 //! [`describe`] writes the plain-language line of what a call destroys, [`ceremony`] keeps
-//! CSRF tokens and ceremonies in memory, [`trust`] keeps airlock's key and the passkeys.
+//! CSRF tokens and ceremonies in memory, [`trust`] keeps airlock's key and the passkeys,
+//! [`operations`] answers `/metrics` and `/healthz`.
 
 pub mod ceremony;
 pub mod describe;
 pub mod enroll;
+pub mod operations;
 pub mod pages;
 pub mod trust;
 
@@ -290,7 +292,7 @@ impl App {
         }
         match (req.method().clone(), segments.as_slice()) {
             (Method::GET, [""] | ["approvals"]) => self.list_page(),
-            (Method::GET, ["healthz"]) => match crate::metrics::health(&self.proxy) {
+            (Method::GET, ["healthz"]) => match operations::health(&self.proxy) {
                 Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
                 Err(why) => respond(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -301,7 +303,7 @@ impl App {
             (Method::GET, ["metrics"]) => respond(
                 StatusCode::OK,
                 crate::metrics::CONTENT_TYPE,
-                crate::metrics::scrape(&self.proxy),
+                operations::metrics(&self.proxy),
             ),
             (Method::GET, ["static", "app.js"]) => {
                 respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)

@@ -226,8 +226,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     crate::metrics::call_answered(
         trace.call.as_ref().map(|c| c.service.as_str()),
         trace.class,
-        outcome,
-        &result,
+        event,
+        outcome::upstream_error(&result),
     );
     let mut record = crate::audit::record(event);
     record.insert("request_id".into(), serde_json::json!(request_id));

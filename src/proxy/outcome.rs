@@ -4,6 +4,7 @@
 //! different stories an incident reader must tell apart).
 
 use super::error::{Cause, Origin, ProxyError};
+use super::forward::Forwarded;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,23 @@ impl Outcome {
     }
 }
 
+/// The kind of upstream failure a call ended in, for the metrics: airlock's own 503/502/504
+/// for an upstream it could not complete the call with, or the upstream's own answer of a
+/// server error or throttling (forwarded to the agent as it came).
+pub fn upstream_error(result: &Result<Forwarded, ProxyError>) -> Option<&'static str> {
+    match result {
+        Err(e) if e.origin == Origin::Upstream => Some(match e.status.as_u16() {
+            503 => "unreachable",
+            504 => "timeout",
+            _ => "broken",
+        }),
+        Err(_) => None,
+        Ok(f) if f.response.status().as_u16() == 429 => Some("throttled"),
+        Ok(f) if f.response.status().is_server_error() => Some("server_error"),
+        Ok(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +127,26 @@ mod tests {
             assert_eq!(event(Err(e.clone()), false), "upstream_failure", "{e}");
             assert_eq!(event(Err(e), true), "upstream_failure");
         }
+    }
+
+    #[test]
+    fn upstream_failures_are_named_by_kind() {
+        let kind = |e: ProxyError| upstream_error(&Err(e));
+        assert_eq!(
+            kind(ProxyError::unreachable("refused")),
+            Some("unreachable")
+        );
+        assert_eq!(kind(ProxyError::bad_gateway("reset")), Some("broken"));
+        assert_eq!(kind(ProxyError::gateway_timeout("slow")), Some("timeout"));
+        assert_eq!(kind(ProxyError::bad_request("x")), None);
+        let answered = |status: u16| {
+            let mut response = http::Response::new(super::super::body::full(""));
+            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            upstream_error(&Ok(Forwarded { response }))
+        };
+        assert_eq!(answered(200), None);
+        assert_eq!(answered(404), None);
+        assert_eq!(answered(429), Some("throttled"));
+        assert_eq!(answered(500), Some("server_error"));
     }
 }
