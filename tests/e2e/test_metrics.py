@@ -167,6 +167,30 @@ def test_a_held_call_is_a_gauge_until_it_is_approved(start_gated_airlock: Callab
     assert m.value("airlock_phase_seconds_sum", phase="redeem") >= 0.2, m.text
 
 
+def test_an_unreachable_upstream_is_counted_by_kind(start_moto: Callable[[str], Moto],
+                                                   start_gated_airlock: Callable[..., GatedAirlock]) -> None:
+    upstream = start_moto("metrics-moto")
+    gate = start_gated_airlock("metrics-upstream", upstream=upstream)
+    sts = gate.add_agent(unique("metrics-upstream-agent")).client("sts", config=NO_RETRIES)
+    assert sts.get_caller_identity()["Arn"] == upstream.user_arn
+    upstream.stop()
+    assert error_code(sts.get_caller_identity) == "ServiceUnavailable"
+
+    m = Scrape(gate)
+    assert m.requests("sts", "none", "forwarded") == 1, m.text
+    assert m.requests("sts", "none", "upstream_failure") == 1, m.text
+    assert m.value("airlock_upstream_errors_total", kind="unreachable") == 1, m.text
+    assert m.value("airlock_upstream_errors_total") == 1, m.text
+    # Served under the approval page's own host names only, as every page there (DNS rebinding).
+    port = gate.approvals_url.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+        ok = requests.get(f"{gate.approvals_url}/metrics", headers={"Host": host}, timeout=10)
+        assert ok.status_code == 200, host
+    rebound = requests.get(f"{gate.approvals_url}/metrics", headers={"Host": f"attacker.example:{port}"},
+                           timeout=10)
+    assert rebound.status_code == 421 and "airlock_" not in rebound.text, rebound.text
+
+
 def test_healthz_says_503_while_the_audit_log_cannot_be_written(
         start_gated_airlock: Callable[..., GatedAirlock]) -> None:
     gate = start_gated_airlock("metrics-health")
