@@ -267,20 +267,6 @@ pub fn main() -> ExitCode {
 type CmdResult = Result<(), String>;
 
 /// The config at `config`; a missing one says to run `init`, an unreadable one says why.
-pub(crate) fn load(config: &Path) -> Result<Config, String> {
-    match config.try_exists() {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(format!(
-                "{} does not exist; run `airlock init` first",
-                config.display()
-            ))
-        }
-        Err(e) => return Err(format!("{}: {e}", config.display())),
-    }
-    Config::load(config).map_err(|e| e.to_string())
-}
-
 fn print_created(created: &init::Created) {
     for p in &created.paths {
         println!("created {}", p.display());
@@ -298,31 +284,6 @@ fn cmd_init(config_path: &Path) -> CmdResult {
     Ok(())
 }
 
-/// The environment an agent needs.
-pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, String)> {
-    let port = recorded_port(config, "proxy").unwrap_or(config.proxy_addr.port());
-    vec![
-        ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            agent.secret_access_key.expose().to_string(),
-        ),
-        ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
-        ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
-    ]
-}
-
-/// The port a running (or the last) `serve` bound, from `state/listen.json`.
-pub(crate) fn recorded_port(config: &Config, which: &str) -> Option<u16> {
-    let text = std::fs::read_to_string(config.state_dir.join("listen.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get(which)?
-        .as_str()?
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|a| a.port())
-}
-
 fn shell_quote(s: &str) -> String {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_./:=+@%,".contains(&b))
@@ -334,7 +295,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
-    let env = agent_env(config, agent);
+    let env = crate::exec::agent_env(config, agent);
     if json {
         let obj: serde_json::Map<String, serde_json::Value> = env
             .into_iter()
@@ -349,7 +310,7 @@ fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
 }
 
 fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let agent = AgentStore::new(&config.state_dir)
         .add(name)
         .map_err(|e| e.to_string())?;
@@ -358,7 +319,7 @@ fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
 }
 
 fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let file = AgentStore::new(&config.state_dir)
         .load()
         .map_err(|e| e.to_string())?;
@@ -389,7 +350,7 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
 }
 
 fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     AgentStore::new(&config.state_dir)
         .revoke(name)
         .map_err(|e| e.to_string())?;
@@ -398,8 +359,12 @@ fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info,warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "airlock=info,{},warn",
+            crate::credentials::QUIET_CHAIN
+        ))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -446,7 +411,9 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
             Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
             Ok(Err(e)) => tracing::warn!(
-                "{e}: airlock starts anyway, and answers forwarded calls with InternalFailure until it has credentials"
+                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {} ({} shows the lookup)",
+                crate::credentials::HOW_TO_GIVE_CREDENTIALS,
+                crate::credentials::SHOW_THE_LOOKUP
             ),
             Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
         }
@@ -459,18 +426,18 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         let approvals_listener = bind(config.approvals_addr, "[listen] approvals").await?;
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
         let approvals_addr = approvals_listener.local_addr().map_err(|e| e.to_string())?;
-        let listen = serde_json::json!({"proxy": proxy_addr.to_string(), "approvals": approvals_addr.to_string(), "pid": std::process::id()});
-        crate::state::write_atomic(&config.state_dir.join("listen.json"), listen.to_string().as_bytes())
-            .map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
+        let listening = crate::state::listen::Listening { proxy: proxy_addr, approvals: approvals_addr, pid: Some(std::process::id()) };
+        listening.write(&config.state_dir).map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
         if fresh {
             let agent = AgentStore::new(&config.state_dir).add("default").map_err(|e| e.to_string())?;
             println!("# a first agent, \"default\"; give its environment to your agent:");
             print_agent_env(&config, &agent, false);
         }
+        let shutdown = crate::serve::signal();
         println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::serve::run(config, proxy_listener, approvals_listener, credentials, crate::serve::signal())
+        crate::serve::run(config, proxy_listener, approvals_listener, credentials, shutdown)
             .await
             .map_err(|e| e.to_string())
     })
@@ -552,7 +519,7 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
 
 fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     use crate::state::approvals::{ApprovalStore, Status};
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let list: Vec<_> = store
         .list()
@@ -560,7 +527,7 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
         .into_iter()
         .filter(|a| all || a.status == Status::Pending)
         .collect();
-    let port = recorded_port(&config, "approvals").unwrap_or(config.approvals_addr.port());
+    let port = config.listening().approvals.port();
     if json {
         let rows: Vec<_> = list
             .iter()
@@ -607,7 +574,7 @@ fn cmd_decide(
 ) -> CmdResult {
     use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Unlock, Validity};
     use crate::state::approvals::ApprovalStore;
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     // What is signed is shown before the passphrase is asked for, so the human decides on
     // the call itself, not on an id an agent may have handed them. The agent wrote these
     // values: control characters are escaped, so none can rewrite the terminal.
@@ -628,10 +595,7 @@ fn cmd_decide(
             ""
         }
     );
-    eprintln!(
-        "  {}",
-        shown(&crate::approvals::describe::destroys(&pending.call))
-    );
+    eprintln!("  {}", shown(&crate::describe::destroys(&pending.call)));
     for (name, value) in &pending.call.params {
         eprintln!("  {} = {}", shown(name), shown(value));
     }
@@ -657,8 +621,8 @@ fn cmd_decide(
     let approver = config
         .approvers
         .iter()
-        .filter_map(|a| receipt::ApproverPublic::from_config(&a.name, &a.public_key).ok())
         .find(|p| p.key_id() == &key.key_id())
+        .cloned()
         .ok_or_else(|| {
             format!(
                 "the key in {} is not an [[approver]] in {}",
@@ -699,8 +663,8 @@ fn cmd_decide(
 
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
-    let config = load(config_path)?;
-    let trusted = crate::proxy::redeem::trusted_keys(&config)?;
+    let config = Config::load_existing(config_path)?;
+    let trusted = crate::gate::trusted_keys(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)
@@ -815,7 +779,7 @@ fn cmd_policy_builtin(json: bool) -> CmdResult {
 }
 
 fn cmd_audit_verify(config_path: &Path) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     match crate::audit::verify(&config.state_dir) {
         Ok(n) => {
             println!("audit log intact: {n} records");
@@ -827,7 +791,7 @@ fn cmd_audit_verify(config_path: &Path) -> CmdResult {
 
 fn cmd_audit_tail(config_path: &Path, follow: bool, lines: usize) -> CmdResult {
     use std::io::{BufRead, Seek};
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let path = config.state_dir.join("audit.jsonl");
     let print = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
         Ok(v) => println!("{}", crate::audit::render(&v)),

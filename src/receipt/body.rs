@@ -2,8 +2,7 @@
 //! ([`Receipt`]: the body and its signatures).
 
 use super::canonical;
-use super::keys::{is_lower_hex, ApproverPublic, KeyId};
-use super::webauthn::PasskeyPublic;
+use super::ids::{is_lower_hex, KeyId, NamedKey};
 use super::ReceiptError;
 use crate::identify::{AwsCall, Resource};
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
@@ -237,47 +236,16 @@ impl Validity {
 }
 
 impl ReceiptBody {
-    /// A new body for `binding`, with a fresh id, valid from `issued_at` for `ttl`: a key
-    /// approval by `approver`.
+    /// A new body for `binding`, with a fresh id, valid from `issued_at` for `ttl`, decided
+    /// by `approver`: an approver's key ([`super::ApproverPublic`]), or a passkey
+    /// ([`super::PasskeyPublic`]) whose assertion goes into `webauthn` once the human has
+    /// touched it (over [`ReceiptBody::passkey_challenge`]). Either names itself by
+    /// [`NamedKey`], so this module needs neither key module.
     pub fn new(
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
-        approver: &ApproverPublic,
-        validity: Validity,
-    ) -> ReceiptBody {
-        Self::by(
-            binding,
-            approval_id,
-            decision,
-            (approver.name(), approver.key_id()),
-            validity,
-        )
-    }
-
-    /// The same for a passkey approval by `passkey`; its assertion goes into `webauthn`
-    /// once the human has touched it (over [`ReceiptBody::passkey_challenge`]).
-    pub fn for_passkey(
-        binding: &Binding,
-        approval_id: &str,
-        decision: Decision,
-        passkey: &PasskeyPublic,
-        validity: Validity,
-    ) -> ReceiptBody {
-        Self::by(
-            binding,
-            approval_id,
-            decision,
-            (passkey.name(), passkey.key_id()),
-            validity,
-        )
-    }
-
-    fn by(
-        binding: &Binding,
-        approval_id: &str,
-        decision: Decision,
-        (approver, approver_key_id): (&str, &KeyId),
+        approver: &impl NamedKey,
         validity: Validity,
     ) -> ReceiptBody {
         let issued_at = Timestamp::from_datetime(validity.issued_at);
@@ -299,8 +267,8 @@ impl ReceiptBody {
             not_before: issued_at,
             expires_at: issued_at.saturating_add(ttl),
             uses: validity.uses,
-            approver: approver.to_owned(),
-            approver_key_id: approver_key_id.clone(),
+            approver: approver.name().to_owned(),
+            approver_key_id: approver.key_id().clone(),
             webauthn: None,
             approval_id: approval_id.to_owned(),
         }

@@ -39,6 +39,7 @@
 
 pub mod body;
 pub mod canonical;
+pub mod ids;
 pub mod keys;
 pub mod verify;
 pub mod webauthn;
