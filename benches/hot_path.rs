@@ -426,7 +426,7 @@ fn decide(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy");
     let read = Verified::of(&s3_get_object()).call("s3:GetObject");
     assert_eq!(
-        policy.decide(&read, AGENT, ENVIRONMENT).effect,
+        policy.decide(&read, AGENT, ENVIRONMENT).effect(),
         Effect::Allow
     );
     group.bench_function("decide_allowed_read", |b| {
@@ -435,8 +435,8 @@ fn decide(c: &mut Criterion) {
 
     let delete = Verified::of(&rds_delete_db_instance()).call("rds:DeleteDBInstance");
     let decision = policy.decide(&delete, AGENT, ENVIRONMENT);
-    assert_eq!(decision.effect, Effect::RequireReceipt);
-    assert!(decision.irreversible);
+    assert_eq!(decision.effect(), Effect::RequireReceipt);
+    assert!(decision.irreversible());
     group.bench_function("decide_destructive", |b| {
         b.iter(|| policy.decide(black_box(&delete), AGENT, ENVIRONMENT))
     });
