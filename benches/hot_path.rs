@@ -13,6 +13,8 @@
 //! signed by an approver key for the very call it is checked against. Setup asserts that
 //! each step succeeds, so no benchmark measures an early error path.
 //!
+//! `metrics/` is what `src/metrics.rs` adds to one call.
+//!
 //! Not here: re-signing (`proxy::resign::resign` needs a `Proxy` and a `VerifiedRequest`,
 //! which only `authenticate` can make), and everything with I/O (TLS, HTTP, the audit log,
 //! the receipt store), which the end-to-end benchmark in `bench/` measures.
@@ -424,7 +426,7 @@ fn decide(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy");
     let read = Verified::of(&s3_get_object()).call("s3:GetObject");
     assert_eq!(
-        policy.decide(&read, AGENT, ENVIRONMENT).effect,
+        policy.decide(&read, AGENT, ENVIRONMENT).effect(),
         Effect::Allow
     );
     group.bench_function("decide_allowed_read", |b| {
@@ -433,8 +435,8 @@ fn decide(c: &mut Criterion) {
 
     let delete = Verified::of(&rds_delete_db_instance()).call("rds:DeleteDBInstance");
     let decision = policy.decide(&delete, AGENT, ENVIRONMENT);
-    assert_eq!(decision.effect, Effect::RequireReceipt);
-    assert!(decision.irreversible);
+    assert_eq!(decision.effect(), Effect::RequireReceipt);
+    assert!(decision.irreversible());
     group.bench_function("decide_destructive", |b| {
         b.iter(|| policy.decide(black_box(&delete), AGENT, ENVIRONMENT))
     });
@@ -471,5 +473,41 @@ fn receipts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sigv4, identification, decide, receipts);
+/// What the metrics add to one forwarded call: the clock read around each of its five
+/// phases, the call's labels worked out and counted, and the audit append timed.
+fn metrics(c: &mut Criterion) {
+    use airlock::metrics::{audit_written, call_answered, observe, Phase, NO_CLASS};
+    use airlock::proxy::body::full;
+    use airlock::proxy::forward::Forwarded;
+    use airlock::proxy::outcome::{upstream_error, Outcome};
+    let answered = Ok(Forwarded {
+        response: http::Response::new(full("")),
+    });
+    assert_eq!(Outcome::of(&answered, false), Outcome::Forwarded);
+    let phases = [
+        Phase::Authenticate,
+        Phase::Identify,
+        Phase::Decide,
+        Phase::Resign,
+        Phase::Forward,
+    ];
+    c.bench_function("metrics/forwarded_call", |b| {
+        b.iter(|| {
+            for phase in phases {
+                let started = std::time::Instant::now();
+                observe(black_box(phase), started.elapsed());
+            }
+            let event = Outcome::of(&answered, false).event();
+            call_answered(
+                Some(black_box("s3")),
+                Some(NO_CLASS),
+                event,
+                upstream_error(&answered),
+            );
+            audit_written(Duration::from_micros(3), true);
+        })
+    });
+}
+
+criterion_group!(benches, sigv4, identification, decide, receipts, metrics);
 criterion_main!(benches);

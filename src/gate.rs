@@ -95,6 +95,12 @@ impl Gate {
         self.config.approval_link(self.approvals_port(), id)
     }
 
+    /// Calls held now while a human decides (the metrics' gauge).
+    pub fn held_calls(&self) -> usize {
+        let max_held = self.config.approval.max_held;
+        max_held.saturating_sub(self.held.available_permits())
+    }
+
     /// Tells the calls held in this process that an approval was decided.
     pub fn approvals_decided(&self) {
         self.decided.notify_waiters();

@@ -18,6 +18,7 @@
 //! - [`access`]: who can read or change airlock's files (serve's startup check, `doctor`).
 //! - [`doctor`]: `airlock doctor`, every way the agent's user could get around airlock.
 //! - [`secret`]: the type that keeps secrets out of logs and `Debug`.
+//! - [`metrics`]: `/metrics` (Prometheus) and `/healthz`, served on the approval listener.
 
 #![forbid(unsafe_code)]
 
@@ -37,6 +38,7 @@ pub mod explain;
 pub mod gate;
 pub mod identify;
 pub mod init;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod policy;

@@ -34,10 +34,11 @@
 //! [`pages`] renders HTML (everything escaped; invisible characters spelled out),
 //! [`describe`] writes the plain-language line of what a call destroys, [`ceremony`] keeps
 //! CSRF tokens and ceremonies in memory, [`crate::state::trust`] keeps airlock's key and the
-//! passkeys.
+//! passkeys, [`operations`] answers `/metrics` and `/healthz`.
 
 pub mod ceremony;
 pub mod enroll;
+pub mod operations;
 pub mod pages;
 pub mod quorum;
 
@@ -277,9 +278,19 @@ impl App {
         }
         match (req.method().clone(), segments.as_slice()) {
             (Method::GET, [""] | ["approvals"]) => self.list_page(),
-            (Method::GET, ["healthz"]) => {
-                respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
-            }
+            (Method::GET, ["healthz"]) => match operations::health(&self.gate) {
+                Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+                Err(why) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    format!("unhealthy: {why}\n"),
+                ),
+            },
+            (Method::GET, ["metrics"]) => respond(
+                StatusCode::OK,
+                crate::metrics::CONTENT_TYPE,
+                operations::metrics(&self.gate),
+            ),
             (Method::GET, ["static", "app.js"]) => {
                 respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
             }

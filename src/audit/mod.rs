@@ -404,6 +404,35 @@ impl AuditLog {
     /// write under way writes everything queued, the others wait for it. False, with a
     /// log line, if it could not be written.
     pub fn write(&self, r: Map<String, Value>) -> bool {
+        let started = std::time::Instant::now();
+        let ok = self.write_queued(r);
+        crate::metrics::audit_written(started.elapsed(), ok);
+        ok
+    }
+
+    /// For `/healthz`: the last write succeeded, and the newest segment (or, before the
+    /// first record, the log's directory) is there to append to. Nothing is written. The
+    /// error says why not, without the path.
+    pub fn check_writable(&self) -> Result<(), String> {
+        if !self.writable() {
+            return Err("the last audit record could not be written".into());
+        }
+        let paths = &self.shared.paths;
+        let numbers = paths
+            .numbers()
+            .map_err(|_| "the audit log's directory cannot be read".to_string())?;
+        match numbers.last() {
+            None if paths.dir.is_dir() => Ok(()),
+            None => Err("the audit log's directory is missing".into()),
+            Some(n) => OpenOptions::new()
+                .append(true)
+                .open(paths.segment(*n))
+                .map(|_| ())
+                .map_err(|e| format!("the audit log cannot be opened for writing: {e}")),
+        }
+    }
+
+    fn write_queued(&self, r: Map<String, Value>) -> bool {
         let written: Written = Arc::new(OnceLock::new());
         let shared = &*self.shared;
         let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -521,7 +550,10 @@ impl Shared {
                 _ => return Ok(()),
             }
         };
-        if let Err(e) = file.sync_data() {
+        let started = std::time::Instant::now();
+        let synced_data = file.sync_data();
+        crate::metrics::audit_synced(started.elapsed(), synced_data.is_ok());
+        if let Err(e) = synced_data {
             // Try again next time.
             if let Ok(mut w) = self.writer.lock() {
                 w.dirty = true;

@@ -35,6 +35,7 @@ pub mod resign;
 use crate::config::Config;
 use crate::credentials::RealCredentials;
 use crate::gate::Gate;
+use crate::metrics::{timed, Phase};
 use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
 use body::ProxyBody;
@@ -153,22 +154,40 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     let path = req.uri().path().to_string();
     let mut trace = outcome::Trace::default();
 
+    // The metrics' `class` label, once decided.
+    let mut class = None;
     let result = async {
         accept::check_header_limits(&proxy.config.limits, &req)?;
         accept::check_tunnel_host(&req)?;
-        let verified = authenticate::authenticate(&proxy, req, &shape).await?;
+        let verified = timed(
+            Phase::Authenticate,
+            authenticate::authenticate(&proxy, req, &shape),
+        )
+        .await?;
         trace.agent = Some(verified.agent.name.clone());
         let agent = verified.agent.name.as_str();
         let account = assume::account_of(&proxy, &verified.agent)?;
-        let call = identify::identify(&proxy, &verified, account).await?;
-        let decided = decide::decide(&proxy, call, agent, account).await;
+        let call = timed(
+            Phase::Identify,
+            identify::identify(&proxy, &verified, account),
+        )
+        .await?;
+        let decided = timed(Phase::Decide, decide::decide(&proxy, call, agent, account)).await;
+        class = Some(
+            decided
+                .decision()
+                .class()
+                .unwrap_or(crate::metrics::NO_CLASS),
+        );
         trace.call = Some(decided.call().clone());
         trace.environment = Some(decided.environment().to_string());
         trace.effect = Some(decided.decision().effect().as_str());
         trace.rule = Some(decided.decision().rule().to_string());
         let authorization = match decided.next()? {
             decide::Next::Forward => None,
-            decide::Next::Redeem => Some(redeem::redeem(&proxy.gate, &decided).await?),
+            decide::Next::Redeem => {
+                Some(timed(Phase::Redeem, redeem::redeem(&proxy.gate, &decided)).await?)
+            }
         };
         let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());
         let credentials = match assume::credentials(&proxy, account, agent, receipt).await {
@@ -180,9 +199,16 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
                 return Err(e);
             }
         };
-        let signed = resign::resign(&proxy, verified, decided.call(), credentials).await?;
-        let forwarded =
-            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape).await;
+        let signed = timed(
+            Phase::Resign,
+            resign::resign(&proxy, verified, decided.call(), credentials),
+        )
+        .await?;
+        let forwarded = timed(
+            Phase::Forward,
+            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape),
+        )
+        .await;
         if let Some(a) = authorization {
             trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
             a.finish(&proxy.gate, &forwarded);
@@ -191,6 +217,12 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     }
     .await;
 
+    crate::metrics::call_answered(
+        trace.call.as_ref().map(|c| c.service.as_str()),
+        class,
+        outcome::Outcome::of(&result, trace.receipt.is_some()).event(),
+        outcome::upstream_error(&result),
+    );
     let facts = outcome::RequestFacts {
         request_id: &request_id,
         shape: &shape,

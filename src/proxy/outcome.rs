@@ -251,6 +251,23 @@ pub fn conclude(
     (response, record)
 }
 
+/// The kind of upstream failure a call ended in, for the metrics: airlock's own 503/502/504
+/// for an upstream it could not complete the call with, or the upstream's own answer of a
+/// server error or throttling (forwarded to the agent as it came).
+pub fn upstream_error(result: &Result<Forwarded, ProxyError>) -> Option<&'static str> {
+    match result {
+        Err(e) if e.origin == Origin::Upstream => Some(match e.status.as_u16() {
+            503 => "unreachable",
+            504 => "timeout",
+            _ => "broken",
+        }),
+        Err(_) => None,
+        Ok(f) if f.response.status().as_u16() == 429 => Some("throttled"),
+        Ok(f) if f.response.status().is_server_error() => Some("server_error"),
+        Ok(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +463,21 @@ mod tests {
         for absent in ["resources", "region", "account"] {
             assert!(r.get(absent).is_none(), "{absent} in {r}");
         }
+    }
+
+    #[test]
+    fn upstream_failures_are_named_by_kind() {
+        let kind = |e: ProxyError| upstream_error(&Err(e));
+        assert_eq!(
+            kind(ProxyError::unreachable("refused")),
+            Some("unreachable")
+        );
+        assert_eq!(kind(ProxyError::bad_gateway("reset")), Some("broken"));
+        assert_eq!(kind(ProxyError::gateway_timeout("slow")), Some("timeout"));
+        assert_eq!(kind(ProxyError::bad_request("x")), None);
+        assert_eq!(upstream_error(&answered(200)), None);
+        assert_eq!(upstream_error(&answered(404)), None);
+        assert_eq!(upstream_error(&answered(429)), Some("throttled"));
+        assert_eq!(upstream_error(&answered(500)), Some("server_error"));
     }
 }

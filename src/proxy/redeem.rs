@@ -245,8 +245,11 @@ impl Authorization {
         } else {
             gate.ledger.commit(&self.receipt_id)
         };
-        if let Err(e) = outcome {
-            tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use");
+        match outcome {
+            Ok(()) => crate::metrics::receipt_use_settled(!release),
+            Err(e) => {
+                tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use")
+            }
         }
         if !release && gate.ledger.usage(&self.receipt_id).committed >= self.allowed {
             if let Err(e) = gate.approvals.close(&self.approval_id) {
