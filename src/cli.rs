@@ -74,6 +74,11 @@ enum Command {
         #[arg(long)]
         insecure_plaintext_key: bool,
     },
+    /// Approve a Terraform plan once: everything it destroys, before it runs.
+    Plan {
+        #[command(subcommand)]
+        command: crate::plan::cli::PlanCommand,
+    },
     /// Work with receipts.
     Receipt {
         #[command(subcommand)]
@@ -225,6 +230,7 @@ pub fn main() -> ExitCode {
             key,
             insecure_plaintext_key,
         } => cmd_decide(&cli.config, &id, &key, false, insecure_plaintext_key),
+        Command::Plan { command } => crate::plan::cli::run(&cli.config, command),
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => cmd_receipt_verify(&cli.config, &file),
@@ -598,43 +604,14 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     Ok(())
 }
 
-fn cmd_decide(
-    config_path: &Path,
-    id: &str,
+/// An approver's key, unlocked with its passphrase from the terminal, and the config's
+/// `[[approver]]` it belongs to: what `approve`, `deny` and `plan approve` sign with.
+pub(crate) fn load_approver_key(
+    config: &Config,
     key_path: &Path,
-    approve: bool,
     allow_plaintext: bool,
-) -> CmdResult {
-    use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Unlock, Validity};
-    use crate::state::approvals::ApprovalStore;
-    let config = load(config_path)?;
-    // What is signed is shown before the passphrase is asked for, so the human decides on
-    // the call itself, not on an id an agent may have handed them. The agent wrote these
-    // values: control characters are escaped, so none can rewrite the terminal.
-    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let pending = store.get(id).map_err(|e| e.to_string())?;
-    let shown = |text: &str| text.escape_debug().to_string();
-    eprintln!(
-        "{} {}: {} by agent {} in environment {} (rule {}){}",
-        if approve { "Approving" } else { "Denying" },
-        shown(&pending.id),
-        shown(&pending.summary()),
-        shown(&pending.agent),
-        shown(&pending.environment),
-        shown(&pending.rule),
-        if pending.irreversible {
-            " IRREVERSIBLE"
-        } else {
-            ""
-        }
-    );
-    eprintln!(
-        "  {}",
-        shown(&crate::approvals::describe::destroys(&pending.call))
-    );
-    for (name, value) in &pending.call.params {
-        eprintln!("  {} = {}", shown(name), shown(value));
-    }
+) -> Result<(crate::receipt::ApproverKey, crate::receipt::ApproverPublic), String> {
+    use crate::receipt::{self, ApproverKey, Unlock};
     let mut ask = |name: &str, key_id: &receipt::KeyId| {
         crate::tty::read_passphrase(&format!(
             "Passphrase for {name:?}'s key {key_id} ({}): ",
@@ -666,6 +643,47 @@ fn cmd_decide(
                 config.path.display()
             )
         })?;
+    Ok((key, approver))
+}
+
+fn cmd_decide(
+    config_path: &Path,
+    id: &str,
+    key_path: &Path,
+    approve: bool,
+    allow_plaintext: bool,
+) -> CmdResult {
+    use crate::receipt::{self, Binding, Decision, ReceiptBody, Validity};
+    use crate::state::approvals::ApprovalStore;
+    let config = load(config_path)?;
+    // What is signed is shown before the passphrase is asked for, so the human decides on
+    // the call itself, not on an id an agent may have handed them. The agent wrote these
+    // values: control characters are escaped, so none can rewrite the terminal.
+    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let pending = store.get(id).map_err(|e| e.to_string())?;
+    let shown = |text: &str| text.escape_debug().to_string();
+    eprintln!(
+        "{} {}: {} by agent {} in environment {} (rule {}){}",
+        if approve { "Approving" } else { "Denying" },
+        shown(&pending.id),
+        shown(&pending.summary()),
+        shown(&pending.agent),
+        shown(&pending.environment),
+        shown(&pending.rule),
+        if pending.irreversible {
+            " IRREVERSIBLE"
+        } else {
+            ""
+        }
+    );
+    eprintln!(
+        "  {}",
+        shown(&crate::approvals::describe::destroys(&pending.call))
+    );
+    for (name, value) in &pending.call.params {
+        eprintln!("  {} = {}", shown(name), shown(value));
+    }
+    let (key, approver) = load_approver_key(&config, key_path, allow_plaintext)?;
     let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
     let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
     validity.ttl = config.approval.receipt_ttl;

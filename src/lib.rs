@@ -31,6 +31,7 @@ pub mod explain;
 pub mod identify;
 pub mod init;
 pub mod notify;
+pub mod plan;
 pub mod policy;
 pub mod proxy;
 pub mod receipt;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod forward;
 pub mod outcome;
 pub mod own;
+pub mod plan;
 pub mod redeem;
 pub mod resign;
 

@@ -30,6 +30,9 @@ pub struct Authorization {
     pub approver: String,
     allowed: u32,
     _turn: OwnedMutexGuard<()>,
+    /// Set when an entry of a plan receipt covers the call (`receipt_id` is then the
+    /// entry's ledger key).
+    plan: Option<super::plan::PlanUse>,
 }
 
 /// The SHA-256 of the canonical binding: what "the same call" means for approvals.
@@ -54,7 +57,7 @@ pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, Strin
 }
 
 impl Proxy {
-    fn receipt_lock(&self, receipt_id: &str) -> Arc<Mutex<()>> {
+    pub(super) fn receipt_lock(&self, receipt_id: &str) -> Arc<Mutex<()>> {
         Arc::clone(
             self.receipt_locks
                 .entry(receipt_id.to_string())
@@ -96,7 +99,7 @@ fn blocked(proxy: &Proxy, approval: &Approval, is_new: bool, decision: &Decision
     ))
 }
 
-fn state_error(e: impl std::fmt::Display) -> ProxyError {
+pub(super) fn state_error(e: impl std::fmt::Display) -> ProxyError {
     tracing::error!(error = %e, "cannot read or write approval state; refusing the call (fail closed)");
     ProxyError::internal("airlock cannot record this call's approval state, so it refuses it (fail closed); see airlock's log")
 }
@@ -108,6 +111,10 @@ pub async fn redeem(
     environment: &str,
     decision: &Decision,
 ) -> Result<Authorization, ProxyError> {
+    // An approved plan that covers this exact call lets it through with no hold.
+    if let Some(authorization) = super::plan::redeem(proxy, call, agent, environment).await? {
+        return Ok(authorization);
+    }
     let binding = Binding::of(call, agent, environment);
     let key = binding_key(&binding);
     let store = &proxy.approvals;
@@ -194,6 +201,7 @@ pub async fn redeem(
                     approver,
                     allowed,
                     _turn: turn,
+                    plan: None,
                 });
             }
             Err(LedgerError::UsedUp) => {
@@ -247,6 +255,24 @@ async fn hold(proxy: &Proxy, approval_id: &str) -> bool {
 }
 
 impl Authorization {
+    /// A use of a plan receipt's entry, reserved under the entry's own lock.
+    pub(super) fn for_plan_entry(
+        ledger_key: String,
+        approver: String,
+        allowed: u32,
+        turn: OwnedMutexGuard<()>,
+        plan: super::plan::PlanUse,
+    ) -> Authorization {
+        Authorization {
+            receipt_id: ledger_key,
+            approval_id: plan.plan_id.clone(),
+            approver,
+            allowed,
+            _turn: turn,
+            plan: Some(plan),
+        }
+    }
+
     /// Commits the use when the upstream answered with success or a final error; releases
     /// it when the upstream was never reached, the request never completed, or the answer
     /// is one SDKs retry (throttling, 5xx).
@@ -281,7 +307,9 @@ impl Authorization {
         if let Err(e) = outcome {
             tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use");
         }
-        if !release && proxy.ledger.usage(&self.receipt_id).committed >= self.allowed {
+        if let Some(plan) = &self.plan {
+            super::plan::settled(proxy, plan, !release);
+        } else if !release && proxy.ledger.usage(&self.receipt_id).committed >= self.allowed {
             if let Err(e) = proxy.approvals.close(&self.approval_id) {
                 tracing::error!(approval = %self.approval_id, error = %e, "could not close the spent approval");
             }

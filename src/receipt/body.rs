@@ -213,8 +213,12 @@ pub struct ReceiptBody {
     /// `null` for a key approval; the assertion for a passkey approval.
     #[serde(deserialize_with = "present")]
     pub webauthn: Option<WebAuthnAssertion>,
-    /// The pending approval this answers.
+    /// The pending approval this answers (a plan receipt: the plan's id).
     pub approval_id: String,
+    /// A plan receipt's grant ([`super::plan`]); absent (never written) on a single call's
+    /// receipt, so those bodies and their signatures are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::plan::PlanGrant>,
 }
 
 /// When a grant starts, how long it lasts, and how many calls it covers.
@@ -303,6 +307,7 @@ impl ReceiptBody {
             approver_key_id: approver_key_id.clone(),
             webauthn: None,
             approval_id: approval_id.to_owned(),
+            plan: None,
         }
     }
 

@@ -40,6 +40,7 @@
 pub mod body;
 pub mod canonical;
 pub mod keys;
+pub mod plan;
 pub mod verify;
 pub mod webauthn;
 
@@ -54,7 +55,10 @@ pub use keys::{
     config_block, keygen, keygen_locked, ApproverKey, ApproverPublic, KeyError, KeyId, LoadedKey,
     Role, TrustedKeys, Unlock,
 };
-pub use verify::{authorize, check_binding, sign, verify, Signer, VerifiedReceipt, ISSUE_SKEW};
+pub use plan::{covering_entries, PlanEntry, PlanGrant};
+pub use verify::{
+    authorize, check_binding, check_window, sign, verify, Signer, VerifiedReceipt, ISSUE_SKEW,
+};
 pub use webauthn::{PasskeyKey, PasskeyPublic, WebAuthnError};
 
 /// Why a receipt was refused. Each variant names one check; messages go to agents and

@@ -125,6 +125,7 @@ pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceip
     if body.decision == Decision::Approve && body.uses == 0 {
         return Err(ReceiptError::NoUses);
     }
+    super::plan::check_plan_shape(body)?;
     Ok(VerifiedReceipt {
         receipt: receipt.clone(),
         signers,
@@ -197,6 +198,15 @@ pub fn check_binding(
             approver: body.approver.clone(),
         });
     }
+    if body.plan.is_some() {
+        // A plan receipt covers its entries (`plan::covering_entries`), never a call by its
+        // own fields.
+        return Err(ReceiptError::Mismatch {
+            field: "plan",
+            receipt: "a plan receipt".into(),
+            request: "a single call".into(),
+        });
+    }
     let granted = body.binding();
     // Destructured, so a field added to `Binding` cannot be forgotten here.
     let Binding {
@@ -217,7 +227,11 @@ pub fn check_binding(
     same("operation", &granted.operation, operation)?;
     same("resources", &granted.resources, resources)?;
     same("params_digest", &granted.params_digest, params_digest)?;
+    check_window(body, now)
+}
 
+/// Is `now` in the receipt's window, `[not_before, expires_at)`?
+pub fn check_window(body: &ReceiptBody, now: OffsetDateTime) -> Result<(), ReceiptError> {
     if now < body.not_before.as_datetime() {
         return Err(ReceiptError::NotYetValid(body.not_before));
     }

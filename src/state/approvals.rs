@@ -95,7 +95,7 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     use rand::Rng;
     let n: u128 = rand::thread_rng().gen();
     // 26 base32 characters, lower case: short enough for a URL, unguessable.
@@ -105,7 +105,7 @@ fn new_id() -> String {
         .collect()
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id

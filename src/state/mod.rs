@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod ledger;
+pub mod plans;
 
 use std::fs;
 use std::io::Write;
