@@ -743,6 +743,9 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
         b.expires_at,
         b.uses
     );
+    if let Some(grant) = b.plan_grant() {
+        crate::plan::cli::print_grant(grant);
+    }
     if b.decision == Decision::Deny {
         return Err("the receipt is a denial: it authorizes nothing".into());
     }

@@ -39,6 +39,7 @@ pub mod ceremony;
 pub mod describe;
 pub mod enroll;
 pub mod pages;
+pub mod plan;
 pub mod trust;
 
 use crate::proxy::body::{full, ProxyBody};
@@ -278,7 +279,7 @@ impl App {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let is_page = matches!(
             segments.as_slice(),
-            [""] | ["approvals", _] | ["enroll", _] | ["enrollments", _]
+            [""] | ["approvals", _] | ["enroll", _] | ["enrollments", _] | ["plans", _]
         );
         if req.method() == Method::GET && is_page && host != self.authority {
             // Passkeys need the host name, not the loopback address.
@@ -302,9 +303,11 @@ impl App {
             (Method::GET, ["api", "approvals"]) => self.list_json(),
             (Method::GET, ["api", "approvals", id]) => self.status_json(id),
             (Method::GET, ["approvals", id]) => self.approval_page(id),
+            (Method::GET, ["plans", id]) => self.plan_page(id),
+            (Method::GET, ["api", "plans", id]) => self.plan_status_json(id),
             (Method::GET, ["enroll", token]) => self.enroll_page(token),
             (Method::GET, ["enrollments", id]) => self.confirm_page(id),
-            (Method::POST, ["api", "decide" | "enroll" | "confirm", step])
+            (Method::POST, ["api", "decide" | "enroll" | "confirm" | "plan", step])
                 if matches!(*step, "begin" | "finish") =>
             {
                 let kind = segments[1];
@@ -324,6 +327,7 @@ impl App {
                 | ["approvals", _]
                 | ["enroll", _]
                 | ["enrollments", _]
+                | ["plans", _]
                 | ["api", ..]
                 | ["static", _],
             ) => api_refusal(refuse(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
@@ -415,7 +419,10 @@ impl App {
             ("confirm", "begin") => self.confirm_begin(parse(&body)?),
             ("confirm", "finish") => self.confirm_finish(parse(&body)?),
             ("enroll", "begin") => self.enroll_begin(parse(&body)?),
-            _ => self.enroll_finish(parse(&body)?, requester),
+            ("enroll", "finish") => self.enroll_finish(parse(&body)?, requester),
+            ("plan", "begin") => self.plan_begin(parse(&body)?),
+            // A plan's ceremony finishes at /api/decide/finish, as every decision does.
+            _ => Err(refuse(StatusCode::NOT_FOUND, "no such step")),
         }
     }
 
@@ -799,6 +806,13 @@ impl App {
                     continue;
                 }
             };
+            if r.body.plan.is_some() {
+                match self.store_plan_receipt(&r, &json, passkey.name()) {
+                    Ok(v) => decided.push(v),
+                    Err(e) => refused.push(json!({"id": approval_id, "error": e})),
+                }
+                continue;
+            }
             let receipt_id = r.body.id.as_str().to_owned();
             match self.proxy.approvals.decide(
                 &approval_id,

@@ -286,6 +286,36 @@ fn print_plan(p: &PlanRecord) {
     }
 }
 
+/// A verified plan receipt's grant, for `airlock receipt verify`.
+pub fn print_grant(grant: &crate::receipt::PlanGrant) {
+    let shown = |text: &str| text.escape_debug().to_string();
+    println!(
+        "  plan {} digest {} created {}: {} calls covered",
+        grant.plan_id,
+        grant.digest,
+        shown(grant.created_at.as_deref().unwrap_or("unknown")),
+        grant.entries.len()
+    );
+    for e in &grant.entries {
+        let uses = e.uses.map_or("while valid".to_owned(), |n| {
+            format!("{n} use{}", if n == 1 { "" } else { "s" })
+        });
+        let free = if e.free.is_empty() {
+            String::new()
+        } else {
+            format!(" (any {})", e.free.join(", "))
+        };
+        println!(
+            "    {} {} in {} {}: {} [{uses}]{free}",
+            shown(&e.address),
+            e.action(),
+            shown(&e.environment),
+            shown(&e.region),
+            shown(&e.resources.join(", "))
+        );
+    }
+}
+
 fn show(config_path: &Path, id: &str, json: bool) -> Result<(), String> {
     let config = crate::cli::load(config_path)?;
     let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;

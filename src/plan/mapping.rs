@@ -553,7 +553,7 @@ fn map_type(t: &str, b: &Before<'_>, c: &mut Calls) -> Mapped {
             } else {
                 c.push("s3", "DeleteObject", &[("Bucket", bucket), ("Key", key)])
                     .within(
-                        &["VersionId"],
+                        &["versionId"],
                         "every version of this key (only the current one is in the plan)",
                     );
                 c.irreversible("deletes every version of an object in a versioned bucket");
@@ -941,17 +941,22 @@ fn s3_bucket(c: &mut Calls, b: &Before<'_>, id: String) {
         delete_objects.push(("BypassGovernanceRetention", "true".into()));
     }
     c.push("s3", "DeleteObjects", &delete_objects).within(
-        &["Delete", "ChecksumAlgorithm", "ContentMD5"],
+        &["Object", "Quiet"],
         "force_destroy: the objects, versions and delete markers the bucket holds at apply time (not in the plan)",
     );
     c.push("s3", "DeleteObject", &[("Bucket", bucket.clone())])
         .within(
-            &["Key", "VersionId"],
+            &["Key", "versionId"],
             "force_destroy: objects deleted one by one (keys not in the plan)",
         );
     if object_lock {
-        c.push("s3", "PutObjectLegalHold", &[("Bucket", bucket.clone())]).within(
-            &["Key", "VersionId", "LegalHold", "ContentMD5", "ChecksumAlgorithm"],
+        c.push(
+            "s3",
+            "PutObjectLegalHold",
+            &[("Bucket", bucket.clone()), ("legal-hold", String::new())],
+        )
+        .within(
+            &["Key", "versionId", "Status", "ContentMD5"],
             "force_destroy on an object-lock bucket: legal holds switched off (keys not in the plan)",
         );
     }

@@ -79,7 +79,11 @@ pub async fn redeem(
             .enumerate()
             .map(|(i, e)| (entry_key(&receipt_id, i), e.uses))
             .collect();
-        for index in receipt::covering_entries(body, agent, environment, call) {
+        // An entry that names the exact call goes before one that covers a container (the
+        // object a plan destroys before the bucket that holds it), so the exact one is used.
+        let mut covering = receipt::covering_entries(body, agent, environment, call);
+        covering.sort_by_key(|i| grant.entries[*i].uses.is_none());
+        for index in covering {
             let key = entry_key(&receipt_id, index);
             let allowed = grant.entries[index].uses.unwrap_or(u32::MAX);
             if !proxy.audit.writable() {
@@ -120,11 +124,28 @@ pub async fn redeem(
     Ok(None)
 }
 
-/// After the call: a committed use is audited; when every limited entry is used, the plan
-/// is spent.
-pub fn settled(proxy: &Proxy, used: &PlanUse, committed: bool) {
+/// The ledger key that records an entry's call succeeded (2xx).
+fn done_key(entry_key: &str) -> String {
+    format!("{entry_key}!done")
+}
+
+/// After the call: a committed use is audited. An entry is finished when its call succeeded
+/// or its uses are all taken (a `DeleteBucket` refused while the bucket still holds objects
+/// uses one and is sent again); when every entry with limited uses is finished, the plan is
+/// spent.
+pub fn settled(proxy: &Proxy, used: &PlanUse, committed: bool, succeeded: bool) {
     if !committed {
         return;
+    }
+    if succeeded {
+        let key = done_key(&entry_key(&used.receipt_id, used.index));
+        let recorded = proxy
+            .ledger
+            .reserve(&key, u32::MAX)
+            .and_then(|()| proxy.ledger.commit(&key));
+        if let Err(e) = recorded {
+            tracing::error!(plan = %used.plan_id, error = %e, "could not record a plan entry's success");
+        }
     }
     proxy.audit.write(crate::plan::records::entry_used(
         &used.plan_id,
@@ -134,7 +155,10 @@ pub fn settled(proxy: &Proxy, used: &PlanUse, committed: bool) {
         &used.entry,
     ));
     let all_used = used.limits.iter().all(|(key, uses)| match uses {
-        Some(n) => proxy.ledger.usage(key).committed >= *n,
+        Some(n) => {
+            proxy.ledger.usage(key).committed >= *n
+                || proxy.ledger.usage(&done_key(key)).committed >= 1
+        }
         None => true,
     });
     if all_used {

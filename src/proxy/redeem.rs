@@ -308,7 +308,8 @@ impl Authorization {
             tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use");
         }
         if let Some(plan) = &self.plan {
-            super::plan::settled(proxy, plan, !release);
+            let succeeded = matches!(result, Ok(f) if f.response.status().is_success());
+            super::plan::settled(proxy, plan, !release, succeeded);
         } else if !release && proxy.ledger.usage(&self.receipt_id).committed >= self.allowed {
             if let Err(e) = proxy.approvals.close(&self.approval_id) {
                 tracing::error!(approval = %self.approval_id, error = %e, "could not close the spent approval");
