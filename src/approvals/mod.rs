@@ -673,6 +673,27 @@ impl App {
         }
     }
 
+    /// What every decision needs before its ceremony starts: airlock's own key (to
+    /// countersign), the enrolled passkey chosen, and a receipt lifetime on offer.
+    fn decider(&self, passkey: &str, ttl_secs: u64) -> Result<(PasskeyPublic, Duration), Refusal> {
+        if let Err(e) = &self.airlock_key {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("airlock's own key is unavailable: {e}"),
+            ));
+        }
+        let (trusted, _) = self.passkeys()?;
+        let passkey = Self::enrolled_passkey(&trusted, passkey)?;
+        let ttl = Duration::from_secs(ttl_secs);
+        if !self.ttl_choices().contains(&ttl) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "that receipt lifetime is not on offer",
+            ));
+        }
+        Ok((passkey, ttl))
+    }
+
     fn decide_begin(&self, req: DecideBegin) -> Result<Value, Refusal> {
         let config = &self.proxy.config;
         if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
@@ -688,21 +709,7 @@ impl App {
                 "an approval is listed twice",
             ));
         }
-        if let Err(e) = &self.airlock_key {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("airlock's own key is unavailable: {e}"),
-            ));
-        }
-        let (trusted, _) = self.passkeys()?;
-        let passkey = Self::enrolled_passkey(&trusted, &req.passkey)?;
-        let ttl = Duration::from_secs(req.ttl_secs);
-        if !self.ttl_choices().contains(&ttl) {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "that receipt lifetime is not on offer",
-            ));
-        }
+        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
         let mut approvals = Vec::with_capacity(req.ids.len());
         for id in &req.ids {
             let a = match self.proxy.approvals.get(id) {

@@ -91,21 +91,7 @@ impl App {
     }
 
     pub(super) fn plan_begin(&self, req: PlanBegin) -> Result<Value, Refusal> {
-        if let Err(e) = &self.airlock_key {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("airlock's own key is unavailable: {e}"),
-            ));
-        }
-        let (trusted, _) = self.passkeys()?;
-        let passkey = Self::enrolled_passkey(&trusted, &req.passkey)?;
-        let ttl = Duration::from_secs(req.ttl_secs);
-        if !self.ttl_choices().contains(&ttl) {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "that receipt lifetime is not on offer",
-            ));
-        }
+        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
         let record = self.plan(&req.plan)?;
         if record.status != PlanStatus::Pending {
             return Err(refuse(

@@ -14,20 +14,15 @@
 //! (the keys a `force_destroy` bucket holds at apply time), and an entry with any is shown on
 //! the page as covering "whatever the bucket holds".
 
-use super::body::ReceiptBody;
+use super::body::{present, ReceiptBody};
 use super::ReceiptError;
 use crate::identify::AwsCall;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The `service` and `operation` of a plan receipt's own call fields.
 pub const PLAN_SERVICE: &str = "terraform";
 pub const PLAN_OPERATION: &str = "ApplyPlan";
-
-/// An `Option` that must still be present (`null` for none).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    Option::<T>::deserialize(d)
-}
 
 /// The plan a receipt approves, and the calls it covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -121,15 +121,11 @@ impl PlanStore {
             return Err(PlanStoreError::NotFound(id.to_string()));
         }
         let path = self.path(id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PlanStoreError::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(PlanStoreError::Io(path.display().to_string(), e)),
-        };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| PlanStoreError::Corrupt(path.display().to_string(), e))
+        super::read_json(&path).map_err(|e| match e {
+            super::ReadError::Missing => PlanStoreError::NotFound(id.to_string()),
+            super::ReadError::Io(e) => PlanStoreError::Io(path.display().to_string(), e),
+            super::ReadError::Corrupt(e) => PlanStoreError::Corrupt(path.display().to_string(), e),
+        })
     }
 
     fn put(&self, p: &PlanRecord) -> Result<(), PlanStoreError> {
