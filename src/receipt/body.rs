@@ -175,7 +175,9 @@ fn base64url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 /// An `Option` that must still be present (`null` for none): serde would otherwise take a
 /// missing field for `None`.
-pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     Option::<T>::deserialize(d)
 }
 
