@@ -245,6 +245,9 @@ def test_destroy_plan_approved_once_runs_with_no_held_call(
         "rds:DeleteDBSnapshot", "s3:DeleteBucket", "s3:DeleteObjects", "s3:DeleteObject",
     }, used
     assert all(e["agent"] == agent.name for e in used), used
+    timeline = [e for e in events[since:] if e["event"] in ("plan_entry_used", "plan_spent")]
+    print("timeline (audit, UTC):", *(f"{e['time']} {e['event']} {e.get('action', '')} {e.get('address', '')}"
+                                      for e in timeline), sep="\n  ")
     assert [e["event"] for e in events if e.get("plan") == plan_id][:2] == ["plan_submitted", "plan_approved"]
     assert [e for e in events if e["event"] == "plan_spent" and e["plan"] == plan_id], events
     assert plan_record(gate, plan_id)["status"] == "spent"
