@@ -28,9 +28,9 @@ pub(super) struct PlanBegin {
     ttl_secs: u64,
 }
 
-fn status_text(p: &PlanRecord) -> String {
+fn status_text(p: &PlanRecord, status: PlanStatus) -> String {
     let by = p.decided_by.as_deref().unwrap_or("an approver");
-    match p.status {
+    match status {
         PlanStatus::Pending => "Waiting for a decision".into(),
         PlanStatus::Approved => {
             format!("Approved by {by}: its calls go through while the receipt is valid")
@@ -81,8 +81,8 @@ impl App {
                 StatusCode::OK,
                 &json!({
                     "id": p.id,
-                    "status": p.status.as_str(),
-                    "status_text": status_text(&p),
+                    "status": p.status_at(time::OffsetDateTime::now_utc()).as_str(),
+                    "status_text": status_text(&p, p.status_at(time::OffsetDateTime::now_utc())),
                     "receipt_id": p.receipt_id,
                 }),
             ),
@@ -132,13 +132,7 @@ impl App {
         let receipt_id = r.body.id.as_str();
         let store = PlanStore::open(&self.proxy.config.state_dir).map_err(|e| e.to_string())?;
         let p = store
-            .decide(
-                &r.body.approval_id,
-                approve,
-                approver,
-                receipt_id,
-                json.as_bytes(),
-            )
+            .decide(&r.body.approval_id, r, approver, json.as_bytes())
             .map_err(|e| e.to_string())?;
         tracing::info!(plan = %p.id, receipt = %receipt_id, %approver, decision = %r.body.decision, calls = p.entries.len(), "plan decided with a passkey");
         if approve {
@@ -193,11 +187,12 @@ fn render(
         }
         b.push_str("</ul></section>");
     }
+    let status = p.status_at(time::OffsetDateTime::now_utc());
     let _ = write!(
         b,
         "<p id=\"status\" class=\"status {}\">{}</p>",
-        p.status.as_str(),
-        show(&status_text(p))
+        status.as_str(),
+        show(&status_text(p, status))
     );
     b.push_str("<dl class=\"facts\">");
     let mut fact = |k: &str, v: String| {

@@ -209,6 +209,7 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
             receipt_id: None,
             decided_by: None,
             decided_at: None,
+            expires_at: None,
         })
         .map_err(|e| e.to_string())?;
     crate::audit::append_now(&config.state_dir, super::records::submitted(&record))
@@ -231,7 +232,7 @@ fn print_plan(p: &PlanRecord) {
         p.id,
         shown(&p.agent),
         shown(&p.environment_label()),
-        p.status.as_str(),
+        p.status_at(time::OffsetDateTime::now_utc()).as_str(),
         p.destroyed.len(),
         p.entries.len()
     );
@@ -363,7 +364,7 @@ fn approve(
     let json = signed.to_json().map_err(|e| e.to_string())?;
     let receipt_id = signed.body.id.as_str().to_owned();
     let decided = store
-        .decide(id, true, approver.name(), &receipt_id, json.as_bytes())
+        .decide(id, &signed, approver.name(), json.as_bytes())
         .map_err(|e| e.to_string())?;
     crate::audit::append_now(
         &config.state_dir,

@@ -801,3 +801,31 @@ fn an_entry_covers_exactly_its_parameters_plus_the_free_ones() {
     other_account.account = Some("111111111111".into());
     assert!(!e.covers("staging", &other_account));
 }
+
+#[test]
+fn an_approved_plan_past_its_window_reads_as_expired() {
+    use crate::state::plans::{PlanRecord, PlanStatus};
+    let mut p = PlanRecord {
+        id: "p".into(),
+        status: PlanStatus::Approved,
+        agent: "a".into(),
+        digest: String::new(),
+        plan_created_at: None,
+        terraform_version: None,
+        submitted_at: String::new(),
+        environments: vec!["prod".into()],
+        destroyed: Vec::new(),
+        entries: Vec::new(),
+        receipt_id: Some("r".into()),
+        decided_by: Some("alice".into()),
+        decided_at: None,
+        expires_at: Some("2026-02-26T12:15:00Z".into()),
+    };
+    let before = time::macros::datetime!(2026-02-26 12:14:59 UTC);
+    let after = time::macros::datetime!(2026-02-26 12:15:00 UTC);
+    assert_eq!(p.status_at(before), PlanStatus::Approved);
+    assert_eq!(p.status_at(after), PlanStatus::Expired);
+    p.status = PlanStatus::Spent;
+    assert_eq!(p.status_at(after), PlanStatus::Spent);
+    assert_eq!(p.environment_label(), "prod");
+}

@@ -58,9 +58,27 @@ pub struct PlanRecord {
     pub receipt_id: Option<String>,
     pub decided_by: Option<String>,
     pub decided_at: Option<String>,
+    /// When the approved receipt's window ends.
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 impl PlanRecord {
+    /// The status as of `now`: an approved plan past its receipt's window is expired even
+    /// before a call finds it so (and records it).
+    pub fn status_at(&self, now: time::OffsetDateTime) -> PlanStatus {
+        let ended = self
+            .expires_at
+            .as_deref()
+            .and_then(crate::receipt::Timestamp::parse)
+            .is_some_and(|t| now >= t.as_datetime());
+        if self.status == PlanStatus::Approved && ended {
+            PlanStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
     /// The environments as one label: `prod`, or `staging+prod`.
     pub fn environment_label(&self) -> String {
         self.environments.join("+")
@@ -176,11 +194,12 @@ impl PlanStore {
     pub fn decide(
         &self,
         id: &str,
-        approve: bool,
+        receipt: &crate::receipt::Receipt,
         by: &str,
-        receipt_id: &str,
         receipt_json: &[u8],
     ) -> Result<PlanRecord, PlanStoreError> {
+        let approve = receipt.body.decision == crate::receipt::Decision::Approve;
+        let receipt_id = receipt.body.id.as_str();
         self.locked(|| {
             let mut p = self.get(id)?;
             if p.status != PlanStatus::Pending {
@@ -200,6 +219,7 @@ impl PlanStore {
             p.receipt_id = Some(receipt_id.to_string());
             p.decided_by = Some(by.to_string());
             p.decided_at = Some(now_rfc3339());
+            p.expires_at = approve.then(|| receipt.body.expires_at.to_string());
             self.put(&p)?;
             Ok(p)
         })
