@@ -829,3 +829,122 @@ fn an_approved_plan_past_its_window_reads_as_expired() {
     assert_eq!(p.status_at(after), PlanStatus::Spent);
     assert_eq!(p.environment_label(), "prod");
 }
+
+/// A request as the provider's SDK sends it, identified exactly as the proxy does.
+fn identified(
+    signing: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> AwsCall {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        map.append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    crate::identify::identify(&crate::identify::Request {
+        signing_name: signing,
+        region: REGION,
+        method,
+        path,
+        query: &[],
+        headers: &map,
+        host: "localhost:8443",
+        body: Some(body.as_bytes()),
+        account: Some(ACCOUNT),
+    })
+    .unwrap_or_else(|e| panic!("{signing} {method} {path}: {e:?}"))
+}
+
+fn query(signing: &str, body: &str) -> AwsCall {
+    identified(
+        signing,
+        "POST",
+        "/",
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+fn json_call(signing: &str, target: &str, version: &str, body: &str) -> AwsCall {
+    identified(
+        signing,
+        "POST",
+        "/",
+        &[
+            ("content-type", &format!("application/x-amz-json-{version}")),
+            ("x-amz-target", target),
+        ],
+        body,
+    )
+}
+
+#[test]
+fn the_entries_cover_the_requests_the_provider_sends() {
+    let arn = |rest: &str| format!("arn:aws:{rest}");
+    let cases: Vec<(&str, Value, AwsCall)> = vec![
+        ("aws_vpc", json!({"id": "vpc-1"}),
+         query("ec2", "Action=DeleteVpc&Version=2016-11-15&VpcId=vpc-1")),
+        ("aws_instance", json!({"id": "i-1"}),
+         query("ec2", "Action=ModifyInstanceAttribute&Version=2016-11-15&InstanceId=i-1&DisableApiTermination.Value=false")),
+        ("aws_instance", json!({"id": "i-1"}),
+         query("ec2", "Action=TerminateInstances&Version=2016-11-15&InstanceId.1=i-1")),
+        ("aws_db_instance", json!({"id": "db-X", "identifier": "d", "skip_final_snapshot": true, "delete_automated_backups": true}),
+         query("rds", "Action=DeleteDBInstance&Version=2014-10-31&DBInstanceIdentifier=d&SkipFinalSnapshot=true&DeleteAutomatedBackups=true")),
+        ("aws_iam_role", json!({"id": "r", "name": "r"}),
+         query("iam", "Action=DeleteRole&Version=2010-05-08&RoleName=r")),
+        ("aws_iam_role", json!({"id": "r", "name": "r"}),
+         query("iam", "Action=RemoveRoleFromInstanceProfile&Version=2010-05-08&RoleName=r&InstanceProfileName=p")),
+        ("aws_lb", json!({"id": "x", "arn": arn(&format!("elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/app/l/1"))}),
+         query("elasticloadbalancing", &format!("Action=DeleteLoadBalancer&Version=2015-12-01&LoadBalancerArn=arn%3Aaws%3Aelasticloadbalancing%3A{REGION}%3A{ACCOUNT}%3Aloadbalancer%2Fapp%2Fl%2F1"))),
+        ("aws_elasticache_cluster", json!({"id": "c", "cluster_id": "c", "final_snapshot_identifier": "f"}),
+         query("elasticache", "Action=DeleteCacheCluster&Version=2015-02-02&CacheClusterId=c&FinalSnapshotIdentifier=f")),
+        ("aws_sns_topic", json!({"id": "t", "arn": arn(&format!("sns:{REGION}:{ACCOUNT}:t"))}),
+         query("sns", &format!("Action=DeleteTopic&Version=2010-03-31&TopicArn=arn%3Aaws%3Asns%3A{REGION}%3A{ACCOUNT}%3At"))),
+        ("aws_dynamodb_table", json!({"id": "t", "name": "t"}),
+         json_call("dynamodb", "DynamoDB_20120810.DeleteTable", "1.0", r#"{"TableName":"t"}"#)),
+        ("aws_kms_key", json!({"id": "k", "key_id": "k", "deletion_window_in_days": 7}),
+         json_call("kms", "TrentService.ScheduleKeyDeletion", "1.1", r#"{"KeyId":"k","PendingWindowInDays":7}"#)),
+        ("aws_secretsmanager_secret", json!({"id": "s", "arn": arn(&format!("secretsmanager:{REGION}:{ACCOUNT}:secret:s")), "recovery_window_in_days": 0}),
+         json_call("secretsmanager", "secretsmanager.DeleteSecret", "1.1", &format!(r#"{{"SecretId":"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:s","ForceDeleteWithoutRecovery":true}}"#))),
+        ("aws_cloudwatch_log_group", json!({"id": "g", "name": "g"}),
+         json_call("logs", "Logs_20140328.DeleteLogGroup", "1.1", r#"{"logGroupName":"g"}"#)),
+        ("aws_ecs_service", json!({"id": "svc", "cluster": "cl", "force_delete": true}),
+         json_call("ecs", "AmazonEC2ContainerServiceV20141113.DeleteService", "1.1", r#"{"cluster":"cl","service":"svc","force":true}"#)),
+        ("aws_ecr_repository", json!({"id": "r", "name": "r", "registry_id": ACCOUNT, "force_delete": true}),
+         json_call("ecr", "AmazonEC2ContainerRegistry_V20150921.DeleteRepository", "1.1", &format!(r#"{{"registryId":"{ACCOUNT}","repositoryName":"r","force":true}}"#))),
+        ("aws_sqs_queue", json!({"id": "q", "url": format!("https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/q")}),
+         json_call("sqs", "AmazonSQS.DeleteQueue", "1.0", &format!(r#"{{"QueueUrl":"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/q"}}"#))),
+        ("aws_lambda_function", json!({"id": "f", "function_name": "f"}),
+         identified("lambda", "DELETE", "/2015-03-31/functions/f", &[], "")),
+        ("aws_efs_file_system", json!({"id": "fs-1"}),
+         identified("elasticfilesystem", "DELETE", "/2015-02-01/file-systems/fs-1", &[], "")),
+        ("aws_backup_vault", json!({"id": "v", "name": "v"}),
+         identified("backup", "DELETE", "/backup-vaults/v", &[], "")),
+        ("aws_route53_zone", json!({"id": "Z1", "zone_id": "Z1"}),
+         identified("route53", "DELETE", "/2013-04-01/hostedzone/Z1", &[], "")),
+        ("aws_s3_bucket", json!({"id": "b", "bucket": "b", "force_destroy": true}),
+         identified("s3", "DELETE", "/b/some/key", &[], "")),
+    ];
+    for (t, before, call) in cases {
+        let d = destroyed(&[change(t, &["delete"], before)], &defaults());
+        let entries = super::entries(&d, |_, _| "prod".to_owned());
+        assert!(
+            entries.iter().any(|e| e.covers("prod", &call)),
+            "{t}: no entry covers {}:{} {:?}\nentries: {:?}",
+            call.service,
+            call.operation,
+            call.params,
+            entries
+                .iter()
+                .map(|e| (&e.operation, &e.params, &e.free))
+                .collect::<Vec<_>>()
+        );
+    }
+}
