@@ -201,6 +201,13 @@ def test_destroy_plan_approved_once_runs_with_no_held_call(
     assert any("force_destroy" in w for w in destroyed["aws_s3_bucket.data"]["irreversible"]), printed
     assert "IRREVERSIBLE:" in printed and out["vpc_id"] in printed, printed
     assert re.fullmatch(r"[0-9a-f]{64}", record["digest"]) and record["environments"] == ["prod"], record
+    # The same plan as JSON is read alike; without the binary plan's state its digest differs.
+    (workdir / "plan.json").write_text(run([terraform, "show", "-json", "plan.bin"], env, cwd=workdir).stdout)
+    json_id, json_printed = submit(gate, workdir / "plan.json", agent.name, submit_env)
+    as_json = plan_record(gate, json_id)
+    assert [d["address"] for d in as_json["destroyed"]] == [d["address"] for d in record["destroyed"]]
+    assert as_json["entries"] == record["entries"] and as_json["digest"] != record["digest"]
+    assert "does not include the state's lineage and serial" in json_printed, json_printed
 
     # The human reads the page and touches their passkey once.
     credfile = gate.home / "passkey.json"
