@@ -51,9 +51,18 @@ pub async fn redeem(
         let Some(receipt_id) = plan.receipt_id.clone() else {
             continue;
         };
-        let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
-        let verified = match Receipt::from_json(&bytes).and_then(|r| receipt::verify(&r, &trusted))
-        {
+        // A plan whose receipt is missing or does not verify covers nothing; the call goes
+        // on to be held or refused as without a plan (never an error for every call).
+        let read = match receipt::ReceiptId::parse(&receipt_id) {
+            Some(_) => store.read_receipt(&receipt_id).map_err(|e| e.to_string()),
+            None => Err("not a receipt id".to_owned()),
+        };
+        let checked = read.and_then(|bytes| {
+            Receipt::from_json(&bytes)
+                .and_then(|r| receipt::verify(&r, &trusted))
+                .map_err(|e| e.to_string())
+        });
+        let verified = match checked {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(plan = %plan.id, receipt = %receipt_id, error = %e, "a stored plan receipt does not verify; it covers nothing");
