@@ -273,18 +273,8 @@ pub fn main() -> ExitCode {
 type CmdResult = Result<(), String>;
 
 /// The config at `config`; a missing one says to run `init`, an unreadable one says why.
-pub(crate) fn load(config: &Path) -> Result<Config, String> {
-    match config.try_exists() {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(format!(
-                "{} does not exist; run `airlock init` first",
-                config.display()
-            ))
-        }
-        Err(e) => return Err(format!("{}: {e}", config.display())),
-    }
-    Config::load(config).map_err(|e| e.to_string())
+fn load(config: &Path) -> Result<Config, String> {
+    Config::load_existing(config)
 }
 
 fn print_created(created: &init::Created) {
@@ -304,31 +294,6 @@ fn cmd_init(config_path: &Path) -> CmdResult {
     Ok(())
 }
 
-/// The environment an agent needs.
-pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, String)> {
-    let port = recorded_port(config, "proxy").unwrap_or(config.proxy_addr.port());
-    vec![
-        ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            agent.secret_access_key.expose().to_string(),
-        ),
-        ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
-        ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
-    ]
-}
-
-/// The port a running (or the last) `serve` bound, from `state/listen.json`.
-pub(crate) fn recorded_port(config: &Config, which: &str) -> Option<u16> {
-    let text = std::fs::read_to_string(config.state_dir.join("listen.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get(which)?
-        .as_str()?
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|a| a.port())
-}
-
 fn shell_quote(s: &str) -> String {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_./:=+@%,".contains(&b))
@@ -340,7 +305,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
-    let env = agent_env(config, agent);
+    let env = crate::exec::agent_env(config, agent);
     if json {
         let obj: serde_json::Map<String, serde_json::Value> = env
             .into_iter()
@@ -404,8 +369,12 @@ fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("airlock=info,warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "airlock=info,{},warn",
+            crate::credentials::QUIET_CHAIN
+        ))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -452,7 +421,8 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
             Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
             Ok(Err(e)) => tracing::warn!(
-                "{e}: airlock starts anyway, and answers forwarded calls with InternalFailure until it has credentials"
+                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {}",
+                crate::credentials::HOW_TO_GIVE_CREDENTIALS
             ),
             Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
         }
@@ -465,18 +435,18 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         let approvals_listener = bind(config.approvals_addr, "[listen] approvals").await?;
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
         let approvals_addr = approvals_listener.local_addr().map_err(|e| e.to_string())?;
-        let listen = serde_json::json!({"proxy": proxy_addr.to_string(), "approvals": approvals_addr.to_string(), "pid": std::process::id()});
-        crate::state::write_atomic(&config.state_dir.join("listen.json"), listen.to_string().as_bytes())
-            .map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
+        let listening = crate::state::listen::Listening { proxy: proxy_addr, approvals: approvals_addr, pid: Some(std::process::id()) };
+        listening.write(&config.state_dir).map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
         if fresh {
             let agent = AgentStore::new(&config.state_dir).add("default").map_err(|e| e.to_string())?;
             println!("# a first agent, \"default\"; give its environment to your agent:");
             print_agent_env(&config, &agent, false);
         }
+        let shutdown = crate::serve::signal();
         println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::serve::run(config, proxy_listener, approvals_listener, credentials, crate::serve::signal())
+        crate::serve::run(config, proxy_listener, approvals_listener, credentials, shutdown)
             .await
             .map_err(|e| e.to_string())
     })
@@ -522,11 +492,6 @@ fn cmd_doctor(config_path: &Path, agent_user: Option<&str>, json: bool) -> Resul
     Ok(report.findings.is_empty())
 }
 
-/// What `--insecure-plaintext-key` prints.
-const PLAINTEXT_WARNING: &str =
-    "airlock: WARNING: this approver key is not locked with a passphrase: \
-     any process that can read the file can approve; make a locked one with `airlock keygen`";
-
 fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
     use crate::receipt::keys::{check_name, MIN_PASSPHRASE_CHARS};
     check_name(name).map_err(|e| e.to_string())?;
@@ -537,7 +502,7 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
         .to_string());
     }
     let public = if plaintext {
-        eprintln!("{PLAINTEXT_WARNING}");
+        eprintln!("{}", crate::approvals::trust::PLAINTEXT_WARNING);
         crate::receipt::keygen(out, name)
     } else {
         let passphrase =
@@ -566,7 +531,7 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
         .into_iter()
         .filter(|a| all || a.status == Status::Pending)
         .collect();
-    let port = recorded_port(&config, "approvals").unwrap_or(config.approvals_addr.port());
+    let port = config.listening().approvals.port();
     if json {
         let rows: Vec<_> = list
             .iter()
@@ -602,48 +567,6 @@ fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
         }
     }
     Ok(())
-}
-
-/// An approver's key, unlocked with its passphrase from the terminal, and the config's
-/// `[[approver]]` it belongs to: what `approve`, `deny` and `plan approve` sign with.
-pub(crate) fn load_approver_key(
-    config: &Config,
-    key_path: &Path,
-    allow_plaintext: bool,
-) -> Result<(crate::receipt::ApproverKey, crate::receipt::ApproverPublic), String> {
-    use crate::receipt::{self, ApproverKey, Unlock};
-    let mut ask = |name: &str, key_id: &receipt::KeyId| {
-        crate::tty::read_passphrase(&format!(
-            "Passphrase for {name:?}'s key {key_id} ({}): ",
-            key_path.display()
-        ))
-    };
-    let loaded = ApproverKey::load_approver(
-        key_path,
-        Unlock {
-            allow_plaintext,
-            passphrase: &mut ask,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    if loaded.plaintext {
-        eprintln!("{PLAINTEXT_WARNING}");
-    }
-    let key = loaded.key;
-    // Only a key the config trusts may sign: say so now rather than at the proxy.
-    let approver = config
-        .approvers
-        .iter()
-        .filter_map(|a| receipt::ApproverPublic::from_config(&a.name, &a.public_key).ok())
-        .find(|p| p.key_id() == &key.key_id())
-        .ok_or_else(|| {
-            format!(
-                "the key in {} is not an [[approver]] in {}",
-                key_path.display(),
-                config.path.display()
-            )
-        })?;
-    Ok((key, approver))
 }
 
 fn cmd_decide(
@@ -683,7 +606,8 @@ fn cmd_decide(
     for (name, value) in &pending.call.params {
         eprintln!("  {} = {}", shown(name), shown(value));
     }
-    let (key, approver) = load_approver_key(&config, key_path, allow_plaintext)?;
+    let (key, approver) =
+        crate::approvals::trust::load_approver_key(&config, key_path, allow_plaintext)?;
     let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
     let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
     validity.ttl = config.approval.receipt_ttl;

@@ -105,12 +105,12 @@ fn any_region() -> Vec<String> {
 }
 
 /// `[[approver]]`: a person whose key may sign receipts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApproverEntry {
-    pub name: String,
+struct ApproverEntry {
+    name: String,
     /// `ed25519:BASE64` (as `airlock keygen` prints it).
-    pub public_key: String,
+    public_key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,7 +225,8 @@ pub struct Config {
     pub path: PathBuf,
     pub proxy_addr: SocketAddr,
     pub approvals_addr: SocketAddr,
-    pub public_url: Option<String>,
+    /// `[listen] public_url`: the proxy's address as agents reach it (https).
+    pub public_url: Option<PublicUrl>,
     pub tls_dir: PathBuf,
     pub state_dir: PathBuf,
     pub upstream: Upstream,
@@ -233,7 +234,8 @@ pub struct Config {
     pub limits: Limits,
     pub policy: crate::policy::Policy,
     pub environments: Vec<Environment>,
-    pub approvers: Vec<ApproverEntry>,
+    /// `[[approver]]`: parsed once; receipts are checked against these keys.
+    pub approvers: Vec<crate::receipt::ApproverPublic>,
     pub approval: Approval,
     pub notify: Notify,
 }
@@ -257,8 +259,84 @@ pub struct Approval {
     /// How many calls one receipt covers.
     pub uses: u32,
     /// The base of approval links (`{public_url}/approvals/{id}`); default
-    /// `http://localhost:<approvals port>`.
-    pub public_url: Option<String>,
+    /// `http://localhost:<approvals port>` (see [`Config::approval_page`]).
+    pub public_url: Option<PublicUrl>,
+}
+
+/// A URL from the config, checked once (scheme, host; for a base or an endpoint no path
+/// beyond `/` and no query), with what the code needs of it worked out once: the base
+/// without a trailing `/`, the origin, the authority and the host (a WebAuthn RP ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    uri: http::Uri,
+    base: String,
+    origin: String,
+    authority: String,
+    host: String,
+}
+
+impl PublicUrl {
+    /// Checks `text` as a URL of one of `schemes`, with a host; `bare` also refuses a path
+    /// or a query.
+    fn parse(text: &str, schemes: &[&str], bare: bool) -> Result<PublicUrl, String> {
+        let uri: http::Uri = text.parse().map_err(|_| format!("{text:?} is not a URL"))?;
+        let shown = schemes
+            .iter()
+            .map(|s| format!("{s}://"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let scheme = uri.scheme_str().unwrap_or("");
+        let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
+            return Err(format!("{text:?} must be an {shown} URL with a host"));
+        };
+        if !schemes.contains(&scheme) {
+            return Err(format!("{text:?} must be an {shown} URL"));
+        }
+        let has_path = !(uri.path() == "/" || uri.path().is_empty());
+        if bare && (has_path || uri.query().is_some()) {
+            return Err(format!("{text:?} must be {shown} with a host and no path"));
+        }
+        Ok(PublicUrl {
+            base: text.trim_end_matches('/').to_string(),
+            origin: format!("{scheme}://{authority}"),
+            authority: authority.as_str().to_string(),
+            host: host.to_string(),
+            uri,
+        })
+    }
+
+    /// `http://localhost:<port>`.
+    fn localhost(port: u16) -> PublicUrl {
+        let authority = format!("localhost:{port}");
+        let origin = format!("http://{authority}");
+        PublicUrl {
+            uri: http::Uri::try_from(origin.as_str()).unwrap_or_default(),
+            base: origin.clone(),
+            origin,
+            authority,
+            host: "localhost".into(),
+        }
+    }
+
+    /// The URL as written, without a trailing `/`: the base that paths are appended to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+    /// `scheme://host[:port]`, as a browser states its origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+    /// `host[:port]`, as the `Host` header names it.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+    /// The host alone (for the approval page, the WebAuthn relying party id).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    pub fn uri(&self) -> &http::Uri {
+        &self.uri
+    }
 }
 
 /// The environment a call belongs to when no `[[environment]]` matches.
@@ -280,14 +358,49 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_ENVIRONMENT.to_string())
     }
 
+    /// Where the approval page is reached, for a page listening on `approvals_port`: its
+    /// `[approval] public_url`, else `http://localhost:<port>` (`localhost`, not
+    /// `127.0.0.1`: WebAuthn needs a host name as its relying party).
+    pub fn approval_page(&self, approvals_port: u16) -> PublicUrl {
+        match &self.approval.public_url {
+            Some(url) => url.clone(),
+            None => PublicUrl::localhost(approvals_port),
+        }
+    }
+
     /// The approval link for a pending call.
     pub fn approval_link(&self, approvals_port: u16, id: &str) -> String {
-        let base = self
-            .approval
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://localhost:{approvals_port}"));
-        format!("{}/approvals/{id}", base.trim_end_matches('/'))
+        format!(
+            "{}/approvals/{id}",
+            self.approval_page(approvals_port).base()
+        )
+    }
+
+    /// Where a running (or the last) `serve` listens, from its record in the state dir;
+    /// the configured addresses when there is none.
+    pub fn listening(&self) -> crate::state::listen::Listening {
+        crate::state::listen::Listening::read(&self.state_dir).unwrap_or(
+            crate::state::listen::Listening {
+                proxy: self.proxy_addr,
+                approvals: self.approvals_addr,
+                pid: None,
+            },
+        )
+    }
+
+    /// Loads the config at `path` for a command, saying what to run when it does not exist.
+    pub fn load_existing(path: &Path) -> Result<Config, String> {
+        match path.try_exists() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "{} does not exist; run `airlock init` first",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+        Config::load(path).map_err(|e| e.to_string())
     }
 }
 
@@ -347,29 +460,24 @@ impl Config {
 
     /// The endpoint URL agents are given, for a proxy bound on `port`.
     pub fn agent_endpoint(&self, port: u16) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("https://localhost:{port}"))
+        match &self.public_url {
+            Some(url) => url.base().to_string(),
+            None => format!("https://localhost:{port}"),
+        }
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
-        let err = |key: &str, reason: String| ConfigError {
-            path: shown.clone(),
-            key: key.to_string(),
-            reason,
+        let check = Check {
+            shown: path.display().to_string(),
         };
         let text = std::fs::read_to_string(path)
-            .map_err(|e| err("(file)", format!("cannot read: {e}")))?;
+            .map_err(|e| check.err("(file)", format!("cannot read: {e}")))?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let shown = path.display().to_string();
-        let err = |key: &str, reason: String| ConfigError {
-            path: shown.clone(),
-            key: key.to_string(),
-            reason,
+        let check = Check {
+            shown: path.display().to_string(),
         };
         let raw: FileConfig = toml::from_str(text).map_err(|e| {
             let reason = e.message().to_string();
@@ -380,7 +488,7 @@ impl Config {
                 }
                 None => "(syntax)".to_string(),
             };
-            err(&key, reason)
+            check.err(&key, reason)
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() {
@@ -389,256 +497,315 @@ impl Config {
             base
         };
         let base = std::path::absolute(&base)
-            .map_err(|e| err("(file)", format!("cannot resolve its directory: {e}")))?;
+            .map_err(|e| check.err("(file)", format!("cannot resolve its directory: {e}")))?;
         let resolve = |p: &str| normalize(&base.join(p));
-
-        let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
-            v.parse().map_err(|_| {
-                err(
-                    key,
-                    format!("{v:?} is not an address such as 127.0.0.1:8443"),
-                )
-            })
-        };
-        let proxy_addr = addr("[listen] proxy", &raw.listen.proxy)?;
-        let approvals_addr = addr("[listen] approvals", &raw.listen.approvals)?;
-        // In a container, loopback is the container's own: the page must listen on the
-        // container's interface, and the port is published on the host's loopback instead.
-        if !approvals_addr.ip().is_loopback() && !raw.listen.in_container {
-            return Err(err(
-                "[listen] approvals",
-                "the approval page serves plain HTTP and must listen on a loopback address (in a container published on the host's loopback only: in_container = true)".into(),
-            ));
-        }
-        if let Some(url) = &raw.listen.public_url {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|_| err("[listen] public_url", format!("{url:?} is not a URL")))?;
-            if uri.scheme_str() != Some("https") || uri.host().is_none() {
-                return Err(err(
-                    "[listen] public_url",
-                    format!("{url:?} must be an https:// URL"),
-                ));
-            }
-        }
-        let endpoint = match &raw.upstream.endpoint {
-            None => None,
-            Some(e) => {
-                let uri: http::Uri = e
-                    .parse()
-                    .map_err(|_| err("[upstream] endpoint", format!("{e:?} is not a URL")))?;
-                let ok_scheme = matches!(uri.scheme_str(), Some("http") | Some("https"));
-                let bare = uri.path() == "/" || uri.path().is_empty();
-                if !ok_scheme || uri.host().is_none() || !bare || uri.query().is_some() {
-                    return Err(err(
-                        "[upstream] endpoint",
-                        format!("{e:?} must be http:// or https:// with a host and no path"),
-                    ));
-                }
-                Some(uri)
-            }
-        };
-        // Capped so that `now + duration` can never overflow a clock.
-        let positive = |key: &str, v: u64| -> Result<Duration, ConfigError> {
-            match v {
-                0 => Err(err(key, "must be greater than 0".into())),
-                v if v > MAX_SECS => Err(err(key, format!("must be at most {MAX_SECS} (a year)"))),
-                v => Ok(Duration::from_secs(v)),
-            }
-        };
-        let size = |key: &str, v: u64, min: u64, max: u64| -> Result<usize, ConfigError> {
-            if v < min {
-                return Err(err(key, format!("must be at least {min}")));
-            }
-            if v > max {
-                return Err(err(key, format!("must be at most {max}")));
-            }
-            usize::try_from(v).map_err(|_| err(key, "is too large".into()))
-        };
-        let mut names = std::collections::BTreeSet::new();
-        for e in &raw.environment {
-            if e.name.is_empty() || !names.insert(e.name.clone()) {
-                return Err(err(
-                    "[[environment]] name",
-                    format!("{:?} is empty or used twice", e.name),
-                ));
-            }
-            if e.accounts.is_empty() {
-                return Err(err(
-                    "[[environment]] accounts",
-                    format!("environment {:?} names no account", e.name),
-                ));
-            }
-        }
-        let mut rule_names = std::collections::BTreeSet::new();
-        for r in &raw.rule {
-            if r.name.is_empty()
-                || r.name.starts_with("builtin:")
-                || !rule_names.insert(r.name.clone())
-            {
-                return Err(err(
-                    "[[rule]] name",
-                    format!("{:?} is empty, reserved (builtin:) or used twice", r.name),
-                ));
-            }
-            if r.actions.is_empty() {
-                return Err(err(
-                    "[[rule]] actions",
-                    format!("rule {:?} names no action", r.name),
-                ));
-            }
-            for a in &r.actions {
-                if a != "*" && !a.contains(':') {
-                    return Err(err(
-                        "[[rule]] actions",
-                        format!("rule {:?}: {a:?} must look like service:Operation", r.name),
-                    ));
-                }
-            }
-            check_overrides(r).map_err(|(key, why)| err(key, why))?;
-        }
-        let mut approver_names = std::collections::BTreeSet::new();
-        for a in &raw.approver {
-            if a.name.is_empty() || !approver_names.insert(a.name.clone()) {
-                return Err(err(
-                    "[[approver]] name",
-                    format!("{:?} is empty or used twice", a.name),
-                ));
-            }
-            crate::receipt::ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| {
-                err(
-                    "[[approver]] public_key",
-                    format!("approver {:?}: {e}", a.name),
-                )
-            })?;
-        }
-        if raw.approval.uses == 0 {
-            return Err(err("[approval] uses", "must be at least 1".into()));
-        }
-        if let Some(url) = &raw.approval.public_url {
-            let uri: http::Uri = url
-                .parse()
-                .map_err(|_| err("[approval] public_url", format!("{url:?} is not a URL")))?;
-            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
-                return Err(err(
-                    "[approval] public_url",
-                    format!("{url:?} must be an http(s) URL"),
-                ));
-            }
-        }
+        let listen = raw.listen.validate(&check)?;
         Ok(Config {
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
-            proxy_addr,
-            approvals_addr,
-            public_url: raw
-                .listen
-                .public_url
-                .map(|u| u.trim_end_matches('/').to_string()),
+            proxy_addr: listen.proxy,
+            approvals_addr: listen.approvals,
+            public_url: listen.public_url,
             tls_dir: resolve(&raw.tls.dir),
             state_dir: resolve(&raw.state.dir),
-            upstream: Upstream {
-                endpoint,
-                connect_timeout: positive(
-                    "[upstream] connect_timeout_secs",
-                    raw.upstream.connect_timeout_secs,
-                )?,
-                response_timeout: positive(
-                    "[upstream] response_timeout_secs",
-                    raw.upstream.response_timeout_secs,
-                )?,
-            },
+            upstream: raw.upstream.validate(&check)?,
             credentials: CredentialsConfig {
                 profile: raw.credentials.profile,
                 refresh_ahead: Duration::from_secs(raw.credentials.refresh_ahead_secs),
             },
-            limits: Limits {
-                max_buffered_body: size(
-                    "[limits] max_buffered_body_bytes",
-                    raw.limits.max_buffered_body_bytes,
-                    1024,
-                    u64::MAX,
-                )?,
-                max_chunk: size(
-                    "[limits] max_chunk_bytes",
-                    raw.limits.max_chunk_bytes,
-                    8192,
-                    u64::MAX,
-                )?,
-                // Below 4 KiB a signed SDK request may not fit; above 1 MiB is no limit at all.
-                max_header_bytes: size(
-                    "[limits] max_header_bytes",
-                    raw.limits.max_header_bytes,
-                    4096,
-                    1 << 20,
-                )?,
-                max_header_count: size(
-                    "[limits] max_header_count",
-                    raw.limits.max_header_count,
-                    32,
-                    4096,
-                )?,
-                header_read_timeout: positive(
-                    "[limits] header_read_timeout_secs",
-                    raw.limits.header_read_timeout_secs,
-                )?,
-                idle_timeout: positive("[limits] idle_timeout_secs", raw.limits.idle_timeout_secs)?,
-                max_connections: size(
-                    "[limits] max_connections",
-                    raw.limits.max_connections,
-                    1,
-                    MAX_CONNECTIONS,
-                )?,
-            },
+            limits: raw.limits.validate(&check)?,
             policy: crate::policy::Policy {
                 mode: raw.policy.mode,
-                rules: raw.rule,
+                rules: validate_rules(raw.rule, &check)?,
                 builtin: raw.policy.builtin,
             },
-            environments: raw.environment,
-            approvers: raw.approver,
-            notify: Notify {
-                webhook_url: match &raw.notify.webhook_url {
-                    None => None,
-                    Some(u) => {
-                        let uri: http::Uri = u.parse().map_err(|_| {
-                            err("[notify] webhook_url", format!("{u:?} is not a URL"))
-                        })?;
-                        if !matches!(uri.scheme_str(), Some("http") | Some("https"))
-                            || uri.host().is_none()
-                        {
-                            return Err(err(
-                                "[notify] webhook_url",
-                                format!("{u:?} must be an http(s) URL"),
-                            ));
-                        }
-                        Some(uri)
-                    }
-                },
-                desktop: raw.notify.desktop.unwrap_or(true),
-            },
-            approval: Approval {
-                hold: match raw.approval.hold_seconds {
-                    0 => Duration::ZERO,
-                    v => positive("[approval] hold_seconds", v)?,
-                },
-                max_held: size(
-                    "[approval] max_held",
-                    raw.approval.max_held as u64,
-                    0,
-                    MAX_CONNECTIONS,
-                )?,
-                receipt_ttl: positive(
-                    "[approval] receipt_ttl_secs",
-                    raw.approval.receipt_ttl_secs,
-                )?,
-                uses: raw.approval.uses,
-                public_url: raw
-                    .approval
-                    .public_url
-                    .map(|u| u.trim_end_matches('/').to_string()),
-            },
+            environments: validate_environments(raw.environment, &check)?,
+            approvers: validate_approvers(&raw.approver, &check)?,
+            notify: raw.notify.validate(&check)?,
+            approval: raw.approval.validate(&check)?,
         })
     }
+}
+
+/// The checks every section shares, each naming the file and the key when it fails.
+struct Check {
+    shown: String,
+}
+
+impl Check {
+    fn err(&self, key: &str, reason: String) -> ConfigError {
+        ConfigError {
+            path: self.shown.clone(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+
+    /// A URL of one of `schemes` with a host (see [`PublicUrl::parse`]).
+    fn url(
+        &self,
+        key: &str,
+        text: &str,
+        schemes: &[&str],
+        bare: bool,
+    ) -> Result<PublicUrl, ConfigError> {
+        PublicUrl::parse(text, schemes, bare).map_err(|why| self.err(key, why))
+    }
+
+    fn addr(&self, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+        v.parse().map_err(|_| {
+            self.err(
+                key,
+                format!("{v:?} is not an address such as 127.0.0.1:8443"),
+            )
+        })
+    }
+
+    /// A duration of at least a second, capped so that `now + duration` can never
+    /// overflow a clock.
+    fn positive(&self, key: &str, v: u64) -> Result<Duration, ConfigError> {
+        match v {
+            0 => Err(self.err(key, "must be greater than 0".into())),
+            v if v > MAX_SECS => Err(self.err(key, format!("must be at most {MAX_SECS} (a year)"))),
+            v => Ok(Duration::from_secs(v)),
+        }
+    }
+
+    fn size(&self, key: &str, v: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
+        if v < min {
+            return Err(self.err(key, format!("must be at least {min}")));
+        }
+        if v > max {
+            return Err(self.err(key, format!("must be at most {max}")));
+        }
+        usize::try_from(v).map_err(|_| self.err(key, "is too large".into()))
+    }
+}
+
+/// `[listen]`, validated.
+struct Listen {
+    proxy: SocketAddr,
+    approvals: SocketAddr,
+    public_url: Option<PublicUrl>,
+}
+
+impl FileListen {
+    fn validate(self, check: &Check) -> Result<Listen, ConfigError> {
+        let proxy = check.addr("[listen] proxy", &self.proxy)?;
+        let approvals = check.addr("[listen] approvals", &self.approvals)?;
+        // In a container, loopback is the container's own: the page must listen on the
+        // container's interface, and the port is published on the host's loopback instead.
+        if !approvals.ip().is_loopback() && !self.in_container {
+            return Err(check.err(
+                "[listen] approvals",
+                "the approval page serves plain HTTP and must listen on a loopback address (in a container published on the host's loopback only: in_container = true)".into(),
+            ));
+        }
+        let public_url = match &self.public_url {
+            None => None,
+            Some(url) => Some(check.url("[listen] public_url", url, &["https"], false)?),
+        };
+        Ok(Listen {
+            proxy,
+            approvals,
+            public_url,
+        })
+    }
+}
+
+impl FileUpstream {
+    fn validate(self, check: &Check) -> Result<Upstream, ConfigError> {
+        let endpoint = match &self.endpoint {
+            None => None,
+            Some(e) => Some(
+                check
+                    .url("[upstream] endpoint", e, &["http", "https"], true)?
+                    .uri()
+                    .clone(),
+            ),
+        };
+        Ok(Upstream {
+            endpoint,
+            connect_timeout: check
+                .positive("[upstream] connect_timeout_secs", self.connect_timeout_secs)?,
+            response_timeout: check.positive(
+                "[upstream] response_timeout_secs",
+                self.response_timeout_secs,
+            )?,
+        })
+    }
+}
+
+impl FileLimits {
+    fn validate(self, check: &Check) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            max_buffered_body: check.size(
+                "[limits] max_buffered_body_bytes",
+                self.max_buffered_body_bytes,
+                1024,
+                u64::MAX,
+            )?,
+            max_chunk: check.size(
+                "[limits] max_chunk_bytes",
+                self.max_chunk_bytes,
+                8192,
+                u64::MAX,
+            )?,
+            // Below 4 KiB a signed SDK request may not fit; above 1 MiB is no limit at all.
+            max_header_bytes: check.size(
+                "[limits] max_header_bytes",
+                self.max_header_bytes,
+                4096,
+                1 << 20,
+            )?,
+            max_header_count: check.size(
+                "[limits] max_header_count",
+                self.max_header_count,
+                32,
+                4096,
+            )?,
+            header_read_timeout: check.positive(
+                "[limits] header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            )?,
+            idle_timeout: check.positive("[limits] idle_timeout_secs", self.idle_timeout_secs)?,
+            max_connections: check.size(
+                "[limits] max_connections",
+                self.max_connections,
+                1,
+                MAX_CONNECTIONS,
+            )?,
+        })
+    }
+}
+
+impl FileNotify {
+    fn validate(self, check: &Check) -> Result<Notify, ConfigError> {
+        let webhook_url = match &self.webhook_url {
+            None => None,
+            Some(u) => Some(
+                check
+                    .url("[notify] webhook_url", u, &["http", "https"], false)?
+                    .uri()
+                    .clone(),
+            ),
+        };
+        Ok(Notify {
+            webhook_url,
+            desktop: self.desktop.unwrap_or(true),
+        })
+    }
+}
+
+impl FileApproval {
+    fn validate(self, check: &Check) -> Result<Approval, ConfigError> {
+        if self.uses == 0 {
+            return Err(check.err("[approval] uses", "must be at least 1".into()));
+        }
+        let public_url = match &self.public_url {
+            None => None,
+            Some(url) => {
+                Some(check.url("[approval] public_url", url, &["http", "https"], false)?)
+            }
+        };
+        Ok(Approval {
+            hold: match self.hold_seconds {
+                0 => Duration::ZERO,
+                v => check.positive("[approval] hold_seconds", v)?,
+            },
+            max_held: check.size(
+                "[approval] max_held",
+                self.max_held as u64,
+                0,
+                MAX_CONNECTIONS,
+            )?,
+            receipt_ttl: check.positive("[approval] receipt_ttl_secs", self.receipt_ttl_secs)?,
+            uses: self.uses,
+            public_url,
+        })
+    }
+}
+
+/// `[[environment]]`: names are unique and not empty, and each names an account.
+fn validate_environments(
+    environments: Vec<Environment>,
+    check: &Check,
+) -> Result<Vec<Environment>, ConfigError> {
+    let mut names = std::collections::BTreeSet::new();
+    for e in &environments {
+        if e.name.is_empty() || !names.insert(e.name.clone()) {
+            return Err(check.err(
+                "[[environment]] name",
+                format!("{:?} is empty or used twice", e.name),
+            ));
+        }
+        if e.accounts.is_empty() {
+            return Err(check.err(
+                "[[environment]] accounts",
+                format!("environment {:?} names no account", e.name),
+            ));
+        }
+    }
+    Ok(environments)
+}
+
+/// `[[rule]]`: unique names outside `builtin:`, actions shaped `service:Operation`, and
+/// overrides that are narrow (see [`check_overrides`]).
+fn validate_rules(
+    rules: Vec<crate::policy::Rule>,
+    check: &Check,
+) -> Result<Vec<crate::policy::Rule>, ConfigError> {
+    let mut rule_names = std::collections::BTreeSet::new();
+    for r in &rules {
+        if r.name.is_empty() || r.name.starts_with("builtin:") || !rule_names.insert(r.name.clone())
+        {
+            return Err(check.err(
+                "[[rule]] name",
+                format!("{:?} is empty, reserved (builtin:) or used twice", r.name),
+            ));
+        }
+        if r.actions.is_empty() {
+            return Err(check.err(
+                "[[rule]] actions",
+                format!("rule {:?} names no action", r.name),
+            ));
+        }
+        for a in &r.actions {
+            if a != "*" && !a.contains(':') {
+                return Err(check.err(
+                    "[[rule]] actions",
+                    format!("rule {:?}: {a:?} must look like service:Operation", r.name),
+                ));
+            }
+        }
+        check_overrides(r).map_err(|(key, why)| check.err(key, why))?;
+    }
+    Ok(rules)
+}
+
+/// `[[approver]]`: unique names, keys parsed (and kept) as Ed25519 public keys.
+fn validate_approvers(
+    approvers: &[ApproverEntry],
+    check: &Check,
+) -> Result<Vec<crate::receipt::ApproverPublic>, ConfigError> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut keys = Vec::with_capacity(approvers.len());
+    for a in approvers {
+        if a.name.is_empty() || !names.insert(a.name.clone()) {
+            return Err(check.err(
+                "[[approver]] name",
+                format!("{:?} is empty or used twice", a.name),
+            ));
+        }
+        let key =
+            crate::receipt::ApproverPublic::from_config(&a.name, &a.public_key).map_err(|e| {
+                check.err(
+                    "[[approver]] public_key",
+                    format!("approver {:?}: {e}", a.name),
+                )
+            })?;
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// A rule that overrides the catalogue must be narrow and explicit: it names built-in
@@ -812,6 +979,55 @@ mod tests {
             )),
             Ok(())
         );
+    }
+
+    #[test]
+    fn urls_and_approver_keys_are_kept_as_parsed() {
+        let p = Path::new("/c/airlock.toml");
+        let key = crate::receipt::ApproverKey::generate("alice")
+            .unwrap()
+            .public();
+        let text = format!(
+            "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n\
+             public_url = \"https://airlock.example:8443/\"\n\
+             [approval]\npublic_url = \"https://approve.example:9000/\"\n\
+             [[approver]]\nname = \"alice\"\npublic_key = \"{}\"\n",
+            key.config_value()
+        );
+        let c = Config::parse(p, &text).unwrap();
+        assert_eq!(c.approvers, vec![key]);
+        assert_eq!(c.agent_endpoint(1), "https://airlock.example:8443");
+        let page = c.approval_page(2);
+        assert_eq!(page.origin(), "https://approve.example:9000");
+        assert_eq!(page.authority(), "approve.example:9000");
+        assert_eq!(page.host(), "approve.example");
+        assert_eq!(
+            c.approval_link(2, "abc"),
+            "https://approve.example:9000/approvals/abc"
+        );
+        // Without a public URL: localhost on the port the page listens on.
+        let bare = "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n";
+        let c = Config::parse(p, bare).unwrap();
+        let page = c.approval_page(8444);
+        assert_eq!(page.origin(), "http://localhost:8444");
+        assert_eq!(page.host(), "localhost");
+        assert_eq!(
+            c.approval_link(8444, "x"),
+            "http://localhost:8444/approvals/x"
+        );
+        // Every URL key goes through the same check, and says which key failed.
+        for (key, line) in [
+            ("[listen] public_url", "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\npublic_url = \"http://x\"\n"),
+            ("[approval] public_url", "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n[approval]\npublic_url = \"ftp://x\"\n"),
+            ("[notify] webhook_url", "[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n[notify]\nwebhook_url = \"/relative\"\n"),
+        ] {
+            let e = Config::parse(p, line).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        // A key that is not an Ed25519 public key is refused when the file is read.
+        let bad = format!("{bare}[[approver]]\nname = \"bob\"\npublic_key = \"ed25519:AAAA\"\n");
+        let e = Config::parse(p, &bad).unwrap_err().to_string();
+        assert!(e.contains("[[approver]] public_key"), "{e}");
     }
 
     #[test]

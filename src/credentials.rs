@@ -14,6 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Mutex, RwLock};
 
+/// What a newcomer needs when airlock has no credentials of its own, said once by `serve`.
+pub const HOW_TO_GIVE_CREDENTIALS: &str = "give airlock real AWS credentials of its own: `aws configure` (or `aws sso login`), AWS_PROFILE or `[credentials] profile`, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in serve's environment";
+
+/// The log filter that keeps the chain's own lookups quiet: on a machine that is not an EC2
+/// instance, its instance-metadata (IMDS) probes fail by design, and `aws-config` logs each
+/// failure as a multi-line dump of nested errors. airlock says once what is missing
+/// instead; `AIRLOCK_LOG=aws_config=debug` shows the lookup.
+pub const QUIET_CHAIN: &str = "aws_config=error";
+
 /// How long a failed lookup is remembered before the chain is asked again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
 
@@ -97,7 +106,10 @@ impl RealCredentials {
                     "the credentials in airlock's own environment are an agent's proxy-only credentials, not real AWS credentials".into(),
                 )),
                 Ok(c) => Ok(c),
-                Err(e) => Err(CredentialsError(format!("no AWS credentials found ({e})"))),
+                Err(e) => {
+                    tracing::debug!(error = ?e, "the credential chain found nothing");
+                    Err(CredentialsError("no AWS credentials found".into()))
+                }
             },
         };
         match &result {

@@ -456,7 +456,7 @@ fn points_at_airlock(url: &str, config: &Config) -> bool {
         return false;
     };
     if let Some(public) = &config.public_url {
-        return url.trim_end_matches('/') == public.trim_end_matches('/');
+        return url.trim_end_matches('/') == public.base();
     }
     let loopback = matches!(
         uri.host(),

@@ -91,7 +91,8 @@ pub fn explain_request(
         query: &query,
         headers: &forwarded_headers,
         host: &host,
-        body: Some(body),
+        // What the gate reads: S3 bodies it streams unread are not shown to identification.
+        body: identify::reads_body(&scope.service, &method, &prepared.query).then_some(body),
         account,
     };
     let agent = AgentStore::new(&config.state_dir)
@@ -132,11 +133,54 @@ pub fn explain_request(
         "params": call.params,
         "agent": agent,
         "environment": environment,
-        "decision": decision.effect.as_str(),
-        "rule": decision.rule,
-        "class": decision.class,
-        "reason": decision.reason,
-        "irreversible": decision.irreversible,
+        "decision": decision.effect().as_str(),
+        "rule": decision.rule(),
+        "class": decision.class(),
+        "reason": decision.reason(),
+        "irreversible": decision.irreversible(),
         "mode": match config.policy.mode { crate::policy::Mode::Enforce => "enforce", crate::policy::Mode::Shadow => "shadow" },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An S3 request whose body the gate streams unread: explain does not read it either.
+    #[test]
+    fn explain_reads_the_body_only_where_the_gate_does() {
+        let config = Config::parse(
+            Path::new("/nonexistent/airlock/config/airlock.toml"),
+            crate::config::EXAMPLE,
+        )
+        .expect("the example config");
+        let request = |target: &str, body: &str| {
+            format!(
+                "PUT {target} HTTP/1.1\r\nHost: localhost:8443\r\nX-Amz-Date: 20260101T000000Z\r\n\
+                 X-Amz-Content-Sha256: UNSIGNED-PAYLOAD\r\n\
+                 Authorization: AWS4-HMAC-SHA256 Credential=AIRLOCKEXAMPLEKEY01/20260101/us-east-1/s3/aws4_request, \
+                 SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                "0".repeat(64),
+                body.len()
+            )
+        };
+        // PutBucketTagging: the gate streams its body, so a body that is not XML changes nothing.
+        let tagging = explain_request(
+            &config,
+            request("/bucket?tagging", "not xml").as_bytes(),
+            None,
+        )
+        .expect("explained");
+        assert_eq!(tagging["operation"], "PutBucketTagging", "{tagging}");
+        assert!(tagging.get("error").is_none(), "{tagging}");
+        // PutBucketVersioning: the gate reads its body, and so does explain.
+        let versioning = explain_request(
+            &config,
+            request("/bucket?versioning", "not xml").as_bytes(),
+            None,
+        )
+        .expect("explained");
+        assert!(versioning["error"].is_string(), "{versioning}");
+    }
 }

@@ -11,10 +11,6 @@ use crate::config::Config;
 use crate::state::approvals::Approval;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -25,23 +21,9 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// One attempt's limit (connect, send, answer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-fn client() -> &'static WebhookClient {
-    static CLIENT: OnceLock<WebhookClient> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https)
-    })
+fn client() -> &'static crate::net::HttpsClient<Full<Bytes>> {
+    static CLIENT: OnceLock<crate::net::HttpsClient<Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| crate::net::https_client(ATTEMPT_TIMEOUT))
 }
 
 /// Called once when a call first blocks. Returns at once (the work happens in the background).
@@ -62,8 +44,9 @@ pub fn blocked(config: &Config, approval: &Approval, link: &str) {
     }
 }
 
-/// Slack's `mrkdwn` treats `&`, `<` and `>` as control characters.
-fn slack_escape(s: &str) -> String {
+/// Slack's `mrkdwn` and `notify-send`'s body markup both treat `&`, `<` and `>` as control
+/// characters: escape them.
+fn markup_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -84,7 +67,7 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         a.summary(),
         a.agent
     );
-    let e = |s: &str| slack_escape(&crate::approvals::pages::visible(s));
+    let e = |s: &str| markup_escape(&crate::approvals::pages::visible(s));
     let mrkdwn =
         format!(
         "*Approval needed:* `{}`\n*Environment:* {}{}\n*Agent:* {}\n{}{}\n<{}|Review and decide>",
@@ -94,10 +77,10 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         e(&a.agent),
         e(&what),
         if a.irreversible { "\n*IRREVERSIBLE*" } else { "" },
-        slack_escape(link),
+        markup_escape(link),
     );
     json!({
-        "text": slack_escape(&crate::approvals::pages::visible(&text)),
+        "text": markup_escape(&crate::approvals::pages::visible(&text)),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}},
         ],
@@ -157,13 +140,6 @@ async fn send_webhook(url: http::Uri, body: String, approval: &str) {
         backoff *= 2;
     }
     tracing::warn!(%approval, "webhook not delivered; the approval is still on the page and in `airlock approvals`");
-}
-
-/// `notify-send` renders a little markup in the body: escape it.
-fn markup_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 fn desktop_message(a: &Approval, link: &str) -> (String, String) {

@@ -32,7 +32,7 @@ pub async fn run(
     let agents = AgentRegistry::open(&config.state_dir)?;
     let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(ServeError::Proxy)?;
     if let Ok(addr) = approvals_listener.local_addr() {
-        proxy.set_approvals_port(addr.port());
+        proxy.gate.set_approvals_port(addr.port());
     }
     {
         // Learn the account in the background: receipts and ARNs carry it.
@@ -69,10 +69,10 @@ pub async fn run(
     };
     let approvals = tokio::spawn(crate::approvals::serve(
         approvals_listener,
-        Arc::clone(&proxy),
+        Arc::clone(&proxy.gate),
         stopped(stop_rx.clone()),
     ));
-    let audit = proxy.audit.clone();
+    let audit = proxy.gate.audit.clone();
     let proxy_task = tokio::spawn(proxy::accept::serve(
         proxy,
         proxy_listener,
@@ -149,15 +149,21 @@ pub fn check_own_files(config: &Config, own_uid: u32) -> Result<(), String> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal sent right after the "listening" line is not lost.
+pub fn signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
     }
 }

@@ -192,7 +192,7 @@ impl EnrollmentStore {
             all.push(Enrollment {
                 token_sha256: hash,
                 name: name.to_owned(),
-                created_at: crate::state::approvals::now_rfc3339(),
+                created_at: crate::state::now_rfc3339(),
                 expires_at: unix_now().saturating_add(ttl),
                 used_at: None,
                 pending: None,
@@ -225,7 +225,7 @@ impl EnrollmentStore {
             if !e.usable(now) {
                 return Err("this enrollment link was already used or has expired".into());
             }
-            e.used_at = Some(crate::state::approvals::now_rfc3339());
+            e.used_at = Some(crate::state::now_rfc3339());
             e.pending = pending;
             Ok(e.name.clone())
         })
@@ -273,7 +273,7 @@ impl EnrollmentStore {
             e.settled = Some(Settled {
                 confirmed,
                 by: by.to_owned(),
-                at: crate::state::approvals::now_rfc3339(),
+                at: crate::state::now_rfc3339(),
             });
             Ok((e.clone(), record))
         })
@@ -283,7 +283,7 @@ impl EnrollmentStore {
     pub fn revoke(&self, name: &str) -> Result<usize, String> {
         self.update(|all| {
             let now = unix_now();
-            let at = crate::state::approvals::now_rfc3339();
+            let at = crate::state::now_rfc3339();
             let mut n = 0;
             for e in all.iter_mut().filter(|e| e.name == name) {
                 if e.usable(now) || e.waiting(now).is_some() {
@@ -334,27 +334,14 @@ pub fn require_state_owner(state_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The approval page's base URL: `[approval] public_url`, else `http://localhost:<port>` —
-/// `localhost`, not `127.0.0.1`, because WebAuthn needs a host name as its relying party.
-pub fn page_base(config: &Config, port: u16) -> String {
-    config
-        .approval
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://localhost:{port}"))
-        .trim_end_matches('/')
-        .to_owned()
-}
-
 pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
-    let config = crate::cli::load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
     let gated = !PasskeyStore::new(&config.state_dir).load()?.is_empty();
     let store = EnrollmentStore::new(&config.state_dir);
     let token = store.create(name, ENROLLMENT_TTL)?;
-    let port =
-        crate::cli::recorded_port(&config, "approvals").unwrap_or(config.approvals_addr.port());
-    let link = format!("{}/enroll/{token}", page_base(&config, port));
+    let port = config.listening().approvals.port();
+    let link = format!("{}/enroll/{token}", config.approval_page(port).base());
     println!(
         "# open this link in your browser within {} minutes to register a passkey for {name:?}; it works once:",
         ENROLLMENT_TTL.as_secs() / 60
@@ -367,7 +354,7 @@ pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
 }
 
 pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
-    let config = crate::cli::load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
     crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
     // Under the approvers lock, so a confirmation on the page cannot settle a pending
@@ -387,13 +374,13 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     println!(
         "revoked {name}: {removed} passkey(s) removed, {ended} open link(s) or pending passkey(s) ended; a running airlock refuses them within a second"
     );
-    if config.approvers.iter().any(|a| a.name == name) {
+    if config.approvers.iter().any(|a| a.name() == name) {
         println!(
             "# {name:?} also has an Ed25519 key in the [[approver]] list of {}: remove that block and restart `airlock serve` to revoke it too",
             config.path.display()
         );
     }
-    if removed == 0 && ended == 0 && !config.approvers.iter().any(|a| a.name == name) {
+    if removed == 0 && ended == 0 && !config.approvers.iter().any(|a| a.name() == name) {
         return Err(format!("no approver named {name:?}"));
     }
     Ok(())

@@ -42,8 +42,8 @@ pub mod pages;
 pub mod plan;
 pub mod trust;
 
+use crate::gate::Gate;
 use crate::proxy::body::{full, ProxyBody};
-use crate::proxy::Proxy;
 use crate::receipt::webauthn::{self, MAX_BATCH};
 use crate::receipt::{
     self, ApproverKey, Binding, Decision, KeyId, PasskeyPublic, Receipt, ReceiptBody, Validity,
@@ -85,7 +85,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 /// The approval page's state, shared by all connections.
 pub struct App {
-    proxy: Arc<Proxy>,
+    gate: Arc<Gate>,
     ceremonies: Ceremonies,
     /// airlock's own key, which countersigns passkey receipts (an error: why there is none).
     airlock_key: Result<ApproverKey, String>,
@@ -212,25 +212,12 @@ struct EnrollFinish {
 }
 
 impl App {
-    pub fn new(proxy: Arc<Proxy>, port: u16) -> App {
-        let config = &proxy.config;
-        let base = enroll::page_base(config, port);
-        let uri: Option<http::Uri> = base.parse().ok();
-        let scheme = uri
-            .as_ref()
-            .and_then(|u| u.scheme_str())
-            .unwrap_or("http")
-            .to_owned();
-        let authority = uri
-            .as_ref()
-            .and_then(|u| u.authority())
-            .map(|a| a.as_str().to_owned())
-            .unwrap_or_else(|| format!("localhost:{port}"));
-        let rp_id = uri
-            .as_ref()
-            .and_then(|u| u.host())
-            .unwrap_or("localhost")
-            .to_owned();
+    pub fn new(gate: Arc<Gate>, port: u16) -> App {
+        let config = &gate.config;
+        // Worked out once, when the config was read.
+        let page = config.approval_page(port);
+        let authority = page.authority().to_owned();
+        let rp_id = page.host().to_owned();
         if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.starts_with('[') {
             tracing::warn!(%rp_id, "[approval] public_url names an IP address: browsers refuse passkeys there; use a host name such as localhost");
         }
@@ -248,11 +235,11 @@ impl App {
         App {
             ceremonies: Ceremonies::default(),
             airlock_key,
-            origin: format!("{scheme}://{authority}"),
+            origin: page.origin().to_owned(),
             authority,
             rp_id,
             hosts,
-            proxy,
+            gate,
         }
     }
 
@@ -435,8 +422,8 @@ impl App {
     }
 
     fn passkeys(&self) -> Result<(receipt::TrustedKeys, Vec<trust::PasskeyRecord>), Refusal> {
-        let trusted = trust::trusted_keys(&self.proxy.config).map_err(Self::internal)?;
-        let records = trust::PasskeyStore::new(&self.proxy.config.state_dir)
+        let trusted = self.gate.trusted_keys().map_err(Self::internal)?;
+        let records = trust::PasskeyStore::new(&self.gate.config.state_dir)
             .load()
             .map_err(Self::internal)?;
         Ok((trusted, records))
@@ -444,7 +431,7 @@ impl App {
 
     /// The enrolled passkeys as the pages offer them: (key id, label).
     fn passkey_choices(&self) -> Result<Vec<(String, String)>, Refusal> {
-        let records = trust::PasskeyStore::new(&self.proxy.config.state_dir)
+        let records = trust::PasskeyStore::new(&self.gate.config.state_dir)
             .load()
             .map_err(Self::internal)?;
         Ok(records
@@ -460,7 +447,7 @@ impl App {
     }
 
     fn enrollments(&self) -> enroll::EnrollmentStore {
-        enroll::EnrollmentStore::new(&self.proxy.config.state_dir)
+        enroll::EnrollmentStore::new(&self.gate.config.state_dir)
     }
 
     /// An enrolled passkey by the id a page sent.
@@ -522,7 +509,7 @@ impl App {
                 ),
             ));
         }
-        trust::PasskeyStore::new(&self.proxy.config.state_dir)
+        trust::PasskeyStore::new(&self.gate.config.state_dir)
             .advance_counter(passkey.key_id(), facts.sign_count)
             .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
         Ok((trusted, passkey, assertion))
@@ -540,17 +527,17 @@ impl App {
 
     /// Records a change to who may approve, on disk before the page answers.
     fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
-        self.proxy
+        self.gate
             .audit
             .write(crate::audit::approver_change(event, approver, key_id, by));
-        if let Err(e) = self.proxy.audit.sync() {
+        if let Err(e) = self.gate.audit.sync() {
             tracing::error!(error = %e, "could not sync the audit record of a passkey change");
         }
     }
 
     /// Receipt lifetimes on offer: the configured one, then shorter round ones.
     fn ttl_choices(&self) -> Vec<Duration> {
-        let max = self.proxy.config.approval.receipt_ttl;
+        let max = self.gate.config.approval.receipt_ttl;
         let mut out = vec![max];
         for s in [3600, 900, 300, 60] {
             let d = Duration::from_secs(s);
@@ -562,7 +549,7 @@ impl App {
     }
 
     fn list(&self) -> Result<(Vec<Approval>, Vec<Approval>), Refusal> {
-        let all = self.proxy.approvals.list().map_err(Self::internal)?;
+        let all = self.gate.approvals.list().map_err(Self::internal)?;
         let (mut pending, decided): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|a| a.status == Status::Pending);
         pending.reverse(); // oldest first: the order they arrived in
@@ -606,7 +593,7 @@ impl App {
     }
 
     fn status_json(&self, id: &str) -> http::Response<ProxyBody> {
-        match self.proxy.approvals.get(id) {
+        match self.gate.approvals.get(id) {
             Ok(a) => json_response(StatusCode::OK, &pages::row_json(&a)),
             Err(ApprovalError::NotFound(_)) => {
                 api_refusal(refuse(StatusCode::NOT_FOUND, "no such approval"))
@@ -616,7 +603,7 @@ impl App {
     }
 
     fn approval_page(&self, id: &str) -> http::Response<ProxyBody> {
-        let a = match self.proxy.approvals.get(id) {
+        let a = match self.gate.approvals.get(id) {
             Ok(a) => a,
             Err(ApprovalError::NotFound(_)) => {
                 return page_refusal(refuse(
@@ -647,14 +634,14 @@ impl App {
             siblings: &siblings,
             passkeys: &passkeys,
             ttl_choices: &self.ttl_choices(),
-            uses: self.proxy.config.approval.uses,
+            uses: self.gate.config.approval.uses,
             csrf: &self.ceremonies.new_csrf(),
         };
         html(StatusCode::OK, pages::approval_page(&view))
     }
 
     fn enroll_page(&self, token: &str) -> http::Response<ProxyBody> {
-        let store = enroll::EnrollmentStore::new(&self.proxy.config.state_dir);
+        let store = enroll::EnrollmentStore::new(&self.gate.config.state_dir);
         match store.find(token) {
             Some(e) => {
                 let expires = time::OffsetDateTime::from_unix_timestamp(e.expires_at)
@@ -695,7 +682,7 @@ impl App {
     }
 
     fn decide_begin(&self, req: DecideBegin) -> Result<Value, Refusal> {
-        let config = &self.proxy.config;
+        let config = &self.gate.config;
         if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -712,7 +699,7 @@ impl App {
         let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
         let mut approvals = Vec::with_capacity(req.ids.len());
         for id in &req.ids {
-            let a = match self.proxy.approvals.get(id) {
+            let a = match self.gate.approvals.get(id) {
                 Ok(a) => a,
                 Err(ApprovalError::NotFound(_)) => {
                     return Err(refuse(StatusCode::NOT_FOUND, format!("no approval {id:?}")))
@@ -821,7 +808,7 @@ impl App {
                 continue;
             }
             let receipt_id = r.body.id.as_str().to_owned();
-            match self.proxy.approvals.decide(
+            match self.gate.approvals.decide(
                 &approval_id,
                 approve,
                 passkey.name(),
@@ -835,7 +822,7 @@ impl App {
                     );
                     let record =
                         crate::audit::decision(approve, &a, &receipt_id, passkey.name(), "passkey");
-                    self.proxy.audit.write(record);
+                    self.gate.audit.write(record);
                     decided.push(json!({"id": a.id, "status": pages::row_json(&a)["status"], "receipt_id": receipt_id}));
                 }
                 Err(e) => refused.push(json!({"id": approval_id, "error": e.to_string()})),
@@ -843,16 +830,16 @@ impl App {
         }
         // The decisions are on disk before the approver is told.
         if !decided.is_empty() {
-            if let Err(e) = self.proxy.audit.sync() {
+            if let Err(e) = self.gate.audit.sync() {
                 tracing::error!(error = %e, "could not sync the audit records of passkey decisions");
             }
         }
-        self.proxy.approvals_changed.notify_waiters();
+        self.gate.approvals_decided();
         Ok(json!({ "decided": decided, "refused": refused }))
     }
 
     fn enroll_begin(&self, req: EnrollBegin) -> Result<Value, Refusal> {
-        let store = enroll::EnrollmentStore::new(&self.proxy.config.state_dir);
+        let store = enroll::EnrollmentStore::new(&self.gate.config.state_dir);
         let e = store.find(&req.token).ok_or_else(|| {
             refuse(
                 StatusCode::FORBIDDEN,
@@ -934,7 +921,7 @@ impl App {
         };
         record.public().map_err(Self::internal)?;
         let key_id = record.key_id.clone();
-        let passkeys = trust::PasskeyStore::new(&self.proxy.config.state_dir);
+        let passkeys = trust::PasskeyStore::new(&self.gate.config.state_dir);
         // Once anyone has a passkey, a new one is an approval too: it waits for them.
         let gated = !passkeys.load().map_err(Self::internal)?.is_empty();
         let pending = gated.then(|| enroll::PendingPasskey {
@@ -957,7 +944,7 @@ impl App {
         if gated {
             tracing::warn!(approver = %name, %key_id, "passkey registered; it waits for an enrolled approver's confirmation on the approval page");
             self.audit_approver_change("passkey_pending", &name, &key_id, "enrollment link");
-            self.proxy.approvals_changed.notify_waiters();
+            self.gate.approvals_decided();
             return Ok(json!({ "enrolled": name, "key_id": key_id, "pending": true }));
         }
         passkeys
@@ -1028,14 +1015,14 @@ impl App {
         };
         let (_, approver, _) = self.check_assertion(&passkey, &challenge, Vec::new(), req)?;
         // Settling and adding are one step for `approver revoke` (`enroll::approvers_lock`).
-        let held = enroll::approvers_lock(&self.proxy.config.state_dir)
+        let held = enroll::approvers_lock(&self.gate.config.state_dir)
             .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e))?;
         let (e, record) = self
             .enrollments()
             .settle(&enrollment, &new_key_id, confirm, approver.name())
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         if let Some(record) = record {
-            trust::PasskeyStore::new(&self.proxy.config.state_dir)
+            trust::PasskeyStore::new(&self.gate.config.state_dir)
                 .add(record)
                 .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         }
@@ -1057,36 +1044,46 @@ impl App {
     }
 }
 
-/// Serves the approval page on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: impl Future<Output = ()>) {
+/// Serves the approval page on `listener` until `shutdown` resolves, then drains (the
+/// accept loop is [`crate::net`]'s).
+pub async fn serve(listener: TcpListener, gate: Arc<Gate>, shutdown: impl Future<Output = ()>) {
     let port = listener
         .local_addr()
         .map(|a| a.port())
-        .unwrap_or_else(|_| proxy.approvals_port());
-    let app = Arc::new(App::new(proxy, port));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-            _ = &mut shutdown => return,
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue; // dropped: too many connections
-        };
-        let app = Arc::clone(&app);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-            });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
-        });
-    }
+        .unwrap_or_else(|_| gate.approvals_port());
+    let app = Arc::new(App::new(gate, port));
+    let caps = crate::net::Caps {
+        connections: MAX_CONNECTIONS,
+        overflow: 0,
+    };
+    crate::net::accept_loop(
+        "approvals",
+        listener,
+        caps,
+        shutdown,
+        |tcp, peer, _, mut stop| {
+            let app = Arc::clone(&app);
+            async move {
+                let service = service_fn(move |req| {
+                    let app = Arc::clone(&app);
+                    async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+                });
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10));
+                let conn = builder.serve_connection(TokioIo::new(tcp), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                // Shutting down: finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        },
+    )
+    .await;
 }

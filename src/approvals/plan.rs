@@ -43,7 +43,7 @@ fn status_text(p: &PlanRecord, status: PlanStatus) -> String {
 
 impl App {
     fn plans(&self) -> Result<PlanStore, Refusal> {
-        PlanStore::open(&self.proxy.config.state_dir).map_err(Self::internal)
+        PlanStore::open(&self.gate.config.state_dir).map_err(Self::internal)
     }
 
     fn plan(&self, id: &str) -> Result<PlanRecord, Refusal> {
@@ -130,13 +130,13 @@ impl App {
     ) -> Result<Value, String> {
         let approve = r.body.decision == Decision::Approve;
         let receipt_id = r.body.id.as_str();
-        let store = PlanStore::open(&self.proxy.config.state_dir).map_err(|e| e.to_string())?;
+        let store = PlanStore::open(&self.gate.config.state_dir).map_err(|e| e.to_string())?;
         let p = store
             .decide(&r.body.approval_id, r, approver, json.as_bytes())
             .map_err(|e| e.to_string())?;
         tracing::info!(plan = %p.id, receipt = %receipt_id, %approver, decision = %r.body.decision, calls = p.entries.len(), "plan decided with a passkey");
         if approve {
-            self.proxy.audit.write(crate::plan::records::approved(
+            self.gate.audit.write(crate::plan::records::approved(
                 &p, receipt_id, approver, "passkey",
             ));
         }

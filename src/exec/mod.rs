@@ -4,7 +4,7 @@
 //! The child gets:
 //!
 //! - the agent's proxy-only `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`;
-//! - `AWS_ENDPOINT_URL`: the proxy of the running `serve` (its port from `state/listen.json`);
+//! - `AWS_ENDPOINT_URL`: the proxy of the running `serve` (its port from `state/listen.json`, [`crate::state::listen`]);
 //! - `AWS_CA_BUNDLE`: airlock's CA alone, for the AWS CLI and botocore;
 //! - `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`: a bundle
 //!   of the system's roots plus airlock's CA (`state/ca-bundle.pem`), so Go (Terraform), Node,
@@ -18,7 +18,7 @@
 //! settings ([`KEPT`]). The exit code is the child's (128 + the signal that ended it).
 
 use crate::config::Config;
-use crate::state::agents::AgentStore;
+use crate::state::agents::{AgentRecord, AgentStore};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -100,23 +100,32 @@ fn combined_bundle(config: &Config) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The environment an agent needs: its keys, and the endpoint and CA of the proxy (the
+/// running `serve`'s port when it recorded one).
+pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, String)> {
+    let port = config.listening().proxy.port();
+    vec![
+        ("AWS_ACCESS_KEY_ID", agent.access_key_id.clone()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            agent.secret_access_key.expose().to_string(),
+        ),
+        ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
+        ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
+    ]
+}
+
 pub fn run(config_path: &Path, agent: &str, command: &[String]) -> Result<i32, String> {
     use std::os::unix::process::ExitStatusExt as _;
     let Some((program, args)) = command.split_first() else {
         return Err("nothing to run: airlock exec AGENT -- CMD ARGS…".into());
     };
-    if !config_path.exists() {
-        return Err(format!(
-            "{} does not exist; run `airlock init` first",
-            config_path.display()
-        ));
-    }
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let config = Config::load_existing(config_path)?;
     // Only an active agent: a revoked one is not found.
     let record = AgentStore::new(&config.state_dir)
         .get(agent)
         .map_err(|e| e.to_string())?;
-    let agent_env = crate::cli::agent_env(&config, &record);
+    let agent_env = agent_env(&config, &record);
     let bundle = combined_bundle(&config)?;
     let env = child_env(std::env::vars_os(), &agent_env, &bundle);
     let status = std::process::Command::new(program)

@@ -1,4 +1,5 @@
-//! Phase 3, identify: which AWS call a verified request is. Pure code (no I/O).
+//! Which AWS call a verified request is: the pure core of the identify phase
+//! (`proxy::identify`). Pure code (no I/O).
 //!
 //! The answer comes from AWS's own models (`data/aws-model.json`) and from exactly the bytes
 //! airlock forwards: the path as forwarded, the decoded query pairs, the signed headers and
@@ -66,6 +67,15 @@ pub struct Request<'a> {
     pub body: Option<&'a [u8]>,
     /// The account of the real credentials, for ARNs.
     pub account: Option<&'a str>,
+}
+
+/// Does identification read this request's body? Every non-S3 body (its signature covers
+/// it, and the call's parameters are in it), and the few S3 bodies that say what a call acts
+/// on ([`s3_needs_body`]); other S3 bodies stream past unread. The gate buffers exactly the
+/// bodies this names, and `airlock explain` shows identification only those, so the two
+/// never read a request differently.
+pub fn reads_body(signing_name: &str, method: &str, query: &[(String, String)]) -> bool {
+    !crate::sigv4::uses_s3_rules(signing_name) || s3_needs_body(method, query)
 }
 
 /// Why a request is not identified. `code` is AWS-style, for the error response.

@@ -163,16 +163,12 @@ fn pick_agent(config: &Config, wanted: Option<&str>) -> Result<String, String> {
 }
 
 fn plan_link(config: &Config, id: &str) -> String {
-    let port =
-        crate::cli::recorded_port(config, "approvals").unwrap_or(config.approvals_addr.port());
-    format!(
-        "{}/plans/{id}",
-        crate::approvals::enroll::page_base(config, port)
-    )
+    let port = config.listening().approvals.port();
+    format!("{}/plans/{id}", config.approval_page(port).base())
 }
 
 fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), String> {
-    let config = crate::cli::load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let agent = pick_agent(&config, agent)?;
     let plan = read_plan(file)?;
     let account = mapping::plan_account(&plan.resource_changes);
@@ -318,7 +314,7 @@ pub fn print_grant(grant: &crate::receipt::PlanGrant) {
 }
 
 fn show(config_path: &Path, id: &str, json: bool) -> Result<(), String> {
-    let config = crate::cli::load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let record = store.get(id).map_err(|e| e.to_string())?;
     if json {
@@ -340,7 +336,7 @@ fn approve(
     allow_plaintext: bool,
 ) -> Result<(), String> {
     use crate::receipt::{self, Decision, ReceiptBody};
-    let config = crate::cli::load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let record = store.get(id).map_err(|e| e.to_string())?;
     if record.status != PlanStatus::Pending {
@@ -351,7 +347,8 @@ fn approve(
     }
     // What is signed is shown before the passphrase is asked for.
     print_plan(&record);
-    let (key, approver) = crate::cli::load_approver_key(&config, key_path, allow_plaintext)?;
+    let (key, approver) =
+        crate::approvals::trust::load_approver_key(&config, key_path, allow_plaintext)?;
     let mut body = ReceiptBody::new(
         &super::receipt_binding(&record),
         &record.id,

@@ -1,5 +1,5 @@
-//! Phase 4, decide: policy rules over environment, agent, action, resource and parameters.
-//! Pure code.
+//! The pure core of the decide phase (`proxy::decide`): policy rules over environment,
+//! agent, action, resource and parameters. Pure code.
 //!
 //! IAM-flavoured: each rule has an `effect` (`allow`, `require_receipt`, `deny`), `actions`
 //! (`rds:Delete*`), `resources` (ARN globs, also matched against `member=value`),
@@ -89,22 +89,58 @@ fn any() -> Vec<String> {
     vec!["*".to_string()]
 }
 
-/// What the policy decided, and why.
+/// What the policy decided, and why. Made only here ([`Policy::decide`], and
+/// [`changeset::apply`] once a change set is read); read through its accessors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub effect: Effect,
+    effect: Effect,
     /// The deciding rule's name (`default` when none matched).
-    pub rule: String,
-    pub reason: String,
+    rule: String,
+    reason: String,
     /// Any matching rule says the call cannot be undone.
-    pub irreversible: bool,
+    irreversible: bool,
     /// Why it cannot be undone: the reasons of the matching irreversible rules.
-    pub irreversible_reasons: Vec<String>,
+    irreversible_reasons: Vec<String>,
     /// The built-in class of the deciding rule, when it is a catalogue rule.
-    pub class: Option<&'static str>,
+    class: Option<&'static str>,
     /// A `credential-vending` rule matched and was not overridden, whichever rule decided
     /// (shadow mode refuses such calls too: credentials handed out cannot be taken back).
-    pub vends_credentials: bool,
+    vends_credentials: bool,
+}
+
+impl Decision {
+    pub fn effect(&self) -> Effect {
+        self.effect
+    }
+
+    /// The deciding rule's name (`default` when none matched).
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Any matching rule says the call cannot be undone.
+    pub fn irreversible(&self) -> bool {
+        self.irreversible
+    }
+
+    /// Why it cannot be undone.
+    pub fn irreversible_reasons(&self) -> &[String] {
+        &self.irreversible_reasons
+    }
+
+    /// The built-in class of the deciding rule, when it is a catalogue rule.
+    pub fn class(&self) -> Option<&'static str> {
+        self.class
+    }
+
+    /// A `credential-vending` rule matched and was not overridden.
+    pub fn vends_credentials(&self) -> bool {
+        self.vends_credentials
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -2,7 +2,7 @@
 //! (hyper), the limits that apply before a request is on the path, and graceful shutdown:
 //! on the shutdown signal the listener closes, every connection is asked to close once its
 //! requests are done (h2: GOAWAY), and serving ends when all have closed or after
-//! [`DRAIN_TIMEOUT`].
+//! [`crate::net::DRAIN_TIMEOUT`] (the accept loop is [`crate::net`]'s).
 //!
 //! Every limit answers AWS-shaped or closes a connection; none leaves a client hanging.
 //!
@@ -18,6 +18,7 @@ use super::body::{BoxError, ProxyBody};
 use super::error::{ProxyError, Shape};
 use super::{handle, Proxy};
 use crate::config::{Config, Limits};
+use crate::net::{accept_loop, Caps, Slot};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,12 +33,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-
-/// Longest wait for in-flight requests after the shutdown signal.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connections accepted past `max_connections` only to be answered 503.
 pub const OVERFLOW_CONNECTIONS: usize = 64;
@@ -186,7 +184,8 @@ struct Shared {
     overflow_builder: auto::Builder<TokioExecutor>,
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves, then drains.
+/// Serves the proxy on `listener` until `shutdown` resolves, then drains (see
+/// [`crate::net`]).
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -194,69 +193,39 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = proxy.config.limits.clone();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
-    let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         acceptor: TlsAcceptor::from(tls),
         builder: http_builder(&limits, false),
         overflow_builder: http_builder(&limits, true),
         proxy,
     });
-    tokio::pin!(shutdown);
-
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let caps = Caps {
+        connections: limits.max_connections,
+        overflow: OVERFLOW_CONNECTIONS,
+    };
+    accept_loop(
+        "proxy",
+        listener,
+        caps,
+        shutdown,
+        |tcp, peer, slot, stop| {
+            let shared = Arc::clone(&shared);
+            async move {
+                if slot == Slot::Overflow {
+                    let served = connection(&shared, tcp, peer, true, stop);
+                    if tokio::time::timeout(OVERFLOW_LIFETIME, served)
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(%peer, "over-the-cap connection outlived its time; closed");
+                    }
+                } else {
+                    connection(&shared, tcp, peer, false, stop).await;
                 }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let (permit, over) = match Arc::clone(&connections).try_acquire_owned() {
-            Ok(p) => (p, false),
-            Err(_) => match Arc::clone(&overflow).try_acquire_owned() {
-                Ok(p) => {
-                    tracing::debug!(%peer, "over the connection cap; this connection gets 503s");
-                    (p, true)
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, max_connections = limits.max_connections, overflow = OVERFLOW_CONNECTIONS, "over the connection cap and its overflow; connection closed");
-                    continue;
-                }
-            },
-        };
-        let shared = Arc::clone(&shared);
-        let stop = stop.subscribe();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if over {
-                let served = connection(&shared, tcp, peer, true, stop);
-                if tokio::time::timeout(OVERFLOW_LIFETIME, served)
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "over-the-cap connection outlived its time; closed");
-                }
-            } else {
-                connection(&shared, tcp, peer, false, stop).await;
             }
-        });
-    }
-    drop(listener);
-    stop.send_replace(true);
-    // Every connection holds a permit until it ends: all of them back means all closed.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    tokio::select! {
-        _ = connections.acquire_many(all) => tracing::info!("all in-flight requests finished"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("in-flight requests still running after {}s; closing", DRAIN_TIMEOUT.as_secs()),
-    }
+        },
+    )
+    .await;
 }
 
 /// One connection from TLS handshake to close: the proxy's requests, or (`overflow`) 503s.

@@ -166,7 +166,11 @@ pub async fn authenticate(
     let presigned = prepared.claim.presigned.is_some();
     // Read whole: every non-S3 body (its signature covers it, and identification reads it),
     // and the few S3 bodies that say what a call acts on (DeleteObjects' keys, ...).
-    let buffer = !s3 || crate::identify::s3_needs_body(parts.method.as_str(), &prepared.query);
+    let buffer = crate::identify::reads_body(
+        &prepared.claim.scope.service,
+        parts.method.as_str(),
+        &prepared.query,
+    );
     let verified_body = if buffer {
         let bytes = match read_limited(body, proxy.config.limits.max_buffered_body).await {
             Ok(b) => b,

@@ -1,6 +1,5 @@
-//! Phase 4, forward: a pooled keep-alive client (HTTP/1.1 over rustls with the bundled
-//! webpki roots, so the host's `SSL_CERT_FILE` and friends cannot redirect trust), bodies
-//! streamed both ways. An upstream that cannot be reached answers 503, one that breaks
+//! Phase 7, forward: the signed request through a pooled keep-alive client
+//! ([`crate::net::https_client`]: webpki roots only), bodies streamed both ways. An upstream that cannot be reached answers 503, one that breaks
 //! mid-call 502, one that is too slow 504: all AWS-shaped, all retried by SDKs.
 
 use super::body::{BoxError, ProxyBody};
@@ -9,30 +8,12 @@ use super::resign::SignedRequest;
 use crate::config::Upstream;
 use crate::sigv4::AuthError;
 use http_body_util::BodyExt;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::rt::TokioExecutor;
-use std::time::Duration;
 
-pub type Client = HyperClient<HttpsConnector<HttpConnector>, ProxyBody>;
+pub type Client = crate::net::HttpsClient<ProxyBody>;
 
-pub fn client(upstream: &Upstream) -> Result<Client, ProxyError> {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(upstream.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .http1_max_buf_size(64 * 1024)
-        .build(https))
+/// The upstream client (see [`crate::net::https_client`]).
+pub fn client(upstream: &Upstream) -> Client {
+    crate::net::https_client(upstream.connect_timeout)
 }
 
 /// Response headers that describe the upstream hop only.
@@ -57,11 +38,7 @@ pub async fn forward(
     signed: SignedRequest,
     shape: &Shape,
 ) -> Result<Forwarded, ProxyError> {
-    let SignedRequest {
-        request,
-        endpoint,
-        failure,
-    } = signed;
+    let (request, endpoint, failure) = signed.into_parts();
     let sent = tokio::time::timeout(upstream.response_timeout, client.request(request)).await;
     let check_failure = || -> Option<AuthError> {
         failure

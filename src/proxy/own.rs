@@ -1,17 +1,17 @@
 //! airlock's own calls to AWS, never an agent's: a query-protocol form POST signed with the
-//! real credentials (`aws-sigv4`, as in `resign`) and sent through the same pooled client and
+//! real credentials (`resign::sign_request`, the one signer) and sent through the same pooled client and
 //! `[upstream]` as forwarded calls. They learn airlock's account (`caller`) and read
 //! CloudFormation change sets (`changeset`). Every call is bounded in time and in the size
 //! of the answer it reads.
 
 use super::body::full;
+use super::resign::{sign_request, Signing};
 use super::Proxy;
 use crate::aws::endpoint::Endpoint;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
+use aws_sigv4::http_request::{SignableBody, SigningSettings};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How long one call may take to answer, and then to send its body.
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,34 +38,20 @@ pub async fn query_call(
 ) -> Result<Answer, String> {
     let creds = proxy.credentials.get().await.map_err(|e| e.0)?;
     let uri = format!("{}/", endpoint.base);
-    let body = form_body(form);
-    let identity = creds.into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&endpoint.signing_region)
-        .name(signing_name)
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| e.to_string())?
-        .into();
-    let signable = SignableRequest::new(
-        "POST",
-        uri.as_str(),
-        [("content-type", FORM)].into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .map_err(|e| e.to_string())?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| e.to_string())?
-        .into_parts();
+    let body = Bytes::from(form_body(form));
     let mut request = http::Request::builder()
         .method("POST")
         .uri(&uri)
         .header("content-type", FORM)
-        .body(full(body))
+        .body(full(body.clone()))
         .map_err(|e| e.to_string())?;
-    instructions.apply_to_request_http1x(&mut request);
+    let signing = Signing {
+        region: &endpoint.signing_region,
+        name: signing_name,
+        settings: SigningSettings::default(),
+        body: SignableBody::Bytes(&body),
+    };
+    sign_request(&mut request, creds, signing).map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(TIMEOUT, proxy.client.request(request))
         .await
         .map_err(|_| format!("{what} timed out"))?

@@ -10,8 +10,8 @@
 //! used, the plan is spent; once its window has ended, expired (both recorded once).
 
 use super::error::ProxyError;
-use super::redeem::{state_error, trusted_keys, Authorization};
-use super::Proxy;
+use super::redeem::{state_error, Authorization};
+use crate::gate::Gate;
 use crate::identify::AwsCall;
 use crate::receipt::{self, Receipt, ReceiptError};
 use crate::state::ledger::LedgerError;
@@ -34,18 +34,18 @@ fn entry_key(receipt_id: &str, index: usize) -> String {
 }
 
 pub async fn redeem(
-    proxy: &Proxy,
+    gate: &Gate,
     call: &AwsCall,
     agent: &str,
     environment: &str,
 ) -> Result<Option<Authorization>, ProxyError> {
-    let store = PlanStore::open(&proxy.config.state_dir).map_err(state_error)?;
+    let store = PlanStore::open(&gate.config.state_dir).map_err(state_error)?;
     let plans = store.approved_for(agent).map_err(state_error)?;
     if plans.is_empty() {
         return Ok(None);
     }
     // Read afresh: a passkey revoked while serve runs must stop counting at once.
-    let trusted = trusted_keys(&proxy.config).map_err(state_error)?;
+    let trusted = gate.trusted_keys().map_err(state_error)?;
     let now = time::OffsetDateTime::now_utc();
     for plan in plans {
         let Some(receipt_id) = plan.receipt_id.clone() else {
@@ -77,7 +77,7 @@ pub async fn redeem(
         match receipt::check_window(body, now) {
             Ok(()) => {}
             Err(ReceiptError::Expired(_)) => {
-                end(proxy, &store, &plan.id, &receipt_id, PlanStatus::Expired);
+                end(gate, &store, &plan.id, &receipt_id, PlanStatus::Expired);
                 continue;
             }
             Err(_) => continue,
@@ -95,13 +95,13 @@ pub async fn redeem(
         for index in covering {
             let key = entry_key(&receipt_id, index);
             let allowed = grant.entries[index].uses.unwrap_or(u32::MAX);
-            if !proxy.audit.writable() {
+            if !gate.audit.writable() {
                 return Err(ProxyError::state_unwritable(
                     "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
                 ));
             }
-            let turn = proxy.receipt_lock(&key).lock_owned().await;
-            match proxy.ledger.reserve(&key, allowed) {
+            let turn = gate.receipt_lock(&key).lock_owned().await;
+            match gate.ledger.reserve(&key, allowed) {
                 Ok(()) => {
                     tracing::info!(plan = %plan.id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
                     let used = PlanUse {
@@ -142,21 +142,21 @@ fn done_key(entry_key: &str) -> String {
 /// or its uses are all taken (a `DeleteBucket` refused while the bucket still holds objects
 /// uses one and is sent again); when every entry with limited uses is finished, the plan is
 /// spent.
-pub fn settled(proxy: &Proxy, used: &PlanUse, committed: bool, succeeded: bool) {
+pub fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bool) {
     if !committed {
         return;
     }
     if succeeded {
         let key = done_key(&entry_key(&used.receipt_id, used.index));
-        let recorded = proxy
+        let recorded = gate
             .ledger
             .reserve(&key, u32::MAX)
-            .and_then(|()| proxy.ledger.commit(&key));
+            .and_then(|()| gate.ledger.commit(&key));
         if let Err(e) = recorded {
             tracing::error!(plan = %used.plan_id, error = %e, "could not record a plan entry's success");
         }
     }
-    proxy.audit.write(crate::plan::records::entry_used(
+    gate.audit.write(crate::plan::records::entry_used(
         &used.plan_id,
         &used.receipt_id,
         &used.agent,
@@ -165,15 +165,15 @@ pub fn settled(proxy: &Proxy, used: &PlanUse, committed: bool, succeeded: bool) 
     ));
     let all_used = used.limits.iter().all(|(key, uses)| match uses {
         Some(n) => {
-            proxy.ledger.usage(key).committed >= *n
-                || proxy.ledger.usage(&done_key(key)).committed >= 1
+            gate.ledger.usage(key).committed >= *n
+                || gate.ledger.usage(&done_key(key)).committed >= 1
         }
         None => true,
     });
     if all_used {
-        match PlanStore::open(&proxy.config.state_dir) {
+        match PlanStore::open(&gate.config.state_dir) {
             Ok(store) => end(
-                proxy,
+                gate,
                 &store,
                 &used.plan_id,
                 &used.receipt_id,
@@ -187,7 +187,7 @@ pub fn settled(proxy: &Proxy, used: &PlanUse, committed: bool, succeeded: bool) 
 }
 
 /// Marks an approved plan spent or expired, and audits it once.
-fn end(proxy: &Proxy, store: &PlanStore, plan_id: &str, receipt_id: &str, status: PlanStatus) {
+fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: PlanStatus) {
     match store.end(plan_id, status) {
         Ok(true) => {
             tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");
@@ -196,8 +196,7 @@ fn end(proxy: &Proxy, store: &PlanStore, plan_id: &str, receipt_id: &str, status
             } else {
                 "plan_expired"
             };
-            proxy
-                .audit
+            gate.audit
                 .write(crate::plan::records::ended(event, plan_id, receipt_id));
         }
         Ok(false) => {}

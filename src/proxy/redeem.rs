@@ -1,10 +1,12 @@
-//! Phase 5, redeem: a call the policy says needs a receipt goes on only with a valid one.
+//! Phase 5, redeem: a call the policy said (in `decide`) needs a receipt goes on only with
+//! a valid one. Everything it reads and writes is the [`Gate`]'s.
 //!
 //! The agent never presents a receipt (nothing in a request is trusted as one): airlock
 //! looks up the approval for the call's exact binding (agent, environment, account, region,
 //! service, operation, resources, parameter digest). Without an approved one, the call is
 //! recorded as pending and refused with the approval link; identical retries attach to the
-//! same pending approval. With one, the receipt is verified against the trusted keys from
+//! same pending approval (or the call is held while a human decides, `[approval]
+//! hold_seconds`). With one, the receipt is verified against the trusted keys from
 //! the config, bound to this call, and a use is reserved in the durable ledger before the
 //! call is forwarded. [`Authorization::finish`] commits the use, or releases it when the
 //! upstream was never reached or answered with an error SDKs retry.
@@ -12,16 +14,15 @@
 //! Concurrent identical calls under one receipt go one at a time (a lock per receipt, held
 //! from reserve to commit/release), so a receipt never covers more calls than it allows.
 
+use super::decide::Decided;
 use super::error::{Cause, ProxyError};
 use super::forward::Forwarded;
-use super::Proxy;
-use crate::identify::AwsCall;
+use crate::gate::Gate;
 use crate::policy::Decision;
 use crate::receipt::{self, Binding, Receipt, TrustedKeys};
 use crate::state::approvals::{Approval, Status};
 use crate::state::ledger::LedgerError;
-use std::sync::Arc;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::OwnedMutexGuard;
 
 /// Proof that a receipt covers this call and one of its uses is reserved.
 pub struct Authorization {
@@ -50,42 +51,25 @@ pub fn binding_key(binding: &Binding) -> String {
     crate::sigv4::sha256_hex(v.to_string().as_bytes())
 }
 
-/// The trusted keys: the config's `[[approver]]` entries, airlock's own key and the enrolled
-/// passkeys (see `approvals::trust`); nothing from a request or a receipt.
+/// The trusted keys, for the CLI (see [`Gate::trusted_keys`]).
 pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, String> {
     crate::approvals::trust::trusted_keys(config)
 }
 
-impl Proxy {
-    pub(super) fn receipt_lock(&self, receipt_id: &str) -> Arc<Mutex<()>> {
-        Arc::clone(
-            self.receipt_locks
-                .entry(receipt_id.to_string())
-                .or_default()
-                .value(),
-        )
-    }
-
-    /// The link a human opens for an approval.
-    pub fn approval_link(&self, id: &str) -> String {
-        self.config.approval_link(self.approvals_port(), id)
-    }
-}
-
-fn blocked(proxy: &Proxy, approval: &Approval, is_new: bool, decision: &Decision) -> ProxyError {
-    let link = proxy.approval_link(&approval.id);
+fn blocked(gate: &Gate, approval: &Approval, is_new: bool, decision: &Decision) -> ProxyError {
+    let link = gate.approval_link(&approval.id);
     if is_new {
-        crate::notify::blocked(&proxy.config, approval, &link);
+        crate::notify::blocked(&gate.config, approval, &link);
         tracing::warn!(
             approval = %approval.id, agent = %approval.agent, environment = %approval.environment,
-            rule = %decision.rule, irreversible = decision.irreversible,
+            rule = %decision.rule(), irreversible = decision.irreversible(),
             "approval needed: {} → {link}", approval.summary()
         );
     }
-    let irreversible = if decision.irreversible {
+    let irreversible = if decision.irreversible() {
         format!(
             " IRREVERSIBLE: {}.",
-            decision.irreversible_reasons.join("; ")
+            decision.irreversible_reasons().join("; ")
         )
     } else {
         String::new()
@@ -94,7 +78,7 @@ fn blocked(proxy: &Proxy, approval: &Approval, is_new: bool, decision: &Decision
         "airlock: {} (environment {}) needs a human's approval (rule {}).{irreversible} Approve at {link} (or: airlock approve {} --key FILE), then retry.",
         approval.summary(),
         approval.environment,
-        decision.rule,
+        decision.rule(),
         approval.id
     ))
 }
@@ -104,20 +88,30 @@ pub(super) fn state_error(e: impl std::fmt::Display) -> ProxyError {
     ProxyError::internal("airlock cannot record this call's approval state, so it refuses it (fail closed); see airlock's log")
 }
 
+/// The receipt for this decided call, or the refusal that says what is missing.
 pub async fn redeem(
-    proxy: &Proxy,
-    call: &AwsCall,
+    gate: &Gate,
+    decided: &Decided,
     agent: &str,
-    environment: &str,
-    decision: &Decision,
 ) -> Result<Authorization, ProxyError> {
+    find_and_reserve(gate, decided, agent)
+        .await
+        .map_err(|e| decided.explain(e))
+}
+
+async fn find_and_reserve(
+    gate: &Gate,
+    decided: &Decided,
+    agent: &str,
+) -> Result<Authorization, ProxyError> {
+    let (call, environment, decision) = (decided.call(), decided.environment(), decided.decision());
     // An approved plan that covers this exact call lets it through with no hold.
-    if let Some(authorization) = super::plan::redeem(proxy, call, agent, environment).await? {
+    if let Some(authorization) = super::plan::redeem(gate, call, agent, environment).await? {
         return Ok(authorization);
     }
     let binding = Binding::of(call, agent, environment);
     let key = binding_key(&binding);
-    let store = &proxy.approvals;
+    let store = &gate.approvals;
     // At most a few rounds: an approval found used up or expired is closed, and the next
     // round opens a new pending one.
     let mut held_once = false;
@@ -132,8 +126,8 @@ pub async fn redeem(
                 let (a, is_new) = store
                     .record_blocked(&key, call, agent, environment, decision)
                     .map_err(state_error)?;
-                let refusal = blocked(proxy, &a, is_new, decision);
-                if held_once || !hold(proxy, &a.id).await {
+                let refusal = blocked(gate, &a, is_new, decision);
+                if held_once || !gate.hold(&a.id).await {
                     return Err(refusal);
                 }
                 held_once = true;
@@ -158,7 +152,7 @@ pub async fn redeem(
         };
         let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
         // Read afresh: a passkey enrolled while serve runs must count at once.
-        let trusted = trusted_keys(&proxy.config).map_err(state_error)?;
+        let trusted = gate.trusted_keys().map_err(state_error)?;
         let checked = Receipt::from_json(&bytes).and_then(|r| {
             receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())
         });
@@ -185,14 +179,14 @@ pub async fn redeem(
         };
         let allowed = verified.body().uses;
         let approver = verified.body().approver.clone();
-        if !proxy.audit.writable() {
+        if !gate.audit.writable() {
             tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing a call that needs a receipt (fail closed)");
             return Err(ProxyError::state_unwritable(
                 "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
             ));
         }
-        let turn = proxy.receipt_lock(&receipt_id).lock_owned().await;
-        match proxy.ledger.reserve(&receipt_id, allowed) {
+        let turn = gate.receipt_lock(&receipt_id).lock_owned().await;
+        match gate.ledger.reserve(&receipt_id, allowed) {
             Ok(()) => {
                 tracing::info!(approval = %approval.id, receipt = %receipt_id, %approver, "receipt use reserved");
                 return Ok(Authorization {
@@ -222,38 +216,6 @@ pub async fn redeem(
     ))
 }
 
-/// Holds a blocked call while a human decides: true when the approval was decided within
-/// `[approval] hold_seconds`. No thread per held call: a task that sleeps between looks
-/// at the approval (and wakes at once when this process decides it). At most
-/// `[approval] max_held` calls wait; the rest are answered at once.
-async fn hold(proxy: &Proxy, approval_id: &str) -> bool {
-    let hold = proxy.config.approval.hold;
-    if hold.is_zero() {
-        return false;
-    }
-    let Ok(_slot) = proxy.held.try_acquire() else {
-        tracing::warn!(approval = %approval_id, "too many calls held; answering at once");
-        return false;
-    };
-    let deadline = tokio::time::Instant::now() + hold;
-    loop {
-        match proxy.approvals.get(approval_id) {
-            Ok(a) if a.status != Status::Pending => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-        let tick = tokio::time::sleep(std::time::Duration::from_millis(250));
-        tokio::select! {
-            _ = tick => {}
-            _ = proxy.approvals_changed.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => return false,
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-    }
-}
-
 impl Authorization {
     /// A use of a plan receipt's entry, reserved under the entry's own lock.
     pub(super) fn for_plan_entry(
@@ -276,7 +238,7 @@ impl Authorization {
     /// Commits the use when the upstream answered with success or a final error; releases
     /// it when the upstream was never reached, the request never completed, or the answer
     /// is one SDKs retry (throttling, 5xx).
-    pub fn finish(self, proxy: &Proxy, result: &Result<Forwarded, ProxyError>) {
+    pub fn finish(self, gate: &Gate, result: &Result<Forwarded, ProxyError>) {
         let release = match result {
             Ok(f) => {
                 let status = f.response.status();
@@ -300,18 +262,18 @@ impl Authorization {
             }
         };
         let outcome = if release {
-            proxy.ledger.release(&self.receipt_id)
+            gate.ledger.release(&self.receipt_id)
         } else {
-            proxy.ledger.commit(&self.receipt_id)
+            gate.ledger.commit(&self.receipt_id)
         };
         if let Err(e) = outcome {
             tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use");
         }
         if let Some(plan) = &self.plan {
             let succeeded = matches!(result, Ok(f) if f.response.status().is_success());
-            super::plan::settled(proxy, plan, !release, succeeded);
-        } else if !release && proxy.ledger.usage(&self.receipt_id).committed >= self.allowed {
-            if let Err(e) = proxy.approvals.close(&self.approval_id) {
+            super::plan::settled(gate, plan, !release, succeeded);
+        } else if !release && gate.ledger.usage(&self.receipt_id).committed >= self.allowed {
+            if let Err(e) = gate.approvals.close(&self.approval_id) {
                 tracing::error!(approval = %self.approval_id, error = %e, "could not close the spent approval");
             }
         }

@@ -1,4 +1,4 @@
-//! Phase 3, re-sign: the verified request, signed anew with airlock's real credentials
+//! Phase 6, re-sign: the verified request, signed anew with airlock's real credentials
 //! (`aws-sigv4`) for the upstream that serves it. The agent's signature, token and date are
 //! already gone (see `authenticate::DROPPED_HEADERS`); what is signed here is exactly what
 //! is sent.
@@ -11,6 +11,7 @@ use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::model;
 use crate::identify::AwsCall;
 use crate::sigv4::{uses_s3_rules, PayloadClaim};
+use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
@@ -19,12 +20,90 @@ use aws_sigv4::sign::v4;
 use http_body_util::BodyExt;
 use std::time::SystemTime;
 
-/// A request ready for the upstream.
+/// A request ready for the upstream: made only here, taken apart only by `forward`.
 pub struct SignedRequest {
-    pub request: http::Request<ProxyBody>,
-    pub endpoint: Endpoint,
+    request: http::Request<ProxyBody>,
+    endpoint: Endpoint,
     /// Set when the streamed body failed a check on its way out.
-    pub failure: Option<FailureSlot>,
+    failure: Option<FailureSlot>,
+}
+
+impl SignedRequest {
+    /// The request, where it goes, and the slot a failed body check is reported in.
+    pub(crate) fn into_parts(self) -> (http::Request<ProxyBody>, Endpoint, Option<FailureSlot>) {
+        (self.request, self.endpoint, self.failure)
+    }
+}
+
+/// How one request is signed with the real credentials.
+pub struct Signing<'a> {
+    pub region: &'a str,
+    /// The signing name (`s3`, `cloudformation`).
+    pub name: &'a str,
+    pub settings: SigningSettings,
+    pub body: SignableBody<'a>,
+}
+
+/// Why a request could not be signed (never carries a credential).
+#[derive(Debug)]
+pub enum SignError {
+    /// A header's value is not visible ASCII (its name).
+    Header(String),
+    /// The signing parameters could not be built.
+    Params(String),
+    /// The request cannot be read as a signable request.
+    Request(String),
+    /// Signing failed.
+    Sign(String),
+}
+
+impl std::fmt::Display for SignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignError::Header(name) => write!(f, "the header {name} is not visible ASCII"),
+            SignError::Params(e) | SignError::Request(e) | SignError::Sign(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The one signing sequence (`aws-sigv4`), for forwarded calls and airlock's own
+/// (`own`): signs the request's method, URI and headers as they are now, then adds the
+/// signature's headers to it.
+pub fn sign_request<B>(
+    request: &mut http::Request<B>,
+    credentials: Credentials,
+    how: Signing<'_>,
+) -> Result<(), SignError> {
+    let uri = request.uri().to_string();
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        let value = value
+            .to_str()
+            .map_err(|_| SignError::Header(name.to_string()))?;
+        headers.push((name.as_str(), value));
+    }
+    let identity = credentials.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(how.region)
+        .name(how.name)
+        .time(SystemTime::now())
+        .settings(how.settings)
+        .build()
+        .map_err(|e| SignError::Params(e.to_string()))?
+        .into();
+    let signable = SignableRequest::new(
+        request.method().as_str(),
+        uri.as_str(),
+        headers.into_iter(),
+        how.body,
+    )
+    .map_err(|e| SignError::Request(e.to_string()))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| SignError::Sign(e.to_string()))?
+        .into_parts();
+    instructions.apply_to_request_http1x(request);
+    Ok(())
 }
 
 /// Where the call goes: the configured emulator, or the real endpoint of the service
@@ -107,34 +186,6 @@ pub async fn resign(
         },
     };
 
-    let mut header_pairs: Vec<(&str, &str)> = Vec::with_capacity(v.headers.len());
-    for (name, value) in &v.headers {
-        let value = value.to_str().map_err(|_| {
-            ProxyError::bad_request(format!("the header {name} is not visible ASCII"))
-        })?;
-        header_pairs.push((name.as_str(), value));
-    }
-    let identity = creds.into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(&endpoint.signing_region)
-        .name(&v.scope.service)
-        .time(SystemTime::now())
-        .settings(settings)
-        .build()
-        .map_err(|e| ProxyError::internal(format!("could not prepare the signature: {e}")))?
-        .into();
-    let signable = SignableRequest::new(
-        v.method.as_str(),
-        uri.as_str(),
-        header_pairs.into_iter(),
-        signable_body,
-    )
-    .map_err(|e| ProxyError::bad_request(format!("the request cannot be re-signed: {e}")))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| ProxyError::internal(format!("could not sign the request: {e}")))?
-        .into_parts();
-
     let (body, length, failure) = match v.body {
         VerifiedBody::Full { bytes, .. } => {
             let len = bytes.len() as u64;
@@ -153,12 +204,30 @@ pub async fn resign(
         .body(body)
         .map_err(|e| ProxyError::bad_request(format!("the request cannot be forwarded: {e}")))?;
     *request.headers_mut() = v.headers;
+    let signing = Signing {
+        region: &endpoint.signing_region,
+        name: &v.scope.service,
+        settings,
+        body: signable_body,
+    };
+    sign_request(&mut request, creds, signing).map_err(|e| match e {
+        SignError::Header(name) => {
+            ProxyError::bad_request(format!("the header {name} is not visible ASCII"))
+        }
+        SignError::Params(e) => {
+            ProxyError::internal(format!("could not prepare the signature: {e}"))
+        }
+        SignError::Request(e) => {
+            ProxyError::bad_request(format!("the request cannot be re-signed: {e}"))
+        }
+        SignError::Sign(e) => ProxyError::internal(format!("could not sign the request: {e}")),
+    })?;
+    // After signing: the length is the transport's, never part of the signature.
     if let Some(len) = length {
         request
             .headers_mut()
             .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     }
-    instructions.apply_to_request_http1x(&mut request);
     Ok(SignedRequest {
         request,
         endpoint,

@@ -2,8 +2,7 @@
 //! ([`Receipt`]: the body and its signatures).
 
 use super::canonical;
-use super::keys::{is_lower_hex, ApproverPublic, KeyId};
-use super::webauthn::PasskeyPublic;
+use super::ids::{is_lower_hex, present, KeyId, NamedKey};
 use super::ReceiptError;
 use crate::identify::{AwsCall, Resource};
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
@@ -173,14 +172,6 @@ fn base64url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
-/// An `Option` that must still be present (`null` for none): serde would otherwise take a
-/// missing field for `None`.
-pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    Option::<T>::deserialize(d)
-}
-
 /// Everything a receipt decides. Every field is signed, and every field is always written
 /// (`null` included), so nothing can be added or dropped without breaking the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,7 +240,7 @@ impl ReceiptBody {
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
-        approver: &ApproverPublic,
+        approver: &impl NamedKey,
         validity: Validity,
     ) -> ReceiptBody {
         Self::by(
@@ -267,7 +258,7 @@ impl ReceiptBody {
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
-        passkey: &PasskeyPublic,
+        passkey: &impl NamedKey,
         validity: Validity,
     ) -> ReceiptBody {
         Self::by(

@@ -12,18 +12,19 @@
 //!
 //! A key's id is the first 16 hex characters of the SHA-256 of its raw 32-byte public key.
 
+use super::ids::NamedKey;
+pub use super::ids::{check_name, KeyError, KeyId};
 use super::webauthn::PasskeyPublic;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use zeroize::{Zeroize, Zeroizing};
 
 /// The `format` of a plaintext private key file.
@@ -48,101 +49,6 @@ const PUBLIC_KEY_PREFIX: &str = "ed25519:";
 
 /// A key file is a few hundred bytes; anything much larger is not one.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("{path}: already exists; airlock never overwrites a key")]
-    Exists { path: PathBuf },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The reason is one of a few fixed phrases: it never quotes the file.
-    #[error("{path}: not an airlock key file ({reason})")]
-    Format { path: PathBuf, reason: &'static str },
-    #[error("{path}: locked with a passphrase; this needs a plaintext key file")]
-    Locked { path: PathBuf },
-    #[error("{path}: not locked with a passphrase (made by `keygen --insecure-plaintext-key`); pass --insecure-plaintext-key to use it anyway, or make a locked key with `airlock keygen`")]
-    Plaintext { path: PathBuf },
-    #[error("{path}: wrong passphrase (or the file was changed)")]
-    WrongPassphrase { path: PathBuf },
-    #[error("{0}")]
-    Passphrase(String),
-    #[error("{path}: readable or writable by others (mode {mode:03o}); run `chmod 600` on it")]
-    Permissions { path: PathBuf, mode: u32 },
-    #[error("approver name {0:?}: use 1 to 64 of the characters A-Z a-z 0-9 . _ - @ +")]
-    Name(String),
-    #[error("public key of {name:?}: {reason}")]
-    PublicKey { name: String, reason: &'static str },
-    #[error("key {0} is listed twice among the trusted keys")]
-    DuplicateKey(KeyId),
-    #[error("approver {0:?} is listed twice among the trusted keys")]
-    DuplicateName(String),
-}
-
-/// First 16 hex characters (64 bits) of the SHA-256 of a raw public key.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct KeyId(String);
-
-impl KeyId {
-    pub fn of(key: &VerifyingKey) -> KeyId {
-        let digest = Sha256::digest(key.as_bytes());
-        KeyId(hex::encode(&digest[..8]))
-    }
-
-    /// The id of a raw public key of another kind (a passkey's): same rule, over its bytes.
-    pub(crate) fn of_raw(raw: &[u8]) -> KeyId {
-        let digest = Sha256::digest(raw);
-        KeyId(hex::encode(&digest[..8]))
-    }
-
-    /// A key id as written (16 lowercase hex characters).
-    pub fn parse(s: &str) -> Option<KeyId> {
-        is_lower_hex(s, 16).then(|| KeyId(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        KeyId::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom("a key id is 16 lowercase hex characters"))
-    }
-}
-
-pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Approver names go into the config unescaped and onto the approval page: keep them plain.
-pub fn check_name(name: &str) -> Result<(), KeyError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b'+'));
-    if ok {
-        Ok(())
-    } else {
-        Err(KeyError::Name(name.to_owned()))
-    }
-}
 
 /// A private signing key with the name of whoever holds it. `Debug` shows the name and key id
 /// only; the secret is wiped from memory on drop (`ed25519-dalek`'s `zeroize`).
@@ -654,6 +560,15 @@ impl ApproverPublic {
     }
 }
 
+impl NamedKey for ApproverPublic {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+}
+
 impl fmt::Debug for ApproverPublic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApproverPublic")
@@ -782,6 +697,7 @@ impl TrustedKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn keygen_writes_0600_and_never_overwrites() {

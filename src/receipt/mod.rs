@@ -39,11 +39,14 @@
 
 pub mod body;
 pub mod canonical;
+pub mod ids;
 pub mod keys;
 pub mod plan;
 pub mod verify;
 pub mod webauthn;
 
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;
 
@@ -55,9 +58,10 @@ pub use keys::{
     config_block, keygen, keygen_locked, ApproverKey, ApproverPublic, KeyError, KeyId, LoadedKey,
     Role, TrustedKeys, Unlock,
 };
-pub use plan::{covering_entries, PlanEntry, PlanGrant};
+pub use plan::{PlanEntry, PlanGrant};
 pub use verify::{
-    authorize, check_binding, check_window, sign, verify, Signer, VerifiedReceipt, ISSUE_SKEW,
+    authorize, check_binding, check_window, covering_entries, sign, verify, Signer,
+    VerifiedReceipt, ISSUE_SKEW,
 };
 pub use webauthn::{PasskeyKey, PasskeyPublic, WebAuthnError};
 

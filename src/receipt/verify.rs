@@ -9,8 +9,10 @@ use super::body::{
     Algorithm, Binding, Decision, Receipt, ReceiptBody, Signature, WebAuthnAssertion,
 };
 use super::keys::{ApproverKey, KeyId, Role, TrustedKeys};
+use super::plan::{PlanGrant, PLAN_OPERATION, PLAN_SERVICE};
 use super::webauthn;
 use super::ReceiptError;
+use crate::identify::AwsCall;
 use time::{Duration, OffsetDateTime};
 
 /// How far `issued_at` may lie after `not_before` (the clocks of the signer and of airlock).
@@ -125,7 +127,7 @@ pub fn verify(receipt: &Receipt, trusted: &TrustedKeys) -> Result<VerifiedReceip
     if body.decision == Decision::Approve && body.uses == 0 {
         return Err(ReceiptError::NoUses);
     }
-    super::plan::check_plan_shape(body)?;
+    check_plan_shape(body)?;
     Ok(VerifiedReceipt {
         receipt: receipt.clone(),
         signers,
@@ -268,4 +270,54 @@ pub fn authorize(
     let verified = verify(receipt, trusted)?;
     check_binding(&verified, request, now)?;
     Ok(verified)
+}
+
+impl ReceiptBody {
+    /// A plan receipt's grant, or `None` for a single call's receipt.
+    pub fn plan_grant(&self) -> Option<&PlanGrant> {
+        self.plan.as_ref()
+    }
+}
+
+/// The entries of a verified plan receipt that cover `call` by `agent` in `environment`, in
+/// plan order. Empty for a denial, another agent, or a receipt that is not a plan's. Times
+/// are checked by [`super::verify::check_window`]; uses by the ledger.
+pub fn covering_entries(
+    body: &ReceiptBody,
+    agent: &str,
+    environment: &str,
+    call: &AwsCall,
+) -> Vec<usize> {
+    let Some(grant) = &body.plan else {
+        return Vec::new();
+    };
+    if body.decision != Decision::Approve || body.agent != agent {
+        return Vec::new();
+    }
+    grant
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.covers(environment, call))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A plan receipt's body must say what it is: the call fields name no AWS call, and it has
+/// at least one entry.
+pub(crate) fn check_plan_shape(body: &ReceiptBody) -> Result<(), ReceiptError> {
+    let Some(grant) = &body.plan else {
+        return Ok(());
+    };
+    if body.service != PLAN_SERVICE || body.operation != PLAN_OPERATION {
+        return Err(ReceiptError::Malformed(format!(
+            "a plan receipt's call is {PLAN_SERVICE}:{PLAN_OPERATION}"
+        )));
+    }
+    if grant.entries.is_empty() && body.decision == Decision::Approve {
+        return Err(ReceiptError::Malformed(
+            "a plan receipt covers at least one call".into(),
+        ));
+    }
+    Ok(())
 }

@@ -36,7 +36,7 @@
 
 use super::body::{ReceiptBody, WebAuthnAssertion};
 use super::canonical;
-use super::keys::KeyId;
+use super::ids::{check_name, is_lower_hex, KeyError, KeyId, NamedKey};
 use super::ReceiptError;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use base64::Engine as _;
@@ -202,8 +202,8 @@ impl PasskeyPublic {
         credential_id: Vec<u8>,
         key: PasskeyKey,
         rp_id: &str,
-    ) -> Result<PasskeyPublic, super::KeyError> {
-        super::keys::check_name(name)?;
+    ) -> Result<PasskeyPublic, KeyError> {
+        check_name(name)?;
         Ok(PasskeyPublic {
             name: name.to_owned(),
             key_id: key.key_id(),
@@ -231,6 +231,15 @@ impl PasskeyPublic {
 
     pub fn rp_id(&self) -> &str {
         &self.rp_id
+    }
+}
+
+impl NamedKey for PasskeyPublic {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key_id(&self) -> &KeyId {
+        &self.key_id
     }
 }
 
@@ -288,7 +297,7 @@ pub fn expected_challenge(body: &ReceiptBody) -> Result<[u8; 32], ReceiptError> 
     }
     let mut list = Vec::with_capacity(batch.len());
     for h in batch {
-        if !super::keys::is_lower_hex(h, 64) {
+        if !is_lower_hex(h, 64) {
             return Err(bad("entries are 64 lowercase hex characters"));
         }
         let mut raw = [0u8; 32];

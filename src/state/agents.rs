@@ -58,12 +58,6 @@ pub struct AgentStore {
     lock: PathBuf,
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = OsRng;
     (0..len)
@@ -136,7 +130,7 @@ impl AgentStore {
                             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
                             40,
                         )),
-                        created_at: now_rfc3339(),
+                        created_at: super::now_rfc3339(),
                         revoked_at: None,
                     };
                 }
@@ -154,7 +148,7 @@ impl AgentStore {
                 .iter_mut()
                 .find(|a| a.name == name && a.revoked_at.is_none())
                 .ok_or_else(|| AgentError::NotFound(name.to_string()))?;
-            agent.revoked_at = Some(now_rfc3339());
+            agent.revoked_at = Some(super::now_rfc3339());
             Ok(())
         })
     }

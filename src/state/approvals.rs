@@ -6,6 +6,8 @@
 //! approval page) decide them. Changes are made under an exclusive lock
 //! (`state/approvals.lock`) and written atomically.
 
+/// The state dir's one clock format, also reachable here for the approval page.
+pub use super::now_rfc3339;
 use crate::identify::AwsCall;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -85,14 +87,6 @@ pub struct ApprovalStore {
     lock: PathBuf,
     /// binding key → id of the latest approval for it (serve's own index).
     latest: Mutex<HashMap<String, String>>,
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 pub(crate) fn new_id() -> String {
@@ -246,10 +240,10 @@ impl ApprovalStore {
                 call: call.clone(),
                 agent: agent.to_string(),
                 environment: environment.to_string(),
-                rule: decision.rule.clone(),
-                reason: decision.reason.clone(),
-                irreversible: decision.irreversible,
-                irreversible_reasons: decision.irreversible_reasons.clone(),
+                rule: decision.rule().to_string(),
+                reason: decision.reason().to_string(),
+                irreversible: decision.irreversible(),
+                irreversible_reasons: decision.irreversible_reasons().to_vec(),
                 created_at: now.clone(),
                 last_seen_at: now,
                 attempts: 1,

@@ -5,12 +5,22 @@
 pub mod agents;
 pub mod approvals;
 pub mod ledger;
+pub mod listen;
 pub mod plans;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// Now, as the state files write times: RFC 3339 in UTC, to the second.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
 
 /// Opens (creating, mode 0600) and exclusively locks a lock file; the lock is held until
 /// the returned file is dropped. Serializes changes between `serve` and the CLI.

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,49 @@ def test_a_fresh_checkout_serves_with_a_first_agent_and_without_real_credentials
     stderr = proc.stderr.read() if proc.stderr else ""
     assert stderr.count("no AWS credentials found") >= 1
     assert proc.returncode == 0, stderr
+
+
+def test_without_aws_credentials_the_first_screen_says_what_to_do_in_a_few_clean_lines(tmp_path: Path) -> None:
+    """A newcomer's first `serve` with no AWS credentials at all: the credential chain's
+    instance-metadata probe runs and fails (here against a closed port on 127.0.0.1, as it
+    fails off EC2), and the screen shows one line saying what is missing and how to give it,
+    not the chain's multi-line error dumps."""
+    config = tmp_path / "config" / "airlock.toml"
+    subprocess.run([str(airlock_binary()), "init", "--config", str(config)], check=True, env=scrubbed_env(),
+                   capture_output=True)
+    configure(config, {("listen", "proxy"): "127.0.0.1:0", ("listen", "approvals"): "127.0.0.1:0"})
+    env = scrubbed_env()
+    # As on a newcomer's machine: no AWS files (a home without ~/.aws) and the probe on,
+    # aimed at a local port nothing listens on.
+    for name in ("AWS_EC2_METADATA_DISABLED", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        del env[name]
+    env["HOME"] = str(tmp_path)
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    env.pop("AIRLOCK_LOG", None)
+    proc = _serve(tmp_path, env, config)
+    try:
+        lines, _ = _ready(proc)
+        # The approval page answers: serve is running (and handles SIGTERM) before it stops.
+        approvals = re.search(r"approvals=(http://\S+)", lines[-1])
+        assert approvals, lines
+        with urllib.request.urlopen(approvals.group(1) + "/", timeout=10) as page:
+            assert page.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 0, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    # Each line a log line of its own (no continuation of a dump), short enough to read.
+    assert all(re.match(r"^\S+Z\s+(INFO|WARN|ERROR)\s", line) for line in lines), stderr
+    for dump in ("IMDS", "DispatchFailure", "ConnectorError", "source:", "{ "):
+        assert dump not in stderr, f"{dump!r} in the first screen:\n{stderr}"
+    assert len(lines) <= 6, stderr
+    # One warning says what is missing and the ways to give it.
+    warning = [line for line in lines if "aws configure" in line]
+    assert len(warning) == 1, stderr
+    assert "no AWS credentials found" in warning[0], warning
+    assert "AWS_PROFILE" in warning[0] and "AWS_ACCESS_KEY_ID" in warning[0], warning
 
 
 def test_an_invalid_config_is_reported_before_any_port_is_bound(tmp_path: Path) -> None:

@@ -1,0 +1,126 @@
+//! The gate: what stands between a call that needs a human's approval and AWS, shared by
+//! the request path (`proxy::redeem`) and the approval page (`approvals`).
+//!
+//! It owns the approval store (pending and decided approvals, their receipts), the
+//! single-use ledger, the audit log, the calls held while a human decides, and the keys a
+//! receipt may be signed with. It knows nothing of HTTP clients, agents or AWS credentials:
+//! those are the proxy's ([`crate::proxy::Proxy`]). The approval page takes a gate, not a
+//! proxy, so it can reach only what deciding an approval needs.
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::receipt::TrustedKeys;
+use crate::state::approvals::{ApprovalStore, Status};
+use crate::state::ledger::Ledger;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify, Semaphore};
+
+/// How often a held call looks at its approval when nothing wakes it.
+const HOLD_TICK: Duration = Duration::from_millis(250);
+
+pub struct Gate {
+    pub config: Arc<Config>,
+    pub approvals: ApprovalStore,
+    pub ledger: Ledger,
+    pub audit: AuditLog,
+    /// Slots for calls held while a human decides (`[approval] max_held`).
+    held: Semaphore,
+    /// Woken whenever this process decides an approval (the page), so held calls go on at once.
+    decided: Notify,
+    /// One lock per receipt: identical calls under one receipt go one at a time.
+    receipt_locks: DashMap<String, Arc<Mutex<()>>>,
+    /// The approval page's bound port, for links.
+    approvals_port: AtomicU16,
+}
+
+impl Gate {
+    /// Opens the state the gate keeps in `[state] dir` and starts the audit writer.
+    pub fn open(config: Arc<Config>) -> Result<Gate, String> {
+        let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let audit = AuditLog::start(&config.state_dir).map_err(|e| e.to_string())?;
+        let gate = Gate {
+            approvals,
+            ledger,
+            audit,
+            held: Semaphore::new(config.approval.max_held),
+            decided: Notify::new(),
+            receipt_locks: DashMap::new(),
+            approvals_port: AtomicU16::new(config.approvals_addr.port()),
+            config,
+        };
+        // The keys are read per gated call (a passkey enrolled while serving counts at
+        // once); read here too so a bad set fails at start.
+        gate.trusted_keys()?;
+        Ok(gate)
+    }
+
+    /// The keys a receipt may be signed with: the config's `[[approver]]` entries, airlock's
+    /// own key and the enrolled passkeys (see `approvals::trust`); nothing from a request
+    /// or a receipt. Read afresh on every call, so `approver revoke` counts at once.
+    pub fn trusted_keys(&self) -> Result<TrustedKeys, String> {
+        crate::approvals::trust::trusted_keys(&self.config)
+    }
+
+    pub fn set_approvals_port(&self, port: u16) {
+        self.approvals_port.store(port, Ordering::Relaxed);
+    }
+
+    pub fn approvals_port(&self) -> u16 {
+        self.approvals_port.load(Ordering::Relaxed)
+    }
+
+    /// The link a human opens for an approval.
+    pub fn approval_link(&self, id: &str) -> String {
+        self.config.approval_link(self.approvals_port(), id)
+    }
+
+    /// Tells the calls held in this process that an approval was decided.
+    pub fn approvals_decided(&self) {
+        self.decided.notify_waiters();
+    }
+
+    /// The lock that lets identical calls under one receipt go one at a time.
+    pub(crate) fn receipt_lock(&self, receipt_id: &str) -> Arc<Mutex<()>> {
+        Arc::clone(
+            self.receipt_locks
+                .entry(receipt_id.to_string())
+                .or_default()
+                .value(),
+        )
+    }
+
+    /// Holds a blocked call while a human decides: true when the approval was decided
+    /// within `[approval] hold_seconds`. No thread per held call: a task that sleeps between
+    /// looks at the approval (and wakes at once when this process decides it). At most
+    /// `[approval] max_held` calls wait; the rest are answered at once.
+    pub(crate) async fn hold(&self, approval_id: &str) -> bool {
+        let hold = self.config.approval.hold;
+        if hold.is_zero() {
+            return false;
+        }
+        let Ok(_slot) = self.held.try_acquire() else {
+            tracing::warn!(approval = %approval_id, "too many calls held; answering at once");
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            match self.approvals.get(approval_id) {
+                Ok(a) if a.status != Status::Pending => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(HOLD_TICK) => {}
+                _ = self.decided.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+}
