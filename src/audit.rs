@@ -22,6 +22,7 @@
 //! disk that fills while a receipt-gated call is at the upstream loses that call's record
 //! (the use itself is in the ledger, and the loss is logged): the gate closes for the next.
 
+use crate::state::rfc3339_millis;
 use serde_json::{json, Map, Value};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -127,18 +128,6 @@ pub fn record(event: &str) -> Map<String, Value> {
     );
     m.insert("event".into(), json!(event));
     m
-}
-
-/// RFC 3339 in UTC with exactly three fractional digits (`2026-12-05T08:10:11.123Z`), so
-/// a reader sees the order of records within a second. Verification hashes each line's
-/// bytes and never reads the time, so records written with whole seconds stay valid.
-fn rfc3339_millis(t: time::OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::FormatItem<'_>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    t.to_offset(time::UtcOffset::UTC)
-        .format(FORMAT)
-        .unwrap_or_default()
 }
 
 /// The record of a human's decision on a pending call, made with the CLI (`via` "cli")

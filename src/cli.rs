@@ -273,10 +273,6 @@ pub fn main() -> ExitCode {
 type CmdResult = Result<(), String>;
 
 /// The config at `config`; a missing one says to run `init`, an unreadable one says why.
-fn load(config: &Path) -> Result<Config, String> {
-    Config::load_existing(config)
-}
-
 fn print_created(created: &init::Created) {
     for p in &created.paths {
         println!("created {}", p.display());
@@ -320,7 +316,7 @@ fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
 }
 
 fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let agent = AgentStore::new(&config.state_dir)
         .add(name)
         .map_err(|e| e.to_string())?;
@@ -329,7 +325,7 @@ fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
 }
 
 fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let file = AgentStore::new(&config.state_dir)
         .load()
         .map_err(|e| e.to_string())?;
@@ -360,7 +356,7 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
 }
 
 fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     AgentStore::new(&config.state_dir)
         .revoke(name)
         .map_err(|e| e.to_string())?;
@@ -421,8 +417,9 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         match tokio::time::timeout(std::time::Duration::from_secs(20), credentials.get()).await {
             Ok(Ok(c)) => tracing::info!(access_key_id = %masked(c.access_key_id()), "using airlock's own AWS credentials"),
             Ok(Err(e)) => tracing::warn!(
-                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {}",
-                crate::credentials::HOW_TO_GIVE_CREDENTIALS
+                "{e}; airlock starts anyway and answers forwarded calls with InternalFailure until it has some: {} ({} shows the lookup)",
+                crate::credentials::HOW_TO_GIVE_CREDENTIALS,
+                crate::credentials::SHOW_THE_LOOKUP
             ),
             Err(_) => tracing::warn!("looking up AWS credentials timed out; airlock starts anyway and keeps trying"),
         }
@@ -502,7 +499,7 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
         .to_string());
     }
     let public = if plaintext {
-        eprintln!("{}", crate::approvals::trust::PLAINTEXT_WARNING);
+        eprintln!("{}", crate::signing::PLAINTEXT_WARNING);
         crate::receipt::keygen(out, name)
     } else {
         let passphrase =
@@ -523,7 +520,7 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
 
 fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
     use crate::state::approvals::{ApprovalStore, Status};
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let list: Vec<_> = store
         .list()
@@ -578,7 +575,7 @@ fn cmd_decide(
 ) -> CmdResult {
     use crate::receipt::{self, Binding, Decision, ReceiptBody, Validity};
     use crate::state::approvals::ApprovalStore;
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     // What is signed is shown before the passphrase is asked for, so the human decides on
     // the call itself, not on an id an agent may have handed them. The agent wrote these
     // values: control characters are escaped, so none can rewrite the terminal.
@@ -599,15 +596,11 @@ fn cmd_decide(
             ""
         }
     );
-    eprintln!(
-        "  {}",
-        shown(&crate::approvals::describe::destroys(&pending.call))
-    );
+    eprintln!("  {}", shown(&crate::describe::destroys(&pending.call)));
     for (name, value) in &pending.call.params {
         eprintln!("  {} = {}", shown(name), shown(value));
     }
-    let (key, approver) =
-        crate::approvals::trust::load_approver_key(&config, key_path, allow_plaintext)?;
+    let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
     let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
     let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
     validity.ttl = config.approval.receipt_ttl;
@@ -641,8 +634,8 @@ fn cmd_decide(
 
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
-    let config = load(config_path)?;
-    let trusted = crate::proxy::redeem::trusted_keys(&config)?;
+    let config = Config::load_existing(config_path)?;
+    let trusted = crate::gate::trusted_keys(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)
@@ -760,7 +753,7 @@ fn cmd_policy_builtin(json: bool) -> CmdResult {
 }
 
 fn cmd_audit_verify(config_path: &Path) -> CmdResult {
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     match crate::audit::verify(&config.state_dir) {
         Ok(n) => {
             println!("audit log intact: {n} records");
@@ -772,7 +765,7 @@ fn cmd_audit_verify(config_path: &Path) -> CmdResult {
 
 fn cmd_audit_tail(config_path: &Path, follow: bool, lines: usize) -> CmdResult {
     use std::io::{BufRead, Seek};
-    let config = load(config_path)?;
+    let config = Config::load_existing(config_path)?;
     let path = config.state_dir.join("audit.jsonl");
     let print = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
         Ok(v) => println!("{}", crate::audit::render(&v)),

@@ -407,7 +407,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// `[upstream] endpoint`: every service goes here instead of AWS.
-    pub endpoint: Option<http::Uri>,
+    pub endpoint: Option<PublicUrl>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
 }
@@ -616,12 +616,7 @@ impl FileUpstream {
     fn validate(self, check: &Check) -> Result<Upstream, ConfigError> {
         let endpoint = match &self.endpoint {
             None => None,
-            Some(e) => Some(
-                check
-                    .url("[upstream] endpoint", e, &["http", "https"], true)?
-                    .uri()
-                    .clone(),
-            ),
+            Some(e) => Some(check.url("[upstream] endpoint", e, &["http", "https"], true)?),
         };
         Ok(Upstream {
             endpoint,

@@ -20,8 +20,11 @@ pub const HOW_TO_GIVE_CREDENTIALS: &str = "give airlock real AWS credentials of 
 /// The log filter that keeps the chain's own lookups quiet: on a machine that is not an EC2
 /// instance, its instance-metadata (IMDS) probes fail by design, and `aws-config` logs each
 /// failure as a multi-line dump of nested errors. airlock says once what is missing
-/// instead; `AIRLOCK_LOG=aws_config=debug` shows the lookup.
+/// instead; [`SHOW_THE_LOOKUP`] shows the lookup.
 pub const QUIET_CHAIN: &str = "aws_config=error";
+
+/// How to see the chain's lookup in full, as `serve` says when it finds no credentials.
+pub const SHOW_THE_LOOKUP: &str = "AIRLOCK_LOG=aws_config=debug";
 
 /// How long a failed lookup is remembered before the chain is asked again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
@@ -108,7 +111,13 @@ impl RealCredentials {
                 Ok(c) => Ok(c),
                 Err(e) => {
                     tracing::debug!(error = ?e, "the credential chain found nothing");
-                    Err(CredentialsError("no AWS credentials found".into()))
+                    // The chain error's own sentence only (a fixed text per kind, nothing
+                    // secret): its sources are the multi-line dumps `QUIET_CHAIN` keeps quiet.
+                    let said = e.to_string();
+                    let reason = said.lines().next().unwrap_or_default();
+                    Err(CredentialsError(format!(
+                        "no AWS credentials found (the credential chain: {reason})"
+                    )))
                 }
             },
         };

@@ -12,11 +12,29 @@ use crate::config::Config;
 use crate::receipt::TrustedKeys;
 use crate::state::approvals::{ApprovalStore, Status};
 use crate::state::ledger::Ledger;
+use crate::state::trust;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, Semaphore};
+
+/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
+/// enrolled passkeys. Nothing from a request or a receipt.
+pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    for approver in &config.approvers {
+        keys.add_approver(approver).map_err(|e| e.to_string())?;
+    }
+    if let Some(public) = trust::airlock_public(&config.state_dir)? {
+        keys.add_airlock(&public).map_err(|e| e.to_string())?;
+    }
+    for record in trust::PasskeyStore::new(&config.state_dir).load()? {
+        keys.add_passkey(&record.public()?)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(keys)
+}
 
 /// How often a held call looks at its approval when nothing wakes it.
 const HOLD_TICK: Duration = Duration::from_millis(250);
@@ -58,11 +76,10 @@ impl Gate {
         Ok(gate)
     }
 
-    /// The keys a receipt may be signed with: the config's `[[approver]]` entries, airlock's
-    /// own key and the enrolled passkeys (see `approvals::trust`); nothing from a request
-    /// or a receipt. Read afresh on every call, so `approver revoke` counts at once.
+    /// The keys a receipt may be signed with ([`trusted_keys`]). Read afresh on every call,
+    /// so `approver revoke` counts at once.
     pub fn trusted_keys(&self) -> Result<TrustedKeys, String> {
-        crate::approvals::trust::trusted_keys(&self.config)
+        trusted_keys(&self.config)
     }
 
     pub fn set_approvals_port(&self, port: u16) {

@@ -54,8 +54,8 @@ fn markup_escape(s: &str) -> String {
 
 /// What one blocked call looks like in Slack (or anything that takes `{"text": …}`).
 pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
-    let production = crate::approvals::pages::is_production(&a.environment);
-    let what = crate::approvals::describe::destroys(&a.call);
+    let production = crate::describe::is_production(&a.environment);
+    let what = crate::describe::destroys(&a.call);
     let irreversible = if a.irreversible { " IRREVERSIBLE." } else { "" };
     let env = if production {
         format!("PRODUCTION ({})", a.environment)
@@ -67,7 +67,7 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         a.summary(),
         a.agent
     );
-    let e = |s: &str| markup_escape(&crate::approvals::pages::visible(s));
+    let e = |s: &str| markup_escape(&crate::describe::visible(s));
     let mrkdwn =
         format!(
         "*Approval needed:* `{}`\n*Environment:* {}{}\n*Agent:* {}\n{}{}\n<{}|Review and decide>",
@@ -80,7 +80,7 @@ pub fn slack_message(a: &Approval, link: &str) -> serde_json::Value {
         markup_escape(link),
     );
     json!({
-        "text": markup_escape(&crate::approvals::pages::visible(&text)),
+        "text": markup_escape(&crate::describe::visible(&text)),
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}},
         ],
@@ -143,7 +143,7 @@ async fn send_webhook(url: http::Uri, body: String, approval: &str) {
 }
 
 fn desktop_message(a: &Approval, link: &str) -> (String, String) {
-    let production = crate::approvals::pages::is_production(&a.environment);
+    let production = crate::describe::is_production(&a.environment);
     let title = format!(
         "airlock: approval needed{}",
         if production { " (PRODUCTION)" } else { "" }
@@ -156,8 +156,8 @@ fn desktop_message(a: &Approval, link: &str) -> (String, String) {
         if a.irreversible { ", IRREVERSIBLE" } else { "" }
     );
     (
-        crate::approvals::pages::visible(&title),
-        markup_escape(&crate::approvals::pages::visible(&text)),
+        crate::describe::visible(&title),
+        markup_escape(&crate::describe::visible(&text)),
     )
 }
 

@@ -1,6 +1,8 @@
-//! The direction of the dependencies, checked from the source: the command line sits on
-//! top, so no module of the library imports `cli`, and the receipt module's files import
-//! each other without a circle (its ids and shared helpers live in a leaf).
+//! The direction of the dependencies, checked from the source: `cli` → `serve`/`exec`/
+//! `approvals` → the gate and the proxy (and `notify`) → the pure core. No module of the
+//! library imports `cli`, the top-level modules import each other without a circle, the
+//! layers below never import the ones above, and the receipt module's files import each
+//! other without a circle (its ids and shared helpers live in a leaf).
 //!
 //! The graph is built from `crate::…`, `super::…` and `self::…` paths in every file under
 //! `src/` (comments and string literals skipped). `MODULE_GRAPH_OUT=path` also writes the
@@ -382,6 +384,71 @@ fn no_module_imports_the_command_line() {
     assert!(
         offenders.is_empty(),
         "these modules import cli, which only main may: {offenders:?}\n{}",
+        render(&g)
+    );
+}
+
+#[test]
+fn the_top_level_modules_have_no_circle() {
+    let g = graph(&src_dir(), &[]);
+    assert_eq!(
+        circle(&g),
+        None,
+        "top-level modules import each other in a circle:\n{}",
+        render(&g)
+    );
+}
+
+/// The commands and the page: only `cli` and each other (`serve` starts the page) use them.
+const ABOVE_THE_GATE: &[&str] = &["approvals", "serve", "exec", "cli"];
+/// The request path and the state it shares with the page.
+const GATE_AND_PROXY: &[&str] = &["gate", "proxy", "notify"];
+/// What the gate and the proxy are built on: no HTTP server, no approval page, no commands.
+const PURE_CORE: &[&str] = &[
+    "access",
+    "audit",
+    "aws",
+    "config",
+    "credentials",
+    "describe",
+    "identify",
+    "net",
+    "policy",
+    "receipt",
+    "secret",
+    "sigv4",
+    "state",
+];
+
+/// `(module, imported)` pairs where a module of `lower` imports one of `upper`.
+fn upward<'a>(g: &'a Graph, lower: &[&str], upper: &[&str]) -> Vec<(&'a str, &'a str)> {
+    g.iter()
+        .filter(|(from, _)| lower.contains(&from.as_str()))
+        .flat_map(|(from, to)| {
+            to.iter()
+                .filter(|t| upper.contains(&t.as_str()))
+                .map(move |t| (from.as_str(), t.as_str()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_gate_the_proxy_and_the_core_never_import_what_sits_above_them() {
+    let g = graph(&src_dir(), &[]);
+    for name in GATE_AND_PROXY.iter().chain(PURE_CORE) {
+        assert!(g.contains_key(*name), "no module {name} in src/ (renamed?)");
+    }
+    let below: Vec<&str> = GATE_AND_PROXY.iter().chain(PURE_CORE).copied().collect();
+    let up = upward(&g, &below, ABOVE_THE_GATE);
+    assert!(
+        up.is_empty(),
+        "imports of the commands or the page from below them: {up:?}\n{}",
+        render(&g)
+    );
+    let up = upward(&g, PURE_CORE, GATE_AND_PROXY);
+    assert!(
+        up.is_empty(),
+        "imports of the gate or the proxy from the pure core: {up:?}\n{}",
         render(&g)
     );
 }

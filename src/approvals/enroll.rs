@@ -21,8 +21,8 @@
 //!   pending passkeys; `serve` reads the passkeys on every use, so it refuses them at once.
 
 use super::ceremony::random_token;
-use super::trust::{PasskeyRecord, PasskeyStore};
 use crate::config::Config;
+use crate::state::trust::{PasskeyRecord, PasskeyStore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;

@@ -19,7 +19,7 @@
 //!   the receipt bodies on the server from the stored approvals and hands out their hash as
 //!   the challenge; `finish` takes the ceremony out (once, whatever the outcome), checks the
 //!   assertion against an enrolled passkey (`receipt::webauthn`), the exact origin of this
-//!   page and the passkey's counter, countersigns with airlock's own key ([`trust`]) and
+//!   page and the passkey's counter, countersigns with airlock's own key ([`crate::state::trust`]) and
 //!   stores each receipt (`ApprovalStore::decide`). A replayed assertion finds no ceremony;
 //!   an assertion for another approval or another origin does not verify.
 //! - Every `POST` must come from this page: its `Origin` is this page's origin, and it carries
@@ -33,14 +33,13 @@
 //!
 //! [`pages`] renders HTML (everything escaped; invisible characters spelled out),
 //! [`describe`] writes the plain-language line of what a call destroys, [`ceremony`] keeps
-//! CSRF tokens and ceremonies in memory, [`trust`] keeps airlock's key and the passkeys.
+//! CSRF tokens and ceremonies in memory, [`crate::state::trust`] keeps airlock's key and the
+//! passkeys.
 
 pub mod ceremony;
-pub mod describe;
 pub mod enroll;
 pub mod pages;
 pub mod plan;
-pub mod trust;
 
 use crate::gate::Gate;
 use crate::proxy::body::{full, ProxyBody};
@@ -228,7 +227,7 @@ impl App {
             format!("[::1]:{port}"),
         ];
         hosts.dedup();
-        let airlock_key = trust::ensure_airlock_key(&config.state_dir);
+        let airlock_key = crate::state::trust::ensure_airlock_key(&config.state_dir);
         if let Err(e) = &airlock_key {
             tracing::error!(error = %e, "airlock's own receipt key is unavailable: passkey approvals are refused until it is fixed");
         }
@@ -421,9 +420,17 @@ impl App {
         )
     }
 
-    fn passkeys(&self) -> Result<(receipt::TrustedKeys, Vec<trust::PasskeyRecord>), Refusal> {
+    fn passkeys(
+        &self,
+    ) -> Result<
+        (
+            receipt::TrustedKeys,
+            Vec<crate::state::trust::PasskeyRecord>,
+        ),
+        Refusal,
+    > {
         let trusted = self.gate.trusted_keys().map_err(Self::internal)?;
-        let records = trust::PasskeyStore::new(&self.gate.config.state_dir)
+        let records = crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
             .load()
             .map_err(Self::internal)?;
         Ok((trusted, records))
@@ -431,7 +438,7 @@ impl App {
 
     /// The enrolled passkeys as the pages offer them: (key id, label).
     fn passkey_choices(&self) -> Result<Vec<(String, String)>, Refusal> {
-        let records = trust::PasskeyStore::new(&self.gate.config.state_dir)
+        let records = crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
             .load()
             .map_err(Self::internal)?;
         Ok(records
@@ -509,7 +516,7 @@ impl App {
                 ),
             ));
         }
-        trust::PasskeyStore::new(&self.gate.config.state_dir)
+        crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
             .advance_counter(passkey.key_id(), facts.sign_count)
             .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
         Ok((trusted, passkey, assertion))
@@ -729,7 +736,7 @@ impl App {
             .iter()
             .map(|a| {
                 let binding = Binding::of(&a.call, &a.agent, &a.environment);
-                ReceiptBody::for_passkey(&binding, &a.id, req.decision, &passkey, validity)
+                ReceiptBody::new(&binding, &a.id, req.decision, &passkey, validity)
             })
             .collect();
         let hashes = bodies
@@ -909,7 +916,7 @@ impl App {
                 "the credential id does not match the registration",
             ));
         }
-        let record = trust::PasskeyRecord {
+        let record = crate::state::trust::PasskeyRecord {
             name: name.clone(),
             key_id: reg.key.key_id().as_str().to_owned(),
             credential_id: b64(&reg.credential_id),
@@ -921,7 +928,7 @@ impl App {
         };
         record.public().map_err(Self::internal)?;
         let key_id = record.key_id.clone();
-        let passkeys = trust::PasskeyStore::new(&self.gate.config.state_dir);
+        let passkeys = crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir);
         // Once anyone has a passkey, a new one is an approval too: it waits for them.
         let gated = !passkeys.load().map_err(Self::internal)?.is_empty();
         let pending = gated.then(|| enroll::PendingPasskey {
@@ -1022,7 +1029,7 @@ impl App {
             .settle(&enrollment, &new_key_id, confirm, approver.name())
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         if let Some(record) = record {
-            trust::PasskeyStore::new(&self.gate.config.state_dir)
+            crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
                 .add(record)
                 .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         }

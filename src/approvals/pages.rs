@@ -3,41 +3,15 @@
 //! Almost everything shown comes from the agent's request (resource names, parameters), so
 //! every value is escaped ([`esc`]), and characters that could make one text look like
 //! another (controls, bidi overrides, zero-width characters) are shown as `⟨U+202E⟩`
-//! ([`visible`]). Scripts and styles are separate files (`/static/…`) so the
+//! ([`visible`](crate::describe::visible)). Scripts and styles are separate files (`/static/…`) so the
 //! Content-Security-Policy can forbid every inline script.
 
-use super::describe;
 use super::enroll::Enrollment;
+use crate::describe::{self, is_production, visible};
 use crate::state::approvals::{Approval, Status};
 use serde_json::json;
 use std::fmt::Write as _;
 use std::time::Duration;
-
-/// Characters shown as `⟨U+XXXX⟩` instead of themselves.
-fn suspicious(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-            | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
-}
-
-/// `s` with invisible and direction-changing characters spelled out.
-pub fn visible(s: &str) -> String {
-    if !s.chars().any(suspicious) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        if suspicious(c) {
-            let _ = write!(out, "⟨U+{:04X}⟩", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// HTML-escapes text for element content and quoted attribute values.
 pub fn esc(s: &str) -> String {
@@ -58,11 +32,6 @@ pub fn esc(s: &str) -> String {
 /// An agent-supplied value, made visible and escaped.
 pub(crate) fn show(s: &str) -> String {
     esc(&visible(s))
-}
-
-/// Production is impossible to miss: any environment whose name says so.
-pub fn is_production(environment: &str) -> bool {
-    environment.to_ascii_lowercase().contains("prod")
 }
 
 pub(crate) fn layout(title: &str, page: &str, csrf: &str, extra_attrs: &str, body: &str) -> String {

@@ -7,12 +7,13 @@
 //! Everything shown came from a plan anyone may submit, so it is escaped like every page.
 
 use super::ceremony::Ceremony;
-use super::pages::{env_badge, esc, is_production, layout, receipt_controls, show};
+use super::pages::{env_badge, esc, layout, receipt_controls, show};
 use super::{html, json_response, page_refusal, refuse, App, Refusal};
+use crate::describe::is_production;
 use crate::plan::mapping::{Coverage, Destroyed};
+use crate::plan::store::{PlanRecord, PlanStatus, PlanStore, PlanStoreError};
 use crate::proxy::body::ProxyBody;
 use crate::receipt::{Decision, Receipt, ReceiptBody};
-use crate::state::plans::{PlanRecord, PlanStatus, PlanStore, PlanStoreError};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -99,7 +100,7 @@ impl App {
                 format!("plan {} is no longer pending", record.id),
             ));
         }
-        let mut body = ReceiptBody::for_passkey(
+        let mut body = ReceiptBody::new(
             &crate::plan::receipt_binding(&record),
             &record.id,
             req.decision,

@@ -4,7 +4,7 @@
 use super::mapping::{self, Coverage, Defaults};
 use super::{Plan, MAX_PLAN_BYTES};
 use crate::config::Config;
-use crate::state::plans::{PlanRecord, PlanStatus, PlanStore};
+use crate::plan::store::{PlanRecord, PlanStatus, PlanStore};
 use clap::Subcommand;
 use std::io::Read as _;
 use std::path::Path;
@@ -347,8 +347,7 @@ fn approve(
     }
     // What is signed is shown before the passphrase is asked for.
     print_plan(&record);
-    let (key, approver) =
-        crate::approvals::trust::load_approver_key(&config, key_path, allow_plaintext)?;
+    let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
     let mut body = ReceiptBody::new(
         &super::receipt_binding(&record),
         &record.id,

@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod mapping;
 pub mod records;
+pub mod store;
 
 #[cfg(test)]
 mod tests;
@@ -227,7 +228,7 @@ pub fn entries(
 
 /// The call fields of a plan receipt's body: the agent, the plan's environments, its account
 /// and region when there is one of each, and the plan itself in place of an AWS call.
-pub fn receipt_binding(record: &crate::state::plans::PlanRecord) -> crate::receipt::Binding {
+pub fn receipt_binding(record: &store::PlanRecord) -> crate::receipt::Binding {
     let one = |values: Vec<String>| -> Vec<String> {
         let mut v = values;
         v.sort();
@@ -256,7 +257,7 @@ pub fn receipt_binding(record: &crate::state::plans::PlanRecord) -> crate::recei
 }
 
 /// What a plan receipt grants for `record`.
-pub fn grant(record: &crate::state::plans::PlanRecord) -> crate::receipt::PlanGrant {
+pub fn grant(record: &store::PlanRecord) -> crate::receipt::PlanGrant {
     crate::receipt::PlanGrant {
         plan_id: record.id.clone(),
         digest: record.digest.clone(),
@@ -267,10 +268,7 @@ pub fn grant(record: &crate::state::plans::PlanRecord) -> crate::receipt::PlanGr
 
 /// A plan receipt's validity: the configured lifetime, from now; `uses` counts its entries
 /// (each entry's own uses are the ledger's).
-pub fn validity(
-    record: &crate::state::plans::PlanRecord,
-    ttl: std::time::Duration,
-) -> crate::receipt::Validity {
+pub fn validity(record: &store::PlanRecord, ttl: std::time::Duration) -> crate::receipt::Validity {
     crate::receipt::Validity {
         issued_at: time::OffsetDateTime::now_utc(),
         ttl,

@@ -1,8 +1,8 @@
 //! The audit records of plans: submitted, approved (by whom, how many calls), each entry
 //! used, spent or expired. Written with `audit::record`, into the same hash chain.
 
+use crate::plan::store::PlanRecord;
 use crate::receipt::PlanEntry;
-use crate::state::plans::PlanRecord;
 use serde_json::{json, Map, Value};
 
 fn plan_record(event: &str, p: &PlanRecord) -> Map<String, Value> {

@@ -804,7 +804,7 @@ fn an_entry_covers_exactly_its_parameters_plus_the_free_ones() {
 
 #[test]
 fn an_approved_plan_past_its_window_reads_as_expired() {
-    use crate::state::plans::{PlanRecord, PlanStatus};
+    use crate::plan::store::{PlanRecord, PlanStatus};
     let mut p = PlanRecord {
         id: "p".into(),
         status: PlanStatus::Approved,

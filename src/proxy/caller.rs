@@ -7,7 +7,7 @@ use crate::aws::endpoint::Endpoint;
 
 pub async fn caller_account(proxy: &Proxy) -> Result<String, String> {
     let base = match &proxy.config.upstream.endpoint {
-        Some(e) => e.to_string().trim_end_matches('/').to_string(),
+        Some(e) => e.base().to_owned(),
         None => "https://sts.us-east-1.amazonaws.com".to_string(),
     };
     let endpoint = Endpoint {

@@ -26,6 +26,8 @@ pub enum Next {
 pub struct Decided {
     /// The call, with what a change set read added to its resources.
     call: AwsCall,
+    /// The agent the call was decided for (what a receipt binds with the call).
+    agent: String,
     environment: String,
     decision: Decision,
     /// The change set was read to decide (its findings are the decision's reason).
@@ -37,6 +39,10 @@ impl Decided {
     /// The call as decided: what a receipt binds, the page shows and the audit records.
     pub fn call(&self) -> &AwsCall {
         &self.call
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
     }
 
     pub fn environment(&self) -> &str {
@@ -63,7 +69,7 @@ impl Decided {
     }
 }
 
-pub async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> Decided {
+pub(crate) async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> Decided {
     let environment = proxy
         .config
         .environment_of(call.account.as_deref(), &call.region);
@@ -101,6 +107,7 @@ pub async fn decide(proxy: &Arc<Proxy>, call: AwsCall, agent: &str) -> Decided {
     };
     Decided {
         call,
+        agent: agent.to_owned(),
         environment,
         decision,
         read_change_set,

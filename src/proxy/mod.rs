@@ -163,7 +163,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         trace.rule = Some(decided.decision().rule().to_string());
         let authorization = match decided.next()? {
             decide::Next::Forward => None,
-            decide::Next::Redeem => Some(redeem::redeem(&proxy.gate, &decided, agent).await?),
+            decide::Next::Redeem => Some(redeem::redeem(&proxy.gate, &decided).await?),
         };
         let signed = resign::resign(&proxy, verified, decided.call()).await?;
         let forwarded =

@@ -147,8 +147,19 @@ impl CallRecord {
     /// The record as the audit writer takes it, with its time.
     pub fn into_audit(self) -> Map<String, Value> {
         let mut record = crate::audit::record(self.event);
-        if let Ok(Value::Object(fields)) = serde_json::to_value(&self) {
-            record.extend(fields);
+        let why = match serde_json::to_value(&self) {
+            Ok(Value::Object(fields)) => {
+                record.extend(fields);
+                return record;
+            }
+            Ok(_) => "it is not a JSON object".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        // Never expected; the line still says which call it was and how it ended.
+        tracing::error!(request_id = %self.request_id, event = self.event, error = %why, "a call's audit record could not be written in full; keeping its request id, event and code");
+        record.insert("request_id".into(), Value::String(self.request_id));
+        if let End::Refused { code, .. } = self.end {
+            record.insert("code".into(), Value::String(code.into()));
         }
         record
     }

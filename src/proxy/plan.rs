@@ -13,9 +13,9 @@ use super::error::ProxyError;
 use super::redeem::{state_error, Authorization};
 use crate::gate::Gate;
 use crate::identify::AwsCall;
+use crate::plan::store::{PlanStatus, PlanStore};
 use crate::receipt::{self, Receipt, ReceiptError};
 use crate::state::ledger::LedgerError;
-use crate::state::plans::{PlanStatus, PlanStore};
 
 /// Which entry of which plan a call is using.
 pub struct PlanUse {

@@ -19,7 +19,7 @@ use super::error::{Cause, ProxyError};
 use super::forward::Forwarded;
 use crate::gate::Gate;
 use crate::policy::Decision;
-use crate::receipt::{self, Binding, Receipt, TrustedKeys};
+use crate::receipt::{self, Binding, Receipt};
 use crate::state::approvals::{Approval, Status};
 use crate::state::ledger::LedgerError;
 use tokio::sync::OwnedMutexGuard;
@@ -49,11 +49,6 @@ pub fn binding_key(binding: &Binding) -> String {
         "params_digest": binding.params_digest,
     });
     crate::sigv4::sha256_hex(v.to_string().as_bytes())
-}
-
-/// The trusted keys, for the CLI (see [`Gate::trusted_keys`]).
-pub fn trusted_keys(config: &crate::config::Config) -> Result<TrustedKeys, String> {
-    crate::approvals::trust::trusted_keys(config)
 }
 
 fn blocked(gate: &Gate, approval: &Approval, is_new: bool, decision: &Decision) -> ProxyError {
@@ -89,22 +84,19 @@ pub(super) fn state_error(e: impl std::fmt::Display) -> ProxyError {
 }
 
 /// The receipt for this decided call, or the refusal that says what is missing.
-pub async fn redeem(
-    gate: &Gate,
-    decided: &Decided,
-    agent: &str,
-) -> Result<Authorization, ProxyError> {
-    find_and_reserve(gate, decided, agent)
+pub async fn redeem(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
+    find_and_reserve(gate, decided)
         .await
         .map_err(|e| decided.explain(e))
 }
 
-async fn find_and_reserve(
-    gate: &Gate,
-    decided: &Decided,
-    agent: &str,
-) -> Result<Authorization, ProxyError> {
-    let (call, environment, decision) = (decided.call(), decided.environment(), decided.decision());
+async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
+    let (call, agent, environment, decision) = (
+        decided.call(),
+        decided.agent(),
+        decided.environment(),
+        decided.decision(),
+    );
     // An approved plan that covers this exact call lets it through with no hold.
     if let Some(authorization) = super::plan::redeem(gate, call, agent, environment).await? {
         return Ok(authorization);

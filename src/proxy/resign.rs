@@ -118,10 +118,9 @@ pub fn endpoint_for(
 
 /// Where a call of `service` in `region` goes (forwarded, or airlock's own).
 pub fn endpoint_of(proxy: &Proxy, service: &str, region: &str) -> Result<Endpoint, String> {
-    if let Some(base) = &proxy.config.upstream.endpoint {
-        let base = base.to_string();
+    if let Some(upstream) = &proxy.config.upstream.endpoint {
         return Ok(Endpoint {
-            base: base.trim_end_matches('/').to_string(),
+            base: upstream.base().to_owned(),
             signing_region: region.to_string(),
             service: service.to_string(),
         });

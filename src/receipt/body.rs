@@ -234,47 +234,16 @@ impl Validity {
 }
 
 impl ReceiptBody {
-    /// A new body for `binding`, with a fresh id, valid from `issued_at` for `ttl`: a key
-    /// approval by `approver`.
+    /// A new body for `binding`, with a fresh id, valid from `issued_at` for `ttl`, decided
+    /// by `approver`: an approver's key ([`super::ApproverPublic`]), or a passkey
+    /// ([`super::PasskeyPublic`]) whose assertion goes into `webauthn` once the human has
+    /// touched it (over [`ReceiptBody::passkey_challenge`]). Either names itself by
+    /// [`NamedKey`], so this module needs neither key module.
     pub fn new(
         binding: &Binding,
         approval_id: &str,
         decision: Decision,
         approver: &impl NamedKey,
-        validity: Validity,
-    ) -> ReceiptBody {
-        Self::by(
-            binding,
-            approval_id,
-            decision,
-            (approver.name(), approver.key_id()),
-            validity,
-        )
-    }
-
-    /// The same for a passkey approval by `passkey`; its assertion goes into `webauthn`
-    /// once the human has touched it (over [`ReceiptBody::passkey_challenge`]).
-    pub fn for_passkey(
-        binding: &Binding,
-        approval_id: &str,
-        decision: Decision,
-        passkey: &impl NamedKey,
-        validity: Validity,
-    ) -> ReceiptBody {
-        Self::by(
-            binding,
-            approval_id,
-            decision,
-            (passkey.name(), passkey.key_id()),
-            validity,
-        )
-    }
-
-    fn by(
-        binding: &Binding,
-        approval_id: &str,
-        decision: Decision,
-        (approver, approver_key_id): (&str, &KeyId),
         validity: Validity,
     ) -> ReceiptBody {
         let issued_at = Timestamp::from_datetime(validity.issued_at);
@@ -296,8 +265,8 @@ impl ReceiptBody {
             not_before: issued_at,
             expires_at: issued_at.saturating_add(ttl),
             uses: validity.uses,
-            approver: approver.to_owned(),
-            approver_key_id: approver_key_id.clone(),
+            approver: approver.name().to_owned(),
+            approver_key_id: approver.key_id().clone(),
             webauthn: None,
             approval_id: approval_id.to_owned(),
             plan: None,

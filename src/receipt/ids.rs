@@ -43,7 +43,7 @@ pub enum KeyError {
 
 /// First 16 hex characters (64 bits) of the SHA-256 of a raw public key.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct KeyId(pub(super) String);
+pub struct KeyId(String);
 
 impl KeyId {
     pub fn of(key: &VerifyingKey) -> KeyId {

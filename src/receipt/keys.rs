@@ -198,7 +198,7 @@ impl ApproverKey {
             format: KEY_FILE_FORMAT.into(),
             algorithm: "ed25519".into(),
             name: self.name.clone(),
-            key_id: self.key_id().0,
+            key_id: self.key_id().as_str().to_owned(),
             public_key: BASE64.encode(self.signing.verifying_key().as_bytes()),
             seed: BASE64.encode(self.signing.as_bytes()),
         };
@@ -214,7 +214,7 @@ impl ApproverKey {
             format: LOCKED_KEY_FILE_FORMAT.into(),
             algorithm: "ed25519".into(),
             name: self.name.clone(),
-            key_id: self.key_id().0,
+            key_id: self.key_id().as_str().to_owned(),
             public_key: BASE64.encode(self.signing.verifying_key().as_bytes()),
             kdf: "scrypt".into(),
             scrypt_log_n: SCRYPT_LOG_N,
@@ -474,7 +474,7 @@ fn parse_plaintext(path: &Path, bytes: &[u8]) -> Result<ApproverKey, KeyError> {
         signing: SigningKey::from_bytes(seed),
     };
     let public = key.public();
-    if public.public_key() != file.public_key || public.key_id.0 != file.key_id {
+    if public.public_key() != file.public_key || public.key_id.as_str() != file.key_id {
         return Err(bad("public key or key id does not match the seed"));
     }
     Ok(key)

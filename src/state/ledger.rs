@@ -132,9 +132,7 @@ impl Ledger {
     }
 
     fn append(&self, receipt: &str, event: Event) -> Result<(), LedgerError> {
-        let at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let at = super::rfc3339_millis(time::OffsetDateTime::now_utc());
         let mut line = serde_json::to_vec(&Line {
             receipt: receipt.to_string(),
             event,

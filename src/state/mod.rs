@@ -6,7 +6,7 @@ pub mod agents;
 pub mod approvals;
 pub mod ledger;
 pub mod listen;
-pub mod plans;
+pub mod trust;
 
 use std::fs;
 use std::io::Write;
@@ -19,6 +19,19 @@ pub fn now_rfc3339() -> String {
         .replace_nanosecond(0)
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
         .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// RFC 3339 in UTC with exactly three fractional digits (`2026-12-05T08:10:11.123Z`), so
+/// a reader sees the order of records within a second: the audit log's and the ledger's
+/// times. Nothing parses them back (audit verification hashes each line's bytes), so
+/// records written before with another precision stay valid.
+pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
         .unwrap_or_default()
 }
 

@@ -112,6 +112,9 @@ def test_without_aws_credentials_the_first_screen_says_what_to_do_in_a_few_clean
     assert len(warning) == 1, stderr
     assert "no AWS credentials found" in warning[0], warning
     assert "AWS_PROFILE" in warning[0] and "AWS_ACCESS_KEY_ID" in warning[0], warning
+    # The chain's own one-line reason, and where to see the lookup in full.
+    assert "(the credential chain: " in warning[0], warning
+    assert "AIRLOCK_LOG=aws_config=debug" in warning[0], warning
 
 
 def test_an_invalid_config_is_reported_before_any_port_is_bound(tmp_path: Path) -> None:

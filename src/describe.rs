@@ -1,11 +1,46 @@
-//! What a call destroys, in one plain sentence for the human who decides: "Deletes database
-//! tf-rig-db. SkipFinalSnapshot=true: no final snapshot." Pure: from the [`AwsCall`] alone.
+//! How a call is shown to the human who decides, for the approval page and the webhooks
+//! alike: what it destroys, in one plain sentence ("Deletes database tf-rig-db.
+//! SkipFinalSnapshot=true: no final snapshot."), whether its environment is production, and
+//! agent-supplied text with invisible characters spelled out. Pure: from the [`AwsCall`] and
+//! strings alone.
 //!
 //! The sentence helps; it does not decide. The page shows every parameter beside it, and a
 //! parameter this module does not know is still shown there.
 
 use crate::identify::AwsCall;
 use crate::policy::changeset;
+use std::fmt::Write as _;
+
+/// Characters shown as `⟨U+XXXX⟩` instead of themselves.
+fn suspicious(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+}
+
+/// `s` with invisible and direction-changing characters spelled out.
+pub fn visible(s: &str) -> String {
+    if !s.chars().any(suspicious) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if suspicious(c) {
+            let _ = write!(out, "⟨U+{:04X}⟩", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Production is impossible to miss: any environment whose name says so.
+pub fn is_production(environment: &str) -> bool {
+    environment.to_ascii_lowercase().contains("prod")
+}
 
 /// Nouns for resources whose operation names read badly when split (`DBInstance`).
 const NOUNS: &[(&str, &str, &str)] = &[

@@ -1,15 +1,14 @@
-//! What receipts are checked against, from airlock's config and state only:
+//! The receipt keys airlock keeps in its state dir (the config's `[[approver]]` keys are the
+//! third kind; [`crate::gate::trusted_keys`] puts the three together):
 //!
-//! - the config's `[[approver]]` keys;
 //! - airlock's own Ed25519 key (`state/airlock.key`, mode 0600, made at `serve` start when
 //!   missing), which countersigns passkey approvals;
 //! - the enrolled passkeys (`state/passkeys.json`, mode 0600), written by the enrollment page.
 //!
-//! [`trusted_keys`] reads all three each time it is called, so a passkey enrolled while
-//! `serve` runs counts at once and `airlock receipt verify` sees the same set offline.
+//! Both are read afresh each time they are asked for, so a passkey enrolled while `serve`
+//! runs counts at once and `airlock receipt verify` sees the same set offline.
 
-use crate::config::Config;
-use crate::receipt::{ApproverKey, ApproverPublic, KeyId, PasskeyKey, PasskeyPublic, TrustedKeys};
+use crate::receipt::{ApproverKey, ApproverPublic, KeyId, PasskeyKey, PasskeyPublic};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -222,70 +221,6 @@ pub fn airlock_public(state_dir: &Path) -> Result<Option<ApproverPublic>, String
     ApproverKey::load(&path)
         .map(|k| Some(k.public()))
         .map_err(|e| e.to_string())
-}
-
-/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
-/// enrolled passkeys. Nothing from a request or a receipt.
-pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
-    let mut keys = TrustedKeys::new();
-    for approver in &config.approvers {
-        keys.add_approver(approver).map_err(|e| e.to_string())?;
-    }
-    if let Some(public) = airlock_public(&config.state_dir)? {
-        keys.add_airlock(&public).map_err(|e| e.to_string())?;
-    }
-    for record in PasskeyStore::new(&config.state_dir).load()? {
-        keys.add_passkey(&record.public()?)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(keys)
-}
-
-/// What `--insecure-plaintext-key` prints.
-pub const PLAINTEXT_WARNING: &str =
-    "airlock: WARNING: this approver key is not locked with a passphrase: \
-     any process that can read the file can approve; make a locked one with `airlock keygen`";
-
-/// An approver's key, unlocked with its passphrase from the terminal, and the config's
-/// `[[approver]]` it belongs to: what `approve`, `deny` and `plan approve` sign with.
-pub fn load_approver_key(
-    config: &crate::config::Config,
-    key_path: &std::path::Path,
-    allow_plaintext: bool,
-) -> Result<(crate::receipt::ApproverKey, crate::receipt::ApproverPublic), String> {
-    use crate::receipt::{self, ApproverKey, Unlock};
-    let mut ask = |name: &str, key_id: &receipt::KeyId| {
-        crate::tty::read_passphrase(&format!(
-            "Passphrase for {name:?}'s key {key_id} ({}): ",
-            key_path.display()
-        ))
-    };
-    let loaded = ApproverKey::load_approver(
-        key_path,
-        Unlock {
-            allow_plaintext,
-            passphrase: &mut ask,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    if loaded.plaintext {
-        eprintln!("{PLAINTEXT_WARNING}");
-    }
-    let key = loaded.key;
-    // Only a key the config trusts may sign: say so now rather than at the proxy.
-    let approver = config
-        .approvers
-        .iter()
-        .find(|p| p.key_id() == &key.key_id())
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "the key in {} is not an [[approver]] in {}",
-                key_path.display(),
-                config.path.display()
-            )
-        })?;
-    Ok((key, approver))
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! never the plan itself (its `before` values may hold secrets). Changes are made under an
 //! exclusive lock (`state/plans.lock`) and written atomically.
 
-use super::approvals::{new_id, now_rfc3339, valid_id};
-use crate::plan::mapping::Destroyed;
+use crate::state::approvals::{new_id, valid_id};
+use crate::state::now_rfc3339;
+
+use super::mapping::Destroyed;
 use crate::receipt::PlanEntry;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -129,7 +131,7 @@ impl PlanStore {
         &self,
         f: impl FnOnce() -> Result<T, PlanStoreError>,
     ) -> Result<T, PlanStoreError> {
-        let _lock = super::lock_file(&self.lock)
+        let _lock = crate::state::lock_file(&self.lock)
             .map_err(|e| PlanStoreError::Io(self.lock.display().to_string(), e))?;
         f()
     }
@@ -139,10 +141,12 @@ impl PlanStore {
             return Err(PlanStoreError::NotFound(id.to_string()));
         }
         let path = self.path(id);
-        super::read_json(&path).map_err(|e| match e {
-            super::ReadError::Missing => PlanStoreError::NotFound(id.to_string()),
-            super::ReadError::Io(e) => PlanStoreError::Io(path.display().to_string(), e),
-            super::ReadError::Corrupt(e) => PlanStoreError::Corrupt(path.display().to_string(), e),
+        crate::state::read_json(&path).map_err(|e| match e {
+            crate::state::ReadError::Missing => PlanStoreError::NotFound(id.to_string()),
+            crate::state::ReadError::Io(e) => PlanStoreError::Io(path.display().to_string(), e),
+            crate::state::ReadError::Corrupt(e) => {
+                PlanStoreError::Corrupt(path.display().to_string(), e)
+            }
         })
     }
 
@@ -150,7 +154,7 @@ impl PlanStore {
         let path = self.path(&p.id);
         let json = serde_json::to_vec_pretty(p)
             .map_err(|e| PlanStoreError::Corrupt(path.display().to_string(), e))?;
-        super::write_atomic(&path, &json)
+        crate::state::write_atomic(&path, &json)
             .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))
     }
 
@@ -209,7 +213,7 @@ impl PlanStore {
                 ));
             }
             let path = self.receipt_path(receipt_id);
-            super::write_atomic(&path, receipt_json)
+            crate::state::write_atomic(&path, receipt_json)
                 .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
             p.status = if approve {
                 PlanStatus::Approved
