@@ -7,7 +7,8 @@
 //! (`receipt::plan::PlanGrant`) listing those calls; while `terraform apply plan.bin` runs,
 //! the proxy lets a destructive call through when an entry covers it (`proxy::plan`).
 //!
-//! Pure, except [`cli`] (the commands) and reading a binary plan's `tfstate` member from
+//! Pure, except [`cli`] (the commands), [`store`] (submitted plans in the state dir) and
+//! reading a binary plan's `tfstate` member from
 //! bytes. Submitting grants nothing: anyone, the agent too, may submit; what is approved is
 //! derived here from the plan, shown on the page, and signed.
 //!
