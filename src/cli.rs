@@ -151,8 +151,13 @@ enum ApproverCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; exits non-zero naming the first broken record.
-    Verify,
+    /// Check the hash chain; exits non-zero naming the first broken record (segment, line).
+    Verify {
+        /// Check from this segment on (`00000042.jsonl` or `42`), taking its first
+        /// record's link to the one before as given.
+        #[arg(long, value_name = "SEGMENT")]
+        from: Option<String>,
+    },
     /// Print the audit log readably (`-f` follows it).
     Tail {
         #[arg(short = 'f', long)]
@@ -235,8 +240,8 @@ pub fn main() -> ExitCode {
             command: ReceiptCommand::Verify { file },
         } => cmd_receipt_verify(&cli.config, &file),
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => cmd_audit_verify(&cli.config),
+            command: AuditCommand::Verify { from },
+        } => cmd_audit_verify(&cli.config, from.as_deref()),
         Command::Audit {
             command: AuditCommand::Tail { follow, lines },
         } => cmd_audit_tail(&cli.config, follow, lines),
@@ -752,11 +757,36 @@ fn cmd_policy_builtin(json: bool) -> CmdResult {
     Ok(())
 }
 
-fn cmd_audit_verify(config_path: &Path) -> CmdResult {
+fn cmd_audit_verify(config_path: &Path, from: Option<&str>) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    match crate::audit::verify(&config.state_dir) {
-        Ok(n) => {
-            println!("audit log intact: {n} records");
+    let from = match from {
+        None => None,
+        Some(name) => Some(crate::audit::segment_number(name).ok_or_else(|| {
+            format!("--from {name:?}: not a segment (such as 00000042.jsonl or 42)")
+        })?),
+    };
+    match crate::audit::verify_from(&config.state_dir, from) {
+        Ok(v) => {
+            let start = match from {
+                Some(n) => format!(
+                    " from segment {} (record {} on; the chain before it is not checked)",
+                    crate::audit::segment_name(n),
+                    v.first_seq
+                ),
+                None if v.first_seq > 0 => format!(
+                    " (the kept chain starts at record {}, as its retention record says)",
+                    v.first_seq
+                ),
+                None => String::new(),
+            };
+            let segments = match v.segments {
+                1 => "1 segment".to_string(),
+                n => format!("{n} segments"),
+            };
+            println!(
+                "audit log intact: {} records in {segments}{start}",
+                v.records
+            );
             Ok(())
         }
         Err(e) => Err(format!("audit log broken: {e}")),
@@ -764,46 +794,22 @@ fn cmd_audit_verify(config_path: &Path) -> CmdResult {
 }
 
 fn cmd_audit_tail(config_path: &Path, follow: bool, lines: usize) -> CmdResult {
-    use std::io::{BufRead, Seek};
     let config = Config::load_existing(config_path)?;
-    let path = config.state_dir.join("audit.jsonl");
-    let print = |line: &str| match serde_json::from_str::<serde_json::Value>(line) {
+    let print = |line: &[u8]| match serde_json::from_slice::<serde_json::Value>(line) {
         Ok(v) => println!("{}", crate::audit::render(&v)),
-        Err(_) => println!("(unreadable) {line}"),
+        Err(_) => println!("(unreadable) {}", String::from_utf8_lossy(line)),
     };
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    for l in &all[all.len().saturating_sub(lines)..] {
+    let (last, cursor) =
+        crate::audit::last_records(&config.state_dir, lines).map_err(|e| e.to_string())?;
+    for l in &last {
         print(l);
     }
     if !follow {
         return Ok(());
     }
-    let mut pos = text.len() as u64;
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        let Ok(mut f) = std::fs::File::open(&path) else {
-            continue;
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len < pos {
-            pos = 0;
-        }
-        if len == pos {
-            continue;
-        }
-        if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
-            continue;
-        }
-        let mut reader = std::io::BufReader::new(f);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if !line.ends_with('\n') {
-                break;
-            }
-            pos += line.len() as u64;
-            print(line.trim_end());
-            line.clear();
-        }
-    }
+    crate::audit::follow(&config.state_dir, cursor, |l| {
+        print(l);
+        true
+    })
+    .map_err(|e| e.to_string())
 }

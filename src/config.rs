@@ -34,6 +34,8 @@ struct FileConfig {
     #[serde(default)]
     notify: FileNotify,
     #[serde(default)]
+    audit: crate::audit::Settings,
+    #[serde(default)]
     environment: Vec<Environment>,
     #[serde(default)]
     rule: Vec<crate::policy::Rule>,
@@ -238,6 +240,8 @@ pub struct Config {
     pub approvers: Vec<crate::receipt::ApproverPublic>,
     pub approval: Approval,
     pub notify: Notify,
+    /// `[audit]`: segment size and retention of the audit log.
+    pub audit: crate::audit::Settings,
 }
 
 #[derive(Debug, Clone)]
@@ -500,7 +504,11 @@ impl Config {
             .map_err(|e| check.err("(file)", format!("cannot resolve its directory: {e}")))?;
         let resolve = |p: &str| normalize(&base.join(p));
         let listen = raw.listen.validate(&check)?;
+        raw.audit
+            .check()
+            .map_err(|(key, reason)| check.err(key, reason))?;
         Ok(Config {
+            audit: raw.audit,
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr: listen.proxy,
             approvals_addr: listen.approvals,
@@ -870,6 +878,28 @@ fn normalize(p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_file_sets_audit_and_names_a_bad_value() {
+        let path = Path::new("/nonexistent/config/airlock.toml");
+        let example = Config::parse(path, EXAMPLE).unwrap();
+        assert_eq!(example.audit.segment_bytes, 64 << 20);
+        let text = EXAMPLE.replace(
+            "segment_bytes = 67108864",
+            "segment_bytes = 8192\nkeep_segments = 3",
+        );
+        let set = Config::parse(path, &text).unwrap();
+        assert_eq!(
+            (set.audit.segment_bytes, set.audit.keep_segments),
+            (8192, Some(3))
+        );
+        let bad = EXAMPLE.replace("segment_bytes = 67108864", "segment_bytes = 10");
+        let e = Config::parse(path, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("[audit] segment_bytes: must be at least 4096"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_example_is_valid_and_paths_are_relative_to_the_file() {

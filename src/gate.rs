@@ -59,7 +59,7 @@ impl Gate {
     pub fn open(config: Arc<Config>) -> Result<Gate, String> {
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
-        let audit = AuditLog::start(&config.state_dir).map_err(|e| e.to_string())?;
+        let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
         let gate = Gate {
             approvals,
             ledger,

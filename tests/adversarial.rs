@@ -3838,12 +3838,22 @@ fn with_headers(call: &Call, n: usize) -> harness::Wire {
     (0..n).fold(call.sign(), |w, i| w.with(&format!("x-pad-{i}"), "v"))
 }
 
+/// Every record of the audit log (all its segments), one per line.
+fn audit_text(state_dir: &std::path::Path) -> String {
+    let records = airlock::audit::last_records(state_dir, usize::MAX)
+        .map(|(records, _)| records)
+        .unwrap_or_default();
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r) + "\n")
+        .collect()
+}
+
 /// Waits for an audit record that contains every one of `needles`.
 async fn audited(h: &Harness, needles: &[&str]) -> String {
-    let path = h.state_dir().join("audit.jsonl");
     let deadline = tokio::time::Instant::now() + harness::IO_TIMEOUT;
     loop {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = audit_text(&h.state_dir());
         if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return line.to_string();
         }

@@ -305,9 +305,8 @@ fn ledger(h: &Harness, receipt: &str) -> Vec<String> {
 /// The audit log's events for the calls of one operation (records with a request id), in
 /// order: what a reader after an incident sees of them.
 fn audit_events(h: &Harness, operation: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(h.state_dir().join("audit.jsonl")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    served::audit_records(&h.state_dir())
+        .into_iter()
         .filter(|v| v.get("request_id").is_some())
         .filter(|v| v["action"].as_str().is_some_and(|a| a.ends_with(operation)))
         .map(|v| v["event"].as_str().unwrap_or("").to_string())
@@ -460,7 +459,8 @@ async fn a_full_disk_under_the_ledger_refuses_gated_calls_and_serves_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_the_audit_log_refuses_gated_calls_and_serves_reads() {
     let (mut s, up) = served().await;
-    std::os::unix::fs::symlink("/dev/full", s.state.join("audit.jsonl")).unwrap();
+    std::fs::create_dir(s.state.join("audit")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", s.state.join("audit/00000001.jsonl")).unwrap();
     s.start();
     s.wait_for_log("the audit log cannot be written");
     assert!(s.log().contains("No space left on device"), "{}", s.log());
@@ -483,9 +483,9 @@ async fn a_full_disk_under_the_audit_log_refuses_gated_calls_and_serves_reads() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_audit_log_refuses_gated_calls_until_it_is_back() {
     let (s, up, receipt) = serving_with_a_receipt().await;
-    // The log is moved aside and a directory takes its place: every append fails.
-    let log_path = s.state.join("audit.jsonl");
-    let aside = s.state.join("audit.jsonl.aside");
+    // The log's segment is moved aside and a directory takes its place: every append fails.
+    let log_path = s.state.join("audit/00000001.jsonl");
+    let aside = s.state.join("audit/00000001.jsonl.aside");
     std::fs::rename(&log_path, &aside).unwrap();
     std::fs::create_dir(&log_path).unwrap();
     reads_are_served(&s).await;
@@ -524,8 +524,8 @@ async fn an_unusable_state_dir_stops_serve_with_a_clear_error() {
         ("ledger.jsonl", |state| {
             std::fs::create_dir(state.join("ledger.jsonl")).unwrap()
         }),
-        ("audit.jsonl", |state| {
-            std::fs::create_dir(state.join("audit.jsonl")).unwrap()
+        ("audit", |state| {
+            std::fs::write(state.join("audit"), "not a directory").unwrap()
         }),
         ("state", |state| {
             std::fs::remove_dir_all(state).unwrap();

@@ -154,6 +154,17 @@ def log_tail(path: Path, start: int = 0, limit: int = 12000) -> str:
         return f.read().decode(errors="replace")
 
 
+def audit_segments(state_dir: Path) -> list[Path]:
+    """The audit log's segments (state/audit/00000001.jsonl, ...), oldest first."""
+    return sorted((state_dir / "audit").glob("[0-9]*.jsonl"), key=lambda p: int(p.stem))
+
+
+def audit_records(state_dir: Path) -> list[dict[str, Any]]:
+    """Every record of the audit log, oldest first, across its segments."""
+    return [json.loads(line) for segment in audit_segments(state_dir)
+            for line in segment.read_text().splitlines() if line.strip()]
+
+
 # --- moto -----------------------------------------------------------------------------------
 
 # werkzeug writes one access-log line per request it answered, e.g.

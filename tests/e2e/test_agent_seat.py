@@ -39,7 +39,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from conftest import _RUNNING as RUNNING
-from support import REGION, REPO, Agent, Airlock, Moto, airlock_binary, configure, require_tool, scrubbed_env, unique
+from support import REGION, REPO, Agent, Airlock, Moto, airlock_binary, audit_records, configure, require_tool, scrubbed_env, unique
 from osusers import OsUser, require_root, throwaway_user
 from test_receipts import new_table, table_exists
 
@@ -491,7 +491,7 @@ def test_a_new_passkey_waits_for_an_enrolled_approvers_confirmation(
         assert unknown.returncode != 0 and "no approver named" in unknown.stderr
 
         # Each change to who may approve is in the audit log, and the chain holds.
-        audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+        audit = audit_records(state)
         changes = [(r["event"], r["approver"], r["by"]) for r in audit
                    if r["event"].startswith(("passkey_", "approver_"))]
         assert changes == [

@@ -34,7 +34,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import _RUNNING as RUNNING  # failure reports show the logs of what is running
-from support import REPO, Agent, Airlock, Moto, error_code, require_tool, run, scrubbed_env, unique
+from support import REPO, Agent, Airlock, Moto, audit_records, error_code, require_tool, run, scrubbed_env, unique
 
 DRIVER = Path(__file__).resolve().parent / "web" / "driver.mjs"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -352,8 +352,7 @@ def test_a_held_call_is_approved_with_a_passkey_and_completes_once(web: WebAirlo
     record = web.approval(approval_id)
     assert record["attempts"] == 1 and record["decided_by"] == "alice", record
     # The decision is in the audit log, made with a passkey, before the call's own record.
-    audit = [json.loads(line) for line in
-             (web.airlock.home / "state" / "audit.jsonl").read_text().splitlines()]
+    audit = audit_records(web.airlock.home / "state")
     decisions = [r for r in audit if r.get("approval") == approval_id and r["event"] == "approved"]
     assert len(decisions) == 1, decisions
     assert decisions[0]["via"] == "passkey" and decisions[0]["approver"] == "alice", decisions[0]

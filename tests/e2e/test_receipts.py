@@ -35,7 +35,8 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from support import (
-    REGION, Agent, ApproverKey, GatedAirlock, Moto, create_lambda_function, error_code, keygen, unique,
+    REGION, Agent, ApproverKey, GatedAirlock, Moto, audit_records, create_lambda_function, error_code, keygen,
+    unique,
 )
 
 # One attempt: "went through once" must be airlock's doing, never a client's retry.
@@ -1110,7 +1111,7 @@ def test_50_concurrent_calls_under_one_receipt(gate: GatedAirlock, agent_a: Agen
     assert others <= {(code, True) for code in ACCESS_DENIED}, others
     assert moto.request_count() - before == 1, "more than one call reached moto"
     assert not table_exists(moto, table)
-    events = [r["event"] for r in audit_records(gate) if r.get("receipt") == receipt]
+    events = [r["event"] for r in audit_records(gate.state_dir) if r.get("receipt") == receipt]
     assert events == ["approved", "receipt_used"], events
 
 
@@ -1169,13 +1170,9 @@ def test_receipt_verify_offline(gate: GatedAirlock, short_ttl_gate: GatedAirlock
     assert not ok and "not a trusted key" in out, out
 
 
-def audit_records(gate: GatedAirlock) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (gate.state_dir / "audit.jsonl").read_text().splitlines() if line.strip()]
-
-
 def call_records(gate: GatedAirlock, name: str) -> list[dict[str, Any]]:
     """The audit log's records of the agents' calls naming `name` in a resource, in order."""
-    return [r for r in audit_records(gate)
+    return [r for r in audit_records(gate.state_dir)
             if "request_id" in r and any(name in resource for resource in r.get("resources") or [])]
 
 

@@ -26,7 +26,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from support import Airlock, GatedAirlock, Moto, error_code, require_tool, run, scrubbed_env, unique
+from support import (
+    Airlock, GatedAirlock, Moto, audit_records, error_code, require_tool, run, scrubbed_env, unique,
+)
 from test_approvals_web import browser_tools, drive, save_artifact
 from test_terraform import terraform_workdir
 
@@ -35,8 +37,7 @@ OUT_OF_BAND_OBJECTS = 25
 
 
 def audit_events(gate: Airlock) -> list[dict[str, Any]]:
-    lines = (gate.home / "state" / "audit.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return audit_records(gate.home / "state")
 
 
 def submit(gate: GatedAirlock, plan: Path, agent: str, env: dict[str, str],

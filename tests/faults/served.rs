@@ -334,11 +334,19 @@ desktop = false
 
     /// The audit log's records.
     pub fn audit(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.state.join("audit.jsonl")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        audit_records(&self.state)
     }
+}
+
+/// The audit log's records, all segments, oldest first.
+pub fn audit_records(state_dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let records = airlock::audit::last_records(state_dir, usize::MAX)
+        .map(|(records, _)| records)
+        .unwrap_or_default();
+    records
+        .iter()
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
 }
 
 /// What signs the agent's calls.

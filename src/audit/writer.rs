@@ -1,0 +1,320 @@
+//! Appending to the log: the chain position, the current segment, rotation and retention.
+//!
+//! Every append happens under the log's file lock (`serve` and the CLI both append), and
+//! looks at the current segment by its name first: a file replaced, grown by another
+//! process, or followed by a newer segment is looked up again (a bounded read of the
+//! newest segment's end), so records always go where `audit verify` looks.
+//!
+//! `serve`'s writer closes a segment when the next write would take it past
+//! `[audit] segment_bytes` or when the UTC day changed, and then removes the oldest
+//! segments past `keep_segments` / `keep_days`, recording first (durably) which were
+//! removed and the hash where the kept chain starts. The CLI's few appends never rotate.
+
+use super::segments::{
+    chain_end, day_of, days_ago, first_line, last_lines, open_for_append, segment_name, today,
+    Paths, Position,
+};
+use super::{io_err, AuditError, Settings, RETENTION_EVENT};
+use serde_json::{json, Map, Value};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+pub(super) struct Writer {
+    lock: File,
+    /// `serve`'s settings; `None` for the CLI, which never rotates.
+    rotation: Option<Settings>,
+    /// The segment appended to; `None` until the first append or after a failure.
+    current: Option<Current>,
+    /// Written since the last sync.
+    pub(super) dirty: bool,
+    /// When a failure was last logged (failures are logged at most every 10 s).
+    pub(super) complained: Option<std::time::Instant>,
+    /// `write` calls made, one per batch (what group commit saves, for the tests).
+    pub(super) writes: u64,
+}
+
+struct Current {
+    number: u64,
+    file: File,
+    /// (device, inode) of `file`, to notice the file replaced under its name.
+    identity: (u64, u64),
+    /// The file's length after our last write: anything else means another process
+    /// appended, and the end is read again.
+    end: u64,
+    position: Position,
+    /// The UTC day of the segment's first record; a later day starts a new segment.
+    day: String,
+}
+
+impl Writer {
+    /// The lock opened; where the chain stands is read on first append.
+    pub(super) fn open(paths: &Paths, rotation: Option<Settings>) -> Result<Writer, AuditError> {
+        paths.prepare()?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&paths.lock)
+            .map_err(io_err(&paths.lock))?;
+        Ok(Writer {
+            lock,
+            rotation,
+            current: None,
+            dirty: false,
+            complained: None,
+            writes: 0,
+        })
+    }
+
+    /// Appends `records` in one write (after a rotation, the retention record follows in
+    /// a second). Either all are in the log or none.
+    pub(super) fn append(
+        &mut self,
+        paths: &Paths,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<(), AuditError> {
+        self.lock.lock().map_err(io_err(&paths.lock))?;
+        let result = self.append_locked(paths, records);
+        let _ = self.lock.unlock();
+        result
+    }
+
+    /// The last record's sequence number and hash, as far as this writer knows.
+    pub(super) fn last(&self) -> Option<(u64, String)> {
+        let p = &self.current.as_ref()?.position;
+        Some((p.next_seq.checked_sub(1)?, p.prev.clone()))
+    }
+
+    /// A handle on the current segment, to sync it outside the writer's mutex.
+    pub(super) fn current_file(&self, paths: &Paths) -> Result<Option<File>, AuditError> {
+        match &self.current {
+            None => Ok(None),
+            Some(c) => Ok(Some(
+                c.file
+                    .try_clone()
+                    .map_err(io_err(&paths.segment(c.number)))?,
+            )),
+        }
+    }
+
+    fn append_locked(
+        &mut self,
+        paths: &Paths,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<(), AuditError> {
+        self.refresh(paths)?;
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let (lines, after) = encode(paths, current.position.clone(), records)?;
+        let day = today();
+        let rotate = self.rotation.as_ref().is_some_and(|s| {
+            current.end > 0
+                && (current.end + lines.len() as u64 > s.segment_bytes || day > current.day)
+        });
+        if rotate {
+            self.rotate(paths, day)?;
+        }
+        self.put(paths, &lines, after)?;
+        if rotate {
+            if let Err(e) = self.retain(paths) {
+                tracing::error!(error = %e, "could not remove old audit segments");
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks the current segment up again unless it is still ours, unchanged.
+    fn refresh(&mut self, paths: &Paths) -> Result<(), AuditError> {
+        if let Some(c) = &self.current {
+            let same = fs::metadata(paths.segment(c.number))
+                .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == c.identity && m.len() == c.end);
+            if same && fs::symlink_metadata(paths.segment(c.number + 1)).is_err() {
+                return Ok(());
+            }
+        }
+        self.current = None;
+        paths.prepare()?;
+        let numbers = paths.numbers()?;
+        let number = numbers.last().copied().unwrap_or(1);
+        let path = paths.segment(number);
+        let file = open_for_append(&path)?;
+        let m = file.metadata().map_err(io_err(&path))?;
+        let position = chain_end(paths, &numbers)?;
+        // The day of the segment's first record: a later record of another process (the
+        // CLI's) does not make an old segment today's.
+        let day = first_line(&path)?
+            .and_then(|l| day_of(&l))
+            .unwrap_or_else(today);
+        self.current = Some(Current {
+            number,
+            file,
+            identity: (m.dev(), m.ino()),
+            end: if m.is_file() { m.len() } else { 0 },
+            position,
+            day,
+        });
+        Ok(())
+    }
+
+    /// Closes the current segment (synced, so it is whole on disk before anything lands
+    /// in the next) and opens the next one.
+    fn rotate(&mut self, paths: &Paths, day: String) -> Result<(), AuditError> {
+        let Some(c) = self.current.take() else {
+            return Ok(());
+        };
+        let old = paths.segment(c.number);
+        c.file.sync_data().map_err(io_err(&old))?;
+        let path = paths.segment(c.number + 1);
+        let file = open_for_append(&path)?;
+        sync_dir(paths)?;
+        let m = file.metadata().map_err(io_err(&path))?;
+        tracing::info!(closed = %segment_name(c.number), opened = %segment_name(c.number + 1), "audit segment closed");
+        self.current = Some(Current {
+            number: c.number + 1,
+            file,
+            identity: (m.dev(), m.ino()),
+            end: m.len(),
+            position: c.position,
+            day,
+        });
+        Ok(())
+    }
+
+    /// Writes encoded records (one `write`); a partial write is cut off again.
+    fn put(&mut self, paths: &Paths, lines: &[u8], after: Position) -> Result<(), AuditError> {
+        let Some(c) = self.current.as_mut() else {
+            return Ok(());
+        };
+        self.writes += 1;
+        if let Err(e) = c.file.write_all(lines) {
+            // A partial line (disk full mid-write) would break the chain for everything
+            // after it.
+            let _ = c.file.set_len(c.end);
+            let path = paths.segment(c.number);
+            self.current = None;
+            return Err(AuditError::Io(path.display().to_string(), e));
+        }
+        c.end += lines.len() as u64;
+        c.position = after;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Removes the oldest segments past `keep_segments` / `keep_days`: first a record
+    /// (synced) naming them and the hash where the kept chain starts, then the files.
+    fn retain(&mut self, paths: &Paths) -> Result<(), AuditError> {
+        let Some(settings) = &self.rotation else {
+            return Ok(());
+        };
+        let Some(current) = self.current.as_ref().map(|c| c.number) else {
+            return Ok(());
+        };
+        let numbers: Vec<u64> = paths
+            .numbers()?
+            .into_iter()
+            .filter(|n| *n <= current)
+            .collect();
+        let mut remove = 0usize;
+        if let Some(keep) = settings.keep_segments {
+            remove = numbers.len().saturating_sub(keep as usize);
+        }
+        if let Some(days) = settings.keep_days {
+            let cutoff = days_ago(days);
+            let old = numbers
+                .iter()
+                .take_while(|n| **n != current)
+                .take_while(|n| {
+                    last_lines(&paths.segment(**n), 1)
+                        .ok()
+                        .and_then(|t| t.lines.last().and_then(|l| day_of(l)))
+                        .is_some_and(|d| d < cutoff)
+                })
+                .count();
+            remove = remove.max(old);
+        }
+        let Some(kept) = numbers.get(remove).copied() else {
+            return Ok(());
+        };
+        if remove == 0 {
+            return Ok(());
+        }
+        let Some(first) = first_line(&paths.segment(kept))? else {
+            return Ok(());
+        };
+        let first: Value = serde_json::from_slice(&first).map_err(|e| AuditError::Broken {
+            segment: segment_name(kept),
+            line: 1,
+            seq: 0,
+            reason: format!("not a JSON record: {e}"),
+        })?;
+        let removed: Vec<String> = numbers[..remove].iter().map(|n| segment_name(*n)).collect();
+        let mut r = super::record(RETENTION_EVENT);
+        r.insert("removed".into(), json!(removed));
+        r.insert("kept_from_segment".into(), json!(segment_name(kept)));
+        r.insert(
+            "kept_from_seq".into(),
+            first.get("seq").cloned().unwrap_or(Value::Null),
+        );
+        r.insert(
+            "kept_from_hash".into(),
+            first.get("prev").cloned().unwrap_or(Value::Null),
+        );
+        r.insert(
+            "reason".into(),
+            json!(format!(
+                "{} segment(s) removed by retention; the kept chain starts at {}",
+                removed.len(),
+                segment_name(kept)
+            )),
+        );
+        let Some(c) = &self.current else {
+            return Ok(());
+        };
+        let (line, after) = encode(paths, c.position.clone(), vec![r])?;
+        self.put(paths, &line, after)?;
+        if let Some(c) = &self.current {
+            c.file
+                .sync_data()
+                .map_err(io_err(&paths.segment(c.number)))?;
+        }
+        for n in &numbers[..remove] {
+            let path = paths.segment(*n);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        sync_dir(paths)?;
+        tracing::info!(removed = ?removed, kept_from = %segment_name(kept), "old audit segments removed");
+        Ok(())
+    }
+}
+
+/// The records as lines of the chain starting at `position`, and where it stands after.
+fn encode(
+    paths: &Paths,
+    mut position: Position,
+    records: Vec<Map<String, Value>>,
+) -> Result<(Vec<u8>, Position), AuditError> {
+    let mut out = Vec::with_capacity(records.len() * 512);
+    for mut r in records {
+        r.insert("seq".into(), json!(position.next_seq));
+        r.insert("prev".into(), json!(position.prev));
+        let start = out.len();
+        serde_json::to_writer(&mut out, &r)
+            .map_err(|e| AuditError::Io(paths.dir.display().to_string(), e.into()))?;
+        position = Position {
+            next_seq: position.next_seq + 1,
+            prev: crate::sigv4::sha256_hex(&out[start..]),
+        };
+        out.push(b'\n');
+    }
+    Ok((out, position))
+}
+
+/// Makes the directory's entries (a segment created or removed) durable.
+fn sync_dir(paths: &Paths) -> Result<(), AuditError> {
+    File::open(&paths.dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(&paths.dir))
+}
