@@ -3,6 +3,7 @@
 
     python3 bench/run.py                 # request rate, latency, CPU, and the 512 MiB PUT
     python3 bench/run.py --load 60       # then 60 s of mixed allowed/refused calls at peak rate
+    python3 bench/run.py --tunnel        # only: the HTTPS_PROXY path next to the endpoint path
 
 Three contenders answer the same signed request (signed once with botocore, replayed by wrk):
 
@@ -40,6 +41,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where the binaries are: target/release (`--profile debug`: target/debug, for a quick look only).
+BUILD = ROOT / "target/release"
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 REGION = "us-east-1"
@@ -147,22 +150,23 @@ class Target:
 
 
 def start_stub(work: Path) -> Proc:
-    binary = ROOT / "target/release/examples/bench-stub"
+    binary = BUILD / "examples/bench-stub"
     return Proc("stub", [str(binary), "0"], r"listening on 127\.0\.0\.1:(\d+)", log=work / "stub.log")
 
 
 def start_passthrough(work: Path, stub_port: int, certs: Path) -> Proc:
-    binary = ROOT / "target/release/examples/bench-passthrough"
+    binary = BUILD / "examples/bench-passthrough"
     return Proc("passthrough", [str(binary), str(stub_port), str(certs / "server.pem"), str(certs / "server.key")],
                 r"listening on 127\.0\.0\.1:(\d+)", log=work / "passthrough.log")
 
 
-def start_airlock(work: Path, stub_port: int, log_level: str) -> tuple[Proc, Credentials, Path]:
-    binary = str(ROOT / "target/release/airlock")
+def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False) -> tuple[Proc, Credentials, Path]:
+    binary = str(BUILD / "airlock")
     config = work / "airlock/config/airlock.toml"
     subprocess.run([binary, "init", "--config", str(config)], check=True, capture_output=True)
     text = config.read_text()
     replacements = {
+        **({r'(?m)^# connect = .*$': 'connect = "127.0.0.1:0"'} if connect else {}),
         r'(?m)^proxy = .*$': 'proxy = "127.0.0.1:0"',
         r'(?m)^approvals = .*$': 'approvals = "127.0.0.1:0"',
         r'(?m)^# endpoint = .*$': f'endpoint = "http://127.0.0.1:{stub_port}"',
@@ -182,8 +186,8 @@ def start_airlock(work: Path, stub_port: int, log_level: str) -> tuple[Proc, Cre
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="AKIABENCHREALKEY0001", AWS_SECRET_ACCESS_KEY="bench/real/secret/not/used/by/the/stub",
                AIRLOCK_LOG=log_level)
-    proc = Proc("airlock", [binary, "serve", "--config", str(config)],
-                r"airlock listening proxy=https://127\.0\.0\.1:(\d+)", env=env, log=work / "airlock.log")
+    ready = r"airlock listening proxy=https://127\.0\.0\.1:(\d+) \S+" + (r" connect=http://127\.0\.0\.1:(\d+)" if connect else "")
+    proc = Proc("airlock", [binary, "serve", "--config", str(config)], ready, env=env, log=work / "airlock.log")
     creds = Credentials(agent["AWS_ACCESS_KEY_ID"], agent["AWS_SECRET_ACCESS_KEY"])
     return proc, creds, config
 
@@ -445,11 +449,128 @@ def load(target: Target, airlock: Proc, config: Path, creds: Credentials, host: 
     stop.set()
     sampler.join()
     r = parse_wrk(out)
-    verify = subprocess.run([str(ROOT / "target/release/airlock"), "audit", "verify", "--config", str(config)],
+    verify = subprocess.run([str(BUILD / "airlock"), "audit", "verify", "--config", str(config)],
                             capture_output=True, text=True, timeout=600)
     rss = [kib for _, kib in samples]
     return {"wrk": r, "cpu_s": cpu, "rss_kib": rss, "audit_verify": (verify.returncode, verify.stdout.strip() or verify.stderr.strip()),
             "samples": samples}
+
+
+# ---------------------------------------------------------------- the HTTPS_PROXY path
+
+
+def curl_requests(url: str, headers: dict[str, str], count: int, ca: Path, proxy: str | None) -> subprocess.Popen[str]:
+    """One curl process making `count` requests to `url` one after another on one kept-alive
+    connection (through the proxy's tunnel when `proxy` is set)."""
+    cmd = [need("curl"), "-sS", "--cacert", str(ca), "-w", "%{http_code} %{num_connects}\n"]
+    cmd += ["--proxy", proxy] if proxy else ["--noproxy", "*", "--resolve", f"localhost:{url.split(':')[2].split('/')[0]}:127.0.0.1"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    for _ in range(count):
+        cmd += ["-o", "/dev/null", url]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kept_alive(name: str, url: str, headers: dict[str, str], ca: Path, proxy: str | None, airlock: Proc,
+               clients: int, per_client: int) -> dict[str, float]:
+    """`clients` curl processes at once, each `per_client` requests on one connection: requests
+    per second, and airlock's CPU per request."""
+    before = cpu_seconds([airlock.pid])
+    started = time.monotonic()
+    procs = [curl_requests(url, headers, per_client, ca, proxy) for _ in range(clients)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    wall = time.monotonic() - started
+    cpu = cpu_seconds([airlock.pid]) - before
+    lines = [line.split() for out, _ in outs for line in out.splitlines()]
+    bad = [line for line in lines if line[0] != "200"]
+    connects = sum(int(line[1]) for line in lines)
+    if bad or len(lines) != clients * per_client:
+        sys.exit(f"bench: {name}: {len(bad)} answers not 200 ({bad[:3]}), {len(lines)} lines; "
+                 f"{[err for _, err in outs][:2]}")
+    n = len(lines)
+    return {"rps": n / wall, "cpu_ms_per_request": cpu / n * 1000, "requests": n, "connections": connects}
+
+
+def first_connect(url_of: Callable[[str], str], headers_of: Callable[[str], dict[str, str]], names: list[str],
+                  ca: Path, proxy: str, airlock: Proc) -> dict[str, float]:
+    """One new connection per name, one after another: curl's time to the end of the TLS
+    handshake inside the tunnel (CONNECT, then TLS with the name's leaf), and airlock's CPU."""
+    times = []
+    before = cpu_seconds([airlock.pid])
+    for name in names:
+        cmd = [need("curl"), "-sS", "--cacert", str(ca), "--proxy", proxy, "-o", "/dev/null",
+               "-w", "%{http_code} %{time_appconnect}"]
+        for k, v in headers_of(name).items():
+            cmd += ["-H", f"{k}: {v}"]
+        done = subprocess.run(cmd + [url_of(name)], capture_output=True, text=True, timeout=60)
+        status, appconnect = done.stdout.split()
+        if status != "200":
+            sys.exit(f"bench: {url_of(name)} answered {status}: {done.stderr}")
+        times.append(float(appconnect) * 1000)
+    cpu = cpu_seconds([airlock.pid]) - before
+    return {"p50_ms": median(times), "max_ms": max(times), "cpu_ms_per_connection": cpu / len(names) * 1000}
+
+
+def tunnel_bench(args: argparse.Namespace) -> dict[str, object]:
+    """The HTTPS_PROXY path next to the endpoint path, both through the same airlock to the stub,
+    with the same client (curl: C, kept-alive, so the figures are airlock's and not a Python
+    client's); then the cost of a first CONNECT to a name with no leaf yet."""
+    work = Path(tempfile.mkdtemp(prefix="airlock-bench-tunnel-"))
+    procs: list[Proc] = []
+    try:
+        stub = start_stub(work)
+        procs.append(stub)
+        airlock, creds, config = start_airlock(work, int(stub.match.group(1)), args.airlock_log, connect=True)
+        procs.append(airlock)
+        port, connect_port = int(airlock.match.group(1)), int(airlock.match.group(2))
+        proxy = f"http://127.0.0.1:{connect_port}"
+        ca = config.parent.parent / "certs" / "ca.pem"
+        endpoint_host, aws_host = f"localhost:{port}", f"s3.{REGION}.amazonaws.com"
+        paths = {
+            "endpoint": (f"https://{endpoint_host}/{BUCKET}/hello.txt",
+                         signed(creds, "GET", endpoint_host, f"/{BUCKET}/hello.txt"), None),
+            "tunnel": (f"https://{aws_host}/{BUCKET}/hello.txt",
+                       signed(creds, "GET", aws_host, f"/{BUCKET}/hello.txt"), proxy),
+        }
+        results: dict[str, object] = {}
+        for name, (url, headers, via) in paths.items():  # warm-up
+            kept_alive(name, url, headers, ca, via, airlock, 2, 50)
+        for round_ in range(args.rounds):
+            for name, (url, headers, via) in paths.items():
+                r = kept_alive(name, url, headers, ca, via, airlock, args.tunnel_clients, args.tunnel_requests)
+                results.setdefault(name, []).append(r)  # type: ignore[union-attr]
+                print(f"round {round_ + 1} {name:8} {r['rps']:8,.0f} req/s  airlock CPU {r['cpu_ms_per_request']:.3f} ms/request  "
+                      f"({r['requests']} requests on {r['connections']} connections)", flush=True)
+        tag = os.urandom(3).hex()
+        fresh = [f"bench-{tag}-{i}" for i in range(args.tunnel_names)]
+
+        def vhost(bucket: str) -> str:
+            return f"{bucket}.s3.{REGION}.amazonaws.com"
+
+        new_leaf = first_connect(lambda b: f"https://{vhost(b)}/hello.txt",
+                                 lambda b: signed(creds, "GET", vhost(b), "/hello.txt"), fresh, ca, proxy, airlock)
+        cached = first_connect(lambda b: f"https://{vhost(b)}/hello.txt",
+                               lambda b: signed(creds, "GET", vhost(b), "/hello.txt"), fresh, ca, proxy, airlock)
+        results["first_connect_new_leaf"] = new_leaf
+        results["first_connect_cached_leaf"] = cached
+        print()
+        print(f"machine: {os.cpu_count()} cores; binaries: {BUILD}; curl × {args.tunnel_clients} processes "
+              f"× {args.tunnel_requests} requests each, {args.rounds} rounds (medians)")
+        print("| path | requests/s | airlock CPU per request |")
+        print("|---|---:|---:|")
+        for name in paths:
+            rows: list[dict[str, float]] = results[name]  # type: ignore[assignment]
+            print(f"| {name} | {median([r['rps'] for r in rows]):,.0f} | "
+                  f"{median([r['cpu_ms_per_request'] for r in rows]):.3f} ms |")
+        print(f"\nnew connection through the tunnel, to end of TLS ({args.tunnel_names} names): "
+              f"new leaf p50 {new_leaf['p50_ms']:.1f} ms (max {new_leaf['max_ms']:.1f}), airlock CPU "
+              f"{new_leaf['cpu_ms_per_connection']:.2f} ms per connection; cached leaf p50 {cached['p50_ms']:.1f} ms, "
+              f"{cached['cpu_ms_per_connection']:.2f} ms")
+        return results
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -463,13 +584,26 @@ def main() -> None:
     ap.add_argument("--airlock-log", default="warn", help="AIRLOCK_LOG for airlock (default warn: no line per call)")
     ap.add_argument("--skip-build", action="store_true", help="use the release binaries already built")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
+    ap.add_argument("--tunnel", action="store_true", help="only the HTTPS_PROXY path next to the endpoint path")
+    ap.add_argument("--tunnel-clients", type=int, default=4, help="--tunnel: curl processes at once (default 4)")
+    ap.add_argument("--tunnel-requests", type=int, default=500, help="--tunnel: requests per curl (default 500)")
+    ap.add_argument("--tunnel-names", type=int, default=30, help="--tunnel: new names for the first-CONNECT cost")
+    ap.add_argument("--profile", choices=["release", "debug"], default="release",
+                    help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
-    for tool in ("wrk", "nginx", "curl"):
+    global BUILD
+    BUILD = ROOT / "target" / args.profile
+    for tool in ("curl",) if args.tunnel else ("wrk", "nginx", "curl"):
         need(tool)
     if not args.skip_build:
-        subprocess.run(["cargo", "build", "--release", "--bin", "airlock", "--example", "bench-stub",
-                        "--example", "bench-passthrough"],
+        subprocess.run(["cargo", "build", "--bin", "airlock", "--example", "bench-stub", "--example", "bench-passthrough"]
+                       + (["--release"] if args.profile == "release" else []),
                        cwd=ROOT, check=True)
+    if args.tunnel:
+        report = tunnel_bench(args)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2, default=str))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="airlock-bench-"))
     procs: list[Proc] = []

@@ -25,7 +25,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create what is missing: config, local CA and server certificate, state dir. Never overwrites.
-    Init,
+    Init {
+        /// Replace the CA (and the server certificate) with a new, name-constrained one.
+        #[arg(long)]
+        rotate_ca: bool,
+    },
     /// Run the proxy and the approval page (runs `init` first when needed).
     Serve,
     /// Manage agents and their proxy-only credentials.
@@ -212,7 +216,7 @@ pub fn remember_environment() {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init => cmd_init(&cli.config),
+        Command::Init { rotate_ca } => cmd_init(&cli.config, rotate_ca),
         Command::Serve => cmd_serve(&cli.config),
         Command::Agent { command } => match command {
             AgentCommand::Add { name, json } => cmd_agent_add(&cli.config, &name, json),
@@ -284,7 +288,23 @@ fn print_created(created: &init::Created) {
     }
 }
 
-fn cmd_init(config_path: &Path) -> CmdResult {
+fn cmd_init(config_path: &Path, rotate_ca: bool) -> CmdResult {
+    if rotate_ca {
+        Config::load_existing(config_path)?;
+        let (config, replaced, created) =
+            init::rotate_ca(config_path).map_err(|e| e.to_string())?;
+        for p in &replaced {
+            println!("replaced {}", p.display());
+        }
+        print_created(&created);
+        println!(
+            "made a new CA, name-constrained to localhost, the loopback addresses and AWS's endpoint names; \
+             restart `airlock serve`, and give every client that trusted the old CA the new {} \
+             (`airlock exec` and `airlock agent add` point at it)",
+            config.ca_cert().display()
+        );
+        return Ok(());
+    }
     let (config, created) = init::init(config_path).map_err(|e| e.to_string())?;
     if created.paths.is_empty() {
         println!("nothing to do: everything already exists");
@@ -410,6 +430,7 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
     print_created(&created);
     let config = crate::serve::load_trusted_config(config_path, own_uid)?;
     crate::serve::check_own_files(&config, own_uid)?;
+    crate::connect::ca::warn_if_unconstrained(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -435,9 +456,14 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
         };
         let proxy_listener = bind(config.proxy_addr, "[listen] proxy").await?;
         let approvals_listener = bind(config.approvals_addr, "[listen] approvals").await?;
+        let connect_listener = match config.connect_addr {
+            Some(addr) => Some(bind(addr, "[listen] connect").await?),
+            None => None,
+        };
         let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
         let approvals_addr = approvals_listener.local_addr().map_err(|e| e.to_string())?;
-        let listening = crate::state::listen::Listening { proxy: proxy_addr, approvals: approvals_addr, pid: Some(std::process::id()) };
+        let connect_addr = connect_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let listening = crate::state::listen::Listening { proxy: proxy_addr, approvals: approvals_addr, connect: connect_addr, pid: Some(std::process::id()) };
         listening.write(&config.state_dir).map_err(|e| format!("{}: {e}", config.state_dir.display()))?;
         if fresh {
             let agent = AgentStore::new(&config.state_dir).add("default").map_err(|e| e.to_string())?;
@@ -445,10 +471,11 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
             print_agent_env(&config, &agent, false);
         }
         let shutdown = crate::serve::signal();
-        println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}");
+        let connect = connect_addr.map(|a| format!(" connect=http://{a}")).unwrap_or_default();
+        println!("airlock listening proxy=https://{proxy_addr} approvals=http://{approvals_addr}{connect}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        crate::serve::run(config, proxy_listener, approvals_listener, credentials, shutdown)
+        crate::serve::run_with_connect(config, proxy_listener, approvals_listener, connect_listener, credentials, shutdown)
             .await
             .map_err(|e| e.to_string())
     })

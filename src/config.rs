@@ -41,6 +41,15 @@ struct FileConfig {
     rule: Vec<crate::policy::Rule>,
     #[serde(default)]
     approver: Vec<ApproverEntry>,
+    #[serde(default)]
+    connect: FileConnect,
+}
+
+/// `[connect]`: what the HTTPS_PROXY listener tunnels without reading.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConnect {
+    passthrough: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +130,8 @@ struct FileListen {
     proxy: String,
     approvals: String,
     public_url: Option<String>,
+    /// The HTTPS_PROXY listener (plain HTTP, CONNECT only); off unless set.
+    connect: Option<String>,
     /// airlock runs in a container whose ports are published on the host's loopback only.
     #[serde(default)]
     in_container: bool,
@@ -227,6 +238,10 @@ pub struct Config {
     pub path: PathBuf,
     pub proxy_addr: SocketAddr,
     pub approvals_addr: SocketAddr,
+    /// `[listen] connect`: the HTTPS_PROXY listener, when on.
+    pub connect_addr: Option<SocketAddr>,
+    /// `[connect] passthrough`: `host-glob[:port]` tunnelled unread.
+    pub connect_passthrough: Vec<String>,
     /// `[listen] public_url`: the proxy's address as agents reach it (https).
     pub public_url: Option<PublicUrl>,
     pub tls_dir: PathBuf,
@@ -387,6 +402,7 @@ impl Config {
             crate::state::listen::Listening {
                 proxy: self.proxy_addr,
                 approvals: self.approvals_addr,
+                connect: self.connect_addr,
                 pid: None,
             },
         )
@@ -512,6 +528,8 @@ impl Config {
             path: normalize(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
             proxy_addr: listen.proxy,
             approvals_addr: listen.approvals,
+            connect_addr: listen.connect,
+            connect_passthrough: raw.connect.validate(&check)?,
             public_url: listen.public_url,
             tls_dir: resolve(&raw.tls.dir),
             state_dir: resolve(&raw.state.dir),
@@ -593,6 +611,7 @@ impl Check {
 struct Listen {
     proxy: SocketAddr,
     approvals: SocketAddr,
+    connect: Option<SocketAddr>,
     public_url: Option<PublicUrl>,
 }
 
@@ -608,6 +627,17 @@ impl FileListen {
                 "the approval page serves plain HTTP and must listen on a loopback address (in a container published on the host's loopback only: in_container = true)".into(),
             ));
         }
+        let connect = match &self.connect {
+            None => None,
+            Some(v) => Some(check.addr("[listen] connect", v)?),
+        };
+        if connect.is_some_and(|a| !a.ip().is_loopback()) && !self.in_container {
+            return Err(check.err(
+                "[listen] connect",
+                "the HTTPS_PROXY listener serves plain HTTP and must listen on a loopback address"
+                    .into(),
+            ));
+        }
         let public_url = match &self.public_url {
             None => None,
             Some(url) => Some(check.url("[listen] public_url", url, &["https"], false)?),
@@ -615,8 +645,24 @@ impl FileListen {
         Ok(Listen {
             proxy,
             approvals,
+            connect,
             public_url,
         })
+    }
+}
+
+impl FileConnect {
+    fn validate(self, check: &Check) -> Result<Vec<String>, ConfigError> {
+        if let Some(bad) = self.passthrough.iter().find(|g| {
+            let host = g.rsplit_once(':').map_or(g.as_str(), |(h, _)| h);
+            !host.chars().any(|c| !matches!(c, '*' | '?' | '.' | ' '))
+        }) {
+            return Err(check.err(
+                "[connect] passthrough",
+                format!("{bad:?} would let every host through; name the hosts"),
+            ));
+        }
+        Ok(self.passthrough)
     }
 }
 

@@ -301,6 +301,22 @@ impl Doctor<'_> {
         }
     }
 
+    /// airlock's CA without name constraints: its key, if it leaked, signs for any site.
+    fn ca_constraints(&mut self, config: &Config) {
+        let ca = config.ca_cert();
+        let Ok(pem) = std::fs::read_to_string(&ca) else {
+            return;
+        };
+        if let Ok(false) = crate::connect::ca::is_name_constrained(&pem) {
+            self.found(
+                "ca-unconstrained",
+                Some(&ca),
+                "airlock's CA is not name-constrained: whoever got its key could sign certificates for any site, which every client trusting it would accept".into(),
+                format!("airlock init --rotate-ca --config {}", config.path.display()),
+            );
+        }
+    }
+
     /// The agent's own environment: real credentials, and the endpoint and CA pointing at airlock.
     fn environment(&mut self, env: &[(String, String)], config: &Config) {
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -320,7 +336,15 @@ impl Doctor<'_> {
                 format!("unset {k}"),
             );
         }
+        let via_connect = config.connect_addr.is_some()
+            && ["HTTPS_PROXY", "https_proxy"].iter().any(|k| {
+                get(k).is_some_and(|v| {
+                    let port = config.listening().connect.map(|a| a.port());
+                    port.is_some_and(|p| v.trim_end_matches('/').ends_with(&format!(":{p}")))
+                })
+            });
         match get("AWS_ENDPOINT_URL") {
+            None if via_connect => {}
             None => self.found(
                 "env-endpoint",
                 None,
@@ -537,6 +561,7 @@ pub fn examine(agent: &Account, config_path: &Path, env: Option<&[(String, Strin
         }
     };
     d.report.config = config.path.clone();
+    d.ca_constraints(&config);
     if as_user {
         d.airlock_files(&config);
         d.binary();

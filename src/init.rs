@@ -2,10 +2,7 @@
 //! dir) and never overwrite anything. Private keys are written with mode 0600.
 
 use crate::config::{Config, EXAMPLE};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -132,6 +129,8 @@ fn new_ca() -> Result<(String, String), InitError> {
         .distinguished_name
         .push(DnType::OrganizationName, "airlock");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // Only loopback and AWS's names: a leaked ca.key signs for nothing else that clients accept.
+    params.name_constraints = Some(crate::connect::ca::name_constraints());
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -145,31 +144,45 @@ fn new_ca() -> Result<(String, String), InitError> {
 /// A server certificate for localhost, 127.0.0.1 and ::1, issued by the CA; the PEM holds
 /// the leaf then the CA so clients get the whole chain.
 fn new_server_cert(ca_cert_pem: &str, ca_key_pem: &str) -> Result<(String, String), InitError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    let ca_params = CertificateParams::from_ca_cert_pem(ca_cert_pem)?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params, 825);
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    let (ca, ca_key) = crate::connect::ca::issuer(ca_cert_pem, ca_key_pem)?;
+    let now = time::OffsetDateTime::now_utc();
+    let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+    let (cert, key) = crate::connect::ca::server_leaf(
+        names,
+        &ca,
+        &ca_key,
+        now - time::Duration::days(1),
+        now + time::Duration::days(825),
+    )?;
     Ok((
         format!("{}{}", cert.pem(), ca_cert_pem),
         key.serialize_pem(),
     ))
+}
+
+/// `airlock init --rotate-ca`: a new (name-constrained) CA and server certificate in place
+/// of the old ones. The old CA certificate is kept beside it (`ca.pem.replaced-UNIXTIME`)
+/// for reference; its key and the old server key are deleted, since a key that is kept is
+/// a key that can leak. Returns what was replaced and what was made.
+pub fn rotate_ca(config_path: &Path) -> Result<(Config, Vec<PathBuf>, Created), InitError> {
+    let config = Config::load(config_path)?;
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut replaced = Vec::new();
+    let ca_cert = config.ca_cert();
+    if ca_cert.exists() {
+        let kept = ca_cert.with_file_name(format!("ca.pem.replaced-{stamp}"));
+        fs::rename(&ca_cert, &kept).map_err(io_err(&ca_cert))?;
+        replaced.push(kept);
+    }
+    for path in [config.ca_key(), config.server_cert(), config.server_key()] {
+        match fs::remove_file(&path) {
+            Ok(()) => replaced.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    let (config, created) = init(config_path)?;
+    Ok((config, replaced, created))
 }
 
 #[cfg(test)]
@@ -196,5 +209,24 @@ mod tests {
         fs::remove_file(config.server_key()).unwrap();
         let (_, third) = init(&cfg).unwrap();
         assert_eq!(third.paths.len(), 2);
+    }
+
+    #[test]
+    fn a_new_ca_is_name_constrained_and_rotation_replaces_it() {
+        use crate::connect::ca::is_name_constrained;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config/airlock.toml");
+        let (config, _) = init(&cfg).unwrap();
+        let old = fs::read_to_string(config.ca_cert()).unwrap();
+        assert!(is_name_constrained(&old).unwrap());
+        let old_server = fs::read(config.server_cert()).unwrap();
+        let (config, replaced, created) = rotate_ca(&cfg).unwrap();
+        assert_eq!(replaced.len(), 4, "{replaced:?}");
+        assert_eq!(created.paths.len(), 4, "{:?}", created.paths);
+        let new = fs::read_to_string(config.ca_cert()).unwrap();
+        assert_ne!(old, new);
+        assert!(is_name_constrained(&new).unwrap());
+        assert_eq!(fs::read_to_string(&replaced[0]).unwrap(), old);
+        assert_ne!(old_server, fs::read(config.server_cert()).unwrap());
     }
 }

@@ -8,6 +8,8 @@
 //! - [`proxy`]: the server: `accept` (TLS, HTTP) → `authenticate` (a `VerifiedRequest`)
 //!   → `resign` (real credentials) → `forward` (upstream), and `error`, the one place where
 //!   a failure becomes an AWS-shaped response.
+//! - [`connect`]: `[listen] connect`, the HTTPS_PROXY listener (CONNECT tunnels, leaf
+//!   certificates from the name-constrained CA).
 //! - [`aws`]: facts about AWS from its own models (services, protocols, endpoints).
 //! - [`credentials`]: airlock's own real credentials, cached and refreshed ahead of expiry.
 //! - [`state`]: what lives in the state dir (agents).
@@ -24,6 +26,7 @@ pub mod audit;
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod describe;
 pub mod doctor;

@@ -28,7 +28,31 @@ pub async fn run(
     credentials: Arc<RealCredentials>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    run_with_connect(
+        config,
+        proxy_listener,
+        approvals_listener,
+        None,
+        credentials,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], and the HTTPS_PROXY listener (`[listen] connect`) on `connect_listener`.
+pub async fn run_with_connect(
+    config: Config,
+    proxy_listener: TcpListener,
+    approvals_listener: TcpListener,
+    connect_listener: Option<TcpListener>,
+    credentials: Arc<RealCredentials>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let tls = proxy::accept::tls_config(&config)?;
+    let minter = match connect_listener {
+        Some(_) => Some(crate::connect::ca::Minter::load(&config).map_err(ServeError::Proxy)?),
+        None => None,
+    };
     let agents = AgentRegistry::open(&config.state_dir)?;
     let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(ServeError::Proxy)?;
     if let Ok(addr) = approvals_listener.local_addr() {
@@ -72,6 +96,15 @@ pub async fn run(
         Arc::clone(&proxy.gate),
         stopped(stop_rx.clone()),
     ));
+    let connect_task = match (connect_listener, minter) {
+        (Some(listener), Some(minter)) => Some(tokio::spawn(crate::connect::serve(
+            Arc::clone(&proxy),
+            listener,
+            minter,
+            stopped(stop_rx.clone()),
+        ))),
+        _ => None,
+    };
     let audit = proxy.gate.audit.clone();
     let proxy_task = tokio::spawn(proxy::accept::serve(
         proxy,
@@ -84,6 +117,9 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = stop_tx.send(true);
     let _ = proxy_task.await;
+    if let Some(task) = connect_task {
+        let _ = task.await;
+    }
     let _ = approvals.await;
     let _ = reload.await;
     if let Err(e) = audit.sync() {

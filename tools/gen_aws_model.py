@@ -141,7 +141,9 @@ def build_partitions(endpoints: dict, partitions_json: dict, notes: list):
                 regions.append(r)
                 notes.append(f"partition {pid}: region {r} only in partitions.json")
         regions.sort()
-        out.append({"id": pid, "dns_suffix": dns, "region_regex": regex, "regions": regions})
+        dual = extra.get(pid, {}).get("outputs", {}).get("dualStackDnsSuffix", "")
+        out.append({"id": pid, "dns_suffix": dns, "dual_stack_dns_suffix": dual, "region_regex": regex,
+                    "regions": regions})
         info[pid] = {
             "raw": p,
             "dns": dns,
@@ -158,7 +160,9 @@ def build_partitions(endpoints: dict, partitions_json: dict, notes: list):
         regions = sorted(r for r in p.get("regions", {}) if rx is None or rx.match(r))
         notes.append(f"partition {pid}: only in partitions.json")
         out.append(
-            {"id": pid, "dns_suffix": outputs.get("dnsSuffix", ""), "region_regex": regex, "regions": regions}
+            {"id": pid, "dns_suffix": outputs.get("dnsSuffix", ""),
+             "dual_stack_dns_suffix": outputs.get("dualStackDnsSuffix", ""), "region_regex": regex,
+             "regions": regions}
         )
         info[pid] = {
             "raw": {"services": {}},

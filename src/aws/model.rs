@@ -23,6 +23,9 @@ pub struct Model {
 pub struct Partition {
     pub id: String,
     pub dns_suffix: String,
+    /// Where the partition's dual-stack endpoints live (`api.aws`).
+    #[serde(default)]
+    pub dual_stack_dns_suffix: String,
     pub region_regex: String,
     pub regions: Vec<String>,
 }

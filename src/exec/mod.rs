@@ -5,6 +5,8 @@
 //!
 //! - the agent's proxy-only `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`;
 //! - `AWS_ENDPOINT_URL`: the proxy of the running `serve` (its port from `state/listen.json`, [`crate::state::listen`]);
+//!   or, with `[listen] connect`, none: `HTTPS_PROXY` (and `NO_PROXY` for loopback) instead
+//!   (`connect::agent_env`);
 //! - `AWS_CA_BUNDLE`: airlock's CA alone, for the AWS CLI and botocore;
 //! - `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`: a bundle
 //!   of the system's roots plus airlock's CA (`state/ca-bundle.pem`), so Go (Terraform), Node,
@@ -113,6 +115,13 @@ pub fn agent_env(config: &Config, agent: &AgentRecord) -> Vec<(&'static str, Str
         ("AWS_ENDPOINT_URL", config.agent_endpoint(port)),
         ("AWS_CA_BUNDLE", config.ca_cert().display().to_string()),
     ]
+    .into_iter()
+    .filter(|(k, _)| config.connect_addr.is_none() || *k != "AWS_ENDPOINT_URL")
+    .chain(crate::connect::agent_env(
+        config,
+        combined_bundle(config).ok().as_deref(),
+    ))
+    .collect()
 }
 
 pub fn run(config_path: &Path, agent: &str, command: &[String]) -> Result<i32, String> {

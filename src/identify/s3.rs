@@ -4,8 +4,11 @@
 //!   read against S3 Control only (a path-style bucket named `v20180820` is not readable
 //!   through airlock, and the call must be forwarded to S3 Control's endpoint).
 //! - **Virtual-hosted** requests name the bucket in the Host. airlock does not know every
-//!   name it is reached by, so for now: an IP address or `localhost[:port]` is path-style,
-//!   and `x.localhost[:port]` is bucket `x` (the forwarder must send the same bucket on).
+//!   name it is reached by, so: an IP address or `localhost[:port]` is path-style,
+//!   `x.localhost[:port]` is bucket `x` (the forwarder must send the same bucket on), and
+//!   AWS's own S3 names (through the HTTPS_PROXY tunnel) are read by
+//!   [`crate::aws::endpoint::s3_host`]: `x.s3.eu-west-1.amazonaws.com` is bucket `x`, and an
+//!   access point's name is refused.
 //! - **A bucket's path with a trailing slash** (`/bucket/`, `/bucket/?list-type=2`: what the
 //!   JS SDK v3 and aws-sdk-rust send for every bucket operation) is the bucket, as S3 reads
 //!   it: an object key cannot be empty, so `/bucket/` can name nothing else. It is read as
@@ -35,9 +38,21 @@ fn host_bucket(host: &str) -> Result<Option<String>, IdentifyError> {
     if name.parse::<Ipv4Addr>().is_ok() {
         return Ok(None);
     }
-    let Some(bucket) = name.strip_suffix(".localhost") else {
-        return Ok(None);
+    use crate::aws::endpoint::{s3_host, S3Host};
+    let bucket = match name.strip_suffix(".localhost") {
+        Some(bucket) => bucket.to_string(),
+        // Through the HTTPS_PROXY tunnel the Host is AWS's own name.
+        None => match s3_host(crate::aws::model(), name) {
+            S3Host::Bucket(bucket) => bucket,
+            S3Host::NoBucket => return Ok(None),
+            S3Host::Unsupported(host) => {
+                return Err(IdentifyError::invalid(format!(
+                    "airlock does not identify S3 calls addressed to {host:?} (access points, Object Lambda and S3 Express): address the bucket by name"
+                )))
+            }
+        },
     };
+    let bucket = bucket.as_str();
     let valid = bucket.len() >= 3
         && bucket.len() <= 63
         && bucket

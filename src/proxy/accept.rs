@@ -73,6 +73,15 @@ pub fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsSetup
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| TlsSetupError::Read(key_path.display().to_string(), e))?
         .ok_or_else(|| TlsSetupError::Empty(key_path.display().to_string()))?;
+    Ok(server_config(certs, key)?)
+}
+
+/// A TLS server configuration for one certificate chain: TLS 1.2 and 1.3, ALPN h2 and
+/// http/1.1 (the endpoint listener's, and each tunnelled AWS name's).
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -85,6 +94,37 @@ pub fn tls_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsSetup
 /// The address of the client, put into each request's extensions for log lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
+
+/// The AWS name an HTTPS_PROXY tunnel was opened to (`CONNECT host:443`), put into each
+/// request's extensions that arrives through it: the request's Host must be that name.
+#[derive(Debug, Clone)]
+pub struct TunnelHost(pub Arc<str>);
+
+/// The first step of a request that came through an HTTPS_PROXY tunnel: its Host (HTTP/1.1) and
+/// `:authority` (h2) must be the name the tunnel was opened to, so the name airlock
+/// identifies and forwards by is the one the client checked the certificate of.
+pub fn check_tunnel_host<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
+    let Some(TunnelHost(tunnel)) = req.extensions().get::<TunnelHost>() else {
+        return Ok(());
+    };
+    let named: Vec<&str> = req
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+        .chain(req.uri().authority().map(|a| a.as_str()))
+        .collect();
+    let same = |h: &&str| {
+        let h = h.strip_suffix(":443").unwrap_or(h);
+        h.eq_ignore_ascii_case(tunnel)
+    };
+    if named.is_empty() || !named.iter().all(same) {
+        return Err(ProxyError::bad_request(format!(
+            "the request's Host is not {tunnel}, the name this tunnel was opened to"
+        )));
+    }
+    Ok(())
+}
 
 /// Refuses a request whose header section is over `max_header_bytes` (name and value bytes,
 /// summed) or `max_header_count` (fields; a repeated name counts each time). Logs the sizes,
@@ -153,7 +193,7 @@ impl ParserLimits {
 
 /// The HTTP side of a connection. `overflow`: an over-the-cap connection, which answers
 /// one request per HTTP/1.1 connection and waits briefly.
-fn http_builder(limits: &Limits, overflow: bool) -> auto::Builder<TokioExecutor> {
+pub(crate) fn http_builder(limits: &Limits, overflow: bool) -> auto::Builder<TokioExecutor> {
     let parser = ParserLimits::of(limits);
     let header_read_timeout = if overflow {
         limits.header_read_timeout.min(OVERFLOW_TIMEOUT)
@@ -234,7 +274,7 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     overflow: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let limits = &shared.proxy.config.limits;
     let (handshake_timeout, idle_timeout) = if overflow {
@@ -256,18 +296,65 @@ async fn connection(
             return;
         }
     };
+    let builder = if overflow {
+        &shared.overflow_builder
+    } else {
+        &shared.builder
+    };
+    let io = TokioIo::new(tls);
+    let served = Served {
+        peer,
+        overflow,
+        idle_timeout,
+        tunnel: None,
+    };
+    serve_http(&shared.proxy, builder, io, served, stop).await;
+}
+
+/// What [`serve_http`] needs to know of a connection.
+pub(crate) struct Served {
+    pub peer: SocketAddr,
+    /// Over the connection cap: every request gets 503.
+    pub overflow: bool,
+    pub idle_timeout: Duration,
+    /// The AWS name of the HTTPS_PROXY tunnel the connection came through.
+    pub tunnel: Option<TunnelHost>,
+}
+
+/// Serves the proxy's requests on one established (TLS) connection until it closes, it is
+/// idle for `idle_timeout`, or `stop` says so (then gracefully).
+pub(crate) async fn serve_http<I>(
+    proxy: &Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    served: Served,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let Served {
+        peer,
+        overflow,
+        idle_timeout,
+        tunnel,
+    } = served;
+    let limits = &proxy.config.limits;
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = Arc::clone(&activity);
-        let proxy = Arc::clone(&shared.proxy);
+        let proxy = Arc::clone(proxy);
         service_fn(move |mut req: http::Request<Incoming>| {
             let busy = Busy::start(&activity);
             let proxy = Arc::clone(&proxy);
+            let tunnel = tunnel.clone();
             async move {
                 let response = if overflow {
                     over_capacity(&proxy, &req, peer)
                 } else {
                     req.extensions_mut().insert(Peer(peer));
+                    if let Some(t) = tunnel {
+                        req.extensions_mut().insert(t);
+                    }
                     handle(proxy, req).await
                 };
                 // In flight until the body is sent, so a long download is not "idle".
@@ -275,12 +362,7 @@ async fn connection(
             }
         })
     };
-    let builder = if overflow {
-        &shared.overflow_builder
-    } else {
-        &shared.builder
-    };
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -488,5 +570,32 @@ mod tests {
             e.message.contains("4098 bytes") && !e.message.contains("vvv"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tunnelled_request_must_name_its_tunnel() {
+        let req = |host: Option<&str>, uri: &str| {
+            let mut b = http::Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            let mut r = b.body(()).unwrap();
+            r.extensions_mut()
+                .insert(TunnelHost(Arc::from("sts.amazonaws.com")));
+            r
+        };
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("STS.amazonaws.com:443"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(None, "https://sts.amazonaws.com/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("iam.amazonaws.com"), "/")).is_err());
+        assert!(check_tunnel_host(&req(None, "/")).is_err());
+        assert!(check_tunnel_host(&req(
+            Some("sts.amazonaws.com"),
+            "https://iam.amazonaws.com/"
+        ))
+        .is_err());
+        // Not through a tunnel: nothing to check here.
+        let plain = http::Request::builder().uri("/").body(()).unwrap();
+        assert!(check_tunnel_host(&plain).is_ok());
     }
 }

@@ -152,6 +152,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
 
     let result = async {
         accept::check_header_limits(&proxy.config.limits, &req)?;
+        accept::check_tunnel_host(&req)?;
         let verified = authenticate::authenticate(&proxy, req, &shape).await?;
         trace.agent = Some(verified.agent.name.clone());
         let agent = verified.agent.name.as_str();

@@ -128,12 +128,29 @@ pub fn endpoint_of(proxy: &Proxy, service: &str, region: &str) -> Result<Endpoin
     endpoint::resolve(model(), service, region).map_err(|e| e.0)
 }
 
+/// A Host without its port (`:443` through the tunnel).
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
 pub async fn resign(
     proxy: &Proxy,
     v: VerifiedRequest,
     call: &AwsCall,
 ) -> Result<SignedRequest, ProxyError> {
-    let endpoint = endpoint_for(proxy, &v, call)?;
+    let mut endpoint = endpoint_for(proxy, &v, call)?;
+    // Through the HTTPS_PROXY tunnel the client addressed AWS's own name: a FIPS, dual-stack
+    // or virtual-hosted name of this very endpoint is kept (see `endpoint::serves_host`).
+    let own_host = proxy.config.upstream.endpoint.is_none()
+        && endpoint::serves_host(model(), &endpoint, host_name(&v.host));
+    if own_host {
+        endpoint.base = format!("https://{}", host_name(&v.host).to_ascii_lowercase());
+    }
     let creds = proxy
         .credentials
         .get()
@@ -146,7 +163,7 @@ pub async fn resign(
         call.service.as_str(),
         crate::identify::virtual_host_bucket(&v.host),
     ) {
-        ("s3", Some(bucket)) => format!("/{bucket}{}", v.path),
+        ("s3", Some(bucket)) if !own_host => format!("/{bucket}{}", v.path),
         _ => v.path.clone(),
     };
     let uri = if query.is_empty() {

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 pub struct Listening {
     pub proxy: SocketAddr,
     pub approvals: SocketAddr,
+    /// The HTTPS_PROXY listener (`[listen] connect`), when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<SocketAddr>,
     /// `None` when the addresses come from the config rather than a running `serve`.
     pub pid: Option<u32>,
 }
@@ -47,6 +50,7 @@ mod tests {
         let record = Listening {
             proxy: "127.0.0.1:41000".parse().expect("addr"),
             approvals: "[::1]:41001".parse().expect("addr"),
+            connect: Some("127.0.0.1:41002".parse().expect("addr")),
             pid: Some(7),
         };
         record.write(dir.path()).expect("write");

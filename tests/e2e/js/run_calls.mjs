@@ -11,8 +11,8 @@
 // {"$fileBytes": PATH} its bytes in memory (sent whole, the CRC32 in a header).
 //
 // Everything else comes from the environment, as for any agent: AWS_ACCESS_KEY_ID,
-// AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION and NODE_EXTRA_CA_CERTS. S3 is
-// path-style; every client makes one attempt, so "went through once" is never a retry.
+// AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL (or HTTPS_PROXY), AWS_REGION and NODE_EXTRA_CA_CERTS.
+// S3 is path-style with an endpoint; every client makes one attempt, so "went through once" is never a retry.
 //
 // Each outcome: {ok, status, code, message, output, sent}. `sent` has the framing headers
 // of the request as signed (x-amz-content-sha256, content-encoding, x-amz-trailer, expect);
@@ -20,6 +20,7 @@
 
 import { createHash } from "node:crypto";
 import { createReadStream, readFileSync, statSync } from "node:fs";
+import { HttpsProxyAgent } from "https-proxy-agent";
 
 const PACKAGES = {
   s3: "@aws-sdk/client-s3",
@@ -27,6 +28,10 @@ const PACKAGES = {
   rds: "@aws-sdk/client-rds",
   sts: "@aws-sdk/client-sts",
 };
+// HTTPS_PROXY mode (no AWS_ENDPOINT_URL): the SDK's Node handler does not read HTTPS_PROXY
+// itself, so it is given an agent that tunnels through it, as the SDK's documentation shows;
+// AWS's own names, S3 virtual-hosted (the SDK's default).
+const viaProxy = Boolean(process.env.HTTPS_PROXY) && !process.env.AWS_ENDPOINT_URL;
 const FRAMING = ["x-amz-content-sha256", "content-encoding", "x-amz-trailer", "expect", "x-amz-checksum-crc32"];
 
 async function load(service) {
@@ -34,7 +39,9 @@ async function load(service) {
   const [, Client] = Object.entries(mod).find(
     ([name, value]) => name.endsWith("Client") && typeof value?.prototype?.send === "function",
   );
-  const client = new Client({ forcePathStyle: true, maxAttempts: 1 });
+  const client = new Client(viaProxy
+    ? { maxAttempts: 1, requestHandler: { httpsAgent: new HttpsProxyAgent(process.env.HTTPS_PROXY) } }
+    : { forcePathStyle: true, maxAttempts: 1 });
   return { mod, client };
 }
 

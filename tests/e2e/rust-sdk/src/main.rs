@@ -3,8 +3,10 @@
 //! One AWS call per run, made the way an agent written in Rust makes it: the SDK's default
 //! configuration chain (`AWS_ENDPOINT_URL`, the access key variables, `AWS_REGION`,
 //! `AWS_MAX_ATTEMPTS`), its default HTTPS client (which trusts what `SSL_CERT_FILE` names), and
-//! its default checksum behaviour. The only setting made in code is path-style S3 addressing,
-//! because the endpoint is an IP address. Nothing here knows about airlock.
+//! its default checksum behaviour. The only setting made in code is path-style S3 addressing
+//! when an endpoint is set, because the endpoint is an IP address; without one (HTTPS_PROXY
+//! mode: the default client reads `HTTPS_PROXY`) S3 is virtual-hosted, the SDK's default.
+//! Nothing here knows about airlock.
 //!
 //! Usage: `airlock-sdk-client OPERATION ARGS...` (see `USAGE`). The result is one JSON line on
 //! stdout: `{"op": …, "ok": true, …}`, or `{"op": …, "ok": false, "code": …, "message": …,
@@ -118,7 +120,7 @@ async fn dispatch(config: &SdkConfig, op: &str, args: &[String]) -> Option<Outco
     let s3 = || {
         aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(config)
-                .force_path_style(true)
+                .force_path_style(config.endpoint_url().is_some())
                 .build(),
         )
     };
