@@ -78,6 +78,11 @@ enum Command {
         #[arg(long)]
         insecure_plaintext_key: bool,
     },
+    /// Approve a Terraform plan once: everything it destroys, before it runs.
+    Plan {
+        #[command(subcommand)]
+        command: crate::plan::cli::PlanCommand,
+    },
     /// Work with receipts.
     Receipt {
         #[command(subcommand)]
@@ -246,6 +251,7 @@ pub fn main() -> ExitCode {
             key,
             insecure_plaintext_key,
         } => cmd_decide(&cli.config, &id, &key, false, insecure_plaintext_key),
+        Command::Plan { command } => crate::plan::cli::run(&cli.config, command),
         Command::Receipt {
             command: ReceiptCommand::Verify { file },
         } => cmd_receipt_verify(&cli.config, &file),
@@ -532,11 +538,6 @@ fn cmd_doctor(config_path: &Path, agent_user: Option<&str>, json: bool) -> Resul
     Ok(report.findings.is_empty())
 }
 
-/// What `--insecure-plaintext-key` prints.
-const PLAINTEXT_WARNING: &str =
-    "airlock: WARNING: this approver key is not locked with a passphrase: \
-     any process that can read the file can approve; make a locked one with `airlock keygen`";
-
 fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
     use crate::receipt::keys::{check_name, MIN_PASSPHRASE_CHARS};
     check_name(name).map_err(|e| e.to_string())?;
@@ -547,7 +548,7 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
         .to_string());
     }
     let public = if plaintext {
-        eprintln!("{PLAINTEXT_WARNING}");
+        eprintln!("{}", crate::signing::PLAINTEXT_WARNING);
         crate::receipt::keygen(out, name)
     } else {
         let passphrase =
@@ -627,7 +628,7 @@ fn cmd_decide(
     approve: bool,
     allow_plaintext: bool,
 ) -> CmdResult {
-    use crate::receipt::{self, ApproverKey, Binding, Decision, ReceiptBody, Unlock, Validity};
+    use crate::receipt::{self, Binding, Decision, ReceiptBody, Validity};
     use crate::state::approvals::ApprovalStore;
     let config = Config::load_existing(config_path)?;
     // What is signed is shown before the passphrase is asked for, so the human decides on
@@ -654,37 +655,7 @@ fn cmd_decide(
     for (name, value) in &pending.call.params {
         eprintln!("  {} = {}", shown(name), shown(value));
     }
-    let mut ask = |name: &str, key_id: &receipt::KeyId| {
-        crate::tty::read_passphrase(&format!(
-            "Passphrase for {name:?}'s key {key_id} ({}): ",
-            key_path.display()
-        ))
-    };
-    let loaded = ApproverKey::load_approver(
-        key_path,
-        Unlock {
-            allow_plaintext,
-            passphrase: &mut ask,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    if loaded.plaintext {
-        eprintln!("{PLAINTEXT_WARNING}");
-    }
-    let key = loaded.key;
-    // Only a key the config trusts may sign: say so now rather than at the proxy.
-    let approver = config
-        .approvers
-        .iter()
-        .find(|p| p.key_id() == &key.key_id())
-        .cloned()
-        .ok_or_else(|| {
-            format!(
-                "the key in {} is not an [[approver]] in {}",
-                key_path.display(),
-                config.path.display()
-            )
-        })?;
+    let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
     let decision = if approve {
         Decision::Approve
     } else {
@@ -781,6 +752,9 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
             "; the call is not in airlock's state, so only the receipt's own quorum was checked"
         }
     );
+    if let Some(grant) = b.plan_grant() {
+        crate::plan::cli::print_grant(grant);
+    }
     if b.decision == Decision::Deny {
         return Err("the receipt is a denial: it authorizes nothing".into());
     }

@@ -40,6 +40,7 @@ pub mod ceremony;
 pub mod enroll;
 pub mod operations;
 pub mod pages;
+pub mod plan;
 pub mod quorum;
 
 use crate::gate::Gate;
@@ -266,7 +267,7 @@ impl App {
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let is_page = matches!(
             segments.as_slice(),
-            [""] | ["approvals", _] | ["enroll", _] | ["enrollments", _]
+            [""] | ["approvals", _] | ["enroll", _] | ["enrollments", _] | ["plans", _]
         );
         if req.method() == Method::GET && is_page && host != self.authority {
             // Passkeys need the host name, not the loopback address.
@@ -300,9 +301,11 @@ impl App {
             (Method::GET, ["api", "approvals"]) => self.list_json(),
             (Method::GET, ["api", "approvals", id]) => self.status_json(id),
             (Method::GET, ["approvals", id]) => self.approval_page(id),
+            (Method::GET, ["plans", id]) => self.plan_page(id),
+            (Method::GET, ["api", "plans", id]) => self.plan_status_json(id),
             (Method::GET, ["enroll", token]) => self.enroll_page(token),
             (Method::GET, ["enrollments", id]) => self.confirm_page(id),
-            (Method::POST, ["api", "decide" | "enroll" | "confirm", step])
+            (Method::POST, ["api", "decide" | "enroll" | "confirm" | "plan", step])
                 if matches!(*step, "begin" | "finish") =>
             {
                 let kind = segments[1];
@@ -322,6 +325,7 @@ impl App {
                 | ["approvals", _]
                 | ["enroll", _]
                 | ["enrollments", _]
+                | ["plans", _]
                 | ["api", ..]
                 | ["static", _],
             ) => api_refusal(refuse(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")),
@@ -413,7 +417,10 @@ impl App {
             ("confirm", "begin") => self.confirm_begin(parse(&body)?),
             ("confirm", "finish") => self.confirm_finish(parse(&body)?),
             ("enroll", "begin") => self.enroll_begin(parse(&body)?),
-            _ => self.enroll_finish(parse(&body)?, requester),
+            ("enroll", "finish") => self.enroll_finish(parse(&body)?, requester),
+            ("plan", "begin") => self.plan_begin(parse(&body)?),
+            // A plan's ceremony finishes at /api/decide/finish, as every decision does.
+            _ => Err(refuse(StatusCode::NOT_FOUND, "no such step")),
         }
     }
 
@@ -672,6 +679,27 @@ impl App {
         }
     }
 
+    /// What every decision needs before its ceremony starts: airlock's own key (to
+    /// countersign), the enrolled passkey chosen, and a receipt lifetime on offer.
+    fn decider(&self, passkey: &str, ttl_secs: u64) -> Result<(PasskeyPublic, Duration), Refusal> {
+        if let Err(e) = &self.airlock_key {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("airlock's own key is unavailable: {e}"),
+            ));
+        }
+        let (trusted, _) = self.passkeys()?;
+        let passkey = Self::enrolled_passkey(&trusted, passkey)?;
+        let ttl = Duration::from_secs(ttl_secs);
+        if !self.ttl_choices().contains(&ttl) {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "that receipt lifetime is not on offer",
+            ));
+        }
+        Ok((passkey, ttl))
+    }
+
     fn decide_begin(&self, req: DecideBegin) -> Result<Value, Refusal> {
         let config = &self.gate.config;
         if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
@@ -687,21 +715,7 @@ impl App {
                 "an approval is listed twice",
             ));
         }
-        if let Err(e) = &self.airlock_key {
-            return Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("airlock's own key is unavailable: {e}"),
-            ));
-        }
-        let (trusted, _) = self.passkeys()?;
-        let passkey = Self::enrolled_passkey(&trusted, &req.passkey)?;
-        let ttl = Duration::from_secs(req.ttl_secs);
-        if !self.ttl_choices().contains(&ttl) {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "that receipt lifetime is not on offer",
-            ));
-        }
+        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
         let mut approvals = Vec::with_capacity(req.ids.len());
         for id in &req.ids {
             let a = match self.gate.approvals.get(id) {
@@ -805,6 +819,23 @@ impl App {
                 signatures: Vec::new(),
                 cosigners: Vec::new(),
             };
+            if r.body.plan.is_some() {
+                // A plan receipt: countersigned, checked exactly as the proxy and `receipt
+                // verify` will, then stored with its plan.
+                let made = r
+                    .countersign(key)
+                    .and_then(|()| crate::receipt::verify(&r, &trusted).map(|_| ()))
+                    .and_then(|()| r.to_json())
+                    .map_err(|e| format!("the receipt does not verify: {e}"));
+                match made.and_then(|json| self.store_plan_receipt(&r, &json, passkey.name())) {
+                    Ok(v) => decided.push(v),
+                    Err(e) => {
+                        tracing::warn!(approval = %approval_id, error = %e, "a plan decision was not recorded");
+                        refused.push(json!({"id": approval_id, "error": e}));
+                    }
+                }
+                continue;
+            }
             // Countersigned, then joined and checked as the proxy and `receipt verify` will.
             let recorded = r
                 .countersign(key)

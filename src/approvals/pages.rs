@@ -30,11 +30,11 @@ pub fn esc(s: &str) -> String {
 }
 
 /// An agent-supplied value, made visible and escaped.
-fn show(s: &str) -> String {
+pub(crate) fn show(s: &str) -> String {
     esc(&visible(s))
 }
 
-fn layout(title: &str, page: &str, csrf: &str, extra_attrs: &str, body: &str) -> String {
+pub(crate) fn layout(title: &str, page: &str, csrf: &str, extra_attrs: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -123,7 +123,7 @@ pub fn row_json(a: &Approval) -> serde_json::Value {
     })
 }
 
-fn env_badge(environment: &str) -> String {
+pub(crate) fn env_badge(environment: &str) -> String {
     let class = if is_production(environment) {
         "env prod"
     } else {
@@ -477,39 +477,9 @@ fn decide_section(v: &ApprovalView<'_>) -> String {
         }
         b.push_str("</fieldset>");
     }
-    b.push_str("<p class=\"controls\"><label>The receipt is valid for <select id=\"ttl\">");
-    for (i, d) in v.ttl_choices.iter().enumerate() {
-        let selected = if i == 0 { " selected" } else { "" };
-        let _ = write!(
-            b,
-            "<option value=\"{}\"{selected}>{}</option>",
-            d.as_secs(),
-            human_duration(*d)
-        );
-    }
-    let _ = write!(
-        b,
-        "</select></label>, for {} call{}.</p>",
-        v.uses,
-        if v.uses == 1 { "" } else { "s" }
-    );
-    if v.passkeys.is_empty() {
-        b.push_str(
-            "<p class=\"warning\" id=\"no-passkey\">No passkey is enrolled yet. Run \
-             <code>airlock approver enroll NAME</code> and open the link it prints.</p>",
-        );
-    } else {
-        b.push_str("<p class=\"controls\"><label>Decide as <select id=\"passkey\">");
-        for (id, label) in v.passkeys {
-            let _ = write!(b, "<option value=\"{}\">{}</option>", esc(id), esc(label));
-        }
-        b.push_str("</select></label></p>");
-    }
-    let disabled = if v.passkeys.is_empty() {
-        " disabled"
-    } else {
-        ""
-    };
+    let covers = format!("for {} call{}", v.uses, if v.uses == 1 { "" } else { "s" });
+    let (controls, disabled) = receipt_controls(v.ttl_choices, v.passkeys, &covers);
+    b.push_str(&controls);
     let _ = write!(
         b,
         "<p class=\"buttons\"><button type=\"button\" id=\"approve\" class=\"approve\"{disabled}>Approve with passkey</button> \
@@ -520,6 +490,41 @@ fn decide_section(v: &ApprovalView<'_>) -> String {
         id = esc(&a.id)
     );
     b
+}
+
+/// The receipt's lifetime and the passkey to decide with, and the buttons' `disabled`
+/// attribute (no passkey enrolled: nothing to decide with). `covers` ends the lifetime line.
+pub(crate) fn receipt_controls(
+    ttl_choices: &[Duration],
+    passkeys: &[(String, String)],
+    covers: &str,
+) -> (String, &'static str) {
+    let mut b = String::new();
+    b.push_str("<p class=\"controls\"><label>The receipt is valid for <select id=\"ttl\">");
+    for (i, d) in ttl_choices.iter().enumerate() {
+        let selected = if i == 0 { " selected" } else { "" };
+        let _ = write!(
+            b,
+            "<option value=\"{}\"{selected}>{}</option>",
+            d.as_secs(),
+            human_duration(*d)
+        );
+    }
+    let _ = write!(b, "</select></label>, {covers}.</p>");
+    if passkeys.is_empty() {
+        b.push_str(
+            "<p class=\"warning\" id=\"no-passkey\">No passkey is enrolled yet. Run \
+             <code>airlock approver enroll NAME</code> and open the link it prints.</p>",
+        );
+    } else {
+        b.push_str("<p class=\"controls\"><label>Decide as <select id=\"passkey\">");
+        for (id, label) in passkeys {
+            let _ = write!(b, "<option value=\"{}\">{}</option>", esc(id), esc(label));
+        }
+        b.push_str("</select></label></p>");
+    }
+    let disabled = if passkeys.is_empty() { " disabled" } else { "" };
+    (b, disabled)
 }
 
 /// The enrollment page of a valid link.

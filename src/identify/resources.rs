@@ -239,3 +239,25 @@ fn sqs_queue_arn(partition: &str, region: &str, url: &str) -> Option<String> {
     }
     Some(format!("arn:{partition}:sqs:{region}:{account}:{name}"))
 }
+
+/// The resources a call of `service`/`operation` with these canonical parameters names, as
+/// [`super::identify`] would list them: for plan entries, made before the call is.
+pub fn of_params(
+    service: &str,
+    operation: &str,
+    region: &str,
+    account: Option<&str>,
+    params: &BTreeMap<String, String>,
+) -> Vec<Resource> {
+    let Some(op) = model()
+        .services
+        .get(service)
+        .and_then(|s| s.operations().get(operation))
+    else {
+        return Vec::new();
+    };
+    with_arns(
+        &ArnContext::new(service, region, account),
+        from_flat(op, params),
+    )
+}

@@ -29,6 +29,7 @@ pub mod forward;
 pub mod identify;
 pub mod outcome;
 pub mod own;
+pub mod plan;
 pub mod redeem;
 pub mod resign;
 

@@ -31,6 +31,9 @@ pub struct Authorization {
     pub approver: String,
     allowed: u32,
     _turn: OwnedMutexGuard<()>,
+    /// Set when an entry of a plan receipt covers the call (`receipt_id` is then the
+    /// entry's ledger key).
+    plan: Option<super::plan::PlanUse>,
 }
 
 /// The SHA-256 of the canonical binding: what "the same call" means for approvals.
@@ -75,7 +78,7 @@ fn blocked(gate: &Gate, approval: &Approval, is_new: bool, decision: &Decision) 
     ))
 }
 
-fn state_error(e: impl std::fmt::Display) -> ProxyError {
+pub(super) fn state_error(e: impl std::fmt::Display) -> ProxyError {
     tracing::error!(error = %e, "cannot read or write approval state; refusing the call (fail closed)");
     ProxyError::internal("airlock cannot record this call's approval state, so it refuses it (fail closed); see airlock's log")
 }
@@ -94,6 +97,12 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
         decided.environment(),
         decided.decision(),
     );
+    // An approved plan that covers this exact call lets it through with no hold.
+    if let Some(authorization) =
+        super::plan::redeem(gate, call, agent, environment, decision.quorum()).await?
+    {
+        return Ok(authorization);
+    }
     let binding = Binding::of(call, agent, environment);
     let key = binding_key(&binding);
     let store = &gate.approvals;
@@ -183,6 +192,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                     approver,
                     allowed,
                     _turn: turn,
+                    plan: None,
                 });
             }
             Err(LedgerError::UsedUp) => {
@@ -204,6 +214,24 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
 }
 
 impl Authorization {
+    /// A use of a plan receipt's entry, reserved under the entry's own lock.
+    pub(super) fn for_plan_entry(
+        ledger_key: String,
+        approver: String,
+        allowed: u32,
+        turn: OwnedMutexGuard<()>,
+        plan: super::plan::PlanUse,
+    ) -> Authorization {
+        Authorization {
+            receipt_id: ledger_key,
+            approval_id: plan.plan_id.clone(),
+            approver,
+            allowed,
+            _turn: turn,
+            plan: Some(plan),
+        }
+    }
+
     /// Commits the use when the upstream answered with success or a final error; releases
     /// it when the upstream was never reached, the request never completed, or the answer
     /// is one SDKs retry (throttling, 5xx).
@@ -230,16 +258,18 @@ impl Authorization {
                     || e.origin == Origin::Downstream
             }
         };
-        self.settle(gate, release);
+        let succeeded = matches!(result, Ok(f) if f.response.status().is_success());
+        self.settle(gate, release, succeeded);
     }
 
     /// Gives the reserved use back: the call was never sent (its account could not be
     /// reached).
     pub fn release(self, gate: &Gate) {
-        self.settle(gate, true);
+        self.settle(gate, true, false);
     }
 
-    fn settle(self, gate: &Gate, release: bool) {
+    /// `succeeded`: the upstream answered with success (a plan entry is then done).
+    fn settle(self, gate: &Gate, release: bool, succeeded: bool) {
         let outcome = if release {
             gate.ledger.release(&self.receipt_id)
         } else {
@@ -251,7 +281,9 @@ impl Authorization {
                 tracing::error!(receipt = %self.receipt_id, error = %e, "could not record the receipt use")
             }
         }
-        if !release && gate.ledger.usage(&self.receipt_id).committed >= self.allowed {
+        if let Some(plan) = &self.plan {
+            super::plan::settled(gate, plan, !release, succeeded);
+        } else if !release && gate.ledger.usage(&self.receipt_id).committed >= self.allowed {
             if let Err(e) = gate.approvals.close(&self.approval_id) {
                 tracing::error!(approval = %self.approval_id, error = %e, "could not close the spent approval");
             }

@@ -2,7 +2,7 @@
 //! ([`Receipt`]: the body and its signatures).
 
 use super::canonical;
-use super::ids::{is_lower_hex, KeyId, NamedKey};
+use super::ids::{is_lower_hex, present, KeyId, NamedKey};
 use super::ReceiptError;
 use crate::identify::{AwsCall, Resource};
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
@@ -172,14 +172,6 @@ fn base64url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
-/// An `Option` that must still be present (`null` for none): serde would otherwise take a
-/// missing field for `None`.
-pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    Option::<T>::deserialize(d)
-}
-
 /// Everything a receipt decides. Every field is signed, and every field is always written
 /// (`null` included), so nothing can be added or dropped without breaking the signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,7 +206,7 @@ pub struct ReceiptBody {
     /// `null` for a key approval; the assertion for a passkey approval.
     #[serde(deserialize_with = "present")]
     pub webauthn: Option<WebAuthnAssertion>,
-    /// The pending approval this answers.
+    /// The pending approval this answers (a plan receipt: the plan's id).
     pub approval_id: String,
     /// How many distinct approvers must approve this body ([`super::quorum`]). Written only
     /// when 2 or more, so a one-approver body's canonical bytes are what they always were;
@@ -225,6 +217,10 @@ pub struct ReceiptBody {
         deserialize_with = "written_quorum"
     )]
     pub quorum: u32,
+    /// A plan receipt's grant ([`super::plan`]); absent (never written) on a single call's
+    /// receipt, so those bodies and their signatures are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::plan::PlanGrant>,
 }
 
 fn one_approver() -> u32 {
@@ -300,6 +296,7 @@ impl ReceiptBody {
             webauthn: None,
             approval_id: approval_id.to_owned(),
             quorum: 1,
+            plan: None,
         }
     }
 

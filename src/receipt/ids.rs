@@ -4,7 +4,7 @@
 //! and `webauthn` can each use it without importing one another in a circle.
 
 use ed25519_dalek::VerifyingKey;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::PathBuf;
@@ -109,4 +109,12 @@ pub fn check_name(name: &str) -> Result<(), KeyError> {
 pub trait NamedKey {
     fn name(&self) -> &str;
     fn key_id(&self) -> &KeyId;
+}
+
+/// An `Option` that must still be present (`null` for none): serde would otherwise take a
+/// missing field for `None`.
+pub(super) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
 }

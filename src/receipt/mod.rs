@@ -45,10 +45,13 @@ pub mod body;
 pub mod canonical;
 pub mod ids;
 pub mod keys;
+pub mod plan;
 pub mod quorum;
 pub mod verify;
 pub mod webauthn;
 
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;
 
@@ -60,9 +63,11 @@ pub use keys::{
     config_block, keygen, keygen_locked, ApproverKey, ApproverPublic, KeyError, KeyId, LoadedKey,
     Role, TrustedKeys, Unlock,
 };
+pub use plan::{PlanEntry, PlanGrant};
 pub use quorum::{Cosigner, Quorum, Tally};
 pub use verify::{
-    authorize, check_binding, sign, verify, verify_signatures, Signer, VerifiedReceipt, ISSUE_SKEW,
+    authorize, check_binding, check_window, covering_entries, sign, verify, verify_signatures,
+    Signer, VerifiedReceipt, ISSUE_SKEW,
 };
 pub use webauthn::{PasskeyKey, PasskeyPublic, WebAuthnError};
 

@@ -9,9 +9,11 @@ use super::body::{
     Algorithm, Binding, Decision, Receipt, ReceiptBody, Signature, WebAuthnAssertion,
 };
 use super::keys::{ApproverKey, KeyId, Role, TrustedKeys};
+use super::plan::{PlanGrant, PLAN_OPERATION, PLAN_SERVICE};
 use super::quorum::{self, Quorum};
 use super::webauthn;
 use super::ReceiptError;
+use crate::identify::AwsCall;
 use time::{Duration, OffsetDateTime};
 
 /// How far `issued_at` may lie after `not_before` (the clocks of the signer and of airlock).
@@ -146,6 +148,7 @@ pub fn verify_signatures(
     if body.decision == Decision::Approve && body.uses == 0 {
         return Err(ReceiptError::NoUses);
     }
+    check_plan_shape(body)?;
     Ok(VerifiedReceipt {
         receipt: receipt.clone(),
         signers,
@@ -262,6 +265,15 @@ pub fn check_binding(
             approver: body.approver.clone(),
         });
     }
+    if body.plan.is_some() {
+        // A plan receipt covers its entries (`plan::covering_entries`), never a call by its
+        // own fields.
+        return Err(ReceiptError::Mismatch {
+            field: "plan",
+            receipt: "a plan receipt".into(),
+            request: "a single call".into(),
+        });
+    }
     let granted = body.binding();
     // Destructured, so a field added to `Binding` cannot be forgotten here.
     let Binding {
@@ -282,7 +294,11 @@ pub fn check_binding(
     same("operation", &granted.operation, operation)?;
     same("resources", &granted.resources, resources)?;
     same("params_digest", &granted.params_digest, params_digest)?;
+    check_window(body, now)
+}
 
+/// Is `now` in the receipt's window, `[not_before, expires_at)`?
+pub fn check_window(body: &ReceiptBody, now: OffsetDateTime) -> Result<(), ReceiptError> {
     if now < body.not_before.as_datetime() {
         return Err(ReceiptError::NotYetValid(body.not_before));
     }
@@ -319,4 +335,54 @@ pub fn authorize(
     let verified = verify(receipt, trusted)?;
     check_binding(&verified, request, now)?;
     Ok(verified)
+}
+
+impl ReceiptBody {
+    /// A plan receipt's grant, or `None` for a single call's receipt.
+    pub fn plan_grant(&self) -> Option<&PlanGrant> {
+        self.plan.as_ref()
+    }
+}
+
+/// The entries of a verified plan receipt that cover `call` by `agent` in `environment`, in
+/// plan order. Empty for a denial, another agent, or a receipt that is not a plan's. Times
+/// are checked by [`super::verify::check_window`]; uses by the ledger.
+pub fn covering_entries(
+    body: &ReceiptBody,
+    agent: &str,
+    environment: &str,
+    call: &AwsCall,
+) -> Vec<usize> {
+    let Some(grant) = &body.plan else {
+        return Vec::new();
+    };
+    if body.decision != Decision::Approve || body.agent != agent {
+        return Vec::new();
+    }
+    grant
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.covers(environment, call))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A plan receipt's body must say what it is: the call fields name no AWS call, and it has
+/// at least one entry.
+pub(crate) fn check_plan_shape(body: &ReceiptBody) -> Result<(), ReceiptError> {
+    let Some(grant) = &body.plan else {
+        return Ok(());
+    };
+    if body.service != PLAN_SERVICE || body.operation != PLAN_OPERATION {
+        return Err(ReceiptError::Malformed(format!(
+            "a plan receipt's call is {PLAN_SERVICE}:{PLAN_OPERATION}"
+        )));
+    }
+    if grant.entries.is_empty() && body.decision == Decision::Approve {
+        return Err(ReceiptError::Malformed(
+            "a plan receipt covers at least one call".into(),
+        ));
+    }
+    Ok(())
 }

@@ -118,7 +118,7 @@ pub struct ApprovalStore {
     latest: Mutex<HashMap<String, String>>,
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     use rand::Rng;
     let n: u128 = rand::thread_rng().gen();
     // 26 base32 characters, lower case: short enough for a URL, unguessable.
@@ -128,7 +128,7 @@ fn new_id() -> String {
         .collect()
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
         && id
@@ -184,15 +184,11 @@ impl ApprovalStore {
             return Err(ApprovalError::NotFound(id.to_string()));
         }
         let path = self.path(id);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApprovalError::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(ApprovalError::Io(path.display().to_string(), e)),
-        };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApprovalError::Corrupt(path.display().to_string(), e))
+        super::read_json(&path).map_err(|e| match e {
+            super::ReadError::Missing => ApprovalError::NotFound(id.to_string()),
+            super::ReadError::Io(e) => ApprovalError::Io(path.display().to_string(), e),
+            super::ReadError::Corrupt(e) => ApprovalError::Corrupt(path.display().to_string(), e),
+        })
     }
 
     fn put(&self, a: &Approval) -> Result<(), ApprovalError> {

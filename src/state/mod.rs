@@ -48,6 +48,23 @@ pub fn lock_file(path: &Path) -> std::io::Result<fs::File> {
     Ok(f)
 }
 
+/// Why a JSON record could not be read.
+pub(crate) enum ReadError {
+    Missing,
+    Io(std::io::Error),
+    Corrupt(serde_json::Error),
+}
+
+/// Reads one JSON record.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReadError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    serde_json::from_slice(&bytes).map_err(ReadError::Corrupt)
+}
+
 /// Replaces `path` atomically with `contents`, mode 0600, and makes it durable.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     replace(path, contents, true)

@@ -122,16 +122,19 @@
     setButtons(false);
     try {
       say('Preparing the receipt…');
-      const begin = await post('/api/decide/begin', {
+      // A plan page decides the one plan it shows; an approval page, the ticked calls.
+      const plan = page === 'plan';
+      const begin = await post(plan ? '/api/plan/begin' : '/api/decide/begin', Object.assign({
         decision: decision,
-        ids: selectedIds(),
         passkey: document.getElementById('passkey').value,
         ttl_secs: Number(document.getElementById('ttl').value),
-      });
+      }, plan ? { plan: body.dataset.plan } : { ids: selectedIds() }));
       say('Confirm with your passkey…');
       const done = await post('/api/decide/finish', await assertWithPasskey(begin));
       const verb = decision === 'approve' ? 'Approved' : 'Denied';
-      let text = verb + ' ' + done.decided.length + (done.decided.length === 1 ? ' call' : ' calls') + '.';
+      let text = plan && done.decided.length === 1
+        ? verb + ' the plan: one receipt for ' + done.decided[0].calls + ' calls.'
+        : verb + ' ' + done.decided.length + (done.decided.length === 1 ? ' call' : ' calls') + '.';
       const waiting = done.decided.filter((d) => d.status === 'pending');
       if (waiting.length) {
         text += ' ' + waiting.map((d) => d.status_text).join('; ') + '.';
@@ -151,7 +154,10 @@
 
   async function refreshStatus() {
     try {
-      const r = await fetch('/api/approvals/' + encodeURIComponent(body.dataset.approval), { cache: 'no-store' });
+      const path = page === 'plan'
+        ? '/api/plans/' + encodeURIComponent(body.dataset.plan)
+        : '/api/approvals/' + encodeURIComponent(body.dataset.approval);
+      const r = await fetch(path, { cache: 'no-store' });
       if (!r.ok) return;
       const a = await r.json();
       const status = document.getElementById('status');
@@ -258,6 +264,12 @@
 
   if (page === 'list') {
     setInterval(refreshList, 2000);
+  } else if (page === 'plan') {
+    const approve = document.getElementById('approve');
+    const deny = document.getElementById('deny');
+    if (approve) approve.addEventListener('click', () => decide('approve'));
+    if (deny) deny.addEventListener('click', () => decide('deny'));
+    setInterval(refreshStatus, 2000);
   } else if (page === 'approval') {
     const approve = document.getElementById('approve');
     const deny = document.getElementById('deny');

@@ -1,0 +1,378 @@
+//! `airlock plan submit|approve|show`: the commands (the module's only I/O besides reading
+//! a binary plan's bytes).
+
+use super::mapping::{self, Coverage, Defaults};
+use super::{Plan, MAX_PLAN_BYTES};
+use crate::config::Config;
+use crate::plan::store::{PlanRecord, PlanStatus, PlanStore};
+use clap::Subcommand;
+use std::io::Read as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum PlanCommand {
+    /// Submit a plan for approval: the output of `terraform show -json plan.bin`, or the
+    /// binary plan itself (then `terraform show -json` runs in its directory). Submitting
+    /// grants nothing; it prints the approval link and what the plan destroys.
+    Submit {
+        file: std::path::PathBuf,
+        /// The agent whose calls the plan's receipt will cover (default: the only agent).
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Approve a submitted plan: signs one plan receipt for every call it covers. The key's
+    /// passphrase is asked for on the terminal (/dev/tty) only.
+    Approve {
+        id: String,
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        insecure_plaintext_key: bool,
+    },
+    /// Print a submitted plan: what it destroys, what is covered, its status.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(config_path: &Path, command: PlanCommand) -> Result<(), String> {
+    match command {
+        PlanCommand::Submit { file, agent } => submit(config_path, &file, agent.as_deref()),
+        PlanCommand::Approve {
+            id,
+            key,
+            insecure_plaintext_key,
+        } => approve(config_path, &id, &key, insecure_plaintext_key),
+        PlanCommand::Show { id, json } => show(config_path, &id, json),
+    }
+}
+
+/// How long `terraform show -json` may take.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(format!(
+            "{}: larger than {MAX_PLAN_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `terraform show -json FILE`, run in the plan's directory (where `terraform init` ran).
+fn terraform_show(path: &Path) -> Result<Vec<u8>, String> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or("the plan file has no name")?;
+    let mut child = std::process::Command::new("terraform")
+        .args(["show", "-json", "-no-color"])
+        .arg(name)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!("a binary plan needs `terraform` on the PATH to read it ({e}); or submit `terraform show -json plan.bin` output")
+        })?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("terraform's output is not readable")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout
+            .take(MAX_PLAN_BYTES + 1)
+            .read_to_end(&mut out)
+            .map(|_| out)
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > SHOW_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "`terraform show -json` took longer than {SHOW_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !status.success() {
+        return Err(format!("`terraform show -json` failed ({status})"));
+    }
+    let out = reader
+        .join()
+        .map_err(|_| "reading terraform's output failed".to_string())?
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > MAX_PLAN_BYTES {
+        return Err(format!(
+            "`terraform show -json` wrote more than {MAX_PLAN_BYTES} bytes"
+        ));
+    }
+    Ok(out)
+}
+
+/// The plan in `file`, JSON or binary.
+fn read_plan(file: &Path) -> Result<Plan, String> {
+    let bytes = read_limited(file)?;
+    if super::is_binary_plan(&bytes) {
+        let json = terraform_show(file)?;
+        Plan::from_json(&json)
+            .and_then(|p| p.with_state_of(&bytes))
+            .map_err(|e| format!("{}: {e}", file.display()))
+    } else {
+        Plan::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))
+    }
+}
+
+/// The agent named, or the only one.
+fn pick_agent(config: &Config, wanted: Option<&str>) -> Result<String, String> {
+    let store = crate::state::agents::AgentStore::new(&config.state_dir);
+    if let Some(name) = wanted {
+        return store.get(name).map(|a| a.name).map_err(|e| e.to_string());
+    }
+    let active: Vec<String> = store
+        .load()
+        .map_err(|e| e.to_string())?
+        .agents
+        .into_iter()
+        .filter(|a| a.revoked_at.is_none())
+        .map(|a| a.name)
+        .collect();
+    match active.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err("there is no agent; add one with `airlock agent add NAME`".into()),
+        _ => Err(
+            "several agents exist: name the one that will apply the plan with --agent NAME".into(),
+        ),
+    }
+}
+
+fn plan_link(config: &Config, id: &str) -> String {
+    let port = config.listening().approvals.port();
+    format!("{}/plans/{id}", config.approval_page(port).base())
+}
+
+fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let agent = pick_agent(&config, agent)?;
+    let plan = read_plan(file)?;
+    let account = mapping::plan_account(&plan.resource_changes);
+    let destroyed = mapping::destroyed(
+        &plan.resource_changes,
+        &Defaults {
+            region: plan.default_region.as_deref(),
+            account: account.as_deref(),
+        },
+    );
+    if destroyed.is_empty() {
+        return Err(format!(
+            "{}: the plan destroys nothing; there is nothing to approve",
+            file.display()
+        ));
+    }
+    let entries = super::entries(&destroyed, |a, r| config.environment_of(a, r));
+    let mut environments: Vec<String> = entries.iter().map(|e| e.environment.clone()).collect();
+    environments.sort();
+    environments.dedup();
+    let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let record = store
+        .submit(PlanRecord {
+            id: String::new(),
+            status: PlanStatus::Pending,
+            agent,
+            digest: plan.digest(),
+            plan_created_at: plan.timestamp.clone(),
+            terraform_version: plan.terraform_version.clone(),
+            submitted_at: String::new(),
+            environments,
+            destroyed,
+            entries,
+            receipt_id: None,
+            decided_by: None,
+            decided_at: None,
+            expires_at: None,
+        })
+        .map_err(|e| e.to_string())?;
+    crate::audit::append_now(&config.state_dir, super::records::submitted(&record))
+        .map_err(|e| format!("the plan is stored, but the audit log could not be written: {e}"))?;
+    print_plan(&record);
+    if plan.lineage.is_none() {
+        println!("note: submitted as JSON, so the digest does not include the state's lineage and serial (submit plan.bin for that)");
+    }
+    println!("approve at {}", plan_link(&config, &record.id));
+    println!("  (or: airlock plan approve {} --key FILE)", record.id);
+    Ok(())
+}
+
+/// What a plan destroys, for a terminal. Values come from the plan: escaped, so none can
+/// rewrite the terminal.
+fn print_plan(p: &PlanRecord) {
+    let shown = |text: &str| text.escape_debug().to_string();
+    println!(
+        "plan {} by agent {} in environment {} — {} ({} resources destroyed, {} calls covered)",
+        p.id,
+        shown(&p.agent),
+        shown(&p.environment_label()),
+        p.status_at(time::OffsetDateTime::now_utc()).as_str(),
+        p.destroyed.len(),
+        p.entries.len()
+    );
+    println!(
+        "digest {}  created {}",
+        p.digest,
+        shown(p.plan_created_at.as_deref().unwrap_or("unknown"))
+    );
+    let irreversible: Vec<String> = p
+        .destroyed
+        .iter()
+        .flat_map(|d| {
+            d.irreversible
+                .iter()
+                .map(move |w| format!("{}: {w}", d.address))
+        })
+        .collect();
+    if !irreversible.is_empty() {
+        println!("IRREVERSIBLE:");
+        for line in irreversible {
+            println!("  {}", shown(&line));
+        }
+    }
+    for d in &p.destroyed {
+        let what = if d.replaced { "replaced" } else { "destroyed" };
+        println!(
+            "{what} {} ({}) {}",
+            shown(&d.address),
+            shown(&d.resource_type),
+            shown(d.arn.as_deref().or(d.id.as_deref()).unwrap_or(""))
+        );
+        match &d.coverage {
+            Coverage::Covered { calls } => {
+                for c in calls {
+                    let params: Vec<String> = c
+                        .params
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .chain(c.free.iter().map(|f| format!("{f}=(any)")))
+                        .collect();
+                    println!(
+                        "    {}:{} {}",
+                        c.service,
+                        c.operation,
+                        shown(&params.join(" "))
+                    );
+                }
+            }
+            Coverage::StateOnly { why } => println!("    no AWS call: {}", shown(why)),
+            Coverage::NotCovered { why } => println!("    NOT COVERED: {}", shown(why)),
+        }
+    }
+}
+
+/// A verified plan receipt's grant, for `airlock receipt verify`.
+pub fn print_grant(grant: &crate::receipt::PlanGrant) {
+    let shown = |text: &str| text.escape_debug().to_string();
+    println!(
+        "  plan {} digest {} created {}: {} calls covered",
+        grant.plan_id,
+        grant.digest,
+        shown(grant.created_at.as_deref().unwrap_or("unknown")),
+        grant.entries.len()
+    );
+    for e in &grant.entries {
+        let uses = e.uses.map_or("while valid".to_owned(), |n| {
+            format!("{n} use{}", if n == 1 { "" } else { "s" })
+        });
+        let free = if e.free.is_empty() {
+            String::new()
+        } else {
+            format!(" (any {})", e.free.join(", "))
+        };
+        println!(
+            "    {} {} in {} {}: {} [{uses}]{free}",
+            shown(&e.address),
+            e.action(),
+            shown(&e.environment),
+            shown(&e.region),
+            shown(&e.resources.join(", "))
+        );
+    }
+}
+
+fn show(config_path: &Path, id: &str, json: bool) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let record = store.get(id).map_err(|e| e.to_string())?;
+    if json {
+        let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print_plan(&record);
+        if let Some(r) = &record.receipt_id {
+            println!("receipt: {}", store.receipt_path(r).display());
+        }
+    }
+    Ok(())
+}
+
+fn approve(
+    config_path: &Path,
+    id: &str,
+    key_path: &Path,
+    allow_plaintext: bool,
+) -> Result<(), String> {
+    use crate::receipt::{self, Decision, ReceiptBody};
+    let config = Config::load_existing(config_path)?;
+    let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let record = store.get(id).map_err(|e| e.to_string())?;
+    if record.status != PlanStatus::Pending {
+        return Err(format!(
+            "plan {id} is {}, not pending",
+            record.status.as_str()
+        ));
+    }
+    // What is signed is shown before the passphrase is asked for.
+    print_plan(&record);
+    let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
+    let mut body = ReceiptBody::new(
+        &super::receipt_binding(&record),
+        &record.id,
+        Decision::Approve,
+        &approver,
+        super::validity(&record, config.approval.receipt_ttl),
+    );
+    body.plan = Some(super::grant(&record));
+    let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
+    let json = signed.to_json().map_err(|e| e.to_string())?;
+    let receipt_id = signed.body.id.as_str().to_owned();
+    let decided = store
+        .decide(id, &signed, approver.name(), json.as_bytes())
+        .map_err(|e| e.to_string())?;
+    crate::audit::append_now(
+        &config.state_dir,
+        super::records::approved(&decided, &receipt_id, approver.name(), "cli"),
+    )
+    .map_err(|e| format!("the plan is approved, but the audit log could not be written: {e}"))?;
+    println!(
+        "approved plan {id}: {} calls covered for agent {} (receipt {receipt_id}, valid until {})",
+        decided.entries.len(),
+        decided.agent,
+        signed.body.expires_at
+    );
+    println!("receipt: {}", store.receipt_path(&receipt_id).display());
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Submitted plans (`state/plans/<id>.json`, mode 0600) and their status. The plan receipt
+//! that approves one is stored with every other receipt (`state/receipts/<receipt id>.json`).
+//!
+//! A record holds what `plan::mapping` derived (ids, ARNs, delete options) and the digest,
+//! never the plan itself (its `before` values may hold secrets). Changes are made under an
+//! exclusive lock (`state/plans.lock`) and written atomically.
+
+use crate::state::approvals::{new_id, valid_id};
+use crate::state::now_rfc3339;
+
+use super::mapping::Destroyed;
+use crate::receipt::PlanEntry;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Submitted, waiting for a human.
+    Pending,
+    /// A plan receipt was signed; its entries cover calls while it is valid.
+    Approved,
+    /// A human said no.
+    Denied,
+    /// Every entry with a limited number of uses is used.
+    Spent,
+    /// The receipt's window ended.
+    Expired,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Pending => "pending",
+            PlanStatus::Approved => "approved",
+            PlanStatus::Denied => "denied",
+            PlanStatus::Spent => "spent",
+            PlanStatus::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanRecord {
+    pub id: String,
+    pub status: PlanStatus,
+    /// The agent whose calls the receipt will cover.
+    pub agent: String,
+    pub digest: String,
+    /// The plan's own creation time.
+    pub plan_created_at: Option<String>,
+    pub terraform_version: Option<String>,
+    pub submitted_at: String,
+    /// Every environment an entry is in, sorted.
+    pub environments: Vec<String>,
+    pub destroyed: Vec<Destroyed>,
+    /// The calls a receipt will cover, in plan order: what is signed.
+    pub entries: Vec<PlanEntry>,
+    pub receipt_id: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    /// When the approved receipt's window ends.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+impl PlanRecord {
+    /// The status as of `now`: an approved plan past its receipt's window is expired even
+    /// before a call finds it so (and records it).
+    pub fn status_at(&self, now: time::OffsetDateTime) -> PlanStatus {
+        let ended = self
+            .expires_at
+            .as_deref()
+            .and_then(crate::receipt::Timestamp::parse)
+            .is_some_and(|t| now >= t.as_datetime());
+        if self.status == PlanStatus::Approved && ended {
+            PlanStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
+    /// The environments as one label: `prod`, or `staging+prod`.
+    pub fn environment_label(&self) -> String {
+        self.environments.join("+")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanStoreError {
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("{0}: not a valid record: {1}")]
+    Corrupt(String, serde_json::Error),
+    #[error("no plan {0:?}")]
+    NotFound(String),
+    #[error("plan {0} is {1}, not pending")]
+    NotPending(String, &'static str),
+}
+
+pub struct PlanStore {
+    dir: PathBuf,
+    receipts: PathBuf,
+    lock: PathBuf,
+}
+
+impl PlanStore {
+    pub fn open(state_dir: &Path) -> Result<PlanStore, PlanStoreError> {
+        let dir = state_dir.join("plans");
+        let receipts = state_dir.join("receipts");
+        for d in [&dir, &receipts] {
+            fs::create_dir_all(d).map_err(|e| PlanStoreError::Io(d.display().to_string(), e))?;
+        }
+        Ok(PlanStore {
+            dir,
+            receipts,
+            lock: state_dir.join("plans.lock"),
+        })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn receipt_path(&self, receipt_id: &str) -> PathBuf {
+        self.receipts.join(format!("{receipt_id}.json"))
+    }
+
+    fn locked<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, PlanStoreError>,
+    ) -> Result<T, PlanStoreError> {
+        let _lock = crate::state::lock_file(&self.lock)
+            .map_err(|e| PlanStoreError::Io(self.lock.display().to_string(), e))?;
+        f()
+    }
+
+    pub fn get(&self, id: &str) -> Result<PlanRecord, PlanStoreError> {
+        if !valid_id(id) {
+            return Err(PlanStoreError::NotFound(id.to_string()));
+        }
+        let path = self.path(id);
+        crate::state::read_json(&path).map_err(|e| match e {
+            crate::state::ReadError::Missing => PlanStoreError::NotFound(id.to_string()),
+            crate::state::ReadError::Io(e) => PlanStoreError::Io(path.display().to_string(), e),
+            crate::state::ReadError::Corrupt(e) => {
+                PlanStoreError::Corrupt(path.display().to_string(), e)
+            }
+        })
+    }
+
+    fn put(&self, p: &PlanRecord) -> Result<(), PlanStoreError> {
+        let path = self.path(&p.id);
+        let json = serde_json::to_vec_pretty(p)
+            .map_err(|e| PlanStoreError::Corrupt(path.display().to_string(), e))?;
+        crate::state::write_atomic(&path, &json)
+            .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))
+    }
+
+    /// Every plan, newest first.
+    pub fn list(&self) -> Result<Vec<PlanRecord>, PlanStoreError> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| PlanStoreError::Io(self.dir.display().to_string(), e))?;
+        let mut out: Vec<PlanRecord> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let id = name.to_str()?.strip_suffix(".json")?.to_owned();
+                self.get(&id).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| b.submitted_at.cmp(&a.submitted_at));
+        Ok(out)
+    }
+
+    /// Approved plans of `agent`: the ones whose receipts may cover its calls.
+    pub fn approved_for(&self, agent: &str) -> Result<Vec<PlanRecord>, PlanStoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|p| p.status == PlanStatus::Approved && p.agent == agent)
+            .collect())
+    }
+
+    /// Stores a newly submitted plan under a fresh id.
+    pub fn submit(&self, mut record: PlanRecord) -> Result<PlanRecord, PlanStoreError> {
+        self.locked(|| {
+            record.id = new_id();
+            record.status = PlanStatus::Pending;
+            record.submitted_at = now_rfc3339();
+            self.put(&record)?;
+            Ok(record)
+        })
+    }
+
+    /// Records a human's decision on a pending plan, with the receipt (JSON) that carries it.
+    pub fn decide(
+        &self,
+        id: &str,
+        receipt: &crate::receipt::Receipt,
+        by: &str,
+        receipt_json: &[u8],
+    ) -> Result<PlanRecord, PlanStoreError> {
+        let approve = receipt.body.decision == crate::receipt::Decision::Approve;
+        let receipt_id = receipt.body.id.as_str();
+        self.locked(|| {
+            let mut p = self.get(id)?;
+            if p.status != PlanStatus::Pending {
+                return Err(PlanStoreError::NotPending(
+                    id.to_string(),
+                    p.status.as_str(),
+                ));
+            }
+            let path = self.receipt_path(receipt_id);
+            crate::state::write_atomic(&path, receipt_json)
+                .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
+            p.status = if approve {
+                PlanStatus::Approved
+            } else {
+                PlanStatus::Denied
+            };
+            p.receipt_id = Some(receipt_id.to_string());
+            p.decided_by = Some(by.to_string());
+            p.decided_at = Some(now_rfc3339());
+            p.expires_at = approve.then(|| receipt.body.expires_at.to_string());
+            self.put(&p)?;
+            Ok(p)
+        })
+    }
+
+    /// Ends an approved plan (spent or expired). False when it was no longer approved
+    /// (another call ended it first), so it is recorded once.
+    pub fn end(&self, id: &str, status: PlanStatus) -> Result<bool, PlanStoreError> {
+        self.locked(|| {
+            let mut p = self.get(id)?;
+            if p.status != PlanStatus::Approved {
+                return Ok(false);
+            }
+            p.status = status;
+            self.put(&p)?;
+            Ok(true)
+        })
+    }
+
+    pub fn read_receipt(&self, receipt_id: &str) -> Result<Vec<u8>, PlanStoreError> {
+        let path = self.receipt_path(receipt_id);
+        fs::read(&path).map_err(|e| PlanStoreError::Io(path.display().to_string(), e))
+    }
+}

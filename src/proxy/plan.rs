@@ -1,0 +1,213 @@
+//! Redeeming a plan receipt: a call that an entry of an approved plan covers goes through
+//! with no hold (see `receipt::plan` for what "covers" means).
+//!
+//! Each entry is counted in the ledger under its own key (`<receipt id>#<index>`), so an
+//! entry is single use (or as many uses as it grants) with the release rules of every
+//! receipt: a use is given back when the upstream was never reached, answered 5xx or
+//! throttled. An entry used up, another agent, another environment, a receipt outside its
+//! window or one that does not verify: nothing is covered here, and the call is held or
+//! refused exactly as without a plan. Once every entry with a limited number of uses is
+//! used, the plan is spent; once its window has ended, expired (both recorded once).
+
+use super::error::ProxyError;
+use super::redeem::{state_error, Authorization};
+use crate::gate::Gate;
+use crate::identify::AwsCall;
+use crate::plan::store::{PlanStatus, PlanStore};
+use crate::receipt::{self, Receipt, ReceiptError};
+use crate::state::ledger::LedgerError;
+
+/// Which entry of which plan a call is using.
+pub struct PlanUse {
+    pub plan_id: String,
+    pub receipt_id: String,
+    pub agent: String,
+    pub index: usize,
+    pub entry: receipt::PlanEntry,
+    /// Every entry's ledger key and uses, for the spent check (`None`: unlimited).
+    limits: Vec<(String, Option<u32>)>,
+}
+
+/// The ledger key of a plan receipt's entry.
+fn entry_key(receipt_id: &str, index: usize) -> String {
+    format!("{receipt_id}#{index}")
+}
+
+/// `quorum`: the approvers the config requires now for this call; a plan receipt whose
+/// approvers do not meet it covers nothing here, and the call is held for that quorum one by
+/// one, as without a plan.
+pub async fn redeem(
+    gate: &Gate,
+    call: &AwsCall,
+    agent: &str,
+    environment: &str,
+    quorum: &receipt::Quorum,
+) -> Result<Option<Authorization>, ProxyError> {
+    let store = PlanStore::open(&gate.config.state_dir).map_err(state_error)?;
+    let plans = store.approved_for(agent).map_err(state_error)?;
+    if plans.is_empty() {
+        return Ok(None);
+    }
+    // Read afresh: a passkey revoked while serve runs must stop counting at once.
+    let trusted = gate.trusted_keys().map_err(state_error)?;
+    let now = time::OffsetDateTime::now_utc();
+    for plan in plans {
+        let Some(receipt_id) = plan.receipt_id.clone() else {
+            continue;
+        };
+        // A plan whose receipt is missing or does not verify covers nothing; the call goes
+        // on to be held or refused as without a plan (never an error for every call).
+        let read = match receipt::ReceiptId::parse(&receipt_id) {
+            Some(_) => store.read_receipt(&receipt_id).map_err(|e| e.to_string()),
+            None => Err("not a receipt id".to_owned()),
+        };
+        let checked = read.and_then(|bytes| {
+            Receipt::from_json(&bytes)
+                .and_then(|r| receipt::verify(&r, &trusted))
+                .map_err(|e| e.to_string())
+        });
+        let verified = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(plan = %plan.id, receipt = %receipt_id, error = %e, "a stored plan receipt does not verify; it covers nothing");
+                continue;
+            }
+        };
+        if let Err(e) = verified.check_quorum(quorum) {
+            tracing::info!(plan = %plan.id, receipt = %receipt_id, action = %call.action(), reason = %e, "the plan's approvers do not meet this call's quorum; it is held one by one");
+            continue;
+        }
+        let body = verified.body();
+        let Some(grant) = body.plan_grant().filter(|g| g.plan_id == plan.id) else {
+            tracing::error!(plan = %plan.id, receipt = %receipt_id, "the stored receipt is not this plan's; it covers nothing");
+            continue;
+        };
+        match receipt::check_window(body, now) {
+            Ok(()) => {}
+            Err(ReceiptError::Expired(_)) => {
+                end(gate, &store, &plan.id, &receipt_id, PlanStatus::Expired);
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let limits: Vec<(String, Option<u32>)> = grant
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (entry_key(&receipt_id, i), e.uses))
+            .collect();
+        // An entry that names the exact call goes before one that covers a container (the
+        // object a plan destroys before the bucket that holds it), so the exact one is used.
+        let mut covering = receipt::covering_entries(body, agent, environment, call);
+        covering.sort_by_key(|i| grant.entries[*i].uses.is_none());
+        for index in covering {
+            let key = entry_key(&receipt_id, index);
+            let allowed = grant.entries[index].uses.unwrap_or(u32::MAX);
+            if !gate.audit.writable() {
+                return Err(ProxyError::state_unwritable(
+                    "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
+                ));
+            }
+            let turn = gate.receipt_lock(&key).lock_owned().await;
+            match gate.ledger.reserve(&key, allowed) {
+                Ok(()) => {
+                    tracing::info!(plan = %plan.id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
+                    let used = PlanUse {
+                        plan_id: plan.id.clone(),
+                        receipt_id: receipt_id.clone(),
+                        agent: agent.to_owned(),
+                        index,
+                        entry: grant.entries[index].clone(),
+                        limits,
+                    };
+                    return Ok(Some(Authorization::for_plan_entry(
+                        key,
+                        body.approver.clone(),
+                        allowed,
+                        turn,
+                        used,
+                    )));
+                }
+                Err(LedgerError::UsedUp) => continue,
+                Err(e) => {
+                    tracing::error!(plan = %plan.id, error = %e, "cannot write the receipt ledger; refusing (fail closed)");
+                    return Err(ProxyError::state_unwritable(
+                        "airlock cannot write its receipt ledger, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The ledger key that records an entry's call succeeded (2xx).
+fn done_key(entry_key: &str) -> String {
+    format!("{entry_key}!done")
+}
+
+/// After the call: a committed use is audited. An entry is finished when its call succeeded
+/// or its uses are all taken (a `DeleteBucket` refused while the bucket still holds objects
+/// uses one and is sent again); when every entry with limited uses is finished, the plan is
+/// spent.
+pub fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bool) {
+    if !committed {
+        return;
+    }
+    if succeeded {
+        let key = done_key(&entry_key(&used.receipt_id, used.index));
+        let recorded = gate
+            .ledger
+            .reserve(&key, u32::MAX)
+            .and_then(|()| gate.ledger.commit(&key));
+        if let Err(e) = recorded {
+            tracing::error!(plan = %used.plan_id, error = %e, "could not record a plan entry's success");
+        }
+    }
+    gate.audit.write(crate::plan::records::entry_used(
+        &used.plan_id,
+        &used.receipt_id,
+        &used.agent,
+        used.index,
+        &used.entry,
+    ));
+    let all_used = used.limits.iter().all(|(key, uses)| match uses {
+        Some(n) => {
+            gate.ledger.usage(key).committed >= *n
+                || gate.ledger.usage(&done_key(key)).committed >= 1
+        }
+        None => true,
+    });
+    if all_used {
+        match PlanStore::open(&gate.config.state_dir) {
+            Ok(store) => end(
+                gate,
+                &store,
+                &used.plan_id,
+                &used.receipt_id,
+                PlanStatus::Spent,
+            ),
+            Err(e) => {
+                tracing::error!(plan = %used.plan_id, error = %e, "could not mark the plan spent")
+            }
+        }
+    }
+}
+
+/// Marks an approved plan spent or expired, and audits it once.
+fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: PlanStatus) {
+    match store.end(plan_id, status) {
+        Ok(true) => {
+            tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");
+            let event = if status == PlanStatus::Spent {
+                "plan_spent"
+            } else {
+                "plan_expired"
+            };
+            gate.audit
+                .write(crate::plan::records::ended(event, plan_id, receipt_id));
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(plan = %plan_id, error = %e, "could not end the plan"),
+    }
+}

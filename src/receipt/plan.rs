@@ -1,0 +1,102 @@
+//! What a plan receipt grants: the calls one Terraform plan will make to destroy what it
+//! destroys, each bound as a single receipt binds its call, signed once.
+//!
+//! A plan receipt is an ordinary [`ReceiptBody`] (same canonical bytes, same signatures, same
+//! [`super::verify`]) whose `plan` field holds a [`PlanGrant`]. Its own call fields name no
+//! AWS call (`service` `terraform`, `operation` `ApplyPlan`), and [`super::check_binding`]
+//! refuses it, so it never stands in for a single call's receipt. The proxy asks
+//! `verify::covering_entries` instead, and the ledger counts each entry's uses on its own.
+//!
+//! An entry covers a call when the agent, environment, account, region, service and operation
+//! are equal and the call's parameters, less the ones named in `free`, are exactly the
+//! entry's. The resources a call names are a function of its parameters (`identify`), so
+//! equal parameters mean equal resources; `free` parameters are the ones the plan cannot fix
+//! (the keys a `force_destroy` bucket holds at apply time), and an entry with any is shown on
+//! the page as covering "whatever the bucket holds".
+
+use super::ids::present;
+use crate::identify::AwsCall;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The `service` and `operation` of a plan receipt's own call fields.
+pub const PLAN_SERVICE: &str = "terraform";
+pub const PLAN_OPERATION: &str = "ApplyPlan";
+
+/// The plan a receipt approves, and the calls it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanGrant {
+    /// The submitted plan's id (`airlock plan submit`).
+    pub plan_id: String,
+    /// SHA-256 (hex) of the canonical `resource_changes` with the prior state's lineage and
+    /// serial (`plan::digest`).
+    pub digest: String,
+    /// The plan's own creation time, as Terraform wrote it (`null` when it wrote none).
+    #[serde(deserialize_with = "present")]
+    pub created_at: Option<String>,
+    pub entries: Vec<PlanEntry>,
+}
+
+/// One covered call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanEntry {
+    /// The Terraform resource address whose destruction makes this call.
+    pub address: String,
+    pub environment: String,
+    #[serde(deserialize_with = "present")]
+    pub account: Option<String>,
+    pub region: String,
+    /// The botocore service name.
+    pub service: String,
+    pub operation: String,
+    /// What the call acts on (ARN, else `member=value`), as the page showed it.
+    pub resources: Vec<String>,
+    /// The parameters the plan fixes, exactly as `identify` writes them.
+    pub params: BTreeMap<String, String>,
+    /// Parameters whose values the plan cannot know (a name covers `name` and `name.…`).
+    pub free: Vec<String>,
+    /// How many calls it covers; `null`: as many as the provider makes while the receipt is
+    /// valid (fan-out inside one container, such as emptying a `force_destroy` bucket).
+    #[serde(deserialize_with = "present")]
+    pub uses: Option<u32>,
+}
+
+impl PlanEntry {
+    /// `ec2:DeleteVpc`-style name, for pages and logs.
+    pub fn action(&self) -> String {
+        format!("{}:{}", self.service, self.operation)
+    }
+
+    fn is_free(&self, param: &str) -> bool {
+        self.free.iter().any(|f| {
+            param == f
+                || param
+                    .strip_prefix(f.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
+    /// Does this entry cover `call`, made in `environment`?
+    pub fn covers(&self, environment: &str, call: &AwsCall) -> bool {
+        if self.environment != environment
+            || self.account != call.account
+            || self.region != call.region
+            || self.service != call.service
+            || self.operation != call.operation
+        {
+            return false;
+        }
+        let mut fixed = call.params.iter().filter(|(k, _)| !self.is_free(k));
+        let mut wanted = self.params.iter();
+        // Both sorted by name: equal maps, item by item.
+        loop {
+            match (fixed.next(), wanted.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The approver's own key, for the commands that sign with it (`approve`, `deny`,
+//! `plan approve`): unlocked with a passphrase from the terminal only, and accepted only when
+//! airlock's config trusts it.
+
+/// What `--insecure-plaintext-key` prints.
+pub const PLAINTEXT_WARNING: &str =
+    "airlock: WARNING: this approver key is not locked with a passphrase: \
+     any process that can read the file can approve; make a locked one with `airlock keygen`";
+
+/// An approver's key, unlocked with its passphrase from the terminal, and the config's
+/// `[[approver]]` it belongs to: what `approve`, `deny` and `plan approve` sign with.
+pub fn load_approver_key(
+    config: &crate::config::Config,
+    key_path: &std::path::Path,
+    allow_plaintext: bool,
+) -> Result<(crate::receipt::ApproverKey, crate::receipt::ApproverPublic), String> {
+    use crate::receipt::{self, ApproverKey, Unlock};
+    let mut ask = |name: &str, key_id: &receipt::KeyId| {
+        crate::tty::read_passphrase(&format!(
+            "Passphrase for {name:?}'s key {key_id} ({}): ",
+            key_path.display()
+        ))
+    };
+    let loaded = ApproverKey::load_approver(
+        key_path,
+        Unlock {
+            allow_plaintext,
+            passphrase: &mut ask,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    if loaded.plaintext {
+        eprintln!("{PLAINTEXT_WARNING}");
+    }
+    let key = loaded.key;
+    // Only a key the config trusts may sign: say so now rather than at the proxy.
+    let approver = config
+        .approvers
+        .iter()
+        .find(|p| p.key_id() == &key.key_id())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "the key in {} is not an [[approver]] in {}",
+                key_path.display(),
+                config.path.display()
+            )
+        })?;
+    Ok((key, approver))
+}
