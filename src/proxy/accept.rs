@@ -116,6 +116,8 @@ pub fn check_tunnel_host<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
         .collect();
     let same = |h: &&str| {
         let h = h.strip_suffix(":443").unwrap_or(h);
+        // The tunnel's name is kept without a trailing dot (`connect::parse_authority`).
+        let h = h.strip_suffix('.').unwrap_or(h);
         h.eq_ignore_ascii_case(tunnel)
     };
     if named.is_empty() || !named.iter().all(same) {
