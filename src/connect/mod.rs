@@ -98,10 +98,15 @@ pub fn passthrough_allows(globs: &[String], host: &str, port: u16) -> bool {
     passthrough_matches(globs, host, port).next().is_some()
 }
 
+/// `fd00:ec2::/32`: where EC2 serves instance metadata (`fd00:ec2::254`) and EKS Pod
+/// Identity its credentials (`fd00:ec2::23`) over IPv6.
+const EC2_IPV6_LOCAL_PREFIX: (u16, u16) = (0xfd00, 0x0ec2);
+
 /// Whether `ip` is an address a passthrough tunnel must not reach by a name: link-local
 /// (169.254.0.0/16 holds the instance metadata and ECS credential endpoints; fe80::/10),
 /// loopback (airlock's own listeners), unspecified or "this network" (0.0.0.0/8, which
-/// Linux routes to the host itself); IPv4-mapped and -compatible IPv6 forms included.
+/// Linux routes to the host itself), EC2's IPv6 metadata prefix; IPv4-mapped and
+/// -compatible IPv6 forms included.
 pub fn is_internal(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     let ip = match ip {
@@ -114,7 +119,11 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.is_loopback() || v4.octets()[0] == 0,
         IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
+            let [first, second, ..] = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xffc0) == 0xfe80
+                || (first, second) == EC2_IPV6_LOCAL_PREFIX
         }
     }
 }
@@ -685,6 +694,8 @@ mod tests {
             "[::ffff:169.254.169.254]:80",
             "[::ffff:127.0.0.1]:443",
             "[::169.254.169.254]:80",
+            "[fd00:ec2::254]:80",
+            "[fd00:ec2::23]:80",
         ] {
             assert!(is_internal(addr(internal).ip()), "{internal}");
         }

@@ -588,6 +588,9 @@ mod tests {
         };
         assert!(check_tunnel_host(&req(Some("sts.amazonaws.com"), "/")).is_ok());
         assert!(check_tunnel_host(&req(Some("STS.amazonaws.com:443"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com."), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com.:443"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com.."), "/")).is_err());
         assert!(check_tunnel_host(&req(None, "https://sts.amazonaws.com/")).is_ok());
         assert!(check_tunnel_host(&req(Some("iam.amazonaws.com"), "/")).is_err());
         assert!(check_tunnel_host(&req(None, "/")).is_err());
