@@ -661,14 +661,27 @@ impl FileListen {
 }
 
 impl FileConnect {
+    /// Each entry must name an IP address or end in at least two literal labels
+    /// (`*.crates.io`, not `*.com`, `?*.io` or `*m`), so no glob reaches a whole top-level
+    /// domain (or everything).
     fn validate(self, check: &Check) -> Result<Vec<String>, ConfigError> {
-        if let Some(bad) = self.passthrough.iter().find(|g| {
-            let host = g.rsplit_once(':').map_or(g.as_str(), |(h, _)| h);
-            !host.chars().any(|c| !matches!(c, '*' | '?' | '.' | ' '))
-        }) {
+        let names_hosts = |g: &str| {
+            let (host, _) = crate::connect::split_passthrough(g);
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                return true;
+            }
+            let wild = host.rfind(['*', '?']);
+            let suffix = wild.map_or(host, |i| &host[i + 1..]);
+            let mut labels: Vec<&str> = suffix.split('.').collect();
+            if wild.is_some() {
+                labels.remove(0); // the label the wildcard is part of
+            }
+            labels.len() >= 2 && labels.iter().all(|l| !l.is_empty() && !l.contains(' '))
+        };
+        if let Some(bad) = self.passthrough.iter().find(|g| !names_hosts(g)) {
             return Err(check.err(
                 "[connect] passthrough",
-                format!("{bad:?} would let every host through; name the hosts"),
+                format!("{bad:?} is too wide: each entry must be an IP address or end in at least two literal labels (\"*.crates.io\", not \"*.io\")"),
             ));
         }
         Ok(self.passthrough)

@@ -26,6 +26,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -44,31 +46,117 @@ pub enum Target {
     Refused(String),
 }
 
-/// Reads `host:port` (authority form; `[v6]:port` too) into a lower-case host and a port.
+/// Reads `host:port` (authority form) into a lower-case host without a trailing dot and a
+/// port, so that the passthrough match, the certificate's name and the tunnel's Host check
+/// all see one spelling. Brackets are taken off an IPv6 literal only (`[::1]:443`); any other
+/// bracketed host, userinfo, a path, an empty label or a bare `:` in the host is refused.
 pub fn parse_authority(authority: &str) -> Option<(String, u16)> {
     let (host, port) = authority.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || host.contains(['/', '@', ' ']) {
+    if let Some(inside) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let v6: std::net::Ipv6Addr = inside.parse().ok()?;
+        return Some((v6.to_string(), port));
+    }
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if host.is_empty() || !host.chars().all(allowed) || host.split('.').any(str::is_empty) {
         return None;
     }
     Some((host.to_ascii_lowercase(), port))
 }
 
-/// Whether `host:port` matches a `[connect] passthrough` glob: `host-glob` (port 443),
-/// `host-glob:port` or `host-glob:*`.
-pub fn passthrough_allows(globs: &[String], host: &str, port: u16) -> bool {
+/// Splits a `[connect] passthrough` entry into its host glob and port glob: `host-glob`
+/// (port 443), `host-glob:port` or `host-glob:*`; an IPv6 address loses its brackets, as
+/// [`parse_authority`] takes them off the host.
+pub fn split_passthrough(glob: &str) -> (&str, &str) {
+    let (host, port) = match glob.rsplit_once(':') {
+        Some((h, p)) if p == "*" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) => {
+            (h, p)
+        }
+        _ => (glob, "443"),
+    };
+    let v6 = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    (v6.unwrap_or(host), port)
+}
+
+/// The host globs of the `[connect] passthrough` entries that match `host:port`.
+fn passthrough_matches<'a>(
+    globs: &'a [String],
+    host: &'a str,
+    port: u16,
+) -> impl Iterator<Item = &'a str> + 'a {
     use crate::policy::glob::glob_match;
-    globs.iter().any(|g| {
-        let (host_glob, port_glob) = match g.rsplit_once(':') {
-            Some((h, p)) if p == "*" || p.bytes().all(|b| b.is_ascii_digit()) => (h, p),
-            _ => (g.as_str(), "443"),
-        };
-        glob_match(host_glob, host, true) && (port_glob == "*" || port_glob == port.to_string())
+    globs.iter().filter_map(move |g| {
+        let (host_glob, port_glob) = split_passthrough(g);
+        let port_ok = port_glob == "*" || port_glob.parse::<u16>().ok() == Some(port);
+        (port_ok && glob_match(host_glob, host, true)).then_some(host_glob)
     })
+}
+
+/// Whether `host:port` matches a `[connect] passthrough` entry.
+pub fn passthrough_allows(globs: &[String], host: &str, port: u16) -> bool {
+    passthrough_matches(globs, host, port).next().is_some()
+}
+
+/// `fd00:ec2::/32`: where EC2 serves instance metadata (`fd00:ec2::254`) and EKS Pod
+/// Identity its credentials (`fd00:ec2::23`) over IPv6.
+const EC2_IPV6_LOCAL_PREFIX: (u16, u16) = (0xfd00, 0x0ec2);
+
+/// Whether `ip` is an address a passthrough tunnel must not reach by a name: link-local
+/// (169.254.0.0/16 holds the instance metadata and ECS credential endpoints; fe80::/10),
+/// loopback (airlock's own listeners), unspecified or "this network" (0.0.0.0/8, which
+/// Linux routes to the host itself), EC2's IPv6 metadata prefix; IPv4-mapped and
+/// -compatible IPv6 forms included.
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .or_else(|| v6.to_ipv4().filter(|_| v6.segments()[..6] == [0; 6]))
+            .map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_loopback() || v4.octets()[0] == 0,
+        IpAddr::V6(v6) => {
+            let [first, second, ..] = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xffc0) == 0xfe80
+                || (first, second) == EC2_IPV6_LOCAL_PREFIX
+        }
+    }
+}
+
+/// Checks where a passthrough name resolved: every address must be outside [`is_internal`]
+/// unless a matching entry names that address literally (`127.0.0.1:8080`), so that a glob
+/// cannot be pointed at the metadata endpoint or airlock itself by DNS. One bad address
+/// refuses the whole name (no picking the harmless record of a rebinding answer).
+pub fn check_resolved(
+    globs: &[String],
+    host: &str,
+    port: u16,
+    resolved: &[SocketAddr],
+) -> Result<(), String> {
+    if resolved.is_empty() {
+        return Err(format!("{host} resolved to no address"));
+    }
+    let literal = |ip: std::net::IpAddr| {
+        passthrough_matches(globs, host, port).any(|g| {
+            let g = g
+                .strip_prefix('[')
+                .and_then(|g| g.strip_suffix(']'))
+                .unwrap_or(g);
+            g.parse::<std::net::IpAddr>().ok() == Some(ip)
+        })
+    };
+    match resolved.iter().find(|a| is_internal(a.ip()) && !literal(a.ip())) {
+        Some(bad) => Err(format!(
+            "{host} resolves to {}, an internal address (link-local, loopback or unspecified); list the address itself to tunnel to it",
+            bad.ip()
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What to do with `CONNECT authority`.
@@ -76,17 +164,18 @@ pub fn classify(authority: &str, passthrough: &[String]) -> Target {
     let Some((host, port)) = parse_authority(authority) else {
         return Target::Refused(format!("{authority:?} is not host:port"));
     };
-    let aws = crate::aws::endpoint::is_aws_host(crate::aws::model(), &host);
-    if aws && port == HTTPS_PORT {
-        return Target::Aws(host);
-    }
-    if passthrough_allows(passthrough, &host, port) {
-        return Target::Passthrough(host, port);
-    }
-    if aws {
+    // An AWS name is never tunnelled unread, whatever the globs say: a signed call on another
+    // port would bypass the gate.
+    if crate::aws::endpoint::is_aws_host(crate::aws::model(), &host) {
+        if port == HTTPS_PORT {
+            return Target::Aws(host);
+        }
         return Target::Refused(format!(
             "airlock serves AWS names on port {HTTPS_PORT} only, not {port}"
         ));
+    }
+    if passthrough_allows(passthrough, &host, port) {
+        return Target::Passthrough(host, port);
     }
     Target::Refused(format!(
         "{host}:{port} is not an AWS endpoint and not listed in [connect] passthrough"
@@ -176,7 +265,7 @@ async fn proxy_connection(
                 tunnel: Arc::clone(&tunnel),
                 stop: stop.clone(),
             };
-            async move { Ok::<_, Infallible>(answer(shared, req, open)) }
+            async move { Ok::<_, Infallible>(answer(shared, req, open).await) }
         })
     };
     let conn = hyper::server::conn::http1::Builder::new()
@@ -214,7 +303,7 @@ struct Open {
 
 /// The answer to one request on the listener; a `CONNECT` that is let through goes on in a
 /// task of its own once hyper hands over the connection.
-fn answer(
+async fn answer(
     shared: Arc<Shared>,
     req: http::Request<Incoming>,
     open: Open,
@@ -257,6 +346,19 @@ fn answer(
         },
         _ => None,
     };
+    let addrs = match &target {
+        Target::Passthrough(host, port) => match resolve(&shared.proxy, host, *port).await {
+            Ok(addrs) => addrs,
+            Err(why) => {
+                tracing::warn!(%peer, target = %authority, reason = %why, "CONNECT refused");
+                return plain(
+                    http::StatusCode::FORBIDDEN,
+                    format!("airlock: CONNECT refused: {why}"),
+                );
+            }
+        },
+        _ => Vec::new(),
+    };
     let task = tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
             Ok(u) => TokioIo::new(u),
@@ -269,8 +371,8 @@ fn answer(
             (Target::Aws(host), Some(tls)) => {
                 tunnel_aws(&shared, upgraded, host, tls, peer, stop).await;
             }
-            (Target::Passthrough(host, port), _) => {
-                passthrough(&shared.proxy, upgraded, &host, port, peer).await;
+            (Target::Passthrough(host, _), _) => {
+                passthrough(&shared.proxy, upgraded, &host, &addrs, peer).await;
             }
             _ => {}
         }
@@ -319,28 +421,86 @@ async fn tunnel_aws(
     .await;
 }
 
-/// A passthrough tunnel: connect, then copy both ways until either side closes.
+/// Resolves a passthrough name once, within the upstream connect timeout, and checks the
+/// addresses ([`check_resolved`]); the tunnel then connects to these, never to the name again.
+async fn resolve(proxy: &Proxy, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let timeout = proxy.config.upstream.connect_timeout;
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addrs)) => addrs.collect(),
+            Ok(Err(e)) => return Err(format!("{host} did not resolve: {e}")),
+            Err(_) => return Err(format!("{host} did not resolve in time")),
+        };
+    check_resolved(&proxy.config.connect_passthrough, host, port, &addrs)?;
+    Ok(addrs)
+}
+
+/// A passthrough tunnel: connect to the checked addresses (in turn, within the connect
+/// timeout), then copy both ways until either side closes or nothing moves for
+/// `[limits] idle_timeout_secs`.
 async fn passthrough(
     proxy: &Proxy,
     mut client: TokioIo<hyper::upgrade::Upgraded>,
     host: &str,
-    port: u16,
+    addrs: &[SocketAddr],
     peer: SocketAddr,
 ) {
     let timeout = proxy.config.upstream.connect_timeout;
-    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+    let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(addrs)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            tracing::warn!(%peer, %host, port, error = %e, "passthrough: could not connect");
+            tracing::warn!(%peer, %host, error = %e, "passthrough: could not connect");
             return;
         }
         Err(_) => {
-            tracing::warn!(%peer, %host, port, "passthrough: connect timed out");
+            tracing::warn!(%peer, %host, "passthrough: connect timed out");
             return;
         }
     };
-    tracing::info!(%peer, %host, port, "passthrough tunnel");
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let to = upstream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(%peer, %host, %to, "passthrough tunnel");
+    let idle = proxy.config.limits.idle_timeout;
+    if let Err(e) = copy_until_idle(&mut client, &mut upstream, idle).await {
+        tracing::debug!(%peer, %host, error = %e, "passthrough tunnel ended");
+    }
+}
+
+/// Copies bytes both ways between `a` and `b` until both have closed, passing on a half-close;
+/// fails with `TimedOut` once no byte has moved either way for `idle` (a read or a write
+/// that stalls that long), so a silent tunnel does not hold a connection slot for ever.
+pub async fn copy_until_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> std::io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin + Send,
+    B: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (mut a_read, mut a_write) = tokio::io::split(a);
+    let (mut b_read, mut b_write) = tokio::io::split(b);
+    let mut from_a = vec![0u8; 16 * 1024];
+    let mut from_b = vec![0u8; 16 * 1024];
+    let (mut a_open, mut b_open) = (true, true);
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "tunnel idle");
+    while a_open || b_open {
+        let (n, from, to, open): (_, &[u8], &mut (dyn AsyncWrite + Unpin + Send), _) = tokio::select! {
+            r = a_read.read(&mut from_a), if a_open => (r?, &from_a, &mut b_write, &mut a_open),
+            r = b_read.read(&mut from_b), if b_open => (r?, &from_b, &mut a_write, &mut b_open),
+            () = tokio::time::sleep(idle) => return Err(stalled()),
+        };
+        let write = async {
+            if n == 0 {
+                *open = false;
+                to.shutdown().await
+            } else {
+                to.write_all(&from[..n]).await
+            }
+        };
+        tokio::time::timeout(idle, write)
+            .await
+            .map_err(|_| stalled())??;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -421,11 +581,209 @@ mod tests {
             e.contains("[listen] connect") && e.contains("loopback"),
             "{e}"
         );
-        for every in ["*", "*.", "*:*", " "] {
+        for every in [
+            "*",
+            "*.",
+            "*:*",
+            " ",
+            "*m",
+            "?*.com",
+            "*.com",
+            "*.com:*",
+            "localhost",
+        ] {
             let e = parse(&format!("[connect]\npassthrough = [{every:?}]\n"))
                 .map(|_| String::new())
                 .unwrap_or_else(|e| e.to_string());
             assert!(e.contains("[connect] passthrough"), "{every:?}: {e}");
         }
+    }
+
+    #[test]
+    fn passthrough_entries_name_at_least_two_labels_or_an_address() {
+        let parse = |pass: &str| {
+            let text = format!("[listen]\nproxy = \"127.0.0.1:1\"\napprovals = \"127.0.0.1:2\"\n[connect]\npassthrough = [{pass:?}]\n");
+            crate::config::Config::parse(std::path::Path::new("/c/airlock.toml"), &text)
+        };
+        for ok in [
+            "*.crates.io",
+            "registry.npmjs.org:*",
+            "127.0.0.1:8080",
+            "[::1]:*",
+            "a*.pypi.org",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn an_aws_name_is_never_passed_through() {
+        let pass = vec![
+            "*.amazonaws.com:*".to_string(),
+            "sts.amazonaws.com:80".to_string(),
+        ];
+        for port in ["80", "8443", "22"] {
+            let t = classify(&format!("sts.amazonaws.com:{port}"), &pass);
+            assert!(
+                matches!(t, Target::Refused(ref why) if why.contains("443")),
+                "{port}: {t:?}"
+            );
+        }
+        assert_eq!(
+            classify("sts.amazonaws.com:443", &pass),
+            Target::Aws("sts.amazonaws.com".into())
+        );
+    }
+
+    #[test]
+    fn authorities_are_read_strictly_and_spelt_one_way() {
+        let ok = |a: &str, host: &str, port: u16| {
+            assert_eq!(parse_authority(a), Some((host.to_string(), port)), "{a}");
+        };
+        ok("STS.amazonaws.com.:443", "sts.amazonaws.com", 443);
+        ok("sts.amazonaws.com:443", "sts.amazonaws.com", 443);
+        ok("127.0.0.1:8080", "127.0.0.1", 8080);
+        ok("[::1]:443", "::1", 443);
+        ok(
+            "[0:0:0:0:0:ffff:a9fe:a9fe]:80",
+            "::ffff:169.254.169.254",
+            80,
+        );
+        for bad in [
+            "[sts.amazonaws.com]:443",
+            "[127.0.0.1]:443",
+            "user@sts.amazonaws.com:443",
+            "user:pw@sts.amazonaws.com:443",
+            "sts.amazonaws.com..:443",
+            ".:443",
+            "a..b:443",
+            "::1:443",
+            "sts.amazonaws.com",
+            "sts.amazonaws.com:",
+            "sts.amazonaws.com:99999",
+            "sts.amazonaws.com/x:443",
+            ":443",
+        ] {
+            assert_eq!(parse_authority(bad), None, "{bad}");
+        }
+        // The trailing dot is the same name to the certificate and the passthrough match.
+        assert_eq!(
+            classify("sts.amazonaws.com.:443", &[]),
+            Target::Aws("sts.amazonaws.com".into())
+        );
+        let pass = vec!["registry.npmjs.org".to_string()];
+        assert_eq!(
+            classify("registry.npmjs.org.:443", &pass),
+            Target::Passthrough("registry.npmjs.org".into(), 443)
+        );
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_unless_named() {
+        let addr = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        for internal in [
+            "169.254.169.254:80",
+            "169.254.170.2:80",
+            "127.0.0.1:443",
+            "127.5.6.7:443",
+            "0.0.0.0:443",
+            "[::1]:443",
+            "[::]:443",
+            "[fe80::1]:443",
+            "[febf::1]:443",
+            "[::ffff:169.254.169.254]:80",
+            "[::ffff:127.0.0.1]:443",
+            "[::169.254.169.254]:80",
+            "[fd00:ec2::254]:80",
+            "[fd00:ec2::23]:80",
+        ] {
+            assert!(is_internal(addr(internal).ip()), "{internal}");
+        }
+        for public in [
+            "93.184.215.14:443",
+            "10.0.0.1:443",
+            "[2606:4700::1]:443",
+            "[fec0::1]:443",
+        ] {
+            assert!(!is_internal(addr(public).ip()), "{public}");
+        }
+        let pass = vec![
+            "*.npmjs.org".to_string(),
+            "127.0.0.1:*".to_string(),
+            "[::1]:8080".to_string(),
+        ];
+        let public = [addr("104.16.1.34:443")];
+        assert!(check_resolved(&pass, "registry.npmjs.org", 443, &public).is_ok());
+        for rebound in [
+            "169.254.169.254:443",
+            "127.0.0.1:443",
+            "[::ffff:169.254.170.2]:443",
+        ] {
+            let e = check_resolved(
+                &pass,
+                "registry.npmjs.org",
+                443,
+                &[public[0], addr(rebound)],
+            )
+            .unwrap_err();
+            assert!(e.contains("internal"), "{e}");
+        }
+        assert!(check_resolved(&pass, "registry.npmjs.org", 443, &[]).is_err());
+        // Named literally: allowed, and only that address on that port.
+        assert!(check_resolved(&pass, "127.0.0.1", 5555, &[addr("127.0.0.1:5555")]).is_ok());
+        assert!(check_resolved(&pass, "::1", 8080, &[addr("[::1]:8080")]).is_ok());
+        assert!(check_resolved(&pass, "::1", 8081, &[addr("[::1]:8081")]).is_err());
+        // A name that resolves to loopback is not the literal address.
+        let local = vec!["localhost.example.org:*".to_string()];
+        assert!(
+            check_resolved(&local, "localhost.example.org", 80, &[addr("127.0.0.1:80")]).is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_copies_both_ways_and_ends_when_idle() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let idle = Duration::from_millis(200);
+        let (mut client, mut client_end) = tokio::io::duplex(64);
+        let (mut server, mut server_end) = tokio::io::duplex(64);
+        let copy = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = copy_until_idle(&mut client_end, &mut server_end, idle).await;
+            (result, started.elapsed())
+        });
+        client.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        server.write_all(b"pong").await.unwrap();
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        // Then silence, both ends still open: the copy gives up after `idle`.
+        let (result, took) = tokio::time::timeout(Duration::from_secs(10), copy)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(took >= idle && took < Duration::from_secs(5), "{took:?}");
+        // A closed end closes the other, and the copy ends cleanly.
+        let (mut client, mut client_end) = tokio::io::duplex(64);
+        let (mut server, mut server_end) = tokio::io::duplex(64);
+        let copy = tokio::spawn(async move {
+            copy_until_idle(&mut client_end, &mut server_end, Duration::from_secs(30)).await
+        });
+        client.write_all(b"last").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"last");
+        server.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        tokio::time::timeout(Duration::from_secs(10), copy)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

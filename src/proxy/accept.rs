@@ -116,6 +116,8 @@ pub fn check_tunnel_host<B>(req: &http::Request<B>) -> Result<(), ProxyError> {
         .collect();
     let same = |h: &&str| {
         let h = h.strip_suffix(":443").unwrap_or(h);
+        // The tunnel's name is kept without a trailing dot (`connect::parse_authority`).
+        let h = h.strip_suffix('.').unwrap_or(h);
         h.eq_ignore_ascii_case(tunnel)
     };
     if named.is_empty() || !named.iter().all(same) {
@@ -586,6 +588,9 @@ mod tests {
         };
         assert!(check_tunnel_host(&req(Some("sts.amazonaws.com"), "/")).is_ok());
         assert!(check_tunnel_host(&req(Some("STS.amazonaws.com:443"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com."), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com.:443"), "/")).is_ok());
+        assert!(check_tunnel_host(&req(Some("sts.amazonaws.com.."), "/")).is_err());
         assert!(check_tunnel_host(&req(None, "https://sts.amazonaws.com/")).is_ok());
         assert!(check_tunnel_host(&req(Some("iam.amazonaws.com"), "/")).is_err());
         assert!(check_tunnel_host(&req(None, "/")).is_err());

@@ -353,6 +353,13 @@ def test_passthrough_host_is_tunnelled_unread(proxy_airlock: ConnectAirlock, pro
     sock, head = raw_connect(proxy_agent.proxy, f"127.0.0.1:{echo.port + 1 if echo.port < 65535 else 1}")
     with sock:
         assert head.startswith("HTTP/1.1 403"), head
+    # Brackets around anything but an IPv6 address, or userinfo: refused, nothing reaches the host.
+    before = echo.connections
+    for target in [f"[127.0.0.1]:{echo.port}", f"user@127.0.0.1:{echo.port}"]:
+        sock, head = raw_connect(proxy_agent.proxy, target)
+        with sock:
+            assert head.startswith("HTTP/1.1 403") or head.startswith("HTTP/1.1 400"), (target, head)
+    assert echo.connections == before
 
 
 def test_a_client_that_does_not_trust_airlocks_ca_fails_in_the_tunnel(proxy_airlock: ConnectAirlock,
