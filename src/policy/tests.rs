@@ -655,7 +655,11 @@ fn a_quorum_bound_covers_every_rule_whatever_the_parameters() {
         "rds",
         "DeleteDBInstance",
         &[],
-        Some(("", "", Some("arn:aws:rds:us-east-1:111111111111:db:prod-db"))),
+        Some((
+            "",
+            "",
+            Some("arn:aws:rds:us-east-1:111111111111:db:prod-db"),
+        )),
     );
     assert_eq!(p.quorum_bound(&by_arn, "deployer", "prod").approvals, 3);
 
