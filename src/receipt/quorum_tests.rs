@@ -298,17 +298,12 @@ fn a_body_alone_is_held_to_the_most_any_matching_rule_requires() {
     // one, but the body cannot show it, so the body is held to two.
     let policy = crate::policy::Policy {
         rules: toml::from_str::<std::collections::BTreeMap<String, Vec<crate::policy::Rule>>>(
-            r#"
-            [[rule]]
-            name = "two-without-final-snapshot"
-            effect = "require_receipt"
-            actions = ["rds:DeleteDBInstance"]
-            resources = ["DBInstanceIdentifier=prod-*"]
-            environments = ["prod"]
-            agents = ["claude"]
-            when = { SkipFinalSnapshot = "true" }
-            approvals = 2
-            "#,
+            concat!(
+                r#"rule = [{ name = "two-without-final-snapshot", effect = "require_receipt", "#,
+                r#"actions = ["rds:DeleteDBInstance"], resources = ["DBInstanceIdentifier=prod-*"], "#,
+                r#"environments = ["prod"], agents = ["claude"], "#,
+                r#"when = { SkipFinalSnapshot = "true" }, approvals = 2 }]"#
+            ),
         )
         .expect("rules")
         .remove("rule")
