@@ -720,7 +720,7 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     let v = receipt::verify(&r, &trusted)
         .map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
     let b = v.body();
-    let required = config_quorum(&config, b);
+    let (required, in_state) = config_quorum(&config, b);
     let signers: Vec<String> = v
         .signers()
         .iter()
@@ -740,16 +740,16 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
         b.expires_at,
         b.uses
     );
-    let tally = v.tally(required.as_ref().unwrap_or(&Default::default()));
+    let tally = v.tally(&required);
     println!(
         "  quorum {} of {} distinct approvers ({}){}",
         tally.have(),
         tally.need,
         v.approvers().join(", "),
-        if required.is_some() {
+        if in_state {
             ", as airlock's config requires for this call"
         } else {
-            "; the call is not in airlock's state, so only the receipt's own quorum was checked"
+            "; the call is not in airlock's state, so against the most any rule matching what the receipt binds requires"
         }
     );
     if let Some(grant) = b.plan_grant() {
@@ -760,34 +760,46 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     }
     if !tally.complete() {
         return Err(format!(
-            "{}: does not verify: {}",
+            "{}: does not verify: needs {} distinct approvers under this config; the receipt has {}",
             file.display(),
-            receipt::ReceiptError::QuorumNotMet {
-                have: tally.have(),
-                need: tally.need
-            }
+            tally.need,
+            tally.have(),
         ));
     }
     Ok(())
 }
 
-/// The quorum the config requires now for the call a receipt answers, when airlock's state
-/// still holds that call (the receipt binds only its parameters' digest, which the rules
-/// cannot be matched against).
+/// The quorum the config requires now for the call a receipt answers, and whether airlock's
+/// state still holds that call. Held: the policy's decision on the call. Not held (pruned,
+/// another machine, a copied receipt): the receipt binds only its parameters' digest, which
+/// the rules cannot be matched against, so the most any rule matching the rest could require
+/// ([`crate::policy::Policy::quorum_bound`]), never the receipt's own word.
 fn config_quorum(
     config: &Config,
     body: &crate::receipt::ReceiptBody,
-) -> Option<crate::receipt::Quorum> {
-    let store = crate::state::approvals::ApprovalStore::open(&config.state_dir).ok()?;
-    let a = store.get(&body.approval_id).ok()?;
-    let binding = crate::receipt::Binding::of(&a.call, &a.agent, &a.environment);
-    (binding == body.binding()).then(|| {
-        config
-            .policy
-            .decide(&a.call, &a.agent, &a.environment)
-            .quorum()
-            .clone()
-    })
+) -> (crate::receipt::Quorum, bool) {
+    let held = crate::state::approvals::ApprovalStore::open(&config.state_dir)
+        .ok()
+        .and_then(|store| store.get(&body.approval_id).ok())
+        .filter(|a| {
+            crate::receipt::Binding::of(&a.call, &a.agent, &a.environment) == body.binding()
+        });
+    match held {
+        Some(a) => (
+            config
+                .policy
+                .decide(&a.call, &a.agent, &a.environment)
+                .quorum()
+                .clone(),
+            true,
+        ),
+        None => (
+            config
+                .policy
+                .quorum_bound(&body.bound_call(), &body.agent, &body.environment),
+            false,
+        ),
+    }
 }
 
 fn cmd_explain(config_path: &Path, files: &[PathBuf], account: Option<&str>) -> CmdResult {

@@ -201,27 +201,36 @@ impl Rule {
     /// [`Rule::matches`] with the call's `service:Operation` already formatted; the
     /// cheap, selective tests first (most rules fail on the action).
     fn matches_action(&self, call: &AwsCall, action: &str, agent: &str, environment: &str) -> bool {
+        self.matches_who_and_what(action, agent, environment)
+            && self.matches_resources(call)
+            && self.matches_parameters(call)
+    }
+
+    /// The action, environment and agent tests of [`Rule::matches`].
+    fn matches_who_and_what(&self, action: &str, agent: &str, environment: &str) -> bool {
         self.actions.iter().any(|g| glob_match(g, action, true))
             && self
                 .environments
                 .iter()
                 .any(|g| glob_match(g, environment, false))
             && self.agents.iter().any(|g| glob_match(g, agent, false))
-            && self.matches_resources(call)
-            && self.when.iter().all(|(k, want)| {
-                // A key with `*` matches any parameter it fits (`*Expiration*`).
-                call.params
-                    .iter()
-                    .filter(|(name, _)| {
-                        if k.contains('*') {
-                            glob_match(k, name, false)
-                        } else {
-                            *name == k
-                        }
-                    })
-                    .any(|(_, have)| value_matches(want, have))
-            })
-            && self.check.is_none_or(|c| c.holds(call))
+    }
+
+    /// The parameter tests of [`Rule::matches`]: `when` and the catalogue's typed check.
+    fn matches_parameters(&self, call: &AwsCall) -> bool {
+        self.when.iter().all(|(k, want)| {
+            // A key with `*` matches any parameter it fits (`*Expiration*`).
+            call.params
+                .iter()
+                .filter(|(name, _)| {
+                    if k.contains('*') {
+                        glob_match(k, name, false)
+                    } else {
+                        *name == k
+                    }
+                })
+                .any(|(_, have)| value_matches(want, have))
+        }) && self.check.is_none_or(|c| c.holds(call))
     }
 
     /// Whether this rule sets `catalogue_rule` aside (it names the rule or its class).
@@ -232,6 +241,17 @@ impl Rule {
                     .class
                     .is_some_and(|c| o.strip_prefix("builtin:") == Some(c))
         })
+    }
+
+    /// [`Rule::matches_resources`] for a call known only by what a receipt binds: a
+    /// resource written as its ARN has lost its `member=value` form, so a glob in that
+    /// form may match it (and is taken to).
+    fn may_match_resources(&self, call: &AwsCall) -> bool {
+        self.matches_resources(call)
+            || call
+                .resources
+                .iter()
+                .any(|r| r.arn.is_some() && self.resources.iter().any(|g| !g.starts_with("arn:")))
     }
 
     /// Any resource glob matches a resource's ARN or its `member=value`.
@@ -339,6 +359,32 @@ impl Policy {
             vends_credentials,
             quorum,
         }
+    }
+}
+
+impl Policy {
+    /// The most approvers a receipt for `call` can need under this policy when only what a
+    /// receipt binds is known (its parameters are not: a receipt carries their digest): the
+    /// quorum over every rule, config or catalogue, whose action, resources, environment
+    /// and agent match, whatever its parameter conditions say and whatever overrides it.
+    /// An upper bound of what [`Policy::decide`] would require, so a receipt that meets it
+    /// meets the config's quorum for the call it answers.
+    pub fn quorum_bound(&self, call: &AwsCall, agent: &str, environment: &str) -> Quorum {
+        let catalogue = if self.builtin {
+            builtin::rules()
+        } else {
+            &[][..]
+        };
+        let action = call.action();
+        let possible: Vec<&Rule> = self
+            .rules
+            .iter()
+            .chain(catalogue)
+            .filter(|r| {
+                r.matches_who_and_what(&action, agent, environment) && r.may_match_resources(call)
+            })
+            .collect();
+        quorum_of(&possible, self.irreversible_quorum)
     }
 }
 

@@ -593,3 +593,92 @@ fn a_quorum_comes_from_the_rules_that_require_a_receipt() {
     };
     assert_eq!(p.decide(&snapshot, "a", "prod").quorum, Quorum::default());
 }
+
+#[test]
+fn a_quorum_bound_covers_every_rule_whatever_the_parameters() {
+    let p = Policy {
+        rules: rules_from(
+            r#"
+            [[rule]]
+            name = "three-without-final-snapshot"
+            effect = "require_receipt"
+            actions = ["rds:DeleteDBInstance"]
+            resources = ["DBInstanceIdentifier=prod-*"]
+            when = { SkipFinalSnapshot = "true" }
+            approvals = 3
+            approvers = ["alice", "bob", "carol", "dave"]
+
+            [[rule]]
+            name = "dbas-in-prod"
+            effect = "require_receipt"
+            actions = ["rds:Delete*"]
+            environments = ["prod"]
+            agents = ["deployer"]
+            approvers = ["bob", "carol", "dave", "erin"]
+            "#,
+        ),
+        irreversible_quorum: 2,
+        ..builtin_only()
+    };
+    let by_member = |params: &[(&str, &str)]| {
+        call(
+            "rds",
+            "DeleteDBInstance",
+            params,
+            Some(("DBInstanceIdentifier", "prod-db", None)),
+        )
+    };
+    // The call itself, with a final snapshot: the conditional rule does not apply.
+    let kept = by_member(&[
+        ("DBInstanceIdentifier", "prod-db"),
+        ("SkipFinalSnapshot", "false"),
+    ]);
+    let decided = p.decide(&kept, "deployer", "prod").quorum;
+    assert_eq!(decided.approvals, 1);
+    // Known only by what a receipt binds (no parameters): the rule may apply, so the bound
+    // takes it, and only the names both rules allow.
+    let bound = p.quorum_bound(&by_member(&[]), "deployer", "prod");
+    assert_eq!(bound.approvals, 3);
+    assert_eq!(
+        bound.approvers,
+        Some(vec!["bob".into(), "carol".into(), "dave".into()])
+    );
+    // The bound is never below what the policy decides for the full call.
+    let skipped = by_member(&[
+        ("DBInstanceIdentifier", "prod-db"),
+        ("SkipFinalSnapshot", "true"),
+    ]);
+    assert_eq!(p.decide(&skipped, "deployer", "prod").quorum, bound);
+
+    // A resource bound as its ARN has lost `member=value`: a glob in that form may match.
+    let by_arn = call(
+        "rds",
+        "DeleteDBInstance",
+        &[],
+        Some((
+            "",
+            "",
+            Some("arn:aws:rds:us-east-1:111111111111:db:prod-db"),
+        )),
+    );
+    assert_eq!(p.quorum_bound(&by_arn, "deployer", "prod").approvals, 3);
+
+    // Rules whose action, resources, environment or agent do not match stay out; the
+    // catalogue's irreversible rules bring `irreversible_quorum`.
+    let other_db = call(
+        "rds",
+        "DeleteDBInstance",
+        &[],
+        Some(("DBInstanceIdentifier", "staging-db", None)),
+    );
+    let bound = p.quorum_bound(&other_db, "someone", "staging");
+    assert_eq!(bound.approvals, 2, "the catalogue's irreversible delete");
+    assert_eq!(bound.approvers, None);
+    let read = call(
+        "rds",
+        "DescribeDBInstances",
+        &[],
+        Some(("DBInstanceIdentifier", "prod-db", None)),
+    );
+    assert_eq!(p.quorum_bound(&read, "deployer", "prod"), Quorum::default());
+}

@@ -64,6 +64,45 @@ impl ReceiptBody {
     }
 }
 
+impl ReceiptBody {
+    /// The call this body binds, as far as the body says: its service, operation, account,
+    /// region and resources (each an ARN, or `member=value` when airlock knew no ARN), and
+    /// no parameters (the body carries only their digest). For matching rules against when
+    /// the call itself is gone ([`crate::policy::Policy::quorum_bound`]).
+    pub fn bound_call(&self) -> crate::identify::AwsCall {
+        use crate::identify::call::Resource;
+        let signing_name = crate::aws::model::model()
+            .services
+            .get(&self.service)
+            .map_or_else(|| self.service.clone(), |s| s.signing_name.clone());
+        let resources = self
+            .resources
+            .iter()
+            .map(|name| match name.split_once('=') {
+                Some((member, value)) if !name.starts_with("arn:") => Resource {
+                    member: member.to_owned(),
+                    value: value.to_owned(),
+                    arn: None,
+                },
+                _ => Resource {
+                    member: String::new(),
+                    value: String::new(),
+                    arn: Some(name.clone()),
+                },
+            })
+            .collect();
+        crate::identify::AwsCall {
+            service: self.service.clone(),
+            signing_name,
+            operation: self.operation.clone(),
+            region: self.region.clone(),
+            account: self.account.clone(),
+            resources,
+            params: Default::default(),
+        }
+    }
+}
+
 impl Cosigner {
     /// The body as this cosigner signed it.
     pub fn view(&self, body: &ReceiptBody) -> ReceiptBody {

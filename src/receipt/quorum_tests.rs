@@ -279,3 +279,59 @@ fn one_approver_receipts_are_written_as_before() {
         Err(ReceiptError::Quorum(_))
     ));
 }
+
+#[test]
+fn a_body_alone_is_held_to_the_most_any_matching_rule_requires() {
+    let w = world();
+    let mut body = body_by(&w.alice, Decision::Approve);
+    let call = body.bound_call();
+    assert_eq!(call.action(), "rds:DeleteDBInstance");
+    assert!(
+        call.params.is_empty(),
+        "a receipt carries only the parameters' digest"
+    );
+    assert_eq!(
+        call.resources[0].arn.as_deref(),
+        Some("arn:aws:rds:eu-west-1:111111111111:db:prod-db")
+    );
+    // A rule that needs two for deletes without a final snapshot: the approved call kept
+    // one, but the body cannot show it, so the body is held to two.
+    let policy = crate::policy::Policy {
+        rules: toml::from_str::<std::collections::BTreeMap<String, Vec<crate::policy::Rule>>>(
+            concat!(
+                r#"rule = [{ name = "two-without-final-snapshot", effect = "require_receipt", "#,
+                r#"actions = ["rds:DeleteDBInstance"], resources = ["DBInstanceIdentifier=prod-*"], "#,
+                r#"environments = ["prod"], agents = ["claude"], "#,
+                r#"when = { SkipFinalSnapshot = "true" }, approvals = 2 }]"#
+            ),
+        )
+        .expect("rules")
+        .remove("rule")
+        .expect("rule"),
+        ..Default::default()
+    };
+    let required = policy.quorum_bound(&call, &body.agent, &body.environment);
+    assert_eq!(required.approvals, 2);
+    let signed = sign(body.clone(), &w.alice).expect("sign");
+    let v = verify_signatures(&signed, &w.trusted).expect("genuine");
+    assert!(!v.tally(&required).complete());
+    // A resource bound as `member=value` is matched as such; another agent, environment or
+    // resource matches no rule: one approver.
+    body.resources = vec!["DBInstanceIdentifier=prod-db".into()];
+    let call = body.bound_call();
+    assert_eq!(call.resources[0].member, "DBInstanceIdentifier");
+    assert_eq!(call.resources[0].value, "prod-db");
+    assert_eq!(policy.quorum_bound(&call, "claude", "prod").approvals, 2);
+    assert_eq!(
+        policy.quorum_bound(&call, "someone-else", "prod").approvals,
+        1
+    );
+    assert_eq!(policy.quorum_bound(&call, "claude", "staging").approvals, 1);
+    body.resources = vec!["DBInstanceIdentifier=test-db".into()];
+    assert_eq!(
+        policy
+            .quorum_bound(&body.bound_call(), "claude", "prod")
+            .approvals,
+        1
+    );
+}

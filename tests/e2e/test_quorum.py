@@ -369,3 +369,31 @@ def test_a_passkey_denial_after_one_approval_denies(two_web: Any, moto: Moto) ->
     ok, code, message = held.result
     assert not ok and code == "AccessDenied" and "denied by bob" in message, held.result
     assert snapshot_exists(moto, snap)
+
+
+def test_a_receipt_whose_call_is_gone_is_held_to_the_configs_quorum(
+        start_gated_airlock: Callable[..., GatedAirlock], moto: Moto, tmp_path: Path) -> None:
+    """`airlock receipt verify` of a receipt whose approval is not in the state (pruned,
+    another machine, a copy): the quorum comes from the rules matching what it binds, not
+    from the receipt's own word."""
+    gate = start_gated_airlock("airlock-verify-gone", approvers=("alice", "bob"))
+    agent = gate.add_agent(unique("verify-agent"))
+    snap = new_snapshot(moto)
+    call = delete_snapshot(agent, snap)
+    approval = gate.approval_id(refused(moto, call, snap))
+    assert record(gate, approval)["quorum"]["approvals"] == 1
+    copy = tmp_path / "receipt.json"
+    copy.write_bytes(gate.approve(approval, gate.keys["alice"]).read_bytes())
+    (gate.state_dir / "approvals" / f"{approval}.json").unlink()
+
+    # Under the config that granted it, the one-approver receipt verifies.
+    ok = gate.cli("receipt", "verify", str(copy), check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "quorum 1 of 1" in ok.stdout and "not in airlock's state" in ok.stdout, ok.stdout
+
+    # Once the config wants two people for snapshot deletes, it no longer does.
+    with open(gate.config, "a") as f:
+        f.write(TWO_FOR_SNAPSHOTS)
+    no = gate.cli("receipt", "verify", str(copy), check=False)
+    assert no.returncode != 0, no.stdout
+    assert "needs 2 distinct approvers under this config; the receipt has 1" in no.stderr, no.stderr
