@@ -302,6 +302,25 @@ impl Unreachable {
         }
     }
 
+    /// The credentials a route gave are for another account than the configured `id`: a
+    /// call made with them would land there, while being identified, matched against
+    /// environments and bound to receipts as the configured one.
+    pub fn wrong_account(account: &Account, found: &str) -> Self {
+        let whose = match &account.route {
+            Route::Role { arn, .. } => format!("the session of the role {arn} is"),
+            Route::Profile(p) => format!("the profile {p:?}'s credentials are"),
+        };
+        Unreachable {
+            kind: UnreachableKind::RoleRefused,
+            message: format!(
+                "airlock cannot reach account {}: {whose} for account {found}, not {}. Point the [[account]] at credentials of account {} (or correct its id).",
+                shown(account),
+                account.id,
+                account.id
+            ),
+        }
+    }
+
     pub fn sts_unreachable(account: &Account, why: &str) -> Self {
         Unreachable {
             kind: UnreachableKind::StsUnreachable,
@@ -340,6 +359,13 @@ pub fn read_assume_role(
         });
     }
     let malformed = || Unreachable::role_refused(account, "STS's answer holds no credentials");
+    // The session must be in the configured account (`arn:PARTITION:sts::ID:assumed-role/…`).
+    let user = section(&text, "AssumedRoleUser").ok_or_else(malformed)?;
+    let session_arn = element(user, "Arn").ok_or_else(malformed)?;
+    let session_account = session_arn.split(':').nth(4).unwrap_or_default();
+    if session_account != account.id {
+        return Err(Unreachable::wrong_account(account, session_account));
+    }
     let credentials = section(&text, "Credentials").ok_or_else(malformed)?;
     let field = |name: &str| element(credentials, name).ok_or_else(malformed);
     let expiration = field("Expiration")?;
@@ -352,6 +378,44 @@ pub fn read_assume_role(
         session_token: crate::secret::Secret::new(field("SessionToken")?),
         expires: expires.into(),
     })
+}
+
+/// Reads STS's answer to `GetCallerIdentity` made with the credentials of `account`'s route:
+/// they must be the configured account's.
+pub fn check_caller_identity(
+    account: &Account,
+    status: u16,
+    body: &[u8],
+) -> Result<(), Unreachable> {
+    let text = String::from_utf8_lossy(body);
+    if !(200..300).contains(&status) {
+        let code = element(&text, "Code").unwrap_or_else(|| format!("STS answered {status}"));
+        return Err(Unreachable::role_refused(
+            account,
+            &format!("GetCallerIdentity with them failed ({code})"),
+        ));
+    }
+    match caller_account(&text) {
+        Some(found) if found == account.id => Ok(()),
+        Some(found) => Err(Unreachable::wrong_account(account, &found)),
+        None => Err(Unreachable::role_refused(
+            account,
+            "GetCallerIdentity with them gave no account",
+        )),
+    }
+}
+
+/// The `sts:GetCallerIdentity` form.
+pub fn caller_identity_form() -> Vec<(String, String)> {
+    vec![
+        ("Action".into(), "GetCallerIdentity".into()),
+        ("Version".into(), "2011-06-15".into()),
+    ]
+}
+
+/// The 12-digit account of a `GetCallerIdentity` answer.
+pub fn caller_account(answer: &str) -> Option<String> {
+    element(answer, "Account").filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The text between `<name>` and `</name>` (the first), entities decoded.
@@ -487,13 +551,23 @@ mod tests {
         let account = validate(&[entry("prod", "222222222222")])
             .unwrap()
             .remove(0);
-        let ok = b"<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAX</AccessKeyId><SecretAccessKey>s3cr&amp;t</SecretAccessKey><SessionToken>tok</SessionToken><Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
+        let ok = b"<AssumeRoleResponse><AssumeRoleResult><AssumedRoleUser><Arn>arn:aws:sts::222222222222:assumed-role/airlock/claude</Arn></AssumedRoleUser><Credentials><AccessKeyId>ASIAX</AccessKeyId><SecretAccessKey>s3cr&amp;t</SecretAccessKey><SessionToken>tok</SessionToken><Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
         let s = read_assume_role(&account, 200, ok).unwrap();
         assert_eq!(s.access_key_id, "ASIAX");
         assert_eq!(s.secret_access_key.expose(), "s3cr&t");
         assert_eq!(
             s.expires,
             SystemTime::from(time::macros::datetime!(2030-01-02 03:04:05 UTC))
+        );
+        let elsewhere =
+            String::from_utf8_lossy(ok).replace("sts::222222222222", "sts::333333333333");
+        let e = read_assume_role(&account, 200, elsewhere.as_bytes()).unwrap_err();
+        assert_eq!(e.kind, UnreachableKind::RoleRefused);
+        assert!(
+            e.message
+                .contains("is for account 333333333333, not 222222222222"),
+            "{}",
+            e.message
         );
         let denied = b"<ErrorResponse><Error><Code>AccessDenied</Code><Message>not authorized to perform: sts:AssumeRole</Message></Error></ErrorResponse>";
         let e = read_assume_role(&account, 403, denied).unwrap_err();
@@ -519,5 +593,31 @@ mod tests {
             Unreachable::no_route("claude", "prod").kind,
             UnreachableKind::NoRoute
         );
+    }
+
+    #[test]
+    fn a_profile_for_another_account_is_refused() {
+        let mut e = entry("sandbox", "333333333333");
+        e.role_arn = None;
+        e.profile = Some("sandbox-admin".into());
+        let account = validate(&[e]).unwrap().remove(0);
+        let answer = |id: &str| {
+            format!("<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>arn:aws:iam::{id}:user/x</Arn><UserId>AIDA</UserId><Account>{id}</Account></GetCallerIdentityResult></GetCallerIdentityResponse>")
+        };
+        assert!(check_caller_identity(&account, 200, answer("333333333333").as_bytes()).is_ok());
+        let e =
+            check_caller_identity(&account, 200, answer("123456789012").as_bytes()).unwrap_err();
+        assert_eq!(e.kind, UnreachableKind::RoleRefused);
+        assert!(
+            e.message.contains("sandbox (333333333333)")
+                && e.message.contains("the profile \"sandbox-admin\"'s credentials are for account 123456789012, not 333333333333"),
+            "{}",
+            e.message
+        );
+        let denied =
+            b"<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>";
+        let e = check_caller_identity(&account, 403, denied).unwrap_err();
+        assert!(e.message.contains("InvalidClientTokenId"), "{}", e.message);
+        assert!(check_caller_identity(&account, 200, b"<x/>").is_err());
     }
 }

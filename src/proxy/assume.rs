@@ -11,8 +11,11 @@
 
 use super::error::ProxyError;
 use super::Proxy;
-use crate::accounts::{assume_role_form, read_assume_role, Account, Route, Unreachable};
-use crate::credentials::{CredentialCache, RealCredentials};
+use crate::accounts::{
+    assume_role_form, caller_identity_form, check_caller_identity, read_assume_role, Account,
+    Route, Unreachable,
+};
+use crate::credentials::CredentialCache;
 use crate::state::agents::Agent;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -29,7 +32,7 @@ type SessionKey = (String, String, Option<String>);
 #[derive(Default)]
 pub struct Sessions {
     roles: DashMap<SessionKey, Arc<CredentialCache<Unreachable>>>,
-    profiles: DashMap<String, Arc<RealCredentials>>,
+    profiles: DashMap<String, Arc<CredentialCache<Unreachable>>>,
 }
 
 /// The account the agent's key acts in: `None` for a key of airlock's own account.
@@ -65,10 +68,7 @@ pub async fn credentials(
     };
     let result = match &account.route {
         Route::Role { .. } => role_session(proxy, account, agent, approval).get().await,
-        Route::Profile(profile) => profile_credentials(proxy, &account.name, profile)
-            .get()
-            .await
-            .map_err(|e| Unreachable::role_refused(account, &e.0)),
+        Route::Profile(profile) => profile_credentials(proxy, account, profile).get().await,
     };
     result.map_err(|e| {
         tracing::warn!(account = %account.name, %agent, reason = %e, "account unreachable");
@@ -145,23 +145,60 @@ fn role_session(
     Arc::clone(sessions.entry(key).or_insert(cache).value())
 }
 
-fn profile_credentials(proxy: &Proxy, account: &str, profile: &str) -> Arc<RealCredentials> {
-    if let Some(cache) = proxy.sessions.profiles.get(account) {
+/// The profile's credentials, checked after every fetch with `GetCallerIdentity` to be the
+/// configured account's: otherwise calls identified, matched and receipt-bound as that
+/// account would land in another.
+fn profile_credentials(
+    proxy: &Proxy,
+    account: &Account,
+    profile: &str,
+) -> Arc<CredentialCache<Unreachable>> {
+    if let Some(cache) = proxy.sessions.profiles.get(&account.name) {
         return Arc::clone(&cache);
     }
     // The profile alone, never the environment's keys (which would be airlock's own).
-    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
-        .profile_name(profile)
-        .build();
-    let cache = RealCredentials::with_provider(
-        Some(SharedCredentialsProvider::new(provider)),
+    let provider = SharedCredentialsProvider::new(
+        aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .profile_name(profile)
+            .build(),
+    );
+    let client = proxy.client.clone();
+    let sts = super::resign::endpoint_of(proxy, "sts", "us-east-1");
+    let checked = account.clone();
+    let cache = CredentialCache::with_fetcher(
+        move || {
+            let (client, provider, sts, account) = (
+                client.clone(),
+                provider.clone(),
+                sts.clone(),
+                checked.clone(),
+            );
+            Box::pin(async move {
+                let creds = crate::credentials::from_provider(Some(&provider))
+                    .await
+                    .map_err(|e| Unreachable::role_refused(&account, &e.0))?;
+                let sts = sts.map_err(|e| Unreachable::sts_unreachable(&account, &e))?;
+                let answer = super::own::query_call_as(
+                    &client,
+                    creds.clone(),
+                    &sts,
+                    "sts",
+                    &caller_identity_form(),
+                    "GetCallerIdentity",
+                )
+                .await
+                .map_err(|e| Unreachable::sts_unreachable(&account, &e))?;
+                check_caller_identity(&account, answer.status.as_u16(), &answer.body)?;
+                Ok(creds)
+            })
+        },
         proxy.config.credentials.refresh_ahead,
     );
     Arc::clone(
         proxy
             .sessions
             .profiles
-            .entry(account.to_string())
+            .entry(account.name.clone())
             .or_insert(cache)
             .value(),
     )
