@@ -12,6 +12,7 @@
 //! someone who never reads airlock's audit log. Sessions are therefore never shared between
 //! agents, nor between a receipt's call and the agent's other calls.
 
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::SystemTime;
 
@@ -23,8 +24,9 @@ pub struct AccountEntry {
     pub id: String,
     #[serde(default)]
     pub role_arn: Option<String>,
+    /// Secret enough not to print: a `{:?}` of the config never shows it.
     #[serde(default)]
-    pub external_id: Option<String>,
+    pub external_id: Option<Secret>,
     #[serde(default)]
     pub profile: Option<String>,
 }
@@ -43,7 +45,7 @@ pub enum Route {
     /// Assumed with airlock's own credentials through `sts:AssumeRole`.
     Role {
         arn: String,
-        external_id: Option<String>,
+        external_id: Option<Secret>,
     },
     /// A named profile of airlock's own AWS config (its credentials, SSO or role chain).
     Profile(String),
@@ -121,6 +123,7 @@ pub fn validate(entries: &[AccountEntry]) -> Result<Vec<Account>, (&'static str,
                     ));
                 }
                 if let Some(x) = &e.external_id {
+                    let x = x.expose();
                     let ok = (2..=1224).contains(&x.len())
                         && x.bytes().all(|b| {
                             b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b)
@@ -233,8 +236,8 @@ pub fn assume_role_form(
 #[derive(Debug)]
 pub struct Session {
     pub access_key_id: String,
-    pub secret_access_key: crate::secret::Secret,
-    pub session_token: crate::secret::Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Secret,
     pub expires: SystemTime,
 }
 
@@ -374,8 +377,8 @@ pub fn read_assume_role(
             .map_err(|_| malformed())?;
     Ok(Session {
         access_key_id: field("AccessKeyId")?,
-        secret_access_key: crate::secret::Secret::new(field("SecretAccessKey")?),
-        session_token: crate::secret::Secret::new(field("SessionToken")?),
+        secret_access_key: Secret::new(field("SecretAccessKey")?),
+        session_token: Secret::new(field("SessionToken")?),
         expires: expires.into(),
     })
 }
@@ -504,15 +507,19 @@ mod tests {
             validate(&[profile.clone()]).unwrap()[0].route,
             Route::Profile("staging-admin".into())
         );
-        profile.external_id = Some("xyz".into());
+        profile.external_id = Some(Secret::new("xyz"));
         fails(
             vec![profile],
             "[[account]] external_id",
             "goes with role_arn",
         );
         let mut external = entry("a", "111111111111");
-        external.external_id = Some("bad id!".into());
+        external.external_id = Some(Secret::new("bad id!"));
         fails(vec![external], "[[account]] external_id", "2 to 1224");
+        let mut hidden = entry("a", "111111111111");
+        hidden.external_id = Some(Secret::new("ext-do-not-print"));
+        let shown = format!("{hidden:?} {:?}", validate(&[hidden.clone()]).unwrap());
+        assert!(!shown.contains("ext-do-not-print"), "{shown}");
     }
 
     #[test]

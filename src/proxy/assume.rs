@@ -16,6 +16,7 @@ use crate::accounts::{
     Route, Unreachable,
 };
 use crate::credentials::CredentialCache;
+use crate::secret::Secret;
 use crate::state::agents::Agent;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -123,8 +124,12 @@ fn role_session(
                     .get()
                     .await
                     .map_err(|e| Unreachable::source_expired(&account, &e.0))?;
-                let form =
-                    assume_role_form(arn, external_id.as_deref(), &agent, approval.as_deref());
+                let form = assume_role_form(
+                    arn,
+                    external_id.as_ref().map(Secret::expose),
+                    &agent,
+                    approval.as_deref(),
+                );
                 let answer =
                     super::own::query_call_as(&client, source, &sts, "sts", &form, "AssumeRole")
                         .await
