@@ -282,6 +282,18 @@ impl Unreachable {
         }
     }
 
+    /// The key was issued for account `bound_id`, but the config's `[[account]] name` now
+    /// has another id: the key is not carried over to it.
+    pub fn id_changed(agent: &str, account: &Account, bound_id: &str) -> Self {
+        Unreachable {
+            kind: UnreachableKind::NoRoute,
+            message: format!(
+                "airlock has no route to account {:?} for agent {agent:?}: its key was issued for account {bound_id}, but the config's [[account]] {:?} is now {}. Put the id back, or revoke the agent and bind it again to the account the config names.",
+                account.name, account.name, account.id
+            ),
+        }
+    }
+
     pub fn source_expired(account: &Account, reason: &str) -> Self {
         Unreachable {
             kind: UnreachableKind::SourceExpired,

@@ -36,19 +36,28 @@ pub struct Sessions {
     profiles: DashMap<String, Arc<CredentialCache<Unreachable>>>,
 }
 
-/// The account the agent's key acts in: `None` for a key of airlock's own account.
+/// The account the agent's key acts in: `None` for a key of airlock's own account. A key
+/// issued for another id than the account's configured one has no route.
 pub fn account_of<'a>(proxy: &'a Proxy, agent: &Agent) -> Result<Option<&'a Account>, ProxyError> {
-    match &agent.account {
-        None => Ok(None),
-        Some(name) => proxy
-            .config
-            .accounts
-            .iter()
-            .find(|a| &a.name == name)
-            .map(Some)
-            .ok_or_else(|| {
-                ProxyError::account_unreachable(&Unreachable::no_route(&agent.name, name))
-            }),
+    bound_account(&proxy.config.accounts, agent).map_err(|e| ProxyError::account_unreachable(&e))
+}
+
+fn bound_account<'a>(
+    accounts: &'a [Account],
+    agent: &Agent,
+) -> Result<Option<&'a Account>, Unreachable> {
+    let Some(name) = &agent.account else {
+        return Ok(None);
+    };
+    let account = accounts
+        .iter()
+        .find(|a| &a.name == name)
+        .ok_or_else(|| Unreachable::no_route(&agent.name, name))?;
+    match &agent.account_id {
+        Some(bound) if bound != &account.id => {
+            Err(Unreachable::id_changed(&agent.name, account, bound))
+        }
+        _ => Ok(Some(account)),
     }
 }
 
@@ -207,4 +216,50 @@ fn profile_credentials(
             .or_insert(cache)
             .value(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{validate, AccountEntry, UnreachableKind};
+
+    #[test]
+    fn a_key_is_bound_to_the_account_id_it_was_issued_for() {
+        let accounts = validate(&[AccountEntry {
+            name: "prod".into(),
+            id: "222222222222".into(),
+            role_arn: Some("arn:aws:iam::222222222222:role/airlock".into()),
+            external_id: None,
+            profile: None,
+        }])
+        .unwrap();
+        let agent = |account: Option<&str>, id: Option<&str>| Agent {
+            name: "claude".into(),
+            access_key_id: "AIRLOCKX".into(),
+            secret: Secret::new("s"),
+            account: account.map(str::to_string),
+            account_id: id.map(str::to_string),
+        };
+        let found = |a: &Agent| bound_account(&accounts, a).map(|o| o.map(|a| a.id.clone()));
+        assert_eq!(found(&agent(None, None)), Ok(None));
+        assert_eq!(
+            found(&agent(Some("prod"), Some("222222222222"))),
+            Ok(Some("222222222222".into()))
+        );
+        // Records written before ids were kept are bound by name.
+        assert_eq!(
+            found(&agent(Some("prod"), None)),
+            Ok(Some("222222222222".into()))
+        );
+        let moved = found(&agent(Some("prod"), Some("111111111111"))).unwrap_err();
+        assert_eq!(moved.kind, UnreachableKind::NoRoute);
+        assert!(
+            moved.message.contains("issued for account 111111111111")
+                && moved.message.contains("is now 222222222222"),
+            "{}",
+            moved.message
+        );
+        let gone = found(&agent(Some("staging"), None)).unwrap_err();
+        assert_eq!(gone.kind, UnreachableKind::NoRoute);
+    }
 }
