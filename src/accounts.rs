@@ -193,6 +193,27 @@ fn role_account(arn: &str) -> Option<&str> {
     }
 }
 
+/// The region whose STS assumes `arn`: the one of the role's partition (`arn:aws-cn:`,
+/// `arn:aws-us-gov:`), as a role is only assumable in its own partition; `us-east-1` (the
+/// global endpoint's) where the partition has it, else the partition's first region.
+pub fn sts_region(model: &crate::aws::model::Model, arn: &str) -> Result<String, String> {
+    let partition = arn.split(':').nth(1).unwrap_or_default();
+    let regions = &model
+        .partitions
+        .iter()
+        .find(|p| p.id == partition)
+        .ok_or_else(|| {
+            format!("the role {arn}'s partition {partition:?} is not one airlock knows")
+        })?
+        .regions;
+    regions
+        .iter()
+        .find(|r| r.as_str() == "us-east-1")
+        .or_else(|| regions.first())
+        .cloned()
+        .ok_or_else(|| format!("the partition {partition:?} has no region"))
+}
+
 /// The session name and source identity for an agent: its name (STS wants 2 to 64 of the
 /// characters agent names are made of; a one-letter name is lengthened).
 pub fn session_name(agent: &str) -> String {
@@ -638,5 +659,37 @@ mod tests {
         let e = check_caller_identity(&account, 403, denied).unwrap_err();
         assert!(e.message.contains("InvalidClientTokenId"), "{}", e.message);
         assert!(check_caller_identity(&account, 200, b"<x/>").is_err());
+    }
+
+    #[test]
+    fn sts_is_asked_in_the_roles_partition() {
+        let model = crate::aws::model();
+        let at = |arn: &str| {
+            sts_region(model, arn).and_then(|r| {
+                crate::aws::endpoint::resolve(model, "sts", &r)
+                    .map(|e| (e.base, e.signing_region))
+                    .map_err(|e| e.0)
+            })
+        };
+        assert_eq!(
+            at("arn:aws:iam::111111111111:role/a").unwrap(),
+            (
+                "https://sts.us-east-1.amazonaws.com".into(),
+                "us-east-1".into()
+            )
+        );
+        assert_eq!(
+            at("arn:aws-cn:iam::111111111111:role/a").unwrap(),
+            (
+                "https://sts.cn-north-1.amazonaws.com.cn".into(),
+                "cn-north-1".into()
+            )
+        );
+        let (gov, region) = at("arn:aws-us-gov:iam::111111111111:role/a").unwrap();
+        assert!(region.starts_with("us-gov-"), "{region}");
+        assert_eq!(gov, format!("https://sts.{region}.amazonaws.com"));
+        assert!(at("arn:aws-mars:iam::111111111111:role/a")
+            .unwrap_err()
+            .contains("not one airlock knows"));
     }
 }

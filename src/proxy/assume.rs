@@ -12,8 +12,8 @@
 use super::error::ProxyError;
 use super::Proxy;
 use crate::accounts::{
-    assume_role_form, caller_identity_form, check_caller_identity, read_assume_role, Account,
-    Route, Unreachable,
+    assume_role_form, caller_identity_form, check_caller_identity, read_assume_role, sts_region,
+    Account, Route, Unreachable,
 };
 use crate::credentials::CredentialCache;
 use crate::secret::Secret;
@@ -109,7 +109,12 @@ fn role_session(
     }
     let client = proxy.client.clone();
     let base = Arc::clone(&proxy.credentials);
-    let sts = super::resign::endpoint_of(proxy, "sts", "us-east-1");
+    // STS of the role's own partition (a role is assumable only there).
+    let sts = match &account.route {
+        Route::Role { arn, .. } => sts_region(crate::aws::model(), arn),
+        Route::Profile(_) => Ok("us-east-1".to_string()),
+    }
+    .and_then(|region| super::resign::endpoint_of(proxy, "sts", &region));
     let account = account.clone();
     let (agent, approval) = (key.1.clone(), key.2.clone());
     let cache = CredentialCache::with_fetcher(
