@@ -12,6 +12,7 @@
 //! someone who never reads airlock's audit log. Sessions are therefore never shared between
 //! agents, nor between a receipt's call and the agent's other calls.
 
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::time::SystemTime;
 
@@ -23,8 +24,9 @@ pub struct AccountEntry {
     pub id: String,
     #[serde(default)]
     pub role_arn: Option<String>,
+    /// Secret enough not to print: a `{:?}` of the config never shows it.
     #[serde(default)]
-    pub external_id: Option<String>,
+    pub external_id: Option<Secret>,
     #[serde(default)]
     pub profile: Option<String>,
 }
@@ -43,7 +45,7 @@ pub enum Route {
     /// Assumed with airlock's own credentials through `sts:AssumeRole`.
     Role {
         arn: String,
-        external_id: Option<String>,
+        external_id: Option<Secret>,
     },
     /// A named profile of airlock's own AWS config (its credentials, SSO or role chain).
     Profile(String),
@@ -121,6 +123,7 @@ pub fn validate(entries: &[AccountEntry]) -> Result<Vec<Account>, (&'static str,
                     ));
                 }
                 if let Some(x) = &e.external_id {
+                    let x = x.expose();
                     let ok = (2..=1224).contains(&x.len())
                         && x.bytes().all(|b| {
                             b.is_ascii_alphanumeric() || b"+=,.@:/-_".contains(&b)
@@ -190,6 +193,27 @@ fn role_account(arn: &str) -> Option<&str> {
     }
 }
 
+/// The region whose STS assumes `arn`: the one of the role's partition (`arn:aws-cn:`,
+/// `arn:aws-us-gov:`), as a role is only assumable in its own partition; `us-east-1` (the
+/// global endpoint's) where the partition has it, else the partition's first region.
+pub fn sts_region(model: &crate::aws::model::Model, arn: &str) -> Result<String, String> {
+    let partition = arn.split(':').nth(1).unwrap_or_default();
+    let regions = &model
+        .partitions
+        .iter()
+        .find(|p| p.id == partition)
+        .ok_or_else(|| {
+            format!("the role {arn}'s partition {partition:?} is not one airlock knows")
+        })?
+        .regions;
+    regions
+        .iter()
+        .find(|r| r.as_str() == "us-east-1")
+        .or_else(|| regions.first())
+        .cloned()
+        .ok_or_else(|| format!("the partition {partition:?} has no region"))
+}
+
 /// The session name and source identity for an agent: its name (STS wants 2 to 64 of the
 /// characters agent names are made of; a one-letter name is lengthened).
 pub fn session_name(agent: &str) -> String {
@@ -233,8 +257,8 @@ pub fn assume_role_form(
 #[derive(Debug)]
 pub struct Session {
     pub access_key_id: String,
-    pub secret_access_key: crate::secret::Secret,
-    pub session_token: crate::secret::Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Secret,
     pub expires: SystemTime,
 }
 
@@ -279,6 +303,18 @@ impl Unreachable {
         }
     }
 
+    /// The key was issued for account `bound_id`, but the config's `[[account]] name` now
+    /// has another id: the key is not carried over to it.
+    pub fn id_changed(agent: &str, account: &Account, bound_id: &str) -> Self {
+        Unreachable {
+            kind: UnreachableKind::NoRoute,
+            message: format!(
+                "airlock has no route to account {:?} for agent {agent:?}: its key was issued for account {bound_id}, but the config's [[account]] {:?} is now {}. Put the id back, or revoke the agent and bind it again to the account the config names.",
+                account.name, account.name, account.id
+            ),
+        }
+    }
+
     pub fn source_expired(account: &Account, reason: &str) -> Self {
         Unreachable {
             kind: UnreachableKind::SourceExpired,
@@ -299,6 +335,25 @@ impl Unreachable {
         Unreachable {
             kind: UnreachableKind::RoleRefused,
             message: format!("airlock cannot reach account {}: {fix}.", shown(account)),
+        }
+    }
+
+    /// The credentials a route gave are for another account than the configured `id`: a
+    /// call made with them would land there, while being identified, matched against
+    /// environments and bound to receipts as the configured one.
+    pub fn wrong_account(account: &Account, found: &str) -> Self {
+        let whose = match &account.route {
+            Route::Role { arn, .. } => format!("the session of the role {arn} is"),
+            Route::Profile(p) => format!("the profile {p:?}'s credentials are"),
+        };
+        Unreachable {
+            kind: UnreachableKind::RoleRefused,
+            message: format!(
+                "airlock cannot reach account {}: {whose} for account {found}, not {}. Point the [[account]] at credentials of account {} (or correct its id).",
+                shown(account),
+                account.id,
+                account.id
+            ),
         }
     }
 
@@ -340,6 +395,13 @@ pub fn read_assume_role(
         });
     }
     let malformed = || Unreachable::role_refused(account, "STS's answer holds no credentials");
+    // The session must be in the configured account (`arn:PARTITION:sts::ID:assumed-role/…`).
+    let user = section(&text, "AssumedRoleUser").ok_or_else(malformed)?;
+    let session_arn = element(user, "Arn").ok_or_else(malformed)?;
+    let session_account = session_arn.split(':').nth(4).unwrap_or_default();
+    if session_account != account.id {
+        return Err(Unreachable::wrong_account(account, session_account));
+    }
     let credentials = section(&text, "Credentials").ok_or_else(malformed)?;
     let field = |name: &str| element(credentials, name).ok_or_else(malformed);
     let expiration = field("Expiration")?;
@@ -348,10 +410,48 @@ pub fn read_assume_role(
             .map_err(|_| malformed())?;
     Ok(Session {
         access_key_id: field("AccessKeyId")?,
-        secret_access_key: crate::secret::Secret::new(field("SecretAccessKey")?),
-        session_token: crate::secret::Secret::new(field("SessionToken")?),
+        secret_access_key: Secret::new(field("SecretAccessKey")?),
+        session_token: Secret::new(field("SessionToken")?),
         expires: expires.into(),
     })
+}
+
+/// Reads STS's answer to `GetCallerIdentity` made with the credentials of `account`'s route:
+/// they must be the configured account's.
+pub fn check_caller_identity(
+    account: &Account,
+    status: u16,
+    body: &[u8],
+) -> Result<(), Unreachable> {
+    let text = String::from_utf8_lossy(body);
+    if !(200..300).contains(&status) {
+        let code = element(&text, "Code").unwrap_or_else(|| format!("STS answered {status}"));
+        return Err(Unreachable::role_refused(
+            account,
+            &format!("GetCallerIdentity with them failed ({code})"),
+        ));
+    }
+    match caller_account(&text) {
+        Some(found) if found == account.id => Ok(()),
+        Some(found) => Err(Unreachable::wrong_account(account, &found)),
+        None => Err(Unreachable::role_refused(
+            account,
+            "GetCallerIdentity with them gave no account",
+        )),
+    }
+}
+
+/// The `sts:GetCallerIdentity` form.
+pub fn caller_identity_form() -> Vec<(String, String)> {
+    vec![
+        ("Action".into(), "GetCallerIdentity".into()),
+        ("Version".into(), "2011-06-15".into()),
+    ]
+}
+
+/// The 12-digit account of a `GetCallerIdentity` answer.
+pub fn caller_account(answer: &str) -> Option<String> {
+    element(answer, "Account").filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The text between `<name>` and `</name>` (the first), entities decoded.
@@ -440,15 +540,19 @@ mod tests {
             validate(&[profile.clone()]).unwrap()[0].route,
             Route::Profile("staging-admin".into())
         );
-        profile.external_id = Some("xyz".into());
+        profile.external_id = Some(Secret::new("xyz"));
         fails(
             vec![profile],
             "[[account]] external_id",
             "goes with role_arn",
         );
         let mut external = entry("a", "111111111111");
-        external.external_id = Some("bad id!".into());
+        external.external_id = Some(Secret::new("bad id!"));
         fails(vec![external], "[[account]] external_id", "2 to 1224");
+        let mut hidden = entry("a", "111111111111");
+        hidden.external_id = Some(Secret::new("ext-do-not-print"));
+        let shown = format!("{hidden:?} {:?}", validate(&[hidden.clone()]).unwrap());
+        assert!(!shown.contains("ext-do-not-print"), "{shown}");
     }
 
     #[test]
@@ -487,13 +591,23 @@ mod tests {
         let account = validate(&[entry("prod", "222222222222")])
             .unwrap()
             .remove(0);
-        let ok = b"<AssumeRoleResponse><AssumeRoleResult><Credentials><AccessKeyId>ASIAX</AccessKeyId><SecretAccessKey>s3cr&amp;t</SecretAccessKey><SessionToken>tok</SessionToken><Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
+        let ok = b"<AssumeRoleResponse><AssumeRoleResult><AssumedRoleUser><Arn>arn:aws:sts::222222222222:assumed-role/airlock/claude</Arn></AssumedRoleUser><Credentials><AccessKeyId>ASIAX</AccessKeyId><SecretAccessKey>s3cr&amp;t</SecretAccessKey><SessionToken>tok</SessionToken><Expiration>2030-01-02T03:04:05Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>";
         let s = read_assume_role(&account, 200, ok).unwrap();
         assert_eq!(s.access_key_id, "ASIAX");
         assert_eq!(s.secret_access_key.expose(), "s3cr&t");
         assert_eq!(
             s.expires,
             SystemTime::from(time::macros::datetime!(2030-01-02 03:04:05 UTC))
+        );
+        let elsewhere =
+            String::from_utf8_lossy(ok).replace("sts::222222222222", "sts::333333333333");
+        let e = read_assume_role(&account, 200, elsewhere.as_bytes()).unwrap_err();
+        assert_eq!(e.kind, UnreachableKind::RoleRefused);
+        assert!(
+            e.message
+                .contains("is for account 333333333333, not 222222222222"),
+            "{}",
+            e.message
         );
         let denied = b"<ErrorResponse><Error><Code>AccessDenied</Code><Message>not authorized to perform: sts:AssumeRole</Message></Error></ErrorResponse>";
         let e = read_assume_role(&account, 403, denied).unwrap_err();
@@ -519,5 +633,63 @@ mod tests {
             Unreachable::no_route("claude", "prod").kind,
             UnreachableKind::NoRoute
         );
+    }
+
+    #[test]
+    fn a_profile_for_another_account_is_refused() {
+        let mut e = entry("sandbox", "333333333333");
+        e.role_arn = None;
+        e.profile = Some("sandbox-admin".into());
+        let account = validate(&[e]).unwrap().remove(0);
+        let answer = |id: &str| {
+            format!("<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>arn:aws:iam::{id}:user/x</Arn><UserId>AIDA</UserId><Account>{id}</Account></GetCallerIdentityResult></GetCallerIdentityResponse>")
+        };
+        assert!(check_caller_identity(&account, 200, answer("333333333333").as_bytes()).is_ok());
+        let e =
+            check_caller_identity(&account, 200, answer("123456789012").as_bytes()).unwrap_err();
+        assert_eq!(e.kind, UnreachableKind::RoleRefused);
+        assert!(
+            e.message.contains("sandbox (333333333333)")
+                && e.message.contains("the profile \"sandbox-admin\"'s credentials are for account 123456789012, not 333333333333"),
+            "{}",
+            e.message
+        );
+        let denied =
+            b"<ErrorResponse><Error><Code>InvalidClientTokenId</Code></Error></ErrorResponse>";
+        let e = check_caller_identity(&account, 403, denied).unwrap_err();
+        assert!(e.message.contains("InvalidClientTokenId"), "{}", e.message);
+        assert!(check_caller_identity(&account, 200, b"<x/>").is_err());
+    }
+
+    #[test]
+    fn sts_is_asked_in_the_roles_partition() {
+        let model = crate::aws::model();
+        let at = |arn: &str| {
+            sts_region(model, arn).and_then(|r| {
+                crate::aws::endpoint::resolve(model, "sts", &r)
+                    .map(|e| (e.base, e.signing_region))
+                    .map_err(|e| e.0)
+            })
+        };
+        assert_eq!(
+            at("arn:aws:iam::111111111111:role/a").unwrap(),
+            (
+                "https://sts.us-east-1.amazonaws.com".into(),
+                "us-east-1".into()
+            )
+        );
+        assert_eq!(
+            at("arn:aws-cn:iam::111111111111:role/a").unwrap(),
+            (
+                "https://sts.cn-north-1.amazonaws.com.cn".into(),
+                "cn-north-1".into()
+            )
+        );
+        let (gov, region) = at("arn:aws-us-gov:iam::111111111111:role/a").unwrap();
+        assert!(region.starts_with("us-gov-"), "{region}");
+        assert_eq!(gov, format!("https://sts.{region}.amazonaws.com"));
+        assert!(at("arn:aws-mars:iam::111111111111:role/a")
+            .unwrap_err()
+            .contains("not one airlock knows"));
     }
 }

@@ -78,7 +78,7 @@ impl RealCredentials {
     }
 }
 
-async fn from_provider(
+pub async fn from_provider(
     provider: Option<&SharedCredentialsProvider>,
 ) -> Result<Credentials, CredentialsError> {
     match provider {

@@ -103,8 +103,9 @@ pub fn cmd_agent_add(
     json: bool,
 ) -> Result<(), String> {
     let config = crate::config::Config::load_existing(config_path)?;
+    let mut bound = Vec::with_capacity(accounts.len());
     for account in accounts {
-        if !config.accounts.iter().any(|a| &a.name == account) {
+        let Some(configured) = config.accounts.iter().find(|a| &a.name == account) else {
             let known: Vec<&str> = config.accounts.iter().map(|a| a.name.as_str()).collect();
             return Err(format!(
                 "the config names no [[account]] {account:?} (it names: {})",
@@ -114,10 +115,11 @@ pub fn cmd_agent_add(
                     known.join(", ")
                 }
             ));
-        }
+        };
+        bound.push((configured.name.clone(), configured.id.clone()));
     }
     let records = crate::state::agents::AgentStore::new(&config.state_dir)
-        .add_bound(name, accounts)
+        .add_bound(name, &bound)
         .map_err(|e| e.to_string())?;
     let profiles = Profiles::of(&config, &records);
     if json {
@@ -149,7 +151,13 @@ mod tests {
         let config = Config::parse(&dir.path().join("airlock.toml"), &text).expect("config parses");
         let store = crate::state::agents::AgentStore::new(dir.path());
         let records = store
-            .add_bound("claude", &["staging".into(), "prod".into()])
+            .add_bound(
+                "claude",
+                &[
+                    ("staging".into(), "111111111111".into()),
+                    ("prod".into(), "222222222222".into()),
+                ],
+            )
             .unwrap();
         let p = Profiles::of(&config, &records);
         assert_eq!(p.names(), ["airlock-staging", "airlock-prod"]);

@@ -11,8 +11,12 @@
 
 use super::error::ProxyError;
 use super::Proxy;
-use crate::accounts::{assume_role_form, read_assume_role, Account, Route, Unreachable};
-use crate::credentials::{CredentialCache, RealCredentials};
+use crate::accounts::{
+    assume_role_form, caller_identity_form, check_caller_identity, read_assume_role, sts_region,
+    Account, Route, Unreachable,
+};
+use crate::credentials::CredentialCache;
+use crate::secret::Secret;
 use crate::state::agents::Agent;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
@@ -29,22 +33,31 @@ type SessionKey = (String, String, Option<String>);
 #[derive(Default)]
 pub struct Sessions {
     roles: DashMap<SessionKey, Arc<CredentialCache<Unreachable>>>,
-    profiles: DashMap<String, Arc<RealCredentials>>,
+    profiles: DashMap<String, Arc<CredentialCache<Unreachable>>>,
 }
 
-/// The account the agent's key acts in: `None` for a key of airlock's own account.
+/// The account the agent's key acts in: `None` for a key of airlock's own account. A key
+/// issued for another id than the account's configured one has no route.
 pub fn account_of<'a>(proxy: &'a Proxy, agent: &Agent) -> Result<Option<&'a Account>, ProxyError> {
-    match &agent.account {
-        None => Ok(None),
-        Some(name) => proxy
-            .config
-            .accounts
-            .iter()
-            .find(|a| &a.name == name)
-            .map(Some)
-            .ok_or_else(|| {
-                ProxyError::account_unreachable(&Unreachable::no_route(&agent.name, name))
-            }),
+    bound_account(&proxy.config.accounts, agent).map_err(|e| ProxyError::account_unreachable(&e))
+}
+
+fn bound_account<'a>(
+    accounts: &'a [Account],
+    agent: &Agent,
+) -> Result<Option<&'a Account>, Unreachable> {
+    let Some(name) = &agent.account else {
+        return Ok(None);
+    };
+    let account = accounts
+        .iter()
+        .find(|a| &a.name == name)
+        .ok_or_else(|| Unreachable::no_route(&agent.name, name))?;
+    match &agent.account_id {
+        Some(bound) if bound != &account.id => {
+            Err(Unreachable::id_changed(&agent.name, account, bound))
+        }
+        _ => Ok(Some(account)),
     }
 }
 
@@ -65,10 +78,7 @@ pub async fn credentials(
     };
     let result = match &account.route {
         Route::Role { .. } => role_session(proxy, account, agent, approval).get().await,
-        Route::Profile(profile) => profile_credentials(proxy, &account.name, profile)
-            .get()
-            .await
-            .map_err(|e| Unreachable::role_refused(account, &e.0)),
+        Route::Profile(profile) => profile_credentials(proxy, account, profile).get().await,
     };
     result.map_err(|e| {
         tracing::warn!(account = %account.name, %agent, reason = %e, "account unreachable");
@@ -99,7 +109,12 @@ fn role_session(
     }
     let client = proxy.client.clone();
     let base = Arc::clone(&proxy.credentials);
-    let sts = super::resign::endpoint_of(proxy, "sts", "us-east-1");
+    // STS of the role's own partition (a role is assumable only there).
+    let sts = match &account.route {
+        Route::Role { arn, .. } => sts_region(crate::aws::model(), arn),
+        Route::Profile(_) => Ok("us-east-1".to_string()),
+    }
+    .and_then(|region| super::resign::endpoint_of(proxy, "sts", &region));
     let account = account.clone();
     let (agent, approval) = (key.1.clone(), key.2.clone());
     let cache = CredentialCache::with_fetcher(
@@ -123,8 +138,12 @@ fn role_session(
                     .get()
                     .await
                     .map_err(|e| Unreachable::source_expired(&account, &e.0))?;
-                let form =
-                    assume_role_form(arn, external_id.as_deref(), &agent, approval.as_deref());
+                let form = assume_role_form(
+                    arn,
+                    external_id.as_ref().map(Secret::expose),
+                    &agent,
+                    approval.as_deref(),
+                );
                 let answer =
                     super::own::query_call_as(&client, source, &sts, "sts", &form, "AssumeRole")
                         .await
@@ -145,24 +164,107 @@ fn role_session(
     Arc::clone(sessions.entry(key).or_insert(cache).value())
 }
 
-fn profile_credentials(proxy: &Proxy, account: &str, profile: &str) -> Arc<RealCredentials> {
-    if let Some(cache) = proxy.sessions.profiles.get(account) {
+/// The profile's credentials, checked after every fetch with `GetCallerIdentity` to be the
+/// configured account's: otherwise calls identified, matched and receipt-bound as that
+/// account would land in another.
+fn profile_credentials(
+    proxy: &Proxy,
+    account: &Account,
+    profile: &str,
+) -> Arc<CredentialCache<Unreachable>> {
+    if let Some(cache) = proxy.sessions.profiles.get(&account.name) {
         return Arc::clone(&cache);
     }
     // The profile alone, never the environment's keys (which would be airlock's own).
-    let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
-        .profile_name(profile)
-        .build();
-    let cache = RealCredentials::with_provider(
-        Some(SharedCredentialsProvider::new(provider)),
+    let provider = SharedCredentialsProvider::new(
+        aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .profile_name(profile)
+            .build(),
+    );
+    let client = proxy.client.clone();
+    let sts = super::resign::endpoint_of(proxy, "sts", "us-east-1");
+    let checked = account.clone();
+    let cache = CredentialCache::with_fetcher(
+        move || {
+            let (client, provider, sts, account) = (
+                client.clone(),
+                provider.clone(),
+                sts.clone(),
+                checked.clone(),
+            );
+            Box::pin(async move {
+                let creds = crate::credentials::from_provider(Some(&provider))
+                    .await
+                    .map_err(|e| Unreachable::role_refused(&account, &e.0))?;
+                let sts = sts.map_err(|e| Unreachable::sts_unreachable(&account, &e))?;
+                let answer = super::own::query_call_as(
+                    &client,
+                    creds.clone(),
+                    &sts,
+                    "sts",
+                    &caller_identity_form(),
+                    "GetCallerIdentity",
+                )
+                .await
+                .map_err(|e| Unreachable::sts_unreachable(&account, &e))?;
+                check_caller_identity(&account, answer.status.as_u16(), &answer.body)?;
+                Ok(creds)
+            })
+        },
         proxy.config.credentials.refresh_ahead,
     );
     Arc::clone(
         proxy
             .sessions
             .profiles
-            .entry(account.to_string())
+            .entry(account.name.clone())
             .or_insert(cache)
             .value(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{validate, AccountEntry, UnreachableKind};
+
+    #[test]
+    fn a_key_is_bound_to_the_account_id_it_was_issued_for() {
+        let accounts = validate(&[AccountEntry {
+            name: "prod".into(),
+            id: "222222222222".into(),
+            role_arn: Some("arn:aws:iam::222222222222:role/airlock".into()),
+            external_id: None,
+            profile: None,
+        }])
+        .unwrap();
+        let agent = |account: Option<&str>, id: Option<&str>| Agent {
+            name: "claude".into(),
+            access_key_id: "AIRLOCKX".into(),
+            secret: Secret::new("s"),
+            account: account.map(str::to_string),
+            account_id: id.map(str::to_string),
+        };
+        let found = |a: &Agent| bound_account(&accounts, a).map(|o| o.map(|a| a.id.clone()));
+        assert_eq!(found(&agent(None, None)), Ok(None));
+        assert_eq!(
+            found(&agent(Some("prod"), Some("222222222222"))),
+            Ok(Some("222222222222".into()))
+        );
+        // Records written before ids were kept are bound by name.
+        assert_eq!(
+            found(&agent(Some("prod"), None)),
+            Ok(Some("222222222222".into()))
+        );
+        let moved = found(&agent(Some("prod"), Some("111111111111"))).unwrap_err();
+        assert_eq!(moved.kind, UnreachableKind::NoRoute);
+        assert!(
+            moved.message.contains("issued for account 111111111111")
+                && moved.message.contains("is now 222222222222"),
+            "{}",
+            moved.message
+        );
+        let gone = found(&agent(Some("staging"), None)).unwrap_err();
+        assert_eq!(gone.kind, UnreachableKind::NoRoute);
+    }
 }

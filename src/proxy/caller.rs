@@ -15,21 +15,14 @@ pub async fn caller_account(proxy: &Proxy) -> Result<String, String> {
         signing_region: "us-east-1".into(),
         service: "sts".into(),
     };
-    let form = [
-        ("Action".to_string(), "GetCallerIdentity".to_string()),
-        ("Version".to_string(), "2011-06-15".to_string()),
-    ];
+    let form = crate::accounts::caller_identity_form();
     let answer =
         super::own::query_call(proxy, &endpoint, "sts", &form, "GetCallerIdentity").await?;
     let text = String::from_utf8_lossy(&answer.body);
     if !answer.status.is_success() {
         return Err(format!("GetCallerIdentity answered {}", answer.status));
     }
-    let account = text
-        .split("<Account>")
-        .nth(1)
-        .and_then(|rest| rest.split("</Account>").next())
-        .filter(|a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+    let account = crate::accounts::caller_account(&text)
         .ok_or_else(|| "GetCallerIdentity gave no account".to_string())?;
-    Ok(account.to_string())
+    Ok(account)
 }

@@ -35,6 +35,11 @@ pub struct AgentRecord {
     /// An agent bound to several accounts has one record, and one key, per account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The id the `[[account]]` had when the key was issued: a key is never carried to
+    /// another account by a rename in the config. Absent in records written before it was
+    /// kept (those are bound by name alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -79,8 +84,10 @@ fn check_name(name: &str) -> Result<(), AgentError> {
     }
 }
 
-/// A fresh key for `name` (in `account`), never one issued before, added to `file`.
-fn issue(file: &mut AgentsFile, name: &str, account: Option<String>) -> AgentRecord {
+/// A fresh key for `name` (in `account`: its name and id), never one issued before, added to
+/// `file`.
+fn issue(file: &mut AgentsFile, name: &str, account: Option<(String, String)>) -> AgentRecord {
+    let (account, account_id) = account.unzip();
     let record = loop {
         let id = format!(
             "{KEY_PREFIX}{}",
@@ -96,7 +103,8 @@ fn issue(file: &mut AgentsFile, name: &str, account: Option<String>) -> AgentRec
                 )),
                 created_at: super::now_rfc3339(),
                 revoked_at: None,
-                account,
+                account: account.clone(),
+                account_id: account_id.clone(),
             };
         }
     };
@@ -155,11 +163,11 @@ impl AgentStore {
 
     /// Binds an agent to `accounts`, issuing one key per account it is not bound to yet (a
     /// new agent, or one already bound to other accounts). Returns every active key of the
-    /// agent, in the order its accounts were bound.
+    /// agent, in the order its accounts were bound. `accounts` are (name, id).
     pub fn add_bound(
         &self,
         name: &str,
-        accounts: &[String],
+        accounts: &[(String, String)],
     ) -> Result<Vec<AgentRecord>, AgentError> {
         check_name(name)?;
         self.update(|file| {
@@ -176,12 +184,12 @@ impl AgentStore {
                     "agent {name:?} acts in airlock's own account; revoke it and add it again with --account to bind it to accounts"
                 )));
             }
-            let new: Vec<&String> = accounts
+            let new: Vec<&(String, String)> = accounts
                 .iter()
                 .enumerate()
                 .filter(|(i, acc)| {
-                    !accounts[..*i].contains(acc)
-                        && !existing.iter().any(|a| a.account.as_ref() == Some(*acc))
+                    !accounts[..*i].iter().any(|(n, _)| n == &acc.0)
+                        && !existing.iter().any(|a| a.account.as_ref() == Some(&acc.0))
                 })
                 .map(|(_, acc)| acc)
                 .collect();
@@ -257,6 +265,8 @@ pub struct Agent {
     pub secret: Secret,
     /// The `[[account]]` the key acts in (none: airlock's own account).
     pub account: Option<String>,
+    /// That account's id when the key was issued (none in older records).
+    pub account_id: Option<String>,
 }
 
 /// What identifies a version of the agents file: mtime (s, ns), inode, size.
@@ -329,6 +339,7 @@ impl AgentRegistry {
                     access_key_id: a.access_key_id,
                     secret: a.secret_access_key,
                     account: a.account,
+                    account_id: a.account_id,
                 }),
             );
         }
@@ -373,17 +384,27 @@ mod tests {
     fn one_key_per_bound_account_and_rebinding_adds_only_new_accounts() {
         let dir = tempfile::tempdir().unwrap();
         let store = AgentStore::new(dir.path());
-        let first = store.add_bound("claude", &["staging".into()]).unwrap();
+        let first = store
+            .add_bound("claude", &[("staging".into(), "111111111111".into())])
+            .unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].account.as_deref(), Some("staging"));
+        assert_eq!(first[0].account_id.as_deref(), Some("111111111111"));
         let both = store
-            .add_bound("claude", &["staging".into(), "prod".into(), "prod".into()])
+            .add_bound(
+                "claude",
+                &[
+                    ("staging".into(), "111111111111".into()),
+                    ("prod".into(), "222222222222".into()),
+                    ("prod".into(), "222222222222".into()),
+                ],
+            )
             .unwrap();
         assert_eq!(both.len(), 2, "prod is bound once");
         assert_eq!(both[0].access_key_id, first[0].access_key_id);
         assert_eq!(both[1].account.as_deref(), Some("prod"));
         assert!(matches!(
-            store.add_bound("claude", &["prod".into()]),
+            store.add_bound("claude", &[("prod".into(), "222222222222".into())]),
             Err(AgentError::Exists(_))
         ));
         let reg = AgentRegistry::open(dir.path()).unwrap();
@@ -395,7 +416,7 @@ mod tests {
         // An agent of airlock's own account is not silently turned into a bound one.
         store.add("codex").unwrap();
         assert!(matches!(
-            store.add_bound("codex", &["prod".into()]),
+            store.add_bound("codex", &[("prod".into(), "222222222222".into())]),
             Err(AgentError::Binding(_))
         ));
         // Revoking the agent revokes every account's key.

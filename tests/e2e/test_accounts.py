@@ -469,20 +469,52 @@ class ProfileAirlock(GatedAirlock):
         return {**super()._serve_env(), "AWS_CONFIG_FILE": str(self.aws_config)}
 
 
+def start_profile_airlock(tmp_path_factory: pytest.TempPathFactory, accounts_moto: AccountsMoto,
+                          account_id: str) -> ProfileAirlock:
+    """An airlock whose `[[account]] sandbox` is configured as `account_id` and reached
+    through a profile holding the sandbox account's user keys."""
+    airlock = ProfileAirlock(tmp_path_factory.mktemp("airlock-profile"), accounts_moto)
+    airlock.init("enforce")
+    configure(airlock.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False})
+    key = accounts_moto.sandbox_key
+    airlock.aws_config = airlock.home / "aws-config"
+    airlock.aws_config.write_text(f"[profile sandbox-admin]\naws_access_key_id = {key['AccessKeyId']}\n"
+                                  f"aws_secret_access_key = {key['SecretAccessKey']}\n")
+    airlock.aws_config.chmod(0o600)
+    with open(airlock.config, "a") as f:
+        f.write(f'\n[[account]]\nname = "sandbox"\nid = "{account_id}"\nprofile = "sandbox-admin"\n')
+    airlock.start()
+    return airlock
+
+
+def test_a_profile_whose_keys_are_another_accounts_is_refused(tmp_path_factory: pytest.TempPathFactory,
+                                                               accounts_moto: AccountsMoto) -> None:
+    # Configured as prod, but the profile's keys are the sandbox account's.
+    airlock = start_profile_airlock(tmp_path_factory, accounts_moto, PROD)
+    try:
+        agent = add_agent(airlock, unique("mislabeled"), "sandbox")
+        bucket = unique("mislabeled-bucket")
+        error = error_of(lambda: agent.client("airlock-sandbox", "s3").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}))
+        message = error["Message"]
+        assert f"sandbox ({PROD})" in message, message
+        assert f"credentials are for account {SANDBOX}, not {PROD}" in message, message
+        key = accounts_moto.sandbox_key
+        sandbox_s3 = boto3.session.Session(aws_access_key_id=key["AccessKeyId"],
+                                           aws_secret_access_key=key["SecretAccessKey"],
+                                           region_name=REGION).client("s3", endpoint_url=accounts_moto.url)
+        assert bucket not in {b["Name"] for b in sandbox_s3.list_buckets()["Buckets"]}
+        assert bucket not in buckets(accounts_moto, PROD)
+        assert accounts_moto.sandbox_key["SecretAccessKey"] not in message + airlock.log_tail()
+    finally:
+        airlock.stop()
+
+
 def test_an_account_reached_through_a_profile(tmp_path_factory: pytest.TempPathFactory,
                                                accounts_moto: AccountsMoto) -> None:
-    airlock = ProfileAirlock(tmp_path_factory.mktemp("airlock-profile"), accounts_moto)
+    airlock = start_profile_airlock(tmp_path_factory, accounts_moto, SANDBOX)
+    key = accounts_moto.sandbox_key
     try:
-        airlock.init("enforce")
-        configure(airlock.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False})
-        key = accounts_moto.sandbox_key
-        airlock.aws_config = airlock.home / "aws-config"
-        airlock.aws_config.write_text(f"[profile sandbox-admin]\naws_access_key_id = {key['AccessKeyId']}\n"
-                                      f"aws_secret_access_key = {key['SecretAccessKey']}\n")
-        airlock.aws_config.chmod(0o600)
-        with open(airlock.config, "a") as f:
-            f.write(f'\n[[account]]\nname = "sandbox"\nid = "{SANDBOX}"\nprofile = "sandbox-admin"\n')
-        airlock.start()
         agent = add_agent(airlock, unique("sandboxer"), "sandbox")
         who = agent.client("airlock-sandbox", "sts").get_caller_identity()
         assert who["Account"] == SANDBOX and who["Arn"].endswith(":user/sandbox-admin"), who
