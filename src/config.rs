@@ -666,7 +666,7 @@ impl FileConnect {
     /// domain (or everything).
     fn validate(self, check: &Check) -> Result<Vec<String>, ConfigError> {
         let names_hosts = |g: &str| {
-            let (host, _) = crate::connect::split_passthrough(g);
+            let (host, _) = split_passthrough(g);
             if host.parse::<std::net::IpAddr>().is_ok() {
                 return true;
             }
@@ -997,6 +997,20 @@ fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Splits a `[connect] passthrough` entry into its host glob and port glob: `host-glob`
+/// (port 443), `host-glob:port` or `host-glob:*`; an IPv6 address loses its brackets, as
+/// `connect::parse_authority` takes them off the host.
+pub fn split_passthrough(glob: &str) -> (&str, &str) {
+    let (host, port) = match glob.rsplit_once(':') {
+        Some((h, p)) if p == "*" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) => {
+            (h, p)
+        }
+        _ => (glob, "443"),
+    };
+    let v6 = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    (v6.unwrap_or(host), port)
 }
 
 #[cfg(test)]

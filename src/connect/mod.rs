@@ -65,19 +65,7 @@ pub fn parse_authority(authority: &str) -> Option<(String, u16)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
-/// Splits a `[connect] passthrough` entry into its host glob and port glob: `host-glob`
-/// (port 443), `host-glob:port` or `host-glob:*`; an IPv6 address loses its brackets, as
-/// [`parse_authority`] takes them off the host.
-pub fn split_passthrough(glob: &str) -> (&str, &str) {
-    let (host, port) = match glob.rsplit_once(':') {
-        Some((h, p)) if p == "*" || (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) => {
-            (h, p)
-        }
-        _ => (glob, "443"),
-    };
-    let v6 = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
-    (v6.unwrap_or(host), port)
-}
+pub use crate::config::split_passthrough;
 
 /// The host globs of the `[connect] passthrough` entries that match `host:port`.
 fn passthrough_matches<'a>(
