@@ -129,3 +129,25 @@ fn a_plan_receipt_must_say_it_is_one() {
         Err(ReceiptError::Malformed(_))
     ));
 }
+
+#[test]
+fn a_plan_receipt_meets_a_calls_quorum_only_with_enough_distinct_approvers() {
+    // What the proxy asks of a plan receipt before any entry covers a call: the quorum the
+    // config requires for that call (see `proxy::plan::redeem`).
+    let alice = ApproverKey::generate("alice").expect("key");
+    let v = verify(&plan_receipt(&alice, Decision::Approve), &trusted(&alice)).expect("verifies");
+    assert!(v.check_quorum(&Quorum::default()).is_ok());
+    let two = Quorum {
+        approvals: 2,
+        approvers: None,
+    };
+    assert!(matches!(
+        v.check_quorum(&two),
+        Err(ReceiptError::QuorumNotMet { have: 1, need: 2 })
+    ));
+    let only_bob = Quorum {
+        approvals: 1,
+        approvers: Some(vec!["bob".into()]),
+    };
+    assert!(v.check_quorum(&only_bob).is_err());
+}
