@@ -83,6 +83,11 @@ def airlock_binary() -> Path:
     return path
 
 
+def altered(secret: str) -> str:
+    """The same secret with its last character changed (always to a different one)."""
+    return secret[:-1] + ("x" if secret[-1] != "x" else "y")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,7 +234,7 @@ class Moto:
         # Prove it: the real key works, the same key with a wrong secret does not.
         self.user_arn = self.client("sts").get_caller_identity()["Arn"]
         assert self.user_arn.endswith(f":user/{self.user_name}"), self.user_arn
-        wrong = self._client("sts", self.access_key_id, self.secret_access_key[:-1] + "x")
+        wrong = self._client("sts", self.access_key_id, altered(self.secret_access_key))
         with pytest.raises(ClientError) as err:
             wrong.get_caller_identity()
         assert err.value.response["Error"]["Code"] == "SignatureDoesNotMatch", err.value.response
