@@ -93,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The PostgreSQL store (`[state] database_url`).
+    Db {
+        #[command(subcommand)]
+        command: crate::store::commands::DbCommand,
+    },
     /// Manage approvers' passkeys.
     Approver {
         #[command(subcommand)]
@@ -261,6 +266,8 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Tail { follow, lines },
         } => cmd_audit_tail(&cli.config, follow, lines),
+        Command::Db { command } => Config::load_existing(&cli.config)
+            .and_then(|config| crate::store::commands::run(&config, command)),
         Command::Explain { files, account } => cmd_explain(&cli.config, &files, account.as_deref()),
         Command::Policy {
             command: PolicyCommand::Builtin { json },
@@ -447,6 +454,8 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
     print_created(&created);
     let config = crate::serve::load_trusted_config(config_path, own_uid)?;
     crate::serve::check_own_files(&config, own_uid)?;
+    // Before any port is bound: a database that cannot hold all the state is refused.
+    crate::store::check_complete(&config)?;
     crate::connect::ca::warn_if_unconstrained(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -887,6 +896,15 @@ fn cmd_policy_builtin(json: bool) -> CmdResult {
 
 fn cmd_audit_verify(config_path: &Path, from: Option<&str>) -> CmdResult {
     let config = Config::load_existing(config_path)?;
+    if config.database_url.is_some() {
+        if from.is_some() {
+            return Err(
+                "--from names a segment of the file log; the chain in PostgreSQL is verified whole"
+                    .into(),
+            );
+        }
+        return crate::store::commands::audit_verify(&config);
+    }
     let from = match from {
         None => None,
         Some(name) => Some(crate::audit::segment_number(name).ok_or_else(|| {

@@ -2,6 +2,7 @@
 //! turned into a validated [`Config`]. An invalid file is reported with its path, the key
 //! and the reason, before any port is bound.
 
+use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,13 +160,45 @@ impl Default for FileTls {
 #[serde(deny_unknown_fields)]
 struct FileState {
     dir: String,
+    /// PostgreSQL for the state replicas share (`crate::store`); `AIRLOCK_DATABASE_URL`
+    /// takes its place so the password can stay out of the file.
+    #[serde(default)]
+    database_url: Option<Secret>,
 }
 
 impl Default for FileState {
     fn default() -> Self {
         FileState {
             dir: "../state".into(),
+            database_url: None,
         }
+    }
+}
+
+/// The environment variable that gives `[state] database_url` (it wins over the file).
+pub const DATABASE_URL_ENV: &str = "AIRLOCK_DATABASE_URL";
+
+impl FileState {
+    /// The database URL from the environment or the file, checked to name PostgreSQL.
+    /// Never printed: it may hold a password.
+    fn database_url(&self, check: &Check) -> Result<Option<Secret>, ConfigError> {
+        let from_env = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(Secret::new);
+        let Some(url) = from_env.or_else(|| self.database_url.clone()) else {
+            return Ok(None);
+        };
+        let scheme_ok = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|p| url.expose().starts_with(p));
+        if !scheme_ok {
+            return Err(check.err(
+                "[state] database_url",
+                "must be a postgres:// or postgresql:// URL (from the file or AIRLOCK_DATABASE_URL)".into(),
+            ));
+        }
+        Ok(Some(url))
     }
 }
 
@@ -250,6 +283,9 @@ pub struct Config {
     pub public_url: Option<PublicUrl>,
     pub tls_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// `[state] database_url` (or `AIRLOCK_DATABASE_URL`): PostgreSQL for what replicas
+    /// share; none, the state dir's files alone.
+    pub database_url: Option<Secret>,
     pub upstream: Upstream,
     pub credentials: CredentialsConfig,
     pub limits: Limits,
@@ -539,6 +575,7 @@ impl Config {
             public_url: listen.public_url,
             tls_dir: resolve(&raw.tls.dir),
             state_dir: resolve(&raw.state.dir),
+            database_url: raw.state.database_url(&check)?,
             upstream: raw.upstream.validate(&check)?,
             credentials: CredentialsConfig {
                 profile: raw.credentials.profile,

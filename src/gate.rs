@@ -7,47 +7,27 @@
 //! those are the proxy's ([`crate::proxy::Proxy`]). The approval page takes a gate, not a
 //! proxy, so it can reach only what deciding an approval needs.
 
-use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::receipt::TrustedKeys;
-use crate::state::approvals::{ApprovalStore, Status};
-use crate::state::ledger::Ledger;
-use crate::state::trust;
+use crate::state::approvals::ApprovalStore;
+use crate::store::Store;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 
-/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
-/// enrolled passkeys. Nothing from a request or a receipt.
-pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
-    let mut keys = TrustedKeys::new();
-    for approver in &config.approvers {
-        keys.add_approver(approver).map_err(|e| e.to_string())?;
-    }
-    if let Some(public) = trust::airlock_public(&config.state_dir)? {
-        keys.add_airlock(&public).map_err(|e| e.to_string())?;
-    }
-    for record in trust::PasskeyStore::new(&config.state_dir).load()? {
-        keys.add_passkey(&record.public()?)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(keys)
-}
-
-/// How often a held call looks at its approval when nothing wakes it.
-const HOLD_TICK: Duration = Duration::from_millis(250);
+/// The keys receipts are checked against (the file store's revocation lookup).
+pub use crate::store::files::trusted_keys;
 
 pub struct Gate {
     pub config: Arc<Config>,
-    pub approvals: ApprovalStore,
-    pub ledger: Ledger,
-    pub audit: AuditLog,
+    /// What must hold across replicas: the ledger, the audit chain, the pending approvals
+    /// the request path opens and waits on, the revocation lookups ([`crate::store`]).
+    pub store: Arc<dyn Store>,
+    /// The approvals as the page and the CLI list and sign them (in `[state] dir`).
+    pub approvals: Arc<ApprovalStore>,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     held: Semaphore,
-    /// Woken whenever this process decides an approval (the page), so held calls go on at once.
-    decided: Notify,
     /// One lock per receipt: identical calls under one receipt go one at a time.
     receipt_locks: DashMap<String, Arc<Mutex<()>>>,
     /// The approval page's bound port, for links.
@@ -55,17 +35,17 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Opens the state the gate keeps in `[state] dir` and starts the audit writer.
+    /// Opens the state the gate keeps and starts the audit writer. A `database_url` is
+    /// refused while parts of the state are not yet kept in the database
+    /// ([`crate::store::check_complete`]).
     pub fn open(config: Arc<Config>) -> Result<Gate, String> {
-        let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-        let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
-        let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
+        crate::store::check_complete(&config)?;
+        let files = crate::store::files::FileStore::open(Arc::clone(&config))?;
+        let approvals = files.approvals();
         let gate = Gate {
+            store: Arc::new(files),
             approvals,
-            ledger,
-            audit,
             held: Semaphore::new(config.approval.max_held),
-            decided: Notify::new(),
             receipt_locks: DashMap::new(),
             approvals_port: AtomicU16::new(config.approvals_addr.port()),
             config,
@@ -101,9 +81,9 @@ impl Gate {
         max_held.saturating_sub(self.held.available_permits())
     }
 
-    /// Tells the calls held in this process that an approval was decided.
+    /// Tells the calls held on this approval that it was decided.
     pub fn approvals_decided(&self) {
-        self.decided.notify_waiters();
+        self.store.approval_resolved();
     }
 
     /// The lock that lets identical calls under one receipt go one at a time.
@@ -117,8 +97,8 @@ impl Gate {
     }
 
     /// Holds a blocked call while a human decides: true when the approval was decided
-    /// within `[approval] hold_seconds`. No thread per held call: a task that sleeps between
-    /// looks at the approval (and wakes at once when this process decides it). At most
+    /// within `[approval] hold_seconds`. No thread per held call: the store wakes it
+    /// ([`Store::wait_resolved`]). At most
     /// `[approval] max_held` calls wait; the rest are answered at once.
     pub(crate) async fn hold(&self, approval_id: &str) -> bool {
         let hold = self.config.approval.hold;
@@ -130,20 +110,6 @@ impl Gate {
             return false;
         };
         let deadline = tokio::time::Instant::now() + hold;
-        loop {
-            match self.approvals.get(approval_id) {
-                Ok(a) if a.status != Status::Pending => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(HOLD_TICK) => {}
-                _ = self.decided.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => return false,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-        }
+        self.store.wait_resolved(approval_id, deadline).await
     }
 }

@@ -14,6 +14,8 @@
 //! - [`credentials`]: airlock's own real credentials, cached and refreshed ahead of expiry.
 //! - [`accounts`]: `[[account]]`, the other accounts airlock reaches by role or profile.
 //! - [`state`]: what lives in the state dir (agents).
+//! - [`store`]: what must hold across replicas (ledger, audit chain, pending approvals,
+//!   revocations): the state dir's files, or PostgreSQL.
 //! - [`config`], [`init`], [`cli`]: the configuration file, first-run setup, the command line.
 //! - [`access`]: who can read or change airlock's files (serve's startup check, `doctor`).
 //! - [`doctor`]: `airlock doctor`, every way the agent's user could get around airlock.
@@ -50,4 +52,5 @@ pub mod serve;
 pub mod signing;
 pub mod sigv4;
 pub mod state;
+pub mod store;
 pub mod tty;

@@ -105,7 +105,7 @@ pub async fn run_with_connect(
         ))),
         _ => None,
     };
-    let audit = proxy.gate.audit.clone();
+    let store = Arc::clone(&proxy.gate.store);
     let proxy_task = tokio::spawn(proxy::accept::serve(
         proxy,
         proxy_listener,
@@ -122,7 +122,7 @@ pub async fn run_with_connect(
     }
     let _ = approvals.await;
     let _ = reload.await;
-    if let Err(e) = audit.sync() {
+    if let Err(e) = store.audit_sync().await {
         tracing::error!(error = %e, "could not sync the audit log at shutdown");
     }
     Ok(())

@@ -424,6 +424,7 @@ const PURE_CORE: &[&str] = &[
     "secret",
     "sigv4",
     "state",
+    "store",
 ];
 
 /// `(module, imported)` pairs where a module of `lower` imports one of `upper`.

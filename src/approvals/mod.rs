@@ -279,7 +279,7 @@ impl App {
         }
         match (req.method().clone(), segments.as_slice()) {
             (Method::GET, [""] | ["approvals"]) => self.list_page(),
-            (Method::GET, ["healthz"]) => match operations::health(&self.gate) {
+            (Method::GET, ["healthz"]) => match operations::health(&self.gate).await {
                 Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
                 Err(why) => respond(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -413,11 +413,11 @@ impl App {
         }
         match (kind, step) {
             ("decide", "begin") => self.decide_begin(parse(&body)?),
-            ("decide", "finish") => self.decide_finish(parse(&body)?),
+            ("decide", "finish") => self.decide_finish(parse(&body)?).await,
             ("confirm", "begin") => self.confirm_begin(parse(&body)?),
-            ("confirm", "finish") => self.confirm_finish(parse(&body)?),
+            ("confirm", "finish") => self.confirm_finish(parse(&body)?).await,
             ("enroll", "begin") => self.enroll_begin(parse(&body)?),
-            ("enroll", "finish") => self.enroll_finish(parse(&body)?, requester),
+            ("enroll", "finish") => self.enroll_finish(parse(&body)?, requester).await,
             ("plan", "begin") => self.plan_begin(parse(&body)?),
             // A plan's ceremony finishes at /api/decide/finish, as every decision does.
             _ => Err(refuse(StatusCode::NOT_FOUND, "no such step")),
@@ -545,12 +545,10 @@ impl App {
     }
 
     /// Records a change to who may approve, on disk before the page answers.
-    fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
-        self.gate
-            .audit
-            .write(crate::audit::approver_change(event, approver, key_id, by));
-        if let Err(e) = self.gate.audit.sync() {
-            tracing::error!(error = %e, "could not sync the audit record of a passkey change");
+    async fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
+        let record = crate::audit::approver_change(event, approver, key_id, by);
+        if !self.gate.store.audit_append_durable(record).await {
+            tracing::error!("could not make the audit record of a passkey change durable");
         }
     }
 
@@ -790,7 +788,7 @@ impl App {
         }))
     }
 
-    fn decide_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
+    async fn decide_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
         let Ceremony::Decide {
             bodies,
             passkey,
@@ -827,7 +825,11 @@ impl App {
                     .and_then(|()| crate::receipt::verify(&r, &trusted).map(|_| ()))
                     .and_then(|()| r.to_json())
                     .map_err(|e| format!("the receipt does not verify: {e}"));
-                match made.and_then(|json| self.store_plan_receipt(&r, &json, passkey.name())) {
+                let stored = match made {
+                    Ok(json) => self.store_plan_receipt(&r, &json, passkey.name()).await,
+                    Err(e) => Err(e),
+                };
+                match stored {
                     Ok(v) => decided.push(v),
                     Err(e) => {
                         tracing::warn!(approval = %approval_id, error = %e, "a plan decision was not recorded");
@@ -856,7 +858,7 @@ impl App {
                 "decided with a passkey: {}", a.summary()
             );
             for record in quorum::audit_records(&recorded, passkey.name(), "passkey") {
-                self.gate.audit.write(record);
+                self.gate.store.audit_append(record).await;
             }
             if a.status == Status::Pending {
                 let link = self.gate.approval_link(&a.id);
@@ -867,7 +869,7 @@ impl App {
         }
         // The decisions are on disk before the approver is told.
         if !decided.is_empty() {
-            if let Err(e) = self.gate.audit.sync() {
+            if let Err(e) = self.gate.store.audit_sync().await {
                 tracing::error!(error = %e, "could not sync the audit records of passkey decisions");
             }
         }
@@ -912,7 +914,7 @@ impl App {
         }))
     }
 
-    fn enroll_finish(&self, req: EnrollFinish, from: Requester) -> Result<Value, Refusal> {
+    async fn enroll_finish(&self, req: EnrollFinish, from: Requester) -> Result<Value, Refusal> {
         let Some(Ceremony::Enroll {
             token_hash,
             name,
@@ -980,7 +982,8 @@ impl App {
         }
         if gated {
             tracing::warn!(approver = %name, %key_id, "passkey registered; it waits for an enrolled approver's confirmation on the approval page");
-            self.audit_approver_change("passkey_pending", &name, &key_id, "enrollment link");
+            self.audit_approver_change("passkey_pending", &name, &key_id, "enrollment link")
+                .await;
             self.gate.approvals_decided();
             return Ok(json!({ "enrolled": name, "key_id": key_id, "pending": true }));
         }
@@ -988,7 +991,8 @@ impl App {
             .add(record)
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         tracing::info!(approver = %name, %key_id, "passkey enrolled");
-        self.audit_approver_change("passkey_enrolled", &name, &key_id, "enrollment link");
+        self.audit_approver_change("passkey_enrolled", &name, &key_id, "enrollment link")
+            .await;
         Ok(json!({ "enrolled": name, "key_id": key_id, "pending": false }))
     }
 
@@ -1039,7 +1043,7 @@ impl App {
         }))
     }
 
-    fn confirm_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
+    async fn confirm_finish(&self, req: AssertionFinish) -> Result<Value, Refusal> {
         let Ceremony::Confirm {
             enrollment,
             new_key_id,
@@ -1074,7 +1078,8 @@ impl App {
         } else {
             "passkey_rejected"
         };
-        self.audit_approver_change(event, &e.name, &new_key_id, approver.name());
+        self.audit_approver_change(event, &e.name, &new_key_id, approver.name())
+            .await;
         Ok(
             json!({ "name": e.name, "key_id": new_key_id, "confirmed": confirm, "by": approver.name() }),
         )

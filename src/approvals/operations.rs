@@ -22,6 +22,6 @@ pub fn metrics(gate: &Gate) -> String {
 
 /// Whether airlock can serve every call now: calls that need a receipt are refused while
 /// the audit log cannot be written, so that is what is checked (the error says why).
-pub fn health(gate: &Gate) -> Result<(), String> {
-    gate.audit.check_writable()
+pub async fn health(gate: &Gate) -> Result<(), String> {
+    gate.store.audit_health().await
 }

@@ -123,7 +123,7 @@ impl App {
     }
 
     /// Stores a plan receipt the page just made and checked (from `decide_finish`).
-    pub(super) fn store_plan_receipt(
+    pub(super) async fn store_plan_receipt(
         &self,
         r: &Receipt,
         json: &str,
@@ -137,9 +137,12 @@ impl App {
             .map_err(|e| e.to_string())?;
         tracing::info!(plan = %p.id, receipt = %receipt_id, %approver, decision = %r.body.decision, calls = p.entries.len(), "plan decided with a passkey");
         if approve {
-            self.gate.audit.write(crate::plan::records::approved(
-                &p, receipt_id, approver, "passkey",
-            ));
+            self.gate
+                .store
+                .audit_append(crate::plan::records::approved(
+                    &p, receipt_id, approver, "passkey",
+                ))
+                .await;
         }
         Ok(
             json!({"id": p.id, "status": p.status.as_str(), "receipt_id": receipt_id, "calls": p.entries.len()}),

@@ -39,8 +39,8 @@ mod verify;
 mod writer;
 
 pub use record::{approver_change, decision, decision_record, record, render};
-pub use segments::{segment_name, segment_number, Paths};
-pub use verify::{verify_from, Verified};
+pub use segments::{segment_name, segment_number, Paths, Position};
+pub use verify::{check_link, verify_from, Linked, Verified};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -52,6 +52,28 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use writer::Writer;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Links `records` into the chain after `position`: each gets its `seq` and `prev` (the
+/// SHA-256 of the line before) and is appended to `out` as one JSON line. Returns where the
+/// chain stands after them. The one encoding of the chain, whatever stores it.
+pub fn link(
+    mut position: Position,
+    records: Vec<Map<String, Value>>,
+    out: &mut Vec<u8>,
+) -> Result<Position, serde_json::Error> {
+    for mut r in records {
+        r.insert("seq".into(), json!(position.next_seq));
+        r.insert("prev".into(), json!(position.prev));
+        let start = out.len();
+        serde_json::to_writer(&mut *out, &r)?;
+        position = Position {
+            next_seq: position.next_seq + 1,
+            prev: crate::sigv4::sha256_hex(&out[start..]),
+        };
+        out.push(b'\n');
+    }
+    Ok(position)
+}
 
 /// The event of a retention record: which segments were removed, and where the kept chain
 /// starts (`kept_from_segment`, `kept_from_seq`, `kept_from_hash`).

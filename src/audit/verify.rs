@@ -158,34 +158,12 @@ impl Chain {
                 }));
             }
             let line = &raw[..raw.len() - 1];
-            let v: Value = serde_json::from_slice(line)
-                .map_err(|e| broken(format!("not a JSON record: {e}")))?;
-            let seq = v
-                .get("seq")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| broken("no seq".into()))?;
-            let prev = v
-                .get("prev")
-                .and_then(Value::as_str)
-                .ok_or_else(|| broken("no prev".into()))?;
-            match &self.expected {
-                None => self.start = Some((seq, prev.to_string())),
-                Some(p) => {
-                    if seq != p.next_seq {
-                        return Err(broken(format!(
-                            "has seq {seq}, expected {}: a record was removed or reordered",
-                            p.next_seq
-                        )));
-                    }
-                    if prev != p.prev {
-                        return Err(broken(format!(
-                            "its prev hash does not match: record {} was edited, or records around it were removed or reordered",
-                            p.next_seq.saturating_sub(1)
-                        )));
-                    }
-                }
+            let linked = check_link(self.expected.as_ref(), line).map_err(broken)?;
+            let (v, seq) = (linked.record, linked.seq);
+            if self.expected.is_none() {
+                self.start = Some((seq, linked.prev));
             }
-            let hash = crate::sigv4::sha256_hex(line);
+            let hash = linked.next.prev.clone();
             if let Some((s, h)) = &self.head {
                 if *s == seq {
                     if *h != hash {
@@ -208,10 +186,56 @@ impl Chain {
                 }
             }
             self.records += 1;
-            self.expected = Some(Position {
-                next_seq: seq + 1,
-                prev: hash,
-            });
+            self.expected = Some(linked.next);
         }
     }
+}
+
+/// One record read back and checked against the chain.
+pub struct Linked {
+    pub record: Value,
+    pub seq: u64,
+    /// The hash of the record before, as this one states it.
+    pub prev: String,
+    /// Where the next record must continue the chain.
+    pub next: Position,
+}
+
+/// Checks that `line` (a record without its newline) continues the chain at `expected`:
+/// its `seq` is the next one and its `prev` the hash of the record before. With no
+/// `expected` (the first record read), any start is taken. The one check the file log's
+/// verification and the database's share; the error is the reason, without the place.
+pub fn check_link(expected: Option<&Position>, line: &[u8]) -> Result<Linked, String> {
+    let record: Value =
+        serde_json::from_slice(line).map_err(|e| format!("not a JSON record: {e}"))?;
+    let seq = record.get("seq").and_then(Value::as_u64).ok_or("no seq")?;
+    let prev = record
+        .get("prev")
+        .and_then(Value::as_str)
+        .ok_or("no prev")?
+        .to_string();
+    if let Some(p) = expected {
+        if seq != p.next_seq {
+            return Err(format!(
+                "has seq {seq}, expected {}: a record was removed or reordered",
+                p.next_seq
+            ));
+        }
+        if prev != p.prev {
+            return Err(format!(
+                "its prev hash does not match: record {} was edited, or records around it were removed or reordered",
+                p.next_seq.saturating_sub(1)
+            ));
+        }
+    }
+    let next = Position {
+        next_seq: seq + 1,
+        prev: crate::sigv4::sha256_hex(line),
+    };
+    Ok(Linked {
+        record,
+        seq,
+        prev,
+        next,
+    })
 }

@@ -293,23 +293,13 @@ impl Writer {
 /// The records as lines of the chain starting at `position`, and where it stands after.
 fn encode(
     paths: &Paths,
-    mut position: Position,
+    position: Position,
     records: Vec<Map<String, Value>>,
 ) -> Result<(Vec<u8>, Position), AuditError> {
     let mut out = Vec::with_capacity(records.len() * 512);
-    for mut r in records {
-        r.insert("seq".into(), json!(position.next_seq));
-        r.insert("prev".into(), json!(position.prev));
-        let start = out.len();
-        serde_json::to_writer(&mut out, &r)
-            .map_err(|e| AuditError::Io(paths.dir.display().to_string(), e.into()))?;
-        position = Position {
-            next_seq: position.next_seq + 1,
-            prev: crate::sigv4::sha256_hex(&out[start..]),
-        };
-        out.push(b'\n');
-    }
-    Ok((out, position))
+    let after = super::link(position, records, &mut out)
+        .map_err(|e| AuditError::Io(paths.dir.display().to_string(), e.into()))?;
+    Ok((out, after))
 }
 
 /// Makes the directory's entries (a segment created or removed) durable.

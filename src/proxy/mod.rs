@@ -195,7 +195,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
             Ok(c) => c,
             Err(e) => {
                 if let Some(a) = authorization {
-                    a.release(&proxy.gate);
+                    a.release(&proxy.gate).await;
                 }
                 return Err(e);
             }
@@ -212,7 +212,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         .await;
         if let Some(a) = authorization {
             trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
-            a.finish(&proxy.gate, &forwarded);
+            a.finish(&proxy.gate, &forwarded).await;
         }
         forwarded
     }
@@ -238,11 +238,16 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     // the writer has said why, and calls that need a receipt are refused until it can
     // write again.
     if record.durable() {
-        if !proxy.gate.audit.write_durable(record.into_audit()).await {
+        if !proxy
+            .gate
+            .store
+            .audit_append_durable(record.into_audit())
+            .await
+        {
             tracing::error!("the audit record of a receipt use could not be written");
         }
     } else {
-        proxy.gate.audit.write(record.into_audit());
+        proxy.gate.store.audit_append(record.into_audit()).await;
     }
     response
 }

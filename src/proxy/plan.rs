@@ -49,7 +49,7 @@ pub async fn redeem(
         return Ok(None);
     }
     // Read afresh: a passkey revoked while serve runs must stop counting at once.
-    let trusted = gate.trusted_keys().map_err(state_error)?;
+    let trusted = gate.store.trusted_keys().await.map_err(state_error)?;
     let now = time::OffsetDateTime::now_utc();
     for plan in plans {
         let Some(receipt_id) = plan.receipt_id.clone() else {
@@ -85,7 +85,7 @@ pub async fn redeem(
         match receipt::check_window(body, now) {
             Ok(()) => {}
             Err(ReceiptError::Expired(_)) => {
-                end(gate, &store, &plan.id, &receipt_id, PlanStatus::Expired);
+                end(gate, &store, &plan.id, &receipt_id, PlanStatus::Expired).await;
                 continue;
             }
             Err(_) => continue,
@@ -103,13 +103,13 @@ pub async fn redeem(
         for index in covering {
             let key = entry_key(&receipt_id, index);
             let allowed = grant.entries[index].uses.unwrap_or(u32::MAX);
-            if !gate.audit.writable() {
+            if !gate.store.audit_writable() {
                 return Err(ProxyError::state_unwritable(
                     "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
                 ));
             }
             let turn = gate.receipt_lock(&key).lock_owned().await;
-            match gate.ledger.reserve(&key, allowed) {
+            match gate.store.reserve(&key, allowed).await {
                 Ok(()) => {
                     tracing::info!(plan = %plan.id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
                     let used = PlanUse {
@@ -150,43 +150,57 @@ fn done_key(entry_key: &str) -> String {
 /// or its uses are all taken (a `DeleteBucket` refused while the bucket still holds objects
 /// uses one and is sent again); when every entry with limited uses is finished, the plan is
 /// spent.
-pub fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bool) {
+pub async fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bool) {
     if !committed {
         return;
     }
     if succeeded {
         let key = done_key(&entry_key(&used.receipt_id, used.index));
-        let recorded = gate
-            .ledger
-            .reserve(&key, u32::MAX)
-            .and_then(|()| gate.ledger.commit(&key));
+        let recorded = match gate.store.reserve(&key, u32::MAX).await {
+            Ok(()) => gate.store.commit(&key).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = recorded {
             tracing::error!(plan = %used.plan_id, error = %e, "could not record a plan entry's success");
         }
     }
-    gate.audit.write(crate::plan::records::entry_used(
-        &used.plan_id,
-        &used.receipt_id,
-        &used.agent,
-        used.index,
-        &used.entry,
-    ));
-    let all_used = used.limits.iter().all(|(key, uses)| match uses {
-        Some(n) => {
-            gate.ledger.usage(key).committed >= *n
-                || gate.ledger.usage(&done_key(key)).committed >= 1
+    gate.store
+        .audit_append(crate::plan::records::entry_used(
+            &used.plan_id,
+            &used.receipt_id,
+            &used.agent,
+            used.index,
+            &used.entry,
+        ))
+        .await;
+    let mut all_used = true;
+    for (key, uses) in &used.limits {
+        let Some(n) = uses else { continue };
+        // A count that cannot be read is not "used": the plan stays open (it is spent at
+        // the next settled use, or expires with its window).
+        let entry_done = gate.store.committed(key).await.is_ok_and(|c| c >= *n)
+            || gate
+                .store
+                .committed(&done_key(key))
+                .await
+                .is_ok_and(|c| c >= 1);
+        if !entry_done {
+            all_used = false;
+            break;
         }
-        None => true,
-    });
+    }
     if all_used {
         match PlanStore::open(&gate.config.state_dir) {
-            Ok(store) => end(
-                gate,
-                &store,
-                &used.plan_id,
-                &used.receipt_id,
-                PlanStatus::Spent,
-            ),
+            Ok(store) => {
+                end(
+                    gate,
+                    &store,
+                    &used.plan_id,
+                    &used.receipt_id,
+                    PlanStatus::Spent,
+                )
+                .await
+            }
             Err(e) => {
                 tracing::error!(plan = %used.plan_id, error = %e, "could not mark the plan spent")
             }
@@ -195,7 +209,7 @@ pub fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bool) {
 }
 
 /// Marks an approved plan spent or expired, and audits it once.
-fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: PlanStatus) {
+async fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: PlanStatus) {
     match store.end(plan_id, status) {
         Ok(true) => {
             tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");
@@ -204,8 +218,9 @@ fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: 
             } else {
                 "plan_expired"
             };
-            gate.audit
-                .write(crate::plan::records::ended(event, plan_id, receipt_id));
+            gate.store
+                .audit_append(crate::plan::records::ended(event, plan_id, receipt_id))
+                .await;
         }
         Ok(false) => {}
         Err(e) => tracing::error!(plan = %plan_id, error = %e, "could not end the plan"),

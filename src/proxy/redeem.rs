@@ -105,12 +105,12 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
     }
     let binding = Binding::of(call, agent, environment);
     let key = binding_key(&binding);
-    let store = &gate.approvals;
+    let store = &gate.store;
     // At most a few rounds: an approval found used up or expired is closed, and the next
     // round opens a new pending one.
     let mut held_once = false;
     for _ in 0..4 {
-        let current = store.current(&key).map_err(state_error)?;
+        let current = store.current_approval(&key).await.map_err(state_error)?;
         let approval = match current {
             None
             | Some(Approval {
@@ -118,7 +118,14 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                 ..
             }) => {
                 let (a, is_new) = store
-                    .record_blocked(&key, call, agent, environment, decision)
+                    .find_or_open_pending(crate::store::BlockedCall {
+                        binding_key: &key,
+                        call,
+                        agent,
+                        environment,
+                        decision,
+                    })
+                    .await
                     .map_err(state_error)?;
                 let refusal = blocked(gate, &a, is_new, decision);
                 if held_once || !gate.hold(&a.id).await {
@@ -128,7 +135,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                 continue;
             }
             Some(a) if a.status == Status::Denied => {
-                store.close(&a.id).map_err(state_error)?;
+                store.close_approval(&a.id).await.map_err(state_error)?;
                 return Err(ProxyError::access_denied(
                     Cause::DeniedByApprover,
                     format!(
@@ -141,12 +148,15 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
             Some(a) => a,
         };
         let Some(receipt_id) = approval.receipt_id.clone() else {
-            store.close(&approval.id).map_err(state_error)?;
+            store
+                .close_approval(&approval.id)
+                .await
+                .map_err(state_error)?;
             continue;
         };
-        let bytes = store.read_receipt(&receipt_id).map_err(state_error)?;
+        let bytes = store.read_receipt(&receipt_id).await.map_err(state_error)?;
         // Read afresh: a passkey enrolled while serve runs must count at once.
-        let trusted = gate.trusted_keys().map_err(state_error)?;
+        let trusted = store.trusted_keys().await.map_err(state_error)?;
         // The quorum the config requires now, besides the one the receipt states.
         let checked = Receipt::from_json(&bytes).and_then(|r| {
             let v = receipt::authorize(&r, &trusted, &binding, time::OffsetDateTime::now_utc())?;
@@ -159,12 +169,18 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                 e @ (receipt::ReceiptError::Expired(_) | receipt::ReceiptError::NotYetValid(_)),
             ) => {
                 tracing::info!(approval = %approval.id, error = %e, "receipt not valid now; asking again");
-                store.close(&approval.id).map_err(state_error)?;
+                store
+                    .close_approval(&approval.id)
+                    .await
+                    .map_err(state_error)?;
                 continue;
             }
             Err(e) => {
                 tracing::error!(approval = %approval.id, receipt = %receipt_id, error = %e, "a stored receipt does not verify; refusing");
-                store.close(&approval.id).map_err(state_error)?;
+                store
+                    .close_approval(&approval.id)
+                    .await
+                    .map_err(state_error)?;
                 return Err(ProxyError::access_denied(
                     Cause::ReceiptInvalid,
                     format!(
@@ -176,14 +192,14 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
         };
         let allowed = verified.body().uses;
         let approver = verified.approvers().join(", ");
-        if !gate.audit.writable() {
+        if !store.audit_writable() {
             tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing a call that needs a receipt (fail closed)");
             return Err(ProxyError::state_unwritable(
                 "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
             ));
         }
         let turn = gate.receipt_lock(&receipt_id).lock_owned().await;
-        match gate.ledger.reserve(&receipt_id, allowed) {
+        match store.reserve(&receipt_id, allowed).await {
             Ok(()) => {
                 tracing::info!(approval = %approval.id, receipt = %receipt_id, %approver, "receipt use reserved");
                 return Ok(Authorization {
@@ -197,7 +213,10 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
             }
             Err(LedgerError::UsedUp) => {
                 drop(turn);
-                store.close(&approval.id).map_err(state_error)?;
+                store
+                    .close_approval(&approval.id)
+                    .await
+                    .map_err(state_error)?;
                 continue;
             }
             Err(e) => {
@@ -235,7 +254,7 @@ impl Authorization {
     /// Commits the use when the upstream answered with success or a final error; releases
     /// it when the upstream was never reached, the request never completed, or the answer
     /// is one SDKs retry (throttling, 5xx).
-    pub fn finish(self, gate: &Gate, result: &Result<Forwarded, ProxyError>) {
+    pub async fn finish(self, gate: &Gate, result: &Result<Forwarded, ProxyError>) {
         let release = match result {
             Ok(f) => {
                 let status = f.response.status();
@@ -259,21 +278,22 @@ impl Authorization {
             }
         };
         let succeeded = matches!(result, Ok(f) if f.response.status().is_success());
-        self.settle(gate, release, succeeded);
+        self.settle(gate, release, succeeded).await;
     }
 
     /// Gives the reserved use back: the call was never sent (its account could not be
     /// reached).
-    pub fn release(self, gate: &Gate) {
-        self.settle(gate, true, false);
+    pub async fn release(self, gate: &Gate) {
+        self.settle(gate, true, false).await;
     }
 
     /// `succeeded`: the upstream answered with success (a plan entry is then done).
-    fn settle(self, gate: &Gate, release: bool, succeeded: bool) {
+    async fn settle(self, gate: &Gate, release: bool, succeeded: bool) {
+        let store = &gate.store;
         let outcome = if release {
-            gate.ledger.release(&self.receipt_id)
+            store.release(&self.receipt_id).await
         } else {
-            gate.ledger.commit(&self.receipt_id)
+            store.commit(&self.receipt_id).await
         };
         match outcome {
             Ok(()) => crate::metrics::receipt_use_settled(!release),
@@ -282,9 +302,14 @@ impl Authorization {
             }
         }
         if let Some(plan) = &self.plan {
-            super::plan::settled(gate, plan, !release, succeeded);
-        } else if !release && gate.ledger.usage(&self.receipt_id).committed >= self.allowed {
-            if let Err(e) = gate.approvals.close(&self.approval_id) {
+            super::plan::settled(gate, plan, !release, succeeded).await;
+        } else if !release
+            && store
+                .committed(&self.receipt_id)
+                .await
+                .is_ok_and(|n| n >= self.allowed)
+        {
+            if let Err(e) = store.close_approval(&self.approval_id).await {
                 tracing::error!(approval = %self.approval_id, error = %e, "could not close the spent approval");
             }
         }

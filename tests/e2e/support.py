@@ -111,6 +111,71 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+# --- PostgreSQL (the team store) -------------------------------------------------------------
+
+
+def postgres_bin_dir() -> Path | None:
+    """Where PostgreSQL's binaries are (initdb, pg_ctl, psql): PATH, /usr/local/bin, then
+    Debian's /usr/lib/postgresql/<version>/bin (newest first)."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).parent] if found else []
+    candidates.append(Path("/usr/local/bin"))
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for d in candidates:
+        if (d / "initdb").is_file() and (d / "pg_ctl").is_file():
+            # Links into Debian's directory (/usr/local/bin/initdb) lead to psql too.
+            return (d / "initdb").resolve().parent
+    return None
+
+
+class Postgres:
+    """A private PostgreSQL cluster in `workdir`, on a free loopback port, trusting local
+    connections from the `airlock` role. PostgreSQL refuses to run as root, so as root the
+    cluster runs as the `postgres` OS user (Debian's package creates it; scripts/test does
+    when it is missing). Missing binaries fail under CI and skip elsewhere."""
+
+    def __init__(self, workdir: Path):
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            if os.environ.get("CI"):
+                pytest.fail("PostgreSQL's initdb/pg_ctl are not installed, and CI is set", pytrace=False)
+            pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+        self.bin_dir = bin_dir
+        self.dir = workdir
+        self.data = workdir / "data"
+        self.log = workdir / "postgres.log"
+        self.port = free_port()
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run([*self.as_user, str(self.bin_dir / args[0]), *args[1:]], dict(os.environ), cwd=Path("/"),
+                   timeout=120)
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.as_user:
+            shutil.chown(self.dir, "postgres", "postgres")
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-U", "airlock", "-A", "trust", "-E", "UTF8",
+                      "--locale=C", "--no-sync", "--no-instructions")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
+
+    def stop(self) -> None:
+        if self.data.exists():
+            run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
+                 "stop"], dict(os.environ), cwd=Path("/"), timeout=120, check=False)
+
+    def create_database(self, name: str) -> str:
+        """A new database; returns its URL."""
+        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "airlock", "-d", "postgres",
+                  "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def url(self, database: str) -> str:
+        return f"postgres://airlock@127.0.0.1:{self.port}/{database}"
+
+
 # --- files ----------------------------------------------------------------------------------
 
 

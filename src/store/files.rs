@@ -1,0 +1,183 @@
+//! The default store: everything in `[state] dir`, as one `serve` keeps it (the ledger in
+//! `ledger.jsonl`, approvals and receipts under `approvals/` and `receipts/`, the audit log
+//! under `audit/`, agents and passkeys in their JSON files). Each method is the file code
+//! that ran before the store existed, unchanged: the ledger fsyncs before a call is
+//! forwarded, and a held call wakes when this process decides its approval (or looks again
+//! every [`HOLD_TICK`]).
+
+use super::{BlockedCall, Store};
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::receipt::TrustedKeys;
+use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Status};
+use crate::state::ledger::{Ledger, LedgerError};
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
+/// enrolled passkeys. Nothing from a request or a receipt.
+pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
+    let mut keys = TrustedKeys::new();
+    for approver in &config.approvers {
+        keys.add_approver(approver).map_err(|e| e.to_string())?;
+    }
+    if let Some(public) = crate::state::trust::airlock_public(&config.state_dir)? {
+        keys.add_airlock(&public).map_err(|e| e.to_string())?;
+    }
+    for record in crate::state::trust::PasskeyStore::new(&config.state_dir).load()? {
+        keys.add_passkey(&record.public()?)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(keys)
+}
+
+/// How often a held call looks at its approval when nothing wakes it.
+const HOLD_TICK: Duration = Duration::from_millis(250);
+
+pub struct FileStore {
+    config: Arc<Config>,
+    ledger: Ledger,
+    approvals: Arc<ApprovalStore>,
+    audit: AuditLog,
+    /// Woken whenever this process decides an approval (the page).
+    resolved: Notify,
+}
+
+impl FileStore {
+    /// Opens the ledger and the approvals in `[state] dir` and starts the audit writer.
+    pub fn open(config: Arc<Config>) -> Result<FileStore, String> {
+        let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
+        let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
+        Ok(FileStore {
+            config,
+            ledger,
+            approvals: Arc::new(approvals),
+            audit,
+            resolved: Notify::new(),
+        })
+    }
+
+    /// The approval store, which the page and the CLI still use directly (listing,
+    /// signing): approvals are not yet behind [`Store`] beyond what the request path needs.
+    pub fn approvals(&self) -> Arc<ApprovalStore> {
+        Arc::clone(&self.approvals)
+    }
+}
+
+impl Store for FileStore {
+    fn kind(&self) -> &'static str {
+        "files"
+    }
+
+    fn reserve<'a>(&'a self, key: &'a str, allowed: u32) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move { self.ledger.reserve(key, allowed) })
+    }
+
+    fn commit<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move { self.ledger.commit(key) })
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move { self.ledger.release(key) })
+    }
+
+    fn committed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u32, LedgerError>> {
+        Box::pin(async move { Ok(self.ledger.usage(key).committed) })
+    }
+
+    fn audit_append(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+        Box::pin(async move { self.audit.write(record) })
+    }
+
+    fn audit_append_durable(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+        Box::pin(self.audit.write_durable(record))
+    }
+
+    fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.audit.sync().map_err(|e| e.to_string()) })
+    }
+
+    fn audit_writable(&self) -> bool {
+        self.audit.writable()
+    }
+
+    fn audit_health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.audit.check_writable() })
+    }
+
+    fn current_approval<'a>(
+        &'a self,
+        binding_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Approval>, ApprovalError>> {
+        Box::pin(async move { self.approvals.current(binding_key) })
+    }
+
+    fn find_or_open_pending<'a>(
+        &'a self,
+        b: BlockedCall<'a>,
+    ) -> BoxFuture<'a, Result<(Approval, bool), ApprovalError>> {
+        Box::pin(async move {
+            self.approvals
+                .record_blocked(b.binding_key, b.call, b.agent, b.environment, b.decision)
+        })
+    }
+
+    fn close_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>> {
+        Box::pin(async move { self.approvals.close(id) })
+    }
+
+    fn read_receipt<'a>(
+        &'a self,
+        receipt_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>> {
+        Box::pin(async move { self.approvals.read_receipt(receipt_id) })
+    }
+
+    fn approval_resolved(&self) {
+        self.resolved.notify_waiters();
+    }
+
+    fn wait_resolved<'a>(
+        &'a self,
+        approval_id: &'a str,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            loop {
+                match self.approvals.get(approval_id) {
+                    Ok(a) if a.status != Status::Pending => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(HOLD_TICK) => {}
+                    _ = self.resolved.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => return false,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+            }
+        })
+    }
+
+    fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
+        Box::pin(async move { trusted_keys(&self.config) })
+    }
+
+    fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let agents = crate::state::agents::AgentStore::new(&self.config.state_dir)
+                .load()
+                .map_err(|e| e.to_string())?;
+            Ok(!agents
+                .agents
+                .iter()
+                .any(|a| a.access_key_id == access_key_id && a.revoked_at.is_none()))
+        })
+    }
+}

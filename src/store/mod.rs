@@ -1,0 +1,134 @@
+//! The state store: what must hold across airlock replicas, behind one interface, so the
+//! gate does not care where it is kept.
+//!
+//! - [`files::FileStore`], the default: the single-use ledger, the approvals and the audit
+//!   log in `[state] dir`, exactly as one `serve` has always kept them (nothing to install).
+//! - [`postgres::PgStore`], chosen with `[state] database_url` (or `AIRLOCK_DATABASE_URL`):
+//!   the ledger and the audit chain in PostgreSQL, each enforced by the database (a
+//!   conditional update per use, appends serialised under an advisory lock), so several
+//!   replicas share them.
+//!
+//! What the interface covers: the ledger (reserve, commit, release, how many uses are
+//! committed), the audit chain (append, durable append, whether it can be written), the
+//! pending approvals the request path finds or opens and waits on, and the revocation
+//! lookups (the trusted approver keys, an agent key's revocation).
+//!
+//! Not yet in PostgreSQL: approvals (pending and decided, their receipts), agents,
+//! approvers' passkeys and enrollments, revocations. Until they are, `serve` refuses to
+//! start with a `database_url` ([`check_complete`]) rather than keep those parts in one
+//! replica's files while the rest is shared.
+
+pub mod commands;
+pub mod files;
+pub mod postgres;
+
+use crate::identify::AwsCall;
+use crate::policy::Decision;
+use crate::receipt::TrustedKeys;
+use crate::state::approvals::{Approval, ApprovalError};
+use crate::state::ledger::LedgerError;
+use futures_util::future::BoxFuture;
+use serde_json::{Map, Value};
+
+/// What must hold across replicas. Each method is one step the gate takes; an error means
+/// the step could not be taken, and the gate fails closed on it.
+pub trait Store: Send + Sync {
+    /// `files` or `postgres`, for logs.
+    fn kind(&self) -> &'static str;
+
+    // The single-use ledger. `key` is a receipt id, or a plan entry's ledger key.
+
+    /// Reserves one use, durably, if `allowed` uses are not all committed or reserved;
+    /// [`LedgerError::UsedUp`] if they are. Only this can make a use available to a call.
+    fn reserve<'a>(&'a self, key: &'a str, allowed: u32) -> BoxFuture<'a, Result<(), LedgerError>>;
+    /// The reserved use counts (the upstream answered with success or a final error).
+    fn commit<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>>;
+    /// The reserved use is given back (the upstream never acted).
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>>;
+    /// Uses committed so far.
+    fn committed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u32, LedgerError>>;
+
+    // The audit chain.
+
+    /// Appends a record to the chain (written before this returns; durable within a second).
+    /// False, with a log line, if it could not be written.
+    fn audit_append(&self, record: Map<String, Value>) -> BoxFuture<'_, bool>;
+    /// Appends a record and waits until it is durable.
+    fn audit_append_durable(&self, record: Map<String, Value>) -> BoxFuture<'_, bool>;
+    /// Makes what was appended durable now (the page's decisions, shutdown).
+    fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// False while the last append failed: calls that need a receipt are refused then.
+    fn audit_writable(&self) -> bool;
+    /// For `/healthz`: whether the chain can be appended to now, and if not, why.
+    fn audit_health(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    // Pending approvals, as the request path sees them.
+
+    /// The open (not closed) approval for a binding, if any.
+    fn current_approval<'a>(
+        &'a self,
+        binding_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Approval>, ApprovalError>>;
+    /// Attaches a blocked call to the pending approval for the same binding, or opens one.
+    /// Returns it and whether it is new.
+    fn find_or_open_pending<'a>(
+        &'a self,
+        blocked: BlockedCall<'a>,
+    ) -> BoxFuture<'a, Result<(Approval, bool), ApprovalError>>;
+    /// Closes an approval (used up, expired, denied and seen, or unverifiable).
+    fn close_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>>;
+    /// The stored receipt's bytes.
+    fn read_receipt<'a>(
+        &'a self,
+        receipt_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>>;
+    /// Says that an approval was decided, so calls waiting on it go on at once.
+    fn approval_resolved(&self);
+    /// Waits until the approval is no longer pending (true) or `deadline` passes (false).
+    fn wait_resolved<'a>(
+        &'a self,
+        approval_id: &'a str,
+        deadline: tokio::time::Instant,
+    ) -> BoxFuture<'a, bool>;
+
+    // Revocations.
+
+    /// The keys a receipt may be signed with now: a revoked approver's key is not among
+    /// them. Read afresh on every gated call.
+    fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>>;
+    /// Whether the agent key `access_key_id` was revoked (an unknown key counts as revoked).
+    fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+}
+
+/// A call that needs an approval it does not have, as redeem found it.
+#[derive(Clone, Copy)]
+pub struct BlockedCall<'a> {
+    /// What "the same call" means: the SHA-256 of its canonical binding.
+    pub binding_key: &'a str,
+    pub call: &'a AwsCall,
+    pub agent: &'a str,
+    pub environment: &'a str,
+    pub decision: &'a Decision,
+}
+
+/// The parts of the state a `database_url` would have to hold for replicas to share
+/// everything; those not yet kept in PostgreSQL.
+pub const NOT_YET_IN_DATABASE: &[&str] = &[
+    "approvals (pending and decided) and their receipts",
+    "agents and their revocations",
+    "approvers' passkeys, enrollments and their revocations",
+    "submitted Terraform plans",
+];
+
+/// Refuses a `database_url` while parts of the state are still kept only in one replica's
+/// files: replicas would then share the ledger but not, say, the approvals, and a call
+/// approved on one would be unknown to another. The error names what is missing.
+pub fn check_complete(config: &crate::config::Config) -> Result<(), String> {
+    if config.database_url.is_none() {
+        return Ok(());
+    }
+    Err(format!(
+        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger and the audit chain in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
+        NOT_YET_IN_DATABASE.join("; ")
+    ))
+}

@@ -1,0 +1,561 @@
+//! The PostgreSQL store: the state several replicas share, each rule enforced by the
+//! database rather than by one process's memory.
+//!
+//! - **The single-use ledger** is one row per receipt (or plan entry) with its `committed`
+//!   and `reserved` counts. A use is reserved by one upsert whose update applies only while
+//!   `committed + reserved < allowed`; PostgreSQL locks the row and re-checks the condition
+//!   for every concurrent writer, so N replicas reserving the last use at once get exactly
+//!   one success. Each event is also a row of `airlock_ledger_events`, in the same
+//!   transaction. A reservation is never given back by anything but `release`: a replica
+//!   killed mid-call leaves its use reserved, so it counts as used (fail closed, as the
+//!   file ledger does after a crash).
+//! - **The audit chain** is `airlock_audit`, one row per record (`seq`, and the record's
+//!   exact line, whose SHA-256 the next record names). Appends take a transaction-scoped
+//!   advisory lock, read the last record and insert the new ones after it, so records from
+//!   every replica form one chain. [`verify_audit`] streams it and names the first bad
+//!   record. Each append is its own transaction (durable at commit); concurrent records are
+//!   not yet grouped into one.
+//! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
+//!   one transaction under an advisory lock (`serve` at start, `airlock db migrate`), and
+//!   refuses a database whose schema is newer than this airlock knows.
+//! - **Connections** come from a pool (deadpool) with bounded waits, so a database that is
+//!   down answers with an error within seconds, never a hang. TLS is rustls with the
+//!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
+//!
+//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): approvals, agents, passkeys,
+//! enrollments and revocations. Their [`Store`] methods fail closed with an error saying
+//! so; `serve` does not start with a database until they are in it.
+
+use super::{BlockedCall, Store};
+use crate::audit::{AuditError, Position, Verified};
+use crate::receipt::TrustedKeys;
+use crate::secret::Secret;
+use crate::state::approvals::{Approval, ApprovalError};
+use crate::state::ledger::LedgerError;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::BoxFuture;
+use futures_util::{pin_mut, TryStreamExt};
+use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The newest schema this airlock knows.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Each version's statements, in order: `MIGRATIONS[n - 1]` takes the schema to version n.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger, its events, the audit chain.
+    "CREATE TABLE airlock_ledger (
+        key text PRIMARY KEY,
+        committed bigint NOT NULL DEFAULT 0 CHECK (committed >= 0),
+        reserved bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE airlock_ledger_events (
+        id bigserial PRIMARY KEY,
+        key text NOT NULL,
+        event text NOT NULL CHECK (event IN ('reserve', 'commit', 'release')),
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE airlock_audit (
+        seq bigint PRIMARY KEY CHECK (seq >= 0),
+        record text NOT NULL
+    );",
+];
+
+/// The advisory lock every audit append takes (transaction-scoped): one chain.
+const AUDIT_LOCK: i64 = 0x6169_726c_6f63_6b01;
+/// The advisory lock migrations take: two replicas starting at once migrate once.
+const MIGRATE_LOCK: i64 = 0x6169_726c_6f63_6b02;
+
+/// How long a caller waits for a connection, or for one to be made, before the step fails
+/// (and the gate closes for it).
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// At most this many connections per process.
+const POOL_SIZE: usize = 16;
+
+/// The connection pool for `url`. Nothing is connected until first use, so `serve` can
+/// start while the database is down.
+pub fn pool(url: &Secret) -> Result<Pool, String> {
+    let mut pg: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|e| format!("[state] database_url is not a PostgreSQL URL: {e}"))?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(POOL_WAIT);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("airlock");
+    }
+    let manager = Manager::from_config(
+        pg,
+        tls()?,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|e| format!("cannot make the PostgreSQL connection pool: {e}"))
+}
+
+/// rustls with the system's roots (`SSL_CERT_FILE` counts), for URLs whose `sslmode` asks
+/// for TLS.
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A certificate the system store holds but rustls cannot use is skipped.
+        let _ = roots.add(cert);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS for PostgreSQL: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// What a database error is called in logs and errors: never the URL.
+fn db_error(e: impl std::fmt::Display) -> String {
+    format!("PostgreSQL: {e}")
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: i32,
+    pub to: i32,
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction (nothing changes if any step
+/// fails), under an advisory lock. A schema newer than this airlock knows is refused: an
+/// older airlock must not write to tables whose rules it does not know.
+pub async fn migrate(pool: &Pool) -> Result<Migrated, String> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await
+        .map_err(db_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS airlock_schema (
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            version integer NOT NULL
+        )",
+    )
+    .await
+    .map_err(db_error)?;
+    let from: i32 = tx
+        .query_opt("SELECT version FROM airlock_schema", &[])
+        .await
+        .map_err(db_error)?
+        .map_or(0, |row| row.get(0));
+    refuse_newer(from)?;
+    for (index, statements) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        tx.batch_execute(statements)
+            .await
+            .map_err(|e| db_error(format!("migration to version {}: {e}", index + 1)))?;
+    }
+    tx.execute(
+        "INSERT INTO airlock_schema (version) VALUES ($1)
+         ON CONFLICT (only_row) DO UPDATE SET version = EXCLUDED.version",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Migrated {
+        from,
+        to: SCHEMA_VERSION,
+    })
+}
+
+fn refuse_newer(version: i32) -> Result<(), String> {
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "the database's schema is version {version}, newer than this airlock knows ({SCHEMA_VERSION}); upgrade airlock (it refuses to write to a schema whose rules it does not know)"
+        ));
+    }
+    Ok(())
+}
+
+/// The schema's version as found, refused unless it is exactly [`SCHEMA_VERSION`]: for
+/// commands that read without migrating (`airlock audit verify`).
+pub async fn check_schema(pool: &Pool) -> Result<(), String> {
+    let client = pool.get().await.map_err(db_error)?;
+    let found = client
+        .query_opt("SELECT version FROM airlock_schema", &[])
+        .await;
+    let version: i32 = match found {
+        Ok(row) => row.map_or(0, |r| r.get(0)),
+        // No schema table at all: never migrated.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+        Err(e) => return Err(db_error(e)),
+    };
+    refuse_newer(version)?;
+    if version < SCHEMA_VERSION {
+        return Err(format!(
+            "the database's schema is version {version}; run `airlock db migrate` (this airlock needs {SCHEMA_VERSION})"
+        ));
+    }
+    Ok(())
+}
+
+/// The ledger and the audit chain in PostgreSQL.
+pub struct PgStore {
+    pool: Pool,
+    /// The last audit append failed.
+    audit_failing: AtomicBool,
+}
+
+fn ledger_error(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Io(
+        "the ledger in PostgreSQL".into(),
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+/// The parts of [`Store`] not yet kept in PostgreSQL fail closed with this.
+fn not_in_database(what: &str) -> String {
+    format!("{what} are not kept in PostgreSQL yet (see `airlock db`); refusing (fail closed)")
+}
+
+impl PgStore {
+    /// A store over `pool`, whose schema the caller has migrated or checked.
+    pub fn new(pool: Pool) -> PgStore {
+        PgStore {
+            pool,
+            audit_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// The pool, for commands and tests.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// One ledger event in one transaction: `change` (an update or upsert of the key's row,
+    /// returning a row when it applied) and the event row. `Ok(false)`: the row did not
+    /// change (a use asked for when none is left).
+    async fn ledger_event(
+        &self,
+        key: &str,
+        event: &str,
+        change: &str,
+        allowed: Option<i64>,
+    ) -> Result<bool, LedgerError> {
+        let mut client = self.pool.get().await.map_err(ledger_error)?;
+        let tx = client.transaction().await.map_err(ledger_error)?;
+        let changed = match allowed {
+            Some(allowed) => tx.query_opt(change, &[&key, &allowed]).await,
+            None => tx.query_opt(change, &[&key]).await,
+        }
+        .map_err(ledger_error)?
+        .is_some();
+        if !changed {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO airlock_ledger_events (key, event) VALUES ($1, $2)",
+            &[&key, &event],
+        )
+        .await
+        .map_err(ledger_error)?;
+        tx.commit().await.map_err(ledger_error)?;
+        Ok(true)
+    }
+
+    /// Appends records after the chain's last one, under the advisory lock.
+    pub async fn append_audit(&self, records: Vec<Map<String, Value>>) -> Result<(), String> {
+        let mut client = self.pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+            .await
+            .map_err(db_error)?;
+        let last = tx
+            .query_opt(
+                "SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let position = match last {
+            None => Position::genesis(),
+            Some(row) => {
+                let line: String = row.get(0);
+                Position::after(line.as_bytes()).map_err(|e| e.to_string())?
+            }
+        };
+        let first_seq = position.next_seq;
+        let mut out = Vec::new();
+        crate::audit::link(position, records, &mut out).map_err(|e| e.to_string())?;
+        let text = String::from_utf8(out).map_err(|e| e.to_string())?;
+        let lines: Vec<&str> = text.lines().collect();
+        let seqs: Vec<i64> = (0..lines.len())
+            .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
+            .collect();
+        tx.execute(
+            "INSERT INTO airlock_audit (seq, record)
+             SELECT * FROM unnest($1::bigint[], $2::text[])",
+            &[&seqs, &lines],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn append_one(&self, record: Map<String, Value>) -> bool {
+        let result = self.append_audit(vec![record]).await;
+        let ok = result.is_ok();
+        let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
+        match result {
+            Ok(()) if was_failing => tracing::warn!("the audit chain in PostgreSQL can be written again; calls that need a receipt are served again"),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can"),
+        }
+        ok
+    }
+}
+
+/// Checks the chain in the database from its first record, streamed in `seq` order; the
+/// error names the first bad record by its `seq`.
+pub async fn verify_audit(pool: &Pool) -> Result<Verified, AuditError> {
+    let io = |e: String| {
+        AuditError::Io(
+            "the audit chain in PostgreSQL".into(),
+            std::io::Error::other(e),
+        )
+    };
+    let client = pool.get().await.map_err(|e| io(db_error(e)))?;
+    let rows = client
+        .query_raw(
+            "SELECT seq, record FROM airlock_audit ORDER BY seq",
+            std::iter::empty::<&dyn tokio_postgres::types::ToSql>(),
+        )
+        .await
+        .map_err(|e| io(db_error(e)))?;
+    pin_mut!(rows);
+    let mut expected = Position::genesis();
+    let mut records = 0u64;
+    while let Some(row) = rows.try_next().await.map_err(|e| io(db_error(e)))? {
+        let row_seq: i64 = row.get(0);
+        let line: String = row.get(1);
+        let broken = |reason: String| AuditError::Broken {
+            segment: String::new(),
+            line: 0,
+            seq: u64::try_from(row_seq).unwrap_or(0),
+            reason,
+        };
+        let linked = crate::audit::check_link(Some(&expected), line.as_bytes()).map_err(broken)?;
+        if i64::try_from(linked.seq).ok() != Some(row_seq) {
+            return Err(broken(format!(
+                "the row's seq is {row_seq} but the record says {}: it was edited",
+                linked.seq
+            )));
+        }
+        expected = linked.next;
+        records += 1;
+    }
+    Ok(Verified {
+        records,
+        segments: 0,
+        first_seq: 0,
+    })
+}
+
+impl Store for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn reserve<'a>(&'a self, key: &'a str, allowed: u32) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            if allowed == 0 {
+                return Err(LedgerError::UsedUp);
+            }
+            // The insert makes the row with this use reserved; a row already there is
+            // updated only while a use is left. Concurrent reservers queue on the row's
+            // lock and each re-checks the condition against the row as the one before
+            // left it.
+            let reserved = self
+                .ledger_event(
+                    key,
+                    "reserve",
+                    "INSERT INTO airlock_ledger AS l (key, reserved) VALUES ($1, 1)
+                     ON CONFLICT (key) DO UPDATE
+                        SET reserved = l.reserved + 1, updated_at = now()
+                        WHERE l.committed + l.reserved < $2
+                     RETURNING l.reserved",
+                    Some(i64::from(allowed)),
+                )
+                .await?;
+            if reserved {
+                Ok(())
+            } else {
+                Err(LedgerError::UsedUp)
+            }
+        })
+    }
+
+    fn commit<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ledger_event(
+                key,
+                "commit",
+                "INSERT INTO airlock_ledger AS l (key, committed) VALUES ($1, 1)
+                 ON CONFLICT (key) DO UPDATE
+                    SET committed = l.committed + 1,
+                        reserved = greatest(l.reserved - 1, 0),
+                        updated_at = now()
+                 RETURNING l.committed",
+                None,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>> {
+        Box::pin(async move {
+            self.ledger_event(
+                key,
+                "release",
+                "UPDATE airlock_ledger
+                    SET reserved = greatest(reserved - 1, 0), updated_at = now()
+                  WHERE key = $1
+                 RETURNING reserved",
+                None,
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn committed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u32, LedgerError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(ledger_error)?;
+            let row = client
+                .query_opt(
+                    "SELECT committed FROM airlock_ledger WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .map_err(ledger_error)?;
+            let committed: i64 = row.map_or(0, |r| r.get(0));
+            Ok(u32::try_from(committed).unwrap_or(u32::MAX))
+        })
+    }
+
+    fn audit_append(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+        Box::pin(self.append_one(record))
+    }
+
+    fn audit_append_durable(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+        // A committed transaction is durable (synchronous_commit as the database has it).
+        Box::pin(self.append_one(record))
+    }
+
+    fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn audit_writable(&self) -> bool {
+        !self.audit_failing.load(Ordering::SeqCst)
+    }
+
+    fn audit_health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if !self.audit_writable() {
+                return Err("the last audit record could not be written to PostgreSQL".into());
+            }
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|_| "PostgreSQL cannot be reached".to_string())?;
+            client
+                .query_one("SELECT NOT pg_is_in_recovery()", &[])
+                .await
+                .map_err(|_| "PostgreSQL does not answer".to_string())
+                .and_then(|row| {
+                    if row.get::<_, bool>(0) {
+                        Ok(())
+                    } else {
+                        Err("PostgreSQL is read-only (a standby)".to_string())
+                    }
+                })
+        })
+    }
+
+    fn current_approval<'a>(
+        &'a self,
+        _binding_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Approval>, ApprovalError>> {
+        Box::pin(async { Err(ApprovalError::Refused(not_in_database("approvals"))) })
+    }
+
+    fn find_or_open_pending<'a>(
+        &'a self,
+        _blocked: BlockedCall<'a>,
+    ) -> BoxFuture<'a, Result<(Approval, bool), ApprovalError>> {
+        Box::pin(async { Err(ApprovalError::Refused(not_in_database("approvals"))) })
+    }
+
+    fn close_approval<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>> {
+        Box::pin(async { Err(ApprovalError::Refused(not_in_database("approvals"))) })
+    }
+
+    fn read_receipt<'a>(
+        &'a self,
+        _receipt_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>> {
+        Box::pin(async { Err(ApprovalError::Refused(not_in_database("receipts"))) })
+    }
+
+    fn approval_resolved(&self) {}
+
+    fn wait_resolved<'a>(
+        &'a self,
+        _approval_id: &'a str,
+        _deadline: tokio::time::Instant,
+    ) -> BoxFuture<'a, bool> {
+        // Nothing is held: the call is answered at once with its link.
+        Box::pin(async { false })
+    }
+
+    fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
+        Box::pin(async { Err(not_in_database("passkeys and approver revocations")) })
+    }
+
+    fn agent_revoked<'a>(&'a self, _access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async { Err(not_in_database("agents and their revocations")) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_refused_and_older_ones_are_migrated_in_order() {
+        assert!(refuse_newer(SCHEMA_VERSION).is_ok());
+        assert!(refuse_newer(0).is_ok());
+        let e = refuse_newer(SCHEMA_VERSION + 1).unwrap_err();
+        assert!(e.contains("newer than this airlock knows"), "{e}");
+        assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+    }
+
+    #[test]
+    fn a_url_that_is_not_postgres_is_refused_without_echoing_it() {
+        let e = pool(&Secret::new("postgres://u:hunter2@[broken")).unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

@@ -1,0 +1,484 @@
+//! The PostgreSQL store against a real PostgreSQL: a private cluster made with `initdb` in
+//! a temporary directory, started with `pg_ctl` on a free loopback port, stopped and
+//! removed at the end (as the `postgres` OS user when the tests run as root: PostgreSQL
+//! refuses to run as root). Without PostgreSQL's binaries the test says so and passes,
+//! unless `CI` is set: then it fails.
+//!
+//! What it proves: single use is the database's (concurrent reservers over two pools, as
+//! two replicas would be, get exactly `uses` successes); the audit chain stays one chain
+//! when two pools append at once, `airlock audit verify` checks it and names the first
+//! bad record; a schema newer than airlock knows is refused by `migrate`, by
+//! `airlock db migrate` and by `audit verify`; a database that goes down fails the ledger
+//! and the audit closed, and both work again once it is back; `serve` refuses a
+//! `database_url` while approvals and agents are not in the database.
+
+#![allow(clippy::expect_used)]
+
+use airlock::secret::Secret;
+use airlock::state::ledger::LedgerError;
+use airlock::store::postgres::{self, PgStore, SCHEMA_VERSION};
+use airlock::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where PostgreSQL's server binaries are: `PATH`, `/usr/local/bin`, then Debian's
+/// `/usr/lib/postgresql/<version>/bin` (newest first).
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    candidates.push(PathBuf::from("/usr/local/bin"));
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .collect();
+        versions.sort();
+        versions.reverse();
+        candidates.extend(versions);
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// A private PostgreSQL cluster, stopped and removed on drop.
+struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    /// None (with a note) when PostgreSQL is not installed and `CI` is not set.
+    fn start() -> Option<Cluster> {
+        let Some(bin) = postgres_bin_dir() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set and PostgreSQL's initdb/pg_ctl are not installed (apt-get install postgresql)"
+            );
+            eprintln!("SKIPPED: PostgreSQL's initdb/pg_ctl are not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        if is_root() {
+            let (uid, gid) = postgres_user();
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        }
+        let data = dir.path().join("data");
+        let out = run_as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                path_str(&data),
+                "-U",
+                "airlock",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
+        );
+        assert!(out.status.success(), "initdb: {}", text(&out));
+        let port = free_port();
+        let cluster = Cluster { bin, dir, port };
+        cluster.pg_ctl_start();
+        Some(cluster)
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
+            self.port,
+            path_str(self.dir.path())
+        );
+        let log = self.dir.path().join("postgres.log");
+        let out = run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                path_str(&self.dir.path().join("data")),
+                "-l",
+                path_str(&log),
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            text(&out),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// `pg_ctl stop` in `mode` (`fast`, or `immediate` at the end).
+    fn pg_ctl_stop(&self, mode: &str) -> Output {
+        run_as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                path_str(&self.dir.path().join("data")),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
+        )
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://airlock@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A fresh database in the cluster.
+    async fn database(&self, name: &str) -> String {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .expect("connect to the cluster");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        self.url(name)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Best effort: the directory is removed after, whatever happened.
+        let _ = self.pg_ctl_stop("immediate");
+    }
+}
+
+fn postgres_user() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("id");
+        assert!(
+            out.status.success(),
+            "no `postgres` OS user (scripts/test creates it): {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Runs a PostgreSQL binary, as the `postgres` user when we are root.
+fn run_as_postgres(program: &Path, args: &[&str]) -> Output {
+    let mut command = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    command.args(args).current_dir("/");
+    command.output().expect("run a PostgreSQL binary")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A migrated store over its own pool: one replica's view of the database.
+async fn replica(url: &str) -> Arc<PgStore> {
+    let pool = postgres::pool(&Secret::new(url)).expect("pool");
+    postgres::migrate(&pool).await.expect("migrate");
+    Arc::new(PgStore::new(pool))
+}
+
+/// An airlock config (from `airlock init`) whose `[state] database_url` is `url`.
+fn config_with_database(dir: &Path, url: &str) -> PathBuf {
+    let path = dir.join("config/airlock.toml");
+    airlock::init::init(&path).expect("init");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replacen(
+        "[state]\n",
+        &format!("[state]\ndatabase_url = \"{url}\"\n"),
+        1,
+    );
+    assert!(
+        text.contains("database_url"),
+        "no [state] section in the config"
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn airlock(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("AIRLOCK_DATABASE_URL")
+        .output()
+        .expect("run airlock")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_postgres_store_holds_across_replicas() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    single_use_is_the_databases(&cluster).await;
+    one_audit_chain_from_two_writers(&cluster).await;
+    a_newer_schema_is_refused(&cluster).await;
+    a_database_that_is_down_fails_closed(&cluster).await;
+    serve_refuses_a_database_that_holds_only_part_of_the_state(&cluster).await;
+}
+
+/// 60 reservers of a receipt, half through each replica's pool, at once: exactly `uses`
+/// succeed; a release gives one back, commits count.
+async fn single_use_is_the_databases(cluster: &Cluster) {
+    let url = cluster.database("ledger").await;
+    let replicas = [replica(&url).await, replica(&url).await];
+    for (receipt, uses) in [("r-one-use", 1u32), ("r-three-uses", 3)] {
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = Arc::clone(&replicas[i % 2]);
+            tasks.push(tokio::spawn(
+                async move { store.reserve(receipt, uses).await },
+            ));
+        }
+        let mut reserved = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(()) => reserved += 1,
+                Err(LedgerError::UsedUp) => {}
+                Err(e) => panic!("a reservation failed for another reason: {e}"),
+            }
+        }
+        assert_eq!(reserved, uses, "{receipt}: reservations that succeeded");
+    }
+    let (a, b) = (&replicas[0], &replicas[1]);
+    // The one use of r-one-use is reserved: nothing more, until it is released.
+    assert!(matches!(
+        b.reserve("r-one-use", 1).await,
+        Err(LedgerError::UsedUp)
+    ));
+    a.release("r-one-use").await.expect("release");
+    b.reserve("r-one-use", 1)
+        .await
+        .expect("reserve after release");
+    b.commit("r-one-use").await.expect("commit");
+    assert_eq!(a.committed("r-one-use").await.expect("committed"), 1);
+    assert!(matches!(
+        a.reserve("r-one-use", 1).await,
+        Err(LedgerError::UsedUp)
+    ));
+    // Every event is on record, in the same transaction as the count.
+    let client = a.pool().get().await.expect("client");
+    let events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM airlock_ledger_events WHERE key = 'r-one-use'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(events, 4, "reserve, release, reserve, commit");
+}
+
+/// Two pools append 2×40 records at once: one chain, which `airlock audit verify` checks;
+/// an edited record is then named.
+async fn one_audit_chain_from_two_writers(cluster: &Cluster) {
+    let url = cluster.database("audit").await;
+    let replicas = [replica(&url).await, replica(&url).await];
+    let mut tasks = Vec::new();
+    for (n, store) in replicas.iter().enumerate() {
+        let store = Arc::clone(store);
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0;
+            for i in 0..40 {
+                let mut r = airlock::audit::record("test_record");
+                r.insert("replica".into(), serde_json::json!(n));
+                r.insert("i".into(), serde_json::json!(i));
+                if store.audit_append(r).await {
+                    written += 1;
+                }
+            }
+            written
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 40, "records written by one replica");
+    }
+    let verified = postgres::verify_audit(replicas[0].pool())
+        .await
+        .expect("the chain verifies");
+    assert_eq!(verified.records, 80);
+
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_with_database(dir.path(), &url);
+    let out = airlock(&config, &["audit", "verify"]);
+    assert!(out.status.success(), "audit verify: {}", text(&out));
+    assert!(
+        text(&out).contains("80 records in PostgreSQL"),
+        "{}",
+        text(&out)
+    );
+
+    // Record 37 edited (its replica number changed): record 38 no longer links to it.
+    let client = replicas[0].pool().get().await.expect("client");
+    client
+        .execute(
+            "UPDATE airlock_audit SET record = replace(record, '\"replica\":', '\"replica\": ') WHERE seq = 37",
+            &[],
+        )
+        .await
+        .expect("edit");
+    let out = airlock(&config, &["audit", "verify"]);
+    assert!(
+        !out.status.success(),
+        "an edited chain verified: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("record 38") && text(&out).contains("record 37 was edited"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A schema a newer airlock made is refused, by the library and by the commands.
+async fn a_newer_schema_is_refused(cluster: &Cluster) {
+    let url = cluster.database("newer").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_with_database(dir.path(), &url);
+    let out = airlock(&config, &["db", "migrate"]);
+    assert!(out.status.success(), "db migrate: {}", text(&out));
+    assert!(
+        text(&out).contains(&format!("from version 0 to {SCHEMA_VERSION}")),
+        "{}",
+        text(&out)
+    );
+    let out = airlock(&config, &["db", "migrate"]);
+    assert!(
+        text(&out).contains(&format!("already at version {SCHEMA_VERSION}")),
+        "{}",
+        text(&out)
+    );
+
+    let pool = postgres::pool(&Secret::new(url.as_str())).expect("pool");
+    let newer = SCHEMA_VERSION + 1;
+    pool.get()
+        .await
+        .expect("client")
+        .execute("UPDATE airlock_schema SET version = $1", &[&newer])
+        .await
+        .expect("pretend a newer airlock migrated");
+    let e = postgres::migrate(&pool).await.expect_err("a newer schema");
+    assert!(e.contains("newer than this airlock knows"), "{e}");
+    let version: i32 = pool
+        .get()
+        .await
+        .expect("client")
+        .query_one("SELECT version FROM airlock_schema", &[])
+        .await
+        .expect("version")
+        .get(0);
+    assert_eq!(version, newer, "a refused migration changed the schema");
+    for args in [&["db", "migrate"][..], &["audit", "verify"][..]] {
+        let out = airlock(&config, args);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("newer than this airlock knows"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+}
+
+/// The database stopped: a reservation fails (not "used up": the gate answers 503) and
+/// the audit chain is not writable, each within the pool's bounded wait; started again,
+/// both work and the chain still verifies.
+async fn a_database_that_is_down_fails_closed(cluster: &Cluster) {
+    let url = cluster.database("outage").await;
+    let store = replica(&url).await;
+    assert!(store.audit_append(airlock::audit::record("before")).await);
+    let out = cluster.pg_ctl_stop("fast");
+    assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    let started = Instant::now();
+    match store.reserve("r-outage", 1).await {
+        Err(LedgerError::Io(..)) => {}
+        other => panic!("a reservation with the database down: {other:?}"),
+    }
+    assert!(!store.audit_append(airlock::audit::record("during")).await);
+    assert!(!store.audit_writable(), "the gate would stay open");
+    assert!(store.audit_health().await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited {:?} for a database that is down",
+        started.elapsed()
+    );
+    cluster.pg_ctl_start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if store.reserve("r-outage", 1).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(store.audit_append(airlock::audit::record("after")).await);
+    assert!(store.audit_writable());
+    let verified = postgres::verify_audit(store.pool())
+        .await
+        .expect("verifies");
+    assert_eq!(
+        verified.records, 2,
+        "the record made while down is not in the chain"
+    );
+}
+
+/// `serve` with a database refuses to start, naming what is not in it yet.
+async fn serve_refuses_a_database_that_holds_only_part_of_the_state(cluster: &Cluster) {
+    let url = cluster.database("serve").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_with_database(dir.path(), &url);
+    let out = airlock(&config, &["serve"]);
+    assert!(!out.status.success(), "serve started: {}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("database_url") && said.contains("approvals") && said.contains("agents"),
+        "{said}"
+    );
+}
