@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import tomllib
@@ -129,21 +130,23 @@ def postgres_bin_dir() -> Path | None:
 
 
 class Postgres:
-    """A private PostgreSQL cluster in `workdir`, on a free loopback port, trusting local
-    connections from the `airlock` role. PostgreSQL refuses to run as root, so as root the
-    cluster runs as the `postgres` OS user (Debian's package creates it; scripts/test does
-    when it is missing). Missing binaries fail under CI and skip elsewhere."""
+    """A private PostgreSQL cluster in a temporary directory of its own (removed by `stop`), on a
+    free loopback port, trusting local connections from the `airlock` role. PostgreSQL refuses
+    to run as root, so as root the cluster runs as the `postgres` OS user (Debian's package
+    creates it; scripts/test does when it is missing), in a directory directly under the temp
+    dir that it owns (pytest's own temp dirs are closed to other users). Missing binaries fail
+    under CI and skip elsewhere."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self) -> None:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             if os.environ.get("CI"):
                 pytest.fail("PostgreSQL's initdb/pg_ctl are not installed, and CI is set", pytrace=False)
             pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
         self.bin_dir = bin_dir
-        self.dir = workdir
-        self.data = workdir / "data"
-        self.log = workdir / "postgres.log"
+        self.dir = Path(tempfile.mkdtemp(prefix="airlock-pg-"))
+        self.data = self.dir / "data"
+        self.log = self.dir / "postgres.log"
         self.port = free_port()
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -152,7 +155,6 @@ class Postgres:
                    timeout=120)
 
     def start(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         if self.as_user:
             shutil.chown(self.dir, "postgres", "postgres")
         if not self.data.exists():
@@ -165,6 +167,7 @@ class Postgres:
         if self.data.exists():
             run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
                  "stop"], dict(os.environ), cwd=Path("/"), timeout=120, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
         """A new database; returns its URL."""

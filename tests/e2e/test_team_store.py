@@ -17,10 +17,10 @@ from support import Airlock, Moto, Postgres, run, scrubbed_env
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    pg = Postgres(tmp_path_factory.mktemp("postgres"))
-    pg.start()
+def postgres() -> Iterator[Postgres]:
+    pg = Postgres()
     try:
+        pg.start()
         yield pg
     finally:
         pg.stop()
