@@ -10,7 +10,8 @@
 //! bad record; a schema newer than airlock knows is refused by `migrate`, by
 //! `airlock db migrate` and by `audit verify`; a database that goes down fails the ledger
 //! and the audit closed, and both work again once it is back; `serve` refuses a
-//! `database_url` while approvals and agents are not in the database.
+//! `database_url` while approvals and agents are not in the database; a URL that requires
+//! TLS is never served in plaintext.
 
 #![allow(clippy::expect_used)]
 
@@ -263,6 +264,20 @@ async fn the_postgres_store_holds_across_replicas() {
     a_newer_schema_is_refused(&cluster).await;
     a_database_that_is_down_fails_closed(&cluster).await;
     serve_refuses_a_database_that_holds_only_part_of_the_state(&cluster).await;
+    a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
+}
+
+/// `sslmode=require` against a server without TLS: no connection, never a plaintext one.
+async fn a_url_that_requires_tls_never_falls_back_to_plaintext(cluster: &Cluster) {
+    let url = cluster.database("tls").await;
+    let pool = postgres::pool(&Secret::new(format!("{url}?sslmode=require"))).expect("pool");
+    let e = postgres::migrate(&pool)
+        .await
+        .expect_err("a plaintext connection was made although the URL requires TLS");
+    assert!(e.to_lowercase().contains("tls"), "{e}");
+    // The same database without the requirement is reached (so TLS was the only reason).
+    let pool = postgres::pool(&Secret::new(url.as_str())).expect("pool");
+    postgres::migrate(&pool).await.expect("migrate without TLS");
 }
 
 /// 60 reservers of a receipt, half through each replica's pool, at once: exactly `uses`
