@@ -33,6 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from support import (
+    altered,
     REGION, Airlock, Moto, configure, require_tool, run, scrubbed_env, unique,
 )
 from test_rust_sdk import rust_client  # noqa: F401  (the fixture that builds the client)
@@ -283,7 +284,7 @@ def test_curl_signed_and_unsigned(proxy_airlock: ConnectAirlock, proxy_agent: Pr
     assert unsigned.stdout.endswith("\n403"), unsigned.stdout
     assert "<Code>MissingAuthenticationToken</Code>" in unsigned.stdout, unsigned.stdout
     wrong = curl(proxy_agent, "--aws-sigv4", "aws:amz:us-east-1:sts",
-                 "--user", f"{proxy_agent.access_key_id}:{proxy_agent.secret_access_key[:-1]}x", STS_CALL)
+                 "--user", f"{proxy_agent.access_key_id}:{altered(proxy_agent.secret_access_key)}", STS_CALL)
     assert wrong.stdout.endswith("\n403") and "<Code>SignatureDoesNotMatch</Code>" in wrong.stdout, wrong.stdout
     assert moto.request_count() == before, "an unverified request reached moto"
 
