@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 from support import (
     REGION, Airlock, Moto, configure, require_tool, run, scrubbed_env, unique,
 )
-from test_rust_sdk import rust_client  # noqa: F401  (the fixture that builds the client)
+from test_rust_sdk import refused_assume_role, rust_client  # noqa: F401  (the fixture that builds the client)
 
 # The AWS CLI v1 pins rds.amazonaws.com in us-east-1: the case AWS_ENDPOINT_URL cannot reach.
 PINNED_REGION = "us-east-1"
@@ -593,7 +593,7 @@ def test_js_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: Pr
 def test_rust_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto,
                                     rust_client: Path, tmp_path: Path) -> None:
     """The SDK's default client reads HTTPS_PROXY (behaviour version 2025-08-07 and later) and
-    trusts SSL_CERT_FILE; S3 is virtual-hosted. The crate has no STS client."""
+    trusts SSL_CERT_FILE; S3 is virtual-hosted, STS the SDK's regional endpoint."""
     bucket, table, db = unique("proxy-rust"), unique("proxy-rust-table"), unique("proxy-rust-db")
     env = {**proxy_agent.env, "AWS_REGION": REGION, "AWS_MAX_ATTEMPTS": "1"}
 
@@ -622,6 +622,11 @@ def test_rust_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: 
     assert sdk_ok("get-item", table, "k")["value"] == "v"
     sdk_ok("create-db-instance", db)
     assert [i["id"] for i in sdk_ok("describe-db-instance", db)["instances"]] == [db]
+
+    start = proxy_airlock.log_size()
+    assert sdk_ok("get-caller-identity")["arn"] == moto.user_arn
+    assert f"sts.{REGION}.amazonaws.com" in proxy_airlock.tunnels_logged(start), proxy_airlock.log_tail(start)
+    refused_assume_role(sdk, proxy_airlock, moto, proxy_agent.name)
 
     for args in (("delete-object", bucket, "rust.bin"), ("delete-table", table), ("delete-db-instance", db)):
         refused = sdk(*args)
