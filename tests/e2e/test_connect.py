@@ -296,6 +296,84 @@ def test_curl_signed_and_unsigned(proxy_airlock: ConnectAirlock, proxy_agent: Pr
         assert f"<Arn>{moto.user_arn}</Arn>" in signed.stdout, signed.stdout
 
 
+def signed_curl(agent: ProxyAgent, service: str, *args: str) -> tuple[int, str]:
+    """curl's own SigV4 signer with the agent's keys, through the proxy: the status and body."""
+    proc = curl(agent, "--aws-sigv4", f"aws:amz:{REGION}:{service}",
+                "--user", f"{agent.access_key_id}:{agent.secret_access_key}", *args)
+    assert proc.returncode == 0, proc.stderr
+    body, _, status = proc.stdout.rpartition("\n")
+    return int(status), body
+
+
+def test_curl_s3_dynamodb_and_rds(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto,
+                                  tmp_path: Path) -> None:
+    """curl signing for itself, with AWS's own names: S3 virtual-hosted (PUT, GET, a DELETE that
+    waits for a human), DynamoDB's JSON protocol and RDS's query protocol."""
+    bucket, table, db = unique("proxy-curl"), unique("proxy-curl-table"), unique("proxy-curl-db")
+    moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    body = tmp_path / "curl.bin"
+    body.write_bytes(b"curl through the tunnel\n" + bytes(range(256)))
+    url = f"https://{bucket}.s3.{REGION}.amazonaws.com/curl.bin"
+    # This curl (7.88) signs no payload hash for S3 by itself: it is given one, which it signs.
+    def content_sha256(data: bytes) -> str:
+        return f"x-amz-content-sha256: {hashlib.sha256(data).hexdigest()}"
+
+    start = proxy_airlock.log_size()
+    status, text = signed_curl(proxy_agent, "s3", "-X", "PUT", "-H", "content-type: application/octet-stream",
+                               "-H", content_sha256(body.read_bytes()), "--data-binary", f"@{body}", url)
+    assert status == 200, text
+    assert moto.client("s3").get_object(Bucket=bucket, Key="curl.bin")["Body"].read() == body.read_bytes()
+    got = tmp_path / "got.bin"
+    status, _ = signed_curl(proxy_agent, "s3", "-H", content_sha256(b""), "-o", str(got), url)
+    assert status == 200 and got.read_bytes() == body.read_bytes()
+    assert f"{bucket}.s3.{REGION}.amazonaws.com" in proxy_airlock.tunnels_logged(start), proxy_airlock.log_tail(start)
+    before = moto.request_count()
+    status, text = signed_curl(proxy_agent, "s3", "-H", content_sha256(b""), "-X", "DELETE", url)
+    assert status == 403 and "<Code>AccessDenied</Code>" in text, text
+    proxy_airlock.approval_link(text)
+    assert moto.request_count() == before, "a gated call reached moto"
+    moto.client("s3").head_object(Bucket=bucket, Key="curl.bin")
+
+    def dynamodb(target: str, payload: dict[str, Any]) -> tuple[int, str]:
+        return signed_curl(proxy_agent, "dynamodb", "-H", "content-type: application/x-amz-json-1.0",
+                           "-H", f"x-amz-target: DynamoDB_20120810.{target}", "--data", json.dumps(payload),
+                           f"https://dynamodb.{REGION}.amazonaws.com/")
+
+    status, text = dynamodb("CreateTable", {
+        "TableName": table, "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}]})
+    assert status == 200, text
+    status, text = dynamodb("PutItem", {"TableName": table, "Item": {"pk": {"S": "curl"}}})
+    assert status == 200, text
+    status, text = dynamodb("GetItem", {"TableName": table, "Key": {"pk": {"S": "curl"}}})
+    assert status == 200 and json.loads(text)["Item"] == {"pk": {"S": "curl"}}, text
+    before = moto.request_count()
+    status, text = dynamodb("DeleteTable", {"TableName": table})
+    assert status == 403 and json.loads(text)["__type"].endswith("AccessDeniedException"), text
+    proxy_airlock.approval_link(text)
+    assert moto.request_count() == before, "a gated call reached moto"
+    assert moto.client("dynamodb").describe_table(TableName=table)["Table"]["TableName"] == table
+
+    moto.client("rds").create_db_instance(DBInstanceIdentifier=db, Engine="postgres", DBInstanceClass="db.t3.micro",
+                                          AllocatedStorage=20, MasterUsername="airlock",
+                                          MasterUserPassword="not-a-real-password-1")
+    rds = f"https://rds.{REGION}.amazonaws.com/"
+    # In sorted order: this curl signs the query string as written, not sorted as SigV4 says.
+    status, text = signed_curl(proxy_agent, "rds", f"{rds}?Action=DescribeDBInstances&DBInstanceIdentifier={db}"
+                                                   "&Version=2014-10-31")
+    assert status == 200 and f"<DBInstanceIdentifier>{db}</DBInstanceIdentifier>" in text, text
+    before = moto.request_count()
+    status, text = signed_curl(proxy_agent, "rds", "-H", "content-type: application/x-www-form-urlencoded",
+                               "--data", f"Action=DeleteDBInstance&Version=2014-10-31&DBInstanceIdentifier={db}"
+                                         "&SkipFinalSnapshot=true", rds)
+    assert status == 403 and "<Code>AccessDenied</Code>" in text, text
+    proxy_airlock.approval_link(text)
+    assert moto.request_count() == before, "a gated call reached moto"
+    [instance] = moto.client("rds").describe_db_instances(DBInstanceIdentifier=db)["DBInstances"]
+    assert instance["DBInstanceStatus"] == "available"
+
+
 def test_exec_gives_the_proxy_and_no_endpoint(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent,
                                              moto: Moto) -> None:
     """`airlock exec` in this mode: HTTPS_PROXY and the CA, no AWS_ENDPOINT_URL; the AWS CLI

@@ -203,8 +203,9 @@ def refused_assume_role(call: Callable[..., dict[str, Any]], airlock: Airlock, m
     assert moto.request_count() == before, f"a refused AssumeRole reached moto: {result}"
     assert not result["ok"] and result["code"] == "AccessDenied", result
     message = result["message"] or ""
-    # What a program logging the SDK's error report shows: the message with the rule in it.
-    assert message and message in result["error"], result
+    # What a program logging the SDK's error report shows: the message with the rule in it
+    # (the report is Rust's Debug form, quotes escaped).
+    assert message and message.replace("\\", "\\\\").replace('"', '\\"') in result["error"], result
     assert "builtin:credential-vending" in message and "not approvable" in message, message
     assert f'agents = ["{agent_name}"] actions = ["sts:AssumeRole"] overrides = ["builtin:credential-vending"]' in message, message
     assert airlock.approvals_url.rsplit(":", 1)[1] not in result["error"], "a deny offers no approval link"
