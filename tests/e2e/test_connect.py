@@ -33,7 +33,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from support import (
-    REGION, Airlock, Moto, configure, require_tool, run, scrubbed_env, unique,
+    REGION, Airlock, Moto, audit_records, configure, require_tool, run, scrubbed_env, unique,
 )
 from test_rust_sdk import refused_assume_role, rust_client  # noqa: F401  (the fixture that builds the client)
 
@@ -101,6 +101,13 @@ class ConnectAirlock(Airlock):
     def tunnels_logged(self, start: int) -> list[str]:
         """The AWS names tunnels were opened to since log offset `start`."""
         return re.findall(r"tunnel open.*?host=(\S+)", self.log_tail(start))
+
+    def audit(self, *events: str) -> list[dict[str, Any]]:
+        """The audit records of these events, oldest first."""
+        return [r for r in audit_records(self.home / "state") if r["event"] in events]
+
+
+PEER = re.compile(r"127\.0\.0\.1:\d+")
 
 
 @dataclass
@@ -396,6 +403,9 @@ def test_plain_http_to_aws_is_refused(proxy_airlock: ConnectAirlock, proxy_agent
     proc = curl(proxy_agent, "http://sts.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15")
     assert proc.stdout.endswith("\n403") and "plaintext" in proc.stdout, proc.stdout
     assert moto.request_count() == before
+    record = proxy_airlock.audit("connect_refused")[-1]
+    assert (record["method"], record["host"], record["port"]) == ("GET", "sts.amazonaws.com", 80), record
+    assert PEER.fullmatch(record["peer"]) and "plaintext" in record["reason"], record
 
 
 def test_connect_to_another_host_is_refused(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent) -> None:
@@ -405,6 +415,11 @@ def test_connect_to_another_host_is_refused(proxy_airlock: ConnectAirlock, proxy
     assert proc.returncode == 56 and "403" in proc.stderr, (proc.returncode, proc.stderr)
     log = proxy_airlock.log_tail(start)
     assert "CONNECT refused" in log and "example.com:443" in log, log
+    # On the record: who asked for what, and why not.
+    record = proxy_airlock.audit("connect_refused")[-1]
+    assert (record["method"], record["host"], record["port"]) == ("CONNECT", "example.com", 443), record
+    assert PEER.fullmatch(record["peer"]), record
+    assert "not an AWS endpoint and not listed in [connect] passthrough" in record["reason"], record
 
 
 def raw_connect(proxy: str, target: str) -> tuple[socket.socket, str]:
@@ -427,17 +442,58 @@ def test_passthrough_host_is_tunnelled_unread(proxy_airlock: ConnectAirlock, pro
         assert head.startswith("HTTP/1.1 200"), head
         sock.sendall(b"not tls, not http\n")
         assert sock.recv(4096) == b"echo: not tls, not http\n"
+    # The tunnel is on the record (where to, for whom), not what it carried.
+    record = proxy_airlock.audit("connect_passthrough")[-1]
+    assert (record["host"], record["port"], record["to"]) == ("127.0.0.1", echo.port, f"127.0.0.1:{echo.port}"), record
+    assert PEER.fullmatch(record["peer"]), record
+    assert "not tls" not in json.dumps(record)
+    refused_before = len(proxy_airlock.audit("connect_refused"))
     # The same host on a port the glob does not name: refused.
     sock, head = raw_connect(proxy_agent.proxy, f"127.0.0.1:{echo.port + 1 if echo.port < 65535 else 1}")
     with sock:
         assert head.startswith("HTTP/1.1 403"), head
     # Brackets around anything but an IPv6 address, or userinfo: refused, nothing reaches the host.
     before = echo.connections
-    for target in [f"[127.0.0.1]:{echo.port}", f"user@127.0.0.1:{echo.port}"]:
+    answered = 0
+    for target in [f"[127.0.0.1]:{echo.port}", f"secret-user:secret-pw@127.0.0.1:{echo.port}"]:
         sock, head = raw_connect(proxy_agent.proxy, target)
         with sock:
             assert head.startswith("HTTP/1.1 403") or head.startswith("HTTP/1.1 400"), (target, head)
+            answered += head.startswith("HTTP/1.1 403")  # airlock's answer, not HTTP parsing's
     assert echo.connections == before
+    # The other port and each unreadable target airlock answered: recorded, an unreadable one
+    # with no host and none of its text.
+    other, *unreadable = proxy_airlock.audit("connect_refused")[refused_before:]
+    assert (other["host"], other["port"]) == ("127.0.0.1", echo.port + 1 if echo.port < 65535 else 1), other
+    assert len(unreadable) == answered, unreadable
+    assert all(r["host"] is None and r["reason"] == "the target is not host:port" for r in unreadable), unreadable
+    assert "secret" not in json.dumps(proxy_airlock.audit("connect_refused", "connect_passthrough"))
+
+
+def test_a_flood_of_refused_connects_is_counted_not_written(tmp_path: Path, moto: Moto, echo: EchoServer) -> None:
+    """Any local process can knock: per minute, 20 refusals are written one by one and the rest
+    counted in one `connect_refused_suppressed` record, written when the window ends or, as
+    here, when serve stops. The chain still verifies."""
+    server = ConnectAirlock(tmp_path / "airlock-flood", moto, f"127.0.0.1:{echo.port}")
+    (tmp_path / "airlock-flood").mkdir()
+    server.init("enforce")
+    server.start()
+    try:
+        for n in range(25):
+            sock, head = raw_connect(server.connect_url, f"knock-{n:02}.example.org:443")
+            with sock:
+                assert head.startswith("HTTP/1.1 403"), head
+        written = server.audit("connect_refused")
+        assert [r["host"] for r in written] == [f"knock-{n:02}.example.org" for n in range(20)], written
+        assert server.audit("connect_refused_suppressed") == []
+    finally:
+        server.stop()
+    [counted] = server.audit("connect_refused_suppressed")
+    assert counted["count"] == 5 and counted["peers"] == ["127.0.0.1"], counted
+    assert counted["targets"] == [f"knock-{n:02}.example.org:443" for n in range(20, 25)], counted
+    assert "5 more connect_refused left out" in counted["reason"], counted
+    assert server.cli("audit", "verify").returncode == 0
+    assert "connect_refused_suppressed" in server.cli("audit", "tail", "-n", "3").stdout
 
 
 def test_a_client_that_does_not_trust_airlocks_ca_fails_in_the_tunnel(proxy_airlock: ConnectAirlock,
