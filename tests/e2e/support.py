@@ -564,6 +564,14 @@ class Airlock:
 ODD_KEYS = ["notes/small file with spaces.txt", "what?#not-a-query.txt", "double//slash.txt"]
 
 
+def create_assumable_role(moto: Moto, name: str) -> str:
+    """A role in moto (created directly) that any principal may assume: its ARN. A refused
+    AssumeRole of it is then airlock's doing, not the role's trust policy."""
+    return moto.client("iam").create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+
+
 def create_lambda_function(moto: Moto, name: str) -> None:
     """A function in moto (created directly, so listing it through airlock has something to find)."""
     role = moto.client("iam").create_role(
