@@ -8,14 +8,82 @@
 //! with the pending approval and authorizes nothing. A denial is a receipt of its own: one
 //! denial denies, whatever approvals came before.
 
-use crate::receipt::{self, quorum, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally};
+use crate::receipt::{
+    self, quorum, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally, VerifiedReceipt,
+};
 use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Signed, Status};
 use serde_json::{json, Map, Value};
 
-/// The receipt of the quorum under way for pending `a` (`stored`: its bytes), unless its
-/// window has ended: then the approvals in it lapse and the quorum starts over.
-fn under_way(a: &Approval, stored: Option<Vec<u8>>) -> Result<Option<Receipt>, ApprovalError> {
-    let (Status::Pending, Some(_), Some(bytes)) = (a.status, &a.receipt_id, stored) else {
+/// What approvals are collected for: one pending call ([`Approval`]) or one submitted plan
+/// (`plan::quorum`). Joining an approval to the quorum under way, checking it and counting it
+/// is the same code for both ([`join_approval`]); each store keeps its own record.
+pub trait Collects {
+    /// "call" or "plan", for messages.
+    const NOUN: &'static str;
+    /// Still waiting for decisions.
+    fn is_pending(&self) -> bool;
+    /// While pending, the receipt of the quorum under way.
+    fn partial_receipt_id(&self) -> Option<&str>;
+    /// The approvers who counted so far, in the order they signed.
+    fn approved_by(&self) -> &[String];
+    /// The quorum a fresh body states (`ReceiptBody::quorum`).
+    fn stated_quorum(&self) -> u32;
+    /// Why `approver` would not count, after `so_far` (the approvers of the quorum under
+    /// way), if they would not.
+    fn does_not_count(&self, approver: &str, so_far: &[String]) -> Option<String>;
+    /// How far a verified receipt's distinct approvers go.
+    fn tally(&self, verified: &VerifiedReceipt) -> Tally;
+    /// "1 of 2 approvals".
+    fn progress(&self) -> String;
+}
+
+impl Collects for Approval {
+    const NOUN: &'static str = "call";
+
+    fn is_pending(&self) -> bool {
+        self.status == Status::Pending
+    }
+
+    fn partial_receipt_id(&self) -> Option<&str> {
+        self.receipt_id.as_deref()
+    }
+
+    fn approved_by(&self) -> &[String] {
+        &self.approved_by
+    }
+
+    fn stated_quorum(&self) -> u32 {
+        self.quorum.approvals.max(1)
+    }
+
+    fn does_not_count(&self, approver: &str, _so_far: &[String]) -> Option<String> {
+        (!self.quorum.counts(approver)).then(|| {
+            let names = self
+                .quorum
+                .approvers
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ");
+            format!("{approver:?} is not among the approvers who count for this call ({names})")
+        })
+    }
+
+    fn tally(&self, verified: &VerifiedReceipt) -> Tally {
+        verified.tally(&self.quorum)
+    }
+
+    fn progress(&self) -> String {
+        Approval::progress(self)
+    }
+}
+
+/// The receipt of the quorum under way for `c` (`stored`: its bytes), unless its window has
+/// ended: then the approvals in it lapse and the quorum starts over.
+fn under_way<C: Collects>(
+    c: &C,
+    stored: Option<Vec<u8>>,
+) -> Result<Option<Receipt>, ApprovalError> {
+    let (true, Some(_), Some(bytes)) = (c.is_pending(), c.partial_receipt_id(), stored) else {
         return Ok(None);
     };
     let partial = Receipt::from_json(&bytes)
@@ -34,22 +102,33 @@ fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>
 /// Refuses an approval that cannot add to `a`'s quorum: by a name that does not count for
 /// this call, or by an approver already counted (the same person twice counts once).
 pub fn may_approve(store: &ApprovalStore, a: &Approval, approver: &str) -> Result<(), String> {
-    let partial = under_way(a, stored_receipt(store, a).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    check_approver(a, partial.is_some(), approver)
+    may_approve_with(
+        a,
+        stored_receipt(store, a).map_err(|e| e.to_string())?,
+        approver,
+    )
 }
 
-fn check_approver(a: &Approval, under_way: bool, approver: &str) -> Result<(), String> {
-    if !a.quorum.counts(approver) {
-        let names = a.quorum.approvers.as_deref().unwrap_or_default().join(", ");
-        return Err(format!(
-            "{approver:?} is not among the approvers who count for this call ({names})"
-        ));
+/// [`may_approve`] for anything that collects approvals, given its stored partial receipt.
+pub fn may_approve_with<C: Collects>(
+    c: &C,
+    stored: Option<Vec<u8>>,
+    approver: &str,
+) -> Result<(), String> {
+    let partial = under_way(c, stored).map_err(|e| e.to_string())?;
+    check_approver(c, partial.is_some(), approver)
+}
+
+fn check_approver<C: Collects>(c: &C, under_way: bool, approver: &str) -> Result<(), String> {
+    let so_far = if under_way { c.approved_by() } else { &[] };
+    if let Some(why) = c.does_not_count(approver, so_far) {
+        return Err(why);
     }
-    if under_way && a.approved_by.iter().any(|n| n == approver) {
+    if so_far.iter().any(|n| n == approver) {
         return Err(format!(
-            "{approver:?} has already approved this call ({}): it needs another approver",
-            a.progress()
+            "{approver:?} has already approved this {} ({}): it needs another approver",
+            C::NOUN,
+            c.progress()
         ));
     }
     Ok(())
@@ -62,17 +141,75 @@ pub fn body_to_sign(
     store: &ApprovalStore,
     a: &Approval,
     decision: Decision,
+    who: (&str, &KeyId),
+    fresh: impl FnOnce() -> ReceiptBody,
+) -> Result<ReceiptBody, ApprovalError> {
+    body_to_sign_with(a, stored_receipt(store, a)?, decision, who, fresh)
+}
+
+/// [`body_to_sign`] for anything that collects approvals, given its stored partial receipt.
+pub fn body_to_sign_with<C: Collects>(
+    c: &C,
+    stored: Option<Vec<u8>>,
+    decision: Decision,
     (approver, key_id): (&str, &KeyId),
     fresh: impl FnOnce() -> ReceiptBody,
 ) -> Result<ReceiptBody, ApprovalError> {
     if decision == Decision::Approve {
-        if let Some(partial) = under_way(a, stored_receipt(store, a)?)? {
+        if let Some(partial) = under_way(c, stored)? {
             return Ok(partial.body.in_name_of(approver, key_id));
         }
     }
     let mut body = fresh();
-    body.quorum = a.quorum.approvals.max(1);
+    body.quorum = c.stated_quorum();
     Ok(body)
+}
+
+/// An approval joined to the quorum under way: the receipt to store, and how far it goes.
+pub struct Joined {
+    pub receipt: Receipt,
+    pub tally: Tally,
+}
+
+/// Joins `single` (one approver's approval over the body [`body_to_sign_with`] gave them) to
+/// `c`'s quorum under way (`stored`), checks every signature against `trusted`, and counts.
+/// Refuses an approver who does not count or already counted, and a first body that states
+/// a smaller quorum than `c` needs. Called under the store's lock.
+pub fn join_approval<C: Collects>(
+    c: &C,
+    stored: Option<Vec<u8>>,
+    single: Receipt,
+    trusted: &receipt::TrustedKeys,
+) -> Result<Joined, ApprovalError> {
+    let refused = |e: receipt::ReceiptError| ApprovalError::Refused(e.to_string());
+    let approver = single.body.approver.clone();
+    let partial = under_way(c, stored)?;
+    check_approver(c, partial.is_some(), &approver).map_err(ApprovalError::Refused)?;
+    if partial.is_none() && single.body.quorum < c.stated_quorum() {
+        return Err(ApprovalError::Refused(format!(
+            "the receipt states a quorum of {}, but this {} needs {}",
+            single.body.quorum,
+            C::NOUN,
+            c.stated_quorum()
+        )));
+    }
+    let joined = quorum::join(partial, single).map_err(|e| {
+        ApprovalError::Refused(format!(
+            "{e}: another approver decided meanwhile; start again"
+        ))
+    })?;
+    let verified = receipt::verify_signatures(&joined, trusted).map_err(refused)?;
+    let tally = c.tally(&verified);
+    if !tally.counted.contains(&approver) {
+        return Err(ApprovalError::Refused(format!(
+            "{approver:?} does not count toward this {}'s quorum",
+            C::NOUN
+        )));
+    }
+    Ok(Joined {
+        receipt: joined,
+        tally,
+    })
 }
 
 /// What [`record`] stored.
@@ -115,26 +252,10 @@ pub fn record(
                 decided_by: approver.clone(),
             });
         }
-        let partial = under_way(a, stored)?;
-        check_approver(a, partial.is_some(), &approver).map_err(ApprovalError::Refused)?;
-        if partial.is_none() && single.body.quorum < a.quorum.approvals {
-            return Err(ApprovalError::Refused(format!(
-                "the receipt states a quorum of {}, but this call needs {}",
-                single.body.quorum, a.quorum.approvals
-            )));
-        }
-        let joined = quorum::join(partial, single).map_err(|e| {
-            ApprovalError::Refused(format!(
-                "{e}: another approver decided meanwhile; start again"
-            ))
-        })?;
-        let verified = receipt::verify_signatures(&joined, trusted).map_err(refused)?;
-        let t = verified.tally(&a.quorum);
-        if !t.counted.contains(&approver) {
-            return Err(ApprovalError::Refused(format!(
-                "{approver:?} does not count toward this call's quorum"
-            )));
-        }
+        let Joined {
+            receipt: joined,
+            tally: t,
+        } = join_approval(a, stored, single, trusted)?;
         let signed = Signed {
             receipt_id: joined.body.id.as_str().to_owned(),
             receipt_json: joined.to_json().map_err(refused)?.into_bytes(),
