@@ -1,7 +1,9 @@
 //! One approver's decision on a pending call, made the same way from the approval page (a
 //! passkey) and from the CLI (a key): which body they sign ([`body_to_sign`]), whether they
 //! may add to the quorum ([`may_approve`]), storing their receipt, joined to an incomplete
-//! quorum's ([`record`]), and the audit records of it ([`audit_records`]).
+//! quorum's ([`record`]), and the audit records of it ([`audit_records`]). A Terraform plan
+//! collects its approvers with the same code ([`Collects`], [`join_approval`]; what a plan
+//! needs is `plan::quorum`).
 //!
 //! A call that needs M approvers stays pending until M distinct approvers who count have
 //! signed its one body (`receipt::quorum`); the receipt of an incomplete quorum is stored
