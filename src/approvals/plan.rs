@@ -144,8 +144,8 @@ impl App {
             self.gate.audit.write(record);
         }
         if p.status == PlanStatus::Pending {
-            let page = self.gate.config.approval_page(self.gate.approvals_port());
-            let link = format!("{}/plans/{}", page.base(), p.id);
+            let link =
+                crate::plan::cli::page_link(&self.gate.config, self.gate.approvals_port(), &p.id);
             crate::notify::plan_again(&self.gate.config, p, &link);
         }
         let status = p.status_at(time::OffsetDateTime::now_utc());

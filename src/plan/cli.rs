@@ -187,9 +187,13 @@ fn pick_agent(config: &Config, wanted: Option<&str>) -> Result<String, String> {
     }
 }
 
+/// The plan page's link, for an approval page on `approvals_port`.
+pub fn page_link(config: &Config, approvals_port: u16, id: &str) -> String {
+    format!("{}/plans/{id}", config.approval_page(approvals_port).base())
+}
+
 fn plan_link(config: &Config, id: &str) -> String {
-    let port = config.listening().approvals.port();
-    format!("{}/plans/{id}", config.approval_page(port).base())
+    page_link(config, config.listening().approvals.port(), id)
 }
 
 fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), String> {

@@ -485,4 +485,114 @@ mod tests {
         let t = tally(&[alice_only, bob_only], &names(&["alice"]));
         assert_eq!((t.have(), t.need, t.complete()), (1, 2, false));
     }
+
+    /// `plan approve|deny` against a real state dir: `who` decides plan `id`.
+    fn decide(
+        store: &PlanStore,
+        trusted: &receipt::TrustedKeys,
+        key: &receipt::ApproverKey,
+        id: &str,
+        decision: Decision,
+    ) -> Result<PlanRecorded, String> {
+        let public = key.public();
+        let p = store.get(id).map_err(|e| e.to_string())?;
+        if decision == Decision::Approve {
+            may_approve(store, &p, public.name())?;
+        }
+        let body = body_to_sign(
+            store,
+            &p,
+            decision,
+            &public,
+            std::time::Duration::from_secs(900),
+        )?;
+        let signed = receipt::sign(body, key).map_err(|e| e.to_string())?;
+        record(store, trusted, signed).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_plan_collects_distinct_approvers_and_one_denial_denies_it() {
+        use crate::plan::store::PlanRecord;
+        let dir = tempfile::tempdir().expect("dir");
+        let store = PlanStore::open(dir.path()).expect("store");
+        let keys: Vec<receipt::ApproverKey> = ["alice", "bob", "carol"]
+            .iter()
+            .map(|n| receipt::ApproverKey::generate(n).expect("key"))
+            .collect();
+        let mut trusted = receipt::TrustedKeys::new();
+        for k in &keys {
+            trusted.add_approver(&k.public()).expect("trusted");
+        }
+        let snapshot = entry(
+            "rds",
+            "DeleteDBSnapshot",
+            &[("DBSnapshotIdentifier", "nightly")],
+        );
+        let submit = || {
+            store
+                .submit(PlanRecord {
+                    id: String::new(),
+                    status: PlanStatus::Pending,
+                    agent: "terraform".into(),
+                    digest: "00".repeat(32),
+                    plan_created_at: None,
+                    terraform_version: None,
+                    submitted_at: String::new(),
+                    environments: vec!["prod".into()],
+                    destroyed: Vec::new(),
+                    entries: vec![snapshot.clone()],
+                    receipt_id: None,
+                    decided_by: None,
+                    decided_at: None,
+                    expires_at: None,
+                    quorums: vec![Quorum {
+                        approvals: 2,
+                        approvers: Some(names(&["alice", "bob"])),
+                    }],
+                    approved_by: Vec::new(),
+                })
+                .expect("submitted")
+                .id
+        };
+        let id = submit();
+        let first = decide(&store, &trusted, &keys[0], &id, Decision::Approve).expect("alice");
+        assert_eq!(first.plan.status, PlanStatus::Pending);
+        assert_eq!(first.plan.progress(), "1 of 2 approvals");
+        let events: Vec<Value> = audit_records(&first, "alice", "cli")
+            .into_iter()
+            .map(|r| json!([r["event"], r["approvals"], r["quorum"]]))
+            .collect();
+        assert_eq!(events, [json!(["quorum_signature", 1, 2])]);
+        let twice = decide(&store, &trusted, &keys[0], &id, Decision::Approve).expect_err("twice");
+        assert!(twice.contains("already approved this plan"), "{twice}");
+        let carol = decide(&store, &trusted, &keys[2], &id, Decision::Approve).expect_err("carol");
+        assert!(carol.contains("not among the approvers"), "{carol}");
+        let second = decide(&store, &trusted, &keys[1], &id, Decision::Approve).expect("bob");
+        assert_eq!(second.plan.status, PlanStatus::Approved);
+        assert_eq!(second.plan.approved_by, names(&["alice", "bob"]));
+        assert_eq!(second.receipt_id, first.receipt_id, "one receipt, one body");
+        let stored = store.read_receipt(&second.receipt_id).expect("receipt");
+        let v = receipt::verify(&Receipt::from_json(&stored).expect("reads"), &trusted)
+            .expect("complete");
+        assert!(v
+            .check_entry_quorum(&Quorum {
+                approvals: 2,
+                approvers: Some(names(&["alice", "bob"])),
+            })
+            .is_ok());
+        assert!(v
+            .check_entry_quorum(&Quorum {
+                approvals: 3,
+                approvers: None,
+            })
+            .is_err());
+
+        // Another plan: alice approves, carol (who counts for nothing here) may still deny.
+        let id = submit();
+        decide(&store, &trusted, &keys[0], &id, Decision::Approve).expect("alice");
+        let no = decide(&store, &trusted, &keys[2], &id, Decision::Deny).expect("carol denies");
+        assert_eq!(no.plan.status, PlanStatus::Denied);
+        assert_eq!(no.plan.decided_by.as_deref(), Some("carol"));
+        assert!(decide(&store, &trusted, &keys[1], &id, Decision::Approve).is_err());
+    }
 }
