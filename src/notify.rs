@@ -41,16 +41,22 @@ pub fn again(config: &Config, approval: &Approval, link: &str) {
     send_again(config, Message::of(approval, link));
 }
 
+/// A Terraform plan whose quorum is under way, as [`plan_again`] tells of it.
+pub struct PlanWaiting<'a> {
+    pub id: &'a str,
+    pub environment: &'a str,
+    pub agent: &'a str,
+    pub calls: usize,
+    /// "1 of 2 approvals".
+    pub progress: &'a str,
+}
+
 /// [`again`] for a Terraform plan whose quorum is under way.
-pub fn plan_again(config: &Config, plan: &crate::plan::store::PlanRecord, link: &str) {
-    let env = plan.environment_label();
-    let production = crate::describe::is_production(&env);
+pub fn plan_again(config: &Config, plan: &PlanWaiting<'_>, link: &str) {
+    let production = crate::describe::is_production(plan.environment);
     let text = format!(
-        "airlock: plan {} (environment {env}, agent {}, {} calls) {} — waiting for another approver. Approve or deny: {link}",
-        plan.id,
-        plan.agent,
-        plan.entries.len(),
-        plan.progress(),
+        "airlock: plan {} (environment {}, agent {}, {} calls) {} — waiting for another approver. Approve or deny: {link}",
+        plan.id, plan.environment, plan.agent, plan.calls, plan.progress,
     );
     let visible = markup_escape(&crate::describe::visible(&text));
     let title = format!(
@@ -60,14 +66,14 @@ pub fn plan_again(config: &Config, plan: &crate::plan::store::PlanRecord, link: 
     send_again(
         config,
         Message {
-            id: plan.id.clone(),
+            id: plan.id.to_owned(),
             webhook: json!({
                 "text": visible,
                 "airlock": {
                     "plan_id": plan.id,
-                    "environment": env,
+                    "environment": plan.environment,
                     "agent": plan.agent,
-                    "approvals": plan.approved_by.len(),
+                    "progress": plan.progress,
                     "link": link,
                 },
             }),

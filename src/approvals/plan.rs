@@ -146,7 +146,7 @@ impl App {
         if p.status == PlanStatus::Pending {
             let link =
                 crate::plan::cli::page_link(&self.gate.config, self.gate.approvals_port(), &p.id);
-            crate::notify::plan_again(&self.gate.config, p, &link);
+            quorum::notify_again(&self.gate.config, p, &link);
         }
         let status = p.status_at(time::OffsetDateTime::now_utc());
         Ok(json!({

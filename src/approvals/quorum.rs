@@ -1,43 +1,20 @@
 //! One approver's decision on a pending call, made the same way from the approval page (a
 //! passkey) and from the CLI (a key): which body they sign ([`body_to_sign`]), whether they
 //! may add to the quorum ([`may_approve`]), storing their receipt, joined to an incomplete
-//! quorum's ([`record`]), and the audit records of it ([`audit_records`]). A Terraform plan
-//! collects its approvers with the same code ([`Collects`], [`join_approval`]; what a plan
-//! needs is `plan::quorum`).
+//! quorum's ([`record`]), and the audit records of it ([`audit_records`]). Joining and
+//! counting is `receipt::collect`, which a Terraform plan's approvals go through too.
 //!
 //! A call that needs M approvers stays pending until M distinct approvers who count have
 //! signed its one body (`receipt::quorum`); the receipt of an incomplete quorum is stored
 //! with the pending approval and authorizes nothing. A denial is a receipt of its own: one
 //! denial denies, whatever approvals came before.
 
+use crate::receipt::collect::{self, Collects, Joined};
 use crate::receipt::{
-    self, quorum, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally, VerifiedReceipt,
+    self, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally, VerifiedReceipt,
 };
 use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Signed, Status};
 use serde_json::{json, Map, Value};
-
-/// What approvals are collected for: one pending call ([`Approval`]) or one submitted plan
-/// (`plan::quorum`). Joining an approval to the quorum under way, checking it and counting it
-/// is the same code for both ([`join_approval`]); each store keeps its own record.
-pub trait Collects {
-    /// "call" or "plan", for messages.
-    const NOUN: &'static str;
-    /// Still waiting for decisions.
-    fn is_pending(&self) -> bool;
-    /// While pending, the receipt of the quorum under way.
-    fn partial_receipt_id(&self) -> Option<&str>;
-    /// The approvers who counted so far, in the order they signed.
-    fn approved_by(&self) -> &[String];
-    /// The quorum a fresh body states (`ReceiptBody::quorum`).
-    fn stated_quorum(&self) -> u32;
-    /// Why `approver` would not count, after `so_far` (the approvers of the quorum under
-    /// way), if they would not.
-    fn does_not_count(&self, approver: &str, so_far: &[String]) -> Option<String>;
-    /// How far a verified receipt's distinct approvers go.
-    fn tally(&self, verified: &VerifiedReceipt) -> Tally;
-    /// "1 of 2 approvals".
-    fn progress(&self) -> String;
-}
 
 impl Collects for Approval {
     const NOUN: &'static str = "call";
@@ -79,21 +56,6 @@ impl Collects for Approval {
     }
 }
 
-/// The receipt of the quorum under way for `c` (`stored`: its bytes), unless its window has
-/// ended: then the approvals in it lapse and the quorum starts over.
-fn under_way<C: Collects>(
-    c: &C,
-    stored: Option<Vec<u8>>,
-) -> Result<Option<Receipt>, ApprovalError> {
-    let (true, Some(_), Some(bytes)) = (c.is_pending(), c.partial_receipt_id(), stored) else {
-        return Ok(None);
-    };
-    let partial = Receipt::from_json(&bytes)
-        .map_err(|e| ApprovalError::Refused(format!("the stored receipt does not read: {e}")))?;
-    let now = time::OffsetDateTime::now_utc();
-    Ok((now < partial.body.expires_at.as_datetime()).then_some(partial))
-}
-
 fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>, ApprovalError> {
     a.receipt_id
         .as_deref()
@@ -104,36 +66,11 @@ fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>
 /// Refuses an approval that cannot add to `a`'s quorum: by a name that does not count for
 /// this call, or by an approver already counted (the same person twice counts once).
 pub fn may_approve(store: &ApprovalStore, a: &Approval, approver: &str) -> Result<(), String> {
-    may_approve_with(
+    collect::may_approve_with(
         a,
         stored_receipt(store, a).map_err(|e| e.to_string())?,
         approver,
     )
-}
-
-/// [`may_approve`] for anything that collects approvals, given its stored partial receipt.
-pub fn may_approve_with<C: Collects>(
-    c: &C,
-    stored: Option<Vec<u8>>,
-    approver: &str,
-) -> Result<(), String> {
-    let partial = under_way(c, stored).map_err(|e| e.to_string())?;
-    check_approver(c, partial.is_some(), approver)
-}
-
-fn check_approver<C: Collects>(c: &C, under_way: bool, approver: &str) -> Result<(), String> {
-    let so_far = if under_way { c.approved_by() } else { &[] };
-    if let Some(why) = c.does_not_count(approver, so_far) {
-        return Err(why);
-    }
-    if so_far.iter().any(|n| n == approver) {
-        return Err(format!(
-            "{approver:?} has already approved this {} ({}): it needs another approver",
-            C::NOUN,
-            c.progress()
-        ));
-    }
-    Ok(())
 }
 
 /// The body `approver` (with `key_id`) signs for `a`: for an approval of a call whose quorum
@@ -146,72 +83,8 @@ pub fn body_to_sign(
     who: (&str, &KeyId),
     fresh: impl FnOnce() -> ReceiptBody,
 ) -> Result<ReceiptBody, ApprovalError> {
-    body_to_sign_with(a, stored_receipt(store, a)?, decision, who, fresh)
-}
-
-/// [`body_to_sign`] for anything that collects approvals, given its stored partial receipt.
-pub fn body_to_sign_with<C: Collects>(
-    c: &C,
-    stored: Option<Vec<u8>>,
-    decision: Decision,
-    (approver, key_id): (&str, &KeyId),
-    fresh: impl FnOnce() -> ReceiptBody,
-) -> Result<ReceiptBody, ApprovalError> {
-    if decision == Decision::Approve {
-        if let Some(partial) = under_way(c, stored)? {
-            return Ok(partial.body.in_name_of(approver, key_id));
-        }
-    }
-    let mut body = fresh();
-    body.quorum = c.stated_quorum();
-    Ok(body)
-}
-
-/// An approval joined to the quorum under way: the receipt to store, and how far it goes.
-pub struct Joined {
-    pub receipt: Receipt,
-    pub tally: Tally,
-}
-
-/// Joins `single` (one approver's approval over the body [`body_to_sign_with`] gave them) to
-/// `c`'s quorum under way (`stored`), checks every signature against `trusted`, and counts.
-/// Refuses an approver who does not count or already counted, and a first body that states
-/// a smaller quorum than `c` needs. Called under the store's lock.
-pub fn join_approval<C: Collects>(
-    c: &C,
-    stored: Option<Vec<u8>>,
-    single: Receipt,
-    trusted: &receipt::TrustedKeys,
-) -> Result<Joined, ApprovalError> {
-    let refused = |e: receipt::ReceiptError| ApprovalError::Refused(e.to_string());
-    let approver = single.body.approver.clone();
-    let partial = under_way(c, stored)?;
-    check_approver(c, partial.is_some(), &approver).map_err(ApprovalError::Refused)?;
-    if partial.is_none() && single.body.quorum < c.stated_quorum() {
-        return Err(ApprovalError::Refused(format!(
-            "the receipt states a quorum of {}, but this {} needs {}",
-            single.body.quorum,
-            C::NOUN,
-            c.stated_quorum()
-        )));
-    }
-    let joined = quorum::join(partial, single).map_err(|e| {
-        ApprovalError::Refused(format!(
-            "{e}: another approver decided meanwhile; start again"
-        ))
-    })?;
-    let verified = receipt::verify_signatures(&joined, trusted).map_err(refused)?;
-    let tally = c.tally(&verified);
-    if !tally.counted.contains(&approver) {
-        return Err(ApprovalError::Refused(format!(
-            "{approver:?} does not count toward this {}'s quorum",
-            C::NOUN
-        )));
-    }
-    Ok(Joined {
-        receipt: joined,
-        tally,
-    })
+    collect::body_to_sign_with(a, stored_receipt(store, a)?, decision, who, fresh)
+        .map_err(ApprovalError::Refused)
 }
 
 /// What [`record`] stored.
@@ -257,7 +130,7 @@ pub fn record(
         let Joined {
             receipt: joined,
             tally: t,
-        } = join_approval(a, stored, single, trusted)?;
+        } = collect::join_approval(a, stored, single, trusted).map_err(ApprovalError::Refused)?;
         let signed = Signed {
             receipt_id: joined.body.id.as_str().to_owned(),
             receipt_json: joined.to_json().map_err(refused)?.into_bytes(),

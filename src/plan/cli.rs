@@ -419,7 +419,7 @@ fn decide(
                 approver.name(),
                 p.progress()
             );
-            crate::notify::plan_again(&config, p, &plan_link(&config, id));
+            super::quorum::notify_again(&config, p, &plan_link(&config, id));
         }
         PlanStatus::Denied => println!("denied plan {id} (receipt {receipt_id})"),
         _ => println!(

@@ -6,14 +6,14 @@
 //! is approved once every entry's quorum is met by distinct approvers its rules let count
 //! ([`tally`]). Until then the plan stays pending and the receipt of the quorum under way is
 //! stored with it and authorizes nothing (the proxy redeems approved plans only). Joining,
-//! checking and counting approvals is `approvals::quorum`'s code, the one single calls use
-//! (one body, each further approver a cosigner); this module only says what a plan needs.
+//! checking and counting approvals is `receipt::collect`, the code single calls use too (one
+//! body, each further approver a cosigner); this module only says what a plan needs.
 //! One denial, by anyone trusted, denies the plan.
 
-use crate::approvals::quorum::{self as collect, Collects, Joined};
 use crate::identify::AwsCall;
 use crate::plan::store::{PlanRecord, PlanSigned, PlanStatus, PlanStore, PlanStoreError};
 use crate::policy::Policy;
+use crate::receipt::collect::{self, Collects, Joined};
 use crate::receipt::ids::NamedKey;
 use crate::receipt::{self, Decision, PlanEntry, Quorum, Receipt, Tally, VerifiedReceipt};
 use serde_json::{json, Map, Value};
@@ -208,6 +208,23 @@ impl Collects for PlanRecord {
     }
 }
 
+/// Tells the approvers again that plan `p` waits for another approver (its page: `link`).
+pub fn notify_again(config: &crate::config::Config, p: &PlanRecord, link: &str) {
+    let environment = p.environment_label();
+    let progress = p.progress();
+    crate::notify::plan_again(
+        config,
+        &crate::notify::PlanWaiting {
+            id: &p.id,
+            environment: &environment,
+            agent: &p.agent,
+            calls: p.entries.len(),
+            progress: &progress,
+        },
+        link,
+    );
+}
+
 fn stored_receipt(store: &PlanStore, p: &PlanRecord) -> Result<Option<Vec<u8>>, PlanStoreError> {
     p.receipt_id
         .as_deref()
@@ -215,13 +232,13 @@ fn stored_receipt(store: &PlanStore, p: &PlanRecord) -> Result<Option<Vec<u8>>, 
         .transpose()
 }
 
-/// Refuses an approval that cannot add to the plan's quorum (`approvals::quorum::may_approve`).
+/// Refuses an approval that cannot add to the plan's quorum (`receipt::collect::may_approve_with`).
 pub fn may_approve(store: &PlanStore, p: &PlanRecord, approver: &str) -> Result<(), String> {
     let stored = stored_receipt(store, p).map_err(|e| e.to_string())?;
     collect::may_approve_with(p, stored, approver)
 }
 
-/// The body an approver signs for plan `p` (`approvals::quorum::body_to_sign`): while a
+/// The body an approver signs for plan `p` (`receipt::collect::body_to_sign_with`): while a
 /// quorum is under way, its body in their name; otherwise a fresh plan receipt body, valid
 /// for `ttl` from now, that states the plan's quorum.
 pub fn body_to_sign(
@@ -249,7 +266,6 @@ pub fn body_to_sign(
             body
         },
     )
-    .map_err(|e| e.to_string())
 }
 
 /// What [`record`] stored.
@@ -299,8 +315,7 @@ pub fn record(
         let Joined {
             receipt: joined,
             tally: t,
-        } = collect::join_approval(p, stored, single, trusted)
-            .map_err(|e| refused(e.to_string()))?;
+        } = collect::join_approval(p, stored, single, trusted).map_err(refused)?;
         let complete = t.complete();
         let signed = PlanSigned {
             receipt_id: joined.body.id.as_str().to_owned(),
