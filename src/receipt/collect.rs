@@ -12,8 +12,9 @@ use super::quorum::{self, Tally};
 use super::verify::{verify_signatures, VerifiedReceipt};
 
 /// What approvals are collected for: one pending call (`state::approvals::Approval`) or one
-/// submitted plan (`plan::store::PlanRecord`). Joining an approval to the quorum under way, checking it and counting it
-/// is the same code for both ([`join_approval`]); each store keeps its own record.
+/// submitted plan (`plan::store::PlanRecord`). Joining an approval to the quorum under way,
+/// checking it and counting it is the same code for both ([`join_approval`]); each store
+/// keeps its own record.
 pub trait Collects {
     /// "call" or "plan", for messages.
     const NOUN: &'static str;
