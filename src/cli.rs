@@ -720,7 +720,22 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     let v = receipt::verify(&r, &trusted)
         .map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
     let b = v.body();
-    let (required, in_state) = config_quorum(&config, b);
+    // A plan receipt: each entry's quorum under this config, worked out from the entry.
+    let (tally, basis) = match crate::plan::quorum::tally_now(&config.policy, &v) {
+        Some(t) => (
+            t,
+            ", as airlock's config requires for every call the plan covers",
+        ),
+        None => {
+            let (required, in_state) = config_quorum(&config, b);
+            let basis = if in_state {
+                ", as airlock's config requires for this call"
+            } else {
+                "; the call is not in airlock's state, so against the most any rule matching what the receipt binds requires"
+            };
+            (v.tally(&required), basis)
+        }
+    };
     let signers: Vec<String> = v
         .signers()
         .iter()
@@ -740,17 +755,11 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
         b.expires_at,
         b.uses
     );
-    let tally = v.tally(&required);
     println!(
-        "  quorum {} of {} distinct approvers ({}){}",
+        "  quorum {} of {} distinct approvers ({}){basis}",
         tally.have(),
         tally.need,
         v.approvers().join(", "),
-        if in_state {
-            ", as airlock's config requires for this call"
-        } else {
-            "; the call is not in airlock's state, so against the most any rule matching what the receipt binds requires"
-        }
     );
     if let Some(grant) = b.plan_grant() {
         crate::plan::cli::print_grant(grant);

@@ -820,14 +820,12 @@ impl App {
                 cosigners: Vec::new(),
             };
             if r.body.plan.is_some() {
-                // A plan receipt: countersigned, checked exactly as the proxy and `receipt
-                // verify` will, then stored with its plan.
+                // A plan receipt: countersigned, then joined to the plan's quorum and checked
+                // as `plan approve` does.
                 let made = r
                     .countersign(key)
-                    .and_then(|()| crate::receipt::verify(&r, &trusted).map(|_| ()))
-                    .and_then(|()| r.to_json())
                     .map_err(|e| format!("the receipt does not verify: {e}"));
-                match made.and_then(|json| self.store_plan_receipt(&r, &json, passkey.name())) {
+                match made.and_then(|()| self.store_plan_receipt(r, &trusted, passkey.name())) {
                     Ok(v) => decided.push(v),
                     Err(e) => {
                         tracing::warn!(approval = %approval_id, error = %e, "a plan decision was not recorded");

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod mapping;
+pub mod quorum;
 pub mod records;
 pub mod store;
 

@@ -820,6 +820,8 @@ fn an_approved_plan_past_its_window_reads_as_expired() {
         decided_by: Some("alice".into()),
         decided_at: None,
         expires_at: Some("2026-02-26T12:15:00Z".into()),
+        quorums: Vec::new(),
+        approved_by: Vec::new(),
     };
     let before = time::macros::datetime!(2026-02-26 12:14:59 UTC);
     let after = time::macros::datetime!(2026-02-26 12:15:00 UTC);

@@ -73,7 +73,7 @@ pub async fn redeem(
                 continue;
             }
         };
-        if let Err(e) = verified.check_quorum(quorum) {
+        if let Err(e) = verified.check_entry_quorum(quorum) {
             tracing::info!(plan = %plan.id, receipt = %receipt_id, action = %call.action(), reason = %e, "the plan's approvers do not meet this call's quorum; it is held one by one");
             continue;
         }

@@ -43,6 +43,7 @@
 
 pub mod body;
 pub mod canonical;
+pub mod collect;
 pub mod ids;
 pub mod keys;
 pub mod plan;
