@@ -61,7 +61,9 @@ def snapshot_exists(moto: Moto, snap: str) -> bool:
 
 def delete_snapshot(agent: Agent, snap: str) -> Callable[[], tuple[bool, str, str]]:
     """The agent's call (one attempt): (went through, error code, message)."""
-    rds = agent.client("rds", config=NO_RETRIES)
+    # Read timeout past the longest hold here (the two-browser tests hold for 100 s: three
+    # Chromium launches must fit in it on a loaded machine).
+    rds = agent.client("rds", config=NO_RETRIES.merge(Config(read_timeout=130)))
 
     def call() -> tuple[bool, str, str]:
         try:
@@ -289,7 +291,7 @@ def two_web(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[An
     from test_approvals_web import Webhook, start_web_airlock
 
     hook = Webhook()
-    web = start_web_airlock("airlock-quorum-web", moto, tmp_path_factory, 40, hook, TWO_FOR_SNAPSHOTS)
+    web = start_web_airlock("airlock-quorum-web", moto, tmp_path_factory, 100, hook, TWO_FOR_SNAPSHOTS)
     try:
         enroll_bob(web)
         web.webhook = hook
