@@ -335,7 +335,7 @@ fn approve(
     key_path: &Path,
     allow_plaintext: bool,
 ) -> Result<(), String> {
-    use crate::receipt::{self, Decision, ReceiptBody};
+    use crate::receipt;
     let config = Config::load_existing(config_path)?;
     let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let record = store.get(id).map_err(|e| e.to_string())?;
@@ -348,14 +348,7 @@ fn approve(
     // What is signed is shown before the passphrase is asked for.
     print_plan(&record);
     let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
-    let mut body = ReceiptBody::new(
-        &super::receipt_binding(&record),
-        &record.id,
-        Decision::Approve,
-        &approver,
-        super::validity(&record, config.approval.receipt_ttl),
-    );
-    body.plan = Some(super::grant(&record));
+    let body = super::approval_body(&record, &approver, config.approval.receipt_ttl);
     let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
     let json = signed.to_json().map_err(|e| e.to_string())?;
     let receipt_id = signed.body.id.as_str().to_owned();

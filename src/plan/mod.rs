@@ -257,6 +257,24 @@ pub fn receipt_binding(record: &store::PlanRecord) -> crate::receipt::Binding {
     }
 }
 
+/// The body of the receipt that approves `record`: its call fields, its grant, and a window
+/// of `ttl` from now. Signed by the approver's key (`airlock plan approve`).
+pub fn approval_body(
+    record: &store::PlanRecord,
+    approver: &impl crate::receipt::ids::NamedKey,
+    ttl: std::time::Duration,
+) -> crate::receipt::ReceiptBody {
+    let mut body = crate::receipt::ReceiptBody::new(
+        &receipt_binding(record),
+        &record.id,
+        crate::receipt::Decision::Approve,
+        approver,
+        validity(record, ttl),
+    );
+    body.plan = Some(grant(record));
+    body
+}
+
 /// What a plan receipt grants for `record`.
 pub fn grant(record: &store::PlanRecord) -> crate::receipt::PlanGrant {
     crate::receipt::PlanGrant {

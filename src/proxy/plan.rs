@@ -109,6 +109,12 @@ pub async fn redeem(
                 ));
             }
             let turn = gate.receipt_lock(&key).lock_owned().await;
+            if grant
+                .closed_by(index)
+                .is_some_and(|done| has_succeeded(gate, &entry_key(&receipt_id, done)))
+            {
+                continue;
+            }
             match gate.ledger.reserve(&key, allowed) {
                 Ok(()) => {
                     tracing::info!(plan = %plan.id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
@@ -146,6 +152,11 @@ fn done_key(entry_key: &str) -> String {
     format!("{entry_key}!done")
 }
 
+/// Whether the call of the entry under `entry_key` has succeeded.
+fn has_succeeded(gate: &Gate, entry_key: &str) -> bool {
+    gate.ledger.usage(&done_key(entry_key)).committed >= 1
+}
+
 /// After the call: a committed use is audited. An entry is finished when its call succeeded
 /// or its uses are all taken (a `DeleteBucket` refused while the bucket still holds objects
 /// uses one and is sent again); when every entry with limited uses is finished, the plan is
@@ -172,10 +183,7 @@ pub fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bool) {
         &used.entry,
     ));
     let all_used = used.limits.iter().all(|(key, uses)| match uses {
-        Some(n) => {
-            gate.ledger.usage(key).committed >= *n
-                || gate.ledger.usage(&done_key(key)).committed >= 1
-        }
+        Some(n) => gate.ledger.usage(key).committed >= *n || has_succeeded(gate, key),
         None => true,
     });
     if all_used {
@@ -211,3 +219,7 @@ fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: 
         Err(e) => tracing::error!(plan = %plan_id, error = %e, "could not end the plan"),
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -38,6 +38,29 @@ pub struct PlanGrant {
     pub entries: Vec<PlanEntry>,
 }
 
+impl PlanGrant {
+    /// The entry whose success closes entry `index`. An entry with a limited number of uses
+    /// closes on its own success: a second success would act on a new resource of the same
+    /// name (uses beyond the first are for refusals such as a `DeleteBucket` answered
+    /// `BucketNotEmpty`). An entry for what a container holds (`uses: null`) closes on the
+    /// success of the container's own delete: the last entry with limited uses of the same
+    /// address after it (`DeleteBucket` for the bucket's objects). `None`: only the window,
+    /// or the plan being spent, closes it.
+    pub fn closed_by(&self, index: usize) -> Option<usize> {
+        let entry = self.entries.get(index)?;
+        if entry.uses.is_some() {
+            return Some(index);
+        }
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(index + 1)
+            .filter(|(_, e)| e.address == entry.address && e.uses.is_some())
+            .map(|(i, _)| i)
+            .last()
+    }
+}
+
 /// One covered call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
