@@ -116,6 +116,15 @@ impl Plan {
         Ok(self)
     }
 
+    /// What [`Plan::digest`] covers: the state too only when it was read from a binary plan.
+    pub fn digest_scope(&self) -> crate::receipt::DigestScope {
+        if self.lineage.is_some() && self.serial.is_some() {
+            crate::receipt::DigestScope::ResourceChangesAndState
+        } else {
+            crate::receipt::DigestScope::ResourceChanges
+        }
+    }
+
     /// SHA-256 (hex) of the canonical `{lineage, resource_changes, serial}`: two plans with
     /// the same changes against the same state have the same digest, whatever their
     /// timestamps; a plan made against another state (or state version) has another.
@@ -280,6 +289,7 @@ pub fn grant(record: &store::PlanRecord) -> crate::receipt::PlanGrant {
     crate::receipt::PlanGrant {
         plan_id: record.id.clone(),
         digest: record.digest.clone(),
+        digest_scope: record.digest_scope,
         created_at: record.plan_created_at.clone(),
         entries: record.entries.clone(),
     }

@@ -48,6 +48,10 @@ pub struct PlanRecord {
     /// The agent whose calls the receipt will cover.
     pub agent: String,
     pub digest: String,
+    /// What `digest` covers (a plan stored before this was recorded reads as
+    /// `resource_changes`, the claim that binds the least).
+    #[serde(default)]
+    pub digest_scope: crate::receipt::DigestScope,
     /// The plan's own creation time.
     pub plan_created_at: Option<String>,
     pub terraform_version: Option<String>,

@@ -723,6 +723,21 @@ fn a_binary_plan_gives_the_state_lineage_and_serial() {
         (plan.lineage.as_deref(), plan.serial),
         (Some("abc-123"), Some(7))
     );
+    // The digest's scope says whether it binds the state: only a binary plan's does.
+    assert_eq!(
+        plan.digest_scope(),
+        crate::receipt::DigestScope::ResourceChangesAndState
+    );
+    let as_json = Plan::from_json(&plan_json(json!([]))).unwrap();
+    assert_eq!(
+        as_json.digest_scope(),
+        crate::receipt::DigestScope::ResourceChanges
+    );
+    assert_eq!(
+        as_json.digest_scope().warning(),
+        Some("submitted as JSON: the digest does not bind the state the plan was made against; submit the binary plan to bind it")
+    );
+    assert_eq!(plan.digest_scope().warning(), None);
     assert!(matches!(
         Plan::from_json(&plan_json(json!([])))
             .unwrap()
@@ -810,6 +825,7 @@ fn an_approved_plan_past_its_window_reads_as_expired() {
         status: PlanStatus::Approved,
         agent: "a".into(),
         digest: String::new(),
+        digest_scope: Default::default(),
         plan_created_at: None,
         terraform_version: None,
         submitted_at: String::new(),

@@ -73,6 +73,7 @@ fn approved_plan(h: &Harness, changes: &[Value]) -> PlanRecord {
             status: PlanStatus::Pending,
             agent: AGENT.into(),
             digest: "d".repeat(64),
+            digest_scope: crate::receipt::DigestScope::ResourceChanges,
             plan_created_at: None,
             terraform_version: None,
             submitted_at: String::new(),
