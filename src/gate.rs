@@ -44,6 +44,8 @@ pub struct Gate {
     pub approvals: ApprovalStore,
     pub ledger: Ledger,
     pub audit: AuditLog,
+    /// The approved Terraform plans, in memory (`plan::index`).
+    pub plans: crate::plan::index::PlanIndex,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     held: Semaphore,
     /// Woken whenever this process decides an approval (the page), so held calls go on at once.
@@ -60,7 +62,10 @@ impl Gate {
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
         let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
+        let plans =
+            crate::plan::index::PlanIndex::load(&config.state_dir).map_err(|e| e.to_string())?;
         let gate = Gate {
+            plans,
             approvals,
             ledger,
             audit,

@@ -16,6 +16,7 @@
 //! stored but the digest and what [`mapping`] derives (ids, names, ARNs, delete options).
 
 pub mod cli;
+pub mod index;
 pub mod mapping;
 pub mod records;
 pub mod store;
