@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 /// How old the plans directory's modification time must be before the index trusts it.
 pub const RACY_MARGIN: Duration = Duration::from_secs(2);
 
-/// An approved plan whose receipt's window has not ended when it was indexed.
+/// A plan whose file says approved (its receipt's window may have ended since).
 #[derive(Debug)]
 pub struct ApprovedPlan {
     pub plan_id: String,
@@ -88,10 +88,11 @@ impl PlanIndex {
             return Ok(());
         }
         let store = PlanStore::open(&self.state_dir)?;
-        let at = time::OffsetDateTime::now_utc();
         let mut by_action: HashMap<ActionKey, Vec<Arc<ApprovedPlan>>> = HashMap::new();
         for record in store.list()? {
-            if record.status_at(at) != PlanStatus::Approved {
+            // An approved plan past its window stays until a call it would cover finds it
+            // so: the proxy then records it expired (`plan_expired`) and drops it.
+            if record.status != PlanStatus::Approved {
                 continue;
             }
             let Some(receipt_id) = record.receipt_id.clone() else {

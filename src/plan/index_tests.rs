@@ -74,10 +74,17 @@ fn approved_plans_are_found_by_agent_and_action_and_survive_a_restart() {
     let other_agent = submitted(&store, "other", vec![entry("dynamodb", "DeleteTable", "o")]);
     approve(&store, &alice, &other_agent, Duration::from_secs(600));
     let expired = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "e")]);
-    approve(&store, &alice, &expired, Duration::ZERO);
+    approve(&store, &alice, &expired, Duration::from_secs(1));
 
     // Loaded at start, as a restarted airlock does: nothing is lost.
     let index = PlanIndex::load(state.path()).expect("index");
+    // A plan past its window is listed until the proxy, finding it so, ends it.
+    let mut listed = ids(&index, "tf", "dynamodb", "DeleteTable");
+    listed.sort();
+    let mut wanted = vec![table.id.clone(), expired.id.clone()];
+    wanted.sort();
+    assert_eq!(listed, wanted);
+    assert!(store.end(&expired.id, PlanStatus::Expired).expect("ended"));
     assert_eq!(
         ids(&index, "tf", "dynamodb", "DeleteTable"),
         [table.id.as_str()]

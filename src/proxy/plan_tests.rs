@@ -54,6 +54,10 @@ fn change(t: &str, name: &str, before: Value) -> Value {
 
 /// Submits a plan destroying `changes` for `AGENT` and approves it with alice's key.
 fn approved_plan(h: &Harness, changes: &[Value]) -> PlanRecord {
+    approved_for(h, changes, Duration::from_secs(600))
+}
+
+fn approved_for(h: &Harness, changes: &[Value], ttl: Duration) -> PlanRecord {
     let config = &h.gate.config;
     let destroyed = destroyed(
         changes,
@@ -77,7 +81,7 @@ fn approved_plan(h: &Harness, changes: &[Value]) -> PlanRecord {
             ..PlanRecord::default()
         })
         .expect("submitted");
-    let body = crate::plan::approval_body(&record, &h.alice.public(), Duration::from_secs(600));
+    let body = crate::plan::approval_body(&record, &h.alice.public(), ttl);
     let signed = crate::receipt::sign(body, &h.alice).expect("signed");
     let json = signed.to_json().expect("json");
     store
@@ -245,4 +249,24 @@ async fn a_deleted_bucket_closes_its_entries() {
     let table_deleted = redeemed(&h, &delete_table("t")).await.expect("covered");
     table_deleted.finish(&h.gate, &answered(200));
     assert!(redeemed(&h, &delete_table("t")).await.is_none());
+}
+
+/// A plan past its window covers nothing; the call that finds it so records it expired.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plan_past_its_window_is_ended_by_the_call_that_finds_it() {
+    let h = harness();
+    let plan = approved_for(&h, &[table("t")], Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(redeemed(&h, &delete_table("t")).await.is_none());
+    let store = PlanStore::open(&h.gate.config.state_dir).expect("store");
+    assert_eq!(
+        store.get(&plan.id).expect("plan").status,
+        crate::plan::store::PlanStatus::Expired
+    );
+    assert!(h
+        .gate
+        .plans
+        .lookup(AGENT, "dynamodb", "DeleteTable")
+        .expect("lookup")
+        .is_empty());
 }
