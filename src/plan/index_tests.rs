@@ -63,6 +63,12 @@ fn ids(index: &PlanIndex, agent: &str, service: &str, operation: &str) -> Vec<St
         .collect()
 }
 
+/// Plan ids, in the order `ids` would list them if sorted.
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
 #[test]
 fn approved_plans_are_found_by_agent_and_action_and_survive_a_restart() {
     let (state, store, alice) = fixture();
@@ -79,11 +85,10 @@ fn approved_plans_are_found_by_agent_and_action_and_survive_a_restart() {
     // Loaded at start, as a restarted airlock does: nothing is lost.
     let index = PlanIndex::load(state.path()).expect("index");
     // A plan past its window is listed until the proxy, finding it so, ends it.
-    let mut listed = ids(&index, "tf", "dynamodb", "DeleteTable");
-    listed.sort();
-    let mut wanted = vec![table.id.clone(), expired.id.clone()];
-    wanted.sort();
-    assert_eq!(listed, wanted);
+    assert_eq!(
+        sorted(ids(&index, "tf", "dynamodb", "DeleteTable")),
+        sorted(vec![table.id.clone(), expired.id.clone()])
+    );
     assert!(store.end(&expired.id, PlanStatus::Expired).expect("ended"));
     assert_eq!(
         ids(&index, "tf", "dynamodb", "DeleteTable"),
@@ -107,11 +112,10 @@ fn approved_plans_are_found_by_agent_and_action_and_survive_a_restart() {
 
     // Approved later (by another process: through the files only): found at the next lookup.
     approve(&store, &alice, &pending, Duration::from_secs(600));
-    let mut both = ids(&index, "tf", "dynamodb", "DeleteTable");
-    both.sort();
-    let mut wanted = vec![table.id.clone(), pending.id.clone()];
-    wanted.sort();
-    assert_eq!(both, wanted);
+    assert_eq!(
+        sorted(ids(&index, "tf", "dynamodb", "DeleteTable")),
+        sorted(vec![table.id.clone(), pending.id.clone()])
+    );
 
     // Ended in another process: gone at the next lookup.
     assert!(store.end(&table.id, PlanStatus::Spent).expect("ended"));
