@@ -4,9 +4,14 @@
 //! Each entry is counted in the ledger under its own key (`<receipt id>#<index>`), so an
 //! entry is single use (or as many uses as it grants) with the release rules of every
 //! receipt: a use is given back when the upstream was never reached, answered 5xx or
-//! throttled. An entry used up, another agent, another environment, a receipt outside its
-//! window or one that does not verify: nothing is covered here, and the call is held or
-//! refused exactly as without a plan. Once every entry with a limited number of uses is
+//! throttled. An entry also closes once its call has succeeded, and a container's entries
+//! (a `force_destroy` bucket's objects) once the container's own delete has succeeded
+//! (`PlanGrant::closed_by`), so nothing of the plan acts on a re-created resource of the same
+//! name. The approved plans are found in `Gate::plans` (`plan::index`), by agent and action;
+//! only a receipt with an entry for the call is verified. An entry used up or closed,
+//! another agent, another environment, a receipt outside its window or one that does not
+//! verify: nothing is covered here, and the call is held or refused exactly as without a
+//! plan. Once every entry with a limited number of uses is
 //! used, the plan is spent; once its window has ended, expired (both recorded once).
 
 use super::error::ProxyError;
