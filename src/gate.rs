@@ -12,29 +12,11 @@ use crate::config::Config;
 use crate::receipt::TrustedKeys;
 use crate::state::approvals::{ApprovalStore, Status};
 use crate::state::ledger::Ledger;
-use crate::state::trust;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, Semaphore};
-
-/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
-/// enrolled passkeys. Nothing from a request or a receipt.
-pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
-    let mut keys = TrustedKeys::new();
-    for approver in &config.approvers {
-        keys.add_approver(approver).map_err(|e| e.to_string())?;
-    }
-    if let Some(public) = trust::airlock_public(&config.state_dir)? {
-        keys.add_airlock(&public).map_err(|e| e.to_string())?;
-    }
-    for record in trust::PasskeyStore::new(&config.state_dir).load()? {
-        keys.add_passkey(&record.public()?)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(keys)
-}
 
 /// How often a held call looks at its approval when nothing wakes it.
 const HOLD_TICK: Duration = Duration::from_millis(250);
@@ -44,6 +26,8 @@ pub struct Gate {
     pub approvals: ApprovalStore,
     pub ledger: Ledger,
     pub audit: AuditLog,
+    /// The approved Terraform plans, in memory (`plan::index`).
+    pub plans: crate::plan::index::PlanIndex,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     held: Semaphore,
     /// Woken whenever this process decides an approval (the page), so held calls go on at once.
@@ -60,7 +44,10 @@ impl Gate {
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
         let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
+        let plans =
+            crate::plan::index::PlanIndex::load(&config.state_dir).map_err(|e| e.to_string())?;
         let gate = Gate {
+            plans,
             approvals,
             ledger,
             audit,
@@ -79,7 +66,7 @@ impl Gate {
     /// The keys a receipt may be signed with ([`trusted_keys`]). Read afresh on every call,
     /// so `approver revoke` counts at once.
     pub fn trusted_keys(&self) -> Result<TrustedKeys, String> {
-        trusted_keys(&self.config)
+        crate::signing::trusted_keys(&self.config)
     }
 
     pub fn set_approvals_port(&self, port: u16) {

@@ -234,7 +234,15 @@ fn render(
     );
     fact(
         "Plan digest",
-        format!("<code id=\"digest\">{}</code>", esc(&p.digest)),
+        format!(
+            "<code id=\"digest\">{}</code> ({}){}",
+            esc(&p.digest),
+            esc(p.digest_scope.as_str()),
+            p.digest_scope.warning().map_or(String::new(), |w| format!(
+                "<p id=\"digest-warning\" class=\"warning\">{}</p>",
+                esc(w)
+            ))
+        ),
     );
     fact(
         "Terraform",

@@ -226,6 +226,7 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
             status: PlanStatus::Pending,
             agent,
             digest: plan.digest(),
+            digest_scope: plan.digest_scope(),
             plan_created_at: plan.timestamp.clone(),
             terraform_version: plan.terraform_version.clone(),
             submitted_at: String::new(),
@@ -243,9 +244,6 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
     crate::audit::append_now(&config.state_dir, super::records::submitted(&record))
         .map_err(|e| format!("the plan is stored, but the audit log could not be written: {e}"))?;
     print_plan(&record);
-    if plan.lineage.is_none() {
-        println!("note: submitted as JSON, so the digest does not include the state's lineage and serial (submit plan.bin for that)");
-    }
     println!("approve at {}", plan_link(&config, &record.id));
     println!("  (or: airlock plan approve {} --key FILE)", record.id);
     Ok(())
@@ -265,10 +263,14 @@ fn print_plan(p: &PlanRecord) {
         p.entries.len()
     );
     println!(
-        "digest {}  created {}",
+        "digest {} ({})  created {}",
         p.digest,
+        p.digest_scope.as_str(),
         shown(p.plan_created_at.as_deref().unwrap_or("unknown"))
     );
+    if let Some(warning) = p.digest_scope.warning() {
+        println!("WARNING: {warning}");
+    }
     let irreversible: Vec<String> = p
         .destroyed
         .iter()
@@ -329,9 +331,10 @@ fn print_plan(p: &PlanRecord) {
 pub fn print_grant(grant: &crate::receipt::PlanGrant) {
     let shown = |text: &str| text.escape_debug().to_string();
     println!(
-        "  plan {} digest {} created {}: {} calls covered",
+        "  plan {} digest {} ({}) created {}: {} calls covered",
         grant.plan_id,
         grant.digest,
+        grant.digest_scope.as_str(),
         shown(grant.created_at.as_deref().unwrap_or("unknown")),
         grant.entries.len()
     );
@@ -395,7 +398,7 @@ fn decide(
     if decision == Decision::Approve {
         super::quorum::may_approve(&store, &record, approver.name())?;
     }
-    let trusted = crate::gate::trusted_keys(&config)?;
+    let trusted = crate::signing::trusted_keys(&config)?;
     let body = super::quorum::body_to_sign(
         &store,
         &record,

@@ -2,7 +2,8 @@
 //!
 //! At submission every entry gets the quorum the gate would give its call ([`entry_quorum`]):
 //! `Policy::decide` on the call the entry describes, or, for an entry with parameters the plan
-//! cannot fix, `Policy::quorum_bound` (the most any rule matching the rest could ask). A plan
+//! cannot fix, `Policy::quorum_bound_within` (the most any rule matching the rest, or
+//! anything under its resources, could ask). A plan
 //! is approved once every entry's quorum is met by distinct approvers its rules let count
 //! ([`tally`]). Until then the plan stays pending and the receipt of the quorum under way is
 //! stored with it and authorizes nothing (the proxy redeems approved plans only). Joining,
@@ -40,13 +41,14 @@ pub fn entry_call(e: &PlanEntry) -> AwsCall {
 
 /// The quorum `agent`'s call that `e` covers needs under `policy`: what the gate decides for
 /// it; for an entry with parameters the plan cannot fix (`free`), the most any rule matching
-/// the rest could require, whatever its parameter conditions.
+/// the rest could require, whatever its parameter conditions, including rules for anything
+/// under the entry's resources (an object key the plan cannot know).
 pub fn entry_quorum(policy: &Policy, agent: &str, e: &PlanEntry) -> Quorum {
     let call = entry_call(e);
     if e.free.is_empty() {
         policy.decide(&call, agent, &e.environment).quorum().clone()
     } else {
-        policy.quorum_bound(&call, agent, &e.environment)
+        policy.quorum_bound_within(&call, agent, &e.environment)
     }
 }
 
@@ -176,6 +178,21 @@ impl Collects for PlanRecord {
 
     fn does_not_count(&self, approver: &str, so_far: &[String]) -> Option<String> {
         let quorums = self.entry_quorums();
+        // A body stating one approver can carry no cosigner: its one approver must count for
+        // every entry, or the plan would wait for a second signature it cannot take.
+        if stated_quorum(&quorums) == 1 && !quorums.iter().all(|q| q.counts(approver)) {
+            let mut lists = quorums.iter().filter_map(|q| q.approvers.as_ref());
+            let first = lists.next().cloned().unwrap_or_default();
+            let rest: Vec<&Vec<String>> = lists.collect();
+            let everywhere: Vec<String> = first
+                .into_iter()
+                .filter(|n| rest.iter().all(|l| l.contains(n)))
+                .collect();
+            return Some(format!(
+                "{approver:?} does not count for every call this plan covers, and it takes one approver who does: {}",
+                everywhere.join(", ")
+            ));
+        }
         let waiting: Vec<(&PlanEntry, &Quorum)> = self
             .entries
             .iter()
@@ -254,17 +271,7 @@ pub fn body_to_sign(
         stored,
         decision,
         (approver.name(), approver.key_id()),
-        || {
-            let mut body = receipt::ReceiptBody::new(
-                &super::receipt_binding(p),
-                &p.id,
-                decision,
-                approver,
-                super::validity(p, ttl),
-            );
-            body.plan = Some(super::grant(p));
-            body
-        },
+        || super::receipt_body(p, decision, approver, ttl),
     )
 }
 
@@ -543,7 +550,7 @@ mod tests {
             "DeleteDBSnapshot",
             &[("DBSnapshotIdentifier", "nightly")],
         );
-        let submit = || {
+        let submit_with = |entries: Vec<PlanEntry>, quorums: Vec<Quorum>| {
             store
                 .submit(PlanRecord {
                     id: String::new(),
@@ -555,19 +562,26 @@ mod tests {
                     submitted_at: String::new(),
                     environments: vec!["prod".into()],
                     destroyed: Vec::new(),
-                    entries: vec![snapshot.clone()],
+                    entries,
                     receipt_id: None,
                     decided_by: None,
                     decided_at: None,
                     expires_at: None,
-                    quorums: vec![Quorum {
-                        approvals: 2,
-                        approvers: Some(names(&["alice", "bob"])),
-                    }],
+                    quorums,
                     approved_by: Vec::new(),
+                    ..PlanRecord::default()
                 })
                 .expect("submitted")
                 .id
+        };
+        let submit = || {
+            submit_with(
+                vec![snapshot.clone()],
+                vec![Quorum {
+                    approvals: 2,
+                    approvers: Some(names(&["alice", "bob"])),
+                }],
+            )
         };
         let id = submit();
         let first = decide(&store, &trusted, &keys[0], &id, Decision::Approve).expect("alice");
@@ -609,5 +623,50 @@ mod tests {
         assert_eq!(no.plan.status, PlanStatus::Denied);
         assert_eq!(no.plan.decided_by.as_deref(), Some("carol"));
         assert!(decide(&store, &trusted, &keys[1], &id, Decision::Approve).is_err());
+
+        // One approval each, the snapshot's from alice or bob, the table's from anyone: the
+        // body states one approver, so the one who signs must count for both. Carol does not.
+        let table = entry("dynamodb", "DeleteTable", &[("TableName", "items")]);
+        let id = submit_with(
+            vec![snapshot.clone(), table],
+            vec![
+                Quorum {
+                    approvals: 1,
+                    approvers: Some(names(&["alice", "bob"])),
+                },
+                Quorum::default(),
+            ],
+        );
+        let carol = decide(&store, &trusted, &keys[2], &id, Decision::Approve).expect_err("carol");
+        assert!(
+            carol.contains("does not count for every call") && carol.ends_with(": alice, bob"),
+            "{carol}"
+        );
+        let bob = decide(&store, &trusted, &keys[1], &id, Decision::Approve).expect("bob");
+        assert_eq!(bob.plan.status, PlanStatus::Approved);
+        assert_eq!(bob.plan.approved_by, names(&["bob"]));
+    }
+
+    #[test]
+    fn an_entry_whose_keys_the_plan_cannot_know_needs_what_rules_under_its_bucket_need() {
+        let mut objects = entry("s3", "DeleteObject", &[("Bucket", "data")]);
+        objects.free = vec!["Key".into()];
+        let rule = |glob: &str| {
+            format!("[[rule]]\nname = \"two\"\neffect = \"require_receipt\"\nactions = [\"s3:DeleteObject\"]\nresources = [\"{glob}\"]\napprovals = 2\n")
+        };
+        for (glob, quorum) in [
+            ("arn:aws:s3:::data/secret/*", 2),
+            ("arn:aws:s3:::dat*", 2),
+            ("arn:aws:s3:::data", 2),
+            ("arn:aws:s3:::other/*", 1),
+            ("arn:aws:s3:::data-archive/*", 1),
+        ] {
+            let p = policy(&rule(glob), 1);
+            assert_eq!(
+                entry_quorum(&p, "terraform", &objects).approvals.max(1),
+                quorum,
+                "{glob}"
+            );
+        }
     }
 }

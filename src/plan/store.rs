@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanStatus {
     /// Submitted, waiting for a human.
+    #[default]
     Pending,
     /// A plan receipt was signed; its entries cover calls while it is valid.
     Approved,
@@ -41,13 +42,17 @@ impl PlanStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlanRecord {
     pub id: String,
     pub status: PlanStatus,
     /// The agent whose calls the receipt will cover.
     pub agent: String,
     pub digest: String,
+    /// What `digest` covers (a plan stored before this was recorded reads as
+    /// `resource_changes`, the claim that binds the least).
+    #[serde(default)]
+    pub digest_scope: crate::receipt::DigestScope,
     /// The plan's own creation time.
     pub plan_created_at: Option<String>,
     pub terraform_version: Option<String>,
@@ -196,15 +201,6 @@ impl PlanStore {
             .collect();
         out.sort_by(|a, b| b.submitted_at.cmp(&a.submitted_at));
         Ok(out)
-    }
-
-    /// Approved plans of `agent`: the ones whose receipts may cover its calls.
-    pub fn approved_for(&self, agent: &str) -> Result<Vec<PlanRecord>, PlanStoreError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|p| p.status == PlanStatus::Approved && p.agent == agent)
-            .collect())
     }
 
     /// Stores a newly submitted plan under a fresh id.
