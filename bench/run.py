@@ -4,6 +4,7 @@
     python3 bench/run.py                 # request rate, latency, CPU, and the 512 MiB PUT
     python3 bench/run.py --load 60       # then 60 s of mixed allowed/refused calls at peak rate
     python3 bench/run.py --tunnel        # only: the HTTPS_PROXY path next to the endpoint path
+    python3 bench/run.py --baseline BIN  # also another airlock binary (a saved build), interleaved
 
 Three contenders answer the same signed request (signed once with botocore, replayed by wrk):
 
@@ -160,9 +161,10 @@ def start_passthrough(work: Path, stub_port: int, certs: Path) -> Proc:
                 r"listening on 127\.0\.0\.1:(\d+)", log=work / "passthrough.log")
 
 
-def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False) -> tuple[Proc, Credentials, Path]:
-    binary = str(BUILD / "airlock")
-    config = work / "airlock/config/airlock.toml"
+def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False, binary: Path | None = None,
+                  name: str = "airlock") -> tuple[Proc, Credentials, Path]:
+    binary = str(binary or BUILD / "airlock")
+    config = work / f"{name}/config/airlock.toml"
     subprocess.run([binary, "init", "--config", str(config)], check=True, capture_output=True)
     text = config.read_text()
     replacements = {
@@ -187,7 +189,7 @@ def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = Fa
     env.update(AWS_ACCESS_KEY_ID="AKIABENCHREALKEY0001", AWS_SECRET_ACCESS_KEY="bench/real/secret/not/used/by/the/stub",
                AIRLOCK_LOG=log_level)
     ready = r"airlock listening proxy=https://127\.0\.0\.1:(\d+) \S+" + (r" connect=http://127\.0\.0\.1:(\d+)" if connect else "")
-    proc = Proc("airlock", [binary, "serve", "--config", str(config)], ready, env=env, log=work / "airlock.log")
+    proc = Proc(name, [binary, "serve", "--config", str(config)], ready, env=env, log=work / f"{name}.log")
     creds = Credentials(agent["AWS_ACCESS_KEY_ID"], agent["AWS_SECRET_ACCESS_KEY"])
     return proc, creds, config
 
@@ -386,6 +388,8 @@ def median(xs: list[float]) -> float:
 
 
 def table(results: dict[str, Result], put_mib: int) -> str:
+    for n in ("stub", "nginx", "passthrough", "airlock"):
+        results.setdefault(n, Result(n))
     ng = results["nginx"]
     rows = [
         ("requests/s", "rps", "{:,.0f}"),
@@ -403,6 +407,14 @@ def table(results: dict[str, Result], put_mib: int) -> str:
         ratios = [vals[n] / vals["nginx"] if vals["nginx"] else float("nan") for n in ("airlock", "passthrough")]
         cells = [fmt.format(vals[n]) if vals[n] == vals[n] else "—" for n in names]
         out.append(f"| {label} | {' | '.join(cells)} | {ratios[0]:.2f}× | {ratios[1]:.2f}× |")
+    if "baseline" in results:
+        out += ["", "| measure | nginx | baseline | airlock | baseline / nginx | airlock / nginx | airlock / baseline |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, attr, fmt in rows[:4]:
+            vals = {n: median(getattr(results[n], attr)) for n in ("nginx", "baseline", "airlock")}
+            out.append(f"| {label} | {' | '.join(fmt.format(vals[n]) for n in ('nginx', 'baseline', 'airlock'))} | "
+                       f"{vals['baseline'] / vals['nginx']:.2f}× | {vals['airlock'] / vals['nginx']:.2f}× | "
+                       f"{vals['airlock'] / vals['baseline']:.2f}× |")
     rss = {n: results[n].put_peak_rss_mib for n in names}
     if not ng.put_peak_rss_mib:  # no PUT run
         return "\n".join(out)
@@ -554,7 +566,7 @@ def tunnel_bench(args: argparse.Namespace) -> dict[str, object]:
         results["first_connect_new_leaf"] = new_leaf
         results["first_connect_cached_leaf"] = cached
         print()
-        print(f"machine: {os.cpu_count()} cores; binaries: {BUILD}; curl × {args.tunnel_clients} processes "
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; binaries: {BUILD}; curl × {args.tunnel_clients} processes "
               f"× {args.tunnel_requests} requests each, {args.rounds} rounds (medians)")
         print("| path | requests/s | airlock CPU per request |")
         print("|---|---:|---:|")
@@ -588,6 +600,10 @@ def main() -> None:
     ap.add_argument("--tunnel-clients", type=int, default=4, help="--tunnel: curl processes at once (default 4)")
     ap.add_argument("--tunnel-requests", type=int, default=500, help="--tunnel: requests per curl (default 500)")
     ap.add_argument("--tunnel-names", type=int, default=30, help="--tunnel: new names for the first-CONNECT cost")
+    ap.add_argument("--baseline", type=Path, help="another airlock binary (e.g. main's release build, copied aside) "
+                    "run next to this tree's, interleaved: the before/after of a change in one run")
+    ap.add_argument("--only", help="comma-separated contenders to run (stub,nginx,passthrough,baseline,airlock)")
+    ap.add_argument("--perf", type=Path, help="record a `perf record -g` profile of airlock during its first round here")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
                     help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
@@ -620,6 +636,10 @@ def main() -> None:
         floor = start_passthrough(work, stub_port, certs)
         procs.append(floor)
         floor_port = int(floor.match.group(1))
+        base_creds = None
+        if args.baseline:
+            base, base_creds, _ = start_airlock(work, stub_port, args.airlock_log, binary=args.baseline, name="baseline")
+            procs.append(base)
 
         targets = {
             "stub": Target("stub", f"http://127.0.0.1:{stub_port}", lambda: [stub.pid], lambda: [stub.pid]),
@@ -631,9 +651,20 @@ def main() -> None:
                               lambda: [airlock.pid]),
         }
         ports = {"stub": stub_port, "nginx": nginx_port, "passthrough": floor_port, "airlock": airlock_port}
+        if args.baseline:
+            base_port = int(base.match.group(1))
+            ports = {**{k: v for k, v in ports.items() if k != "airlock"}, "baseline": base_port, "airlock": airlock_port}
+            targets = {**{k: v for k, v in targets.items() if k != "airlock"},
+                       "baseline": Target("baseline", f"https://127.0.0.1:{base_port}", lambda: [base.pid],
+                                          lambda: [base.pid]),
+                       "airlock": targets["airlock"]}
+        if args.only:
+            keep = args.only.split(",")
+            targets = {k: v for k, v in targets.items() if k in keep}
+            ports = {k: v for k, v in ports.items() if k in keep}
         scripts = {}
         for name, port in ports.items():
-            h = signed(creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
+            h = signed(base_creds if name == "baseline" else creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
             scripts[name] = wrk_script([("GET", f"/{BUCKET}/hello.txt", h, b"")], work, name)
         results = {name: Result(name) for name in targets}
         # The PUT first, on freshly started servers: its peak RSS is the upload's, not what
@@ -647,7 +678,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for name, t in targets.items():
                     port = ports[name]
-                    h = signed(creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
+                    h = signed(base_creds if name == "baseline" else creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
                                headers={"Content-Length": str(data.stat().st_size)})
                     h.pop("Content-Length", None)
                     put(t, h, data, ca, results[name])
@@ -661,7 +692,14 @@ def main() -> None:
             run_wrk(t.url + f"/{BUCKET}/hello.txt", scripts[name], 3, args.connections, args.threads)
         for round_ in range(args.rounds):
             for name, t in targets.items():  # interleaved, so drift hits everyone alike
+                profiler = None
+                if args.perf and name == "airlock" and round_ == 0:
+                    profiler = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(airlock.pid),
+                                                 "--", "sleep", str(max(1, args.duration - 2))],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rate(t, scripts[name], args.duration, args.connections, args.threads, results[name])
+                if profiler:
+                    profiler.wait(timeout=60)
                 print(f"round {round_ + 1} {name:8} {results[name].rps[-1]:>9,.0f} req/s  "
                       f"p50 {results[name].p50[-1]:.3f} ms  p99 {results[name].p99[-1]:.3f} ms  "
                       f"cpu/10k {results[name].cpu_per_10k[-1]:.3f} s", flush=True)
@@ -669,8 +707,8 @@ def main() -> None:
             results[name].whole_run_peak_rss_mib = sum(status_kib(p, "VmHWM") for p in t.rss_pid()) / 1024
 
         print()
-        print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections} "
-              f"-d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; wrk -t{args.threads} "
+              f"-c{args.connections} -d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
         print(table(results, args.put_mib))
         report: dict[str, object] = {name: r.__dict__ for name, r in results.items()}
 

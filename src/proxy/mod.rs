@@ -37,10 +37,10 @@ use crate::config::Config;
 use crate::credentials::RealCredentials;
 use crate::gate::Gate;
 use crate::metrics::{timed, Phase};
+use crate::sigv4::key_cache::KeyCache;
 use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
 use body::ProxyBody;
-use dashmap::DashMap;
 use error::Shape;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -59,14 +59,11 @@ pub struct Proxy {
     /// When STS was last asked, so an unknown account is not asked for on every call.
     /// Held while STS is being asked, so concurrent calls wait for one answer.
     account_asked: tokio::sync::Mutex<Option<Instant>>,
-    /// Derived signing keys by (access key id, scope): one HMAC chain per day, region and service.
-    keys: DashMap<(String, Scope), SigningKey>,
+    /// The agents' signing keys: one HMAC chain per agent, day, region and service.
+    keys: KeyCache,
     /// Sessions in the `[[account]]`s agents are bound to.
     sessions: assume::Sessions,
 }
-
-/// Signing keys cached at most; past this the cache starts over.
-const MAX_CACHED_KEYS: usize = 4096;
 
 impl Proxy {
     pub fn new(
@@ -85,7 +82,7 @@ impl Proxy {
             client,
             account: std::sync::RwLock::new(None),
             account_asked: tokio::sync::Mutex::new(None),
-            keys: DashMap::new(),
+            keys: KeyCache::default(),
             sessions: assume::Sessions::default(),
         }))
     }
@@ -127,16 +124,8 @@ impl Proxy {
     }
 
     pub fn signing_key(&self, agent: &Agent, scope: &Scope) -> SigningKey {
-        let id = (agent.access_key_id.clone(), scope.clone());
-        if let Some(k) = self.keys.get(&id) {
-            return *k;
-        }
-        if self.keys.len() >= MAX_CACHED_KEYS {
-            self.keys.clear();
-        }
-        let key = authenticate::derive_key(agent, scope);
-        self.keys.insert(id, key);
-        key
+        self.keys
+            .key(&agent.access_key_id, agent.secret.expose(), scope.into())
     }
 }
 

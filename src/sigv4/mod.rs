@@ -10,7 +10,9 @@
 
 pub mod canonical;
 pub mod chunked;
+pub mod key_cache;
 pub mod parse;
+pub mod sign;
 pub mod time;
 
 use canonical::CanonicalPath;
@@ -33,11 +35,7 @@ pub struct Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/aws4_request",
-            self.date, self.region, self.service
-        )
+        key_cache::ScopeRef::from(self).fmt(f)
     }
 }
 
