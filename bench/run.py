@@ -44,6 +44,8 @@ from botocore.credentials import Credentials
 ROOT = Path(__file__).resolve().parent.parent
 # Where the binaries are: target/release (`--profile debug`: target/debug, for a quick look only).
 BUILD = ROOT / "target/release"
+# `--binary`: another airlock binary than the build's (e.g. a saved build of main).
+AIRLOCK: Path | None = None
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 REGION = "us-east-1"
@@ -163,7 +165,7 @@ def start_passthrough(work: Path, stub_port: int, certs: Path) -> Proc:
 
 def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False, binary: Path | None = None,
                   name: str = "airlock") -> tuple[Proc, Credentials, Path]:
-    binary = str(binary or BUILD / "airlock")
+    binary = str(binary or AIRLOCK or BUILD / "airlock")
     config = work / f"{name}/config/airlock.toml"
     subprocess.run([binary, "init", "--config", str(config)], check=True, capture_output=True)
     text = config.read_text()
@@ -407,14 +409,15 @@ def table(results: dict[str, Result], put_mib: int) -> str:
         ratios = [vals[n] / vals["nginx"] if vals["nginx"] else float("nan") for n in ("airlock", "passthrough")]
         cells = [fmt.format(vals[n]) if vals[n] == vals[n] else "—" for n in names]
         out.append(f"| {label} | {' | '.join(cells)} | {ratios[0]:.2f}× | {ratios[1]:.2f}× |")
-    if "baseline" in results:
-        out += ["", "| measure | nginx | baseline | airlock | baseline / nginx | airlock / nginx | airlock / baseline |",
-                "|---|---:|---:|---:|---:|---:|---:|"]
+    builds = [n for n in results if n not in names] + ["airlock"]
+    if len(builds) > 1:  # --baseline: each airlock build, and its ratio to nginx in the same run
+        out += ["", "| measure | nginx | " + " | ".join(builds) + " | " + " | ".join(f"{b} / nginx" for b in builds)
+                + f" | airlock / {builds[0]} |", "|---|" + "---:|" * (2 * len(builds) + 2)]
         for label, attr, fmt in rows[:4]:
-            vals = {n: median(getattr(results[n], attr)) for n in ("nginx", "baseline", "airlock")}
-            out.append(f"| {label} | {' | '.join(fmt.format(vals[n]) for n in ('nginx', 'baseline', 'airlock'))} | "
-                       f"{vals['baseline'] / vals['nginx']:.2f}× | {vals['airlock'] / vals['nginx']:.2f}× | "
-                       f"{vals['airlock'] / vals['baseline']:.2f}× |")
+            vals = {n: median(getattr(results[n], attr)) for n in ["nginx", *builds]}
+            out.append(f"| {label} | {fmt.format(vals['nginx'])} | {' | '.join(fmt.format(vals[b]) for b in builds)} | "
+                       + " | ".join(f"{vals[b] / vals['nginx']:.2f}×" for b in builds)
+                       + f" | {vals['airlock'] / vals[builds[0]]:.2f}× |")
     rss = {n: results[n].put_peak_rss_mib for n in names}
     if not ng.put_peak_rss_mib:  # no PUT run
         return "\n".join(out)
@@ -461,7 +464,7 @@ def load(target: Target, airlock: Proc, config: Path, creds: Credentials, host: 
     stop.set()
     sampler.join()
     r = parse_wrk(out)
-    verify = subprocess.run([str(BUILD / "airlock"), "audit", "verify", "--config", str(config)],
+    verify = subprocess.run([str(AIRLOCK or BUILD / "airlock"), "audit", "verify", "--config", str(config)],
                             capture_output=True, text=True, timeout=600)
     rss = [kib for _, kib in samples]
     return {"wrk": r, "cpu_s": cpu, "rss_kib": rss, "audit_verify": (verify.returncode, verify.stdout.strip() or verify.stderr.strip()),
@@ -600,15 +603,20 @@ def main() -> None:
     ap.add_argument("--tunnel-clients", type=int, default=4, help="--tunnel: curl processes at once (default 4)")
     ap.add_argument("--tunnel-requests", type=int, default=500, help="--tunnel: requests per curl (default 500)")
     ap.add_argument("--tunnel-names", type=int, default=30, help="--tunnel: new names for the first-CONNECT cost")
-    ap.add_argument("--baseline", type=Path, help="another airlock binary (e.g. main's release build, copied aside) "
-                    "run next to this tree's, interleaved: the before/after of a change in one run")
-    ap.add_argument("--only", help="comma-separated contenders to run (stub,nginx,passthrough,baseline,airlock)")
-    ap.add_argument("--perf", type=Path, help="record a `perf record -g` profile of airlock during its first round here")
+    ap.add_argument("--baseline", action="append", default=[], metavar="NAME=BINARY",
+                    help="another airlock binary (e.g. main's release build, copied aside) run next to this tree's, "
+                    "interleaved: the before/after of a change in one run (repeatable)")
+    ap.add_argument("--binary", type=Path, help="the airlock binary to run (default: the build's)")
+    ap.add_argument("--only", help="comma-separated contenders to run (stub,nginx,passthrough,airlock and the "
+                    "--baseline names)")
+    ap.add_argument("--perf", type=Path, help="record a `perf record -g` profile during the first round here")
+    ap.add_argument("--perf-of", default="airlock", help="--perf: the contender profiled (default airlock)")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
                     help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
-    global BUILD
+    global BUILD, AIRLOCK
     BUILD = ROOT / "target" / args.profile
+    AIRLOCK = args.binary
     for tool in ("curl",) if args.tunnel else ("wrk", "nginx", "curl"):
         need(tool)
     if not args.skip_build:
@@ -636,10 +644,13 @@ def main() -> None:
         floor = start_passthrough(work, stub_port, certs)
         procs.append(floor)
         floor_port = int(floor.match.group(1))
-        base_creds = None
-        if args.baseline:
-            base, base_creds, _ = start_airlock(work, stub_port, args.airlock_log, binary=args.baseline, name="baseline")
-            procs.append(base)
+        others: dict[str, tuple[Proc, Credentials]] = {}
+        for spec in args.baseline:
+            name, _, binary = spec.rpartition("=")
+            name = name or "baseline"
+            proc, other_creds, _ = start_airlock(work, stub_port, args.airlock_log, binary=Path(binary), name=name)
+            procs.append(proc)
+            others[name] = (proc, other_creds)
 
         targets = {
             "stub": Target("stub", f"http://127.0.0.1:{stub_port}", lambda: [stub.pid], lambda: [stub.pid]),
@@ -651,20 +662,21 @@ def main() -> None:
                               lambda: [airlock.pid]),
         }
         ports = {"stub": stub_port, "nginx": nginx_port, "passthrough": floor_port, "airlock": airlock_port}
-        if args.baseline:
-            base_port = int(base.match.group(1))
-            ports = {**{k: v for k, v in ports.items() if k != "airlock"}, "baseline": base_port, "airlock": airlock_port}
-            targets = {**{k: v for k, v in targets.items() if k != "airlock"},
-                       "baseline": Target("baseline", f"https://127.0.0.1:{base_port}", lambda: [base.pid],
-                                          lambda: [base.pid]),
-                       "airlock": targets["airlock"]}
+        if others:
+            ports = {k: v for k, v in ports.items() if k != "airlock"}
+            mine = targets.pop("airlock")
+            for name, (proc, _) in others.items():
+                ports[name] = int(proc.match.group(1))
+                targets[name] = Target(name, f"https://127.0.0.1:{ports[name]}", lambda p=proc: [p.pid],
+                                       lambda p=proc: [p.pid])
+            ports["airlock"], targets["airlock"] = airlock_port, mine
         if args.only:
             keep = args.only.split(",")
             targets = {k: v for k, v in targets.items() if k in keep}
             ports = {k: v for k, v in ports.items() if k in keep}
         scripts = {}
         for name, port in ports.items():
-            h = signed(base_creds if name == "baseline" else creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
+            h = signed(others[name][1] if name in others else creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
             scripts[name] = wrk_script([("GET", f"/{BUCKET}/hello.txt", h, b"")], work, name)
         results = {name: Result(name) for name in targets}
         # The PUT first, on freshly started servers: its peak RSS is the upload's, not what
@@ -678,7 +690,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for name, t in targets.items():
                     port = ports[name]
-                    h = signed(base_creds if name == "baseline" else creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
+                    h = signed(others[name][1] if name in others else creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
                                headers={"Content-Length": str(data.stat().st_size)})
                     h.pop("Content-Length", None)
                     put(t, h, data, ca, results[name])
@@ -693,8 +705,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name, t in targets.items():  # interleaved, so drift hits everyone alike
                 profiler = None
-                if args.perf and name == "airlock" and round_ == 0:
-                    profiler = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(airlock.pid),
+                if args.perf and name == args.perf_of and round_ == 0:
+                    profiler = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(t.pids()[0]),
                                                  "--", "sleep", str(max(1, args.duration - 2))],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rate(t, scripts[name], args.duration, args.connections, args.threads, results[name])
