@@ -409,15 +409,6 @@ def table(results: dict[str, Result], put_mib: int) -> str:
         ratios = [vals[n] / vals["nginx"] if vals["nginx"] else float("nan") for n in ("airlock", "passthrough")]
         cells = [fmt.format(vals[n]) if vals[n] == vals[n] else "—" for n in names]
         out.append(f"| {label} | {' | '.join(cells)} | {ratios[0]:.2f}× | {ratios[1]:.2f}× |")
-    builds = [n for n in results if n not in names] + ["airlock"]
-    if len(builds) > 1:  # --baseline: each airlock build, and its ratio to nginx in the same run
-        out += ["", "| measure | nginx | " + " | ".join(builds) + " | " + " | ".join(f"{b} / nginx" for b in builds)
-                + f" | airlock / {builds[0]} |", "|---|" + "---:|" * (2 * len(builds) + 2)]
-        for label, attr, fmt in rows[:4]:
-            vals = {n: median(getattr(results[n], attr)) for n in ["nginx", *builds]}
-            out.append(f"| {label} | {fmt.format(vals['nginx'])} | {' | '.join(fmt.format(vals[b]) for b in builds)} | "
-                       + " | ".join(f"{vals[b] / vals['nginx']:.2f}×" for b in builds)
-                       + f" | {vals['airlock'] / vals[builds[0]]:.2f}× |")
     rss = {n: results[n].put_peak_rss_mib for n in names}
     if not ng.put_peak_rss_mib:  # no PUT run
         return "\n".join(out)
@@ -426,6 +417,24 @@ def table(results: dict[str, Result], put_mib: int) -> str:
     whole = {n: results[n].whole_run_peak_rss_mib for n in names}
     out.append(f"| peak RSS, last PUT and the rate rounds (MiB) | {' | '.join(f'{whole[n]:.1f}' for n in names)} | "
                f"{whole['airlock'] / whole['nginx']:.2f}× | {whole['passthrough'] / whole['nginx']:.2f}× |")
+    return "\n".join(out)
+
+
+def builds_table(results: dict[str, Result]) -> str:
+    """With --baseline: each airlock build next to nginx, measured in the same run."""
+    names = ("stub", "nginx", "passthrough", "airlock")
+    rows = [("requests/s", "rps", "{:,.0f}"), ("p50 latency (ms)", "p50", "{:.3f}"),
+            ("p99 latency (ms)", "p99", "{:.3f}"), ("CPU s per 10,000 requests", "cpu_per_10k", "{:.3f}")]
+    out: list[str] = []
+    builds = [n for n in results if n not in names] + ["airlock"]
+    if len(builds) > 1:
+        out += ["| measure | nginx | " + " | ".join(builds) + " | " + " | ".join(f"{b} / nginx" for b in builds)
+                + f" | airlock / {builds[0]} |", "|---|" + "---:|" * (2 * len(builds) + 2)]
+        for label, attr, fmt in rows[:4]:
+            vals = {n: median(getattr(results[n], attr)) for n in ["nginx", *builds]}
+            out.append(f"| {label} | {fmt.format(vals['nginx'])} | {' | '.join(fmt.format(vals[b]) for b in builds)} | "
+                       + " | ".join(f"{vals[b] / vals['nginx']:.2f}×" for b in builds)
+                       + f" | {vals['airlock'] / vals[builds[0]]:.2f}× |")
     return "\n".join(out)
 
 
@@ -611,6 +620,8 @@ def main() -> None:
                     "--baseline names)")
     ap.add_argument("--perf", type=Path, help="record a `perf record -g` profile during the first round here")
     ap.add_argument("--perf-of", default="airlock", help="--perf: the contender profiled (default airlock)")
+    ap.add_argument("--perf-dwarf", action="store_true", help="--perf: unwind with DWARF (whole call chains in a "
+                    "build without frame pointers; heavier)")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
                     help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
@@ -644,13 +655,14 @@ def main() -> None:
         floor = start_passthrough(work, stub_port, certs)
         procs.append(floor)
         floor_port = int(floor.match.group(1))
-        others: dict[str, tuple[Proc, Credentials]] = {}
+        others: dict[str, tuple[Proc, Credentials, Path]] = {}
         for spec in args.baseline:
             name, _, binary = spec.rpartition("=")
             name = name or "baseline"
-            proc, other_creds, _ = start_airlock(work, stub_port, args.airlock_log, binary=Path(binary), name=name)
+            proc, other_creds, other_config = start_airlock(work, stub_port, args.airlock_log, binary=Path(binary),
+                                                            name=name)
             procs.append(proc)
-            others[name] = (proc, other_creds)
+            others[name] = (proc, other_creds, other_config.parent.parent / "certs" / "ca.pem")
 
         targets = {
             "stub": Target("stub", f"http://127.0.0.1:{stub_port}", lambda: [stub.pid], lambda: [stub.pid]),
@@ -665,7 +677,7 @@ def main() -> None:
         if others:
             ports = {k: v for k, v in ports.items() if k != "airlock"}
             mine = targets.pop("airlock")
-            for name, (proc, _) in others.items():
+            for name, (proc, _, _) in others.items():
                 ports[name] = int(proc.match.group(1))
                 targets[name] = Target(name, f"https://127.0.0.1:{ports[name]}", lambda p=proc: [p.pid],
                                        lambda p=proc: [p.pid])
@@ -693,7 +705,7 @@ def main() -> None:
                     h = signed(others[name][1] if name in others else creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
                                headers={"Content-Length": str(data.stat().st_size)})
                     h.pop("Content-Length", None)
-                    put(t, h, data, ca, results[name])
+                    put(t, h, data, others[name][2] if name in others else ca, results[name])
                     print(f"round {round_ + 1} {name:8} PUT {results[name].put_mib_s[-1]:7.0f} MiB/s  "
                           f"cpu {results[name].put_cpu_s[-1]:.2f} s  peak RSS {results[name].put_peak_rss_mib:.1f} MiB",
                           flush=True)
@@ -706,7 +718,8 @@ def main() -> None:
             for name, t in targets.items():  # interleaved, so drift hits everyone alike
                 profiler = None
                 if args.perf and name == args.perf_of and round_ == 0:
-                    profiler = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(t.pids()[0]),
+                    graph = ["--call-graph", "dwarf,16384", "-F", "499"] if args.perf_dwarf else ["-g"]
+                    profiler = subprocess.Popen(["perf", "record", *graph, "-o", str(args.perf), "-p", str(t.pids()[0]),
                                                  "--", "sleep", str(max(1, args.duration - 2))],
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rate(t, scripts[name], args.duration, args.connections, args.threads, results[name])
@@ -722,6 +735,9 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; wrk -t{args.threads} "
               f"-c{args.connections} -d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
         print(table(results, args.put_mib))
+        if args.baseline:
+            print()
+            print(builds_table(results))
         report: dict[str, object] = {name: r.__dict__ for name, r in results.items()}
 
         if args.load:
