@@ -154,6 +154,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fields_are_chained_with_the_writers_seq_and_prev() {
+        let mut r = record("forwarded");
+        r.insert("agent".into(), json!("claude"));
+        // The chain's own members are the writer's: a record cannot set them.
+        r.insert("seq".into(), json!(999));
+        r.insert("prev".into(), json!("forged"));
+        let fields = Fields::from(r);
+        let mut line = Vec::new();
+        fields.chain_into(&mut line, 7, "ab12");
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["prev"], "ab12");
+        assert_eq!(v["agent"], "claude");
+        assert_eq!(v["event"], "forwarded");
+        assert_eq!(v.as_object().unwrap().len(), 5, "{v}");
+
+        let mut empty = Vec::new();
+        Fields::from(Map::new()).chain_into(&mut empty, 1, "00");
+        assert_eq!(empty, br#"{"seq":1,"prev":"00"}"#);
+        assert!(Fields::of(&[1, 2]).is_err());
+        assert!(Fields::of(&"text").is_err());
+    }
+
+    #[test]
     fn times_carry_milliseconds() {
         use time::format_description::well_known::Rfc3339;
         let t = time::macros::datetime!(2026-12-05 08:10:11.120 UTC);
