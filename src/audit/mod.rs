@@ -38,7 +38,7 @@ mod segments;
 mod verify;
 mod writer;
 
-pub use record::{approver_change, decision, decision_record, record, render};
+pub use record::{approver_change, decision, decision_record, record, render, Fields};
 pub use segments::{segment_name, segment_number, Paths};
 pub use verify::{verify_from, Verified};
 
@@ -129,7 +129,7 @@ impl Settings {
 
 /// Appends records and makes them durable, the head included (the CLI's path, and the
 /// record of a recovered torn tail): the same writer `serve` uses, synced at once.
-fn append(paths: &Paths, records: Vec<Map<String, Value>>) -> Result<(), AuditError> {
+fn append(paths: &Paths, records: Vec<Fields>) -> Result<(), AuditError> {
     let mut w = Writer::open(paths, None)?;
     w.append(paths, records)?;
     if let Some(f) = w.current_file(paths)? {
@@ -150,7 +150,7 @@ fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
 
 /// Appends one record now (the CLI's path).
 pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
-    append(&Paths::new(state_dir), vec![r])
+    append(&Paths::new(state_dir), vec![r.into()])
 }
 
 /// Moves a torn last line of the newest segment aside, so the chain can continue. Reads
@@ -194,7 +194,7 @@ pub fn recover(state_dir: &Path) -> Result<usize, AuditError> {
     r.insert("bytes".into(), json!(n));
     r.insert("segment".into(), json!(segment_name(newest)));
     r.insert("moved_to".into(), json!(paths.torn.display().to_string()));
-    append(&paths, vec![r])?;
+    append(&paths, vec![r.into()])?;
     Ok(n)
 }
 
@@ -312,7 +312,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Map<String, Value>, Written)>,
+    pending: Vec<(Fields, Written)>,
     /// A caller is writing a batch; the others wait for it.
     leading: bool,
 }
@@ -403,9 +403,9 @@ impl AuditLog {
     /// Records of concurrent callers go out in one write: the first caller to find no
     /// write under way writes everything queued, the others wait for it. False, with a
     /// log line, if it could not be written.
-    pub fn write(&self, r: Map<String, Value>) -> bool {
+    pub fn write(&self, r: impl Into<Fields>) -> bool {
         let started = std::time::Instant::now();
-        let ok = self.write_queued(r);
+        let ok = self.write_queued(r.into());
         crate::metrics::audit_written(started.elapsed(), ok);
         ok
     }
@@ -432,7 +432,7 @@ impl AuditLog {
         }
     }
 
-    fn write_queued(&self, r: Map<String, Value>) -> bool {
+    fn write_queued(&self, r: Fields) -> bool {
         let written: Written = Arc::new(OnceLock::new());
         let shared = &*self.shared;
         let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -460,7 +460,7 @@ impl AuditLog {
     }
 
     /// Appends a record and waits until it is on disk; false if it could not be written.
-    pub async fn write_durable(&self, r: Map<String, Value>) -> bool {
+    pub async fn write_durable(&self, r: impl Into<Fields>) -> bool {
         if !self.write(r) {
             return false;
         }
@@ -507,7 +507,7 @@ fn end_matches_head(paths: &Paths) -> Result<(), AuditError> {
 
 impl Shared {
     /// Writes a batch under the writer's lock; says when writing starts or stops failing.
-    fn commit(&self, records: Vec<Map<String, Value>>) -> bool {
+    fn commit(&self, records: Vec<Fields>) -> bool {
         use std::sync::atomic::Ordering;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match w.append(&self.paths, records) {
