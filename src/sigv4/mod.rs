@@ -158,6 +158,11 @@ impl SigningKey {
     pub fn sign(&self, string_to_sign: &str) -> [u8; 32] {
         hmac(&self.0, string_to_sign.as_bytes())
     }
+
+    /// The derived key itself, for the upstream signer's last step (`sign.rs`).
+    pub(super) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -1,7 +1,8 @@
 //! SigV4 as a client signs: airlock's signature with the real credentials on what it sends
 //! upstream. The same canonical form as the verifier's ([`canonical`]), built once into one
 //! buffer, and the signing key from a [`KeyCache`] (one HMAC chain per day, region and
-//! service). What it signs matches the `aws-sigv4` crate's header signing byte for byte
+//! service); the signature over the string to sign is the `aws-sigv4` crate's own
+//! `calculate_signature` with that cached key. What it signs matches the `aws-sigv4` crate's header signing byte for byte
 //! (the tests compare the two): every header of the request but `authorization`,
 //! `user-agent`, `x-amzn-trace-id` and `transfer-encoding`, plus `host`, `x-amz-date`,
 //! `x-amz-content-sha256` and, for session credentials, `x-amz-security-token`.
@@ -200,8 +201,10 @@ pub fn sign(
     string_to_sign.push('\n');
     string_to_sign.push_str(&sha256_hex(creq.as_bytes()));
 
+    // The cached key, and the aws-sigv4 crate's own last step: HMAC of the string to sign.
     let key = signer.keys.key(signer.access_key_id, signer.secret, scope);
-    let signature = key.sign(&string_to_sign);
+    let signature =
+        aws_sigv4::sign::v4::calculate_signature(key.as_bytes(), string_to_sign.as_bytes());
 
     let signed_headers = &creq[signed_from..signed_headers_end];
     let mut authorization = String::with_capacity(160 + signed_headers.len());
@@ -212,7 +215,7 @@ pub fn sign(
     authorization.push_str(", SignedHeaders=");
     authorization.push_str(signed_headers);
     authorization.push_str(", Signature=");
-    authorization.push_str(&hex::encode(signature));
+    authorization.push_str(&signature);
     Ok(Signature {
         amz_date: amz_date.to_owned(),
         payload_hash: request.payload_hash.to_owned(),
