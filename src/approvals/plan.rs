@@ -299,7 +299,8 @@ fn render(
             p.entries.len(),
             show(&p.agent)
         );
-        let (controls, disabled) = receipt_controls(ttl_choices, passkeys, &covers);
+        let joining = !p.approved_by.is_empty();
+        let (controls, disabled) = receipt_controls(ttl_choices, passkeys, &covers, joining);
         b.push_str(&controls);
         let _ = write!(
             b,
