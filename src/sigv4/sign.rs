@@ -5,7 +5,10 @@
 //! `calculate_signature` with that cached key. What it signs matches the `aws-sigv4` crate's header signing byte for byte
 //! (the tests compare the two): every header of the request but `authorization`,
 //! `user-agent`, `x-amzn-trace-id` and `transfer-encoding`, plus `host`, `x-amz-date`,
-//! `x-amz-content-sha256` and, for session credentials, `x-amz-security-token`.
+//! `x-amz-content-sha256` and, for session credentials, `x-amz-security-token`. One
+//! difference, on purpose: a header value's inner whitespace is folded as botocore and
+//! airlock's verifier fold it (tabs too), where the crate folds spaces only; a value with a
+//! tab is signed the way the agent's SDK signed it.
 //!
 //! Pure code: the caller passes the time and puts the resulting headers on the request.
 
