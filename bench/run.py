@@ -4,6 +4,7 @@
     python3 bench/run.py                 # request rate, latency, CPU, and the 512 MiB PUT
     python3 bench/run.py --load 60       # then 60 s of mixed allowed/refused calls at peak rate
     python3 bench/run.py --tunnel        # only: the HTTPS_PROXY path next to the endpoint path
+    python3 bench/run.py --baseline BIN  # also another airlock binary (a saved build), interleaved
 
 Three contenders answer the same signed request (signed once with botocore, replayed by wrk):
 
@@ -43,6 +44,8 @@ from botocore.credentials import Credentials
 ROOT = Path(__file__).resolve().parent.parent
 # Where the binaries are: target/release (`--profile debug`: target/debug, for a quick look only).
 BUILD = ROOT / "target/release"
+# `--binary`: another airlock binary than the build's (e.g. a saved build of main).
+AIRLOCK: Path | None = None
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 REGION = "us-east-1"
@@ -160,9 +163,10 @@ def start_passthrough(work: Path, stub_port: int, certs: Path) -> Proc:
                 r"listening on 127\.0\.0\.1:(\d+)", log=work / "passthrough.log")
 
 
-def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False) -> tuple[Proc, Credentials, Path]:
-    binary = str(BUILD / "airlock")
-    config = work / "airlock/config/airlock.toml"
+def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False, binary: Path | None = None,
+                  name: str = "airlock") -> tuple[Proc, Credentials, Path]:
+    binary = str(binary or AIRLOCK or BUILD / "airlock")
+    config = work / f"{name}/config/airlock.toml"
     subprocess.run([binary, "init", "--config", str(config)], check=True, capture_output=True)
     text = config.read_text()
     replacements = {
@@ -187,7 +191,7 @@ def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = Fa
     env.update(AWS_ACCESS_KEY_ID="AKIABENCHREALKEY0001", AWS_SECRET_ACCESS_KEY="bench/real/secret/not/used/by/the/stub",
                AIRLOCK_LOG=log_level)
     ready = r"airlock listening proxy=https://127\.0\.0\.1:(\d+) \S+" + (r" connect=http://127\.0\.0\.1:(\d+)" if connect else "")
-    proc = Proc("airlock", [binary, "serve", "--config", str(config)], ready, env=env, log=work / "airlock.log")
+    proc = Proc(name, [binary, "serve", "--config", str(config)], ready, env=env, log=work / f"{name}.log")
     creds = Credentials(agent["AWS_ACCESS_KEY_ID"], agent["AWS_SECRET_ACCESS_KEY"])
     return proc, creds, config
 
@@ -386,6 +390,8 @@ def median(xs: list[float]) -> float:
 
 
 def table(results: dict[str, Result], put_mib: int) -> str:
+    for n in ("stub", "nginx", "passthrough", "airlock"):
+        results.setdefault(n, Result(n))
     ng = results["nginx"]
     rows = [
         ("requests/s", "rps", "{:,.0f}"),
@@ -411,6 +417,24 @@ def table(results: dict[str, Result], put_mib: int) -> str:
     whole = {n: results[n].whole_run_peak_rss_mib for n in names}
     out.append(f"| peak RSS, last PUT and the rate rounds (MiB) | {' | '.join(f'{whole[n]:.1f}' for n in names)} | "
                f"{whole['airlock'] / whole['nginx']:.2f}× | {whole['passthrough'] / whole['nginx']:.2f}× |")
+    return "\n".join(out)
+
+
+def builds_table(results: dict[str, Result]) -> str:
+    """With --baseline: each airlock build next to nginx, measured in the same run."""
+    names = ("stub", "nginx", "passthrough", "airlock")
+    rows = [("requests/s", "rps", "{:,.0f}"), ("p50 latency (ms)", "p50", "{:.3f}"),
+            ("p99 latency (ms)", "p99", "{:.3f}"), ("CPU s per 10,000 requests", "cpu_per_10k", "{:.3f}")]
+    out: list[str] = []
+    builds = [n for n in results if n not in names] + ["airlock"]
+    if len(builds) > 1:
+        out += ["| measure | nginx | " + " | ".join(builds) + " | " + " | ".join(f"{b} / nginx" for b in builds)
+                + f" | airlock / {builds[0]} |", "|---|" + "---:|" * (2 * len(builds) + 2)]
+        for label, attr, fmt in rows[:4]:
+            vals = {n: median(getattr(results[n], attr)) for n in ["nginx", *builds]}
+            out.append(f"| {label} | {fmt.format(vals['nginx'])} | {' | '.join(fmt.format(vals[b]) for b in builds)} | "
+                       + " | ".join(f"{vals[b] / vals['nginx']:.2f}×" for b in builds)
+                       + f" | {vals['airlock'] / vals[builds[0]]:.2f}× |")
     return "\n".join(out)
 
 
@@ -449,7 +473,7 @@ def load(target: Target, airlock: Proc, config: Path, creds: Credentials, host: 
     stop.set()
     sampler.join()
     r = parse_wrk(out)
-    verify = subprocess.run([str(BUILD / "airlock"), "audit", "verify", "--config", str(config)],
+    verify = subprocess.run([str(AIRLOCK or BUILD / "airlock"), "audit", "verify", "--config", str(config)],
                             capture_output=True, text=True, timeout=600)
     rss = [kib for _, kib in samples]
     return {"wrk": r, "cpu_s": cpu, "rss_kib": rss, "audit_verify": (verify.returncode, verify.stdout.strip() or verify.stderr.strip()),
@@ -554,7 +578,7 @@ def tunnel_bench(args: argparse.Namespace) -> dict[str, object]:
         results["first_connect_new_leaf"] = new_leaf
         results["first_connect_cached_leaf"] = cached
         print()
-        print(f"machine: {os.cpu_count()} cores; binaries: {BUILD}; curl × {args.tunnel_clients} processes "
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; binaries: {BUILD}; curl × {args.tunnel_clients} processes "
               f"× {args.tunnel_requests} requests each, {args.rounds} rounds (medians)")
         print("| path | requests/s | airlock CPU per request |")
         print("|---|---:|---:|")
@@ -588,11 +612,22 @@ def main() -> None:
     ap.add_argument("--tunnel-clients", type=int, default=4, help="--tunnel: curl processes at once (default 4)")
     ap.add_argument("--tunnel-requests", type=int, default=500, help="--tunnel: requests per curl (default 500)")
     ap.add_argument("--tunnel-names", type=int, default=30, help="--tunnel: new names for the first-CONNECT cost")
+    ap.add_argument("--baseline", action="append", default=[], metavar="NAME=BINARY",
+                    help="another airlock binary (e.g. main's release build, copied aside) run next to this tree's, "
+                    "interleaved: the before/after of a change in one run (repeatable)")
+    ap.add_argument("--binary", type=Path, help="the airlock binary to run (default: the build's)")
+    ap.add_argument("--only", help="comma-separated contenders to run (stub,nginx,passthrough,airlock and the "
+                    "--baseline names)")
+    ap.add_argument("--perf", type=Path, help="record a `perf record -g` profile during the first round here")
+    ap.add_argument("--perf-of", default="airlock", help="--perf: the contender profiled (default airlock)")
+    ap.add_argument("--perf-dwarf", action="store_true", help="--perf: unwind with DWARF (whole call chains in a "
+                    "build without frame pointers; heavier)")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
                     help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
-    global BUILD
+    global BUILD, AIRLOCK
     BUILD = ROOT / "target" / args.profile
+    AIRLOCK = args.binary
     for tool in ("curl",) if args.tunnel else ("wrk", "nginx", "curl"):
         need(tool)
     if not args.skip_build:
@@ -620,6 +655,14 @@ def main() -> None:
         floor = start_passthrough(work, stub_port, certs)
         procs.append(floor)
         floor_port = int(floor.match.group(1))
+        others: dict[str, tuple[Proc, Credentials, Path]] = {}
+        for spec in args.baseline:
+            name, _, binary = spec.rpartition("=")
+            name = name or "baseline"
+            proc, other_creds, other_config = start_airlock(work, stub_port, args.airlock_log, binary=Path(binary),
+                                                            name=name)
+            procs.append(proc)
+            others[name] = (proc, other_creds, other_config.parent.parent / "certs" / "ca.pem")
 
         targets = {
             "stub": Target("stub", f"http://127.0.0.1:{stub_port}", lambda: [stub.pid], lambda: [stub.pid]),
@@ -631,9 +674,21 @@ def main() -> None:
                               lambda: [airlock.pid]),
         }
         ports = {"stub": stub_port, "nginx": nginx_port, "passthrough": floor_port, "airlock": airlock_port}
+        if others:
+            ports = {k: v for k, v in ports.items() if k != "airlock"}
+            mine = targets.pop("airlock")
+            for name, (proc, _, _) in others.items():
+                ports[name] = int(proc.match.group(1))
+                targets[name] = Target(name, f"https://127.0.0.1:{ports[name]}", lambda p=proc: [p.pid],
+                                       lambda p=proc: [p.pid])
+            ports["airlock"], targets["airlock"] = airlock_port, mine
+        if args.only:
+            keep = args.only.split(",")
+            targets = {k: v for k, v in targets.items() if k in keep}
+            ports = {k: v for k, v in ports.items() if k in keep}
         scripts = {}
         for name, port in ports.items():
-            h = signed(creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
+            h = signed(others[name][1] if name in others else creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt")
             scripts[name] = wrk_script([("GET", f"/{BUCKET}/hello.txt", h, b"")], work, name)
         results = {name: Result(name) for name in targets}
         # The PUT first, on freshly started servers: its peak RSS is the upload's, not what
@@ -647,10 +702,10 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for name, t in targets.items():
                     port = ports[name]
-                    h = signed(creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
+                    h = signed(others[name][1] if name in others else creds, "PUT", f"localhost:{port}", f"/{BUCKET}/big.bin", unsigned_payload=True,
                                headers={"Content-Length": str(data.stat().st_size)})
                     h.pop("Content-Length", None)
-                    put(t, h, data, ca, results[name])
+                    put(t, h, data, others[name][2] if name in others else ca, results[name])
                     print(f"round {round_ + 1} {name:8} PUT {results[name].put_mib_s[-1]:7.0f} MiB/s  "
                           f"cpu {results[name].put_cpu_s[-1]:.2f} s  peak RSS {results[name].put_peak_rss_mib:.1f} MiB",
                           flush=True)
@@ -661,7 +716,15 @@ def main() -> None:
             run_wrk(t.url + f"/{BUCKET}/hello.txt", scripts[name], 3, args.connections, args.threads)
         for round_ in range(args.rounds):
             for name, t in targets.items():  # interleaved, so drift hits everyone alike
+                profiler = None
+                if args.perf and name == args.perf_of and round_ == 0:
+                    graph = ["--call-graph", "dwarf,16384", "-F", "499"] if args.perf_dwarf else ["-g"]
+                    profiler = subprocess.Popen(["perf", "record", *graph, "-o", str(args.perf), "-p", str(t.pids()[0]),
+                                                 "--", "sleep", str(max(1, args.duration - 2))],
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 rate(t, scripts[name], args.duration, args.connections, args.threads, results[name])
+                if profiler:
+                    profiler.wait(timeout=60)
                 print(f"round {round_ + 1} {name:8} {results[name].rps[-1]:>9,.0f} req/s  "
                       f"p50 {results[name].p50[-1]:.3f} ms  p99 {results[name].p99[-1]:.3f} ms  "
                       f"cpu/10k {results[name].cpu_per_10k[-1]:.3f} s", flush=True)
@@ -669,9 +732,12 @@ def main() -> None:
             results[name].whole_run_peak_rss_mib = sum(status_kib(p, "VmHWM") for p in t.rss_pid()) / 1024
 
         print()
-        print(f"machine: {os.cpu_count()} cores; wrk -t{args.threads} -c{args.connections} "
-              f"-d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; wrk -t{args.threads} "
+              f"-c{args.connections} -d{args.duration:g}s × {args.rounds} rounds (medians); nginx {nginx_version()}")
         print(table(results, args.put_mib))
+        if args.baseline:
+            print()
+            print(builds_table(results))
         report: dict[str, object] = {name: r.__dict__ for name, r in results.items()}
 
         if args.load:

@@ -220,6 +220,8 @@ fn agent_key(wire: &Wire) -> SigningKey {
         name: AGENT.into(),
         access_key_id: ACCESS_KEY.into(),
         secret: Secret::new(SECRET),
+        account: None,
+        account_id: None,
     };
     derive_key(&agent, &prepared.claim.scope)
 }
@@ -323,6 +325,8 @@ fn sigv4(c: &mut Criterion) {
         name: AGENT.into(),
         access_key_id: ACCESS_KEY.into(),
         secret: Secret::new(SECRET),
+        account: None,
+        account_id: None,
     };
     let scope = Prepared::from_head(&post.head())
         .expect("signature fields parse")
@@ -418,6 +422,7 @@ fn policy() -> Policy {
         mode: Mode::Enforce,
         rules: file.rule,
         builtin: true,
+        irreversible_quorum: 1,
     }
 }
 

@@ -673,7 +673,7 @@ fn cmd_decide(
     if approve {
         crate::approvals::quorum::may_approve(&store, &pending, approver.name())?;
     }
-    let trusted = crate::gate::trusted_keys(&config)?;
+    let trusted = crate::signing::trusted_keys(&config)?;
     let body = crate::approvals::quorum::body_to_sign(
         &store,
         &pending,
@@ -723,13 +723,28 @@ fn cmd_decide(
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
     let config = Config::load_existing(config_path)?;
-    let trusted = crate::gate::trusted_keys(&config)?;
+    let trusted = crate::signing::trusted_keys(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)
         .map_err(|e| format!("{}: does not verify: {e}", file.display()))?;
     let b = v.body();
-    let (required, in_state) = config_quorum(&config, b);
+    // A plan receipt: each entry's quorum under this config, worked out from the entry.
+    let (tally, basis) = match crate::plan::quorum::tally_now(&config.policy, &v) {
+        Some(t) => (
+            t,
+            ", as airlock's config requires for every call the plan covers",
+        ),
+        None => {
+            let (required, in_state) = config_quorum(&config, b);
+            let basis = if in_state {
+                ", as airlock's config requires for this call"
+            } else {
+                "; the call is not in airlock's state, so against the most any rule matching what the receipt binds requires"
+            };
+            (v.tally(&required), basis)
+        }
+    };
     let signers: Vec<String> = v
         .signers()
         .iter()
@@ -749,17 +764,11 @@ fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
         b.expires_at,
         b.uses
     );
-    let tally = v.tally(&required);
     println!(
-        "  quorum {} of {} distinct approvers ({}){}",
+        "  quorum {} of {} distinct approvers ({}){basis}",
         tally.have(),
         tally.need,
         v.approvers().join(", "),
-        if in_state {
-            ", as airlock's config requires for this call"
-        } else {
-            "; the call is not in airlock's state, so against the most any rule matching what the receipt binds requires"
-        }
     );
     if let Some(grant) = b.plan_grant() {
         crate::plan::cli::print_grant(grant);

@@ -16,9 +16,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Mutex, Semaphore};
 
-/// The keys receipts are checked against (the file store's revocation lookup).
-pub use crate::store::files::trusted_keys;
-
 pub struct Gate {
     pub config: Arc<Config>,
     /// What must hold across replicas: the ledger, the audit chain, the pending approvals
@@ -26,6 +23,8 @@ pub struct Gate {
     pub store: Arc<dyn Store>,
     /// The approvals as the page and the CLI list and sign them (in `[state] dir`).
     pub approvals: Arc<ApprovalStore>,
+    /// The approved Terraform plans, in memory (`plan::index`).
+    pub plans: crate::plan::index::PlanIndex,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     held: Semaphore,
     /// One lock per receipt: identical calls under one receipt go one at a time.
@@ -42,8 +41,11 @@ impl Gate {
         crate::store::check_complete(&config)?;
         let files = crate::store::files::FileStore::open(Arc::clone(&config))?;
         let approvals = files.approvals();
+        let plans =
+            crate::plan::index::PlanIndex::load(&config.state_dir).map_err(|e| e.to_string())?;
         let gate = Gate {
             store: Arc::new(files),
+            plans,
             approvals,
             held: Semaphore::new(config.approval.max_held),
             receipt_locks: DashMap::new(),
@@ -56,10 +58,10 @@ impl Gate {
         Ok(gate)
     }
 
-    /// The keys a receipt may be signed with ([`trusted_keys`]). Read afresh on every call,
+    /// The keys a receipt may be signed with ([`crate::signing::trusted_keys`]). Read afresh on every call,
     /// so `approver revoke` counts at once.
     pub fn trusted_keys(&self) -> Result<TrustedKeys, String> {
-        trusted_keys(&self.config)
+        crate::signing::trusted_keys(&self.config)
     }
 
     pub fn set_approvals_port(&self, port: u16) {

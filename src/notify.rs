@@ -31,29 +31,72 @@ pub fn blocked(config: &Config, approval: &Approval, link: &str) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    runtime.spawn(deliver(
-        config.notify.clone(),
-        approval.clone(),
-        link.to_owned(),
-    ));
+    runtime.spawn(deliver(config.notify.clone(), Message::of(approval, link)));
 }
 
 /// Called when one approver of several has signed and the call waits for another: tells
 /// them again, the same way. Outside a runtime (the CLI) it waits for the delivery, at most
 /// [`AGAIN_LIMIT`].
 pub fn again(config: &Config, approval: &Approval, link: &str) {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return blocked(config, approval, link);
+    send_again(config, Message::of(approval, link));
+}
+
+/// A Terraform plan whose quorum is under way, as [`plan_again`] tells of it.
+pub struct PlanWaiting<'a> {
+    pub id: &'a str,
+    pub environment: &'a str,
+    pub agent: &'a str,
+    pub calls: usize,
+    /// "1 of 2 approvals".
+    pub progress: &'a str,
+}
+
+/// [`again`] for a Terraform plan whose quorum is under way.
+pub fn plan_again(config: &Config, plan: &PlanWaiting<'_>, link: &str) {
+    let production = crate::describe::is_production(plan.environment);
+    let text = format!(
+        "airlock: plan {} (environment {}, agent {}, {} calls) {} — waiting for another approver. Approve or deny: {link}",
+        plan.id, plan.environment, plan.agent, plan.calls, plan.progress,
+    );
+    let visible = markup_escape(&crate::describe::visible(&text));
+    let title = format!(
+        "airlock: plan approval needed{}",
+        if production { " (PRODUCTION)" } else { "" }
+    );
+    send_again(
+        config,
+        Message {
+            id: plan.id.to_owned(),
+            webhook: json!({
+                "text": visible,
+                "airlock": {
+                    "plan_id": plan.id,
+                    "environment": plan.environment,
+                    "agent": plan.agent,
+                    "progress": plan.progress,
+                    "link": link,
+                },
+            }),
+            desktop: (crate::describe::visible(&title), visible.clone()),
+        },
+    );
+}
+
+fn send_again(config: &Config, message: Message) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(deliver(config.notify.clone(), message));
+        return;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();
     match runtime {
         Ok(rt) => {
-            let work = deliver(config.notify.clone(), approval.clone(), link.to_owned());
+            let id = message.id.clone();
+            let work = deliver(config.notify.clone(), message);
             let bounded = async { tokio::time::timeout(AGAIN_LIMIT, work).await };
             if rt.block_on(bounded).is_err() {
-                tracing::warn!(approval = %approval.id, "notification not finished in time");
+                tracing::warn!(approval = %id, "notification not finished in time");
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot notify: no runtime"),
@@ -63,22 +106,43 @@ pub fn again(config: &Config, approval: &Approval, link: &str) {
 /// How long the CLI waits for [`again`]'s notifications.
 const AGAIN_LIMIT: Duration = Duration::from_secs(15);
 
-async fn deliver(notify: Notify, approval: Approval, link: String) {
-    let webhook = async {
+/// One notification on every channel: the webhook's JSON, the desktop's title and text.
+struct Message {
+    /// The approval's (or plan's) id, for logs.
+    id: String,
+    webhook: serde_json::Value,
+    desktop: (String, String),
+}
+
+impl Message {
+    fn of(approval: &Approval, link: &str) -> Message {
+        Message {
+            id: approval.id.clone(),
+            webhook: slack_message(approval, link),
+            desktop: desktop_message(approval, link),
+        }
+    }
+}
+
+async fn deliver(notify: Notify, message: Message) {
+    let Message {
+        id,
+        webhook,
+        desktop: (title, text),
+    } = message;
+    let to_webhook = async {
         if let Some(url) = notify.webhook_url.clone() {
-            let body = slack_message(&approval, &link).to_string();
-            send_webhook(url, body, &approval.id).await;
+            send_webhook(url, webhook.to_string(), &id).await;
         }
     };
     let desktop = async {
         if notify.desktop {
             if let Some(program) = find_in_path("notify-send") {
-                let (title, text) = desktop_message(&approval, &link);
                 notify_desktop(program, title, text).await;
             }
         }
     };
-    tokio::join!(webhook, desktop);
+    tokio::join!(to_webhook, desktop);
 }
 
 /// For a call that needs several approvers: " (1 of 2 approvals — waiting for another

@@ -1,6 +1,6 @@
 //! The approver's own key, for the commands that sign with it (`approve`, `deny`,
 //! `plan approve`): unlocked with a passphrase from the terminal only, and accepted only when
-//! airlock's config trusts it.
+//! airlock's config trusts it; and the keys every receipt is checked against.
 
 /// What `--insecure-plaintext-key` prints.
 pub const PLAINTEXT_WARNING: &str =
@@ -47,4 +47,21 @@ pub fn load_approver_key(
             )
         })?;
     Ok((key, approver))
+}
+
+/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
+/// enrolled passkeys. Nothing from a request or a receipt.
+pub fn trusted_keys(config: &crate::config::Config) -> Result<crate::receipt::TrustedKeys, String> {
+    let mut keys = crate::receipt::TrustedKeys::new();
+    for approver in &config.approvers {
+        keys.add_approver(approver).map_err(|e| e.to_string())?;
+    }
+    if let Some(public) = crate::state::trust::airlock_public(&config.state_dir)? {
+        keys.add_airlock(&public).map_err(|e| e.to_string())?;
+    }
+    for record in crate::state::trust::PasskeyStore::new(&config.state_dir).load()? {
+        keys.add_passkey(&record.public()?)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(keys)
 }

@@ -4223,8 +4223,16 @@ async fn held_calls_past_max_held_are_answered_at_once() {
     let first_call = h.query("rds", RDS_DELETE).sign().to_bytes();
     let first = h.send(&first_call);
     let second = async {
-        // Let the first call take the only slot.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Let the first call take the only slot: wait until it is pending (it is held then).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while h.pending_count() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first call was never held"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         let form = "Action=DeleteDBInstance&DBInstanceIdentifier=other-db&SkipFinalSnapshot=true&Version=2014-10-31";
         let started = std::time::Instant::now();
         let r = h.send_call(&h.query("rds", form)).await;

@@ -346,7 +346,7 @@ async fn one_audit_chain_from_two_writers(cluster: &Cluster) {
                 let mut r = airlock::audit::record("test_record");
                 r.insert("replica".into(), serde_json::json!(n));
                 r.insert("i".into(), serde_json::json!(i));
-                if store.audit_append(r).await {
+                if store.audit_append(r.into()).await {
                     written += 1;
                 }
             }
@@ -448,7 +448,11 @@ async fn a_newer_schema_is_refused(cluster: &Cluster) {
 async fn a_database_that_is_down_fails_closed(cluster: &Cluster) {
     let url = cluster.database("outage").await;
     let store = replica(&url).await;
-    assert!(store.audit_append(airlock::audit::record("before")).await);
+    assert!(
+        store
+            .audit_append(airlock::audit::record("before").into())
+            .await
+    );
     let out = cluster.pg_ctl_stop("fast");
     assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
     let started = Instant::now();
@@ -456,7 +460,11 @@ async fn a_database_that_is_down_fails_closed(cluster: &Cluster) {
         Err(LedgerError::Io(..)) => {}
         other => panic!("a reservation with the database down: {other:?}"),
     }
-    assert!(!store.audit_append(airlock::audit::record("during")).await);
+    assert!(
+        !store
+            .audit_append(airlock::audit::record("during").into())
+            .await
+    );
     assert!(!store.audit_writable(), "the gate would stay open");
     assert!(store.audit_health().await.is_err());
     assert!(
@@ -473,7 +481,11 @@ async fn a_database_that_is_down_fails_closed(cluster: &Cluster) {
         assert!(Instant::now() < deadline, "the store did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(store.audit_append(airlock::audit::record("after")).await);
+    assert!(
+        store
+            .audit_append(airlock::audit::record("after").into())
+            .await
+    );
     assert!(store.audit_writable());
     let verified = postgres::verify_audit(store.pool())
         .await

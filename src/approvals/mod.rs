@@ -547,7 +547,7 @@ impl App {
     /// Records a change to who may approve, on disk before the page answers.
     async fn audit_approver_change(&self, event: &str, approver: &str, key_id: &str, by: &str) {
         let record = crate::audit::approver_change(event, approver, key_id, by);
-        if !self.gate.store.audit_append_durable(record).await {
+        if !self.gate.store.audit_append_durable(record.into()).await {
             tracing::error!("could not make the audit record of a passkey change durable");
         }
     }
@@ -818,15 +818,13 @@ impl App {
                 cosigners: Vec::new(),
             };
             if r.body.plan.is_some() {
-                // A plan receipt: countersigned, checked exactly as the proxy and `receipt
-                // verify` will, then stored with its plan.
+                // A plan receipt: countersigned, then joined to the plan's quorum and checked
+                // as `plan approve` does.
                 let made = r
                     .countersign(key)
-                    .and_then(|()| crate::receipt::verify(&r, &trusted).map(|_| ()))
-                    .and_then(|()| r.to_json())
                     .map_err(|e| format!("the receipt does not verify: {e}"));
                 let stored = match made {
-                    Ok(json) => self.store_plan_receipt(&r, &json, passkey.name()).await,
+                    Ok(()) => self.store_plan_receipt(r, &trusted, passkey.name()).await,
                     Err(e) => Err(e),
                 };
                 match stored {
@@ -858,7 +856,7 @@ impl App {
                 "decided with a passkey: {}", a.summary()
             );
             for record in quorum::audit_records(&recorded, passkey.name(), "passkey") {
-                self.gate.store.audit_append(record).await;
+                self.gate.store.audit_append(record.into()).await;
             }
             if a.status == Status::Pending {
                 let link = self.gate.approval_link(&a.id);

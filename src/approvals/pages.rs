@@ -478,7 +478,8 @@ fn decide_section(v: &ApprovalView<'_>) -> String {
         b.push_str("</fieldset>");
     }
     let covers = format!("for {} call{}", v.uses, if v.uses == 1 { "" } else { "s" });
-    let (controls, disabled) = receipt_controls(v.ttl_choices, v.passkeys, &covers);
+    let joining = !a.approved_by.is_empty();
+    let (controls, disabled) = receipt_controls(v.ttl_choices, v.passkeys, &covers, joining);
     b.push_str(&controls);
     let _ = write!(
         b,
@@ -494,13 +495,26 @@ fn decide_section(v: &ApprovalView<'_>) -> String {
 
 /// The receipt's lifetime and the passkey to decide with, and the buttons' `disabled`
 /// attribute (no passkey enrolled: nothing to decide with). `covers` ends the lifetime line.
+/// Once a quorum is under way (`joining`), every further approver signs the first one's
+/// body, window included: the lifetime is shown as fixed, not offered.
 pub(crate) fn receipt_controls(
     ttl_choices: &[Duration],
     passkeys: &[(String, String)],
     covers: &str,
+    joining: bool,
 ) -> (String, &'static str) {
     let mut b = String::new();
-    b.push_str("<p class=\"controls\"><label>The receipt is valid for <select id=\"ttl\">");
+    b.push_str("<p class=\"controls\"><label>The receipt is valid for <select id=\"ttl\"");
+    if joining {
+        // The value is one on offer but not used: the window is the first approver's.
+        let offered = ttl_choices.first().map_or(0, Duration::as_secs);
+        let _ = write!(
+            b,
+            " disabled><option value=\"{offered}\" selected>the window the first approver chose</option></select></label>, {covers}.</p>"
+        );
+        return finish_controls(b, passkeys);
+    }
+    b.push('>');
     for (i, d) in ttl_choices.iter().enumerate() {
         let selected = if i == 0 { " selected" } else { "" };
         let _ = write!(
@@ -511,6 +525,11 @@ pub(crate) fn receipt_controls(
         );
     }
     let _ = write!(b, "</select></label>, {covers}.</p>");
+    finish_controls(b, passkeys)
+}
+
+/// [`receipt_controls`]' passkey choice (or the note that none is enrolled).
+fn finish_controls(mut b: String, passkeys: &[(String, String)]) -> (String, &'static str) {
     if passkeys.is_empty() {
         b.push_str(
             "<p class=\"warning\" id=\"no-passkey\">No passkey is enrolled yet. Run \
@@ -691,6 +710,29 @@ mod tests {
         );
         assert!(what_it_grants_or_runs(&run)
             .contains("<pre class=\"command\" id=\"command\">rm -rf /var/lib/&lt;db&gt;</pre>"));
+    }
+
+    #[test]
+    fn a_further_approver_is_not_offered_a_window_of_their_own() {
+        let choices = [Duration::from_secs(900), Duration::from_secs(300)];
+        let passkeys = [("pk1".to_owned(), "alice's key".to_owned())];
+        let (first, _) = receipt_controls(&choices, &passkeys, "for 1 call", false);
+        assert!(
+            first.contains("<option value=\"300\">5 minutes</option>"),
+            "{first}"
+        );
+        assert!(!first.contains("disabled"), "{first}");
+        let (later, disabled) = receipt_controls(&choices, &passkeys, "for 1 call", true);
+        assert!(
+            later.contains("<select id=\"ttl\" disabled><option value=\"900\" selected>the window the first approver chose</option></select>"),
+            "{later}"
+        );
+        assert!(!later.contains("5 minutes"), "{later}");
+        assert!(
+            later.contains("Decide as <select id=\"passkey\">"),
+            "{later}"
+        );
+        assert_eq!(disabled, "", "the buttons stay usable");
     }
 
     #[test]

@@ -11,9 +11,10 @@ use super::pages::{env_badge, esc, layout, receipt_controls, show};
 use super::{html, json_response, page_refusal, refuse, App, Refusal};
 use crate::describe::is_production;
 use crate::plan::mapping::{Coverage, Destroyed};
+use crate::plan::quorum;
 use crate::plan::store::{PlanRecord, PlanStatus, PlanStore, PlanStoreError};
 use crate::proxy::body::ProxyBody;
-use crate::receipt::{Decision, Receipt, ReceiptBody};
+use crate::receipt::{Decision, Receipt};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,6 +33,11 @@ pub(super) struct PlanBegin {
 fn status_text(p: &PlanRecord, status: PlanStatus) -> String {
     let by = p.decided_by.as_deref().unwrap_or("an approver");
     match status {
+        PlanStatus::Pending if !p.approved_by.is_empty() => format!(
+            "{} — waiting for another approver (approved by {})",
+            p.progress(),
+            p.approved_by.join(", ")
+        ),
         PlanStatus::Pending => "Waiting for a decision".into(),
         PlanStatus::Approved => {
             format!("Approved by {by}: its calls go through while the receipt is valid")
@@ -100,14 +106,13 @@ impl App {
                 format!("plan {} is no longer pending", record.id),
             ));
         }
-        let mut body = ReceiptBody::new(
-            &crate::plan::receipt_binding(&record),
-            &record.id,
-            req.decision,
-            &passkey,
-            crate::plan::validity(&record, ttl),
-        );
-        body.plan = Some(crate::plan::grant(&record));
+        let store = self.plans()?;
+        if req.decision == Decision::Approve {
+            quorum::may_approve(&store, &record, passkey.name())
+                .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
+        }
+        let body = quorum::body_to_sign(&store, &record, req.decision, &passkey, ttl)
+            .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         let challenge = body.passkey_challenge().map_err(Self::internal)?;
         let id = self.ceremonies.start(Ceremony::Decide {
             bodies: vec![body],
@@ -122,31 +127,35 @@ impl App {
         }))
     }
 
-    /// Stores a plan receipt the page just made and checked (from `decide_finish`).
+    /// Stores one approver's plan receipt the page just made and countersigned (from
+    /// `decide_finish`): joined to the plan's quorum under way and checked against `trusted`
+    /// exactly as `plan approve` does (`plan::quorum::record`).
     pub(super) async fn store_plan_receipt(
         &self,
-        r: &Receipt,
-        json: &str,
+        r: Receipt,
+        trusted: &crate::receipt::TrustedKeys,
         approver: &str,
     ) -> Result<Value, String> {
-        let approve = r.body.decision == Decision::Approve;
-        let receipt_id = r.body.id.as_str();
         let store = PlanStore::open(&self.gate.config.state_dir).map_err(|e| e.to_string())?;
-        let p = store
-            .decide(&r.body.approval_id, r, approver, json.as_bytes())
-            .map_err(|e| e.to_string())?;
-        tracing::info!(plan = %p.id, receipt = %receipt_id, %approver, decision = %r.body.decision, calls = p.entries.len(), "plan decided with a passkey");
-        if approve {
-            self.gate
-                .store
-                .audit_append(crate::plan::records::approved(
-                    &p, receipt_id, approver, "passkey",
-                ))
-                .await;
+        let recorded = quorum::record(&store, trusted, r).map_err(|e| e.to_string())?;
+        let p = &recorded.plan;
+        tracing::info!(plan = %p.id, receipt = %recorded.receipt_id, %approver, decision = %recorded.decision, progress = %p.progress(), calls = p.entries.len(), "plan decided with a passkey");
+        for record in quorum::audit_records(&recorded, approver, "passkey") {
+            self.gate.store.audit_append(record.into()).await;
         }
-        Ok(
-            json!({"id": p.id, "status": p.status.as_str(), "receipt_id": receipt_id, "calls": p.entries.len()}),
-        )
+        if p.status == PlanStatus::Pending {
+            let link =
+                crate::plan::cli::page_link(&self.gate.config, self.gate.approvals_port(), &p.id);
+            quorum::notify_again(&self.gate.config, p, &link);
+        }
+        let status = p.status_at(time::OffsetDateTime::now_utc());
+        Ok(json!({
+            "id": p.id,
+            "status": status.as_str(),
+            "status_text": status_text(p, status),
+            "receipt_id": recorded.receipt_id,
+            "calls": p.entries.len(),
+        }))
     }
 }
 
@@ -191,6 +200,14 @@ fn render(
         }
         b.push_str("</ul></section>");
     }
+    let needs = p.quorum_lines();
+    if !needs.is_empty() {
+        b.push_str("<section id=\"quorum\" class=\"quorum\"><h2>Several approvers</h2><ul>");
+        for line in needs {
+            let _ = write!(b, "<li>{}</li>", show(&line));
+        }
+        b.push_str("</ul></section>");
+    }
     let status = p.status_at(time::OffsetDateTime::now_utc());
     let _ = write!(
         b,
@@ -217,7 +234,15 @@ fn render(
     );
     fact(
         "Plan digest",
-        format!("<code id=\"digest\">{}</code>", esc(&p.digest)),
+        format!(
+            "<code id=\"digest\">{}</code> ({}){}",
+            esc(&p.digest),
+            esc(p.digest_scope.as_str()),
+            p.digest_scope.warning().map_or(String::new(), |w| format!(
+                "<p id=\"digest-warning\" class=\"warning\">{}</p>",
+                esc(w)
+            ))
+        ),
     );
     fact(
         "Terraform",
@@ -274,7 +299,8 @@ fn render(
             p.entries.len(),
             show(&p.agent)
         );
-        let (controls, disabled) = receipt_controls(ttl_choices, passkeys, &covers);
+        let joining = !p.approved_by.is_empty();
+        let (controls, disabled) = receipt_controls(ttl_choices, passkeys, &covers, joining);
         b.push_str(&controls);
         let _ = write!(
             b,

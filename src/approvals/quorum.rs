@@ -1,27 +1,59 @@
 //! One approver's decision on a pending call, made the same way from the approval page (a
 //! passkey) and from the CLI (a key): which body they sign ([`body_to_sign`]), whether they
 //! may add to the quorum ([`may_approve`]), storing their receipt, joined to an incomplete
-//! quorum's ([`record`]), and the audit records of it ([`audit_records`]).
+//! quorum's ([`record`]), and the audit records of it ([`audit_records`]). Joining and
+//! counting is `receipt::collect`, which a Terraform plan's approvals go through too.
 //!
 //! A call that needs M approvers stays pending until M distinct approvers who count have
 //! signed its one body (`receipt::quorum`); the receipt of an incomplete quorum is stored
 //! with the pending approval and authorizes nothing. A denial is a receipt of its own: one
 //! denial denies, whatever approvals came before.
 
-use crate::receipt::{self, quorum, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally};
+use crate::receipt::collect::{self, Collects, Joined};
+use crate::receipt::{
+    self, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally, VerifiedReceipt,
+};
 use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Signed, Status};
 use serde_json::{json, Map, Value};
 
-/// The receipt of the quorum under way for pending `a` (`stored`: its bytes), unless its
-/// window has ended: then the approvals in it lapse and the quorum starts over.
-fn under_way(a: &Approval, stored: Option<Vec<u8>>) -> Result<Option<Receipt>, ApprovalError> {
-    let (Status::Pending, Some(_), Some(bytes)) = (a.status, &a.receipt_id, stored) else {
-        return Ok(None);
-    };
-    let partial = Receipt::from_json(&bytes)
-        .map_err(|e| ApprovalError::Refused(format!("the stored receipt does not read: {e}")))?;
-    let now = time::OffsetDateTime::now_utc();
-    Ok((now < partial.body.expires_at.as_datetime()).then_some(partial))
+impl Collects for Approval {
+    const NOUN: &'static str = "call";
+
+    fn is_pending(&self) -> bool {
+        self.status == Status::Pending
+    }
+
+    fn partial_receipt_id(&self) -> Option<&str> {
+        self.receipt_id.as_deref()
+    }
+
+    fn approved_by(&self) -> &[String] {
+        &self.approved_by
+    }
+
+    fn stated_quorum(&self) -> u32 {
+        self.quorum.approvals.max(1)
+    }
+
+    fn does_not_count(&self, approver: &str, _so_far: &[String]) -> Option<String> {
+        (!self.quorum.counts(approver)).then(|| {
+            let names = self
+                .quorum
+                .approvers
+                .as_deref()
+                .unwrap_or_default()
+                .join(", ");
+            format!("{approver:?} is not among the approvers who count for this call ({names})")
+        })
+    }
+
+    fn tally(&self, verified: &VerifiedReceipt) -> Tally {
+        verified.tally(&self.quorum)
+    }
+
+    fn progress(&self) -> String {
+        Approval::progress(self)
+    }
 }
 
 fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>, ApprovalError> {
@@ -34,25 +66,11 @@ fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>
 /// Refuses an approval that cannot add to `a`'s quorum: by a name that does not count for
 /// this call, or by an approver already counted (the same person twice counts once).
 pub fn may_approve(store: &ApprovalStore, a: &Approval, approver: &str) -> Result<(), String> {
-    let partial = under_way(a, stored_receipt(store, a).map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    check_approver(a, partial.is_some(), approver)
-}
-
-fn check_approver(a: &Approval, under_way: bool, approver: &str) -> Result<(), String> {
-    if !a.quorum.counts(approver) {
-        let names = a.quorum.approvers.as_deref().unwrap_or_default().join(", ");
-        return Err(format!(
-            "{approver:?} is not among the approvers who count for this call ({names})"
-        ));
-    }
-    if under_way && a.approved_by.iter().any(|n| n == approver) {
-        return Err(format!(
-            "{approver:?} has already approved this call ({}): it needs another approver",
-            a.progress()
-        ));
-    }
-    Ok(())
+    collect::may_approve_with(
+        a,
+        stored_receipt(store, a).map_err(|e| e.to_string())?,
+        approver,
+    )
 }
 
 /// The body `approver` (with `key_id`) signs for `a`: for an approval of a call whose quorum
@@ -62,17 +80,11 @@ pub fn body_to_sign(
     store: &ApprovalStore,
     a: &Approval,
     decision: Decision,
-    (approver, key_id): (&str, &KeyId),
+    who: (&str, &KeyId),
     fresh: impl FnOnce() -> ReceiptBody,
 ) -> Result<ReceiptBody, ApprovalError> {
-    if decision == Decision::Approve {
-        if let Some(partial) = under_way(a, stored_receipt(store, a)?)? {
-            return Ok(partial.body.in_name_of(approver, key_id));
-        }
-    }
-    let mut body = fresh();
-    body.quorum = a.quorum.approvals.max(1);
-    Ok(body)
+    collect::body_to_sign_with(a, stored_receipt(store, a)?, decision, who, fresh)
+        .map_err(ApprovalError::Refused)
 }
 
 /// What [`record`] stored.
@@ -115,26 +127,10 @@ pub fn record(
                 decided_by: approver.clone(),
             });
         }
-        let partial = under_way(a, stored)?;
-        check_approver(a, partial.is_some(), &approver).map_err(ApprovalError::Refused)?;
-        if partial.is_none() && single.body.quorum < a.quorum.approvals {
-            return Err(ApprovalError::Refused(format!(
-                "the receipt states a quorum of {}, but this call needs {}",
-                single.body.quorum, a.quorum.approvals
-            )));
-        }
-        let joined = quorum::join(partial, single).map_err(|e| {
-            ApprovalError::Refused(format!(
-                "{e}: another approver decided meanwhile; start again"
-            ))
-        })?;
-        let verified = receipt::verify_signatures(&joined, trusted).map_err(refused)?;
-        let t = verified.tally(&a.quorum);
-        if !t.counted.contains(&approver) {
-            return Err(ApprovalError::Refused(format!(
-                "{approver:?} does not count toward this call's quorum"
-            )));
-        }
+        let Joined {
+            receipt: joined,
+            tally: t,
+        } = collect::join_approval(a, stored, single, trusted).map_err(ApprovalError::Refused)?;
         let signed = Signed {
             receipt_id: joined.body.id.as_str().to_owned(),
             receipt_json: joined.to_json().map_err(refused)?.into_bytes(),

@@ -38,7 +38,7 @@ mod segments;
 mod verify;
 mod writer;
 
-pub use record::{approver_change, decision, decision_record, record, render};
+pub use record::{approver_change, decision, decision_record, record, render, Fields};
 pub use segments::{segment_name, segment_number, Paths, Position};
 pub use verify::{check_link, verify_from, Linked, Verified};
 
@@ -56,23 +56,17 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 /// Links `records` into the chain after `position`: each gets its `seq` and `prev` (the
 /// SHA-256 of the line before) and is appended to `out` as one JSON line. Returns where the
 /// chain stands after them. The one encoding of the chain, whatever stores it.
-pub fn link(
-    mut position: Position,
-    records: Vec<Map<String, Value>>,
-    out: &mut Vec<u8>,
-) -> Result<Position, serde_json::Error> {
-    for mut r in records {
-        r.insert("seq".into(), json!(position.next_seq));
-        r.insert("prev".into(), json!(position.prev));
+pub fn link(mut position: Position, records: &[Fields], out: &mut Vec<u8>) -> Position {
+    for r in records {
         let start = out.len();
-        serde_json::to_writer(&mut *out, &r)?;
+        r.chain_into(out, position.next_seq, &position.prev);
         position = Position {
             next_seq: position.next_seq + 1,
             prev: crate::sigv4::sha256_hex(&out[start..]),
         };
         out.push(b'\n');
     }
-    Ok(position)
+    position
 }
 
 /// The event of a retention record: which segments were removed, and where the kept chain
@@ -151,7 +145,7 @@ impl Settings {
 
 /// Appends records and makes them durable, the head included (the CLI's path, and the
 /// record of a recovered torn tail): the same writer `serve` uses, synced at once.
-fn append(paths: &Paths, records: Vec<Map<String, Value>>) -> Result<(), AuditError> {
+fn append(paths: &Paths, records: Vec<Fields>) -> Result<(), AuditError> {
     let mut w = Writer::open(paths, None)?;
     w.append(paths, records)?;
     if let Some(f) = w.current_file(paths)? {
@@ -172,7 +166,7 @@ fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
 
 /// Appends one record now (the CLI's path).
 pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
-    append(&Paths::new(state_dir), vec![r])
+    append(&Paths::new(state_dir), vec![r.into()])
 }
 
 /// Moves a torn last line of the newest segment aside, so the chain can continue. Reads
@@ -216,7 +210,7 @@ pub fn recover(state_dir: &Path) -> Result<usize, AuditError> {
     r.insert("bytes".into(), json!(n));
     r.insert("segment".into(), json!(segment_name(newest)));
     r.insert("moved_to".into(), json!(paths.torn.display().to_string()));
-    append(&paths, vec![r])?;
+    append(&paths, vec![r.into()])?;
     Ok(n)
 }
 
@@ -334,7 +328,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    pending: Vec<(Map<String, Value>, Written)>,
+    pending: Vec<(Fields, Written)>,
     /// A caller is writing a batch; the others wait for it.
     leading: bool,
 }
@@ -425,9 +419,9 @@ impl AuditLog {
     /// Records of concurrent callers go out in one write: the first caller to find no
     /// write under way writes everything queued, the others wait for it. False, with a
     /// log line, if it could not be written.
-    pub fn write(&self, r: Map<String, Value>) -> bool {
+    pub fn write(&self, r: impl Into<Fields>) -> bool {
         let started = std::time::Instant::now();
-        let ok = self.write_queued(r);
+        let ok = self.write_queued(r.into());
         crate::metrics::audit_written(started.elapsed(), ok);
         ok
     }
@@ -454,7 +448,7 @@ impl AuditLog {
         }
     }
 
-    fn write_queued(&self, r: Map<String, Value>) -> bool {
+    fn write_queued(&self, r: Fields) -> bool {
         let written: Written = Arc::new(OnceLock::new());
         let shared = &*self.shared;
         let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -482,7 +476,7 @@ impl AuditLog {
     }
 
     /// Appends a record and waits until it is on disk; false if it could not be written.
-    pub async fn write_durable(&self, r: Map<String, Value>) -> bool {
+    pub async fn write_durable(&self, r: impl Into<Fields>) -> bool {
         if !self.write(r) {
             return false;
         }
@@ -529,7 +523,7 @@ fn end_matches_head(paths: &Paths) -> Result<(), AuditError> {
 
 impl Shared {
     /// Writes a batch under the writer's lock; says when writing starts or stops failing.
-    fn commit(&self, records: Vec<Map<String, Value>>) -> bool {
+    fn commit(&self, records: Vec<Fields>) -> bool {
         use std::sync::atomic::Ordering;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         match w.append(&self.paths, records) {

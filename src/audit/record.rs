@@ -4,6 +4,50 @@
 
 use crate::state::rfc3339_millis;
 use serde_json::{json, Map, Value};
+use std::io::Write;
+
+/// A record's fields as the writer takes them: one JSON object, serialized where the record
+/// is made (outside the writer's lock) and without `seq` and `prev`, which the writer adds
+/// when it chains the record. The order of the members is the order they were serialized
+/// in; the chain's hash is over the line as written.
+pub struct Fields(Vec<u8>);
+
+impl Fields {
+    /// `fields` serialized; they must serialize as a JSON object.
+    pub fn of(fields: &impl serde::Serialize) -> Result<Fields, String> {
+        let bytes = serde_json::to_vec(fields).map_err(|e| e.to_string())?;
+        if bytes.len() >= 2 && bytes.first() == Some(&b'{') && bytes.last() == Some(&b'}') {
+            Ok(Fields(bytes))
+        } else {
+            Err("it is not a JSON object".into())
+        }
+    }
+
+    /// The serialized object.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The record as a line of the chain: its fields, then `"seq":N,"prev":"…"`.
+    pub(super) fn chain_into(&self, out: &mut Vec<u8>, seq: u64, prev: &str) {
+        out.extend_from_slice(&self.0[..self.0.len() - 1]);
+        if self.0.len() > 2 {
+            out.push(b',');
+        }
+        // Writing to a Vec cannot fail; `prev` is hex.
+        let _ = write!(out, "\"seq\":{seq},\"prev\":\"{prev}\"}}");
+    }
+}
+
+impl From<Map<String, Value>> for Fields {
+    fn from(mut fields: Map<String, Value>) -> Self {
+        // The chain's own members are the writer's to set.
+        fields.remove("seq");
+        fields.remove("prev");
+        // A map of strings to JSON values always serializes.
+        Fields(serde_json::to_vec(&fields).unwrap_or_else(|_| b"{}".to_vec()))
+    }
+}
 
 /// A record with the time set.
 pub fn record(event: &str) -> Map<String, Value> {
@@ -108,6 +152,30 @@ pub fn render(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_chained_with_the_writers_seq_and_prev() {
+        let mut r = record("forwarded");
+        r.insert("agent".into(), json!("claude"));
+        // The chain's own members are the writer's: a record cannot set them.
+        r.insert("seq".into(), json!(999));
+        r.insert("prev".into(), json!("forged"));
+        let fields = Fields::from(r);
+        let mut line = Vec::new();
+        fields.chain_into(&mut line, 7, "ab12");
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["prev"], "ab12");
+        assert_eq!(v["agent"], "claude");
+        assert_eq!(v["event"], "forwarded");
+        assert_eq!(v.as_object().unwrap().len(), 5, "{v}");
+
+        let mut empty = Vec::new();
+        Fields::from(Map::new()).chain_into(&mut empty, 1, "00");
+        assert_eq!(empty, br#"{"seq":1,"prev":"00"}"#);
+        assert!(Fields::of(&[1, 2]).is_err());
+        assert!(Fields::of(&"text").is_err());
+    }
 
     #[test]
     fn times_carry_milliseconds() {

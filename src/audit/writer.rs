@@ -14,8 +14,8 @@ use super::segments::{
     chain_end, day_of, days_ago, first_line, last_lines, open_for_append, segment_name, today,
     Paths, Position,
 };
-use super::{io_err, AuditError, Settings, RETENTION_EVENT};
-use serde_json::{json, Map, Value};
+use super::{io_err, AuditError, Fields, Settings, RETENTION_EVENT};
+use serde_json::{json, Value};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -70,11 +70,7 @@ impl Writer {
 
     /// Appends `records` in one write (after a rotation, the retention record follows in
     /// a second). Either all are in the log or none.
-    pub(super) fn append(
-        &mut self,
-        paths: &Paths,
-        records: Vec<Map<String, Value>>,
-    ) -> Result<(), AuditError> {
+    pub(super) fn append(&mut self, paths: &Paths, records: Vec<Fields>) -> Result<(), AuditError> {
         self.lock.lock().map_err(io_err(&paths.lock))?;
         let result = self.append_locked(paths, records);
         let _ = self.lock.unlock();
@@ -99,16 +95,12 @@ impl Writer {
         }
     }
 
-    fn append_locked(
-        &mut self,
-        paths: &Paths,
-        records: Vec<Map<String, Value>>,
-    ) -> Result<(), AuditError> {
+    fn append_locked(&mut self, paths: &Paths, records: Vec<Fields>) -> Result<(), AuditError> {
         self.refresh(paths)?;
         let Some(current) = &self.current else {
             return Ok(());
         };
-        let (lines, after) = encode(paths, current.position.clone(), records)?;
+        let (lines, after) = encode(current.position.clone(), &records);
         let day = today();
         let rotate = self.rotation.as_ref().is_some_and(|s| {
             current.end > 0
@@ -273,7 +265,7 @@ impl Writer {
         let Some(c) = &self.current else {
             return Ok(());
         };
-        let (line, after) = encode(paths, c.position.clone(), vec![r])?;
+        let (line, after) = encode(c.position.clone(), &[r.into()]);
         self.put(paths, &line, after)?;
         if let Some(c) = &self.current {
             c.file
@@ -291,15 +283,11 @@ impl Writer {
 }
 
 /// The records as lines of the chain starting at `position`, and where it stands after.
-fn encode(
-    paths: &Paths,
-    position: Position,
-    records: Vec<Map<String, Value>>,
-) -> Result<(Vec<u8>, Position), AuditError> {
-    let mut out = Vec::with_capacity(records.len() * 512);
-    let after = super::link(position, records, &mut out)
-        .map_err(|e| AuditError::Io(paths.dir.display().to_string(), e.into()))?;
-    Ok((out, after))
+fn encode(position: Position, records: &[Fields]) -> (Vec<u8>, Position) {
+    let size: usize = records.iter().map(|r| r.as_bytes().len() + 100).sum();
+    let mut out = Vec::with_capacity(size);
+    let after = super::link(position, records, &mut out);
+    (out, after)
 }
 
 /// Makes the directory's entries (a segment created or removed) durable.

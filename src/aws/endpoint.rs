@@ -57,17 +57,21 @@ pub fn resolve(model: &Model, service_name: &str, region: &str) -> Result<Endpoi
 }
 
 /// The DNS suffixes AWS's endpoints live under: each partition's, and its dual-stack one
-/// (`amazonaws.com`, `api.aws`, `amazonaws.com.cn`, …), longest first, each once.
-pub fn dns_suffixes(model: &Model) -> Vec<&str> {
-    let mut out: Vec<&str> = model
-        .partitions
-        .iter()
-        .flat_map(|p| [p.dns_suffix.as_str(), p.dual_stack_dns_suffix.as_str()])
-        .filter(|s| !s.is_empty())
-        .collect();
-    out.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-    out.dedup();
-    out
+/// (`amazonaws.com`, `api.aws`, `amazonaws.com.cn`, …), longest first, each once. Sorted
+/// once per model.
+pub fn dns_suffixes(model: &Model) -> &[String] {
+    model.dns_suffixes.get_or_init(|| {
+        let mut out: Vec<String> = model
+            .partitions
+            .iter()
+            .flat_map(|p| [&p.dns_suffix, &p.dual_stack_dns_suffix])
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        out.dedup();
+        out
+    })
 }
 
 /// The part of `host` (a DNS name, any case, no port) before one of AWS's DNS suffixes, in
@@ -87,8 +91,8 @@ pub fn aws_host_label(model: &Model, host: &str) -> Option<String> {
     if !valid {
         return None;
     }
-    dns_suffixes(model).into_iter().find_map(|suffix| {
-        host.strip_suffix(suffix)
+    dns_suffixes(model).iter().find_map(|suffix| {
+        host.strip_suffix(suffix.as_str())
             .and_then(|head| head.strip_suffix('.'))
             .map(str::to_string)
     })
@@ -232,8 +236,14 @@ mod tests {
         let m = model();
         let suffixes = dns_suffixes(m);
         for s in ["amazonaws.com", "amazonaws.com.cn", "api.aws", "c2s.ic.gov"] {
-            assert!(suffixes.contains(&s), "{suffixes:?}");
+            assert!(suffixes.iter().any(|x| x == s), "{suffixes:?}");
         }
+        // Longest first, so `amazonaws.com.cn` is not read as a name under `amazonaws.com`.
+        assert!(suffixes.windows(2).all(|w| w[0].len() >= w[1].len()));
+        assert_eq!(
+            aws_host_label(m, "s3.cn-north-1.amazonaws.com.cn").as_deref(),
+            Some("s3.cn-north-1")
+        );
         assert!(is_aws_host(m, "sts.amazonaws.com"));
         assert!(is_aws_host(m, "RDS.us-east-1.amazonaws.com."));
         assert!(is_aws_host(m, "s3.dualstack.eu-west-1.amazonaws.com"));

@@ -17,6 +17,10 @@ pub struct Model {
     /// Service names by signing name, built on first use (every request asks).
     #[serde(skip)]
     signing_index: OnceLock<std::collections::HashMap<String, Vec<String>>>,
+    /// The partitions' DNS suffixes, longest first, built on first use (every request to an
+    /// AWS name asks: `aws::endpoint::dns_suffixes`).
+    #[serde(skip)]
+    pub(crate) dns_suffixes: OnceLock<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +138,7 @@ pub fn model() -> &'static Model {
                 partitions: Vec::new(),
                 services: BTreeMap::new(),
                 signing_index: OnceLock::new(),
+                dns_suffixes: OnceLock::new(),
             }
         }
     })

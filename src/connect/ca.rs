@@ -44,8 +44,8 @@ pub fn name_constraints() -> NameConstraints {
     ];
     permitted.extend(
         dns_suffixes(model())
-            .into_iter()
-            .map(|s| GeneralSubtree::DnsName(s.to_string())),
+            .iter()
+            .map(|s| GeneralSubtree::DnsName(s.clone())),
     );
     NameConstraints {
         permitted_subtrees: permitted,

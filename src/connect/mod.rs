@@ -7,11 +7,14 @@
 //! |---|---|
 //! | an AWS name (under a partition's DNS suffix, [`crate::aws::endpoint::is_aws_host`]), port 443 | `200`, then airlock ends TLS itself with a leaf for that name minted by its CA ([`ca::Minter`]), and every request inside (HTTP/1.1 or h2) takes the endpoint listener's path: `proxy::handle`, whose first step checks the request's Host is that name (`accept::check_tunnel_host`) |
 //! | a name matching a `[connect] passthrough` glob | `200`, then bytes are copied both ways, unread (package registries and the like) |
-//! | anything else | `403` and a log line |
+//! | anything else | `403`, a log line and a `connect_refused` audit record |
 //!
 //! A request that is not `CONNECT` (an absolute-form `GET http://…`, which would carry a
-//! SigV4 signature in plaintext) gets `403`: airlock is no plain-HTTP proxy.
+//! SigV4 signature in plaintext) gets `403` and a `connect_refused` record too: airlock is no
+//! plain-HTTP proxy. A passthrough tunnel is recorded as `connect_passthrough`; both kinds
+//! are rate-limited ([`audit`]).
 
+pub mod audit;
 pub mod ca;
 
 use crate::proxy::accept::{self, Served, TunnelHost};
@@ -200,10 +203,12 @@ pub fn agent_env(
 struct Shared {
     proxy: Arc<Proxy>,
     minter: ca::Minter,
+    audit: Arc<audit::ConnectAudit>,
     builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
-/// Serves `CONNECT` on `listener` until `shutdown` resolves, then drains.
+/// Serves `CONNECT` on `listener` until `shutdown` resolves, then drains and writes what the
+/// audit budget left out ([`audit`]).
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -215,11 +220,23 @@ pub async fn serve(
         connections: limits.max_connections,
         overflow: 0,
     };
+    let connect_audit = Arc::new(audit::ConnectAudit::new(Arc::clone(&proxy.gate.store)));
     let shared = Arc::new(Shared {
         builder: accept::http_builder(limits, false),
         proxy: Arc::clone(&proxy),
         minter,
+        audit: Arc::clone(&connect_audit),
     });
+    let ticker = {
+        let connect_audit = Arc::clone(&connect_audit);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(audit::WINDOW);
+            loop {
+                every.tick().await;
+                connect_audit.flush(false).await;
+            }
+        })
+    };
     crate::net::accept_loop(
         "connect",
         listener,
@@ -228,6 +245,8 @@ pub async fn serve(
         move |tcp, peer, _, stop| proxy_connection(Arc::clone(&shared), tcp, peer, stop),
     )
     .await;
+    ticker.abort();
+    connect_audit.flush(true).await;
 }
 
 /// The tunnel a `CONNECT` became, awaited by its connection so that the connection's permit
@@ -306,6 +325,13 @@ async fn answer(
         } else {
             "airlock is not a plain-HTTP proxy: it accepts CONNECT only"
         };
+        // The host as the URI names it (never userinfo); the port it gives or HTTP's.
+        let port = req.uri().port_u16().unwrap_or(80);
+        let target = req.uri().host().map(|h| (h, port));
+        shared
+            .audit
+            .refused(peer, req.method().as_str(), target, why)
+            .await;
         return plain(http::StatusCode::FORBIDDEN, why.to_string());
     }
     let authority = req
@@ -316,6 +342,22 @@ async fn answer(
     let target = classify(&authority, &shared.proxy.config.connect_passthrough);
     if let Target::Refused(why) = &target {
         tracing::warn!(%peer, target = %authority, reason = %why, "CONNECT refused");
+        // A target that could not be read is recorded as such, never as its raw text
+        // (which may carry userinfo).
+        match parse_authority(&authority) {
+            Some((host, port)) => {
+                shared
+                    .audit
+                    .refused(peer, "CONNECT", Some((&host, port)), why)
+                    .await
+            }
+            None => {
+                shared
+                    .audit
+                    .refused(peer, "CONNECT", None, "the target is not host:port")
+                    .await
+            }
+        }
         return plain(
             http::StatusCode::FORBIDDEN,
             format!("airlock: CONNECT refused: {why}"),
@@ -339,6 +381,10 @@ async fn answer(
             Ok(addrs) => addrs,
             Err(why) => {
                 tracing::warn!(%peer, target = %authority, reason = %why, "CONNECT refused");
+                shared
+                    .audit
+                    .refused(peer, "CONNECT", Some((host, *port)), &why)
+                    .await;
                 return plain(
                     http::StatusCode::FORBIDDEN,
                     format!("airlock: CONNECT refused: {why}"),
@@ -359,8 +405,8 @@ async fn answer(
             (Target::Aws(host), Some(tls)) => {
                 tunnel_aws(&shared, upgraded, host, tls, peer, stop).await;
             }
-            (Target::Passthrough(host, _), _) => {
-                passthrough(&shared.proxy, upgraded, &host, &addrs, peer).await;
+            (Target::Passthrough(host, port), _) => {
+                passthrough(&shared, upgraded, (&host, port), &addrs, peer).await;
             }
             _ => {}
         }
@@ -424,15 +470,16 @@ async fn resolve(proxy: &Proxy, host: &str, port: u16) -> Result<Vec<SocketAddr>
 }
 
 /// A passthrough tunnel: connect to the checked addresses (in turn, within the connect
-/// timeout), then copy both ways until either side closes or nothing moves for
+/// timeout), record it, then copy both ways until either side closes or nothing moves for
 /// `[limits] idle_timeout_secs`.
 async fn passthrough(
-    proxy: &Proxy,
+    shared: &Shared,
     mut client: TokioIo<hyper::upgrade::Upgraded>,
-    host: &str,
+    (host, port): (&str, u16),
     addrs: &[SocketAddr],
     peer: SocketAddr,
 ) {
+    let proxy = &shared.proxy;
     let timeout = proxy.config.upstream.connect_timeout;
     let mut upstream = match tokio::time::timeout(timeout, TcpStream::connect(addrs)).await {
         Ok(Ok(s)) => s,
@@ -450,6 +497,7 @@ async fn passthrough(
         .map(|a| a.to_string())
         .unwrap_or_default();
     tracing::info!(%peer, %host, %to, "passthrough tunnel");
+    shared.audit.passthrough(peer, host, port, &to).await;
     let idle = proxy.config.limits.idle_timeout;
     if let Err(e) = copy_until_idle(&mut client, &mut upstream, idle).await {
         tracing::debug!(%peer, %host, error = %e, "passthrough tunnel ended");

@@ -5,6 +5,7 @@ use super::mapping::{self, Coverage, Defaults};
 use super::{Plan, MAX_PLAN_BYTES};
 use crate::config::Config;
 use crate::plan::store::{PlanRecord, PlanStatus, PlanStore};
+use crate::receipt::Decision;
 use clap::Subcommand;
 use std::io::Read as _;
 use std::path::Path;
@@ -21,9 +22,18 @@ pub enum PlanCommand {
         #[arg(long)]
         agent: Option<String>,
     },
-    /// Approve a submitted plan: signs one plan receipt for every call it covers. The key's
-    /// passphrase is asked for on the terminal (/dev/tty) only.
+    /// Approve a submitted plan: signs one plan receipt for every call it covers (or adds
+    /// this approver to it, when the plan needs several). The key's passphrase is asked for
+    /// on the terminal (/dev/tty) only.
     Approve {
+        id: String,
+        #[arg(long)]
+        key: std::path::PathBuf,
+        #[arg(long)]
+        insecure_plaintext_key: bool,
+    },
+    /// Deny a submitted plan: one denial denies it, whatever approvals came before.
+    Deny {
         id: String,
         #[arg(long)]
         key: std::path::PathBuf,
@@ -45,7 +55,22 @@ pub fn run(config_path: &Path, command: PlanCommand) -> Result<(), String> {
             id,
             key,
             insecure_plaintext_key,
-        } => approve(config_path, &id, &key, insecure_plaintext_key),
+        } => decide(
+            config_path,
+            &id,
+            (&key, insecure_plaintext_key),
+            Decision::Approve,
+        ),
+        PlanCommand::Deny {
+            id,
+            key,
+            insecure_plaintext_key,
+        } => decide(
+            config_path,
+            &id,
+            (&key, insecure_plaintext_key),
+            Decision::Deny,
+        ),
         PlanCommand::Show { id, json } => show(config_path, &id, json),
     }
 }
@@ -162,9 +187,13 @@ fn pick_agent(config: &Config, wanted: Option<&str>) -> Result<String, String> {
     }
 }
 
+/// The plan page's link, for an approval page on `approvals_port`.
+pub fn page_link(config: &Config, approvals_port: u16, id: &str) -> String {
+    format!("{}/plans/{id}", config.approval_page(approvals_port).base())
+}
+
 fn plan_link(config: &Config, id: &str) -> String {
-    let port = config.listening().approvals.port();
-    format!("{}/plans/{id}", config.approval_page(port).base())
+    page_link(config, config.listening().approvals.port(), id)
 }
 
 fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), String> {
@@ -186,6 +215,7 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
         ));
     }
     let entries = super::entries(&destroyed, |a, r| config.environment_of(a, r));
+    let quorums = super::quorum::entry_quorums(&config.policy, &agent, &entries);
     let mut environments: Vec<String> = entries.iter().map(|e| e.environment.clone()).collect();
     environments.sort();
     environments.dedup();
@@ -196,6 +226,7 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
             status: PlanStatus::Pending,
             agent,
             digest: plan.digest(),
+            digest_scope: plan.digest_scope(),
             plan_created_at: plan.timestamp.clone(),
             terraform_version: plan.terraform_version.clone(),
             submitted_at: String::new(),
@@ -206,14 +237,13 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
             decided_by: None,
             decided_at: None,
             expires_at: None,
+            quorums,
+            approved_by: Vec::new(),
         })
         .map_err(|e| e.to_string())?;
     crate::audit::append_now(&config.state_dir, super::records::submitted(&record))
         .map_err(|e| format!("the plan is stored, but the audit log could not be written: {e}"))?;
     print_plan(&record);
-    if plan.lineage.is_none() {
-        println!("note: submitted as JSON, so the digest does not include the state's lineage and serial (submit plan.bin for that)");
-    }
     println!("approve at {}", plan_link(&config, &record.id));
     println!("  (or: airlock plan approve {} --key FILE)", record.id);
     Ok(())
@@ -233,10 +263,14 @@ fn print_plan(p: &PlanRecord) {
         p.entries.len()
     );
     println!(
-        "digest {}  created {}",
+        "digest {} ({})  created {}",
         p.digest,
+        p.digest_scope.as_str(),
         shown(p.plan_created_at.as_deref().unwrap_or("unknown"))
     );
+    if let Some(warning) = p.digest_scope.warning() {
+        println!("WARNING: {warning}");
+    }
     let irreversible: Vec<String> = p
         .destroyed
         .iter()
@@ -246,6 +280,16 @@ fn print_plan(p: &PlanRecord) {
                 .map(move |w| format!("{}: {w}", d.address))
         })
         .collect();
+    for line in p.quorum_lines() {
+        println!("{}", shown(&line));
+    }
+    if p.status == PlanStatus::Pending && !p.approved_by.is_empty() {
+        println!(
+            "{} — waiting for another approver (approved by {})",
+            p.progress(),
+            shown(&p.approved_by.join(", "))
+        );
+    }
     if !irreversible.is_empty() {
         println!("IRREVERSIBLE:");
         for line in irreversible {
@@ -287,9 +331,10 @@ fn print_plan(p: &PlanRecord) {
 pub fn print_grant(grant: &crate::receipt::PlanGrant) {
     let shown = |text: &str| text.escape_debug().to_string();
     println!(
-        "  plan {} digest {} created {}: {} calls covered",
+        "  plan {} digest {} ({}) created {}: {} calls covered",
         grant.plan_id,
         grant.digest,
+        grant.digest_scope.as_str(),
         shown(grant.created_at.as_deref().unwrap_or("unknown")),
         grant.entries.len()
     );
@@ -329,13 +374,15 @@ fn show(config_path: &Path, id: &str, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn approve(
+/// `plan approve` and `plan deny`: one approver's decision, joined to the plan's quorum
+/// under way (`plan::quorum`).
+fn decide(
     config_path: &Path,
     id: &str,
-    key_path: &Path,
-    allow_plaintext: bool,
+    (key_path, allow_plaintext): (&Path, bool),
+    decision: Decision,
 ) -> Result<(), String> {
-    use crate::receipt::{self, Decision, ReceiptBody};
+    use crate::receipt;
     let config = Config::load_existing(config_path)?;
     let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let record = store.get(id).map_err(|e| e.to_string())?;
@@ -348,31 +395,43 @@ fn approve(
     // What is signed is shown before the passphrase is asked for.
     print_plan(&record);
     let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
-    let mut body = ReceiptBody::new(
-        &super::receipt_binding(&record),
-        &record.id,
-        Decision::Approve,
+    if decision == Decision::Approve {
+        super::quorum::may_approve(&store, &record, approver.name())?;
+    }
+    let trusted = crate::signing::trusted_keys(&config)?;
+    let body = super::quorum::body_to_sign(
+        &store,
+        &record,
+        decision,
         &approver,
-        super::validity(&record, config.approval.receipt_ttl),
-    );
-    body.plan = Some(super::grant(&record));
+        config.approval.receipt_ttl,
+    )?;
     let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
-    let json = signed.to_json().map_err(|e| e.to_string())?;
-    let receipt_id = signed.body.id.as_str().to_owned();
-    let decided = store
-        .decide(id, &signed, approver.name(), json.as_bytes())
-        .map_err(|e| e.to_string())?;
-    crate::audit::append_now(
-        &config.state_dir,
-        super::records::approved(&decided, &receipt_id, approver.name(), "cli"),
-    )
-    .map_err(|e| format!("the plan is approved, but the audit log could not be written: {e}"))?;
-    println!(
-        "approved plan {id}: {} calls covered for agent {} (receipt {receipt_id}, valid until {})",
-        decided.entries.len(),
-        decided.agent,
-        signed.body.expires_at
-    );
-    println!("receipt: {}", store.receipt_path(&receipt_id).display());
+    let expires_at = signed.body.expires_at;
+    let recorded = super::quorum::record(&store, &trusted, signed).map_err(|e| e.to_string())?;
+    let (p, receipt_id) = (&recorded.plan, &recorded.receipt_id);
+    for r in super::quorum::audit_records(&recorded, approver.name(), "cli") {
+        crate::audit::append_now(&config.state_dir, r).map_err(|e| {
+            format!("the decision is recorded, but the audit log could not be written: {e}")
+        })?;
+    }
+    match p.status {
+        PlanStatus::Pending => {
+            println!(
+                "approved plan {id} by {}: {} — waiting for another approver (receipt {receipt_id})",
+                approver.name(),
+                p.progress()
+            );
+            super::quorum::notify_again(&config, p, &plan_link(&config, id));
+        }
+        PlanStatus::Denied => println!("denied plan {id} (receipt {receipt_id})"),
+        _ => println!(
+            "approved plan {id}: {} calls covered for agent {} by {} (receipt {receipt_id}, valid until {expires_at})",
+            p.entries.len(),
+            p.agent,
+            p.approved_by.join(", "),
+        ),
+    }
+    println!("receipt: {}", store.receipt_path(receipt_id).display());
     Ok(())
 }

@@ -309,12 +309,23 @@ impl PlannedCall {
         self
     }
 
+    /// The body's integrity headers (`Content-MD5`, the SDK's checksum algorithm) vary
+    /// with the SDK and say nothing about what the call does: any value.
+    fn checksums_free(&mut self) -> &mut Self {
+        self.free = vec![CONTENT_MD5.to_owned(), CHECKSUM_ALGORITHM.to_owned()];
+        self
+    }
+
     fn repeats(&mut self, uses: u32, note: &str) -> &mut Self {
         self.uses = Some(uses);
         self.note = Some(note.to_owned());
         self
     }
 }
+
+/// S3 integrity headers, as `identify` names header parameters (lower-case header name).
+const CONTENT_MD5: &str = "content-md5";
+const CHECKSUM_ALGORITHM: &str = "x-amz-sdk-checksum-algorithm";
 
 enum Mapped {
     Calls,
@@ -570,12 +581,19 @@ fn map_type(t: &str, b: &Before<'_>, c: &mut Calls) -> Mapped {
             if !enabled {
                 return Mapped::StateOnly("versioning is not enabled: nothing to suspend".into());
             }
-            c.push("s3", "PutBucketVersioning", &[("Bucket", b.s("bucket"))])
-                .within(
-                    &["VersioningConfiguration", "ContentMD5", "ChecksumAlgorithm"],
-                    "suspends versioning (Status=Suspended)",
-                )
-                .uses = Some(1);
+            // The provider sends exactly `Status=Suspended` (no MFADelete, no x-amz-mfa):
+            // bound, so the entry cannot set versioning to anything else.
+            let mut params = vec![
+                ("Bucket", b.s("bucket")),
+                ("versioning", String::new()),
+                ("Status", "Suspended".to_owned()),
+            ];
+            if let Some(owner) = b.opt("expected_bucket_owner") {
+                params.push(("x-amz-expected-bucket-owner", owner));
+            }
+            c.push("s3", "PutBucketVersioning", &params)
+                .checksums_free()
+                .note = Some("suspends versioning (Status=Suspended)".into());
         }
         "aws_dynamodb_table" => {
             c.push(
@@ -938,10 +956,11 @@ fn s3_bucket(c: &mut Calls, b: &Before<'_>, id: String) {
     let object_lock = b.flag("object_lock_enabled");
     let mut delete_objects = vec![("Bucket", bucket.clone()), ("delete", String::new())];
     if object_lock {
-        delete_objects.push(("BypassGovernanceRetention", "true".into()));
+        // A header parameter: `identify` names it by its lower-case header name.
+        delete_objects.push(("x-amz-bypass-governance-retention", "true".into()));
     }
     c.push("s3", "DeleteObjects", &delete_objects).within(
-        &["Object", "Quiet"],
+        &["Object", "Quiet", CONTENT_MD5, CHECKSUM_ALGORITHM],
         "force_destroy: the objects, versions and delete markers the bucket holds at apply time (not in the plan)",
     );
     c.push("s3", "DeleteObject", &[("Bucket", bucket.clone())])
@@ -950,13 +969,19 @@ fn s3_bucket(c: &mut Calls, b: &Before<'_>, id: String) {
             "force_destroy: objects deleted one by one (keys not in the plan)",
         );
     if object_lock {
+        // The provider only switches holds off: `Status=OFF` is bound, so the entry cannot
+        // put a hold on.
         c.push(
             "s3",
             "PutObjectLegalHold",
-            &[("Bucket", bucket.clone()), ("legal-hold", String::new())],
+            &[
+                ("Bucket", bucket.clone()),
+                ("legal-hold", String::new()),
+                ("Status", "OFF".into()),
+            ],
         )
         .within(
-            &["Key", "versionId", "Status", "ContentMD5"],
+            &["Key", "versionId", CONTENT_MD5, CHECKSUM_ALGORITHM],
             "force_destroy on an object-lock bucket: legal holds switched off (keys not in the plan)",
         );
     }

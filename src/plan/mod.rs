@@ -16,7 +16,9 @@
 //! stored but the digest and what [`mapping`] derives (ids, names, ARNs, delete options).
 
 pub mod cli;
+pub mod index;
 pub mod mapping;
+pub mod quorum;
 pub mod records;
 pub mod store;
 
@@ -114,6 +116,15 @@ impl Plan {
         self.lineage = Some(lineage);
         self.serial = Some(serial);
         Ok(self)
+    }
+
+    /// What [`Plan::digest`] covers: the state too only when it was read from a binary plan.
+    pub fn digest_scope(&self) -> crate::receipt::DigestScope {
+        if self.lineage.is_some() && self.serial.is_some() {
+            crate::receipt::DigestScope::ResourceChangesAndState
+        } else {
+            crate::receipt::DigestScope::ResourceChanges
+        }
     }
 
     /// SHA-256 (hex) of the canonical `{lineage, resource_changes, serial}`: two plans with
@@ -257,11 +268,54 @@ pub fn receipt_binding(record: &store::PlanRecord) -> crate::receipt::Binding {
     }
 }
 
+/// The body of a receipt that decides `record`: its call fields, its grant, and a window of
+/// `ttl` from now. The first approver (or a denier) signs it; further approvers cosign it.
+pub fn receipt_body(
+    record: &store::PlanRecord,
+    decision: crate::receipt::Decision,
+    approver: &impl crate::receipt::ids::NamedKey,
+    ttl: std::time::Duration,
+) -> crate::receipt::ReceiptBody {
+    let mut body = crate::receipt::ReceiptBody::new(
+        &receipt_binding(record),
+        &record.id,
+        decision,
+        approver,
+        validity(record, ttl),
+    );
+    body.plan = Some(grant(record));
+    body
+}
+
+/// For tests: `record` approved by `key`'s approver alone (a record whose entries each need
+/// one approver), as `airlock plan approve` records it.
+#[cfg(test)]
+pub(crate) fn approved_alone(
+    store: &store::PlanStore,
+    key: &crate::receipt::ApproverKey,
+    record: &store::PlanRecord,
+    ttl: std::time::Duration,
+) -> store::PlanRecord {
+    let body = receipt_body(
+        record,
+        crate::receipt::Decision::Approve,
+        &key.public(),
+        ttl,
+    );
+    let signed = crate::receipt::sign(body, key).expect("signed");
+    let mut trusted = crate::receipt::TrustedKeys::new();
+    trusted.add_approver(&key.public()).expect("trusted");
+    let recorded = quorum::record(store, &trusted, signed).expect("recorded");
+    assert_eq!(recorded.plan.status, store::PlanStatus::Approved);
+    recorded.plan
+}
+
 /// What a plan receipt grants for `record`.
 pub fn grant(record: &store::PlanRecord) -> crate::receipt::PlanGrant {
     crate::receipt::PlanGrant {
         plan_id: record.id.clone(),
         digest: record.digest.clone(),
+        digest_scope: record.digest_scope,
         created_at: record.plan_created_at.clone(),
         entries: record.entries.clone(),
     }

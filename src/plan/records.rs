@@ -1,5 +1,5 @@
-//! The audit records of plans: submitted, approved (by whom, how many calls), each entry
-//! used, spent or expired. Written with `audit::record`, into the same hash chain.
+//! The audit records of plans: submitted, each quorum signature, approved (by whom, how many
+//! calls) or denied, each entry used, spent or expired. Written with `audit::record`, into the same hash chain.
 
 use crate::plan::store::PlanRecord;
 use crate::receipt::PlanEntry;
@@ -52,6 +52,41 @@ pub fn approved(p: &PlanRecord, receipt_id: &str, approver: &str, via: &str) -> 
             p.id,
             p.entries.len()
         )),
+    );
+    r
+}
+
+/// One approval of a plan that needs several approvers, as it arrives: who, and `k` of `m`.
+pub fn quorum_signature(
+    p: &PlanRecord,
+    receipt_id: &str,
+    approver: &str,
+    via: &str,
+    (k, m): (usize, u32),
+) -> Map<String, Value> {
+    let mut r = plan_record("quorum_signature", p);
+    r.insert("receipt".into(), json!(receipt_id));
+    r.insert("approver".into(), json!(approver));
+    r.insert("via".into(), json!(via));
+    r.insert("approvals".into(), json!(k));
+    r.insert("quorum".into(), json!(m));
+    r.insert(
+        "reason".into(),
+        json!(format!("{approver} approved plan {}: {k} of {m}", p.id)),
+    );
+    r
+}
+
+/// A plan denied: one denial denies it, whatever approvals came before (`approvals_before`).
+pub fn denied(p: &PlanRecord, receipt_id: &str, approver: &str, via: &str) -> Map<String, Value> {
+    let mut r = plan_record("plan_denied", p);
+    r.insert("receipt".into(), json!(receipt_id));
+    r.insert("approver".into(), json!(approver));
+    r.insert("via".into(), json!(via));
+    r.insert("approvals_before".into(), json!(p.approved_by));
+    r.insert(
+        "reason".into(),
+        json!(format!("plan {} denied by {approver} ({via})", p.id)),
     );
     r
 }

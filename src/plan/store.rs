@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanStatus {
     /// Submitted, waiting for a human.
+    #[default]
     Pending,
     /// A plan receipt was signed; its entries cover calls while it is valid.
     Approved,
@@ -41,13 +42,17 @@ impl PlanStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PlanRecord {
     pub id: String,
     pub status: PlanStatus,
     /// The agent whose calls the receipt will cover.
     pub agent: String,
     pub digest: String,
+    /// What `digest` covers (a plan stored before this was recorded reads as
+    /// `resource_changes`, the claim that binds the least).
+    #[serde(default)]
+    pub digest_scope: crate::receipt::DigestScope,
     /// The plan's own creation time.
     pub plan_created_at: Option<String>,
     pub terraform_version: Option<String>,
@@ -63,6 +68,15 @@ pub struct PlanRecord {
     /// When the approved receipt's window ends.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// Each entry's quorum (same order as `entries`), worked out at submission by the rules
+    /// the gate uses (`plan::quorum::entry_quorum`). Empty in a record from before quorums:
+    /// one approver, anyone trusted.
+    #[serde(default)]
+    pub quorums: Vec<crate::receipt::Quorum>,
+    /// The approvers who counted so far, in the order they signed; while pending, those of
+    /// the quorum under way (its receipt is `receipt_id`, and it authorizes nothing).
+    #[serde(default)]
+    pub approved_by: Vec<String>,
 }
 
 impl PlanRecord {
@@ -97,6 +111,21 @@ pub enum PlanStoreError {
     NotFound(String),
     #[error("plan {0} is {1}, not pending")]
     NotPending(String, &'static str),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One approver's decision on a pending plan, as [`PlanStore::sign`] stores it.
+pub struct PlanSigned {
+    pub receipt_id: String,
+    pub receipt_json: Vec<u8>,
+    /// `Pending` while a quorum is incomplete; else `Approved` or `Denied`.
+    pub status: PlanStatus,
+    pub approved_by: Vec<String>,
+    /// Who decided, as the page and the CLI show it.
+    pub decided_by: String,
+    /// An approved plan's receipt window end.
+    pub expires_at: Option<String>,
 }
 
 pub struct PlanStore {
@@ -174,15 +203,6 @@ impl PlanStore {
         Ok(out)
     }
 
-    /// Approved plans of `agent`: the ones whose receipts may cover its calls.
-    pub fn approved_for(&self, agent: &str) -> Result<Vec<PlanRecord>, PlanStoreError> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .filter(|p| p.status == PlanStatus::Approved && p.agent == agent)
-            .collect())
-    }
-
     /// Stores a newly submitted plan under a fresh id.
     pub fn submit(&self, mut record: PlanRecord) -> Result<PlanRecord, PlanStoreError> {
         self.locked(|| {
@@ -194,16 +214,14 @@ impl PlanStore {
         })
     }
 
-    /// Records a human's decision on a pending plan, with the receipt (JSON) that carries it.
-    pub fn decide(
+    /// Records one approver's decision on a pending plan, under the lock: `sign` is given
+    /// the plan and the stored receipt of the quorum under way (`None` when there is none),
+    /// and returns what to store (`plan::quorum::record`).
+    pub fn sign(
         &self,
         id: &str,
-        receipt: &crate::receipt::Receipt,
-        by: &str,
-        receipt_json: &[u8],
+        sign: impl FnOnce(&PlanRecord, Option<Vec<u8>>) -> Result<PlanSigned, PlanStoreError>,
     ) -> Result<PlanRecord, PlanStoreError> {
-        let approve = receipt.body.decision == crate::receipt::Decision::Approve;
-        let receipt_id = receipt.body.id.as_str();
         self.locked(|| {
             let mut p = self.get(id)?;
             if p.status != PlanStatus::Pending {
@@ -212,18 +230,22 @@ impl PlanStore {
                     p.status.as_str(),
                 ));
             }
-            let path = self.receipt_path(receipt_id);
-            crate::state::write_atomic(&path, receipt_json)
-                .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
-            p.status = if approve {
-                PlanStatus::Approved
-            } else {
-                PlanStatus::Denied
+            let stored = match &p.receipt_id {
+                Some(r) => Some(self.read_receipt(r)?),
+                None => None,
             };
-            p.receipt_id = Some(receipt_id.to_string());
-            p.decided_by = Some(by.to_string());
-            p.decided_at = Some(now_rfc3339());
-            p.expires_at = approve.then(|| receipt.body.expires_at.to_string());
+            let signed = sign(&p, stored)?;
+            let path = self.receipt_path(&signed.receipt_id);
+            crate::state::write_atomic(&path, &signed.receipt_json)
+                .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
+            p.status = signed.status;
+            p.receipt_id = Some(signed.receipt_id);
+            p.approved_by = signed.approved_by;
+            p.decided_by = Some(signed.decided_by);
+            if p.status != PlanStatus::Pending {
+                p.decided_at = Some(now_rfc3339());
+            }
+            p.expires_at = signed.expires_at;
             self.put(&p)?;
             Ok(p)
         })

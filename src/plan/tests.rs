@@ -242,7 +242,7 @@ fn a_force_destroy_bucket_is_covered_only_inside_the_bucket() {
             json!({"id": "b", "bucket": "b", "force_destroy": true})
         ),
         [
-            "s3:DeleteObjects Bucket=b delete= free=Object,Quiet uses=any",
+            "s3:DeleteObjects Bucket=b delete= free=Object,Quiet,content-md5,x-amz-sdk-checksum-algorithm uses=any",
             "s3:DeleteObject Bucket=b free=Key,versionId uses=any",
             "s3:DeleteBucket Bucket=b uses=4",
         ]
@@ -257,7 +257,7 @@ fn a_force_destroy_bucket_is_covered_only_inside_the_bucket() {
         json!({"id": "b", "bucket": "b", "force_destroy": true, "object_lock_enabled": true}),
     );
     assert!(
-        locked[0].contains("BypassGovernanceRetention=true"),
+        locked[0].contains("x-amz-bypass-governance-retention=true"),
         "{locked:?}"
     );
     assert!(
@@ -723,6 +723,21 @@ fn a_binary_plan_gives_the_state_lineage_and_serial() {
         (plan.lineage.as_deref(), plan.serial),
         (Some("abc-123"), Some(7))
     );
+    // The digest's scope says whether it binds the state: only a binary plan's does.
+    assert_eq!(
+        plan.digest_scope(),
+        crate::receipt::DigestScope::ResourceChangesAndState
+    );
+    let as_json = Plan::from_json(&plan_json(json!([]))).unwrap();
+    assert_eq!(
+        as_json.digest_scope(),
+        crate::receipt::DigestScope::ResourceChanges
+    );
+    assert_eq!(
+        as_json.digest_scope().warning(),
+        Some("submitted as JSON: the digest does not bind the state the plan was made against; submit the binary plan to bind it")
+    );
+    assert_eq!(plan.digest_scope().warning(), None);
     assert!(matches!(
         Plan::from_json(&plan_json(json!([])))
             .unwrap()
@@ -810,6 +825,7 @@ fn an_approved_plan_past_its_window_reads_as_expired() {
         status: PlanStatus::Approved,
         agent: "a".into(),
         digest: String::new(),
+        digest_scope: Default::default(),
         plan_created_at: None,
         terraform_version: None,
         submitted_at: String::new(),
@@ -820,6 +836,8 @@ fn an_approved_plan_past_its_window_reads_as_expired() {
         decided_by: Some("alice".into()),
         decided_at: None,
         expires_at: Some("2026-02-26T12:15:00Z".into()),
+        quorums: Vec::new(),
+        approved_by: Vec::new(),
     };
     let before = time::macros::datetime!(2026-02-26 12:14:59 UTC);
     let after = time::macros::datetime!(2026-02-26 12:15:00 UTC);
@@ -838,6 +856,21 @@ fn identified(
     headers: &[(&str, &str)],
     body: &str,
 ) -> AwsCall {
+    identified_with_query(signing, method, path, &[], headers, body)
+}
+
+fn identified_with_query(
+    signing: &str,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+    body: &str,
+) -> AwsCall {
+    let query: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let mut map = http::HeaderMap::new();
     for (k, v) in headers {
         map.append(
@@ -850,7 +883,7 @@ fn identified(
         region: REGION,
         method,
         path,
-        query: &[],
+        query: &query,
         headers: &map,
         host: "localhost:8443",
         body: Some(body.as_bytes()),
@@ -947,4 +980,97 @@ fn the_entries_cover_the_requests_the_provider_sends() {
                 .collect::<Vec<_>>()
         );
     }
+}
+
+/// The entries that switch protection off bind the value the provider sends: the versioning
+/// entry suspends versioning and nothing else, the legal-hold entry only takes holds off.
+#[test]
+fn protection_switches_bind_the_value_the_provider_sends() {
+    let entries_of = |t: &str, before: Value| {
+        super::entries(
+            &destroyed(&[change(t, &["delete"], before)], &defaults()),
+            |_, _| "prod".to_owned(),
+        )
+    };
+    let versioning = entries_of(
+        "aws_s3_bucket_versioning",
+        json!({"id": "b", "bucket": "b", "versioning_configuration": [{"status": "Enabled"}]}),
+    );
+    let put_versioning = |body: &str, headers: &[(&str, &str)]| {
+        identified_with_query("s3", "PUT", "/b", &[("versioning", "")], headers, body)
+    };
+    let covered =
+        |entries: &[PlanEntry], call: &AwsCall| entries.iter().any(|e| e.covers("prod", call));
+    let xmlns = r#"xmlns="http://s3.amazonaws.com/doc/2006-03-01/""#;
+    let suspend = format!(
+        "<VersioningConfiguration {xmlns}><Status>Suspended</Status></VersioningConfiguration>"
+    );
+    assert!(covered(&versioning, &put_versioning(&suspend, &[])));
+    assert!(covered(
+        &versioning,
+        &put_versioning(
+            &suspend,
+            &[
+                ("x-amz-sdk-checksum-algorithm", "CRC32"),
+                ("x-amz-checksum-crc32", "AAAAAA==")
+            ]
+        )
+    ));
+    let enable = format!(
+        "<VersioningConfiguration {xmlns}><Status>Enabled</Status></VersioningConfiguration>"
+    );
+    assert!(!covered(&versioning, &put_versioning(&enable, &[])));
+    let mfa_delete = format!(
+        "<VersioningConfiguration {xmlns}><MfaDelete>Disabled</MfaDelete><Status>Suspended</Status></VersioningConfiguration>"
+    );
+    assert!(!covered(
+        &versioning,
+        &put_versioning(&mfa_delete, &[("x-amz-mfa", "serial 123456")])
+    ));
+    assert!(!covered(&versioning, &put_versioning("", &[])));
+    // An expected owner in the plan is sent, and bound.
+    let owned = entries_of(
+        "aws_s3_bucket_versioning",
+        json!({"id": "b", "bucket": "b", "expected_bucket_owner": ACCOUNT, "versioning_configuration": [{"status": "Enabled"}]}),
+    );
+    assert!(covered(
+        &owned,
+        &put_versioning(&suspend, &[("x-amz-expected-bucket-owner", ACCOUNT)])
+    ));
+    assert!(!covered(
+        &owned,
+        &put_versioning(&suspend, &[("x-amz-expected-bucket-owner", "111111111111")])
+    ));
+
+    let locked = entries_of(
+        "aws_s3_bucket",
+        json!({"id": "b", "bucket": "b", "force_destroy": true, "object_lock_enabled": true}),
+    );
+    let legal_hold = |status: &str| {
+        identified_with_query(
+            "s3",
+            "PUT",
+            "/b/some/key",
+            &[("legal-hold", ""), ("versionId", "v1")],
+            &[("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg==")],
+            &format!("<LegalHold {xmlns}><Status>{status}</Status></LegalHold>"),
+        )
+    };
+    assert!(covered(&locked, &legal_hold("OFF")));
+    assert!(!covered(&locked, &legal_hold("ON")));
+    // The governance bypass the provider sends on an object-lock bucket is covered; on a
+    // bucket without object lock it is not.
+    let delete = r#"<Delete><Object><Key>a</Key><VersionId>v1</VersionId></Object><Quiet>true</Quiet></Delete>"#;
+    let delete_objects = |headers: &[(&str, &str)]| {
+        identified_with_query("s3", "POST", "/b", &[("delete", "")], headers, delete)
+    };
+    let bypass = [("x-amz-bypass-governance-retention", "true")];
+    assert!(covered(&locked, &delete_objects(&bypass)));
+    assert!(!covered(&locked, &delete_objects(&[])));
+    let plain = entries_of(
+        "aws_s3_bucket",
+        json!({"id": "b", "bucket": "b", "force_destroy": true}),
+    );
+    assert!(covered(&plain, &delete_objects(&[])));
+    assert!(!covered(&plain, &delete_objects(&bypass)));
 }

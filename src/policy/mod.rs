@@ -254,6 +254,26 @@ impl Rule {
                 .any(|r| r.arn.is_some() && self.resources.iter().any(|g| !g.starts_with("arn:")))
     }
 
+    /// [`Rule::may_match_resources`] for a call whose resources are known only as far as
+    /// their container (a plan entry for a bucket's objects, keys unknown): a glob may also
+    /// match anything under a container's ARN (`arn:aws:s3:::data/secret/*` under
+    /// `arn:aws:s3:::data`), taken to when its text before the first wildcard agrees with
+    /// `ARN/` as far as both go.
+    fn may_match_within(&self, call: &AwsCall) -> bool {
+        self.may_match_resources(call)
+            || call
+                .resources
+                .iter()
+                .filter_map(|r| r.arn.as_deref())
+                .any(|arn| {
+                    let under = format!("{arn}/");
+                    self.resources.iter().any(|g| {
+                        let literal = &g[..g.find(['*', '?']).unwrap_or(g.len())];
+                        literal.starts_with(&under) || under.starts_with(literal)
+                    })
+                })
+    }
+
     /// Any resource glob matches a resource's ARN or its `member=value`.
     fn matches_resources(&self, call: &AwsCall) -> bool {
         self.resources.iter().any(|g| g == "*")
@@ -370,6 +390,23 @@ impl Policy {
     /// An upper bound of what [`Policy::decide`] would require, so a receipt that meets it
     /// meets the config's quorum for the call it answers.
     pub fn quorum_bound(&self, call: &AwsCall, agent: &str, environment: &str) -> Quorum {
+        self.bound(call, agent, environment, Rule::may_match_resources)
+    }
+
+    /// [`Policy::quorum_bound`] for a call whose resources are containers of what it acts on
+    /// (a plan entry whose object keys the plan cannot know): rules for anything under
+    /// them count too.
+    pub fn quorum_bound_within(&self, call: &AwsCall, agent: &str, environment: &str) -> Quorum {
+        self.bound(call, agent, environment, Rule::may_match_within)
+    }
+
+    fn bound(
+        &self,
+        call: &AwsCall,
+        agent: &str,
+        environment: &str,
+        may_match: fn(&Rule, &AwsCall) -> bool,
+    ) -> Quorum {
         let catalogue = if self.builtin {
             builtin::rules()
         } else {
@@ -380,9 +417,7 @@ impl Policy {
             .rules
             .iter()
             .chain(catalogue)
-            .filter(|r| {
-                r.matches_who_and_what(&action, agent, environment) && r.may_match_resources(call)
-            })
+            .filter(|r| r.matches_who_and_what(&action, agent, environment) && may_match(r, call))
             .collect();
         quorum_of(&possible, self.irreversible_quorum)
     }

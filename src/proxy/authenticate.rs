@@ -303,12 +303,12 @@ pub async fn authenticate(
 
     let chunked = matches!(prepared.payload, PayloadClaim::SignedChunks { .. });
     let headers = signed_headers(&parts.headers, &prepared.claim.signed_headers, chunked);
-    let query = prepared.forwarded_query();
+    let (scope, path, query) = prepared.into_forwarded();
     Ok(VerifiedRequest {
         agent,
-        scope: prepared.claim.scope.clone(),
+        scope,
         method: parts.method,
-        path: prepared.path.forward.clone(),
+        path,
         query,
         headers,
         host,

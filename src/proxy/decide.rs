@@ -49,6 +49,11 @@ impl Decided {
         &self.environment
     }
 
+    /// The call and its environment, handed over once the call is done with (for its record).
+    pub fn into_call_and_environment(self) -> (AwsCall, String) {
+        (self.call, self.environment)
+    }
+
     pub fn decision(&self) -> &Decision {
         &self.decision
     }

@@ -37,10 +37,10 @@ use crate::config::Config;
 use crate::credentials::RealCredentials;
 use crate::gate::Gate;
 use crate::metrics::{timed, Phase};
+use crate::sigv4::key_cache::KeyCache;
 use crate::sigv4::{Scope, SigningKey};
 use crate::state::agents::{Agent, AgentRegistry};
 use body::ProxyBody;
-use dashmap::DashMap;
 use error::Shape;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -59,14 +59,11 @@ pub struct Proxy {
     /// When STS was last asked, so an unknown account is not asked for on every call.
     /// Held while STS is being asked, so concurrent calls wait for one answer.
     account_asked: tokio::sync::Mutex<Option<Instant>>,
-    /// Derived signing keys by (access key id, scope): one HMAC chain per day, region and service.
-    keys: DashMap<(String, Scope), SigningKey>,
+    /// The agents' signing keys: one HMAC chain per agent, day, region and service.
+    keys: KeyCache,
     /// Sessions in the `[[account]]`s agents are bound to.
     sessions: assume::Sessions,
 }
-
-/// Signing keys cached at most; past this the cache starts over.
-const MAX_CACHED_KEYS: usize = 4096;
 
 impl Proxy {
     pub fn new(
@@ -85,7 +82,7 @@ impl Proxy {
             client,
             account: std::sync::RwLock::new(None),
             account_asked: tokio::sync::Mutex::new(None),
-            keys: DashMap::new(),
+            keys: KeyCache::default(),
             sessions: assume::Sessions::default(),
         }))
     }
@@ -127,16 +124,8 @@ impl Proxy {
     }
 
     pub fn signing_key(&self, agent: &Agent, scope: &Scope) -> SigningKey {
-        let id = (agent.access_key_id.clone(), scope.clone());
-        if let Some(k) = self.keys.get(&id) {
-            return *k;
-        }
-        if self.keys.len() >= MAX_CACHED_KEYS {
-            self.keys.clear();
-        }
-        let key = authenticate::derive_key(agent, scope);
-        self.keys.insert(id, key);
-        key
+        self.keys
+            .key(&agent.access_key_id, agent.secret.expose(), scope.into())
     }
 }
 
@@ -166,8 +155,10 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         )
         .await?;
         trace.agent = Some(verified.agent.name.clone());
-        let agent = verified.agent.name.as_str();
-        let account = assume::account_of(&proxy, &verified.agent)?;
+        // The agent outlives the request, which re-signing takes.
+        let verified_agent = Arc::clone(&verified.agent);
+        let agent = verified_agent.name.as_str();
+        let account = assume::account_of(&proxy, &verified_agent)?;
         let call = timed(
             Phase::Identify,
             identify::identify(&proxy, &verified, account),
@@ -180,40 +171,46 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
                 .class()
                 .unwrap_or(crate::metrics::NO_CLASS),
         );
-        trace.call = Some(decided.call().clone());
-        trace.environment = Some(decided.environment().to_string());
         trace.effect = Some(decided.decision().effect().as_str());
         trace.rule = Some(decided.decision().rule().to_string());
-        let authorization = match decided.next()? {
-            decide::Next::Forward => None,
-            decide::Next::Redeem => {
-                Some(timed(Phase::Redeem, redeem::redeem(&proxy.gate, &decided)).await?)
-            }
-        };
-        let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());
-        let credentials = match assume::credentials(&proxy, account, agent, receipt).await {
-            Ok(c) => c,
-            Err(e) => {
-                if let Some(a) = authorization {
-                    a.release(&proxy.gate).await;
+        let forwarded = async {
+            let authorization = match decided.next()? {
+                decide::Next::Forward => None,
+                decide::Next::Redeem => {
+                    Some(timed(Phase::Redeem, redeem::redeem(&proxy.gate, &decided)).await?)
                 }
-                return Err(e);
+            };
+            let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());
+            let credentials = match assume::credentials(&proxy, account, agent, receipt).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(a) = authorization {
+                        a.release(&proxy.gate).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let signed = timed(
+                Phase::Resign,
+                resign::resign(&proxy, verified, decided.call(), credentials),
+            )
+            .await?;
+            let forwarded = timed(
+                Phase::Forward,
+                forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape),
+            )
+            .await;
+            if let Some(a) = authorization {
+                trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
+                a.finish(&proxy.gate, &forwarded).await;
             }
-        };
-        let signed = timed(
-            Phase::Resign,
-            resign::resign(&proxy, verified, decided.call(), credentials),
-        )
-        .await?;
-        let forwarded = timed(
-            Phase::Forward,
-            forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape),
-        )
-        .await;
-        if let Some(a) = authorization {
-            trace.receipt = Some((a.receipt_id.clone(), a.approver.clone()));
-            a.finish(&proxy.gate, &forwarded).await;
+            forwarded
         }
+        .await;
+        // The call goes to its record as decided, handed over rather than copied.
+        let (call, environment) = decided.into_call_and_environment();
+        trace.call = Some(call);
+        trace.environment = Some(environment);
         forwarded
     }
     .await;
@@ -241,13 +238,13 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         if !proxy
             .gate
             .store
-            .audit_append_durable(record.into_audit())
+            .audit_append_durable(record.into_fields())
             .await
         {
             tracing::error!("the audit record of a receipt use could not be written");
         }
     } else {
-        proxy.gate.store.audit_append(record.into_audit()).await;
+        proxy.gate.store.audit_append(record.into_fields()).await;
     }
     response
 }

@@ -10,9 +10,10 @@
 use super::body::ProxyBody;
 use super::error::{Cause, Origin, ProxyError, Shape};
 use super::forward::Forwarded;
+use crate::audit::Fields;
 use crate::identify::AwsCall;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,25 +149,34 @@ impl CallRecord {
         self.receipt.is_some()
     }
 
-    /// The record as the audit writer takes it, with its time.
-    pub fn into_audit(self) -> Map<String, Value> {
-        let mut record = crate::audit::record(self.event);
-        let why = match serde_json::to_value(&self) {
-            Ok(Value::Object(fields)) => {
-                record.extend(fields);
-                return record;
-            }
-            Ok(_) => "it is not a JSON object".to_owned(),
-            Err(e) => e.to_string(),
+    /// The record as the audit writer takes it, with its time: serialized as it is, with
+    /// no map of values in between.
+    pub fn into_fields(self) -> Fields {
+        let stamped = Stamped {
+            time: crate::state::rfc3339_millis(time::OffsetDateTime::now_utc()),
+            call: &self,
         };
+        let why = match Fields::of(&stamped) {
+            Ok(fields) => return fields,
+            Err(why) => why,
+        };
+        let mut record = crate::audit::record(self.event);
         // Never expected; the line still says which call it was and how it ended.
         tracing::error!(request_id = %self.request_id, event = self.event, error = %why, "a call's audit record could not be written in full; keeping its request id, event and code");
         record.insert("request_id".into(), Value::String(self.request_id));
         if let End::Refused { code, .. } = self.end {
             record.insert("code".into(), Value::String(code.into()));
         }
-        record
+        record.into()
     }
+}
+
+/// A call's record with its time first, as every record starts.
+#[derive(Serialize)]
+struct Stamped<'a> {
+    time: String,
+    #[serde(flatten)]
+    call: &'a CallRecord,
 }
 
 /// Ends a request: the answer the agent gets and the call's audit record, both from its
@@ -363,7 +373,7 @@ mod tests {
         };
         let (response, record) = conclude(result, trace, &facts);
         let durable = record.durable();
-        let written = Value::Object(record.into_audit());
+        let written: Value = serde_json::from_slice(record.into_fields().as_bytes()).unwrap();
         assert_eq!(durable, !written["receipt"].is_null());
         (response.status().as_u16(), written)
     }

@@ -8,7 +8,6 @@ use super::body::full;
 use super::resign::{sign_request, Signing};
 use super::Proxy;
 use crate::aws::endpoint::Endpoint;
-use aws_sigv4::http_request::{SignableBody, SigningSettings};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use std::time::Duration;
@@ -58,13 +57,13 @@ pub async fn query_call_as(
         .header("content-type", FORM)
         .body(full(body.clone()))
         .map_err(|e| e.to_string())?;
+    let payload_hash = crate::sigv4::sha256_hex(&body);
     let signing = Signing {
         region: &endpoint.signing_region,
         name: signing_name,
-        settings: SigningSettings::default(),
-        body: SignableBody::Bytes(&body),
+        payload_hash: &payload_hash,
     };
-    sign_request(&mut request, creds, signing).map_err(|e| e.to_string())?;
+    sign_request(&mut request, &creds, signing).map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(TIMEOUT, client.request(request))
         .await
         .map_err(|_| format!("{what} timed out"))?

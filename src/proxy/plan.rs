@@ -4,9 +4,14 @@
 //! Each entry is counted in the ledger under its own key (`<receipt id>#<index>`), so an
 //! entry is single use (or as many uses as it grants) with the release rules of every
 //! receipt: a use is given back when the upstream was never reached, answered 5xx or
-//! throttled. An entry used up, another agent, another environment, a receipt outside its
-//! window or one that does not verify: nothing is covered here, and the call is held or
-//! refused exactly as without a plan. Once every entry with a limited number of uses is
+//! throttled. An entry also closes once its call has succeeded, and a container's entries
+//! (a `force_destroy` bucket's objects) once the container's own delete has succeeded
+//! (`PlanGrant::closed_by`), so nothing of the plan acts on a re-created resource of the same
+//! name. The approved plans are found in `Gate::plans` (`plan::index`), by agent and action;
+//! only a receipt with an entry for the call is verified. An entry used up or closed,
+//! another agent, another environment, a receipt outside its window or one that does not
+//! verify: nothing is covered here, and the call is held or refused exactly as without a
+//! plan. Once every entry with a limited number of uses is
 //! used, the plan is spent; once its window has ended, expired (both recorded once).
 
 use super::error::ProxyError;
@@ -14,7 +19,7 @@ use super::redeem::{state_error, Authorization};
 use crate::gate::Gate;
 use crate::identify::AwsCall;
 use crate::plan::store::{PlanStatus, PlanStore};
-use crate::receipt::{self, Receipt, ReceiptError};
+use crate::receipt::{self, ReceiptError};
 use crate::state::ledger::LedgerError;
 
 /// Which entry of which plan a call is using.
@@ -43,49 +48,49 @@ pub async fn redeem(
     environment: &str,
     quorum: &receipt::Quorum,
 ) -> Result<Option<Authorization>, ProxyError> {
-    let store = PlanStore::open(&gate.config.state_dir).map_err(state_error)?;
-    let plans = store.approved_for(agent).map_err(state_error)?;
+    // The in-memory index (`plan::index`): a map lookup, the files read only when changed.
+    let plans = gate
+        .plans
+        .lookup(agent, &call.service, &call.operation)
+        .map_err(state_error)?;
     if plans.is_empty() {
         return Ok(None);
     }
-    // Read afresh: a passkey revoked while serve runs must stop counting at once.
-    let trusted = gate.store.trusted_keys().await.map_err(state_error)?;
+    let mut trusted = None;
     let now = time::OffsetDateTime::now_utc();
     for plan in plans {
-        let Some(receipt_id) = plan.receipt_id.clone() else {
+        let receipt_id = plan.receipt_id.as_str();
+        // Only a receipt with an entry for this call is verified (the index is not).
+        if receipt::covering_entries(&plan.receipt.body, agent, environment, call).is_empty() {
             continue;
+        }
+        // Read afresh: a passkey revoked while serve runs must stop counting at once.
+        let trusted = match &mut trusted {
+            Some(keys) => keys,
+            empty => empty.insert(gate.store.trusted_keys().await.map_err(state_error)?),
         };
-        // A plan whose receipt is missing or does not verify covers nothing; the call goes
-        // on to be held or refused as without a plan (never an error for every call).
-        let read = match receipt::ReceiptId::parse(&receipt_id) {
-            Some(_) => store.read_receipt(&receipt_id).map_err(|e| e.to_string()),
-            None => Err("not a receipt id".to_owned()),
-        };
-        let checked = read.and_then(|bytes| {
-            Receipt::from_json(&bytes)
-                .and_then(|r| receipt::verify(&r, &trusted))
-                .map_err(|e| e.to_string())
-        });
-        let verified = match checked {
+        // A plan whose receipt does not verify covers nothing; the call goes on to be held
+        // or refused as without a plan (never an error for every call).
+        let verified = match receipt::verify(&plan.receipt, trusted) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(plan = %plan.id, receipt = %receipt_id, error = %e, "a stored plan receipt does not verify; it covers nothing");
+                tracing::error!(plan = %plan.plan_id, receipt = %receipt_id, error = %e, "a stored plan receipt does not verify; it covers nothing");
                 continue;
             }
         };
-        if let Err(e) = verified.check_quorum(quorum) {
-            tracing::info!(plan = %plan.id, receipt = %receipt_id, action = %call.action(), reason = %e, "the plan's approvers do not meet this call's quorum; it is held one by one");
+        if let Err(e) = verified.check_entry_quorum(quorum) {
+            tracing::info!(plan = %plan.plan_id, receipt = %receipt_id, action = %call.action(), reason = %e, "the plan's approvers do not meet this call's quorum; it is held one by one");
             continue;
         }
         let body = verified.body();
-        let Some(grant) = body.plan_grant().filter(|g| g.plan_id == plan.id) else {
-            tracing::error!(plan = %plan.id, receipt = %receipt_id, "the stored receipt is not this plan's; it covers nothing");
+        let Some(grant) = body.plan_grant().filter(|g| g.plan_id == plan.plan_id) else {
+            tracing::error!(plan = %plan.plan_id, receipt = %receipt_id, "the stored receipt is not this plan's; it covers nothing");
             continue;
         };
         match receipt::check_window(body, now) {
             Ok(()) => {}
             Err(ReceiptError::Expired(_)) => {
-                end(gate, &store, &plan.id, &receipt_id, PlanStatus::Expired).await;
+                end(gate, &plan.plan_id, receipt_id, PlanStatus::Expired).await;
                 continue;
             }
             Err(_) => continue,
@@ -94,14 +99,14 @@ pub async fn redeem(
             .entries
             .iter()
             .enumerate()
-            .map(|(i, e)| (entry_key(&receipt_id, i), e.uses))
+            .map(|(i, e)| (entry_key(receipt_id, i), e.uses))
             .collect();
         // An entry that names the exact call goes before one that covers a container (the
         // object a plan destroys before the bucket that holds it), so the exact one is used.
         let mut covering = receipt::covering_entries(body, agent, environment, call);
         covering.sort_by_key(|i| grant.entries[*i].uses.is_none());
         for index in covering {
-            let key = entry_key(&receipt_id, index);
+            let key = entry_key(receipt_id, index);
             let allowed = grant.entries[index].uses.unwrap_or(u32::MAX);
             if !gate.store.audit_writable() {
                 return Err(ProxyError::state_unwritable(
@@ -109,12 +114,22 @@ pub async fn redeem(
                 ));
             }
             let turn = gate.receipt_lock(&key).lock_owned().await;
+            if let Some(done) = grant.closed_by(index) {
+                // A container's delete that cannot be looked up counts as done: the entry
+                // covers nothing then (fail closed).
+                if has_succeeded(gate, &entry_key(receipt_id, done))
+                    .await
+                    .unwrap_or(true)
+                {
+                    continue;
+                }
+            }
             match gate.store.reserve(&key, allowed).await {
                 Ok(()) => {
-                    tracing::info!(plan = %plan.id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
+                    tracing::info!(plan = %plan.plan_id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
                     let used = PlanUse {
-                        plan_id: plan.id.clone(),
-                        receipt_id: receipt_id.clone(),
+                        plan_id: plan.plan_id.clone(),
+                        receipt_id: receipt_id.to_owned(),
                         agent: agent.to_owned(),
                         index,
                         entry: grant.entries[index].clone(),
@@ -130,7 +145,7 @@ pub async fn redeem(
                 }
                 Err(LedgerError::UsedUp) => continue,
                 Err(e) => {
-                    tracing::error!(plan = %plan.id, error = %e, "cannot write the receipt ledger; refusing (fail closed)");
+                    tracing::error!(plan = %plan.plan_id, error = %e, "cannot write the receipt ledger; refusing (fail closed)");
                     return Err(ProxyError::state_unwritable(
                         "airlock cannot write its receipt ledger, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
                     ));
@@ -144,6 +159,11 @@ pub async fn redeem(
 /// The ledger key that records an entry's call succeeded (2xx).
 fn done_key(entry_key: &str) -> String {
     format!("{entry_key}!done")
+}
+
+/// Whether the call of the entry under `entry_key` has succeeded.
+async fn has_succeeded(gate: &Gate, entry_key: &str) -> Result<bool, LedgerError> {
+    Ok(gate.store.committed(&done_key(entry_key)).await? >= 1)
 }
 
 /// After the call: a committed use is audited. An entry is finished when its call succeeded
@@ -165,13 +185,16 @@ pub async fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bo
         }
     }
     gate.store
-        .audit_append(crate::plan::records::entry_used(
-            &used.plan_id,
-            &used.receipt_id,
-            &used.agent,
-            used.index,
-            &used.entry,
-        ))
+        .audit_append(
+            crate::plan::records::entry_used(
+                &used.plan_id,
+                &used.receipt_id,
+                &used.agent,
+                used.index,
+                &used.entry,
+            )
+            .into(),
+        )
         .await;
     let mut all_used = true;
     for (key, uses) in &used.limits {
@@ -179,38 +202,23 @@ pub async fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bo
         // A count that cannot be read is not "used": the plan stays open (it is spent at
         // the next settled use, or expires with its window).
         let entry_done = gate.store.committed(key).await.is_ok_and(|c| c >= *n)
-            || gate
-                .store
-                .committed(&done_key(key))
-                .await
-                .is_ok_and(|c| c >= 1);
+            || has_succeeded(gate, key).await.unwrap_or(false);
         if !entry_done {
             all_used = false;
             break;
         }
     }
     if all_used {
-        match PlanStore::open(&gate.config.state_dir) {
-            Ok(store) => {
-                end(
-                    gate,
-                    &store,
-                    &used.plan_id,
-                    &used.receipt_id,
-                    PlanStatus::Spent,
-                )
-                .await
-            }
-            Err(e) => {
-                tracing::error!(plan = %used.plan_id, error = %e, "could not mark the plan spent")
-            }
-        }
+        end(gate, &used.plan_id, &used.receipt_id, PlanStatus::Spent).await;
     }
 }
 
-/// Marks an approved plan spent or expired, and audits it once.
-async fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, status: PlanStatus) {
-    match store.end(plan_id, status) {
+/// Marks an approved plan spent or expired (in its file and the index), and audits it once.
+async fn end(gate: &Gate, plan_id: &str, receipt_id: &str, status: PlanStatus) {
+    gate.plans.remove(plan_id);
+    let ended =
+        PlanStore::open(&gate.config.state_dir).and_then(|store| store.end(plan_id, status));
+    match ended {
         Ok(true) => {
             tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");
             let event = if status == PlanStatus::Spent {
@@ -219,10 +227,14 @@ async fn end(gate: &Gate, store: &PlanStore, plan_id: &str, receipt_id: &str, st
                 "plan_expired"
             };
             gate.store
-                .audit_append(crate::plan::records::ended(event, plan_id, receipt_id))
+                .audit_append(crate::plan::records::ended(event, plan_id, receipt_id).into())
                 .await;
         }
         Ok(false) => {}
         Err(e) => tracing::error!(plan = %plan_id, error = %e, "could not end the plan"),
     }
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -10,15 +10,12 @@ use super::Proxy;
 use crate::aws::endpoint::{self, Endpoint};
 use crate::aws::model;
 use crate::identify::AwsCall;
-use crate::sigv4::{uses_s3_rules, PayloadClaim};
+use crate::sigv4::key_cache::KeyCache;
+use crate::sigv4::sign::{sign, Outgoing, Signer};
+use crate::sigv4::PayloadClaim;
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use http_body_util::BodyExt;
-use std::time::SystemTime;
+use std::sync::LazyLock;
 
 /// A request ready for the upstream: made only here, taken apart only by `forward`.
 pub struct SignedRequest {
@@ -40,70 +37,59 @@ pub struct Signing<'a> {
     pub region: &'a str,
     /// The signing name (`s3`, `cloudformation`).
     pub name: &'a str,
-    pub settings: SigningSettings,
-    pub body: SignableBody<'a>,
+    /// What stands for the body: its hex SHA-256, or `UNSIGNED-PAYLOAD` and the like.
+    pub payload_hash: &'a str,
 }
 
-/// Why a request could not be signed (never carries a credential).
-#[derive(Debug)]
-pub enum SignError {
-    /// A header's value is not visible ASCII (its name).
-    Header(String),
-    /// The signing parameters could not be built.
-    Params(String),
-    /// The request cannot be read as a signable request.
-    Request(String),
-    /// Signing failed.
-    Sign(String),
-}
+pub use crate::sigv4::sign::SignError;
 
-impl std::fmt::Display for SignError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SignError::Header(name) => write!(f, "the header {name} is not visible ASCII"),
-            SignError::Params(e) | SignError::Request(e) | SignError::Sign(e) => f.write_str(e),
-        }
-    }
-}
+/// The real credentials' signing keys, derived once per access key, day, region and
+/// service for every upstream call of the process (forwarded and airlock's own).
+static UPSTREAM_KEYS: LazyLock<KeyCache> = LazyLock::new(KeyCache::default);
 
-/// The one signing sequence (`aws-sigv4`), for forwarded calls and airlock's own
+/// The one signing sequence ([`crate::sigv4::sign`]), for forwarded calls and airlock's own
 /// (`own`): signs the request's method, URI and headers as they are now, then adds the
 /// signature's headers to it.
 pub fn sign_request<B>(
     request: &mut http::Request<B>,
-    credentials: Credentials,
+    credentials: &Credentials,
     how: Signing<'_>,
 ) -> Result<(), SignError> {
-    let uri = request.uri().to_string();
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers().len());
-    for (name, value) in request.headers() {
-        let value = value
-            .to_str()
-            .map_err(|_| SignError::Header(name.to_string()))?;
-        headers.push((name.as_str(), value));
-    }
-    let identity = credentials.into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(how.region)
-        .name(how.name)
-        .time(SystemTime::now())
-        .settings(how.settings)
-        .build()
-        .map_err(|e| SignError::Params(e.to_string()))?
-        .into();
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        uri.as_str(),
-        headers.into_iter(),
-        how.body,
-    )
-    .map_err(|e| SignError::Request(e.to_string()))?;
-    let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| SignError::Sign(e.to_string()))?
-        .into_parts();
-    instructions.apply_to_request_http1x(request);
-    Ok(())
+    let uri = request.uri();
+    let host = signed_host(uri)
+        .ok_or_else(|| SignError::Request("the upstream URI has no host".to_owned()))?;
+    let outgoing = Outgoing {
+        method: request.method().as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        host,
+        headers: request.headers(),
+        payload_hash: how.payload_hash,
+    };
+    let signer = Signer {
+        access_key_id: credentials.access_key_id(),
+        secret: credentials.secret_access_key(),
+        session_token: credentials.session_token(),
+        keys: &UPSTREAM_KEYS,
+    };
+    let amz_date = crate::sigv4::time::format_amz_date(time::OffsetDateTime::now_utc());
+    let signature = sign(&outgoing, &signer, how.region, how.name, &amz_date)?;
+    signature.apply(request.headers_mut())
+}
+
+/// The Host a request to `uri` is sent with: its authority, without the scheme's default
+/// port (as HTTP clients send it).
+fn signed_host(uri: &http::Uri) -> Option<&str> {
+    let authority = uri.authority()?;
+    let default = matches!(
+        (uri.scheme_str(), authority.port_u16()),
+        (Some("http"), Some(80)) | (Some("https"), Some(443))
+    );
+    Some(if default {
+        authority.host()
+    } else {
+        authority.as_str()
+    })
 }
 
 /// Where the call goes: the configured emulator, or the real endpoint of the service
@@ -127,6 +113,9 @@ pub fn endpoint_of(proxy: &Proxy, service: &str, region: &str) -> Result<Endpoin
     }
     endpoint::resolve(model(), service, region).map_err(|e| e.0)
 }
+
+const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+const STREAMING_UNSIGNED_PAYLOAD_TRAILER: &str = "STREAMING-UNSIGNED-PAYLOAD-TRAILER";
 
 /// A Host without its port (`:443` through the tunnel).
 fn host_name(host: &str) -> &str {
@@ -170,35 +159,33 @@ pub async fn resign(
         format!("{}{path}?{query}", endpoint.base)
     };
 
-    let mut settings = SigningSettings::default();
-    if uses_s3_rules(&v.scope.service) {
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    }
-    // Every service accepts a signed x-amz-content-sha256; sending it always says exactly
-    // which body the signature covers (and some emulators insist on it).
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-
     // A presigned URL was verified (signature and expiry) by airlock; upstream, the call is
-    // airlock's own and is signed in the Authorization header like any other.
-    let signable_body = match &v.body {
+    // airlock's own and is signed in the Authorization header like any other. Every service
+    // accepts a signed x-amz-content-sha256; sending it always says exactly which body the
+    // signature covers (and some emulators insist on it).
+    let precomputed;
+    let payload_hash: &str = match &v.body {
         VerifiedBody::Full {
             signed_as: SignedAs::Sha256(sha256),
             ..
-        } => SignableBody::Precomputed(sha256.clone()),
+        } => sha256,
         VerifiedBody::Full {
             signed_as: SignedAs::UnsignedTrailer,
             ..
-        } => SignableBody::StreamingUnsignedPayloadTrailer,
+        } => STREAMING_UNSIGNED_PAYLOAD_TRAILER,
         VerifiedBody::Stream { mode, .. } => match mode {
-            PayloadClaim::Hash(h) => SignableBody::Precomputed(hex::encode(h)),
-            PayloadClaim::UnsignedTrailer => SignableBody::StreamingUnsignedPayloadTrailer,
+            PayloadClaim::Hash(h) => {
+                precomputed = hex::encode(h);
+                &precomputed
+            }
+            PayloadClaim::UnsignedTrailer => STREAMING_UNSIGNED_PAYLOAD_TRAILER,
             // Signed chunks are forwarded decoded, as a plain body.
             PayloadClaim::Unsigned | PayloadClaim::SignedChunks { .. } | PayloadClaim::FromBody => {
-                SignableBody::UnsignedPayload
+                UNSIGNED_PAYLOAD
             }
         },
     };
+    let payload_hash = payload_hash.to_owned();
 
     let (body, length, failure) = match v.body {
         VerifiedBody::Full { bytes, .. } => {
@@ -221,20 +208,15 @@ pub async fn resign(
     let signing = Signing {
         region: &endpoint.signing_region,
         name: &v.scope.service,
-        settings,
-        body: signable_body,
+        payload_hash: &payload_hash,
     };
-    sign_request(&mut request, creds, signing).map_err(|e| match e {
+    sign_request(&mut request, &creds, signing).map_err(|e| match e {
         SignError::Header(name) => {
             ProxyError::bad_request(format!("the header {name} is not visible ASCII"))
-        }
-        SignError::Params(e) => {
-            ProxyError::internal(format!("could not prepare the signature: {e}"))
         }
         SignError::Request(e) => {
             ProxyError::bad_request(format!("the request cannot be re-signed: {e}"))
         }
-        SignError::Sign(e) => ProxyError::internal(format!("could not sign the request: {e}")),
     })?;
     // After signing: the length is the transport's, never part of the signature.
     if let Some(len) = length {

@@ -43,6 +43,7 @@
 
 pub mod body;
 pub mod canonical;
+pub mod collect;
 pub mod ids;
 pub mod keys;
 pub mod plan;
@@ -63,7 +64,7 @@ pub use keys::{
     config_block, keygen, keygen_locked, ApproverKey, ApproverPublic, KeyError, KeyId, LoadedKey,
     Role, TrustedKeys, Unlock,
 };
-pub use plan::{PlanEntry, PlanGrant};
+pub use plan::{DigestScope, PlanEntry, PlanGrant};
 pub use quorum::{Cosigner, Quorum, Tally};
 pub use verify::{
     authorize, check_binding, check_window, covering_entries, sign, verify, verify_signatures,

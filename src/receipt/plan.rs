@@ -29,13 +29,74 @@ pub const PLAN_OPERATION: &str = "ApplyPlan";
 pub struct PlanGrant {
     /// The submitted plan's id (`airlock plan submit`).
     pub plan_id: String,
-    /// SHA-256 (hex) of the canonical `resource_changes` with the prior state's lineage and
-    /// serial (`plan::digest`).
+    /// SHA-256 (hex) of the canonical `resource_changes`, with the prior state's lineage and
+    /// serial when `digest_scope` says so (`plan::digest`).
     pub digest: String,
+    /// What the digest covers. Required: a plan receipt that does not say is not read (it
+    /// covers nothing), so what the approver was told about the digest is always signed.
+    pub digest_scope: DigestScope,
     /// The plan's own creation time, as Terraform wrote it (`null` when it wrote none).
     #[serde(deserialize_with = "present")]
     pub created_at: Option<String>,
     pub entries: Vec<PlanEntry>,
+}
+
+impl PlanGrant {
+    /// The entry whose success closes entry `index`. An entry with a limited number of uses
+    /// closes on its own success: a second success would act on a new resource of the same
+    /// name (uses beyond the first are for refusals such as a `DeleteBucket` answered
+    /// `BucketNotEmpty`). An entry for what a container holds (`uses: null`) closes on the
+    /// success of the container's own delete: the last entry with limited uses of the same
+    /// address after it (`DeleteBucket` for the bucket's objects). `None`: only the window,
+    /// or the plan being spent, closes it.
+    pub fn closed_by(&self, index: usize) -> Option<usize> {
+        let entry = self.entries.get(index)?;
+        if entry.uses.is_some() {
+            return Some(index);
+        }
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(index + 1)
+            .rev()
+            .find(|(_, e)| e.address == entry.address && e.uses.is_some())
+            .map(|(i, _)| i)
+    }
+}
+
+/// What a plan's digest covers. The JSON form of a plan (`terraform show -json`) has no
+/// state lineage or serial, so a digest made from it binds the resource changes only; the
+/// binary plan's `tfstate` member adds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DigestScope {
+    /// The canonical `resource_changes` only (submitted as JSON). Also what a stored plan
+    /// that predates the field is taken to be: the claim that binds the least.
+    #[default]
+    #[serde(rename = "resource_changes")]
+    ResourceChanges,
+    /// The canonical `resource_changes` with the prior state's lineage and serial.
+    #[serde(rename = "resource_changes+state")]
+    ResourceChangesAndState,
+}
+
+/// What a plan submitted as JSON is flagged with: on the page, in `plan show`, at submission.
+pub const JSON_DIGEST_WARNING: &str = "submitted as JSON: the digest does not bind the state the plan was made against; submit the binary plan to bind it";
+
+impl DigestScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestScope::ResourceChanges => "resource_changes",
+            DigestScope::ResourceChangesAndState => "resource_changes+state",
+        }
+    }
+
+    /// The warning to show with the digest, if any.
+    pub fn warning(self) -> Option<&'static str> {
+        match self {
+            DigestScope::ResourceChanges => Some(JSON_DIGEST_WARNING),
+            DigestScope::ResourceChangesAndState => None,
+        }
+    }
 }
 
 /// One covered call.

@@ -54,6 +54,7 @@ fn plan_receipt(key: &ApproverKey, decision: Decision) -> Receipt {
     body.plan = Some(PlanGrant {
         plan_id: "p1".into(),
         digest: "d".repeat(64),
+        digest_scope: DigestScope::ResourceChangesAndState,
         created_at: Some("2026-02-26T11:59:00Z".into()),
         entries: vec![entry()],
     });
@@ -150,4 +151,26 @@ fn a_plan_receipt_meets_a_calls_quorum_only_with_enough_distinct_approvers() {
         approvers: Some(vec!["bob".into()]),
     };
     assert!(v.check_quorum(&only_bob).is_err());
+}
+
+/// The digest's scope is signed with the grant; a plan receipt that does not state it is not
+/// read at all (it covers nothing), and one whose scope was changed no longer verifies.
+#[test]
+fn a_plan_receipt_states_what_its_digest_binds() {
+    let alice = ApproverKey::generate("alice").expect("key");
+    let r = plan_receipt(&alice, Decision::Approve);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&r.to_json().expect("json")).expect("parses");
+    assert_eq!(
+        json["body"]["plan"]["digest_scope"],
+        "resource_changes+state"
+    );
+    json["body"]["plan"]["digest_scope"] = "resource_changes".into();
+    let edited = Receipt::from_json(json.to_string().as_bytes()).expect("reads");
+    assert!(verify(&edited, &trusted(&alice)).is_err());
+    json["body"]["plan"]
+        .as_object_mut()
+        .expect("grant")
+        .remove("digest_scope");
+    assert!(Receipt::from_json(json.to_string().as_bytes()).is_err());
 }

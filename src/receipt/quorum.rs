@@ -71,10 +71,7 @@ impl ReceiptBody {
     /// the call itself is gone ([`crate::policy::Policy::quorum_bound`]).
     pub fn bound_call(&self) -> crate::identify::AwsCall {
         use crate::identify::call::Resource;
-        let signing_name = crate::aws::model::model()
-            .services
-            .get(&self.service)
-            .map_or_else(|| self.service.clone(), |s| s.signing_name.clone());
+        let signing_name = signing_name_of(&self.service);
         let resources = self
             .resources
             .iter()
@@ -101,6 +98,14 @@ impl ReceiptBody {
             params: Default::default(),
         }
     }
+}
+
+/// The SigV4 signing name of botocore service `service` (itself when the model does not know it).
+pub fn signing_name_of(service: &str) -> String {
+    crate::aws::model::model()
+        .services
+        .get(service)
+        .map_or_else(|| service.to_owned(), |s| s.signing_name.clone())
 }
 
 impl Cosigner {
@@ -177,16 +182,21 @@ impl Tally {
     }
 }
 
-/// Counts the distinct `approvers` of a verified receipt's `body` that `required` lets count.
-pub fn tally(body: &ReceiptBody, approvers: &[String], required: &Quorum) -> Tally {
+/// The distinct `approvers` that `required` lets count, toward `need`.
+fn counted(approvers: &[String], required: &Quorum, need: u32) -> Tally {
     Tally {
         counted: approvers
             .iter()
             .filter(|name| required.counts(name))
             .cloned()
             .collect(),
-        need: body.quorum.max(required.approvals).max(1),
+        need: need.max(1),
     }
+}
+
+/// Counts the distinct `approvers` of a verified receipt's `body` that `required` lets count.
+pub fn tally(body: &ReceiptBody, approvers: &[String], required: &Quorum) -> Tally {
+    counted(approvers, required, body.quorum.max(required.approvals))
 }
 
 /// [`tally`], refusing an approval whose quorum is not complete. A denial passes: it
@@ -197,6 +207,26 @@ pub fn check(
     required: &Quorum,
 ) -> Result<Tally, ReceiptError> {
     let t = tally(body, approvers, required);
+    if body.decision == Decision::Approve && !t.complete() {
+        return Err(ReceiptError::QuorumNotMet {
+            have: t.have(),
+            need: t.need,
+        });
+    }
+    Ok(t)
+}
+
+/// A plan receipt's entry covering a call: the receipt meets the quorum its body states (the
+/// most any of its entries needs, [`check`]), and the call's own `required` quorum counted
+/// over the names `required` lets count. The plan's largest quorum is not asked of every
+/// entry: an entry whose rule lets only some names count needs only its own number of them.
+pub fn check_entry(
+    body: &ReceiptBody,
+    approvers: &[String],
+    required: &Quorum,
+) -> Result<Tally, ReceiptError> {
+    check(body, approvers, &Quorum::default())?;
+    let t = counted(approvers, required, required.approvals);
     if body.decision == Decision::Approve && !t.complete() {
         return Err(ReceiptError::QuorumNotMet {
             have: t.have(),

@@ -94,6 +94,12 @@ impl VerifiedReceipt {
         quorum::check(self.body(), &self.approvers, required)
     }
 
+    /// [`quorum::check_entry`]: for a plan receipt's entry covering a call that needs
+    /// `required`.
+    pub fn check_entry_quorum(&self, required: &Quorum) -> Result<quorum::Tally, ReceiptError> {
+        quorum::check_entry(self.body(), &self.approvers, required)
+    }
+
     pub fn into_receipt(self) -> Receipt {
         self.receipt
     }

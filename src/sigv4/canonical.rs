@@ -188,11 +188,14 @@ const SINGLE_VALUED: &[&str] = &[
     "transfer-encoding",
 ];
 
-/// Header values as SigV4 canonicalises them: trimmed, inner runs of spaces collapsed.
-fn normalize_value(value: &[u8]) -> Result<String, AuthError> {
-    let s = std::str::from_utf8(value)
-        .map_err(|_| AuthError::malformed("a signed header value is not UTF-8"))?;
-    Ok(s.split_ascii_whitespace().collect::<Vec<_>>().join(" "))
+/// Appends a header value as SigV4 canonicalises it: trimmed, inner runs of spaces collapsed.
+pub fn push_normalized(out: &mut String, value: &str) {
+    for (i, word) in value.split_ascii_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
 }
 
 /// The canonical headers block (`name:value\n` for each signed header) and the signed-headers line.
@@ -202,29 +205,35 @@ pub fn canonical_headers(
     host: &str,
     signed: &[String],
 ) -> Result<String, AuthError> {
-    let mut out = String::new();
+    let mut out = String::with_capacity(signed.len() * 48 + host.len());
     for name in signed {
-        let values: Vec<String> = if name == "host" {
-            vec![normalize_value(host.as_bytes())?]
+        out.push_str(name);
+        out.push(':');
+        if name == "host" {
+            push_normalized(&mut out, host);
         } else {
-            let all: Vec<_> = headers.get_all(name.as_str()).iter().collect();
-            if all.is_empty() {
-                return Err(AuthError::malformed(format!(
-                    "the signed header {name} is not in the request"
-                )));
-            }
-            if all.len() > 1 && SINGLE_VALUED.contains(&name.as_str()) {
+            let values = headers.get_all(name.as_str());
+            if values.iter().nth(1).is_some() && SINGLE_VALUED.contains(&name.as_str()) {
                 return Err(AuthError::malformed(format!(
                     "the header {name} appears more than once"
                 )));
             }
-            all.iter()
-                .map(|v| normalize_value(v.as_bytes()))
-                .collect::<Result<_, _>>()?
-        };
-        out.push_str(name);
-        out.push(':');
-        out.push_str(&values.join(","));
+            let mut count = 0;
+            for value in values.iter() {
+                if count > 0 {
+                    out.push(',');
+                }
+                let value = std::str::from_utf8(value.as_bytes())
+                    .map_err(|_| AuthError::malformed("a signed header value is not UTF-8"))?;
+                push_normalized(&mut out, value);
+                count += 1;
+            }
+            if count == 0 {
+                return Err(AuthError::malformed(format!(
+                    "the signed header {name} is not in the request"
+                )));
+            }
+        }
         out.push('\n');
     }
     Ok(out)

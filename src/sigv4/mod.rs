@@ -10,7 +10,9 @@
 
 pub mod canonical;
 pub mod chunked;
+pub mod key_cache;
 pub mod parse;
+pub mod sign;
 pub mod time;
 
 use canonical::CanonicalPath;
@@ -33,11 +35,7 @@ pub struct Scope {
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}/aws4_request",
-            self.date, self.region, self.service
-        )
+        key_cache::ScopeRef::from(self).fmt(f)
     }
 }
 
@@ -159,6 +157,11 @@ impl SigningKey {
 
     pub fn sign(&self, string_to_sign: &str) -> [u8; 32] {
         hmac(&self.0, string_to_sign.as_bytes())
+    }
+
+    /// The derived key itself, for the upstream signer's last step (`sign.rs`).
+    pub(super) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 
@@ -307,13 +310,13 @@ impl Prepared {
             canonical::normalized_path(head.raw_path)?
         };
 
-        let single = |name: &str| -> Result<Option<String>, AuthError> {
-            let values: Vec<_> = head.headers.get_all(name).iter().collect();
-            match values.as_slice() {
-                [] => Ok(None),
-                [v] => v
+        let single = |name: &str| -> Result<Option<&str>, AuthError> {
+            let mut values = head.headers.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (None, _) => Ok(None),
+                (Some(v), None) => v
                     .to_str()
-                    .map(|s| Some(s.to_string()))
+                    .map(Some)
                     .map_err(|_| AuthError::malformed(format!("{name} is not ASCII"))),
                 _ => Err(AuthError::malformed(format!(
                     "the header {name} appears more than once"
@@ -330,7 +333,7 @@ impl Prepared {
                             .iter()
                             .any(|h| h == "x-amz-content-sha256") =>
                     {
-                        PayloadClaim::parse(&v)?
+                        PayloadClaim::parse(v)?
                     }
                     _ => PayloadClaim::Unsigned,
                 };
@@ -350,17 +353,17 @@ impl Prepared {
                 let amz_date = match single("x-amz-date")? {
                     Some(d) => {
                         require_signed(&claim, "x-amz-date")?;
-                        d
+                        d.to_owned()
                     }
                     None => {
                         let d = single("date")?.ok_or_else(|| {
                             AuthError::incomplete("the request has neither X-Amz-Date nor Date")
                         })?;
                         require_signed(&claim, "date")?;
-                        time::http_date_to_amz(&d)?
+                        time::http_date_to_amz(d)?
                     }
                 };
-                let token = single("x-amz-security-token")?;
+                let token = single("x-amz-security-token")?.map(str::to_owned);
                 if token.is_some() {
                     require_signed(&claim, "x-amz-security-token")?;
                 }
@@ -369,7 +372,7 @@ impl Prepared {
                         if s3 {
                             require_signed(&claim, "x-amz-content-sha256")?;
                         }
-                        PayloadClaim::parse(&v)?
+                        PayloadClaim::parse(v)?
                     }
                     None if s3 => {
                         return Err(AuthError::incomplete(
@@ -484,6 +487,20 @@ impl Prepared {
             }
         }
         Ok(())
+    }
+
+    /// What of the request is forwarded, handed over: the scope, the path and the query
+    /// ([`Self::forwarded_query`]).
+    pub fn into_forwarded(self) -> (Scope, String, Vec<(String, String)>) {
+        let query = match self.claim.presigned {
+            Some(_) => self
+                .query
+                .into_iter()
+                .filter(|(k, _)| !parse::PRESIGN_PARAMS.contains(&k.as_str()))
+                .collect(),
+            None => self.query,
+        };
+        (self.claim.scope, self.path.forward, query)
     }
 
     /// The query as it is forwarded: the presigning parameters of a presigned URL removed.

@@ -1,5 +1,5 @@
 //! The receipt keys airlock keeps in its state dir (the config's `[[approver]]` keys are the
-//! third kind; [`crate::gate::trusted_keys`] puts the three together):
+//! third kind; [`crate::signing::trusted_keys`] puts the three together):
 //!
 //! - airlock's own Ed25519 key (`state/airlock.key`, mode 0600, made at `serve` start when
 //!   missing), which countersigns passkey approvals;

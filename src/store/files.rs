@@ -6,33 +6,15 @@
 //! every [`HOLD_TICK`]).
 
 use super::{BlockedCall, Store};
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, Fields};
 use crate::config::Config;
 use crate::receipt::TrustedKeys;
 use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Status};
 use crate::state::ledger::{Ledger, LedgerError};
 use futures_util::future::BoxFuture;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-
-/// The keys receipts are checked against: the config's approvers, airlock's own key, and the
-/// enrolled passkeys. Nothing from a request or a receipt.
-pub fn trusted_keys(config: &Config) -> Result<TrustedKeys, String> {
-    let mut keys = TrustedKeys::new();
-    for approver in &config.approvers {
-        keys.add_approver(approver).map_err(|e| e.to_string())?;
-    }
-    if let Some(public) = crate::state::trust::airlock_public(&config.state_dir)? {
-        keys.add_airlock(&public).map_err(|e| e.to_string())?;
-    }
-    for record in crate::state::trust::PasskeyStore::new(&config.state_dir).load()? {
-        keys.add_passkey(&record.public()?)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(keys)
-}
 
 /// How often a held call looks at its approval when nothing wakes it.
 const HOLD_TICK: Duration = Duration::from_millis(250);
@@ -89,11 +71,11 @@ impl Store for FileStore {
         Box::pin(async move { Ok(self.ledger.usage(key).committed) })
     }
 
-    fn audit_append(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+    fn audit_append(&self, record: Fields) -> BoxFuture<'_, bool> {
         Box::pin(async move { self.audit.write(record) })
     }
 
-    fn audit_append_durable(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+    fn audit_append_durable(&self, record: Fields) -> BoxFuture<'_, bool> {
         Box::pin(self.audit.write_durable(record))
     }
 
@@ -166,7 +148,7 @@ impl Store for FileStore {
     }
 
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
-        Box::pin(async move { trusted_keys(&self.config) })
+        Box::pin(async move { crate::signing::trusted_keys(&self.config) })
     }
 
     fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {

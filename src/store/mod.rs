@@ -22,13 +22,13 @@ pub mod commands;
 pub mod files;
 pub mod postgres;
 
+use crate::audit::Fields;
 use crate::identify::AwsCall;
 use crate::policy::Decision;
 use crate::receipt::TrustedKeys;
 use crate::state::approvals::{Approval, ApprovalError};
 use crate::state::ledger::LedgerError;
 use futures_util::future::BoxFuture;
-use serde_json::{Map, Value};
 
 /// What must hold across replicas. Each method is one step the gate takes; an error means
 /// the step could not be taken, and the gate fails closed on it.
@@ -52,9 +52,9 @@ pub trait Store: Send + Sync {
 
     /// Appends a record to the chain (written before this returns; durable within a second).
     /// False, with a log line, if it could not be written.
-    fn audit_append(&self, record: Map<String, Value>) -> BoxFuture<'_, bool>;
+    fn audit_append(&self, record: Fields) -> BoxFuture<'_, bool>;
     /// Appends a record and waits until it is durable.
-    fn audit_append_durable(&self, record: Map<String, Value>) -> BoxFuture<'_, bool>;
+    fn audit_append_durable(&self, record: Fields) -> BoxFuture<'_, bool>;
     /// Makes what was appended durable now (the page's decisions, shutdown).
     fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>>;
     /// False while the last append failed: calls that need a receipt are refused then.

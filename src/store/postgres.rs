@@ -27,7 +27,7 @@
 //! so; `serve` does not start with a database until they are in it.
 
 use super::{BlockedCall, Store};
-use crate::audit::{AuditError, Position, Verified};
+use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
 use crate::secret::Secret;
 use crate::state::approvals::{Approval, ApprovalError};
@@ -35,7 +35,6 @@ use crate::state::ledger::LedgerError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, TryStreamExt};
-use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,7 +273,7 @@ impl PgStore {
     }
 
     /// Appends records after the chain's last one, under the advisory lock.
-    pub async fn append_audit(&self, records: Vec<Map<String, Value>>) -> Result<(), String> {
+    pub async fn append_audit(&self, records: &[Fields]) -> Result<(), String> {
         let mut client = self.pool.get().await.map_err(db_error)?;
         let tx = client.transaction().await.map_err(db_error)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
@@ -296,7 +295,7 @@ impl PgStore {
         };
         let first_seq = position.next_seq;
         let mut out = Vec::new();
-        crate::audit::link(position, records, &mut out).map_err(|e| e.to_string())?;
+        crate::audit::link(position, records, &mut out);
         let text = String::from_utf8(out).map_err(|e| e.to_string())?;
         let lines: Vec<&str> = text.lines().collect();
         let seqs: Vec<i64> = (0..lines.len())
@@ -312,8 +311,8 @@ impl PgStore {
         tx.commit().await.map_err(db_error)
     }
 
-    async fn append_one(&self, record: Map<String, Value>) -> bool {
-        let result = self.append_audit(vec![record]).await;
+    async fn append_one(&self, record: Fields) -> bool {
+        let result = self.append_audit(&[record]).await;
         let ok = result.is_ok();
         let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
         match result {
@@ -454,11 +453,11 @@ impl Store for PgStore {
         })
     }
 
-    fn audit_append(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+    fn audit_append(&self, record: Fields) -> BoxFuture<'_, bool> {
         Box::pin(self.append_one(record))
     }
 
-    fn audit_append_durable(&self, record: Map<String, Value>) -> BoxFuture<'_, bool> {
+    fn audit_append_durable(&self, record: Fields) -> BoxFuture<'_, bool> {
         // A committed transaction is durable (synchronous_commit as the database has it).
         Box::pin(self.append_one(record))
     }

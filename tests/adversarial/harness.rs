@@ -399,7 +399,7 @@ public_key = "{public}"
                 validity,
             );
             let signed = receipt::sign(body, &self.approver).expect("sign receipt");
-            let trusted = airlock::gate::trusted_keys(&self.config).expect("trusted keys");
+            let trusted = airlock::signing::trusted_keys(&self.config).expect("trusted keys");
             let recorded =
                 airlock::approvals::quorum::record(&store, &trusted, signed).expect("decide");
             ids.push(recorded.receipt_id);

@@ -409,6 +409,8 @@ def configure(config_path: Path, settings: dict[tuple[str, str], str | int | boo
 
 # --- airlock --------------------------------------------------------------------------------
 
+# serve's log line once it has learned (or failed to learn) its own account from the upstream.
+_ACCOUNT_LEARNED = re.compile(r"airlock's own account|could not learn airlock's own account")
 _READY = re.compile(r"airlock listening proxy=(\S+) approvals=(\S+)")
 
 
@@ -515,6 +517,7 @@ class Airlock:
 
     def start(self) -> None:
         log = open(self.log_path, "a")
+        log_start = log.tell()
         self.proc = subprocess.Popen(
             [*self.run_as, str(self.binary), "serve", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=log, text=True, env=self._serve_env(), cwd=self.home,
@@ -548,6 +551,14 @@ class Airlock:
                 raise AssertionError(f"airlock serve {state}; its output:\n{self.log_tail()}")
         assert re.fullmatch(r"https://127\.0\.0\.1:\d+", self.proxy_url), self.proxy_url
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", self.approvals_url), self.approvals_url
+        # serve asks the upstream for its own account in the background right after the ready
+        # line; wait for that request to be answered, so it cannot land inside a test's count
+        # of the requests that reached moto. (An upstream that never answers: give up quietly.)
+        deadline = time.monotonic() + 10
+        while not _ACCOUNT_LEARNED.search(log_tail(self.log_path, log_start)):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -619,6 +630,14 @@ class Airlock:
 # with '+', any other character that needs percent-encoding except ' ', '?' and '#', and
 # non-ASCII, even when signed correctly, so those are covered where airlock alone verifies.
 ODD_KEYS = ["notes/small file with spaces.txt", "what?#not-a-query.txt", "double//slash.txt"]
+
+
+def create_assumable_role(moto: Moto, name: str) -> str:
+    """A role in moto (created directly) that any principal may assume: its ARN. A refused
+    AssumeRole of it is then airlock's doing, not the role's trust policy."""
+    return moto.client("iam").create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
 
 
 def create_lambda_function(moto: Moto, name: str) -> None:

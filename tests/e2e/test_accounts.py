@@ -34,6 +34,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from support import audit_records as read_audit
+from test_rust_sdk import rust_client  # noqa: F401  (the fixture that builds the client)
 from support import (
     ALLOW_ALL, NOWHERE, REGION, GatedAirlock, Moto, configure, require_tool, run, scrubbed_env, unique,
 )
@@ -250,6 +251,21 @@ def test_staging_agent_creates_and_deletes_freely_in_staging_only(gate: GatedAir
         assert form["SourceIdentity"] == [agent.name], form
         assert form["Tags.member.1.Key"] == ["airlock:agent"] and form["Tags.member.1.Value"] == [agent.name], form
         assert "ExternalId" not in form and "Tags.member.2.Key" not in form, form
+
+
+def test_aws_sdk_rust_is_the_account_its_profile_names(gate: GatedAirlock, rust_client: Path) -> None:
+    """aws-sdk-rust reads the profile (its key and `endpoint_url`) from the file AWS_CONFIG_FILE
+    names: GetCallerIdentity answers with the session airlock assumed in that account, named
+    after the agent, not airlock's own user. The SDK ignores a profile's `ca_bundle`: it is
+    given airlock's CA in SSL_CERT_FILE, as the README says to."""
+    agent = add_agent(gate, unique("rusty"), "staging", "prod")
+    for profile, account in (("airlock-staging", STAGING), ("airlock-prod", PROD)):
+        env = {**agent.env(profile), "AWS_MAX_ATTEMPTS": "1",
+               "SSL_CERT_FILE": agent.printed["profiles"][profile]["AWS_CA_BUNDLE"]}
+        proc = run([str(rust_client), "get-caller-identity"], env, timeout=120, check=False)
+        [who] = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()] or [{"stderr": proc.stderr}]
+        assert who.get("ok"), who
+        assert (who["account"], who["arn"]) == (account, f"arn:aws:sts::{account}:assumed-role/{ROLE}/{agent.name}"), who
 
 
 def test_prod_profile_exists_only_once_bound(gate: GatedAirlock, accounts_moto: AccountsMoto) -> None:

@@ -342,7 +342,9 @@ def test_a_held_call_is_approved_with_a_passkey_and_completes_once(web: WebAirlo
         assert expected in text, f"{expected!r} not on the page:\n{text}"
     assert out["production_banner"]
     assert out["result"] == {"text": "Approved 1 call.", "kind": "ok"}, out["result"]
-    assert out["status_after"] == "Approved by alice"
+    # The held call is woken at the same moment and may spend the receipt before the page
+    # reads the status back: either status names alice.
+    assert out["status_after"] in ("Approved by alice", "Closed (decided by alice)"), out["status_after"]
     assert shot.stat().st_size > 10_000
     save_artifact(shot)
 
@@ -409,7 +411,11 @@ def test_one_touch_approves_several_calls_each_with_its_own_receipt(web: WebAirl
     first, rest = calls[0], calls[1:]
     for c in rest:
         c.start()
-    time.sleep(1.5)  # the others are pending when the human opens the first one
+    # The others are pending when the human opens the first one.
+    deadline = time.monotonic() + 30
+    while not all(t in web.airlock.cli("approvals", "--json").stdout for t in tables[1:]):
+        assert time.monotonic() < deadline, "the other calls were never held"
+        time.sleep(0.05)
     out = hold_and_decide(web, first, tables[0], "approve", batch=True)
     assert out["batch_count"] == 2, out
     assert out["result"] == {"text": "Approved 3 calls.", "kind": "ok"}, out["result"]

@@ -19,7 +19,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from support import Agent, Airlock, Moto, unique
+from support import Agent, Airlock, Moto, create_assumable_role, unique
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 ADMIN_ARN = "arn:aws:iam::aws:policy/AdministratorAccess"
@@ -57,9 +57,7 @@ def test_credential_vending_is_denied_with_how_to_allow_it(enforcing_airlock: Ai
     assert moto.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"] == []
 
     sts = enforced_agent.client("sts", config=NO_RETRIES)
-    role = moto.client("iam").create_role(RoleName=unique("catalogue-role"), AssumeRolePolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
-                                                 "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+    role = create_assumable_role(moto, unique("catalogue-role"))
     refused(sts, "assume_role", moto, RoleArn=role, RoleSessionName="agent")
     refused(sts, "get_session_token", moto)
     # The look-alike read passes.
@@ -190,10 +188,7 @@ def test_a_rule_naming_the_class_lifts_it_for_that_agent_and_action_only(
     server.config.write_text(config + OVERRIDE_RULE.format(agent=deployer))
     server.start()
     try:
-        role = moto.client("iam").create_role(
-            RoleName=unique("deploy-role"),
-            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+        role = create_assumable_role(moto, unique("deploy-role"))
         allowed = server.add_agent(deployer).client("sts", config=NO_RETRIES)
         other = server.add_agent(unique("other")).client("sts", config=NO_RETRIES)
         before = moto.request_count()

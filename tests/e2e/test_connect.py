@@ -33,9 +33,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from support import (
-    REGION, Airlock, Moto, configure, require_tool, run, scrubbed_env, unique,
+    REGION, Airlock, Moto, altered, audit_records, configure, require_tool, run, scrubbed_env, unique,
 )
-from test_rust_sdk import rust_client  # noqa: F401  (the fixture that builds the client)
+from test_rust_sdk import refused_assume_role, rust_client  # noqa: F401  (the fixture that builds the client)
 
 # The AWS CLI v1 pins rds.amazonaws.com in us-east-1: the case AWS_ENDPOINT_URL cannot reach.
 PINNED_REGION = "us-east-1"
@@ -101,6 +101,13 @@ class ConnectAirlock(Airlock):
     def tunnels_logged(self, start: int) -> list[str]:
         """The AWS names tunnels were opened to since log offset `start`."""
         return re.findall(r"tunnel open.*?host=(\S+)", self.log_tail(start))
+
+    def audit(self, *events: str) -> list[dict[str, Any]]:
+        """The audit records of these events, oldest first."""
+        return [r for r in audit_records(self.home / "state") if r["event"] in events]
+
+
+PEER = re.compile(r"127\.0\.0\.1:\d+")
 
 
 @dataclass
@@ -283,7 +290,7 @@ def test_curl_signed_and_unsigned(proxy_airlock: ConnectAirlock, proxy_agent: Pr
     assert unsigned.stdout.endswith("\n403"), unsigned.stdout
     assert "<Code>MissingAuthenticationToken</Code>" in unsigned.stdout, unsigned.stdout
     wrong = curl(proxy_agent, "--aws-sigv4", "aws:amz:us-east-1:sts",
-                 "--user", f"{proxy_agent.access_key_id}:{proxy_agent.secret_access_key[:-1]}x", STS_CALL)
+                 "--user", f"{proxy_agent.access_key_id}:{altered(proxy_agent.secret_access_key)}", STS_CALL)
     assert wrong.stdout.endswith("\n403") and "<Code>SignatureDoesNotMatch</Code>" in wrong.stdout, wrong.stdout
     assert moto.request_count() == before, "an unverified request reached moto"
 
@@ -294,6 +301,84 @@ def test_curl_signed_and_unsigned(proxy_airlock: ConnectAirlock, proxy_agent: Pr
                       "-w", "\n%{http_code} http=%{http_version}", STS_CALL)
         assert signed.stdout.endswith(f"\n200 http={version}"), signed.stdout
         assert f"<Arn>{moto.user_arn}</Arn>" in signed.stdout, signed.stdout
+
+
+def signed_curl(agent: ProxyAgent, service: str, *args: str) -> tuple[int, str]:
+    """curl's own SigV4 signer with the agent's keys, through the proxy: the status and body."""
+    proc = curl(agent, "--aws-sigv4", f"aws:amz:{REGION}:{service}",
+                "--user", f"{agent.access_key_id}:{agent.secret_access_key}", *args)
+    assert proc.returncode == 0, proc.stderr
+    body, _, status = proc.stdout.rpartition("\n")
+    return int(status), body
+
+
+def test_curl_s3_dynamodb_and_rds(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto,
+                                  tmp_path: Path) -> None:
+    """curl signing for itself, with AWS's own names: S3 virtual-hosted (PUT, GET, a DELETE that
+    waits for a human), DynamoDB's JSON protocol and RDS's query protocol."""
+    bucket, table, db = unique("proxy-curl"), unique("proxy-curl-table"), unique("proxy-curl-db")
+    moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    body = tmp_path / "curl.bin"
+    body.write_bytes(b"curl through the tunnel\n" + bytes(range(256)))
+    url = f"https://{bucket}.s3.{REGION}.amazonaws.com/curl.bin"
+    # This curl (7.88) signs no payload hash for S3 by itself: it is given one, which it signs.
+    def content_sha256(data: bytes) -> str:
+        return f"x-amz-content-sha256: {hashlib.sha256(data).hexdigest()}"
+
+    start = proxy_airlock.log_size()
+    status, text = signed_curl(proxy_agent, "s3", "-X", "PUT", "-H", "content-type: application/octet-stream",
+                               "-H", content_sha256(body.read_bytes()), "--data-binary", f"@{body}", url)
+    assert status == 200, text
+    assert moto.client("s3").get_object(Bucket=bucket, Key="curl.bin")["Body"].read() == body.read_bytes()
+    got = tmp_path / "got.bin"
+    status, _ = signed_curl(proxy_agent, "s3", "-H", content_sha256(b""), "-o", str(got), url)
+    assert status == 200 and got.read_bytes() == body.read_bytes()
+    assert f"{bucket}.s3.{REGION}.amazonaws.com" in proxy_airlock.tunnels_logged(start), proxy_airlock.log_tail(start)
+    before = moto.request_count()
+    status, text = signed_curl(proxy_agent, "s3", "-H", content_sha256(b""), "-X", "DELETE", url)
+    assert status == 403 and "<Code>AccessDenied</Code>" in text, text
+    proxy_airlock.approval_link(text)
+    assert moto.request_count() == before, "a gated call reached moto"
+    moto.client("s3").head_object(Bucket=bucket, Key="curl.bin")
+
+    def dynamodb(target: str, payload: dict[str, Any]) -> tuple[int, str]:
+        return signed_curl(proxy_agent, "dynamodb", "-H", "content-type: application/x-amz-json-1.0",
+                           "-H", f"x-amz-target: DynamoDB_20120810.{target}", "--data", json.dumps(payload),
+                           f"https://dynamodb.{REGION}.amazonaws.com/")
+
+    status, text = dynamodb("CreateTable", {
+        "TableName": table, "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}]})
+    assert status == 200, text
+    status, text = dynamodb("PutItem", {"TableName": table, "Item": {"pk": {"S": "curl"}}})
+    assert status == 200, text
+    status, text = dynamodb("GetItem", {"TableName": table, "Key": {"pk": {"S": "curl"}}})
+    assert status == 200 and json.loads(text)["Item"] == {"pk": {"S": "curl"}}, text
+    before = moto.request_count()
+    status, text = dynamodb("DeleteTable", {"TableName": table})
+    assert status == 403 and json.loads(text)["__type"].endswith("AccessDeniedException"), text
+    proxy_airlock.approval_link(text)
+    assert moto.request_count() == before, "a gated call reached moto"
+    assert moto.client("dynamodb").describe_table(TableName=table)["Table"]["TableName"] == table
+
+    moto.client("rds").create_db_instance(DBInstanceIdentifier=db, Engine="postgres", DBInstanceClass="db.t3.micro",
+                                          AllocatedStorage=20, MasterUsername="airlock",
+                                          MasterUserPassword="not-a-real-password-1")
+    rds = f"https://rds.{REGION}.amazonaws.com/"
+    # In sorted order: this curl signs the query string as written, not sorted as SigV4 says.
+    status, text = signed_curl(proxy_agent, "rds", f"{rds}?Action=DescribeDBInstances&DBInstanceIdentifier={db}"
+                                                   "&Version=2014-10-31")
+    assert status == 200 and f"<DBInstanceIdentifier>{db}</DBInstanceIdentifier>" in text, text
+    before = moto.request_count()
+    status, text = signed_curl(proxy_agent, "rds", "-H", "content-type: application/x-www-form-urlencoded",
+                               "--data", f"Action=DeleteDBInstance&Version=2014-10-31&DBInstanceIdentifier={db}"
+                                         "&SkipFinalSnapshot=true", rds)
+    assert status == 403 and "<Code>AccessDenied</Code>" in text, text
+    proxy_airlock.approval_link(text)
+    assert moto.request_count() == before, "a gated call reached moto"
+    [instance] = moto.client("rds").describe_db_instances(DBInstanceIdentifier=db)["DBInstances"]
+    assert instance["DBInstanceStatus"] == "available"
 
 
 def test_exec_gives_the_proxy_and_no_endpoint(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent,
@@ -318,6 +403,9 @@ def test_plain_http_to_aws_is_refused(proxy_airlock: ConnectAirlock, proxy_agent
     proc = curl(proxy_agent, "http://sts.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15")
     assert proc.stdout.endswith("\n403") and "plaintext" in proc.stdout, proc.stdout
     assert moto.request_count() == before
+    record = proxy_airlock.audit("connect_refused")[-1]
+    assert (record["method"], record["host"], record["port"]) == ("GET", "sts.amazonaws.com", 80), record
+    assert PEER.fullmatch(record["peer"]) and "plaintext" in record["reason"], record
 
 
 def test_connect_to_another_host_is_refused(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent) -> None:
@@ -327,6 +415,11 @@ def test_connect_to_another_host_is_refused(proxy_airlock: ConnectAirlock, proxy
     assert proc.returncode == 56 and "403" in proc.stderr, (proc.returncode, proc.stderr)
     log = proxy_airlock.log_tail(start)
     assert "CONNECT refused" in log and "example.com:443" in log, log
+    # On the record: who asked for what, and why not.
+    record = proxy_airlock.audit("connect_refused")[-1]
+    assert (record["method"], record["host"], record["port"]) == ("CONNECT", "example.com", 443), record
+    assert PEER.fullmatch(record["peer"]), record
+    assert "not an AWS endpoint and not listed in [connect] passthrough" in record["reason"], record
 
 
 def raw_connect(proxy: str, target: str) -> tuple[socket.socket, str]:
@@ -349,17 +442,58 @@ def test_passthrough_host_is_tunnelled_unread(proxy_airlock: ConnectAirlock, pro
         assert head.startswith("HTTP/1.1 200"), head
         sock.sendall(b"not tls, not http\n")
         assert sock.recv(4096) == b"echo: not tls, not http\n"
+    # The tunnel is on the record (where to, for whom), not what it carried.
+    record = proxy_airlock.audit("connect_passthrough")[-1]
+    assert (record["host"], record["port"], record["to"]) == ("127.0.0.1", echo.port, f"127.0.0.1:{echo.port}"), record
+    assert PEER.fullmatch(record["peer"]), record
+    assert "not tls" not in json.dumps(record)
+    refused_before = len(proxy_airlock.audit("connect_refused"))
     # The same host on a port the glob does not name: refused.
     sock, head = raw_connect(proxy_agent.proxy, f"127.0.0.1:{echo.port + 1 if echo.port < 65535 else 1}")
     with sock:
         assert head.startswith("HTTP/1.1 403"), head
     # Brackets around anything but an IPv6 address, or userinfo: refused, nothing reaches the host.
     before = echo.connections
-    for target in [f"[127.0.0.1]:{echo.port}", f"user@127.0.0.1:{echo.port}"]:
+    answered = 0
+    for target in [f"[127.0.0.1]:{echo.port}", f"secret-user:secret-pw@127.0.0.1:{echo.port}"]:
         sock, head = raw_connect(proxy_agent.proxy, target)
         with sock:
             assert head.startswith("HTTP/1.1 403") or head.startswith("HTTP/1.1 400"), (target, head)
+            answered += head.startswith("HTTP/1.1 403")  # airlock's answer, not HTTP parsing's
     assert echo.connections == before
+    # The other port and each unreadable target airlock answered: recorded, an unreadable one
+    # with no host and none of its text.
+    other, *unreadable = proxy_airlock.audit("connect_refused")[refused_before:]
+    assert (other["host"], other["port"]) == ("127.0.0.1", echo.port + 1 if echo.port < 65535 else 1), other
+    assert len(unreadable) == answered, unreadable
+    assert all(r["host"] is None and r["reason"] == "the target is not host:port" for r in unreadable), unreadable
+    assert "secret" not in json.dumps(proxy_airlock.audit("connect_refused", "connect_passthrough"))
+
+
+def test_a_flood_of_refused_connects_is_counted_not_written(tmp_path: Path, moto: Moto, echo: EchoServer) -> None:
+    """Any local process can knock: per minute, 20 refusals are written one by one and the rest
+    counted in one `connect_refused_suppressed` record, written when the window ends or, as
+    here, when serve stops. The chain still verifies."""
+    server = ConnectAirlock(tmp_path / "airlock-flood", moto, f"127.0.0.1:{echo.port}")
+    (tmp_path / "airlock-flood").mkdir()
+    server.init("enforce")
+    server.start()
+    try:
+        for n in range(25):
+            sock, head = raw_connect(server.connect_url, f"knock-{n:02}.example.org:443")
+            with sock:
+                assert head.startswith("HTTP/1.1 403"), head
+        written = server.audit("connect_refused")
+        assert [r["host"] for r in written] == [f"knock-{n:02}.example.org" for n in range(20)], written
+        assert server.audit("connect_refused_suppressed") == []
+    finally:
+        server.stop()
+    [counted] = server.audit("connect_refused_suppressed")
+    assert counted["count"] == 5 and counted["peers"] == ["127.0.0.1"], counted
+    assert counted["targets"] == [f"knock-{n:02}.example.org:443" for n in range(20, 25)], counted
+    assert "5 more connect_refused left out" in counted["reason"], counted
+    assert server.cli("audit", "verify").returncode == 0
+    assert "connect_refused_suppressed" in server.cli("audit", "tail", "-n", "3").stdout
 
 
 def test_a_client_that_does_not_trust_airlocks_ca_fails_in_the_tunnel(proxy_airlock: ConnectAirlock,
@@ -593,7 +727,7 @@ def test_js_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: Pr
 def test_rust_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: ProxyAgent, moto: Moto,
                                     rust_client: Path, tmp_path: Path) -> None:
     """The SDK's default client reads HTTPS_PROXY (behaviour version 2025-08-07 and later) and
-    trusts SSL_CERT_FILE; S3 is virtual-hosted. The crate has no STS client."""
+    trusts SSL_CERT_FILE; S3 is virtual-hosted, STS the SDK's regional endpoint."""
     bucket, table, db = unique("proxy-rust"), unique("proxy-rust-table"), unique("proxy-rust-db")
     env = {**proxy_agent.env, "AWS_REGION": REGION, "AWS_MAX_ATTEMPTS": "1"}
 
@@ -622,6 +756,11 @@ def test_rust_sdk_through_the_proxy(proxy_airlock: ConnectAirlock, proxy_agent: 
     assert sdk_ok("get-item", table, "k")["value"] == "v"
     sdk_ok("create-db-instance", db)
     assert [i["id"] for i in sdk_ok("describe-db-instance", db)["instances"]] == [db]
+
+    start = proxy_airlock.log_size()
+    assert sdk_ok("get-caller-identity")["arn"] == moto.user_arn
+    assert f"sts.{REGION}.amazonaws.com" in proxy_airlock.tunnels_logged(start), proxy_airlock.log_tail(start)
+    refused_assume_role(sdk, proxy_airlock, moto, proxy_agent.name)
 
     for args in (("delete-object", bucket, "rust.bin"), ("delete-table", table), ("delete-db-instance", db)):
         refused = sdk(*args)

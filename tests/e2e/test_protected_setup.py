@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,12 @@ def test_a_serve_of_the_agents_own_user_is_found_and_its_environ_stays_unreadabl
         env = {**setup.agent_env(), "AIRLOCK_E2E_MARK": "visible"}
         sleeper = subprocess.Popen([*setup.agent_user.as_user(), "sleep", "30"], env=env)
         try:
+            # Until setpriv has dropped to the agent's user and exec'd sleep, the process is not
+            # yet the agent's to read.
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{sleeper.pid}/comm").read_text().strip() != "sleep":
+                assert time.monotonic() < deadline, "the agent's sleep never started"
+                time.sleep(0.02)
             read = run([*setup.agent_user.as_user(), "cat", f"/proc/{sleeper.pid}/environ"], env, check=False)
             assert read.returncode == 0 and "AIRLOCK_E2E_MARK=visible" in read.stdout, read.stderr
         finally:

@@ -61,7 +61,9 @@ def snapshot_exists(moto: Moto, snap: str) -> bool:
 
 def delete_snapshot(agent: Agent, snap: str) -> Callable[[], tuple[bool, str, str]]:
     """The agent's call (one attempt): (went through, error code, message)."""
-    rds = agent.client("rds", config=NO_RETRIES)
+    # Read timeout past the longest hold here (the two-browser tests hold for 100 s: three
+    # Chromium launches must fit in it on a loaded machine).
+    rds = agent.client("rds", config=NO_RETRIES.merge(Config(read_timeout=130)))
 
     def call() -> tuple[bool, str, str]:
         try:
@@ -263,28 +265,35 @@ def test_a_held_call_waits_for_the_whole_quorum(start_gated_airlock: Callable[..
 # --- through the approval page, two people, two passkeys ----------------------------------------
 
 
+def enroll_bob(web: Any) -> None:
+    """Bob enrolls a passkey in his own browser (`web.bob_credfile`); alice confirms it with hers."""
+    from test_approvals_web import drive
+
+    out = web.airlock.cli("approver", "enroll", "bob").stdout
+    link = re.search(r"http://localhost:\d+/enroll/\S+", out).group(0)
+    web.bob_credfile = web.airlock.home / "bob-passkey.json"
+    reg = drive({"cmd": "enroll", "link": link, "credfile": str(web.bob_credfile)})
+    assert reg["status"] == 200 and "ok" in reg["result"]["kind"], reg
+    state = web.airlock.home / "state"
+    [pending] = [e for e in json.loads((state / "enrollments.json").read_text())["enrollments"]
+                 if e.get("pending") and not e.get("settled")]
+    done = drive({"cmd": "confirm", "credfile": str(web.credfile), "decision": "confirm",
+                  "url": f"{web.origin}/enrollments/{pending['pending']['id']}"})
+    assert done["result"]["kind"] == "ok", done
+    names = [p["name"] for p in json.loads((state / "passkeys.json").read_text())["passkeys"]]
+    assert names == ["alice", "bob"]
+
+
 @pytest.fixture(scope="module")
 def two_web(moto: Moto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """An approval page with alice's passkey (enrolled first) and bob's (confirmed by alice),
     a webhook, and the two-approver rule."""
-    from test_approvals_web import Webhook, drive, start_web_airlock
+    from test_approvals_web import Webhook, start_web_airlock
 
     hook = Webhook()
-    web = start_web_airlock("airlock-quorum-web", moto, tmp_path_factory, 40, hook, TWO_FOR_SNAPSHOTS)
+    web = start_web_airlock("airlock-quorum-web", moto, tmp_path_factory, 100, hook, TWO_FOR_SNAPSHOTS)
     try:
-        out = web.airlock.cli("approver", "enroll", "bob").stdout
-        link = re.search(r"http://localhost:\d+/enroll/\S+", out).group(0)
-        web.bob_credfile = web.airlock.home / "bob-passkey.json"
-        reg = drive({"cmd": "enroll", "link": link, "credfile": str(web.bob_credfile)})
-        assert reg["status"] == 200 and "ok" in reg["result"]["kind"], reg
-        state = web.airlock.home / "state"
-        [pending] = [e for e in json.loads((state / "enrollments.json").read_text())["enrollments"]
-                     if e.get("pending") and not e.get("settled")]
-        done = drive({"cmd": "confirm", "credfile": str(web.credfile), "decision": "confirm",
-                      "url": f"{web.origin}/enrollments/{pending['pending']['id']}"})
-        assert done["result"]["kind"] == "ok", done
-        names = [p["name"] for p in json.loads((state / "passkeys.json").read_text())["passkeys"]]
-        assert names == ["alice", "bob"]
+        enroll_bob(web)
         web.webhook = hook
         yield web
     finally:

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from support import (
-    MIB, ODD_KEYS, REPO, Agent, Airlock, GatedAirlock, Moto, multipart_etag, require_tool, run, unique, write_random_file,
+    MIB, ODD_KEYS, REPO, Agent, Airlock, GatedAirlock, Moto, create_assumable_role, multipart_etag, require_tool, run,
+    unique, write_random_file,
 )
 from test_receipts import TARGETS, Outcome, Target, goes_through, held, status_of
 
@@ -189,6 +190,43 @@ def test_rds(forwarded_as: Callable[..., dict[str, Any]], moto: Moto) -> None:
     assert described["instances"] == [{"id": db, "status": "available"}]
     forwarded_as("rds:DeleteDBInstance", "delete-db-instance", db)
     assert db not in {i["DBInstanceIdentifier"] for i in rds.describe_db_instances()["DBInstances"]}
+
+
+def refused_assume_role(call: Callable[..., dict[str, Any]], airlock: Airlock, moto: Moto, agent_name: str) -> dict[str, Any]:
+    """`assume-role` of a role anyone may assume, as the SDK makes it (`call(*args)` runs the
+    client, returns its JSON line). airlock must refuse it as credential vending (built-in
+    catalogue, denied in every mode, not approvable: so no approval link, but the rule that
+    would allow it for this agent), with AWS's AccessDenied, and moto must see nothing."""
+    role = create_assumable_role(moto, unique("rust-sdk-role"))
+    before = moto.request_count()
+    result = call("assume-role", role, "rust-agent")
+    assert moto.request_count() == before, f"a refused AssumeRole reached moto: {result}"
+    assert not result["ok"] and result["code"] == "AccessDenied", result
+    message = result["message"] or ""
+    # What a program logging the SDK's error report shows: the message with the rule in it
+    # (the report is Rust's Debug form, quotes escaped).
+    assert message and message.replace("\\", "\\\\").replace('"', '\\"') in result["error"], result
+    assert "builtin:credential-vending" in message and "not approvable" in message, message
+    assert f'agents = ["{agent_name}"] actions = ["sts:AssumeRole"] overrides = ["builtin:credential-vending"]' in message, message
+    assert airlock.approvals_url.rsplit(":", 1)[1] not in result["error"], "a deny offers no approval link"
+    return result
+
+
+def test_sts(forwarded_as: Callable[..., dict[str, Any]], rust_client: Path, agent: Agent, airlock: Airlock,
+             moto: Moto) -> None:
+    """GetCallerIdentity answers with airlock's upstream identity (the agent's key maps to it);
+    AssumeRole is refused even by this shadow-mode airlock, which forwards everything else."""
+    me = forwarded_as("sts:GetCallerIdentity", "get-caller-identity")
+    assert me["arn"] == moto.user_arn and me["account"] == moto.user_arn.split(":")[4], me
+
+    seen: list[Call] = []
+
+    def call(*args: str) -> dict[str, Any]:
+        seen.append(sdk(rust_client, agent, airlock, *args))
+        return seen[-1].result
+
+    refused_assume_role(call, airlock, moto, agent.name)
+    assert seen[-1].logged == ["refused sts:AssumeRole"], seen[-1]
 
 
 def test_ca_comes_from_ssl_cert_file(rust_client: Path, agent: Agent, airlock: Airlock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -137,7 +138,7 @@ def test_sigterm_lets_an_in_flight_held_call_finish(tmp_path: Path, moto: Moto) 
     """SIGTERM stops new connections but the request in flight still gets its answer."""
     server = Airlock(tmp_path, moto)
     server.init("enforce")
-    configure(server.config, {("approval", "hold_seconds"): 3})
+    configure(server.config, {("approval", "hold_seconds"): 6})
     server.start()
     agent = server.add_agent("sigterm-agent")
     import boto3
@@ -158,7 +159,11 @@ def test_sigterm_lets_an_in_flight_held_call_finish(tmp_path: Path, moto: Moto) 
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(1.0)  # the call is now held, waiting for an approval
+    # Wait until the call is held (its approval is pending), then stop airlock under it.
+    deadline = time.monotonic() + 15
+    while not json.loads(server.cli("approvals", "--json").stdout):
+        assert time.monotonic() < deadline, "the call was never held"
+        time.sleep(0.05)
     assert server.proc
     server.proc.send_signal(signal.SIGTERM)
     t.join(30)

@@ -208,7 +208,11 @@ def test_destroy_plan_approved_once_runs_with_no_held_call(
     as_json = plan_record(gate, json_id)
     assert [d["address"] for d in as_json["destroyed"]] == [d["address"] for d in record["destroyed"]]
     assert as_json["entries"] == record["entries"] and as_json["digest"] != record["digest"]
-    assert "does not include the state's lineage and serial" in json_printed, json_printed
+    warning = ("submitted as JSON: the digest does not bind the state the plan was made against; "
+               "submit the binary plan to bind it")
+    assert warning in json_printed and warning not in printed, json_printed
+    assert as_json["digest_scope"] == "resource_changes" and record["digest_scope"] == "resource_changes+state"
+    assert warning in gate.cli("plan", "show", json_id).stdout
 
     # The human reads the page and touches their passkey once.
     credfile = gate.home / "passkey.json"
@@ -228,12 +232,13 @@ def test_destroy_plan_approved_once_runs_with_no_held_call(
     head, _, rest = text.partition("What it destroys")
     assert "IRREVERSIBLE" in head and "no final snapshot" in head and "force_destroy" in head, head
     assert record["digest"] in text and "Plan created" in text, text
+    assert "resource_changes+state" in text and "does not bind the state" not in text, text
     assert "any (not in the plan)" in rest and "ec2:DeleteVpc" in rest and "rds:DeleteDBInstance" in rest, rest
     assert page["result"]["kind"] == "ok" and "Approved the plan" in page["result"]["text"], page["result"]
     record = plan_record(gate, plan_id)
     assert record["status"] == "approved" and record["decided_by"] == "alice", record
     verified = gate.cli("receipt", "verify", str(gate.home / "state" / "receipts" / f"{record['receipt_id']}.json")).stdout
-    assert f"plan {plan_id} digest {record['digest']}" in verified, verified
+    assert f"plan {plan_id} digest {record['digest']} (resource_changes+state)" in verified, verified
     assert "ec2:DeleteVpc" in verified and "rds:DeleteDBSnapshot" in verified, verified
 
     approvals_before = len(gate.approvals(all=True))

@@ -37,7 +37,8 @@ const USAGE: &str = "usage: airlock-sdk-client OPERATION ARGS...
             | upload-multipart B KEY FILE PART_MIB | get-object B KEY | list-objects B
             | delete-object B KEY | delete-objects B KEY... | delete-bucket B
   dynamodb: create-table T | put-item T PK VALUE | get-item T PK | delete-table T
-  rds:      create-db-instance DB | describe-db-instance DB | delete-db-instance DB";
+  rds:      create-db-instance DB | describe-db-instance DB | delete-db-instance DB
+  sts:      get-caller-identity | assume-role ROLE_ARN SESSION_NAME";
 
 /// What a call returned: its fields for the JSON line, or the failure's.
 type Outcome = Result<Map<String, Value>, Failure>;
@@ -126,6 +127,7 @@ async fn dispatch(config: &SdkConfig, op: &str, args: &[String]) -> Option<Outco
     };
     let dynamodb = || aws_sdk_dynamodb::Client::new(config);
     let rds = || aws_sdk_rds::Client::new(config);
+    let sts = || aws_sdk_sts::Client::new(config);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Some(match (op, args.as_slice()) {
         ("create-bucket", [bucket]) => create_bucket(&s3(), config, bucket).await,
@@ -152,6 +154,8 @@ async fn dispatch(config: &SdkConfig, op: &str, args: &[String]) -> Option<Outco
         ("create-db-instance", [db]) => create_db_instance(&rds(), db).await,
         ("describe-db-instance", [db]) => describe_db_instance(&rds(), db).await,
         ("delete-db-instance", [db]) => delete_db_instance(&rds(), db).await,
+        ("get-caller-identity", []) => get_caller_identity(&sts()).await,
+        ("assume-role", [role, session]) => assume_role(&sts(), role, session).await,
         _ => return None,
     })
 }
@@ -473,4 +477,30 @@ async fn delete_db_instance(rds: &aws_sdk_rds::Client, db: &str) -> Outcome {
         .await?;
     let status = out.db_instance().and_then(|i| i.db_instance_status());
     Ok(fields(json!({ "status": status })))
+}
+
+// --- STS --------------------------------------------------------------------------------------
+
+async fn get_caller_identity(sts: &aws_sdk_sts::Client) -> Outcome {
+    let out = sts.get_caller_identity().send().await?;
+    Ok(fields(json!({
+        "account": out.account(),
+        "arn": out.arn(),
+        "user_id": out.user_id(),
+    })))
+}
+
+/// AssumeRole. What comes back on success is only the session's identity and expiry, never its
+/// keys: the JSON line is read by tests and may end up in their logs.
+async fn assume_role(sts: &aws_sdk_sts::Client, role: &str, session: &str) -> Outcome {
+    let out = sts
+        .assume_role()
+        .role_arn(role)
+        .role_session_name(session)
+        .send()
+        .await?;
+    Ok(fields(json!({
+        "assumed_role_arn": out.assumed_role_user().map(|u| u.arn()),
+        "has_credentials": out.credentials().is_some(),
+    })))
 }
