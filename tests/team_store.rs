@@ -10,15 +10,20 @@
 //! bad record; a schema newer than airlock knows is refused by `migrate`, by
 //! `airlock db migrate` and by `audit verify`; a database that goes down fails the ledger
 //! and the audit closed, and both work again once it is back; `serve` refuses a
-//! `database_url` while approvals and agents are not in the database; a URL that requires
-//! TLS is never served in plaintext.
+//! `database_url` while the page's approvals and agents are not in the database; a URL that requires
+//! TLS is never served in plaintext; pending approvals are shared (one approval for the
+//! same blocked call from two replicas, a decision through one wakes a call held on the
+//! other within a second).
 
 #![allow(clippy::expect_used)]
 
+use airlock::identify::AwsCall;
+use airlock::policy::{Decision, Effect, Policy};
 use airlock::secret::Secret;
+use airlock::state::approvals::{ApprovalError, Signed, Status};
 use airlock::state::ledger::LedgerError;
 use airlock::store::postgres::{self, PgStore, SCHEMA_VERSION};
-use airlock::store::Store;
+use airlock::store::{BlockedCall, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -265,6 +270,186 @@ async fn the_postgres_store_holds_across_replicas() {
     a_database_that_is_down_fails_closed(&cluster).await;
     serve_refuses_a_database_that_holds_only_part_of_the_state(&cluster).await;
     a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
+    one_approval_per_blocked_call_across_replicas(&cluster).await;
+}
+
+/// A replica that also listens for approvals decided on the others.
+async fn listening_replica(url: &str) -> Arc<PgStore> {
+    let pool = postgres::pool(&Secret::new(url)).expect("pool");
+    postgres::migrate(&pool).await.expect("migrate");
+    Arc::new(
+        PgStore::new(pool)
+            .listen(&Secret::new(url))
+            .expect("listen"),
+    )
+}
+
+/// A call the built-in rules hold for a human (DynamoDB DeleteTable), as a replica's
+/// policy decides it.
+fn blocked_delete_table() -> (AwsCall, Decision) {
+    let call = AwsCall {
+        service: "dynamodb".into(),
+        signing_name: "dynamodb".into(),
+        operation: "DeleteTable".into(),
+        region: "us-east-1".into(),
+        account: Some("123456789012".into()),
+        resources: Vec::new(),
+        params: [("TableName".to_owned(), "orders".to_owned())].into(),
+    };
+    let policy = Policy {
+        builtin: true,
+        ..Policy::default()
+    };
+    let decision = policy.decide(&call, "ci-agent", "prod");
+    assert_eq!(
+        decision.effect(),
+        Effect::RequireReceipt,
+        "the built-in rules no longer hold DeleteTable"
+    );
+    (call, decision)
+}
+
+/// The call as redeem hands it to the store.
+fn blocked<'a>(binding_key: &'a str, call: &'a AwsCall, decision: &'a Decision) -> BlockedCall<'a> {
+    BlockedCall {
+        binding_key,
+        call,
+        agent: "ci-agent",
+        environment: "prod",
+        decision,
+    }
+}
+
+/// Pending approvals are the database's: the same blocked call from two replicas at once
+/// attaches to one approval (one is opened, every other attempt counted on it); an
+/// approval decided through replica A wakes a call held on replica B within a second (by
+/// NOTIFY: B's poll comes only every two seconds); B then reads the decision and its
+/// receipt, a second decision is refused, and once closed the next blocked call opens a
+/// new approval.
+async fn one_approval_per_blocked_call_across_replicas(cluster: &Cluster) {
+    let url = cluster.database("approvals").await;
+    let (a, b) = (listening_replica(&url).await, listening_replica(&url).await);
+    let (call, decision) = blocked_delete_table();
+    let call = Arc::new(call);
+    let decision = Arc::new(decision);
+    let binding_key = "9f2c0a7e5b1d4c3a8e6f0b2d4a6c8e0f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1d";
+    const ATTEMPTS: usize = 20;
+    let mut tasks = Vec::new();
+    for i in 0..ATTEMPTS {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let (call, decision) = (Arc::clone(&call), Arc::clone(&decision));
+        tasks.push(tokio::spawn(async move {
+            store
+                .find_or_open_pending(blocked(binding_key, &call, &decision))
+                .await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut opened = 0;
+    for t in tasks {
+        let (approval, is_new) = t.await.expect("task").expect("find or open");
+        assert_eq!(approval.status, Status::Pending);
+        ids.insert(approval.id);
+        opened += usize::from(is_new);
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "identical blocked calls opened several approvals: {ids:?}"
+    );
+    assert_eq!(opened, 1, "approvals reported as newly opened");
+    let id = ids.into_iter().next().expect("one id");
+    let seen = b
+        .current_approval(binding_key)
+        .await
+        .expect("current")
+        .expect("an open approval");
+    assert_eq!(seen.id, id);
+    assert_eq!(
+        seen.attempts, ATTEMPTS as u64,
+        "attempts counted on the approval"
+    );
+    assert_eq!(seen.call, *call);
+
+    // A call held on B; the decision is made through A.
+    let held = {
+        let b = Arc::clone(&b);
+        let id = id.clone();
+        tokio::spawn(async move {
+            let woke = b
+                .wait_resolved(&id, tokio::time::Instant::now() + Duration::from_secs(10))
+                .await;
+            (woke, Instant::now())
+        })
+    };
+    // Long enough for both listeners to be listening and the held call to be waiting.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !held.is_finished(),
+        "the held call went on before any decision"
+    );
+    let receipt = br#"{"receipt":"stand-in bytes"}"#.to_vec();
+    let decided_at = Instant::now();
+    let decided = a
+        .sign(&id, |pending, stored| {
+            assert!(stored.is_none(), "a receipt was stored before any decision");
+            assert_eq!(pending.status, Status::Pending);
+            Ok(Signed {
+                receipt_id: "rcpt-one".into(),
+                receipt_json: receipt.clone(),
+                status: Status::Approved,
+                approved_by: vec!["alice".into()],
+                decided_by: "alice".into(),
+            })
+        })
+        .await
+        .expect("sign");
+    assert_eq!(decided.status, Status::Approved);
+    let (woke, at) = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the held call was not woken within 5 s")
+        .expect("task");
+    assert!(woke, "the held call did not see the decision");
+    let waited = at.saturating_duration_since(decided_at);
+    assert!(
+        waited < Duration::from_secs(1),
+        "the held call on B went on {waited:?} after A's decision (NOTIFY did not wake it)"
+    );
+    let seen = b
+        .current_approval(binding_key)
+        .await
+        .expect("current")
+        .expect("the decided approval");
+    assert_eq!(seen.status, Status::Approved);
+    assert_eq!(seen.receipt_id.as_deref(), Some("rcpt-one"));
+    assert_eq!(seen.approved_by, vec!["alice".to_string()]);
+    assert_eq!(b.read_receipt("rcpt-one").await.expect("receipt"), receipt);
+    let again = b
+        .sign(&id, |_, _| {
+            panic!("a decided approval was offered for signing")
+        })
+        .await;
+    assert!(
+        matches!(again, Err(ApprovalError::NotPending(_, Status::Approved))),
+        "a second decision was not refused"
+    );
+
+    // Closed (its receipt used up): the next identical blocked call opens a new one.
+    b.close_approval(&id).await.expect("close");
+    assert!(a
+        .current_approval(binding_key)
+        .await
+        .expect("current")
+        .is_none());
+    let (next, is_new) = a
+        .find_or_open_pending(blocked(binding_key, &call, &decision))
+        .await
+        .expect("find or open");
+    assert!(is_new && next.id != id, "a closed approval was reused");
+    assert!(matches!(
+        a.close_approval("no-such-approval").await,
+        Err(ApprovalError::NotFound(_))
+    ));
 }
 
 /// `sslmode=require` against a server without TLS: no connection, never a plaintext one.

@@ -71,6 +71,50 @@ pub struct Signed {
 }
 
 impl Approval {
+    /// A new pending approval for a blocked call, seen once now. The one shape of a new
+    /// approval, whichever store keeps it.
+    pub fn pending(
+        binding_key: &str,
+        call: &AwsCall,
+        agent: &str,
+        environment: &str,
+        decision: &crate::policy::Decision,
+    ) -> Approval {
+        let now = now_rfc3339();
+        Approval {
+            id: new_id(),
+            status: Status::Pending,
+            binding_key: binding_key.to_string(),
+            call: call.clone(),
+            agent: agent.to_string(),
+            environment: environment.to_string(),
+            rule: decision.rule().to_string(),
+            reason: decision.reason().to_string(),
+            irreversible: decision.irreversible(),
+            irreversible_reasons: decision.irreversible_reasons().to_vec(),
+            created_at: now.clone(),
+            last_seen_at: now,
+            attempts: 1,
+            receipt_id: None,
+            decided_by: None,
+            decided_at: None,
+            quorum: decision.quorum().clone(),
+            approved_by: Vec::new(),
+        }
+    }
+
+    /// Takes one approver's decision, whose receipt the store has already written.
+    /// The one rule for how a decision changes an approval.
+    pub fn take_signed(&mut self, signed: Signed) {
+        self.status = signed.status;
+        self.receipt_id = Some(signed.receipt_id);
+        self.approved_by = signed.approved_by;
+        self.decided_by = Some(signed.decided_by);
+        if self.status != Status::Pending {
+            self.decided_at = Some(now_rfc3339());
+        }
+    }
+
     /// "1 of 2 approvals": how far a pending call is toward its quorum.
     pub fn progress(&self) -> String {
         format!(
@@ -250,38 +294,18 @@ impl ApprovalStore {
         decision: &crate::policy::Decision,
     ) -> Result<(Approval, bool), ApprovalError> {
         self.locked(|| {
-            let now = now_rfc3339();
             if let Some(mut a) = self.current(binding_key)? {
                 if a.status == Status::Pending {
                     // A retry of a call already waiting: the count and time are shown, not
                     // decided on, so they are not fsynced (a flood of retries must not
                     // become a flood of fsyncs); a crash may lose the latest count.
                     a.attempts += 1;
-                    a.last_seen_at = now;
+                    a.last_seen_at = now_rfc3339();
                     self.write(&a, false)?;
                     return Ok((a, false));
                 }
             }
-            let a = Approval {
-                id: new_id(),
-                status: Status::Pending,
-                binding_key: binding_key.to_string(),
-                call: call.clone(),
-                agent: agent.to_string(),
-                environment: environment.to_string(),
-                rule: decision.rule().to_string(),
-                reason: decision.reason().to_string(),
-                irreversible: decision.irreversible(),
-                irreversible_reasons: decision.irreversible_reasons().to_vec(),
-                created_at: now.clone(),
-                last_seen_at: now,
-                attempts: 1,
-                receipt_id: None,
-                decided_by: None,
-                decided_at: None,
-                quorum: decision.quorum().clone(),
-                approved_by: Vec::new(),
-            };
+            let a = Approval::pending(binding_key, call, agent, environment, decision);
             self.put(&a)?;
             self.latest
                 .lock()
@@ -312,13 +336,7 @@ impl ApprovalStore {
             let path = self.receipt_path(&signed.receipt_id);
             super::write_atomic(&path, &signed.receipt_json)
                 .map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
-            a.status = signed.status;
-            a.receipt_id = Some(signed.receipt_id);
-            a.approved_by = signed.approved_by;
-            a.decided_by = Some(signed.decided_by);
-            if a.status != Status::Pending {
-                a.decided_at = Some(now_rfc3339());
-            }
+            a.take_signed(signed);
             self.put(&a)?;
             Ok(a)
         })

@@ -4,17 +4,18 @@
 //! - [`files::FileStore`], the default: the single-use ledger, the approvals and the audit
 //!   log in `[state] dir`, exactly as one `serve` has always kept them (nothing to install).
 //! - [`postgres::PgStore`], chosen with `[state] database_url` (or `AIRLOCK_DATABASE_URL`):
-//!   the ledger and the audit chain in PostgreSQL, each enforced by the database (a
-//!   conditional update per use, appends serialised under an advisory lock), so several
-//!   replicas share them.
+//!   the ledger, the audit chain and the request path's approvals in PostgreSQL, each
+//!   enforced by the database (a conditional update per use, appends serialised under an
+//!   advisory lock, one open approval per call identity), so several replicas share them.
 //!
 //! What the interface covers: the ledger (reserve, commit, release, how many uses are
 //! committed), the audit chain (append, durable append, whether it can be written), the
 //! pending approvals the request path finds or opens and waits on, and the revocation
 //! lookups (the trusted approver keys, an agent key's revocation).
 //!
-//! Not yet in PostgreSQL: approvals (pending and decided, their receipts), agents,
-//! approvers' passkeys and enrollments, revocations. Until they are, `serve` refuses to
+//! Not yet in PostgreSQL: the approval page's and the CLI's listing and deciding of
+//! approvals (they use the files' `ApprovalStore`; `PgStore::sign` is ready for them),
+//! agents, approvers' passkeys and enrollments, revocations, plans. Until they are, `serve` refuses to
 //! start with a `database_url` ([`check_complete`]) rather than keep those parts in one
 //! replica's files while the rest is shared.
 
@@ -114,7 +115,7 @@ pub struct BlockedCall<'a> {
 /// The parts of the state a `database_url` would have to hold for replicas to share
 /// everything; those not yet kept in PostgreSQL.
 pub const NOT_YET_IN_DATABASE: &[&str] = &[
-    "approvals (pending and decided) and their receipts",
+    "the approval page's and the CLI's listing and deciding of approvals",
     "agents and their revocations",
     "approvers' passkeys, enrollments and their revocations",
     "submitted Terraform plans",
@@ -128,7 +129,7 @@ pub fn check_complete(config: &crate::config::Config) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger and the audit chain in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
+        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger, the audit chain and the request path's approvals in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
         NOT_YET_IN_DATABASE.join("; ")
     ))
 }

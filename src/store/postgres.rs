@@ -15,6 +15,13 @@
 //!   every replica form one chain. [`verify_audit`] streams it and names the first bad
 //!   record. Each append is its own transaction (durable at commit); concurrent records are
 //!   not yet grouped into one.
+//! - **Approvals** (the request path's, and [`PgStore::sign`] for a decision) are rows of
+//!   `airlock_approvals`: the approval's JSON record, its `status` beside it, and a unique
+//!   index on `binding_key` over the rows not closed, so a blocked call finds or opens its
+//!   approval in one statement and identical calls on every replica attach to one row. A
+//!   decision is announced at commit (`NOTIFY`); [`PgStore::listen`] keeps a connection on
+//!   `LISTEN` that wakes held calls, which also look again every [`RESOLVED_POLL`].
+//!   Receipts are rows of `airlock_receipts`.
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
 //!   one transaction under an advisory lock (`serve` at start, `airlock db migrate`), and
 //!   refuses a database whose schema is newer than this airlock knows.
@@ -22,25 +29,26 @@
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
 //!
-//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): approvals, agents, passkeys,
-//! enrollments and revocations. Their [`Store`] methods fail closed with an error saying
-//! so; `serve` does not start with a database until they are in it.
+//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): the page's and CLI's use of approvals,
+//! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
+//! an error saying so; `serve` does not start with a database until they are in it.
 
 use super::{BlockedCall, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
 use crate::secret::Secret;
-use crate::state::approvals::{Approval, ApprovalError};
+use crate::state::approvals::{Approval, ApprovalError, Signed, Status};
 use crate::state::ledger::LedgerError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
-use futures_util::{pin_mut, TryStreamExt};
+use futures_util::{pin_mut, StreamExt, TryStreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// The newest schema this airlock knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Each version's statements, in order: `MIGRATIONS[n - 1]` takes the schema to version n.
 const MIGRATIONS: &[&str] = &[
@@ -61,7 +69,33 @@ const MIGRATIONS: &[&str] = &[
         seq bigint PRIMARY KEY CHECK (seq >= 0),
         record text NOT NULL
     );",
+    // 2: approvals and their receipts. At most one open (not closed) approval per call
+    // identity: the unique key replicas find or create a blocked call's approval on.
+    "CREATE TABLE airlock_approvals (
+        id text PRIMARY KEY,
+        binding_key text NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'closed')),
+        record jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE UNIQUE INDEX airlock_approvals_open ON airlock_approvals (binding_key)
+        WHERE status <> 'closed';
+    CREATE TABLE airlock_receipts (
+        id text PRIMARY KEY,
+        receipt bytea NOT NULL,
+        stored_at timestamptz NOT NULL DEFAULT now()
+    );",
 ];
+
+/// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
+const RESOLVED_CHANNEL: &str = "airlock_approval_resolved";
+
+/// How often a held call looks at its approval when no notification wakes it (the
+/// listening connection is down, or a notification was lost).
+const RESOLVED_POLL: Duration = Duration::from_secs(2);
+
+/// How long the listener waits before connecting again after its connection ended.
+const LISTEN_RETRY: Duration = Duration::from_secs(2);
 
 /// The advisory lock every audit append takes (transaction-scoped): one chain.
 const AUDIT_LOCK: i64 = 0x6169_726c_6f63_6b01;
@@ -78,18 +112,8 @@ const POOL_SIZE: usize = 16;
 /// The connection pool for `url`. Nothing is connected until first use, so `serve` can
 /// start while the database is down.
 pub fn pool(url: &Secret) -> Result<Pool, String> {
-    let mut pg: tokio_postgres::Config = url
-        .expose()
-        .parse()
-        .map_err(|e| format!("[state] database_url is not a PostgreSQL URL: {e}"))?;
-    if pg.get_connect_timeout().is_none() {
-        pg.connect_timeout(POOL_WAIT);
-    }
-    if pg.get_application_name().is_none() {
-        pg.application_name("airlock");
-    }
     let manager = Manager::from_config(
-        pg,
+        connect_config(url)?,
         tls()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -103,6 +127,22 @@ pub fn pool(url: &Secret) -> Result<Pool, String> {
         .recycle_timeout(Some(POOL_WAIT))
         .build()
         .map_err(|e| format!("cannot make the PostgreSQL connection pool: {e}"))
+}
+
+/// How to connect to `url` (a connect timeout and airlock's application name unless the
+/// URL sets them). The error never holds the URL.
+fn connect_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
+    let mut pg: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|e| format!("[state] database_url is not a PostgreSQL URL: {e}"))?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(POOL_WAIT);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name("airlock");
+    }
+    Ok(pg)
 }
 
 /// rustls with the system's roots (`SSL_CERT_FILE` counts), for URLs whose `sslmode` asks
@@ -208,11 +248,24 @@ pub async fn check_schema(pool: &Pool) -> Result<(), String> {
     Ok(())
 }
 
-/// The ledger and the audit chain in PostgreSQL.
+/// The ledger, the audit chain and the request path's approvals in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
     /// The last audit append failed.
     audit_failing: AtomicBool,
+    /// Woken when any approval is decided (here, or on another replica by `NOTIFY`): held
+    /// calls look at their approval again.
+    resolved: Arc<Notify>,
+    /// The task that listens for other replicas' decisions, ended with the store.
+    listener: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
 }
 
 fn ledger_error(e: impl std::fmt::Display) -> LedgerError {
@@ -222,6 +275,121 @@ fn ledger_error(e: impl std::fmt::Display) -> LedgerError {
     )
 }
 
+fn approval_error(e: impl std::fmt::Display) -> ApprovalError {
+    ApprovalError::Io(
+        "the approvals in PostgreSQL".into(),
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+/// An approval as its row holds it.
+fn from_record(record: String) -> Result<Approval, ApprovalError> {
+    serde_json::from_str(&record)
+        .map_err(|e| ApprovalError::Corrupt("an approval in PostgreSQL".into(), e))
+}
+
+fn to_record(a: &Approval) -> Result<String, ApprovalError> {
+    serde_json::to_string(a)
+        .map_err(|e| ApprovalError::Corrupt("an approval for PostgreSQL".into(), e))
+}
+
+/// The name the `status` column and the record give `status`.
+fn status_name(status: Status) -> Result<String, ApprovalError> {
+    match serde_json::to_value(status) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => Err(ApprovalError::Refused(format!(
+            "an approval status serialized as {other}"
+        ))),
+        Err(e) => Err(ApprovalError::Corrupt("an approval status".into(), e)),
+    }
+}
+
+/// Writes `a` over its row (record and status together).
+async fn update_approval(
+    client: &impl tokio_postgres::GenericClient,
+    a: &Approval,
+) -> Result<(), ApprovalError> {
+    let changed = client
+        .execute(
+            "UPDATE airlock_approvals SET record = $2::text::jsonb, status = $3, updated_at = now()
+             WHERE id = $1",
+            &[&a.id, &to_record(a)?, &status_name(a.status)?],
+        )
+        .await
+        .map_err(approval_error)?;
+    if changed == 0 {
+        return Err(ApprovalError::NotFound(a.id.clone()));
+    }
+    Ok(())
+}
+
+/// One approval by id; with `lock`, its row locked until the transaction ends.
+async fn approval_in(
+    client: &impl tokio_postgres::GenericClient,
+    id: &str,
+    lock: bool,
+) -> Result<Approval, ApprovalError> {
+    let query = if lock {
+        "SELECT record::text FROM airlock_approvals WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT record::text FROM airlock_approvals WHERE id = $1"
+    };
+    let row = client
+        .query_opt(query, &[&id])
+        .await
+        .map_err(approval_error)?
+        .ok_or_else(|| ApprovalError::NotFound(id.to_string()))?;
+    from_record(row.get(0))
+}
+
+/// A stored receipt's bytes.
+async fn receipt_in(
+    client: &impl tokio_postgres::GenericClient,
+    receipt_id: &str,
+) -> Result<Vec<u8>, ApprovalError> {
+    let row = client
+        .query_opt(
+            "SELECT receipt FROM airlock_receipts WHERE id = $1",
+            &[&receipt_id],
+        )
+        .await
+        .map_err(approval_error)?
+        .ok_or_else(|| ApprovalError::NotFound(format!("receipt {receipt_id}")))?;
+    Ok(row.get(0))
+}
+
+/// Listens for decided approvals until the connection ends; each notification wakes the
+/// held calls, which look at their own approval.
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    resolved: &Notify,
+) -> Result<(), String> {
+    let (client, mut connection) = config.connect(tls).await.map_err(db_error)?;
+    let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    pin_mut!(messages);
+    let statement = format!("LISTEN {RESOLVED_CHANNEL}");
+    let listen = client.batch_execute(&statement);
+    pin_mut!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            done = &mut listen, if !listening => {
+                done.map_err(db_error)?;
+                listening = true;
+                // A decision made while nobody listened is seen now.
+                resolved.notify_waiters();
+            }
+            message = messages.next() => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => resolved.notify_waiters(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(db_error(e)),
+                None => return Err("PostgreSQL closed the listening connection".into()),
+            },
+        }
+    }
+}
+
 /// The parts of [`Store`] not yet kept in PostgreSQL fail closed with this.
 fn not_in_database(what: &str) -> String {
     format!("{what} are not kept in PostgreSQL yet (see `airlock db`); refusing (fail closed)")
@@ -229,11 +397,79 @@ fn not_in_database(what: &str) -> String {
 
 impl PgStore {
     /// A store over `pool`, whose schema the caller has migrated or checked.
+    /// Held calls learn of decisions made elsewhere only by polling until [`Self::listen`].
     pub fn new(pool: Pool) -> PgStore {
         PgStore {
             pool,
             audit_failing: AtomicBool::new(false),
+            resolved: Arc::new(Notify::new()),
+            listener: None,
         }
+    }
+
+    /// Listens on a connection of its own for approvals decided by any replica, so a held
+    /// call goes on within moments of the decision (without it, within [`RESOLVED_POLL`]).
+    /// The connection is made again when it ends. Needs a Tokio runtime.
+    pub fn listen(mut self, url: &Secret) -> Result<PgStore, String> {
+        let config = connect_config(url)?;
+        let tls = tls()?;
+        let resolved = Arc::clone(&self.resolved);
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen_once(&config, tls.clone(), &resolved).await {
+                    tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
+                }
+                tokio::time::sleep(LISTEN_RETRY).await;
+            }
+        });
+        self.listener = Some(task.abort_handle());
+        Ok(self)
+    }
+
+    /// One approval by id.
+    pub async fn approval(&self, id: &str) -> Result<Approval, ApprovalError> {
+        let client = self.pool.get().await.map_err(approval_error)?;
+        approval_in(&**client, id, false).await
+    }
+
+    /// Records one approver's decision on a pending approval, as `ApprovalStore::sign` does
+    /// in files: `sign` gets the approval and the receipt already stored for it (an
+    /// incomplete quorum's, else `None`) and says what to store. The approval's row is
+    /// locked for the transaction, so two replicas' approvers sign one after the other; a
+    /// decision (no longer pending) is announced to every replica at commit.
+    pub async fn sign(
+        &self,
+        id: &str,
+        sign: impl FnOnce(&Approval, Option<Vec<u8>>) -> Result<Signed, ApprovalError>,
+    ) -> Result<Approval, ApprovalError> {
+        let mut client = self.pool.get().await.map_err(approval_error)?;
+        let tx = client.transaction().await.map_err(approval_error)?;
+        let mut a = approval_in(&*tx, id, true).await?;
+        if a.status != Status::Pending {
+            return Err(ApprovalError::NotPending(id.to_string(), a.status));
+        }
+        let stored = match &a.receipt_id {
+            Some(r) => Some(receipt_in(&*tx, r).await?),
+            None => None,
+        };
+        let signed = sign(&a, stored)?;
+        tx.execute(
+            "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
+             ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()",
+            &[&signed.receipt_id, &signed.receipt_json],
+        )
+        .await
+        .map_err(approval_error)?;
+        a.take_signed(signed);
+        update_approval(&*tx, &a).await?;
+        if a.status != Status::Pending {
+            tx.execute("SELECT pg_notify($1, $2)", &[&RESOLVED_CHANNEL, &a.id])
+                .await
+                .map_err(approval_error)?;
+        }
+        tx.commit().await.map_err(approval_error)?;
+        self.resolved.notify_waiters();
+        Ok(a)
     }
 
     /// The pool, for commands and tests.
@@ -496,38 +732,119 @@ impl Store for PgStore {
 
     fn current_approval<'a>(
         &'a self,
-        _binding_key: &'a str,
+        binding_key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Approval>, ApprovalError>> {
-        Box::pin(async { Err(ApprovalError::Refused(not_in_database("approvals"))) })
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(approval_error)?;
+            let row = client
+                .query_opt(
+                    "SELECT record::text FROM airlock_approvals
+                     WHERE binding_key = $1 AND status <> 'closed'",
+                    &[&binding_key],
+                )
+                .await
+                .map_err(approval_error)?;
+            row.map(|r| from_record(r.get(0))).transpose()
+        })
     }
 
     fn find_or_open_pending<'a>(
         &'a self,
-        _blocked: BlockedCall<'a>,
+        b: BlockedCall<'a>,
     ) -> BoxFuture<'a, Result<(Approval, bool), ApprovalError>> {
-        Box::pin(async { Err(ApprovalError::Refused(not_in_database("approvals"))) })
+        Box::pin(async move {
+            let fresh =
+                Approval::pending(b.binding_key, b.call, b.agent, b.environment, b.decision);
+            let client = self.pool.get().await.map_err(approval_error)?;
+            // One statement: the unique key on the open approval's call identity makes
+            // every replica's identical blocked call land on one row. A retry counts as an
+            // attempt and is seen now; the approval is otherwise unchanged. (The open
+            // approval may have been decided a moment ago: it is returned as it is, and
+            // the caller finds it decided.)
+            let row = client
+                .query_one(
+                    "INSERT INTO airlock_approvals AS a (id, binding_key, status, record)
+                     VALUES ($1, $2, 'pending', $3::text::jsonb)
+                     ON CONFLICT (binding_key) WHERE status <> 'closed' DO UPDATE SET
+                        record = jsonb_set(
+                            jsonb_set(a.record, '{attempts}',
+                                to_jsonb(coalesce((a.record->>'attempts')::bigint, 0) + 1)),
+                            '{last_seen_at}', EXCLUDED.record->'last_seen_at'),
+                        updated_at = now()
+                     RETURNING a.id, a.record::text",
+                    &[&fresh.id, &fresh.binding_key, &to_record(&fresh)?],
+                )
+                .await
+                .map_err(approval_error)?;
+            let id: String = row.get(0);
+            let is_new = id == fresh.id;
+            Ok((from_record(row.get(1))?, is_new))
+        })
     }
 
-    fn close_approval<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>> {
-        Box::pin(async { Err(ApprovalError::Refused(not_in_database("approvals"))) })
+    fn close_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(approval_error)?;
+            let changed = client
+                .execute(
+                    "UPDATE airlock_approvals
+                     SET status = 'closed', record = jsonb_set(record, '{status}', '\"closed\"'),
+                         updated_at = now()
+                     WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(approval_error)?;
+            if changed == 0 {
+                return Err(ApprovalError::NotFound(id.to_string()));
+            }
+            Ok(())
+        })
     }
 
     fn read_receipt<'a>(
         &'a self,
-        _receipt_id: &'a str,
+        receipt_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>> {
-        Box::pin(async { Err(ApprovalError::Refused(not_in_database("receipts"))) })
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(approval_error)?;
+            receipt_in(&**client, receipt_id).await
+        })
     }
 
-    fn approval_resolved(&self) {}
+    fn approval_resolved(&self) {
+        self.resolved.notify_waiters();
+    }
 
     fn wait_resolved<'a>(
         &'a self,
-        _approval_id: &'a str,
-        _deadline: tokio::time::Instant,
+        approval_id: &'a str,
+        deadline: tokio::time::Instant,
     ) -> BoxFuture<'a, bool> {
-        // Nothing is held: the call is answered at once with its link.
-        Box::pin(async { false })
+        Box::pin(async move {
+            loop {
+                // Registered before the look, so a decision announced between the look
+                // and the wait still wakes it.
+                let woken = self.resolved.notified();
+                pin_mut!(woken);
+                woken.as_mut().enable();
+                match self.approval(approval_id).await {
+                    Ok(a) if a.status != Status::Pending => return true,
+                    Ok(_) => {}
+                    // Cannot tell: not decided as far as this call knows (it is answered
+                    // with its link).
+                    Err(_) => return false,
+                }
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(RESOLVED_POLL) => {}
+                    _ = tokio::time::sleep_until(deadline) => return false,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+            }
+        })
     }
 
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
