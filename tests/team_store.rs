@@ -411,6 +411,7 @@ async fn one_approval_per_blocked_call_across_replicas(cluster: &Cluster) {
         .expect("task");
     assert!(woke, "the held call did not see the decision");
     let waited = at.saturating_duration_since(decided_at);
+    println!("a call held on replica B went on {waited:?} after the decision through A");
     assert!(
         waited < Duration::from_secs(1),
         "the held call on B went on {waited:?} after A's decision (NOTIFY did not wake it)"
@@ -446,6 +447,28 @@ async fn one_approval_per_blocked_call_across_replicas(cluster: &Cluster) {
         .await
         .expect("find or open");
     assert!(is_new && next.id != id, "a closed approval was reused");
+    // A denial through B is what A then finds for the call.
+    b.sign(&next.id, |_, _| {
+        Ok(Signed {
+            receipt_id: "rcpt-denial".into(),
+            receipt_json: b"{}".to_vec(),
+            status: Status::Denied,
+            approved_by: Vec::new(),
+            decided_by: "bob".into(),
+        })
+    })
+    .await
+    .expect("deny");
+    let denied = a
+        .current_approval(binding_key)
+        .await
+        .expect("current")
+        .expect("the denied approval");
+    assert_eq!(
+        (denied.id.as_str(), denied.status),
+        (next.id.as_str(), Status::Denied)
+    );
+    assert_eq!(denied.decided_by.as_deref(), Some("bob"));
     assert!(matches!(
         a.close_approval("no-such-approval").await,
         Err(ApprovalError::NotFound(_))
