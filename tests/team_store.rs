@@ -391,17 +391,20 @@ async fn one_approval_per_blocked_call_across_replicas(cluster: &Cluster) {
     let receipt = br#"{"receipt":"stand-in bytes"}"#.to_vec();
     let decided_at = Instant::now();
     let decided = a
-        .sign(&id, |pending, stored| {
-            assert!(stored.is_none(), "a receipt was stored before any decision");
-            assert_eq!(pending.status, Status::Pending);
-            Ok(Signed {
-                receipt_id: "rcpt-one".into(),
-                receipt_json: receipt.clone(),
-                status: Status::Approved,
-                approved_by: vec!["alice".into()],
-                decided_by: "alice".into(),
-            })
-        })
+        .decide(
+            &id,
+            Box::new(|pending, stored| {
+                assert!(stored.is_none(), "a receipt was stored before any decision");
+                assert_eq!(pending.status, Status::Pending);
+                Ok(Signed {
+                    receipt_id: "rcpt-one".into(),
+                    receipt_json: receipt.clone(),
+                    status: Status::Approved,
+                    approved_by: vec!["alice".into()],
+                    decided_by: "alice".into(),
+                })
+            }),
+        )
         .await
         .expect("sign");
     assert_eq!(decided.status, Status::Approved);
@@ -426,9 +429,10 @@ async fn one_approval_per_blocked_call_across_replicas(cluster: &Cluster) {
     assert_eq!(seen.approved_by, vec!["alice".to_string()]);
     assert_eq!(b.read_receipt("rcpt-one").await.expect("receipt"), receipt);
     let again = b
-        .sign(&id, |_, _| {
-            panic!("a decided approval was offered for signing")
-        })
+        .decide(
+            &id,
+            Box::new(|_, _| panic!("a decided approval was offered for signing")),
+        )
         .await;
     assert!(
         matches!(again, Err(ApprovalError::NotPending(_, Status::Approved))),
@@ -448,15 +452,18 @@ async fn one_approval_per_blocked_call_across_replicas(cluster: &Cluster) {
         .expect("find or open");
     assert!(is_new && next.id != id, "a closed approval was reused");
     // A denial through B is what A then finds for the call.
-    b.sign(&next.id, |_, _| {
-        Ok(Signed {
-            receipt_id: "rcpt-denial".into(),
-            receipt_json: b"{}".to_vec(),
-            status: Status::Denied,
-            approved_by: Vec::new(),
-            decided_by: "bob".into(),
-        })
-    })
+    b.decide(
+        &next.id,
+        Box::new(|_, _| {
+            Ok(Signed {
+                receipt_id: "rcpt-denial".into(),
+                receipt_json: b"{}".to_vec(),
+                status: Status::Denied,
+                approved_by: Vec::new(),
+                decided_by: "bob".into(),
+            })
+        }),
+    )
     .await
     .expect("deny");
     let denied = a

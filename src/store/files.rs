@@ -5,7 +5,7 @@
 //! forwarded, and a held call wakes when this process decides its approval (or looks again
 //! every [`HOLD_TICK`]).
 
-use super::{BlockedCall, Store};
+use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditLog, Fields};
 use crate::config::Config;
 use crate::receipt::TrustedKeys;
@@ -119,6 +119,20 @@ impl Store for FileStore {
         Box::pin(async move { self.approvals.read_receipt(receipt_id) })
     }
 
+    fn decide<'a>(
+        &'a self,
+        id: &'a str,
+        sign: SignStep<'a>,
+    ) -> BoxFuture<'a, Result<Approval, ApprovalError>> {
+        Box::pin(async move {
+            let a = self.approvals.sign(id, sign)?;
+            if a.status != Status::Pending {
+                self.resolved.notify_waiters();
+            }
+            Ok(a)
+        })
+    }
+
     fn approval_resolved(&self) {
         self.resolved.notify_waiters();
     }
@@ -161,5 +175,90 @@ impl Store for FileStore {
                 .iter()
                 .any(|a| a.access_key_id == access_key_id && a.revoked_at.is_none()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identify::AwsCall;
+    use crate::policy::Policy;
+    use crate::state::approvals::Signed;
+    use std::time::Instant;
+
+    fn approved_by(who: &str) -> SignStep<'_> {
+        Box::new(move |_, stored| {
+            assert!(stored.is_none(), "a receipt was stored before any decision");
+            Ok(Signed {
+                receipt_id: "rcpt-files".into(),
+                receipt_json: b"{}".to_vec(),
+                status: Status::Approved,
+                approved_by: vec![who.to_owned()],
+                decided_by: who.to_owned(),
+            })
+        })
+    }
+
+    /// A decision through the store wakes the call held on it at once (not at the next
+    /// look, a quarter of a second later), and a second decision is refused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_decision_wakes_the_held_call_and_a_second_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (config, _) = crate::init::init(&dir.path().join("config/airlock.toml")).expect("init");
+        let store = Arc::new(FileStore::open(Arc::new(config)).expect("store"));
+        let call = AwsCall {
+            service: "dynamodb".into(),
+            signing_name: "dynamodb".into(),
+            operation: "DeleteTable".into(),
+            region: "us-east-1".into(),
+            account: None,
+            resources: Vec::new(),
+            params: [("TableName".to_owned(), "orders".to_owned())].into(),
+        };
+        let policy = Policy {
+            builtin: true,
+            ..Policy::default()
+        };
+        let decision = policy.decide(&call, "ci-agent", "prod");
+        let blocked = BlockedCall {
+            binding_key: "files-binding",
+            call: &call,
+            agent: "ci-agent",
+            environment: "prod",
+            decision: &decision,
+        };
+        let (pending, is_new) = store.find_or_open_pending(blocked).await.expect("open");
+        assert!(is_new && pending.status == Status::Pending);
+        let held = {
+            let store = Arc::clone(&store);
+            let id = pending.id.clone();
+            tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                (store.wait_resolved(&id, deadline).await, Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !held.is_finished(),
+            "the held call went on before any decision"
+        );
+        let decided_at = Instant::now();
+        let decided = store
+            .decide(&pending.id, approved_by("alice"))
+            .await
+            .expect("decide");
+        assert_eq!(decided.status, Status::Approved);
+        let (woke, at) = held.await.expect("task");
+        assert!(woke, "the held call did not see the decision");
+        let waited = at.saturating_duration_since(decided_at);
+        assert!(
+            waited < Duration::from_millis(150),
+            "the held call went on {waited:?} after the decision (not woken by it)"
+        );
+        let again = store.decide(&pending.id, approved_by("bob")).await;
+        assert!(matches!(
+            again,
+            Err(ApprovalError::NotPending(_, Status::Approved))
+        ));
     }
 }

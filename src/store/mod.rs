@@ -14,7 +14,7 @@
 //! lookups (the trusted approver keys, an agent key's revocation).
 //!
 //! Not yet in PostgreSQL: the approval page's and the CLI's listing and deciding of
-//! approvals (they use the files' `ApprovalStore`; `PgStore::sign` is ready for them),
+//! approvals (they use the files' `ApprovalStore`; [`Store::decide`] is ready for them),
 //! agents, approvers' passkeys and enrollments, revocations, plans. Until they are, `serve` refuses to
 //! start with a `database_url` ([`check_complete`]) rather than keep those parts in one
 //! replica's files while the rest is shared.
@@ -27,7 +27,7 @@ use crate::audit::Fields;
 use crate::identify::AwsCall;
 use crate::policy::Decision;
 use crate::receipt::TrustedKeys;
-use crate::state::approvals::{Approval, ApprovalError};
+use crate::state::approvals::{Approval, ApprovalError, Signed};
 use crate::state::ledger::LedgerError;
 use futures_util::future::BoxFuture;
 
@@ -83,6 +83,16 @@ pub trait Store: Send + Sync {
         &'a self,
         receipt_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>>;
+    /// Records one approver's decision on a pending approval: `sign` gets the approval and
+    /// the receipt already stored for it (an incomplete quorum's, else `None`) and says what
+    /// to store; nothing else changes the approval meanwhile, on any replica. A decision
+    /// (no longer pending) wakes the calls held on it. [`ApprovalError::NotPending`] when it
+    /// was already decided or closed.
+    fn decide<'a>(
+        &'a self,
+        id: &'a str,
+        sign: SignStep<'a>,
+    ) -> BoxFuture<'a, Result<Approval, ApprovalError>>;
     /// Says that an approval was decided, so calls waiting on it go on at once.
     fn approval_resolved(&self);
     /// Waits until the approval is no longer pending (true) or `deadline` passes (false).
@@ -100,6 +110,11 @@ pub trait Store: Send + Sync {
     /// Whether the agent key `access_key_id` was revoked (an unknown key counts as revoked).
     fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
 }
+
+/// What [`Store::decide`] asks of the decision: given the pending approval and the receipt
+/// stored for it, the receipt and status to store.
+pub type SignStep<'a> =
+    Box<dyn FnOnce(&Approval, Option<Vec<u8>>) -> Result<Signed, ApprovalError> + Send + 'a>;
 
 /// A call that needs an approval it does not have, as redeem found it.
 #[derive(Clone, Copy)]

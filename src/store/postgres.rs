@@ -15,7 +15,7 @@
 //!   every replica form one chain. [`verify_audit`] streams it and names the first bad
 //!   record. Each append is its own transaction (durable at commit); concurrent records are
 //!   not yet grouped into one.
-//! - **Approvals** (the request path's, and [`PgStore::sign`] for a decision) are rows of
+//! - **Approvals** (the request path's, and [`Store::decide`] for a decision) are rows of
 //!   `airlock_approvals`: the approval's JSON record, its `status` beside it, and a unique
 //!   index on `binding_key` over the rows not closed, so a blocked call finds or opens its
 //!   approval in one statement and identical calls on every replica attach to one row. A
@@ -33,11 +33,11 @@
 //! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
 //! an error saying so; `serve` does not start with a database until they are in it.
 
-use super::{BlockedCall, Store};
+use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
 use crate::secret::Secret;
-use crate::state::approvals::{Approval, ApprovalError, Signed, Status};
+use crate::state::approvals::{Approval, ApprovalError, Status};
 use crate::state::ledger::LedgerError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
@@ -432,46 +432,6 @@ impl PgStore {
         approval_in(&**client, id, false).await
     }
 
-    /// Records one approver's decision on a pending approval, as `ApprovalStore::sign` does
-    /// in files: `sign` gets the approval and the receipt already stored for it (an
-    /// incomplete quorum's, else `None`) and says what to store. The approval's row is
-    /// locked for the transaction, so two replicas' approvers sign one after the other; a
-    /// decision (no longer pending) is announced to every replica at commit.
-    pub async fn sign(
-        &self,
-        id: &str,
-        sign: impl FnOnce(&Approval, Option<Vec<u8>>) -> Result<Signed, ApprovalError>,
-    ) -> Result<Approval, ApprovalError> {
-        let mut client = self.pool.get().await.map_err(approval_error)?;
-        let tx = client.transaction().await.map_err(approval_error)?;
-        let mut a = approval_in(&*tx, id, true).await?;
-        if a.status != Status::Pending {
-            return Err(ApprovalError::NotPending(id.to_string(), a.status));
-        }
-        let stored = match &a.receipt_id {
-            Some(r) => Some(receipt_in(&*tx, r).await?),
-            None => None,
-        };
-        let signed = sign(&a, stored)?;
-        tx.execute(
-            "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()",
-            &[&signed.receipt_id, &signed.receipt_json],
-        )
-        .await
-        .map_err(approval_error)?;
-        a.take_signed(signed);
-        update_approval(&*tx, &a).await?;
-        if a.status != Status::Pending {
-            tx.execute("SELECT pg_notify($1, $2)", &[&RESOLVED_CHANNEL, &a.id])
-                .await
-                .map_err(approval_error)?;
-        }
-        tx.commit().await.map_err(approval_error)?;
-        self.resolved.notify_waiters();
-        Ok(a)
-    }
-
     /// The pool, for commands and tests.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -809,6 +769,46 @@ impl Store for PgStore {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(approval_error)?;
             receipt_in(&**client, receipt_id).await
+        })
+    }
+
+    fn decide<'a>(
+        &'a self,
+        id: &'a str,
+        sign: SignStep<'a>,
+    ) -> BoxFuture<'a, Result<Approval, ApprovalError>> {
+        // The approval's row is locked for the transaction, so two replicas' approvers sign
+        // one after the other; a decision (no longer pending) is announced to every
+        // replica at commit.
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(approval_error)?;
+            let tx = client.transaction().await.map_err(approval_error)?;
+            let mut a = approval_in(&*tx, id, true).await?;
+            if a.status != Status::Pending {
+                return Err(ApprovalError::NotPending(id.to_string(), a.status));
+            }
+            let stored = match &a.receipt_id {
+                Some(r) => Some(receipt_in(&*tx, r).await?),
+                None => None,
+            };
+            let signed = sign(&a, stored)?;
+            tx.execute(
+                "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()",
+                &[&signed.receipt_id, &signed.receipt_json],
+            )
+            .await
+            .map_err(approval_error)?;
+            a.take_signed(signed);
+            update_approval(&*tx, &a).await?;
+            if a.status != Status::Pending {
+                tx.execute("SELECT pg_notify($1, $2)", &[&RESOLVED_CHANNEL, &a.id])
+                    .await
+                    .map_err(approval_error)?;
+            }
+            tx.commit().await.map_err(approval_error)?;
+            self.resolved.notify_waiters();
+            Ok(a)
         })
     }
 
