@@ -204,7 +204,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_decision_wakes_the_held_call_and_a_second_is_refused() {
         let dir = tempfile::tempdir().expect("dir");
-        let (config, _) = crate::init::init(&dir.path().join("config/airlock.toml")).expect("init");
+        let text = format!(
+            "[listen]\nproxy = \"127.0.0.1:0\"\napprovals = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&dir.path().join("airlock.toml"), &text).expect("config");
         let store = Arc::new(FileStore::open(Arc::new(config)).expect("store"));
         let call = AwsCall {
             service: "dynamodb".into(),
