@@ -222,23 +222,17 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
     let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let record = store
         .submit(PlanRecord {
-            id: String::new(),
-            status: PlanStatus::Pending,
             agent,
             digest: plan.digest(),
             digest_scope: plan.digest_scope(),
             plan_created_at: plan.timestamp.clone(),
             terraform_version: plan.terraform_version.clone(),
-            submitted_at: String::new(),
             environments,
             destroyed,
             entries,
-            receipt_id: None,
-            decided_by: None,
-            decided_at: None,
-            expires_at: None,
             quorums,
-            approved_by: Vec::new(),
+            // Pending, undecided; the store gives the id and the submission time.
+            ..PlanRecord::default()
         })
         .map_err(|e| e.to_string())?;
     crate::audit::append_now(&config.state_dir, super::records::submitted(&record))

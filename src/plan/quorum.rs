@@ -553,22 +553,11 @@ mod tests {
         let submit_with = |entries: Vec<PlanEntry>, quorums: Vec<Quorum>| {
             store
                 .submit(PlanRecord {
-                    id: String::new(),
-                    status: PlanStatus::Pending,
                     agent: "terraform".into(),
                     digest: "00".repeat(32),
-                    plan_created_at: None,
-                    terraform_version: None,
-                    submitted_at: String::new(),
                     environments: vec!["prod".into()],
-                    destroyed: Vec::new(),
                     entries,
-                    receipt_id: None,
-                    decided_by: None,
-                    decided_at: None,
-                    expires_at: None,
                     quorums,
-                    approved_by: Vec::new(),
                     ..PlanRecord::default()
                 })
                 .expect("submitted")

@@ -181,20 +181,25 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
                 }
             };
             let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());
-            let credentials = match assume::credentials(&proxy, account, agent, receipt).await {
-                Ok(c) => c,
+            let signed = async {
+                let credentials = assume::credentials(&proxy, account, agent, receipt).await?;
+                timed(
+                    Phase::Resign,
+                    resign::resign(&proxy, verified, decided.call(), credentials),
+                )
+                .await
+            }
+            .await;
+            let signed = match signed {
+                Ok(s) => s,
                 Err(e) => {
+                    // Nothing went upstream: the receipt's use goes back.
                     if let Some(a) = authorization {
                         a.release(&proxy.gate).await;
                     }
                     return Err(e);
                 }
             };
-            let signed = timed(
-                Phase::Resign,
-                resign::resign(&proxy, verified, decided.call(), credentials),
-            )
-            .await?;
             let forwarded = timed(
                 Phase::Forward,
                 forward::forward(&proxy.client, &proxy.config.upstream, signed, &shape),

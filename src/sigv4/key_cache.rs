@@ -10,6 +10,10 @@
 //!   that would show it: the access key id is the only thing it is keyed by.
 //! - Bounded: when an insert would pass the bound, the keys of other days go first (a new
 //!   UTC day makes yesterday's keys useless); if that is not enough, the cache starts over.
+//! - Bounded per access key id too ([`MAX_KEYS_PER_ID`], the oldest goes first): the
+//!   agents' cache is filled before a signature is checked, so whoever knows only an access
+//!   key id, not its secret, can make up scopes; they churn that id's few entries and never
+//!   push the other agents' keys out.
 
 use super::{Scope, SigningKey};
 use crate::secret::Secret;
@@ -20,6 +24,10 @@ use subtle::ConstantTimeEq;
 /// Keys cached at most by default: far more than one airlock's agents × regions × services
 /// in a day.
 pub const DEFAULT_MAX_KEYS: usize = 4096;
+
+/// Keys cached at most for one access key id: far more regions × services than one agent
+/// uses in a day.
+pub const MAX_KEYS_PER_ID: usize = 32;
 
 /// The scope a key is derived for, borrowed: what a lookup needs.
 #[derive(Clone, Copy)]
@@ -116,6 +124,9 @@ impl KeyCache {
             secret: Secret::new(secret),
             key,
         });
+        if list.len() > MAX_KEYS_PER_ID {
+            list.remove(0);
+        }
         Self::bound(&mut entries, self.max, &day);
         key
     }
@@ -226,6 +237,25 @@ mod tests {
             assert!(cache.len() <= 8, "{} keys after {i}", cache.len());
         }
         assert!(!cache.is_empty());
+    }
+
+    #[test]
+    fn made_up_scopes_under_one_id_do_not_push_out_the_other_agents_keys() {
+        let cache = KeyCache::new(64);
+        let honest = scope("20261205", "us-east-1", "s3");
+        let kept = cache.key("HONEST", SECRET, (&honest).into());
+        for i in 0..1000 {
+            let s = scope("20261205", &format!("made-up-{i}"), "s3");
+            cache.key("PROBED", "a guessed secret", (&s).into());
+        }
+        let entries = cache.entries.read().unwrap();
+        assert_eq!(entries["PROBED"].len(), MAX_KEYS_PER_ID);
+        // The newest made-up scope is the one kept last.
+        assert_eq!(
+            entries["PROBED"].last().unwrap().scope.region,
+            "made-up-999"
+        );
+        assert!(same(entries["HONEST"][0].key, kept));
     }
 
     #[test]
