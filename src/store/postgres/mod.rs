@@ -48,7 +48,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 /// The newest schema this airlock knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Each version's statements, in order: `MIGRATIONS[n - 1]` takes the schema to version n.
 const MIGRATIONS: &[&str] = &[
