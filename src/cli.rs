@@ -577,11 +577,11 @@ fn cmd_keygen(out: &Path, name: &str, plaintext: bool) -> CmdResult {
 }
 
 fn cmd_approvals(config_path: &Path, json: bool, all: bool) -> CmdResult {
-    use crate::state::approvals::{ApprovalStore, Status};
+    use crate::state::approvals::Status;
     let config = Config::load_existing(config_path)?;
-    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let list: Vec<_> = store
-        .list()
+    let (runtime, store) = crate::store::for_command(&config)?;
+    let list: Vec<_> = runtime
+        .block_on(store.list_approvals(if all { None } else { Some(0) }))
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|a| all || a.status == Status::Pending)
@@ -638,13 +638,15 @@ fn cmd_decide(
     allow_plaintext: bool,
 ) -> CmdResult {
     use crate::receipt::{self, Binding, Decision, ReceiptBody, Validity};
-    use crate::state::approvals::ApprovalStore;
     let config = Config::load_existing(config_path)?;
     // What is signed is shown before the passphrase is asked for, so the human decides on
     // the call itself, not on an id an agent may have handed them. The agent wrote these
     // values: control characters are escaped, so none can rewrite the terminal.
-    let store = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let pending = store.get(id).map_err(|e| e.to_string())?;
+    let (runtime, store) = crate::store::for_command(&config)?;
+    let store = &*store;
+    let pending = runtime
+        .block_on(store.get_approval(id))
+        .map_err(|e| e.to_string())?;
     let shown = |text: &str| text.escape_debug().to_string();
     eprintln!(
         "{} {}: {} by agent {} in environment {} (rule {}){}",
@@ -671,32 +673,41 @@ fn cmd_decide(
         Decision::Deny
     };
     if approve {
-        crate::approvals::quorum::may_approve(&store, &pending, approver.name())?;
+        runtime.block_on(crate::approvals::quorum::may_approve(
+            store,
+            &pending,
+            approver.name(),
+        ))?;
     }
-    let trusted = crate::signing::trusted_keys(&config)?;
-    let body = crate::approvals::quorum::body_to_sign(
-        &store,
-        &pending,
-        decision,
-        (approver.name(), approver.key_id()),
-        || {
-            let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
-            let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
-            validity.ttl = config.approval.receipt_ttl;
-            validity.uses = config.approval.uses;
-            ReceiptBody::new(&binding, &pending.id, decision, &approver, validity)
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let trusted = runtime.block_on(store.trusted_keys())?;
+    let body = runtime
+        .block_on(crate::approvals::quorum::body_to_sign(
+            store,
+            &pending,
+            decision,
+            (approver.name(), approver.key_id()),
+            || {
+                let binding = Binding::of(&pending.call, &pending.agent, &pending.environment);
+                let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
+                validity.ttl = config.approval.receipt_ttl;
+                validity.uses = config.approval.uses;
+                ReceiptBody::new(&binding, &pending.id, decision, &approver, validity)
+            },
+        ))
+        .map_err(|e| e.to_string())?;
     let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
     let expires_at = signed.body.expires_at;
-    let recorded =
-        crate::approvals::quorum::record(&store, &trusted, signed).map_err(|e| e.to_string())?;
+    let recorded = runtime
+        .block_on(crate::approvals::quorum::record(store, &trusted, signed))
+        .map_err(|e| e.to_string())?;
     let (a, receipt_id) = (&recorded.approval, &recorded.receipt_id);
     for record in crate::approvals::quorum::audit_records(&recorded, approver.name(), "cli") {
-        crate::audit::append_now(&config.state_dir, record).map_err(|e| {
-            format!("the decision is recorded, but the audit log could not be written: {e}")
-        })?;
+        if !runtime.block_on(store.audit_append_durable(record.into())) {
+            return Err(
+                "the decision is recorded, but the audit log could not be written (see above)"
+                    .into(),
+            );
+        }
     }
     if a.status == crate::state::approvals::Status::Pending {
         println!(
@@ -705,7 +716,7 @@ fn cmd_decide(
             approver.name(),
             a.progress()
         );
-        println!("receipt: {}", store.receipt_path(receipt_id).display());
+        println!("receipt: {}", store.receipt_location(receipt_id));
         let port = config.listening().approvals.port();
         crate::notify::again(&config, a, &config.approval_link(port, &a.id));
         return Ok(());
@@ -716,7 +727,7 @@ fn cmd_decide(
         a.id,
         a.summary(),
     );
-    println!("receipt: {}", store.receipt_path(receipt_id).display());
+    println!("receipt: {}", store.receipt_location(receipt_id));
     Ok(())
 }
 
@@ -796,9 +807,9 @@ fn config_quorum(
     config: &Config,
     body: &crate::receipt::ReceiptBody,
 ) -> (crate::receipt::Quorum, bool) {
-    let held = crate::state::approvals::ApprovalStore::open(&config.state_dir)
+    let held = crate::store::for_command(config)
         .ok()
-        .and_then(|store| store.get(&body.approval_id).ok())
+        .and_then(|(runtime, store)| runtime.block_on(store.get_approval(&body.approval_id)).ok())
         .filter(|a| {
             crate::receipt::Binding::of(&a.call, &a.agent, &a.environment) == body.binding()
         });

@@ -1,15 +1,14 @@
 //! The gate: what stands between a call that needs a human's approval and AWS, shared by
 //! the request path (`proxy::redeem`) and the approval page (`approvals`).
 //!
-//! It owns the approval store (pending and decided approvals, their receipts), the
-//! single-use ledger, the audit log, the calls held while a human decides, and the keys a
-//! receipt may be signed with. It knows nothing of HTTP clients, agents or AWS credentials:
+//! It owns the store (pending and decided approvals, their receipts, the single-use
+//! ledger, the audit log: in files or in PostgreSQL), the calls held while a human
+//! decides, and the keys a receipt may be signed with. It knows nothing of HTTP clients, agents or AWS credentials:
 //! those are the proxy's ([`crate::proxy::Proxy`]). The approval page takes a gate, not a
 //! proxy, so it can reach only what deciding an approval needs.
 
 use crate::config::Config;
 use crate::receipt::TrustedKeys;
-use crate::state::approvals::ApprovalStore;
 use crate::store::Store;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -18,11 +17,10 @@ use tokio::sync::{Mutex, Semaphore};
 
 pub struct Gate {
     pub config: Arc<Config>,
-    /// What must hold across replicas: the ledger, the audit chain, the pending approvals
-    /// the request path opens and waits on, the revocation lookups ([`crate::store`]).
+    /// What must hold across replicas: the ledger, the audit chain, the approvals the
+    /// request path opens and waits on and the page lists and decides, the revocation
+    /// lookups ([`crate::store`]).
     pub store: Arc<dyn Store>,
-    /// The approvals as the page and the CLI list and sign them (in `[state] dir`).
-    pub approvals: Arc<ApprovalStore>,
     /// The approved Terraform plans, in memory (`plan::index`).
     pub plans: crate::plan::index::PlanIndex,
     /// Slots for calls held while a human decides (`[approval] max_held`).
@@ -34,19 +32,18 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Opens the state the gate keeps and starts the audit writer. A `database_url` is
-    /// refused while parts of the state are not yet kept in the database
+    /// Opens the store the config names ([`crate::store::open`]: the files, or PostgreSQL
+    /// migrated and listened to) and starts the audit writer. A `database_url` is refused
+    /// while parts of the state are not yet kept in the database
     /// ([`crate::store::check_complete`]).
-    pub fn open(config: Arc<Config>) -> Result<Gate, String> {
+    pub async fn open(config: Arc<Config>) -> Result<Gate, String> {
         crate::store::check_complete(&config)?;
-        let files = crate::store::files::FileStore::open(Arc::clone(&config))?;
-        let approvals = files.approvals();
+        let store = crate::store::open(Arc::clone(&config), crate::store::Opener::Serve).await?;
         let plans =
             crate::plan::index::PlanIndex::load(&config.state_dir).map_err(|e| e.to_string())?;
         let gate = Gate {
-            store: Arc::new(files),
+            store,
             plans,
-            approvals,
             held: Semaphore::new(config.approval.max_held),
             receipt_locks: DashMap::new(),
             approvals_port: AtomicU16::new(config.approvals_addr.port()),

@@ -54,7 +54,9 @@ pub async fn run_with_connect(
         None => None,
     };
     let agents = AgentRegistry::open(&config.state_dir)?;
-    let proxy = Proxy::new(config, Arc::clone(&agents), credentials).map_err(ServeError::Proxy)?;
+    let proxy = Proxy::new(config, Arc::clone(&agents), credentials)
+        .await
+        .map_err(ServeError::Proxy)?;
     if let Ok(addr) = approvals_listener.local_addr() {
         proxy.gate.set_approvals_port(addr.port());
     }

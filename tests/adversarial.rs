@@ -345,7 +345,7 @@ async fn identical_retries_attach_to_one_pending_approval() {
 async fn approved_receipt_lets_exactly_one_identical_call_through() {
     let h = Harness::start().await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    assert_eq!(h.approve_all_pending().len(), 1);
+    assert_eq!(h.approve_all_pending().await.len(), 1);
     let call = h.query("rds", RDS_DELETE);
     let r = h.send_call(&call).await;
     expect(&r, 200, "");
@@ -365,7 +365,7 @@ async fn approved_receipt_lets_exactly_one_identical_call_through() {
 async fn receipt_for_one_db_instance_does_not_cover_another() {
     let h = Harness::start().await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    h.approve_all_pending();
+    h.approve_all_pending().await;
     let other = RDS_DELETE.replace("prod-db", "prod-db-2");
     let r = h.send_call(&h.query("rds", &other)).await;
     gated(&h, &r);
@@ -379,7 +379,7 @@ async fn receipt_for_keeping_a_final_snapshot_does_not_cover_skipping_it() {
         "SkipFinalSnapshot=false&FinalDBSnapshotIdentifier=last",
     );
     gated(&h, &h.send_call(&h.query("rds", &keep)).await);
-    h.approve_all_pending();
+    h.approve_all_pending().await;
     let skip = RDS_DELETE.to_string() + "&FinalDBSnapshotIdentifier=last";
     let r = h.send_call(&h.query("rds", &skip)).await;
     gated(&h, &r);
@@ -389,7 +389,7 @@ async fn receipt_for_keeping_a_final_snapshot_does_not_cover_skipping_it() {
 async fn receipt_does_not_cover_the_same_call_with_an_extra_parameter() {
     let h = Harness::start().await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    h.approve_all_pending();
+    h.approve_all_pending().await;
     let more = format!("{RDS_DELETE}&DeleteAutomatedBackups=true");
     gated(&h, &h.send_call(&h.query("rds", &more)).await);
 }
@@ -448,7 +448,7 @@ async fn a_real_receipt_of_another_call_smuggled_in_header_and_body_does_not_aut
     // A human approves deleting a staging database.
     let staging = RDS_DELETE.replace("prod-db", "staging-db");
     gated(&h, &h.send_call(&h.query("rds", &staging)).await);
-    let ids = h.approve_all_pending();
+    let ids = h.approve_all_pending().await;
     let json = h.receipt_json(&ids[0]);
     // The agent replays that receipt (header and body) for the production database.
     let encoded: String = sign::uri_encode(json.as_bytes(), false);
@@ -482,7 +482,7 @@ async fn receipt_header_on_an_allowed_call_is_not_forwarded() {
 async fn receipt_approved_for_one_agent_does_not_cover_another_agent() {
     let h = Harness::start().await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    h.approve_all_pending();
+    h.approve_all_pending().await;
     let other = airlock::state::agents::AgentStore::new(&h.state_dir())
         .add("agent-2")
         .unwrap();
@@ -508,7 +508,7 @@ async fn another_agents_key_id_signed_with_own_secret_is_refused() {
 async fn concurrent_identical_calls_under_a_single_use_receipt_reach_upstream_once() {
     let h = Harness::start().await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    h.approve_all_pending();
+    h.approve_all_pending().await;
     let prepared: Vec<Call> = (0..6).map(|_| h.query("rds", RDS_DELETE)).collect();
     let results = futures_util::future::join_all(prepared.iter().map(|c| h.send_call(c))).await;
     let ok = results.iter().filter(|r| r.status == 200).count();
@@ -3440,7 +3440,7 @@ async fn receipt_for_deleting_some_keys_does_not_cover_more_keys() {
         &h.send_call(&h.s3("POST", "/prod-bucket", "delete").body(one))
             .await,
     );
-    h.approve_all_pending();
+    h.approve_all_pending().await;
     let two =
         "<Delete><Object><Key>tmp/a</Key></Object><Object><Key>prod/db</Key></Object></Delete>";
     gated(

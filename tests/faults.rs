@@ -287,7 +287,7 @@ async fn random_bytes_are_a_502() {
 async fn approved(h: &Harness) -> String {
     let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
     expect_error(&r, 403, "AccessDenied");
-    let ids = h.approve_all_pending();
+    let ids = h.approve_all_pending().await;
     assert_eq!(ids.len(), 1);
     ids.into_iter().next().unwrap()
 }

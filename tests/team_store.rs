@@ -724,3 +724,118 @@ async fn serve_refuses_a_database_that_holds_only_part_of_the_state(cluster: &Cl
         "{said}"
     );
 }
+
+/// A decision wakes only the calls held on the approval it decided (the `NOTIFY` names
+/// it), and what the page and the CLI list and read is the database's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decision_wakes_only_the_calls_held_on_its_approval() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.database("wakeups").await;
+    let (a, b) = (listening_replica(&url).await, listening_replica(&url).await);
+    let (call, decision) = blocked_delete_table();
+    let (x, _) = a
+        .find_or_open_pending(blocked("binding-x", &call, &decision))
+        .await
+        .expect("open x");
+    let (y, _) = a
+        .find_or_open_pending(blocked("binding-y", &call, &decision))
+        .await
+        .expect("open y");
+    let pending: std::collections::BTreeSet<String> = b
+        .list_approvals(Some(0))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(pending, [x.id.clone(), y.id.clone()].into(), "the pending");
+
+    let hold = |id: String| {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            (b.wait_resolved(&id, deadline).await, Instant::now())
+        })
+    };
+    let approve = |who: &'static str| -> airlock::store::SignStep<'static> {
+        Box::new(move |_, _| {
+            Ok(Signed {
+                receipt_id: format!("rcpt-{who}"),
+                receipt_json: b"{}".to_vec(),
+                status: Status::Approved,
+                approved_by: vec![who.into()],
+                decided_by: who.into(),
+            })
+        })
+    };
+    let held = hold(x.id.clone());
+    // Both listeners listening, the held call waiting (its first look done).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before = b.wakeups();
+    a.decide(&y.id, approve("alice")).await.expect("decide y");
+    // Well inside the held call's 2 s poll: only a wake-up could make it look again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        b.wakeups(),
+        before,
+        "a decision on y woke calls held on x on the other replica"
+    );
+    assert!(
+        !held.is_finished(),
+        "the call held on x went on after y's decision"
+    );
+
+    let decided_at = Instant::now();
+    a.decide(&x.id, approve("bob")).await.expect("decide x");
+    let (woke, at) = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the call held on x was not woken within 5 s")
+        .expect("task");
+    assert!(woke, "the held call did not see x's decision");
+    let waited = at.saturating_duration_since(decided_at);
+    println!("a call held on x went on {waited:?} after x's decision on the other replica");
+    assert!(
+        waited < Duration::from_secs(1),
+        "the held call went on {waited:?} after x's decision (NOTIFY did not wake it)"
+    );
+    assert_eq!(b.wakeups(), before + 1, "x's decision woke its calls once");
+    assert!(b.list_approvals(Some(0)).await.expect("list").is_empty());
+    assert_eq!(b.list_approvals(None).await.expect("list").len(), 2);
+    assert_eq!(b.list_approvals(Some(1)).await.expect("list").len(), 1);
+    let seen = b.get_approval(&x.id).await.expect("get");
+    assert_eq!(
+        (seen.status, seen.decided_by.as_deref()),
+        (Status::Approved, Some("bob"))
+    );
+    assert!(matches!(
+        b.get_approval("nosuchapproval").await,
+        Err(ApprovalError::NotFound(_))
+    ));
+
+    // The listening connection lost: a decision still reaches the held call, by the poll
+    // or once the listener is back.
+    let (z, _) = a
+        .find_or_open_pending(blocked("binding-z", &call, &decision))
+        .await
+        .expect("open z");
+    let held = hold(z.id.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = a.pool().get().await.expect("client");
+    let ended = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE query LIKE 'LISTEN airlock%' AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate the listeners");
+    assert_eq!(ended.len(), 2, "two listening connections");
+    a.decide(&z.id, approve("carol")).await.expect("decide z");
+    let (woke, _) = tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the call held on z was stranded without its listener")
+        .expect("task");
+    assert!(woke);
+}

@@ -20,7 +20,8 @@
 //!   the challenge; `finish` takes the ceremony out (once, whatever the outcome), checks the
 //!   assertion against an enrolled passkey (`receipt::webauthn`), the exact origin of this
 //!   page and the passkey's counter, countersigns with airlock's own key ([`crate::state::trust`]) and
-//!   stores each receipt (`ApprovalStore::decide`). A replayed assertion finds no ceremony;
+//!   stores each receipt (`Store::decide`, through the gate's store: the files, or
+//!   PostgreSQL shared by every replica). A replayed assertion finds no ceremony;
 //!   an assertion for another approval or another origin does not verify.
 //! - Every `POST` must come from this page: its `Origin` is this page's origin, and it carries
 //!   the page's CSRF token in `X-Airlock-CSRF` (which also forces a CORS preflight that this
@@ -278,7 +279,7 @@ impl App {
             return resp;
         }
         match (req.method().clone(), segments.as_slice()) {
-            (Method::GET, [""] | ["approvals"]) => self.list_page(),
+            (Method::GET, [""] | ["approvals"]) => self.list_page().await,
             (Method::GET, ["healthz"]) => match operations::health(&self.gate).await {
                 Ok(()) => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
                 Err(why) => respond(
@@ -290,7 +291,7 @@ impl App {
             (Method::GET, ["metrics"]) => respond(
                 StatusCode::OK,
                 crate::metrics::CONTENT_TYPE,
-                operations::metrics(&self.gate),
+                operations::metrics(&self.gate).await,
             ),
             (Method::GET, ["static", "app.js"]) => {
                 respond(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS)
@@ -298,9 +299,9 @@ impl App {
             (Method::GET, ["static", "app.css"]) => {
                 respond(StatusCode::OK, "text/css; charset=utf-8", APP_CSS)
             }
-            (Method::GET, ["api", "approvals"]) => self.list_json(),
-            (Method::GET, ["api", "approvals", id]) => self.status_json(id),
-            (Method::GET, ["approvals", id]) => self.approval_page(id),
+            (Method::GET, ["api", "approvals"]) => self.list_json().await,
+            (Method::GET, ["api", "approvals", id]) => self.status_json(id).await,
+            (Method::GET, ["approvals", id]) => self.approval_page(id).await,
             (Method::GET, ["plans", id]) => self.plan_page(id),
             (Method::GET, ["api", "plans", id]) => self.plan_status_json(id),
             (Method::GET, ["enroll", token]) => self.enroll_page(token),
@@ -412,7 +413,7 @@ impl App {
                 .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad request: {e}")))
         }
         match (kind, step) {
-            ("decide", "begin") => self.decide_begin(parse(&body)?),
+            ("decide", "begin") => self.decide_begin(parse(&body)?).await,
             ("decide", "finish") => self.decide_finish(parse(&body)?).await,
             ("confirm", "begin") => self.confirm_begin(parse(&body)?),
             ("confirm", "finish") => self.confirm_finish(parse(&body)?).await,
@@ -565,8 +566,13 @@ impl App {
         out
     }
 
-    fn list(&self) -> Result<(Vec<Approval>, Vec<Approval>), Refusal> {
-        let all = self.gate.approvals.list().map_err(Self::internal)?;
+    async fn list(&self) -> Result<(Vec<Approval>, Vec<Approval>), Refusal> {
+        let all = self
+            .gate
+            .store
+            .list_approvals(Some(RECENT))
+            .await
+            .map_err(Self::internal)?;
         let (mut pending, decided): (Vec<_>, Vec<_>) =
             all.into_iter().partition(|a| a.status == Status::Pending);
         pending.reverse(); // oldest first: the order they arrived in
@@ -581,8 +587,8 @@ impl App {
         Ok((pending, recent))
     }
 
-    fn list_page(&self) -> http::Response<ProxyBody> {
-        match self.list() {
+    async fn list_page(&self) -> http::Response<ProxyBody> {
+        match self.list().await {
             Ok((pending, recent)) => html(
                 StatusCode::OK,
                 pages::list_page(
@@ -596,8 +602,8 @@ impl App {
         }
     }
 
-    fn list_json(&self) -> http::Response<ProxyBody> {
-        match self.list() {
+    async fn list_json(&self) -> http::Response<ProxyBody> {
+        match self.list().await {
             Ok((pending, recent)) => json_response(
                 StatusCode::OK,
                 &json!({
@@ -609,8 +615,8 @@ impl App {
         }
     }
 
-    fn status_json(&self, id: &str) -> http::Response<ProxyBody> {
-        match self.gate.approvals.get(id) {
+    async fn status_json(&self, id: &str) -> http::Response<ProxyBody> {
+        match self.gate.store.get_approval(id).await {
             Ok(a) => json_response(StatusCode::OK, &pages::row_json(&a)),
             Err(ApprovalError::NotFound(_)) => {
                 api_refusal(refuse(StatusCode::NOT_FOUND, "no such approval"))
@@ -619,8 +625,8 @@ impl App {
         }
     }
 
-    fn approval_page(&self, id: &str) -> http::Response<ProxyBody> {
-        let a = match self.gate.approvals.get(id) {
+    async fn approval_page(&self, id: &str) -> http::Response<ProxyBody> {
+        let a = match self.gate.store.get_approval(id).await {
             Ok(a) => a,
             Err(ApprovalError::NotFound(_)) => {
                 return page_refusal(refuse(
@@ -631,7 +637,7 @@ impl App {
             Err(e) => return page_refusal(Self::internal(e)),
         };
         let siblings: Vec<Approval> = if a.status == Status::Pending {
-            match self.list() {
+            match self.list().await {
                 Ok((pending, _)) => pending
                     .into_iter()
                     .filter(|s| s.agent == a.agent && s.id != a.id)
@@ -698,7 +704,7 @@ impl App {
         Ok((passkey, ttl))
     }
 
-    fn decide_begin(&self, req: DecideBegin) -> Result<Value, Refusal> {
+    async fn decide_begin(&self, req: DecideBegin) -> Result<Value, Refusal> {
         let config = &self.gate.config;
         if req.ids.is_empty() || req.ids.len() > MAX_BATCH {
             return Err(refuse(
@@ -716,7 +722,7 @@ impl App {
         let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
         let mut approvals = Vec::with_capacity(req.ids.len());
         for id in &req.ids {
-            let a = match self.gate.approvals.get(id) {
+            let a = match self.gate.store.get_approval(id).await {
                 Ok(a) => a,
                 Err(ApprovalError::NotFound(_)) => {
                     return Err(refuse(StatusCode::NOT_FOUND, format!("no approval {id:?}")))
@@ -730,7 +736,8 @@ impl App {
                 ));
             }
             if req.decision == Decision::Approve {
-                quorum::may_approve(&self.gate.approvals, &a, passkey.name())
+                quorum::may_approve(&*self.gate.store, &a, passkey.name())
+                    .await
                     .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
             }
             approvals.push(a);
@@ -746,22 +753,22 @@ impl App {
             ttl,
             uses: config.approval.uses,
         };
-        let bodies: Vec<ReceiptBody> = approvals
-            .iter()
-            .map(|a| {
-                quorum::body_to_sign(
-                    &self.gate.approvals,
-                    a,
-                    req.decision,
-                    (passkey.name(), passkey.key_id()),
-                    || {
-                        let binding = Binding::of(&a.call, &a.agent, &a.environment);
-                        ReceiptBody::new(&binding, &a.id, req.decision, &passkey, validity)
-                    },
-                )
-            })
-            .collect::<Result<_, _>>()
+        let mut bodies: Vec<ReceiptBody> = Vec::with_capacity(approvals.len());
+        for a in &approvals {
+            let body = quorum::body_to_sign(
+                &*self.gate.store,
+                a,
+                req.decision,
+                (passkey.name(), passkey.key_id()),
+                || {
+                    let binding = Binding::of(&a.call, &a.agent, &a.environment);
+                    ReceiptBody::new(&binding, &a.id, req.decision, &passkey, validity)
+                },
+            )
+            .await
             .map_err(|e| refuse(StatusCode::CONFLICT, e.to_string()))?;
+            bodies.push(body);
+        }
         let hashes = bodies
             .iter()
             .map(|b| b.passkey_challenge())
@@ -837,10 +844,12 @@ impl App {
                 continue;
             }
             // Countersigned, then joined and checked as the proxy and `receipt verify` will.
-            let recorded = r
-                .countersign(key)
-                .map_err(|e| ApprovalError::Refused(format!("the receipt does not verify: {e}")))
-                .and_then(|()| quorum::record(&self.gate.approvals, &trusted, r));
+            let recorded = match r.countersign(key) {
+                Ok(()) => quorum::record(&*self.gate.store, &trusted, r).await,
+                Err(e) => Err(ApprovalError::Refused(format!(
+                    "the receipt does not verify: {e}"
+                ))),
+            };
             let recorded = match recorded {
                 Ok(done) => done,
                 Err(e) => {

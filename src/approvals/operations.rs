@@ -6,10 +6,11 @@ use crate::metrics::{exposition, Now};
 use crate::state::approvals::Status;
 
 /// The metrics as Prometheus text, with held calls and pending approvals counted now.
-pub fn metrics(gate: &Gate) -> String {
+pub async fn metrics(gate: &Gate) -> String {
     let pending = gate
-        .approvals
-        .list()
+        .store
+        .list_approvals(Some(0))
+        .await
         .map(|all| all.iter().filter(|a| a.status == Status::Pending).count());
     if let Err(e) = &pending {
         tracing::warn!(error = %e, "could not count the pending approvals for /metrics");

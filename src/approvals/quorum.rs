@@ -2,7 +2,9 @@
 //! passkey) and from the CLI (a key): which body they sign ([`body_to_sign`]), whether they
 //! may add to the quorum ([`may_approve`]), storing their receipt, joined to an incomplete
 //! quorum's ([`record`]), and the audit records of it ([`audit_records`]). Joining and
-//! counting is `receipt::collect`, which a Terraform plan's approvals go through too.
+//! counting is `receipt::collect`, which a Terraform plan's approvals go through too. All of
+//! it goes through the [`Store`], so an approval decided on one replica's page or with one
+//! machine's CLI is decided for every replica.
 //!
 //! A call that needs M approvers stays pending until M distinct approvers who count have
 //! signed its one body (`receipt::quorum`); the receipt of an incomplete quorum is stored
@@ -13,7 +15,8 @@ use crate::receipt::collect::{self, Collects, Joined};
 use crate::receipt::{
     self, Binding, Decision, KeyId, Receipt, ReceiptBody, Tally, VerifiedReceipt,
 };
-use crate::state::approvals::{Approval, ApprovalError, ApprovalStore, Signed, Status};
+use crate::state::approvals::{Approval, ApprovalError, Signed, Status};
+use crate::store::Store;
 use serde_json::{json, Map, Value};
 
 impl Collects for Approval {
@@ -56,19 +59,19 @@ impl Collects for Approval {
     }
 }
 
-fn stored_receipt(store: &ApprovalStore, a: &Approval) -> Result<Option<Vec<u8>>, ApprovalError> {
-    a.receipt_id
-        .as_deref()
-        .map(|id| store.read_receipt(id))
-        .transpose()
+async fn stored_receipt(store: &dyn Store, a: &Approval) -> Result<Option<Vec<u8>>, ApprovalError> {
+    match a.receipt_id.as_deref() {
+        Some(id) => store.read_receipt(id).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Refuses an approval that cannot add to `a`'s quorum: by a name that does not count for
 /// this call, or by an approver already counted (the same person twice counts once).
-pub fn may_approve(store: &ApprovalStore, a: &Approval, approver: &str) -> Result<(), String> {
+pub async fn may_approve(store: &dyn Store, a: &Approval, approver: &str) -> Result<(), String> {
     collect::may_approve_with(
         a,
-        stored_receipt(store, a).map_err(|e| e.to_string())?,
+        stored_receipt(store, a).await.map_err(|e| e.to_string())?,
         approver,
     )
 }
@@ -76,15 +79,15 @@ pub fn may_approve(store: &ApprovalStore, a: &Approval, approver: &str) -> Resul
 /// The body `approver` (with `key_id`) signs for `a`: for an approval of a call whose quorum
 /// is under way, the stored receipt's body in their name; otherwise `fresh` (a new body,
 /// given the quorum the call needs). A denial always signs a fresh body.
-pub fn body_to_sign(
-    store: &ApprovalStore,
+pub async fn body_to_sign(
+    store: &dyn Store,
     a: &Approval,
     decision: Decision,
     who: (&str, &KeyId),
     fresh: impl FnOnce() -> ReceiptBody,
 ) -> Result<ReceiptBody, ApprovalError> {
-    collect::body_to_sign_with(a, stored_receipt(store, a)?, decision, who, fresh)
-        .map_err(ApprovalError::Refused)
+    let stored = stored_receipt(store, a).await?;
+    collect::body_to_sign_with(a, stored, decision, who, fresh).map_err(ApprovalError::Refused)
 }
 
 /// What [`record`] stored.
@@ -100,9 +103,10 @@ pub struct Recorded {
 /// Stores `single`, one approver's receipt over the body [`body_to_sign`] gave them: a
 /// denial decides the call; an approval joins the stored receipt of the quorum under way,
 /// and decides the call once enough distinct approvers who count have signed. Everything
-/// is checked again under the store's lock, against `trusted`.
-pub fn record(
-    store: &ApprovalStore,
+/// is checked again while the store holds the approval ([`Store::decide`]: the file lock,
+/// or the row locked in PostgreSQL), against `trusted`.
+pub async fn record(
+    store: &dyn Store,
     trusted: &receipt::TrustedKeys,
     single: Receipt,
 ) -> Result<Recorded, ApprovalError> {
@@ -111,7 +115,7 @@ pub fn record(
     let approver = single.body.approver.clone();
     let id = single.body.approval_id.clone();
     let mut tally = None;
-    let approval = store.sign(&id, |a, stored| {
+    let sign = Box::new(|a: &Approval, stored: Option<Vec<u8>>| {
         if single.body.binding() != Binding::of(&a.call, &a.agent, &a.environment) {
             return Err(ApprovalError::Refused(
                 "the receipt is for another call".into(),
@@ -144,7 +148,8 @@ pub fn record(
         };
         tally = Some(t);
         Ok(signed)
-    })?;
+    });
+    let approval = store.decide(&id, sign).await?;
     Ok(Recorded {
         receipt_id: approval.receipt_id.clone().unwrap_or_default(),
         approval,
@@ -196,15 +201,18 @@ pub fn audit_records(r: &Recorded, approver: &str, via: &str) -> Vec<Map<String,
 #[cfg(test)]
 mod tests {
     //! The stored side of a quorum: what `airlock approve` and the page do, against a real
-    //! state dir.
+    //! state dir (the files' store, as a command opens it).
 
     use super::*;
     use crate::identify::{AwsCall, Resource};
     use crate::receipt::{ApproverKey, TrustedKeys, Validity};
+    use crate::store::files::FileStore;
+    use crate::store::BlockedCall;
 
     struct Setup {
         _dir: tempfile::TempDir,
-        store: ApprovalStore,
+        runtime: tokio::runtime::Runtime,
+        store: FileStore,
         trusted: TrustedKeys,
         keys: Vec<ApproverKey>,
         id: String,
@@ -212,7 +220,17 @@ mod tests {
 
     fn setup(approvals: u32, approvers: Option<&[&str]>) -> Setup {
         let dir = tempfile::tempdir().expect("dir");
-        let store = ApprovalStore::open(dir.path()).expect("store");
+        let text = format!(
+            "[listen]\nproxy = \"127.0.0.1:0\"\napprovals = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n",
+            dir.path().display()
+        );
+        let config =
+            crate::config::Config::parse(&dir.path().join("airlock.toml"), &text).expect("config");
+        let store = FileStore::for_command(std::sync::Arc::new(config)).expect("store");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let call = AwsCall {
             service: "rds".into(),
             signing_name: "rds".into(),
@@ -240,14 +258,16 @@ mod tests {
         let decision = policy.decide(&call, "agent", "prod");
         assert_eq!(decision.quorum().approvals, approvals);
         let binding = Binding::of(&call, "agent", "prod");
-        let (a, _) = store
-            .record_blocked(
-                &crate::proxy::redeem::binding_key(&binding),
-                &call,
-                "agent",
-                "prod",
-                &decision,
-            )
+        let binding_key = crate::proxy::redeem::binding_key(&binding);
+        let blocked = BlockedCall {
+            binding_key: &binding_key,
+            call: &call,
+            agent: "agent",
+            environment: "prod",
+            decision: &decision,
+        };
+        let (a, _) = runtime
+            .block_on(store.find_or_open_pending(blocked))
             .expect("pending");
         let keys: Vec<ApproverKey> = ["alice", "bob", "carol"]
             .iter()
@@ -259,6 +279,7 @@ mod tests {
         }
         Setup {
             _dir: dir,
+            runtime,
             store,
             trusted,
             keys,
@@ -275,25 +296,34 @@ mod tests {
     ) -> Result<Recorded, String> {
         let key = &s.keys[who];
         let public = key.public();
-        let a = s.store.get(&s.id).map_err(|e| e.to_string())?;
-        if decision == Decision::Approve {
-            may_approve(&s.store, &a, public.name())?;
-        }
-        let body = body_to_sign(
-            &s.store,
-            &a,
-            decision,
-            (public.name(), public.key_id()),
-            || {
-                let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
-                validity.ttl = std::time::Duration::from_secs(ttl_secs);
-                let binding = Binding::of(&a.call, &a.agent, &a.environment);
-                ReceiptBody::new(&binding, &a.id, decision, &public, validity)
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        let signed = receipt::sign(body, key).map_err(|e| e.to_string())?;
-        record(&s.store, &s.trusted, signed).map_err(|e| e.to_string())
+        s.runtime.block_on(async {
+            let a = s
+                .store
+                .get_approval(&s.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if decision == Decision::Approve {
+                may_approve(&s.store, &a, public.name()).await?;
+            }
+            let body = body_to_sign(
+                &s.store,
+                &a,
+                decision,
+                (public.name(), public.key_id()),
+                || {
+                    let mut validity = Validity::starting(time::OffsetDateTime::now_utc());
+                    validity.ttl = std::time::Duration::from_secs(ttl_secs);
+                    let binding = Binding::of(&a.call, &a.agent, &a.environment);
+                    ReceiptBody::new(&binding, &a.id, decision, &public, validity)
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let signed = receipt::sign(body, key).map_err(|e| e.to_string())?;
+            record(&s.store, &s.trusted, signed)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     #[test]
@@ -327,7 +357,10 @@ mod tests {
                 json!(["approved", "alice, bob"])
             ]
         );
-        let stored = s.store.read_receipt(&second.receipt_id).expect("receipt");
+        let stored = s
+            .runtime
+            .block_on(s.store.read_receipt(&second.receipt_id))
+            .expect("receipt");
         let r = Receipt::from_json(&stored).expect("parses");
         let v = receipt::verify(&r, &s.trusted).expect("complete");
         assert_eq!(v.approvers(), ["alice", "bob"]);

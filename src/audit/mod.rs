@@ -43,7 +43,7 @@ pub use segments::{segment_name, segment_number, Paths, Position};
 pub use verify::{check_link, verify_from, Linked, Verified};
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -165,7 +165,7 @@ fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
 }
 
 /// Appends one record now (the CLI's path).
-pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
+pub fn append_now(state_dir: &Path, r: impl Into<Fields>) -> Result<(), AuditError> {
     append(&Paths::new(state_dir), vec![r.into()])
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::Map;
 use std::fs;
 use std::path::PathBuf;
 

@@ -66,14 +66,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(
+    pub async fn new(
         config: Config,
         agents: Arc<AgentRegistry>,
         credentials: Arc<RealCredentials>,
     ) -> Result<Arc<Self>, String> {
         let client = forward::client(&config.upstream);
         let config = Arc::new(config);
-        let gate = Arc::new(Gate::open(Arc::clone(&config))?);
+        let gate = Arc::new(Gate::open(Arc::clone(&config)).await?);
         Ok(Arc::new(Proxy {
             config,
             gate,

@@ -24,7 +24,7 @@ struct Harness {
     alice: ApproverKey,
 }
 
-fn harness() -> Harness {
+async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let alice = ApproverKey::generate("alice").expect("key");
     let text = format!(
@@ -33,7 +33,7 @@ fn harness() -> Harness {
         crate::receipt::keys::config_block(&alice.public())
     );
     let config = Config::parse(&dir.path().join("airlock.toml"), &text).expect("config parses");
-    let gate = Gate::open(Arc::new(config)).expect("gate opens");
+    let gate = Gate::open(Arc::new(config)).await.expect("gate opens");
     Harness {
         _dir: dir,
         gate,
@@ -150,7 +150,7 @@ fn answered(status: u16) -> Result<Forwarded, crate::proxy::error::ProxyError> {
 #[ignore = "a benchmark: run with --ignored --nocapture"]
 async fn plan_lookup_cost() {
     for plans in [1usize, 200] {
-        let h = harness();
+        let h = harness().await;
         for i in 0..plans {
             approved_plan(&h, &[table(&format!("t{i}"))]);
         }
@@ -193,7 +193,7 @@ async fn plan_lookup_cost() {
 /// plan, while the plan's other entries still cover their calls.
 #[tokio::test(flavor = "current_thread")]
 async fn a_deleted_bucket_closes_its_entries() {
-    let h = harness();
+    let h = harness().await;
     approved_plan(
         &h,
         &[
@@ -251,7 +251,7 @@ async fn a_deleted_bucket_closes_its_entries() {
 /// A plan past its window covers nothing; the call that finds it so records it expired.
 #[tokio::test(flavor = "current_thread")]
 async fn a_plan_past_its_window_is_ended_by_the_call_that_finds_it() {
-    let h = harness();
+    let h = harness().await;
     let plan = approved_for(&h, &[table("t")], Duration::from_secs(1));
     std::thread::sleep(Duration::from_millis(1100));
     assert!(redeemed(&h, &delete_table("t")).await.is_none());

@@ -3,8 +3,10 @@
 //! under `audit/`, agents and passkeys in their JSON files). Each method is the file code
 //! that ran before the store existed, unchanged: the ledger fsyncs before a call is
 //! forwarded, and a held call wakes when this process decides its approval (or looks again
-//! every [`HOLD_TICK`]).
+//! every [`HOLD_TICK`]). A command's store ([`FileStore::for_command`]) has no ledger and
+//! appends its audit records one by one under the log's lock, as the CLI always has.
 
+use super::waiters::Waiters;
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditLog, Fields};
 use crate::config::Config;
@@ -14,18 +16,19 @@ use crate::state::ledger::{Ledger, LedgerError};
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// How often a held call looks at its approval when nothing wakes it.
 const HOLD_TICK: Duration = Duration::from_millis(250);
 
 pub struct FileStore {
     config: Arc<Config>,
-    ledger: Ledger,
-    approvals: Arc<ApprovalStore>,
-    audit: AuditLog,
-    /// Woken whenever this process decides an approval (the page).
-    resolved: Notify,
+    /// `serve`'s alone (a command never spends a receipt).
+    ledger: Option<Ledger>,
+    approvals: ApprovalStore,
+    /// `serve`'s writer; a command appends under the log's lock ([`crate::audit::append_now`]).
+    audit: Option<AuditLog>,
+    /// The calls held on approvals, woken when this process decides theirs (the page).
+    waiters: Waiters,
 }
 
 impl FileStore {
@@ -36,17 +39,43 @@ impl FileStore {
         let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
         Ok(FileStore {
             config,
-            ledger,
-            approvals: Arc::new(approvals),
-            audit,
-            resolved: Notify::new(),
+            ledger: Some(ledger),
+            approvals,
+            audit: Some(audit),
+            waiters: Waiters::default(),
         })
     }
 
-    /// The approval store, which the page and the CLI still use directly (listing,
-    /// signing): approvals are not yet behind [`Store`] beyond what the request path needs.
-    pub fn approvals(&self) -> Arc<ApprovalStore> {
-        Arc::clone(&self.approvals)
+    /// The approvals in `[state] dir`, for a command: no ledger, no audit writer.
+    pub fn for_command(config: Arc<Config>) -> Result<FileStore, String> {
+        let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+        Ok(FileStore {
+            config,
+            ledger: None,
+            approvals,
+            audit: None,
+            waiters: Waiters::default(),
+        })
+    }
+
+    fn ledger(&self) -> Result<&Ledger, LedgerError> {
+        self.ledger.as_ref().ok_or_else(|| {
+            LedgerError::Io(
+                "the ledger".into(),
+                std::io::Error::other("only serve keeps the single-use ledger"),
+            )
+        })
+    }
+
+    /// A command's append: under the log's lock, durable before it returns.
+    fn append_now(&self, record: Fields) -> bool {
+        match crate::audit::append_now(&self.config.state_dir, record) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "could not append an audit record");
+                false
+            }
+        }
     }
 }
 
@@ -56,39 +85,59 @@ impl Store for FileStore {
     }
 
     fn reserve<'a>(&'a self, key: &'a str, allowed: u32) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(async move { self.ledger.reserve(key, allowed) })
+        Box::pin(async move { self.ledger()?.reserve(key, allowed) })
     }
 
     fn commit<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(async move { self.ledger.commit(key) })
+        Box::pin(async move { self.ledger()?.commit(key) })
     }
 
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(async move { self.ledger.release(key) })
+        Box::pin(async move { self.ledger()?.release(key) })
     }
 
     fn committed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u32, LedgerError>> {
-        Box::pin(async move { Ok(self.ledger.usage(key).committed) })
+        Box::pin(async move { Ok(self.ledger()?.usage(key).committed) })
     }
 
     fn audit_append(&self, record: Fields) -> BoxFuture<'_, bool> {
-        Box::pin(async move { self.audit.write(record) })
+        Box::pin(async move {
+            match &self.audit {
+                Some(audit) => audit.write(record),
+                None => self.append_now(record),
+            }
+        })
     }
 
     fn audit_append_durable(&self, record: Fields) -> BoxFuture<'_, bool> {
-        Box::pin(self.audit.write_durable(record))
+        Box::pin(async move {
+            match &self.audit {
+                Some(audit) => audit.write_durable(record).await,
+                None => self.append_now(record),
+            }
+        })
     }
 
     fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.audit.sync().map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            match &self.audit {
+                Some(audit) => audit.sync().map_err(|e| e.to_string()),
+                None => Ok(()),
+            }
+        })
     }
 
     fn audit_writable(&self) -> bool {
-        self.audit.writable()
+        self.audit.as_ref().is_none_or(AuditLog::writable)
     }
 
     fn audit_health(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.audit.check_writable() })
+        Box::pin(async move {
+            match &self.audit {
+                Some(audit) => audit.check_writable(),
+                None => Ok(()),
+            }
+        })
     }
 
     fn current_approval<'a>(
@@ -127,14 +176,45 @@ impl Store for FileStore {
         Box::pin(async move {
             let a = self.approvals.sign(id, sign)?;
             if a.status != Status::Pending {
-                self.resolved.notify_waiters();
+                self.waiters.wake(id);
             }
             Ok(a)
         })
     }
 
+    fn get_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Approval, ApprovalError>> {
+        Box::pin(async move { self.approvals.get(id) })
+    }
+
+    fn list_approvals(
+        &self,
+        decided: Option<usize>,
+    ) -> BoxFuture<'_, Result<Vec<Approval>, ApprovalError>> {
+        Box::pin(async move {
+            let all = self.approvals.list()?;
+            let Some(limit) = decided else {
+                return Ok(all);
+            };
+            let (pending, mut others): (Vec<_>, Vec<_>) =
+                all.into_iter().partition(|a| a.status == Status::Pending);
+            others.sort_by(|a, b| changed_at(b).cmp(changed_at(a)));
+            others.truncate(limit);
+            let mut out = pending;
+            out.extend(others);
+            out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            Ok(out)
+        })
+    }
+
+    fn receipt_location(&self, receipt_id: &str) -> String {
+        self.approvals
+            .receipt_path(receipt_id)
+            .display()
+            .to_string()
+    }
+
     fn approval_resolved(&self) {
-        self.resolved.notify_waiters();
+        self.waiters.wake_all();
     }
 
     fn wait_resolved<'a>(
@@ -142,23 +222,12 @@ impl Store for FileStore {
         approval_id: &'a str,
         deadline: tokio::time::Instant,
     ) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            loop {
-                match self.approvals.get(approval_id) {
-                    Ok(a) if a.status != Status::Pending => return true,
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(HOLD_TICK) => {}
-                    _ = self.resolved.notified() => {}
-                    _ = tokio::time::sleep_until(deadline) => return false,
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return false;
-                }
-            }
-        })
+        Box::pin(
+            self.waiters
+                .wait(approval_id, deadline, HOLD_TICK, move || {
+                    std::future::ready(self.approvals.get(approval_id).map(|a| a.status))
+                }),
+        )
     }
 
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
@@ -176,6 +245,11 @@ impl Store for FileStore {
                 .any(|a| a.access_key_id == access_key_id && a.revoked_at.is_none()))
         })
     }
+}
+
+/// When an approval last changed, as far as its record tells: decided, else last seen.
+fn changed_at(a: &Approval) -> &str {
+    a.decided_at.as_deref().unwrap_or(&a.last_seen_at)
 }
 
 #[cfg(test)]

@@ -4,24 +4,32 @@
 //! - [`files::FileStore`], the default: the single-use ledger, the approvals and the audit
 //!   log in `[state] dir`, exactly as one `serve` has always kept them (nothing to install).
 //! - [`postgres::PgStore`], chosen with `[state] database_url` (or `AIRLOCK_DATABASE_URL`):
-//!   the ledger, the audit chain and the request path's approvals in PostgreSQL, each
-//!   enforced by the database (a conditional update per use, appends serialised under an
-//!   advisory lock, one open approval per call identity), so several replicas share them.
+//!   the ledger, the audit chain and the approvals in PostgreSQL, each enforced by the
+//!   database (a conditional update per use, appends serialised under an advisory lock, one
+//!   open approval per call identity, a decision under the approval's row lock), so several
+//!   replicas share them.
+//!
+//! [`open`] builds the one the config names, for `serve` or for a command, so the request
+//! path, the approval page and `airlock approvals`/`approve`/`deny` all see the same
+//! approvals.
 //!
 //! What the interface covers: the ledger (reserve, commit, release, how many uses are
 //! committed), the audit chain (append, durable append, whether it can be written), the
-//! pending approvals the request path finds or opens and waits on, and the revocation
-//! lookups (the trusted approver keys, an agent key's revocation).
+//! approvals (the request path finds or opens them and waits on them; the page and the CLI
+//! list, read and decide them), and the revocation lookups (the trusted approver keys, an
+//! agent key's revocation).
 //!
-//! Not yet in PostgreSQL: the approval page's and the CLI's listing and deciding of
-//! approvals (they use the files' `ApprovalStore`; [`Store::decide`] is ready for them),
-//! agents, approvers' passkeys and enrollments, revocations, plans. Until they are, `serve` refuses to
-//! start with a `database_url` ([`check_complete`]) rather than keep those parts in one
-//! replica's files while the rest is shared.
+//! Not yet in PostgreSQL: agents, approvers' passkeys and enrollments, revocations, plans.
+//! Until they are, `serve` refuses to start with a `database_url` ([`check_complete`])
+//! rather than keep those parts in one replica's files while the rest is shared.
 
 pub mod commands;
 pub mod files;
+mod open;
 pub mod postgres;
+mod waiters;
+
+pub use open::{for_command, open, Opener};
 
 use crate::audit::Fields;
 use crate::identify::AwsCall;
@@ -93,6 +101,17 @@ pub trait Store: Send + Sync {
         id: &'a str,
         sign: SignStep<'a>,
     ) -> BoxFuture<'a, Result<Approval, ApprovalError>>;
+    /// One approval by id ([`ApprovalError::NotFound`] when there is none).
+    fn get_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Approval, ApprovalError>>;
+    /// The approvals as the page and `airlock approvals` list them: every pending one, and
+    /// the others (decided or closed) too, the most recently changed `decided` of them
+    /// (all with `None`). Newest first.
+    fn list_approvals(
+        &self,
+        decided: Option<usize>,
+    ) -> BoxFuture<'_, Result<Vec<Approval>, ApprovalError>>;
+    /// Where a stored receipt is kept, as `airlock approve` tells a person.
+    fn receipt_location(&self, receipt_id: &str) -> String;
     /// Says that an approval was decided, so calls waiting on it go on at once.
     fn approval_resolved(&self);
     /// Waits until the approval is no longer pending (true) or `deadline` passes (false).
@@ -130,7 +149,6 @@ pub struct BlockedCall<'a> {
 /// The parts of the state a `database_url` would have to hold for replicas to share
 /// everything; those not yet kept in PostgreSQL.
 pub const NOT_YET_IN_DATABASE: &[&str] = &[
-    "the approval page's and the CLI's listing and deciding of approvals",
     "agents and their revocations",
     "approvers' passkeys, enrollments and their revocations",
     "submitted Terraform plans",
@@ -144,7 +162,7 @@ pub fn check_complete(config: &crate::config::Config) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger, the audit chain and the request path's approvals in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
+        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger, the audit chain and the approvals in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
         NOT_YET_IN_DATABASE.join("; ")
     ))
 }

@@ -376,13 +376,19 @@ public_key = "{public}"
 
     /// Approves every pending approval with the configured approver's key (as
     /// `airlock approve ID --key FILE` does).
-    pub fn approve_all_pending(&self) -> Vec<String> {
+    pub async fn approve_all_pending(&self) -> Vec<String> {
         use airlock::receipt::{self, Binding, Decision, ReceiptBody, Validity};
-        use airlock::state::approvals::{ApprovalStore, Status};
-        let store = ApprovalStore::open(&self.config.state_dir).expect("approval store");
+        use airlock::state::approvals::Status;
+        let store = airlock::store::open(
+            std::sync::Arc::new(self.config.clone()),
+            airlock::store::Opener::Command,
+        )
+        .await
+        .expect("the store");
         let mut ids = Vec::new();
         for pending in store
-            .list()
+            .list_approvals(Some(0))
+            .await
             .expect("list approvals")
             .into_iter()
             .filter(|a| a.status == Status::Pending)
@@ -399,9 +405,10 @@ public_key = "{public}"
                 validity,
             );
             let signed = receipt::sign(body, &self.approver).expect("sign receipt");
-            let trusted = airlock::signing::trusted_keys(&self.config).expect("trusted keys");
-            let recorded =
-                airlock::approvals::quorum::record(&store, &trusted, signed).expect("decide");
+            let trusted = store.trusted_keys().await.expect("trusted keys");
+            let recorded = airlock::approvals::quorum::record(&*store, &trusted, signed)
+                .await
+                .expect("decide");
             ids.push(recorded.receipt_id);
         }
         ids

@@ -19,9 +19,11 @@
 //!   `airlock_approvals`: the approval's JSON record, its `status` beside it, and a unique
 //!   index on `binding_key` over the rows not closed, so a blocked call finds or opens its
 //!   approval in one statement and identical calls on every replica attach to one row. A
-//!   decision is announced at commit (`NOTIFY`); [`PgStore::listen`] keeps a connection on
-//!   `LISTEN` that wakes held calls, which also look again every [`RESOLVED_POLL`].
-//!   Receipts are rows of `airlock_receipts`.
+//!   decision is announced at commit (`NOTIFY`, the approval's id as the payload);
+//!   [`PgStore::listen`] keeps a connection on `LISTEN` that wakes the calls held on that
+//!   approval alone (all of them after the connection is made again), and held calls
+//!   also look again every [`RESOLVED_POLL`]. Receipts are rows of `airlock_receipts`.
+//!   The page and the CLI list, read and decide approvals through the same rows.
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
 //!   one transaction under an advisory lock (`serve` at start, `airlock db migrate`), and
 //!   refuses a database whose schema is newer than this airlock knows.
@@ -29,10 +31,11 @@
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
 //!
-//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): the page's and CLI's use of approvals,
-//! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
-//! an error saying so; `serve` does not start with a database until they are in it.
+//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): agents, passkeys, enrollments and
+//! revocations. The revocation lookups fail closed with an error saying so; `serve` does
+//! not start with a database until they are in it.
 
+use super::waiters::Waiters;
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
@@ -45,7 +48,6 @@ use futures_util::{pin_mut, StreamExt, TryStreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 /// The newest schema this airlock knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -253,9 +255,9 @@ pub struct PgStore {
     pool: Pool,
     /// The last audit append failed.
     audit_failing: AtomicBool,
-    /// Woken when any approval is decided (here, or on another replica by `NOTIFY`): held
-    /// calls look at their approval again.
-    resolved: Arc<Notify>,
+    /// The calls held on approvals, woken when theirs is decided (here, or on another
+    /// replica: `NOTIFY` names it).
+    waiters: Arc<Waiters>,
     /// The task that listens for other replicas' decisions, ended with the store.
     listener: Option<tokio::task::AbortHandle>,
 }
@@ -359,11 +361,11 @@ async fn receipt_in(
 }
 
 /// Listens for decided approvals until the connection ends; each notification wakes the
-/// held calls, which look at their own approval.
+/// calls held on the approval it names.
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
-    resolved: &Notify,
+    waiters: &Waiters,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(tls).await.map_err(db_error)?;
     let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -378,10 +380,10 @@ async fn listen_once(
                 done.map_err(db_error)?;
                 listening = true;
                 // A decision made while nobody listened is seen now.
-                resolved.notify_waiters();
+                waiters.wake_all();
             }
             message = messages.next() => match message {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => resolved.notify_waiters(),
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => waiters.wake(n.payload()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(db_error(e)),
                 None => return Err("PostgreSQL closed the listening connection".into()),
@@ -402,7 +404,7 @@ impl PgStore {
         PgStore {
             pool,
             audit_failing: AtomicBool::new(false),
-            resolved: Arc::new(Notify::new()),
+            waiters: Arc::new(Waiters::default()),
             listener: None,
         }
     }
@@ -413,10 +415,10 @@ impl PgStore {
     pub fn listen(mut self, url: &Secret) -> Result<PgStore, String> {
         let config = connect_config(url)?;
         let tls = tls()?;
-        let resolved = Arc::clone(&self.resolved);
+        let waiters = Arc::clone(&self.waiters);
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = listen_once(&config, tls.clone(), &resolved).await {
+                if let Err(e) = listen_once(&config, tls.clone(), &waiters).await {
                     tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;
@@ -435,6 +437,12 @@ impl PgStore {
     /// The pool, for commands and tests.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// How many times a decision (or a listening connection made again) woke calls held
+    /// on this replica: a decision on an approval nobody here waits on wakes none.
+    pub fn wakeups(&self) -> u64 {
+        self.waiters.wakeups()
     }
 
     /// One ledger event in one transaction: `change` (an update or upsert of the key's row,
@@ -807,13 +815,47 @@ impl Store for PgStore {
                     .map_err(approval_error)?;
             }
             tx.commit().await.map_err(approval_error)?;
-            self.resolved.notify_waiters();
+            if a.status != Status::Pending {
+                self.waiters.wake(&a.id);
+            }
             Ok(a)
         })
     }
 
+    fn get_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Approval, ApprovalError>> {
+        Box::pin(self.approval(id))
+    }
+
+    fn list_approvals(
+        &self,
+        decided: Option<usize>,
+    ) -> BoxFuture<'_, Result<Vec<Approval>, ApprovalError>> {
+        Box::pin(async move {
+            // NULL: no limit.
+            let limit = decided.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+            let client = self.pool.get().await.map_err(approval_error)?;
+            let rows = client
+                .query(
+                    "SELECT record::text FROM (
+                        SELECT record FROM airlock_approvals WHERE status = 'pending'
+                        UNION ALL
+                        (SELECT record FROM airlock_approvals WHERE status <> 'pending'
+                         ORDER BY updated_at DESC LIMIT $1)
+                     ) listed ORDER BY record->>'created_at' DESC",
+                    &[&limit],
+                )
+                .await
+                .map_err(approval_error)?;
+            rows.into_iter().map(|r| from_record(r.get(0))).collect()
+        })
+    }
+
+    fn receipt_location(&self, receipt_id: &str) -> String {
+        format!("{receipt_id} (in PostgreSQL, table airlock_receipts)")
+    }
+
     fn approval_resolved(&self) {
-        self.resolved.notify_waiters();
+        self.waiters.wake_all();
     }
 
     fn wait_resolved<'a>(
@@ -821,30 +863,12 @@ impl Store for PgStore {
         approval_id: &'a str,
         deadline: tokio::time::Instant,
     ) -> BoxFuture<'a, bool> {
-        Box::pin(async move {
-            loop {
-                // Registered before the look, so a decision announced between the look
-                // and the wait still wakes it.
-                let woken = self.resolved.notified();
-                pin_mut!(woken);
-                woken.as_mut().enable();
-                match self.approval(approval_id).await {
-                    Ok(a) if a.status != Status::Pending => return true,
-                    Ok(_) => {}
-                    // Cannot tell: not decided as far as this call knows (it is answered
-                    // with its link).
-                    Err(_) => return false,
-                }
-                tokio::select! {
-                    _ = &mut woken => {}
-                    _ = tokio::time::sleep(RESOLVED_POLL) => {}
-                    _ = tokio::time::sleep_until(deadline) => return false,
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return false;
-                }
-            }
-        })
+        Box::pin(
+            self.waiters
+                .wait(approval_id, deadline, RESOLVED_POLL, move || async move {
+                    self.approval(approval_id).await.map(|a| a.status)
+                }),
+        )
     }
 
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
