@@ -42,11 +42,12 @@ pub async fn open(config: Arc<Config>, opener: Opener) -> Result<Arc<dyn Store>,
                     "migrated the PostgreSQL schema"
                 );
             }
-            Ok(Arc::new(PgStore::new(pool).listen(&url)?))
+            let store = Arc::new(PgStore::new(pool).listen(&url)?);
+            super::unshared::wrap(store, config)
         }
         Opener::Command => {
             postgres::check_schema(&pool).await?;
-            Ok(Arc::new(PgStore::new(pool)))
+            super::unshared::wrap(Arc::new(PgStore::new(pool)), config)
         }
     }
 }
