@@ -1,0 +1,256 @@
+"""Three `airlock serve` replicas on one PostgreSQL database, as a team runs them: each its own
+home (config, certificates, ports), all with the same `[state] database_url`, driven by real
+boto3 clients through moto with signature checking.
+
+- A destructive call held on replica 1 goes on, on the same connection and without a retry,
+  when an approver approves it with `airlock approve` under replica 3's config: the approval,
+  its decision and the wake-up travel through the database. It reaches moto exactly once.
+- 60 identical calls under one approved three-use receipt, spread over the three replicas at
+  once: exactly three reach moto (the database's ledger, not any replica's memory, counts the
+  uses); the rest get the AWS-shaped refusal with a link to approve again.
+- `airlock audit verify` passes over the one chain the three replicas wrote.
+
+Meanwhile agents, approvers' passkeys and airlock's own key are still kept in `[state] dir`, so
+the replicas share that directory and `serve` runs with AIRLOCK_TEST_UNSHARED_OK=1; the replicas
+share nothing else."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from support import (
+    REGION, Agent, GatedAirlock, Moto, Postgres, configure, keygen, run, scrubbed_env, unique,
+)
+
+REPLICAS = 3
+
+NO_RETRIES = Config(retries={"total_max_attempts": 1}, read_timeout=90, max_pool_connections=64,
+                    s3={"addressing_style": "path"})
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    pg = Postgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+
+
+class Team:
+    """Three replicas on one database, trusting one approver key ("alice")."""
+
+    def __init__(self, root: Path, moto: Moto, database_url: str, *, hold_seconds: int, uses: int):
+        self.database_url = database_url
+        state = root / "shared-state"
+        self.replicas: list[GatedAirlock] = []
+        for n in range(1, REPLICAS + 1):
+            replica = GatedAirlock(root / f"replica-{n}", moto)
+            replica.home.mkdir(parents=True)
+            replica.init("enforce")
+            configure(replica.config, {
+                ("state", "dir"): str(state),
+                ("state", "database_url"): database_url,
+                ("approval", "hold_seconds"): hold_seconds,
+                ("approval", "uses"): uses,
+                ("notify", "desktop"): False,
+            })
+            replica.cli("init")  # the shared state dir, made as airlock makes it
+            self.replicas.append(replica)
+        self.key = keygen(self.replicas[0], "alice", root / "keys")
+        for replica in self.replicas:
+            with open(replica.config, "a") as f:
+                f.write("\n" + self.key.block)
+            replica.keys["alice"] = self.key
+
+    def start(self) -> None:
+        for replica in self.replicas:
+            replica.start()
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- replica {n} ---\n{r.log_tail()}" for n, r in enumerate(self.replicas, 1))
+
+    def approve(self, through: GatedAirlock, approval_id: str) -> str:
+        """`airlock approve ID --key alice.key` under `through`'s config: its output."""
+        proc = run([str(through.binary), "approve", approval_id, "--key", str(self.key.path),
+                    "--insecure-plaintext-key", "--config", str(through.config)], scrubbed_env(),
+                   cwd=through.home, timeout=60)
+        assert f"approved {approval_id}" in proc.stdout, proc.stdout + proc.stderr
+        assert re.search(r"^receipt: \S+ \(in PostgreSQL", proc.stdout, re.M), proc.stdout
+        return proc.stdout
+
+    def audit_verified(self, through: GatedAirlock) -> int:
+        """`airlock audit verify` over the chain in the database: how many records it holds."""
+        proc = through.cli("audit", "verify")
+        m = re.search(r"audit chain intact: (\d+) records in PostgreSQL", proc.stdout)
+        assert m, proc.stdout + proc.stderr
+        return int(m.group(1))
+
+
+@pytest.fixture
+def team_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every airlock process started from here (serve and the CLI) inherits it.
+    monkeypatch.setenv("AIRLOCK_TEST_UNSHARED_OK", "1")
+    monkeypatch.delenv("AIRLOCK_DATABASE_URL", raising=False)
+
+
+def client_through(replica: GatedAirlock, agent: Agent, service: str) -> Any:
+    """`agent`'s boto3 client pointed at `replica` (its port, trusting its CA)."""
+    return boto3.session.Session(
+        aws_access_key_id=agent.access_key_id, aws_secret_access_key=agent.secret_access_key,
+        region_name=REGION,
+    ).client(service, endpoint_url=replica.proxy_url, verify=str(replica.ca_pem), config=NO_RETRIES)
+
+
+def outcome(call: Any, **kwargs: Any) -> tuple[bool, str, str]:
+    """(went through, error code, message) of one attempt."""
+    try:
+        call(**kwargs)
+    except ClientError as e:
+        err = e.response.get("Error", {})
+        return False, err.get("Code", ""), err.get("Message", "")
+    return True, "", ""
+
+
+def psql(postgres: Postgres, database: str, query: str) -> str:
+    proc = run([str(postgres.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "airlock",
+                "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", query], scrubbed_env(), timeout=60)
+    return proc.stdout.strip()
+
+
+def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    database = "held"
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=45, uses=1)
+    team.start()
+    try:
+        first, second, third = team.replicas
+        agent = first.add_agent(unique("team-agent"))
+        table = unique("team-held")
+        ddb = moto.client("dynamodb")
+        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+
+        before = moto.request_count()
+        result: dict[str, Any] = {}
+
+        def delete() -> None:
+            result["outcome"] = outcome(client_through(first, agent, "dynamodb").delete_table, TableName=table)
+            result["at"] = time.monotonic()
+
+        held = threading.Thread(target=delete, daemon=True)
+        held.start()
+        # The held call's approval, as replica 3's CLI lists it from the database.
+        deadline = time.monotonic() + 30
+        while not (pending := third.approvals()):
+            assert time.monotonic() < deadline, "no pending approval reached the database\n" + team.logs()
+            assert held.is_alive(), f"the call was answered instead of held: {result}"
+            time.sleep(0.2)
+        [row] = pending
+        assert row["action"] == "dynamodb:DeleteTable" and row["attempts"] == 1, row
+        assert held.is_alive(), f"the call was answered before any decision: {result}"
+        assert moto.request_count() == before, "the held call reached moto before its approval"
+
+        approved_at = time.monotonic()
+        team.approve(third, row["id"])
+        held.join(30)
+        assert not held.is_alive(), "the held call was not released\n" + team.logs()
+        went_through, code, message = result["outcome"]
+        assert went_through, f"the approved call was refused: {code}: {message}\n{team.logs()}"
+        waited = result["at"] - approved_at
+        print(f"the call held on replica 1 went on {waited:.3f} s after `airlock approve` through replica 3 began")
+        assert waited < 10, f"released {waited:.1f} s after the approval"
+        assert moto.request_count() - before == 1, "the approved call did not reach moto exactly once"
+        with pytest.raises(ClientError) as gone:
+            ddb.describe_table(TableName=table)
+        assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+        # Replica 2 sees what replicas 1 and 3 did: the approval decided, its use spent.
+        [decided] = [r for r in second.approvals(all=True) if r["id"] == row["id"]]
+        assert decided["status"] in ("approved", "closed"), decided
+        assert decided["approvals"] == ["alice"], decided
+        # One chain: the CLI's decision, then replica 1's use of the receipt.
+        events = psql(postgres, database, "SELECT record::jsonb->>'event' FROM airlock_audit ORDER BY seq").split()
+        assert [e for e in events if e in ("approved", "receipt_used")] == ["approved", "receipt_used"], events
+        assert team.audit_verified(second) == len(events)
+    finally:
+        team.stop()
+
+
+def test_identical_approved_calls_over_three_replicas_reach_aws_exactly_uses_times(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    uses, calls = 3, 60
+    database = "storm"
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=0, uses=uses)
+    team.start()
+    try:
+        first, second, third = team.replicas
+        agent = first.add_agent(unique("team-storm"))
+        bucket = unique("team-storm")
+        moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        clients = [client_through(r, agent, "s3") for r in team.replicas]
+
+        # Refused on replica 2 with its link; approved with replica 3's CLI.
+        before = moto.request_count()
+        went_through, code, message = outcome(clients[1].delete_object, Bucket=bucket, Key="log.txt")
+        assert not went_through and code == "AccessDenied", (code, message)
+        assert moto.request_count() == before
+        approval = second.approval_id(message)
+        team.approve(third, approval)
+
+        barrier = threading.Barrier(calls)
+        results: list[tuple[bool, str, str] | BaseException] = [RuntimeError("not run")] * calls
+
+        def worker(i: int) -> None:
+            try:
+                barrier.wait(30)
+                results[i] = outcome(clients[i % REPLICAS].delete_object, Bucket=bucket, Key="log.txt")
+            except BaseException as e:  # noqa: BLE001 (reported below)
+                results[i] = e
+
+        before = moto.request_count()
+        started = time.monotonic()
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(calls)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        elapsed = time.monotonic() - started
+        assert not any(t.is_alive() for t in threads), "calls still running after 60 s\n" + team.logs()
+        raised = [r for r in results if isinstance(r, BaseException)]
+        assert not raised, f"{len(raised)} calls raised: {raised[:3]}"
+        done = [r for r in results if not isinstance(r, BaseException)]
+        through = [i for i, r in enumerate(done) if r[0]]
+        refused = {r[1] for r in done if not r[0]}
+        print(f"{calls} identical calls over {REPLICAS} replicas in {elapsed:.2f} s: {len(through)} went through "
+              f"(replicas {sorted({i % REPLICAS + 1 for i in through})}), the rest refused with {refused}")
+        assert len(through) == uses, f"{len(through)} of {calls} calls went through a {uses}-use receipt"
+        assert refused == {"AccessDenied"}, refused
+        assert all("airlock" in r[2] for r in done if not r[0]), "a refusal without airlock's message"
+        assert moto.request_count() - before == uses, "not exactly `uses` calls reached moto"
+
+        # The ledger and the chain are the database's: three uses, on record once each.
+        assert psql(postgres, database, "SELECT committed, reserved FROM airlock_ledger") == f"{uses}|0"
+        used = psql(postgres, database,
+                    "SELECT count(*) FROM airlock_audit WHERE record::jsonb->>'event' = 'receipt_used'")
+        assert used == str(uses), used
+        records = int(psql(postgres, database, "SELECT count(*) FROM airlock_audit"))
+        assert records >= calls + 2, f"{records} records for {calls + 1} calls and an approval"
+        assert team.audit_verified(first) == records
+    finally:
+        team.stop()
