@@ -10,7 +10,7 @@
 //! bad record; a schema newer than airlock knows is refused by `migrate`, by
 //! `airlock db migrate` and by `audit verify`; a database that goes down fails the ledger
 //! and the audit closed, and both work again once it is back; `serve` refuses a
-//! `database_url` while the page's approvals and agents are not in the database; a URL that requires
+//! `database_url` while agents are not in the database; a URL that requires
 //! TLS is never served in plaintext; pending approvals are shared (one approval for the
 //! same blocked call from two replicas, a decision through one wakes a call held on the
 //! other within a second).

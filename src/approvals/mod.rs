@@ -880,7 +880,7 @@ impl App {
                 tracing::error!(error = %e, "could not sync the audit records of passkey decisions");
             }
         }
-        self.gate.approvals_decided();
+        // Each decision already woke the calls held on its approval (`Store::decide`).
         Ok(json!({ "decided": decided, "refused": refused }))
     }
 

@@ -333,6 +333,15 @@ mod tests {
             waited < Duration::from_millis(150),
             "the held call went on {waited:?} after the decision (not woken by it)"
         );
+        // Listed as the page and the CLI list it: no longer pending.
+        assert!(store
+            .list_approvals(Some(0))
+            .await
+            .expect("list")
+            .is_empty());
+        let all = store.list_approvals(None).await.expect("list");
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].status, Status::Approved);
         let again = store.decide(&pending.id, approved_by("bob")).await;
         assert!(matches!(
             again,

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import boto3
 import pytest
+import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -163,6 +164,9 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
             time.sleep(0.2)
         [row] = pending
         assert row["action"] == "dynamodb:DeleteTable" and row["attempts"] == 1, row
+        # Replica 2's approval page lists it too, with its link.
+        listed = requests.get(f"{second.approvals_url}/api/approvals", timeout=10).json()
+        assert [(p["id"], p["link"]) for p in listed["pending"]] == [(row["id"], f"/approvals/{row['id']}")], listed
         assert held.is_alive(), f"the call was answered before any decision: {result}"
         assert moto.request_count() == before, "the held call reached moto before its approval"
 
@@ -184,9 +188,13 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         [decided] = [r for r in second.approvals(all=True) if r["id"] == row["id"]]
         assert decided["status"] in ("approved", "closed"), decided
         assert decided["approvals"] == ["alice"], decided
-        # One chain: the CLI's decision, then replica 1's use of the receipt.
+        shown = requests.get(f"{second.approvals_url}/api/approvals/{row['id']}", timeout=10).json()
+        assert shown["status"] in ("approved", "closed") and shown["decided_at"], shown
+        assert not requests.get(f"{second.approvals_url}/api/approvals", timeout=10).json()["pending"]
+        # One chain holds the CLI's decision and replica 1's use of the receipt (in the order
+        # they reached the database: the held call goes on as soon as the decision commits).
         events = psql(postgres, database, "SELECT record::jsonb->>'event' FROM airlock_audit ORDER BY seq").split()
-        assert [e for e in events if e in ("approved", "receipt_used")] == ["approved", "receipt_used"], events
+        assert sorted(e for e in events if e in ("approved", "receipt_used")) == ["approved", "receipt_used"], events
         assert team.audit_verified(second) == len(events)
     finally:
         team.stop()
