@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from support import (
-    MIB, Agent, Airlock, DataFile, GatedAirlock, Moto, configure, scrubbed_env, unique, write_random_file,
+    MIB, Agent, Airlock, DataFile, GatedAirlock, Moto, Postgres, configure, scrubbed_env, unique, write_random_file,
 )
 
 # This process makes boto3 clients too: keep the host's AWS settings out of them as well.
@@ -114,6 +114,18 @@ def agent(make_agent: Callable[[str], Agent]) -> Agent:
 def big_file(tmp_path_factory: pytest.TempPathFactory) -> DataFile:
     """100 MiB of random bytes, big enough that every client uploads it in parts."""
     return write_random_file(tmp_path_factory.mktemp("data") / "big.bin", 100 * MIB)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A private PostgreSQL cluster for the team store's tests (see `Postgres`), removed after
+    the module; each test makes its own database in it."""
+    pg = Postgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -36,16 +36,6 @@ REPLICAS = 3
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, read_timeout=90, max_pool_connections=64,
                     s3={"addressing_style": "path"})
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = Postgres()
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.stop()
 
 
 class Team:

@@ -10,21 +10,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from support import Airlock, Moto, Postgres, run, scrubbed_env
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    pg = Postgres()
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.stop()
 
 
 def test_a_database_url_is_migrated_verified_and_refused_by_serve(
