@@ -3,8 +3,9 @@ home (config, certificates, ports), all with the same `[state] database_url`, dr
 boto3 clients through moto with signature checking.
 
 - A destructive call held on replica 1 goes on, on the same connection and without a retry,
-  when an approver approves it with `airlock approve` under replica 3's config: the approval,
-  its decision and the wake-up travel through the database. It reaches moto exactly once.
+  when an approver approves it with `airlock approve` under replica 3's config, or on replica
+  3's approval page with a passkey (headless Chromium): the approval, its decision and the
+  wake-up travel through the database. It reaches moto exactly once.
 - 60 identical calls under one approved three-use receipt, spread over the three replicas at
   once: exactly three reach moto (the database's ledger, not any replica's memory, counts the
   uses); the rest get the AWS-shaped refusal with a link to approve again.
@@ -250,5 +251,65 @@ def test_identical_approved_calls_over_three_replicas_reach_aws_exactly_uses_tim
         records = int(psql(postgres, database, "SELECT count(*) FROM airlock_audit"))
         assert records >= calls + 2, f"{records} records for {calls + 1} calls and an approval"
         assert team.audit_verified(first) == records
+    finally:
+        team.stop()
+
+
+def test_a_call_held_on_one_replica_goes_on_when_approved_on_another_replicas_page(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    """The approval page of replica 3, in headless Chromium with a virtual passkey: its list
+    shows the call held on replica 1 (read from the database), and one touch of the passkey
+    there releases it on replica 1."""
+    from test_approvals_web import browser_tools, drive  # the page's browser driver
+
+    browser_tools()
+    database = "page"
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=45, uses=1)
+    team.start()
+    try:
+        first, _, third = team.replicas
+        page = f"http://localhost:{third.approvals_url.rsplit(':', 1)[1]}"
+        printed = third.cli("approver", "enroll", "alice").stdout
+        token = re.search(r"http://localhost:\d+(/enroll/[A-Za-z0-9_-]{43})", printed)
+        assert token, printed
+        credfile = tmp_path / "passkey.json"
+        enrolled = drive({"cmd": "enroll", "link": page + token.group(1), "credfile": str(credfile)})
+        assert enrolled["status"] == 200 and enrolled["result"]["kind"] == "ok", enrolled
+
+        agent = first.add_agent(unique("team-page"))
+        table = unique("team-page")
+        ddb = moto.client("dynamodb")
+        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        before = moto.request_count()
+        result: dict[str, Any] = {}
+
+        def delete() -> None:
+            result["outcome"] = outcome(client_through(first, agent, "dynamodb").delete_table, TableName=table)
+
+        held = threading.Thread(target=delete, daemon=True)
+
+        def on_event(event: dict[str, Any]) -> None:
+            # The human has replica 3's list open; the agent's call arrives at replica 1.
+            if event["event"] == "list-open":
+                held.start()
+
+        decided = drive({"cmd": "decide", "credfile": str(credfile), "decision": "approve",
+                         "list_url": page + "/", "match": table, "wait_s": 30}, on_event)
+        assert decided["result"]["kind"] == "ok", decided
+        assert decided["url"].startswith(f"{page}/approvals/"), decided["url"]
+        held.join(30)
+        assert not held.is_alive(), "the held call was not released\n" + team.logs()
+        went_through, code, message = result["outcome"]
+        assert went_through, f"the approved call was refused: {code}: {message}\n{team.logs()}"
+        assert moto.request_count() - before == 1, "the approved call did not reach moto exactly once"
+        with pytest.raises(ClientError) as gone:
+            ddb.describe_table(TableName=table)
+        assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+        via = psql(postgres, database,
+                   "SELECT record::jsonb->>'via' FROM airlock_audit WHERE record::jsonb->>'event' = 'approved'")
+        assert via == "passkey", via
+        team.audit_verified(first)
     finally:
         team.stop()
