@@ -242,6 +242,8 @@ def test_identical_approved_calls_over_three_replicas_reach_aws_exactly_uses_tim
         assert refused == {"AccessDenied"}, refused
         assert all("airlock" in r[2] for r in done if not r[0]), "a refusal without airlock's message"
         assert moto.request_count() - before == uses, "not exactly `uses` calls reached moto"
+        deletes = moto.log_path.read_text(errors="replace").count(f'"DELETE /{bucket}/log.txt HTTP/1.1" 204')
+        assert deletes == uses, f"moto answered {deletes} DeleteObject calls for the bucket"
 
         # The ledger and the chain are the database's: three uses, on record once each.
         assert psql(postgres, database, "SELECT committed, reserved FROM airlock_ledger") == f"{uses}|0"
