@@ -1,6 +1,6 @@
 """The team store from the command line, against a private PostgreSQL cluster: `airlock db
 migrate` makes the schema, `airlock audit verify` checks the chain in the database, and `serve`
-with a database refuses to start while approvals and agents are not kept there (it names them),
+with a database refuses to start while agents and passkeys are not kept there (it names them),
 so no replica ever keeps those in its own files while sharing the rest.
 
 The store's own guarantees (single use across pools, one chain from two writers, a newer schema
