@@ -271,6 +271,10 @@ async fn the_postgres_store_holds_across_replicas() {
     serve_refuses_a_database_that_holds_only_part_of_the_state(&cluster).await;
     a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
     one_approval_per_blocked_call_across_replicas(&cluster).await;
+    a_store_opened_while_the_database_is_down_spools_and_replays(&cluster).await;
+    an_outage_under_a_stream_of_appends_loses_nothing(&cluster).await;
+    a_read_only_database_spools_and_refuses_gated_calls(&cluster).await;
+    a_killed_replica_loses_no_record_it_answered(&cluster).await;
 }
 
 /// A replica that also listens for approvals decided on the others.
@@ -722,5 +726,322 @@ async fn serve_refuses_a_database_that_holds_only_part_of_the_state(cluster: &Cl
     assert!(
         said.contains("database_url") && said.contains("approvals") && said.contains("agents"),
         "{said}"
+    );
+}
+
+/// `serve`'s store over `url`, its spool in `state`.
+fn serving_replica(url: &str, state: &Path) -> Arc<PgStore> {
+    Arc::new(PgStore::open(&Secret::new(url), state).expect("open the store"))
+}
+
+/// Waits until every spooled record is in the chain and the gate is open again.
+async fn until_drained(store: &PgStore) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store.audit_writable() {
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not drained within 60 s of the database being back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The chain's records as JSON, in `seq` order.
+async fn chain(url: &str) -> Vec<serde_json::Value> {
+    let pool = postgres::pool(&Secret::new(url)).expect("pool");
+    let client = pool.get().await.expect("client");
+    client
+        .query("SELECT record FROM airlock_audit ORDER BY seq", &[])
+        .await
+        .expect("chain")
+        .iter()
+        .map(|row| serde_json::from_str(row.get::<_, &str>(0)).expect("a JSON record"))
+        .collect()
+}
+
+/// The `i` of each record of `event` by `writer`, in chain order.
+fn numbers(chain: &[serde_json::Value], event: &str, writer: &str) -> Vec<u64> {
+    chain
+        .iter()
+        .filter(|r| r["event"] == event && r["writer"] == writer)
+        .map(|r| r["i"].as_u64().expect("i"))
+        .collect()
+}
+
+fn numbered(event: &str, writer: &str, i: u64) -> airlock::audit::Fields {
+    let mut r = airlock::audit::record(event);
+    r.insert("writer".into(), serde_json::json!(writer));
+    r.insert("i".into(), serde_json::json!(i));
+    r.into()
+}
+
+/// A reservation refused for want of the database (the gate's 503), never "used up".
+async fn reserve_fails_closed(store: &PgStore, key: &str) {
+    match store.reserve(key, 1).await {
+        Err(LedgerError::Io(..)) => {}
+        other => panic!("a reservation without the database: {other:?}"),
+    }
+}
+
+/// `serve`'s store is made while the database is down (no contact at all): gated steps
+/// fail closed, audit records wait in the spool; a second store over the same state dir
+/// (a restart) finds them and appends them before its own; once the database is up the
+/// schema is migrated and the chain holds every record in order.
+async fn a_store_opened_while_the_database_is_down_spools_and_replays(cluster: &Cluster) {
+    let url = cluster.database("spool_at_start").await;
+    let state = tempfile::tempdir().expect("state");
+    let out = cluster.pg_ctl_stop("fast");
+    assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    let started = Instant::now();
+    let store = serving_replica(&url, state.path());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "opening waited for the database"
+    );
+    reserve_fails_closed(&store, "r-at-start").await;
+    assert!(
+        !store.audit_writable(),
+        "the gate is open without a database"
+    );
+    for i in 0..5 {
+        assert!(
+            store.audit_append(numbered("early", "one", i)).await,
+            "record {i} lost"
+        );
+    }
+    // A restart with records in the spool: they stay ahead of the new run's.
+    drop(store);
+    let store = serving_replica(&url, state.path());
+    for i in 5..10 {
+        assert!(
+            store
+                .audit_append_durable(numbered("early", "one", i))
+                .await
+        );
+    }
+    assert!(!store.audit_writable());
+    cluster.pg_ctl_start();
+    until_drained(&store).await;
+    assert!(store.audit_append(numbered("early", "one", 10)).await);
+    store
+        .reserve("r-at-start", 1)
+        .await
+        .expect("reserve once it is back");
+    let records = chain(&url).await;
+    assert_eq!(
+        numbers(&records, "early", "one"),
+        (0..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        records.len(),
+        11,
+        "records appended twice or lost: {records:?}"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
+    let spooled = std::fs::read_dir(state.path().join(postgres::spool::SPOOL_DIR))
+        .expect("spool dir")
+        .count();
+    assert_eq!(spooled, 0, "a drained spool file was left behind");
+}
+
+/// Two replicas, each with its spool, append a stream of records while the database is
+/// stopped and started under them: every record answered is in the one chain, each
+/// replica's in its own order, none twice; reservations during the outage fail closed.
+async fn an_outage_under_a_stream_of_appends_loses_nothing(cluster: &Cluster) {
+    let url = cluster.database("spool_stream").await;
+    let states = [
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    ];
+    let replicas = [
+        serving_replica(&url, states[0].path()),
+        serving_replica(&url, states[1].path()),
+    ];
+    for r in &replicas {
+        until_drained(r).await;
+    }
+    const RECORDS: u64 = 400;
+    let mut writers = Vec::new();
+    for (n, store) in replicas.iter().enumerate() {
+        let store = Arc::clone(store);
+        writers.push(tokio::spawn(async move {
+            let name = format!("replica-{n}");
+            let mut answered = 0;
+            for i in 0..RECORDS {
+                if store.audit_append(numbered("stream", &name, i)).await {
+                    answered += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let out = cluster.pg_ctl_stop("fast");
+    assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    reserve_fails_closed(&replicas[0], "r-stream").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for r in &replicas {
+        assert!(
+            !r.audit_writable(),
+            "the gate is open while the database is down"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cluster.pg_ctl_start();
+    for w in writers {
+        assert_eq!(w.await.expect("writer"), RECORDS, "records not answered");
+    }
+    for r in &replicas {
+        until_drained(r).await;
+    }
+    let records = chain(&url).await;
+    for n in 0..2 {
+        assert_eq!(
+            numbers(&records, "stream", &format!("replica-{n}")),
+            (0..RECORDS).collect::<Vec<_>>(),
+            "replica {n}'s records are not all in the chain, in order, once each"
+        );
+    }
+    let verified = postgres::verify_audit(replicas[0].pool())
+        .await
+        .expect("the chain verifies");
+    assert_eq!(verified.records, 2 * RECORDS);
+    println!(
+        "an outage under 2×{RECORDS} appends: all {} records in one verified chain",
+        verified.records
+    );
+}
+
+/// A database that turns read-only (as a standby is) refuses reservations and takes no
+/// audit record: they are spooled and appended once it is writable again.
+async fn a_read_only_database_spools_and_refuses_gated_calls(cluster: &Cluster) {
+    let url = cluster.database("read_only").await;
+    let state = tempfile::tempdir().expect("state");
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    assert!(store.audit_append(numbered("ro", "one", 0)).await);
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    // One statement per call: ALTER SYSTEM cannot run in the implicit transaction of a
+    // batch.
+    for statement in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(statement).await.expect("read-only");
+    }
+    // Reloaded by every backend shortly after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reserve_fails_closed(&store, "r-read-only").await;
+    for i in 1..4 {
+        assert!(store.audit_append(numbered("ro", "one", i)).await);
+    }
+    assert!(
+        !store.audit_writable(),
+        "the gate is open on a read-only database"
+    );
+    for statement in [
+        "SET default_transaction_read_only = off",
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin
+            .batch_execute(statement)
+            .await
+            .expect("writable again");
+    }
+    until_drained(&store).await;
+    store.reserve("r-read-only", 1).await.expect("reserve");
+    let records = chain(&url).await;
+    assert_eq!(numbers(&records, "ro", "one"), vec![0, 1, 2, 3]);
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("verifies");
+}
+
+/// The environment that makes [`spool_child_appends_until_killed`] do its work.
+const SPOOL_CHILD: &str = "AIRLOCK_TEST_SPOOL_CHILD_STATE";
+
+/// Run only by [`a_killed_replica_loses_no_record_it_answered`], as a process of its own:
+/// appends numbered records to a store whose database cannot be reached, saying on stdout
+/// each one that was answered, until it is killed (at most 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of a_killed_replica_loses_no_record_it_answered"]
+async fn spool_child_appends_until_killed() {
+    use std::io::Write;
+    let state = std::env::var(SPOOL_CHILD).expect("run by the parent test only");
+    let url = format!("postgres://airlock@127.0.0.1:{}/nowhere", free_port());
+    let store = PgStore::open(&Secret::new(url), Path::new(&state)).expect("open");
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut out = std::io::stdout();
+    for i in 0.. {
+        if Instant::now() > until {
+            break;
+        }
+        assert!(store.audit_append(numbered("killed", "child", i)).await);
+        writeln!(out, "answered {i}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+/// A replica killed with SIGKILL while its records wait in the spool: a new run over the
+/// same state dir appends every record the killed one answered, in order, once each.
+async fn a_killed_replica_loses_no_record_it_answered(cluster: &Cluster) {
+    use std::io::BufRead;
+    let url = cluster.database("spool_killed").await;
+    let state = tempfile::tempdir().expect("state");
+    let mut child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            "spool_child_appends_until_killed",
+            "--nocapture",
+        ])
+        .env(SPOOL_CHILD, state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut answered: Option<u64> = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        if let Some(i) = line.strip_prefix("answered ") {
+            answered = Some(i.parse().expect("a number"));
+            if answered >= Some(300) {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    child.wait().expect("wait");
+    let answered = answered.expect("the child answered records");
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    let records = chain(&url).await;
+    let kept = numbers(&records, "killed", "child");
+    assert!(
+        kept.len() as u64 > answered,
+        "records answered before SIGKILL were lost: {} of {}",
+        kept.len(),
+        answered + 1
+    );
+    assert_eq!(
+        kept,
+        (0..kept.len() as u64).collect::<Vec<_>>(),
+        "out of order or twice"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("verifies");
+    println!(
+        "SIGKILL after {} answered records: {} in the chain",
+        answered + 1,
+        kept.len()
     );
 }

@@ -23,6 +23,20 @@ impl Fields {
         }
     }
 
+    /// A record's fields as [`Self::as_bytes`] gave them, kept byte for byte (a record
+    /// read back from where it waited, such as the PostgreSQL store's spool). Refused
+    /// unless it is one JSON object without the chain's own members.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Fields, String> {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let Some(object) = value.as_object() else {
+            return Err("it is not a JSON object".into());
+        };
+        if object.contains_key("seq") || object.contains_key("prev") {
+            return Err("it already holds a chain position (seq, prev)".into());
+        }
+        Ok(Fields(bytes))
+    }
+
     /// The serialized object.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

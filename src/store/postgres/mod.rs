@@ -33,6 +33,8 @@
 //! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
 //! an error saying so; `serve` does not start with a database until they are in it.
 
+pub mod spool;
+
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
@@ -42,9 +44,10 @@ use crate::state::ledger::LedgerError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
+use spool::{Spool, SpoolFile};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The newest schema this airlock knows.
@@ -85,6 +88,13 @@ const MIGRATIONS: &[&str] = &[
         receipt bytea NOT NULL,
         stored_at timestamptz NOT NULL DEFAULT now()
     );",
+    // 3: how many lines of each replica's audit spool are in the chain, updated in the
+    // transaction that appends them, so a replay after a crash appends none twice.
+    "CREATE TABLE airlock_audit_spools (
+        spool text PRIMARY KEY,
+        drained bigint NOT NULL CHECK (drained >= 0),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );",
 ];
 
 /// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
@@ -108,6 +118,19 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// At most this many connections per process.
 const POOL_SIZE: usize = 16;
+
+/// How often `serve`'s store tries again to reach the database (the schema check, the
+/// spool's draining) while it cannot.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// How often, at most, the log repeats that the database still cannot be reached.
+const COMPLAIN_EVERY: Duration = Duration::from_secs(30);
+
+/// Spooled records appended per transaction while draining.
+const DRAIN_BATCH: usize = 500;
+
+/// Why a step fails before the schema was checked.
+const NOT_READY: &str = "PostgreSQL has not been reached since airlock started (its schema is not checked yet): refusing (fail closed)";
 
 /// The connection pool for `url`. Nothing is connected until first use, so `serve` can
 /// start while the database is down.
@@ -251,8 +274,15 @@ pub async fn check_schema(pool: &Pool) -> Result<(), String> {
 /// The ledger, the audit chain and the request path's approvals in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
-    /// The last audit append failed.
-    audit_failing: AtomicBool,
+    /// The schema was found at [`SCHEMA_VERSION`] (or migrated to it): until then every
+    /// step fails closed, so nothing is written to tables whose rules are not known.
+    ready: Arc<AtomicBool>,
+    /// The last audit append to the database failed.
+    audit_failing: Arc<AtomicBool>,
+    /// Where audit records wait while the database cannot take them (`serve`'s store).
+    spool: Option<Arc<Spool>>,
+    /// The task that checks the schema on first contact and drains the spool.
+    keeper: Option<tokio::task::AbortHandle>,
     /// Woken when any approval is decided (here, or on another replica by `NOTIFY`): held
     /// calls look at their approval again.
     resolved: Arc<Notify>,
@@ -262,8 +292,8 @@ pub struct PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        if let Some(listener) = &self.listener {
-            listener.abort();
+        for task in [&self.listener, &self.keeper].into_iter().flatten() {
+            task.abort();
         }
     }
 }
@@ -398,13 +428,50 @@ fn not_in_database(what: &str) -> String {
 impl PgStore {
     /// A store over `pool`, whose schema the caller has migrated or checked.
     /// Held calls learn of decisions made elsewhere only by polling until [`Self::listen`].
+    /// Without a spool, an audit record the database cannot take is lost (and logged);
+    /// `serve` uses [`Self::open`].
     pub fn new(pool: Pool) -> PgStore {
         PgStore {
             pool,
-            audit_failing: AtomicBool::new(false),
+            ready: Arc::new(AtomicBool::new(true)),
+            audit_failing: Arc::new(AtomicBool::new(false)),
+            spool: None,
+            keeper: None,
             resolved: Arc::new(Notify::new()),
             listener: None,
         }
+    }
+
+    /// `serve`'s store: made without reaching the database, so `serve` starts while it is
+    /// down. A task of its own migrates the schema at the first successful contact
+    /// (retried every [`RETRY`]; every step fails closed until then), then drains the audit
+    /// spool in `state_dir` (records left by an earlier run first) and syncs it every
+    /// second. It says in the log when the database cannot be reached and when it is back.
+    /// Needs a Tokio runtime.
+    pub fn open(url: &Secret, state_dir: &std::path::Path) -> Result<PgStore, String> {
+        let spool = Arc::new(Spool::open(state_dir)?);
+        if spool.waiting() {
+            tracing::warn!(spool = %spool.dir().display(), "audit records from an earlier run wait in the spool: they are appended to the chain in PostgreSQL before any new one");
+        }
+        let mut store = PgStore::new(pool(url)?);
+        store.ready.store(false, Ordering::SeqCst);
+        let keeper = Keeper {
+            pool: store.pool.clone(),
+            spool: Arc::clone(&spool),
+            ready: Arc::clone(&store.ready),
+            audit_failing: Arc::clone(&store.audit_failing),
+        };
+        store.keeper = Some(tokio::spawn(keeper.run()).abort_handle());
+        store.spool = Some(spool);
+        Ok(store)
+    }
+
+    /// A connection, once the schema is known to be this airlock's.
+    async fn connection(&self) -> Result<deadpool_postgres::Object, String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(NOT_READY.into());
+        }
+        self.pool.get().await.map_err(db_error)
     }
 
     /// Listens on a connection of its own for approvals decided by any replica, so a held
@@ -428,7 +495,7 @@ impl PgStore {
 
     /// One approval by id.
     pub async fn approval(&self, id: &str) -> Result<Approval, ApprovalError> {
-        let client = self.pool.get().await.map_err(approval_error)?;
+        let client = self.connection().await.map_err(approval_error)?;
         approval_in(&**client, id, false).await
     }
 
@@ -447,7 +514,7 @@ impl PgStore {
         change: &str,
         allowed: Option<i64>,
     ) -> Result<bool, LedgerError> {
-        let mut client = self.pool.get().await.map_err(ledger_error)?;
+        let mut client = self.connection().await.map_err(ledger_error)?;
         let tx = client.transaction().await.map_err(ledger_error)?;
         let changed = match allowed {
             Some(allowed) => tx.query_opt(change, &[&key, &allowed]).await,
@@ -470,54 +537,217 @@ impl PgStore {
 
     /// Appends records after the chain's last one, under the advisory lock.
     pub async fn append_audit(&self, records: &[Fields]) -> Result<(), String> {
-        let mut client = self.pool.get().await.map_err(db_error)?;
+        let mut client = self.connection().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-            .await
-            .map_err(db_error)?;
-        let last = tx
-            .query_opt(
-                "SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .map_err(db_error)?;
-        let position = match last {
-            None => Position::genesis(),
-            Some(row) => {
-                let line: String = row.get(0);
-                Position::after(line.as_bytes()).map_err(|e| e.to_string())?
-            }
-        };
-        let first_seq = position.next_seq;
-        let mut out = Vec::new();
-        crate::audit::link(position, records, &mut out);
-        let text = String::from_utf8(out).map_err(|e| e.to_string())?;
-        let lines: Vec<&str> = text.lines().collect();
-        let seqs: Vec<i64> = (0..lines.len())
-            .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
-            .collect();
-        tx.execute(
-            "INSERT INTO airlock_audit (seq, record)
-             SELECT * FROM unnest($1::bigint[], $2::text[])",
-            &[&seqs, &lines],
-        )
-        .await
-        .map_err(db_error)?;
+        append_in(&tx, records).await?;
         tx.commit().await.map_err(db_error)
     }
 
-    async fn append_one(&self, record: Fields) -> bool {
-        let result = self.append_audit(&[record]).await;
+    /// One record, to the database unless records wait in the spool (then behind them),
+    /// and to the spool when the database cannot take it.
+    async fn append_one(&self, record: Fields, durable: bool) -> bool {
+        let Some(spool) = &self.spool else {
+            return self.append_direct(&record).await;
+        };
+        if !spool.waiting()
+            && self.ready.load(Ordering::SeqCst)
+            && self.append_direct(&record).await
+        {
+            return true;
+        }
+        let first = !spool.waiting();
+        match spool.append(&record, durable) {
+            Ok(()) => {
+                if first {
+                    tracing::warn!(spool = %spool.dir().display(), "PostgreSQL cannot take audit records now: they are kept in the spool and appended to the chain, in order, once it can; calls that need a receipt are refused (503) until then");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "an audit record could not be written to PostgreSQL nor to the spool: it is lost");
+                false
+            }
+        }
+    }
+
+    /// Appends one record to the database; says when appending starts or stops failing.
+    async fn append_direct(&self, record: &Fields) -> bool {
+        let result = self.append_audit(std::slice::from_ref(record)).await;
         let ok = result.is_ok();
         let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
         match result {
             Ok(()) if was_failing => tracing::warn!("the audit chain in PostgreSQL can be written again; calls that need a receipt are served again"),
             Ok(()) => {}
+            Err(e) if was_failing => tracing::debug!(error = %e, "could not append an audit record to PostgreSQL"),
             Err(e) => tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can"),
         }
         ok
     }
+}
+
+/// Appends records after the chain's last one, in `tx`, under the advisory lock (held to
+/// the end of `tx`).
+async fn append_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[Fields],
+) -> Result<(), String> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await
+        .map_err(db_error)?;
+    let last = tx
+        .query_opt(
+            "SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    let position = match last {
+        None => Position::genesis(),
+        Some(row) => {
+            let line: String = row.get(0);
+            Position::after(line.as_bytes()).map_err(|e| e.to_string())?
+        }
+    };
+    let first_seq = position.next_seq;
+    let mut out = Vec::new();
+    crate::audit::link(position, records, &mut out);
+    let text = String::from_utf8(out).map_err(|e| e.to_string())?;
+    let lines: Vec<&str> = text.lines().collect();
+    let seqs: Vec<i64> = (0..lines.len())
+        .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
+        .collect();
+    tx.execute(
+        "INSERT INTO airlock_audit (seq, record)
+             SELECT * FROM unnest($1::bigint[], $2::text[])",
+        &[&seqs, &lines],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
+/// `serve`'s store's background work: the schema check on first contact, the spool's
+/// draining, its `fdatasync` every second.
+struct Keeper {
+    pool: Pool,
+    spool: Arc<Spool>,
+    ready: Arc<AtomicBool>,
+    audit_failing: Arc<AtomicBool>,
+}
+
+impl Keeper {
+    async fn run(self) {
+        let mut unreachable: Option<Instant> = None;
+        let mut complained: Option<Instant> = None;
+        loop {
+            match self.step().await {
+                Ok(()) => {
+                    if let Some(since) = unreachable.take() {
+                        tracing::warn!(down_for = ?since.elapsed(), "PostgreSQL can be reached again; calls that need a receipt are served again");
+                    }
+                    complained = None;
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    let since = *unreachable.get_or_insert(now);
+                    if complained.is_none() {
+                        tracing::error!(error = %e, spool = %self.spool.dir().display(), "PostgreSQL cannot be reached: calls that need a receipt are refused (503) until it can; allowed calls are still served, their audit records kept in the spool and appended to the chain once it is back");
+                        complained = Some(now);
+                    } else if complained.is_some_and(|t| now.duration_since(t) >= COMPLAIN_EVERY) {
+                        tracing::error!(error = %e, down_for = ?since.elapsed(), "PostgreSQL still cannot be reached; calls that need a receipt are refused (503)");
+                        complained = Some(now);
+                    }
+                }
+            }
+            if let Err(e) = self.spool.sync() {
+                tracing::error!(error = %e, "could not sync the audit spool");
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// The schema checked (once), then every waiting record appended.
+    async fn step(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            let migrated = migrate(&self.pool).await?;
+            tracing::info!(
+                from = migrated.from,
+                to = migrated.to,
+                "PostgreSQL reached; its schema is this airlock's"
+            );
+            self.ready.store(true, Ordering::SeqCst);
+        }
+        let mut appended = 0usize;
+        while let Some(file) = self.spool.oldest()? {
+            appended += drain(&self.pool, &file).await?;
+            // Not removed when a record was added meanwhile: read again.
+            self.spool.remove_drained(&file)?;
+        }
+        if appended > 0 {
+            self.audit_failing.store(false, Ordering::SeqCst);
+            tracing::warn!(
+                records = appended,
+                "the audit records kept in the spool are in the chain in PostgreSQL now"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Appends the lines of a spool file not yet in the chain, in order, a batch per
+/// transaction; each transaction also counts them in `airlock_audit_spools`, so a replay
+/// after a crash skips what is already in. Returns how many were appended now.
+async fn drain(pool: &Pool, file: &SpoolFile) -> Result<usize, String> {
+    let mut appended = 0;
+    loop {
+        let mut client = pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // The chain's lock first: the count read here cannot change before commit.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+            .await
+            .map_err(db_error)?;
+        let done: i64 = tx
+            .query_opt(
+                "SELECT drained FROM airlock_audit_spools WHERE spool = $1",
+                &[&file.id],
+            )
+            .await
+            .map_err(db_error)?
+            .map_or(0, |row| row.get(0));
+        let done = usize::try_from(done).unwrap_or(usize::MAX);
+        if done >= file.lines.len() {
+            return Ok(appended);
+        }
+        let batch = &file.lines[done..file.lines.len().min(done + DRAIN_BATCH)];
+        let records: Vec<Fields> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, line)| spooled_record(file, done + i, line))
+            .collect();
+        append_in(&tx, &records).await?;
+        let drained = i64::try_from(done + batch.len()).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO airlock_audit_spools (spool, drained) VALUES ($1, $2)
+             ON CONFLICT (spool) DO UPDATE SET drained = EXCLUDED.drained, updated_at = now()",
+            &[&file.id, &drained],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        appended += batch.len();
+    }
+}
+
+/// A spooled line as the record it was; a line that is not one (a damaged disk) becomes
+/// a record saying so, so the chain shows the loss rather than stopping at it.
+fn spooled_record(file: &SpoolFile, index: usize, line: &[u8]) -> Fields {
+    Fields::from_bytes(line.to_vec()).unwrap_or_else(|e| {
+        tracing::error!(spool = %file.id, line = index + 1, error = %e, "a line of the audit spool is not a record; the chain records its loss");
+        let mut lost = crate::audit::record("audit_spool_line_unreadable");
+        lost.insert("spool".into(), serde_json::json!(file.id));
+        lost.insert("line".into(), serde_json::json!(index + 1));
+        lost.into()
+    })
 }
 
 /// Checks the chain in the database from its first record, streamed in `seq` order; the
@@ -636,7 +866,7 @@ impl Store for PgStore {
 
     fn committed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u32, LedgerError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(ledger_error)?;
+            let client = self.connection().await.map_err(ledger_error)?;
             let row = client
                 .query_opt(
                     "SELECT committed FROM airlock_ledger WHERE key = $1",
@@ -650,24 +880,40 @@ impl Store for PgStore {
     }
 
     fn audit_append(&self, record: Fields) -> BoxFuture<'_, bool> {
-        Box::pin(self.append_one(record))
+        Box::pin(self.append_one(record, false))
     }
 
     fn audit_append_durable(&self, record: Fields) -> BoxFuture<'_, bool> {
-        // A committed transaction is durable (synchronous_commit as the database has it).
-        Box::pin(self.append_one(record))
+        // A committed transaction is durable (synchronous_commit as the database has it);
+        // a spooled record is fdatasynced.
+        Box::pin(self.append_one(record, true))
     }
 
     fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => spool.sync(),
+                None => Ok(()),
+            }
+        })
     }
 
     fn audit_writable(&self) -> bool {
-        !self.audit_failing.load(Ordering::SeqCst)
+        // Records waiting in the spool mean the database could not take them: a receipt
+        // use must be in the chain, so the gate stays closed until they are.
+        self.ready.load(Ordering::SeqCst)
+            && !self.audit_failing.load(Ordering::SeqCst)
+            && !self.spool.as_ref().is_some_and(|s| s.waiting())
     }
 
     fn audit_health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            if !self.ready.load(Ordering::SeqCst) {
+                return Err(NOT_READY.into());
+            }
+            if self.spool.as_ref().is_some_and(|s| s.waiting()) {
+                return Err("audit records wait in the spool for PostgreSQL".into());
+            }
             if !self.audit_writable() {
                 return Err("the last audit record could not be written to PostgreSQL".into());
             }
@@ -695,7 +941,7 @@ impl Store for PgStore {
         binding_key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Approval>, ApprovalError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             let row = client
                 .query_opt(
                     "SELECT record::text FROM airlock_approvals
@@ -715,7 +961,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let fresh =
                 Approval::pending(b.binding_key, b.call, b.agent, b.environment, b.decision);
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             // One statement: the unique key on the open approval's call identity makes
             // every replica's identical blocked call land on one row. A retry counts as an
             // attempt and is seen now; the approval is otherwise unchanged. (The open
@@ -744,7 +990,7 @@ impl Store for PgStore {
 
     fn close_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             let changed = client
                 .execute(
                     "UPDATE airlock_approvals
@@ -767,7 +1013,7 @@ impl Store for PgStore {
         receipt_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             receipt_in(&**client, receipt_id).await
         })
     }
@@ -781,7 +1027,7 @@ impl Store for PgStore {
         // one after the other; a decision (no longer pending) is announced to every
         // replica at commit.
         Box::pin(async move {
-            let mut client = self.pool.get().await.map_err(approval_error)?;
+            let mut client = self.connection().await.map_err(approval_error)?;
             let tx = client.transaction().await.map_err(approval_error)?;
             let mut a = approval_in(&*tx, id, true).await?;
             if a.status != Status::Pending {
