@@ -34,11 +34,13 @@
 //! (the use itself is in the ledger, and the loss is logged): the gate closes for the next.
 
 mod record;
+mod restore;
 mod segments;
 mod verify;
 mod writer;
 
 pub use record::{approver_change, decision, decision_record, record, render, Fields};
+pub use restore::{Records, Restore};
 pub use segments::{segment_name, segment_number, Paths, Position};
 pub use verify::{check_link, verify_from, Linked, Verified};
 

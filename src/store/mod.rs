@@ -22,6 +22,7 @@
 pub mod commands;
 pub mod files;
 pub mod postgres;
+pub mod transfer;
 
 use crate::audit::Fields;
 use crate::identify::AwsCall;

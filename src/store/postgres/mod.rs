@@ -187,7 +187,7 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
 }
 
 /// What a database error is called in logs and errors: never the URL.
-fn db_error(e: impl std::fmt::Display) -> String {
+pub(crate) fn db_error(e: impl std::fmt::Display) -> String {
     format!("PostgreSQL: {e}")
 }
 
@@ -313,18 +313,18 @@ fn approval_error(e: impl std::fmt::Display) -> ApprovalError {
 }
 
 /// An approval as its row holds it.
-fn from_record(record: String) -> Result<Approval, ApprovalError> {
+pub(crate) fn from_record(record: String) -> Result<Approval, ApprovalError> {
     serde_json::from_str(&record)
         .map_err(|e| ApprovalError::Corrupt("an approval in PostgreSQL".into(), e))
 }
 
-fn to_record(a: &Approval) -> Result<String, ApprovalError> {
+pub(crate) fn to_record(a: &Approval) -> Result<String, ApprovalError> {
     serde_json::to_string(a)
         .map_err(|e| ApprovalError::Corrupt("an approval for PostgreSQL".into(), e))
 }
 
 /// The name the `status` column and the record give `status`.
-fn status_name(status: Status) -> Result<String, ApprovalError> {
+pub(crate) fn status_name(status: Status) -> Result<String, ApprovalError> {
     match serde_json::to_value(status) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         Ok(other) => Err(ApprovalError::Refused(format!(
@@ -616,13 +616,23 @@ async fn append_in(
     let seqs: Vec<i64> = (0..lines.len())
         .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
         .collect();
-    tx.execute(
-        "INSERT INTO airlock_audit (seq, record)
+    insert_chain_rows(&**tx, &seqs, &lines).await
+}
+
+/// Stores records of the chain as they are, each at its `seq`.
+pub(crate) async fn insert_chain_rows(
+    client: &impl tokio_postgres::GenericClient,
+    seqs: &[i64],
+    lines: &[&str],
+) -> Result<(), String> {
+    client
+        .execute(
+            "INSERT INTO airlock_audit (seq, record)
              SELECT * FROM unnest($1::bigint[], $2::text[])",
-        &[&seqs, &lines],
-    )
-    .await
-    .map_err(db_error)?;
+            &[&seqs, &lines],
+        )
+        .await
+        .map_err(db_error)?;
     Ok(())
 }
 
@@ -768,7 +778,12 @@ pub async fn verify_audit(pool: &Pool) -> Result<Verified, AuditError> {
         .await
         .map_err(|e| io(db_error(e)))?;
     pin_mut!(rows);
-    let mut expected = Position::genesis();
+    // The chain starts at the genesis hash or, for a file log imported after retention
+    // removed its oldest segments, where a retention record in it says the kept chain
+    // starts (as `audit verify` of the files has it).
+    let mut expected: Option<Position> = None;
+    let mut start: Option<(u64, String)> = None;
+    let mut start_named = false;
     let mut records = 0u64;
     while let Some(row) = rows.try_next().await.map_err(|e| io(db_error(e)))? {
         let row_seq: i64 = row.get(0);
@@ -779,20 +794,45 @@ pub async fn verify_audit(pool: &Pool) -> Result<Verified, AuditError> {
             seq: u64::try_from(row_seq).unwrap_or(0),
             reason,
         };
-        let linked = crate::audit::check_link(Some(&expected), line.as_bytes()).map_err(broken)?;
+        let linked =
+            crate::audit::check_link(expected.as_ref(), line.as_bytes()).map_err(broken)?;
+        let start = start.get_or_insert_with(|| (linked.seq, linked.prev.clone()));
+        if linked.record.get("event").and_then(|e| e.as_str())
+            == Some(crate::audit::RETENTION_EVENT)
+        {
+            let named = (
+                linked.record.get("kept_from_seq").and_then(|v| v.as_u64()),
+                linked.record.get("kept_from_hash").and_then(|v| v.as_str()),
+            );
+            start_named |= named == (Some(start.0), Some(start.1.as_str()));
+        }
         if i64::try_from(linked.seq).ok() != Some(row_seq) {
             return Err(broken(format!(
                 "the row's seq is {row_seq} but the record says {}: it was edited",
                 linked.seq
             )));
         }
-        expected = linked.next;
+        expected = Some(linked.next);
         records += 1;
     }
+    let genesis = Position::genesis();
+    let first_seq = match start {
+        None => 0,
+        Some((seq, prev)) if (seq, &prev) == (genesis.next_seq, &genesis.prev) => seq,
+        Some((seq, _)) if start_named => seq,
+        Some((seq, _)) => {
+            return Err(AuditError::Broken {
+                segment: String::new(),
+                line: 0,
+                seq,
+                reason: format!("the chain starts at record {seq}, and no retention record names where the kept chain starts: earlier records were removed"),
+            })
+        }
+    };
     Ok(Verified {
         records,
         segments: 0,
-        first_seq: 0,
+        first_seq,
     })
 }
 
