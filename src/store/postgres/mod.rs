@@ -450,6 +450,7 @@ impl PgStore {
     /// Needs a Tokio runtime.
     pub fn open(url: &Secret, state_dir: &std::path::Path) -> Result<PgStore, String> {
         let spool = Arc::new(Spool::open(state_dir)?);
+        tracing::info!("the shared state is in PostgreSQL; reaching it in the background (calls that need a receipt are refused until it is reached)");
         if spool.waiting() {
             tracing::warn!(spool = %spool.dir().display(), "audit records from an earlier run wait in the spool: they are appended to the chain in PostgreSQL before any new one");
         }
@@ -661,10 +662,10 @@ impl Keeper {
                     let now = Instant::now();
                     let since = *unreachable.get_or_insert(now);
                     if complained.is_none() {
-                        tracing::error!(error = %e, spool = %self.spool.dir().display(), "PostgreSQL cannot be reached: calls that need a receipt are refused (503) until it can; allowed calls are still served, their audit records kept in the spool and appended to the chain once it is back");
+                        tracing::error!(error = %e, spool = %self.spool.dir().display(), "PostgreSQL cannot be reached or used: calls that need a receipt are refused (503) until it can; allowed calls are still served, their audit records kept in the spool and appended to the chain once it is back");
                         complained = Some(now);
                     } else if complained.is_some_and(|t| now.duration_since(t) >= COMPLAIN_EVERY) {
-                        tracing::error!(error = %e, down_for = ?since.elapsed(), "PostgreSQL still cannot be reached; calls that need a receipt are refused (503)");
+                        tracing::error!(error = %e, down_for = ?since.elapsed(), "PostgreSQL still cannot be reached or used; calls that need a receipt are refused (503)");
                         complained = Some(now);
                     }
                 }
