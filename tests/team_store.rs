@@ -1059,10 +1059,12 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
     let url = cluster.database("transfer").await;
     let dir = tempfile::tempdir().expect("dir");
     let config_path = config_with_database(dir.path(), &url);
-    // Small segments: the log spans several.
+    // Small segments: the log spans several, and retention has removed the oldest (so
+    // the chain starts where a retention record says, not at record 0).
     let small = std::fs::read_to_string(&config_path)
         .expect("config")
-        .replacen("segment_bytes = 67108864", "segment_bytes = 4096", 1);
+        .replacen("segment_bytes = 67108864", "segment_bytes = 4096", 1)
+        .replacen("# keep_segments = 30", "keep_segments = 3", 1);
     std::fs::write(&config_path, small).expect("config");
     let config = Arc::new(airlock::config::Config::load_existing(&config_path).expect("config"));
     assert_eq!(
@@ -1119,7 +1121,7 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
         .await
         .expect("open");
     files.close_approval(&closed.id).await.expect("close");
-    for i in 0..60 {
+    for i in 0..150 {
         assert!(files.audit_append(numbered("filed", "files", i)).await);
     }
     files.audit_sync().await.expect("sync");
@@ -1131,14 +1133,16 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
                 .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
         })
         .count();
-    assert!(
-        segments >= 3,
-        "the log has {segments} segments: too few to test"
-    );
+    assert_eq!(segments, 3, "segments kept");
     let file_lines: Vec<String> = airlock::audit::Records::of(&state)
         .expect("records")
         .map(|l| String::from_utf8(l.expect("line")).expect("utf-8"))
         .collect();
+    let first: serde_json::Value = serde_json::from_str(&file_lines[0]).expect("a record");
+    assert!(
+        first["seq"].as_u64() > Some(0),
+        "retention removed nothing: {first}"
+    );
     let usage_before = ledger_counts(&state);
 
     let out = airlock(&config_path, &["db", "import"]);
@@ -1262,6 +1266,22 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
             .expect("current")
             .map(|a| a.id),
         Some(pending.id)
+    );
+
+    // The database's chain cut at its start: no retention record names the new start.
+    client
+        .execute(
+            "DELETE FROM airlock_audit WHERE seq = (SELECT min(seq) FROM airlock_audit)",
+            &[],
+        )
+        .await
+        .expect("cut");
+    let e = postgres::verify_audit(&pool)
+        .await
+        .expect_err("a chain cut at its start verified");
+    assert!(
+        e.to_string().contains("earlier records were removed"),
+        "{e}"
     );
 
     let out = airlock(&config_path, &["db", "export", path_str(&exported)]);
