@@ -13,7 +13,13 @@
 //! `database_url` while the page's approvals and agents are not in the database; a URL that requires
 //! TLS is never served in plaintext; pending approvals are shared (one approval for the
 //! same blocked call from two replicas, a decision through one wakes a call held on the
-//! other within a second).
+//! other within a second). And the failure behaviour of `serve`'s store (`PgStore::open`):
+//! made while the database is down, it refuses reservations and spools audit records,
+//! replayed in order (also after a restart) once the database is back; the database
+//! stopped and started under two replicas' streams of appends, or turned read-only, loses
+//! no record and the chain verifies; a replica killed with SIGKILL (a child process) loses
+//! no record it answered. `airlock db import`/`export` move a file state (made by the file
+//! store's own code, its log trimmed by retention) into an empty database and back.
 
 #![allow(clippy::expect_used)]
 

@@ -202,4 +202,25 @@ mod tests {
         let parsed = time::OffsetDateTime::parse(&now, &Rfc3339).unwrap();
         assert_eq!(now, rfc3339_millis(parsed));
     }
+
+    #[test]
+    fn fields_read_back_are_kept_byte_for_byte_and_never_hold_a_chain_position() {
+        let made: Fields = record("spooled").into();
+        let back = Fields::from_bytes(made.as_bytes().to_vec()).unwrap();
+        assert_eq!(back.as_bytes(), made.as_bytes());
+        // Member order and spacing as given, not re-encoded.
+        let odd = br#"{"z": 1,"a":2}"#.to_vec();
+        assert_eq!(
+            Fields::from_bytes(odd.clone()).unwrap().as_bytes(),
+            &odd[..]
+        );
+        for refused in [
+            &br#"{"seq":3}"#[..],
+            br#"{"prev":"00"}"#,
+            b"[1]",
+            b"{\"torn",
+        ] {
+            assert!(Fields::from_bytes(refused.to_vec()).is_err(), "{refused:?}");
+        }
+    }
 }

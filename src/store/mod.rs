@@ -13,6 +13,8 @@
 //! pending approvals the request path finds or opens and waits on, and the revocation
 //! lookups (the trusted approver keys, an agent key's revocation).
 //!
+//! [`transfer`] moves a state between the two (`airlock db import`, `airlock db export`).
+//!
 //! Not yet in PostgreSQL: the approval page's and the CLI's listing and deciding of
 //! approvals (they use the files' `ApprovalStore`; [`Store::decide`] is ready for them),
 //! agents, approvers' passkeys and enrollments, revocations, plans. Until they are, `serve` refuses to
