@@ -483,9 +483,14 @@ impl PgStore {
         let tls = tls()?;
         let resolved = Arc::clone(&self.resolved);
         let task = tokio::spawn(async move {
+            // Said at most every COMPLAIN_EVERY while the database stays away.
+            let mut said: Option<Instant> = None;
             loop {
                 if let Err(e) = listen_once(&config, tls.clone(), &resolved).await {
-                    tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
+                    if said.is_none_or(|t| t.elapsed() >= COMPLAIN_EVERY) {
+                        tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
+                        said = Some(Instant::now());
+                    }
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;
             }
