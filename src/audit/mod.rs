@@ -166,6 +166,14 @@ fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
     crate::state::write_atomic(&paths.head, head.as_bytes()).map_err(io_err(&paths.head))
 }
 
+/// The record each start of `serve` begins with, whatever keeps the chain.
+pub fn serve_started() -> Map<String, Value> {
+    let mut started = record("serve_started");
+    started.insert("pid".into(), json!(std::process::id()));
+    started.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    started
+}
+
 /// Appends one record now (the CLI's path).
 pub fn append_now(state_dir: &Path, r: Map<String, Value>) -> Result<(), AuditError> {
     append(&Paths::new(state_dir), vec![r.into()])
@@ -400,10 +408,7 @@ impl AuditLog {
             })
             .map_err(|e| AuditError::Io("audit sync thread".into(), e))?;
         let log = AuditLog { shared };
-        let mut started = record("serve_started");
-        started.insert("pid".into(), json!(std::process::id()));
-        started.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        log.write(started);
+        log.write(serve_started());
         Ok(log)
     }
 

@@ -445,8 +445,8 @@ impl PgStore {
     /// `serve`'s store: made without reaching the database, so `serve` starts while it is
     /// down. A task of its own migrates the schema at the first successful contact
     /// (retried every [`RETRY`]; every step fails closed until then), then drains the audit
-    /// spool in `state_dir` (records left by an earlier run first) and syncs it every
-    /// second. It says in the log when the database cannot be reached and when it is back.
+    /// spool in `state_dir` (records left by an earlier run first, then this run's
+    /// `serve_started`) and syncs it every second. It says in the log when the database cannot be reached and when it is back.
     /// Needs a Tokio runtime.
     pub fn open(url: &Secret, state_dir: &std::path::Path) -> Result<PgStore, String> {
         let spool = Arc::new(Spool::open(state_dir)?);
@@ -454,6 +454,9 @@ impl PgStore {
         if spool.waiting() {
             tracing::warn!(spool = %spool.dir().display(), "audit records from an earlier run wait in the spool: they are appended to the chain in PostgreSQL before any new one");
         }
+        // Each start is a record, as with the file log: spooled, so it is the first of
+        // this run to reach the chain.
+        spool.append(&crate::audit::serve_started().into(), false)?;
         let mut store = PgStore::new(pool(url)?);
         store.ready.store(false, Ordering::SeqCst);
         let keeper = Keeper {
