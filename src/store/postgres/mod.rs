@@ -23,8 +23,13 @@
 //!   `LISTEN` that wakes held calls, which also look again every [`RESOLVED_POLL`].
 //!   Receipts are rows of `airlock_receipts`.
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
-//!   one transaction under an advisory lock (`serve` at start, `airlock db migrate`), and
-//!   refuses a database whose schema is newer than this airlock knows.
+//!   one transaction under an advisory lock (`serve` at its first contact with the
+//!   database, `airlock db migrate`), and refuses a database whose schema is newer than
+//!   this airlock knows.
+//! - **When the database cannot be reached or written** (`serve`'s store, [`PgStore::open`]):
+//!   `serve` starts anyway; every step that needs the database fails closed (the gate
+//!   answers 503), while audit records go to an on-disk [`spool`] and are appended to the
+//!   chain in order, exactly once, when it is back (`airlock_audit_spools`).
 //! - **Connections** come from a pool (deadpool) with bounded waits, so a database that is
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
@@ -444,10 +449,10 @@ impl PgStore {
 
     /// `serve`'s store: made without reaching the database, so `serve` starts while it is
     /// down. A task of its own migrates the schema at the first successful contact
-    /// (retried every [`RETRY`]; every step fails closed until then), then drains the audit
+    /// (retried every second; every step fails closed until then), then drains the audit
     /// spool in `state_dir` (records left by an earlier run first, then this run's
-    /// `serve_started`) and syncs it every second. It says in the log when the database cannot be reached and when it is back.
-    /// Needs a Tokio runtime.
+    /// `serve_started`) and syncs it every second. It says in the log when the database
+    /// cannot be reached and when it is back. Needs a Tokio runtime.
     pub fn open(url: &Secret, state_dir: &std::path::Path) -> Result<PgStore, String> {
         let spool = Arc::new(Spool::open(state_dir)?);
         tracing::info!("the shared state is in PostgreSQL; reaching it in the background (calls that need a receipt are refused until it is reached)");
