@@ -991,6 +991,11 @@ const SPOOL_CHILD: &str = "AIRLOCK_TEST_SPOOL_CHILD_STATE";
 async fn spool_child_appends_until_killed() {
     use std::io::Write;
     let state = std::env::var(SPOOL_CHILD).expect("run by the parent test only");
+    // The log `serve` would write, for the parent to read.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let url = format!("postgres://airlock@127.0.0.1:{}/nowhere", free_port());
     let store = PgStore::open(&Secret::new(url), Path::new(&state)).expect("open");
     let until = Instant::now() + Duration::from_secs(60);
@@ -1020,7 +1025,7 @@ async fn a_killed_replica_loses_no_record_it_answered(cluster: &Cluster) {
         ])
         .env(SPOOL_CHILD, state.path())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(state.path().join("child.log")).expect("log"))
         .spawn()
         .expect("child");
     let stdout = child.stdout.take().expect("stdout");
@@ -1037,6 +1042,18 @@ async fn a_killed_replica_loses_no_record_it_answered(cluster: &Cluster) {
     }
     child.wait().expect("wait");
     let answered = answered.expect("the child answered records");
+    // It said, once, that the database cannot be reached and what that means for calls.
+    let log = std::fs::read_to_string(state.path().join("child.log")).expect("log");
+    assert_eq!(
+        log.matches("PostgreSQL cannot be reached or used").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("calls that need a receipt are refused (503)")
+            && log.contains("allowed calls are still served"),
+        "{log}"
+    );
     let store = serving_replica(&url, state.path());
     until_drained(&store).await;
     let records = chain(&url).await;
