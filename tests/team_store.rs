@@ -13,7 +13,13 @@
 //! `database_url` while agents are not in the database; a URL that requires
 //! TLS is never served in plaintext; pending approvals are shared (one approval for the
 //! same blocked call from two replicas, a decision through one wakes a call held on the
-//! other within a second).
+//! other within a second). And the failure behaviour of `serve`'s store (`PgStore::open`):
+//! made while the database is down, it refuses reservations and spools audit records,
+//! replayed in order (also after a restart) once the database is back; the database
+//! stopped and started under two replicas' streams of appends, or turned read-only, loses
+//! no record and the chain verifies; a replica killed with SIGKILL (a child process) loses
+//! no record it answered. `airlock db import`/`export` move a file state (made by the file
+//! store's own code, its log trimmed by retention) into an empty database and back.
 
 #![allow(clippy::expect_used)]
 
@@ -271,6 +277,11 @@ async fn the_postgres_store_holds_across_replicas() {
     serve_refuses_a_database_that_holds_only_part_of_the_state(&cluster).await;
     a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
     one_approval_per_blocked_call_across_replicas(&cluster).await;
+    a_store_opened_while_the_database_is_down_spools_and_replays(&cluster).await;
+    an_outage_under_a_stream_of_appends_loses_nothing(&cluster).await;
+    a_read_only_database_spools_and_refuses_gated_calls(&cluster).await;
+    a_killed_replica_loses_no_record_it_answered(&cluster).await;
+    import_and_export_move_the_state_whole(&cluster).await;
 }
 
 /// A replica that also listens for approvals decided on the others.
@@ -838,4 +849,606 @@ async fn a_decision_wakes_only_the_calls_held_on_its_approval() {
         .expect("the call held on z was stranded without its listener")
         .expect("task");
     assert!(woke);
+}
+
+/// `serve`'s store over `url`, its spool in `state`.
+fn serving_replica(url: &str, state: &Path) -> Arc<PgStore> {
+    Arc::new(PgStore::open(&Secret::new(url), state).expect("open the store"))
+}
+
+/// Waits until every spooled record is in the chain and the gate is open again.
+async fn until_drained(store: &PgStore) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store.audit_writable() {
+        assert!(
+            Instant::now() < deadline,
+            "the spool was not drained within 60 s of the database being back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The chain's records as JSON, in `seq` order.
+async fn chain(url: &str) -> Vec<serde_json::Value> {
+    let pool = postgres::pool(&Secret::new(url)).expect("pool");
+    let client = pool.get().await.expect("client");
+    client
+        .query("SELECT record FROM airlock_audit ORDER BY seq", &[])
+        .await
+        .expect("chain")
+        .iter()
+        .map(|row| serde_json::from_str(row.get::<_, &str>(0)).expect("a JSON record"))
+        .collect()
+}
+
+/// The `i` of each record of `event` by `writer`, in chain order.
+fn numbers(chain: &[serde_json::Value], event: &str, writer: &str) -> Vec<u64> {
+    chain
+        .iter()
+        .filter(|r| r["event"] == event && r["writer"] == writer)
+        .map(|r| r["i"].as_u64().expect("i"))
+        .collect()
+}
+
+fn numbered(event: &str, writer: &str, i: u64) -> airlock::audit::Fields {
+    let mut r = airlock::audit::record(event);
+    r.insert("writer".into(), serde_json::json!(writer));
+    r.insert("i".into(), serde_json::json!(i));
+    r.into()
+}
+
+/// A reservation refused for want of the database (the gate's 503), never "used up".
+async fn reserve_fails_closed(store: &PgStore, key: &str) {
+    match store.reserve(key, 1).await {
+        Err(LedgerError::Io(..)) => {}
+        other => panic!("a reservation without the database: {other:?}"),
+    }
+}
+
+/// `serve`'s store is made while the database is down (no contact at all): gated steps
+/// fail closed, audit records wait in the spool; a second store over the same state dir
+/// (a restart) finds them and appends them before its own; once the database is up the
+/// schema is migrated and the chain holds every record in order.
+async fn a_store_opened_while_the_database_is_down_spools_and_replays(cluster: &Cluster) {
+    let url = cluster.database("spool_at_start").await;
+    let state = tempfile::tempdir().expect("state");
+    let out = cluster.pg_ctl_stop("fast");
+    assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    let started = Instant::now();
+    let store = serving_replica(&url, state.path());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "opening waited for the database"
+    );
+    reserve_fails_closed(&store, "r-at-start").await;
+    assert!(
+        !store.audit_writable(),
+        "the gate is open without a database"
+    );
+    for i in 0..5 {
+        assert!(
+            store.audit_append(numbered("early", "one", i)).await,
+            "record {i} lost"
+        );
+    }
+    // A restart with records in the spool: they stay ahead of the new run's.
+    drop(store);
+    let store = serving_replica(&url, state.path());
+    for i in 5..10 {
+        assert!(
+            store
+                .audit_append_durable(numbered("early", "one", i))
+                .await
+        );
+    }
+    assert!(!store.audit_writable());
+    cluster.pg_ctl_start();
+    until_drained(&store).await;
+    assert!(store.audit_append(numbered("early", "one", 10)).await);
+    store
+        .reserve("r-at-start", 1)
+        .await
+        .expect("reserve once it is back");
+    let records = chain(&url).await;
+    assert_eq!(
+        numbers(&records, "early", "one"),
+        (0..=10).collect::<Vec<_>>()
+    );
+    // Each run's start first, then its records: the first run's before the second's.
+    let events: Vec<String> = records
+        .iter()
+        .map(|r| match r["event"].as_str() {
+            Some("early") => format!("early {}", r["i"]),
+            other => other.unwrap_or("?").to_string(),
+        })
+        .collect();
+    let mut expected = vec!["serve_started".to_string()];
+    expected.extend((0..5).map(|i| format!("early {i}")));
+    expected.push("serve_started".into());
+    expected.extend((5..=10).map(|i| format!("early {i}")));
+    assert_eq!(events, expected, "records out of order, twice or lost");
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
+    let spooled = std::fs::read_dir(state.path().join(postgres::spool::SPOOL_DIR))
+        .expect("spool dir")
+        .count();
+    assert_eq!(spooled, 0, "a drained spool file was left behind");
+}
+
+/// Two replicas, each with its spool, append a stream of records while the database is
+/// stopped and started under them: every record answered is in the one chain, each
+/// replica's in its own order, none twice; reservations during the outage fail closed.
+async fn an_outage_under_a_stream_of_appends_loses_nothing(cluster: &Cluster) {
+    let url = cluster.database("spool_stream").await;
+    let states = [
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    ];
+    let replicas = [
+        serving_replica(&url, states[0].path()),
+        serving_replica(&url, states[1].path()),
+    ];
+    for r in &replicas {
+        until_drained(r).await;
+    }
+    const RECORDS: u64 = 400;
+    let mut writers = Vec::new();
+    for (n, store) in replicas.iter().enumerate() {
+        let store = Arc::clone(store);
+        writers.push(tokio::spawn(async move {
+            let name = format!("replica-{n}");
+            let mut answered = 0;
+            for i in 0..RECORDS {
+                if store.audit_append(numbered("stream", &name, i)).await {
+                    answered += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let out = cluster.pg_ctl_stop("fast");
+    assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    reserve_fails_closed(&replicas[0], "r-stream").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for r in &replicas {
+        assert!(
+            !r.audit_writable(),
+            "the gate is open while the database is down"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cluster.pg_ctl_start();
+    for w in writers {
+        assert_eq!(w.await.expect("writer"), RECORDS, "records not answered");
+    }
+    for r in &replicas {
+        until_drained(r).await;
+    }
+    let records = chain(&url).await;
+    for n in 0..2 {
+        assert_eq!(
+            numbers(&records, "stream", &format!("replica-{n}")),
+            (0..RECORDS).collect::<Vec<_>>(),
+            "replica {n}'s records are not all in the chain, in order, once each"
+        );
+    }
+    let verified = postgres::verify_audit(replicas[0].pool())
+        .await
+        .expect("the chain verifies");
+    // And each replica's start.
+    assert_eq!(verified.records, 2 * RECORDS + 2);
+    println!(
+        "an outage under 2×{RECORDS} appends: all {} records in one verified chain",
+        verified.records
+    );
+}
+
+/// A database that turns read-only (as a standby is) refuses reservations and takes no
+/// audit record: they are spooled and appended once it is writable again.
+async fn a_read_only_database_spools_and_refuses_gated_calls(cluster: &Cluster) {
+    let url = cluster.database("read_only").await;
+    let state = tempfile::tempdir().expect("state");
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    assert!(store.audit_append(numbered("ro", "one", 0)).await);
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(connection);
+    // One statement per call: ALTER SYSTEM cannot run in the implicit transaction of a
+    // batch.
+    for statement in [
+        "ALTER SYSTEM SET default_transaction_read_only = on",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(statement).await.expect("read-only");
+    }
+    // Reloaded by every backend shortly after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reserve_fails_closed(&store, "r-read-only").await;
+    for i in 1..4 {
+        assert!(store.audit_append(numbered("ro", "one", i)).await);
+    }
+    assert!(
+        !store.audit_writable(),
+        "the gate is open on a read-only database"
+    );
+    for statement in [
+        "SET default_transaction_read_only = off",
+        "ALTER SYSTEM RESET default_transaction_read_only",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin
+            .batch_execute(statement)
+            .await
+            .expect("writable again");
+    }
+    until_drained(&store).await;
+    store.reserve("r-read-only", 1).await.expect("reserve");
+    let records = chain(&url).await;
+    assert_eq!(numbers(&records, "ro", "one"), vec![0, 1, 2, 3]);
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("verifies");
+}
+
+/// The environment that makes [`spool_child_appends_until_killed`] do its work.
+const SPOOL_CHILD: &str = "AIRLOCK_TEST_SPOOL_CHILD_STATE";
+
+/// Run only by [`a_killed_replica_loses_no_record_it_answered`], as a process of its own:
+/// appends numbered records to a store whose database cannot be reached, saying on stdout
+/// each one that was answered, until it is killed (at most 60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of a_killed_replica_loses_no_record_it_answered"]
+async fn spool_child_appends_until_killed() {
+    use std::io::Write;
+    let state = std::env::var(SPOOL_CHILD).expect("run by the parent test only");
+    // The log `serve` would write, for the parent to read.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let url = format!("postgres://airlock@127.0.0.1:{}/nowhere", free_port());
+    let store = PgStore::open(&Secret::new(url), Path::new(&state)).expect("open");
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut out = std::io::stdout();
+    for i in 0.. {
+        if Instant::now() > until {
+            break;
+        }
+        assert!(store.audit_append(numbered("killed", "child", i)).await);
+        writeln!(out, "answered {i}").expect("stdout");
+        out.flush().expect("flush");
+    }
+}
+
+/// A replica killed with SIGKILL while its records wait in the spool: a new run over the
+/// same state dir appends every record the killed one answered, in order, once each.
+async fn a_killed_replica_loses_no_record_it_answered(cluster: &Cluster) {
+    use std::io::BufRead;
+    let url = cluster.database("spool_killed").await;
+    let state = tempfile::tempdir().expect("state");
+    let mut child = Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            "spool_child_appends_until_killed",
+            "--nocapture",
+        ])
+        .env(SPOOL_CHILD, state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(state.path().join("child.log")).expect("log"))
+        .spawn()
+        .expect("child");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut answered: Option<u64> = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        if let Some(i) = line.strip_prefix("answered ") {
+            answered = Some(i.parse().expect("a number"));
+            if answered >= Some(300) {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    child.wait().expect("wait");
+    let answered = answered.expect("the child answered records");
+    // It said, once, that the database cannot be reached and what that means for calls.
+    let log = std::fs::read_to_string(state.path().join("child.log")).expect("log");
+    assert_eq!(
+        log.matches("PostgreSQL cannot be reached or used").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("calls that need a receipt are refused (503)")
+            && log.contains("allowed calls are still served"),
+        "{log}"
+    );
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    let records = chain(&url).await;
+    let kept = numbers(&records, "killed", "child");
+    assert!(
+        kept.len() as u64 > answered,
+        "records answered before SIGKILL were lost: {} of {}",
+        kept.len(),
+        answered + 1
+    );
+    assert_eq!(
+        kept,
+        (0..kept.len() as u64).collect::<Vec<_>>(),
+        "out of order or twice"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("verifies");
+    println!(
+        "SIGKILL after {} answered records: {} in the chain",
+        answered + 1,
+        kept.len()
+    );
+}
+
+/// A file state made by the file store's own code (ledger uses, approvals opened, decided
+/// and closed, audit records over several segments) is imported into an empty database:
+/// the chain verifies there with every line (so every hash) unchanged, the ledger counts
+/// and approvals are the same; a second import is refused. Exported into a new directory,
+/// it verifies with `airlock audit verify` and has the same ledger counts, approvals and
+/// receipts; an export into a directory with something in it is refused.
+async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
+    use airlock::state::approvals::ApprovalStore;
+    use airlock::store::files::FileStore;
+    let url = cluster.database("transfer").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config_path = config_with_database(dir.path(), &url);
+    // Small segments: the log spans several, and retention has removed the oldest (so
+    // the chain starts where a retention record says, not at record 0).
+    let small = std::fs::read_to_string(&config_path)
+        .expect("config")
+        .replacen("segment_bytes = 67108864", "segment_bytes = 4096", 1)
+        .replacen("# keep_segments = 30", "keep_segments = 3", 1);
+    std::fs::write(&config_path, small).expect("config");
+    let config = Arc::new(airlock::config::Config::load_existing(&config_path).expect("config"));
+    assert_eq!(
+        config.audit.segment_bytes, 4096,
+        "the example config changed"
+    );
+    let state = config.state_dir.clone();
+
+    let (call, decision) = blocked_delete_table();
+    let receipt_id = "0123456789abcdef0123456789abcdef";
+    let receipt = br#"{"stand-in":"receipt bytes"}"#.to_vec();
+    let files = FileStore::open(Arc::clone(&config)).expect("file store");
+    for (key, reserve, commit, release) in [
+        ("r-two-of-three", 2, 2, 0),
+        ("r-unsettled", 1, 0, 0),
+        ("r-released", 1, 0, 1),
+    ] {
+        for _ in 0..reserve {
+            files.reserve(key, 3).await.expect("reserve");
+        }
+        for _ in 0..commit {
+            files.commit(key).await.expect("commit");
+        }
+        for _ in 0..release {
+            files.release(key).await.expect("release");
+        }
+    }
+    let (approved, _) = files
+        .find_or_open_pending(blocked("binding-approved", &call, &decision))
+        .await
+        .expect("open");
+    let receipt_for_sign = receipt.clone();
+    files
+        .decide(
+            &approved.id,
+            Box::new(move |_, _| {
+                Ok(Signed {
+                    receipt_id: receipt_id.into(),
+                    receipt_json: receipt_for_sign,
+                    status: Status::Approved,
+                    approved_by: vec!["alice".into()],
+                    decided_by: "alice".into(),
+                })
+            }),
+        )
+        .await
+        .expect("decide");
+    let (pending, _) = files
+        .find_or_open_pending(blocked("binding-pending", &call, &decision))
+        .await
+        .expect("open");
+    let (closed, _) = files
+        .find_or_open_pending(blocked("binding-closed", &call, &decision))
+        .await
+        .expect("open");
+    files.close_approval(&closed.id).await.expect("close");
+    for i in 0..150 {
+        assert!(files.audit_append(numbered("filed", "files", i)).await);
+    }
+    files.audit_sync().await.expect("sync");
+    drop(files);
+    let segments = std::fs::read_dir(state.join("audit"))
+        .expect("audit dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        })
+        .count();
+    assert_eq!(segments, 3, "segments kept");
+    let file_lines: Vec<String> = airlock::audit::Records::of(&state)
+        .expect("records")
+        .map(|l| String::from_utf8(l.expect("line")).expect("utf-8"))
+        .collect();
+    let first: serde_json::Value = serde_json::from_str(&file_lines[0]).expect("a record");
+    assert!(
+        first["seq"].as_u64() > Some(0),
+        "retention removed nothing: {first}"
+    );
+    let usage_before = ledger_counts(&state);
+
+    let out = airlock(&config_path, &["db", "import"]);
+    assert!(out.status.success(), "db import: {}", text(&out));
+    println!("{}", text(&out).trim());
+    assert!(
+        text(&out).contains(&format!("{} audit records", file_lines.len())),
+        "{}",
+        text(&out)
+    );
+    let pool = postgres::pool(&Secret::new(url.as_str())).expect("pool");
+    let verified = postgres::verify_audit(&pool)
+        .await
+        .expect("the imported chain verifies");
+    assert_eq!(verified.records, file_lines.len() as u64);
+    let client = pool.get().await.expect("client");
+    let db_lines: Vec<String> = client
+        .query("SELECT record FROM airlock_audit ORDER BY seq", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        db_lines, file_lines,
+        "records (and so hashes) changed on import"
+    );
+    let db = PgStore::new(pool.clone());
+    assert_eq!(db.committed("r-two-of-three").await.expect("count"), 2);
+    assert_eq!(
+        db.committed("r-unsettled").await.expect("count"),
+        1,
+        "an unsettled reservation must count"
+    );
+    assert_eq!(db.committed("r-released").await.expect("count"), 0);
+    assert!(matches!(
+        db.reserve("r-unsettled", 1).await,
+        Err(LedgerError::UsedUp)
+    ));
+    let open = db
+        .current_approval("binding-approved")
+        .await
+        .expect("current")
+        .expect("the approved approval");
+    assert_eq!(
+        (open.id.as_str(), open.status),
+        (approved.id.as_str(), Status::Approved)
+    );
+    assert_eq!(db.read_receipt(receipt_id).await.expect("receipt"), receipt);
+    let still_pending = db
+        .current_approval("binding-pending")
+        .await
+        .expect("current")
+        .expect("the pending approval");
+    assert_eq!(still_pending.id, pending.id);
+    assert!(db
+        .current_approval("binding-closed")
+        .await
+        .expect("current")
+        .is_none());
+
+    let out = airlock(&config_path, &["db", "import"]);
+    assert!(!out.status.success(), "a second import ran: {}", text(&out));
+    assert!(text(&out).contains("EMPTY database"), "{}", text(&out));
+
+    let exported = dir.path().join("exported");
+    let out = airlock(&config_path, &["db", "export", path_str(&exported)]);
+    assert!(out.status.success(), "db export: {}", text(&out));
+    println!("{}", text(&out).trim());
+    // `airlock audit verify` over the exported dir, as the file store's serve would use it.
+    let files_config = dir.path().join("files.toml");
+    let text_files = std::fs::read_to_string(&config_path)
+        .expect("config")
+        .replacen(&format!("database_url = \"{url}\"\n"), "", 1)
+        .replacen(
+            "dir = \"../state\"",
+            &format!("dir = \"{}\"", exported.display()),
+            1,
+        );
+    assert!(
+        text_files.contains(&exported.display().to_string()) && !text_files.contains(&url),
+        "{text_files}"
+    );
+    std::fs::write(&files_config, text_files).expect("config");
+    let out = airlock(&files_config, &["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "audit verify of the export: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains(&file_lines.len().to_string()),
+        "{}",
+        text(&out)
+    );
+    let usage_after = ledger_counts(&exported);
+    // (A key with no use counted is not written: it reads as 0 uses, as before.)
+    assert_eq!(usage_before.len(), 2, "{usage_before:?}");
+    assert_eq!(
+        usage_after, usage_before,
+        "ledger counts changed through the database"
+    );
+    let approvals = ApprovalStore::open(&exported).expect("approvals");
+    let mut ids: Vec<String> = approvals
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    ids.sort();
+    let mut expected = vec![approved.id.clone(), pending.id.clone(), closed.id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(
+        approvals.read_receipt(receipt_id).expect("receipt"),
+        receipt
+    );
+    assert_eq!(
+        approvals
+            .current("binding-pending")
+            .expect("current")
+            .map(|a| a.id),
+        Some(pending.id)
+    );
+
+    // The database's chain cut at its start: no retention record names the new start.
+    client
+        .execute(
+            "DELETE FROM airlock_audit WHERE seq = (SELECT min(seq) FROM airlock_audit)",
+            &[],
+        )
+        .await
+        .expect("cut");
+    let e = postgres::verify_audit(&pool)
+        .await
+        .expect_err("a chain cut at its start verified");
+    assert!(
+        e.to_string().contains("earlier records were removed"),
+        "{e}"
+    );
+
+    let out = airlock(&config_path, &["db", "export", path_str(&exported)]);
+    assert!(
+        !out.status.success(),
+        "an export over a state ran: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("not empty"), "{}", text(&out));
+}
+
+/// The file ledger's keys with a use counted: (key, committed, reserved), sorted.
+fn ledger_counts(state: &Path) -> Vec<(String, u32, u32)> {
+    let mut counts: Vec<(String, u32, u32)> = airlock::state::ledger::Ledger::open(state)
+        .expect("ledger")
+        .entries()
+        .into_iter()
+        .filter(|(_, u)| u.committed + u.reserved > 0)
+        .map(|(k, u)| (k, u.committed, u.reserved))
+        .collect();
+    counts.sort();
+    counts
 }

@@ -34,16 +34,18 @@
 //! (the use itself is in the ledger, and the loss is logged): the gate closes for the next.
 
 mod record;
+mod restore;
 mod segments;
 mod verify;
 mod writer;
 
 pub use record::{approver_change, decision, decision_record, record, render, Fields};
+pub use restore::{Records, Restore};
 pub use segments::{segment_name, segment_number, Paths, Position};
 pub use verify::{check_link, verify_from, Linked, Verified};
 
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -162,6 +164,14 @@ fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
     let head = json!({ "seq": seq, "hash": hash }).to_string();
     let _lock = crate::state::lock_file(&paths.lock).map_err(io_err(&paths.lock))?;
     crate::state::write_atomic(&paths.head, head.as_bytes()).map_err(io_err(&paths.head))
+}
+
+/// The record each start of `serve` begins with, whatever keeps the chain.
+pub fn serve_started() -> Map<String, Value> {
+    let mut started = record("serve_started");
+    started.insert("pid".into(), json!(std::process::id()));
+    started.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    started
 }
 
 /// Appends one record now (the CLI's path).
@@ -398,10 +408,7 @@ impl AuditLog {
             })
             .map_err(|e| AuditError::Io("audit sync thread".into(), e))?;
         let log = AuditLog { shared };
-        let mut started = record("serve_started");
-        started.insert("pid".into(), json!(std::process::id()));
-        started.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        log.write(started);
+        log.write(serve_started());
         Ok(log)
     }
 

@@ -23,6 +23,20 @@ impl Fields {
         }
     }
 
+    /// A record's fields as [`Self::as_bytes`] gave them, kept byte for byte (a record
+    /// read back from where it waited, such as the PostgreSQL store's spool). Refused
+    /// unless it is one JSON object without the chain's own members.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Fields, String> {
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let Some(object) = value.as_object() else {
+            return Err("it is not a JSON object".into());
+        };
+        if object.contains_key("seq") || object.contains_key("prev") {
+            return Err("it already holds a chain position (seq, prev)".into());
+        }
+        Ok(Fields(bytes))
+    }
+
     /// The serialized object.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -187,5 +201,26 @@ mod tests {
         let now = record("forwarded")["time"].as_str().unwrap().to_string();
         let parsed = time::OffsetDateTime::parse(&now, &Rfc3339).unwrap();
         assert_eq!(now, rfc3339_millis(parsed));
+    }
+
+    #[test]
+    fn fields_read_back_are_kept_byte_for_byte_and_never_hold_a_chain_position() {
+        let made: Fields = record("spooled").into();
+        let back = Fields::from_bytes(made.as_bytes().to_vec()).unwrap();
+        assert_eq!(back.as_bytes(), made.as_bytes());
+        // Member order and spacing as given, not re-encoded.
+        let odd = br#"{"z": 1,"a":2}"#.to_vec();
+        assert_eq!(
+            Fields::from_bytes(odd.clone()).unwrap().as_bytes(),
+            &odd[..]
+        );
+        for refused in [
+            &br#"{"seq":3}"#[..],
+            br#"{"prev":"00"}"#,
+            b"[1]",
+            b"{\"torn",
+        ] {
+            assert!(Fields::from_bytes(refused.to_vec()).is_err(), "{refused:?}");
+        }
     }
 }

@@ -78,9 +78,38 @@ fn blocked(gate: &Gate, approval: &Approval, is_new: bool, decision: &Decision) 
     ))
 }
 
+/// The approval state cannot be read or written (a database that is down or read-only, a
+/// disk that fails): 503, which SDKs retry, and a log line at most every
+/// [`COMPLAIN_EVERY`] however many calls are refused.
 pub(super) fn state_error(e: impl std::fmt::Display) -> ProxyError {
-    tracing::error!(error = %e, "cannot read or write approval state; refusing the call (fail closed)");
-    ProxyError::internal("airlock cannot record this call's approval state, so it refuses it (fail closed); see airlock's log")
+    static SAID: Complaint = Complaint::new();
+    if SAID.time_to_say() {
+        tracing::error!(error = %e, "cannot read or write approval state; refusing calls that need a receipt (fail closed; repeats are logged every 10 s); allowed calls are still served");
+    }
+    ProxyError::state_unwritable("airlock cannot read or write this call's approval state, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.")
+}
+
+/// How often, at most, one kind of refusal for want of writable state is logged.
+const COMPLAIN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One kind of log line said at most once per [`COMPLAIN_EVERY`]: an outage under load is
+/// one line per interval, not one per call.
+struct Complaint(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl Complaint {
+    const fn new() -> Complaint {
+        Complaint(std::sync::Mutex::new(None))
+    }
+
+    fn time_to_say(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < COMPLAIN_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 /// The receipt for this decided call, or the refusal that says what is missing.
@@ -193,7 +222,10 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
         let allowed = verified.body().uses;
         let approver = verified.approvers().join(", ");
         if !store.audit_writable() {
-            tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing a call that needs a receipt (fail closed)");
+            static SAID: Complaint = Complaint::new();
+            if SAID.time_to_say() {
+                tracing::error!(approval = %approval.id, receipt = %receipt_id, "the audit log cannot be written; refusing calls that need a receipt (fail closed; repeats are logged every 10 s)");
+            }
             return Err(ProxyError::state_unwritable(
                 "airlock cannot write its audit log, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
             ));
@@ -220,7 +252,10 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                 continue;
             }
             Err(e) => {
-                tracing::error!(approval = %approval.id, receipt = %receipt_id, error = %e, "cannot write the receipt ledger; refusing calls that need a receipt (fail closed); allowed calls are still served");
+                static SAID: Complaint = Complaint::new();
+                if SAID.time_to_say() {
+                    tracing::error!(approval = %approval.id, receipt = %receipt_id, error = %e, "cannot write the receipt ledger; refusing calls that need a receipt (fail closed; repeats are logged every 10 s); allowed calls are still served");
+                }
                 return Err(ProxyError::state_unwritable(
                     "airlock cannot write its receipt ledger, so it refuses calls that need a receipt (fail closed); calls that need none are still served. See airlock's log.",
                 ));

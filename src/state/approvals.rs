@@ -351,6 +351,29 @@ impl ApprovalStore {
         })
     }
 
+    /// Writes an approval as another store kept it (`airlock db export`), durably.
+    pub fn restore(&self, a: &Approval) -> Result<(), ApprovalError> {
+        if !valid_id(&a.id) {
+            return Err(ApprovalError::Refused(format!(
+                "{:?} is not an approval id",
+                a.id
+            )));
+        }
+        self.locked(|| self.put(a))
+    }
+
+    /// Writes a receipt as another store kept it (`airlock db export`), durably.
+    pub fn restore_receipt(&self, receipt_id: &str, receipt: &[u8]) -> Result<(), ApprovalError> {
+        if crate::receipt::ReceiptId::parse(receipt_id).is_none() {
+            return Err(ApprovalError::Refused(format!(
+                "{receipt_id:?} is not a receipt id"
+            )));
+        }
+        let path = self.receipt_path(receipt_id);
+        super::write_atomic(&path, receipt)
+            .map_err(|e| ApprovalError::Io(path.display().to_string(), e))
+    }
+
     pub fn read_receipt(&self, receipt_id: &str) -> Result<Vec<u8>, ApprovalError> {
         let path = self.receipt_path(receipt_id);
         fs::read(&path).map_err(|e| ApprovalError::Io(path.display().to_string(), e))

@@ -131,6 +131,45 @@ impl Ledger {
         self.usage.get(receipt).map(|u| *u).unwrap_or_default()
     }
 
+    /// Every key with its usage (`airlock db import`).
+    pub fn entries(&self) -> Vec<(String, Usage)> {
+        self.usage
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
+    }
+
+    /// Writes a new ledger in `state_dir` with `committed` uses counted for each key
+    /// (`airlock db export`), durably; refused if the state dir has a ledger already.
+    pub fn write_new(
+        state_dir: &Path,
+        committed: impl IntoIterator<Item = (String, u32)>,
+    ) -> Result<(), LedgerError> {
+        let path = state_dir.join("ledger.jsonl");
+        let io = |e| LedgerError::Io(path.display().to_string(), e);
+        let at = super::rfc3339_millis(time::OffsetDateTime::now_utc());
+        let mut text = Vec::new();
+        for (receipt, uses) in committed {
+            let mut line = serde_json::to_vec(&Line {
+                receipt,
+                event: Event::Commit,
+                at: at.clone(),
+            })
+            .map_err(|e| io(e.into()))?;
+            line.push(b'\n');
+            for _ in 0..uses {
+                text.extend_from_slice(&line);
+            }
+        }
+        let mut f = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(&text).and_then(|()| f.sync_all()).map_err(io)
+    }
+
     fn append(&self, receipt: &str, event: Event) -> Result<(), LedgerError> {
         let at = super::rfc3339_millis(time::OffsetDateTime::now_utc());
         let mut line = serde_json::to_vec(&Line {

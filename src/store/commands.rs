@@ -9,6 +9,20 @@ pub enum DbCommand {
     /// Create or upgrade the schema in `[state] database_url` (one transaction; a schema
     /// newer than this airlock knows is refused).
     Migrate,
+    /// Copy a file state (the ledger, the audit log with its chain, approvals and
+    /// receipts) into the database, which must hold no state yet. Stop `serve` first.
+    Import {
+        /// The state directory to copy (default: `[state] dir`).
+        #[arg(long, value_name = "DIR")]
+        from: Option<std::path::PathBuf>,
+    },
+    /// Write the database's state into DIR (empty or new) as the file store keeps it;
+    /// serve it by pointing `[state] dir` at it and removing `database_url`.
+    Export {
+        /// Where to write it (must be empty or absent).
+        #[arg(value_name = "DIR")]
+        to: std::path::PathBuf,
+    },
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -39,6 +53,27 @@ pub fn run(config: &Config, command: DbCommand) -> Result<(), String> {
                     migrated.from, migrated.to
                 );
             }
+            Ok(())
+        }
+        DbCommand::Import { from } => {
+            let pool = database_pool(config)?;
+            let from = from.unwrap_or_else(|| config.state_dir.clone());
+            let moved = runtime()?.block_on(super::transfer::import(&pool, &from))?;
+            println!(
+                "imported {} from {} into PostgreSQL; the chain verifies there",
+                moved,
+                from.display()
+            );
+            Ok(())
+        }
+        DbCommand::Export { to } => {
+            let pool = database_pool(config)?;
+            let moved = runtime()?.block_on(super::transfer::export(&pool, &to))?;
+            println!(
+                "exported {} from PostgreSQL into {}; the chain verifies there",
+                moved,
+                to.display()
+            );
             Ok(())
         }
     }

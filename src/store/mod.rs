@@ -19,6 +19,8 @@
 //! list, read and decide them), and the revocation lookups (the trusted approver keys, an
 //! agent key's revocation).
 //!
+//! [`transfer`] moves a state between the two (`airlock db import`, `airlock db export`).
+//!
 //! Not yet in PostgreSQL: agents, approvers' passkeys and enrollments, revocations, plans.
 //! Until they are, `serve` refuses to start with a `database_url` ([`check_complete`])
 //! rather than keep those parts in one replica's files while the rest is shared.
@@ -27,6 +29,7 @@ pub mod commands;
 pub mod files;
 mod open;
 pub mod postgres;
+pub mod transfer;
 pub mod unshared;
 mod waiters;
 

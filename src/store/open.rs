@@ -12,9 +12,10 @@ use std::sync::Arc;
 /// Who opens the store, which decides what is started with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Opener {
-    /// `serve`: the files' audit writer and ledger; for PostgreSQL, the schema migrated
-    /// (as `airlock db migrate` does) and a connection listening for decisions made on
-    /// other replicas.
+    /// `serve`: the files' audit writer and ledger; for PostgreSQL, a store made without
+    /// reaching the database (the schema migrated at first contact, as `airlock db
+    /// migrate` does; audit records spooled meanwhile) and a connection listening for
+    /// decisions made on other replicas.
     Serve,
     /// A short command (`approvals`, `approve`, `deny`): approvals read and decided, audit
     /// records appended one by one and durable at once; no ledger, no `serve_started`
@@ -34,16 +35,10 @@ pub async fn open(config: Arc<Config>, opener: Opener) -> Result<Arc<dyn Store>,
     let pool = postgres::pool(&url)?;
     match opener {
         Opener::Serve => {
-            let migrated = postgres::migrate(&pool).await?;
-            if migrated.from != migrated.to {
-                tracing::info!(
-                    from = migrated.from,
-                    to = migrated.to,
-                    "migrated the PostgreSQL schema"
-                );
-            }
-            let store = Arc::new(PgStore::new(pool).listen(&url)?);
-            super::unshared::wrap(store, config)
+            // Made without reaching the database: `serve` starts while it is down, the
+            // schema is migrated at first contact and audit records wait in the spool.
+            let store = PgStore::open(&url, &config.state_dir)?.listen(&url)?;
+            super::unshared::wrap(Arc::new(store), config)
         }
         Opener::Command => {
             postgres::check_schema(&pool).await?;

@@ -20,9 +20,13 @@ def test_docker_compose_publishes_on_loopback_only_and_keeps_secrets_in_volumes(
     missing = run([compose, "config"], scrubbed_env(), cwd=tmp_path, check=False)
     assert missing.returncode != 0 and "airlock.env" in missing.stderr, missing.stderr
     env_file = tmp_path / "airlock.env"
-    env_file.write_text("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=example\n")
+    database_url = "postgres://airlock:example-password@postgres/airlock"
+    env_file.write_text("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=example\n"
+                        f"AIRLOCK_DATABASE_URL={database_url}\n")
+    (tmp_path / "airlock-db-password").write_text("example-password\n")
     out = run([compose, "config"], scrubbed_env(), cwd=tmp_path).stdout
-    service = yaml.safe_load(out)["services"]["airlock"]
+    project = yaml.safe_load(out)
+    service = project["services"]["airlock"]
 
     ports = service["ports"]
     assert ports and all(str(p).startswith("127.0.0.1:") for p in ports), ports
@@ -38,6 +42,25 @@ def test_docker_compose_publishes_on_loopback_only_and_keeps_secrets_in_volumes(
     assert "AKIA" not in (REPO / "docker-compose.yml").read_text()
     assert service["cap_drop"] == ["ALL"] and service["read_only"] is True
     assert "no-new-privileges:true" in service["security_opt"]
+
+    # PostgreSQL: its data in a named volume, not published, healthy before airlock starts;
+    # airlock's database URL (with the password) from the env file, the database's password
+    # from a secret file: neither in the compose file nor in airlock's baked-in config.
+    db = project["services"]["postgres"]
+    assert db["image"].startswith("postgres:"), db["image"]
+    db_mounts = {m.split(":")[1]: m.split(":")[0] for m in db["volumes"]}
+    assert db_mounts == {"/var/lib/postgresql/data": "airlock-db"}, db_mounts
+    assert "airlock-db" in project["volumes"]
+    assert "ports" not in db, db.get("ports")
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"]), db["healthcheck"]
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy", service["depends_on"]
+    assert service["environment"]["AIRLOCK_DATABASE_URL"] == database_url
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
+    assert "POSTGRES_PASSWORD" not in db["environment"]
+    secret = project["secrets"]["airlock-db-password"]["file"]
+    assert Path(secret).resolve() == (tmp_path / "airlock-db-password").resolve(), secret
+    for shipped in (REPO / "docker-compose.yml", REPO / "deploy" / "docker" / "airlock.toml"):
+        assert "postgres://" not in shipped.read_text().replace("postgres://airlock:PASSWORD@", ""), shipped
 
     # The image: a build stage, then a slim runtime stage that runs as a non-root user.
     dockerfile = (REPO / "Dockerfile").read_text()

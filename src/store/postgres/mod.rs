@@ -25,8 +25,13 @@
 //!   also look again every [`RESOLVED_POLL`]. Receipts are rows of `airlock_receipts`.
 //!   The page and the CLI list, read and decide approvals through the same rows.
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
-//!   one transaction under an advisory lock (`serve` at start, `airlock db migrate`), and
-//!   refuses a database whose schema is newer than this airlock knows.
+//!   one transaction under an advisory lock (`serve` at its first contact with the
+//!   database, `airlock db migrate`), and refuses a database whose schema is newer than
+//!   this airlock knows.
+//! - **When the database cannot be reached or written** (`serve`'s store, [`PgStore::open`]):
+//!   `serve` starts anyway; every step that needs the database fails closed (the gate
+//!   answers 503), while audit records go to an on-disk [`spool`] and are appended to the
+//!   chain in order, exactly once, when it is back (`airlock_audit_spools`).
 //! - **Connections** come from a pool (deadpool) with bounded waits, so a database that is
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
@@ -36,6 +41,8 @@
 //! not start with a database until they are in it.
 
 use super::waiters::Waiters;
+pub mod spool;
+
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
@@ -45,9 +52,10 @@ use crate::state::ledger::LedgerError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
 use futures_util::{pin_mut, StreamExt, TryStreamExt};
+use spool::{Spool, SpoolFile};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The newest schema this airlock knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -87,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
         receipt bytea NOT NULL,
         stored_at timestamptz NOT NULL DEFAULT now()
     );",
+    // 3: how many lines of each replica's audit spool are in the chain, updated in the
+    // transaction that appends them, so a replay after a crash appends none twice.
+    "CREATE TABLE airlock_audit_spools (
+        spool text PRIMARY KEY,
+        drained bigint NOT NULL CHECK (drained >= 0),
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );",
 ];
 
 /// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
@@ -110,6 +125,19 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// At most this many connections per process.
 const POOL_SIZE: usize = 16;
+
+/// How often `serve`'s store tries again to reach the database (the schema check, the
+/// spool's draining) while it cannot.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// How often, at most, the log repeats that the database still cannot be reached.
+const COMPLAIN_EVERY: Duration = Duration::from_secs(30);
+
+/// Spooled records appended per transaction while draining.
+const DRAIN_BATCH: usize = 500;
+
+/// Why a step fails before the schema was checked.
+const NOT_READY: &str = "PostgreSQL has not been reached since airlock started (its schema is not checked yet): refusing (fail closed)";
 
 /// The connection pool for `url`. Nothing is connected until first use, so `serve` can
 /// start while the database is down.
@@ -166,7 +194,7 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
 }
 
 /// What a database error is called in logs and errors: never the URL.
-fn db_error(e: impl std::fmt::Display) -> String {
+pub(crate) fn db_error(e: impl std::fmt::Display) -> String {
     format!("PostgreSQL: {e}")
 }
 
@@ -253,8 +281,15 @@ pub async fn check_schema(pool: &Pool) -> Result<(), String> {
 /// The ledger, the audit chain and the request path's approvals in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
-    /// The last audit append failed.
-    audit_failing: AtomicBool,
+    /// The schema was found at [`SCHEMA_VERSION`] (or migrated to it): until then every
+    /// step fails closed, so nothing is written to tables whose rules are not known.
+    ready: Arc<AtomicBool>,
+    /// The last audit append to the database failed.
+    audit_failing: Arc<AtomicBool>,
+    /// Where audit records wait while the database cannot take them (`serve`'s store).
+    spool: Option<Arc<Spool>>,
+    /// The task that checks the schema on first contact and drains the spool.
+    keeper: Option<tokio::task::AbortHandle>,
     /// The calls held on approvals, woken when theirs is decided (here, or on another
     /// replica: `NOTIFY` names it).
     waiters: Arc<Waiters>,
@@ -264,8 +299,8 @@ pub struct PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        if let Some(listener) = &self.listener {
-            listener.abort();
+        for task in [&self.listener, &self.keeper].into_iter().flatten() {
+            task.abort();
         }
     }
 }
@@ -285,18 +320,18 @@ fn approval_error(e: impl std::fmt::Display) -> ApprovalError {
 }
 
 /// An approval as its row holds it.
-fn from_record(record: String) -> Result<Approval, ApprovalError> {
+pub(crate) fn from_record(record: String) -> Result<Approval, ApprovalError> {
     serde_json::from_str(&record)
         .map_err(|e| ApprovalError::Corrupt("an approval in PostgreSQL".into(), e))
 }
 
-fn to_record(a: &Approval) -> Result<String, ApprovalError> {
+pub(crate) fn to_record(a: &Approval) -> Result<String, ApprovalError> {
     serde_json::to_string(a)
         .map_err(|e| ApprovalError::Corrupt("an approval for PostgreSQL".into(), e))
 }
 
 /// The name the `status` column and the record give `status`.
-fn status_name(status: Status) -> Result<String, ApprovalError> {
+pub(crate) fn status_name(status: Status) -> Result<String, ApprovalError> {
     match serde_json::to_value(status) {
         Ok(serde_json::Value::String(s)) => Ok(s),
         Ok(other) => Err(ApprovalError::Refused(format!(
@@ -400,13 +435,54 @@ fn not_in_database(what: &str) -> String {
 impl PgStore {
     /// A store over `pool`, whose schema the caller has migrated or checked.
     /// Held calls learn of decisions made elsewhere only by polling until [`Self::listen`].
+    /// Without a spool, an audit record the database cannot take is lost (and logged);
+    /// `serve` uses [`Self::open`].
     pub fn new(pool: Pool) -> PgStore {
         PgStore {
             pool,
-            audit_failing: AtomicBool::new(false),
+            ready: Arc::new(AtomicBool::new(true)),
+            audit_failing: Arc::new(AtomicBool::new(false)),
+            spool: None,
+            keeper: None,
             waiters: Arc::new(Waiters::default()),
             listener: None,
         }
+    }
+
+    /// `serve`'s store: made without reaching the database, so `serve` starts while it is
+    /// down. A task of its own migrates the schema at the first successful contact
+    /// (retried every second; every step fails closed until then), then drains the audit
+    /// spool in `state_dir` (records left by an earlier run first, then this run's
+    /// `serve_started`) and syncs it every second. It says in the log when the database
+    /// cannot be reached and when it is back. Needs a Tokio runtime.
+    pub fn open(url: &Secret, state_dir: &std::path::Path) -> Result<PgStore, String> {
+        let spool = Arc::new(Spool::open(state_dir)?);
+        tracing::info!("the shared state is in PostgreSQL; reaching it in the background (calls that need a receipt are refused until it is reached)");
+        if spool.waiting() {
+            tracing::warn!(spool = %spool.dir().display(), "audit records from an earlier run wait in the spool: they are appended to the chain in PostgreSQL before any new one");
+        }
+        // Each start is a record, as with the file log: spooled, so it is the first of
+        // this run to reach the chain.
+        spool.append(&crate::audit::serve_started().into(), false)?;
+        let mut store = PgStore::new(pool(url)?);
+        store.ready.store(false, Ordering::SeqCst);
+        let keeper = Keeper {
+            pool: store.pool.clone(),
+            spool: Arc::clone(&spool),
+            ready: Arc::clone(&store.ready),
+            audit_failing: Arc::clone(&store.audit_failing),
+        };
+        store.keeper = Some(tokio::spawn(keeper.run()).abort_handle());
+        store.spool = Some(spool);
+        Ok(store)
+    }
+
+    /// A connection, once the schema is known to be this airlock's.
+    async fn connection(&self) -> Result<deadpool_postgres::Object, String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(NOT_READY.into());
+        }
+        self.pool.get().await.map_err(db_error)
     }
 
     /// Listens on a connection of its own for approvals decided by any replica, so a held
@@ -417,9 +493,14 @@ impl PgStore {
         let tls = tls()?;
         let waiters = Arc::clone(&self.waiters);
         let task = tokio::spawn(async move {
+            // Said at most every COMPLAIN_EVERY while the database stays away.
+            let mut said: Option<Instant> = None;
             loop {
                 if let Err(e) = listen_once(&config, tls.clone(), &waiters).await {
-                    tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
+                    if said.is_none_or(|t| t.elapsed() >= COMPLAIN_EVERY) {
+                        tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
+                        said = Some(Instant::now());
+                    }
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;
             }
@@ -430,7 +511,7 @@ impl PgStore {
 
     /// One approval by id.
     pub async fn approval(&self, id: &str) -> Result<Approval, ApprovalError> {
-        let client = self.pool.get().await.map_err(approval_error)?;
+        let client = self.connection().await.map_err(approval_error)?;
         approval_in(&**client, id, false).await
     }
 
@@ -455,7 +536,7 @@ impl PgStore {
         change: &str,
         allowed: Option<i64>,
     ) -> Result<bool, LedgerError> {
-        let mut client = self.pool.get().await.map_err(ledger_error)?;
+        let mut client = self.connection().await.map_err(ledger_error)?;
         let tx = client.transaction().await.map_err(ledger_error)?;
         let changed = match allowed {
             Some(allowed) => tx.query_opt(change, &[&key, &allowed]).await,
@@ -478,54 +559,227 @@ impl PgStore {
 
     /// Appends records after the chain's last one, under the advisory lock.
     pub async fn append_audit(&self, records: &[Fields]) -> Result<(), String> {
-        let mut client = self.pool.get().await.map_err(db_error)?;
+        let mut client = self.connection().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-            .await
-            .map_err(db_error)?;
-        let last = tx
-            .query_opt(
-                "SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
-            .await
-            .map_err(db_error)?;
-        let position = match last {
-            None => Position::genesis(),
-            Some(row) => {
-                let line: String = row.get(0);
-                Position::after(line.as_bytes()).map_err(|e| e.to_string())?
-            }
+        append_in(&tx, records).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    /// One record, to the database unless records wait in the spool (then behind them),
+    /// and to the spool when the database cannot take it.
+    async fn append_one(&self, record: Fields, durable: bool) -> bool {
+        let Some(spool) = &self.spool else {
+            return self.append_direct(&record).await;
         };
-        let first_seq = position.next_seq;
-        let mut out = Vec::new();
-        crate::audit::link(position, records, &mut out);
-        let text = String::from_utf8(out).map_err(|e| e.to_string())?;
-        let lines: Vec<&str> = text.lines().collect();
-        let seqs: Vec<i64> = (0..lines.len())
-            .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
-            .collect();
-        tx.execute(
+        if !spool.waiting()
+            && self.ready.load(Ordering::SeqCst)
+            && self.append_direct(&record).await
+        {
+            return true;
+        }
+        let first = !spool.waiting();
+        match spool.append(&record, durable) {
+            Ok(()) => {
+                if first {
+                    tracing::warn!(spool = %spool.dir().display(), "PostgreSQL cannot take audit records now: they are kept in the spool and appended to the chain, in order, once it can; calls that need a receipt are refused (503) until then");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "an audit record could not be written to PostgreSQL nor to the spool: it is lost");
+                false
+            }
+        }
+    }
+
+    /// Appends one record to the database; says when appending starts or stops failing.
+    async fn append_direct(&self, record: &Fields) -> bool {
+        let result = self.append_audit(std::slice::from_ref(record)).await;
+        let ok = result.is_ok();
+        let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
+        match result {
+            Ok(()) if was_failing => tracing::warn!("the audit chain in PostgreSQL can be written again; calls that need a receipt are served again"),
+            Ok(()) => {}
+            Err(e) if was_failing => tracing::debug!(error = %e, "could not append an audit record to PostgreSQL"),
+            Err(e) => tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can"),
+        }
+        ok
+    }
+}
+
+/// Appends records after the chain's last one, in `tx`, under the advisory lock (held to
+/// the end of `tx`).
+async fn append_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[Fields],
+) -> Result<(), String> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await
+        .map_err(db_error)?;
+    let last = tx
+        .query_opt(
+            "SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    let position = match last {
+        None => Position::genesis(),
+        Some(row) => {
+            let line: String = row.get(0);
+            Position::after(line.as_bytes()).map_err(|e| e.to_string())?
+        }
+    };
+    let first_seq = position.next_seq;
+    let mut out = Vec::new();
+    crate::audit::link(position, records, &mut out);
+    let text = String::from_utf8(out).map_err(|e| e.to_string())?;
+    let lines: Vec<&str> = text.lines().collect();
+    let seqs: Vec<i64> = (0..lines.len())
+        .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
+        .collect();
+    insert_chain_rows(&**tx, &seqs, &lines).await
+}
+
+/// Stores records of the chain as they are, each at its `seq`.
+pub(crate) async fn insert_chain_rows(
+    client: &impl tokio_postgres::GenericClient,
+    seqs: &[i64],
+    lines: &[&str],
+) -> Result<(), String> {
+    client
+        .execute(
             "INSERT INTO airlock_audit (seq, record)
              SELECT * FROM unnest($1::bigint[], $2::text[])",
             &[&seqs, &lines],
         )
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+    Ok(())
+}
+
+/// `serve`'s store's background work: the schema check on first contact, the spool's
+/// draining, its `fdatasync` every second.
+struct Keeper {
+    pool: Pool,
+    spool: Arc<Spool>,
+    ready: Arc<AtomicBool>,
+    audit_failing: Arc<AtomicBool>,
+}
+
+impl Keeper {
+    async fn run(self) {
+        let mut unreachable: Option<Instant> = None;
+        let mut complained: Option<Instant> = None;
+        loop {
+            match self.step().await {
+                Ok(()) => {
+                    if let Some(since) = unreachable.take() {
+                        tracing::warn!(down_for = ?since.elapsed(), "PostgreSQL can be reached again; calls that need a receipt are served again");
+                    }
+                    complained = None;
+                }
+                Err(e) => {
+                    let now = Instant::now();
+                    let since = *unreachable.get_or_insert(now);
+                    if complained.is_none() {
+                        tracing::error!(error = %e, spool = %self.spool.dir().display(), "PostgreSQL cannot be reached or used: calls that need a receipt are refused (503) until it can; allowed calls are still served, their audit records kept in the spool and appended to the chain once it is back");
+                        complained = Some(now);
+                    } else if complained.is_some_and(|t| now.duration_since(t) >= COMPLAIN_EVERY) {
+                        tracing::error!(error = %e, down_for = ?since.elapsed(), "PostgreSQL still cannot be reached or used; calls that need a receipt are refused (503)");
+                        complained = Some(now);
+                    }
+                }
+            }
+            if let Err(e) = self.spool.sync() {
+                tracing::error!(error = %e, "could not sync the audit spool");
+            }
+            tokio::time::sleep(RETRY).await;
+        }
     }
 
-    async fn append_one(&self, record: Fields) -> bool {
-        let result = self.append_audit(&[record]).await;
-        let ok = result.is_ok();
-        let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
-        match result {
-            Ok(()) if was_failing => tracing::warn!("the audit chain in PostgreSQL can be written again; calls that need a receipt are served again"),
-            Ok(()) => {}
-            Err(e) => tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can"),
+    /// The schema checked (once), then every waiting record appended.
+    async fn step(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            let migrated = migrate(&self.pool).await?;
+            tracing::info!(
+                from = migrated.from,
+                to = migrated.to,
+                "PostgreSQL reached; its schema is this airlock's"
+            );
+            self.ready.store(true, Ordering::SeqCst);
         }
-        ok
+        let mut appended = 0usize;
+        while let Some(file) = self.spool.oldest()? {
+            appended += drain(&self.pool, &file).await?;
+            // Not removed when a record was added meanwhile: read again.
+            self.spool.remove_drained(&file)?;
+        }
+        if appended > 0 {
+            self.audit_failing.store(false, Ordering::SeqCst);
+            tracing::warn!(
+                records = appended,
+                "the audit records kept in the spool are in the chain in PostgreSQL now"
+            );
+        }
+        Ok(())
     }
+}
+
+/// Appends the lines of a spool file not yet in the chain, in order, a batch per
+/// transaction; each transaction also counts them in `airlock_audit_spools`, so a replay
+/// after a crash skips what is already in. Returns how many were appended now.
+async fn drain(pool: &Pool, file: &SpoolFile) -> Result<usize, String> {
+    let mut appended = 0;
+    loop {
+        let mut client = pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // The chain's lock first: the count read here cannot change before commit.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+            .await
+            .map_err(db_error)?;
+        let done: i64 = tx
+            .query_opt(
+                "SELECT drained FROM airlock_audit_spools WHERE spool = $1",
+                &[&file.id],
+            )
+            .await
+            .map_err(db_error)?
+            .map_or(0, |row| row.get(0));
+        let done = usize::try_from(done).unwrap_or(usize::MAX);
+        if done >= file.lines.len() {
+            return Ok(appended);
+        }
+        let batch = &file.lines[done..file.lines.len().min(done + DRAIN_BATCH)];
+        let records: Vec<Fields> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, line)| spooled_record(file, done + i, line))
+            .collect();
+        append_in(&tx, &records).await?;
+        let drained = i64::try_from(done + batch.len()).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO airlock_audit_spools (spool, drained) VALUES ($1, $2)
+             ON CONFLICT (spool) DO UPDATE SET drained = EXCLUDED.drained, updated_at = now()",
+            &[&file.id, &drained],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        appended += batch.len();
+    }
+}
+
+/// A spooled line as the record it was; a line that is not one (a damaged disk) becomes
+/// a record saying so, so the chain shows the loss rather than stopping at it.
+fn spooled_record(file: &SpoolFile, index: usize, line: &[u8]) -> Fields {
+    Fields::from_bytes(line.to_vec()).unwrap_or_else(|e| {
+        tracing::error!(spool = %file.id, line = index + 1, error = %e, "a line of the audit spool is not a record; the chain records its loss");
+        let mut lost = crate::audit::record("audit_spool_line_unreadable");
+        lost.insert("spool".into(), serde_json::json!(file.id));
+        lost.insert("line".into(), serde_json::json!(index + 1));
+        lost.into()
+    })
 }
 
 /// Checks the chain in the database from its first record, streamed in `seq` order; the
@@ -546,7 +800,12 @@ pub async fn verify_audit(pool: &Pool) -> Result<Verified, AuditError> {
         .await
         .map_err(|e| io(db_error(e)))?;
     pin_mut!(rows);
-    let mut expected = Position::genesis();
+    // The chain starts at the genesis hash or, for a file log imported after retention
+    // removed its oldest segments, where a retention record in it says the kept chain
+    // starts (as `audit verify` of the files has it).
+    let mut expected: Option<Position> = None;
+    let mut start: Option<(u64, String)> = None;
+    let mut start_named = false;
     let mut records = 0u64;
     while let Some(row) = rows.try_next().await.map_err(|e| io(db_error(e)))? {
         let row_seq: i64 = row.get(0);
@@ -557,20 +816,45 @@ pub async fn verify_audit(pool: &Pool) -> Result<Verified, AuditError> {
             seq: u64::try_from(row_seq).unwrap_or(0),
             reason,
         };
-        let linked = crate::audit::check_link(Some(&expected), line.as_bytes()).map_err(broken)?;
+        let linked =
+            crate::audit::check_link(expected.as_ref(), line.as_bytes()).map_err(broken)?;
+        let start = start.get_or_insert_with(|| (linked.seq, linked.prev.clone()));
+        if linked.record.get("event").and_then(|e| e.as_str())
+            == Some(crate::audit::RETENTION_EVENT)
+        {
+            let named = (
+                linked.record.get("kept_from_seq").and_then(|v| v.as_u64()),
+                linked.record.get("kept_from_hash").and_then(|v| v.as_str()),
+            );
+            start_named |= named == (Some(start.0), Some(start.1.as_str()));
+        }
         if i64::try_from(linked.seq).ok() != Some(row_seq) {
             return Err(broken(format!(
                 "the row's seq is {row_seq} but the record says {}: it was edited",
                 linked.seq
             )));
         }
-        expected = linked.next;
+        expected = Some(linked.next);
         records += 1;
     }
+    let genesis = Position::genesis();
+    let first_seq = match start {
+        None => 0,
+        Some((seq, prev)) if (seq, &prev) == (genesis.next_seq, &genesis.prev) => seq,
+        Some((seq, _)) if start_named => seq,
+        Some((seq, _)) => {
+            return Err(AuditError::Broken {
+                segment: String::new(),
+                line: 0,
+                seq,
+                reason: format!("the chain starts at record {seq}, and no retention record names where the kept chain starts: earlier records were removed"),
+            })
+        }
+    };
     Ok(Verified {
         records,
         segments: 0,
-        first_seq: 0,
+        first_seq,
     })
 }
 
@@ -644,7 +928,7 @@ impl Store for PgStore {
 
     fn committed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<u32, LedgerError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(ledger_error)?;
+            let client = self.connection().await.map_err(ledger_error)?;
             let row = client
                 .query_opt(
                     "SELECT committed FROM airlock_ledger WHERE key = $1",
@@ -658,24 +942,40 @@ impl Store for PgStore {
     }
 
     fn audit_append(&self, record: Fields) -> BoxFuture<'_, bool> {
-        Box::pin(self.append_one(record))
+        Box::pin(self.append_one(record, false))
     }
 
     fn audit_append_durable(&self, record: Fields) -> BoxFuture<'_, bool> {
-        // A committed transaction is durable (synchronous_commit as the database has it).
-        Box::pin(self.append_one(record))
+        // A committed transaction is durable (synchronous_commit as the database has it);
+        // a spooled record is fdatasynced.
+        Box::pin(self.append_one(record, true))
     }
 
     fn audit_sync(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            match &self.spool {
+                Some(spool) => spool.sync(),
+                None => Ok(()),
+            }
+        })
     }
 
     fn audit_writable(&self) -> bool {
-        !self.audit_failing.load(Ordering::SeqCst)
+        // Records waiting in the spool mean the database could not take them: a receipt
+        // use must be in the chain, so the gate stays closed until they are.
+        self.ready.load(Ordering::SeqCst)
+            && !self.audit_failing.load(Ordering::SeqCst)
+            && !self.spool.as_ref().is_some_and(|s| s.waiting())
     }
 
     fn audit_health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            if !self.ready.load(Ordering::SeqCst) {
+                return Err(NOT_READY.into());
+            }
+            if self.spool.as_ref().is_some_and(|s| s.waiting()) {
+                return Err("audit records wait in the spool for PostgreSQL".into());
+            }
             if !self.audit_writable() {
                 return Err("the last audit record could not be written to PostgreSQL".into());
             }
@@ -703,7 +1003,7 @@ impl Store for PgStore {
         binding_key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Approval>, ApprovalError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             let row = client
                 .query_opt(
                     "SELECT record::text FROM airlock_approvals
@@ -723,7 +1023,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let fresh =
                 Approval::pending(b.binding_key, b.call, b.agent, b.environment, b.decision);
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             // One statement: the unique key on the open approval's call identity makes
             // every replica's identical blocked call land on one row. A retry counts as an
             // attempt and is seen now; the approval is otherwise unchanged. (The open
@@ -752,7 +1052,7 @@ impl Store for PgStore {
 
     fn close_approval<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), ApprovalError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             let changed = client
                 .execute(
                     "UPDATE airlock_approvals
@@ -775,7 +1075,7 @@ impl Store for PgStore {
         receipt_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<u8>, ApprovalError>> {
         Box::pin(async move {
-            let client = self.pool.get().await.map_err(approval_error)?;
+            let client = self.connection().await.map_err(approval_error)?;
             receipt_in(&**client, receipt_id).await
         })
     }
@@ -789,7 +1089,7 @@ impl Store for PgStore {
         // one after the other; a decision (no longer pending) is announced to every
         // replica at commit.
         Box::pin(async move {
-            let mut client = self.pool.get().await.map_err(approval_error)?;
+            let mut client = self.connection().await.map_err(approval_error)?;
             let tx = client.transaction().await.map_err(approval_error)?;
             let mut a = approval_in(&*tx, id, true).await?;
             if a.status != Status::Pending {

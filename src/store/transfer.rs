@@ -1,0 +1,327 @@
+//! `airlock db import` and `airlock db export`: a state moved whole between the files and
+//! PostgreSQL, so someone who started alone grows into a team (and back) without
+//! re-enrolling anyone, re-approving anything or losing a record.
+//!
+//! The parts moved, each a pair of functions here (`import_…`, `export_…`):
+//!
+//! - **the single-use ledger**: each key's committed uses (a reservation never settled
+//!   counts as used, as the file ledger has it after a crash);
+//! - **the audit chain**: every record of every segment, line for line, so every hash is
+//!   the one it was; the file chain is verified before import, the database's after, and
+//!   an export is verified as `airlock audit verify` would;
+//! - **approvals and their receipts**: all of them, open or closed.
+//!
+//! Not moved yet: agents, approvers' passkeys, enrollments and revocations; submitted
+//! plans. Each is added here as a further part when it is kept in PostgreSQL.
+//!
+//! Import is one transaction into a database whose airlock tables are empty (a database
+//! with any state is refused: merging two histories would fork the chain and could give a
+//! receipt its uses twice), with the tables locked so no replica writes meanwhile. Export
+//! writes into a directory that is empty or absent. Stop `serve` while either runs: a
+//! state that changes under the copy is not the state copied.
+
+use super::postgres::{self, db_error};
+use crate::state::approvals::{Approval, ApprovalStore};
+use crate::state::ledger::Ledger;
+use deadpool_postgres::{Pool, Transaction};
+use futures_util::{pin_mut, TryStreamExt};
+use std::path::Path;
+
+/// The tables an import fills, which must be empty before it; locked while it runs.
+const TABLES: &[&str] = &[
+    "airlock_ledger",
+    "airlock_ledger_events",
+    "airlock_audit",
+    "airlock_audit_spools",
+    "airlock_approvals",
+    "airlock_receipts",
+];
+
+/// Rows per statement when importing.
+const BATCH: usize = 1000;
+
+/// What was moved: each part's name and how many of it.
+#[derive(Debug, Default)]
+pub struct Moved(pub Vec<(&'static str, u64)>);
+
+impl std::fmt::Display for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(n, c)| format!("{c} {n}")).collect();
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Copies the file state in `state_dir` into the database (migrated first), which must
+/// hold no state; then verifies the chain there.
+pub async fn import(pool: &Pool, state_dir: &Path) -> Result<Moved, String> {
+    if !state_dir.is_dir() {
+        return Err(format!("{}: no such state directory", state_dir.display()));
+    }
+    // The file chain whole before anything is copied: a broken record is named here.
+    crate::audit::verify_from(state_dir, None).map_err(|e| {
+        format!(
+            "the audit log in {} does not verify: {e}",
+            state_dir.display()
+        )
+    })?;
+    postgres::migrate(pool).await?;
+    let mut client = pool.get().await.map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    refuse_state(&tx).await?;
+    // One call per part; each says what it moved.
+    let mut moved = Moved::default();
+    import_ledger(&tx, state_dir, &mut moved).await?;
+    import_audit(&tx, state_dir, &mut moved).await?;
+    import_approvals(&tx, state_dir, &mut moved).await?;
+    tx.commit().await.map_err(db_error)?;
+    postgres::verify_audit(pool)
+        .await
+        .map_err(|e| format!("imported, but the chain in PostgreSQL does not verify: {e}"))?;
+    Ok(moved)
+}
+
+/// Writes the database's state into `state_dir`, which must be empty or absent, as the
+/// file store keeps it; then verifies the chain written.
+pub async fn export(pool: &Pool, state_dir: &Path) -> Result<Moved, String> {
+    let empty = match std::fs::read_dir(state_dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(format!("{}: {e}", state_dir.display())),
+    };
+    if !empty {
+        return Err(format!(
+            "{} is not empty: export writes a whole state, into an empty or new directory",
+            state_dir.display()
+        ));
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    }
+    postgres::check_schema(pool).await?;
+    let mut client = pool.get().await.map_err(db_error)?;
+    // One snapshot for every part.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db_error)?;
+    // One call per part; each says what it moved.
+    let mut moved = Moved::default();
+    export_ledger(&tx, state_dir, &mut moved).await?;
+    export_audit(&tx, state_dir, &mut moved).await?;
+    export_approvals(&tx, state_dir, &mut moved).await?;
+    tx.commit().await.map_err(db_error)?;
+    crate::audit::verify_from(state_dir, None)
+        .map_err(|e| format!("exported, but the audit log written does not verify: {e}"))?;
+    Ok(moved)
+}
+
+/// Locks the tables against every other writer until the transaction ends, and refuses a
+/// database in which any of them holds a row (naming them).
+async fn refuse_state(tx: &Transaction<'_>) -> Result<(), String> {
+    tx.batch_execute(&format!(
+        "LOCK TABLE {} IN EXCLUSIVE MODE",
+        TABLES.join(", ")
+    ))
+    .await
+    .map_err(db_error)?;
+    let mut holding = Vec::new();
+    for table in TABLES {
+        let any: bool = tx
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if any {
+            holding.push(*table);
+        }
+    }
+    if !holding.is_empty() {
+        return Err(format!(
+            "the database holds airlock state already ({} not empty): import copies a file state into an EMPTY database only (merging two histories would fork the audit chain and could give a receipt its uses twice)",
+            holding.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The ledger: each key with its committed uses (unsettled reservations count).
+async fn import_ledger(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let ledger = Ledger::open(state_dir).map_err(|e| e.to_string())?;
+    let entries = ledger.entries();
+    for chunk in entries.chunks(BATCH) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let committed: Vec<i64> = chunk
+            .iter()
+            .map(|(_, u)| i64::from(u.committed) + i64::from(u.reserved))
+            .collect();
+        tx.execute(
+            "INSERT INTO airlock_ledger (key, committed)
+             SELECT * FROM unnest($1::text[], $2::bigint[])",
+            &[&keys, &committed],
+        )
+        .await
+        .map_err(db_error)?;
+    }
+    moved.0.push(("ledger keys", count(entries.len())));
+    Ok(())
+}
+
+async fn export_ledger(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let rows = tx
+        .query(
+            "SELECT key, committed + reserved FROM airlock_ledger ORDER BY key",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let uses: i64 = row.get(1);
+        let uses =
+            u32::try_from(uses).map_err(|_| format!("a ledger count out of range: {uses}"))?;
+        entries.push((row.get::<_, String>(0), uses));
+    }
+    Ledger::write_new(state_dir, entries).map_err(|e| e.to_string())?;
+    moved.0.push(("ledger keys", count(rows.len())));
+    Ok(())
+}
+
+/// The audit chain, line for line in `seq` order.
+async fn import_audit(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let mut records = crate::audit::Records::of(state_dir).map_err(|e| e.to_string())?;
+    let mut imported = 0u64;
+    loop {
+        let lines: Vec<Vec<u8>> = records.by_ref().take(BATCH).collect::<Result<_, _>>()?;
+        if lines.is_empty() {
+            moved.0.push(("audit records", imported));
+            return Ok(());
+        }
+        let mut seqs = Vec::with_capacity(lines.len());
+        let mut texts = Vec::with_capacity(lines.len());
+        for line in lines {
+            let linked = crate::audit::check_link(None, &line)?;
+            seqs.push(i64::try_from(linked.seq).map_err(|e| e.to_string())?);
+            texts.push(String::from_utf8(line).map_err(|e| e.to_string())?);
+        }
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        postgres::insert_chain_rows(&**tx, &seqs, &texts).await?;
+        imported += count(seqs.len());
+    }
+}
+
+async fn export_audit(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let mut restore = crate::audit::Restore::start(state_dir).map_err(|e| e.to_string())?;
+    let rows = tx
+        .query_raw(
+            "SELECT record FROM airlock_audit ORDER BY seq",
+            std::iter::empty::<&dyn tokio_postgres::types::ToSql>(),
+        )
+        .await
+        .map_err(db_error)?;
+    pin_mut!(rows);
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        let line: &str = row.get(0);
+        restore.push(line.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let records = restore.finish().map_err(|e| e.to_string())?;
+    moved.0.push(("audit records", records));
+    Ok(())
+}
+
+/// Approvals (all of them) and the receipts they name.
+async fn import_approvals(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let store = ApprovalStore::open(state_dir).map_err(|e| e.to_string())?;
+    let approvals = store.list().map_err(|e| e.to_string())?;
+    let mut receipts = 0u64;
+    for a in &approvals {
+        tx.execute(
+            "INSERT INTO airlock_approvals (id, binding_key, status, record)
+             VALUES ($1, $2, $3, $4::text::jsonb)",
+            &[
+                &a.id,
+                &a.binding_key,
+                &postgres::status_name(a.status).map_err(|e| e.to_string())?,
+                &postgres::to_record(a).map_err(|e| e.to_string())?,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        let Some(receipt_id) = &a.receipt_id else {
+            continue;
+        };
+        let receipt = store.read_receipt(receipt_id).map_err(|e| e.to_string())?;
+        let stored = tx
+            .execute(
+                "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+                &[receipt_id, &receipt],
+            )
+            .await
+            .map_err(db_error)?;
+        receipts += stored;
+    }
+    moved.0.push(("approvals", count(approvals.len())));
+    moved.0.push(("receipts", receipts));
+    Ok(())
+}
+
+async fn export_approvals(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let store = ApprovalStore::open(state_dir).map_err(|e| e.to_string())?;
+    let rows = tx
+        .query("SELECT record::text FROM airlock_approvals", &[])
+        .await
+        .map_err(db_error)?;
+    for row in &rows {
+        let a: Approval = postgres::from_record(row.get(0)).map_err(|e| e.to_string())?;
+        store.restore(&a).map_err(|e| e.to_string())?;
+    }
+    let receipts = tx
+        .query("SELECT id, receipt FROM airlock_receipts", &[])
+        .await
+        .map_err(db_error)?;
+    for row in &receipts {
+        let bytes: Vec<u8> = row.get(1);
+        store
+            .restore_receipt(row.get(0), &bytes)
+            .map_err(|e| e.to_string())?;
+    }
+    moved.0.push(("approvals", count(rows.len())));
+    moved.0.push(("receipts", count(receipts.len())));
+    Ok(())
+}
