@@ -23,8 +23,9 @@ pub struct Gate {
     pub store: Arc<dyn Store>,
     /// The approvals as the page and the CLI list and sign them (in `[state] dir`).
     pub approvals: Arc<ApprovalStore>,
-    /// The approved Terraform plans, in memory (`plan::index`).
-    pub plans: crate::plan::index::PlanIndex,
+    /// The approved Terraform plans, in memory (`plan::index`), and where plans are kept
+    /// (`PlanIndex::plans`: the files, or with a database `PlanIndex::follow`).
+    pub plans: Arc<crate::plan::index::PlanIndex>,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     held: Semaphore,
     /// One lock per receipt: identical calls under one receipt go one at a time.
@@ -41,8 +42,9 @@ impl Gate {
         crate::store::check_complete(&config)?;
         let files = crate::store::files::FileStore::open(Arc::clone(&config))?;
         let approvals = files.approvals();
-        let plans =
-            crate::plan::index::PlanIndex::load(&config.state_dir).map_err(|e| e.to_string())?;
+        let plans = crate::plan::index::PlanIndex::load(&config.state_dir)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())?;
         let gate = Gate {
             store: Arc::new(files),
             plans,

@@ -1,20 +1,29 @@
 //! The approved plans the proxy looks in, kept in memory so that a gated call costs a map
-//! lookup instead of reading and parsing every plan file and receipt.
+//! lookup instead of reading and parsing every plan and receipt.
 //!
-//! The files (`state/plans/`, `state/receipts/`) stay the source of truth: the index is
-//! loaded from them at start, and read again whenever the plans directory has changed since
-//! (a plan submitted, approved on the page or by `airlock plan approve` in another process,
-//! spent, expired or edited by hand: each rewrites a file there, which changes the
-//! directory's modification time). A directory changed so recently that a further change
-//! could share its timestamp (coarse file-system clocks) is read again on every lookup until
-//! it is older than [`RACY_MARGIN`], so no change is missed. The proxy also drops a plan it
-//! ends itself at once ([`PlanIndex::remove`]).
+//! Where plans are kept stays the source of truth ([`Plans`]); the index follows it:
 //!
-//! What the index holds is parsed, not verified: the proxy verifies a receipt's signatures
-//! (against the keys trusted at that moment) before one of its entries is used.
+//! - **Files** ([`PlanIndex::load`]): loaded at start, and read again whenever the plans
+//!   directory has changed since (a plan submitted, approved on the page or by `airlock plan
+//!   approve` in another process, spent, expired or edited by hand: each rewrites a file
+//!   there, which changes the directory's modification time). A directory changed so
+//!   recently that a further change could share its timestamp (coarse file-system clocks) is
+//!   read again on every lookup until it is older than [`RACY_MARGIN`], so no change is
+//!   missed.
+//! - **PostgreSQL** ([`PlanIndex::follow`]): loaded from the database, and loaded again by a
+//!   task of its own whenever a replica announces a plan change (`NOTIFY`, sent in the
+//!   changing transaction), and every second while it cannot listen
+//!   (`store::postgres::plans::follow`). A lookup never waits on the database.
+//!
+//! The proxy also drops a plan it ends itself at once ([`PlanIndex::remove`]). What the index
+//! holds is parsed, not verified: the proxy verifies a receipt's signatures (against the keys
+//! trusted at that moment) before one of its entries is used.
 
-use super::store::{PlanStatus, PlanStore, PlanStoreError};
+use super::shared::{ApprovedRecord, Plans};
+use super::store::{PlanStore, PlanStoreError};
 use crate::receipt::Receipt;
+use crate::secret::Secret;
+use crate::store::postgres::PgStore;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,32 +46,152 @@ type ActionKey = (String, String, String);
 
 #[derive(Default)]
 struct Loaded {
-    /// The plans directory's modification time when it was read, if old enough to trust;
-    /// `None`: read it again at the next lookup.
+    /// Files: the plans directory's modification time when it was read, if old enough to
+    /// trust; `None`: read it again at the next lookup. (Unused with a database.)
     seen: Option<SystemTime>,
     /// The approved plans of an agent with an entry for the action, newest first.
     by_action: HashMap<ActionKey, Vec<Arc<ApprovedPlan>>>,
-    /// How many times the files were read (for tests and the log).
+    /// How many times the plans were read (for tests and the log).
     loads: u64,
 }
 
+/// Where the plans are, and how the index learns of changes.
+enum Source {
+    /// `state/plans/`: read again at a lookup when the directory changed.
+    Files {
+        store: Arc<PlanStore>,
+        plans_dir: PathBuf,
+    },
+    /// PostgreSQL: reloaded by the following task ([`PlanIndex::follow`]), ended with the
+    /// index.
+    Database {
+        store: Arc<PgStore>,
+        follower: Mutex<Option<tokio::task::AbortHandle>>,
+    },
+}
+
 pub struct PlanIndex {
-    state_dir: PathBuf,
-    plans_dir: PathBuf,
+    source: Source,
     loaded: Mutex<Loaded>,
+}
+
+impl Drop for PlanIndex {
+    fn drop(&mut self) {
+        if let Source::Database { follower, .. } = &self.source {
+            if let Some(task) = follower.lock().ok().and_then(|mut f| f.take()) {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// The index of `approved` plans by agent and action (the order kept: newest first).
+fn by_action(approved: Vec<ApprovedRecord>) -> HashMap<ActionKey, Vec<Arc<ApprovedPlan>>> {
+    let mut by_action: HashMap<ActionKey, Vec<Arc<ApprovedPlan>>> = HashMap::new();
+    for (record, receipt) in approved {
+        // An approved plan past its window stays until a call it would cover finds it so:
+        // the proxy then records it expired (`plan_expired`) and drops it.
+        let Some(receipt_id) = record.receipt_id.clone() else {
+            continue;
+        };
+        let parsed =
+            receipt.and_then(|bytes| Receipt::from_json(&bytes).map_err(|e| e.to_string()));
+        let receipt = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                // It covers nothing; its calls are held or refused as without a plan.
+                tracing::error!(plan = %record.id, receipt = %receipt_id, error = %e, "a stored plan receipt cannot be read; it covers nothing");
+                continue;
+            }
+        };
+        let mut actions: Vec<(String, String)> = receipt
+            .body
+            .plan
+            .iter()
+            .flat_map(|g| g.entries.iter())
+            .map(|e| (e.service.clone(), e.operation.clone()))
+            .collect();
+        actions.sort();
+        actions.dedup();
+        let plan = Arc::new(ApprovedPlan {
+            plan_id: record.id.clone(),
+            receipt_id,
+            receipt,
+        });
+        for (service, operation) in actions {
+            by_action
+                .entry((record.agent.clone(), service, operation))
+                .or_default()
+                .push(Arc::clone(&plan));
+        }
+    }
+    by_action
 }
 
 impl PlanIndex {
     /// Reads the approved plans of `state_dir` (creating its plans directory if need be).
     pub fn load(state_dir: &std::path::Path) -> Result<PlanIndex, PlanStoreError> {
-        PlanStore::open(state_dir)?;
         let index = PlanIndex {
-            state_dir: state_dir.to_path_buf(),
-            plans_dir: state_dir.join("plans"),
+            source: Source::Files {
+                store: Arc::new(PlanStore::open(state_dir)?),
+                plans_dir: state_dir.join("plans"),
+            },
             loaded: Mutex::new(Loaded::default()),
         };
         index.refresh(&mut index.lock())?;
         Ok(index)
+    }
+
+    /// The approved plans in the database of `store` (at `url`), followed: reloaded on every
+    /// change any replica announces, and every second while the announcements cannot be
+    /// heard. A database that cannot be read now leaves the index empty until it can (a
+    /// call no plan covers is held or refused as without one). Needs a Tokio runtime.
+    pub async fn follow(store: Arc<PgStore>, url: &Secret) -> Result<Arc<PlanIndex>, String> {
+        let index = Arc::new(PlanIndex {
+            source: Source::Database {
+                store,
+                follower: Mutex::new(None),
+            },
+            loaded: Mutex::new(Loaded::default()),
+        });
+        if let Err(e) = index.reload().await {
+            tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL yet; none is honoured until they can");
+        }
+        // The task holds the index weakly: dropping the index ends it.
+        let weak = Arc::downgrade(&index);
+        let task = crate::store::postgres::plans::follow(url, move || {
+            let weak = weak.clone();
+            async move {
+                if let Some(index) = weak.upgrade() {
+                    if let Err(e) = index.reload().await {
+                        tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL; the index keeps what it had");
+                    }
+                }
+            }
+        })?;
+        if let Source::Database { follower, .. } = &index.source {
+            *follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
+        Ok(index)
+    }
+
+    /// Where the plans are kept: the page, the commands and the proxy submit, decide and end
+    /// plans through it.
+    pub fn plans(&self) -> Arc<dyn Plans> {
+        match &self.source {
+            Source::Files { store, .. } => Arc::clone(store) as Arc<dyn Plans>,
+            Source::Database { store, .. } => Arc::clone(store) as Arc<dyn Plans>,
+        }
+    }
+
+    /// Reads every approved plan again, now, and replaces the index with them.
+    pub async fn reload(&self) -> Result<(), PlanStoreError> {
+        let approved = self.plans().approved().await?;
+        let fresh = by_action(approved);
+        let mut loaded = self.lock();
+        loaded.by_action = fresh;
+        loaded.loads += 1;
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Loaded> {
@@ -74,67 +203,20 @@ impl PlanIndex {
         })
     }
 
-    fn dir_modified(&self) -> Result<SystemTime, PlanStoreError> {
-        std::fs::metadata(&self.plans_dir)
-            .and_then(|m| m.modified())
-            .map_err(|e| PlanStoreError::Io(self.plans_dir.display().to_string(), e))
-    }
-
-    /// Reads the files again if the plans directory changed since they were read.
+    /// Files: reads them again if the plans directory changed since they were read. With a
+    /// database, nothing: the following task reloads.
     fn refresh(&self, loaded: &mut Loaded) -> Result<(), PlanStoreError> {
+        let Source::Files { store, plans_dir } = &self.source else {
+            return Ok(());
+        };
         let now = SystemTime::now();
-        let modified = self.dir_modified()?;
+        let modified = std::fs::metadata(plans_dir)
+            .and_then(|m| m.modified())
+            .map_err(|e| PlanStoreError::Io(plans_dir.display().to_string(), e))?;
         if loaded.seen == Some(modified) {
             return Ok(());
         }
-        let store = PlanStore::open(&self.state_dir)?;
-        let mut by_action: HashMap<ActionKey, Vec<Arc<ApprovedPlan>>> = HashMap::new();
-        for record in store.list()? {
-            // An approved plan past its window stays until a call it would cover finds it
-            // so: the proxy then records it expired (`plan_expired`) and drops it.
-            if record.status != PlanStatus::Approved {
-                continue;
-            }
-            let Some(receipt_id) = record.receipt_id.clone() else {
-                continue;
-            };
-            let parsed = match crate::receipt::ReceiptId::parse(&receipt_id) {
-                Some(_) => store
-                    .read_receipt(&receipt_id)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| Receipt::from_json(&bytes).map_err(|e| e.to_string())),
-                None => Err("not a receipt id".to_owned()),
-            };
-            let receipt = match parsed {
-                Ok(r) => r,
-                Err(e) => {
-                    // It covers nothing; its calls are held or refused as without a plan.
-                    tracing::error!(plan = %record.id, receipt = %receipt_id, error = %e, "a stored plan receipt cannot be read; it covers nothing");
-                    continue;
-                }
-            };
-            let mut actions: Vec<(String, String)> = receipt
-                .body
-                .plan
-                .iter()
-                .flat_map(|g| g.entries.iter())
-                .map(|e| (e.service.clone(), e.operation.clone()))
-                .collect();
-            actions.sort();
-            actions.dedup();
-            let plan = Arc::new(ApprovedPlan {
-                plan_id: record.id.clone(),
-                receipt_id,
-                receipt,
-            });
-            for (service, operation) in actions {
-                by_action
-                    .entry((record.agent.clone(), service, operation))
-                    .or_default()
-                    .push(Arc::clone(&plan));
-            }
-        }
-        loaded.by_action = by_action;
+        loaded.by_action = by_action(store.approved()?);
         loaded.loads += 1;
         // Trusted only once no later change can share the timestamp read.
         let settled = now
@@ -166,7 +248,7 @@ impl PlanIndex {
         loaded.by_action.retain(|_, plans| !plans.is_empty());
     }
 
-    /// How many times the files were read.
+    /// How many times the plans were read.
     pub fn loads(&self) -> u64 {
         self.lock().loads
     }

@@ -18,7 +18,7 @@ use super::error::ProxyError;
 use super::redeem::{state_error, Authorization};
 use crate::gate::Gate;
 use crate::identify::AwsCall;
-use crate::plan::store::{PlanStatus, PlanStore};
+use crate::plan::store::PlanStatus;
 use crate::receipt::{self, ReceiptError};
 use crate::state::ledger::LedgerError;
 
@@ -213,12 +213,11 @@ pub async fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bo
     }
 }
 
-/// Marks an approved plan spent or expired (in its file and the index), and audits it once.
+/// Marks an approved plan spent or expired (where plans are kept, and in the index), and
+/// audits it once (the store says which replica's end was the first).
 async fn end(gate: &Gate, plan_id: &str, receipt_id: &str, status: PlanStatus) {
     gate.plans.remove(plan_id);
-    let ended =
-        PlanStore::open(&gate.config.state_dir).and_then(|store| store.end(plan_id, status));
-    match ended {
+    match gate.plans.plans().end(plan_id, status).await {
         Ok(true) => {
             tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");
             let event = if status == PlanStatus::Spent {

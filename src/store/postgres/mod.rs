@@ -33,6 +33,8 @@
 //! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
 //! an error saying so; `serve` does not start with a database until they are in it.
 
+pub mod plans;
+
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
@@ -85,6 +87,9 @@ const MIGRATIONS: &[&str] = &[
         receipt bytea NOT NULL,
         stored_at timestamptz NOT NULL DEFAULT now()
     );",
+    // 3: submitted Terraform plans (`plans.rs`). Self-contained: it needs no table of a
+    // later migration, so migrations can be renumbered around it.
+    plans::MIGRATION,
 ];
 
 /// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
@@ -358,17 +363,19 @@ async fn receipt_in(
     Ok(row.get(0))
 }
 
-/// Listens for decided approvals until the connection ends; each notification wakes the
-/// held calls, which look at their own approval.
+/// Listens on `channel` until the connection ends; once listening, and on each
+/// notification, wakes whoever waits on `resolved` (for approvals: the held calls, which look
+/// at their own approval; for plans: the task that reloads the plan index).
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    channel: &str,
     resolved: &Notify,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(tls).await.map_err(db_error)?;
     let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     pin_mut!(messages);
-    let statement = format!("LISTEN {RESOLVED_CHANNEL}");
+    let statement = format!("LISTEN {channel}");
     let listen = client.batch_execute(&statement);
     pin_mut!(listen);
     let mut listening = false;
@@ -416,7 +423,8 @@ impl PgStore {
         let resolved = Arc::clone(&self.resolved);
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = listen_once(&config, tls.clone(), &resolved).await {
+                if let Err(e) = listen_once(&config, tls.clone(), RESOLVED_CHANNEL, &resolved).await
+                {
                     tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;
