@@ -19,8 +19,8 @@
 //! holds is parsed, not verified: the proxy verifies a receipt's signatures (against the keys
 //! trusted at that moment) before one of its entries is used.
 
-use super::shared::{ApprovedRecord, Plans};
-use super::store::{PlanStore, PlanStoreError};
+use super::shared::Plans;
+use super::store::{ApprovedRecord, PlanStore, PlanStoreError};
 use crate::receipt::Receipt;
 use crate::secret::Secret;
 use crate::store::postgres::PgStore;

@@ -8,7 +8,7 @@
 //! and stores what it returns, with nothing else changing the plan meanwhile (the files'
 //! lock, or the row locked in a transaction, on any replica).
 
-use super::store::{PlanRecord, PlanSigned, PlanStatus, PlanStore, PlanStoreError};
+use super::store::{ApprovedRecord, PlanRecord, PlanSigned, PlanStatus, PlanStore, PlanStoreError};
 use crate::store::postgres::plans::{LockedPlan, PlanChange, PlanRow};
 use crate::store::postgres::PgStore;
 use futures_util::future::BoxFuture;
@@ -17,9 +17,6 @@ use futures_util::future::BoxFuture;
 /// quorum under way (`None`: none), what to store.
 pub type PlanSignStep<'a> =
     Box<dyn FnOnce(&PlanRecord, Option<Vec<u8>>) -> Result<PlanSigned, PlanStoreError> + Send + 'a>;
-
-/// An approved plan with its stored receipt's bytes, or why they cannot be read.
-pub type ApprovedRecord = (PlanRecord, Result<Vec<u8>, String>);
 
 /// The submitted plans and their receipts.
 pub trait Plans: Send + Sync {

@@ -115,6 +115,9 @@ pub enum PlanStoreError {
     Refused(String),
 }
 
+/// An approved plan with its stored receipt's bytes, or why they cannot be read.
+pub type ApprovedRecord = (PlanRecord, Result<Vec<u8>, String>);
+
 /// One approver's decision on a pending plan, as [`PlanStore::sign`] stores it.
 pub struct PlanSigned {
     pub receipt_id: String,
@@ -257,7 +260,7 @@ impl PlanStore {
 
     /// Every approved plan with its receipt's bytes (or why they cannot be read), newest
     /// first: what the plan index is made of.
-    pub fn approved(&self) -> Result<Vec<(PlanRecord, Result<Vec<u8>, String>)>, PlanStoreError> {
+    pub fn approved(&self) -> Result<Vec<ApprovedRecord>, PlanStoreError> {
         Ok(self
             .list()?
             .into_iter()

@@ -15,7 +15,8 @@
 //!
 //! Not yet in PostgreSQL: the approval page's and the CLI's listing and deciding of
 //! approvals (they use the files' `ApprovalStore`; [`Store::decide`] is ready for them),
-//! agents, approvers' passkeys and enrollments, revocations, plans. Until they are, `serve` refuses to
+//! agents, approvers' passkeys and enrollments, revocations. (Submitted Terraform plans are
+//! there: `plan::shared`, over `postgres::plans`.) Until they are, `serve` refuses to
 //! start with a `database_url` ([`check_complete`]) rather than keep those parts in one
 //! replica's files while the rest is shared.
 
@@ -133,7 +134,6 @@ pub const NOT_YET_IN_DATABASE: &[&str] = &[
     "the approval page's and the CLI's listing and deciding of approvals",
     "agents and their revocations",
     "approvers' passkeys, enrollments and their revocations",
-    "submitted Terraform plans",
 ];
 
 /// Refuses a `database_url` while parts of the state are still kept only in one replica's

@@ -22,6 +22,9 @@
 //!   decision is announced at commit (`NOTIFY`); [`PgStore::listen`] keeps a connection on
 //!   `LISTEN` that wakes held calls, which also look again every [`RESOLVED_POLL`].
 //!   Receipts are rows of `airlock_receipts`.
+//! - **Submitted Terraform plans** are rows of `airlock_plans` ([`plans`]): decided with the
+//!   row locked, every change announced in its transaction, followed by each replica's plan
+//!   index.
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
 //!   one transaction under an advisory lock (`serve` at start, `airlock db migrate`), and
 //!   refuses a database whose schema is newer than this airlock knows.
