@@ -466,6 +466,17 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
         PlanStatus::Approved
     );
 
+    // Its receipt, out of the database, verifies offline.
+    let printed = airlock(&config, &["plan", "receipt", &id]);
+    assert!(printed.status.success(), "{}", text(&printed));
+    let receipt_file = dir.path().join("plan-receipt.json");
+    std::fs::write(&receipt_file, &printed.stdout).expect("receipt file");
+    let checked = airlock(
+        &config,
+        &["receipt", "verify", receipt_file.to_str().expect("path")],
+    );
+    assert!(checked.status.success(), "{}", text(&checked));
+
     // Their audit records are in the database's chain, which verifies.
     let events = audit_events(&store, &id).await;
     assert_eq!(events, ["plan_submitted", "plan_approved"], "{events:?}");

@@ -55,6 +55,9 @@ pub enum PlanCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print a plan's stored receipt (JSON), for `airlock receipt verify` (with a database
+    /// the receipt is not a file).
+    Receipt { id: String },
 }
 
 pub fn run(config_path: &Path, command: PlanCommand) -> Result<(), String> {
@@ -82,6 +85,7 @@ pub fn run(config_path: &Path, command: PlanCommand) -> Result<(), String> {
         ),
         PlanCommand::Show { id, json } => show(config_path, &id, json),
         PlanCommand::List { json } => list(config_path, json),
+        PlanCommand::Receipt { id } => print_receipt(config_path, &id),
     }
 }
 
@@ -435,6 +439,23 @@ fn show(config_path: &Path, id: &str, json: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn print_receipt(config_path: &Path, id: &str) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let opened = Opened::open(&config)?;
+    let record = opened.get(id)?;
+    let receipt_id = record
+        .receipt_id
+        .ok_or_else(|| format!("plan {id} has no receipt yet"))?;
+    let bytes = opened
+        .run(opened.plans.read_receipt(&receipt_id))
+        .map_err(|e| e.to_string())?;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| e.to_string())
 }
 
 fn list(config_path: &Path, json: bool) -> Result<(), String> {
