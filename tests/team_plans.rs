@@ -8,7 +8,9 @@
 //! approving commit (measured and printed), and drops it within a second of being spent
 //! through B; a plan denied after one approval is honoured nowhere and takes no further
 //! decision; with the listening connections killed, the index still learns of an approval
-//! by polling within about a second; and the `airlock plan` commands work against the
+//! by polling within about a second, and with the database restarted they keep what they
+//! had while it was down and follow it again once it is back; and the `airlock plan`
+//! commands work against the
 //! database (submit, list, show, approve, with their audit records in the database's chain).
 
 #![allow(clippy::expect_used)]
@@ -354,6 +356,39 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
         .expect("listeners");
     println!("with its listening connection killed, replica B's index saw an approval after {polled:?} (polling; {} listening again by then)", listening.len());
     assert!(polled < WITHIN, "{polled:?}");
+    drop(admin);
+
+    // The database down: the indexes keep what they had (the shared ledger, down too, is
+    // what refuses a use meanwhile); back up, they follow it again.
+    let out = cluster.pg_ctl_stop("fast");
+    assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
+    tokio::time::sleep(WITHIN).await;
+    for index in [&index_a, &index_b] {
+        until_indexed(index, &unheard.id, true, Instant::now()).await;
+    }
+    cluster.pg_ctl_start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match plans_a.submit(plan_for("daily", 1)).await {
+            Ok(p) => break p,
+            Err(e) => assert!(Instant::now() < deadline, "A did not come back: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (approved, _) = decide(
+        &*plans_a,
+        &trusted,
+        carol,
+        &after.id,
+        Decision::Approve,
+        None,
+    )
+    .await
+    .expect("approved");
+    assert_eq!(approved.plan.status, PlanStatus::Approved);
+    let resumed = until_indexed(&index_b, &after.id, true, Instant::now()).await;
+    println!("after the database restarted, replica B's index saw an approval after {resumed:?}");
+    assert!(resumed < WITHIN, "{resumed:?}");
 }
 
 /// `airlock plan submit|list|show|approve` with `[state] database_url`: the plan and its

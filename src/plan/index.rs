@@ -157,15 +157,25 @@ impl PlanIndex {
         if let Err(e) = index.reload().await {
             tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL yet; none is honoured until they can");
         }
-        // The task holds the index weakly: dropping the index ends it.
+        // The task holds the index weakly: dropping the index ends it. A database that stays
+        // unreadable is logged once, and again when it can be read.
         let weak = Arc::downgrade(&index);
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let task = crate::store::postgres::plans::follow(url, move || {
-            let weak = weak.clone();
+            let (weak, failing) = (weak.clone(), Arc::clone(&failing));
             async move {
-                if let Some(index) = weak.upgrade() {
-                    if let Err(e) = index.reload().await {
-                        tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL; the index keeps what it had");
+                let Some(index) = weak.upgrade() else { return };
+                let result = index.reload().await;
+                let was_failing =
+                    failing.swap(result.is_err(), std::sync::atomic::Ordering::SeqCst);
+                match result {
+                    Err(e) if !was_failing => {
+                        tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL; the index keeps what it had until they can")
                     }
+                    Ok(()) if was_failing => {
+                        tracing::info!("the approved plans are read from PostgreSQL again")
+                    }
+                    _ => {}
                 }
             }
         })?;
