@@ -112,6 +112,14 @@ async fn decide(
     }
 }
 
+/// Plan `id`, which needs one approver, approved by `key` through `plans`.
+async fn approve_alone(plans: &dyn Plans, trusted: &TrustedKeys, key: &ApproverKey, id: &str) {
+    let (approved, _) = decide(plans, trusted, key, id, Decision::Approve, None)
+        .await
+        .expect("approved");
+    assert_eq!(approved.plan.status, PlanStatus::Approved);
+}
+
 /// How long until `index` says whether plan `id` covers the agent's snapshot deletes as
 /// `wanted`; panics after three seconds.
 async fn until_indexed(index: &PlanIndex, id: &str, wanted: bool, since: Instant) -> Duration {
@@ -335,17 +343,7 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
         .submit(plan_for("hourly", 1))
         .await
         .expect("submitted");
-    let (approved, _) = decide(
-        &*plans_a,
-        &trusted,
-        carol,
-        &unheard.id,
-        Decision::Approve,
-        None,
-    )
-    .await
-    .expect("approved");
-    assert_eq!(approved.plan.status, PlanStatus::Approved);
+    approve_alone(&*plans_a, &trusted, carol, &unheard.id).await;
     let polled = until_indexed(&index_b, &unheard.id, true, Instant::now()).await;
     let listening = admin
         .query(
@@ -375,17 +373,7 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (approved, _) = decide(
-        &*plans_a,
-        &trusted,
-        carol,
-        &after.id,
-        Decision::Approve,
-        None,
-    )
-    .await
-    .expect("approved");
-    assert_eq!(approved.plan.status, PlanStatus::Approved);
+    approve_alone(&*plans_a, &trusted, carol, &after.id).await;
     let resumed = until_indexed(&index_b, &after.id, true, Instant::now()).await;
     println!("after the database restarted, replica B's index saw an approval after {resumed:?}");
     assert!(resumed < WITHIN, "{resumed:?}");
@@ -397,10 +385,9 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
     let url = cluster.database("plan_commands").await;
     let dir = tempfile::tempdir().expect("dir");
     let config = config_with_database(dir.path(), &url);
-    let migrated = airlock(&config, &["db", "migrate"]);
-    assert!(migrated.status.success(), "{}", text(&migrated));
+    succeeds(&config, &["db", "migrate"]);
     let key = dir.path().join("alice.key");
-    let made = airlock(
+    let made = succeeds(
         &config,
         &[
             "keygen",
@@ -411,7 +398,6 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
             "--insecure-plaintext-key",
         ],
     );
-    assert!(made.status.success(), "{}", text(&made));
     let block: String = String::from_utf8_lossy(&made.stdout)
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -421,8 +407,7 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
     config_text.push('\n');
     config_text.push_str(&block);
     std::fs::write(&config, config_text).expect("config");
-    let added = airlock(&config, &["agent", "add", AGENT]);
-    assert!(added.status.success(), "{}", text(&added));
+    succeeds(&config, &["agent", "add", AGENT]);
 
     let plan = dir.path().join("plan.json");
     let arn = "arn:aws:rds:eu-west-1:123456789012:snapshot:cli";
@@ -441,7 +426,7 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
         }],
     });
     std::fs::write(&plan, doc.to_string()).expect("plan");
-    let out = airlock(
+    let out = succeeds(
         &config,
         &[
             "plan",
@@ -451,7 +436,6 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
             AGENT,
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout).to_string();
     let id = said
         .lines()
@@ -464,8 +448,7 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
     let in_db = Plans::get(&*store, &id).await.expect("in the database");
     assert_eq!(in_db.status, PlanStatus::Pending);
 
-    let listed = airlock(&config, &["plan", "list"]);
-    assert!(listed.status.success(), "{}", text(&listed));
+    let listed = succeeds(&config, &["plan", "list"]);
     assert!(
         String::from_utf8_lossy(&listed.stdout).lines().any(|l| l
             .starts_with(&format!("{id} pending agent \"terraform\""))
@@ -474,7 +457,7 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
         text(&listed)
     );
 
-    let approved = airlock(
+    let approved = succeeds(
         &config,
         &[
             "plan",
@@ -485,14 +468,12 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
             "--insecure-plaintext-key",
         ],
     );
-    assert!(approved.status.success(), "{}", text(&approved));
     assert!(
         text(&approved).contains("in PostgreSQL"),
         "{}",
         text(&approved)
     );
-    let shown = airlock(&config, &["plan", "show", &id, "--json"]);
-    assert!(shown.status.success(), "{}", text(&shown));
+    let shown = succeeds(&config, &["plan", "show", &id, "--json"]);
     let record: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("json");
     assert_eq!(record["status"], "approved");
     assert_eq!(record["approved_by"], serde_json::json!(["alice"]));
@@ -502,21 +483,25 @@ async fn the_plan_commands_work_against_the_database(cluster: &Cluster) {
     );
 
     // Its receipt, out of the database, verifies offline.
-    let printed = airlock(&config, &["plan", "receipt", &id]);
-    assert!(printed.status.success(), "{}", text(&printed));
+    let printed = succeeds(&config, &["plan", "receipt", &id]);
     let receipt_file = dir.path().join("plan-receipt.json");
     std::fs::write(&receipt_file, &printed.stdout).expect("receipt file");
-    let checked = airlock(
+    succeeds(
         &config,
         &["receipt", "verify", receipt_file.to_str().expect("path")],
     );
-    assert!(checked.status.success(), "{}", text(&checked));
 
     // Their audit records are in the database's chain, which verifies.
     let events = audit_events(&store, &id).await;
     assert_eq!(events, ["plan_submitted", "plan_approved"], "{events:?}");
-    let verified = airlock(&config, &["audit", "verify"]);
-    assert!(verified.status.success(), "{}", text(&verified));
+    succeeds(&config, &["audit", "verify"]);
+}
+
+/// `airlock ARGS` with `config`, which must succeed.
+fn succeeds(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = airlock(config, args);
+    assert!(out.status.success(), "airlock {args:?}: {}", text(&out));
+    out
 }
 
 /// The events of the audit records about plan `id` in the database's chain, in order.
