@@ -145,12 +145,8 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
     let url = cluster.database("plans").await;
     let (a, b) = (replica(&url).await, replica(&url).await);
     let secret = Secret::new(&url);
-    let index_a = PlanIndex::follow(Arc::clone(&a), &secret)
-        .await
-        .expect("A follows");
-    let index_b = PlanIndex::follow(Arc::clone(&b), &secret)
-        .await
-        .expect("B follows");
+    let index_a = PlanIndex::follow(Arc::clone(&a), &secret).expect("A follows");
+    let index_b = PlanIndex::follow(Arc::clone(&b), &secret).expect("B follows");
     let (plans_a, plans_b): (Arc<dyn Plans>, Arc<dyn Plans>) =
         (Arc::clone(&a) as _, Arc::clone(&b) as _);
     let keys: Vec<Arc<ApproverKey>> = ["alice", "bob", "carol"]
@@ -377,6 +373,25 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
     let resumed = until_indexed(&index_b, &after.id, true, Instant::now()).await;
     println!("after the database restarted, replica B's index saw an approval after {resumed:?}");
     assert!(resumed < WITHIN, "{resumed:?}");
+
+    // A replica starting now loads the approved plans, and only those.
+    let c = replica(&url).await;
+    let started = Instant::now();
+    let index_c = PlanIndex::follow(c, &secret).expect("C follows");
+    until_indexed(&index_c, &after.id, true, started).await;
+    let mut honoured: Vec<String> = index_c
+        .lookup(AGENT, "rds", "DeleteDBSnapshot")
+        .expect("lookup")
+        .iter()
+        .map(|p| p.plan_id.clone())
+        .collect();
+    honoured.sort();
+    let mut expected = vec![unheard.id.clone(), after.id.clone()];
+    expected.sort();
+    assert_eq!(
+        honoured, expected,
+        "neither the spent plan nor the denied one"
+    );
 }
 
 /// `airlock plan submit|list|show|approve` with `[state] database_url`: the plan and its

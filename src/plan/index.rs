@@ -142,11 +142,15 @@ impl PlanIndex {
         Ok(index)
     }
 
-    /// The approved plans in the database of `store` (at `url`), followed: reloaded on every
-    /// change any replica announces, and every second while the announcements cannot be
-    /// heard. A database that cannot be read now leaves the index empty until it can (a
-    /// call no plan covers is held or refused as without one). Needs a Tokio runtime.
-    pub async fn follow(store: Arc<PgStore>, url: &Secret) -> Result<Arc<PlanIndex>, String> {
+    /// The approved plans in the database of `store` (at `url`), followed by a task that
+    /// loads them at once, then again on every change any replica announces, and every
+    /// second while the announcements cannot be heard. Until the first load (or while the
+    /// database cannot be read at start) the index is empty: a call a plan would cover is
+    /// held or refused as without one. Needs a Tokio runtime (not an async caller).
+    pub fn follow(store: Arc<PgStore>, url: &Secret) -> Result<Arc<PlanIndex>, String> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err("following the plans in PostgreSQL needs a Tokio runtime".into());
+        }
         let index = Arc::new(PlanIndex {
             source: Source::Database {
                 store,
@@ -154,9 +158,6 @@ impl PlanIndex {
             },
             loaded: Mutex::new(Loaded::default()),
         });
-        if let Err(e) = index.reload().await {
-            tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL yet; none is honoured until they can");
-        }
         // The task holds the index weakly: dropping the index ends it. A database that stays
         // unreadable is logged once, and again when it can be read.
         let weak = Arc::downgrade(&index);
