@@ -261,8 +261,20 @@ where
         let (changed, listening) = (Arc::clone(&changed), Arc::clone(&listening));
         async move {
             loop {
-                listening.store(true, Ordering::SeqCst);
-                let ended = listen_once(&config, tls.clone(), PLANS_CHANNEL, &changed).await;
+                // Listening from the first wake-up `listen_once` gives (it wakes once its
+                // `LISTEN` is in place); until then, and once it ended, the reloader polls.
+                let established = changed.notified();
+                pin_mut!(established);
+                established.as_mut().enable();
+                let listen = listen_once(&config, tls.clone(), PLANS_CHANNEL, &changed);
+                pin_mut!(listen);
+                let ended = tokio::select! {
+                    ended = &mut listen => ended,
+                    _ = established => {
+                        listening.store(true, Ordering::SeqCst);
+                        listen.await
+                    }
+                };
                 listening.store(false, Ordering::SeqCst);
                 changed.notify_waiters();
                 if let Err(e) = ended {
