@@ -159,7 +159,7 @@ impl PgStore {
     /// Decides plan `id` with its row locked until the transaction ends, so nothing else
     /// changes it meanwhile, on any replica: `step` gets the plan as stored (`None`: there is
     /// no such plan) and says what to store, and what to return. The change is announced at
-    /// commit. Database errors are made into `E` by `db_error`.
+    /// commit. Database errors are made into `E` by `to_error`.
     pub async fn decide_plan<T, E>(
         &self,
         id: &str,
