@@ -42,6 +42,92 @@ async fn plans_are_shared_by_replicas() {
     };
     replicas_share_plans_their_quorum_and_their_end(&cluster).await;
     the_plan_commands_work_against_the_database(&cluster).await;
+    the_follower_reads_again_after_a_failure_and_on_a_timer(&cluster).await;
+}
+
+/// The `LISTEN` connections on `url`'s database for plan changes, now.
+async fn plan_listeners(admin: &tokio_postgres::Client) -> usize {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE query = 'LISTEN airlock_plan_changed' AND datname = current_database()",
+            &[],
+        )
+        .await
+        .expect("listeners")
+        .len()
+}
+
+/// A connection of the test's own to `url`, for looking at (and breaking) the replicas'.
+async fn admin_connection(url: &str) -> tokio_postgres::Client {
+    let (admin, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    admin
+}
+
+/// `plans::follow` while its `LISTEN` connection is up and no plan changes: a reload that
+/// fails is tried again every `PLANS_POLL` (not only at the next notification, which may
+/// never come); one that succeeds is done again after `PLANS_REFRESH`, and not before.
+async fn the_follower_reads_again_after_a_failure_and_on_a_timer(cluster: &Cluster) {
+    use airlock::store::postgres::plans::{follow, PLANS_POLL, PLANS_REFRESH};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let url = cluster.database("follow").await;
+    let admin = admin_connection(&url).await;
+    let reads = Arc::new(AtomicU32::new(0));
+    let failing = Arc::new(AtomicBool::new(true));
+    let task = {
+        let (reads, failing) = (Arc::clone(&reads), Arc::clone(&failing));
+        follow(&Secret::new(&url), move || {
+            reads.fetch_add(1, Ordering::SeqCst);
+            let read = !failing.load(Ordering::SeqCst);
+            async move { read }
+        })
+        .expect("follows")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while plan_listeners(&admin).await == 0 {
+        assert!(Instant::now() < deadline, "not listening after 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the reload made once listening.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = reads.load(Ordering::SeqCst);
+    tokio::time::sleep(PLANS_POLL * 3 + Duration::from_millis(500)).await;
+    let retried = reads.load(Ordering::SeqCst) - before;
+    println!("a failing reload while listening was tried again {retried} time(s) in 3.5 s");
+    assert!(retried >= 2, "{retried} reads in 3.5 s");
+    assert_eq!(plan_listeners(&admin).await, 1, "listening all along");
+
+    // Reading well again: the next read is the last for PLANS_REFRESH; then one more.
+    failing.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + PLANS_POLL * 3;
+    let recovered = reads.load(Ordering::SeqCst);
+    while reads.load(Ordering::SeqCst) == recovered {
+        assert!(Instant::now() < deadline, "no read after the failures");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let read_well = Instant::now();
+    let after = reads.load(Ordering::SeqCst);
+    tokio::time::sleep(PLANS_REFRESH - Duration::from_millis(700)).await;
+    assert_eq!(
+        reads.load(Ordering::SeqCst),
+        after,
+        "no polling while listening"
+    );
+    while reads.load(Ordering::SeqCst) == after {
+        assert!(
+            read_well.elapsed() < PLANS_REFRESH + Duration::from_secs(2),
+            "no read {PLANS_REFRESH:?} after the last, while listening"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "while listening and with no change announced, read again after {:?}",
+        read_well.elapsed()
+    );
+    task.abort();
 }
 
 /// A snapshot delete, the kind of entry a quorum protects.

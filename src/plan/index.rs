@@ -12,8 +12,9 @@
 //!   missed.
 //! - **PostgreSQL** ([`PlanIndex::follow`]): loaded from the database, and loaded again by a
 //!   task of its own whenever a replica announces a plan change (`NOTIFY`, sent in the
-//!   changing transaction), and every second while it cannot listen
-//!   (`store::postgres::plans::follow`). A lookup never waits on the database.
+//!   changing transaction), every second while it cannot listen or its last load failed,
+//!   and every few seconds in any case (`store::postgres::plans::follow`). A lookup never
+//!   waits on the database.
 //!
 //! The proxy also drops a plan it ends itself at once ([`PlanIndex::remove`]). What the index
 //! holds is parsed, not verified: the proxy verifies a receipt's signatures (against the keys
@@ -143,8 +144,9 @@ impl PlanIndex {
     }
 
     /// The approved plans in the database of `store` (at `url`), followed by a task that
-    /// loads them at once, then again on every change any replica announces, and every
-    /// second while the announcements cannot be heard. Until the first load (or while the
+    /// loads them at once, then again on every change any replica announces, every second
+    /// while the announcements cannot be heard or the last load failed, and every few
+    /// seconds in any case. Until the first load (or while the
     /// database cannot be read at start) the index is empty: a call a plan would cover is
     /// held or refused as without one. Needs a Tokio runtime (not an async caller).
     pub fn follow(store: Arc<PgStore>, url: &Secret) -> Result<Arc<PlanIndex>, String> {
@@ -165,11 +167,14 @@ impl PlanIndex {
         let task = crate::store::postgres::plans::follow(url, move || {
             let (weak, failing) = (weak.clone(), Arc::clone(&failing));
             async move {
-                let Some(index) = weak.upgrade() else { return };
+                // Gone: nothing to read for, so nothing failed.
+                let Some(index) = weak.upgrade() else {
+                    return true;
+                };
                 let result = index.reload().await;
                 let was_failing =
                     failing.swap(result.is_err(), std::sync::atomic::Ordering::SeqCst);
-                match result {
+                match &result {
                     Err(e) if !was_failing => {
                         tracing::warn!(error = %e, "the approved plans cannot be read from PostgreSQL; the index keeps what it had until they can")
                     }
@@ -178,6 +183,8 @@ impl PlanIndex {
                     }
                     _ => {}
                 }
+                // A failed read is tried again every second, notification or not.
+                result.is_ok()
             }
         })?;
         if let Source::Database { follower, .. } = &index.source {

@@ -153,6 +153,31 @@ fn connect_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
     Ok(pg)
 }
 
+/// How long a listening connection may be idle before its first TCP keepalive probe, the
+/// time between probes, and how many unanswered probes end it.
+const LISTEN_KEEPALIVE: (Duration, Duration, u32) =
+    (Duration::from_secs(5), Duration::from_secs(2), 3);
+
+/// How long data sent on a listening connection may stay unacknowledged before it is
+/// given up (`TCP_USER_TIMEOUT`, Linux; it also bounds the keepalive probes there).
+const LISTEN_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// [`connect_config`] for a connection that waits on `LISTEN`: it sends nothing for long
+/// stretches, so without keepalives a peer gone silently (a dropped route, a crashed host)
+/// would leave it waiting for notifications for hours (the system default is 2 h before
+/// the first probe). With these, such a connection ends within about
+/// [`LISTEN_USER_TIMEOUT`] and is made again (these settings override the URL's).
+fn listen_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
+    let mut pg = connect_config(url)?;
+    let (idle, interval, retries) = LISTEN_KEEPALIVE;
+    pg.keepalives(true)
+        .keepalives_idle(idle)
+        .keepalives_interval(interval)
+        .keepalives_retries(retries)
+        .tcp_user_timeout(LISTEN_USER_TIMEOUT);
+    Ok(pg)
+}
+
 /// rustls with the system's roots (`SSL_CERT_FILE` counts), for URLs whose `sslmode` asks
 /// for TLS.
 fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
@@ -421,7 +446,7 @@ impl PgStore {
     /// call goes on within moments of the decision (without it, within [`RESOLVED_POLL`]).
     /// The connection is made again when it ends. Needs a Tokio runtime.
     pub fn listen(mut self, url: &Secret) -> Result<PgStore, String> {
-        let config = connect_config(url)?;
+        let config = listen_config(url)?;
         let tls = tls()?;
         let resolved = Arc::clone(&self.resolved);
         let task = tokio::spawn(async move {
@@ -878,6 +903,20 @@ mod tests {
         let e = refuse_newer(SCHEMA_VERSION + 1).unwrap_err();
         assert!(e.contains("newer than this airlock knows"), "{e}");
         assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+    }
+
+    #[test]
+    fn a_listening_connection_notices_a_silent_peer_within_seconds() {
+        let config = listen_config(&Secret::new(
+            "postgres://airlock@127.0.0.1:1/db?keepalives=0&keepalives_idle=7200",
+        ))
+        .expect("config");
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
+        let (idle, interval, retries) = LISTEN_KEEPALIVE;
+        let probed = idle + interval * retries;
+        assert!(probed <= LISTEN_USER_TIMEOUT, "{probed:?}");
+        assert_eq!(config.get_tcp_user_timeout(), Some(&LISTEN_USER_TIMEOUT));
     }
 
     #[test]

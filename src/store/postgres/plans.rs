@@ -10,13 +10,15 @@
 //!   other, and the second sees the first's receipt.
 //! - Every change (submitted, decided, ended) sends `NOTIFY` on [`PLANS_CHANNEL`] in its
 //!   own transaction, so it is announced exactly when it is committed. [`follow`] keeps a
-//!   connection on `LISTEN` and calls its reload once listening and on every notification;
-//!   while that connection is down, every [`PLANS_POLL`].
+//!   connection on `LISTEN` (with TCP keepalives, so one that dies silently is noticed in
+//!   seconds) and calls its reload once listening and on every notification; every
+//!   [`PLANS_POLL`] while that connection is down or the last reload failed; and every
+//!   [`PLANS_REFRESH`] regardless, so a lost notification is made up for.
 //!
 //! The types here are plain (JSON text, bytes): `store` sits below `plan` in the module
 //! graph, and `plan::shared` maps these rows onto its records.
 
-use super::{connect_config, db_error, listen_once, receipt_in, tls, PgStore, LISTEN_RETRY};
+use super::{db_error, listen_config, listen_once, receipt_in, tls, PgStore, LISTEN_RETRY};
 use crate::secret::Secret;
 use futures_util::pin_mut;
 use std::future::Future;
@@ -42,8 +44,13 @@ pub(super) const MIGRATION: &str = "CREATE TABLE airlock_plans (
 /// The channel a changed plan's id is announced on (sent in the changing transaction).
 pub const PLANS_CHANNEL: &str = "airlock_plan_changed";
 
-/// How often [`follow`] reloads while it is not listening (its connection is down).
+/// How often [`follow`] reloads while it is not listening (its connection is down) or its
+/// last reload failed.
 pub const PLANS_POLL: Duration = Duration::from_secs(1);
+
+/// How often [`follow`] reloads while listening and reading well: what bounds a change
+/// missed by a connection that died without a word, before its keepalives say so.
+pub const PLANS_REFRESH: Duration = Duration::from_secs(5);
 
 /// A plan as its row holds it.
 #[derive(Debug, Clone)]
@@ -245,15 +252,16 @@ impl PgStore {
 
 /// Calls `reload` whenever a plan may have changed on any replica: once the connection on
 /// `LISTEN` is made (what changed while nobody listened), on every notification (several
-/// arriving during one reload make one more), and every [`PLANS_POLL`] while there is no
-/// such connection (it is made again every few seconds). Runs until aborted; needs a Tokio
+/// arriving during one reload make one more), every [`PLANS_POLL`] while there is no such
+/// connection (it is made again every few seconds) or the last reload failed (it said
+/// `false`), and every [`PLANS_REFRESH`] in any case. Runs until aborted; needs a Tokio
 /// runtime.
 pub fn follow<F, Fut>(url: &Secret, reload: F) -> Result<tokio::task::AbortHandle, String>
 where
     F: Fn() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
 {
-    let config = connect_config(url)?;
+    let config = listen_config(url)?;
     let tls = tls()?;
     let changed = Arc::new(Notify::new());
     let listening = Arc::new(AtomicBool::new(false));
@@ -290,14 +298,15 @@ where
             let woken = changed.notified();
             pin_mut!(woken);
             woken.as_mut().enable();
-            reload().await;
-            if listening.load(Ordering::SeqCst) {
-                woken.await;
+            let read = reload().await;
+            let next = if read && listening.load(Ordering::SeqCst) {
+                PLANS_REFRESH
             } else {
-                tokio::select! {
-                    _ = woken => {}
-                    _ = tokio::time::sleep(PLANS_POLL) => {}
-                }
+                PLANS_POLL
+            };
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(next) => {}
             }
         }
     };
