@@ -54,6 +54,45 @@ struct Loaded {
     by_action: HashMap<ActionKey, Vec<Arc<ApprovedPlan>>>,
     /// How many times the plans were read (for tests and the log).
     loads: u64,
+    /// One sequence for reads started and plans removed, so their order is known.
+    epoch: u64,
+    /// The epoch at which the plans held were read (the read's start).
+    read_at: u64,
+    /// Plans the proxy removed, with the epoch of each removal, until a read started after
+    /// it is held: a read that started before may still hold the plan (its end was not yet
+    /// committed), and must not put it back.
+    removed: Vec<(u64, String)>,
+}
+
+impl Loaded {
+    /// The next epoch: a read starting, or a removal.
+    fn next_epoch(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
+    /// Holds `fresh`, read from the epoch `started` on, unless a read started later is held
+    /// already; without the plans removed since it started.
+    fn hold(&mut self, started: u64, mut fresh: HashMap<ActionKey, Vec<Arc<ApprovedPlan>>>) {
+        if started < self.read_at {
+            return;
+        }
+        self.removed.retain(|(at, _)| *at > started);
+        for (_, plan_id) in &self.removed {
+            without(&mut fresh, plan_id);
+        }
+        self.read_at = started;
+        self.by_action = fresh;
+        self.loads += 1;
+    }
+}
+
+/// `by_action` without plan `plan_id`.
+fn without(by_action: &mut HashMap<ActionKey, Vec<Arc<ApprovedPlan>>>, plan_id: &str) {
+    for plans in by_action.values_mut() {
+        plans.retain(|p| p.plan_id != plan_id);
+    }
+    by_action.retain(|_, plans| !plans.is_empty());
 }
 
 /// Where the plans are, and how the index learns of changes.
@@ -203,12 +242,11 @@ impl PlanIndex {
     }
 
     /// Reads every approved plan again, now, and replaces the index with them.
+    /// A plan the proxy removed meanwhile stays out if this read may predate its end.
     pub async fn reload(&self) -> Result<(), PlanStoreError> {
-        let approved = self.plans().approved().await?;
-        let fresh = by_action(approved);
-        let mut loaded = self.lock();
-        loaded.by_action = fresh;
-        loaded.loads += 1;
+        let started = self.lock().next_epoch();
+        let fresh = by_action(self.plans().approved().await?);
+        self.lock().hold(started, fresh);
         Ok(())
     }
 
@@ -234,8 +272,9 @@ impl PlanIndex {
         if loaded.seen == Some(modified) {
             return Ok(());
         }
-        loaded.by_action = by_action(store.approved()?);
-        loaded.loads += 1;
+        // Read under the lock, after every removal so far.
+        let started = loaded.next_epoch();
+        loaded.hold(started, by_action(store.approved()?));
         // Trusted only once no later change can share the timestamp read.
         let settled = now
             .duration_since(modified)
@@ -257,13 +296,14 @@ impl PlanIndex {
         Ok(loaded.by_action.get(&key).cloned().unwrap_or_default())
     }
 
-    /// Drops a plan the proxy ended (spent or expired).
+    /// Drops a plan the proxy ends (spent or expired), also from the result of any read
+    /// already under way: the proxy calls it before the end (to stop using the plan at once)
+    /// and again once the end is stored (so no read from before it puts the plan back).
     pub fn remove(&self, plan_id: &str) {
         let mut loaded = self.lock();
-        for plans in loaded.by_action.values_mut() {
-            plans.retain(|p| p.plan_id != plan_id);
-        }
-        loaded.by_action.retain(|_, plans| !plans.is_empty());
+        let at = loaded.next_epoch();
+        loaded.removed.push((at, plan_id.to_owned()));
+        without(&mut loaded.by_action, plan_id);
     }
 
     /// How many times the plans were read.

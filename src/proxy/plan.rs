@@ -214,10 +214,14 @@ pub async fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bo
 }
 
 /// Marks an approved plan spent or expired (where plans are kept, and in the index), and
-/// audits it once (the store says which replica's end was the first).
+/// audits it once (the store says which replica's end was the first). Removed from the
+/// index before (no further use here) and after (no reload read before the end puts it
+/// back).
 async fn end(gate: &Gate, plan_id: &str, receipt_id: &str, status: PlanStatus) {
     gate.plans.remove(plan_id);
-    match gate.plans.plans().end(plan_id, status).await {
+    let ended = gate.plans.plans().end(plan_id, status).await;
+    gate.plans.remove(plan_id);
+    match ended {
         Ok(true) => {
             tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");
             let event = if status == PlanStatus::Spent {
