@@ -346,12 +346,25 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
         .expect("B reserves the entry");
     assert!(a.reserve(&entry_key, 1).await.is_err(), "single use");
 
-    // Spent through B: gone from A's index within a second, ended once.
+    // Spent through B: gone from A's index within a second, ended once; and what A's proxy
+    // asks before it uses an entry its index may still hold says so at once.
+    assert_eq!(
+        plans_a.status(&submitted.id).await.expect("status"),
+        PlanStatus::Approved
+    );
     let ended_at = Instant::now();
     assert!(plans_b
         .end(&submitted.id, PlanStatus::Spent)
         .await
         .expect("ends"));
+    assert_eq!(
+        plans_a.status(&submitted.id).await.expect("status"),
+        PlanStatus::Spent
+    );
+    assert!(matches!(
+        plans_a.status("no-such-plan").await,
+        Err(PlanStoreError::NotFound(_))
+    ));
     assert!(!plans_a
         .end(&submitted.id, PlanStatus::Spent)
         .await

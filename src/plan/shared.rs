@@ -23,6 +23,8 @@ pub trait Plans: Send + Sync {
     /// Stores a newly submitted plan under a fresh id, pending.
     fn submit(&self, record: PlanRecord) -> BoxFuture<'_, Result<PlanRecord, PlanStoreError>>;
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanRecord, PlanStoreError>>;
+    /// A plan's status as stored now (not as of its window: see [`PlanRecord::status_at`]).
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanStatus, PlanStoreError>>;
     /// Every plan, newest first.
     fn list(&self) -> BoxFuture<'_, Result<Vec<PlanRecord>, PlanStoreError>>;
     /// Records one approver's decision on a pending plan ([`PlanSignStep`]);
@@ -55,6 +57,10 @@ impl Plans for PlanStore {
 
     fn get<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanRecord, PlanStoreError>> {
         Box::pin(async move { PlanStore::get(self, id) })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanStatus, PlanStoreError>> {
+        Box::pin(async move { PlanStore::get(self, id).map(|p| p.status) })
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<PlanRecord>, PlanStoreError>> {
@@ -131,6 +137,21 @@ impl Plans for PgStore {
                 Some(record) => parse(&record),
                 None => Err(PlanStoreError::NotFound(id.to_owned())),
             }
+        })
+    }
+
+    fn status<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<PlanStatus, PlanStoreError>> {
+        Box::pin(async move {
+            let status = self
+                .plan_status(id)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| PlanStoreError::NotFound(id.to_owned()))?;
+            PlanStatus::parse(&status).ok_or_else(|| {
+                db_error(format!(
+                    "plan {id} has a status airlock does not know: {status:?}"
+                ))
+            })
         })
     }
 

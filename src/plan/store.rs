@@ -31,6 +31,19 @@ pub enum PlanStatus {
 }
 
 impl PlanStatus {
+    /// A status by the name [`Self::as_str`] gives it.
+    pub fn parse(name: &str) -> Option<PlanStatus> {
+        [
+            PlanStatus::Pending,
+            PlanStatus::Approved,
+            PlanStatus::Denied,
+            PlanStatus::Spent,
+            PlanStatus::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PlanStatus::Pending => "pending",

@@ -123,6 +123,17 @@ impl PgStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    /// One plan's status (`None`: no such plan): one primary-key lookup, what the proxy
+    /// asks before it uses an entry of a plan its index holds.
+    pub async fn plan_status(&self, id: &str) -> Result<Option<String>, String> {
+        let client = self.pool.get().await.map_err(db_error)?;
+        let row = client
+            .query_opt("SELECT status FROM airlock_plans WHERE id = $1", &[&id])
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Every plan's record, newest first.
     pub async fn plan_records(&self) -> Result<Vec<String>, String> {
         let client = self.pool.get().await.map_err(db_error)?;
