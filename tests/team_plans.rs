@@ -163,6 +163,46 @@ fn plan_for(snapshot: &str, approvals: u32) -> PlanRecord {
     }
 }
 
+/// A decision on another plan whose receipt id clashes with a stored receipt (`taken`, with
+/// `bytes`) fails, and leaves that receipt as it was: only the receipt of the decided plan's
+/// own quorum under way is stored over.
+async fn a_decision_cannot_overwrite_another_receipt(
+    store: &PgStore,
+    plans: &Arc<dyn Plans>,
+    taken: &str,
+    bytes: &[u8],
+) {
+    use airlock::store::postgres::plans::{LockedPlan, PlanChange, PlanRow};
+    let other = plans.submit(plan_for("clash", 1)).await.expect("submitted");
+    let clash = store
+        .decide_plan(
+            &other.id,
+            |e| e,
+            |locked: Option<LockedPlan>| {
+                let locked = locked.ok_or("no plan")?;
+                let row = PlanRow {
+                    id: other.id.clone(),
+                    status: "denied".into(),
+                    agent: other.agent.clone(),
+                    receipt_id: Some(taken.to_owned()),
+                    submitted_at: other.submitted_at.clone(),
+                    record: locked.record,
+                };
+                let receipt = Some((taken.to_owned(), b"{\"not\": \"this\"}".to_vec()));
+                Ok((PlanChange { row, receipt }, ()))
+            },
+        )
+        .await;
+    assert!(clash.is_err(), "a clashing receipt id is refused");
+    assert_eq!(plans.read_receipt(taken).await.expect("read"), bytes);
+    let still = plans.get(&other.id).await.expect("read");
+    assert_eq!(
+        still.status,
+        PlanStatus::Pending,
+        "nothing of the decision stored"
+    );
+}
+
 /// One approver's decision on plan `id` through `plans`, as the page or `plan approve` makes
 /// it: the body to sign, signed, recorded. `barrier`: wait there after signing, so two
 /// approvers record at the same moment. An approval that lost the race to another approver
@@ -317,6 +357,7 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
     let mut signers = verified.approvers().to_vec();
     signers.sort();
     assert_eq!(signers, ["alice", "bob"], "both signatures, each once");
+    a_decision_cannot_overwrite_another_receipt(&a, &plans_a, &receipt_id, &bytes).await;
 
     // Honoured by B's index (and A's) within a second of the approving commit.
     let on_index_b = until_indexed(&index_b, &submitted.id, true, approved_at).await;

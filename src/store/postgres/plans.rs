@@ -194,14 +194,15 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
+        // The receipt of the quorum under way: the only one a decision may replace.
+        let under_way: Option<String> = found.as_ref().and_then(|row| row.get(1));
         let locked = match found {
             None => None,
             Some(row) => {
-                let receipt_id: Option<String> = row.get(1);
-                let stored_receipt = match receipt_id {
+                let stored_receipt = match &under_way {
                     None => None,
                     Some(r) => Some(
-                        receipt_in(&*tx, &r)
+                        receipt_in(&*tx, r)
                             .await
                             .map_err(|e| to_error(e.to_string()))?,
                     ),
@@ -214,13 +215,18 @@ impl PgStore {
         };
         let (change, out) = step(locked)?;
         if let Some((receipt_id, receipt)) = &change.receipt {
-            tx.execute(
+            // The quorum's receipt, joined by one more signature, is stored over itself;
+            // any other id is new, and one that clashes with a stored receipt is an error
+            // (a decision never overwrites a receipt it does not own).
+            let statement = if under_way.as_ref() == Some(receipt_id) {
                 "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()",
-                &[receipt_id, receipt],
-            )
-            .await
-            .map_err(db)?;
+                 ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()"
+            } else {
+                "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)"
+            };
+            tx.execute(statement, &[receipt_id, receipt])
+                .await
+                .map_err(db)?;
         }
         let row = &change.row;
         tx.execute(
