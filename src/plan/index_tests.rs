@@ -216,3 +216,24 @@ fn a_read_from_before_a_removal_does_not_put_the_plan_back() {
     index.lock().hold(earlier, Default::default());
     assert_eq!(held(&index), [kept.id.as_str()], "an older read is dropped");
 }
+
+#[test]
+fn a_receipt_id_that_is_not_one_names_no_file() {
+    let (state, store, alice) = fixture();
+    let plan = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "t")]);
+    approve(&store, &alice, &plan, Duration::from_secs(600));
+    let receipt_id = store
+        .get(&plan.id)
+        .expect("plan")
+        .receipt_id
+        .expect("receipt");
+    assert!(store.read_receipt(&receipt_id).is_ok());
+    // A record edited by hand to name a file outside the receipts (which exists).
+    let outside = format!("../plans/{}", plan.id);
+    assert!(state
+        .path()
+        .join(format!("receipts/{outside}.json"))
+        .exists());
+    let e = store.read_receipt(&outside).expect_err("refused");
+    assert!(e.to_string().contains("not a receipt id"), "{e}");
+}

@@ -266,7 +266,14 @@ impl PlanStore {
         })
     }
 
+    /// A stored receipt's bytes. `receipt_id` comes from a plan's record, which may have
+    /// been edited by hand: one that is not a receipt id (`../…`) names no file.
     pub fn read_receipt(&self, receipt_id: &str) -> Result<Vec<u8>, PlanStoreError> {
+        if crate::receipt::ReceiptId::parse(receipt_id).is_none() {
+            return Err(PlanStoreError::Refused(format!(
+                "{receipt_id:?} is not a receipt id"
+            )));
+        }
         let path = self.receipt_path(receipt_id);
         fs::read(&path).map_err(|e| PlanStoreError::Io(path.display().to_string(), e))
     }
@@ -281,9 +288,6 @@ impl PlanStore {
             .map(|p| {
                 let receipt = match p.receipt_id.as_deref() {
                     None => Err("no receipt".to_owned()),
-                    Some(r) if crate::receipt::ReceiptId::parse(r).is_none() => {
-                        Err("not a receipt id".to_owned())
-                    }
                     Some(r) => self.read_receipt(r).map_err(|e| e.to_string()),
                 };
                 (p, receipt)
