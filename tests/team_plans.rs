@@ -6,9 +6,10 @@
 //! receipt carries both signatures (the plan's row is locked while each joins, so the second
 //! sees the first's receipt); B's plan index honours the approved plan within a second of the
 //! approving commit (measured and printed), and drops it within a second of being spent
-//! through B; a plan denied after one approval is honoured nowhere and takes no further
-//! decision; with the listening connections killed, the index still learns of an approval
-//! by polling within about a second, and with the database restarted they keep what they
+//! through B; the same approver through both at once counts once; a plan denied after one
+//! approval takes no further decision (an approval signed before the denial is refused when
+//! recorded); with the listening connections killed, the index still learns of an approval
+//! by polling within about a second (no listener back yet), and with the database restarted they keep what they
 //! had while it was down and follow it again once it is back; and the `airlock plan`
 //! commands work against the
 //! database (submit, list, show, approve, with their audit records in the database's chain).
@@ -215,7 +216,7 @@ async fn decide(
     id: &str,
     decision: Decision,
     barrier: Option<&tokio::sync::Barrier>,
-) -> Result<(PlanRecorded, u32), PlanStoreError> {
+) -> Decided {
     let mut again = 0;
     let mut barrier = barrier;
     loop {
@@ -236,6 +237,32 @@ async fn decide(
             done => return done.map(|r| (r, again)),
         }
     }
+}
+
+/// What [`decide`] returns.
+type Decided = Result<(PlanRecorded, u32), PlanStoreError>;
+
+/// `key`'s approval of plan `id` through `plans`, in a task of its own, recorded at the
+/// moment the other party at `barrier` records; with when it was done.
+fn approving_at_once(
+    plans: Arc<dyn Plans>,
+    trusted: Arc<TrustedKeys>,
+    key: Arc<ApproverKey>,
+    id: String,
+    barrier: Arc<tokio::sync::Barrier>,
+) -> tokio::task::JoinHandle<(Decided, Instant)> {
+    tokio::spawn(async move {
+        let out = decide(
+            &*plans,
+            &trusted,
+            &key,
+            &id,
+            Decision::Approve,
+            Some(&barrier),
+        )
+        .await;
+        (out, Instant::now())
+    })
 }
 
 /// Plan `id`, which needs one approver, approved by `key` through `plans`.
@@ -302,23 +329,13 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
     // Two approvers at the same moment, alice through A and bob through B.
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
     let race = |plans: Arc<dyn Plans>, key: Arc<ApproverKey>| {
-        let (trusted, barrier, id) = (
+        approving_at_once(
+            plans,
             Arc::clone(&trusted),
-            Arc::clone(&barrier),
+            key,
             submitted.id.clone(),
-        );
-        tokio::spawn(async move {
-            let out = decide(
-                &*plans,
-                &trusted,
-                &key,
-                &id,
-                Decision::Approve,
-                Some(&barrier),
-            )
-            .await;
-            (out, Instant::now())
-        })
+            Arc::clone(&barrier),
+        )
     };
     let through_a = race(Arc::clone(&plans_a), Arc::clone(alice));
     let through_b = race(Arc::clone(&plans_b), Arc::clone(bob));
@@ -414,8 +431,43 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
     println!("spent plan dropped from replica A's index {dropped:?} after it was spent through B");
     assert!(dropped < WITHIN, "{dropped:?}");
 
-    // One approval through A, then a denial through B: the plan is honoured nowhere, and
-    // takes no further decision on either replica.
+    // The same approver through A and through B at the same moment counts once.
+    let twice = plans_a
+        .submit(plan_for("twice", 2))
+        .await
+        .expect("submitted");
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let alice_through = |plans: Arc<dyn Plans>| {
+        approving_at_once(
+            plans,
+            Arc::clone(&trusted),
+            Arc::clone(alice),
+            twice.id.clone(),
+            Arc::clone(&barrier),
+        )
+    };
+    let both = [
+        alice_through(Arc::clone(&plans_a)),
+        alice_through(Arc::clone(&plans_b)),
+    ];
+    let mut counted = 0;
+    for attempt in both {
+        match attempt.await.expect("alice's approval").0 {
+            Ok((recorded, _)) => {
+                counted += 1;
+                assert_eq!(recorded.plan.progress(), "1 of 2 approvals");
+            }
+            Err(PlanStoreError::Refused(e)) => assert!(e.contains("already approved"), "{e}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(counted, 1, "one of alice's approvals is recorded");
+    let after_both = plans_b.get(&twice.id).await.expect("read");
+    assert_eq!(after_both.status, PlanStatus::Pending);
+    assert_eq!(after_both.approved_by, ["alice"]);
+
+    // One approval through A, then a denial through B: an approval signed through A before
+    // the denial and recorded after it is refused by the decision step itself.
     let denied = plans_a
         .submit(plan_for("weekly", 2))
         .await
@@ -431,39 +483,39 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
     .await
     .expect("one approval");
     assert_eq!(first.plan.status, PlanStatus::Pending);
+    let seen_by_carol = plans_a.get(&denied.id).await.expect("read");
+    let carols_body = quorum::body_to_sign(
+        &*plans_a,
+        &seen_by_carol,
+        Decision::Approve,
+        &carol.public(),
+        Duration::from_secs(900),
+    )
+    .await
+    .expect("a body to sign while pending");
+    let carols = receipt::sign(carols_body, carol).expect("signed");
     let (no, _) = decide(&*plans_b, &trusted, bob, &denied.id, Decision::Deny, None)
         .await
         .expect("denied");
     assert_eq!(no.plan.status, PlanStatus::Denied);
-    let late = decide(
-        &*plans_a,
-        &trusted,
-        carol,
-        &denied.id,
-        Decision::Approve,
-        None,
-    )
-    .await;
+    let late = quorum::record(&*plans_a, &trusted, carols).await;
     assert!(
         matches!(late, Err(PlanStoreError::NotPending(_, "denied"))),
         "{:?}",
-        late.map(|(r, _)| r.plan.status)
+        late.map(|r| r.plan.status)
     );
-    tokio::time::sleep(WITHIN).await;
-    for index in [&index_a, &index_b] {
-        assert!(!index
-            .lookup(AGENT, "rds", "DeleteDBSnapshot")
-            .expect("lookup")
-            .iter()
-            .any(|p| p.plan_id == denied.id));
-    }
+    assert_eq!(
+        plans_a.get(&denied.id).await.expect("read").status,
+        PlanStatus::Denied
+    );
 
     // The listening connections killed: the indexes poll, and still see an approval within
-    // about a second.
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    // about a second, before either listens again (they wait LISTEN_RETRY, 2 s, first).
+    let unheard = plans_a
+        .submit(plan_for("hourly", 1))
         .await
-        .expect("connect");
-    tokio::spawn(connection);
+        .expect("submitted");
+    let admin = admin_connection(&url).await;
     let killed = admin
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -473,27 +525,22 @@ async fn replicas_share_plans_their_quorum_and_their_end(cluster: &Cluster) {
         .await
         .expect("terminate the listeners");
     assert_eq!(killed.len(), 2, "one listening connection per replica");
-    // Past the moment the replicas notice (and reload once), before they listen again.
+    // Past the moment the replicas notice (and reload once).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let unheard = plans_a
-        .submit(plan_for("hourly", 1))
-        .await
-        .expect("submitted");
     approve_alone(&*plans_a, &trusted, carol, &unheard.id).await;
     let polled = until_indexed(&index_b, &unheard.id, true, Instant::now()).await;
-    let listening = admin
-        .query(
-            "SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN airlock_plan_changed'",
-            &[],
-        )
-        .await
-        .expect("listeners");
-    println!("with its listening connection killed, replica B's index saw an approval after {polled:?} (polling; {} listening again by then)", listening.len());
+    let listening = plan_listeners(&admin).await;
+    println!("with its listening connection killed, replica B's index saw an approval after {polled:?} (polling; {listening} listening again by then)");
+    assert_eq!(
+        listening, 0,
+        "seen by polling, not by a listener back already"
+    );
     assert!(polled < WITHIN, "{polled:?}");
     drop(admin);
 
     // The database down: the indexes keep what they had (the shared ledger, down too, is
     // what refuses a use meanwhile); back up, they follow it again.
+    until_indexed(&index_a, &unheard.id, true, Instant::now()).await;
     let out = cluster.pg_ctl_stop("fast");
     assert!(out.status.success(), "pg_ctl stop: {}", text(&out));
     tokio::time::sleep(WITHIN).await;
