@@ -237,3 +237,30 @@ fn a_receipt_id_that_is_not_one_names_no_file() {
     let e = store.read_receipt(&outside).expect_err("refused");
     assert!(e.to_string().contains("not a receipt id"), "{e}");
 }
+
+#[test]
+fn a_decision_does_not_replace_another_plans_receipt() {
+    let (_state, store, alice) = fixture();
+    let first = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "a")]);
+    let first = crate::plan::approved_alone(&store, &alice, &first, Duration::from_secs(600));
+    let taken = first.receipt_id.expect("receipt");
+    let bytes = store.read_receipt(&taken).expect("read");
+    let other = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "b")]);
+    let clash = store.sign(&other.id, |_, _| {
+        Ok(crate::plan::store::PlanSigned {
+            receipt_id: taken.clone(),
+            receipt_json: b"{}".to_vec(),
+            status: PlanStatus::Denied,
+            approved_by: Vec::new(),
+            decided_by: "mallory".into(),
+            expires_at: None,
+        })
+    });
+    let e = clash.expect_err("refused");
+    assert!(e.to_string().contains("stored already"), "{e}");
+    assert_eq!(store.read_receipt(&taken).expect("read"), bytes);
+    assert_eq!(
+        store.get(&other.id).expect("plan").status,
+        PlanStatus::Pending
+    );
+}

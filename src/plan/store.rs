@@ -243,8 +243,16 @@ impl PlanStore {
                 Some(r) => Some(self.read_receipt(r)?),
                 None => None,
             };
+            let under_way = p.receipt_id.clone();
             let (receipt_id, receipt_json) = p.take_signed(sign(&p, stored)?);
             let path = self.receipt_path(&receipt_id);
+            // Only the quorum's receipt under way is written over; any other stored receipt
+            // is never replaced by a decision.
+            if under_way.as_deref() != Some(receipt_id.as_str()) && path.exists() {
+                return Err(PlanStoreError::Refused(format!(
+                    "a receipt {receipt_id} is stored already; a decision does not replace it"
+                )));
+            }
             crate::state::write_atomic(&path, &receipt_json)
                 .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
             self.put(&p)?;
