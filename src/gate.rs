@@ -21,8 +21,9 @@ pub struct Gate {
     /// request path opens and waits on and the page lists and decides, the revocation
     /// lookups ([`crate::store`]).
     pub store: Arc<dyn Store>,
-    /// The approved Terraform plans, in memory (`plan::index`).
-    pub plans: crate::plan::index::PlanIndex,
+    /// The approved Terraform plans, in memory (`plan::index`), and where plans are kept
+    /// (`PlanIndex::plans`: the files, or with a database `PlanIndex::follow`).
+    pub plans: Arc<crate::plan::index::PlanIndex>,
     /// Slots for calls held while a human decides (`[approval] max_held`).
     held: Semaphore,
     /// One lock per receipt: identical calls under one receipt go one at a time.
@@ -38,9 +39,13 @@ impl Gate {
     /// ([`crate::store::check_complete`]).
     pub async fn open(config: Arc<Config>) -> Result<Gate, String> {
         crate::store::check_complete(&config)?;
-        let store = crate::store::open(Arc::clone(&config), crate::store::Opener::Serve).await?;
-        let plans =
-            crate::plan::index::PlanIndex::load(&config.state_dir).map_err(|e| e.to_string())?;
+        let (store, postgres) = crate::store::for_serve(Arc::clone(&config)).await?;
+        let plans = match (postgres, &config.database_url) {
+            (Some(pg), Some(url)) => crate::plan::index::PlanIndex::follow(pg, url)?,
+            _ => crate::plan::index::PlanIndex::load(&config.state_dir)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())?,
+        };
         let gate = Gate {
             store,
             plans,

@@ -302,8 +302,8 @@ impl App {
             (Method::GET, ["api", "approvals"]) => self.list_json().await,
             (Method::GET, ["api", "approvals", id]) => self.status_json(id).await,
             (Method::GET, ["approvals", id]) => self.approval_page(id).await,
-            (Method::GET, ["plans", id]) => self.plan_page(id),
-            (Method::GET, ["api", "plans", id]) => self.plan_status_json(id),
+            (Method::GET, ["plans", id]) => self.plan_page(id).await,
+            (Method::GET, ["api", "plans", id]) => self.plan_status_json(id).await,
             (Method::GET, ["enroll", token]) => self.enroll_page(token),
             (Method::GET, ["enrollments", id]) => self.confirm_page(id),
             (Method::POST, ["api", "decide" | "enroll" | "confirm" | "plan", step])
@@ -419,7 +419,7 @@ impl App {
             ("confirm", "finish") => self.confirm_finish(parse(&body)?).await,
             ("enroll", "begin") => self.enroll_begin(parse(&body)?),
             ("enroll", "finish") => self.enroll_finish(parse(&body)?, requester).await,
-            ("plan", "begin") => self.plan_begin(parse(&body)?),
+            ("plan", "begin") => self.plan_begin(parse(&body)?).await,
             // A plan's ceremony finishes at /api/decide/finish, as every decision does.
             _ => Err(refuse(StatusCode::NOT_FOUND, "no such step")),
         }

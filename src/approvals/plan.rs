@@ -12,7 +12,8 @@ use super::{html, json_response, page_refusal, refuse, App, Refusal};
 use crate::describe::is_production;
 use crate::plan::mapping::{Coverage, Destroyed};
 use crate::plan::quorum;
-use crate::plan::store::{PlanRecord, PlanStatus, PlanStore, PlanStoreError};
+use crate::plan::shared::Plans;
+use crate::plan::store::{PlanRecord, PlanStatus, PlanStoreError};
 use crate::proxy::body::ProxyBody;
 use crate::receipt::{Decision, Receipt};
 use http::StatusCode;
@@ -49,12 +50,13 @@ fn status_text(p: &PlanRecord, status: PlanStatus) -> String {
 }
 
 impl App {
-    fn plans(&self) -> Result<PlanStore, Refusal> {
-        PlanStore::open(&self.gate.config.state_dir).map_err(Self::internal)
+    /// Where plans are kept (the files, or the database): the gate's.
+    fn plans(&self) -> std::sync::Arc<dyn Plans> {
+        self.gate.plans.plans()
     }
 
-    fn plan(&self, id: &str) -> Result<PlanRecord, Refusal> {
-        match self.plans()?.get(id) {
+    async fn plan(&self, id: &str) -> Result<PlanRecord, Refusal> {
+        match self.plans().get(id).await {
             Ok(p) => Ok(p),
             Err(PlanStoreError::NotFound(_)) => Err(refuse(
                 StatusCode::NOT_FOUND,
@@ -64,9 +66,10 @@ impl App {
         }
     }
 
-    pub(super) fn plan_page(&self, id: &str) -> http::Response<ProxyBody> {
+    pub(super) async fn plan_page(&self, id: &str) -> http::Response<ProxyBody> {
         let page = self
             .plan(id)
+            .await
             .and_then(|p| Ok((p, self.passkey_choices()?)))
             .map(|(p, passkeys)| {
                 render(
@@ -82,8 +85,8 @@ impl App {
         }
     }
 
-    pub(super) fn plan_status_json(&self, id: &str) -> http::Response<ProxyBody> {
-        match self.plan(id) {
+    pub(super) async fn plan_status_json(&self, id: &str) -> http::Response<ProxyBody> {
+        match self.plan(id).await {
             Ok(p) => json_response(
                 StatusCode::OK,
                 &json!({
@@ -97,21 +100,23 @@ impl App {
         }
     }
 
-    pub(super) fn plan_begin(&self, req: PlanBegin) -> Result<Value, Refusal> {
+    pub(super) async fn plan_begin(&self, req: PlanBegin) -> Result<Value, Refusal> {
         let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
-        let record = self.plan(&req.plan)?;
+        let record = self.plan(&req.plan).await?;
         if record.status != PlanStatus::Pending {
             return Err(refuse(
                 StatusCode::CONFLICT,
                 format!("plan {} is no longer pending", record.id),
             ));
         }
-        let store = self.plans()?;
+        let plans = self.plans();
         if req.decision == Decision::Approve {
-            quorum::may_approve(&store, &record, passkey.name())
+            quorum::may_approve(&*plans, &record, passkey.name())
+                .await
                 .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         }
-        let body = quorum::body_to_sign(&store, &record, req.decision, &passkey, ttl)
+        let body = quorum::body_to_sign(&*plans, &record, req.decision, &passkey, ttl)
+            .await
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         let challenge = body.passkey_challenge().map_err(Self::internal)?;
         let id = self.ceremonies.start(Ceremony::Decide {
@@ -136,8 +141,9 @@ impl App {
         trusted: &crate::receipt::TrustedKeys,
         approver: &str,
     ) -> Result<Value, String> {
-        let store = PlanStore::open(&self.gate.config.state_dir).map_err(|e| e.to_string())?;
-        let recorded = quorum::record(&store, trusted, r).map_err(|e| e.to_string())?;
+        let recorded = quorum::record(&*self.plans(), trusted, r)
+            .await
+            .map_err(|e| e.to_string())?;
         let p = &recorded.plan;
         tracing::info!(plan = %p.id, receipt = %recorded.receipt_id, %approver, decision = %recorded.decision, progress = %p.progress(), calls = p.entries.len(), "plan decided with a passkey");
         for record in quorum::audit_records(&recorded, approver, "passkey") {

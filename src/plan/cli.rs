@@ -1,11 +1,15 @@
-//! `airlock plan submit|approve|show`: the commands (the module's only I/O besides reading
-//! a binary plan's bytes).
+//! `airlock plan submit|approve|deny|show|list`: the commands (the module's only I/O besides
+//! reading a binary plan's bytes). With `[state] database_url` they read and decide the plans
+//! in PostgreSQL and append to its audit chain, as every replica's page does; otherwise the
+//! files of `[state] dir`.
 
 use super::mapping::{self, Coverage, Defaults};
 use super::{Plan, MAX_PLAN_BYTES};
 use crate::config::Config;
+use crate::plan::shared::Plans;
 use crate::plan::store::{PlanRecord, PlanStatus, PlanStore};
 use crate::receipt::Decision;
+use crate::store::postgres::PgStore;
 use clap::Subcommand;
 use std::io::Read as _;
 use std::path::Path;
@@ -46,6 +50,14 @@ pub enum PlanCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the submitted plans, newest first: id, status, agent, environment.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a plan's stored receipt (JSON), for `airlock receipt verify` (with a database
+    /// the receipt is not a file).
+    Receipt { id: String },
 }
 
 pub fn run(config_path: &Path, command: PlanCommand) -> Result<(), String> {
@@ -72,6 +84,67 @@ pub fn run(config_path: &Path, command: PlanCommand) -> Result<(), String> {
             Decision::Deny,
         ),
         PlanCommand::Show { id, json } => show(config_path, &id, json),
+        PlanCommand::List { json } => list(config_path, json),
+        PlanCommand::Receipt { id } => print_receipt(config_path, &id),
+    }
+}
+
+/// Where the commands find the plans, and the audit chain they append to: PostgreSQL with
+/// `[state] database_url` (its schema must be current: `airlock db migrate`), else the files
+/// of `[state] dir`. Each step runs on a runtime of the command's own.
+struct Opened {
+    runtime: tokio::runtime::Runtime,
+    plans: std::sync::Arc<dyn Plans>,
+    /// With a database: the store whose audit chain the records go to.
+    database: Option<std::sync::Arc<PgStore>>,
+}
+
+impl Opened {
+    fn open(config: &Config) -> Result<Opened, String> {
+        let runtime = crate::store::commands::runtime()?;
+        if config.database_url.is_none() {
+            let files = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+            return Ok(Opened {
+                runtime,
+                plans: std::sync::Arc::new(files),
+                database: None,
+            });
+        }
+        let pool = crate::store::commands::database_pool(config)?;
+        runtime.block_on(crate::store::postgres::check_schema(&pool))?;
+        let database = std::sync::Arc::new(PgStore::new(pool));
+        Ok(Opened {
+            runtime,
+            plans: std::sync::Arc::clone(&database) as std::sync::Arc<dyn Plans>,
+            database: Some(database),
+        })
+    }
+
+    fn run<T>(&self, step: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(step)
+    }
+
+    fn get(&self, id: &str) -> Result<PlanRecord, String> {
+        self.run(self.plans.get(id)).map_err(|e| e.to_string())
+    }
+
+    /// Appends `record` to the audit chain, durably.
+    fn audit(
+        &self,
+        config: &Config,
+        record: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        match &self.database {
+            None => crate::audit::append_now(&config.state_dir, record).map_err(|e| e.to_string()),
+            Some(db) => {
+                use crate::store::Store as _;
+                if self.run(db.audit_append_durable(record.into())) {
+                    Ok(())
+                } else {
+                    Err("the audit chain in PostgreSQL cannot be written".into())
+                }
+            }
+        }
     }
 }
 
@@ -219,23 +292,23 @@ fn submit(config_path: &Path, file: &Path, agent: Option<&str>) -> Result<(), St
     let mut environments: Vec<String> = entries.iter().map(|e| e.environment.clone()).collect();
     environments.sort();
     environments.dedup();
-    let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let record = store
-        .submit(PlanRecord {
-            agent,
-            digest: plan.digest(),
-            digest_scope: plan.digest_scope(),
-            plan_created_at: plan.timestamp.clone(),
-            terraform_version: plan.terraform_version.clone(),
-            environments,
-            destroyed,
-            entries,
-            quorums,
-            // Pending, undecided; the store gives the id and the submission time.
-            ..PlanRecord::default()
-        })
-        .map_err(|e| e.to_string())?;
-    crate::audit::append_now(&config.state_dir, super::records::submitted(&record))
+    let opened = Opened::open(&config)?;
+    let submitted = opened.plans.submit(PlanRecord {
+        agent,
+        digest: plan.digest(),
+        digest_scope: plan.digest_scope(),
+        plan_created_at: plan.timestamp.clone(),
+        terraform_version: plan.terraform_version.clone(),
+        environments,
+        destroyed,
+        entries,
+        quorums,
+        // Pending, undecided; the store gives the id and the submission time.
+        ..PlanRecord::default()
+    });
+    let record = opened.run(submitted).map_err(|e| e.to_string())?;
+    opened
+        .audit(&config, super::records::submitted(&record))
         .map_err(|e| format!("the plan is stored, but the audit log could not be written: {e}"))?;
     print_plan(&record);
     println!("approve at {}", plan_link(&config, &record.id));
@@ -354,16 +427,66 @@ pub fn print_grant(grant: &crate::receipt::PlanGrant) {
 
 fn show(config_path: &Path, id: &str, json: bool) -> Result<(), String> {
     let config = Config::load_existing(config_path)?;
-    let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let record = store.get(id).map_err(|e| e.to_string())?;
+    let opened = Opened::open(&config)?;
+    let record = opened.get(id)?;
     if json {
         let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
         print_plan(&record);
         if let Some(r) = &record.receipt_id {
-            println!("receipt: {}", store.receipt_path(r).display());
+            println!("receipt: {}", opened.plans.receipt_location(r));
         }
+    }
+    Ok(())
+}
+
+fn print_receipt(config_path: &Path, id: &str) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let opened = Opened::open(&config)?;
+    let record = opened.get(id)?;
+    let receipt_id = record
+        .receipt_id
+        .ok_or_else(|| format!("plan {id} has no receipt yet"))?;
+    let bytes = opened
+        .run(opened.plans.read_receipt(&receipt_id))
+        .map_err(|e| e.to_string())?;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| e.to_string())
+}
+
+fn list(config_path: &Path, json: bool) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let opened = Opened::open(&config)?;
+    let plans = opened.run(opened.plans.list()).map_err(|e| e.to_string())?;
+    if json {
+        let text = serde_json::to_string_pretty(&plans).map_err(|e| e.to_string())?;
+        println!("{text}");
+        return Ok(());
+    }
+    if plans.is_empty() {
+        println!("no plans submitted");
+    }
+    let now = time::OffsetDateTime::now_utc();
+    for p in &plans {
+        let status = p.status_at(now);
+        let progress = if status == PlanStatus::Pending && !p.approved_by.is_empty() {
+            format!(" ({})", p.progress())
+        } else {
+            String::new()
+        };
+        println!(
+            "{} {}{progress} agent {} environment {} submitted {} ({} calls covered)",
+            p.id,
+            status.as_str(),
+            p.agent.escape_debug(),
+            p.environment_label().escape_debug(),
+            p.submitted_at,
+            p.entries.len()
+        );
     }
     Ok(())
 }
@@ -378,8 +501,9 @@ fn decide(
 ) -> Result<(), String> {
     use crate::receipt;
     let config = Config::load_existing(config_path)?;
-    let store = PlanStore::open(&config.state_dir).map_err(|e| e.to_string())?;
-    let record = store.get(id).map_err(|e| e.to_string())?;
+    let opened = Opened::open(&config)?;
+    let plans = &*opened.plans;
+    let record = opened.get(id)?;
     if record.status != PlanStatus::Pending {
         return Err(format!(
             "plan {id} is {}, not pending",
@@ -390,22 +514,24 @@ fn decide(
     print_plan(&record);
     let (key, approver) = crate::signing::load_approver_key(&config, key_path, allow_plaintext)?;
     if decision == Decision::Approve {
-        super::quorum::may_approve(&store, &record, approver.name())?;
+        opened.run(super::quorum::may_approve(plans, &record, approver.name()))?;
     }
     let trusted = crate::signing::trusted_keys(&config)?;
-    let body = super::quorum::body_to_sign(
-        &store,
+    let body = opened.run(super::quorum::body_to_sign(
+        plans,
         &record,
         decision,
         &approver,
         config.approval.receipt_ttl,
-    )?;
+    ))?;
     let signed = receipt::sign(body, &key).map_err(|e| e.to_string())?;
     let expires_at = signed.body.expires_at;
-    let recorded = super::quorum::record(&store, &trusted, signed).map_err(|e| e.to_string())?;
+    let recorded = opened
+        .run(super::quorum::record(plans, &trusted, signed))
+        .map_err(|e| e.to_string())?;
     let (p, receipt_id) = (&recorded.plan, &recorded.receipt_id);
     for r in super::quorum::audit_records(&recorded, approver.name(), "cli") {
-        crate::audit::append_now(&config.state_dir, r).map_err(|e| {
+        opened.audit(&config, r).map_err(|e| {
             format!("the decision is recorded, but the audit log could not be written: {e}")
         })?;
     }
@@ -416,6 +542,7 @@ fn decide(
                 approver.name(),
                 p.progress()
             );
+            // Outside the command's runtime: a notification it spawned would end with it.
             super::quorum::notify_again(&config, p, &plan_link(&config, id));
         }
         PlanStatus::Denied => println!("denied plan {id} (receipt {receipt_id})"),
@@ -426,6 +553,6 @@ fn decide(
             p.approved_by.join(", "),
         ),
     }
-    println!("receipt: {}", store.receipt_path(receipt_id).display());
+    println!("receipt: {}", plans.receipt_location(receipt_id));
     Ok(())
 }

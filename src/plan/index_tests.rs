@@ -160,3 +160,107 @@ fn the_files_are_read_again_only_when_the_plans_directory_changed() {
         "once old, the directory is read once more, then trusted"
     );
 }
+
+/// The plan ids the index holds now (sorted), without reading anything again.
+fn held(index: &PlanIndex) -> Vec<String> {
+    let loaded = index.lock();
+    sorted(
+        loaded
+            .by_action
+            .values()
+            .flatten()
+            .map(|p| p.plan_id.clone())
+            .collect(),
+    )
+}
+
+#[test]
+fn a_read_from_before_a_removal_does_not_put_the_plan_back() {
+    let (state, store, alice) = fixture();
+    let spent = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "s")]);
+    approve(&store, &alice, &spent, Duration::from_secs(600));
+    let kept = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "k")]);
+    approve(&store, &alice, &kept, Duration::from_secs(600));
+    let index = PlanIndex::load(state.path()).expect("index");
+    assert_eq!(
+        held(&index),
+        sorted(vec![spent.id.clone(), kept.id.clone()])
+    );
+
+    // A reload reads while the plan is still approved; the proxy removes it and ends it;
+    // then the reload's result arrives.
+    let started = index.lock().next_epoch();
+    let read_before = super::by_action(store.approved().expect("approved"));
+    index.remove(&spent.id);
+    assert!(store.end(&spent.id, PlanStatus::Spent).expect("ended"));
+    index.remove(&spent.id);
+    index.lock().hold(started, read_before);
+    assert_eq!(held(&index), [kept.id.as_str()], "the spent plan stays out");
+
+    // A read started after the removal is the store's word, whatever it says.
+    let started = index.lock().next_epoch();
+    let read_after = super::by_action(store.approved().expect("approved"));
+    index.lock().hold(started, read_after);
+    assert_eq!(held(&index), [kept.id.as_str()]);
+    assert!(
+        index.lock().removed.is_empty(),
+        "nothing kept once superseded"
+    );
+
+    // A read that started before the one held does not replace it.
+    let earlier = index.lock().next_epoch();
+    let later = index.lock().next_epoch();
+    index
+        .lock()
+        .hold(later, super::by_action(store.approved().expect("approved")));
+    index.lock().hold(earlier, Default::default());
+    assert_eq!(held(&index), [kept.id.as_str()], "an older read is dropped");
+}
+
+#[test]
+fn a_receipt_id_that_is_not_one_names_no_file() {
+    let (state, store, alice) = fixture();
+    let plan = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "t")]);
+    approve(&store, &alice, &plan, Duration::from_secs(600));
+    let receipt_id = store
+        .get(&plan.id)
+        .expect("plan")
+        .receipt_id
+        .expect("receipt");
+    assert!(store.read_receipt(&receipt_id).is_ok());
+    // A record edited by hand to name a file outside the receipts (which exists).
+    let outside = format!("../plans/{}", plan.id);
+    assert!(state
+        .path()
+        .join(format!("receipts/{outside}.json"))
+        .exists());
+    let e = store.read_receipt(&outside).expect_err("refused");
+    assert!(e.to_string().contains("not a receipt id"), "{e}");
+}
+
+#[test]
+fn a_decision_does_not_replace_another_plans_receipt() {
+    let (_state, store, alice) = fixture();
+    let first = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "a")]);
+    let first = crate::plan::approved_alone(&store, &alice, &first, Duration::from_secs(600));
+    let taken = first.receipt_id.expect("receipt");
+    let bytes = store.read_receipt(&taken).expect("read");
+    let other = submitted(&store, "tf", vec![entry("dynamodb", "DeleteTable", "b")]);
+    let clash = store.sign(&other.id, |_, _| {
+        Ok(crate::plan::store::PlanSigned {
+            receipt_id: taken.clone(),
+            receipt_json: b"{}".to_vec(),
+            status: PlanStatus::Denied,
+            approved_by: Vec::new(),
+            decided_by: "mallory".into(),
+            expires_at: None,
+        })
+    });
+    let e = clash.expect_err("refused");
+    assert!(e.to_string().contains("stored already"), "{e}");
+    assert_eq!(store.read_receipt(&taken).expect("read"), bytes);
+    assert_eq!(
+        store.get(&other.id).expect("plan").status,
+        PlanStatus::Pending
+    );
+}

@@ -20,6 +20,7 @@ pub mod index;
 pub mod mapping;
 pub mod quorum;
 pub mod records;
+pub mod shared;
 pub mod store;
 
 #[cfg(test)]
@@ -305,7 +306,7 @@ pub(crate) fn approved_alone(
     let signed = crate::receipt::sign(body, key).expect("signed");
     let mut trusted = crate::receipt::TrustedKeys::new();
     trusted.add_approver(&key.public()).expect("trusted");
-    let recorded = quorum::record(store, &trusted, signed).expect("recorded");
+    let recorded = shared::at_once(quorum::record(store, &trusted, signed)).expect("recorded");
     assert_eq!(recorded.plan.status, store::PlanStatus::Approved);
     recorded.plan
 }

@@ -12,7 +12,8 @@
 //! One denial, by anyone trusted, denies the plan.
 
 use crate::identify::AwsCall;
-use crate::plan::store::{PlanRecord, PlanSigned, PlanStatus, PlanStore, PlanStoreError};
+use crate::plan::shared::Plans;
+use crate::plan::store::{PlanRecord, PlanSigned, PlanStatus, PlanStoreError};
 use crate::policy::Policy;
 use crate::receipt::collect::{self, Collects, Joined};
 use crate::receipt::ids::NamedKey;
@@ -242,30 +243,33 @@ pub fn notify_again(config: &crate::config::Config, p: &PlanRecord, link: &str) 
     );
 }
 
-fn stored_receipt(store: &PlanStore, p: &PlanRecord) -> Result<Option<Vec<u8>>, PlanStoreError> {
-    p.receipt_id
-        .as_deref()
-        .map(|id| store.read_receipt(id))
-        .transpose()
+async fn stored_receipt(
+    plans: &dyn Plans,
+    p: &PlanRecord,
+) -> Result<Option<Vec<u8>>, PlanStoreError> {
+    match p.receipt_id.as_deref() {
+        Some(id) => plans.read_receipt(id).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Refuses an approval that cannot add to the plan's quorum (`receipt::collect::may_approve_with`).
-pub fn may_approve(store: &PlanStore, p: &PlanRecord, approver: &str) -> Result<(), String> {
-    let stored = stored_receipt(store, p).map_err(|e| e.to_string())?;
+pub async fn may_approve(plans: &dyn Plans, p: &PlanRecord, approver: &str) -> Result<(), String> {
+    let stored = stored_receipt(plans, p).await.map_err(|e| e.to_string())?;
     collect::may_approve_with(p, stored, approver)
 }
 
 /// The body an approver signs for plan `p` (`receipt::collect::body_to_sign_with`): while a
 /// quorum is under way, its body in their name; otherwise a fresh plan receipt body, valid
 /// for `ttl` from now, that states the plan's quorum.
-pub fn body_to_sign(
-    store: &PlanStore,
+pub async fn body_to_sign(
+    plans: &dyn Plans,
     p: &PlanRecord,
     decision: Decision,
     approver: &impl NamedKey,
     ttl: std::time::Duration,
 ) -> Result<receipt::ReceiptBody, String> {
-    let stored = stored_receipt(store, p).map_err(|e| e.to_string())?;
+    let stored = stored_receipt(plans, p).await.map_err(|e| e.to_string())?;
     collect::body_to_sign_with(
         p,
         stored,
@@ -287,10 +291,11 @@ pub struct PlanRecorded {
 
 /// Stores `single`, one approver's plan receipt over the body [`body_to_sign`] gave them: a
 /// denial decides the plan; an approval joins the receipt of the quorum under way and
-/// approves the plan once every entry's quorum is met. Checked again under the plan store's
-/// lock, against `trusted`.
-pub fn record(
-    store: &PlanStore,
+/// approves the plan once every entry's quorum is met. Checked again while nothing else
+/// can change the plan (the files' lock, or its row locked in the database), against
+/// `trusted`.
+pub async fn record(
+    plans: &dyn Plans,
     trusted: &receipt::TrustedKeys,
     single: Receipt,
 ) -> Result<PlanRecorded, PlanStoreError> {
@@ -299,7 +304,8 @@ pub fn record(
     let approver = single.body.approver.clone();
     let id = single.body.approval_id.clone();
     let mut tally = None;
-    let plan = store.sign(&id, |p, stored| {
+    let tally_out = &mut tally;
+    let step = Box::new(move |p: &PlanRecord, stored: Option<Vec<u8>>| {
         if single.body.binding() != super::receipt_binding(p)
             || single.body.plan_grant() != Some(&super::grant(p))
         {
@@ -339,9 +345,10 @@ pub fn record(
             decided_by: t.counted.join(", "),
             expires_at: complete.then(|| joined.body.expires_at.to_string()),
         };
-        tally = Some(t);
+        *tally_out = Some(t);
         Ok(signed)
-    })?;
+    });
+    let plan = plans.sign(&id, step).await?;
     Ok(PlanRecorded {
         receipt_id: plan.receipt_id.clone().unwrap_or_default(),
         plan,
@@ -395,6 +402,7 @@ pub fn tally_now(policy: &Policy, verified: &VerifiedReceipt) -> Option<Tally> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::store::PlanStore;
     use std::collections::BTreeMap;
 
     fn entry(service: &str, operation: &str, params: &[(&str, &str)]) -> PlanEntry {
@@ -516,20 +524,21 @@ mod tests {
         id: &str,
         decision: Decision,
     ) -> Result<PlanRecorded, String> {
+        use crate::plan::shared::at_once;
         let public = key.public();
         let p = store.get(id).map_err(|e| e.to_string())?;
         if decision == Decision::Approve {
-            may_approve(store, &p, public.name())?;
+            at_once(may_approve(store, &p, public.name()))?;
         }
-        let body = body_to_sign(
+        let body = at_once(body_to_sign(
             store,
             &p,
             decision,
             &public,
             std::time::Duration::from_secs(900),
-        )?;
+        ))?;
         let signed = receipt::sign(body, key).map_err(|e| e.to_string())?;
-        record(store, trusted, signed).map_err(|e| e.to_string())
+        at_once(record(store, trusted, signed)).map_err(|e| e.to_string())
     }
 
     #[test]

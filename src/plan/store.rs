@@ -31,6 +31,19 @@ pub enum PlanStatus {
 }
 
 impl PlanStatus {
+    /// A status by the name [`Self::as_str`] gives it.
+    pub fn parse(name: &str) -> Option<PlanStatus> {
+        [
+            PlanStatus::Pending,
+            PlanStatus::Approved,
+            PlanStatus::Denied,
+            PlanStatus::Spent,
+            PlanStatus::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PlanStatus::Pending => "pending",
@@ -114,6 +127,9 @@ pub enum PlanStoreError {
     #[error("{0}")]
     Refused(String),
 }
+
+/// An approved plan with its stored receipt's bytes, or why they cannot be read.
+pub type ApprovedRecord = (PlanRecord, Result<Vec<u8>, String>);
 
 /// One approver's decision on a pending plan, as [`PlanStore::sign`] stores it.
 pub struct PlanSigned {
@@ -204,11 +220,9 @@ impl PlanStore {
     }
 
     /// Stores a newly submitted plan under a fresh id.
-    pub fn submit(&self, mut record: PlanRecord) -> Result<PlanRecord, PlanStoreError> {
+    pub fn submit(&self, record: PlanRecord) -> Result<PlanRecord, PlanStoreError> {
         self.locked(|| {
-            record.id = new_id();
-            record.status = PlanStatus::Pending;
-            record.submitted_at = now_rfc3339();
+            let record = record.submitted_now();
             self.put(&record)?;
             Ok(record)
         })
@@ -224,28 +238,23 @@ impl PlanStore {
     ) -> Result<PlanRecord, PlanStoreError> {
         self.locked(|| {
             let mut p = self.get(id)?;
-            if p.status != PlanStatus::Pending {
-                return Err(PlanStoreError::NotPending(
-                    id.to_string(),
-                    p.status.as_str(),
-                ));
-            }
+            p.check_pending()?;
             let stored = match &p.receipt_id {
                 Some(r) => Some(self.read_receipt(r)?),
                 None => None,
             };
-            let signed = sign(&p, stored)?;
-            let path = self.receipt_path(&signed.receipt_id);
-            crate::state::write_atomic(&path, &signed.receipt_json)
-                .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
-            p.status = signed.status;
-            p.receipt_id = Some(signed.receipt_id);
-            p.approved_by = signed.approved_by;
-            p.decided_by = Some(signed.decided_by);
-            if p.status != PlanStatus::Pending {
-                p.decided_at = Some(now_rfc3339());
+            let under_way = p.receipt_id.clone();
+            let (receipt_id, receipt_json) = p.take_signed(sign(&p, stored)?);
+            let path = self.receipt_path(&receipt_id);
+            // Only the quorum's receipt under way is written over; any other stored receipt
+            // is never replaced by a decision.
+            if under_way.as_deref() != Some(receipt_id.as_str()) && path.exists() {
+                return Err(PlanStoreError::Refused(format!(
+                    "a receipt {receipt_id} is stored already; a decision does not replace it"
+                )));
             }
-            p.expires_at = signed.expires_at;
+            crate::state::write_atomic(&path, &receipt_json)
+                .map_err(|e| PlanStoreError::Io(path.display().to_string(), e))?;
             self.put(&p)?;
             Ok(p)
         })
@@ -265,8 +274,67 @@ impl PlanStore {
         })
     }
 
+    /// A stored receipt's bytes. `receipt_id` comes from a plan's record, which may have
+    /// been edited by hand: one that is not a receipt id (`../…`) names no file.
     pub fn read_receipt(&self, receipt_id: &str) -> Result<Vec<u8>, PlanStoreError> {
+        if crate::receipt::ReceiptId::parse(receipt_id).is_none() {
+            return Err(PlanStoreError::Refused(format!(
+                "{receipt_id:?} is not a receipt id"
+            )));
+        }
         let path = self.receipt_path(receipt_id);
         fs::read(&path).map_err(|e| PlanStoreError::Io(path.display().to_string(), e))
+    }
+
+    /// Every approved plan with its receipt's bytes (or why they cannot be read), newest
+    /// first: what the plan index is made of.
+    pub fn approved(&self) -> Result<Vec<ApprovedRecord>, PlanStoreError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|p| p.status == PlanStatus::Approved)
+            .map(|p| {
+                let receipt = match p.receipt_id.as_deref() {
+                    None => Err("no receipt".to_owned()),
+                    Some(r) => self.read_receipt(r).map_err(|e| e.to_string()),
+                };
+                (p, receipt)
+            })
+            .collect())
+    }
+}
+
+impl PlanRecord {
+    /// A submitted record as a store keeps it: a fresh id, pending, submitted now.
+    pub fn submitted_now(mut self) -> PlanRecord {
+        self.id = new_id();
+        self.status = PlanStatus::Pending;
+        self.submitted_at = now_rfc3339();
+        self
+    }
+
+    /// Only a pending plan takes a decision.
+    pub fn check_pending(&self) -> Result<(), PlanStoreError> {
+        if self.status != PlanStatus::Pending {
+            return Err(PlanStoreError::NotPending(
+                self.id.clone(),
+                self.status.as_str(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes one approver's decision into the record; returns the receipt to store with it
+    /// (its id and bytes).
+    pub fn take_signed(&mut self, signed: PlanSigned) -> (String, Vec<u8>) {
+        self.status = signed.status;
+        self.receipt_id = Some(signed.receipt_id.clone());
+        self.approved_by = signed.approved_by;
+        self.decided_by = Some(signed.decided_by);
+        if self.status != PlanStatus::Pending {
+            self.decided_at = Some(now_rfc3339());
+        }
+        self.expires_at = signed.expires_at;
+        (signed.receipt_id, signed.receipt_json)
     }
 }

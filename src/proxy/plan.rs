@@ -13,12 +13,14 @@
 //! verify: nothing is covered here, and the call is held or refused exactly as without a
 //! plan. Once every entry with a limited number of uses is
 //! used, the plan is spent; once its window has ended, expired (both recorded once).
+//! Before an entry is reserved, the plan's status is read where plans are kept (one lookup),
+//! so a plan another replica ended is not honoured by an index that has not caught up.
 
 use super::error::ProxyError;
 use super::redeem::{state_error, Authorization};
 use crate::gate::Gate;
 use crate::identify::AwsCall;
-use crate::plan::store::{PlanStatus, PlanStore};
+use crate::plan::store::{PlanStatus, PlanStoreError};
 use crate::receipt::{self, ReceiptError};
 use crate::state::ledger::LedgerError;
 
@@ -94,6 +96,23 @@ pub async fn redeem(
                 continue;
             }
             Err(_) => continue,
+        }
+        // The index may be behind (another replica spent the plan, or its end was not
+        // stored): where plans are kept says whether it is still approved. Unreadable: the
+        // call is refused (fail closed).
+        match gate.plans.plans().status(&plan.plan_id).await {
+            Ok(PlanStatus::Approved) => {}
+            Ok(_) | Err(PlanStoreError::NotFound(_)) => {
+                tracing::info!(plan = %plan.plan_id, receipt = %receipt_id, "the plan is no longer approved where plans are kept (ended elsewhere); it covers nothing");
+                gate.plans.remove(&plan.plan_id);
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(plan = %plan.plan_id, error = %e, "cannot read the plan's status; refusing (fail closed)");
+                return Err(ProxyError::state_unwritable(
+                    "airlock cannot read where plans are kept, so it refuses calls a plan would cover (fail closed); calls that need none are still served. See airlock's log.",
+                ));
+            }
         }
         let limits: Vec<(String, Option<u32>)> = grant
             .entries
@@ -213,11 +232,14 @@ pub async fn settled(gate: &Gate, used: &PlanUse, committed: bool, succeeded: bo
     }
 }
 
-/// Marks an approved plan spent or expired (in its file and the index), and audits it once.
+/// Marks an approved plan spent or expired (where plans are kept, and in the index), and
+/// audits it once (the store says which replica's end was the first). Removed from the
+/// index before (no further use here) and after (no reload read before the end puts it
+/// back).
 async fn end(gate: &Gate, plan_id: &str, receipt_id: &str, status: PlanStatus) {
     gate.plans.remove(plan_id);
-    let ended =
-        PlanStore::open(&gate.config.state_dir).and_then(|store| store.end(plan_id, status));
+    let ended = gate.plans.plans().end(plan_id, status).await;
+    gate.plans.remove(plan_id);
     match ended {
         Ok(true) => {
             tracing::info!(plan = %plan_id, receipt = %receipt_id, status = status.as_str(), "plan receipt covers nothing more");

@@ -11,6 +11,7 @@ use crate::proxy::forward::Forwarded;
 use crate::proxy::redeem::Authorization;
 use crate::receipt::{ApproverKey, Quorum};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -266,4 +267,86 @@ async fn a_plan_past_its_window_is_ended_by_the_call_that_finds_it() {
         .lookup(AGENT, "dynamodb", "DeleteTable")
         .expect("lookup")
         .is_empty());
+}
+
+/// Sets the plans directory's modification time to `at`, as if nothing had changed since.
+fn set_plans_dir_time(h: &Harness, at: std::time::SystemTime) {
+    std::fs::File::open(h.gate.config.state_dir.join("plans"))
+        .and_then(|dir| dir.set_modified(at))
+        .expect("plans dir time set");
+}
+
+/// An index that has not caught up (another replica ended the plan; here, the plans
+/// directory's time set back so the index trusts what it read) still holds the plan: the
+/// status where plans are kept decides, and a status that cannot be read refuses the call.
+#[tokio::test(flavor = "current_thread")]
+async fn a_plan_ended_elsewhere_covers_nothing_though_the_index_holds_it() {
+    let h = harness().await;
+    let spent = approved_plan(&h, &[table("spent")]);
+    let unreadable = approved_plan(&h, &[table("unreadable")]);
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+    set_plans_dir_time(&h, long_ago);
+    let held = |h: &Harness| -> BTreeSet<String> {
+        let found = h.gate.plans.lookup(AGENT, "dynamodb", "DeleteTable");
+        found
+            .expect("lookup")
+            .iter()
+            .map(|p| p.plan_id.clone())
+            .collect()
+    };
+    let both = BTreeSet::from([spent.id.clone(), unreadable.id.clone()]);
+    assert_eq!(held(&h), both);
+
+    // Spent through another replica; this one's index does not know.
+    let elsewhere = PlanStore::open(&h.gate.config.state_dir).expect("store");
+    assert!(elsewhere
+        .end(&spent.id, crate::plan::store::PlanStatus::Spent)
+        .expect("ended"));
+    set_plans_dir_time(&h, long_ago);
+    assert_eq!(held(&h), both, "the index is behind");
+    assert!(
+        redeemed(&h, &delete_table("spent")).await.is_none(),
+        "a spent plan covers nothing"
+    );
+    assert_eq!(
+        h.gate
+            .store
+            .committed(&format!(
+                "{}#0",
+                spent.receipt_id.as_deref().expect("receipt")
+            ))
+            .await
+            .expect("ledger"),
+        0
+    );
+    assert_eq!(
+        held(&h),
+        BTreeSet::from([unreadable.id.clone()]),
+        "and leaves the index"
+    );
+
+    // A status that cannot be read: refused (fail closed), not honoured.
+    let path = h
+        .gate
+        .config
+        .state_dir
+        .join(format!("plans/{}.json", unreadable.id));
+    std::fs::write(&path, b"{ not json").expect("broken");
+    set_plans_dir_time(&h, long_ago);
+    let environment = h.gate.config.environment_of(Some(ACCOUNT), REGION);
+    let quorum = Quorum {
+        approvals: 1,
+        approvers: None,
+    };
+    let refused = redeem(
+        &h.gate,
+        &delete_table("unreadable"),
+        AGENT,
+        &environment,
+        &quorum,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert_eq!(refused.status, http::StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -25,14 +25,14 @@ pub enum DbCommand {
     },
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-fn database_pool(config: &Config) -> Result<deadpool_postgres::Pool, String> {
+pub fn database_pool(config: &Config) -> Result<deadpool_postgres::Pool, String> {
     let url = config
         .database_url
         .as_ref()

@@ -21,7 +21,7 @@
 //!
 //! [`transfer`] moves a state between the two (`airlock db import`, `airlock db export`).
 //!
-//! Not yet in PostgreSQL: agents, approvers' passkeys and enrollments, revocations, plans.
+//! Not yet in PostgreSQL: agents, approvers' passkeys and enrollments, revocations.
 //! Until they are, `serve` refuses to start with a `database_url` ([`check_complete`])
 //! rather than keep those parts in one replica's files while the rest is shared.
 
@@ -33,7 +33,7 @@ pub mod transfer;
 pub mod unshared;
 mod waiters;
 
-pub use open::{for_command, open, Opener};
+pub use open::{for_command, for_serve, open, Opener};
 
 use crate::audit::Fields;
 use crate::identify::AwsCall;
@@ -155,7 +155,6 @@ pub struct BlockedCall<'a> {
 pub const NOT_YET_IN_DATABASE: &[&str] = &[
     "agents and their revocations",
     "approvers' passkeys, enrollments and their revocations",
-    "submitted Terraform plans",
 ];
 
 /// Refuses a `database_url` while parts of the state are still kept only in one replica's

@@ -32,19 +32,29 @@ pub async fn open(config: Arc<Config>, opener: Opener) -> Result<Arc<dyn Store>,
         };
         return Ok(Arc::new(files));
     };
-    let pool = postgres::pool(&url)?;
     match opener {
-        Opener::Serve => {
-            // Made without reaching the database: `serve` starts while it is down, the
-            // schema is migrated at first contact and audit records wait in the spool.
-            let store = PgStore::open(&url, &config.state_dir)?.listen(&url)?;
-            super::unshared::wrap(Arc::new(store), config)
-        }
+        Opener::Serve => Ok(for_serve(config).await?.0),
         Opener::Command => {
+            let pool = postgres::pool(&url)?;
             postgres::check_schema(&pool).await?;
             super::unshared::wrap(Arc::new(PgStore::new(pool)), config)
         }
     }
+}
+
+/// `serve`'s store ([`Opener::Serve`]), and with a database the PostgreSQL store itself,
+/// which the plan index follows. Needs a Tokio runtime.
+pub async fn for_serve(
+    config: Arc<Config>,
+) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), String> {
+    let Some(url) = config.database_url.clone() else {
+        return Ok((Arc::new(FileStore::open(config)?), None));
+    };
+    // Made without reaching the database: `serve` starts while it is down, the schema is
+    // migrated at first contact and audit records wait in the spool.
+    let store = Arc::new(PgStore::open(&url, &config.state_dir)?.listen(&url)?);
+    let shared = super::unshared::wrap(Arc::clone(&store) as Arc<dyn Store>, config)?;
+    Ok((shared, Some(store)))
 }
 
 /// A command's runtime and store: the command runs its steps with `runtime.block_on`.

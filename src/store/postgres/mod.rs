@@ -24,6 +24,9 @@
 //!   approval alone (all of them after the connection is made again), and held calls
 //!   also look again every [`RESOLVED_POLL`]. Receipts are rows of `airlock_receipts`.
 //!   The page and the CLI list, read and decide approvals through the same rows.
+//! - **Submitted Terraform plans** are rows of `airlock_plans` ([`plans`]): decided with the
+//!   row locked, every change announced in its transaction, followed by each replica's plan
+//!   index.
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
 //!   one transaction under an advisory lock (`serve` at its first contact with the
 //!   database, `airlock db migrate`), and refuses a database whose schema is newer than
@@ -42,6 +45,8 @@
 
 use super::waiters::Waiters;
 pub mod spool;
+
+pub mod plans;
 
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
@@ -102,6 +107,9 @@ const MIGRATIONS: &[&str] = &[
         drained bigint NOT NULL CHECK (drained >= 0),
         updated_at timestamptz NOT NULL DEFAULT now()
     );",
+    // 4: submitted Terraform plans (`plans.rs`). Self-contained: it needs no table of a
+    // later migration, so migrations can be renumbered around it.
+    plans::MIGRATION,
 ];
 
 /// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
@@ -172,6 +180,31 @@ fn connect_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
     if pg.get_application_name().is_none() {
         pg.application_name("airlock");
     }
+    Ok(pg)
+}
+
+/// How long a listening connection may be idle before its first TCP keepalive probe, the
+/// time between probes, and how many unanswered probes end it.
+const LISTEN_KEEPALIVE: (Duration, Duration, u32) =
+    (Duration::from_secs(5), Duration::from_secs(2), 3);
+
+/// How long data sent on a listening connection may stay unacknowledged before it is
+/// given up (`TCP_USER_TIMEOUT`, Linux; it also bounds the keepalive probes there).
+const LISTEN_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// [`connect_config`] for a connection that waits on `LISTEN`: it sends nothing for long
+/// stretches, so without keepalives a peer gone silently (a dropped route, a crashed host)
+/// would leave it waiting for notifications for hours (the system default is 2 h before
+/// the first probe). With these, such a connection ends within about
+/// [`LISTEN_USER_TIMEOUT`] and is made again (these settings override the URL's).
+fn listen_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
+    let mut pg = connect_config(url)?;
+    let (idle, interval, retries) = LISTEN_KEEPALIVE;
+    pg.keepalives(true)
+        .keepalives_idle(idle)
+        .keepalives_interval(interval)
+        .keepalives_retries(retries)
+        .tcp_user_timeout(LISTEN_USER_TIMEOUT);
     Ok(pg)
 }
 
@@ -395,17 +428,20 @@ async fn receipt_in(
     Ok(row.get(0))
 }
 
-/// Listens for decided approvals until the connection ends; each notification wakes the
-/// calls held on the approval it names.
+/// Listens on `channel` until the connection ends. `heard` is called with `None` once the
+/// `LISTEN` is in place (whatever was announced while nobody listened is to be looked at
+/// now), and with each notification's payload (for approvals, the decided approval's id;
+/// for plans, the changed plan's).
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
-    waiters: &Waiters,
+    channel: &str,
+    heard: &(dyn Fn(Option<&str>) + Sync),
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(tls).await.map_err(db_error)?;
     let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     pin_mut!(messages);
-    let statement = format!("LISTEN {RESOLVED_CHANNEL}");
+    let statement = format!("LISTEN {channel}");
     let listen = client.batch_execute(&statement);
     pin_mut!(listen);
     let mut listening = false;
@@ -414,11 +450,10 @@ async fn listen_once(
             done = &mut listen, if !listening => {
                 done.map_err(db_error)?;
                 listening = true;
-                // A decision made while nobody listened is seen now.
-                waiters.wake_all();
+                heard(None);
             }
             message = messages.next() => match message {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => waiters.wake(n.payload()),
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => heard(Some(n.payload())),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(db_error(e)),
                 None => return Err("PostgreSQL closed the listening connection".into()),
@@ -489,14 +524,19 @@ impl PgStore {
     /// call goes on within moments of the decision (without it, within [`RESOLVED_POLL`]).
     /// The connection is made again when it ends. Needs a Tokio runtime.
     pub fn listen(mut self, url: &Secret) -> Result<PgStore, String> {
-        let config = connect_config(url)?;
+        let config = listen_config(url)?;
         let tls = tls()?;
         let waiters = Arc::clone(&self.waiters);
         let task = tokio::spawn(async move {
             // Said at most every COMPLAIN_EVERY while the database stays away.
             let mut said: Option<Instant> = None;
             loop {
-                if let Err(e) = listen_once(&config, tls.clone(), &waiters).await {
+                let heard = |payload: Option<&str>| match payload {
+                    // A decision made while nobody listened is seen now.
+                    None => waiters.wake_all(),
+                    Some(id) => waiters.wake(id),
+                };
+                if let Err(e) = listen_once(&config, tls.clone(), RESOLVED_CHANNEL, &heard).await {
                     if said.is_none_or(|t| t.elapsed() >= COMPLAIN_EVERY) {
                         tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
                         said = Some(Instant::now());
@@ -1191,6 +1231,20 @@ mod tests {
         let e = refuse_newer(SCHEMA_VERSION + 1).unwrap_err();
         assert!(e.contains("newer than this airlock knows"), "{e}");
         assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+    }
+
+    #[test]
+    fn a_listening_connection_notices_a_silent_peer_within_seconds() {
+        let config = listen_config(&Secret::new(
+            "postgres://airlock@127.0.0.1:1/db?keepalives=0&keepalives_idle=7200",
+        ))
+        .expect("config");
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
+        let (idle, interval, retries) = LISTEN_KEEPALIVE;
+        let probed = idle + interval * retries;
+        assert!(probed <= LISTEN_USER_TIMEOUT, "{probed:?}");
+        assert_eq!(config.get_tcp_user_timeout(), Some(&LISTEN_USER_TIMEOUT));
     }
 
     #[test]
