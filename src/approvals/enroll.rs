@@ -170,8 +170,7 @@ impl EnrollmentStore {
         let _lock = crate::state::lock_file(&self.lock).map_err(io)?;
         let mut all = self.load()?;
         let out = f(&mut all)?;
-        let now = unix_now();
-        all.retain(|e| e.expires_at + KEEP_AFTER_EXPIRY_SECS > now);
+        prune(&mut all);
         let json = serde_json::to_vec_pretty(&EnrollmentFile {
             format: FORMAT.into(),
             enrollments: all,
@@ -184,72 +183,35 @@ impl EnrollmentStore {
 
     /// A new enrollment for `name`; returns the token for the link (shown once, never stored).
     pub fn create(&self, name: &str, ttl: Duration) -> Result<String, String> {
-        crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
-        let token = random_token();
-        let hash = token_hash(&token).ok_or("internal: a token of the wrong shape")?;
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        self.update(|all| {
-            all.push(Enrollment {
-                token_sha256: hash,
-                name: name.to_owned(),
-                created_at: crate::state::now_rfc3339(),
-                expires_at: unix_now().saturating_add(ttl),
-                used_at: None,
-                pending: None,
-                settled: None,
-            });
-            Ok(())
-        })?;
-        Ok(token)
+        self.update(|all| open_link(all, name, ttl))
+    }
+
+    /// Every enrollment kept (a read error counts as none: no link works then).
+    pub fn all(&self) -> Vec<Enrollment> {
+        self.load().unwrap_or_default()
     }
 
     /// The enrollment a token opens, if it is known, unused and unexpired.
     pub fn find(&self, token: &str) -> Option<Enrollment> {
-        let hash = token_hash(token)?;
-        let now = unix_now();
-        self.load()
-            .ok()?
-            .into_iter()
-            .find(|e| e.token_sha256 == hash && e.usable(now))
+        find_link(&self.all(), token)
     }
 
-    /// Uses up the enrollment with this token hash, keeping `pending` (a passkey waiting for
-    /// confirmation) with it; its name, or why not.
+    /// Uses up the enrollment with this token hash ([`consume_link`]).
     pub fn consume(&self, hash: &str, pending: Option<PendingPasskey>) -> Result<String, String> {
-        self.update(|all| {
-            let now = unix_now();
-            let e = all
-                .iter_mut()
-                .find(|e| e.token_sha256 == hash)
-                .ok_or("unknown enrollment link")?;
-            if !e.usable(now) {
-                return Err("this enrollment link was already used or has expired".into());
-            }
-            e.used_at = Some(crate::state::now_rfc3339());
-            e.pending = pending;
-            Ok(e.name.clone())
-        })
+        self.update(|all| consume_link(all, hash, pending))
     }
 
     /// Passkeys waiting for confirmation now.
     pub fn waiting(&self) -> Vec<Enrollment> {
-        let now = unix_now();
-        let mut all = self.load().unwrap_or_default();
-        all.retain(|e| e.waiting(now).is_some());
-        all
+        waiting_in(self.all())
     }
 
     /// The enrollment whose pending passkey has this id, while it may still be confirmed.
     pub fn find_waiting(&self, id: &str) -> Option<Enrollment> {
-        let now = unix_now();
-        self.load()
-            .ok()?
-            .into_iter()
-            .find(|e| e.waiting(now).is_some_and(|p| p.id == id))
+        find_waiting_in(self.all(), id)
     }
 
-    /// Settles the pending passkey `id`, which must still be the one with `key_id`; on
-    /// confirmation, its record (for the passkey store).
+    /// Settles the pending passkey `id` ([`settle_pending`]).
     pub fn settle(
         &self,
         id: &str,
@@ -257,48 +219,136 @@ impl EnrollmentStore {
         confirmed: bool,
         by: &str,
     ) -> Result<(Enrollment, Option<PasskeyRecord>), String> {
-        self.update(|all| {
-            let now = unix_now();
-            let e = all
-                .iter_mut()
-                .find(|e| e.pending.as_ref().is_some_and(|p| p.id == id))
-                .ok_or("no such pending passkey")?;
-            let Some(p) = e.waiting(now) else {
-                return Err("this passkey is no longer waiting for confirmation (settled, revoked or expired)".into());
-            };
-            if p.passkey.key_id != key_id {
-                return Err("the pending passkey changed".into());
-            }
-            let record = confirmed.then(|| p.passkey.clone());
-            e.settled = Some(Settled {
-                confirmed,
-                by: by.to_owned(),
-                at: crate::state::now_rfc3339(),
-            });
-            Ok((e.clone(), record))
-        })
+        self.update(|all| settle_pending(all, id, key_id, confirmed, by))
     }
 
     /// Ends every open link and pending passkey of `name`; how many.
     pub fn revoke(&self, name: &str) -> Result<usize, String> {
-        self.update(|all| {
-            let now = unix_now();
-            let at = crate::state::now_rfc3339();
-            let mut n = 0;
-            for e in all.iter_mut().filter(|e| e.name == name) {
-                if e.usable(now) || e.waiting(now).is_some() {
-                    e.used_at.get_or_insert_with(|| at.clone());
-                    e.settled = Some(Settled {
-                        confirmed: false,
-                        by: "revoked".into(),
-                        at: at.clone(),
-                    });
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
+        self.update(|all| Ok(end_links_of(all, name)))
     }
+}
+
+// The enrollments' changes and lookups, on the set as loaded: the same code whether it is kept
+// in `enrollments.json` or in PostgreSQL (`store::identities`), each change run under that
+// store's lock and followed by [`prune`].
+
+/// Drops used or expired entries [`KEEP_AFTER_EXPIRY_SECS`] after they expire.
+pub fn prune(all: &mut Vec<Enrollment>) {
+    let now = unix_now();
+    all.retain(|e| e.expires_at + KEEP_AFTER_EXPIRY_SECS > now);
+}
+
+/// Adds a new enrollment for `name`; returns the token for the link (shown once, never
+/// stored: only its SHA-256 is).
+pub fn open_link(all: &mut Vec<Enrollment>, name: &str, ttl: Duration) -> Result<String, String> {
+    crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
+    let token = random_token();
+    let hash = token_hash(&token).ok_or("internal: a token of the wrong shape")?;
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    all.push(Enrollment {
+        token_sha256: hash,
+        name: name.to_owned(),
+        created_at: crate::state::now_rfc3339(),
+        expires_at: unix_now().saturating_add(ttl),
+        used_at: None,
+        pending: None,
+        settled: None,
+    });
+    Ok(token)
+}
+
+/// The enrollment a token opens, if it is known, unused and unexpired.
+pub fn find_link(all: &[Enrollment], token: &str) -> Option<Enrollment> {
+    let hash = token_hash(token)?;
+    let now = unix_now();
+    all.iter()
+        .find(|e| e.token_sha256 == hash && e.usable(now))
+        .cloned()
+}
+
+/// Uses up the enrollment with this token hash, keeping `pending` (a passkey waiting for
+/// confirmation) with it; its name, or why not.
+pub fn consume_link(
+    all: &mut [Enrollment],
+    hash: &str,
+    pending: Option<PendingPasskey>,
+) -> Result<String, String> {
+    let now = unix_now();
+    let e = all
+        .iter_mut()
+        .find(|e| e.token_sha256 == hash)
+        .ok_or("unknown enrollment link")?;
+    if !e.usable(now) {
+        return Err("this enrollment link was already used or has expired".into());
+    }
+    e.used_at = Some(crate::state::now_rfc3339());
+    e.pending = pending;
+    Ok(e.name.clone())
+}
+
+/// Passkeys waiting for confirmation now.
+pub fn waiting_in(mut all: Vec<Enrollment>) -> Vec<Enrollment> {
+    let now = unix_now();
+    all.retain(|e| e.waiting(now).is_some());
+    all
+}
+
+/// The enrollment whose pending passkey has this id, while it may still be confirmed.
+pub fn find_waiting_in(all: Vec<Enrollment>, id: &str) -> Option<Enrollment> {
+    let now = unix_now();
+    all.into_iter()
+        .find(|e| e.waiting(now).is_some_and(|p| p.id == id))
+}
+
+/// Settles the pending passkey `id`, which must still be the one with `key_id`; on
+/// confirmation, its record (for the passkey store).
+pub fn settle_pending(
+    all: &mut [Enrollment],
+    id: &str,
+    key_id: &str,
+    confirmed: bool,
+    by: &str,
+) -> Result<(Enrollment, Option<PasskeyRecord>), String> {
+    let now = unix_now();
+    let e = all
+        .iter_mut()
+        .find(|e| e.pending.as_ref().is_some_and(|p| p.id == id))
+        .ok_or("no such pending passkey")?;
+    let Some(p) = e.waiting(now) else {
+        return Err(
+            "this passkey is no longer waiting for confirmation (settled, revoked or expired)"
+                .into(),
+        );
+    };
+    if p.passkey.key_id != key_id {
+        return Err("the pending passkey changed".into());
+    }
+    let record = confirmed.then(|| p.passkey.clone());
+    e.settled = Some(Settled {
+        confirmed,
+        by: by.to_owned(),
+        at: crate::state::now_rfc3339(),
+    });
+    Ok((e.clone(), record))
+}
+
+/// Ends every open link and pending passkey of `name`; how many.
+pub fn end_links_of(all: &mut [Enrollment], name: &str) -> usize {
+    let now = unix_now();
+    let at = crate::state::now_rfc3339();
+    let mut n = 0;
+    for e in all.iter_mut().filter(|e| e.name == name) {
+        if e.usable(now) || e.waiting(now).is_some() {
+            e.used_at.get_or_insert_with(|| at.clone());
+            e.settled = Some(Settled {
+                confirmed: false,
+                by: "revoked".into(),
+                at: at.clone(),
+            });
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Held while an approver's passkeys change in two steps (a confirmation settles a pending

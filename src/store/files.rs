@@ -5,6 +5,7 @@
 //! forwarded, and a held call wakes when this process decides its approval (or looks again
 //! every [`HOLD_TICK`]).
 
+use super::identities::Identities;
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditLog, Fields};
 use crate::config::Config;
@@ -26,6 +27,8 @@ pub struct FileStore {
     audit: AuditLog,
     /// Woken whenever this process decides an approval (the page).
     resolved: Notify,
+    /// Agents, passkeys and enrollments in the same directory.
+    identities: Identities,
 }
 
 impl FileStore {
@@ -35,6 +38,7 @@ impl FileStore {
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
         let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
         Ok(FileStore {
+            identities: Identities::Files(config.state_dir.clone()),
             config,
             ledger,
             approvals: Arc::new(approvals),
@@ -166,15 +170,11 @@ impl Store for FileStore {
     }
 
     fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async move {
-            let agents = crate::state::agents::AgentStore::new(&self.config.state_dir)
-                .load()
-                .map_err(|e| e.to_string())?;
-            Ok(!agents
-                .agents
-                .iter()
-                .any(|a| a.access_key_id == access_key_id && a.revoked_at.is_none()))
-        })
+        Box::pin(self.identities.agent_revoked(access_key_id))
+    }
+
+    fn identities(&self) -> &Identities {
+        &self.identities
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod commands;
 pub mod files;
+pub mod identities;
 pub mod postgres;
 
 use crate::audit::Fields;
@@ -109,6 +110,10 @@ pub trait Store: Send + Sync {
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>>;
     /// Whether the agent key `access_key_id` was revoked (an unknown key counts as revoked).
     fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+
+    /// Agents, passkeys and enrollments where this store keeps them (the page's and the
+    /// CLI's way to them).
+    fn identities(&self) -> &identities::Identities;
 }
 
 /// What [`Store::decide`] asks of the decision: given the pending approval and the receipt
@@ -131,8 +136,6 @@ pub struct BlockedCall<'a> {
 /// everything; those not yet kept in PostgreSQL.
 pub const NOT_YET_IN_DATABASE: &[&str] = &[
     "the approval page's and the CLI's listing and deciding of approvals",
-    "agents and their revocations",
-    "approvers' passkeys, enrollments and their revocations",
     "submitted Terraform plans",
 ];
 

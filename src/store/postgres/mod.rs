@@ -33,6 +33,8 @@
 //! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
 //! an error saying so; `serve` does not start with a database until they are in it.
 
+pub mod identities;
+
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
 use crate::receipt::TrustedKeys;
@@ -85,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
         receipt bytea NOT NULL,
         stored_at timestamptz NOT NULL DEFAULT now()
     );",
+    // 3: agents, passkeys, enrollment links, the replicas' own keys.
+    identities::MIGRATION,
 ];
 
 /// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
@@ -258,6 +262,11 @@ pub struct PgStore {
     resolved: Arc<Notify>,
     /// The task that listens for other replicas' decisions, ended with the store.
     listener: Option<tokio::task::AbortHandle>,
+    /// Agents, passkeys, enrollments and the replicas' keys.
+    identities: super::identities::Identities,
+    /// The config's `[[approver]]` keys ([`Self::with_approvers`]); `None`: receipts are
+    /// refused (fail closed) rather than checked without them.
+    approvers: Option<Vec<crate::receipt::ApproverPublic>>,
 }
 
 impl Drop for PgStore {
@@ -358,17 +367,18 @@ async fn receipt_in(
     Ok(row.get(0))
 }
 
-/// Listens for decided approvals until the connection ends; each notification wakes the
-/// held calls, which look at their own approval.
+/// Listens on `channel` until the connection ends; each notification wakes `resolved`'s
+/// waiters (held calls, which look at their own approval; the agents' follower).
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    channel: &str,
     resolved: &Notify,
 ) -> Result<(), String> {
     let (client, mut connection) = config.connect(tls).await.map_err(db_error)?;
     let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     pin_mut!(messages);
-    let statement = format!("LISTEN {RESOLVED_CHANNEL}");
+    let statement = format!("LISTEN {channel}");
     let listen = client.batch_execute(&statement);
     pin_mut!(listen);
     let mut listening = false;
@@ -390,21 +400,27 @@ async fn listen_once(
     }
 }
 
-/// The parts of [`Store`] not yet kept in PostgreSQL fail closed with this.
-fn not_in_database(what: &str) -> String {
-    format!("{what} are not kept in PostgreSQL yet (see `airlock db`); refusing (fail closed)")
-}
-
 impl PgStore {
     /// A store over `pool`, whose schema the caller has migrated or checked.
     /// Held calls learn of decisions made elsewhere only by polling until [`Self::listen`].
     pub fn new(pool: Pool) -> PgStore {
         PgStore {
-            pool,
             audit_failing: AtomicBool::new(false),
             resolved: Arc::new(Notify::new()),
             listener: None,
+            identities: super::identities::Identities::Postgres(identities::PgIdentities::new(
+                pool.clone(),
+            )),
+            pool,
+            approvers: None,
         }
+    }
+
+    /// The config's `[[approver]]` keys, trusted beside the passkeys and replicas' keys kept
+    /// in the database.
+    pub fn with_approvers(mut self, approvers: Vec<crate::receipt::ApproverPublic>) -> PgStore {
+        self.approvers = Some(approvers);
+        self
     }
 
     /// Listens on a connection of its own for approvals decided by any replica, so a held
@@ -416,7 +432,7 @@ impl PgStore {
         let resolved = Arc::clone(&self.resolved);
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = listen_once(&config, tls.clone(), &resolved).await {
+                if let Err(e) = listen_once(&config, tls.clone(), RESOLVED_CHANNEL, &resolved).await {
                     tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;
@@ -848,11 +864,20 @@ impl Store for PgStore {
     }
 
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
-        Box::pin(async { Err(not_in_database("passkeys and approver revocations")) })
+        Box::pin(async move {
+            let approvers = self.approvers.as_deref().ok_or(
+                "the store was opened without the config's approvers: refusing receipts (fail closed)",
+            )?;
+            self.identities.trusted_keys(approvers).await
+        })
     }
 
-    fn agent_revoked<'a>(&'a self, _access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async { Err(not_in_database("agents and their revocations")) })
+    fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(self.identities.agent_revoked(access_key_id))
+    }
+
+    fn identities(&self) -> &super::identities::Identities {
+        &self.identities
     }
 }
 
