@@ -4,6 +4,7 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::credentials::RealCredentials;
 use crate::init;
 use crate::state::agents::{AgentRecord, AgentStore};
+use crate::store::identities::run_blocking;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -361,18 +362,14 @@ fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
 
 fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    let agent = AgentStore::new(&config.state_dir)
-        .add(name)
-        .map_err(|e| e.to_string())?;
+    let agent = run_blocking(&config, async |ids| ids.add_agent(name).await)?;
     print_agent_env(&config, &agent, json);
     Ok(())
 }
 
 fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    let file = AgentStore::new(&config.state_dir)
-        .load()
-        .map_err(|e| e.to_string())?;
+    let file = run_blocking(&config, async |ids| ids.agents().await)?;
     if json {
         let rows: Vec<_> = file
             .agents
@@ -406,9 +403,7 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
 
 fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    AgentStore::new(&config.state_dir)
-        .revoke(name)
-        .map_err(|e| e.to_string())?;
+    run_blocking(&config, async |ids| ids.revoke_agent(name).await)?;
     println!("revoked {name}: a running airlock refuses its key within a second");
     Ok(())
 }

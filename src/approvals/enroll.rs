@@ -22,7 +22,7 @@
 
 use super::ceremony::random_token;
 use crate::config::Config;
-use crate::state::trust::{PasskeyRecord, PasskeyStore};
+use crate::state::trust::PasskeyRecord;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -387,9 +387,10 @@ pub fn require_state_owner(state_dir: &Path) -> Result<(), String> {
 pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
     let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
-    let gated = !PasskeyStore::new(&config.state_dir).load()?.is_empty();
-    let store = EnrollmentStore::new(&config.state_dir);
-    let token = store.create(name, ENROLLMENT_TTL)?;
+    let (gated, token) = crate::store::identities::run_blocking(&config, async |ids| {
+        let gated = !ids.passkeys().await?.is_empty();
+        Ok((gated, ids.open_enrollment(name, ENROLLMENT_TTL).await?))
+    })?;
     let port = config.listening().approvals.port();
     let link = format!("{}/enroll/{token}", config.approval_page(port).base());
     println!(
@@ -407,17 +408,14 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
     crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
-    // Under the approvers lock, so a confirmation on the page cannot settle a pending
-    // passkey before this and add it after (see `approvers_lock`).
-    let (removed, ended) = {
-        let _held = approvers_lock(&config.state_dir)?;
-        let ended = EnrollmentStore::new(&config.state_dir).revoke(name)?;
-        let removed = PasskeyStore::new(&config.state_dir).remove_name(name)?;
-        (removed, ended)
-    };
+    // One step, so a confirmation on the page cannot settle a pending passkey before this
+    // and add it after (see `approvers_lock`).
+    let (removed, ended) = crate::store::identities::run_blocking(&config, async |ids| {
+        ids.revoke_approver(name).await
+    })?;
     if removed + ended > 0 {
         let record = crate::audit::approver_change("approver_revoked", name, "*", "cli");
-        crate::audit::append_now(&config.state_dir, record).map_err(|e| {
+        crate::store::commands::append_audit_now(&config, record).map_err(|e| {
             format!("{name}'s passkeys are removed, but the audit log could not be written: {e}")
         })?;
     }

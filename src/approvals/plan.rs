@@ -64,10 +64,11 @@ impl App {
         }
     }
 
-    pub(super) fn plan_page(&self, id: &str) -> http::Response<ProxyBody> {
+    pub(super) async fn plan_page(&self, id: &str) -> http::Response<ProxyBody> {
+        let passkeys = self.passkey_choices().await;
         let page = self
             .plan(id)
-            .and_then(|p| Ok((p, self.passkey_choices()?)))
+            .and_then(|p| Ok((p, passkeys?)))
             .map(|(p, passkeys)| {
                 render(
                     &p,
@@ -97,8 +98,8 @@ impl App {
         }
     }
 
-    pub(super) fn plan_begin(&self, req: PlanBegin) -> Result<Value, Refusal> {
-        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
+    pub(super) async fn plan_begin(&self, req: PlanBegin) -> Result<Value, Refusal> {
+        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs).await?;
         let record = self.plan(&req.plan)?;
         if record.status != PlanStatus::Pending {
             return Err(refuse(

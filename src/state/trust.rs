@@ -198,7 +198,11 @@ pub fn remove_passkeys_of(all: &mut Vec<PasskeyRecord>, name: &str) -> usize {
 /// Records an assertion's signature counter. An authenticator that keeps a counter must show a
 /// larger one each time (a smaller or equal one means a cloned authenticator or a replay):
 /// refused.
-pub fn advance_counter(all: &mut [PasskeyRecord], key_id: &KeyId, count: u32) -> Result<(), String> {
+pub fn advance_counter(
+    all: &mut [PasskeyRecord],
+    key_id: &KeyId,
+    count: u32,
+) -> Result<(), String> {
     let p = all
         .iter_mut()
         .find(|p| p.key_id == key_id.as_str())

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::receipt::{ApproverPublic, KeyId, TrustedKeys};
 use crate::state::agents::{AgentRecord, AgentRegistry, AgentStore, AgentsFile};
 use crate::state::trust::{PasskeyRecord, PasskeyStore};
-use futures_util::future::BoxFuture;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,11 +84,15 @@ impl Identities {
         }
     }
 
-    /// The request path's agents, kept in step with where they are kept: the file watched by
-    /// `serve`'s reload tick, or the database followed by notification and polling.
-    pub async fn agent_registry(&self, config: &Config) -> Result<Arc<AgentRegistry>, String> {
+    /// What `serve` needs before it answers: the request path's agents, kept in step with
+    /// where they are kept (the file, watched by `serve`'s reload tick; or the database,
+    /// followed by notification and polling), and, with a database, this replica's own key
+    /// registered so that every replica trusts the passkey approvals it countersigns.
+    pub async fn prepare_serving(&self, config: &Config) -> Result<Arc<AgentRegistry>, String> {
         match (self, &config.database_url) {
             (Identities::Postgres(pg), Some(url)) => {
+                let own = crate::state::trust::ensure_airlock_key(&config.state_dir)?;
+                pg.register_airlock_key(&own.public()).await?;
                 super::postgres::identities::follow_agents(pg.clone(), url).await
             }
             _ => AgentRegistry::open(&config.state_dir).map_err(|e| e.to_string()),
@@ -210,15 +214,15 @@ impl Identities {
 
 /// For the CLI: one step on the identities the config names, on a runtime of its own (the
 /// database's schema checked first).
-pub fn run_blocking<T>(
+pub fn run_blocking<T, F: Future<Output = Result<T, String>>>(
     config: &Config,
-    step: impl for<'a> FnOnce(&'a Identities) -> BoxFuture<'a, Result<T, String>>,
+    step: impl FnOnce(Identities) -> F,
 ) -> Result<T, String> {
     let identities = Identities::open(config)?;
     super::commands::runtime()?.block_on(async {
         if let Identities::Postgres(pg) = &identities {
             super::postgres::check_schema(pg.pool()).await?;
         }
-        step(&identities).await
+        step(identities).await
     })
 }

@@ -128,8 +128,7 @@ async fn store_in<T: Stored>(tx: &Transaction<'_>, all: &[T]) -> Result<(), Stri
     for record in all {
         keys.push(record.key().to_owned());
         records.push(
-            serde_json::to_string(record)
-                .map_err(|e| format!("a record for {}: {e}", T::TABLE))?,
+            serde_json::to_string(record).map_err(|e| format!("a record for {}: {e}", T::TABLE))?,
         );
     }
     let delete = format!("DELETE FROM {} WHERE key <> ALL($1::text[])", T::TABLE);
@@ -396,8 +395,7 @@ pub async fn follow_agents(
         let changed = Arc::clone(&changed);
         tokio::spawn(async move {
             loop {
-                if let Err(e) = listen_once(&config, tls.clone(), AGENTS_CHANNEL, &changed).await
-                {
+                if let Err(e) = listen_once(&config, tls.clone(), AGENTS_CHANNEL, &changed).await {
                     tracing::warn!(error = %e, "not listening for agents changed on other replicas; polling every {AGENTS_POLL:?} until the connection is back");
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;

@@ -432,7 +432,8 @@ impl PgStore {
         let resolved = Arc::clone(&self.resolved);
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = listen_once(&config, tls.clone(), RESOLVED_CHANNEL, &resolved).await {
+                if let Err(e) = listen_once(&config, tls.clone(), RESOLVED_CHANNEL, &resolved).await
+                {
                     tracing::warn!(error = %e, "not listening for approvals decided on other replicas; held calls poll until the connection is back");
                 }
                 tokio::time::sleep(LISTEN_RETRY).await;
