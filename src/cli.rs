@@ -668,7 +668,7 @@ fn cmd_decide(
     if approve {
         crate::approvals::quorum::may_approve(&store, &pending, approver.name())?;
     }
-    let trusted = crate::signing::trusted_keys(&config)?;
+    let trusted = crate::store::identities::trusted_keys_now(&config)?;
     let body = crate::approvals::quorum::body_to_sign(
         &store,
         &pending,
@@ -718,7 +718,7 @@ fn cmd_decide(
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
     let config = Config::load_existing(config_path)?;
-    let trusted = crate::signing::trusted_keys(&config)?;
+    let trusted = crate::store::identities::trusted_keys_now(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)

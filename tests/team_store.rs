@@ -17,13 +17,13 @@
 
 #![allow(clippy::expect_used)]
 
+use airlock::approvals::enroll;
 use airlock::identify::AwsCall;
 use airlock::policy::{Decision, Effect, Policy};
+use airlock::receipt::{KeyId, PasskeyKey, PasskeyPublic};
 use airlock::secret::Secret;
 use airlock::state::approvals::{ApprovalError, Signed, Status};
 use airlock::state::ledger::LedgerError;
-use airlock::approvals::enroll;
-use airlock::receipt::{KeyId, PasskeyKey, PasskeyPublic};
 use airlock::state::trust::PasskeyRecord;
 use airlock::store::identities::Identities;
 use airlock::store::postgres::identities::follow_agents;
@@ -751,8 +751,8 @@ fn passkey_record(name: &str, credential: &[u8]) -> PasskeyRecord {
     use base64::Engine as _;
     let signing = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
     let key = PasskeyKey::Es256(*signing.verifying_key());
-    let public = PasskeyPublic::new(name, credential.to_vec(), key.clone(), "localhost")
-        .expect("passkey");
+    let public =
+        PasskeyPublic::new(name, credential.to_vec(), key.clone(), "localhost").expect("passkey");
     PasskeyRecord {
         name: name.into(),
         key_id: public.key_id().as_str().into(),
@@ -795,7 +795,7 @@ async fn an_agent_revoked_on_one_replica_is_refused_by_the_other(
     let Identities::Postgres(b_identities) = b.identities() else {
         panic!("a PostgreSQL store keeps its identities in PostgreSQL");
     };
-    let registry = follow_agents(b_identities.clone(), &Secret::new(url))
+    let registry = follow_agents(b_identities.clone(), &Secret::new(url), None)
         .await
         .expect("follow the agents");
     let added = a.identities().add_agent("claude").await.expect("add");
@@ -824,7 +824,9 @@ async fn an_agent_revoked_on_one_replica_is_refused_by_the_other(
     assert!(refused < ACROSS_REPLICAS, "refused on B after {refused:?}");
     assert!(b.agent_revoked(&key).await.expect("lookup"));
     assert!(
-        b.agent_revoked("AIRLOCKNEVERISSUED00").await.expect("lookup"),
+        b.agent_revoked("AIRLOCKNEVERISSUED00")
+            .await
+            .expect("lookup"),
         "an unknown key counts as revoked"
     );
     let listed = b.identities().agents().await.expect("list").agents;
@@ -837,7 +839,9 @@ async fn an_agent_revoked_on_one_replica_is_refused_by_the_other(
     a.identities().revoke_agent("codex").await.expect("revoke");
     let polled = time_until(|| registry.get(&again.access_key_id).is_none()).await;
     let polled = polled.expect("never refused without the notification");
-    println!("agent revoked with B's listening connection cut: refused on B after {polled:?} (poll)");
+    println!(
+        "agent revoked with B's listening connection cut: refused on B after {polled:?} (poll)"
+    );
     assert!(polled < ACROSS_REPLICAS, "refused after {polled:?}");
 }
 
@@ -947,7 +951,10 @@ async fn an_enrollment_link_works_once_across_replicas(a: &PgStore, b: &PgStore)
         .expect("used on B");
     assert_eq!(name, "erin");
     assert!(
-        a.identities().consume_enrollment(&hash, None).await.is_err(),
+        a.identities()
+            .consume_enrollment(&hash, None)
+            .await
+            .is_err(),
         "the link worked twice"
     );
     assert!(enroll::find_link(&a.identities().enrollments().await, &token).is_none());
@@ -984,7 +991,10 @@ async fn the_cli_shares_agents_through_the_database(cluster: &Cluster) {
     let out = airlock(&first, &["agent", "add", "ci-runner", "--json"]);
     assert!(out.status.success(), "agent add: {}", text(&out));
     let env: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let key = env["AWS_ACCESS_KEY_ID"].as_str().expect("key id").to_owned();
+    let key = env["AWS_ACCESS_KEY_ID"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
     assert!(
         !holds_file(one.path(), "agents.json", 4),
         "the agent went to a file, not to the database"

@@ -19,6 +19,10 @@
 //!   among the trusted keys, so it approves nothing, and cannot confirm itself.
 //! - `airlock approver revoke NAME` removes NAME's passkeys and ends NAME's open links and
 //!   pending passkeys; `serve` reads the passkeys on every use, so it refuses them at once.
+//!
+//! With a `database_url` the links are kept in PostgreSQL (`store::identities`); the changes
+//! and lookups below are the same functions, and the two-step changes are one transaction
+//! there instead of [`approvers_lock`].
 
 use super::ceremony::random_token;
 use crate::config::Config;

@@ -4,6 +4,10 @@
 //! `serve` watches it and reloads within [`RELOAD_INTERVAL`], so `airlock agent revoke`
 //! takes effect without a restart. Revoked agents stay in the file, marked, so their key
 //! ids are never issued again.
+//!
+//! With a `database_url` the same records are kept in PostgreSQL (`store::identities`): the
+//! changes are [`AgentsFile`]'s methods either way, and the registry is fed from the
+//! database ([`AgentRegistry::detached`], [`AgentRegistry::replace`]).
 
 use crate::secret::Secret;
 use dashmap::DashMap;

@@ -7,6 +7,10 @@
 //!
 //! Both are read afresh each time they are asked for, so a passkey enrolled while `serve`
 //! runs counts at once and `airlock receipt verify` sees the same set offline.
+//!
+//! With a `database_url` the passkeys are kept in PostgreSQL, changed by the same functions
+//! ([`add_passkey`], [`remove_passkeys_of`], [`advance_counter`]), and each replica's own
+//! key stays here while its public half is registered there (`store::identities`).
 
 use crate::receipt::{ApproverKey, ApproverPublic, KeyId, PasskeyKey, PasskeyPublic};
 use serde::{Deserialize, Serialize};

@@ -92,8 +92,8 @@ impl Identities {
         match (self, &config.database_url) {
             (Identities::Postgres(pg), Some(url)) => {
                 let own = crate::state::trust::ensure_airlock_key(&config.state_dir)?;
-                pg.register_airlock_key(&own.public()).await?;
-                super::postgres::identities::follow_agents(pg.clone(), url).await
+                super::postgres::identities::follow_agents(pg.clone(), url, Some(own.public()))
+                    .await
             }
             _ => AgentRegistry::open(&config.state_dir).map_err(|e| e.to_string()),
         }
@@ -225,4 +225,10 @@ pub fn run_blocking<T, F: Future<Output = Result<T, String>>>(
         }
         step(identities).await
     })
+}
+
+/// For the CLI: the keys receipts are checked against now (`approve`, `deny`, `plan approve`,
+/// `receipt verify`), from where the config keeps them.
+pub fn trusted_keys_now(config: &Config) -> Result<TrustedKeys, String> {
+    run_blocking(config, async |ids| ids.trusted_keys(&config.approvers).await)
 }

@@ -10,12 +10,13 @@
 //!
 //! What the interface covers: the ledger (reserve, commit, release, how many uses are
 //! committed), the audit chain (append, durable append, whether it can be written), the
-//! pending approvals the request path finds or opens and waits on, and the revocation
-//! lookups (the trusted approver keys, an agent key's revocation).
+//! pending approvals the request path finds or opens and waits on, the revocation lookups
+//! (the trusted approver keys, an agent key's revocation), and the agents, passkeys and
+//! enrollment links ([`identities`], reached through [`Store::identities`]).
 //!
 //! Not yet in PostgreSQL: the approval page's and the CLI's listing and deciding of
 //! approvals (they use the files' `ApprovalStore`; [`Store::decide`] is ready for them),
-//! agents, approvers' passkeys and enrollments, revocations, plans. Until they are, `serve` refuses to
+//! plans. Until they are, `serve` refuses to
 //! start with a `database_url` ([`check_complete`]) rather than keep those parts in one
 //! replica's files while the rest is shared.
 

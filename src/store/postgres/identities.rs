@@ -380,14 +380,23 @@ impl PgIdentities {
 }
 
 /// The request path's agents, loaded from the database and kept in step with it: on each
-/// `NOTIFY` from a change, and every [`AGENTS_POLL`] otherwise. The task ends when the
-/// registry is dropped. Needs a Tokio runtime.
+/// `NOTIFY` from a change, and every [`AGENTS_POLL`] otherwise. A database that cannot be
+/// read at start leaves no agent known (every call refused) until it can. `own_key`, this
+/// replica's countersigning key, is registered once the database answers. The task ends
+/// when the registry is dropped. Needs a Tokio runtime.
 pub async fn follow_agents(
     identities: PgIdentities,
     url: &Secret,
+    mut own_key: Option<ApproverPublic>,
 ) -> Result<Arc<AgentRegistry>, String> {
     let registry = AgentRegistry::detached(AgentsFile::default());
-    let mut seen = Some(identities.refresh(&registry, None).await?);
+    let mut seen = match identities.refresh(&registry, None).await {
+        Ok(version) => Some(version),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the agents from PostgreSQL: every call is refused until it can be read");
+            None
+        }
+    };
     let changed = Arc::new(Notify::new());
     let listener = {
         let config = connect_config(url)?;
@@ -413,6 +422,14 @@ pub async fn follow_agents(
                 listener.abort();
                 return;
             };
+            if let Some(key) = &own_key {
+                match identities.register_airlock_key(key).await {
+                    Ok(()) => own_key = None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register this replica's own key in PostgreSQL yet: other replicas do not trust its passkey approvals until it is")
+                    }
+                }
+            }
             match identities.refresh(&registry, seen).await {
                 Ok(version) => seen = Some(version),
                 Err(e) => {

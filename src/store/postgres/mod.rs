@@ -29,9 +29,11 @@
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
 //!
-//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): the page's and CLI's use of approvals,
-//! agents, passkeys, enrollments and revocations. The revocation lookups fail closed with
-//! an error saying so; `serve` does not start with a database until they are in it.
+//! - **Agents, passkeys, enrollment links and the replicas' own keys** are in
+//!   [`identities`] (schema 3); the revocation lookups read them.
+//!
+//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): the page's and CLI's use of approvals;
+//! `serve` does not start with a database until they are in it.
 
 pub mod identities;
 
