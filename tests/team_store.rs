@@ -795,9 +795,20 @@ async fn an_agent_revoked_on_one_replica_is_refused_by_the_other(
     let Identities::Postgres(b_identities) = b.identities() else {
         panic!("a PostgreSQL store keeps its identities in PostgreSQL");
     };
-    let registry = follow_agents(b_identities.clone(), &Secret::new(url), None)
+    // B starts as `serve` does: following the agents, its own key registered once it can.
+    let own = airlock::receipt::ApproverKey::generate("airlock").expect("key");
+    let registry = follow_agents(b_identities.clone(), &Secret::new(url), Some(own.public()))
         .await
         .expect("follow the agents");
+    let mut registered = false;
+    for _ in 0..100 {
+        if b.trusted_keys().await.expect("trusted keys").len() == 1 {
+            registered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(registered, "B's own key was not registered within a second");
     let added = a.identities().add_agent("claude").await.expect("add");
     let key = added.access_key_id.clone();
     let known = time_until(|| registry.get(&key).is_some()).await;

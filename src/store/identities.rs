@@ -230,5 +230,7 @@ pub fn run_blocking<T, F: Future<Output = Result<T, String>>>(
 /// For the CLI: the keys receipts are checked against now (`approve`, `deny`, `plan approve`,
 /// `receipt verify`), from where the config keeps them.
 pub fn trusted_keys_now(config: &Config) -> Result<TrustedKeys, String> {
-    run_blocking(config, async |ids| ids.trusted_keys(&config.approvers).await)
+    run_blocking(config, async |ids| {
+        ids.trusted_keys(&config.approvers).await
+    })
 }
