@@ -783,6 +783,7 @@ async fn identities_are_shared_across_replicas() {
     an_approver_revoked_on_one_replica_is_untrusted_on_the_other(&a, &b).await;
     a_passkey_counter_advances_once_across_replicas(&a, &b).await;
     an_enrollment_link_works_once_across_replicas(&a, &b).await;
+    a_pending_passkey_confirmed_on_one_replica_is_trusted_on_the_other(&a, &b).await;
     each_replicas_own_key_is_trusted_by_all(&a, &b).await;
     the_cli_shares_agents_through_the_database(&cluster).await;
 }
@@ -843,6 +844,33 @@ async fn an_agent_revoked_on_one_replica_is_refused_by_the_other(
     let listed = b.identities().agents().await.expect("list").agents;
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_some(), "revoked agents are kept");
+
+    // An agent bound to two accounts: both keys known on B.
+    let accounts = [
+        ("staging".to_owned(), "111111111111".to_owned()),
+        ("prod".to_owned(), "222222222222".to_owned()),
+    ];
+    let bound = a
+        .identities()
+        .add_bound_agent("deployer", &accounts)
+        .await
+        .expect("bind");
+    let both = time_until(|| {
+        bound
+            .iter()
+            .all(|k| registry.get(&k.access_key_id).is_some())
+    })
+    .await;
+    assert!(
+        both.is_some_and(|t| t < ACROSS_REPLICAS),
+        "B does not know both keys"
+    );
+    let prod = registry.get(&bound[1].access_key_id).expect("known");
+    assert_eq!(prod.account.as_deref(), Some("prod"));
+    a.identities()
+        .revoke_agent("deployer")
+        .await
+        .expect("revoke");
 
     // Without the notification (the follower's connection gone), the poll still finds it.
     let again = a.identities().add_agent("codex").await.expect("add");
@@ -969,6 +997,62 @@ async fn an_enrollment_link_works_once_across_replicas(a: &PgStore, b: &PgStore)
         "the link worked twice"
     );
     assert!(enroll::find_link(&a.identities().enrollments().await, &token).is_none());
+}
+
+/// A passkey registered through a link on B waits; confirmed on A, it is trusted on B; the
+/// confirmation settles and adds in one step, so a second confirmation finds nothing.
+async fn a_pending_passkey_confirmed_on_one_replica_is_trusted_on_the_other(
+    a: &PgStore,
+    b: &PgStore,
+) {
+    let token = b
+        .identities()
+        .open_enrollment("frank", Duration::from_secs(600))
+        .await
+        .expect("link");
+    let hash = enroll::token_hash(&token).expect("hash");
+    let passkey = passkey_record("frank", b"credential-frank");
+    let pending = enroll::PendingPasskey {
+        id: "pending-frank".into(),
+        passkey: passkey.clone(),
+        registered_at: passkey.created_at.clone(),
+        remote_addr: "127.0.0.1:50000".into(),
+        user_agent: "test".into(),
+        until: i64::MAX,
+    };
+    b.identities()
+        .consume_enrollment(&hash, Some(pending))
+        .await
+        .expect("registered on B");
+    let untrusted = b.trusted_keys().await.expect("trusted keys");
+    assert!(
+        !untrusted
+            .passkeys()
+            .any(|p| p.key_id().as_str() == passkey.key_id),
+        "a pending passkey is trusted"
+    );
+    let waiting = enroll::waiting_in(a.identities().enrollments().await);
+    assert_eq!(waiting.len(), 1, "A does not see the passkey waiting");
+    let (_, added) = a
+        .identities()
+        .settle_pending("pending-frank", &passkey.key_id, true, "dana")
+        .await
+        .expect("confirmed on A");
+    assert!(added.is_some());
+    let trusted = b.trusted_keys().await.expect("trusted keys");
+    assert!(
+        trusted
+            .passkeys()
+            .any(|p| p.key_id().as_str() == passkey.key_id),
+        "the passkey confirmed on A is not trusted on B"
+    );
+    assert!(
+        b.identities()
+            .settle_pending("pending-frank", &passkey.key_id, true, "dana")
+            .await
+            .is_err(),
+        "confirmed twice"
+    );
 }
 
 async fn each_replicas_own_key_is_trusted_by_all(a: &PgStore, b: &PgStore) {
