@@ -1035,7 +1035,12 @@ async fn a_pending_passkey_confirmed_on_one_replica_is_trusted_on_the_other(
     assert_eq!(waiting.len(), 1, "A does not see the passkey waiting");
     let (_, added) = a
         .identities()
-        .settle_pending("pending-frank", &passkey.key_id, true, "dana")
+        .settle_pending(enroll::Settlement {
+            id: "pending-frank",
+            key_id: &passkey.key_id,
+            confirmed: true,
+            by: "dana",
+        })
         .await
         .expect("confirmed on A");
     assert!(added.is_some());
@@ -1048,7 +1053,12 @@ async fn a_pending_passkey_confirmed_on_one_replica_is_trusted_on_the_other(
     );
     assert!(
         b.identities()
-            .settle_pending("pending-frank", &passkey.key_id, true, "dana")
+            .settle_pending(enroll::Settlement {
+                id: "pending-frank",
+                key_id: &passkey.key_id,
+                confirmed: true,
+                by: "dana",
+            })
             .await
             .is_err(),
         "confirmed twice"

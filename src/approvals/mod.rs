@@ -1066,7 +1066,12 @@ impl App {
         // Settling and adding are one step for `approver revoke`.
         let (e, _) = self
             .identities()
-            .settle_pending(&enrollment, &new_key_id, confirm, approver.name())
+            .settle_pending(enroll::Settlement {
+                id: &enrollment,
+                key_id: &new_key_id,
+                confirmed: confirm,
+                by: approver.name(),
+            })
             .await
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         if confirm {

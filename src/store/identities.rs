@@ -11,10 +11,10 @@
 //! (through [`super::Store::identities`]) all go through here.
 
 use super::postgres::identities::PgIdentities;
-use crate::approvals::enroll::{self, Enrollment, EnrollmentStore, PendingPasskey};
 use crate::config::Config;
 use crate::receipt::{ApproverPublic, KeyId, TrustedKeys};
 use crate::state::agents::{AgentRecord, AgentRegistry, AgentStore, AgentsFile};
+use crate::state::enrollments::{self, Enrollment, EnrollmentStore, PendingPasskey, Settlement};
 use crate::state::trust::{PasskeyRecord, PasskeyStore};
 use std::future::Future;
 use std::path::PathBuf;
@@ -137,13 +137,13 @@ impl Identities {
         match self {
             Identities::Files(dir) => EnrollmentStore::new(dir).create(name, ttl),
             Identities::Postgres(pg) => {
-                pg.change_enrollments(|all| enroll::open_link(all, name, ttl))
+                pg.change_enrollments(|all| enrollments::open_link(all, name, ttl))
                     .await
             }
         }
     }
 
-    /// Uses up a link (`enroll::consume_link`): its name.
+    /// Uses up a link (`enrollments::consume_link`): its name.
     pub async fn consume_enrollment(
         &self,
         hash: &str,
@@ -152,7 +152,7 @@ impl Identities {
         match self {
             Identities::Files(dir) => EnrollmentStore::new(dir).consume(hash, pending),
             Identities::Postgres(pg) => {
-                pg.change_enrollments(|all| enroll::consume_link(all, hash, pending))
+                pg.change_enrollments(|all| enrollments::consume_link(all, hash, pending))
                     .await
             }
         }
@@ -161,21 +161,18 @@ impl Identities {
     /// Settles a pending passkey and, confirmed, adds it, as one step for `revoke_approver`.
     pub async fn settle_pending(
         &self,
-        id: &str,
-        key_id: &str,
-        confirmed: bool,
-        by: &str,
+        settlement: Settlement<'_>,
     ) -> Result<(Enrollment, Option<PasskeyRecord>), String> {
         match self {
             Identities::Files(dir) => {
-                let _held = enroll::approvers_lock(dir)?;
-                let (e, record) = EnrollmentStore::new(dir).settle(id, key_id, confirmed, by)?;
+                let _held = enrollments::approvers_lock(dir)?;
+                let (e, record) = EnrollmentStore::new(dir).settle(settlement)?;
                 if let Some(record) = &record {
                     PasskeyStore::new(dir).add(record.clone())?;
                 }
                 Ok((e, record))
             }
-            Identities::Postgres(pg) => pg.settle_and_add(id, key_id, confirmed, by).await,
+            Identities::Postgres(pg) => pg.settle_and_add(settlement).await,
         }
     }
 
@@ -184,7 +181,7 @@ impl Identities {
     pub async fn revoke_approver(&self, name: &str) -> Result<(usize, usize), String> {
         match self {
             Identities::Files(dir) => {
-                let _held = enroll::approvers_lock(dir)?;
+                let _held = enrollments::approvers_lock(dir)?;
                 let ended = EnrollmentStore::new(dir).revoke(name)?;
                 let removed = PasskeyStore::new(dir).remove_name(name)?;
                 Ok((removed, ended))

@@ -7,7 +7,7 @@
 //!   secret access key included, as in `agents.json`: SigV4 verification needs the secret
 //!   itself). `seq` keeps the order records were added in.
 //! - **A change is the file code's change**: the set is read, changed by the same function the
-//!   file store runs (`AgentsFile::add`, `trust::advance_counter`, `enroll::consume_link`…)
+//!   file store runs (`AgentsFile::add`, `trust::advance_counter`, `enrollments::consume_link`…)
 //!   and written back, all in one transaction under an advisory lock, so changes from any
 //!   replica or CLI apply one after the other and a counter that did not advance is refused
 //!   everywhere. A change that spans two sets (a confirmation settles a pending passkey and
@@ -24,10 +24,10 @@
 //!   `airlock_keys`, so a receipt countersigned on one replica verifies on all.
 
 use super::{connect_config, db_error, listen_once, tls, LISTEN_RETRY};
-use crate::approvals::enroll::{self, Enrollment};
 use crate::receipt::{ApproverPublic, KeyId, TrustedKeys};
 use crate::secret::Secret;
 use crate::state::agents::{AgentError, AgentRecord, AgentRegistry, AgentsFile};
+use crate::state::enrollments::{self, Enrollment, Settlement};
 use crate::state::trust::{self, PasskeyRecord};
 use deadpool_postgres::{Pool, Transaction};
 use futures_util::pin_mut;
@@ -276,7 +276,7 @@ impl PgIdentities {
     ) -> Result<R, String> {
         self.change(|all| {
             let out = change(all)?;
-            enroll::prune(all);
+            enrollments::prune(all);
             Ok(out)
         })
         .await
@@ -286,15 +286,12 @@ impl PgIdentities {
     /// revocation cannot fall between the two.
     pub async fn settle_and_add(
         &self,
-        id: &str,
-        key_id: &str,
-        confirmed: bool,
-        by: &str,
+        settlement: Settlement<'_>,
     ) -> Result<(Enrollment, Option<PasskeyRecord>), String> {
         self.locked(async |tx| {
             let mut links = load_in::<Enrollment>(&**tx).await?;
-            let (settled, record) = enroll::settle_pending(&mut links, id, key_id, confirmed, by)?;
-            enroll::prune(&mut links);
+            let (settled, record) = enrollments::settle_pending(&mut links, settlement)?;
+            enrollments::prune(&mut links);
             store_in(tx, &links).await?;
             if let Some(record) = &record {
                 let mut passkeys = load_in::<PasskeyRecord>(&**tx).await?;
@@ -311,8 +308,8 @@ impl PgIdentities {
     pub async fn revoke_approver(&self, name: &str) -> Result<(usize, usize), String> {
         self.locked(async |tx| {
             let mut links = load_in::<Enrollment>(&**tx).await?;
-            let ended = enroll::end_links_of(&mut links, name);
-            enroll::prune(&mut links);
+            let ended = enrollments::end_links_of(&mut links, name);
+            enrollments::prune(&mut links);
             store_in(tx, &links).await?;
             let mut passkeys = load_in::<PasskeyRecord>(&**tx).await?;
             let removed = trust::remove_passkeys_of(&mut passkeys, name);
