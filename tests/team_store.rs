@@ -1126,6 +1126,37 @@ async fn the_cli_shares_agents_through_the_database(cluster: &Cluster) {
     );
     let out = airlock(&first, &["approver", "revoke", "nobody"]);
     assert!(!out.status.success(), "revoked an approver that never was");
+
+    // An enrollment link made through one config is in the database; an approver revoked
+    // through the other loses its passkeys there, and the revocation is in the shared chain.
+    let out = airlock(&first, &["approver", "enroll", "gina"]);
+    assert!(out.status.success(), "approver enroll: {}", text(&out));
+    let store = replica(&url).await;
+    let links = store.identities().enrollments().await;
+    assert!(
+        links.len() == 1 && links[0].name == "gina",
+        "the link is not in the database"
+    );
+    store
+        .identities()
+        .add_passkey(passkey_record("gina", b"credential-gina"))
+        .await
+        .expect("enroll");
+    let out = airlock(&second, &["approver", "revoke", "gina"]);
+    assert!(out.status.success(), "approver revoke: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passkey(s) removed, 1 open link(s)"),
+        "{}",
+        text(&out)
+    );
+    assert!(store
+        .identities()
+        .passkeys()
+        .await
+        .expect("passkeys")
+        .is_empty());
+    let verified = postgres::verify_audit(store.pool()).await.expect("chain");
+    assert_eq!(verified.records, 1, "the revocation is not in the chain");
 }
 
 /// Whether `name` is anywhere under `dir` (at most `depth` levels down).

@@ -20,9 +20,9 @@
 //! - `airlock approver revoke NAME` removes NAME's passkeys and ends NAME's open links and
 //!   pending passkeys; `serve` reads the passkeys on every use, so it refuses them at once.
 //!
-//! With a `database_url` the links are kept in PostgreSQL (`store::identities`); the changes
-//! and lookups below are the same functions, and the two-step changes are one transaction
-//! there instead of [`approvers_lock`].
+//! The records and their changes are `state::enrollments` (re-exported here); with a
+//! `database_url` they are kept in PostgreSQL (`store::identities`), where the two-step
+//! changes are one transaction instead of [`approvers_lock`].
 
 use crate::config::Config;
 use sha2::{Digest, Sha256};
