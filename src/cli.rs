@@ -157,6 +157,12 @@ enum ApproverCommand {
     /// Remove NAME's passkeys (and pending enrollments); a running `serve` refuses them
     /// within a second.
     Revoke { name: String },
+    /// List who may approve: the config's approver keys, the enrolled passkeys and the
+    /// passkeys waiting for confirmation (never a secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -285,6 +291,9 @@ pub fn main() -> ExitCode {
         Command::Approver {
             command: ApproverCommand::Revoke { name },
         } => crate::approvals::enroll::cmd_revoke(&cli.config, &name),
+        Command::Approver {
+            command: ApproverCommand::List { json },
+        } => crate::approvals::enroll::cmd_list(&cli.config, json),
         Command::Exec { agent, command } => match crate::exec::run(&cli.config, &agent, &command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),

@@ -1142,6 +1142,17 @@ async fn the_cli_shares_agents_through_the_database(cluster: &Cluster) {
         .add_passkey(passkey_record("gina", b"credential-gina"))
         .await
         .expect("enroll");
+    let out = airlock(&second, &["approver", "list", "--json"]);
+    assert!(out.status.success(), "approver list: {}", text(&out));
+    let approvers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        approvers
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|a| a["name"] == "gina" && a["kind"] == "passkey"),
+        "gina's passkey is not listed through the other config: {approvers}"
+    );
     let out = airlock(&second, &["approver", "revoke", "gina"]);
     assert!(out.status.success(), "approver revoke: {}", text(&out));
     assert!(

@@ -128,6 +128,43 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+pub fn cmd_list(config_path: &Path, json: bool) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let (passkeys, links) = crate::store::identities::run_blocking(&config, async |ids| {
+        Ok((ids.passkeys().await?, ids.enrollments().await))
+    })?;
+    let waiting = waiting_in(links);
+    let rows: Vec<serde_json::Value> = config
+        .approvers
+        .iter()
+        .map(|a| serde_json::json!({"name": a.name(), "kind": "key", "key_id": a.key_id().as_str()}))
+        .chain(passkeys.iter().map(|p| {
+            serde_json::json!({"name": p.name, "kind": "passkey", "key_id": p.key_id, "created_at": p.created_at})
+        }))
+        .chain(waiting.iter().filter_map(|e| e.pending.as_ref().map(|p| (e, p))).map(|(e, p)| {
+            serde_json::json!({"name": e.name, "kind": "pending passkey", "key_id": p.passkey.key_id, "created_at": p.registered_at})
+        }))
+        .collect();
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no approvers yet: `airlock approver enroll NAME`, or an [[approver]] key in the config");
+    }
+    for row in &rows {
+        let text = |k: &str| row[k].as_str().unwrap_or("").to_owned();
+        println!(
+            "{:<24} {:<16} {:<16} {}",
+            text("name"),
+            text("kind"),
+            text("key_id"),
+            text("created_at")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
