@@ -244,7 +244,7 @@ pub fn airlock_public(state_dir: &Path) -> Result<Option<ApproverPublic>, String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -263,10 +263,18 @@ mod tests {
     }
 
     fn record(auth: &crate::receipt::webauthn::soft::Authenticator) -> PasskeyRecord {
+        enrolled(auth, "carol")
+    }
+
+    /// `auth`'s passkey as the enrollment page stores it for `name`.
+    pub(crate) fn enrolled(
+        auth: &crate::receipt::webauthn::soft::Authenticator,
+        name: &str,
+    ) -> PasskeyRecord {
         use base64::Engine as _;
-        let p = auth.passkey("carol");
+        let p = auth.passkey(name);
         PasskeyRecord {
-            name: "carol".into(),
+            name: name.into(),
             key_id: p.key_id().as_str().into(),
             credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(p.credential_id()),

@@ -231,3 +231,56 @@ pub fn trusted_keys_now(config: &Config) -> Result<TrustedKeys, String> {
         ids.trusted_keys(&config.approvers).await
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passkey(name: &str) -> PasskeyRecord {
+        let auth = crate::receipt::webauthn::soft::Authenticator::new("localhost");
+        crate::state::trust::tests::enrolled(&auth, name)
+    }
+
+    /// Without a database the identities are the state dir's files, as the file stores
+    /// read them: what one writes through here, they read, and the other way round.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_files_are_the_file_stores_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ids = Identities::Files(dir.path().to_owned());
+        let agent = ids.add_agent("claude").await.expect("add");
+        let on_disk = AgentStore::new(dir.path())
+            .get("claude")
+            .expect("in agents.json");
+        assert_eq!(on_disk.access_key_id, agent.access_key_id);
+        assert!(!ids
+            .agent_revoked(&agent.access_key_id)
+            .await
+            .expect("lookup"));
+        AgentStore::new(dir.path())
+            .revoke("claude")
+            .expect("revoke");
+        assert!(ids
+            .agent_revoked(&agent.access_key_id)
+            .await
+            .expect("lookup"));
+        assert!(ids.revoke_agent("claude").await.is_err(), "revoked twice");
+
+        let carol = passkey("carol");
+        let key_id = KeyId::parse(&carol.key_id).expect("key id");
+        ids.add_passkey(carol.clone()).await.expect("enroll");
+        assert_eq!(PasskeyStore::new(dir.path()).load().expect("load").len(), 1);
+        ids.advance_counter(&key_id, 2).await.expect("up");
+        assert!(ids.advance_counter(&key_id, 2).await.is_err(), "replayed");
+        let trusted = ids.trusted_keys(&[]).await.expect("trusted");
+        assert!(trusted.passkeys().any(|p| *p.key_id() == key_id));
+
+        let token = ids
+            .open_enrollment("carol", Duration::from_secs(60))
+            .await
+            .expect("link");
+        assert!(EnrollmentStore::new(dir.path()).find(&token).is_some());
+        assert_eq!(ids.revoke_approver("carol").await.expect("revoke"), (1, 1));
+        assert!(ids.passkeys().await.expect("passkeys").is_empty());
+        assert!(enrollments::find_link(&ids.enrollments().await, &token).is_none());
+    }
+}
