@@ -1,7 +1,7 @@
 """The team store from the command line, against a private PostgreSQL cluster: `airlock db
 migrate` makes the schema, `airlock audit verify` checks the chain in the database, and `serve`
-with a database refuses to start while approvals and agents are not kept there (it names them),
-so no replica ever keeps those in its own files while sharing the rest.
+with a database refuses to start while the page's approvals and plans are not kept there (it names
+them), so no replica ever keeps those in its own files while sharing the rest.
 
 The store's own guarantees (single use across pools, one chain from two writers, a newer schema
 refused, the database down) are tested in tests/team_store.rs."""
