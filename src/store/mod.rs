@@ -148,7 +148,7 @@ pub fn check_complete(config: &crate::config::Config) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger, the audit chain and the request path's approvals in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
+        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger, the audit chain, the request path's approvals, and the agents, passkeys and enrollments in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
         NOT_YET_IN_DATABASE.join("; ")
     ))
 }
