@@ -335,7 +335,8 @@ impl AgentRegistry {
     }
 
     /// The active agent with this key id. On a miss the file is checked first (one `stat`),
-    /// so an agent added a moment ago is known at once.
+    /// so an agent added a moment ago is known at once; a registry fed from a database is
+    /// only what its follower last loaded (no query per unknown key an agent sends).
     pub fn get(&self, access_key_id: &str) -> Option<Arc<Agent>> {
         if let Some(a) = self.by_key.get(access_key_id) {
             return Some(Arc::clone(&a));
