@@ -4,6 +4,7 @@ use crate::config::{Config, DEFAULT_PATH};
 use crate::credentials::RealCredentials;
 use crate::init;
 use crate::state::agents::{AgentRecord, AgentStore};
+use crate::store::identities::run_blocking;
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -156,6 +157,12 @@ enum ApproverCommand {
     /// Remove NAME's passkeys (and pending enrollments); a running `serve` refuses them
     /// within a second.
     Revoke { name: String },
+    /// List who may approve: the config's approver keys, the enrolled passkeys and the
+    /// passkeys waiting for confirmation (never a secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +291,9 @@ pub fn main() -> ExitCode {
         Command::Approver {
             command: ApproverCommand::Revoke { name },
         } => crate::approvals::enroll::cmd_revoke(&cli.config, &name),
+        Command::Approver {
+            command: ApproverCommand::List { json },
+        } => crate::approvals::enroll::cmd_list(&cli.config, json),
         Command::Exec { agent, command } => match crate::exec::run(&cli.config, &agent, &command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
@@ -361,18 +371,14 @@ fn print_agent_env(config: &Config, agent: &AgentRecord, json: bool) {
 
 fn cmd_agent_add(config_path: &Path, name: &str, json: bool) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    let agent = AgentStore::new(&config.state_dir)
-        .add(name)
-        .map_err(|e| e.to_string())?;
+    let agent = run_blocking(&config, async |ids| ids.add_agent(name).await)?;
     print_agent_env(&config, &agent, json);
     Ok(())
 }
 
 fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    let file = AgentStore::new(&config.state_dir)
-        .load()
-        .map_err(|e| e.to_string())?;
+    let file = run_blocking(&config, async |ids| ids.agents().await)?;
     if json {
         let rows: Vec<_> = file
             .agents
@@ -406,9 +412,7 @@ fn cmd_agent_list(config_path: &Path, json: bool) -> CmdResult {
 
 fn cmd_agent_revoke(config_path: &Path, name: &str) -> CmdResult {
     let config = Config::load_existing(config_path)?;
-    AgentStore::new(&config.state_dir)
-        .revoke(name)
-        .map_err(|e| e.to_string())?;
+    run_blocking(&config, async |ids| ids.revoke_agent(name).await)?;
     println!("revoked {name}: a running airlock refuses its key within a second");
     Ok(())
 }
@@ -454,8 +458,6 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
     print_created(&created);
     let config = crate::serve::load_trusted_config(config_path, own_uid)?;
     crate::serve::check_own_files(&config, own_uid)?;
-    // Before any port is bound: a database that cannot hold all the state is refused.
-    crate::store::check_complete(&config)?;
     crate::connect::ca::warn_if_unconstrained(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -734,7 +736,7 @@ fn cmd_decide(
 fn cmd_receipt_verify(config_path: &Path, file: &Path) -> CmdResult {
     use crate::receipt::{self, Decision, Receipt};
     let config = Config::load_existing(config_path)?;
-    let trusted = crate::signing::trusted_keys(&config)?;
+    let trusted = crate::store::identities::trusted_keys_now(&config)?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let r = Receipt::from_json(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     let v = receipt::verify(&r, &trusted)

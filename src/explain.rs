@@ -6,7 +6,6 @@ use crate::config::Config;
 use crate::identify;
 use crate::proxy::authenticate::signed_headers;
 use crate::sigv4::{Prepared, RequestHead};
-use crate::state::agents::AgentStore;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -95,8 +94,7 @@ pub fn explain_request(
         body: identify::reads_body(&scope.service, &method, &prepared.query).then_some(body),
         account,
     };
-    let agent = AgentStore::new(&config.state_dir)
-        .load()
+    let agent = crate::store::identities::run_blocking(config, async |ids| ids.agents().await)
         .ok()
         .and_then(|f| {
             f.agents

@@ -8,7 +8,6 @@
 //! proxy, so it can reach only what deciding an approval needs.
 
 use crate::config::Config;
-use crate::receipt::TrustedKeys;
 use crate::store::Store;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -33,12 +32,9 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Opens the store the config names ([`crate::store::open`]: the files, or PostgreSQL
-    /// migrated and listened to) and starts the audit writer. A `database_url` is refused
-    /// while parts of the state are not yet kept in the database
-    /// ([`crate::store::check_complete`]).
+    /// Opens the store the config names ([`crate::store::for_serve`]: the files, or
+    /// PostgreSQL, reached in the background and listened to) and starts the audit writer.
     pub async fn open(config: Arc<Config>) -> Result<Gate, String> {
-        crate::store::check_complete(&config)?;
         let (store, postgres) = crate::store::for_serve(Arc::clone(&config)).await?;
         let plans = match (postgres, &config.database_url) {
             (Some(pg), Some(url)) => crate::plan::index::PlanIndex::follow(pg, url)?,
@@ -55,15 +51,12 @@ impl Gate {
             config,
         };
         // The keys are read per gated call (a passkey enrolled while serving counts at
-        // once); read here too so a bad set fails at start.
-        gate.trusted_keys()?;
+        // once); the files' are read here too so a bad set fails at start. A database may
+        // be down now: its keys are checked on first use (failing closed).
+        if gate.config.database_url.is_none() {
+            crate::signing::trusted_keys(&gate.config)?;
+        }
         Ok(gate)
-    }
-
-    /// The keys a receipt may be signed with ([`crate::signing::trusted_keys`]). Read afresh on every call,
-    /// so `approver revoke` counts at once.
-    pub fn trusted_keys(&self) -> Result<TrustedKeys, String> {
-        crate::signing::trusted_keys(&self.config)
     }
 
     pub fn set_approvals_port(&self, port: u16) {

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::credentials::RealCredentials;
 use crate::proxy::{self, Proxy};
-use crate::state::agents::{AgentRegistry, RELOAD_INTERVAL};
+use crate::state::agents::RELOAD_INTERVAL;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -53,7 +53,11 @@ pub async fn run_with_connect(
         Some(_) => Some(crate::connect::ca::Minter::load(&config).map_err(ServeError::Proxy)?),
         None => None,
     };
-    let agents = AgentRegistry::open(&config.state_dir)?;
+    let agents = crate::store::identities::Identities::open(&config)
+        .map_err(ServeError::Proxy)?
+        .prepare_serving(&config)
+        .await
+        .map_err(ServeError::Proxy)?;
     let proxy = Proxy::new(config, Arc::clone(&agents), credentials)
         .await
         .map_err(ServeError::Proxy)?;

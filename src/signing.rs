@@ -50,16 +50,36 @@ pub fn load_approver_key(
 }
 
 /// The keys receipts are checked against: the config's approvers, airlock's own key, and the
-/// enrolled passkeys. Nothing from a request or a receipt.
+/// enrolled passkeys, all from `[state] dir`. Nothing from a request or a receipt.
 pub fn trusted_keys(config: &crate::config::Config) -> Result<crate::receipt::TrustedKeys, String> {
+    trusted_keys_in(&config.approvers, &config.state_dir)
+}
+
+/// `approvers`, and airlock's own key and the passkeys in `state_dir`.
+pub fn trusted_keys_in(
+    approvers: &[crate::receipt::ApproverPublic],
+    state_dir: &std::path::Path,
+) -> Result<crate::receipt::TrustedKeys, String> {
+    let airlock = crate::state::trust::airlock_public(state_dir)?;
+    let passkeys = crate::state::trust::PasskeyStore::new(state_dir).load()?;
+    assemble_trusted_keys(approvers, airlock.as_slice(), &passkeys)
+}
+
+/// The trusted set from its parts, wherever they are kept (`[state] dir`, or PostgreSQL,
+/// where each replica's own key is one of `airlock_keys`).
+pub fn assemble_trusted_keys(
+    approvers: &[crate::receipt::ApproverPublic],
+    airlock_keys: &[crate::receipt::ApproverPublic],
+    passkeys: &[crate::state::trust::PasskeyRecord],
+) -> Result<crate::receipt::TrustedKeys, String> {
     let mut keys = crate::receipt::TrustedKeys::new();
-    for approver in &config.approvers {
+    for approver in approvers {
         keys.add_approver(approver).map_err(|e| e.to_string())?;
     }
-    if let Some(public) = crate::state::trust::airlock_public(&config.state_dir)? {
-        keys.add_airlock(&public).map_err(|e| e.to_string())?;
+    for public in airlock_keys {
+        keys.add_airlock(public).map_err(|e| e.to_string())?;
     }
-    for record in crate::state::trust::PasskeyStore::new(&config.state_dir).load()? {
+    for record in passkeys {
         keys.add_passkey(&record.public()?)
             .map_err(|e| e.to_string())?;
     }

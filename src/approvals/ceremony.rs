@@ -21,13 +21,7 @@ pub const WEBAUTHN_TIMEOUT_MS: u64 = 120_000;
 const MAX_CSRF: usize = 4096;
 const MAX_CEREMONIES: usize = 1024;
 
-/// 32 random bytes, base64url: for tokens and ids.
-pub fn random_token() -> String {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::state::enrollments::random_token;
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];

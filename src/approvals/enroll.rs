@@ -19,83 +19,24 @@
 //!   among the trusted keys, so it approves nothing, and cannot confirm itself.
 //! - `airlock approver revoke NAME` removes NAME's passkeys and ends NAME's open links and
 //!   pending passkeys; `serve` reads the passkeys on every use, so it refuses them at once.
+//!
+//! The records and their changes are `state::enrollments` (re-exported here); with a
+//! `database_url` they are kept in PostgreSQL (`store::identities`), where the two-step
+//! changes are one transaction instead of [`approvers_lock`].
 
-use super::ceremony::random_token;
 use crate::config::Config;
-use crate::state::trust::{PasskeyRecord, PasskeyStore};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+
+pub use crate::state::enrollments::*;
 
 /// How long an enrollment link works.
 pub const ENROLLMENT_TTL: Duration = Duration::from_secs(10 * 60);
 
-const FORMAT: &str = "airlock-enrollments/1";
-
 /// How long a registered passkey waits for an enrolled approver's confirmation.
 pub const PENDING_TTL: Duration = Duration::from_secs(60 * 60);
-
-/// Used or expired entries are dropped this long after they expire (longer than any wait
-/// for a confirmation).
-const KEEP_AFTER_EXPIRY_SECS: i64 = 24 * 3600;
-
-/// A passkey registered through a link while others are enrolled: it waits for one of them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PendingPasskey {
-    /// Random id of this confirmation (the page's `/enrollments/ID`).
-    pub id: String,
-    /// The passkey as it will be stored once confirmed.
-    pub passkey: PasskeyRecord,
-    pub registered_at: String,
-    /// Where the registration came from: the peer address and the browser's `User-Agent`.
-    pub remote_addr: String,
-    pub user_agent: String,
-    /// Unix seconds; after this it can no longer be confirmed.
-    pub until: i64,
-}
-
-/// How a pending passkey ended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Settled {
-    pub confirmed: bool,
-    /// The approver who confirmed or rejected it, or `revoked` (`airlock approver revoke`).
-    pub by: String,
-    pub at: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Enrollment {
-    /// SHA-256 (hex) of the link's token.
-    pub token_sha256: String,
-    pub name: String,
-    pub created_at: String,
-    /// Unix seconds.
-    pub expires_at: i64,
-    pub used_at: Option<String>,
-    /// Set when the link registered a passkey that needs an enrolled approver's confirmation.
-    #[serde(default)]
-    pub pending: Option<PendingPasskey>,
-    #[serde(default)]
-    pub settled: Option<Settled>,
-}
-
-impl Enrollment {
-    fn usable(&self, now: i64) -> bool {
-        self.used_at.is_none() && self.settled.is_none() && now < self.expires_at
-    }
-
-    /// The passkey waiting for confirmation, if it still may be confirmed.
-    pub fn waiting(&self, now: i64) -> Option<&PendingPasskey> {
-        self.pending
-            .as_ref()
-            .filter(|p| self.settled.is_none() && now < p.until)
-    }
-}
 
 /// The WebAuthn challenge an enrolled approver signs to confirm (or reject) a pending
 /// passkey: it names the decision, the link, the approver-to-be and the exact new key, so an
@@ -112,203 +53,6 @@ pub fn confirm_challenge(e: &Enrollment, pending: &PendingPasskey, confirm: bool
         pending.passkey.public_key
     );
     Sha256::digest(text.as_bytes()).into()
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrollmentFile {
-    format: String,
-    enrollments: Vec<Enrollment>,
-}
-
-/// The SHA-256 of a token as the state keeps it; `None` for what cannot be a token.
-pub fn token_hash(token: &str) -> Option<String> {
-    let well_formed = token.len() == 43
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| hex::encode(Sha256::digest(token.as_bytes())))
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// `state/enrollments.json`, changed under an exclusive lock (`state/enrollments.lock`).
-pub struct EnrollmentStore {
-    path: PathBuf,
-    lock: PathBuf,
-}
-
-impl EnrollmentStore {
-    pub fn new(state_dir: &Path) -> EnrollmentStore {
-        EnrollmentStore {
-            path: state_dir.join("enrollments.json"),
-            lock: state_dir.join("enrollments.lock"),
-        }
-    }
-
-    fn load(&self) -> Result<Vec<Enrollment>, String> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("{}: {e}", self.path.display())),
-        };
-        let file: EnrollmentFile =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        if file.format != FORMAT {
-            return Err(format!("{}: unknown format", self.path.display()));
-        }
-        Ok(file.enrollments)
-    }
-
-    fn update<T>(
-        &self,
-        f: impl FnOnce(&mut Vec<Enrollment>) -> Result<T, String>,
-    ) -> Result<T, String> {
-        let io = |e: std::io::Error| format!("{}: {e}", self.lock.display());
-        let _lock = crate::state::lock_file(&self.lock).map_err(io)?;
-        let mut all = self.load()?;
-        let out = f(&mut all)?;
-        let now = unix_now();
-        all.retain(|e| e.expires_at + KEEP_AFTER_EXPIRY_SECS > now);
-        let json = serde_json::to_vec_pretty(&EnrollmentFile {
-            format: FORMAT.into(),
-            enrollments: all,
-        })
-        .map_err(|e| e.to_string())?;
-        crate::state::write_atomic(&self.path, &json)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        Ok(out)
-    }
-
-    /// A new enrollment for `name`; returns the token for the link (shown once, never stored).
-    pub fn create(&self, name: &str, ttl: Duration) -> Result<String, String> {
-        crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
-        let token = random_token();
-        let hash = token_hash(&token).ok_or("internal: a token of the wrong shape")?;
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        self.update(|all| {
-            all.push(Enrollment {
-                token_sha256: hash,
-                name: name.to_owned(),
-                created_at: crate::state::now_rfc3339(),
-                expires_at: unix_now().saturating_add(ttl),
-                used_at: None,
-                pending: None,
-                settled: None,
-            });
-            Ok(())
-        })?;
-        Ok(token)
-    }
-
-    /// The enrollment a token opens, if it is known, unused and unexpired.
-    pub fn find(&self, token: &str) -> Option<Enrollment> {
-        let hash = token_hash(token)?;
-        let now = unix_now();
-        self.load()
-            .ok()?
-            .into_iter()
-            .find(|e| e.token_sha256 == hash && e.usable(now))
-    }
-
-    /// Uses up the enrollment with this token hash, keeping `pending` (a passkey waiting for
-    /// confirmation) with it; its name, or why not.
-    pub fn consume(&self, hash: &str, pending: Option<PendingPasskey>) -> Result<String, String> {
-        self.update(|all| {
-            let now = unix_now();
-            let e = all
-                .iter_mut()
-                .find(|e| e.token_sha256 == hash)
-                .ok_or("unknown enrollment link")?;
-            if !e.usable(now) {
-                return Err("this enrollment link was already used or has expired".into());
-            }
-            e.used_at = Some(crate::state::now_rfc3339());
-            e.pending = pending;
-            Ok(e.name.clone())
-        })
-    }
-
-    /// Passkeys waiting for confirmation now.
-    pub fn waiting(&self) -> Vec<Enrollment> {
-        let now = unix_now();
-        let mut all = self.load().unwrap_or_default();
-        all.retain(|e| e.waiting(now).is_some());
-        all
-    }
-
-    /// The enrollment whose pending passkey has this id, while it may still be confirmed.
-    pub fn find_waiting(&self, id: &str) -> Option<Enrollment> {
-        let now = unix_now();
-        self.load()
-            .ok()?
-            .into_iter()
-            .find(|e| e.waiting(now).is_some_and(|p| p.id == id))
-    }
-
-    /// Settles the pending passkey `id`, which must still be the one with `key_id`; on
-    /// confirmation, its record (for the passkey store).
-    pub fn settle(
-        &self,
-        id: &str,
-        key_id: &str,
-        confirmed: bool,
-        by: &str,
-    ) -> Result<(Enrollment, Option<PasskeyRecord>), String> {
-        self.update(|all| {
-            let now = unix_now();
-            let e = all
-                .iter_mut()
-                .find(|e| e.pending.as_ref().is_some_and(|p| p.id == id))
-                .ok_or("no such pending passkey")?;
-            let Some(p) = e.waiting(now) else {
-                return Err("this passkey is no longer waiting for confirmation (settled, revoked or expired)".into());
-            };
-            if p.passkey.key_id != key_id {
-                return Err("the pending passkey changed".into());
-            }
-            let record = confirmed.then(|| p.passkey.clone());
-            e.settled = Some(Settled {
-                confirmed,
-                by: by.to_owned(),
-                at: crate::state::now_rfc3339(),
-            });
-            Ok((e.clone(), record))
-        })
-    }
-
-    /// Ends every open link and pending passkey of `name`; how many.
-    pub fn revoke(&self, name: &str) -> Result<usize, String> {
-        self.update(|all| {
-            let now = unix_now();
-            let at = crate::state::now_rfc3339();
-            let mut n = 0;
-            for e in all.iter_mut().filter(|e| e.name == name) {
-                if e.usable(now) || e.waiting(now).is_some() {
-                    e.used_at.get_or_insert_with(|| at.clone());
-                    e.settled = Some(Settled {
-                        confirmed: false,
-                        by: "revoked".into(),
-                        at: at.clone(),
-                    });
-                    n += 1;
-                }
-            }
-            Ok(n)
-        })
-    }
-}
-
-/// Held while an approver's passkeys change in two steps (a confirmation settles a pending
-/// passkey, then adds it; a revocation ends pending ones, then removes enrolled ones), so
-/// neither can fall between the other's steps: otherwise a revocation could land after a
-/// confirmation settled but before it added the passkey, and the revoked approver would
-/// end up enrolled. `serve` and the CLI both take it (`state/approvers.lock`).
-pub fn approvers_lock(state_dir: &Path) -> Result<fs::File, String> {
-    let path = state_dir.join("approvers.lock");
-    crate::state::lock_file(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Refuses unless this process's effective user owns the state dir: enrollment and
@@ -337,9 +81,10 @@ pub fn require_state_owner(state_dir: &Path) -> Result<(), String> {
 pub fn cmd_enroll(config_path: &Path, name: &str) -> Result<(), String> {
     let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
-    let gated = !PasskeyStore::new(&config.state_dir).load()?.is_empty();
-    let store = EnrollmentStore::new(&config.state_dir);
-    let token = store.create(name, ENROLLMENT_TTL)?;
+    let (gated, token) = crate::store::identities::run_blocking(&config, async |ids| {
+        let gated = !ids.passkeys().await?.is_empty();
+        Ok((gated, ids.open_enrollment(name, ENROLLMENT_TTL).await?))
+    })?;
     let port = config.listening().approvals.port();
     let link = format!("{}/enroll/{token}", config.approval_page(port).base());
     println!(
@@ -357,17 +102,14 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     let config = Config::load_existing(config_path)?;
     require_state_owner(&config.state_dir)?;
     crate::receipt::keys::check_name(name).map_err(|e| e.to_string())?;
-    // Under the approvers lock, so a confirmation on the page cannot settle a pending
-    // passkey before this and add it after (see `approvers_lock`).
-    let (removed, ended) = {
-        let _held = approvers_lock(&config.state_dir)?;
-        let ended = EnrollmentStore::new(&config.state_dir).revoke(name)?;
-        let removed = PasskeyStore::new(&config.state_dir).remove_name(name)?;
-        (removed, ended)
-    };
+    // One step, so a confirmation on the page cannot settle a pending passkey before this
+    // and add it after (see `approvers_lock`).
+    let (removed, ended) = crate::store::identities::run_blocking(&config, async |ids| {
+        ids.revoke_approver(name).await
+    })?;
     if removed + ended > 0 {
         let record = crate::audit::approver_change("approver_revoked", name, "*", "cli");
-        crate::audit::append_now(&config.state_dir, record).map_err(|e| {
+        crate::store::commands::append_audit_now(&config, record).map_err(|e| {
             format!("{name}'s passkeys are removed, but the audit log could not be written: {e}")
         })?;
     }
@@ -386,9 +128,58 @@ pub fn cmd_revoke(config_path: &Path, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+pub fn cmd_list(config_path: &Path, json: bool) -> Result<(), String> {
+    let config = Config::load_existing(config_path)?;
+    let (passkeys, links) = crate::store::identities::run_blocking(&config, async |ids| {
+        Ok((ids.passkeys().await?, ids.enrollments().await))
+    })?;
+    let waiting = waiting_in(links);
+    let rows: Vec<serde_json::Value> = config
+        .approvers
+        .iter()
+        .map(|a| serde_json::json!({"name": a.name(), "kind": "key", "key_id": a.key_id().as_str()}))
+        .chain(passkeys.iter().map(|p| {
+            serde_json::json!({"name": p.name, "kind": "passkey", "key_id": p.key_id, "created_at": p.created_at})
+        }))
+        .chain(waiting.iter().filter_map(|e| e.pending.as_ref().map(|p| (e, p))).map(|(e, p)| {
+            serde_json::json!({"name": e.name, "kind": "pending passkey", "key_id": p.passkey.key_id, "created_at": p.registered_at})
+        }))
+        .collect();
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no approvers yet: `airlock approver enroll NAME`, or an [[approver]] key in the config");
+    }
+    for row in &rows {
+        let text = |k: &str| row[k].as_str().unwrap_or("").to_owned();
+        println!(
+            "{:<24} {:<16} {:<16} {}",
+            text("name"),
+            text("kind"),
+            text("key_id"),
+            text("created_at")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::enrollments::unix_now;
+    use crate::state::trust::PasskeyRecord;
+
+    /// alice confirms the pending passkey `id`, shown as `key_id`.
+    fn settle<'a>(id: &'a str, key_id: &'a str) -> Settlement<'a> {
+        Settlement {
+            id,
+            key_id,
+            confirmed: true,
+            by: "alice",
+        }
+    }
 
     #[test]
     fn a_token_works_once_and_only_as_issued() {
@@ -461,16 +252,12 @@ mod tests {
         other.passkey.key_id = "00000000000000bb".into();
         assert_ne!(confirm, confirm_challenge(&waiting, &other, true));
 
-        assert!(store
-            .settle("p1", "00000000000000bb", true, "alice")
-            .is_err());
+        assert!(store.settle(settle("p1", "00000000000000bb")).is_err());
         let (_, record) = store
-            .settle("p1", "00000000000000aa", true, "alice")
+            .settle(settle("p1", "00000000000000aa"))
             .expect("settled");
         assert_eq!(record.expect("confirmed").key_id, "00000000000000aa");
-        assert!(store
-            .settle("p1", "00000000000000aa", true, "alice")
-            .is_err());
+        assert!(store.settle(settle("p1", "00000000000000aa")).is_err());
         assert!(store.waiting().is_empty());
 
         // Revocation ends an open link and a waiting passkey of the name.
@@ -485,9 +272,7 @@ mod tests {
         assert_eq!(store.revoke("bob").expect("revoked"), 2);
         assert!(store.find(&open).is_none());
         assert!(store.find_waiting("p2").is_none());
-        assert!(store
-            .settle("p2", "00000000000000cc", true, "alice")
-            .is_err());
+        assert!(store.settle(settle("p2", "00000000000000cc")).is_err());
     }
 
     #[test]

@@ -304,8 +304,8 @@ impl App {
             (Method::GET, ["approvals", id]) => self.approval_page(id).await,
             (Method::GET, ["plans", id]) => self.plan_page(id).await,
             (Method::GET, ["api", "plans", id]) => self.plan_status_json(id).await,
-            (Method::GET, ["enroll", token]) => self.enroll_page(token),
-            (Method::GET, ["enrollments", id]) => self.confirm_page(id),
+            (Method::GET, ["enroll", token]) => self.enroll_page(token).await,
+            (Method::GET, ["enrollments", id]) => self.confirm_page(id).await,
             (Method::POST, ["api", "decide" | "enroll" | "confirm" | "plan", step])
                 if matches!(*step, "begin" | "finish") =>
             {
@@ -415,9 +415,9 @@ impl App {
         match (kind, step) {
             ("decide", "begin") => self.decide_begin(parse(&body)?).await,
             ("decide", "finish") => self.decide_finish(parse(&body)?).await,
-            ("confirm", "begin") => self.confirm_begin(parse(&body)?),
+            ("confirm", "begin") => self.confirm_begin(parse(&body)?).await,
             ("confirm", "finish") => self.confirm_finish(parse(&body)?).await,
-            ("enroll", "begin") => self.enroll_begin(parse(&body)?),
+            ("enroll", "begin") => self.enroll_begin(parse(&body)?).await,
             ("enroll", "finish") => self.enroll_finish(parse(&body)?, requester).await,
             ("plan", "begin") => self.plan_begin(parse(&body)?).await,
             // A plan's ceremony finishes at /api/decide/finish, as every decision does.
@@ -433,7 +433,8 @@ impl App {
         )
     }
 
-    fn passkeys(
+    /// The trusted keys and the enrolled passkeys, read now from where the store keeps them.
+    async fn passkeys(
         &self,
     ) -> Result<
         (
@@ -442,18 +443,19 @@ impl App {
         ),
         Refusal,
     > {
-        let trusted = self.gate.trusted_keys().map_err(Self::internal)?;
-        let records = crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
-            .load()
+        let trusted = self
+            .gate
+            .store
+            .trusted_keys()
+            .await
             .map_err(Self::internal)?;
+        let records = self.identities().passkeys().await.map_err(Self::internal)?;
         Ok((trusted, records))
     }
 
     /// The enrolled passkeys as the pages offer them: (key id, label).
-    fn passkey_choices(&self) -> Result<Vec<(String, String)>, Refusal> {
-        let records = crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
-            .load()
-            .map_err(Self::internal)?;
+    async fn passkey_choices(&self) -> Result<Vec<(String, String)>, Refusal> {
+        let records = self.identities().passkeys().await.map_err(Self::internal)?;
         Ok(records
             .iter()
             .map(|r| {
@@ -466,8 +468,9 @@ impl App {
             .collect())
     }
 
-    fn enrollments(&self) -> enroll::EnrollmentStore {
-        enroll::EnrollmentStore::new(&self.gate.config.state_dir)
+    /// Agents, passkeys and enrollments, where the store keeps them.
+    fn identities(&self) -> &crate::store::identities::Identities {
+        self.gate.store.identities()
     }
 
     /// An enrolled passkey by the id a page sent.
@@ -498,14 +501,14 @@ impl App {
     /// Checks a finished assertion: by the still-enrolled `passkey`, over `challenge`, made on
     /// this page's origin, with a counter that went up. The trusted keys it was checked
     /// against, the passkey and the assertion.
-    fn check_assertion(
+    async fn check_assertion(
         &self,
         passkey: &KeyId,
         challenge: &[u8; 32],
         batch: Vec<String>,
         req: AssertionFinish,
     ) -> Result<(receipt::TrustedKeys, PasskeyPublic, WebAuthnAssertion), Refusal> {
-        let (trusted, _) = self.passkeys()?;
+        let (trusted, _) = self.passkeys().await?;
         let passkey: PasskeyPublic = trusted
             .passkeys()
             .find(|p| p.key_id() == passkey)
@@ -529,8 +532,9 @@ impl App {
                 ),
             ));
         }
-        crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
+        self.identities()
             .advance_counter(passkey.key_id(), facts.sign_count)
+            .await
             .map_err(|e| refuse(StatusCode::FORBIDDEN, format!("passkey refused: {e}")))?;
         Ok((trusted, passkey, assertion))
     }
@@ -588,15 +592,11 @@ impl App {
     }
 
     async fn list_page(&self) -> http::Response<ProxyBody> {
+        let waiting = enroll::waiting_in(self.identities().enrollments().await);
         match self.list().await {
             Ok((pending, recent)) => html(
                 StatusCode::OK,
-                pages::list_page(
-                    &pending,
-                    &recent,
-                    &self.enrollments().waiting(),
-                    &self.ceremonies.new_csrf(),
-                ),
+                pages::list_page(&pending, &recent, &waiting, &self.ceremonies.new_csrf()),
             ),
             Err(r) => page_refusal(r),
         }
@@ -648,7 +648,7 @@ impl App {
         } else {
             Vec::new()
         };
-        let passkeys = match self.passkey_choices() {
+        let passkeys = match self.passkey_choices().await {
             Ok(p) => p,
             Err(r) => return page_refusal(r),
         };
@@ -663,9 +663,8 @@ impl App {
         html(StatusCode::OK, pages::approval_page(&view))
     }
 
-    fn enroll_page(&self, token: &str) -> http::Response<ProxyBody> {
-        let store = enroll::EnrollmentStore::new(&self.gate.config.state_dir);
-        match store.find(token) {
+    async fn enroll_page(&self, token: &str) -> http::Response<ProxyBody> {
+        match enroll::find_link(&self.identities().enrollments().await, token) {
             Some(e) => {
                 let expires = time::OffsetDateTime::from_unix_timestamp(e.expires_at)
                     .map(|t| crate::receipt::Timestamp::from_datetime(t).to_string())
@@ -685,14 +684,18 @@ impl App {
 
     /// What every decision needs before its ceremony starts: airlock's own key (to
     /// countersign), the enrolled passkey chosen, and a receipt lifetime on offer.
-    fn decider(&self, passkey: &str, ttl_secs: u64) -> Result<(PasskeyPublic, Duration), Refusal> {
+    async fn decider(
+        &self,
+        passkey: &str,
+        ttl_secs: u64,
+    ) -> Result<(PasskeyPublic, Duration), Refusal> {
         if let Err(e) = &self.airlock_key {
             return Err(refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("airlock's own key is unavailable: {e}"),
             ));
         }
-        let (trusted, _) = self.passkeys()?;
+        let (trusted, _) = self.passkeys().await?;
         let passkey = Self::enrolled_passkey(&trusted, passkey)?;
         let ttl = Duration::from_secs(ttl_secs);
         if !self.ttl_choices().contains(&ttl) {
@@ -719,7 +722,7 @@ impl App {
                 "an approval is listed twice",
             ));
         }
-        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
+        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs).await?;
         let mut approvals = Vec::with_capacity(req.ids.len());
         for id in &req.ids {
             let a = match self.gate.store.get_approval(id).await {
@@ -811,8 +814,9 @@ impl App {
                 format!("airlock's own key is unavailable: {e}"),
             )
         })?;
-        let (trusted, passkey, assertion) =
-            self.check_assertion(&passkey, &challenge, batch, req)?;
+        let (trusted, passkey, assertion) = self
+            .check_assertion(&passkey, &challenge, batch, req)
+            .await?;
 
         let mut decided = Vec::new();
         let mut refused = Vec::new();
@@ -884,15 +888,15 @@ impl App {
         Ok(json!({ "decided": decided, "refused": refused }))
     }
 
-    fn enroll_begin(&self, req: EnrollBegin) -> Result<Value, Refusal> {
-        let store = enroll::EnrollmentStore::new(&self.gate.config.state_dir);
-        let e = store.find(&req.token).ok_or_else(|| {
+    async fn enroll_begin(&self, req: EnrollBegin) -> Result<Value, Refusal> {
+        let enrollments = self.identities().enrollments().await;
+        let e = enroll::find_link(&enrollments, &req.token).ok_or_else(|| {
             refuse(
                 StatusCode::FORBIDDEN,
                 "this enrollment link is not valid (unknown, used or expired)",
             )
         })?;
-        let (_, records) = self.passkeys()?;
+        let (_, records) = self.passkeys().await?;
         let challenge = ceremony::random_bytes::<32>();
         let user_id = ceremony::random_bytes::<16>();
         let token_hash = enroll::token_hash(&req.token)
@@ -967,9 +971,13 @@ impl App {
         };
         record.public().map_err(Self::internal)?;
         let key_id = record.key_id.clone();
-        let passkeys = crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir);
         // Once anyone has a passkey, a new one is an approval too: it waits for them.
-        let gated = !passkeys.load().map_err(Self::internal)?.is_empty();
+        let gated = !self
+            .identities()
+            .passkeys()
+            .await
+            .map_err(Self::internal)?
+            .is_empty();
         let pending = gated.then(|| enroll::PendingPasskey {
             id: ceremony::random_token(),
             passkey: record.clone(),
@@ -981,8 +989,9 @@ impl App {
                 .saturating_add(enroll::PENDING_TTL.as_secs() as i64),
         });
         let consumed = self
-            .enrollments()
-            .consume(&token_hash, pending)
+            .identities()
+            .consume_enrollment(&token_hash, pending)
+            .await
             .map_err(|e| refuse(StatusCode::FORBIDDEN, e))?;
         if consumed != name {
             return Err(Self::internal("an enrollment changed its name"));
@@ -994,8 +1003,9 @@ impl App {
             self.gate.approvals_decided();
             return Ok(json!({ "enrolled": name, "key_id": key_id, "pending": true }));
         }
-        passkeys
-            .add(record)
+        self.identities()
+            .add_passkey(record)
+            .await
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
         tracing::info!(approver = %name, %key_id, "passkey enrolled");
         self.audit_approver_change("passkey_enrolled", &name, &key_id, "enrollment link")
@@ -1004,14 +1014,14 @@ impl App {
     }
 
     /// The page where an enrolled approver confirms or rejects a pending passkey.
-    fn confirm_page(&self, id: &str) -> http::Response<ProxyBody> {
-        let Some(e) = self.enrollments().find_waiting(id) else {
+    async fn confirm_page(&self, id: &str) -> http::Response<ProxyBody> {
+        let Some(e) = enroll::find_waiting_in(self.identities().enrollments().await, id) else {
             return page_refusal(refuse(
                 StatusCode::NOT_FOUND,
                 "No passkey with this id is waiting for confirmation: it was confirmed, rejected or revoked, or it expired.",
             ));
         };
-        let passkeys = match self.passkey_choices() {
+        let passkeys = match self.passkey_choices().await {
             Ok(p) => p,
             Err(r) => return page_refusal(r),
         };
@@ -1021,10 +1031,8 @@ impl App {
         )
     }
 
-    fn confirm_begin(&self, req: ConfirmBegin) -> Result<Value, Refusal> {
-        let e = self
-            .enrollments()
-            .find_waiting(&req.enrollment)
+    async fn confirm_begin(&self, req: ConfirmBegin) -> Result<Value, Refusal> {
+        let e = enroll::find_waiting_in(self.identities().enrollments().await, &req.enrollment)
             .ok_or_else(|| {
                 refuse(
                     StatusCode::NOT_FOUND,
@@ -1034,7 +1042,7 @@ impl App {
         let Some(pending) = e.pending.as_ref() else {
             return Err(Self::internal("a waiting enrollment without its passkey"));
         };
-        let (trusted, _) = self.passkeys()?;
+        let (trusted, _) = self.passkeys().await?;
         let passkey = Self::enrolled_passkey(&trusted, &req.passkey)?;
         let challenge = enroll::confirm_challenge(&e, pending, req.confirm);
         let id = self.ceremonies.start(Ceremony::Confirm {
@@ -1061,20 +1069,20 @@ impl App {
         else {
             return Err(refuse(StatusCode::FORBIDDEN, "not a ceremony of this kind"));
         };
-        let (_, approver, _) = self.check_assertion(&passkey, &challenge, Vec::new(), req)?;
-        // Settling and adding are one step for `approver revoke` (`enroll::approvers_lock`).
-        let held = enroll::approvers_lock(&self.gate.config.state_dir)
-            .map_err(|e| refuse(StatusCode::SERVICE_UNAVAILABLE, e))?;
-        let (e, record) = self
-            .enrollments()
-            .settle(&enrollment, &new_key_id, confirm, approver.name())
+        let (_, approver, _) = self
+            .check_assertion(&passkey, &challenge, Vec::new(), req)
+            .await?;
+        // Settling and adding are one step for `approver revoke`.
+        let (e, _) = self
+            .identities()
+            .settle_pending(enroll::Settlement {
+                id: &enrollment,
+                key_id: &new_key_id,
+                confirmed: confirm,
+                by: approver.name(),
+            })
+            .await
             .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
-        if let Some(record) = record {
-            crate::state::trust::PasskeyStore::new(&self.gate.config.state_dir)
-                .add(record)
-                .map_err(|e| refuse(StatusCode::CONFLICT, e))?;
-        }
-        drop(held);
         if confirm {
             tracing::info!(approver = %e.name, key_id = %new_key_id, confirmed_by = %approver.name(), "passkey enrolled after confirmation");
         } else {

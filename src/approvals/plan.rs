@@ -67,10 +67,11 @@ impl App {
     }
 
     pub(super) async fn plan_page(&self, id: &str) -> http::Response<ProxyBody> {
+        let passkeys = self.passkey_choices().await;
         let page = self
             .plan(id)
             .await
-            .and_then(|p| Ok((p, self.passkey_choices()?)))
+            .and_then(|p| Ok((p, passkeys?)))
             .map(|(p, passkeys)| {
                 render(
                     &p,
@@ -101,7 +102,7 @@ impl App {
     }
 
     pub(super) async fn plan_begin(&self, req: PlanBegin) -> Result<Value, Refusal> {
-        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs)?;
+        let (passkey, ttl) = self.decider(&req.passkey, req.ttl_secs).await?;
         let record = self.plan(&req.plan).await?;
         if record.status != PlanStatus::Pending {
             return Err(refuse(

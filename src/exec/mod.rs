@@ -22,7 +22,7 @@
 pub mod profiles;
 
 use crate::config::Config;
-use crate::state::agents::{AgentRecord, AgentStore};
+use crate::state::agents::AgentRecord;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -169,9 +169,10 @@ pub fn run(config_path: &Path, agent: &str, command: &[String]) -> Result<i32, S
     };
     let config = Config::load_existing(config_path)?;
     // Only an active agent: a revoked one is not found.
-    let records = AgentStore::new(&config.state_dir)
-        .get_all(agent)
-        .map_err(|e| e.to_string())?;
+    let records = crate::store::identities::run_blocking(&config, async |ids| {
+        let agents = ids.agents().await?;
+        agents.active_keys_of(agent).map_err(|e| e.to_string())
+    })?;
     let agent_env = match records.as_slice() {
         [record] if record.account.is_none() => agent_env(&config, record),
         _ => profiles_env(&config, agent, &records)?,

@@ -118,9 +118,9 @@ pub fn cmd_agent_add(
         };
         bound.push((configured.name.clone(), configured.id.clone()));
     }
-    let records = crate::state::agents::AgentStore::new(&config.state_dir)
-        .add_bound(name, &bound)
-        .map_err(|e| e.to_string())?;
+    let records = crate::store::identities::run_blocking(&config, async |ids| {
+        ids.add_bound_agent(name, &bound).await
+    })?;
     let profiles = Profiles::of(&config, &records);
     if json {
         println!("{}", profiles.json());

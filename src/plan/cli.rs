@@ -239,13 +239,14 @@ fn read_plan(file: &Path) -> Result<Plan, String> {
 
 /// The agent named, or the only one.
 fn pick_agent(config: &Config, wanted: Option<&str>) -> Result<String, String> {
-    let store = crate::state::agents::AgentStore::new(&config.state_dir);
+    let agents = crate::store::identities::run_blocking(config, async |ids| ids.agents().await)?;
     if let Some(name) = wanted {
-        return store.get(name).map(|a| a.name).map_err(|e| e.to_string());
+        return agents
+            .active_keys_of(name)
+            .map(|_| name.to_owned())
+            .map_err(|e| e.to_string());
     }
-    let active: Vec<String> = store
-        .load()
-        .map_err(|e| e.to_string())?
+    let active: Vec<String> = agents
         .agents
         .into_iter()
         .filter(|a| a.revoked_at.is_none())
@@ -516,7 +517,7 @@ fn decide(
     if decision == Decision::Approve {
         opened.run(super::quorum::may_approve(plans, &record, approver.name()))?;
     }
-    let trusted = crate::signing::trusted_keys(&config)?;
+    let trusted = crate::store::identities::trusted_keys_now(&config)?;
     let body = opened.run(super::quorum::body_to_sign(
         plans,
         &record,

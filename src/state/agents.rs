@@ -4,6 +4,10 @@
 //! `serve` watches it and reloads within [`RELOAD_INTERVAL`], so `airlock agent revoke`
 //! takes effect without a restart. Revoked agents stay in the file, marked, so their key
 //! ids are never issued again.
+//!
+//! With a `database_url` the same records are kept in PostgreSQL (`store::identities`): the
+//! changes are [`AgentsFile`]'s methods either way, and the registry is fed from the
+//! database ([`AgentRegistry::detached`], [`AgentRegistry::replace`]).
 
 use crate::secret::Secret;
 use dashmap::DashMap;
@@ -112,6 +116,99 @@ fn issue(file: &mut AgentsFile, name: &str, account: Option<(String, String)>) -
     record
 }
 
+/// The changes the CLI makes, on the agents as loaded: the same code whether they are kept in
+/// `agents.json` or in PostgreSQL (`store::identities`), each run under that store's lock.
+impl AgentsFile {
+    /// Issues proxy-only credentials for a new agent that acts in airlock's own account.
+    pub fn add(&mut self, name: &str) -> Result<AgentRecord, AgentError> {
+        check_name(name)?;
+        if self
+            .agents
+            .iter()
+            .any(|a| a.name == name && a.revoked_at.is_none())
+        {
+            return Err(AgentError::Exists(name.to_string()));
+        }
+        Ok(issue(self, name, None))
+    }
+
+    /// Binds an agent to `accounts`, issuing one key per account it is not bound to yet (a
+    /// new agent, or one already bound to other accounts). Returns every active key of the
+    /// agent, in the order its accounts were bound. `accounts` are (name, id).
+    pub fn add_bound(
+        &mut self,
+        name: &str,
+        accounts: &[(String, String)],
+    ) -> Result<Vec<AgentRecord>, AgentError> {
+        check_name(name)?;
+        let existing = self.active_of(name);
+        if existing.iter().any(|a| a.account.is_none()) {
+            return Err(AgentError::Binding(format!(
+                "agent {name:?} acts in airlock's own account; revoke it and add it again with --account to bind it to accounts"
+            )));
+        }
+        let new: Vec<&(String, String)> = accounts
+            .iter()
+            .enumerate()
+            .filter(|(i, acc)| {
+                !accounts[..*i].iter().any(|(n, _)| n == &acc.0)
+                    && !existing.iter().any(|a| a.account.as_ref() == Some(&acc.0))
+            })
+            .map(|(_, acc)| acc)
+            .collect();
+        if new.is_empty() {
+            return Err(AgentError::Exists(name.to_string()));
+        }
+        for account in new {
+            issue(self, name, Some(account.clone()));
+        }
+        Ok(self.active_of(name))
+    }
+
+    /// Marks every active key of `name` revoked (kept, so its key ids are never issued again).
+    pub fn revoke(&mut self, name: &str) -> Result<(), AgentError> {
+        let now = super::now_rfc3339();
+        let mut found = false;
+        for agent in self
+            .agents
+            .iter_mut()
+            .filter(|a| a.name == name && a.revoked_at.is_none())
+        {
+            agent.revoked_at = Some(now.clone());
+            found = true;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(AgentError::NotFound(name.to_string()))
+        }
+    }
+
+    fn active_of(&self, name: &str) -> Vec<AgentRecord> {
+        self.agents
+            .iter()
+            .filter(|a| a.name == name && a.revoked_at.is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// Every active key of the agent with this name: one, or one per bound account.
+    pub fn active_keys_of(&self, name: &str) -> Result<Vec<AgentRecord>, AgentError> {
+        let all = self.active_of(name);
+        if all.is_empty() {
+            return Err(AgentError::NotFound(name.to_string()));
+        }
+        Ok(all)
+    }
+
+    /// Whether `access_key_id` is an active key (an unknown key is not).
+    pub fn is_active(&self, access_key_id: &str) -> bool {
+        self.agents
+            .iter()
+            .any(|a| a.access_key_id == access_key_id && a.revoked_at.is_none())
+    }
+}
+
 impl AgentStore {
     pub fn new(state_dir: &Path) -> Self {
         AgentStore {
@@ -148,81 +245,22 @@ impl AgentStore {
 
     /// Issues proxy-only credentials for a new agent that acts in airlock's own account.
     pub fn add(&self, name: &str) -> Result<AgentRecord, AgentError> {
-        check_name(name)?;
-        self.update(|file| {
-            if file
-                .agents
-                .iter()
-                .any(|a| a.name == name && a.revoked_at.is_none())
-            {
-                return Err(AgentError::Exists(name.to_string()));
-            }
-            Ok(issue(file, name, None))
-        })
+        self.update(|file| file.add(name))
     }
 
-    /// Binds an agent to `accounts`, issuing one key per account it is not bound to yet (a
-    /// new agent, or one already bound to other accounts). Returns every active key of the
-    /// agent, in the order its accounts were bound. `accounts` are (name, id).
+    /// Binds an agent to `accounts` ([`AgentsFile::add_bound`]).
     pub fn add_bound(
         &self,
         name: &str,
         accounts: &[(String, String)],
     ) -> Result<Vec<AgentRecord>, AgentError> {
-        check_name(name)?;
-        self.update(|file| {
-            let active = |f: &AgentsFile| -> Vec<AgentRecord> {
-                f.agents
-                    .iter()
-                    .filter(|a| a.name == name && a.revoked_at.is_none())
-                    .cloned()
-                    .collect()
-            };
-            let existing = active(file);
-            if existing.iter().any(|a| a.account.is_none()) {
-                return Err(AgentError::Binding(format!(
-                    "agent {name:?} acts in airlock's own account; revoke it and add it again with --account to bind it to accounts"
-                )));
-            }
-            let new: Vec<&(String, String)> = accounts
-                .iter()
-                .enumerate()
-                .filter(|(i, acc)| {
-                    !accounts[..*i].iter().any(|(n, _)| n == &acc.0)
-                        && !existing.iter().any(|a| a.account.as_ref() == Some(&acc.0))
-                })
-                .map(|(_, acc)| acc)
-                .collect();
-            if new.is_empty() {
-                return Err(AgentError::Exists(name.to_string()));
-            }
-            for account in new {
-                issue(file, name, Some(account.clone()));
-            }
-            Ok(active(file))
-        })
+        self.update(|file| file.add_bound(name, accounts))
     }
 
     /// Revokes an agent's credentials (every account's); a running `serve` refuses them
     /// within a second.
     pub fn revoke(&self, name: &str) -> Result<(), AgentError> {
-        self.update(|file| {
-            let now = super::now_rfc3339();
-            let mut found = false;
-            for agent in file
-                .agents
-                .iter_mut()
-                .filter(|a| a.name == name && a.revoked_at.is_none())
-            {
-                agent.revoked_at = Some(now.clone());
-                found = true;
-            }
-            if found {
-                Ok(())
-            } else {
-                Err(AgentError::NotFound(name.to_string()))
-            }
-        })
+        self.update(|file| file.revoke(name))
     }
 
     /// The active agent with this name (its first key, when it is bound to accounts).
@@ -235,16 +273,7 @@ impl AgentStore {
 
     /// Every active key of the agent with this name: one, or one per bound account.
     pub fn get_all(&self, name: &str) -> Result<Vec<AgentRecord>, AgentError> {
-        let all: Vec<AgentRecord> = self
-            .load()?
-            .agents
-            .into_iter()
-            .filter(|a| a.name == name && a.revoked_at.is_none())
-            .collect();
-        if all.is_empty() {
-            return Err(AgentError::NotFound(name.to_string()));
-        }
-        Ok(all)
+        self.load()?.active_keys_of(name)
     }
 }
 
@@ -272,9 +301,11 @@ pub struct Agent {
 /// What identifies a version of the agents file: mtime (s, ns), inode, size.
 type FileStamp = (i64, i64, u64, u64);
 
-/// The proxy's in-memory index of active agents by access key id, kept in step with the file.
+/// The proxy's in-memory index of active agents by access key id, kept in step with the file
+/// (or, with a database, with PostgreSQL by `store::postgres::identities::follow_agents`).
 pub struct AgentRegistry {
-    path: PathBuf,
+    /// The agents file; `None` when the agents are kept in a database.
+    path: Option<PathBuf>,
     by_key: DashMap<String, Arc<Agent>>,
     /// The file stamp last loaded; `None` before the first load.
     seen: std::sync::Mutex<Option<Option<FileStamp>>>,
@@ -283,7 +314,7 @@ pub struct AgentRegistry {
 impl AgentRegistry {
     pub fn open(state_dir: &Path) -> Result<Arc<Self>, AgentError> {
         let reg = Arc::new(AgentRegistry {
-            path: state_dir.join("agents.json"),
+            path: Some(state_dir.join("agents.json")),
             by_key: DashMap::new(),
             seen: std::sync::Mutex::new(None),
         });
@@ -291,8 +322,21 @@ impl AgentRegistry {
         Ok(reg)
     }
 
+    /// A registry kept in step by its owner through [`Self::replace`] (the agents are in a
+    /// database), holding `agents` to begin with.
+    pub fn detached(agents: AgentsFile) -> Arc<Self> {
+        let reg = Arc::new(AgentRegistry {
+            path: None,
+            by_key: DashMap::new(),
+            seen: std::sync::Mutex::new(None),
+        });
+        reg.replace(agents);
+        reg
+    }
+
     /// The active agent with this key id. On a miss the file is checked first (one `stat`),
-    /// so an agent added a moment ago is known at once.
+    /// so an agent added a moment ago is known at once; a registry fed from a database is
+    /// only what its follower last loaded (no query per unknown key an agent sends).
     pub fn get(&self, access_key_id: &str) -> Option<Arc<Agent>> {
         if let Some(a) = self.by_key.get(access_key_id) {
             return Some(Arc::clone(&a));
@@ -314,16 +358,25 @@ impl AgentRegistry {
     /// Reloads when the file's identity, size or modification time changed. On a read error
     /// the previous set stays (the file is replaced atomically, so that is transient).
     pub fn reload_if_changed(&self) -> Result<bool, AgentError> {
-        let stamp = match fs::metadata(&self.path) {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let stamp = match fs::metadata(path) {
             Ok(m) => Some((m.mtime(), m.mtime_nsec(), m.ino(), m.size())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(AgentError::Io(self.path.display().to_string(), e)),
+            Err(e) => return Err(AgentError::Io(path.display().to_string(), e)),
         };
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == Some(stamp) {
             return Ok(false);
         }
-        let file = read_file(&self.path)?;
+        self.replace(read_file(path)?);
+        *seen = Some(stamp);
+        Ok(true)
+    }
+
+    /// Makes the active agents of `file` the ones known, dropping every other key.
+    pub fn replace(&self, file: AgentsFile) {
         let active: Vec<_> = file
             .agents
             .into_iter()
@@ -343,8 +396,6 @@ impl AgentRegistry {
                 }),
             );
         }
-        *seen = Some(stamp);
-        Ok(true)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod approvals;
+pub mod enrollments;
 pub mod ledger;
 pub mod listen;
 pub mod trust;

@@ -7,6 +7,10 @@
 //!
 //! Both are read afresh each time they are asked for, so a passkey enrolled while `serve`
 //! runs counts at once and `airlock receipt verify` sees the same set offline.
+//!
+//! With a `database_url` the passkeys are kept in PostgreSQL, changed by the same functions
+//! ([`add_passkey`], [`remove_passkeys_of`], [`advance_counter`]), and each replica's own
+//! key stays here while its public half is registered there (`store::identities`).
 
 use crate::receipt::{ApproverKey, ApproverPublic, KeyId, PasskeyKey, PasskeyPublic};
 use serde::{Deserialize, Serialize};
@@ -156,49 +160,65 @@ impl PasskeyStore {
         Ok(out)
     }
 
-    /// Adds a passkey; refuses a credential or key already enrolled.
+    /// Adds a passkey ([`add_passkey`]).
     pub fn add(&self, record: PasskeyRecord) -> Result<(), String> {
-        record.public()?;
-        self.update(|all| {
-            if all
-                .iter()
-                .any(|p| p.credential_id == record.credential_id || p.key_id == record.key_id)
-            {
-                return Err("this passkey is already enrolled".into());
-            }
-            all.push(record);
-            Ok(())
-        })
+        self.update(|all| add_passkey(all, record))
     }
 
     /// Removes every passkey of `name`; how many there were.
     pub fn remove_name(&self, name: &str) -> Result<usize, String> {
-        self.update(|all| {
-            let before = all.len();
-            all.retain(|p| p.name != name);
-            Ok(before - all.len())
-        })
+        self.update(|all| Ok(remove_passkeys_of(all, name)))
     }
 
-    /// Records an assertion's signature counter. An authenticator that keeps a counter must
-    /// show a larger one each time (a smaller or equal one means a cloned authenticator or a
-    /// replay): refused.
+    /// Records an assertion's signature counter ([`advance_counter`]).
     pub fn advance_counter(&self, key_id: &KeyId, count: u32) -> Result<(), String> {
-        self.update(|all| {
-            let p = all
-                .iter_mut()
-                .find(|p| p.key_id == key_id.as_str())
-                .ok_or_else(|| "the passkey is no longer enrolled".to_string())?;
-            if (count != 0 || p.sign_count != 0) && count <= p.sign_count {
-                return Err(format!(
-                    "the passkey's signature counter went from {} to {count}: a replayed assertion or a cloned authenticator",
-                    p.sign_count
-                ));
-            }
-            p.sign_count = count;
-            Ok(())
-        })
+        self.update(|all| advance_counter(all, key_id, count))
     }
+}
+
+// The changes to the enrolled passkeys, on the set as loaded: the same code whether it is kept
+// in `passkeys.json` or in PostgreSQL (`store::identities`), each run under that store's lock.
+
+/// Adds a passkey; refuses one that does not check, or a credential or key already enrolled.
+pub fn add_passkey(all: &mut Vec<PasskeyRecord>, record: PasskeyRecord) -> Result<(), String> {
+    record.public()?;
+    if all
+        .iter()
+        .any(|p| p.credential_id == record.credential_id || p.key_id == record.key_id)
+    {
+        return Err("this passkey is already enrolled".into());
+    }
+    all.push(record);
+    Ok(())
+}
+
+/// Removes every passkey of `name`; how many there were.
+pub fn remove_passkeys_of(all: &mut Vec<PasskeyRecord>, name: &str) -> usize {
+    let before = all.len();
+    all.retain(|p| p.name != name);
+    before - all.len()
+}
+
+/// Records an assertion's signature counter. An authenticator that keeps a counter must show a
+/// larger one each time (a smaller or equal one means a cloned authenticator or a replay):
+/// refused.
+pub fn advance_counter(
+    all: &mut [PasskeyRecord],
+    key_id: &KeyId,
+    count: u32,
+) -> Result<(), String> {
+    let p = all
+        .iter_mut()
+        .find(|p| p.key_id == key_id.as_str())
+        .ok_or_else(|| "the passkey is no longer enrolled".to_string())?;
+    if (count != 0 || p.sign_count != 0) && count <= p.sign_count {
+        return Err(format!(
+            "the passkey's signature counter went from {} to {count}: a replayed assertion or a cloned authenticator",
+            p.sign_count
+        ));
+    }
+    p.sign_count = count;
+    Ok(())
 }
 
 /// airlock's own public key: from `airlock.pub`, else from the private key; `None` before
@@ -224,7 +244,7 @@ pub fn airlock_public(state_dir: &Path) -> Result<Option<ApproverPublic>, String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -243,10 +263,18 @@ mod tests {
     }
 
     fn record(auth: &crate::receipt::webauthn::soft::Authenticator) -> PasskeyRecord {
+        enrolled(auth, "carol")
+    }
+
+    /// `auth`'s passkey as the enrollment page stores it for `name`.
+    pub(crate) fn enrolled(
+        auth: &crate::receipt::webauthn::soft::Authenticator,
+        name: &str,
+    ) -> PasskeyRecord {
         use base64::Engine as _;
-        let p = auth.passkey("carol");
+        let p = auth.passkey(name);
         PasskeyRecord {
-            name: "carol".into(),
+            name: name.into(),
             key_id: p.key_id().as_str().into(),
             credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(p.credential_id()),

@@ -94,3 +94,21 @@ pub fn audit_verify(config: &Config) -> Result<(), String> {
         }
     })
 }
+
+/// Appends one record to the audit chain the config names (the files' log, or the database's
+/// chain), for a CLI command that changed the state.
+pub fn append_audit_now(
+    config: &Config,
+    record: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), String> {
+    if config.database_url.is_none() {
+        return crate::audit::append_now(&config.state_dir, record).map_err(|e| e.to_string());
+    }
+    let pool = database_pool(config)?;
+    runtime()?.block_on(async {
+        super::postgres::check_schema(&pool).await?;
+        super::postgres::PgStore::new(pool)
+            .append_audit(&[record.into()])
+            .await
+    })
+}

@@ -6,6 +6,7 @@
 //! every [`HOLD_TICK`]). A command's store ([`FileStore::for_command`]) has no ledger and
 //! appends its audit records one by one under the log's lock, as the CLI always has.
 
+use super::identities::Identities;
 use super::waiters::Waiters;
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditLog, Fields};
@@ -29,6 +30,8 @@ pub struct FileStore {
     audit: Option<AuditLog>,
     /// The calls held on approvals, woken when this process decides theirs (the page).
     waiters: Waiters,
+    /// Agents, passkeys and enrollments in the same directory.
+    identities: Identities,
 }
 
 impl FileStore {
@@ -38,6 +41,7 @@ impl FileStore {
         let ledger = Ledger::open(&config.state_dir).map_err(|e| e.to_string())?;
         let audit = AuditLog::start(&config.state_dir, &config.audit).map_err(|e| e.to_string())?;
         Ok(FileStore {
+            identities: Identities::Files(config.state_dir.clone()),
             config,
             ledger: Some(ledger),
             approvals,
@@ -50,6 +54,7 @@ impl FileStore {
     pub fn for_command(config: Arc<Config>) -> Result<FileStore, String> {
         let approvals = ApprovalStore::open(&config.state_dir).map_err(|e| e.to_string())?;
         Ok(FileStore {
+            identities: Identities::Files(config.state_dir.clone()),
             config,
             ledger: None,
             approvals,
@@ -235,15 +240,11 @@ impl Store for FileStore {
     }
 
     fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async move {
-            let agents = crate::state::agents::AgentStore::new(&self.config.state_dir)
-                .load()
-                .map_err(|e| e.to_string())?;
-            Ok(!agents
-                .agents
-                .iter()
-                .any(|a| a.access_key_id == access_key_id && a.revoked_at.is_none()))
-        })
+        Box::pin(self.identities.agent_revoked(access_key_id))
+    }
+
+    fn identities(&self) -> &Identities {
+        &self.identities
     }
 }
 

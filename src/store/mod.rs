@@ -16,21 +16,21 @@
 //! What the interface covers: the ledger (reserve, commit, release, how many uses are
 //! committed), the audit chain (append, durable append, whether it can be written), the
 //! approvals (the request path finds or opens them and waits on them; the page and the CLI
-//! list, read and decide them), and the revocation lookups (the trusted approver keys, an
-//! agent key's revocation).
+//! list, read and decide them), the revocation lookups (the trusted approver keys, an
+//! agent key's revocation), and the agents, passkeys and enrollment links ([`identities`],
+//! reached through [`Store::identities`]). Submitted Terraform plans are kept beside it
+//! (`plan::shared`, over [`postgres::plans`]). With a database, every part of the state
+//! that replicas must agree on is in it; each replica's own files keep only its audit
+//! spool and its countersigning key.
 //!
 //! [`transfer`] moves a state between the two (`airlock db import`, `airlock db export`).
-//!
-//! Not yet in PostgreSQL: agents, approvers' passkeys and enrollments, revocations.
-//! Until they are, `serve` refuses to start with a `database_url` ([`check_complete`])
-//! rather than keep those parts in one replica's files while the rest is shared.
 
 pub mod commands;
 pub mod files;
+pub mod identities;
 mod open;
 pub mod postgres;
 pub mod transfer;
-pub mod unshared;
 mod waiters;
 
 pub use open::{for_command, for_serve, open, Opener};
@@ -132,6 +132,10 @@ pub trait Store: Send + Sync {
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>>;
     /// Whether the agent key `access_key_id` was revoked (an unknown key counts as revoked).
     fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+
+    /// Agents, passkeys and enrollments where this store keeps them (the page's and the
+    /// CLI's way to them).
+    fn identities(&self) -> &identities::Identities;
 }
 
 /// What [`Store::decide`] asks of the decision: given the pending approval and the receipt
@@ -148,32 +152,4 @@ pub struct BlockedCall<'a> {
     pub agent: &'a str,
     pub environment: &'a str,
     pub decision: &'a Decision,
-}
-
-/// The parts of the state a `database_url` would have to hold for replicas to share
-/// everything; those not yet kept in PostgreSQL.
-pub const NOT_YET_IN_DATABASE: &[&str] = &[
-    "agents and their revocations",
-    "approvers' passkeys, enrollments and their revocations",
-];
-
-/// Refuses a `database_url` while parts of the state are still kept only in one replica's
-/// files: replicas would then share the ledger but not, say, the approvals, and a call
-/// approved on one would be unknown to another. The error names what is missing.
-pub fn check_complete(config: &crate::config::Config) -> Result<(), String> {
-    if config.database_url.is_none() {
-        return Ok(());
-    }
-    if unshared::allowed() {
-        tracing::warn!(
-            "{}=1: serving with a database_url although these parts are still kept in [state] dir, which the replicas must share (tests only): {}",
-            unshared::ESCAPE_HATCH,
-            NOT_YET_IN_DATABASE.join("; ")
-        );
-        return Ok(());
-    }
-    Err(format!(
-        "[state] database_url (or AIRLOCK_DATABASE_URL) is set, but this airlock keeps only the single-use ledger, the audit chain and the approvals in PostgreSQL; these parts are still kept in one replica's files: {}. serve refuses to start rather than share some state and not the rest; remove database_url to run on the files alone (`airlock db migrate` and `airlock audit verify` work with the database)",
-        NOT_YET_IN_DATABASE.join("; ")
-    ))
 }

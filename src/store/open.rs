@@ -37,7 +37,9 @@ pub async fn open(config: Arc<Config>, opener: Opener) -> Result<Arc<dyn Store>,
         Opener::Command => {
             let pool = postgres::pool(&url)?;
             postgres::check_schema(&pool).await?;
-            super::unshared::wrap(Arc::new(PgStore::new(pool)), config)
+            Ok(Arc::new(
+                PgStore::new(pool).with_approvers(config.approvers.clone()),
+            ))
         }
     }
 }
@@ -52,9 +54,12 @@ pub async fn for_serve(
     };
     // Made without reaching the database: `serve` starts while it is down, the schema is
     // migrated at first contact and audit records wait in the spool.
-    let store = Arc::new(PgStore::open(&url, &config.state_dir)?.listen(&url)?);
-    let shared = super::unshared::wrap(Arc::clone(&store) as Arc<dyn Store>, config)?;
-    Ok((shared, Some(store)))
+    let store = Arc::new(
+        PgStore::open(&url, &config.state_dir)?
+            .with_approvers(config.approvers.clone())
+            .listen(&url)?,
+    );
+    Ok((Arc::clone(&store) as Arc<dyn Store>, Some(store)))
 }
 
 /// A command's runtime and store: the command runs its steps with `runtime.block_on`.

@@ -11,9 +11,8 @@ boto3 clients through moto with signature checking.
   uses); the rest get the AWS-shaped refusal with a link to approve again.
 - `airlock audit verify` passes over the one chain the three replicas wrote.
 
-Meanwhile agents, approvers' passkeys and airlock's own key are still kept in `[state] dir`, so
-the replicas share that directory and `serve` runs with AIRLOCK_TEST_UNSHARED_OK=1; the replicas
-share nothing else."""
+The replicas share nothing but the database: each has its own `[state] dir` (its audit spool
+and its countersigning key); the agent added through replica 1's CLI is known to all three."""
 
 from __future__ import annotations
 
@@ -44,20 +43,17 @@ class Team:
 
     def __init__(self, root: Path, moto: Moto, database_url: str, *, hold_seconds: int, uses: int):
         self.database_url = database_url
-        state = root / "shared-state"
         self.replicas: list[GatedAirlock] = []
         for n in range(1, REPLICAS + 1):
             replica = GatedAirlock(root / f"replica-{n}", moto)
             replica.home.mkdir(parents=True)
             replica.init("enforce")
             configure(replica.config, {
-                ("state", "dir"): str(state),
                 ("state", "database_url"): database_url,
                 ("approval", "hold_seconds"): hold_seconds,
                 ("approval", "uses"): uses,
                 ("notify", "desktop"): False,
             })
-            replica.cli("init")  # the shared state dir, made as airlock makes it
             self.replicas.append(replica)
         self.key = keygen(self.replicas[0], "alice", root / "keys")
         for replica in self.replicas:
@@ -95,8 +91,8 @@ class Team:
 
 @pytest.fixture
 def team_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every airlock process started from here (serve and the CLI) inherits it.
-    monkeypatch.setenv("AIRLOCK_TEST_UNSHARED_OK", "1")
+    # Every airlock process started from here (serve and the CLI) inherits the environment:
+    # the replicas' database is the one their configs name.
     monkeypatch.delenv("AIRLOCK_DATABASE_URL", raising=False)
 
 

@@ -39,14 +39,13 @@
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
 //!
-//! Not yet here (see [`super::NOT_YET_IN_DATABASE`]): agents, passkeys, enrollments and
-//! revocations. The revocation lookups fail closed with an error saying so; `serve` does
-//! not start with a database until they are in it.
+//! - **Agents, passkeys, enrollment links and the replicas' own keys** are in
+//!   [`identities`]; the revocation lookups read them.
 
 use super::waiters::Waiters;
-pub mod spool;
-
+pub mod identities;
 pub mod plans;
+pub mod spool;
 
 use super::{BlockedCall, SignStep, Store};
 use crate::audit::{AuditError, Fields, Position, Verified};
@@ -110,6 +109,8 @@ const MIGRATIONS: &[&str] = &[
     // 4: submitted Terraform plans (`plans.rs`). Self-contained: it needs no table of a
     // later migration, so migrations can be renumbered around it.
     plans::MIGRATION,
+    // 5: agents, passkeys, enrollment links, the replicas' own keys (`identities.rs`).
+    identities::MIGRATION,
 ];
 
 /// The channel a decided approval's id is announced on (`NOTIFY`, sent at commit).
@@ -328,6 +329,11 @@ pub struct PgStore {
     waiters: Arc<Waiters>,
     /// The task that listens for other replicas' decisions, ended with the store.
     listener: Option<tokio::task::AbortHandle>,
+    /// Agents, passkeys, enrollments and the replicas' keys.
+    identities: super::identities::Identities,
+    /// The config's `[[approver]]` keys ([`Self::with_approvers`]); `None`: receipts are
+    /// refused (fail closed) rather than checked without them.
+    approvers: Option<Vec<crate::receipt::ApproverPublic>>,
 }
 
 impl Drop for PgStore {
@@ -431,7 +437,7 @@ async fn receipt_in(
 /// Listens on `channel` until the connection ends. `heard` is called with `None` once the
 /// `LISTEN` is in place (whatever was announced while nobody listened is to be looked at
 /// now), and with each notification's payload (for approvals, the decided approval's id;
-/// for plans, the changed plan's).
+/// for plans, the changed plan's; for agents, nothing the follower reads).
 async fn listen_once(
     config: &tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
@@ -462,11 +468,6 @@ async fn listen_once(
     }
 }
 
-/// The parts of [`Store`] not yet kept in PostgreSQL fail closed with this.
-fn not_in_database(what: &str) -> String {
-    format!("{what} are not kept in PostgreSQL yet (see `airlock db`); refusing (fail closed)")
-}
-
 impl PgStore {
     /// A store over `pool`, whose schema the caller has migrated or checked.
     /// Held calls learn of decisions made elsewhere only by polling until [`Self::listen`].
@@ -474,13 +475,17 @@ impl PgStore {
     /// `serve` uses [`Self::open`].
     pub fn new(pool: Pool) -> PgStore {
         PgStore {
-            pool,
             ready: Arc::new(AtomicBool::new(true)),
             audit_failing: Arc::new(AtomicBool::new(false)),
             spool: None,
             keeper: None,
             waiters: Arc::new(Waiters::default()),
             listener: None,
+            identities: super::identities::Identities::Postgres(identities::PgIdentities::new(
+                pool.clone(),
+            )),
+            pool,
+            approvers: None,
         }
     }
 
@@ -518,6 +523,13 @@ impl PgStore {
             return Err(NOT_READY.into());
         }
         self.pool.get().await.map_err(db_error)
+    }
+
+    /// The config's `[[approver]]` keys, trusted beside the passkeys and replicas' keys kept
+    /// in the database.
+    pub fn with_approvers(mut self, approvers: Vec<crate::receipt::ApproverPublic>) -> PgStore {
+        self.approvers = Some(approvers);
+        self
     }
 
     /// Listens on a connection of its own for approvals decided by any replica, so a held
@@ -1212,11 +1224,20 @@ impl Store for PgStore {
     }
 
     fn trusted_keys(&self) -> BoxFuture<'_, Result<TrustedKeys, String>> {
-        Box::pin(async { Err(not_in_database("passkeys and approver revocations")) })
+        Box::pin(async move {
+            let approvers = self.approvers.as_deref().ok_or(
+                "the store was opened without the config's approvers: refusing receipts (fail closed)",
+            )?;
+            self.identities.trusted_keys(approvers).await
+        })
     }
 
-    fn agent_revoked<'a>(&'a self, _access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async { Err(not_in_database("agents and their revocations")) })
+    fn agent_revoked<'a>(&'a self, access_key_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(self.identities.agent_revoked(access_key_id))
+    }
+
+    fn identities(&self) -> &super::identities::Identities {
+        &self.identities
     }
 }
 
