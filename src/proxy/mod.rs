@@ -23,6 +23,8 @@ pub mod authenticate;
 pub mod body;
 pub mod caller;
 pub mod changeset;
+#[cfg(test)]
+mod cost_tests;
 pub mod decide;
 pub mod error;
 pub mod forward;
