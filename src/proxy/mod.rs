@@ -142,7 +142,8 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
     let request_id = request_id::RequestId::new();
     let shape = Shape::of(req.headers(), req.uri().query());
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // For the log line: a view of the request's own bytes, not a copy of the path.
+    let uri = req.uri().clone();
     let mut trace = outcome::Trace::default();
 
     // The metrics' `class` label, once decided.
@@ -231,7 +232,7 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         request_id,
         shape: &shape,
         method: &method,
-        path: &path,
+        path: uri.path(),
         latency_ms: started.elapsed().as_millis() as u64,
     };
     let (response, record) = outcome::conclude(result, trace, &facts);
