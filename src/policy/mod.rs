@@ -348,8 +348,8 @@ impl Policy {
             &[][..]
         };
         let keys = ResourceKeys::default();
-        let mut matching: Vec<&Rule> = shortlist
-            .config
+        let candidates = shortlist.config_candidates(&self.rules, call, &keys);
+        let mut matching: Vec<&Rule> = candidates
             .iter()
             .filter_map(|&i| self.rules.get(i))
             .filter(|r| r.matches_what_it_acts_on(call, &keys))

@@ -9,6 +9,10 @@
 //! the rules that name its action (most rules, and all but a few of the catalogue's, do
 //! not).
 //!
+//! A long shortlist (many rules on one action, each for its own resources) also keeps its
+//! rules by the literal start of their resource globs ([`ResourceIndex`]), so a call is
+//! tested only against the rules whose resources could match it.
+//!
 //! What is kept is never a decision: resources, parameters and checks are tested on every
 //! call, so two calls that could be decided differently (the same operation on another
 //! resource, with another parameter) share a shortlist and are still decided apart.
@@ -24,22 +28,87 @@
 
 use super::{builtin, Decision, Policy};
 use crate::identify::AwsCall;
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Shortlists kept at most: far more than one airlock's agents × actions in use.
 pub const MAX_SHORTLISTS: usize = 4096;
 
 /// The positions of the rules whose action, environment and agent globs match one
 /// (action, agent, environment), in rule order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Shortlist {
     /// Indices into `Policy::rules`.
     pub(super) config: Vec<usize>,
     /// Indices into the catalogue (`builtin::rules()`), empty when it is off.
     pub(super) catalogue: Vec<usize>,
+    /// A long `config` list's rules by the literal start of their resource globs, made on
+    /// first use.
+    by_resource: OnceLock<ResourceIndex>,
+}
+
+/// Config rules on a shortlist at least this long are looked up by their resources'
+/// literal start ([`ResourceIndex`]) rather than each tested.
+const INDEX_FROM: usize = 16;
+
+/// A shortlist's config rules by what their resource globs start with. A glob can match a
+/// text only if the text starts with the glob's characters before its first wildcard (`*`
+/// or `?`; resources compare case-sensitively), so a rule none of whose globs' literal
+/// starts begins one of a call's resource texts (its `member=value`s and ARNs) cannot match
+/// the call, and is not tested. A rule with a glob that starts with a wildcard (`*`) is
+/// always tested. Only rules that cannot match are left out: the rest are tested in full.
+#[derive(Debug, Clone, Default)]
+struct ResourceIndex {
+    /// Rules with a glob that starts with a wildcard.
+    always: Vec<usize>,
+    /// Literal start → the rules with a glob that starts so.
+    by_start: HashMap<String, Vec<usize>>,
+    /// The lengths of the literal starts, shortest first.
+    lengths: Vec<usize>,
+}
+
+impl ResourceIndex {
+    fn of(rules: &[super::Rule], positions: &[usize]) -> ResourceIndex {
+        let mut index = ResourceIndex::default();
+        for &i in positions {
+            let Some(rule) = rules.get(i) else { continue };
+            for glob in &rule.resources {
+                let start = &glob[..glob.find(['*', '?']).unwrap_or(glob.len())];
+                if start.is_empty() {
+                    index.always.push(i);
+                } else {
+                    index.by_start.entry(start.to_string()).or_default().push(i);
+                }
+            }
+        }
+        index.lengths = index.by_start.keys().map(String::len).collect();
+        index.lengths.sort_unstable();
+        index.lengths.dedup();
+        index
+    }
+
+    /// The rules that may match a call whose resource texts are `texts`, in rule order.
+    fn candidates<'t>(&self, texts: impl Iterator<Item = &'t str>) -> Vec<usize> {
+        let mut found = self.always.clone();
+        for text in texts {
+            for &len in &self.lengths {
+                let Some(start) = text.get(..len) else {
+                    // Longer than the text, or not at a character boundary (then no literal
+                    // start of that length begins it).
+                    continue;
+                };
+                if let Some(rules) = self.by_start.get(start) {
+                    found.extend_from_slice(rules);
+                }
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
 }
 
 impl Shortlist {
@@ -60,7 +129,32 @@ impl Shortlist {
             } else {
                 Vec::new()
             },
+            by_resource: OnceLock::new(),
         }
+    }
+
+    /// The config rules of the list that may match `call` (whose `member=value`s are
+    /// `keys`), in rule order: all of them for a short list, else those the
+    /// [`ResourceIndex`] does not rule out by the call's resource texts (its `member=value`s
+    /// and ARNs).
+    pub(super) fn config_candidates(
+        &self,
+        rules: &[super::Rule],
+        call: &AwsCall,
+        keys: &super::ResourceKeys,
+    ) -> Cow<'_, [usize]> {
+        if self.config.len() < INDEX_FROM {
+            return Cow::Borrowed(&self.config);
+        }
+        let index = self
+            .by_resource
+            .get_or_init(|| ResourceIndex::of(rules, &self.config));
+        let texts = keys
+            .get(call)
+            .iter()
+            .map(String::as_str)
+            .chain(call.resources.iter().filter_map(|r| r.arn.as_deref()));
+        Cow::Owned(index.candidates(texts))
     }
 }
 
@@ -411,6 +505,100 @@ mod tests {
         for c in calls() {
             small.decide(&c, "claude", "prod");
             assert!(small.len() <= 3);
+        }
+    }
+
+    /// Many rules on one action, with every kind of resource glob: the index leaves out no
+    /// rule that matches, and the decision is the one a plain walk of every rule makes.
+    #[test]
+    fn the_resource_index_leaves_out_only_rules_that_cannot_match() {
+        let globs = [
+            "arn:aws:s3:::data/*",
+            "arn:aws:s3:::data/secret/*",
+            "arn:aws:s3:::dat?/*",
+            "arn:aws:s3:::data",
+            "*/secret/*",
+            "*",
+            "Bucket=data",
+            "Bucket=d*",
+            "Key=secret/*",
+            "arn:aws:s3:::dätä/*",
+            "arn:aws:s3:::other-*",
+            "arn:aws:s3:::DATA/*",
+            "arn:aws:s3:::data/secret/key.txt",
+            "?rn:aws:s3:::data/*",
+        ];
+        let mut text = String::new();
+        for (i, glob) in globs.iter().enumerate() {
+            for effect in ["allow", "require_receipt", "deny"] {
+                text.push_str(&format!(
+                    "[[rule]]\nname = \"r{i}-{effect}\"\neffect = \"{effect}\"\nactions = [\"s3:GetObject\"]\nresources = [\"{glob}\"]\n"
+                ));
+            }
+        }
+        // Two globs on one rule, and a rule with none (it never matches).
+        text.push_str("[[rule]]\nname = \"two\"\neffect = \"deny\"\nactions = [\"s3:GetObject\"]\nresources = [\"arn:aws:s3:::x/*\", \"Key=y\"]\n");
+        text.push_str("[[rule]]\nname = \"none\"\neffect = \"deny\"\nactions = [\"s3:GetObject\"]\nresources = []\n");
+        let rules = rules(&text);
+        assert_eq!(rules.len(), globs.len() * 3 + 2, "the rules parse");
+        let policy = Policy {
+            mode: Mode::Enforce,
+            rules,
+            builtin: false,
+            irreversible_quorum: 1,
+        };
+        let shortlist = Shortlist::of(&policy, "s3:GetObject", "claude", "prod");
+        assert!(shortlist.config.len() >= INDEX_FROM, "the index is used");
+        let mut calls = vec![
+            get("data", "secret/key.txt"),
+            get("data", "public.txt"),
+            get("dätä", "x"),
+            get("DATA", "x"),
+            get("other-1", "secret/a"),
+            get("x", "y"),
+            get("dat", "z"),
+            call("s3", "GetObject", &[], None),
+        ];
+        // A resource without an ARN, and one with two resources.
+        calls.push(call("s3", "GetObject", &[], Some(("Bucket", "data", ""))));
+        let mut two = get("data", "k");
+        two.resources.push(Resource {
+            member: "Key".into(),
+            value: "y".into(),
+            arn: None,
+        });
+        calls.push(two);
+        for c in &calls {
+            let keys = super::super::ResourceKeys::default();
+            let candidates = shortlist.config_candidates(&policy.rules, c, &keys);
+            let matching: Vec<usize> = (0..policy.rules.len())
+                .filter(|&i| policy.rules[i].matches(c, "claude", "prod"))
+                .collect();
+            for i in &matching {
+                assert!(
+                    candidates.contains(i),
+                    "rule {} matches {:?} but was left out",
+                    policy.rules[*i].name,
+                    c.resources
+                );
+            }
+            let decision = policy.decide(c, "claude", "prod");
+            let strongest = matching.iter().map(|&i| policy.rules[i].effect).max();
+            let first = strongest.and_then(|e| {
+                matching
+                    .iter()
+                    .map(|&i| &policy.rules[i])
+                    .find(|r| r.effect == e)
+            });
+            assert_eq!(
+                (decision.effect(), decision.rule()),
+                (
+                    strongest.unwrap_or(Effect::Allow),
+                    first.map_or("default", |r| r.name.as_str())
+                ),
+                "{:?}",
+                c.resources
+            );
         }
     }
 }
