@@ -46,8 +46,8 @@ pub struct Shortlist {
     /// Indices into the catalogue (`builtin::rules()`), empty when it is off.
     pub(super) catalogue: Vec<usize>,
     /// A long `config` list's rules by the literal start of their resource globs, made on
-    /// first use.
-    by_resource: OnceLock<ResourceIndex>,
+    /// first use; only for a kept shortlist (one made for a single call is used once).
+    by_resource: Option<OnceLock<ResourceIndex>>,
 }
 
 /// Config rules on a shortlist at least this long are looked up by their resources'
@@ -129,7 +129,15 @@ impl Shortlist {
             } else {
                 Vec::new()
             },
-            by_resource: OnceLock::new(),
+            by_resource: None,
+        }
+    }
+
+    /// [`Shortlist::of`], to be kept: a long one is indexed by resource on first use.
+    fn kept(policy: &Policy, action: &str, agent: &str, environment: &str) -> Shortlist {
+        Shortlist {
+            by_resource: Some(OnceLock::new()),
+            ..Shortlist::of(policy, action, agent, environment)
         }
     }
 
@@ -143,12 +151,13 @@ impl Shortlist {
         call: &AwsCall,
         keys: &super::ResourceKeys,
     ) -> Cow<'_, [usize]> {
+        let Some(by_resource) = self.by_resource.as_ref() else {
+            return Cow::Borrowed(&self.config);
+        };
         if self.config.len() < INDEX_FROM {
             return Cow::Borrowed(&self.config);
         }
-        let index = self
-            .by_resource
-            .get_or_init(|| ResourceIndex::of(rules, &self.config));
+        let index = by_resource.get_or_init(|| ResourceIndex::of(rules, &self.config));
         let texts = keys
             .get(call)
             .iter()
@@ -214,7 +223,7 @@ impl<O> Shortlists<O> {
                 return Arc::clone(&e.shortlist);
             }
         }
-        let shortlist = Arc::new(Shortlist::of(self.policy(), action, agent, environment));
+        let shortlist = Arc::new(Shortlist::kept(self.policy(), action, agent, environment));
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.max {
             entries.clear();
@@ -547,8 +556,9 @@ mod tests {
             builtin: false,
             irreversible_quorum: 1,
         };
-        let shortlist = Shortlist::of(&policy, "s3:GetObject", "claude", "prod");
+        let shortlist = Shortlist::kept(&policy, "s3:GetObject", "claude", "prod");
         assert!(shortlist.config.len() >= INDEX_FROM, "the index is used");
+        let kept = Shortlists::new(Arc::new(policy.clone()), |p| p);
         let mut calls = vec![
             get("data", "secret/key.txt"),
             get("data", "public.txt"),
@@ -582,7 +592,8 @@ mod tests {
                     c.resources
                 );
             }
-            let decision = policy.decide(c, "claude", "prod");
+            let decision = kept.decide(c, "claude", "prod");
+            assert_eq!(decision, policy.decide(c, "claude", "prod"));
             let strongest = matching.iter().map(|&i| policy.rules[i].effect).max();
             let first = strongest.and_then(|e| {
                 matching
