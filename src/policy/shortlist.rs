@@ -68,6 +68,10 @@ struct ResourceIndex {
     by_start: HashMap<String, Vec<usize>>,
     /// The lengths of the literal starts, shortest first.
     lengths: Vec<usize>,
+    /// Whether looking up leaves out enough to pay: not when the rules that are always
+    /// tested and the largest group of one start are half the list or more (many rules
+    /// whose globs start `arn:aws:s3:` and no more, say).
+    selective: bool,
 }
 
 impl ResourceIndex {
@@ -87,6 +91,8 @@ impl ResourceIndex {
         index.lengths = index.by_start.keys().map(String::len).collect();
         index.lengths.sort_unstable();
         index.lengths.dedup();
+        let largest = index.by_start.values().map(Vec::len).max().unwrap_or(0);
+        index.selective = 2 * (index.always.len() + largest) < positions.len();
         index
     }
 
@@ -158,6 +164,9 @@ impl Shortlist {
             return Cow::Borrowed(&self.config);
         }
         let index = by_resource.get_or_init(|| ResourceIndex::of(rules, &self.config));
+        if !index.selective {
+            return Cow::Borrowed(&self.config);
+        }
         let texts = keys
             .get(call)
             .iter()
@@ -584,6 +593,14 @@ mod tests {
             let matching: Vec<usize> = (0..policy.rules.len())
                 .filter(|&i| policy.rules[i].matches(c, "claude", "prod"))
                 .collect();
+            assert!(
+                shortlist
+                    .by_resource
+                    .as_ref()
+                    .and_then(OnceLock::get)
+                    .is_some_and(|index| index.selective),
+                "the index is used"
+            );
             for i in &matching {
                 assert!(
                     candidates.contains(i),
