@@ -18,7 +18,8 @@
 //! resource, with another parameter) share a shortlist and are still decided apart.
 //!
 //! - Keyed by all three names, compared in full on every hit (the hash only finds the entry).
-//! - Bounded: at most [`MAX_SHORTLISTS`] entries; past that the cache starts over. The names
+//! - Bounded: at most [`MAX_SHORTLISTS`] entries; past that the cache starts over. Names
+//!   with the same rules share one list (and its index). The names
 //!   are not the agent's to choose at will anyway: actions come from AWS's model (an
 //!   unidentified call never gets here), agents from the registry, environments from the
 //!   config.
@@ -189,8 +190,18 @@ pub struct Shortlists<O> {
     owner: Arc<O>,
     policy_of: fn(&O) -> &Policy,
     hasher: RandomState,
-    entries: RwLock<HashMap<u64, Entry>>,
+    entries: RwLock<Entries>,
     max: usize,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// By the hash of (action, agent, environment).
+    by_names: HashMap<u64, Entry>,
+    /// Each distinct shortlist once, by the hash of its rule positions: names with the same
+    /// rules (every agent a rule does not single out) share one list, and its index, so the
+    /// memory kept grows with the distinct lists, not with agents × actions.
+    distinct: HashMap<u64, Vec<Arc<Shortlist>>>,
 }
 
 impl<O> Shortlists<O> {
@@ -204,7 +215,7 @@ impl<O> Shortlists<O> {
             owner,
             policy_of,
             hasher: RandomState::new(),
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::default()),
             max: max.max(1),
         }
     }
@@ -226,18 +237,32 @@ impl<O> Shortlists<O> {
         let hash = self.hasher.hash_one((action, agent, environment));
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = entries.get(&hash).filter(|e| {
+            if let Some(e) = entries.by_names.get(&hash).filter(|e| {
                 *e.action == *action && *e.agent == *agent && *e.environment == *environment
             }) {
                 return Arc::clone(&e.shortlist);
             }
         }
-        let shortlist = Arc::new(Shortlist::kept(self.policy(), action, agent, environment));
+        let made = Shortlist::kept(self.policy(), action, agent, environment);
+        let same_rules = self.hasher.hash_one((&made.config, &made.catalogue));
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.max {
-            entries.clear();
+        if entries.by_names.len() >= self.max {
+            entries.by_names.clear();
+            entries.distinct.clear();
         }
-        entries.insert(
+        let alike = entries.distinct.entry(same_rules).or_default();
+        let shortlist = match alike
+            .iter()
+            .find(|s| s.config == made.config && s.catalogue == made.catalogue)
+        {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let new = Arc::new(made);
+                alike.push(Arc::clone(&new));
+                new
+            }
+        };
+        entries.by_names.insert(
             hash,
             Entry {
                 action: action.into(),
@@ -251,7 +276,11 @@ impl<O> Shortlists<O> {
 
     /// Shortlists kept now.
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_names
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -489,6 +518,16 @@ mod tests {
             );
         }
         assert_eq!(decisions.len(), 4);
+        // Agents no rule singles out share one list.
+        let (a, b) = (
+            decisions.get("s3:PutObject", "claude", "prod"),
+            decisions.get("s3:PutObject", "someone-else", "prod"),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &decisions.get("s3:PutObject", "ci-1", "staging")
+        ));
     }
 
     /// Every call, agent and environment, twice over (cold, then from the cache), and once
