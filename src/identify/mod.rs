@@ -45,8 +45,9 @@ pub use call::{AwsCall, Resource};
 pub use s3::{s3_needs_body, virtual_host_bucket};
 
 use crate::aws::model::{model, Service};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A verified request, as identification sees it.
 pub struct Request<'a> {
@@ -111,15 +112,7 @@ impl std::error::Error for IdentifyError {}
 /// request that matches no operation of its service, or more than one, is an error.
 pub fn identify(req: &Request<'_>) -> Result<AwsCall, IdentifyError> {
     let family = family_name(req.signing_name);
-    let services: Vec<Candidate> = model()
-        .services
-        .iter()
-        .filter(|(_, s)| s.signing_name == family)
-        .map(|(name, service)| Candidate {
-            name: name.as_str(),
-            service,
-        })
-        .collect();
+    let services = family_services(family);
     if services.is_empty() {
         return Err(IdentifyError::invalid(format!(
             "airlock does not know the AWS service that signs as {:?}",
@@ -147,9 +140,9 @@ pub fn identify(req: &Request<'_>) -> Result<AwsCall, IdentifyError> {
                 "the request carries both smithy-protocol and X-Amz-Target",
             ))
         }
-        (Some(protocol), None) => rpc::identify_cbor(req, &services, protocol)?,
-        (None, Some(target)) => rpc::identify_json(req, &services, target)?,
-        (None, None) => identify_plain(req, &services)?,
+        (Some(protocol), None) => rpc::identify_cbor(req, services, protocol)?,
+        (None, Some(target)) => rpc::identify_json(req, services, target)?,
+        (None, None) => identify_plain(req, services)?,
     };
     Ok(found.into_call(req))
 }
@@ -196,6 +189,29 @@ fn identify_plain(req: &Request<'_>, services: &[Candidate]) -> Result<Found, Id
             }
         }
     }
+}
+
+/// The services of the model that sign as `family`, in the model's order: found once per
+/// process (every call used to look through every service of the model).
+fn family_services(family: &str) -> &'static [Candidate] {
+    static BY_FAMILY: OnceLock<HashMap<&'static str, Vec<Candidate>>> = OnceLock::new();
+    BY_FAMILY
+        .get_or_init(|| {
+            let mut by_family: HashMap<&'static str, Vec<Candidate>> = HashMap::new();
+            for (name, service) in &model().services {
+                by_family
+                    .entry(service.signing_name.as_str())
+                    .or_default()
+                    .push(Candidate {
+                        name: name.as_str(),
+                        service,
+                    });
+            }
+            by_family
+        })
+        .get(family)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// The family a signing name belongs to: S3 Express (`s3express`) and S3 Object Lambda

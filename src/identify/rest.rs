@@ -30,7 +30,7 @@ use super::{pick_same_call, s3, single_header, Candidate, Found, IdentifyError, 
 use crate::aws::model::{model, Operation};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -50,33 +50,35 @@ struct Route {
 
 /// A REST service's routes, parsed on first use (once per service, kept for the life of
 /// the process): most services are never called, and parsing them all costs tens of MiB.
+/// Read without a lock once parsed (each service's slot is its own `OnceLock`).
 fn routes(service: &str) -> &'static [Route] {
-    static ROUTES: OnceLock<Mutex<HashMap<&'static str, &'static [Route]>>> = OnceLock::new();
-    let mut cache = ROUTES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(r) = cache.get(service) {
-        return r;
-    }
-    let Some((name, svc)) = model().services.get_key_value(service) else {
+    static ROUTES: OnceLock<HashMap<&'static str, OnceLock<&'static [Route]>>> = OnceLock::new();
+    let slots = ROUTES.get_or_init(|| {
+        model()
+            .services
+            .iter()
+            .filter(|(_, svc)| {
+                svc.protocols
+                    .iter()
+                    .any(|p| p == "rest-json" || p == "rest-xml")
+            })
+            .map(|(name, _)| (name.as_str(), OnceLock::new()))
+            .collect()
+    });
+    let Some(slot) = slots.get(service) else {
         return &[];
     };
-    if !svc
-        .protocols
-        .iter()
-        .any(|p| p == "rest-json" || p == "rest-xml")
-    {
-        return &[];
-    }
-    let parsed: Vec<Route> = svc
-        .operations()
-        .iter()
-        .map(|(operation, op)| parse_route(operation, op))
-        .collect();
-    let leaked: &'static [Route] = Box::leak(parsed.into_boxed_slice());
-    cache.insert(name.as_str(), leaked);
-    leaked
+    slot.get_or_init(|| {
+        let Some(svc) = model().services.get(service) else {
+            return &[];
+        };
+        let parsed: Vec<Route> = svc
+            .operations()
+            .iter()
+            .map(|(operation, op)| parse_route(operation, op))
+            .collect();
+        Box::leak(parsed.into_boxed_slice())
+    })
 }
 
 fn parse_route(operation: &'static str, op: &'static Operation) -> Route {
@@ -203,9 +205,8 @@ fn fitting<'r>(
             if slash_toggled && matches!(route.segments.last(), Some(Seg::Greedy(_))) {
                 continue;
             }
-            let Some(labels) = match_path(&route.segments, raw, decoded)? else {
-                continue;
-            };
+            // The query and header tests first: they allocate nothing, and rule out most
+            // of the routes whose path fits (S3's `/{Bucket}/{Key+}?acl`, `?tagging`, ...).
             if !route.query.iter().all(|(k, v)| {
                 req.query
                     .iter()
@@ -228,6 +229,9 @@ fn fitting<'r>(
             {
                 continue;
             }
+            let Some(labels) = match_path(&route.segments, raw, decoded)? else {
+                continue;
+            };
             let kinds: Vec<u8> = route
                 .segments
                 .iter()

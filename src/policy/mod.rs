@@ -16,12 +16,14 @@ pub mod builtin;
 pub mod changeset;
 pub mod checks;
 pub mod glob;
+pub mod shortlist;
 
 use crate::identify::AwsCall;
 pub use crate::receipt::Quorum;
 pub use builtin::DESTRUCTIVE_VERBS;
 use glob::glob_match;
 use serde::{Deserialize, Serialize};
+use shortlist::Shortlist;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
@@ -194,16 +196,16 @@ fn quorum_of(matching: &[&Rule], irreversible_quorum: u32) -> Quorum {
 }
 
 impl Rule {
+    /// The cheap, selective tests first (most rules fail on the action).
     pub fn matches(&self, call: &AwsCall, agent: &str, environment: &str) -> bool {
-        self.matches_action(call, &call.action(), agent, environment)
+        self.matches_who_and_what(&call.action(), agent, environment)
+            && self.matches_what_it_acts_on(call, &ResourceKeys::default())
     }
 
-    /// [`Rule::matches`] with the call's `service:Operation` already formatted; the
-    /// cheap, selective tests first (most rules fail on the action).
-    fn matches_action(&self, call: &AwsCall, action: &str, agent: &str, environment: &str) -> bool {
-        self.matches_who_and_what(action, agent, environment)
-            && self.matches_resources(call)
-            && self.matches_parameters(call)
+    /// The tests of [`Rule::matches`] beyond the who and what: resources, `when` and the
+    /// typed check, which read the call itself (never kept from one call to another).
+    fn matches_what_it_acts_on(&self, call: &AwsCall, keys: &ResourceKeys) -> bool {
+        self.matches_resource_keys(call, keys) && self.matches_parameters(call)
     }
 
     /// The action, environment and agent tests of [`Rule::matches`].
@@ -276,16 +278,37 @@ impl Rule {
 
     /// Any resource glob matches a resource's ARN or its `member=value`.
     fn matches_resources(&self, call: &AwsCall) -> bool {
+        self.matches_resource_keys(call, &ResourceKeys::default())
+    }
+
+    /// [`Rule::matches_resources`] with the call's `member=value` keys already made.
+    fn matches_resource_keys(&self, call: &AwsCall, keys: &ResourceKeys) -> bool {
         self.resources.iter().any(|g| g == "*")
-            || call.resources.iter().any(|r| {
-                let key = format!("{}={}", r.member, r.value);
+            || call.resources.iter().zip(keys.get(call)).any(|(r, key)| {
                 self.resources.iter().any(|g| {
-                    glob_match(g, &key, false)
+                    glob_match(g, key, false)
                         || r.arn
                             .as_deref()
                             .is_some_and(|arn| glob_match(g, arn, false))
                 })
             })
+    }
+}
+
+/// The `member=value` of each of a call's resources, made once per decision (on first use)
+/// rather than once per rule.
+#[derive(Default)]
+struct ResourceKeys(std::cell::OnceCell<Vec<String>>);
+
+impl ResourceKeys {
+    /// The keys, in the order of `call.resources` (always the one call they are made for).
+    fn get(&self, call: &AwsCall) -> &[String] {
+        self.0.get_or_init(|| {
+            call.resources
+                .iter()
+                .map(|r| format!("{}={}", r.member, r.value))
+                .collect()
+        })
     }
 }
 
@@ -312,26 +335,40 @@ impl Policy {
     /// matching config rule overrides); the strongest effect wins, and among equals the
     /// first.
     pub fn decide(&self, call: &AwsCall, agent: &str, environment: &str) -> Decision {
+        let shortlist = Shortlist::of(self, &call.action(), agent, environment);
+        self.decide_among(call, &shortlist)
+    }
+
+    /// [`Policy::decide`] over the rules of `shortlist`: those of this policy whose action,
+    /// environment and agent match the call's ([`shortlist`]).
+    fn decide_among(&self, call: &AwsCall, shortlist: &Shortlist) -> Decision {
         let catalogue = if self.builtin {
             builtin::rules()
         } else {
             &[][..]
         };
-        let action = call.action();
-        let mut matching: Vec<&Rule> = self
-            .rules
+        let keys = ResourceKeys::default();
+        let candidates = shortlist.config_candidates(&self.rules, call, &keys);
+        let mut matching: Vec<&Rule> = candidates
             .iter()
-            .filter(|r| r.matches_action(call, &action, agent, environment))
+            .filter_map(|&i| self.rules.get(i))
+            .filter(|r| r.matches_what_it_acts_on(call, &keys))
             .collect();
         let overriding: Vec<&Rule> = matching
             .iter()
             .filter(|r| !r.overrides.is_empty())
             .copied()
             .collect();
-        matching.extend(catalogue.iter().filter(|r| {
-            r.matches_action(call, &action, agent, environment)
-                && !overriding.iter().any(|o| o.overrides_rule(r))
-        }));
+        matching.extend(
+            shortlist
+                .catalogue
+                .iter()
+                .filter_map(|&i| catalogue.get(i))
+                .filter(|r| {
+                    r.matches_what_it_acts_on(call, &keys)
+                        && !overriding.iter().any(|o| o.overrides_rule(r))
+                }),
+        );
         let mut irreversible_reasons: Vec<String> = matching
             .iter()
             .filter(|r| r.irreversible && r.effect != Effect::Allow)

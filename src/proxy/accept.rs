@@ -417,7 +417,7 @@ fn over_capacity<B>(
     tracing::warn!(%peer, method = %req.method(), path = %req.uri().path(), code = error.code, max_connections = max, "over the connection cap; answered 503");
     let mut response = error.into_response(
         &shape,
-        &super::request_id(),
+        super::request_id::RequestId::new().as_str(),
         req.method() == http::Method::HEAD,
     );
     if req.version() <= http::Version::HTTP_11 {

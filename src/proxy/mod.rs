@@ -23,6 +23,8 @@ pub mod authenticate;
 pub mod body;
 pub mod caller;
 pub mod changeset;
+#[cfg(test)]
+mod cost_tests;
 pub mod decide;
 pub mod error;
 pub mod forward;
@@ -31,6 +33,7 @@ pub mod outcome;
 pub mod own;
 pub mod plan;
 pub mod redeem;
+pub mod request_id;
 pub mod resign;
 
 use crate::config::Config;
@@ -63,6 +66,9 @@ pub struct Proxy {
     keys: KeyCache,
     /// Sessions in the `[[account]]`s agents are bound to.
     sessions: assume::Sessions,
+    /// The config's policy, deciding with the rules that can match each (action, agent,
+    /// environment) kept (`policy::shortlist`).
+    policy: crate::policy::shortlist::Shortlists<Config>,
 }
 
 impl Proxy {
@@ -75,7 +81,6 @@ impl Proxy {
         let config = Arc::new(config);
         let gate = Arc::new(Gate::open(Arc::clone(&config)).await?);
         Ok(Arc::new(Proxy {
-            config,
             gate,
             agents,
             credentials,
@@ -84,6 +89,8 @@ impl Proxy {
             account_asked: tokio::sync::Mutex::new(None),
             keys: KeyCache::default(),
             sessions: assume::Sessions::default(),
+            policy: crate::policy::shortlist::Shortlists::new(Arc::clone(&config), |c| &c.policy),
+            config,
         }))
     }
 
@@ -129,19 +136,14 @@ impl Proxy {
     }
 }
 
-fn request_id() -> String {
-    use rand::Rng;
-    let n: u64 = rand::thread_rng().gen();
-    format!("AIRLOCK{n:016X}")
-}
-
 /// One request, start to finish. Never fails: every error is rendered as a response.
 pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Response<ProxyBody> {
     let started = Instant::now();
-    let request_id = request_id();
+    let request_id = request_id::RequestId::new();
     let shape = Shape::of(req.headers(), req.uri().query());
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // For the log line: a view of the request's own bytes, not a copy of the path.
+    let uri = req.uri().clone();
     let mut trace = outcome::Trace::default();
 
     // The metrics' `class` label, once decided.
@@ -227,10 +229,10 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
         outcome::upstream_error(&result),
     );
     let facts = outcome::RequestFacts {
-        request_id: &request_id,
+        request_id,
         shape: &shape,
         method: &method,
-        path: &path,
+        path: uri.path(),
         latency_ms: started.elapsed().as_millis() as u64,
     };
     let (response, record) = outcome::conclude(result, trace, &facts);

@@ -10,6 +10,7 @@
 use super::body::ProxyBody;
 use super::error::{Cause, Origin, ProxyError, Shape};
 use super::forward::Forwarded;
+use super::request_id::RequestId;
 use crate::audit::Fields;
 use crate::identify::AwsCall;
 use serde::Serialize;
@@ -90,7 +91,7 @@ pub struct Trace {
 
 /// The facts of a request known before its path starts.
 pub struct RequestFacts<'a> {
-    pub request_id: &'a str,
+    pub request_id: RequestId,
     pub shape: &'a Shape,
     pub method: &'a http::Method,
     pub path: &'a str,
@@ -104,7 +105,7 @@ pub struct RequestFacts<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallRecord {
     pub event: &'static str,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub agent: Option<String>,
     pub service: Option<String>,
     pub action: Option<String>,
@@ -163,7 +164,10 @@ impl CallRecord {
         let mut record = crate::audit::record(self.event);
         // Never expected; the line still says which call it was and how it ended.
         tracing::error!(request_id = %self.request_id, event = self.event, error = %why, "a call's audit record could not be written in full; keeping its request id, event and code");
-        record.insert("request_id".into(), Value::String(self.request_id));
+        record.insert(
+            "request_id".into(),
+            Value::String(self.request_id.to_string()),
+        );
         if let End::Refused { code, .. } = self.end {
             record.insert("code".into(), Value::String(code.into()));
         }
@@ -232,13 +236,13 @@ pub fn conclude(
                 reason: e.message.clone(),
             };
             let head_only = *method == http::Method::HEAD;
-            (e.into_response(shape, request_id, head_only), end)
+            (e.into_response(shape, request_id.as_str(), head_only), end)
         }
     };
     let (receipt, approver) = trace.receipt.unzip();
     let record = CallRecord {
         event,
-        request_id: request_id.to_string(),
+        request_id,
         service,
         action,
         resources: trace.call.as_ref().map(|c| {
@@ -365,7 +369,7 @@ mod tests {
         let headers = http::HeaderMap::new();
         let shape = Shape::of(&headers, None);
         let facts = RequestFacts {
-            request_id: "AIRLOCK1",
+            request_id: RequestId::from_number(1),
             shape: &shape,
             method: &http::Method::POST,
             path: "/",
@@ -393,7 +397,7 @@ mod tests {
             let (status, r) = audit(answered(200), trace(receipt));
             assert_eq!(status, 200);
             assert_eq!(r["event"], event);
-            assert_eq!(r["request_id"], "AIRLOCK1");
+            assert_eq!(r["request_id"], "AIRLOCK0000000000000001");
             assert_eq!(r["agent"], "agent-a");
             assert_eq!(r["service"], "dynamodb");
             assert_eq!(r["action"], "dynamodb:DeleteTable");

@@ -21,9 +21,10 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use subtle::ConstantTimeEq;
 
-/// Keys cached at most by default: far more than one airlock's agents × regions × services
-/// in a day.
-pub const DEFAULT_MAX_KEYS: usize = 4096;
+/// Keys cached at most by default: more than 10,000 agents' keys for a region and service
+/// each in a day (a few MiB when full). Past it every new key empties the cache, so it must
+/// hold the keys in daily use, or every call derives its key anew.
+pub const DEFAULT_MAX_KEYS: usize = 16_384;
 
 /// Keys cached at most for one access key id: far more regions × services than one agent
 /// uses in a day.
@@ -75,9 +76,16 @@ impl Cached {
 
 /// Signing keys by access key id and scope (see the module docs).
 pub struct KeyCache {
-    /// Entries by access key id: a handful each (one per region and service in use).
-    entries: RwLock<HashMap<String, Vec<Cached>>>,
+    entries: RwLock<Entries>,
     max: usize,
+}
+
+/// Entries by access key id: a handful each (one per region and service in use), and how
+/// many there are in all (kept, so that an insert does not count them).
+#[derive(Default)]
+struct Entries {
+    by_id: HashMap<String, Vec<Cached>>,
+    count: usize,
 }
 
 impl Default for KeyCache {
@@ -90,7 +98,7 @@ impl KeyCache {
     /// A cache of at most `max` keys (at least one).
     pub fn new(max: usize) -> Self {
         KeyCache {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::default()),
             max: max.max(1),
         }
     }
@@ -101,6 +109,7 @@ impl KeyCache {
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             if let Some(hit) = entries
+                .by_id
                 .get(access_key_id)
                 .and_then(|list| list.iter().find(|c| c.matches(secret, scope)))
             {
@@ -113,8 +122,10 @@ impl KeyCache {
             service: scope.service.to_owned(),
         };
         let key = SigningKey::derive(secret, &scope);
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        let list = entries.entry(access_key_id.to_owned()).or_default();
+        let mut guard = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        let entries = &mut *guard;
+        let list = entries.by_id.entry(access_key_id.to_owned()).or_default();
+        let before = list.len();
         // Another secret under the same id (or the same key derived by a concurrent call)
         // replaces what was there for this scope.
         list.retain(|c| c.scope != scope);
@@ -127,35 +138,34 @@ impl KeyCache {
         if list.len() > MAX_KEYS_PER_ID {
             list.remove(0);
         }
-        Self::bound(&mut entries, self.max, &day);
+        entries.count = entries.count + list.len() - before;
+        Self::bound(entries, self.max, &day);
         key
     }
 
     /// Keys cached now.
     pub fn len(&self) -> usize {
-        Self::count(&self.entries.read().unwrap_or_else(|p| p.into_inner()))
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).count
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn count(entries: &HashMap<String, Vec<Cached>>) -> usize {
-        entries.values().map(Vec::len).sum()
-    }
-
     /// Past `max`: the keys of other days than `day` (the key just derived) go first; then
     /// everything.
-    fn bound(entries: &mut HashMap<String, Vec<Cached>>, max: usize, day: &str) {
-        if Self::count(entries) <= max {
+    fn bound(entries: &mut Entries, max: usize, day: &str) {
+        if entries.count <= max {
             return;
         }
-        for list in entries.values_mut() {
+        for list in entries.by_id.values_mut() {
             list.retain(|c| c.scope.date == day);
         }
-        entries.retain(|_, list| !list.is_empty());
-        if Self::count(entries) > max {
-            entries.clear();
+        entries.by_id.retain(|_, list| !list.is_empty());
+        entries.count = entries.by_id.values().map(Vec::len).sum();
+        if entries.count > max {
+            entries.by_id.clear();
+            entries.count = 0;
         }
     }
 }
@@ -222,6 +232,7 @@ mod tests {
         assert_eq!(cache.len(), 2);
         let entries = cache.entries.read().unwrap();
         assert!(entries
+            .by_id
             .values()
             .flatten()
             .all(|c| c.scope.date == "20261206"));
@@ -235,6 +246,11 @@ mod tests {
             let key = cache.key(&format!("AKID{}", i % 7), SECRET, (&s).into());
             assert!(same(key, SigningKey::derive(SECRET, &s)));
             assert!(cache.len() <= 8, "{} keys after {i}", cache.len());
+            // Another secret under the same id and scope replaces the key, not adds one.
+            cache.key(&format!("AKID{}", i % 7), "another secret", (&s).into());
+            let entries = cache.entries.read().unwrap();
+            let held: usize = entries.by_id.values().map(Vec::len).sum();
+            assert_eq!(entries.count, held, "the kept count is the count");
         }
         assert!(!cache.is_empty());
     }
@@ -249,13 +265,13 @@ mod tests {
             cache.key("PROBED", "a guessed secret", (&s).into());
         }
         let entries = cache.entries.read().unwrap();
-        assert_eq!(entries["PROBED"].len(), MAX_KEYS_PER_ID);
+        assert_eq!(entries.by_id["PROBED"].len(), MAX_KEYS_PER_ID);
         // The newest made-up scope is the one kept last.
         assert_eq!(
-            entries["PROBED"].last().unwrap().scope.region,
+            entries.by_id["PROBED"].last().unwrap().scope.region,
             "made-up-999"
         );
-        assert!(same(entries["HONEST"][0].key, kept));
+        assert!(same(entries.by_id["HONEST"][0].key, kept));
     }
 
     #[test]
