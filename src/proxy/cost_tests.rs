@@ -326,7 +326,7 @@ fn cost_agents() {
 
 /// A gate over a state dir holding `n` pending approvals of `AGENT`, each for its own
 /// bucket's deletion.
-fn gate_with_pending(dir: &std::path::Path, n: usize) -> Gate {
+async fn gate_with_pending(dir: &std::path::Path, n: usize) -> Gate {
     let approvals = dir.join("approvals");
     std::fs::create_dir_all(&approvals).expect("approvals dir");
     let decision = policy(Vec::new()).decide(&delete_bucket("b"), AGENT, ENVIRONMENT);
@@ -369,7 +369,7 @@ fn gate_with_pending(dir: &std::path::Path, n: usize) -> Gate {
         dir.display()
     );
     let config = Config::parse(&dir.join("airlock.toml"), &text).expect("config parses");
-    Gate::open(Arc::new(config)).expect("gate opens")
+    Gate::open(Arc::new(config)).await.expect("gate opens")
 }
 
 fn delete_bucket(bucket: &str) -> AwsCall {
@@ -390,13 +390,17 @@ fn delete_bucket(bucket: &str) -> AwsCall {
 
 /// A blocked call's cost (find the open approval for its binding, or open one) and the
 /// approval page's list, with 10 and 10,000 pending approvals.
-#[tokio::test(flavor = "current_thread")]
+#[test]
 #[ignore = "a benchmark: run with --ignored --nocapture"]
-async fn cost_pending_approvals() {
+fn cost_pending_approvals() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     for n in [10usize, 10_000] {
         let dir = tempfile::tempdir().expect("tempdir");
         let started = Instant::now();
-        let gate = gate_with_pending(dir.path(), n);
+        let gate = runtime.block_on(gate_with_pending(dir.path(), n));
         let opened = started.elapsed();
         let decision = policy(Vec::new()).decide(&delete_bucket("b"), AGENT, ENVIRONMENT);
         // What `redeem` does for a call with no approval yet, then for its retries: the plan
@@ -404,12 +408,21 @@ async fn cost_pending_approvals() {
         let blocked = |call: &AwsCall| {
             let binding = Binding::of(call, AGENT, ENVIRONMENT);
             let key = super::redeem::binding_key(&binding);
-            let current = gate.approvals.current(&key).expect("readable");
-            let (a, is_new) = gate
-                .approvals
-                .record_blocked(&key, call, AGENT, ENVIRONMENT, &decision)
-                .expect("recorded");
-            black_box((current, a, is_new));
+            runtime.block_on(async {
+                let current = gate.store.current_approval(&key).await.expect("readable");
+                let (a, is_new) = gate
+                    .store
+                    .find_or_open_pending(crate::store::BlockedCall {
+                        binding_key: &key,
+                        call,
+                        agent: AGENT,
+                        environment: ENVIRONMENT,
+                        decision: &decision,
+                    })
+                    .await
+                    .expect("recorded");
+                black_box((current, a, is_new));
+            });
         };
         let retry = delete_bucket(&format!("bucket-{}", n / 2));
         let plans = |call: &AwsCall| {
@@ -428,7 +441,9 @@ async fn cost_pending_approvals() {
             blocked(&delete_bucket(&format!("new-{fresh}")));
         });
         let t_list = per_call(|| {
-            let all = gate.approvals.list().expect("list");
+            let all = runtime
+                .block_on(gate.store.list_approvals(None))
+                .expect("list");
             let (pending, decided): (Vec<_>, Vec<_>) =
                 all.into_iter().partition(|a| a.status == Status::Pending);
             black_box(crate::approvals::pages::list_page(
