@@ -131,7 +131,8 @@ def postgres_bin_dir() -> Path | None:
 
 class Postgres:
     """A private PostgreSQL cluster in a temporary directory of its own (removed by `stop`), on a
-    free loopback port, trusting local connections from the `airlock` role. PostgreSQL refuses
+    free loopback port, trusting local connections from the `airlock` role (`halt` and `start`
+again make an outage). PostgreSQL refuses
     to run as root, so as root the cluster runs as the `postgres` OS user (Debian's package
     creates it; scripts/test does when it is missing), in a directory directly under the temp
     dir that it owns (pytest's own temp dirs are closed to other users). Missing binaries fail
@@ -163,10 +164,15 @@ class Postgres:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "start")
 
+    def halt(self, *, check: bool = True) -> None:
+        """Stop the server (fast: open connections are cut) and keep its data, as an outage
+        does; `start` brings the same cluster back on the same port."""
+        run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
+             "stop"], dict(os.environ), cwd=Path("/"), timeout=120, check=check)
+
     def stop(self) -> None:
         if self.data.exists():
-            run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
-                 "stop"], dict(os.environ), cwd=Path("/"), timeout=120, check=False)
+            self.halt(check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def create_database(self, name: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from support import (
     REGION, Agent, GatedAirlock, Moto, Postgres, configure, keygen, run, scrubbed_env, unique,
@@ -64,6 +65,19 @@ class Team:
     def start(self) -> None:
         for replica in self.replicas:
             replica.start()
+        # serve migrates the schema at its first contact with the database, in the background:
+        # until then the CLI (`agent add`) refuses an unmigrated database.
+        self.wait_healthy(30)
+
+    def wait_healthy(self, seconds: float) -> float:
+        """Until every replica's `/healthz` says OK (schema migrated, audit spool drained): how
+        long it took."""
+        started = time.monotonic()
+        for n, replica in enumerate(self.replicas, 1):
+            while requests.get(f"{replica.approvals_url}/healthz", timeout=10).status_code != 200:
+                assert time.monotonic() - started < seconds, f"replica {n} not healthy after {seconds} s\n{self.logs()}"
+                time.sleep(0.1)
+        return time.monotonic() - started
 
     def stop(self) -> None:
         for replica in self.replicas:
@@ -309,5 +323,228 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_on_another_replicas_pa
                    "SELECT record::jsonb->>'via' FROM airlock_audit WHERE record::jsonb->>'event' = 'approved'")
         assert via == "passkey", via
         team.audit_verified(first)
+    finally:
+        team.stop()
+
+
+# --- revocation, a killed replica, a database outage ------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One call as its client saw it: "ok" (with the AWS request id it was answered with),
+    "refused" (an AWS error code) or "cut" (no answer: the connection was closed or refused)."""
+    replica: int
+    operation: str
+    kind: str
+    code: str
+    request_id: str
+    started: float
+    ended: float
+
+
+def attempt(replica: int, operation: str, call: Any, **kwargs: Any) -> Attempt:
+    started = time.monotonic()
+    try:
+        response = call(**kwargs)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        return Attempt(replica, operation, "refused", code, "", started, time.monotonic())
+    except (BotoCoreError, requests.RequestException) as e:
+        return Attempt(replica, operation, "cut", type(e).__name__, "", started, time.monotonic())
+    request_id = response.get("ResponseMetadata", {}).get("RequestId", "")
+    return Attempt(replica, operation, "ok", "", request_id, started, time.monotonic())
+
+
+def wait_known(team: Team, agent: Agent) -> None:
+    """Until every replica serves `agent` (added through one of them, learned by the others
+    from the database's notification)."""
+    for n, replica in enumerate(team.replicas, 1):
+        sts = client_through(replica, agent, "sts")
+        deadline = time.monotonic() + 10
+        while not outcome(sts.get_caller_identity)[0]:
+            assert time.monotonic() < deadline, f"replica {n} never learned of {agent.name}\n{team.logs()}"
+            time.sleep(0.05)
+
+
+def wait_pending(team: Team, through: GatedAirlock, action: str, holder: threading.Thread) -> dict[str, Any]:
+    """The pending approval for `action` (held by `holder`'s call), as the database lists it."""
+    deadline = time.monotonic() + 30
+    while True:
+        rows = [r for r in through.approvals() if r["action"] == action]
+        if rows:
+            return rows[0]
+        assert time.monotonic() < deadline, f"no pending approval for {action}\n{team.logs()}"
+        assert holder.is_alive(), f"the {action} call was answered instead of held"
+        time.sleep(0.1)
+
+
+def moto_deletes(moto: Moto, bucket: str, key: str) -> int:
+    """DeleteObject calls of bucket/key that moto answered."""
+    return moto.log_path.read_text(errors="replace").count(f'"DELETE /{bucket}/{key} HTTP/1.1" 204')
+
+
+def forwarded_ids(postgres: Postgres, database: str, agent: Agent, action: str) -> list[str]:
+    """The AWS request ids of `agent`'s forwarded `action` calls in the chain."""
+    return psql(postgres, database,
+                f"SELECT record::jsonb->>'aws_request_id' FROM airlock_audit "
+                f"WHERE record::jsonb->>'agent' = '{agent.name}' AND record::jsonb->>'action' = '{action}' "
+                f"AND record::jsonb ? 'upstream_status'").split()
+
+
+def test_an_agent_revoked_through_one_replica_is_refused_by_all(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    database = "revoked"
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=0, uses=1)
+    team.start()
+    try:
+        first, second, _ = team.replicas
+        agent = first.add_agent(unique("team-doomed"))
+        wait_known(team, agent)
+        clients = [client_through(r, agent, "sts") for r in team.replicas]
+
+        second.cli("agent", "revoke", agent.name)
+        revoked_at = time.monotonic()
+        refused_after: dict[int, float] = {}
+        while len(refused_after) < REPLICAS:
+            for n, sts in enumerate(clients, 1):
+                if n in refused_after:
+                    continue
+                sent = time.monotonic()
+                went_through, code, message = outcome(sts.get_caller_identity)
+                if went_through:
+                    # A call sent 1 s after the revocation must be refused, wherever it lands.
+                    assert sent - revoked_at < 1.0, f"replica {n} served the revoked agent 1 s on\n{team.logs()}"
+                else:
+                    assert code == "InvalidClientTokenId", (n, code, message)
+                    refused_after[n] = time.monotonic() - revoked_at
+            time.sleep(0.02)
+        print("revoked through replica 2; refused by replica " + ", ".join(
+            f"{n} after {t:.3f} s" for n, t in sorted(refused_after.items())))
+
+        before = moto.request_count()
+        for n, replica in enumerate(team.replicas, 1):
+            assert outcome(clients[n - 1].get_caller_identity)[1] == "InvalidClientTokenId", n
+            code = outcome(client_through(replica, agent, "s3").list_buckets)[1]
+            assert code in ("InvalidClientTokenId", "InvalidAccessKeyId"), (n, code)
+        assert moto.request_count() == before, "a revoked agent's request reached moto"
+        # Replica 3's CLI lists the agent as revoked (from the database).
+        listed = [line for line in team.replicas[2].cli("agent", "list").stdout.splitlines() if agent.name in line]
+        assert len(listed) == 1 and " revoked " in listed[0], listed
+        team.audit_verified(first)
+    finally:
+        team.stop()
+
+
+def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    """kill -9 of replica 1 while its calls are in flight. A call held there (waiting for an
+    approval) ends for its client with the connection closed, and nothing of it reaches AWS;
+    a gated call it had reserved a use for keeps that use counted (reserved, never given
+    back: fail closed), so the ledger never lets more than `uses` through. Restarted on its
+    state dir, replica 1 drains what it spooled, and the one chain verifies."""
+    uses, hold, workers = 5, 6, 12
+    database = "killed"
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=hold, uses=uses)
+    team.start()
+    try:
+        first, second, third = team.replicas
+        agent = first.add_agent(unique("team-killed"))
+        wait_known(team, agent)
+        bucket, key = unique("team-killed"), "log.txt"
+        moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        table = unique("team-killed")
+        ddb = moto.client("dynamodb")
+        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        s3 = [client_through(r, agent, "s3") for r in team.replicas]
+
+        # The receipt: a DeleteObject held on replica 2, approved through replica 3 (one use).
+        receipt_call: list[Attempt] = []
+        approved = threading.Thread(target=lambda: receipt_call.append(
+            attempt(2, "delete", s3[1].delete_object, Bucket=bucket, Key=key)), daemon=True)
+        approved.start()
+        team.approve(third, wait_pending(team, second, "s3:DeleteObject", approved)["id"])
+        approved.join(30)
+        assert [a.kind for a in receipt_call] == ["ok"], f"{receipt_call}\n{team.logs()}"
+
+        # A call with no receipt held on replica 1: it is there when replica 1 dies.
+        held_result: list[Attempt] = []
+        held = threading.Thread(target=lambda: held_result.append(
+            attempt(1, "delete_table", client_through(first, agent, "dynamodb").delete_table, TableName=table)),
+            daemon=True)
+        held.start()
+        wait_pending(team, third, "dynamodb:DeleteTable", held)
+
+        stop = threading.Event()
+        load: list[Attempt] = []
+
+        def worker(i: int) -> None:
+            n = i % REPLICAS
+            for _ in range(200):
+                if stop.is_set():
+                    return
+                if i % 2:
+                    load.append(attempt(n + 1, "list", s3[n].list_objects_v2, Bucket=bucket))
+                else:
+                    load.append(attempt(n + 1, "delete", s3[n].delete_object, Bucket=bucket, Key=key))
+
+        before_moto = moto.request_count()
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(workers)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 15
+        while sum(1 for a in load if a.replica == 1 and a.kind == "ok") < 3:
+            assert time.monotonic() < deadline, "replica 1 answered no calls under load\n" + team.logs()
+            time.sleep(0.02)
+        in_flight = 1 + sum(1 for i in range(workers) if i % REPLICAS == 0)  # the held call, its workers
+        first.kill()
+        killed_at = time.monotonic()
+        held.join(10)
+        assert not held.is_alive(), "the call held on the killed replica was not ended"
+        [held_end] = held_result
+        # Its client sees the connection closed: no AWS answer, no approval of anything.
+        assert held_end.kind == "cut", held_end
+        time.sleep(1.5)  # replicas 2 and 3 go on under load
+        stop.set()
+        for t in threads:
+            t.join(hold + 30)
+        assert not any(t.is_alive() for t in threads), "calls still running\n" + team.logs()
+
+        first.start()  # the same home and state dir: it drains its spool
+        healthy_after = team.wait_healthy(20)
+
+        ends = {(a.replica, a.operation, a.kind, a.code) for a in load}
+        cut = [a for a in load if a.kind == "cut"]
+        assert all(a.replica == 1 and a.ended >= killed_at - 0.5 for a in cut), cut
+        assert all(a.kind == "ok" for a in load if a.operation == "list" and a.replica != 1), ends
+        assert {a.code for a in load if a.kind == "refused"} <= {"AccessDenied"}, ends
+        gated_ok = sum(1 for a in receipt_call + load if a.operation == "delete" and a.kind == "ok")
+        deleted = moto_deletes(moto, bucket, key)
+        committed, reserved = map(int, psql(postgres, database,
+                                            "SELECT committed, reserved FROM airlock_ledger").split("|"))
+        used = int(psql(postgres, database,
+                        "SELECT count(*) FROM airlock_audit WHERE record::jsonb->>'event' = 'receipt_used'"))
+        print(f"{len(load)} calls under load over {REPLICAS} replicas, replica 1 killed with about {in_flight} "
+              f"calls on it ({len(cut)} cut); DeleteObject: {gated_ok} answered OK, {deleted} reached moto, "
+              f"ledger committed {committed} + reserved {reserved} of {uses}, {used} receipt_used records; "
+              f"all replicas healthy {healthy_after:.2f} s after the restart")
+        # No use spent twice: what reached moto is within what the ledger counts, within `uses`.
+        assert gated_ok <= used <= committed + reserved, (gated_ok, used, committed, reserved)
+        assert gated_ok <= committed <= deleted <= committed + reserved <= uses, \
+            (gated_ok, committed, deleted, reserved)
+        # The held call's DeleteTable never reached moto: the table is still there.
+        assert ddb.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE"
+        assert moto.request_count() - before_moto >= sum(1 for a in load if a.kind == "ok")
+
+        # Every call answered OK (replica 1's too, written before it answered) is in the chain.
+        listed = forwarded_ids(postgres, database, agent, "s3:ListObjectsV2")
+        answered = [a.request_id for a in load if a.operation == "list" and a.kind == "ok"]
+        assert answered and all(answered), "calls answered without a request id"
+        missing = set(answered) - set(listed)
+        assert not missing, f"{len(missing)} answered calls have no audit record"
+        records = int(psql(postgres, database, "SELECT count(*) FROM airlock_audit"))
+        assert team.audit_verified(second) == records
     finally:
         team.stop()
