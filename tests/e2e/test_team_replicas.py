@@ -531,6 +531,9 @@ def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
               f"ledger committed {committed} + reserved {reserved} of {uses}, {used} receipt_used records; "
               f"all replicas healthy {healthy_after:.2f} s after the restart")
         # No use spent twice: what reached moto is within what the ledger counts, within `uses`.
+        # (A use can be committed without its receipt_used record: replica 1 killed after AWS
+        # answered and the ledger counted it, before the record was written; its client never
+        # heard back. The ledger, not the chain, caps the uses.)
         assert gated_ok <= used <= committed + reserved, (gated_ok, used, committed, reserved)
         assert gated_ok <= committed <= deleted <= committed + reserved <= uses, \
             (gated_ok, committed, deleted, reserved)
@@ -548,3 +551,111 @@ def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
         assert team.audit_verified(second) == records
     finally:
         team.stop()
+
+
+def test_the_database_stopped_and_started_under_load(moto: Moto, tmp_path: Path, team_env: None) -> None:
+    """A cluster of its own (stopping it must not disturb the other tests). While it is down,
+    calls that need a receipt get 503 ServiceUnavailable and allowed calls still reach AWS,
+    their records spooled; once it is back the gated calls go through again, every allowed
+    call's record is in the one chain, and it verifies."""
+    pg = Postgres()
+    pg.start()
+    try:
+        database = "outage"
+        team = Team(tmp_path, moto, pg.create_database(database), hold_seconds=0, uses=1000)
+        team.start()
+        try:
+            run_outage(pg, database, team, moto)
+        finally:
+            team.stop()
+    finally:
+        pg.stop()
+
+
+def run_outage(pg: Postgres, database: str, team: Team, moto: Moto) -> None:
+    first, second, third = team.replicas
+    agent = first.add_agent(unique("team-outage"))
+    wait_known(team, agent)
+    bucket, key = unique("team-outage"), "log.txt"
+    moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3 = [client_through(r, agent, "s3") for r in team.replicas]
+    went_through, code, message = outcome(s3[1].delete_object, Bucket=bucket, Key=key)
+    assert not went_through and code == "AccessDenied", (code, message)
+    team.approve(third, second.approval_id(message))
+
+    stop = threading.Event()
+    load: list[Attempt] = []
+
+    def worker(i: int) -> None:
+        n = i % REPLICAS
+        for _ in range(400):
+            if stop.is_set():
+                return
+            if i % 2:
+                load.append(attempt(n + 1, "list", s3[n].list_objects_v2, Bucket=bucket))
+            else:
+                load.append(attempt(n + 1, "delete", s3[n].delete_object, Bucket=bucket, Key=key))
+            time.sleep(0.05)
+
+    before_moto = moto.request_count()
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        pg.halt()
+        down_from = time.monotonic()
+        time.sleep(4)
+        down_until = time.monotonic()
+        pg.start()
+        back_at = time.monotonic()
+        # Gated calls go through again on every replica once the keeper has drained its spool.
+        deadline = back_at + 30
+        recovered: dict[int, float] = {}
+        while len(recovered) < REPLICAS:
+            assert time.monotonic() < deadline, f"gated calls still refused 30 s on: {recovered}\n{team.logs()}"
+            for a in list(load):
+                if a.operation == "delete" and a.kind == "ok" and a.started > back_at:
+                    recovered.setdefault(a.replica, a.ended - back_at)
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not any(t.is_alive() for t in threads), "calls still running\n" + team.logs()
+    healthy_after = team.wait_healthy(20)
+
+    # Nothing cut; allowed calls all answered; gated ones answered or 503 (never anything else).
+    ends = {(a.operation, a.kind, a.code) for a in load}
+    assert ends <= {("list", "ok", ""), ("delete", "ok", ""), ("delete", "refused", "ServiceUnavailable")}, ends
+    down = [a for a in load if a.started > down_from and a.ended < down_until]
+    down_gated = [a for a in down if a.operation == "delete"]
+    down_allowed = [a for a in down if a.operation == "list"]
+    assert down_gated and all(a.code == "ServiceUnavailable" for a in down_gated), \
+        [(a.replica, a.kind, a.code) for a in down_gated]
+    assert down_allowed and all(a.kind == "ok" for a in down_allowed)
+    assert {a.replica for a in down_allowed} == {1, 2, 3}
+
+    # What reached moto: every call answered OK, the gated ones as the ledger counts them.
+    gated_ok = sum(1 for a in load if a.operation == "delete" and a.kind == "ok")
+    assert moto_deletes(moto, bucket, key) == gated_ok
+    assert moto.request_count() - before_moto == sum(1 for a in load if a.kind == "ok")
+    # A use reserved just before the database went down and forwarded stays reserved (its
+    # commit failed): still counted, never given back.
+    committed, reserved = map(int, psql(pg, database, "SELECT committed, reserved FROM airlock_ledger").split("|"))
+    assert committed + reserved == gated_ok, (committed, reserved, gated_ok)
+
+    # Nothing lost: every allowed call's record (by its AWS request id) is in the chain once.
+    answered = [a.request_id for a in load if a.operation == "list"]
+    assert all(answered), "calls answered without a request id"
+    listed = forwarded_ids(pg, database, agent, "s3:ListObjectsV2")
+    assert sorted(listed) == sorted(answered), \
+        f"{len(set(answered) - set(listed))} answered calls missing from the chain, {len(listed)} records"
+    records = int(psql(pg, database, "SELECT count(*) FROM airlock_audit"))
+    assert team.audit_verified(first) == records
+    print(f"{len(load)} calls over {REPLICAS} replicas; database down {down_until - down_from:.1f} s: "
+          f"{len(down_gated)} gated calls got 503, {len(down_allowed)} allowed calls went through; gated calls "
+          f"through again {', '.join(f'on replica {n} {t:.2f} s' for n, t in sorted(recovered.items()))} after "
+          f"it was back; all healthy {healthy_after:.2f} s later; ledger {committed} committed + {reserved} "
+          f"reserved; {len(answered)} allowed calls, all in the chain of {records} records")
