@@ -1,4 +1,5 @@
-//! The rules that can match a call, found once per (action, agent, environment) and kept.
+//! The rules that can match a call, found once per (action, environment, agent class) and
+//! kept.
 //!
 //! A rule matches a call when its actions, environments and agents match (the
 //! *who and what*) and its resources, `when` conditions and typed check hold. The first part
@@ -17,9 +18,13 @@
 //! call, so two calls that could be decided differently (the same operation on another
 //! resource, with another parameter) share a shortlist and are still decided apart.
 //!
-//! - Keyed by all three names, compared in full on every hit (the hash only finds the entry).
-//! - Bounded: at most [`MAX_SHORTLISTS`] entries; past that the cache starts over. Names
-//!   with the same rules share one list (and its index). The names
+//! - Keyed by (action, environment, agent class): an agent's class is the set of rules whose
+//!   `agents` globs match its name (found once per agent, remembered for up to
+//!   [`MAX_AGENTS`] agents, one forgotten per new one past that), so agents no rule singles
+//!   out share one class, and 10,000 agents keep as few lists as one. Names and class are
+//!   compared in full on every hit (the hash only finds the entry).
+//! - Bounded: at most [`MAX_SHORTLISTS`] entries; past that one is let go per new one
+//!   (never all at once). Lists with the same rules are shared (and their index). The names
 //!   are not the agent's to choose at will anyway: actions come from AWS's model (an
 //!   unidentified call never gets here), agents from the registry, environments from the
 //!   config.
