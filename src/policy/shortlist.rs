@@ -11,7 +11,7 @@
 //! not).
 //!
 //! A long shortlist (many rules on one action, each for its own resources) also keeps its
-//! rules by the literal start of their resource globs ([`ResourceIndex`]), so a call is
+//! rules by the literal start of their resource globs (`ResourceIndex`), so a call is
 //! tested only against the rules whose resources could match it.
 //!
 //! What is kept is never a decision: resources, parameters and checks are tested on every
