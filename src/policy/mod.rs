@@ -120,7 +120,27 @@ pub struct Decision {
     quorum: Quorum,
 }
 
+/// The rules at `positions` of `rules`, or `None` when a position has no rule.
+fn rules_at<'r>(rules: &'r [Rule], positions: &[usize]) -> Option<Vec<&'r Rule>> {
+    positions.iter().map(|&i| rules.get(i)).collect()
+}
+
 impl Decision {
+    /// The deny of a call whose shortlist names a rule the policy does not have (a bug):
+    /// fail closed.
+    fn inconsistent_shortlist() -> Decision {
+        Decision {
+            effect: Effect::Deny,
+            rule: "internal".into(),
+            reason: "airlock could not decide this call (an internal error); denied".into(),
+            irreversible: false,
+            irreversible_reasons: Vec::new(),
+            class: None,
+            vends_credentials: false,
+            quorum: Quorum::default(),
+        }
+    }
+
     pub fn effect(&self) -> Effect {
         self.effect
     }
@@ -208,6 +228,12 @@ impl Rule {
         self.matches_resource_keys(call, keys) && self.matches_parameters(call)
     }
 
+    /// The agent test of [`Rule::matches`]: agents whose names pass the same rules' agent
+    /// globs are one class to the policy (`shortlist`).
+    fn matches_agent(&self, agent: &str) -> bool {
+        self.agents.iter().any(|g| glob_match(g, agent, false))
+    }
+
     /// The action, environment and agent tests of [`Rule::matches`].
     fn matches_who_and_what(&self, action: &str, agent: &str, environment: &str) -> bool {
         self.actions.iter().any(|g| glob_match(g, action, true))
@@ -215,7 +241,7 @@ impl Rule {
                 .environments
                 .iter()
                 .any(|g| glob_match(g, environment, false))
-            && self.agents.iter().any(|g| glob_match(g, agent, false))
+            && self.matches_agent(agent)
     }
 
     /// The parameter tests of [`Rule::matches`]: `when` and the catalogue's typed check.
@@ -349,9 +375,21 @@ impl Policy {
         };
         let keys = ResourceKeys::default();
         let candidates = shortlist.config_candidates(&self.rules, call, &keys);
-        let mut matching: Vec<&Rule> = candidates
-            .iter()
-            .filter_map(|&i| self.rules.get(i))
+        // A position with no rule is a bug (a shortlist of another policy): decided as a
+        // deny rather than by the rules that happen to be found.
+        let (Some(config_rules), Some(catalogue_rules)) = (
+            rules_at(&self.rules, &candidates),
+            rules_at(catalogue, &shortlist.catalogue),
+        ) else {
+            debug_assert!(false, "a shortlist names a rule the policy does not have");
+            tracing::error!(
+                action = %call.action(),
+                "a kept shortlist names a rule the policy does not have; the call is denied"
+            );
+            return Decision::inconsistent_shortlist();
+        };
+        let mut matching: Vec<&Rule> = config_rules
+            .into_iter()
             .filter(|r| r.matches_what_it_acts_on(call, &keys))
             .collect();
         let overriding: Vec<&Rule> = matching
@@ -359,16 +397,10 @@ impl Policy {
             .filter(|r| !r.overrides.is_empty())
             .copied()
             .collect();
-        matching.extend(
-            shortlist
-                .catalogue
-                .iter()
-                .filter_map(|&i| catalogue.get(i))
-                .filter(|r| {
-                    r.matches_what_it_acts_on(call, &keys)
-                        && !overriding.iter().any(|o| o.overrides_rule(r))
-                }),
-        );
+        matching.extend(catalogue_rules.into_iter().filter(|r| {
+            r.matches_what_it_acts_on(call, &keys)
+                && !overriding.iter().any(|o| o.overrides_rule(r))
+        }));
         let mut irreversible_reasons: Vec<String> = matching
             .iter()
             .filter(|r| r.irreversible && r.effect != Effect::Allow)

@@ -1,4 +1,5 @@
-//! The rules that can match a call, found once per (action, agent, environment) and kept.
+//! The rules that can match a call, found once per (action, environment, agent class) and
+//! kept.
 //!
 //! A rule matches a call when its actions, environments and agents match (the
 //! *who and what*) and its resources, `when` conditions and typed check hold. The first part
@@ -10,16 +11,20 @@
 //! not).
 //!
 //! A long shortlist (many rules on one action, each for its own resources) also keeps its
-//! rules by the literal start of their resource globs ([`ResourceIndex`]), so a call is
+//! rules by the literal start of their resource globs (`ResourceIndex`), so a call is
 //! tested only against the rules whose resources could match it.
 //!
 //! What is kept is never a decision: resources, parameters and checks are tested on every
 //! call, so two calls that could be decided differently (the same operation on another
 //! resource, with another parameter) share a shortlist and are still decided apart.
 //!
-//! - Keyed by all three names, compared in full on every hit (the hash only finds the entry).
-//! - Bounded: at most [`MAX_SHORTLISTS`] entries; past that the cache starts over. Names
-//!   with the same rules share one list (and its index). The names
+//! - Keyed by (action, environment, agent class): an agent's class is the set of rules whose
+//!   `agents` globs match its name (found once per agent, remembered for up to
+//!   [`MAX_AGENTS`] agents, one forgotten per new one past that), so agents no rule singles
+//!   out share one class, and 10,000 agents keep as few lists as one. Names and class are
+//!   compared in full on every hit (the hash only finds the entry).
+//! - Bounded: at most [`MAX_SHORTLISTS`] entries; past that one is let go per new one
+//!   (never all at once). Lists with the same rules are shared (and their index). The names
 //!   are not the agent's to choose at will anyway: actions come from AWS's model (an
 //!   unidentified call never gets here), agents from the registry, environments from the
 //!   config.
@@ -35,8 +40,12 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock, RwLock};
 
-/// Shortlists kept at most: far more than one airlock's agents × actions in use.
+/// Shortlists kept at most: far more than one airlock's actions × environments × agent
+/// classes in use (agents no rule singles out are one class, whatever their number).
 pub const MAX_SHORTLISTS: usize = 4096;
+
+/// Agents whose class is remembered at most (past that, one is forgotten per new agent).
+pub const MAX_AGENTS: usize = 65_536;
 
 /// The positions of the rules whose action, environment and agent globs match one
 /// (action, agent, environment), in rule order.
@@ -121,21 +130,12 @@ impl ResourceIndex {
 impl Shortlist {
     /// Tests every rule of `policy`.
     pub fn of(policy: &Policy, action: &str, agent: &str, environment: &str) -> Shortlist {
-        let passing = |rules: &[super::Rule]| -> Vec<usize> {
-            rules
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.matches_who_and_what(action, agent, environment))
-                .map(|(i, _)| i)
-                .collect()
-        };
+        let (config, catalogue) = passing(policy, |r| {
+            r.matches_who_and_what(action, agent, environment)
+        });
         Shortlist {
-            config: passing(&policy.rules),
-            catalogue: if policy.builtin {
-                passing(builtin::rules())
-            } else {
-                Vec::new()
-            },
+            config,
+            catalogue,
             by_resource: None,
         }
     }
@@ -177,52 +177,140 @@ impl Shortlist {
     }
 }
 
+/// The positions of the rules whose `agents` globs match one agent (config, catalogue):
+/// agents with the same are one class, and have the same shortlists.
+#[derive(PartialEq, Eq, Hash)]
+struct AgentClass {
+    config: Vec<usize>,
+    catalogue: Vec<usize>,
+}
+
+impl AgentClass {
+    fn of(policy: &Policy, agent: &str) -> AgentClass {
+        let (config, catalogue) = passing(policy, |r| r.matches_agent(agent));
+        AgentClass { config, catalogue }
+    }
+}
+
+/// The positions of the config rules and of the catalogue's (none when it is off) that
+/// pass `test`, in rule order.
+fn passing(policy: &Policy, test: impl Fn(&super::Rule) -> bool) -> (Vec<usize>, Vec<usize>) {
+    let positions = |rules: &[super::Rule]| -> Vec<usize> {
+        (0..rules.len()).filter(|&i| test(&rules[i])).collect()
+    };
+    let catalogue = if policy.builtin {
+        positions(builtin::rules())
+    } else {
+        Vec::new()
+    };
+    (positions(&policy.rules), catalogue)
+}
+
+/// Agents' classes, by a number never reused.
+#[derive(Default)]
+struct Classes {
+    /// Agent name → its class's number.
+    by_agent: HashMap<Box<str>, u64>,
+    /// Each class seen (at most `max`; then started over: a class seen again gets a new
+    /// number, and old numbers keep their meaning).
+    numbers: HashMap<AgentClass, u64>,
+    next: u64,
+}
+
 struct Entry {
     action: Box<str>,
-    agent: Box<str>,
     environment: Box<str>,
+    class: u64,
     shortlist: Arc<Shortlist>,
 }
 
-/// A policy's decisions, with its shortlists kept by (action, agent, environment) (see the
-/// module docs). `O` owns the policy (the proxy's `Config`); it is held, never changed.
+/// A policy's decisions, with its shortlists kept by (action, environment, agent class)
+/// (see the module docs). `O` owns the policy (the proxy's `Config`); it is held, never
+/// changed.
 pub struct Shortlists<O> {
     owner: Arc<O>,
     policy_of: fn(&O) -> &Policy,
     hasher: RandomState,
+    classes: RwLock<Classes>,
     entries: RwLock<Entries>,
+    /// Shortlists kept at most, and agents' classes remembered at most.
     max: usize,
+    max_agents: usize,
 }
 
 #[derive(Default)]
 struct Entries {
-    /// By the hash of (action, agent, environment).
+    /// By the hash of (action, environment, class).
     by_names: HashMap<u64, Entry>,
     /// Each distinct shortlist once, by the hash of its rule positions: names with the same
-    /// rules (every agent a rule does not single out) share one list, and its index, so the
-    /// memory kept grows with the distinct lists, not with agents × actions.
+    /// rules share one list, and its index. At most `max` lists in all.
     distinct: HashMap<u64, Vec<Arc<Shortlist>>>,
+    distinct_count: usize,
+}
+
+impl Entries {
+    /// Lets go of one entry (any), and of its list when no other entry holds it.
+    fn evict_one(&mut self, hasher: &RandomState) {
+        let Some(&hash) = self.by_names.keys().next() else {
+            return;
+        };
+        let Some(gone) = self.by_names.remove(&hash) else {
+            return;
+        };
+        // Held by `gone` and by `distinct` only (a call deciding with it holds one more; the
+        // list then stays in `distinct` until the bound below clears it).
+        if Arc::strong_count(&gone.shortlist) == 2 {
+            let same_rules = hasher.hash_one((&gone.shortlist.config, &gone.shortlist.catalogue));
+            if let Some(alike) = self.distinct.get_mut(&same_rules) {
+                let before = alike.len();
+                alike.retain(|s| !Arc::ptr_eq(s, &gone.shortlist));
+                self.distinct_count -= before - alike.len();
+                if alike.is_empty() {
+                    self.distinct.remove(&same_rules);
+                }
+            }
+        }
+    }
 }
 
 impl<O> Shortlists<O> {
-    /// Decides by `policy_of(&owner)`, keeping at most [`MAX_SHORTLISTS`] shortlists.
+    /// Decides by `policy_of(&owner)`, keeping at most [`MAX_SHORTLISTS`] shortlists and
+    /// [`MAX_AGENTS`] agents' classes.
     pub fn new(owner: Arc<O>, policy_of: fn(&O) -> &Policy) -> Self {
-        Self::with_max(owner, policy_of, MAX_SHORTLISTS)
+        Self::with_limits(owner, policy_of, MAX_SHORTLISTS, MAX_AGENTS)
     }
 
-    pub fn with_max(owner: Arc<O>, policy_of: fn(&O) -> &Policy, max: usize) -> Self {
+    /// At most `max` shortlists and `max` agents' classes (a small cache, for tests).
+    #[cfg(test)]
+    fn with_max(owner: Arc<O>, policy_of: fn(&O) -> &Policy, max: usize) -> Self {
+        Self::with_limits(owner, policy_of, max, max)
+    }
+
+    fn with_limits(
+        owner: Arc<O>,
+        policy_of: fn(&O) -> &Policy,
+        max: usize,
+        max_agents: usize,
+    ) -> Self {
         Shortlists {
             owner,
             policy_of,
             hasher: RandomState::new(),
+            classes: RwLock::new(Classes::default()),
             entries: RwLock::new(Entries::default()),
             max: max.max(1),
+            max_agents: max_agents.max(1),
         }
     }
 
     /// The policy it decides by.
     pub fn policy(&self) -> &Policy {
         (self.policy_of)(&self.owner)
+    }
+
+    /// Whether `owner` is the very owner it decides for (the same `Arc`).
+    pub fn is_for(&self, owner: &Arc<O>) -> bool {
+        Arc::ptr_eq(&self.owner, owner)
     }
 
     /// [`Policy::decide`], with the shortlist for the call's names from the cache.
@@ -232,23 +320,58 @@ impl<O> Shortlists<O> {
         self.policy().decide_among(call, &shortlist)
     }
 
+    /// The number of `agent`'s class, remembered or found now.
+    fn class_of(&self, agent: &str) -> u64 {
+        if let Some(&n) = self
+            .classes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_agent
+            .get(agent)
+        {
+            return n;
+        }
+        let class = AgentClass::of(self.policy(), agent);
+        let mut classes = self.classes.write().unwrap_or_else(|p| p.into_inner());
+        if classes.by_agent.len() >= self.max_agents {
+            if let Some(any) = classes.by_agent.keys().next().cloned() {
+                classes.by_agent.remove(&any);
+            }
+        }
+        if classes.numbers.len() >= self.max && !classes.numbers.contains_key(&class) {
+            classes.numbers.clear();
+        }
+        let next = classes.next;
+        let n = *classes.numbers.entry(class).or_insert(next);
+        if n == next {
+            classes.next += 1;
+        }
+        classes.by_agent.insert(agent.into(), n);
+        n
+    }
+
     /// The shortlist for these names, from the cache or made now.
     fn get(&self, action: &str, agent: &str, environment: &str) -> Arc<Shortlist> {
-        let hash = self.hasher.hash_one((action, agent, environment));
+        let class = self.class_of(agent);
+        let hash = self.hasher.hash_one((action, environment, class));
         {
             let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = entries.by_names.get(&hash).filter(|e| {
-                *e.action == *action && *e.agent == *agent && *e.environment == *environment
+                *e.action == *action && *e.environment == *environment && e.class == class
             }) {
                 return Arc::clone(&e.shortlist);
             }
         }
+        // The agent stands for its class: its agent test passes the class's rules only.
         let made = Shortlist::kept(self.policy(), action, agent, environment);
         let same_rules = self.hasher.hash_one((&made.config, &made.catalogue));
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.by_names.len() >= self.max {
-            entries.by_names.clear();
+        if entries.by_names.len() >= self.max && !entries.by_names.contains_key(&hash) {
+            entries.evict_one(&self.hasher);
+        }
+        if entries.distinct_count >= self.max {
             entries.distinct.clear();
+            entries.distinct_count = 0;
         }
         let alike = entries.distinct.entry(same_rules).or_default();
         let shortlist = match alike
@@ -259,6 +382,7 @@ impl<O> Shortlists<O> {
             None => {
                 let new = Arc::new(made);
                 alike.push(Arc::clone(&new));
+                entries.distinct_count += 1;
                 new
             }
         };
@@ -266,8 +390,8 @@ impl<O> Shortlists<O> {
             hash,
             Entry {
                 action: action.into(),
-                agent: agent.into(),
                 environment: environment.into(),
+                class,
                 shortlist: Arc::clone(&shortlist),
             },
         );
@@ -538,9 +662,9 @@ mod tests {
         let reference = policy();
         let agents = ["claude", "ci-1", "bot"];
         let environments = ["prod", "staging"];
-        for decisions in [
-            cached(policy()),
-            Shortlists::with_max(Arc::new(policy()), |p| p, 3),
+        for (decisions, bound) in [
+            (cached(policy()), MAX_SHORTLISTS),
+            (Shortlists::with_max(Arc::new(policy()), |p| p, 3), 3),
         ] {
             for round in 0..2 {
                 for c in calls() {
@@ -556,13 +680,83 @@ mod tests {
                     }
                 }
             }
-            assert!(decisions.len() <= MAX_SHORTLISTS);
+            assert!(decisions.len() <= bound);
+            assert_eq!(bound == 3, decisions.len() == 3, "the small cache is full");
         }
         let small = Shortlists::with_max(Arc::new(policy()), |p| p, 3);
         for c in calls() {
-            small.decide(&c, "claude", "prod");
-            assert!(small.len() <= 3);
+            for agent in ["claude", "ci-1", "bot", "ci-2", "someone"] {
+                small.decide(&c, agent, "prod");
+                assert!(small.len() <= 3);
+                assert!(
+                    distinct_kept(&small) <= 3,
+                    "the distinct lists are let go too"
+                );
+            }
         }
+    }
+
+    fn distinct_kept<O>(decisions: &Shortlists<O>) -> usize {
+        let entries = decisions.entries.read().unwrap_or_else(|p| p.into_inner());
+        let kept = entries.distinct.values().map(Vec::len).sum();
+        assert_eq!(
+            kept, entries.distinct_count,
+            "the count kept is the real one"
+        );
+        kept
+    }
+
+    /// A shortlist naming a rule the policy does not have is a bug: caught in debug builds
+    /// (and decided as a deny in release ones, never by the rules that happen to exist).
+    #[test]
+    #[should_panic(expected = "a shortlist names a rule the policy does not have")]
+    fn a_shortlist_of_another_policy_is_not_used() {
+        let policy = policy();
+        let wrong = Shortlist {
+            config: vec![policy.rules.len()],
+            ..Shortlist::default()
+        };
+        policy.decide_among(&calls()[0], &wrong);
+    }
+
+    /// Thousands of agents, most of whom no rule singles out: they are one class, so the
+    /// shortlists kept do not grow with them, and every decision (through a full cache and
+    /// one that forgets agents and lists all the time) is the policy's own.
+    #[test]
+    fn many_agents_share_shortlists_and_decide_as_the_policy_does() {
+        let reference = policy();
+        let agents: Vec<String> = (0..2000)
+            .map(|i| match i % 4 {
+                0 => format!("ci-{i}"),
+                1 if i % 3 == 0 => "bot".to_string(),
+                _ => format!("agent-{i}"),
+            })
+            .collect();
+        let calls = calls();
+        let full = cached(policy());
+        let small = Shortlists::with_max(Arc::new(policy()), |p| p, 3);
+        for (i, agent) in agents.iter().enumerate() {
+            for c in [&calls[i % calls.len()], &calls[(i * 7 + 3) % calls.len()]] {
+                for environment in ["prod", "staging"] {
+                    let expected = reference.decide(c, agent, environment);
+                    for decisions in [&full, &small] {
+                        assert_eq!(
+                            decisions.decide(c, agent, environment),
+                            expected,
+                            "{} for {agent} in {environment}",
+                            c.action()
+                        );
+                    }
+                }
+            }
+        }
+        // 3 classes (ci-*, bot, everyone else) × 9 actions × 2 environments at most.
+        assert!(full.len() <= 3 * 9 * 2, "{} kept", full.len());
+        assert!(small.len() <= 3 && distinct_kept(&small) <= 3);
+        let classes = full.classes.read().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(classes.numbers.len(), 3, "three classes of agents");
+        let remembered = small.classes.read().unwrap_or_else(|p| p.into_inner());
+        assert!(remembered.by_agent.len() <= 3 && remembered.numbers.len() <= 3);
     }
 
     /// Many rules on one action, with every kind of resource glob: the index leaves out no

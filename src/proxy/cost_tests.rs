@@ -273,6 +273,33 @@ fn cost_policy_rules() {
     }
 }
 
+/// Decision time per call with 10 and 10,000 agents calling in turn, each with two
+/// actions, through the proxy's kept shortlists (5 rules + the catalogue).
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture"]
+fn cost_decision_agents() {
+    let read = identify(&S3Get::new().request()).expect("identified");
+    let delete = rds_delete();
+    for n in [10usize, 10_000] {
+        let agents: Vec<String> = (0..n).map(|i| format!("agent-{i}")).collect();
+        let kept = Shortlists::new(Arc::new(policy(five_rules())), |p| p);
+        let mut i = 0usize;
+        let t = per_call(|| {
+            let call = if (i / n).is_multiple_of(2) {
+                &read
+            } else {
+                &delete
+            };
+            black_box(kept.decide(black_box(call), &agents[i % n], ENVIRONMENT));
+            i += 1;
+        });
+        println!(
+            "decide, {n} agents in turn, 2 actions each, kept shortlists: {t:?}; {} kept",
+            kept.len()
+        );
+    }
+}
+
 /// What authentication looks up per call by the agent: the registry (by access key id)
 /// and the agent's signing key (by key id and scope), with 10 and 10,000 agents, each
 /// calling in turn.

@@ -84,7 +84,7 @@ pub(crate) async fn decide(
     let environment = proxy
         .config
         .environment_of(call.account.as_deref(), &call.region);
-    let decision = proxy.policy.decide(&call, agent, &environment);
+    let decision = proxy.policy_decision(&call, agent, &environment);
     // The change-set rule decides once the change set is read, and only when nothing else
     // already asks for a receipt (then it is the rule that decided). What was read joins
     // the call (and so the receipt's binding, the page and the audit record).

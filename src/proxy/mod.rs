@@ -66,8 +66,10 @@ pub struct Proxy {
     keys: KeyCache,
     /// Sessions in the `[[account]]`s agents are bound to.
     sessions: assume::Sessions,
-    /// The config's policy, deciding with the rules that can match each (action, agent,
-    /// environment) kept (`policy::shortlist`).
+    /// The config's policy, deciding with the rules that can match each (action,
+    /// environment, agent class) kept (`policy::shortlist`). Built from `config`'s very
+    /// `Arc` (never another copy), so it decides by `config.policy`; decisions go through
+    /// [`Proxy::policy_decision`], which checks that it still does.
     policy: crate::policy::shortlist::Shortlists<Config>,
 }
 
@@ -92,6 +94,23 @@ impl Proxy {
             policy: crate::policy::shortlist::Shortlists::new(Arc::clone(&config), |c| &c.policy),
             config,
         }))
+    }
+
+    /// What `config.policy` decides of `call`: through the kept shortlists, which were made
+    /// for this very config; if `config` were ever another (a bug), by the policy itself,
+    /// uncached, so no list kept for other rules can decide.
+    pub(crate) fn policy_decision(
+        &self,
+        call: &crate::identify::AwsCall,
+        agent: &str,
+        environment: &str,
+    ) -> crate::policy::Decision {
+        if self.policy.is_for(&self.config) {
+            return self.policy.decide(call, agent, environment);
+        }
+        debug_assert!(false, "the policy cache is for another config");
+        tracing::error!("the policy cache is for another config; deciding without it");
+        self.config.policy.decide(call, agent, environment)
     }
 
     /// The real credentials' account, asking STS once if it is not known yet.

@@ -19,7 +19,7 @@ impl RequestId {
     }
 
     /// The id of `n`: `AIRLOCK` and `n` in 16 hex digits.
-    pub fn from_number(n: u64) -> RequestId {
+    pub(crate) fn from_number(n: u64) -> RequestId {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         let mut bytes = [0u8; LEN];
         bytes[..PREFIX.len()].copy_from_slice(PREFIX);

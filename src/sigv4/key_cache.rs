@@ -272,6 +272,10 @@ mod tests {
             "made-up-999"
         );
         assert!(same(entries.by_id["HONEST"][0].key, kept));
+        // The kept count follows the per-id cap's drops too.
+        let held: usize = entries.by_id.values().map(Vec::len).sum();
+        assert_eq!(held, MAX_KEYS_PER_ID + 1);
+        assert_eq!(entries.count, held, "the kept count is the count");
     }
 
     #[test]
