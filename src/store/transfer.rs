@@ -396,7 +396,8 @@ async fn import_plans(
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let row: PlanRow =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if path.file_stem().and_then(|s| s.to_str()) != Some(row.id.as_str()) {
@@ -440,14 +441,15 @@ async fn export_plans(
     for row in &rows {
         let id: &str = row.get(0);
         if !valid_id(id) {
-            return Err(format!("a plan in PostgreSQL has an id airlock never gives: {id:?}"));
+            return Err(format!(
+                "a plan in PostgreSQL has an id airlock never gives: {id:?}"
+            ));
         }
         let record: serde_json::Value =
             serde_json::from_str(row.get(1)).map_err(|e| format!("plan {id}: {e}"))?;
         let json = serde_json::to_vec_pretty(&record).map_err(|e| format!("plan {id}: {e}"))?;
         let path = dir.join(format!("{id}.json"));
-        crate::state::write_atomic(&path, &json)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::state::write_atomic(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     moved.0.push(("plans", count(rows.len())));
     Ok(())
@@ -472,7 +474,9 @@ async fn import_identities(
     if let Some(public) = &own_key {
         identities::register_key_in(&**tx, public).await?;
     }
-    moved.0.push(("agent keys", count(sets.agents.agents.len())));
+    moved
+        .0
+        .push(("agent keys", count(sets.agents.agents.len())));
     moved.0.push(("passkeys", count(sets.passkeys.len())));
     moved.0.push(("enrollments", count(sets.enrollments.len())));
     moved.0.push(("airlock keys", u64::from(own_key.is_some())));
