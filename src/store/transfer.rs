@@ -363,7 +363,7 @@ async fn import_receipt(
 /// What a plan's row holds beside its record (the fields of `plan::store::PlanRecord` of
 /// the same names).
 #[derive(serde::Deserialize)]
-struct PlanRow {
+struct PlanFields {
     id: String,
     status: String,
     agent: String,
@@ -398,7 +398,7 @@ async fn import_plans(
         }
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let row: PlanRow =
+        let row: PlanFields =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if path.file_stem().and_then(|s| s.to_str()) != Some(row.id.as_str()) {
             return Err(format!("{}: holds plan {:?}", path.display(), row.id));
