@@ -11,9 +11,8 @@
 mod pg;
 
 use airlock::approvals::enroll;
-use airlock::receipt::{KeyId, PasskeyKey, PasskeyPublic};
+use airlock::receipt::KeyId;
 use airlock::secret::Secret;
-use airlock::state::trust::PasskeyRecord;
 use airlock::store::identities::Identities;
 use airlock::store::postgres::identities::follow_agents;
 use airlock::store::postgres::{self, PgStore};
@@ -22,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pg::{airlock, config_with_database, replica, text, Cluster};
+use pg::{airlock, config_with_database, passkey_record, replica, text, Cluster};
 
 /// How long a change made through one replica may take to count on another.
 const ACROSS_REPLICAS: Duration = Duration::from_secs(1);
@@ -38,25 +37,6 @@ async fn time_until(mut seen: impl FnMut() -> bool) -> Option<Duration> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     None
-}
-
-/// An enrolled passkey of `name` with a fresh P-256 key, as the enrollment page stores it.
-fn passkey_record(name: &str, credential: &[u8]) -> PasskeyRecord {
-    use base64::Engine as _;
-    let signing = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
-    let key = PasskeyKey::Es256(*signing.verifying_key());
-    let public =
-        PasskeyPublic::new(name, credential.to_vec(), key.clone(), "localhost").expect("passkey");
-    PasskeyRecord {
-        name: name.into(),
-        key_id: public.key_id().as_str().into(),
-        credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential),
-        public_key: key.encode(),
-        rp_id: "localhost".into(),
-        origin: "http://localhost:8444".into(),
-        sign_count: 0,
-        created_at: "2026-12-05T12:00:00Z".into(),
-    }
 }
 
 /// Agents, passkeys, enrollments and revocations through two replicas (each a store over

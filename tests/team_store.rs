@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pg::{
-    airlock, config_with_database, free_port, listening_replica, path_str, replica, text, Cluster,
+    airlock, config_with_database, free_port, listening_replica, passkey_record, path_str, replica,
+    text, Cluster,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1018,6 +1019,11 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
     }
     files.audit_sync().await.expect("sync");
     drop(files);
+    let identities = identities_in_files(&state);
+    let (plan_id, plan_receipt) = approved_plan_in_files(&state);
+    let own_key = airlock::state::trust::ensure_airlock_key(&state)
+        .expect("own key")
+        .public();
     let segments = std::fs::read_dir(state.join("audit"))
         .expect("audit dir")
         .filter(|e| {
@@ -1095,6 +1101,41 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
         .await
         .expect("current")
         .is_none());
+    let in_db = airlock::store::postgres::identities::PgIdentities::new(pool.clone());
+    assert_eq!(
+        Identities::of_db(&in_db).await,
+        identities,
+        "agents, passkeys or enrollments changed on import"
+    );
+    let plan: serde_json::Value = serde_json::from_str(
+        &db.plan_record(&plan_id)
+            .await
+            .expect("plan")
+            .expect("the plan imported"),
+    )
+    .expect("plan record");
+    assert_eq!(plan["status"], "approved", "{plan}");
+    assert_eq!(
+        db.plan_status(&plan_id).await.expect("status").as_deref(),
+        Some("approved")
+    );
+    assert_eq!(
+        db.plan_receipt(PLAN_RECEIPT).await.expect("receipt"),
+        Some(plan_receipt.clone())
+    );
+    let own_key_registered = client
+        .query_opt(
+            "SELECT public_key FROM airlock_keys WHERE key_id = $1",
+            &[&own_key.key_id().as_str()],
+        )
+        .await
+        .expect("keys")
+        .map(|r| r.get::<_, String>(0));
+    assert_eq!(
+        own_key_registered,
+        Some(own_key.config_value()),
+        "the file state's own key is not trusted by the replicas"
+    );
 
     let out = airlock(&config_path, &["db", "import"]);
     assert!(!out.status.success(), "a second import ran: {}", text(&out));
@@ -1159,6 +1200,28 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
             .map(|a| a.id),
         Some(pending.id)
     );
+    assert_eq!(
+        Identities::of_files(&exported),
+        identities,
+        "agents, passkeys or enrollments changed through the database"
+    );
+    let plans = airlock::plan::store::PlanStore::open(&exported).expect("plans");
+    let exported_plan = plans.get(&plan_id).expect("the plan exported");
+    assert_eq!(
+        exported_plan.status,
+        airlock::plan::store::PlanStatus::Approved
+    );
+    assert_eq!(
+        plans.read_receipt(PLAN_RECEIPT).expect("plan receipt"),
+        plan_receipt
+    );
+    let exported_key = airlock::state::trust::airlock_public(&exported)
+        .expect("read")
+        .expect("the exported state has its own key");
+    assert_ne!(
+        exported_key, own_key,
+        "a private key cannot come out of the database"
+    );
 
     // The database's chain cut at its start: no retention record names the new start.
     client
@@ -1183,6 +1246,150 @@ async fn import_and_export_move_the_state_whole(cluster: &Cluster) {
         text(&out)
     );
     assert!(text(&out).contains("not empty"), "{}", text(&out));
+}
+
+/// The approved plan's receipt id (stand-in bytes: what is moved is bytes).
+const PLAN_RECEIPT: &str = "fedcba9876543210fedcba9876543210";
+
+/// The three identity sets, compared by what a user would check: the agents' key ids and
+/// secrets, the passkeys' counters, the enrollments as kept.
+#[derive(Debug, PartialEq)]
+struct Identities {
+    /// (access key id, name, secret access key, revoked).
+    agents: Vec<(String, String, String, bool)>,
+    /// (key id, name, counter).
+    passkeys: Vec<(String, String, u32)>,
+    /// Each enrollment as JSON.
+    enrollments: Vec<serde_json::Value>,
+}
+
+impl Identities {
+    fn of(
+        agents: airlock::state::agents::AgentsFile,
+        passkeys: Vec<airlock::state::trust::PasskeyRecord>,
+        enrollments: Vec<airlock::state::enrollments::Enrollment>,
+    ) -> Identities {
+        Identities {
+            agents: agents
+                .agents
+                .into_iter()
+                .map(|a| {
+                    let revoked = a.revoked_at.is_some();
+                    (
+                        a.access_key_id,
+                        a.name,
+                        a.secret_access_key.expose().to_owned(),
+                        revoked,
+                    )
+                })
+                .collect(),
+            passkeys: passkeys
+                .into_iter()
+                .map(|p| (p.key_id, p.name, p.sign_count))
+                .collect(),
+            enrollments: enrollments
+                .iter()
+                .map(|e| serde_json::to_value(e).expect("json"))
+                .collect(),
+        }
+    }
+
+    fn of_files(state: &Path) -> Identities {
+        Identities::of(
+            airlock::state::agents::AgentStore::new(state)
+                .load()
+                .expect("agents"),
+            airlock::state::trust::PasskeyStore::new(state)
+                .load()
+                .expect("passkeys"),
+            airlock::state::enrollments::EnrollmentStore::new(state)
+                .load()
+                .expect("enrollments"),
+        )
+    }
+
+    async fn of_db(db: &airlock::store::postgres::identities::PgIdentities) -> Identities {
+        Identities::of(
+            db.agents().await.expect("agents"),
+            db.passkeys().await.expect("passkeys"),
+            db.enrollments().await.expect("enrollments"),
+        )
+    }
+}
+
+/// In the file state: two agents (one revoked), a passkey whose counter moved, an open
+/// link and a passkey registered through another link, waiting for confirmation.
+fn identities_in_files(state: &Path) -> Identities {
+    use airlock::state::enrollments::{token_hash, EnrollmentStore, PendingPasskey};
+    let agents = airlock::state::agents::AgentStore::new(state);
+    agents.add("builder").expect("agent");
+    agents.add("retired").expect("agent");
+    agents.revoke("retired").expect("revoked");
+    let passkeys = airlock::state::trust::PasskeyStore::new(state);
+    let alice = passkey_record("alice", b"credential-alice");
+    passkeys.add(alice.clone()).expect("passkey");
+    let key_id = airlock::receipt::KeyId::parse(&alice.key_id).expect("key id");
+    passkeys.advance_counter(&key_id, 7).expect("counter");
+    let enrollments = EnrollmentStore::new(state);
+    enrollments
+        .create("bob", Duration::from_secs(600))
+        .expect("open link");
+    let token = enrollments
+        .create("frank", Duration::from_secs(600))
+        .expect("link");
+    let frank = passkey_record("frank", b"credential-frank");
+    let pending = PendingPasskey {
+        id: "pending-frank".into(),
+        registered_at: frank.created_at.clone(),
+        passkey: frank,
+        remote_addr: "127.0.0.1:50000".into(),
+        user_agent: "test".into(),
+        until: i64::MAX,
+    };
+    enrollments
+        .consume(&token_hash(&token).expect("hash"), Some(pending))
+        .expect("registered");
+    assert_eq!(enrollments.waiting().len(), 1, "frank's passkey waits");
+    let identities = Identities::of_files(state);
+    assert_eq!(
+        (
+            identities.agents.len(),
+            identities.passkeys.len(),
+            identities.enrollments.len()
+        ),
+        (2, 1, 2)
+    );
+    identities
+}
+
+/// In the file state: a submitted plan approved (its receipt stand-in bytes); its id and
+/// those bytes.
+fn approved_plan_in_files(state: &Path) -> (String, Vec<u8>) {
+    use airlock::plan::store::{PlanRecord, PlanSigned, PlanStatus, PlanStore};
+    let plans = PlanStore::open(state).expect("plans");
+    let submitted = plans
+        .submit(PlanRecord {
+            agent: "builder".into(),
+            digest: "ab".repeat(32),
+            environments: vec!["prod".into()],
+            ..PlanRecord::default()
+        })
+        .expect("submitted");
+    let receipt = br#"{"stand-in":"plan receipt bytes"}"#.to_vec();
+    let bytes = receipt.clone();
+    plans
+        .sign(&submitted.id, move |_, _| {
+            Ok(PlanSigned {
+                receipt_id: PLAN_RECEIPT.into(),
+                receipt_json: bytes,
+                status: PlanStatus::Approved,
+                approved_by: vec!["alice".into()],
+                decided_by: "alice".into(),
+                expires_at: Some("2099-01-01T00:00:00Z".into()),
+            })
+        })
+        .expect("approved");
+    (submitted.id, receipt)
 }
 
 /// The file ledger's keys with a use counted: (key, committed, reserved), sorted.

@@ -257,6 +257,14 @@ impl AgentStore {
         self.update(|file| file.add_bound(name, accounts))
     }
 
+    /// Replaces every agent with `agents` (`airlock db export` writing a state).
+    pub fn restore(&self, agents: AgentsFile) -> Result<(), AgentError> {
+        self.update(|file| {
+            *file = agents;
+            Ok(())
+        })
+    }
+
     /// Revokes an agent's credentials (every account's); a running `serve` refuses them
     /// within a second.
     pub fn revoke(&self, name: &str) -> Result<(), AgentError> {

@@ -119,7 +119,8 @@ impl EnrollmentStore {
         }
     }
 
-    fn load(&self) -> Result<Vec<Enrollment>, String> {
+    /// Every enrollment kept, or why they cannot be read.
+    pub fn load(&self) -> Result<Vec<Enrollment>, String> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -155,6 +156,14 @@ impl EnrollmentStore {
     /// A new enrollment for `name`; returns the token for the link (shown once, never stored).
     pub fn create(&self, name: &str, ttl: Duration) -> Result<String, String> {
         self.update(|all| open_link(all, name, ttl))
+    }
+
+    /// Replaces every enrollment with `enrollments` (`airlock db export` writing a state).
+    pub fn restore(&self, enrollments: Vec<Enrollment>) -> Result<(), String> {
+        self.update(|all| {
+            *all = enrollments;
+            Ok(())
+        })
     }
 
     /// Every enrollment kept (a read error counts as none: no link works then).

@@ -165,6 +165,14 @@ impl PasskeyStore {
         self.update(|all| add_passkey(all, record))
     }
 
+    /// Replaces every passkey with `passkeys` (`airlock db export` writing a state).
+    pub fn restore(&self, passkeys: Vec<PasskeyRecord>) -> Result<(), String> {
+        self.update(|all| {
+            *all = passkeys;
+            Ok(())
+        })
+    }
+
     /// Removes every passkey of `name`; how many there were.
     pub fn remove_name(&self, name: &str) -> Result<usize, String> {
         self.update(|all| Ok(remove_passkeys_of(all, name)))

@@ -9,10 +9,21 @@
 //! - **the audit chain**: every record of every segment, line for line, so every hash is
 //!   the one it was; the file chain is verified before import, the database's after, and
 //!   an export is verified as `airlock audit verify` would;
-//! - **approvals and their receipts**: all of them, open or closed.
+//! - **approvals and their receipts**: all of them, open or closed;
+//! - **submitted Terraform plans and their receipts**: every plan with its status (the
+//!   records as `state/plans/<id>.json` holds them, moved as JSON: `store` sits below `plan`
+//!   in the module graph), and the receipt each names;
+//! - **identities**: the agents (revoked ones too, each with its secret as `agents.json`
+//!   holds it, so no agent gets new keys), the enrolled passkeys with their signature
+//!   counters, and the enrollments (a pending passkey stays pending, an open link open).
 //!
-//! Not moved yet: agents, approvers' passkeys, enrollments and revocations; submitted
-//! plans. Each is added here as a further part when it is kept in PostgreSQL.
+//! **airlock's own key.** Each replica keeps the private half of its countersigning key in
+//! its own state dir and registers the public half in `airlock_keys`. An import registers the
+//! file state's public key there, so the receipts it countersigned still verify on every
+//! replica; its private half stays in the file state (a replica started on that dir keeps
+//! using it). The database holds no private key, so an export makes a fresh one in the
+//! exported dir (as `serve` would at its first start): receipts countersigned by the
+//! replicas verify there only once one replica's `airlock.key` is copied over it.
 //!
 //! Import is one transaction into a database whose airlock tables are empty (a database
 //! with any state is refused: merging two histories would fork the chain and could give a
@@ -20,9 +31,13 @@
 //! writes into a directory that is empty or absent. Stop `serve` while either runs: a
 //! state that changes under the copy is not the state copied.
 
+use super::postgres::identities::{self, IdentitySets};
 use super::postgres::{self, db_error};
-use crate::state::approvals::{Approval, ApprovalStore};
+use crate::state::agents::AgentStore;
+use crate::state::approvals::{valid_id, Approval, ApprovalStore};
+use crate::state::enrollments::EnrollmentStore;
 use crate::state::ledger::Ledger;
+use crate::state::trust::{self, PasskeyStore};
 use deadpool_postgres::{Pool, Transaction};
 use futures_util::{pin_mut, TryStreamExt};
 use std::path::Path;
@@ -35,7 +50,15 @@ const TABLES: &[&str] = &[
     "airlock_audit_spools",
     "airlock_approvals",
     "airlock_receipts",
+    "airlock_plans",
+    "airlock_agents",
+    "airlock_passkeys",
+    "airlock_enrollments",
 ];
+
+/// Locked with [`TABLES`] but may hold rows: a replica started on the empty database
+/// registered its own key, which is no state to merge.
+const KEYS_TABLE: &str = "airlock_keys";
 
 /// Rows per statement when importing.
 const BATCH: usize = 1000;
@@ -73,6 +96,8 @@ pub async fn import(pool: &Pool, state_dir: &Path) -> Result<Moved, String> {
     import_ledger(&tx, state_dir, &mut moved).await?;
     import_audit(&tx, state_dir, &mut moved).await?;
     import_approvals(&tx, state_dir, &mut moved).await?;
+    import_plans(&tx, state_dir, &mut moved).await?;
+    import_identities(&tx, state_dir, &mut moved).await?;
     tx.commit().await.map_err(db_error)?;
     postgres::verify_audit(pool)
         .await
@@ -117,6 +142,8 @@ pub async fn export(pool: &Pool, state_dir: &Path) -> Result<Moved, String> {
     export_ledger(&tx, state_dir, &mut moved).await?;
     export_audit(&tx, state_dir, &mut moved).await?;
     export_approvals(&tx, state_dir, &mut moved).await?;
+    export_plans(&tx, state_dir, &mut moved).await?;
+    export_identities(&tx, state_dir, &mut moved).await?;
     tx.commit().await.map_err(db_error)?;
     crate::audit::verify_from(state_dir, None)
         .map_err(|e| format!("exported, but the audit log written does not verify: {e}"))?;
@@ -127,7 +154,7 @@ pub async fn export(pool: &Pool, state_dir: &Path) -> Result<Moved, String> {
 /// database in which any of them holds a row (naming them).
 async fn refuse_state(tx: &Transaction<'_>) -> Result<(), String> {
     tx.batch_execute(&format!(
-        "LOCK TABLE {} IN EXCLUSIVE MODE",
+        "LOCK TABLE {}, {KEYS_TABLE} IN EXCLUSIVE MODE",
         TABLES.join(", ")
     ))
     .await
@@ -278,19 +305,9 @@ async fn import_approvals(
         )
         .await
         .map_err(db_error)?;
-        let Some(receipt_id) = &a.receipt_id else {
-            continue;
-        };
-        let receipt = store.read_receipt(receipt_id).map_err(|e| e.to_string())?;
-        let stored = tx
-            .execute(
-                "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
-                 ON CONFLICT (id) DO NOTHING",
-                &[receipt_id, &receipt],
-            )
-            .await
-            .map_err(db_error)?;
-        receipts += stored;
+        if let Some(receipt_id) = &a.receipt_id {
+            receipts += import_receipt(tx, &store, receipt_id).await?;
+        }
     }
     moved.0.push(("approvals", count(approvals.len())));
     moved.0.push(("receipts", receipts));
@@ -323,5 +340,168 @@ async fn export_approvals(
     }
     moved.0.push(("approvals", count(rows.len())));
     moved.0.push(("receipts", count(receipts.len())));
+    Ok(())
+}
+
+/// Copies the stored receipt `receipt_id` (from `state/receipts/`, where approvals' and
+/// plans' receipts are kept alike); 1 when it was not copied already.
+async fn import_receipt(
+    tx: &Transaction<'_>,
+    store: &ApprovalStore,
+    receipt_id: &str,
+) -> Result<u64, String> {
+    let receipt = store.read_receipt(receipt_id).map_err(|e| e.to_string())?;
+    tx.execute(
+        "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
+         ON CONFLICT (id) DO NOTHING",
+        &[&receipt_id, &receipt],
+    )
+    .await
+    .map_err(db_error)
+}
+
+/// What a plan's row holds beside its record (the fields of `plan::store::PlanRecord` of
+/// the same names).
+#[derive(serde::Deserialize)]
+struct PlanFields {
+    id: String,
+    status: String,
+    agent: String,
+    receipt_id: Option<String>,
+    submitted_at: String,
+}
+
+fn plans_dir(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("plans")
+}
+
+/// Submitted plans (`state/plans/<id>.json`) and the receipts they name. A plan's receipts
+/// are exported with every other receipt (`export_approvals`).
+async fn import_plans(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let dir = plans_dir(state_dir);
+    let shown = |e: std::io::Error| format!("{}: {e}", dir.display());
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.collect::<Result<Vec<_>, _>>().map_err(shown)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(shown(e)),
+    };
+    let store = ApprovalStore::open(state_dir).map_err(|e| e.to_string())?;
+    let (mut plans, mut receipts) = (0u64, 0u64);
+    for entry in entries {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let row: PlanFields =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if path.file_stem().and_then(|s| s.to_str()) != Some(row.id.as_str()) {
+            return Err(format!("{}: holds plan {:?}", path.display(), row.id));
+        }
+        tx.execute(
+            "INSERT INTO airlock_plans (id, status, agent, receipt_id, submitted_at, record)
+             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)",
+            &[
+                &row.id,
+                &row.status,
+                &row.agent,
+                &row.receipt_id,
+                &row.submitted_at,
+                &text,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        plans += 1;
+        if let Some(receipt_id) = &row.receipt_id {
+            receipts += import_receipt(tx, &store, receipt_id).await?;
+        }
+    }
+    moved.0.push(("plans", plans));
+    moved.0.push(("plan receipts", receipts));
+    Ok(())
+}
+
+async fn export_plans(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let dir = plans_dir(state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rows = tx
+        .query("SELECT id, record::text FROM airlock_plans", &[])
+        .await
+        .map_err(db_error)?;
+    for row in &rows {
+        let id: &str = row.get(0);
+        if !valid_id(id) {
+            return Err(format!(
+                "a plan in PostgreSQL has an id airlock never gives: {id:?}"
+            ));
+        }
+        let record: serde_json::Value =
+            serde_json::from_str(row.get(1)).map_err(|e| format!("plan {id}: {e}"))?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| format!("plan {id}: {e}"))?;
+        let path = dir.join(format!("{id}.json"));
+        crate::state::write_atomic(&path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    moved.0.push(("plans", count(rows.len())));
+    Ok(())
+}
+
+/// Agents, passkeys and enrollments, and the file state's own public key (registered, so
+/// what it countersigned verifies on every replica).
+async fn import_identities(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let sets = IdentitySets {
+        agents: AgentStore::new(state_dir)
+            .load()
+            .map_err(|e| e.to_string())?,
+        passkeys: PasskeyStore::new(state_dir).load()?,
+        enrollments: EnrollmentStore::new(state_dir).load()?,
+    };
+    identities::store_sets(tx, &sets).await?;
+    let own_key = trust::airlock_public(state_dir)?;
+    if let Some(public) = &own_key {
+        identities::register_key_in(&**tx, public).await?;
+    }
+    moved
+        .0
+        .push(("agent keys", count(sets.agents.agents.len())));
+    moved.0.push(("passkeys", count(sets.passkeys.len())));
+    moved.0.push(("enrollments", count(sets.enrollments.len())));
+    moved.0.push(("airlock keys", u64::from(own_key.is_some())));
+    Ok(())
+}
+
+/// Agents, passkeys and enrollments as the files keep them, and a fresh own key for the
+/// exported state (the database holds no private key: see the module doc).
+async fn export_identities(
+    tx: &Transaction<'_>,
+    state_dir: &Path,
+    moved: &mut Moved,
+) -> Result<(), String> {
+    let sets = identities::load_sets(tx).await?;
+    let counts = [
+        ("agent keys", count(sets.agents.agents.len())),
+        ("passkeys", count(sets.passkeys.len())),
+        ("enrollments", count(sets.enrollments.len())),
+    ];
+    AgentStore::new(state_dir)
+        .restore(sets.agents)
+        .map_err(|e| e.to_string())?;
+    PasskeyStore::new(state_dir).restore(sets.passkeys)?;
+    EnrollmentStore::new(state_dir).restore(sets.enrollments)?;
+    trust::ensure_airlock_key(state_dir)?;
+    moved.0.extend(counts);
     Ok(())
 }

@@ -253,3 +253,23 @@ pub async fn listening_replica(url: &str) -> Arc<PgStore> {
             .expect("listen"),
     )
 }
+
+/// An enrolled passkey of `name` with a fresh P-256 key, as the enrollment page stores it.
+pub fn passkey_record(name: &str, credential: &[u8]) -> airlock::state::trust::PasskeyRecord {
+    use base64::Engine as _;
+    let signing = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+    let key = airlock::receipt::PasskeyKey::Es256(*signing.verifying_key());
+    let public =
+        airlock::receipt::PasskeyPublic::new(name, credential.to_vec(), key.clone(), "localhost")
+            .expect("passkey");
+    airlock::state::trust::PasskeyRecord {
+        name: name.into(),
+        key_id: public.key_id().as_str().into(),
+        credential_id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(credential),
+        public_key: key.encode(),
+        rp_id: "localhost".into(),
+        origin: "http://localhost:8444".into(),
+        sign_count: 0,
+        created_at: "2026-12-05T12:00:00Z".into(),
+    }
+}

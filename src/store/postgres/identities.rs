@@ -163,6 +163,49 @@ async fn store_in<T: Stored>(tx: &Transaction<'_>, all: &[T]) -> Result<(), Stri
     Ok(())
 }
 
+/// The three identity sets as the files hold them: what `airlock db import` and
+/// `airlock db export` move.
+pub struct IdentitySets {
+    pub agents: AgentsFile,
+    pub passkeys: Vec<PasskeyRecord>,
+    pub enrollments: Vec<Enrollment>,
+}
+
+/// Stores `sets` in `tx` (the tables are empty: an import checked), in their order.
+pub(crate) async fn store_sets(tx: &Transaction<'_>, sets: &IdentitySets) -> Result<(), String> {
+    store_in(tx, &sets.agents.agents).await?;
+    store_in(tx, &sets.passkeys).await?;
+    store_in(tx, &sets.enrollments).await
+}
+
+/// The three identity sets as `tx` sees them.
+pub(crate) async fn load_sets(tx: &Transaction<'_>) -> Result<IdentitySets, String> {
+    Ok(IdentitySets {
+        agents: AgentsFile {
+            agents: load_in(&**tx).await?,
+        },
+        passkeys: load_in(&**tx).await?,
+        enrollments: load_in(&**tx).await?,
+    })
+}
+
+/// Registers a replica's own public key in `client`'s view (its private half stays on the
+/// replica); one registered already is left as it is.
+pub(crate) async fn register_key_in(
+    client: &impl tokio_postgres::GenericClient,
+    public: &ApproverPublic,
+) -> Result<(), String> {
+    client
+        .execute(
+            "INSERT INTO airlock_keys (key_id, public_key) VALUES ($1, $2)
+             ON CONFLICT (key_id) DO NOTHING",
+            &[&public.key_id().as_str(), &public.config_value()],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// Agents, passkeys, enrollments and the replicas' keys in the database.
 #[derive(Clone)]
 pub struct PgIdentities {
@@ -322,15 +365,7 @@ impl PgIdentities {
     /// Registers a replica's own public key (its private half stays on the replica).
     pub async fn register_airlock_key(&self, public: &ApproverPublic) -> Result<(), String> {
         let client = self.pool.get().await.map_err(db_error)?;
-        client
-            .execute(
-                "INSERT INTO airlock_keys (key_id, public_key) VALUES ($1, $2)
-                 ON CONFLICT (key_id) DO NOTHING",
-                &[&public.key_id().as_str(), &public.config_value()],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        register_key_in(&**client, public).await
     }
 
     /// The keys receipts are checked against: `approvers` (the config's), every replica's own
