@@ -245,6 +245,9 @@ public_key = "{public}"
             ca,
             _shutdown: tx,
         };
+        if harness.database_url.is_some() {
+            harness.wait_until_healthy().await;
+        }
         if options.endpoint.is_some() {
             return harness;
         }
@@ -262,6 +265,44 @@ public_key = "{public}"
         tokio::time::sleep(Duration::from_millis(20)).await;
         harness.stub.clear();
         harness
+    }
+
+    /// Waits until `/healthz` answers 200: on PostgreSQL, `serve` reaches the database in
+    /// the background and refuses gated calls until it has (its audit spool drained).
+    async fn wait_until_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            if self.healthz_status().await == Some(200) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "airlock's /healthz never answered 200 on PostgreSQL"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status `/healthz` on the approvals port answers with, if it answers.
+    async fn healthz_status(&self) -> Option<u16> {
+        let exchange = async {
+            let mut tcp = TcpStream::connect(("127.0.0.1", self.approvals_port))
+                .await
+                .ok()?;
+            let request = format!(
+                "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+                self.approvals_port
+            );
+            tcp.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).await.ok()?;
+            let text = String::from_utf8_lossy(&answer);
+            text.split(' ').nth(1)?.parse().ok()
+        };
+        tokio::time::timeout(IO_TIMEOUT, exchange)
+            .await
+            .ok()
+            .flatten()
     }
 
     pub fn host(&self) -> String {
@@ -435,14 +476,40 @@ public_key = "{public}"
         open_store(&self.config).await
     }
 
-    /// A new agent, added as `airlock agent add` does.
+    /// A new agent, added as `airlock agent add` does, once `serve` knows it (at once with
+    /// the files; on PostgreSQL `serve` follows the agents, within moments).
     pub async fn add_agent(&self, name: &str) -> AgentRecord {
-        self.store()
+        let record = self
+            .store()
             .await
             .identities()
             .add_agent(name)
             .await
-            .expect("add agent")
+            .expect("add agent");
+        if self.database_url.is_some() {
+            self.wait_until_known(&record.access_key_id).await;
+        }
+        record
+    }
+
+    /// Waits until `serve` tells a wrong signature under `access_key_id` from an unknown
+    /// key (neither reaches the upstream).
+    async fn wait_until_known(&self, access_key_id: &str) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let mut probe = self.harmless();
+            probe.access_key = access_key_id.to_string();
+            probe.secret = "not-the-agents-secret".to_string();
+            let r = self.send_call(&probe).await;
+            if r.body.contains("SignatureDoesNotMatch") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "serve never learned of agent key {access_key_id}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn receipt_json(&self, receipt_id: &str) -> String {
