@@ -184,7 +184,7 @@ async fn rds_delete_db_instance_without_receipt_is_refused_with_link() {
         r.message().contains("IRREVERSIBLE"),
         "no final snapshot is irreversible: {r:?}"
     );
-    assert_eq!(h.pending_count(), 1);
+    assert_eq!(h.pending_count().await, 1);
     h.assert_alive().await;
 }
 
@@ -338,7 +338,7 @@ async fn identical_retries_attach_to_one_pending_approval() {
         link(&second),
         "a retry opened a second approval"
     );
-    assert_eq!(h.pending_count(), 1);
+    assert_eq!(h.pending_count().await, 1);
 }
 
 #[tokio::test]
@@ -449,7 +449,7 @@ async fn a_real_receipt_of_another_call_smuggled_in_header_and_body_does_not_aut
     let staging = RDS_DELETE.replace("prod-db", "staging-db");
     gated(&h, &h.send_call(&h.query("rds", &staging)).await);
     let ids = h.approve_all_pending().await;
-    let json = h.receipt_json(&ids[0]);
+    let json = h.receipt_json(&ids[0]).await;
     // The agent replays that receipt (header and body) for the production database.
     let encoded: String = sign::uri_encode(json.as_bytes(), false);
     let form = format!("{RDS_DELETE}&Receipt={encoded}");
@@ -483,9 +483,7 @@ async fn receipt_approved_for_one_agent_does_not_cover_another_agent() {
     let h = Harness::start().await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
     h.approve_all_pending().await;
-    let other = airlock::state::agents::AgentStore::new(&h.state_dir())
-        .add("agent-2")
-        .unwrap();
+    let other = h.add_agent("agent-2").await;
     let mut call = h.query("rds", RDS_DELETE);
     call.access_key = other.access_key_id.clone();
     call.secret = other.secret_access_key.expose().to_string();
@@ -495,9 +493,7 @@ async fn receipt_approved_for_one_agent_does_not_cover_another_agent() {
 #[tokio::test]
 async fn another_agents_key_id_signed_with_own_secret_is_refused() {
     let h = Harness::start().await;
-    let other = airlock::state::agents::AgentStore::new(&h.state_dir())
-        .add("agent-2")
-        .unwrap();
+    let other = h.add_agent("agent-2").await;
     let mut call = h.harmless();
     call.access_key = other.access_key_id.clone();
     expect(&h.send_call(&call).await, 403, "SignatureDoesNotMatch");
@@ -3054,7 +3050,7 @@ async fn json_body_with_duplicate_keys_on_a_delete_is_refused() {
     expect(&r, 400, "SerializationException");
     h.assert_untouched();
     assert_eq!(
-        h.pending_count(),
+        h.pending_count().await,
         0,
         "no approval for a call that cannot be read one way"
     );
@@ -3555,7 +3551,7 @@ async fn unknown_access_key_is_refused() {
     expect(&h.send_call(&call).await, 403, "InvalidClientTokenId");
     h.assert_untouched();
     assert_eq!(
-        h.pending_count(),
+        h.pending_count().await,
         0,
         "an unauthenticated call opened an approval"
     );
@@ -3585,8 +3581,11 @@ async fn revoked_agent_is_refused() {
     let h = Harness::start().await;
     expect(&h.send_call(&h.harmless()).await, 200, "");
     h.stub.clear();
-    airlock::state::agents::AgentStore::new(&h.state_dir())
-        .revoke(&h.agent.name)
+    h.store()
+        .await
+        .identities()
+        .revoke_agent(&h.agent.name)
+        .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -3840,14 +3839,12 @@ fn with_headers(call: &Call, n: usize) -> harness::Wire {
     (0..n).fold(call.sign(), |w, i| w.with(&format!("x-pad-{i}"), "v"))
 }
 
-/// Every record of the audit log (all its segments), one per line.
-fn audit_text(state_dir: &std::path::Path) -> String {
-    let records = airlock::audit::last_records(state_dir, usize::MAX)
-        .map(|(records, _)| records)
-        .unwrap_or_default();
-    records
+/// Every record of the audit chain, one per line.
+async fn audit_text(h: &Harness) -> String {
+    h.audit_records()
+        .await
         .iter()
-        .map(|r| String::from_utf8_lossy(r) + "\n")
+        .map(|r| format!("{r}\n"))
         .collect()
 }
 
@@ -3855,7 +3852,7 @@ fn audit_text(state_dir: &std::path::Path) -> String {
 async fn audited(h: &Harness, needles: &[&str]) -> String {
     let deadline = tokio::time::Instant::now() + harness::IO_TIMEOUT;
     loop {
-        let text = audit_text(&h.state_dir());
+        let text = audit_text(h).await;
         if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
             return line.to_string();
         }
@@ -4225,7 +4222,7 @@ async fn held_calls_past_max_held_are_answered_at_once() {
     let second = async {
         // Let the first call take the only slot: wait until it is pending (it is held then).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while h.pending_count() == 0 {
+        while h.pending_count().await == 0 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the first call was never held"

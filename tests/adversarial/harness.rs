@@ -6,7 +6,8 @@ use super::stub::Stub;
 use airlock::config::Config;
 use airlock::credentials::RealCredentials;
 use airlock::receipt::ApproverKey;
-use airlock::state::agents::AgentStore;
+use airlock::state::agents::AgentRecord;
+use airlock::store::{Opener, Store};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::sync::Arc;
@@ -38,6 +39,9 @@ pub struct Harness {
     pub agent: Agent,
     pub config: Config,
     pub approver: ApproverKey,
+    /// The PostgreSQL database this airlock keeps its state in (a fresh one per harness),
+    /// when `AIRLOCK_TEST_DATABASE_URL` names a server; `None`: the files in `[state] dir`.
+    pub database_url: Option<String>,
     ca: Vec<CertificateDer<'static>>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -154,6 +158,11 @@ public_key = "{public}"
             .set
             .iter()
             .fold(text, |t, (section, line)| set_in_section(&t, section, line));
+        let database_url = fresh_database().await;
+        let text = match &database_url {
+            Some(url) => set_in_section(&text, "state", &format!("database_url = \"{url}\"")),
+            None => text,
+        };
         let config_path = dir.path().join("config/airlock.toml");
         std::fs::create_dir_all(config_path.parent().expect("parent")).expect("mkdir");
         std::fs::write(&config_path, &text).expect("write config");
@@ -161,8 +170,18 @@ public_key = "{public}"
         Config::parse(&config_path, &text).expect("config parses");
         let (config, _) = airlock::init::init(&config_path).expect("init");
 
-        let record = AgentStore::new(&config.state_dir)
-            .add("agent-1")
+        if let Some(url) = &database_url {
+            let pool = airlock::store::postgres::pool(&airlock::secret::Secret::new(url.as_str()))
+                .expect("pool");
+            airlock::store::postgres::migrate(&pool)
+                .await
+                .expect("migrate");
+        }
+        let record = open_store(&config)
+            .await
+            .identities()
+            .add_agent("agent-1")
+            .await
             .expect("add agent");
         let agent = Agent {
             name: record.name.clone(),
@@ -222,9 +241,13 @@ public_key = "{public}"
             agent,
             config,
             approver,
+            database_url,
             ca,
             _shutdown: tx,
         };
+        if harness.database_url.is_some() {
+            harness.wait_until_healthy().await;
+        }
         if options.endpoint.is_some() {
             return harness;
         }
@@ -244,10 +267,49 @@ public_key = "{public}"
         harness
     }
 
+    /// Waits until `/healthz` answers 200: on PostgreSQL, `serve` reaches the database in
+    /// the background and refuses gated calls until it has (its audit spool drained).
+    async fn wait_until_healthy(&self) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            if self.healthz_status().await == Some(200) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "airlock's /healthz never answered 200 on PostgreSQL"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status `/healthz` on the approvals port answers with, if it answers.
+    async fn healthz_status(&self) -> Option<u16> {
+        let exchange = async {
+            let mut tcp = TcpStream::connect(("127.0.0.1", self.approvals_port))
+                .await
+                .ok()?;
+            let request = format!(
+                "GET /healthz HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+                self.approvals_port
+            );
+            tcp.write_all(request.as_bytes()).await.ok()?;
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer).await.ok()?;
+            let text = String::from_utf8_lossy(&answer);
+            text.split(' ').nth(1)?.parse().ok()
+        };
+        tokio::time::timeout(IO_TIMEOUT, exchange)
+            .await
+            .ok()
+            .flatten()
+    }
+
     pub fn host(&self) -> String {
         format!("localhost:{}", self.port)
     }
 
+    #[allow(dead_code)] // tests/faults.rs
     pub fn state_dir(&self) -> std::path::PathBuf {
         self.config.state_dir.clone()
     }
@@ -379,12 +441,7 @@ public_key = "{public}"
     pub async fn approve_all_pending(&self) -> Vec<String> {
         use airlock::receipt::{self, Binding, Decision, ReceiptBody, Validity};
         use airlock::state::approvals::Status;
-        let store = airlock::store::open(
-            std::sync::Arc::new(self.config.clone()),
-            airlock::store::Opener::Command,
-        )
-        .await
-        .expect("the store");
+        let store = self.store().await;
         let mut ids = Vec::new();
         for pending in store
             .list_approvals(Some(0))
@@ -414,22 +471,179 @@ public_key = "{public}"
         ids
     }
 
-    pub fn receipt_json(&self, receipt_id: &str) -> String {
-        let store = airlock::state::approvals::ApprovalStore::open(&self.config.state_dir)
-            .expect("approval store");
-        String::from_utf8(store.read_receipt(receipt_id).expect("receipt")).expect("utf8")
+    /// The store this airlock keeps its state in, as the commands open it.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        open_store(&self.config).await
     }
 
-    pub fn pending_count(&self) -> usize {
-        use airlock::state::approvals::{ApprovalStore, Status};
-        ApprovalStore::open(&self.config.state_dir)
-            .expect("approval store")
-            .list()
-            .expect("list")
+    /// A new agent, added as `airlock agent add` does, once `serve` knows it (at once with
+    /// the files; on PostgreSQL `serve` follows the agents, within moments).
+    pub async fn add_agent(&self, name: &str) -> AgentRecord {
+        let record = self
+            .store()
+            .await
+            .identities()
+            .add_agent(name)
+            .await
+            .expect("add agent");
+        if self.database_url.is_some() {
+            self.wait_until_known(&record.access_key_id).await;
+        }
+        record
+    }
+
+    /// Waits until `serve` tells a wrong signature under `access_key_id` from an unknown
+    /// key (neither reaches the upstream).
+    async fn wait_until_known(&self, access_key_id: &str) {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let mut probe = self.harmless();
+            probe.access_key = access_key_id.to_string();
+            probe.secret = "not-the-agents-secret".to_string();
+            let r = self.send_call(&probe).await;
+            if r.body.contains("SignatureDoesNotMatch") {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "serve never learned of agent key {access_key_id}: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn receipt_json(&self, receipt_id: &str) -> String {
+        let bytes = self
+            .store()
+            .await
+            .read_receipt(receipt_id)
+            .await
+            .expect("receipt");
+        String::from_utf8(bytes).expect("utf8")
+    }
+
+    pub async fn pending_count(&self) -> usize {
+        use airlock::state::approvals::Status;
+        self.store()
+            .await
+            .list_approvals(Some(0))
+            .await
+            .expect("list approvals")
             .into_iter()
             .filter(|a| a.status == Status::Pending)
             .count()
     }
+
+    /// The single-use ledger's events for one key (a receipt id), in order: `ledger.jsonl`,
+    /// or the database's `airlock_ledger_events`.
+    #[allow(dead_code)] // tests/faults.rs
+    pub async fn ledger_events(&self, key: &str) -> Vec<String> {
+        let Some(url) = &self.database_url else {
+            let text =
+                std::fs::read_to_string(self.state_dir().join("ledger.jsonl")).unwrap_or_default();
+            return text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["receipt"] == key)
+                .map(|v| v["event"].as_str().unwrap_or("").to_string())
+                .collect();
+        };
+        query_strings(
+            url,
+            "SELECT event FROM airlock_ledger_events WHERE key = $1 ORDER BY id",
+            key,
+        )
+        .await
+    }
+
+    /// Every record of the audit chain, in order, as stored (one JSON object each): all the
+    /// log's segments, or the database's `airlock_audit`.
+    pub async fn audit_records(&self) -> Vec<String> {
+        let Some(url) = &self.database_url else {
+            let records = airlock::audit::last_records(&self.config.state_dir, usize::MAX)
+                .map(|(records, _)| records)
+                .unwrap_or_default();
+            return records
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect();
+        };
+        query_strings(
+            url,
+            "SELECT record FROM airlock_audit WHERE $1 = $1 ORDER BY seq",
+            "",
+        )
+        .await
+    }
+}
+
+async fn open_store(config: &Config) -> Arc<dyn Store> {
+    airlock::store::open(Arc::new(config.clone()), Opener::Command)
+        .await
+        .expect("the store")
+}
+
+/// The text column of each row `sql` (one `$1` parameter) selects.
+async fn query_strings(url: &str, sql: &str, parameter: &str) -> Vec<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    client
+        .query(sql, &[&parameter])
+        .await
+        .expect("query the test database")
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect()
+}
+
+/// With `AIRLOCK_TEST_DATABASE_URL` (an administrator's URL to a running PostgreSQL, as
+/// `scripts/test-postgres` sets it): a database of this harness's own, created now, and its
+/// URL. Without it, `None`: the file store.
+async fn fresh_database() -> Option<String> {
+    let admin = std::env::var("AIRLOCK_TEST_DATABASE_URL").ok()?;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "airlock_suite_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to AIRLOCK_TEST_DATABASE_URL");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the harness's database");
+    Some(with_database(&admin, &name))
+}
+
+/// `url` naming database `name` instead of its own (`postgres://u@h:p/db?opts`).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, options) = url.split_once('?').unwrap_or((url, ""));
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    if options.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{options}")
+    }
+}
+
+/// When the suites run on PostgreSQL (`AIRLOCK_TEST_DATABASE_URL` set), says why a test
+/// that needs what only the file store has is skipped there, and returns true.
+#[allow(dead_code)] // tests/faults.rs
+pub fn file_store_only(why: &str) -> bool {
+    if std::env::var_os("AIRLOCK_TEST_DATABASE_URL").is_some() {
+        eprintln!("SKIPPED on PostgreSQL: {why}");
+        return true;
+    }
+    false
 }
 
 /// How a call states its payload.

@@ -6,13 +6,13 @@
 use super::harness::{Harness, Options, Resp};
 use super::{expect, gated, RDS_DELETE};
 use airlock::receipt::{self, Binding, Decision, ReceiptBody, Validity};
-use airlock::state::approvals::{ApprovalStore, Signed, Status};
+use airlock::state::approvals::{Signed, Status};
 
 /// Every pending approval marked approved, with alice's one-signature receipt stating
 /// `quorum`.
-fn approved_by_alice_alone(h: &Harness, quorum: u32) {
-    let store = ApprovalStore::open(&h.config.state_dir).expect("approval store");
-    for pending in store.list().expect("list") {
+async fn approved_by_alice_alone(h: &Harness, quorum: u32) {
+    let store = h.store().await;
+    for pending in store.list_approvals(Some(0)).await.expect("list") {
         if pending.status != Status::Pending {
             continue;
         }
@@ -27,16 +27,16 @@ fn approved_by_alice_alone(h: &Harness, quorum: u32) {
         );
         body.quorum = quorum;
         let signed = receipt::sign(body, &h.approver).expect("sign");
+        let stored = Signed {
+            receipt_id: signed.body.id.as_str().to_owned(),
+            receipt_json: signed.to_json().expect("json").into_bytes(),
+            status: Status::Approved,
+            approved_by: vec!["alice".into()],
+            decided_by: "alice".into(),
+        };
         store
-            .sign(&pending.id, |_, _| {
-                Ok(Signed {
-                    receipt_id: signed.body.id.as_str().to_owned(),
-                    receipt_json: signed.to_json().expect("json").into_bytes(),
-                    status: Status::Approved,
-                    approved_by: vec!["alice".into()],
-                    decided_by: "alice".into(),
-                })
-            })
+            .decide(&pending.id, Box::new(move |_, _| Ok(stored)))
+            .await
             .expect("stored");
     }
 }
@@ -46,7 +46,7 @@ fn approved_by_alice_alone(h: &Harness, quorum: u32) {
 async fn after_alice_alone(options: Options, stated: u32) -> (Harness, Resp) {
     let h = Harness::start_with(options).await;
     gated(&h, &h.send_call(&h.query("rds", RDS_DELETE)).await);
-    approved_by_alice_alone(&h, stated);
+    approved_by_alice_alone(&h, stated).await;
     let r = h.send_call(&h.query("rds", RDS_DELETE)).await;
     (h, r)
 }
