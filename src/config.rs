@@ -178,6 +178,24 @@ impl Default for FileState {
 /// The environment variable that gives `[state] database_url` (it wins over the file).
 pub const DATABASE_URL_ENV: &str = "AIRLOCK_DATABASE_URL";
 
+/// Does this environment variable lead to airlock's database: `AIRLOCK_*`
+/// (`AIRLOCK_DATABASE_URL`; airlock has no variable an agent's tools need), `DATABASE_URL`,
+/// and libpq's `PG*` (`PGPASSWORD`, `PGPASSFILE`, `PGSERVICEFILE`, `PGSERVICE`, `PGHOST`,
+/// `PGUSER`…: all of them, so no new one slips through)? Whoever can write the database can
+/// approve calls and issue receipts: none of these is ever given to an agent
+/// (`airlock exec`), and `airlock doctor` names each one it finds in the agent's shell.
+pub fn reaches_the_database(name: &str) -> bool {
+    name.starts_with("AIRLOCK_") || name == "DATABASE_URL" || name.starts_with("PG")
+}
+
+/// Does a `[state] database_url` hold a password (in its user info or a `password`
+/// parameter)? One that cannot be parsed is taken to hold one (fail closed).
+pub fn url_holds_password(url: &Secret) -> bool {
+    url.expose()
+        .parse::<tokio_postgres::Config>()
+        .map_or(true, |c| c.get_password().is_some())
+}
+
 impl FileState {
     /// The database URL from the environment or the file, checked to name PostgreSQL.
     /// Never printed: it may hold a password.
@@ -286,6 +304,10 @@ pub struct Config {
     /// `[state] database_url` (or `AIRLOCK_DATABASE_URL`): PostgreSQL for what replicas
     /// share; none, the state dir's files alone.
     pub database_url: Option<Secret>,
+    /// The config file itself holds a database password (`[state] database_url` with one,
+    /// whatever the environment says): the file is then a secret, as the state dir is
+    /// ([`crate::access::host::airlock_paths`]).
+    pub database_password_in_file: bool,
     pub upstream: Upstream,
     pub credentials: CredentialsConfig,
     pub limits: Limits,
@@ -576,6 +598,11 @@ impl Config {
             tls_dir: resolve(&raw.tls.dir),
             state_dir: resolve(&raw.state.dir),
             database_url: raw.state.database_url(&check)?,
+            database_password_in_file: raw
+                .state
+                .database_url
+                .as_ref()
+                .is_some_and(url_holds_password),
             upstream: raw.upstream.validate(&check)?,
             credentials: CredentialsConfig {
                 profile: raw.credentials.profile,

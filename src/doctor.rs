@@ -336,6 +336,15 @@ impl Doctor<'_> {
                 format!("unset {k}"),
             );
         }
+        // Never the value: it may be the database's password.
+        for (k, _) in env.iter().filter(|(k, _)| leads_to_the_database(k)) {
+            self.found(
+                "env-database",
+                None,
+                format!("{k} is set: it can lead to airlock's database, and whoever can write that database can approve calls and issue receipts"),
+                format!("unset {k}: airlock's database credentials must never reach an agent (`airlock exec` drops it)"),
+            );
+        }
         let via_connect = config.connect_addr.is_some()
             && ["HTTPS_PROXY", "https_proxy"].iter().any(|k| {
                 get(k).is_some_and(|v| {
@@ -390,6 +399,14 @@ impl Doctor<'_> {
             ),
         }
     }
+}
+
+/// The variables of [`crate::config::reaches_the_database`] that can carry the database's
+/// credentials or name where they are: the database URL and libpq's `PG*`. (airlock's other
+/// `AIRLOCK_*` variables, `AIRLOCK_LOG`, say nothing about the database.)
+fn leads_to_the_database(name: &str) -> bool {
+    crate::config::reaches_the_database(name)
+        && (!name.starts_with("AIRLOCK_") || name == crate::config::DATABASE_URL_ENV)
 }
 
 /// The fix for a grant, as the agent's access is taken away (keep airlock's own).
@@ -701,6 +718,28 @@ mod tests {
         let report = examine(&agent, &config, Some(&good));
         let checks: Vec<&str> = report.findings.iter().map(|f| f.check).collect();
         assert_eq!(checks, ["docker-group"], "{report:#?}");
+        // The database's credentials in the agent's shell: one finding each, never the value.
+        let mut with_db = good.clone();
+        with_db.extend(
+            [
+                (
+                    "AIRLOCK_DATABASE_URL",
+                    "postgres://airlock:hunter2@db/airlock",
+                ),
+                ("PGPASSWORD", "hunter2"),
+                ("AIRLOCK_LOG", "debug"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let report = examine(&agent, &config, Some(&with_db));
+        let named: Vec<&str> = report
+            .findings
+            .iter()
+            .filter(|f| f.check == "env-database")
+            .map(|f| f.problem.split(' ').next().unwrap_or_default())
+            .collect();
+        assert_eq!(named, ["AIRLOCK_DATABASE_URL", "PGPASSWORD"], "{report:#?}");
+        assert!(!format!("{report:?}").contains("hunter2"));
     }
 
     #[test]

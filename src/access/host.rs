@@ -244,10 +244,18 @@ pub fn serve_processes() -> Vec<ServeProcess> {
     out
 }
 
-/// airlock's own paths that matter to its security, and what each needs.
+/// airlock's own paths that matter to its security, and what each needs. The config is a
+/// secret when it holds a database password (`[state] database_url` with one): whoever can
+/// write the database is as powerful as airlock's user (`AIRLOCK_DATABASE_URL` keeps the
+/// password out of the file).
 pub fn airlock_paths(config: &Config) -> Vec<(&'static str, PathBuf, Need)> {
+    let config_need = if config.database_password_in_file {
+        Need::Secret
+    } else {
+        Need::Unchangeable
+    };
     vec![
-        ("config", config.path.clone(), Need::Unchangeable),
+        ("config", config.path.clone(), config_need),
         ("state dir", config.state_dir.clone(), Need::Secret),
         (
             "certificates dir",

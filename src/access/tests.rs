@@ -423,3 +423,51 @@ fn serve_judges_its_own_binary_and_credentials_files() {
     let x = host::path_exposure(&credentials, me, Need::Secret).unwrap();
     assert_eq!(x.readable.unwrap().class, Class::Other);
 }
+
+#[test]
+fn a_config_holding_a_database_password_is_a_secret() {
+    let me = host::current_principal().uid;
+    let (_dir, private, _open) = private_and_open();
+    let path = private.join("airlock.toml");
+    let with_url = |url: &str| {
+        crate::config::EXAMPLE.replacen(
+            "[state]\n",
+            &format!("[state]\ndatabase_url = \"{url}\"\n"),
+            1,
+        )
+    };
+    let config_exposure = |text: &str, mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        chmod(&path, mode);
+        let parsed = crate::config::Config::parse(&path, text).unwrap();
+        let need = host::airlock_paths(&parsed)
+            .into_iter()
+            .find(|(label, _, _)| *label == "config")
+            .map(|(_, _, need)| need)
+            .unwrap();
+        let exposed = host::startup_exposures(&parsed, me)
+            .into_iter()
+            .find(|x| x.path == parsed.path);
+        (need, exposed)
+    };
+    // A password in the URL: the config is a secret, and one others can read is refused.
+    let secret = with_url("postgres://airlock:hunter2@db.internal/airlock?sslmode=require");
+    let (need, exposed) = config_exposure(&secret, 0o644);
+    assert_eq!(need, Need::Secret);
+    let x = exposed.expect("a readable config with a database password");
+    assert!(x.readable.is_some() && x.writable.is_none(), "{x:?}");
+    let line = x.describe(me, &host::names());
+    assert!(line.contains("can read it"), "{line}");
+    assert!(!line.contains("hunter2"), "{line}");
+    assert_eq!(config_exposure(&secret, 0o600), (Need::Secret, None));
+    // So is a password given as a parameter.
+    let param = with_url("postgres://airlock@db.internal/airlock?password=hunter2");
+    assert_eq!(config_exposure(&param, 0o644).0, Need::Secret);
+    // No password in the file (trust, a certificate, or AIRLOCK_DATABASE_URL): readable is fine.
+    let plain = with_url("postgres://airlock@127.0.0.1:5432/airlock");
+    assert_eq!(config_exposure(&plain, 0o644), (Need::Unchangeable, None));
+    assert_eq!(
+        config_exposure(crate::config::EXAMPLE, 0o644),
+        (Need::Unchangeable, None)
+    );
+}

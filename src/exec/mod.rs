@@ -17,11 +17,16 @@
 //!
 //! Every other `AWS_*` variable is removed (session tokens, profiles, roles, web identity,
 //! container credentials, service-specific endpoint overrides…), except a few harmless
-//! settings ([`KEPT`]). The exit code is the child's (128 + the signal that ended it).
+//! settings ([`KEPT`]). So is everything that reaches airlock's database ([`crate::config::reaches_the_database`]):
+//! every `AIRLOCK_*` variable (`AIRLOCK_DATABASE_URL` holds its password; none is meant for
+//! the agent), `DATABASE_URL`, and every `PG*` variable (libpq's password, password and
+//! service files, host and user). Whoever can write that database can approve calls and
+//! issue receipts, so its credentials must never reach an agent. The exit code is the
+//! child's (128 + the signal that ended it).
 
 pub mod profiles;
 
-use crate::config::Config;
+use crate::config::{reaches_the_database, Config};
 use crate::state::agents::AgentRecord;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -56,7 +61,8 @@ pub fn child_env(
         .into_iter()
         .filter(|(k, _)| {
             let k = k.to_string_lossy();
-            !k.starts_with("AWS_") || KEPT.contains(&k.as_ref())
+            let aws_kept = !k.starts_with("AWS_") || KEPT.contains(&k.as_ref());
+            aws_kept && !reaches_the_database(&k)
         })
         .collect();
     let bundle = bundle.as_os_str().to_owned();
@@ -275,5 +281,59 @@ mod tests {
             .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
             .collect();
         assert!(!all.contains("AKIAREAL") && !all.contains("real-secret"));
+    }
+
+    #[test]
+    fn nothing_that_reaches_the_database_is_passed_on() {
+        let parent: Vec<(OsString, OsString)> = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/h"),
+            (
+                "AIRLOCK_DATABASE_URL",
+                "postgres://airlock:db-secret@db.internal/airlock",
+            ),
+            ("AIRLOCK_LOG", "debug"),
+            ("DATABASE_URL", "postgres://airlock:db-secret@db/airlock"),
+            ("PGPASSWORD", "db-secret"),
+            ("PGPASSFILE", "/home/h/.pgpass"),
+            ("PGSERVICEFILE", "/home/h/.pg_service.conf"),
+            ("PGSERVICE", "airlock"),
+            ("PGHOST", "db.internal"),
+            ("PGUSER", "airlock"),
+            ("PGSSLKEY", "/home/h/.postgresql/airlock.key"),
+            // Look-alikes that are not the database's stay.
+            ("GPG_AGENT_INFO", "/run/gpg"),
+            ("MY_AIRLOCK_NOTE", "kept"),
+        ]
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+        let env = child_env(parent, &[], Path::new("/a/state/ca-bundle.pem"));
+        let names: Vec<String> = env
+            .iter()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for gone in [
+            "AIRLOCK_DATABASE_URL",
+            "AIRLOCK_LOG",
+            "DATABASE_URL",
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "PGSERVICEFILE",
+            "PGSERVICE",
+            "PGHOST",
+            "PGUSER",
+            "PGSSLKEY",
+        ] {
+            assert!(!names.iter().any(|n| n == gone), "{gone} reached the child");
+        }
+        for kept in ["PATH", "HOME", "GPG_AGENT_INFO", "MY_AIRLOCK_NOTE"] {
+            assert!(names.iter().any(|n| n == kept), "{kept} was dropped");
+        }
+        let all: String = env
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        assert!(!all.contains("db-secret"), "{all}");
     }
 }
