@@ -20,7 +20,7 @@ def test_docker_compose_publishes_on_loopback_only_and_keeps_secrets_in_volumes(
     missing = run([compose, "config"], scrubbed_env(), cwd=tmp_path, check=False)
     assert missing.returncode != 0 and "airlock.env" in missing.stderr, missing.stderr
     env_file = tmp_path / "airlock.env"
-    database_url = "postgres://airlock:example-password@postgres/airlock"
+    database_url = "postgres://airlock:example-password@/airlock?host=/var/run/postgresql"
     env_file.write_text("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\nAWS_SECRET_ACCESS_KEY=example\n"
                         f"AIRLOCK_DATABASE_URL={database_url}\n")
     (tmp_path / "airlock-db-password").write_text("example-password\n")
@@ -35,6 +35,9 @@ def test_docker_compose_publishes_on_loopback_only_and_keeps_secrets_in_volumes(
     # State and certificates (with ca.key) in named volumes; the one host directory gets ca.pem.
     assert mounts["/var/lib/airlock/state"] == "airlock-state"
     assert mounts["/var/lib/airlock/certs"] == "airlock-certs"
+    # PostgreSQL through its Unix socket, in a volume only the two services mount: no TLS
+    # needed, none of its traffic on a network (airlock refuses plaintext to another host).
+    assert mounts["/var/run/postgresql"] == "airlock-db-socket"
     host_dirs = {target: source for target, source in mounts.items() if source.startswith("/")}
     assert set(host_dirs) == {"/var/lib/airlock/ca"}, host_dirs
     # The real keys come from the env file, not from the compose file itself.
@@ -49,7 +52,8 @@ def test_docker_compose_publishes_on_loopback_only_and_keeps_secrets_in_volumes(
     db = project["services"]["postgres"]
     assert db["image"].startswith("postgres:"), db["image"]
     db_mounts = {m.split(":")[1]: m.split(":")[0] for m in db["volumes"]}
-    assert db_mounts == {"/var/lib/postgresql/data": "airlock-db"}, db_mounts
+    assert db_mounts == {"/var/lib/postgresql/data": "airlock-db",
+                         "/var/run/postgresql": "airlock-db-socket"}, db_mounts
     assert "airlock-db" in project["volumes"]
     assert "ports" not in db, db.get("ports")
     assert "pg_isready" in " ".join(db["healthcheck"]["test"]), db["healthcheck"]

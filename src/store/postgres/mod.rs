@@ -169,12 +169,14 @@ pub fn pool(url: &Secret) -> Result<Pool, String> {
 }
 
 /// How to connect to `url` (a connect timeout and airlock's application name unless the
-/// URL sets them). The error never holds the URL.
+/// URL sets them), refused when it could reach another host without TLS
+/// ([`refuse_plaintext_to_another_host`]). The error never holds the URL.
 fn connect_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
     let mut pg: tokio_postgres::Config = url
         .expose()
         .parse()
         .map_err(|e| format!("[state] database_url is not a PostgreSQL URL: {e}"))?;
+    refuse_plaintext_to_another_host(&pg)?;
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(POOL_WAIT);
     }
@@ -182,6 +184,50 @@ fn connect_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
         pg.application_name("airlock");
     }
     Ok(pg)
+}
+
+/// Is this TCP host this host: `localhost`, or a loopback address (127.0.0.0/8, `::1`,
+/// and 127.x as an IPv4-mapped IPv6 address)?
+fn is_loopback(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// A database on another host is reached only over TLS: `sslmode=require` (the server's
+/// certificate is then verified against the system's roots, by rustls, with the URL's host
+/// name). `disable` would send everything in plaintext, and `prefer` (tokio-postgres's
+/// default) falls back to plaintext whenever the server — or anyone on the way — answers
+/// that it has no TLS. Each target is judged where the connection goes: its `hostaddr`
+/// when the URL gives one, else its host. Plaintext stays allowed to this host alone.
+fn refuse_plaintext_to_another_host(pg: &tokio_postgres::Config) -> Result<(), String> {
+    use tokio_postgres::config::{Host, SslMode};
+    if pg.get_ssl_mode() == SslMode::Require {
+        return Ok(());
+    }
+    let (hosts, addrs) = (pg.get_hosts(), pg.get_hostaddrs());
+    let remote = (0..hosts.len().max(addrs.len())).find_map(|i| {
+        let name = match (addrs.get(i), hosts.get(i)) {
+            (Some(ip), _) => ip.to_string(),
+            (None, Some(Host::Tcp(name))) => name.clone(),
+            // A Unix socket: this host.
+            (None, _) => return None,
+        };
+        (!is_loopback(&name)).then_some(name)
+    });
+    match remote {
+        None => Ok(()),
+        Some(host) => Err(format!(
+            "[state] database_url (or AIRLOCK_DATABASE_URL): the database is on another host ({host}) and the URL lets the connection go without TLS (sslmode {}): add `?sslmode=require` to the URL (`&sslmode=require` after other parameters); the server's certificate is then verified against the system's roots. Plaintext is allowed only to this host (localhost, 127.0.0.0/8, ::1, a Unix socket)",
+            match pg.get_ssl_mode() {
+                SslMode::Disable => "disable",
+                _ => "prefer, which falls back to plaintext",
+            }
+        )),
+    }
 }
 
 /// How long a listening connection may be idle before its first TCP keepalive probe, the
@@ -1266,6 +1312,53 @@ mod tests {
         let probed = idle + interval * retries;
         assert!(probed <= LISTEN_USER_TIMEOUT, "{probed:?}");
         assert_eq!(config.get_tcp_user_timeout(), Some(&LISTEN_USER_TIMEOUT));
+    }
+
+    #[test]
+    fn plaintext_is_allowed_to_this_host_only() {
+        let judged = |url: &str| connect_config(&Secret::new(url)).map(|_| ());
+        // This host, without TLS: allowed.
+        for local in [
+            "postgres://airlock:pw@127.0.0.1:5432/airlock",
+            "postgres://airlock:pw@127.8.9.10/airlock?sslmode=disable",
+            "postgres://airlock:pw@localhost/airlock",
+            "postgres://airlock:pw@LOCALHOST./airlock?sslmode=prefer",
+            "postgres://airlock:pw@[::1]:5432/airlock",
+            "postgres://airlock:pw@%2Fvar%2Frun%2Fpostgresql/airlock",
+            "postgres:///airlock?host=/var/run/postgresql&sslmode=disable",
+            // docker-compose.yml's: PostgreSQL's socket in a shared volume.
+            "postgres://airlock:pw@/airlock?host=/var/run/postgresql",
+            "postgres://airlock:pw@db.internal/airlock?hostaddr=127.0.0.1",
+            "postgres://airlock:pw@localhost,127.0.0.2/airlock",
+        ] {
+            assert_eq!(judged(local), Ok(()), "{local}");
+        }
+        // Another host without `sslmode=require`: refused, naming the fix, never the password.
+        for remote in [
+            "postgres://airlock:hunter2@db.internal/airlock",
+            "postgres://airlock:hunter2@db.internal/airlock?sslmode=prefer",
+            "postgres://airlock:hunter2@10.0.0.5:5432/airlock?sslmode=disable",
+            "postgresql://airlock:hunter2@[2001:db8::1]/airlock",
+            "postgres://airlock:hunter2@localhost,db.internal/airlock",
+            "postgres://airlock:hunter2@localhost/airlock?hostaddr=10.0.0.5",
+            "postgres://airlock:hunter2@/airlock?hostaddr=10.0.0.5",
+            "postgres://airlock@db.internal/airlock?password=hunter2&sslmode=disable",
+        ] {
+            let e = judged(remote).expect_err(remote);
+            assert!(e.contains("?sslmode=require"), "{e}");
+            assert!(!e.contains("hunter2") && !e.contains(remote), "{e}");
+        }
+        // The same hosts with TLS required: allowed.
+        for remote in [
+            "postgres://airlock:pw@db.internal/airlock?sslmode=require",
+            "postgres://airlock:pw@10.0.0.5/airlock?connect_timeout=3&sslmode=require",
+            "postgres://airlock:pw@localhost/airlock?hostaddr=10.0.0.5&sslmode=require",
+        ] {
+            assert_eq!(judged(remote), Ok(()), "{remote}");
+        }
+        // The listening connection and the pool are made the same way.
+        assert!(listen_config(&Secret::new("postgres://a:pw@db.internal/x")).is_err());
+        assert!(pool(&Secret::new("postgres://a:pw@db.internal/x")).is_err());
     }
 
     #[test]
