@@ -458,6 +458,11 @@ fn cmd_serve(config_path: &Path) -> CmdResult {
     print_created(&created);
     let config = crate::serve::load_trusted_config(config_path, own_uid)?;
     crate::serve::check_own_files(&config, own_uid)?;
+    if config.database_url.is_some() {
+        // Another serve with this state dir's spool is refused before anything is written
+        // there (`listen.json`); the store takes the lock for good when it opens.
+        drop(crate::store::postgres::spool::lock(&config.state_dir)?);
+    }
     crate::connect::ca::warn_if_unconstrained(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

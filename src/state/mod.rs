@@ -39,14 +39,29 @@ pub fn rfc3339_millis(t: time::OffsetDateTime) -> String {
 /// Opens (creating, mode 0600) and exclusively locks a lock file; the lock is held until
 /// the returned file is dropped. Serializes changes between `serve` and the CLI.
 pub fn lock_file(path: &Path) -> std::io::Result<fs::File> {
-    let f = fs::OpenOptions::new()
+    let f = open_lock_file(path)?;
+    f.lock()?;
+    Ok(f)
+}
+
+/// [`lock_file`] without waiting: `None` when another holds the lock (another process, or
+/// another open file of this one).
+pub fn try_lock_file(path: &Path) -> std::io::Result<Option<fs::File>> {
+    let f = open_lock_file(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn open_lock_file(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .open(path)?;
-    f.lock()?;
-    Ok(f)
+        .open(path)
 }
 
 /// Why a JSON record could not be read.

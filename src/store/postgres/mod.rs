@@ -380,6 +380,9 @@ pub struct PgStore {
     /// The config's `[[approver]]` keys ([`Self::with_approvers`]); `None`: receipts are
     /// refused (fail closed) rather than checked without them.
     approvers: Option<Vec<crate::receipt::ApproverPublic>>,
+    /// `serve`'s store: the lock on its state dir's spool ([`spool::lock`]), released when
+    /// the store is dropped.
+    state_lock: Option<std::fs::File>,
 }
 
 impl Drop for PgStore {
@@ -532,6 +535,7 @@ impl PgStore {
             )),
             pool,
             approvers: None,
+            state_lock: None,
         }
     }
 
@@ -540,8 +544,13 @@ impl PgStore {
     /// (retried every second; every step fails closed until then), then drains the audit
     /// spool in `state_dir` (records left by an earlier run first, then this run's
     /// `serve_started`) and syncs it every second. It says in the log when the database
-    /// cannot be reached and when it is back. Needs a Tokio runtime.
+    /// cannot be reached and when it is back. The spool is this store's alone: another
+    /// store (another `serve`) holding `state_dir`'s lock is refused ([`spool::lock`]).
+    /// Needs a Tokio runtime.
     pub fn open(url: &Secret, state_dir: &std::path::Path) -> Result<PgStore, String> {
+        // Before the spool is touched: another process's torn-looking last line is its
+        // record being written.
+        let state_lock = spool::lock(state_dir)?;
         let spool = Arc::new(Spool::open(state_dir)?);
         tracing::info!("the shared state is in PostgreSQL; reaching it in the background (calls that need a receipt are refused until it is reached)");
         if spool.waiting() {
@@ -560,6 +569,7 @@ impl PgStore {
         };
         store.keeper = Some(tokio::spawn(keeper.run()).abort_handle());
         store.spool = Some(spool);
+        store.state_lock = Some(state_lock);
         Ok(store)
     }
 
@@ -1359,6 +1369,25 @@ mod tests {
         // The listening connection and the pool are made the same way.
         assert!(listen_config(&Secret::new("postgres://a:pw@db.internal/x")).is_err());
         assert!(pool(&Secret::new("postgres://a:pw@db.internal/x")).is_err());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_store_per_state_dir_spool() {
+        let state = tempfile::tempdir().expect("state");
+        // Nothing listens there: the store is made without reaching the database.
+        let url = Secret::new("postgres://airlock@127.0.0.1:1/airlock");
+        let first = PgStore::open(&url, state.path()).expect("the first store");
+        let e = match PgStore::open(&url, state.path()) {
+            Ok(_) => panic!("two stores share one state dir's spool"),
+            Err(e) => e,
+        };
+        assert!(e.contains("another `airlock serve`"), "{e}");
+        assert!(e.contains("[state] dir of its own"), "{e}");
+        // Another state dir is another spool.
+        let other = tempfile::tempdir().expect("other");
+        drop(PgStore::open(&url, other.path()).expect("another state dir"));
+        drop(first);
+        PgStore::open(&url, state.path()).expect("the state dir is free once the store is gone");
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //!   spool's lock, which appenders take too).
 //! - A torn last line (the process died in the middle of writing it) was never
 //!   acknowledged: it is cut off when the spool is opened.
+//! - One process uses a spool: the store takes [`lock`] (`flock` on `[state]
+//!   dir/audit-spool.lock`) before opening it, so a second `serve` on the same state dir is
+//!   refused rather than cutting the first's line being written or draining its files.
 //!
 //! Nothing here talks to the database; see [`super::PgStore`] for the draining.
 
@@ -29,6 +32,32 @@ use std::sync::Mutex;
 
 /// The spool's directory under `[state] dir`.
 pub const SPOOL_DIR: &str = "audit-spool";
+
+/// The lock file under `[state] dir` whose lock (`flock`) the one store using the spool
+/// holds ([`lock`]).
+pub const SPOOL_LOCK: &str = "audit-spool.lock";
+
+/// Takes the state dir's spool for this process (creating the state dir, mode 0700): the
+/// lock is held until the file is dropped, and released by the kernel if the process dies.
+/// One spool has one drainer: two `serve`s on one state dir would cut each other's lines
+/// as torn and drain each other's files. A second one is refused, saying so.
+pub fn lock(state_dir: &Path) -> Result<File, String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io(state_dir))?;
+    let path = state_dir.join(SPOOL_LOCK);
+    match crate::state::try_lock_file(&path) {
+        Ok(Some(file)) => Ok(file),
+        Ok(None) => Err(format!(
+            "another `airlock serve` on this host uses the state dir {} (it holds {}): its audit spool can have one writer only; give each serve a [state] dir of its own",
+            state_dir.display(),
+            path.display()
+        )),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
 
 pub struct Spool {
     dir: PathBuf,
