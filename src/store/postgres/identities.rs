@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Schema version 3: the identity sets, the replicas' public keys, the agents' version.
+/// The identity sets, the replicas' public keys, the agents' version: one migration, whose
+/// version is its place in `super::MIGRATIONS`.
 pub(super) const MIGRATION: &str = "
     CREATE TABLE airlock_agents (
         key text PRIMARY KEY,

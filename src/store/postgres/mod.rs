@@ -30,14 +30,17 @@
 //! - **The schema is versioned** (`airlock_schema`): [`migrate`] applies what is missing in
 //!   one transaction under an advisory lock (`serve` at its first contact with the
 //!   database, `airlock db migrate`), and refuses a database whose schema is newer than
-//!   this airlock knows.
+//!   this airlock knows; `serve`'s keeper reads the version again every second, so a
+//!   replica whose schema a newer airlock migrated stops serving gated calls.
 //! - **When the database cannot be reached or written** (`serve`'s store, [`PgStore::open`]):
 //!   `serve` starts anyway; every step that needs the database fails closed (the gate
 //!   answers 503), while audit records go to an on-disk [`spool`] and are appended to the
 //!   chain in order, exactly once, when it is back (`airlock_audit_spools`).
 //! - **Connections** come from a pool (deadpool) with bounded waits, so a database that is
 //!   down answers with an error within seconds, never a hang. TLS is rustls with the
-//!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules).
+//!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules); a database
+//!   on another host must be asked for with `sslmode=require`, never plaintext
+//!   ([`refuse_plaintext_to_another_host`]).
 //!
 //! - **Agents, passkeys, enrollment links and the replicas' own keys** are in
 //!   [`identities`]; the revocation lookups read them.
@@ -327,28 +330,36 @@ pub async fn migrate(pool: &Pool) -> Result<Migrated, String> {
     })
 }
 
+/// What the refusal of a newer schema says (and how the keeper tells it from an outage).
+const NEWER: &str = "newer than this airlock knows";
+
 fn refuse_newer(version: i32) -> Result<(), String> {
     if version > SCHEMA_VERSION {
         return Err(format!(
-            "the database's schema is version {version}, newer than this airlock knows ({SCHEMA_VERSION}); upgrade airlock (it refuses to write to a schema whose rules it does not know)"
+            "the database's schema is version {version}, {NEWER} ({SCHEMA_VERSION}); upgrade airlock (it refuses to write to a schema whose rules it does not know)"
         ));
     }
     Ok(())
 }
 
-/// The schema's version as found, refused unless it is exactly [`SCHEMA_VERSION`]: for
-/// commands that read without migrating (`airlock audit verify`).
-pub async fn check_schema(pool: &Pool) -> Result<(), String> {
+/// The schema's version in the database (0: never migrated).
+async fn schema_version(pool: &Pool) -> Result<i32, String> {
     let client = pool.get().await.map_err(db_error)?;
     let found = client
         .query_opt("SELECT version FROM airlock_schema", &[])
         .await;
-    let version: i32 = match found {
-        Ok(row) => row.map_or(0, |r| r.get(0)),
+    match found {
+        Ok(row) => Ok(row.map_or(0, |r| r.get(0))),
         // No schema table at all: never migrated.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => 0,
-        Err(e) => return Err(db_error(e)),
-    };
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+/// The schema's version as found, refused unless it is exactly [`SCHEMA_VERSION`]: for
+/// commands that read without migrating (`airlock audit verify`).
+pub async fn check_schema(pool: &Pool) -> Result<(), String> {
+    let version = schema_version(pool).await?;
     refuse_newer(version)?;
     if version < SCHEMA_VERSION {
         return Err(format!(
@@ -790,7 +801,10 @@ impl Keeper {
                 Err(e) => {
                     let now = Instant::now();
                     let since = *unreachable.get_or_insert(now);
-                    if complained.is_none() {
+                    if complained.is_none() && e.contains(NEWER) {
+                        tracing::error!(error = %e, spool = %self.spool.dir().display(), "PostgreSQL's schema is newer than this airlock knows (a newer airlock migrated it): calls that need a receipt are refused (503) until this replica is upgraded; allowed calls are still served, their audit records kept in the spool");
+                        complained = Some(now);
+                    } else if complained.is_none() {
                         tracing::error!(error = %e, spool = %self.spool.dir().display(), "PostgreSQL cannot be reached or used: calls that need a receipt are refused (503) until it can; allowed calls are still served, their audit records kept in the spool and appended to the chain once it is back");
                         complained = Some(now);
                     } else if complained.is_some_and(|t| now.duration_since(t) >= COMPLAIN_EVERY) {
@@ -806,8 +820,19 @@ impl Keeper {
         }
     }
 
-    /// The schema checked (once), then every waiting record appended.
+    /// The schema checked (migrated at first contact, its version read again on every
+    /// later tick), then every waiting record appended. A schema that became newer than
+    /// this airlock knows (a newer replica migrated it) closes the gate again: every step
+    /// fails closed, as before first contact, until this airlock is upgraded.
     async fn step(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            if let Err(e) = schema_version(&self.pool).await.and_then(refuse_newer) {
+                if e.contains(NEWER) {
+                    self.ready.store(false, Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        }
         if !self.ready.load(Ordering::SeqCst) {
             let migrated = migrate(&self.pool).await?;
             tracing::info!(
