@@ -154,6 +154,15 @@ pub enum ApprovalError {
     Refused(String),
 }
 
+impl ApprovalError {
+    /// A decision whose receipt id is already a stored receipt's, which it may not replace.
+    pub fn receipt_taken(receipt_id: &str) -> ApprovalError {
+        ApprovalError::Refused(format!(
+            "receipt {receipt_id} is already stored, for another decision: a decision never replaces an issued receipt"
+        ))
+    }
+}
+
 pub struct ApprovalStore {
     dir: PathBuf,
     receipts: PathBuf,
@@ -334,6 +343,12 @@ impl ApprovalStore {
             };
             let signed = sign(&a, stored)?;
             let path = self.receipt_path(&signed.receipt_id);
+            // Only the quorum's receipt under way is written over (as in PostgreSQL): any
+            // other id must be new, never one already issued.
+            let own = a.receipt_id.as_deref() == Some(signed.receipt_id.as_str());
+            if !own && path.symlink_metadata().is_ok() {
+                return Err(ApprovalError::receipt_taken(&signed.receipt_id));
+            }
             super::write_atomic(&path, &signed.receipt_json)
                 .map_err(|e| ApprovalError::Io(path.display().to_string(), e))?;
             a.take_signed(signed);

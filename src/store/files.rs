@@ -274,17 +274,18 @@ mod tests {
         })
     }
 
-    /// A decision through the store wakes the call held on it at once (not at the next
-    /// look, a quarter of a second later), and a second decision is refused.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_decision_wakes_the_held_call_and_a_second_is_refused() {
-        let dir = tempfile::tempdir().expect("dir");
+    /// A store over the files of `dir`.
+    fn store_in(dir: &std::path::Path) -> Arc<FileStore> {
         let text = format!(
             "[listen]\nproxy = \"127.0.0.1:0\"\napprovals = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n",
-            dir.path().display()
+            dir.display()
         );
-        let config = Config::parse(&dir.path().join("airlock.toml"), &text).expect("config");
-        let store = Arc::new(FileStore::open(Arc::new(config)).expect("store"));
+        let config = Config::parse(&dir.join("airlock.toml"), &text).expect("config");
+        Arc::new(FileStore::open(Arc::new(config)).expect("store"))
+    }
+
+    /// A DynamoDB DeleteTable of `table`, and what the built-in rules decide for it.
+    fn delete_table(table: &str) -> (AwsCall, crate::policy::Decision) {
         let call = AwsCall {
             service: "dynamodb".into(),
             signing_name: "dynamodb".into(),
@@ -292,13 +293,75 @@ mod tests {
             region: "us-east-1".into(),
             account: None,
             resources: Vec::new(),
-            params: [("TableName".to_owned(), "orders".to_owned())].into(),
+            params: [("TableName".to_owned(), table.to_owned())].into(),
         };
         let policy = Policy {
             builtin: true,
             ..Policy::default()
         };
         let decision = policy.decide(&call, "ci-agent", "prod");
+        (call, decision)
+    }
+
+    /// A receipt once issued is never replaced: a grant of another approval naming its id
+    /// is refused; a quorum's second signature is stored over its own receipt.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_decision_never_replaces_an_issued_receipt() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_in(dir.path());
+        let (call, decision) = delete_table("orders");
+        let mut ids = Vec::new();
+        for binding_key in ["binding-x", "binding-y"] {
+            let blocked = BlockedCall {
+                binding_key,
+                call: &call,
+                agent: "ci-agent",
+                environment: "prod",
+                decision: &decision,
+            };
+            ids.push(
+                store
+                    .find_or_open_pending(blocked)
+                    .await
+                    .expect("open")
+                    .0
+                    .id,
+            );
+        }
+        let grant = |bytes: &'static [u8], status, by: &'static str| -> SignStep<'static> {
+            Box::new(move |_, _| {
+                Ok(Signed {
+                    receipt_id: "rcpt-issued".into(),
+                    receipt_json: bytes.to_vec(),
+                    status,
+                    approved_by: vec![by.to_owned()],
+                    decided_by: by.to_owned(),
+                })
+            })
+        };
+        store
+            .decide(&ids[0], grant(b"issued", Status::Approved, "alice"))
+            .await
+            .expect("grant");
+        let refused = store
+            .decide(&ids[1], grant(b"forged", Status::Approved, "mallory"))
+            .await;
+        assert!(
+            matches!(&refused, Err(ApprovalError::Refused(e)) if e.contains("already stored")),
+            "{refused:?}"
+        );
+        assert_eq!(store.read_receipt("rcpt-issued").await.unwrap(), b"issued");
+        let y = store.get_approval(&ids[1]).await.expect("y");
+        assert_eq!((y.status, y.receipt_id), (Status::Pending, None));
+    }
+
+    /// A decision through the store wakes the call held on it at once (not at the next
+    /// look, a quarter of a second later), and a second decision is refused.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_decision_wakes_the_held_call_and_a_second_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_in(dir.path());
+        let (call, decision) = delete_table("orders");
         let blocked = BlockedCall {
             binding_key: "files-binding",
             call: &call,

@@ -1233,13 +1233,25 @@ impl Store for PgStore {
                 None => None,
             };
             let signed = sign(&a, stored)?;
-            tx.execute(
+            // The receipt of the quorum under way, joined by one more signature, is stored
+            // over itself; any other id is new, and one that names a stored receipt is
+            // refused (as for plans): a decision never replaces a receipt it does not own,
+            // such as one already issued for another call.
+            let statement = if a.receipt_id.as_deref() == Some(signed.receipt_id.as_str()) {
                 "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()",
-                &[&signed.receipt_id, &signed.receipt_json],
-            )
-            .await
-            .map_err(approval_error)?;
+                 ON CONFLICT (id) DO UPDATE SET receipt = EXCLUDED.receipt, stored_at = now()"
+            } else {
+                "INSERT INTO airlock_receipts (id, receipt) VALUES ($1, $2)"
+            };
+            tx.execute(statement, &[&signed.receipt_id, &signed.receipt_json])
+                .await
+                .map_err(|e| {
+                    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                        ApprovalError::receipt_taken(&signed.receipt_id)
+                    } else {
+                        approval_error(e)
+                    }
+                })?;
             a.take_signed(signed);
             update_approval(&*tx, &a).await?;
             if a.status != Status::Pending {
