@@ -14,7 +14,11 @@
 //! stopped and started under two replicas' streams of appends, or turned read-only, loses
 //! no record and the chain verifies; a replica killed with SIGKILL (a child process) loses
 //! no record it answered. `airlock db import`/`export` move a file state (made by the file
-//! store's own code, its log trimmed by retention) into an empty database and back.
+//! store's own code, its log trimmed by retention) into an empty database and back. A
+//! decision never replaces a receipt already issued (only its own quorum's); a schema that
+//! a newer airlock migrated under a serving replica closes its gate until the version is
+//! one it knows; a second `serve` on a state dir another uses is refused, saying why,
+//! before it writes there.
 
 #![allow(clippy::expect_used)]
 
@@ -53,6 +57,9 @@ async fn the_postgres_store_holds_across_replicas() {
     a_read_only_database_spools_and_refuses_gated_calls(&cluster).await;
     a_killed_replica_loses_no_record_it_answered(&cluster).await;
     import_and_export_move_the_state_whole(&cluster).await;
+    a_decision_never_replaces_an_issued_receipt(&cluster).await;
+    a_schema_upgraded_under_a_serving_replica_closes_its_gate(&cluster).await;
+    one_serve_per_state_dir(&cluster).await;
 }
 
 /// A call the built-in rules hold for a human (DynamoDB DeleteTable), as a replica's
@@ -1403,4 +1410,205 @@ fn ledger_counts(state: &Path) -> Vec<(String, u32, u32)> {
         .collect();
     counts.sort();
     counts
+}
+
+/// What a decision stores, as `quorum::record`'s sign step would give it.
+fn signed(receipt_id: &str, bytes: &[u8], status: Status, approvers: &[&str]) -> Signed {
+    Signed {
+        receipt_id: receipt_id.into(),
+        receipt_json: bytes.to_vec(),
+        status,
+        approved_by: approvers.iter().map(|a| a.to_string()).collect(),
+        decided_by: approvers.join(", "),
+    }
+}
+
+/// A receipt, once issued, is never replaced by another decision: a grant of another
+/// approval naming its id is refused, and both stay as they were. The one receipt a
+/// decision stores over is its own quorum's under way (a second approver joining it).
+async fn a_decision_never_replaces_an_issued_receipt(cluster: &Cluster) {
+    let url = cluster.database("receipt_ids").await;
+    let store = replica(&url).await;
+    let (call, decision) = blocked_delete_table();
+    let (x, _) = store
+        .find_or_open_pending(blocked("binding-x", &call, &decision))
+        .await
+        .expect("open x");
+    let (y, _) = store
+        .find_or_open_pending(blocked("binding-y", &call, &decision))
+        .await
+        .expect("open y");
+    let issued = signed("rcpt-issued", b"issued", Status::Approved, &["alice"]);
+    store
+        .decide(&x.id, Box::new(move |_, _| Ok(issued)))
+        .await
+        .expect("grant x");
+
+    let forged = signed("rcpt-issued", b"forged", Status::Approved, &["mallory"]);
+    let refused = store.decide(&y.id, Box::new(move |_, _| Ok(forged))).await;
+    match refused {
+        Err(ApprovalError::Refused(e)) => assert!(e.contains("already stored"), "{e}"),
+        other => panic!("a second grant replaced an issued receipt: {other:?}"),
+    }
+    assert_eq!(
+        store.read_receipt("rcpt-issued").await.expect("receipt"),
+        b"issued"
+    );
+    let x_now = store.get_approval(&x.id).await.expect("x");
+    assert_eq!(
+        (x_now.status, x_now.receipt_id.as_deref()),
+        (Status::Approved, Some("rcpt-issued"))
+    );
+    let y_now = store.get_approval(&y.id).await.expect("y");
+    assert_eq!((y_now.status, y_now.receipt_id), (Status::Pending, None));
+
+    // A quorum of two: the second signature is stored over the first's receipt.
+    let first = signed("rcpt-y", b"one", Status::Pending, &["alice"]);
+    store
+        .decide(&y.id, Box::new(move |_, _| Ok(first)))
+        .await
+        .expect("first of two");
+    let second = signed("rcpt-y", b"two", Status::Approved, &["alice", "bob"]);
+    store
+        .decide(
+            &y.id,
+            Box::new(move |_, stored| {
+                assert_eq!(stored.as_deref(), Some(&b"one"[..]));
+                Ok(second)
+            }),
+        )
+        .await
+        .expect("second of two");
+    assert_eq!(store.read_receipt("rcpt-y").await.expect("receipt"), b"two");
+    assert_eq!(
+        store.read_receipt("rcpt-issued").await.expect("receipt"),
+        b"issued"
+    );
+}
+
+/// A newer airlock migrates the schema under a serving replica: within a few seconds its
+/// keeper sees the newer version and the replica refuses every step that needs the
+/// database (the gate's 503), with its audit records spooled; once the schema is one it
+/// knows again, it serves again.
+async fn a_schema_upgraded_under_a_serving_replica_closes_its_gate(cluster: &Cluster) {
+    let url = cluster.database("upgraded").await;
+    let state = tempfile::tempdir().expect("state");
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    store
+        .reserve("r-upgraded", 2)
+        .await
+        .expect("reserve while the schema is current");
+    let admin = postgres::pool(&Secret::new(url.as_str())).expect("pool");
+    let set_version = |v: i32| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .get()
+                .await
+                .expect("client")
+                .execute("UPDATE airlock_schema SET version = $1", &[&v])
+                .await
+                .expect("set the schema's version");
+        }
+    };
+    set_version(SCHEMA_VERSION + 1).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.audit_writable() {
+        assert!(
+            Instant::now() < deadline,
+            "a replica kept its gate open on a schema newer than it knows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reserve_fails_closed(&store, "r-upgraded").await;
+    assert!(store.audit_health().await.is_err(), "/healthz stayed OK");
+    assert!(
+        store
+            .audit_append(airlock::audit::record("while_newer").into())
+            .await,
+        "an audit record was lost"
+    );
+    set_version(SCHEMA_VERSION).await;
+    until_drained(&store).await;
+    store
+        .reserve("r-upgraded", 2)
+        .await
+        .expect("reserve once the schema is one it knows");
+    let records = chain(&url).await;
+    assert!(
+        records.iter().any(|r| r["event"] == "while_newer"),
+        "the spooled record did not reach the chain"
+    );
+}
+
+/// Two `serve`s on one host sharing a state dir would share its audit spool: the second
+/// store is refused, saying why, and the state dir is free again once the first is gone.
+async fn one_serve_per_state_dir(cluster: &Cluster) {
+    let url = cluster.database("one_serve").await;
+    let state = tempfile::tempdir().expect("state");
+    // As `airlock init` makes it: serve checks that nobody else can read it.
+    std::fs::set_permissions(
+        state.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    let first = serving_replica(&url, state.path());
+    let e = match PgStore::open(&Secret::new(url.as_str()), state.path()) {
+        Ok(_) => panic!("a second serve's store was opened on the same state dir"),
+        Err(e) => e,
+    };
+    assert!(
+        e.contains("another `airlock serve`") && e.contains(&state.path().display().to_string()),
+        "{e}"
+    );
+    // Another process is refused as well: `airlock serve` itself, with the same state dir.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_with_database(dir.path(), &url);
+    let written = std::fs::read_to_string(&config)
+        .expect("config")
+        .replacen(
+            "dir = \"../state\"",
+            &format!("dir = \"{}\"", path_str(state.path())),
+            1,
+        )
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("127.0.0.1:8444", "127.0.0.1:0");
+    std::fs::write(&config, written).expect("write config");
+    let log = dir.path().join("serve.log");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("AIRLOCK_DATABASE_URL")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("airlock serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!(
+                "a second serve on the same state dir kept running: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("another `airlock serve`"), "{said}");
+    assert!(
+        !state.path().join("listen.json").exists(),
+        "the refused serve wrote to the state dir"
+    );
+    drop(first);
+    let again = serving_replica(&url, state.path());
+    until_drained(&again).await;
 }
