@@ -6,15 +6,23 @@ Run with `cargo build && python3 -m pytest -q tests/e2e` (see README.md).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from support import (
-    MIB, Agent, Airlock, DataFile, GatedAirlock, Moto, Postgres, configure, scrubbed_env, unique, write_random_file,
+    MIB, Agent, Airlock, DatabaseState, DataFile, GatedAirlock, Moto, Postgres, configure, scrubbed_env, unique,
+    write_random_file,
 )
 
-# This process makes boto3 clients too: keep the host's AWS settings out of them as well.
+# scripts/with-postgres names a private cluster here (an administrator's URL): the suites that
+# run on both stores (their airlocks take `state_store`) then keep their state in it.
+_ADMIN_URL = os.environ.get("AIRLOCK_TEST_DATABASE_URL")
+STATE_STORE = "postgres" if _ADMIN_URL else "file"
+
+# This process makes boto3 clients too: keep the host's AWS settings out of them as well (and
+# the database URL out of every process it starts).
 _clean = scrubbed_env()
 os.environ.clear()
 os.environ.update(_clean)
@@ -60,17 +68,46 @@ def moto(start_moto: Callable[[str], Moto]) -> Moto:
     return start_moto("moto")
 
 
+@pytest.fixture(scope="session", params=[STATE_STORE])
+def state_store(request: pytest.FixtureRequest) -> str:
+    """The store the suites that run on both keep their airlocks' state in: "file" (the files
+    in `[state] dir`), or "postgres" under scripts/with-postgres. It is in those tests' ids
+    (`test_denied_call[postgres]`), so a failure says which store it ran on."""
+    return request.param
+
+
+_cluster: list[Postgres] = []
+
+
+def _use_store(server: Airlock, label: str, store: str) -> str:
+    """Put `server`'s state in `store`: on "postgres", a fresh database of its own in the
+    cluster scripts/with-postgres runs. The label its log is reported under, naming the store."""
+    if store == "file":
+        return label
+    assert store == "postgres", store
+    if not _ADMIN_URL:
+        pytest.fail("the PostgreSQL store needs AIRLOCK_TEST_DATABASE_URL (scripts/with-postgres)", pytrace=False)
+    if not _cluster:
+        _cluster.append(Postgres.running(_ADMIN_URL))
+    database = unique("e2e_" + re.sub(r"[^a-z0-9]+", "_", label.lower())[:40]).replace("-", "_")
+    _cluster[0].create_database(database)
+    server.use_database(DatabaseState(_cluster[0], database))
+    return f"{label} [postgres: {database}]"
+
+
 @pytest.fixture(scope="session")
 def start_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Callable[..., Airlock]]:
     """Start a fresh airlock: `airlock init`, point it at `upstream` (default: the shared moto)
-    on free ports, set the policy mode (see `Airlock.init`), `airlock serve`. All are stopped at
-    the end, before any moto."""
+    on free ports, set the policy mode (see `Airlock.init`), its state in `store` ("file", or
+    "postgres": a database of its own), `airlock serve`. All are stopped at the end, before any
+    moto."""
     started: list[tuple[str, Moto | Airlock]] = []
 
-    def start(label: str, policy_mode: str = "shadow", upstream: Moto | None = None) -> Airlock:
+    def start(label: str, policy_mode: str = "shadow", upstream: Moto | None = None,
+              store: str = "file") -> Airlock:
         server = Airlock(tmp_path_factory.mktemp(label), upstream or moto)
-        _register(label, server, started)
         server.init(policy_mode)
+        _register(_use_store(server, label, store), server, started)
         server.start()
         return server
 
@@ -88,9 +125,9 @@ def airlock(start_airlock: Callable[..., Airlock]) -> Airlock:
 
 
 @pytest.fixture(scope="session")
-def enforcing_airlock(start_airlock: Callable[..., Airlock]) -> Airlock:
+def enforcing_airlock(start_airlock: Callable[..., Airlock], state_store: str) -> Airlock:
     """An airlock with the shipped policy enforced: destructive calls wait for a receipt."""
-    return start_airlock("airlock-enforce", policy_mode="enforce")
+    return start_airlock("airlock-enforce", policy_mode="enforce", store=state_store)
 
 
 @pytest.fixture(scope="session")
@@ -133,15 +170,16 @@ def start_gated_airlock(tmp_path_factory: pytest.TempPathFactory, moto: Moto) ->
     """Start an enforcing airlock whose config trusts approver keys made with `airlock keygen`
     (default: one, "alice"), answering blocked calls at once (`hold_seconds = 0`), with
     `settings` ({(section, key): value}) applied and `extra_config` (TOML tables such as
-    `[[rule]]`) appended before `serve` starts. Stopped at the end."""
+    `[[rule]]`) appended before `serve` starts, its state in `store` ("file", or "postgres": a
+    database of its own; pass the `state_store` fixture to run on both). Stopped at the end."""
     started: list[tuple[str, Moto | Airlock]] = []
 
     def start(label: str, *, settings: dict[tuple[str, str], str | int | bool] | None = None,
               approvers: tuple[str, ...] = ("alice",), upstream: Moto | None = None,
-              extra_config: str = "") -> GatedAirlock:
+              extra_config: str = "", store: str = "file") -> GatedAirlock:
         server = GatedAirlock(tmp_path_factory.mktemp(label), upstream or moto)
-        _register(label, server, started)
         server.init("enforce")
+        _register(_use_store(server, label, store), server, started)
         configure(server.config, {("approval", "hold_seconds"): 0, ("notify", "desktop"): False,
                                   **(settings or {})})
         for name in approvers:

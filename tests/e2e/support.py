@@ -10,6 +10,7 @@ any inherited `AWS_*` variable and with the AWS config and credentials files poi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import tomllib
+import urllib.parse
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -52,10 +54,16 @@ MIB = 1024 * 1024
 # --- environment and tools ------------------------------------------------------------------
 
 
+# Database URLs (they may carry a password) that no process we start inherits: airlock gets
+# its database from its config, and an agent never learns where airlock keeps its state.
+DATABASE_URL_VARIABLES = ("AIRLOCK_DATABASE_URL", "AIRLOCK_TEST_DATABASE_URL")
+
+
 def scrubbed_env() -> dict[str, str]:
-    """This process's environment without any AWS_* variable and without profile files, so
-    neither host credentials nor host settings reach a process we start."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    """This process's environment without any AWS_* variable, without profile files and
+    without a database URL, so neither host credentials nor host settings reach a process we
+    start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in DATABASE_URL_VARIABLES}
     env["AWS_CONFIG_FILE"] = str(NOWHERE / "config")
     env["AWS_SHARED_CREDENTIALS_FILE"] = str(NOWHERE / "credentials")
     env["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -132,30 +140,46 @@ def postgres_bin_dir() -> Path | None:
 class Postgres:
     """A private PostgreSQL cluster in a temporary directory of its own (removed by `stop`), on a
     free loopback port, trusting local connections from the `airlock` role (`halt` and `start`
-again make an outage). PostgreSQL refuses
-    to run as root, so as root the cluster runs as the `postgres` OS user (Debian's package
-    creates it; scripts/test does when it is missing), in a directory directly under the temp
-    dir that it owns (pytest's own temp dirs are closed to other users). Missing binaries fail
-    under CI and skip elsewhere."""
+    again make an outage). PostgreSQL refuses to run as root, so as root the cluster runs as the
+    `postgres` OS user (Debian's package creates it; scripts/test does when it is missing), in a
+    directory directly under the temp dir that it owns (pytest's own temp dirs are closed to
+    other users). Missing binaries fail under CI and skip elsewhere.
 
-    def __init__(self) -> None:
+    `Postgres.running(url)` is a cluster someone else runs (scripts/with-postgres's
+    `AIRLOCK_TEST_DATABASE_URL`, an administrator's URL): databases are made in it, and it is
+    never started or stopped here."""
+
+    def __init__(self, *, admin_url: str | None = None) -> None:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             if os.environ.get("CI"):
                 pytest.fail("PostgreSQL's initdb/pg_ctl are not installed, and CI is set", pytrace=False)
             pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
         self.bin_dir = bin_dir
-        self.dir = Path(tempfile.mkdtemp(prefix="airlock-pg-"))
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.owned = admin_url is None
+        if admin_url is None:
+            self.host, self.port, self.user = "127.0.0.1", free_port(), "airlock"
+            self.dir = Path(tempfile.mkdtemp(prefix="airlock-pg-"))
+        else:
+            parsed = urllib.parse.urlsplit(admin_url)
+            assert parsed.scheme in ("postgres", "postgresql") and parsed.hostname and parsed.port, admin_url
+            assert parsed.password is None, "an administrator's URL with a password (psql is given no password)"
+            self.host, self.port, self.user = parsed.hostname, parsed.port, parsed.username or "postgres"
+            self.dir = Path("/nonexistent/airlock-pg")
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    @classmethod
+    def running(cls, admin_url: str) -> Postgres:
+        return cls(admin_url=admin_url)
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run([*self.as_user, str(self.bin_dir / args[0]), *args[1:]], dict(os.environ), cwd=Path("/"),
                    timeout=120)
 
     def start(self) -> None:
+        assert self.owned, "a running cluster is not started here"
         if self.as_user:
             shutil.chown(self.dir, "postgres", "postgres")
         if not self.data.exists():
@@ -167,22 +191,133 @@ again make an outage). PostgreSQL refuses
     def halt(self, *, check: bool = True) -> None:
         """Stop the server (fast: open connections are cut) and keep its data, as an outage
         does; `start` brings the same cluster back on the same port."""
+        assert self.owned, "a running cluster is not stopped here"
         run([*self.as_user, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w",
              "stop"], dict(os.environ), cwd=Path("/"), timeout=120, check=check)
 
     def stop(self) -> None:
+        if not self.owned:
+            return
         if self.data.exists():
             self.halt(check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
         """A new database; returns its URL."""
-        self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "airlock", "-d", "postgres",
-                  "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name}")
+        assert re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name), f"not a plain database name: {name!r}"
+        self.query("postgres", f"CREATE DATABASE {name}")
         return self.url(name)
 
     def url(self, database: str) -> str:
-        return f"postgres://airlock@127.0.0.1:{self.port}/{database}"
+        return f"postgres://{self.user}@{self.host}:{self.port}/{database}"
+
+    def query(self, database: str, sql: str) -> str:
+        """`psql -At -c SQL` in `database`: the rows, one a line, columns split by `|`."""
+        proc = run([str(self.bin_dir / "psql"), "-h", self.host, "-p", str(self.port), "-U", self.user,
+                    "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], scrubbed_env(), timeout=60)
+        return proc.stdout.strip()
+
+
+# --- where an airlock keeps its state: files, or a PostgreSQL database ----------------------------
+
+
+def sql_text(value: str) -> str:
+    """`value` as an SQL expression, whatever it holds (base64 inside needs no quoting)."""
+    return f"convert_from(decode('{base64.b64encode(value.encode()).decode()}', 'base64'), 'UTF8')"
+
+
+def plain_id(value: str) -> str:
+    """An id (approval, receipt) as it may stand in a query or a path: letters and digits."""
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", value), f"not an id: {value!r}"
+    return value
+
+
+class FileState:
+    """The state in files under `[state] dir`, read and changed as someone with access to the
+    files would."""
+
+    def __init__(self, state_dir: Path):
+        self.dir = state_dir
+
+    def receipt(self, receipt_id: str) -> bytes:
+        return (self.dir / "receipts" / f"{plain_id(receipt_id)}.json").read_bytes()
+
+    def put_receipt(self, receipt_id: str, data: bytes) -> None:
+        (self.dir / "receipts" / f"{plain_id(receipt_id)}.json").write_bytes(data)
+
+    def receipt_id(self, printed: str) -> str:
+        """The receipt `airlock approve` named (`receipt: PATH`): it is a file in the state dir."""
+        path = Path(printed)
+        assert path.is_file(), f"`airlock approve` names {path}, which does not exist"
+        assert path.resolve().parent == (self.dir / "receipts").resolve(), path
+        return path.stem
+
+    def approval(self, approval_id: str) -> dict[str, Any]:
+        """The stored approval (`approvals/ID.json`)."""
+        return json.loads((self.dir / "approvals" / f"{plain_id(approval_id)}.json").read_text())
+
+    def put_approval(self, record: dict[str, Any]) -> None:
+        (self.dir / "approvals" / f"{plain_id(record['id'])}.json").write_text(json.dumps(record, indent=2))
+
+    def ledger_events(self, key: str) -> list[str]:
+        """The single-use ledger's events for one receipt, in order (`ledger.jsonl`)."""
+        path = self.dir / "ledger.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [r["event"] for r in map(json.loads, filter(str.strip, lines)) if r["receipt"] == key]
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        return audit_records(self.dir)
+
+
+class DatabaseState:
+    """The state in a PostgreSQL database (`[state] database_url`), read and changed with psql
+    as someone with access to the database would: `airlock_receipts`, `airlock_approvals`,
+    `airlock_ledger_events`, `airlock_audit`."""
+
+    def __init__(self, postgres: Postgres, database: str):
+        self.postgres = postgres
+        self.database = database
+        self.url = postgres.url(database)
+
+    def _query(self, sql: str) -> str:
+        return self.postgres.query(self.database, sql)
+
+    def receipt(self, receipt_id: str) -> bytes:
+        found = self._query(f"SELECT encode(receipt, 'base64') FROM airlock_receipts "
+                            f"WHERE id = '{plain_id(receipt_id)}'")
+        assert found, f"no receipt {receipt_id} in airlock_receipts"
+        return base64.b64decode("".join(found.split()))
+
+    def put_receipt(self, receipt_id: str, data: bytes) -> None:
+        changed = self._query(f"UPDATE airlock_receipts SET receipt = decode('{base64.b64encode(data).decode()}', "
+                              f"'base64') WHERE id = '{plain_id(receipt_id)}' RETURNING id")
+        assert changed == receipt_id, f"no receipt {receipt_id} in airlock_receipts"
+
+    def receipt_id(self, printed: str) -> str:
+        """The receipt `airlock approve` named (`receipt: ID (in PostgreSQL, table airlock_receipts)`)."""
+        m = re.fullmatch(r"(\S+) \(in PostgreSQL\b[^)]*\bairlock_receipts\)", printed)
+        assert m, f"`airlock approve` names no receipt in PostgreSQL: {printed}"
+        self.receipt(m.group(1))
+        return m.group(1)
+
+    def approval(self, approval_id: str) -> dict[str, Any]:
+        found = self._query(f"SELECT record FROM airlock_approvals WHERE id = '{plain_id(approval_id)}'")
+        assert found, f"no approval {approval_id} in airlock_approvals"
+        return json.loads(found)
+
+    def put_approval(self, record: dict[str, Any]) -> None:
+        """The record over its row, the `status` column with it (as airlock writes them)."""
+        changed = self._query(f"UPDATE airlock_approvals SET record = {sql_text(json.dumps(record))}::jsonb, "
+                              f"status = {sql_text(record['status'])} "
+                              f"WHERE id = '{plain_id(record['id'])}' RETURNING id")
+        assert changed == record["id"], f"no approval {record['id']} in airlock_approvals"
+
+    def ledger_events(self, key: str) -> list[str]:
+        found = self._query(f"SELECT event FROM airlock_ledger_events WHERE key = '{plain_id(key)}' ORDER BY id")
+        return found.splitlines()
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self._query("SELECT record FROM airlock_audit ORDER BY seq").splitlines()]
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -480,6 +615,14 @@ class Airlock:
         self.approvals_url = ""
         # A command prefix that runs airlock as another OS user (osusers.OsUser.as_user()).
         self.run_as: list[str] = []
+        # Where its state is: the files in `[state] dir`, unless `use_database` names one.
+        self.state: FileState | DatabaseState = FileState(home / "state")
+
+    def use_database(self, state: DatabaseState) -> None:
+        """Keep the state in `state`'s database (`[state] database_url` in the config, so the
+        URL is in no process's environment), from the next `start` on."""
+        configure(self.config, {("state", "database_url"): state.url})
+        self.state = state
 
     # The environment airlock runs in: the real credentials and nothing else of AWS's.
     def _serve_env(self) -> dict[str, str]:
@@ -565,6 +708,39 @@ class Airlock:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 break
             time.sleep(0.02)
+        if isinstance(self.state, DatabaseState):
+            self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        """Until `/healthz` answers 200: on PostgreSQL, `serve` reaches the database in the
+        background (migrating its schema the first time) and refuses gated calls until then."""
+        deadline = time.monotonic() + 30
+        while requests.get(f"{self.approvals_url}/healthz", timeout=10).status_code != 200:
+            assert self.proc is not None and self.proc.poll() is None, f"airlock serve exited:\n{self.log_tail()}"
+            assert time.monotonic() < deadline, f"/healthz not 200 within 30 s:\n{self.log_tail()}"
+            time.sleep(0.05)
+
+    def wait_known(self, agent: Agent) -> None:
+        """Until `serve` knows `agent`: at once on the files; on PostgreSQL `serve` follows the
+        agents (a NOTIFY, or its poll) and learns of a new one within moments, and of all of
+        them again after a restart. The probe is signed with a wrong secret, so it reaches no
+        upstream: it is refused as SignatureDoesNotMatch once the key is known."""
+        if not isinstance(self.state, DatabaseState):
+            return
+        sts = agent.client("sts", secret=altered(agent.secret_access_key),
+                           config=Config(retries={"total_max_attempts": 1}))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sts.get_caller_identity()
+                raise AssertionError("a call signed with a wrong secret went through")
+            except ClientError as e:
+                code = e.response["Error"]["Code"]
+            if code == "SignatureDoesNotMatch":
+                return
+            assert code == "InvalidClientTokenId", f"the probe for {agent.name} was refused with {code}"
+            assert time.monotonic() < deadline, f"serve did not learn of agent {agent.name} within 10 s"
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -602,6 +778,8 @@ class Airlock:
 
     def add_agent(self, name: str) -> Agent:
         out = self.cli("agent", "add", name, "--json").stdout
+        if isinstance(self.state, DatabaseState):
+            assert self.state.url not in out, "`airlock agent add` printed the database URL"
         try:
             creds = json.loads(out)
         except json.JSONDecodeError as e:
@@ -626,8 +804,10 @@ class Airlock:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
         })
-        return Agent(name, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"],
-                     self.proxy_url, ca, env)
+        agent = Agent(name, creds["AWS_ACCESS_KEY_ID"], creds["AWS_SECRET_ACCESS_KEY"],
+                      self.proxy_url, ca, env)
+        self.wait_known(agent)
+        return agent
 
 
 # --- shared test data -----------------------------------------------------------------------
@@ -745,26 +925,27 @@ class GatedAirlock(Airlock):
         return m.group(1)
 
     def approval_record(self, approval_id: str) -> dict[str, Any]:
-        """The stored approval (`state/approvals/ID.json`)."""
-        return json.loads((self.state_dir / "approvals" / f"{approval_id}.json").read_text())
+        """The stored approval (`state/approvals/ID.json`, or its row in the database)."""
+        return self.state.approval(approval_id)
 
-    def _decide(self, verb: str, approval_id: str, key: ApproverKey | None, config: Path | None) -> Path:
+    def _decide(self, verb: str, approval_id: str, key: ApproverKey | None, config: Path | None) -> StoredReceipt:
         key = key or self.key
         proc = run([str(self.binary), verb, approval_id, "--key", str(key.path), "--insecure-plaintext-key",
                     "--config", str(config or self.config)], scrubbed_env(), cwd=self.home, timeout=60)
-        m = re.search(r"^receipt: (\S+)$", proc.stdout, re.M)
-        assert m, f"`airlock {verb}` printed no receipt path:\n{proc.stdout}"
-        path = Path(m.group(1))
-        if not path.is_absolute():
-            path = self.home / path
-        assert path.is_file(), f"`airlock {verb}` names {path}, which does not exist"
-        return path
+        m = re.search(r"^receipt: (.+)$", proc.stdout, re.M)
+        assert m, f"`airlock {verb}` printed no receipt:\n{proc.stdout}"
+        printed = m.group(1)
+        if isinstance(self.state, FileState) and not Path(printed).is_absolute():
+            printed = str(self.home / printed)
+        return StoredReceipt(self.state.receipt_id(printed), self.state, self.home / "receipts-read")
 
-    def approve(self, approval_id: str, key: ApproverKey | None = None, *, config: Path | None = None) -> Path:
-        """`airlock approve ID --key FILE`: the stored receipt's path."""
+    def approve(self, approval_id: str, key: ApproverKey | None = None, *,
+                config: Path | None = None) -> StoredReceipt:
+        """`airlock approve ID --key FILE`: the receipt it stored."""
         return self._decide("approve", approval_id, key, config)
 
-    def deny(self, approval_id: str, key: ApproverKey | None = None, *, config: Path | None = None) -> Path:
+    def deny(self, approval_id: str, key: ApproverKey | None = None, *,
+             config: Path | None = None) -> StoredReceipt:
         return self._decide("deny", approval_id, key, config)
 
     def kill(self) -> None:
@@ -774,7 +955,39 @@ class GatedAirlock(Airlock):
         self.proc.wait(10)
 
     def agent_here(self, agent: Agent) -> Agent:
-        """The same agent pointed at this airlock's current proxy port (after a restart)."""
+        """The same agent pointed at this airlock's current proxy port (after a restart), once
+        `serve` knows it."""
         env = {**agent.env, "AWS_ENDPOINT_URL": self.proxy_url}
-        return Agent(agent.name, agent.access_key_id, agent.secret_access_key, self.proxy_url,
+        here = Agent(agent.name, agent.access_key_id, agent.secret_access_key, self.proxy_url,
                      agent.ca_bundle, env)
+        self.wait_known(here)
+        return here
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    """A receipt as airlock stored it: `state/receipts/ID.json`, or its row in
+    `airlock_receipts`. Read and changed in place, as someone with access to the store could."""
+
+    id: str
+    state: FileState | DatabaseState
+    scratch: Path
+
+    def read_bytes(self) -> bytes:
+        return self.state.receipt(self.id)
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def write_text(self, text: str) -> None:
+        self.state.put_receipt(self.id, text.encode())
+
+    def file(self) -> Path:
+        """A file holding the stored bytes, for `airlock receipt verify FILE`: the stored file
+        itself, or (on PostgreSQL) the row's bytes written out."""
+        if isinstance(self.state, FileState):
+            return self.state.dir / "receipts" / f"{self.id}.json"
+        self.scratch.mkdir(exist_ok=True)
+        path = self.scratch / f"{self.id}.json"
+        path.write_bytes(self.read_bytes())
+        return path

@@ -312,7 +312,7 @@ def test_a_staging_receipt_does_not_cover_the_same_call_in_prod(gate: GatedAirlo
     staging_approval = gate.approval_id(refused["Message"])
     record = gate.approval_record(staging_approval)
     assert (record["call"]["account"], record["environment"]) == (STAGING, "staging"), record
-    receipt = gate.approve(staging_approval).stem
+    receipt = gate.approve(staging_approval).id
 
     # The same call, in prod, is a call of its own: refused, with an approval of its own.
     refused = error_of(prod.delete_table, TableName=table)

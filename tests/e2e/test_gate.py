@@ -3,6 +3,9 @@
 The agent gets `AccessDenied` with the approval link (an agent reads it and passes it on; opening
 it approves nothing), the resource is still there, and moto saw no request at all. Reads of the
 same resources still pass, so the gate is about the operation, not the agent.
+
+Runs on the store `state_store` names (in each test's id): the files, or under
+scripts/with-postgres a PostgreSQL database of the airlock's own.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from support import REGION, Agent, Airlock, Moto, unique
+
+# Every test here on the store of this run, named in its id.
+pytestmark = pytest.mark.usefixtures("state_store")
 
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"})
 

@@ -10,6 +10,12 @@ through" and "nothing happened" are read from moto's own state and request log.
 Receipts are forged in Python where a test needs one no airlock command would sign: the
 canonical form is RFC 8785 for receipts (src/receipt/canonical.rs), so re-signing a receipt
 unchanged with its approver's key must give the stored signature byte for byte (checked).
+
+Every test runs on the store `state_store` names (its id says which): the files in `[state]
+dir`, or under scripts/with-postgres a PostgreSQL database of each airlock's own. What a test
+reads or changes in the store (a receipt, an approval, the ledger, the audit chain) it reads or
+changes where that store keeps it (`support.FileState`, `support.DatabaseState`), as someone
+with write access to the store could.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import hashlib
 import json
 import re
 import secrets
-import shutil
 import socket
 import threading
 import time
@@ -35,9 +40,12 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from support import (
-    REGION, Agent, ApproverKey, GatedAirlock, Moto, audit_records, create_lambda_function, error_code, keygen,
+    REGION, Agent, ApproverKey, GatedAirlock, Moto, StoredReceipt, create_lambda_function, error_code, keygen,
     unique,
 )
+
+# Every test here on the store of this run, named in its id.
+pytestmark = pytest.mark.usefixtures("state_store")
 
 # One attempt: "went through once" must be airlock's doing, never a client's retry.
 NO_RETRIES = Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"})
@@ -112,15 +120,15 @@ def status_of(gate: GatedAirlock, approval: str) -> str:
     return row["status"]
 
 
-# --- receipts as files ------------------------------------------------------------------------
+# --- receipts as stored (a file, or a row in PostgreSQL), and as files -------------------------
 
 
-def read_receipt(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+def read_receipt(stored: StoredReceipt | Path) -> dict[str, Any]:
+    return json.loads(stored.read_text())
 
 
-def write_receipt(path: Path, receipt: dict[str, Any]) -> None:
-    path.write_text(json.dumps(receipt, indent=2) + "\n")
+def write_receipt(stored: StoredReceipt | Path, receipt: dict[str, Any]) -> None:
+    stored.write_text(json.dumps(receipt, indent=2) + "\n")
 
 
 def canonical(value: Any) -> bytes:
@@ -144,8 +152,10 @@ def signature(key: ApproverKey | Path, body: dict[str, Any]) -> dict[str, Any]:
     return {"key_id": key_id_of(key), "algorithm": "ed25519", "signature": base64.b64encode(raw).decode()}
 
 
-def receipt_verifies(gate: GatedAirlock, path: Path) -> tuple[bool, str]:
-    """`airlock receipt verify FILE` with the airlock's config: (exit 0?, its output)."""
+def receipt_verifies(gate: GatedAirlock, receipt: StoredReceipt | Path) -> tuple[bool, str]:
+    """`airlock receipt verify FILE` with the airlock's config (a stored receipt: its bytes as
+    stored): (exit 0?, its output)."""
+    path = receipt.file() if isinstance(receipt, StoredReceipt) else receipt
     proc = gate.cli("receipt", "verify", str(path), check=False)
     return proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -225,9 +235,9 @@ def image_id(moto: Moto) -> str:
 
 
 @pytest.fixture(scope="module")
-def gate(start_gated_airlock: Callable[..., GatedAirlock]) -> GatedAirlock:
+def gate(start_gated_airlock: Callable[..., GatedAirlock], state_store: str) -> GatedAirlock:
     """The airlock most tests here go through: alice and bob may approve; one use per receipt."""
-    return start_gated_airlock("airlock-receipts", approvers=("alice", "bob"),
+    return start_gated_airlock("airlock-receipts", approvers=("alice", "bob"), store=state_store,
                                settings={("approval", "uses"): 1, ("approval", "receipt_ttl_secs"): 900})
 
 
@@ -242,19 +252,20 @@ def agent_b(gate: GatedAirlock) -> Agent:
 
 
 @pytest.fixture(scope="module")
-def short_ttl_gate(start_gated_airlock: Callable[..., GatedAirlock]) -> GatedAirlock:
-    return start_gated_airlock("airlock-receipts-ttl", settings={("approval", "receipt_ttl_secs"): 2})
+def short_ttl_gate(start_gated_airlock: Callable[..., GatedAirlock], state_store: str) -> GatedAirlock:
+    return start_gated_airlock("airlock-receipts-ttl", settings={("approval", "receipt_ttl_secs"): 2},
+                               store=state_store)
 
 
 @pytest.fixture(scope="module")
-def crash_gate(start_gated_airlock: Callable[..., GatedAirlock]) -> GatedAirlock:
+def crash_gate(start_gated_airlock: Callable[..., GatedAirlock], state_store: str) -> GatedAirlock:
     """An airlock the tests kill with SIGKILL and start again on the same state."""
-    return start_gated_airlock("airlock-receipts-crash")
+    return start_gated_airlock("airlock-receipts-crash", store=state_store)
 
 
 @pytest.fixture(scope="module")
-def three_use_gate(start_gated_airlock: Callable[..., GatedAirlock]) -> GatedAirlock:
-    return start_gated_airlock("airlock-receipts-3-uses", settings={("approval", "uses"): 3})
+def three_use_gate(start_gated_airlock: Callable[..., GatedAirlock], state_store: str) -> GatedAirlock:
+    return start_gated_airlock("airlock-receipts-3-uses", settings={("approval", "uses"): 3}, store=state_store)
 
 
 # --- 1. approve, go through once, refused again -----------------------------------------------
@@ -491,11 +502,10 @@ def test_approval_record_pointing_at_another_calls_receipt(gate: GatedAirlock, a
     staging_approval = held(gate, moto, _delete_db(agent_a, staging, "--skip-final-snapshot"))
     receipt = gate.approve(prod_approval)
 
-    record_path = gate.state_dir / "approvals" / f"{staging_approval}.json"
-    record = json.loads(record_path.read_text())
-    record.update(status="approved", receipt_id=receipt.stem, decided_by="alice",
+    record = gate.approval_record(staging_approval)
+    record.update(status="approved", receipt_id=receipt.id, decided_by="alice",
                   decided_at=gate.approval_record(prod_approval)["decided_at"])
-    record_path.write_text(json.dumps(record, indent=2))
+    gate.state.put_approval(record)
 
     out = blocked(gate, moto, _delete_db(agent_a, staging, "--skip-final-snapshot"))
     assert "does not verify" in out.message, out.message
@@ -620,7 +630,8 @@ EDITS: dict[str, Callable[[dict[str, Any], GatedAirlock], None]] = {
 }
 
 
-def _approved_table(gate: GatedAirlock, agent: Agent, moto: Moto) -> tuple[str, Callable[[], Outcome], str, Path]:
+def _approved_table(gate: GatedAirlock, agent: Agent, moto: Moto) -> tuple[str, Callable[[], Outcome], str,
+                                                                          StoredReceipt]:
     table = new_table(moto)
     call = boto3_call(agent.client("dynamodb", config=NO_RETRIES), "delete_table", TableName=table)
     approval = held(gate, moto, call)
@@ -945,8 +956,8 @@ def relay(moto: Moto) -> Iterator[Relay]:
 
 
 @pytest.fixture(scope="module")
-def relayed_gate(start_gated_airlock: Callable[..., GatedAirlock], relay: Relay) -> GatedAirlock:
-    return start_gated_airlock("airlock-receipts-relayed", upstream=relay)
+def relayed_gate(start_gated_airlock: Callable[..., GatedAirlock], relay: Relay, state_store: str) -> GatedAirlock:
+    return start_gated_airlock("airlock-receipts-relayed", upstream=relay, store=state_store)
 
 
 DELETE_TABLE = b"DynamoDB_20120810.DeleteTable"
@@ -991,16 +1002,16 @@ def test_use_counts_when_the_upstream_refuses(relayed_gate: GatedAirlock, moto: 
 
 
 def test_use_counts_when_airlock_dies_mid_call(start_gated_airlock: Callable[..., GatedAirlock],
-                                               moto: Moto) -> None:
+                                               moto: Moto, state_store: str) -> None:
     """A crash between forwarding and answering counts the use: moto may have acted."""
     relay = Relay(moto)
     try:
-        gate = start_gated_airlock("airlock-receipts-mid-call", upstream=relay)
+        gate = start_gated_airlock("airlock-receipts-mid-call", upstream=relay, store=state_store)
         agent = gate.add_agent(unique("mid-call"))
         table = new_table(moto)
         slow = NO_RETRIES.merge(Config(read_timeout=60))
         call = boto3_call(agent.client("dynamodb", config=slow), "delete_table", TableName=table)
-        receipt = gate.approve(held(gate, moto, call)).stem
+        receipt = gate.approve(held(gate, moto, call)).id
 
         relay.answers.clear()
         outcome: list[Outcome | Exception] = []
@@ -1023,8 +1034,7 @@ def test_use_counts_when_airlock_dies_mid_call(start_gated_airlock: Callable[...
         [answer] = outcome
         assert isinstance(answer, Exception), f"the agent heard back from a killed airlock: {answer}"
 
-        events = [json.loads(line)["event"] for line in (gate.state_dir / "ledger.jsonl").read_text().splitlines()
-                  if line.strip() and json.loads(line)["receipt"] == receipt]
+        events = gate.state.ledger_events(receipt)
         assert events == ["reserve"], events
 
         new_table(moto, table)
@@ -1107,7 +1117,7 @@ def test_50_concurrent_calls_under_one_receipt(gate: GatedAirlock, agent_a: Agen
     table = new_table(moto)
     client = agent_a.client("dynamodb", config=NO_RETRIES.merge(Config(max_pool_connections=64)))
     call = boto3_call(client, "delete_table", TableName=table)
-    receipt = gate.approve(held(gate, moto, call)).stem
+    receipt = gate.approve(held(gate, moto, call)).id
 
     before = moto.request_count()
     results = _storm(50, call)
@@ -1117,7 +1127,7 @@ def test_50_concurrent_calls_under_one_receipt(gate: GatedAirlock, agent_a: Agen
     assert others <= {(code, True) for code in ACCESS_DENIED}, others
     assert moto.request_count() - before == 1, "more than one call reached moto"
     assert not table_exists(moto, table)
-    events = [r["event"] for r in audit_records(gate.state_dir) if r.get("receipt") == receipt]
+    events = [r["event"] for r in gate.state.audit_records() if r.get("receipt") == receipt]
     assert events == ["approved", "receipt_used"], events
 
 
@@ -1164,7 +1174,7 @@ def test_receipt_verify_offline(gate: GatedAirlock, short_ttl_gate: GatedAirlock
     assert ok, out
     assert "alice" in out, out
     copy_path = tmp_path / "edited.json"
-    shutil.copy(path, copy_path)
+    copy_path.write_bytes(path.read_bytes())
     receipt = read_receipt(copy_path)
     receipt["body"]["resources"] = ["arn:aws:dynamodb:*:*:table/*"]
     write_receipt(copy_path, receipt)
@@ -1178,7 +1188,7 @@ def test_receipt_verify_offline(gate: GatedAirlock, short_ttl_gate: GatedAirlock
 
 def call_records(gate: GatedAirlock, name: str) -> list[dict[str, Any]]:
     """The audit log's records of the agents' calls naming `name` in a resource, in order."""
-    return [r for r in audit_records(gate.state_dir)
+    return [r for r in gate.state.audit_records()
             if "request_id" in r and any(name in resource for resource in r.get("resources") or [])]
 
 

@@ -133,12 +133,6 @@ def outcome(call: Any, **kwargs: Any) -> tuple[bool, str, str]:
     return True, "", ""
 
 
-def psql(postgres: Postgres, database: str, query: str) -> str:
-    proc = run([str(postgres.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "airlock",
-                "-d", database, "-v", "ON_ERROR_STOP=1", "-At", "-c", query], scrubbed_env(), timeout=60)
-    return proc.stdout.strip()
-
-
 def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
     database = "held"
@@ -199,7 +193,7 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         assert not requests.get(f"{second.approvals_url}/api/approvals", timeout=10).json()["pending"]
         # One chain holds the CLI's decision and replica 1's use of the receipt (in the order
         # they reached the database: the held call goes on as soon as the decision commits).
-        events = psql(postgres, database, "SELECT record::jsonb->>'event' FROM airlock_audit ORDER BY seq").split()
+        events = postgres.query(database, "SELECT record::jsonb->>'event' FROM airlock_audit ORDER BY seq").split()
         assert sorted(e for e in events if e in ("approved", "receipt_used")) == ["approved", "receipt_used"], events
         assert team.audit_verified(second) == len(events)
     finally:
@@ -261,11 +255,11 @@ def test_identical_approved_calls_over_three_replicas_reach_aws_exactly_uses_tim
         assert deletes == uses, f"moto answered {deletes} DeleteObject calls for the bucket"
 
         # The ledger and the chain are the database's: three uses, on record once each.
-        assert psql(postgres, database, "SELECT committed, reserved FROM airlock_ledger") == f"{uses}|0"
-        used = psql(postgres, database,
-                    "SELECT count(*) FROM airlock_audit WHERE record::jsonb->>'event' = 'receipt_used'")
+        assert postgres.query(database, "SELECT committed, reserved FROM airlock_ledger") == f"{uses}|0"
+        used = postgres.query(database,
+                              "SELECT count(*) FROM airlock_audit WHERE record::jsonb->>'event' = 'receipt_used'")
         assert used == str(uses), used
-        records = int(psql(postgres, database, "SELECT count(*) FROM airlock_audit"))
+        records = int(postgres.query(database, "SELECT count(*) FROM airlock_audit"))
         assert records >= calls + 2, f"{records} records for {calls + 1} calls and an approval"
         assert team.audit_verified(first) == records
     finally:
@@ -324,8 +318,8 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_on_another_replicas_pa
         with pytest.raises(ClientError) as gone:
             ddb.describe_table(TableName=table)
         assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
-        via = psql(postgres, database,
-                   "SELECT record::jsonb->>'via' FROM airlock_audit WHERE record::jsonb->>'event' = 'approved'")
+        via = postgres.query(database,
+                             "SELECT record::jsonb->>'via' FROM airlock_audit WHERE record::jsonb->>'event' = 'approved'")
         assert via == "passkey", via
         team.audit_verified(first)
     finally:
@@ -391,8 +385,7 @@ def moto_deletes(moto: Moto, bucket: str, key: str) -> int:
 
 def forwarded_ids(postgres: Postgres, database: str, agent: Agent, action: str) -> list[str]:
     """The AWS request ids of `agent`'s forwarded `action` calls in the chain."""
-    return psql(postgres, database,
-                f"SELECT record::jsonb->>'aws_request_id' FROM airlock_audit "
+    return postgres.query(database, f"SELECT record::jsonb->>'aws_request_id' FROM airlock_audit "
                 f"WHERE record::jsonb->>'agent' = '{agent.name}' AND record::jsonb->>'action' = '{action}' "
                 f"AND record::jsonb ? 'upstream_status'").split()
 
@@ -529,10 +522,10 @@ def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
         assert {a.code for a in load if a.kind == "refused"} <= {"AccessDenied"}, ends
         gated_ok = sum(1 for a in receipt_call + load if a.operation == "delete" and a.kind == "ok")
         deleted = moto_deletes(moto, bucket, key)
-        committed, reserved = map(int, psql(postgres, database,
-                                            "SELECT committed, reserved FROM airlock_ledger").split("|"))
-        used = int(psql(postgres, database,
-                        "SELECT count(*) FROM airlock_audit WHERE record::jsonb->>'event' = 'receipt_used'"))
+        committed, reserved = map(int, postgres.query(database,
+                                                      "SELECT committed, reserved FROM airlock_ledger").split("|"))
+        used = int(postgres.query(database,
+                                  "SELECT count(*) FROM airlock_audit WHERE record::jsonb->>'event' = 'receipt_used'"))
         print(f"{len(load)} calls under load over {REPLICAS} replicas, replica 1 killed with about {in_flight} "
               f"calls on it ({len(cut)} cut); DeleteObject: {gated_ok} answered OK, {deleted} reached moto, "
               f"ledger committed {committed} + reserved {reserved} of {uses}, {used} receipt_used records; "
@@ -554,7 +547,7 @@ def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
         assert answered and all(answered), "calls answered without a request id"
         missing = set(answered) - set(listed)
         assert not missing, f"{len(missing)} answered calls have no audit record"
-        records = int(psql(postgres, database, "SELECT count(*) FROM airlock_audit"))
+        records = int(postgres.query(database, "SELECT count(*) FROM airlock_audit"))
         assert team.audit_verified(second) == records
     finally:
         team.stop()
@@ -650,7 +643,7 @@ def run_outage(pg: Postgres, database: str, team: Team, moto: Moto) -> None:
     assert moto.request_count() - before_moto == sum(1 for a in load if a.kind == "ok")
     # A use reserved just before the database went down and forwarded stays reserved (its
     # commit failed): still counted, never given back.
-    committed, reserved = map(int, psql(pg, database, "SELECT committed, reserved FROM airlock_ledger").split("|"))
+    committed, reserved = map(int, pg.query(database, "SELECT committed, reserved FROM airlock_ledger").split("|"))
     assert committed + reserved == gated_ok, (committed, reserved, gated_ok)
 
     # Nothing lost: every allowed call's record (by its AWS request id) is in the chain once.
@@ -659,7 +652,7 @@ def run_outage(pg: Postgres, database: str, team: Team, moto: Moto) -> None:
     listed = forwarded_ids(pg, database, agent, "s3:ListObjectsV2")
     assert sorted(listed) == sorted(answered), \
         f"{len(set(answered) - set(listed))} answered calls missing from the chain, {len(listed)} records"
-    records = int(psql(pg, database, "SELECT count(*) FROM airlock_audit"))
+    records = int(pg.query(database, "SELECT count(*) FROM airlock_audit"))
     assert team.audit_verified(first) == records
     print(f"{len(load)} calls over {REPLICAS} replicas; database down {down_until - down_from:.1f} s: "
           f"{len(down_gated)} gated calls got 503, {len(down_allowed)} allowed calls went through; gated calls "
