@@ -55,6 +55,15 @@ async fn the_postgres_store_holds_across_replicas() {
     import_and_export_move_the_state_whole(&cluster).await;
 }
 
+/// Bounded waits: a lock held by a client that does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_postgres_store_never_waits_unbounded() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    a_held_chain_lock_spools_the_record_and_the_call_goes_on(&cluster).await;
+}
+
 /// A call the built-in rules hold for a human (DynamoDB DeleteTable), as a replica's
 /// policy decides it.
 fn blocked_delete_table() -> (AwsCall, Decision) {
@@ -641,6 +650,78 @@ fn numbered(event: &str, writer: &str, i: u64) -> airlock::audit::Fields {
     r.insert("writer".into(), serde_json::json!(writer));
     r.insert("i".into(), serde_json::json!(i));
     r.into()
+}
+
+/// A client that holds the audit chain's lock and does nothing (stuck, or a transaction
+/// left open) holds up no call: the record is given up on within seconds and spooled, the
+/// records after it are spooled behind it at once, calls that need a receipt are refused
+/// meanwhile, and once the lock is released every record reaches the chain, in order. The
+/// pooled connections carry the server's own bounds.
+async fn a_held_chain_lock_spools_the_record_and_the_call_goes_on(cluster: &Cluster) {
+    let url = cluster.database("held_lock").await;
+    let state = tempfile::tempdir().expect("state");
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    {
+        let client = store.pool().get().await.expect("client");
+        for (setting, value) in [
+            ("statement_timeout", "15s"),
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "30s"),
+        ] {
+            let row = client
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .expect("show");
+            assert_eq!(row.get::<_, &str>(0), value, "{setting}");
+        }
+    }
+    assert!(store.audit_append(numbered("locked", "one", 0)).await);
+
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    // The chain's lock (`AUDIT_LOCK`), taken in a transaction that is then left open.
+    holder
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(x'6169726c6f636b01'::bigint)")
+        .await
+        .expect("take the chain's lock");
+    let started = Instant::now();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(8),
+        store.audit_append(numbered("locked", "one", 1)),
+    )
+    .await
+    .expect("the append waited on the held lock: its call would never be answered");
+    let waited = started.elapsed();
+    println!("an audit append while another client holds the chain's lock: answered after {waited:?} (spooled)");
+    assert!(answered, "record 1 lost");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    assert!(
+        !store.audit_writable(),
+        "calls that need a receipt are served while a record waits in the spool"
+    );
+    for i in 2..5 {
+        let started = Instant::now();
+        assert!(store.audit_append(numbered("locked", "one", i)).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "record {i} waited on the lock too"
+        );
+    }
+    holder.batch_execute("COMMIT").await.expect("release");
+    until_drained(&store).await;
+    assert!(store.audit_append(numbered("locked", "one", 5)).await);
+    let records = chain(&url).await;
+    assert_eq!(
+        numbers(&records, "locked", "one"),
+        (0..6).collect::<Vec<_>>(),
+        "records out of order, twice or lost"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
 }
 
 /// A reservation refused for want of the database (the gate's 503), never "used up".
