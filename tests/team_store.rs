@@ -55,13 +55,14 @@ async fn the_postgres_store_holds_across_replicas() {
     import_and_export_move_the_state_whole(&cluster).await;
 }
 
-/// Bounded waits: a lock held by a client that does nothing.
+/// Bounded waits: a held lock, a drain under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_postgres_store_never_waits_unbounded() {
     let Some(cluster) = Cluster::start() else {
         return;
     };
     a_held_chain_lock_spools_the_record_and_the_call_goes_on(&cluster).await;
+    a_drain_under_a_stream_of_records_finishes_each_file(&cluster).await;
 }
 
 /// A call the built-in rules hold for a human (DynamoDB DeleteTable), as a replica's
@@ -718,6 +719,80 @@ async fn a_held_chain_lock_spools_the_record_and_the_call_goes_on(cluster: &Clus
         numbers(&records, "locked", "one"),
         (0..6).collect::<Vec<_>>(),
         "records out of order, twice or lost"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
+}
+
+/// Records keep coming while the spool is drained (a backlog from an earlier run, then the
+/// records of calls answered meanwhile, which queue behind it): each spool file the keeper
+/// picks is finished and removed while they still come, rather than read again and again
+/// as it grows, and every record reaches the chain once, in order.
+async fn a_drain_under_a_stream_of_records_finishes_each_file(cluster: &Cluster) {
+    let url = cluster.database("drain_stream").await;
+    let state = tempfile::tempdir().expect("state");
+    const BACKLOG: u64 = 3000;
+    {
+        let spool = postgres::spool::Spool::open(state.path()).expect("spool");
+        for i in 0..BACKLOG {
+            spool
+                .append(&numbered("backlog", "one", i), false)
+                .expect("append");
+        }
+    }
+    let store = serving_replica(&url, state.path());
+    let spool_dir = state.path().join(postgres::spool::SPOOL_DIR);
+    let files_at_start: Vec<_> = std::fs::read_dir(&spool_dir)
+        .expect("spool dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files_at_start.len(), 2, "the backlog's file and this run's");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut i = 0;
+            // As fast as they can be written (a drain of the file being written would never
+            // find it unchanged), bounded: at most 20 s, at most 100 000 records.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(20)
+                && i < 100_000
+            {
+                assert!(store.audit_append(numbered("stream", "one", i)).await);
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+            i
+        })
+    };
+    let started = Instant::now();
+    while files_at_start.iter().any(|f| f.exists()) {
+        assert!(
+            !writer.is_finished(),
+            "the spool files there at start were not drained while records kept coming"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "the spool's files at start drained after {:?} while records kept coming",
+        started.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let streamed = writer.await.expect("writer");
+    until_drained(&store).await;
+    println!("{streamed} records appended during the drain");
+    let records = chain(&url).await;
+    assert_eq!(
+        numbers(&records, "backlog", "one"),
+        (0..BACKLOG).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        numbers(&records, "stream", "one"),
+        (0..streamed).collect::<Vec<_>>(),
+        "records appended during the drain are not all in the chain, in order, once each"
     );
     postgres::verify_audit(store.pool())
         .await
