@@ -14,10 +14,12 @@
 //! plan. Once every entry with a limited number of uses is
 //! used, the plan is spent; once its window has ended, expired (both recorded once).
 //! Before an entry is reserved, the plan's status is read where plans are kept (one lookup),
-//! so a plan another replica ended is not honoured by an index that has not caught up.
+//! so a plan another replica ended is not honoured by an index that has not caught up. An
+//! entry whose last use is reserved by a call in flight on another replica is a 503 to
+//! retry, when no other entry covers the call.
 
 use super::error::ProxyError;
-use super::redeem::{state_error, Authorization};
+use super::redeem::{in_flight, state_error, Authorization};
 use crate::gate::Gate;
 use crate::identify::AwsCall;
 use crate::plan::store::{PlanStatus, PlanStoreError};
@@ -59,6 +61,8 @@ pub async fn redeem(
         return Ok(None);
     }
     let mut trusted = None;
+    // An entry taken by a call in flight elsewhere: the answer if no other entry covers.
+    let mut busy = None;
     let now = time::OffsetDateTime::now_utc();
     for plan in plans {
         let receipt_id = plan.receipt_id.as_str();
@@ -163,6 +167,10 @@ pub async fn redeem(
                     )));
                 }
                 Err(LedgerError::UsedUp) => continue,
+                Err(LedgerError::InFlight { idle }) => {
+                    busy = busy.or(in_flight(gate, idle));
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(plan = %plan.plan_id, error = %e, "cannot write the receipt ledger; refusing (fail closed)");
                     return Err(ProxyError::state_unwritable(
@@ -172,7 +180,7 @@ pub async fn redeem(
             }
         }
     }
-    Ok(None)
+    busy.map_or(Ok(None), Err)
 }
 
 /// The ledger key that records an entry's call succeeded (2xx).

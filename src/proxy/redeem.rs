@@ -8,8 +8,10 @@
 //! same pending approval (or the call is held while a human decides, `[approval]
 //! hold_seconds`). With one, the receipt is verified against the trusted keys from
 //! the config, bound to this call, and a use is reserved in the durable ledger before the
-//! call is forwarded. [`Authorization::finish`] commits the use, or releases it when the
-//! upstream was never reached or answered with an error SDKs retry.
+//! call is forwarded. A use taken by a call still in flight on another replica is a 503 to
+//! retry, and the approval stays open ([`in_flight`]).
+//! [`Authorization::finish`] commits the use, or releases it when the upstream was never
+//! reached or answered with an error SDKs retry.
 //!
 //! Concurrent identical calls under one receipt go one at a time (a lock per receipt, held
 //! from reserve to commit/release), so a receipt never covers more calls than it allows.
@@ -22,6 +24,7 @@ use crate::policy::Decision;
 use crate::receipt::{self, Binding, Receipt};
 use crate::state::approvals::{Approval, Status};
 use crate::state::ledger::LedgerError;
+use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 /// Proof that a receipt covers this call and one of its uses is reserved.
@@ -110,6 +113,25 @@ impl Complaint {
         *last = Some(now);
         true
     }
+}
+
+/// How long past the longest a forwarded call can take (`[upstream]` connect and response
+/// timeouts) a reservation may still be given back by the call that made it.
+const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(60);
+
+/// A receipt whose uses are all taken but not all committed: a call under it is in flight
+/// on another replica and may give its use back (its upstream was not reached, or answered
+/// with an error SDKs retry). The approval stays open and the caller gets a 503 to retry,
+/// unless the uses have not changed for longer than any call can take: then the
+/// reservation was left by a replica stopped mid-call, and the use counts as spent.
+pub(super) fn in_flight(gate: &Gate, idle: Duration) -> Option<ProxyError> {
+    let upstream = &gate.config.upstream;
+    let longest = upstream.connect_timeout + upstream.response_timeout + IN_FLIGHT_MARGIN;
+    (idle < longest).then(|| {
+        ProxyError::busy(
+            "airlock: the last use of this call's receipt is taken by a call still in flight; retry in a moment (if that call does not go through, its use is given back)",
+        )
+    })
 }
 
 /// The receipt for this decided call, or the refusal that says what is missing.
@@ -243,7 +265,14 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                     plan: None,
                 });
             }
-            Err(LedgerError::UsedUp) => {
+            Err(e @ (LedgerError::UsedUp | LedgerError::InFlight { .. })) => {
+                if let LedgerError::InFlight { idle } = e {
+                    if let Some(busy) = in_flight(gate, idle) {
+                        tracing::info!(approval = %approval.id, receipt = %receipt_id, ?idle, "the receipt's last use is reserved by a call in flight (another replica's); 503 to retry, the approval stays open");
+                        return Err(busy);
+                    }
+                    tracing::warn!(approval = %approval.id, receipt = %receipt_id, ?idle, "the receipt's last use has been reserved longer than any call takes (a replica stopped mid-call): it counts as spent");
+                }
                 drop(turn);
                 store
                     .close_approval(&approval.id)

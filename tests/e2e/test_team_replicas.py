@@ -254,7 +254,10 @@ def test_identical_approved_calls_over_three_replicas_reach_aws_exactly_uses_tim
         print(f"{calls} identical calls over {REPLICAS} replicas in {elapsed:.2f} s: {len(through)} went through "
               f"(replicas {sorted({i % REPLICAS + 1 for i in through})}), the rest refused with {refused}")
         assert len(through) == uses, f"{len(through)} of {calls} calls went through a {uses}-use receipt"
-        assert refused == {"AccessDenied"}, refused
+        # Refused once the uses are spent (AccessDenied, with a link to approve again), or
+        # while the last uses were reserved by calls in flight on another replica (503: they
+        # might have given them back).
+        assert "AccessDenied" in refused and refused <= {"AccessDenied", "ServiceUnavailable"}, refused
         assert all("airlock" in r[2] for r in done if not r[0]), "a refusal without airlock's message"
         assert moto.request_count() - before == uses, "not exactly `uses` calls reached moto"
         deletes = moto.log_path.read_text(errors="replace").count(f'"DELETE /{bucket}/log.txt HTTP/1.1" 204')
@@ -526,7 +529,9 @@ def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
         cut = [a for a in load if a.kind == "cut"]
         assert all(a.replica == 1 and a.ended >= killed_at - 0.5 for a in cut), cut
         assert all(a.kind == "ok" for a in load if a.operation == "list" and a.replica != 1), ends
-        assert {a.code for a in load if a.kind == "refused"} <= {"AccessDenied"}, ends
+        # A use reserved by a call in flight on another replica (or left reserved by the
+        # killed one, until it is older than any call can take) is a 503, not "used up".
+        assert {a.code for a in load if a.kind == "refused"} <= {"AccessDenied", "ServiceUnavailable"}, ends
         gated_ok = sum(1 for a in receipt_call + load if a.operation == "delete" and a.kind == "ok")
         deleted = moto_deletes(moto, bucket, key)
         committed, reserved = map(int, psql(postgres, database,

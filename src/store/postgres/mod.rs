@@ -1030,9 +1030,28 @@ impl Store for PgStore {
                 )
                 .await?;
             if reserved {
-                Ok(())
-            } else {
-                Err(LedgerError::UsedUp)
+                return Ok(());
+            }
+            // Every use is taken: those not committed are reserved by calls in flight
+            // (this replica's own go one at a time under the receipt's lock, so another
+            // replica's, or one left by a replica stopped mid-call).
+            let client = self.connection().await.map_err(ledger_error)?;
+            let row = client
+                .query_opt(
+                    "SELECT committed,
+                            greatest(extract(epoch FROM clock_timestamp() - updated_at), 0)::float8
+                     FROM airlock_ledger WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .map_err(ledger_error)?;
+            match row {
+                Some(row) if row.get::<_, i64>(0) < i64::from(allowed) => {
+                    Err(LedgerError::InFlight {
+                        idle: Duration::try_from_secs_f64(row.get(1)).unwrap_or(Duration::ZERO),
+                    })
+                }
+                _ => Err(LedgerError::UsedUp),
             }
         })
     }
