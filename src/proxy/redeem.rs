@@ -8,8 +8,10 @@
 //! same pending approval (or the call is held while a human decides, `[approval]
 //! hold_seconds`). With one, the receipt is verified against the trusted keys from
 //! the config, bound to this call, and a use is reserved in the durable ledger before the
-//! call is forwarded. A use taken by a call still in flight on another replica is a 503 to
-//! retry, and the approval stays open ([`in_flight`]).
+//! call is forwarded. Just before reserving, the agent's key is read again where agents are
+//! kept ([`still_active`]): a key revoked meanwhile (on another replica, before this one's
+//! followed agents caught up) spends nothing. A use taken by a call still in flight on
+//! another replica is a 503 to retry, and the approval stays open ([`in_flight`]).
 //! [`Authorization::finish`] commits the use, or releases it when the upstream was never
 //! reached or answered with an error SDKs retry.
 //!
@@ -17,11 +19,12 @@
 //! from reserve to commit/release), so a receipt never covers more calls than it allows.
 
 use super::decide::Decided;
-use super::error::{Cause, ProxyError};
+use super::error::{Cause, ProxyError, Shape};
 use super::forward::Forwarded;
 use crate::gate::Gate;
 use crate::policy::Decision;
 use crate::receipt::{self, Binding, Receipt};
+use crate::sigv4::AuthError;
 use crate::state::approvals::{Approval, Status};
 use crate::state::ledger::LedgerError;
 use std::time::Duration;
@@ -115,6 +118,28 @@ impl Complaint {
     }
 }
 
+/// Who signed a gated call: the key looked up again just before a use is reserved, and how
+/// a refusal must look.
+#[derive(Clone, Copy)]
+pub struct Signer<'a> {
+    pub access_key_id: &'a str,
+    pub shape: &'a Shape,
+}
+
+/// The signer's key, looked up where agents are kept (not in the request path's followed
+/// set, which may be behind a revocation made on another replica by up to its poll): a key
+/// revoked meanwhile spends no use. A lookup that fails is a 503 (fail closed).
+pub(super) async fn still_active(gate: &Gate, signer: Signer<'_>) -> Result<(), ProxyError> {
+    match gate.store.agent_revoked(signer.access_key_id).await {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            tracing::warn!(access_key_id = %signer.access_key_id, "a call that needs a receipt was signed with a key revoked since this replica last loaded the agents: refused, no use spent");
+            Err(ProxyError::auth(AuthError::unknown_key(), signer.shape))
+        }
+        Err(e) => Err(state_error(e)),
+    }
+}
+
 /// How long past the longest a forwarded call can take (`[upstream]` connect and response
 /// timeouts) a reservation may still be given back by the call that made it.
 const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(60);
@@ -135,13 +160,21 @@ pub(super) fn in_flight(gate: &Gate, idle: Duration) -> Option<ProxyError> {
 }
 
 /// The receipt for this decided call, or the refusal that says what is missing.
-pub async fn redeem(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
-    find_and_reserve(gate, decided)
+pub async fn redeem(
+    gate: &Gate,
+    decided: &Decided,
+    signer: Signer<'_>,
+) -> Result<Authorization, ProxyError> {
+    find_and_reserve(gate, decided, signer)
         .await
         .map_err(|e| decided.explain(e))
 }
 
-async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
+async fn find_and_reserve(
+    gate: &Gate,
+    decided: &Decided,
+    signer: Signer<'_>,
+) -> Result<Authorization, ProxyError> {
     let (call, agent, environment, decision) = (
         decided.call(),
         decided.agent(),
@@ -150,7 +183,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
     );
     // An approved plan that covers this exact call lets it through with no hold.
     if let Some(authorization) =
-        super::plan::redeem(gate, call, agent, environment, decision.quorum()).await?
+        super::plan::redeem(gate, call, agent, environment, decision.quorum(), signer).await?
     {
         return Ok(authorization);
     }
@@ -253,6 +286,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
             ));
         }
         let turn = gate.receipt_lock(&receipt_id).lock_owned().await;
+        still_active(gate, signer).await?;
         match store.reserve(&receipt_id, allowed).await {
             Ok(()) => {
                 tracing::info!(approval = %approval.id, receipt = %receipt_id, %approver, "receipt use reserved");

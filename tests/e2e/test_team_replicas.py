@@ -10,7 +10,11 @@ boto3 clients through moto with signature checking.
   once: exactly three reach moto (the database's ledger, not any replica's memory, counts the
   uses); the rest get the AWS-shaped refusal with a link to approve again.
 - `airlock audit verify` passes over the one chain the three replicas wrote.
-- An agent revoked with replica 2's CLI is refused by all three within a second.
+- An agent revoked with replica 2's CLI is refused by all three within a second; a gated call
+  reads its key in the database before it spends a use, so a revocation its replica has not
+  yet heard of spends none.
+- A receipt whose last use is reserved by a call in flight on another replica answers 503
+  and keeps its approval; the retry goes through once that use is given back.
 - `kill -9` of replica 1 under load spends no use twice; restarted on its state dir, it drains
   its spool and the chain verifies.
 - The database stopped and started under load: gated calls get 503 while it is down, allowed
@@ -439,6 +443,73 @@ def test_an_agent_revoked_through_one_replica_is_refused_by_all(
         # Replica 3's CLI lists the agent as revoked (from the database).
         listed = [line for line in team.replicas[2].cli("agent", "list").stdout.splitlines() if agent.name in line]
         assert len(listed) == 1 and " revoked " in listed[0], listed
+        team.audit_verified(first)
+    finally:
+        team.stop()
+
+
+def test_a_gated_call_looks_up_its_key_and_waits_for_a_use_in_flight(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    """Just before a gated call reserves a use, its replica reads the agent's key in the
+    database: a key revoked a moment ago, which the replica's followed agents still hold,
+    spends no use. And a receipt whose last use is reserved by a call in flight on another
+    replica answers 503 (retry) and keeps its approval: once that call gives the use back,
+    the retry goes through."""
+    database = "gated_fresh"
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=0, uses=1)
+    team.start()
+    try:
+        first, second, third = team.replicas
+        agent = first.add_agent(unique("team-fresh"))
+        wait_known(team, agent)
+        bucket = unique("team-fresh")
+        moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3 = client_through(second, agent, "s3")
+
+        def approved(key: str) -> tuple[str, str]:
+            """(approval id, receipt id) of an approved DeleteObject of `key`."""
+            went_through, code, message = outcome(s3.delete_object, Bucket=bucket, Key=key)
+            assert not went_through and code == "AccessDenied", (code, message)
+            approval = second.approval_id(message)
+            team.approve(third, approval)
+            receipt = psql(postgres, database,
+                           f"SELECT record->>'receipt_id' FROM airlock_approvals WHERE id = '{approval}'")
+            return approval, receipt
+
+        def status(approval: str) -> str:
+            return psql(postgres, database, f"SELECT status FROM airlock_approvals WHERE id = '{approval}'")
+
+        # The receipt's one use, reserved by a call in flight on another replica.
+        approval, receipt = approved("a.txt")
+        psql(postgres, database, f"INSERT INTO airlock_ledger (key, reserved) VALUES ('{receipt}', 1)")
+        before = moto.request_count()
+        went_through, code, message = outcome(s3.delete_object, Bucket=bucket, Key="a.txt")
+        assert (went_through, code) == (False, "ServiceUnavailable"), (code, message, team.logs())
+        assert "in flight" in message, message
+        assert status(approval) == "approved", "the approval was closed while its use was only in flight"
+        assert moto.request_count() == before
+        # That call never reached AWS: its use is given back, and the retry goes through.
+        psql(postgres, database, f"UPDATE airlock_ledger SET reserved = 0 WHERE key = '{receipt}'")
+        went_through, code, message = outcome(s3.delete_object, Bucket=bucket, Key="a.txt")
+        assert went_through, (code, message, team.logs())
+        assert moto_deletes(moto, bucket, "a.txt") == 1
+        assert psql(postgres, database, f"SELECT committed, reserved FROM airlock_ledger WHERE key = '{receipt}'") == "1|0"
+
+        # The key revoked in the database, and not yet announced: replica 2's followed agents
+        # still hold it (an allowed call still goes through there), as in the moment after a
+        # revocation on another replica.
+        approval, receipt = approved("b.txt")
+        psql(postgres, database,
+             "UPDATE airlock_agents SET record = jsonb_set(record, '{revoked_at}', '\"2026-01-01T00:00:00Z\"') "
+             f"WHERE key = '{agent.access_key_id}'")
+        assert outcome(s3.list_objects_v2, Bucket=bucket)[0], "the followed agents already dropped the key"
+        before = moto.request_count()
+        went_through, code, message = outcome(s3.delete_object, Bucket=bucket, Key="b.txt")
+        assert (went_through, code) == (False, "InvalidAccessKeyId"), (code, message, team.logs())
+        assert moto.request_count() == before, "the revoked key's gated call reached moto"
+        assert moto_deletes(moto, bucket, "b.txt") == 0
+        assert psql(postgres, database, f"SELECT count(*) FROM airlock_ledger WHERE key = '{receipt}'") == "0", \
+            "the revoked key reserved a use"
         team.audit_verified(first)
     finally:
         team.stop()
