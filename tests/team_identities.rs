@@ -444,6 +444,81 @@ async fn the_cli_shares_agents_through_the_database(cluster: &Cluster) {
     assert_eq!(verified.records, 1, "the revocation is not in the chain");
 }
 
+/// An agent's row this airlock cannot read (a field it does not know, as a hand edit or a
+/// newer airlock may leave) refuses that agent alone: a follower leaves it out, with a log
+/// line, and keeps every other agent and every later change, whether it meets the row on a
+/// change or at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreadable_agent_row_refuses_that_agent_only() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let url = cluster.database("unreadable_agent").await;
+    let a = replica(&url).await;
+    let Identities::Postgres(ids) = a.identities() else {
+        panic!("a PostgreSQL store keeps its identities in PostgreSQL");
+    };
+    let good = a.identities().add_agent("good").await.expect("add");
+    let odd = a.identities().add_agent("odd").await.expect("add");
+    let registry = follow_agents(ids.clone(), &Secret::new(&url), None)
+        .await
+        .expect("follow the agents");
+    assert!(registry.get(&odd.access_key_id).is_some());
+
+    // Changed and announced as any change to the agents is, but no longer an agent record
+    // this airlock reads.
+    let client = a.pool().get().await.expect("client");
+    let announce = "UPDATE airlock_identities_version SET version = version + 1;
+                    NOTIFY airlock_agents_changed";
+    client
+        .batch_execute(&format!(
+            "UPDATE airlock_agents SET record = record || '{{\"role\": \"admin\"}}'
+             WHERE key = '{}'; {announce}",
+            odd.access_key_id
+        ))
+        .await
+        .expect("an unknown field");
+    let refused = time_until(|| registry.get(&odd.access_key_id).is_none()).await;
+    assert!(
+        refused.is_some(),
+        "the agent whose row cannot be read is still served"
+    );
+    assert!(
+        registry.get(&good.access_key_id).is_some(),
+        "one unreadable row refused every agent"
+    );
+    // Later changes still count (the good agent revoked by hand, as a change would).
+    client
+        .batch_execute(&format!(
+            "UPDATE airlock_agents SET record = jsonb_set(record, '{{revoked_at}}', '\"2026-01-01T00:00:00Z\"')
+             WHERE key = '{}'; {announce}",
+            good.access_key_id
+        ))
+        .await
+        .expect("revoke by hand");
+    let later = time_until(|| registry.get(&good.access_key_id).is_none()).await;
+    assert!(later.is_some(), "the follower stopped following");
+
+    // A follower that meets the row at start.
+    let third = a.identities().add_agent("third");
+    assert!(
+        third.await.is_err(),
+        "a change rewrote the set over a row it cannot read"
+    );
+    client
+        .batch_execute(&format!(
+            "UPDATE airlock_agents SET record = record - 'revoked_at' WHERE key = '{}'",
+            good.access_key_id
+        ))
+        .await
+        .expect("restore");
+    let fresh = follow_agents(ids.clone(), &Secret::new(&url), None)
+        .await
+        .expect("follow the agents");
+    assert!(fresh.get(&good.access_key_id).is_some());
+    assert!(fresh.get(&odd.access_key_id).is_none());
+}
+
 /// Whether `name` is anywhere under `dir` (at most `depth` levels down).
 fn holds_file(dir: &Path, name: &str, depth: usize) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {

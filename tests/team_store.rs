@@ -62,6 +62,16 @@ async fn the_postgres_store_holds_across_replicas() {
     one_serve_per_state_dir(&cluster).await;
 }
 
+/// Bounded waits: a held lock, a drain under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_postgres_store_never_waits_unbounded() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    a_held_chain_lock_spools_the_record_and_the_call_goes_on(&cluster).await;
+    a_drain_under_a_stream_of_records_finishes_each_file(&cluster).await;
+}
+
 /// A call the built-in rules hold for a human (DynamoDB DeleteTable), as a replica's
 /// policy decides it.
 fn blocked_delete_table() -> (AwsCall, Decision) {
@@ -290,18 +300,22 @@ async fn single_use_is_the_databases(cluster: &Cluster) {
         for t in tasks {
             match t.await.expect("task") {
                 Ok(()) => reserved += 1,
-                Err(LedgerError::UsedUp) => {}
+                // Reserved by the others, none committed: in flight.
+                Err(LedgerError::InFlight { .. }) => {}
                 Err(e) => panic!("a reservation failed for another reason: {e}"),
             }
         }
         assert_eq!(reserved, uses, "{receipt}: reservations that succeeded");
     }
     let (a, b) = (&replicas[0], &replicas[1]);
-    // The one use of r-one-use is reserved: nothing more, until it is released.
-    assert!(matches!(
-        b.reserve("r-one-use", 1).await,
-        Err(LedgerError::UsedUp)
-    ));
+    // The one use of r-one-use is reserved: nothing more, until it is released. It is in
+    // flight (the call holding it may give it back), not used up.
+    match b.reserve("r-one-use", 1).await {
+        Err(LedgerError::InFlight { idle }) => {
+            assert!(idle < Duration::from_secs(30), "idle for {idle:?}")
+        }
+        other => panic!("a use reserved on another replica: {other:?}"),
+    }
     a.release("r-one-use").await.expect("release");
     b.reserve("r-one-use", 1)
         .await
@@ -648,6 +662,152 @@ fn numbered(event: &str, writer: &str, i: u64) -> airlock::audit::Fields {
     r.insert("writer".into(), serde_json::json!(writer));
     r.insert("i".into(), serde_json::json!(i));
     r.into()
+}
+
+/// A client that holds the audit chain's lock and does nothing (stuck, or a transaction
+/// left open) holds up no call: the record is given up on within seconds and spooled, the
+/// records after it are spooled behind it at once, calls that need a receipt are refused
+/// meanwhile, and once the lock is released every record reaches the chain, in order. The
+/// pooled connections carry the server's own bounds.
+async fn a_held_chain_lock_spools_the_record_and_the_call_goes_on(cluster: &Cluster) {
+    let url = cluster.database("held_lock").await;
+    let state = tempfile::tempdir().expect("state");
+    let store = serving_replica(&url, state.path());
+    until_drained(&store).await;
+    {
+        let client = store.pool().get().await.expect("client");
+        for (setting, value) in [
+            ("statement_timeout", "15s"),
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "30s"),
+        ] {
+            let row = client
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .expect("show");
+            assert_eq!(row.get::<_, &str>(0), value, "{setting}");
+        }
+    }
+    assert!(store.audit_append(numbered("locked", "one", 0)).await);
+
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    // The chain's lock (`AUDIT_LOCK`), taken in a transaction that is then left open.
+    holder
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(x'6169726c6f636b01'::bigint)")
+        .await
+        .expect("take the chain's lock");
+    let started = Instant::now();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(8),
+        store.audit_append(numbered("locked", "one", 1)),
+    )
+    .await
+    .expect("the append waited on the held lock: its call would never be answered");
+    let waited = started.elapsed();
+    println!("an audit append while another client holds the chain's lock: answered after {waited:?} (spooled)");
+    assert!(answered, "record 1 lost");
+    assert!(waited < Duration::from_secs(4), "waited {waited:?}");
+    assert!(
+        !store.audit_writable(),
+        "calls that need a receipt are served while a record waits in the spool"
+    );
+    for i in 2..5 {
+        let started = Instant::now();
+        assert!(store.audit_append(numbered("locked", "one", i)).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "record {i} waited on the lock too"
+        );
+    }
+    holder.batch_execute("COMMIT").await.expect("release");
+    until_drained(&store).await;
+    assert!(store.audit_append(numbered("locked", "one", 5)).await);
+    let records = chain(&url).await;
+    assert_eq!(
+        numbers(&records, "locked", "one"),
+        (0..6).collect::<Vec<_>>(),
+        "records out of order, twice or lost"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
+}
+
+/// Records keep coming while the spool is drained (a backlog from an earlier run, then the
+/// records of calls answered meanwhile, which queue behind it): each spool file the keeper
+/// picks is finished and removed while they still come, rather than read again and again
+/// as it grows, and every record reaches the chain once, in order.
+async fn a_drain_under_a_stream_of_records_finishes_each_file(cluster: &Cluster) {
+    let url = cluster.database("drain_stream").await;
+    let state = tempfile::tempdir().expect("state");
+    const BACKLOG: u64 = 3000;
+    {
+        let spool = postgres::spool::Spool::open(state.path()).expect("spool");
+        for i in 0..BACKLOG {
+            spool
+                .append(&numbered("backlog", "one", i), false)
+                .expect("append");
+        }
+    }
+    let store = serving_replica(&url, state.path());
+    let spool_dir = state.path().join(postgres::spool::SPOOL_DIR);
+    let files_at_start: Vec<_> = std::fs::read_dir(&spool_dir)
+        .expect("spool dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files_at_start.len(), 2, "the backlog's file and this run's");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut i = 0;
+            // As fast as they can be written (a drain of the file being written would never
+            // find it unchanged), bounded: at most 20 s, at most 100 000 records.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(20)
+                && i < 100_000
+            {
+                assert!(store.audit_append(numbered("stream", "one", i)).await);
+                i += 1;
+                tokio::task::yield_now().await;
+            }
+            i
+        })
+    };
+    let started = Instant::now();
+    while files_at_start.iter().any(|f| f.exists()) {
+        assert!(
+            !writer.is_finished(),
+            "the spool files there at start were not drained while records kept coming"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "the spool's files at start drained after {:?} while records kept coming",
+        started.elapsed()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let streamed = writer.await.expect("writer");
+    until_drained(&store).await;
+    println!("{streamed} records appended during the drain");
+    let records = chain(&url).await;
+    assert_eq!(
+        numbers(&records, "backlog", "one"),
+        (0..BACKLOG).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        numbers(&records, "stream", "one"),
+        (0..streamed).collect::<Vec<_>>(),
+        "records appended during the drain are not all in the chain, in order, once each"
+    );
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
 }
 
 /// A reservation refused for want of the database (the gate's 503), never "used up".

@@ -14,7 +14,7 @@
 //! | 403 | `AccessDenied`, `ExpiredToken` (the agent's `[[account]]` has no route, its role cannot be assumed, or airlock's own credentials expired: the message names the account and the reason) |
 //! | 500 | `InternalFailure` (airlock has no real credentials, could not sign, or cannot record state) |
 //! | 502 | `BadGateway` (upstream reset or unreadable mid-call) |
-//! | 503 | `ServiceUnavailable` (upstream never reached; airlock at `max_connections`, S3: `SlowDown`; or airlock cannot write its receipt ledger or audit log, so it refuses calls that need a receipt) |
+//! | 503 | `ServiceUnavailable` (upstream never reached; airlock at `max_connections`, S3: `SlowDown`; or airlock cannot write its receipt ledger or audit log, so it refuses calls that need a receipt; or the last use of the call's receipt is reserved by a call in flight on another replica) |
 //! | 504 | `GatewayTimeout` (upstream too slow) |
 
 use super::body::{full, ProxyBody};
@@ -194,6 +194,17 @@ impl ProxyError {
     /// airlock cannot write the state a call must leave behind (its receipt ledger, its
     /// audit log): the call is refused until it can (fail closed).
     pub fn state_unwritable(message: impl Into<String>) -> Self {
+        Self::new(
+            Origin::Internal,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+    }
+
+    /// Another call holds what this one needs for a moment (the last use of its receipt,
+    /// reserved by a call in flight on another replica): retry.
+    pub fn busy(message: impl Into<String>) -> Self {
         Self::new(
             Origin::Internal,
             StatusCode::SERVICE_UNAVAILABLE,

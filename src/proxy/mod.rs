@@ -198,7 +198,12 @@ pub async fn handle(proxy: Arc<Proxy>, req: http::Request<Incoming>) -> http::Re
             let authorization = match decided.next()? {
                 decide::Next::Forward => None,
                 decide::Next::Redeem => {
-                    Some(timed(Phase::Redeem, redeem::redeem(&proxy.gate, &decided)).await?)
+                    let signer = redeem::Signer {
+                        access_key_id: &verified_agent.access_key_id,
+                        shape: &shape,
+                    };
+                    let redeemed = redeem::redeem(&proxy.gate, &decided, signer);
+                    Some(timed(Phase::Redeem, redeemed).await?)
                 }
             };
             let receipt = authorization.as_ref().map(|a| a.receipt_id.as_str());

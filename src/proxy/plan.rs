@@ -14,10 +14,13 @@
 //! plan. Once every entry with a limited number of uses is
 //! used, the plan is spent; once its window has ended, expired (both recorded once).
 //! Before an entry is reserved, the plan's status is read where plans are kept (one lookup),
-//! so a plan another replica ended is not honoured by an index that has not caught up.
+//! so a plan another replica ended is not honoured by an index that has not caught up, and
+//! the agent's key is looked up where agents are kept (`redeem::still_active`). An entry
+//! whose last use is reserved by a call in flight on another replica is a 503 to retry, when
+//! no other entry covers the call.
 
 use super::error::ProxyError;
-use super::redeem::{state_error, Authorization};
+use super::redeem::{in_flight, state_error, still_active, Authorization, Signer};
 use crate::gate::Gate;
 use crate::identify::AwsCall;
 use crate::plan::store::{PlanStatus, PlanStoreError};
@@ -49,6 +52,7 @@ pub async fn redeem(
     agent: &str,
     environment: &str,
     quorum: &receipt::Quorum,
+    signer: Signer<'_>,
 ) -> Result<Option<Authorization>, ProxyError> {
     // The in-memory index (`plan::index`): a map lookup, the files read only when changed.
     let plans = gate
@@ -59,6 +63,8 @@ pub async fn redeem(
         return Ok(None);
     }
     let mut trusted = None;
+    // An entry taken by a call in flight elsewhere: the answer if no other entry covers.
+    let mut busy = None;
     let now = time::OffsetDateTime::now_utc();
     for plan in plans {
         let receipt_id = plan.receipt_id.as_str();
@@ -143,6 +149,7 @@ pub async fn redeem(
                     continue;
                 }
             }
+            still_active(gate, signer).await?;
             match gate.store.reserve(&key, allowed).await {
                 Ok(()) => {
                     tracing::info!(plan = %plan.plan_id, receipt = %receipt_id, entry = index, action = %call.action(), "plan receipt entry reserved");
@@ -163,6 +170,10 @@ pub async fn redeem(
                     )));
                 }
                 Err(LedgerError::UsedUp) => continue,
+                Err(LedgerError::InFlight { idle }) => {
+                    busy = busy.or(in_flight(gate, idle));
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(plan = %plan.plan_id, error = %e, "cannot write the receipt ledger; refusing (fail closed)");
                     return Err(ProxyError::state_unwritable(
@@ -172,7 +183,7 @@ pub async fn redeem(
             }
         }
     }
-    Ok(None)
+    busy.map_or(Ok(None), Err)
 }
 
 /// The ledger key that records an entry's call succeeded (2xx).

@@ -7,6 +7,7 @@ use crate::gate::Gate;
 use crate::identify::AwsCall;
 use crate::plan::mapping::{destroyed, Defaults};
 use crate::plan::store::{PlanRecord, PlanStore};
+use crate::proxy::error::ProxyError;
 use crate::proxy::forward::Forwarded;
 use crate::proxy::redeem::Authorization;
 use crate::receipt::{ApproverKey, Quorum};
@@ -23,6 +24,8 @@ struct Harness {
     _dir: tempfile::TempDir,
     gate: Gate,
     alice: ApproverKey,
+    /// `AGENT`'s access key id.
+    key: String,
 }
 
 async fn harness() -> Harness {
@@ -35,10 +38,15 @@ async fn harness() -> Harness {
     );
     let config = Config::parse(&dir.path().join("airlock.toml"), &text).expect("config parses");
     let gate = Gate::open(Arc::new(config)).await.expect("gate opens");
+    let key = crate::state::agents::AgentStore::new(dir.path())
+        .add(AGENT)
+        .expect("agent")
+        .access_key_id;
     Harness {
         _dir: dir,
         gate,
         alice,
+        key,
     }
 }
 
@@ -121,6 +129,11 @@ fn table(name: &str) -> Value {
 }
 
 async fn redeemed(h: &Harness, call: &AwsCall) -> Option<Authorization> {
+    redeem_for(h, call).await.expect("no state error")
+}
+
+/// `AGENT`'s call, signed with its key, as redeem sees it.
+async fn redeem_for(h: &Harness, call: &AwsCall) -> Result<Option<Authorization>, ProxyError> {
     let environment = h
         .gate
         .config
@@ -129,9 +142,12 @@ async fn redeemed(h: &Harness, call: &AwsCall) -> Option<Authorization> {
         approvals: 1,
         approvers: None,
     };
-    redeem(&h.gate, call, AGENT, &environment, &quorum)
-        .await
-        .expect("no state error")
+    let shape = crate::proxy::error::Shape::of(&http::HeaderMap::new(), None);
+    let signer = crate::proxy::redeem::Signer {
+        access_key_id: &h.key,
+        shape: &shape,
+    };
+    redeem(&h.gate, call, AGENT, &environment, &quorum, signer).await
 }
 
 /// The upstream's answer to a forwarded call.
@@ -333,20 +349,35 @@ async fn a_plan_ended_elsewhere_covers_nothing_though_the_index_holds_it() {
         .join(format!("plans/{}.json", unreadable.id));
     std::fs::write(&path, b"{ not json").expect("broken");
     set_plans_dir_time(&h, long_ago);
-    let environment = h.gate.config.environment_of(Some(ACCOUNT), REGION);
-    let quorum = Quorum {
-        approvals: 1,
-        approvers: None,
-    };
-    let refused = redeem(
-        &h.gate,
-        &delete_table("unreadable"),
-        AGENT,
-        &environment,
-        &quorum,
-    )
-    .await
-    .err()
-    .expect("refused");
+    let refused = redeem_for(&h, &delete_table("unreadable"))
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(refused.status, http::StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A key revoked where agents are kept (here, by another process: the request path's
+/// registry has not reloaded) spends no use of a plan entry that covers its call: the key
+/// is looked up again just before the use is reserved.
+#[tokio::test(flavor = "current_thread")]
+async fn a_key_revoked_since_the_agents_were_loaded_spends_no_use() {
+    let h = harness().await;
+    let plan = approved_plan(&h, &[table("orders")]);
+    let entry = format!("{}#0", plan.receipt_id.as_deref().expect("receipt"));
+    crate::state::agents::AgentStore::new(&h.gate.config.state_dir)
+        .revoke(AGENT)
+        .expect("revoke");
+    let refused = redeem_for(&h, &delete_table("orders"))
+        .await
+        .err()
+        .expect("a revoked key is refused");
+    assert_eq!(refused.status, http::StatusCode::FORBIDDEN);
+    assert_eq!(refused.code, "InvalidClientTokenId");
+    // Nothing reserved: an active key finds the entry's one use still there.
+    assert_eq!(h.gate.store.committed(&entry).await.expect("ledger"), 0);
+    let store = h.gate.store.reserve(&entry, 1).await;
+    assert!(
+        store.is_ok(),
+        "the revoked key took the entry's use: {store:?}"
+    );
 }

@@ -8,20 +8,26 @@
 //! same pending approval (or the call is held while a human decides, `[approval]
 //! hold_seconds`). With one, the receipt is verified against the trusted keys from
 //! the config, bound to this call, and a use is reserved in the durable ledger before the
-//! call is forwarded. [`Authorization::finish`] commits the use, or releases it when the
-//! upstream was never reached or answered with an error SDKs retry.
+//! call is forwarded. Just before reserving, the agent's key is read again where agents are
+//! kept ([`still_active`]): a key revoked meanwhile (on another replica, before this one's
+//! followed agents caught up) spends nothing. A use taken by a call still in flight on
+//! another replica is a 503 to retry, and the approval stays open ([`in_flight`]).
+//! [`Authorization::finish`] commits the use, or releases it when the upstream was never
+//! reached or answered with an error SDKs retry.
 //!
 //! Concurrent identical calls under one receipt go one at a time (a lock per receipt, held
 //! from reserve to commit/release), so a receipt never covers more calls than it allows.
 
 use super::decide::Decided;
-use super::error::{Cause, ProxyError};
+use super::error::{Cause, ProxyError, Shape};
 use super::forward::Forwarded;
 use crate::gate::Gate;
 use crate::policy::Decision;
 use crate::receipt::{self, Binding, Receipt};
+use crate::sigv4::AuthError;
 use crate::state::approvals::{Approval, Status};
 use crate::state::ledger::LedgerError;
+use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
 /// Proof that a receipt covers this call and one of its uses is reserved.
@@ -112,14 +118,63 @@ impl Complaint {
     }
 }
 
+/// Who signed a gated call: the key looked up again just before a use is reserved, and how
+/// a refusal must look.
+#[derive(Clone, Copy)]
+pub struct Signer<'a> {
+    pub access_key_id: &'a str,
+    pub shape: &'a Shape,
+}
+
+/// The signer's key, looked up where agents are kept (not in the request path's followed
+/// set, which may be behind a revocation made on another replica by up to its poll): a key
+/// revoked meanwhile spends no use. A lookup that fails is a 503 (fail closed).
+pub(super) async fn still_active(gate: &Gate, signer: Signer<'_>) -> Result<(), ProxyError> {
+    match gate.store.agent_revoked(signer.access_key_id).await {
+        Ok(false) => Ok(()),
+        Ok(true) => {
+            tracing::warn!(access_key_id = %signer.access_key_id, "a call that needs a receipt was signed with a key revoked since this replica last loaded the agents: refused, no use spent");
+            Err(ProxyError::auth(AuthError::unknown_key(), signer.shape))
+        }
+        Err(e) => Err(state_error(e)),
+    }
+}
+
+/// How long past the longest a forwarded call can take (`[upstream]` connect and response
+/// timeouts) a reservation may still be given back by the call that made it.
+const IN_FLIGHT_MARGIN: Duration = Duration::from_secs(60);
+
+/// A receipt whose uses are all taken but not all committed: a call under it is in flight
+/// on another replica and may give its use back (its upstream was not reached, or answered
+/// with an error SDKs retry). The approval stays open and the caller gets a 503 to retry,
+/// unless the uses have not changed for longer than any call can take: then the
+/// reservation was left by a replica stopped mid-call, and the use counts as spent.
+pub(super) fn in_flight(gate: &Gate, idle: Duration) -> Option<ProxyError> {
+    let upstream = &gate.config.upstream;
+    let longest = upstream.connect_timeout + upstream.response_timeout + IN_FLIGHT_MARGIN;
+    (idle < longest).then(|| {
+        ProxyError::busy(
+            "airlock: the last use of this call's receipt is taken by a call still in flight; retry in a moment (if that call does not go through, its use is given back)",
+        )
+    })
+}
+
 /// The receipt for this decided call, or the refusal that says what is missing.
-pub async fn redeem(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
-    find_and_reserve(gate, decided)
+pub async fn redeem(
+    gate: &Gate,
+    decided: &Decided,
+    signer: Signer<'_>,
+) -> Result<Authorization, ProxyError> {
+    find_and_reserve(gate, decided, signer)
         .await
         .map_err(|e| decided.explain(e))
 }
 
-async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorization, ProxyError> {
+async fn find_and_reserve(
+    gate: &Gate,
+    decided: &Decided,
+    signer: Signer<'_>,
+) -> Result<Authorization, ProxyError> {
     let (call, agent, environment, decision) = (
         decided.call(),
         decided.agent(),
@@ -128,7 +183,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
     );
     // An approved plan that covers this exact call lets it through with no hold.
     if let Some(authorization) =
-        super::plan::redeem(gate, call, agent, environment, decision.quorum()).await?
+        super::plan::redeem(gate, call, agent, environment, decision.quorum(), signer).await?
     {
         return Ok(authorization);
     }
@@ -231,6 +286,7 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
             ));
         }
         let turn = gate.receipt_lock(&receipt_id).lock_owned().await;
+        still_active(gate, signer).await?;
         match store.reserve(&receipt_id, allowed).await {
             Ok(()) => {
                 tracing::info!(approval = %approval.id, receipt = %receipt_id, %approver, "receipt use reserved");
@@ -243,7 +299,14 @@ async fn find_and_reserve(gate: &Gate, decided: &Decided) -> Result<Authorizatio
                     plan: None,
                 });
             }
-            Err(LedgerError::UsedUp) => {
+            Err(e @ (LedgerError::UsedUp | LedgerError::InFlight { .. })) => {
+                if let LedgerError::InFlight { idle } = e {
+                    if let Some(busy) = in_flight(gate, idle) {
+                        tracing::info!(approval = %approval.id, receipt = %receipt_id, ?idle, "the receipt's last use is reserved by a call in flight (another replica's); 503 to retry, the approval stays open");
+                        return Err(busy);
+                    }
+                    tracing::warn!(approval = %approval.id, receipt = %receipt_id, ?idle, "the receipt's last use has been reserved longer than any call takes (a replica stopped mid-call): it counts as spent");
+                }
                 drop(turn);
                 store
                     .close_approval(&approval.id)

@@ -53,6 +53,11 @@ pub enum LedgerError {
     Io(String, std::io::Error),
     #[error("the receipt has no uses left")]
     UsedUp,
+    /// Every use is taken but not every one is committed: calls in flight elsewhere (another
+    /// replica) hold the rest and may give them back. `idle`: how long since the receipt's
+    /// uses last changed.
+    #[error("the receipt's remaining uses are reserved by calls in flight")]
+    InFlight { idle: std::time::Duration },
 }
 
 pub struct Ledger {

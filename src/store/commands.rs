@@ -32,12 +32,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
+/// The config's database for the `db` commands, `audit verify` and the plan commands: no
+/// statement timeout, since some read or write the whole state in long statements.
 pub fn database_pool(config: &Config) -> Result<deadpool_postgres::Pool, String> {
     let url = config
         .database_url
         .as_ref()
         .ok_or("no database: set [state] database_url in the config, or AIRLOCK_DATABASE_URL")?;
-    super::postgres::pool(url)
+    super::postgres::bulk_pool(url)
 }
 
 pub fn run(config: &Config, command: DbCommand) -> Result<(), String> {

@@ -52,7 +52,9 @@ pub trait Store: Send + Sync {
     // The single-use ledger. `key` is a receipt id, or a plan entry's ledger key.
 
     /// Reserves one use, durably, if `allowed` uses are not all committed or reserved;
-    /// [`LedgerError::UsedUp`] if they are. Only this can make a use available to a call.
+    /// [`LedgerError::UsedUp`] if they are, or [`LedgerError::InFlight`] when some are only
+    /// reserved by another process (a replica) that may still give them back. Only this can
+    /// make a use available to a call.
     fn reserve<'a>(&'a self, key: &'a str, allowed: u32) -> BoxFuture<'a, Result<(), LedgerError>>;
     /// The reserved use counts (the upstream answered with success or a final error).
     fn commit<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), LedgerError>>;

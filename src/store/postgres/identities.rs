@@ -16,14 +16,19 @@
 //!   in-memory [`AgentRegistry`]. A change to the agents bumps `airlock_identities_version`
 //!   and sends `NOTIFY airlock_agents_changed` in its transaction; [`follow_agents`] listens
 //!   on a connection of its own and also reads the version every [`AGENTS_POLL`], reloading
-//!   the agents when it moved. While the database cannot be read the last set stays.
+//!   the agents when it moved. While the database cannot be read the last set stays, for
+//!   as long as that lasts (allowed calls go on with it); a call that needs a receipt reads
+//!   its key here first ([`PgIdentities::agent_revoked`], from `proxy::redeem`), so no
+//!   revocation waits on the follower to spend a use. A row that is not an agent record as
+//!   this airlock reads it is left out of the followed set (that key refused) with a log
+//!   line; the others still load.
 //! - **Passkeys and airlock's own keys are read per use** (each gated call, each page
 //!   ceremony), as the files are: an approver revoked on one replica is refused by every
 //!   replica at its next call. Each replica countersigns passkey approvals with its own key
 //!   (its private half stays in its `[state] dir`); `serve` registers the public half in
 //!   `airlock_keys`, so a receipt countersigned on one replica verifies on all.
 
-use super::{db_error, listen_config, listen_once, tls, LISTEN_RETRY};
+use super::{db_error, listen_config, listen_once, tls, COMPLAIN_EVERY, LISTEN_RETRY};
 use crate::receipt::{ApproverPublic, KeyId, TrustedKeys};
 use crate::secret::Secret;
 use crate::state::agents::{AgentError, AgentRecord, AgentRegistry, AgentsFile};
@@ -34,7 +39,7 @@ use futures_util::pin_mut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The identity sets, the replicas' public keys, the agents' version: one migration, whose
@@ -398,18 +403,54 @@ impl PgIdentities {
         Ok(row.get(0))
     }
 
+    /// The agents the request path may know: a row that is not an agent record as this
+    /// airlock reads it (a field it does not know, a value of the wrong form) is left out,
+    /// with a log line, so that agent's key is refused and every other agent still counts.
+    /// (Changes still read the whole set strictly, so such a row is never dropped.)
+    async fn agents_to_serve(&self) -> Result<AgentsFile, String> {
+        let client = self.pool.get().await.map_err(db_error)?;
+        let query = format!(
+            "SELECT key, record::text FROM {} ORDER BY seq",
+            AgentRecord::TABLE
+        );
+        let rows = client.query(&query, &[]).await.map_err(db_error)?;
+        let mut agents = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: &str = row.get(0);
+            match serde_json::from_str::<AgentRecord>(row.get(1)) {
+                Ok(agent) => agents.push(agent),
+                Err(e) => {
+                    tracing::error!(access_key_id = %key, problem = %unreadable(&e), "an agent in PostgreSQL cannot be read by this airlock: its key is refused until the row is fixed");
+                }
+            }
+        }
+        Ok(AgentsFile { agents })
+    }
+
     /// Reloads `registry` when the agents' version is not `seen`; the version loaded.
     async fn refresh(&self, registry: &AgentRegistry, seen: Option<i64>) -> Result<i64, String> {
         let version = self.agents_version().await?;
         if Some(version) != seen {
             // Read after the version: a change in between is loaded now and again next time.
-            registry.replace(self.agents().await?);
+            registry.replace(self.agents_to_serve().await?);
             if seen.is_some() {
                 tracing::info!(agents = registry.len(), "agents reloaded from PostgreSQL");
             }
         }
         Ok(version)
     }
+}
+
+/// What is wrong with an agent's row, without any of its values (a value of the wrong
+/// form could be its secret): the name of a field unknown or missing, else the kind of
+/// fault and where.
+fn unreadable(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("unknown field") || text.starts_with("missing field") {
+        // `unknown field `x`, expected one of …`: the name and the names expected.
+        return text;
+    }
+    format!("{:?} at column {}", e.classify(), e.column())
 }
 
 /// The request path's agents, loaded from the database and kept in step with it: on each
@@ -447,6 +488,8 @@ pub async fn follow_agents(
     };
     let weak = Arc::downgrade(&registry);
     tokio::spawn(async move {
+        // Since when the set has not been read, and when that was last said.
+        let (mut stale, mut said): (Option<Instant>, Option<Instant>) = (None, None);
         loop {
             // Registered before the read, so a change announced during it is not missed.
             let woken = changed.notified();
@@ -465,9 +508,20 @@ pub async fn follow_agents(
                 }
             }
             match identities.refresh(&registry, seen).await {
-                Ok(version) => seen = Some(version),
+                Ok(version) => {
+                    if let Some(since) = stale.take() {
+                        tracing::warn!(stale_for = ?since.elapsed(), "the agents can be read from PostgreSQL again");
+                    }
+                    said = None;
+                    seen = Some(version);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not read the agents from PostgreSQL; keeping the previous set")
+                    // Said at once, then at most every COMPLAIN_EVERY, with how old the set is.
+                    let since = *stale.get_or_insert_with(Instant::now);
+                    if said.is_none_or(|t| t.elapsed() >= COMPLAIN_EVERY) {
+                        tracing::warn!(error = %e, stale_for = ?since.elapsed(), "could not read the agents from PostgreSQL; allowed calls are still served with the set last read (calls that need a receipt look the key up in the database, and are refused while it cannot be read)");
+                        said = Some(Instant::now());
+                    }
                 }
             }
             drop(registry);

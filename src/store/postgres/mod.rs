@@ -37,7 +37,12 @@
 //!   answers 503), while audit records go to an on-disk [`spool`] and are appended to the
 //!   chain in order, exactly once, when it is back (`airlock_audit_spools`).
 //! - **Connections** come from a pool (deadpool) with bounded waits, so a database that is
-//!   down answers with an error within seconds, never a hang. TLS is rustls with the
+//!   down answers with an error within seconds, never a hang: each has TCP keepalives and
+//!   `TCP_USER_TIMEOUT` (a silent peer ends it within about 15 s), and asks the server for
+//!   `statement_timeout` (`serve`'s pool), `lock_timeout` and
+//!   `idle_in_transaction_session_timeout` ([`pool`]), so a stuck lock or a client gone
+//!   mid-transaction fails the step rather than hang it. An audit append for a call is
+//!   given up after [`AUDIT_APPEND_WAIT`] and the record spooled. TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules); a database
 //!   on another host must be asked for with `sslmode=require`, never plaintext
 //!   ([`refuse_plaintext_to_another_host`]).
@@ -135,6 +140,10 @@ const MIGRATE_LOCK: i64 = 0x6169_726c_6f63_6b02;
 /// (and the gate closes for it).
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
+/// How long an audit record may take to reach the chain in the database before it goes to
+/// the spool instead (the call it records is answered only after it is written).
+const AUDIT_APPEND_WAIT: Duration = Duration::from_secs(2);
+
 /// At most this many connections per process.
 const POOL_SIZE: usize = 16;
 
@@ -151,11 +160,23 @@ const DRAIN_BATCH: usize = 500;
 /// Why a step fails before the schema was checked.
 const NOT_READY: &str = "PostgreSQL has not been reached since airlock started (its schema is not checked yet): refusing (fail closed)";
 
-/// The connection pool for `url`. Nothing is connected until first use, so `serve` can
-/// start while the database is down.
+/// The connection pool for `url`, as `serve` and the short commands use it: every statement
+/// bounded ([`STATEMENT_TIMEOUT`], besides the bounds of [`bulk_pool`]). Nothing is
+/// connected until first use, so `serve` can start while the database is down.
 pub fn pool(url: &Secret) -> Result<Pool, String> {
+    pool_with(url, Some(STATEMENT_TIMEOUT))
+}
+
+/// A pool for the commands that read or write the whole state in long statements (`airlock
+/// db import`/`export`, `audit verify` streaming the chain): no statement timeout, every
+/// other bound of [`pool`].
+pub fn bulk_pool(url: &Secret) -> Result<Pool, String> {
+    pool_with(url, None)
+}
+
+fn pool_with(url: &Secret, statement_timeout: Option<Duration>) -> Result<Pool, String> {
     let manager = Manager::from_config(
-        connect_config(url)?,
+        pooled_config(url, statement_timeout)?,
         tls()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -169,6 +190,45 @@ pub fn pool(url: &Secret) -> Result<Pool, String> {
         .recycle_timeout(Some(POOL_WAIT))
         .build()
         .map_err(|e| format!("cannot make the PostgreSQL connection pool: {e}"))
+}
+
+/// How long the server lets a statement of [`pool`] run before it cancels it (`serve`'s
+/// statements touch a row, or append a batch of [`DRAIN_BATCH`] records).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the server lets a pooled connection wait for a lock (a row, or an advisory
+/// lock such as the audit chain's) before the statement fails: a lock held by a stuck
+/// client fails the step, and the gate closes for it, rather than hang the call.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server lets a pooled connection's transaction sit idle before it ends the
+/// session, releasing its locks: airlock's transactions never wait on anything but the
+/// database, so only a client that stopped (or lost its network) leaves one idle.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`connect_config`] for a pooled connection: TCP keepalives and `TCP_USER_TIMEOUT` as a
+/// listening connection has them ([`keep_alive`]), so a statement on a connection whose
+/// peer went silent fails within seconds; and the server's own bounds, sent as startup
+/// options (`-c name=value`) before the URL's `options`, which win when they set the same.
+fn pooled_config(
+    url: &Secret,
+    statement_timeout: Option<Duration>,
+) -> Result<tokio_postgres::Config, String> {
+    let mut pg = keep_alive(connect_config(url)?);
+    let ms = |d: Duration| d.as_millis();
+    let mut options = format!(
+        "-c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+        ms(LOCK_TIMEOUT),
+        ms(IDLE_IN_TRANSACTION_TIMEOUT)
+    );
+    if let Some(limit) = statement_timeout {
+        options = format!("-c statement_timeout={} {options}", ms(limit));
+    }
+    if let Some(own) = pg.get_options() {
+        options = format!("{options} {own}");
+    }
+    pg.options(&options);
+    Ok(pg)
 }
 
 /// How to connect to `url` (a connect timeout and airlock's application name unless the
@@ -233,29 +293,33 @@ fn refuse_plaintext_to_another_host(pg: &tokio_postgres::Config) -> Result<(), S
     }
 }
 
-/// How long a listening connection may be idle before its first TCP keepalive probe, the
-/// time between probes, and how many unanswered probes end it.
-const LISTEN_KEEPALIVE: (Duration, Duration, u32) =
-    (Duration::from_secs(5), Duration::from_secs(2), 3);
+/// How long a connection may be idle before its first TCP keepalive probe, the time between
+/// probes, and how many unanswered probes end it.
+const KEEPALIVE: (Duration, Duration, u32) = (Duration::from_secs(5), Duration::from_secs(2), 3);
 
-/// How long data sent on a listening connection may stay unacknowledged before it is
-/// given up (`TCP_USER_TIMEOUT`, Linux; it also bounds the keepalive probes there).
-const LISTEN_USER_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long data sent on a connection may stay unacknowledged before it is given up
+/// (`TCP_USER_TIMEOUT`, Linux; it also bounds the keepalive probes there).
+const USER_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// [`connect_config`] for a connection that waits on `LISTEN`: it sends nothing for long
-/// stretches, so without keepalives a peer gone silently (a dropped route, a crashed host)
-/// would leave it waiting for notifications for hours (the system default is 2 h before
-/// the first probe). With these, such a connection ends within about
-/// [`LISTEN_USER_TIMEOUT`] and is made again (these settings override the URL's).
-fn listen_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
-    let mut pg = connect_config(url)?;
-    let (idle, interval, retries) = LISTEN_KEEPALIVE;
+/// TCP keepalives and `TCP_USER_TIMEOUT` on `pg` (over the URL's): without them a peer gone
+/// silently (a dropped route, a crashed host) would leave a connection waiting for hours
+/// (the system default is 2 h before the first probe), a listening one for notifications,
+/// a pooled one for a statement's answer. With them, such a connection ends within about
+/// [`USER_TIMEOUT`] (made again when listening; the step fails closed when pooled).
+fn keep_alive(mut pg: tokio_postgres::Config) -> tokio_postgres::Config {
+    let (idle, interval, retries) = KEEPALIVE;
     pg.keepalives(true)
         .keepalives_idle(idle)
         .keepalives_interval(interval)
         .keepalives_retries(retries)
-        .tcp_user_timeout(LISTEN_USER_TIMEOUT);
-    Ok(pg)
+        .tcp_user_timeout(USER_TIMEOUT);
+    pg
+}
+
+/// [`connect_config`] for a connection that waits on `LISTEN`: it sends nothing for long
+/// stretches, so it needs [`keep_alive`] most of all.
+fn listen_config(url: &Secret) -> Result<tokio_postgres::Config, String> {
+    Ok(keep_alive(connect_config(url)?))
 }
 
 /// rustls with the system's roots (`SSL_CERT_FILE` counts), for URLs whose `sslmode` asks
@@ -711,9 +775,10 @@ impl PgStore {
         }
     }
 
-    /// Appends one record to the database; says when appending starts or stops failing.
+    /// Appends one record to the database within [`AUDIT_APPEND_WAIT`] (the call it records
+    /// waits for it); says when appending starts or stops failing.
     async fn append_direct(&self, record: &Fields) -> bool {
-        let result = self.append_audit(std::slice::from_ref(record)).await;
+        let result = self.append_bounded(record).await;
         let ok = result.is_ok();
         let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
         match result {
@@ -723,6 +788,34 @@ impl PgStore {
             Err(e) => tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can"),
         }
         ok
+    }
+}
+
+impl PgStore {
+    /// [`Self::append_audit`] of one record, given up after [`AUDIT_APPEND_WAIT`] (a chain
+    /// lock held by a stuck client, a statement on a connection whose network died): the
+    /// record then goes to the spool as when the database is down. The connection given up
+    /// on leaves the pool, so whatever it still waits for holds up no other step (the server
+    /// ends that statement at its lock or statement timeout). Given up while the commit was
+    /// on its way, the record may also have been stored: it is then in the chain twice, and
+    /// never missing.
+    async fn append_bounded(&self, record: &Fields) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + AUDIT_APPEND_WAIT;
+        let late =
+            || format!("PostgreSQL did not take the audit record within {AUDIT_APPEND_WAIT:?}");
+        let mut client = tokio::time::timeout_at(deadline, self.connection())
+            .await
+            .map_err(|_| late())??;
+        let appended = tokio::time::timeout_at(deadline, async {
+            let tx = client.transaction().await.map_err(db_error)?;
+            append_in(&tx, std::slice::from_ref(record)).await?;
+            tx.commit().await.map_err(db_error)
+        })
+        .await;
+        appended.unwrap_or_else(|_| {
+            drop(deadpool_postgres::Object::take(client));
+            Err(late())
+        })
     }
 }
 
@@ -1018,9 +1111,28 @@ impl Store for PgStore {
                 )
                 .await?;
             if reserved {
-                Ok(())
-            } else {
-                Err(LedgerError::UsedUp)
+                return Ok(());
+            }
+            // Every use is taken: those not committed are reserved by calls in flight
+            // (this replica's own go one at a time under the receipt's lock, so another
+            // replica's, or one left by a replica stopped mid-call).
+            let client = self.connection().await.map_err(ledger_error)?;
+            let row = client
+                .query_opt(
+                    "SELECT committed,
+                            greatest(extract(epoch FROM clock_timestamp() - updated_at), 0)::float8
+                     FROM airlock_ledger WHERE key = $1",
+                    &[&key],
+                )
+                .await
+                .map_err(ledger_error)?;
+            match row {
+                Some(row) if row.get::<_, i64>(0) < i64::from(allowed) => {
+                    Err(LedgerError::InFlight {
+                        idle: Duration::try_from_secs_f64(row.get(1)).unwrap_or(Duration::ZERO),
+                    })
+                }
+                _ => Err(LedgerError::UsedUp),
             }
         })
     }
@@ -1355,10 +1467,29 @@ mod tests {
         .expect("config");
         assert!(config.get_keepalives());
         assert_eq!(config.get_keepalives_idle(), Duration::from_secs(5));
-        let (idle, interval, retries) = LISTEN_KEEPALIVE;
+        let (idle, interval, retries) = KEEPALIVE;
         let probed = idle + interval * retries;
-        assert!(probed <= LISTEN_USER_TIMEOUT, "{probed:?}");
-        assert_eq!(config.get_tcp_user_timeout(), Some(&LISTEN_USER_TIMEOUT));
+        assert!(probed <= USER_TIMEOUT, "{probed:?}");
+        assert_eq!(config.get_tcp_user_timeout(), Some(&USER_TIMEOUT));
+    }
+
+    #[test]
+    fn a_pooled_connection_is_bounded_by_the_server_and_by_tcp() {
+        let url = Secret::new("postgres://airlock@127.0.0.1:1/db?keepalives=0");
+        let config = pooled_config(&url, Some(STATEMENT_TIMEOUT)).expect("config");
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_tcp_user_timeout(), Some(&USER_TIMEOUT));
+        assert_eq!(
+            config.get_options(),
+            Some("-c statement_timeout=15000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000")
+        );
+        // The URL's own options come last: they win for what they set.
+        let url = Secret::new("postgres://airlock@127.0.0.1:1/db?options=-c%20lock_timeout%3D500");
+        let config = pooled_config(&url, None).expect("config");
+        assert_eq!(
+            config.get_options(),
+            Some("-c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000 -c lock_timeout=500")
+        );
     }
 
     #[test]

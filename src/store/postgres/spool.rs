@@ -11,7 +11,9 @@
 //!   once for records that spend or grant a receipt, within a second for the rest.
 //! - While any record waits here ([`Spool::waiting`]), newer records are spooled behind it
 //!   rather than appended to the database, so the chain keeps this replica's order. The
-//!   store's keeper drains the files oldest first; a file is removed only once all of its
+//!   store's keeper drains the files oldest first; the file being appended to is closed
+//!   when the keeper picks it ([`Spool::oldest`]: newer records start the next file), so
+//!   a drain reads only files that no longer grow; a file is removed only once all of its
 //!   lines are in the database and no line was added since it was read (checked under the
 //!   spool's lock, which appenders take too).
 //! - A torn last line (the process died in the middle of writing it) was never
@@ -191,11 +193,26 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest spool file with its complete lines, if any.
+    /// The oldest spool file with its complete lines, if any. When it is the file records
+    /// are appended to now, it is closed first (synced), and newer records start the next
+    /// file: what is read for draining no longer grows, so a drain under a steady stream of
+    /// records finishes each file instead of reading a growing one again and again.
     pub fn oldest(&self) -> Result<Option<SpoolFile>, String> {
         let Some(path) = self.files()?.into_iter().next() else {
             return Ok(None);
         };
+        {
+            let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((current, file)) = &w.current {
+                if *current == path {
+                    if w.dirty {
+                        file.sync_data().map_err(io(current))?;
+                    }
+                    w.current = None;
+                    w.dirty = false;
+                }
+            }
+        }
         let mut bytes = Vec::new();
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -314,17 +331,57 @@ mod tests {
         assert!(!spool.waiting(), "an empty spool still holds records back");
         assert!(spool.oldest().expect("oldest").is_none());
 
-        // The next outage starts a new file; a record added after the file was read
-        // keeps it until it is read (and drained) again.
+        // The next outage starts a new file. Picked for draining, it is closed: a record
+        // added meanwhile starts the next file, and the drained one goes.
         spool.append(&fields(3), false).expect("append");
         let file = spool.oldest().expect("oldest").expect("a file");
         assert_eq!(file.lines.len(), 1);
         spool.append(&fields(4), false).expect("append");
-        assert!(!spool.remove_drained(&file).expect("remove"));
-        assert!(spool.waiting());
-        let file = spool.oldest().expect("oldest").expect("a file");
-        assert_eq!(file.lines.len(), 2);
         assert!(spool.remove_drained(&file).expect("remove"));
+        assert!(spool.waiting(), "the record added during the drain waits");
+        let file = spool.oldest().expect("oldest").expect("a file");
+        assert_eq!(file.lines.len(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&file.lines[0]).expect("json");
+        assert_eq!(v["i"], 4);
+        assert!(spool.remove_drained(&file).expect("remove"));
+        assert!(!spool.waiting());
+    }
+
+    /// A steady stream of records while the keeper drains: each file it picks is finished
+    /// and removed (none is read again and again as it grows), and every record is read
+    /// exactly once, in order.
+    #[test]
+    fn a_drain_under_a_stream_of_records_finishes_each_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let spool = Spool::open(dir.path()).expect("open");
+        let mut next = 0;
+        let mut read = Vec::new();
+        for _round in 0..20 {
+            for _ in 0..5 {
+                spool.append(&fields(next), false).expect("append");
+                next += 1;
+            }
+            let file = spool.oldest().expect("oldest").expect("a file");
+            // Records keep coming while the file is drained.
+            spool.append(&fields(next), false).expect("append");
+            next += 1;
+            for line in &file.lines {
+                let v: serde_json::Value = serde_json::from_slice(line).expect("json");
+                read.push(v["i"].as_u64().expect("i") as usize);
+            }
+            assert!(
+                spool.remove_drained(&file).expect("remove"),
+                "a drained file was kept because records were still being added to it"
+            );
+        }
+        while let Some(file) = spool.oldest().expect("oldest") {
+            for line in &file.lines {
+                let v: serde_json::Value = serde_json::from_slice(line).expect("json");
+                read.push(v["i"].as_u64().expect("i") as usize);
+            }
+            assert!(spool.remove_drained(&file).expect("remove"));
+        }
+        assert_eq!(read, (0..next).collect::<Vec<_>>());
         assert!(!spool.waiting());
     }
 }
