@@ -465,16 +465,16 @@ def test_a_gated_call_looks_up_its_key_and_waits_for_a_use_in_flight(
             assert not went_through and code == "AccessDenied", (code, message)
             approval = second.approval_id(message)
             team.approve(third, approval)
-            receipt = psql(postgres, database,
+            receipt = postgres.query(database,
                            f"SELECT record->>'receipt_id' FROM airlock_approvals WHERE id = '{approval}'")
             return approval, receipt
 
         def status(approval: str) -> str:
-            return psql(postgres, database, f"SELECT status FROM airlock_approvals WHERE id = '{approval}'")
+            return postgres.query(database, f"SELECT status FROM airlock_approvals WHERE id = '{approval}'")
 
         # The receipt's one use, reserved by a call in flight on another replica.
         approval, receipt = approved("a.txt")
-        psql(postgres, database, f"INSERT INTO airlock_ledger (key, reserved) VALUES ('{receipt}', 1)")
+        postgres.query(database, f"INSERT INTO airlock_ledger (key, reserved) VALUES ('{receipt}', 1)")
         before = moto.request_count()
         went_through, code, message = outcome(s3.delete_object, Bucket=bucket, Key="a.txt")
         assert (went_through, code) == (False, "ServiceUnavailable"), (code, message, team.logs())
@@ -482,17 +482,17 @@ def test_a_gated_call_looks_up_its_key_and_waits_for_a_use_in_flight(
         assert status(approval) == "approved", "the approval was closed while its use was only in flight"
         assert moto.request_count() == before
         # That call never reached AWS: its use is given back, and the retry goes through.
-        psql(postgres, database, f"UPDATE airlock_ledger SET reserved = 0 WHERE key = '{receipt}'")
+        postgres.query(database, f"UPDATE airlock_ledger SET reserved = 0 WHERE key = '{receipt}'")
         went_through, code, message = outcome(s3.delete_object, Bucket=bucket, Key="a.txt")
         assert went_through, (code, message, team.logs())
         assert moto_deletes(moto, bucket, "a.txt") == 1
-        assert psql(postgres, database, f"SELECT committed, reserved FROM airlock_ledger WHERE key = '{receipt}'") == "1|0"
+        assert postgres.query(database, f"SELECT committed, reserved FROM airlock_ledger WHERE key = '{receipt}'") == "1|0"
 
         # The key revoked in the database, and not yet announced: replica 2's followed agents
         # still hold it (an allowed call still goes through there), as in the moment after a
         # revocation on another replica.
         approval, receipt = approved("b.txt")
-        psql(postgres, database,
+        postgres.query(database,
              "UPDATE airlock_agents SET record = jsonb_set(record, '{revoked_at}', '\"2026-01-01T00:00:00Z\"') "
              f"WHERE key = '{agent.access_key_id}'")
         assert outcome(s3.list_objects_v2, Bucket=bucket)[0], "the followed agents already dropped the key"
@@ -501,7 +501,7 @@ def test_a_gated_call_looks_up_its_key_and_waits_for_a_use_in_flight(
         assert (went_through, code) == (False, "InvalidAccessKeyId"), (code, message, team.logs())
         assert moto.request_count() == before, "the revoked key's gated call reached moto"
         assert moto_deletes(moto, bucket, "b.txt") == 0
-        assert psql(postgres, database, f"SELECT count(*) FROM airlock_ledger WHERE key = '{receipt}'") == "0", \
+        assert postgres.query(database, f"SELECT count(*) FROM airlock_ledger WHERE key = '{receipt}'") == "0", \
             "the revoked key reserved a use"
         team.audit_verified(first)
     finally:
