@@ -44,6 +44,7 @@ async fn the_postgres_store_holds_across_replicas() {
     };
     single_use_is_the_databases(&cluster).await;
     one_audit_chain_from_two_writers(&cluster).await;
+    concurrent_appends_are_group_committed_in_one_chain(&cluster).await;
     a_newer_schema_is_refused(&cluster).await;
     a_database_that_is_down_fails_closed(&cluster).await;
     a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
@@ -377,6 +378,142 @@ async fn one_audit_chain_from_two_writers(cluster: &Cluster) {
         "{}",
         text(&out)
     );
+}
+
+/// Two replicas, each with 16 writers appending 50 records one after another (every tenth
+/// one durable), on a database whose `synchronous_commit` is off: all 1,600 answered, each
+/// writer's records in the chain in its order, once each, in fewer transactions than
+/// records, and `airlock audit verify` checks the chain. Then the grouping itself: while
+/// another session holds the chain's lock, one append waits for it and 40 more queue behind;
+/// once the lock is let go they are committed in exactly two transactions (the waiting one,
+/// then the 40 together), in the order they were queued.
+async fn concurrent_appends_are_group_committed_in_one_chain(cluster: &Cluster) {
+    let url = cluster.database("group_commit").await;
+    let admin_pool = postgres::pool(&Secret::new(&url)).expect("pool");
+    let admin = admin_pool.get().await.expect("client");
+    // Before the replicas connect: their sessions commit asynchronously.
+    admin
+        .batch_execute("ALTER DATABASE group_commit SET synchronous_commit = off")
+        .await
+        .expect("synchronous_commit off");
+    let replicas = [replica(&url).await, replica(&url).await];
+    const WRITERS: usize = 16;
+    const EACH: u64 = 50;
+    let mut tasks = Vec::new();
+    for (n, store) in replicas.iter().enumerate() {
+        for w in 0..WRITERS {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let name = format!("r{n}-w{w}");
+                let mut answered = 0;
+                for i in 0..EACH {
+                    let record = numbered("grouped", &name, i);
+                    let ok = if i % 10 == 9 {
+                        store.audit_append_durable(record).await
+                    } else {
+                        store.audit_append(record).await
+                    };
+                    answered += u64::from(ok);
+                }
+                answered
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("writer"), EACH, "records not answered");
+    }
+    let records = chain(&url).await;
+    for n in 0..2 {
+        for w in 0..WRITERS {
+            assert_eq!(
+                numbers(&records, "grouped", &format!("r{n}-w{w}")),
+                (0..EACH).collect::<Vec<_>>(),
+                "writer r{n}-w{w}'s records are not all in the chain, in order, once each"
+            );
+        }
+    }
+    let total = 2 * WRITERS as u64 * EACH;
+    assert_eq!(records.len() as u64, total);
+    let transactions: i64 = admin
+        .query_one("SELECT count(DISTINCT xmin::text) FROM airlock_audit", &[])
+        .await
+        .expect("transactions")
+        .get(0);
+    println!(
+        "{total} records from {} writers on 2 replicas in {transactions} transactions",
+        2 * WRITERS
+    );
+    assert!(
+        (transactions as u64) < total,
+        "{transactions} transactions for {total} records: nothing was grouped"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_with_database(dir.path(), &url);
+    let out = airlock(&config, &["audit", "verify"]);
+    assert!(
+        out.status.success() && text(&out).contains(&format!("{total} records in PostgreSQL")),
+        "audit verify: {}",
+        text(&out)
+    );
+
+    // The chain's lock held elsewhere: the first append waits for it, 40 more queue.
+    let mut holder = replicas[1].pool().get().await.expect("client");
+    let held = holder.transaction().await.expect("transaction");
+    held.execute("SELECT pg_advisory_xact_lock($1)", &[&postgres::AUDIT_LOCK])
+        .await
+        .expect("lock");
+    let store = Arc::clone(&replicas[0]);
+    let first = tokio::spawn(async move { store.audit_append(numbered("queued", "q", 0)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut queued = Vec::new();
+    for i in 1..=40 {
+        let store = Arc::clone(&replicas[0]);
+        queued.push(tokio::spawn(async move {
+            store.audit_append(numbered("queued", "q", i)).await
+        }));
+        // Queued in this order (each task sends before the next is spawned).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !first.is_finished(),
+        "an append went on while the chain's lock was held"
+    );
+    held.rollback().await.expect("let go of the lock");
+    assert!(first.await.expect("first"));
+    for q in queued {
+        assert!(q.await.expect("queued"), "a queued record was not appended");
+    }
+    let rows = admin
+        .query(
+            "SELECT xmin::text, record FROM airlock_audit
+             WHERE record::jsonb->>'event' = 'queued' ORDER BY seq",
+            &[],
+        )
+        .await
+        .expect("queued rows");
+    let order: Vec<u64> = rows
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r.get(1)).expect("json");
+            v["i"].as_u64().expect("i")
+        })
+        .collect();
+    assert_eq!(
+        order,
+        (0..=40).collect::<Vec<_>>(),
+        "not in the order queued"
+    );
+    let xmins: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        xmins.len(),
+        2,
+        "41 appends queued behind a held lock took {} transactions, not 2",
+        xmins.len()
+    );
+    postgres::verify_audit(replicas[0].pool())
+        .await
+        .expect("the chain verifies");
 }
 
 /// A schema a newer airlock made is refused, by the library and by the commands.

@@ -1,0 +1,168 @@
+//! Group commit of audit records: one appender task per store (per replica) takes whatever
+//! records are queued, appends them after the chain's last record in one transaction under
+//! the chain's advisory lock, and answers each caller once that transaction has committed.
+//!
+//! - **What a caller is told** is what it was told with one transaction per record: its
+//!   record is in the chain, committed, before the call is answered (durable as the
+//!   database's `synchronous_commit` has it; a batch holding a record that must be durable
+//!   (`audit_append_durable`) asks for `synchronous_commit = on` when the database has it
+//!   `off`). Grouping changes how many records share a commit, not what a commit promises.
+//! - **Order** is the queue's: records go into the chain in the order their callers queued
+//!   them, batch after batch; a batch is one contiguous run of the one chain.
+//! - **A batch that fails** (the database down, slow past the pool's waits, read-only) hands
+//!   every record back to its caller, which keeps it in the spool as before. A record whose
+//!   caller stopped waiting (its future dropped) is spooled by the task itself, so it is
+//!   neither lost nor appended twice. If the task ends mid-batch (the store dropped, a
+//!   panic), the records of that batch are handed back the same way.
+
+use super::spool::Spool;
+use super::{append_in, db_error, durable_commit, NOT_READY};
+use crate::audit::Fields;
+use deadpool_postgres::Pool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most records one transaction appends; more queued wait for the next one.
+const MAX_BATCH: usize = 1024;
+
+/// A caller's answer: committed, or why not, with the record handed back (`None` only if
+/// the task ended without taking it, which nothing but a panic elsewhere in it does).
+pub(super) type Appended = Result<(), (String, Option<Fields>)>;
+
+/// The queue in front of the appender task.
+pub(super) struct Appender {
+    queue: mpsc::UnboundedSender<Queued>,
+    task: tokio::task::AbortHandle,
+}
+
+struct Queued {
+    record: Fields,
+    /// Must be durable at commit whatever the database's `synchronous_commit`.
+    durable: bool,
+    answer: oneshot::Sender<Appended>,
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Appender {
+    /// Starts the appender task over `pool`; nothing is appended while `ready` is false
+    /// (the schema not yet checked). Records whose callers are gone go to `spool` when
+    /// their batch fails. Needs a Tokio runtime.
+    pub(super) fn start(pool: Pool, ready: Arc<AtomicBool>, spool: Option<Arc<Spool>>) -> Appender {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(pool, ready, spool, rx)).abort_handle();
+        Appender { queue, task }
+    }
+
+    /// Queues `record` and waits until the transaction holding it has committed.
+    pub(super) async fn append(&self, record: Fields, durable: bool) -> Appended {
+        let (answer, answered) = oneshot::channel();
+        let queued = Queued {
+            record,
+            durable,
+            answer,
+        };
+        if let Err(mpsc::error::SendError(q)) = self.queue.send(queued) {
+            return Err(("the audit appender has stopped".into(), Some(q.record)));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(("the audit appender stopped".into(), None)))
+    }
+}
+
+/// A batch being appended: whatever it still holds when dropped (the task aborted or
+/// panicked) is handed back as not appended.
+struct Batch {
+    /// The records in queue order, and beside each its caller's answer and durability.
+    records: Vec<Fields>,
+    answers: Vec<(oneshot::Sender<Appended>, bool)>,
+    spool: Option<Arc<Spool>>,
+}
+
+impl Batch {
+    /// Answers every caller with `result`; on failure the records go back to their callers,
+    /// or to the spool when the caller is gone.
+    fn answer(&mut self, result: &Result<(), String>) {
+        let answers = self.answers.drain(..);
+        for (record, (answer, durable)) in self.records.drain(..).zip(answers) {
+            let Err(e) = result else {
+                let _ = answer.send(Ok(()));
+                continue;
+            };
+            if let Err(Err((_, Some(record)))) = answer.send(Err((e.clone(), Some(record)))) {
+                orphan(self.spool.as_deref(), &record, durable);
+            }
+        }
+    }
+
+    fn push(&mut self, q: Queued) {
+        self.records.push(q.record);
+        self.answers.push((q.answer, q.durable));
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if !self.records.is_empty() {
+            self.answer(&Err("the audit appender stopped mid-batch".into()));
+        }
+    }
+}
+
+/// A record whose caller stopped waiting and whose batch failed: kept in the spool (behind
+/// which newer records then wait), or logged as lost where there is none.
+fn orphan(spool: Option<&Spool>, record: &Fields, durable: bool) {
+    let kept = match spool {
+        Some(spool) => spool.append(record, durable),
+        None => Err("no spool".into()),
+    };
+    if let Err(e) = kept {
+        tracing::error!(error = %e, "an audit record whose caller stopped waiting could not be written to PostgreSQL nor to the spool: it is lost");
+    }
+}
+
+async fn run(
+    pool: Pool,
+    ready: Arc<AtomicBool>,
+    spool: Option<Arc<Spool>>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = Batch {
+            records: Vec::new(),
+            answers: Vec::new(),
+            spool: spool.clone(),
+        };
+        batch.push(first);
+        while batch.records.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let durable = batch.answers.iter().any(|(_, durable)| *durable);
+        let result = if ready.load(Ordering::SeqCst) {
+            append_batch(&pool, &batch.records, durable).await
+        } else {
+            Err(NOT_READY.to_string())
+        };
+        batch.answer(&result);
+    }
+}
+
+/// The batch's records after the chain's last, in one transaction.
+async fn append_batch(pool: &Pool, records: &[Fields], durable: bool) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    if durable {
+        durable_commit(&tx).await?;
+    }
+    append_in(&tx, records).await?;
+    tx.commit().await.map_err(db_error)
+}
