@@ -779,8 +779,16 @@ def stores_bench(args: argparse.Namespace) -> dict[str, object]:
                 run_wrk(target.url + path, script, seconds, args.connections, args.threads)
                 return
             db = pg.pids if name != "files" else list
+            profiler = None
+            if args.perf and name == args.perf_of and kind == "allowed" and not result.rps:
+                # `--perf` with `--perf-of NAME`: airlock's process of that contender, first allowed round.
+                profiler = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(proc.pid), "--",
+                                             "sleep", str(max(1, seconds - 2))],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             before, db_before = cpu_by_pid(target.pids()), cpu_by_pid(db())
             rate(target, script, seconds, args.connections, args.threads, result, path)
+            if profiler:
+                profiler.wait(timeout=60)
             total, db_cpu = cpu_since(before, target.pids()), cpu_since(db_before, db())
             db_share[(name, kind)].append(db_cpu / total if total else 0.0)
 
