@@ -9,6 +9,12 @@
 //!   `off`). Grouping changes how many records share a commit, not what a commit promises.
 //! - **Order** is the queue's: records go into the chain in the order their callers queued
 //!   them, batch after batch; a batch is one contiguous run of the one chain.
+//! - **One statement per batch** while the chain ends where this task left it: the task
+//!   keeps the last `seq` and hash it appended, and inserts the next batch with one
+//!   statement that takes the chain's lock and writes only if the last `seq` is still that
+//!   one (the primary key on `seq` refusing rows that lost a race). When the chain moved on
+//!   (another replica or the spool appended), or the batch must be durable, it is the
+//!   transaction that reads the last record under the lock, as the spool's draining does.
 //! - **A batch that fails** (the database down, slow past the pool's waits, read-only) hands
 //!   every record back to its caller, which keeps it in the spool as before. A record whose
 //!   caller stopped waiting (its future dropped) is spooled by the task itself, so it is
@@ -16,8 +22,8 @@
 //!   panic), the records of that batch are handed back the same way.
 
 use super::spool::Spool;
-use super::{append_in, db_error, durable_commit, NOT_READY};
-use crate::audit::Fields;
+use super::{append_in, db_error, durable_commit, ChainRows, AUDIT_LOCK, NOT_READY};
+use crate::audit::{Fields, Position};
 use deadpool_postgres::Pool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -133,6 +139,8 @@ async fn run(
     spool: Option<Arc<Spool>>,
     mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
+    // Where this task's last batch left the chain, while nothing says it moved since.
+    let mut end: Option<Position> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = Batch {
             records: Vec::new(),
@@ -148,7 +156,7 @@ async fn run(
         }
         let durable = batch.answers.iter().any(|(_, durable)| *durable);
         let result = if ready.load(Ordering::SeqCst) {
-            append_batch(&pool, &batch.records, durable).await
+            append_batch(&pool, &batch.records, durable, &mut end).await
         } else {
             Err(NOT_READY.to_string())
         };
@@ -156,13 +164,74 @@ async fn run(
     }
 }
 
-/// The batch's records after the chain's last, in one transaction.
-async fn append_batch(pool: &Pool, records: &[Fields], durable: bool) -> Result<(), String> {
+/// The batch's records after the chain's last, in one transaction: one statement when the
+/// chain still ends where this task's last batch left it ([`append_at`]), else the read of
+/// the last record under the lock ([`append_in`]). `end` is where the chain ends after.
+async fn append_batch(
+    pool: &Pool,
+    records: &[Fields],
+    durable: bool,
+    end: &mut Option<Position>,
+) -> Result<(), String> {
     let mut client = pool.get().await.map_err(db_error)?;
+    // A durable batch raises `synchronous_commit` for its transaction: the general path.
+    if let Some(at) = end.take().filter(|_| !durable) {
+        if let Some(after) = append_at(&client, at, records).await? {
+            *end = Some(after);
+            return Ok(());
+        }
+    }
     let tx = client.transaction().await.map_err(db_error)?;
     if durable {
         durable_commit(&tx).await?;
     }
-    append_in(&tx, records).await?;
-    tx.commit().await.map_err(db_error)
+    let after = append_in(&tx, records).await?;
+    tx.commit().await.map_err(db_error)?;
+    *end = Some(after);
+    Ok(())
+}
+
+/// The records appended at `at` by one statement (its own transaction), under the chain's
+/// lock, only if the chain's last `seq` is still the one before `at`; that record is this
+/// task's own (rows are never changed), so its hash is `at`'s. `None` when the chain moved
+/// on (another replica, or the spool's draining, appended since) and nothing was written:
+/// the statement's snapshot may predate a commit made while it waited for the lock, and
+/// then the primary key on `seq` refuses the rows, which is also `None`.
+async fn append_at(
+    client: &deadpool_postgres::Object,
+    at: Position,
+    records: &[Fields],
+) -> Result<Option<Position>, String> {
+    let Some(last_seq) = at
+        .next_seq
+        .checked_sub(1)
+        .and_then(|s| i64::try_from(s).ok())
+    else {
+        return Ok(None);
+    };
+    let statement = client
+        .prepare_cached(
+            "WITH chain_lock AS (SELECT pg_advisory_xact_lock($1))
+             INSERT INTO airlock_audit (seq, record)
+             SELECT rows.seq, rows.record
+               FROM chain_lock, unnest($2::bigint[], $3::text[]) AS rows (seq, record)
+              WHERE (SELECT max(seq) FROM airlock_audit) = $4",
+        )
+        .await
+        .map_err(db_error)?;
+    let rows = ChainRows::after(at, records)?;
+    let lines = rows.lines();
+    match client
+        .execute(&statement, &[&AUDIT_LOCK, &rows.seqs, &lines, &last_seq])
+        .await
+    {
+        Ok(n) if n == records.len() as u64 => Ok(Some(rows.end)),
+        Ok(0) => Ok(None),
+        Ok(n) => Err(format!(
+            "appending {} audit records wrote {n} rows",
+            records.len()
+        )),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(None),
+        Err(e) => Err(db_error(e)),
+    }
 }

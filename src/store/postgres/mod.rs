@@ -710,10 +710,11 @@ pub(super) async fn durable_commit(tx: &deadpool_postgres::Transaction<'_>) -> R
 /// the end of `tx`). The statements are prepared once per connection, and the lock and the
 /// read of the last record go out together (the server runs them in order, so the read
 /// sees the chain as the lock left it).
+/// Returns where the chain ends after them.
 async fn append_in(
     tx: &deadpool_postgres::Transaction<'_>,
     records: &[Fields],
-) -> Result<(), String> {
+) -> Result<Position, String> {
     let (lock, last, insert) = futures_util::future::try_join3(
         tx.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
         tx.prepare_cached("SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1"),
@@ -732,18 +733,36 @@ async fn append_in(
             Position::after(line.as_bytes()).map_err(|e| e.to_string())?
         }
     };
-    let first_seq = position.next_seq;
-    let mut out = Vec::new();
-    crate::audit::link(position, records, &mut out);
-    let text = String::from_utf8(out).map_err(|e| e.to_string())?;
-    let lines: Vec<&str> = text.lines().collect();
-    let seqs: Vec<i64> = (0..lines.len())
-        .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
-        .collect();
-    tx.execute(&insert, &[&seqs, &lines])
+    let rows = ChainRows::after(position, records)?;
+    tx.execute(&insert, &[&rows.seqs, &rows.lines()])
         .await
         .map_err(db_error)?;
-    Ok(())
+    Ok(rows.end)
+}
+
+/// Records linked after a position, as the rows that store them.
+pub(super) struct ChainRows {
+    pub seqs: Vec<i64>,
+    text: String,
+    /// Where the chain ends after them.
+    pub end: Position,
+}
+
+impl ChainRows {
+    pub fn after(position: Position, records: &[Fields]) -> Result<ChainRows, String> {
+        let first_seq = position.next_seq;
+        let mut out = Vec::new();
+        let end = crate::audit::link(position, records, &mut out);
+        let text = String::from_utf8(out).map_err(|e| e.to_string())?;
+        let seqs = (0..records.len())
+            .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
+            .collect();
+        Ok(ChainRows { seqs, text, end })
+    }
+
+    pub fn lines(&self) -> Vec<&str> {
+        self.text.lines().collect()
+    }
 }
 
 const INSERT_CHAIN_ROWS: &str = "INSERT INTO airlock_audit (seq, record)
