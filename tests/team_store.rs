@@ -386,7 +386,8 @@ async fn one_audit_chain_from_two_writers(cluster: &Cluster) {
 /// records, and `airlock audit verify` checks the chain. Then the grouping itself: while
 /// another session holds the chain's lock, one append waits for it and 40 more queue behind;
 /// once the lock is let go they are committed in exactly two transactions (the waiting one,
-/// then the 40 together), in the order they were queued.
+/// then the 40 together), in the order they were queued. And replicas taking turns: each
+/// goes on after the other's records, never over them.
 async fn concurrent_appends_are_group_committed_in_one_chain(cluster: &Cluster) {
     let url = cluster.database("group_commit").await;
     let admin_pool = postgres::pool(&Secret::new(&url)).expect("pool");
@@ -511,6 +512,19 @@ async fn concurrent_appends_are_group_committed_in_one_chain(cluster: &Cluster) 
         "41 appends queued behind a held lock took {} transactions, not 2",
         xmins.len()
     );
+    // Turns: each replica's next batch finds the chain moved on by the other's since its
+    // own last one (its one-statement append writes nothing, the read under the lock
+    // follows), and a replica appending twice in a row goes on from where it left off.
+    for (turn, r) in [0usize, 1, 1, 0, 0, 1, 0].into_iter().enumerate() {
+        assert!(
+            replicas[r]
+                .audit_append(numbered("turn", "t", turn as u64))
+                .await,
+            "turn {turn} on replica {r}"
+        );
+    }
+    let records = chain(&url).await;
+    assert_eq!(numbers(&records, "turn", "t"), (0..7).collect::<Vec<_>>());
     postgres::verify_audit(replicas[0].pool())
         .await
         .expect("the chain verifies");
