@@ -45,6 +45,7 @@ async fn the_postgres_store_holds_across_replicas() {
     single_use_is_the_databases(&cluster).await;
     one_audit_chain_from_two_writers(&cluster).await;
     concurrent_appends_are_group_committed_in_one_chain(&cluster).await;
+    only_allowed_calls_records_commit_asynchronously(&cluster).await;
     a_newer_schema_is_refused(&cluster).await;
     a_database_that_is_down_fails_closed(&cluster).await;
     a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
@@ -526,6 +527,120 @@ async fn concurrent_appends_are_group_committed_in_one_chain(cluster: &Cluster) 
     let records = chain(&url).await;
     assert_eq!(numbers(&records, "turn", "t"), (0..7).collect::<Vec<_>>());
     postgres::verify_audit(replicas[0].pool())
+        .await
+        .expect("the chain verifies");
+}
+
+/// The database at its default `synchronous_commit` (`on`), with a synchronous standby
+/// required that never connects, so every commit made under `on` waits: audit records that
+/// need not be durable are answered all the same (the appender's own session commits with
+/// `synchronous_commit = off`), while a durable record and a ledger reservation wait, as
+/// the database's setting says. Every connection the pool hands out after 200 such appends
+/// still has `on` (the appender's setting never reached the pool), and once no standby is
+/// required the waiting writes are answered.
+async fn only_allowed_calls_records_commit_asynchronously(cluster: &Cluster) {
+    let url = cluster.database("async_audit").await;
+    let store = replica(&url).await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let standby = |names: &'static str| {
+        let admin = &admin;
+        async move {
+            let set = if names.is_empty() {
+                "ALTER SYSTEM RESET synchronous_standby_names".to_string()
+            } else {
+                format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+            };
+            admin.batch_execute(&set).await.expect("alter system");
+            admin
+                .batch_execute("SELECT pg_reload_conf()")
+                .await
+                .expect("reload");
+            // The backends and the checkpointer (which tells them a standby is required)
+            // read the new setting within moments.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    standby("airlock_never_connects").await;
+
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let name = format!("w{w}");
+            let mut answered = 0;
+            for i in 0..25 {
+                answered += u64::from(store.audit_append(numbered("async", &name, i)).await);
+            }
+            answered
+        }));
+    }
+    for t in tasks {
+        let answered = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("audit records waited for the synchronous standby")
+            .expect("writer");
+        assert_eq!(answered, 25, "records not answered");
+    }
+
+    let pool = store.pool();
+    let mut clients = Vec::new();
+    for _ in 0..pool.status().max_size {
+        clients.push(pool.get().await.expect("pooled connection"));
+    }
+    for client in &clients {
+        let setting: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(setting, "on", "a pooled connection's synchronous_commit");
+    }
+    drop(clients);
+
+    let durable = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .audit_append_durable(numbered("durable", "d", 0))
+                .await
+        })
+    };
+    let reserved = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.reserve("r-sync", 1).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !durable.is_finished(),
+        "a durable record was answered before the synchronous standby had it"
+    );
+    assert!(
+        !reserved.is_finished(),
+        "a reservation was answered before the synchronous standby had it"
+    );
+    standby("").await;
+    let durable = tokio::time::timeout(Duration::from_secs(10), durable)
+        .await
+        .expect("the durable record, once no standby is required")
+        .expect("task");
+    assert!(durable, "the durable record was not appended");
+    tokio::time::timeout(Duration::from_secs(10), reserved)
+        .await
+        .expect("the reservation, once no standby is required")
+        .expect("task")
+        .expect("reserve");
+    let records = chain(&url).await;
+    for w in 0..8 {
+        assert_eq!(
+            numbers(&records, "async", &format!("w{w}")),
+            (0..25).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(numbers(&records, "durable", "d"), vec![0]);
+    postgres::verify_audit(store.pool())
         .await
         .expect("the chain verifies");
 }

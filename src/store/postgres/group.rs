@@ -3,10 +3,21 @@
 //! the chain's advisory lock, and answers each caller once that transaction has committed.
 //!
 //! - **What a caller is told** is what it was told with one transaction per record: its
-//!   record is in the chain, committed, before the call is answered (durable as the
-//!   database's `synchronous_commit` has it; a batch holding a record that must be durable
-//!   (`audit_append_durable`) asks for `synchronous_commit = on` when the database has it
-//!   `off`). Grouping changes how many records share a commit, not what a commit promises.
+//!   record is in the chain, committed, before the call is answered. Grouping changes how
+//!   many records share a commit, not what a commit promises.
+//! - **Durable as the file store's records.** Batches of records that need not be durable
+//!   (allowed calls') are appended on a connection of the task's own, taken out of the pool
+//!   for good, whose session has `synchronous_commit = off`: the commit does not wait for
+//!   its WAL to reach the disk (or a synchronous standby), and the WAL writer flushes it
+//!   within three times `wal_writer_delay` (0.6 s by default), as the file store fdatasyncs
+//!   its records within a second. A database that crashes in that window loses the last
+//!   such records, never one before a record it kept (WAL is flushed in order), so the
+//!   chain stays whole. A batch holding a record that must be durable
+//!   (`audit_append_durable`) goes on a pooled connection, with the database's setting
+//!   (raised to `on` where it is `off`); every other write of the store (ledger,
+//!   approvals, plans, identities, the spool's draining) keeps the database's setting too:
+//!   the session setting is made only once the connection can no longer return to the
+//!   pool. A batch that fails drops the task's connection; the next batch makes another.
 //! - **Order** is the queue's: records go into the chain in the order their callers queued
 //!   them, batch after batch; a batch is one contiguous run of the one chain.
 //! - **One statement per batch** while the chain ends where this task left it: the task
@@ -24,7 +35,7 @@
 use super::spool::Spool;
 use super::{append_in, db_error, durable_commit, ChainRows, AUDIT_LOCK, NOT_READY};
 use crate::audit::{Fields, Position};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{ClientWrapper, Pool};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -141,6 +152,8 @@ async fn run(
 ) {
     // Where this task's last batch left the chain, while nothing says it moved since.
     let mut end: Option<Position> = None;
+    // The connection of this task's batches that need not be durable at commit.
+    let mut own: Option<ClientWrapper> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = Batch {
             records: Vec::new(),
@@ -156,7 +169,7 @@ async fn run(
         }
         let durable = batch.answers.iter().any(|(_, durable)| *durable);
         let result = if ready.load(Ordering::SeqCst) {
-            append_batch(&pool, &batch.records, durable, &mut end).await
+            append_batch(&pool, &mut own, &batch.records, durable, &mut end).await
         } else {
             Err(NOT_READY.to_string())
         };
@@ -164,31 +177,68 @@ async fn run(
     }
 }
 
-/// The batch's records after the chain's last, in one transaction: one statement when the
-/// chain still ends where this task's last batch left it ([`append_at`]), else the read of
-/// the last record under the lock ([`append_in`]). `end` is where the chain ends after.
+/// The batch's records after the chain's last, in one transaction. A durable batch takes a
+/// pooled connection (the database's `synchronous_commit`, raised to `on` where it is
+/// `off`) and reads the last record under the lock ([`append_in`]). Any other goes on the
+/// task's own connection (`own`, made when there is none), whose session has
+/// `synchronous_commit = off`: one statement when the chain still ends where this task's
+/// last batch left it ([`append_at`]), else [`append_in`]. A batch that fails drops that
+/// connection (the next batch makes another). `end` is where the chain ends after.
 async fn append_batch(
     pool: &Pool,
+    own: &mut Option<ClientWrapper>,
     records: &[Fields],
     durable: bool,
     end: &mut Option<Position>,
 ) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(db_error)?;
-    // A durable batch raises `synchronous_commit` for its transaction: the general path.
-    if let Some(at) = end.take().filter(|_| !durable) {
-        if let Some(after) = append_at(&client, at, records).await? {
-            *end = Some(after);
-            return Ok(());
+    let at = end.take();
+    if durable {
+        let mut client = pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        durable_commit(&tx).await?;
+        let after = append_in(&tx, records).await?;
+        tx.commit().await.map_err(db_error)?;
+        *end = Some(after);
+        return Ok(());
+    }
+    let mut client = match own.take().filter(|client| !client.is_closed()) {
+        Some(client) => client,
+        None => own_connection(pool).await?,
+    };
+    let after = append_async(&mut client, at, records).await?;
+    *own = Some(client);
+    *end = Some(after);
+    Ok(())
+}
+
+/// A connection taken out of `pool` for good (the pool makes another in its place), with
+/// `synchronous_commit = off` for its whole session: the setting is made only once the
+/// connection can no longer go back to the pool, so no other write ever runs under it.
+async fn own_connection(pool: &Pool) -> Result<ClientWrapper, String> {
+    let client = deadpool_postgres::Object::take(pool.get().await.map_err(db_error)?);
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(db_error)?;
+    Ok(client)
+}
+
+/// A batch that need not be durable at commit, on the task's own connection: at `at` in
+/// one statement, or after the last record read under the lock. Where the chain ends after.
+async fn append_async(
+    client: &mut ClientWrapper,
+    at: Option<Position>,
+    records: &[Fields],
+) -> Result<Position, String> {
+    if let Some(at) = at {
+        if let Some(after) = append_at(client, at, records).await? {
+            return Ok(after);
         }
     }
     let tx = client.transaction().await.map_err(db_error)?;
-    if durable {
-        durable_commit(&tx).await?;
-    }
     let after = append_in(&tx, records).await?;
     tx.commit().await.map_err(db_error)?;
-    *end = Some(after);
-    Ok(())
+    Ok(after)
 }
 
 /// The records appended at `at` by one statement (its own transaction), under the chain's
@@ -198,7 +248,7 @@ async fn append_batch(
 /// the statement's snapshot may predate a commit made while it waited for the lock, and
 /// then the primary key on `seq` refuses the rows, which is also `None`.
 async fn append_at(
-    client: &deadpool_postgres::Object,
+    client: &ClientWrapper,
     at: Position,
     records: &[Fields],
 ) -> Result<Option<Position>, String> {

@@ -16,7 +16,9 @@
 //!   every replica form one chain. [`verify_audit`] streams it and names the first bad
 //!   record. Concurrent calls' records are group-committed ([`group`]): one appender task
 //!   per replica appends whatever is queued in one transaction, and each call is answered
-//!   once the transaction holding its record has committed (durable at commit).
+//!   once the transaction holding its record has committed: durable at commit for
+//!   durable records, flushed within 0.6 s for the others (the appender's own session has
+//!   `synchronous_commit = off`; every other write keeps the database's setting).
 //! - **Approvals** (the request path's, and [`Store::decide`] for a decision) are rows of
 //!   `airlock_approvals`: the approval's JSON record, its `status` beside it, and a unique
 //!   index on `binding_key` over the rows not closed, so a blocked call finds or opens its
