@@ -63,11 +63,24 @@ def need(tool: str) -> str:
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+    return sum(cpu_by_pid(pids).values())
+
+
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    out = {}
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        out[pid] = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return out
+
+
+def cpu_since(before: dict[int, float], pids: list[int]) -> float:
+    """CPU used since `before` by `pids` (a process started meanwhile counts from zero, so a
+    database's new backends count whole)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in cpu_by_pid(pids).items())
 
 
 def status_kib(pid: int, key: str) -> int:
@@ -164,7 +177,9 @@ def start_passthrough(work: Path, stub_port: int, certs: Path) -> Proc:
 
 
 def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = False, binary: Path | None = None,
-                  name: str = "airlock") -> tuple[Proc, Credentials, Path]:
+                  name: str = "airlock", edit: Callable[[str], str] | None = None,
+                  before_agent: Callable[[Path], None] | None = None) -> tuple[Proc, Credentials, Path]:
+    """`edit` changes the config's text further; `before_agent` runs once it is written."""
     binary = str(binary or AIRLOCK or BUILD / "airlock")
     config = work / f"{name}/config/airlock.toml"
     subprocess.run([binary, "init", "--config", str(config)], check=True, capture_output=True)
@@ -184,7 +199,9 @@ def start_airlock(work: Path, stub_port: int, log_level: str, connect: bool = Fa
     # The load test's refused calls: one denied outright by a rule.
     text += '\n[[rule]]\nname = "bench-deny"\neffect = "deny"\nactions = ["s3:PutBucketPolicy"]\n' \
             'reason = "the benchmark denies bucket policies"\n'
-    config.write_text(text)
+    config.write_text(edit(text) if edit else text)
+    if before_agent:
+        before_agent(config)
     agent = json.loads(subprocess.run([binary, "agent", "add", "bench", "--json", "--config", str(config)],
                                       check=True, capture_output=True, text=True).stdout)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -348,11 +365,11 @@ class Result:
     put_cpu_s: list[float] = field(default_factory=list)
 
 
-def rate(target: Target, script: Path, seconds: float, connections: int, threads: int, result: Result) -> None:
-    pids = target.pids()
-    before = cpu_seconds(pids)
-    out = run_wrk(target.url + f"/{BUCKET}/hello.txt", script, seconds, connections, threads)
-    cpu = cpu_seconds(pids) - before
+def rate(target: Target, script: Path, seconds: float, connections: int, threads: int, result: Result,
+         path: str = f"/{BUCKET}/hello.txt") -> None:
+    before = cpu_by_pid(target.pids())
+    out = run_wrk(target.url + path, script, seconds, connections, threads)
+    cpu = cpu_since(before, target.pids())
     r = parse_wrk(out)
     bad = {s: n for s, n in r["statuses"].items() if s != 200}
     if bad or r["socket_errors"]:
@@ -596,6 +613,244 @@ def tunnel_bench(args: argparse.Namespace) -> dict[str, object]:
             p.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+# ---------------------------------------------------------------- the state stores
+
+
+GATED = f"/{BUCKET}/gated.txt"  # s3:DeleteObject: gated by the built-in rules, needs a receipt
+
+
+def postgres_bin() -> Path:
+    """PostgreSQL's server binaries (as scripts/with-postgres finds them)."""
+    dirs = [Path(shutil.which("initdb")).parent] if shutil.which("initdb") else []
+    dirs += [Path("/usr/local/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
+    for d in dirs:
+        if (d / "initdb").exists() and (d / "pg_ctl").exists():
+            return d
+    sys.exit("bench: --stores needs PostgreSQL's initdb and pg_ctl (Debian: apt-get install postgresql)")
+
+
+class Postgres:
+    """A private cluster for the run (as scripts/with-postgres makes one): initdb in a
+    temporary directory, pg_ctl on a free loopback port (as the `postgres` OS user when run as
+    root), with its durability settings as shipped (fsync on, synchronous_commit on, full page
+    writes); stopped and removed by `stop`."""
+
+    def __init__(self) -> None:
+        self.bin = postgres_bin()
+        self.dir = Path(tempfile.mkdtemp(prefix="airlock-bench-pg-"))
+        self.as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_pg:
+            shutil.chown(self.dir, "postgres", "postgres")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.data = self.dir / "data"
+        self._run("initdb", "-D", str(self.data), "-U", "airlock", "-A", "trust", "-E", "UTF8", "--locale=C",
+                  "--no-instructions")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "postgres.log"), "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on "
+                  f"-c synchronous_commit=on -c max_connections=100", "start")
+
+    def _run(self, tool: str, *args: str) -> str:
+        done = subprocess.run([*self.as_pg, str(self.bin / tool), *args], capture_output=True, text=True, cwd="/",
+                              timeout=120)
+        if done.returncode != 0:
+            sys.exit(f"bench: {tool} failed: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        done = subprocess.run([need("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql,
+                               self.url(database)], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            sys.exit(f"bench: psql: {done.stderr}")
+        return done.stdout.strip()
+
+    def url(self, database: str) -> str:
+        return f"postgres://airlock@127.0.0.1:{self.port}/{database}"
+
+    def pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, WAL writer, checkpointer)."""
+        master = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [master, *children(master)]
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_pg, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+                       capture_output=True, cwd="/", timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def curl_status(method: str, host: str, path: str, headers: dict[str, str], ca: Path) -> str:
+    """One request through airlock with curl: its status and body."""
+    headers = {k: v for k, v in headers.items() if k != "Host"}
+    cmd = [need("curl"), "-sS", "-X", method, "--resolve", f"{host}:127.0.0.1", "--cacert", str(ca),
+           "-w", "\n%{http_code}"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    done = subprocess.run(cmd + [f"https://{host}{path}"], capture_output=True, text=True, timeout=60)
+    return done.stdout.rsplit("\n", 1)[-1] + " " + done.stdout.rsplit("\n", 1)[0]
+
+
+def grant_receipt(binary: str, config: Path, key: Path, creds: Credentials, port: int) -> None:
+    """The gated call refused (an approval opened), approved with `airlock approve` and the
+    approver's key, then let through: from here on the receipt covers it (many uses)."""
+    host, ca = f"localhost:{port}", config.parent.parent / "certs" / "ca.pem"
+    deadline = time.monotonic() + 30
+    while True:  # the PostgreSQL store refuses gated calls (503) until it has reached the database
+        first = curl_status("DELETE", host, GATED, signed(creds, "DELETE", host, GATED), ca)
+        if not first.startswith("503") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if not first.startswith("403"):
+        sys.exit(f"bench: the gated call was not refused before its approval: {first}")
+    listed = json.loads(subprocess.run([binary, "approvals", "--json", "--config", str(config)], check=True,
+                                       capture_output=True, text=True).stdout)
+    [approval] = [a["id"] for a in listed if a["status"] == "pending"]
+    subprocess.run([binary, "approve", approval, "--key", str(key), "--insecure-plaintext-key", "--config",
+                    str(config)], check=True, capture_output=True, text=True)
+    after = curl_status("DELETE", host, GATED, signed(creds, "DELETE", host, GATED), ca)
+    if not after.startswith("200"):
+        sys.exit(f"bench: the approved gated call did not go through: {after}")
+
+
+def stores_bench(args: argparse.Namespace) -> dict[str, object]:
+    """airlock with the file store next to airlock with the PostgreSQL store (a cluster of
+    the run's own), same run, interleaved rounds: allowed calls (one audit record each) and
+    approved gated calls (a receipt of many uses: a ledger use and a durable record each)."""
+    os.environ.pop("AIRLOCK_DATABASE_URL", None)  # each airlock's store is its config's
+    binary = str(AIRLOCK or BUILD / "airlock")
+    work = Path(tempfile.mkdtemp(prefix="airlock-bench-stores-"))
+    procs: list[Proc] = []
+    pg: Postgres | None = None
+    try:
+        stub = start_stub(work)
+        procs.append(stub)
+        stub_port = int(stub.match.group(1))
+        pg = Postgres()
+        settings = {"postgres": "on", "postgres-async": "off"}
+        names = ["files"] + [n for n, v in settings.items() if v in args.sync_commit.split(",")]
+        contenders: dict[str, tuple[Proc, Credentials, Path]] = {}
+        for name in names:
+            keyfile = work / f"{name}-approver.key"
+            database = "bench_" + name.replace("-", "_")
+            if name != "files":
+                pg.psql(f"CREATE DATABASE {database}")
+                pg.psql(f"ALTER DATABASE {database} SET synchronous_commit = {settings[name]}")
+
+            def edit(text: str, name: str = name, keyfile: Path = keyfile, database: str = database) -> str:
+                for pattern, value in {r"(?m)^uses = .*$": "uses = 1000000000",
+                                       r"(?m)^receipt_ttl_secs = .*$": "receipt_ttl_secs = 3600"}.items():
+                    text, n = re.subn(pattern, value, text)
+                    if n != 1:
+                        sys.exit(f"bench: the config has no line matching {pattern}")
+                if name != "files":
+                    text = text.replace("[state]\n", f'[state]\ndatabase_url = "{pg.url(database)}"\n', 1)
+                key = subprocess.run([binary, "keygen", "--out", str(keyfile), "--name", "bench",
+                                      "--insecure-plaintext-key"], check=True, capture_output=True, text=True).stdout
+                return text + "\n" + "".join(line + "\n" for line in key.splitlines() if not line.lstrip().startswith("#"))
+
+            def migrate(config: Path, name: str = name) -> None:
+                if name != "files":
+                    subprocess.run([binary, "db", "migrate", "--config", str(config)], check=True, capture_output=True)
+
+            proc, creds, config = start_airlock(work, stub_port, args.airlock_log, name=name, edit=edit,
+                                                before_agent=migrate)
+            procs.append(proc)
+            contenders[name] = (proc, creds, config)
+            grant_receipt(binary, config, keyfile, creds, int(proc.match.group(1)))
+
+        def pids_of(name: str) -> Callable[[], list[int]]:
+            proc = contenders[name][0]
+            # The database's CPU counts for the PostgreSQL store: all of the cluster's processes.
+            return (lambda: [proc.pid]) if name == "files" else (lambda: [proc.pid, *pg.pids()])
+
+        kinds = {"allowed": ("GET", f"/{BUCKET}/hello.txt"), "gated": ("DELETE", GATED)}
+        results = {(name, kind): Result(f"{name} {kind}") for name in names for kind in kinds}
+        db_share: dict[tuple[str, str], list[float]] = {key: [] for key in results}
+
+        def one(name: str, kind: str, seconds: float, result: Result | None) -> None:
+            proc, creds, _ = contenders[name]
+            port = int(proc.match.group(1))
+            method, path = kinds[kind]
+            # Signed afresh for each run: a signature is good for 15 minutes.
+            script = wrk_script([(method, path, signed(creds, method, f"localhost:{port}", path), b"")], work,
+                                f"{name}-{kind}")
+            target = Target(name, f"https://127.0.0.1:{port}", pids_of(name), pids_of(name))
+            if result is None:
+                run_wrk(target.url + path, script, seconds, args.connections, args.threads)
+                return
+            db = pg.pids if name != "files" else list
+            profiler = None
+            if args.perf and name == args.perf_of and kind == "allowed" and not result.rps:
+                # `--perf` with `--perf-of NAME`: airlock's process of that contender, first allowed round.
+                profiler = subprocess.Popen(["perf", "record", "-g", "-o", str(args.perf), "-p", str(proc.pid), "--",
+                                             "sleep", str(max(1, seconds - 2))],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            before, db_before = cpu_by_pid(target.pids()), cpu_by_pid(db())
+            rate(target, script, seconds, args.connections, args.threads, result, path)
+            if profiler:
+                profiler.wait(timeout=60)
+            total, db_cpu = cpu_since(before, target.pids()), cpu_since(db_before, db())
+            db_share[(name, kind)].append(db_cpu / total if total else 0.0)
+
+        print(f"warming up ({len(names)} × 2 × 3 s)", flush=True)
+        for name in names:
+            for kind in kinds:
+                one(name, kind, 3, None)
+        for round_ in range(args.rounds):
+            for kind in kinds:
+                for name in names:  # interleaved, so drift hits every store alike
+                    r = results[(name, kind)]
+                    one(name, kind, args.duration, r)
+                    print(f"round {round_ + 1} {name:14} {kind:7} {r.rps[-1]:>8,.0f} req/s  p50 {r.p50[-1]:.3f} ms  "
+                          f"p99 {r.p99[-1]:.3f} ms  CPU {r.cpu_per_10k[-1] / 10:.3f} ms/request", flush=True)
+        verified = {}
+        for name in names:
+            done = subprocess.run([binary, "audit", "verify", "--config", str(contenders[name][2])],
+                                  capture_output=True, text=True, timeout=600)
+            verified[name] = (done.returncode, (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:])
+        print()
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; wrk -t{args.threads} "
+              f"-c{args.connections} -d{args.duration:g}s × {args.rounds} rounds (medians); PostgreSQL "
+              f"{pg.psql('SHOW server_version')}, fsync {pg.psql('SHOW fsync')}, wal_sync_method "
+              f"{pg.psql('SHOW wal_sync_method')}")
+        print(stores_table(results, names, db_share))
+        for name in names[1:]:
+            database = "bench_" + name.replace("-", "_")
+            rows = pg.psql("SELECT record::jsonb->>'event', count(*), count(DISTINCT xmin::text) FROM airlock_audit "
+                           "GROUP BY 1 ORDER BY 2 DESC", database)
+            grouped = ", ".join(f"{e} {int(n):,} records in {int(t):,} transactions ({int(n) / int(t):.1f} each)"
+                                for e, n, t in (line.split("|") for line in rows.splitlines()))
+            print(f"group commit ({name}, whole run): {grouped}")
+        for name, (code, line) in verified.items():
+            print(f"audit verify ({name}): exit {code}: {' '.join(line)}")
+        return {"results": {f"{n} {k}": r.__dict__ for (n, k), r in results.items()}, "audit_verify": verified}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if pg:
+            pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def stores_table(results: dict[tuple[str, str], Result], names: list[str],
+                 db_share: dict[tuple[str, str], list[float]]) -> str:
+    cols = " | ".join(names)
+    out = [f"| measure | {cols} | " + " | ".join(f"{n} / files" for n in names[1:]) + " |",
+           "|---|" + "---:|" * (2 * len(names) - 1)]
+    rows = [("requests/s", "rps", "{:,.0f}"), ("p50 latency (ms)", "p50", "{:.3f}"),
+            ("p99 latency (ms)", "p99", "{:.3f}"), ("CPU ms per request", "cpu_per_10k", "{:.3f}")]
+    for kind, what in (("allowed", "allowed calls (one audit record each)"),
+                       ("gated", "approved gated calls (a receipt use each)")):
+        for label, attr, fmt in rows:
+            vals = [median(getattr(results[(n, kind)], attr)) / (10 if attr == "cpu_per_10k" else 1) for n in names]
+            out.append(f"| {what}: {label} | " + " | ".join(fmt.format(v) for v in vals) + " | "
+                       + " | ".join(f"{v / vals[0]:.2f}×" for v in vals[1:]) + " |")
+        shares = [median(db_share[(n, kind)]) * 100 for n in names]
+        out.append(f"| {what}: share of that CPU in PostgreSQL | —"
+                   + "".join(f" | {v:.0f} %" for v in shares[1:]) + " |" + " |" * (len(names) - 1))
+    return "\n".join(out)
+
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -622,20 +877,24 @@ def main() -> None:
     ap.add_argument("--perf-of", default="airlock", help="--perf: the contender profiled (default airlock)")
     ap.add_argument("--perf-dwarf", action="store_true", help="--perf: unwind with DWARF (whole call chains in a "
                     "build without frame pointers; heavier)")
+    ap.add_argument("--stores", action="store_true", help="only: airlock with the file store next to airlock "
+                    "with the PostgreSQL store (a private cluster of the run's own), allowed and approved gated calls")
+    ap.add_argument("--sync-commit", default="on,off", help="--stores: the PostgreSQL contenders by the database's "
+                    "synchronous_commit (default on,off: both)")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
                     help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
     global BUILD, AIRLOCK
     BUILD = ROOT / "target" / args.profile
     AIRLOCK = args.binary
-    for tool in ("curl",) if args.tunnel else ("wrk", "nginx", "curl"):
+    for tool in ("curl",) if args.tunnel else ("wrk", "curl", "psql") if args.stores else ("wrk", "nginx", "curl"):
         need(tool)
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--bin", "airlock", "--example", "bench-stub", "--example", "bench-passthrough"]
                        + (["--release"] if args.profile == "release" else []),
                        cwd=ROOT, check=True)
-    if args.tunnel:
-        report = tunnel_bench(args)
+    if args.tunnel or args.stores:
+        report = tunnel_bench(args) if args.tunnel else stores_bench(args)
         if args.json:
             args.json.write_text(json.dumps(report, indent=2, default=str))
         return

@@ -48,6 +48,8 @@ async fn the_postgres_store_holds_across_replicas() {
     };
     single_use_is_the_databases(&cluster).await;
     one_audit_chain_from_two_writers(&cluster).await;
+    concurrent_appends_are_group_committed_in_one_chain(&cluster).await;
+    only_allowed_calls_records_commit_asynchronously(&cluster).await;
     a_newer_schema_is_refused(&cluster).await;
     a_database_that_is_down_fails_closed(&cluster).await;
     a_url_that_requires_tls_never_falls_back_to_plaintext(&cluster).await;
@@ -398,6 +400,270 @@ async fn one_audit_chain_from_two_writers(cluster: &Cluster) {
         "{}",
         text(&out)
     );
+}
+
+/// Two replicas, each with 16 writers appending 50 records one after another (every tenth
+/// one durable), on a database whose `synchronous_commit` is off: all 1,600 answered, each
+/// writer's records in the chain in its order, once each, in fewer transactions than
+/// records, and `airlock audit verify` checks the chain. Then the grouping itself: while
+/// another session holds the chain's lock, one append waits for it and 40 more queue behind;
+/// once the lock is let go they are committed in exactly two transactions (the waiting one,
+/// then the 40 together), in the order they were queued. And replicas taking turns: each
+/// goes on after the other's records, never over them.
+async fn concurrent_appends_are_group_committed_in_one_chain(cluster: &Cluster) {
+    let url = cluster.database("group_commit").await;
+    let admin_pool = postgres::pool(&Secret::new(&url)).expect("pool");
+    let admin = admin_pool.get().await.expect("client");
+    // Before the replicas connect: their sessions commit asynchronously.
+    admin
+        .batch_execute("ALTER DATABASE group_commit SET synchronous_commit = off")
+        .await
+        .expect("synchronous_commit off");
+    let replicas = [replica(&url).await, replica(&url).await];
+    const WRITERS: usize = 16;
+    const EACH: u64 = 50;
+    let mut tasks = Vec::new();
+    for (n, store) in replicas.iter().enumerate() {
+        for w in 0..WRITERS {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let name = format!("r{n}-w{w}");
+                let mut answered = 0;
+                for i in 0..EACH {
+                    let record = numbered("grouped", &name, i);
+                    let ok = if i % 10 == 9 {
+                        store.audit_append_durable(record).await
+                    } else {
+                        store.audit_append(record).await
+                    };
+                    answered += u64::from(ok);
+                }
+                answered
+            }));
+        }
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("writer"), EACH, "records not answered");
+    }
+    let records = chain(&url).await;
+    for n in 0..2 {
+        for w in 0..WRITERS {
+            assert_eq!(
+                numbers(&records, "grouped", &format!("r{n}-w{w}")),
+                (0..EACH).collect::<Vec<_>>(),
+                "writer r{n}-w{w}'s records are not all in the chain, in order, once each"
+            );
+        }
+    }
+    let total = 2 * WRITERS as u64 * EACH;
+    assert_eq!(records.len() as u64, total);
+    let transactions: i64 = admin
+        .query_one("SELECT count(DISTINCT xmin::text) FROM airlock_audit", &[])
+        .await
+        .expect("transactions")
+        .get(0);
+    println!(
+        "{total} records from {} writers on 2 replicas in {transactions} transactions",
+        2 * WRITERS
+    );
+    assert!(
+        (transactions as u64) < total,
+        "{transactions} transactions for {total} records: nothing was grouped"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_with_database(dir.path(), &url);
+    let out = airlock(&config, &["audit", "verify"]);
+    assert!(
+        out.status.success() && text(&out).contains(&format!("{total} records in PostgreSQL")),
+        "audit verify: {}",
+        text(&out)
+    );
+
+    // The chain's lock held elsewhere: the first append waits for it, 40 more queue.
+    let mut holder = replicas[1].pool().get().await.expect("client");
+    let held = holder.transaction().await.expect("transaction");
+    held.execute("SELECT pg_advisory_xact_lock($1)", &[&postgres::AUDIT_LOCK])
+        .await
+        .expect("lock");
+    let store = Arc::clone(&replicas[0]);
+    let first = tokio::spawn(async move { store.audit_append(numbered("queued", "q", 0)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut queued = Vec::new();
+    for i in 1..=40 {
+        let store = Arc::clone(&replicas[0]);
+        queued.push(tokio::spawn(async move {
+            store.audit_append(numbered("queued", "q", i)).await
+        }));
+        // Queued in this order (each task sends before the next is spawned).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !first.is_finished(),
+        "an append went on while the chain's lock was held"
+    );
+    held.rollback().await.expect("let go of the lock");
+    assert!(first.await.expect("first"));
+    for q in queued {
+        assert!(q.await.expect("queued"), "a queued record was not appended");
+    }
+    let rows = admin
+        .query(
+            "SELECT xmin::text, record FROM airlock_audit
+             WHERE record::jsonb->>'event' = 'queued' ORDER BY seq",
+            &[],
+        )
+        .await
+        .expect("queued rows");
+    let order: Vec<u64> = rows
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r.get(1)).expect("json");
+            v["i"].as_u64().expect("i")
+        })
+        .collect();
+    assert_eq!(
+        order,
+        (0..=40).collect::<Vec<_>>(),
+        "not in the order queued"
+    );
+    let xmins: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        xmins.len(),
+        2,
+        "41 appends queued behind a held lock took {} transactions, not 2",
+        xmins.len()
+    );
+    // Turns: each replica's next batch finds the chain moved on by the other's since its
+    // own last one (its one-statement append writes nothing, the read under the lock
+    // follows), and a replica appending twice in a row goes on from where it left off.
+    for (turn, r) in [0usize, 1, 1, 0, 0, 1, 0].into_iter().enumerate() {
+        assert!(
+            replicas[r]
+                .audit_append(numbered("turn", "t", turn as u64))
+                .await,
+            "turn {turn} on replica {r}"
+        );
+    }
+    let records = chain(&url).await;
+    assert_eq!(numbers(&records, "turn", "t"), (0..7).collect::<Vec<_>>());
+    postgres::verify_audit(replicas[0].pool())
+        .await
+        .expect("the chain verifies");
+}
+
+/// The database at its default `synchronous_commit` (`on`), with a synchronous standby
+/// required that never connects, so every commit made under `on` waits: audit records that
+/// need not be durable are answered all the same (the appender's own session commits with
+/// `synchronous_commit = off`), while a durable record and a ledger reservation wait, as
+/// the database's setting says. Every connection the pool hands out after 200 such appends
+/// still has `on` (the appender's setting never reached the pool), and once no standby is
+/// required the waiting writes are answered.
+async fn only_allowed_calls_records_commit_asynchronously(cluster: &Cluster) {
+    let url = cluster.database("async_audit").await;
+    let store = replica(&url).await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let standby = |names: &'static str| {
+        let admin = &admin;
+        async move {
+            let set = if names.is_empty() {
+                "ALTER SYSTEM RESET synchronous_standby_names".to_string()
+            } else {
+                format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+            };
+            admin.batch_execute(&set).await.expect("alter system");
+            admin
+                .batch_execute("SELECT pg_reload_conf()")
+                .await
+                .expect("reload");
+            // The backends and the checkpointer (which tells them a standby is required)
+            // read the new setting within moments.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    standby("airlock_never_connects").await;
+
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let name = format!("w{w}");
+            let mut answered = 0;
+            for i in 0..25 {
+                answered += u64::from(store.audit_append(numbered("async", &name, i)).await);
+            }
+            answered
+        }));
+    }
+    for t in tasks {
+        let answered = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("audit records waited for the synchronous standby")
+            .expect("writer");
+        assert_eq!(answered, 25, "records not answered");
+    }
+
+    let pool = store.pool();
+    let mut clients = Vec::new();
+    for _ in 0..pool.status().max_size {
+        clients.push(pool.get().await.expect("pooled connection"));
+    }
+    for client in &clients {
+        let setting: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(setting, "on", "a pooled connection's synchronous_commit");
+    }
+    drop(clients);
+
+    let durable = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .audit_append_durable(numbered("durable", "d", 0))
+                .await
+        })
+    };
+    let reserved = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.reserve("r-sync", 1).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !durable.is_finished(),
+        "a durable record was answered before the synchronous standby had it"
+    );
+    assert!(
+        !reserved.is_finished(),
+        "a reservation was answered before the synchronous standby had it"
+    );
+    standby("").await;
+    let durable = tokio::time::timeout(Duration::from_secs(10), durable)
+        .await
+        .expect("the durable record, once no standby is required")
+        .expect("task");
+    assert!(durable, "the durable record was not appended");
+    tokio::time::timeout(Duration::from_secs(10), reserved)
+        .await
+        .expect("the reservation, once no standby is required")
+        .expect("task")
+        .expect("reserve");
+    let records = chain(&url).await;
+    for w in 0..8 {
+        assert_eq!(
+            numbers(&records, "async", &format!("w{w}")),
+            (0..25).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(numbers(&records, "durable", "d"), vec![0]);
+    postgres::verify_audit(store.pool())
+        .await
+        .expect("the chain verifies");
 }
 
 /// A schema a newer airlock made is refused, by the library and by the commands.

@@ -8,13 +8,17 @@
 //!   one success. Each event is also a row of `airlock_ledger_events`, in the same
 //!   transaction. A reservation is never given back by anything but `release`: a replica
 //!   killed mid-call leaves its use reserved, so it counts as used (fail closed, as the
-//!   file ledger does after a crash).
+//!   file ledger does after a crash). Each event's transaction commits durably even where
+//!   the database's `synchronous_commit` is `off`.
 //! - **The audit chain** is `airlock_audit`, one row per record (`seq`, and the record's
 //!   exact line, whose SHA-256 the next record names). Appends take a transaction-scoped
 //!   advisory lock, read the last record and insert the new ones after it, so records from
 //!   every replica form one chain. [`verify_audit`] streams it and names the first bad
-//!   record. Each append is its own transaction (durable at commit); concurrent records are
-//!   not yet grouped into one.
+//!   record. Concurrent calls' records are group-committed ([`group`]): one appender task
+//!   per replica appends whatever is queued in one transaction, and each call is answered
+//!   once the transaction holding its record has committed: durable at commit for
+//!   durable records, flushed within 0.6 s for the others (the appender's own session has
+//!   `synchronous_commit = off`; every other write keeps the database's setting).
 //! - **Approvals** (the request path's, and [`Store::decide`] for a decision) are rows of
 //!   `airlock_approvals`: the approval's JSON record, its `status` beside it, and a unique
 //!   index on `binding_key` over the rows not closed, so a blocked call finds or opens its
@@ -41,8 +45,9 @@
 //!   `TCP_USER_TIMEOUT` (a silent peer ends it within about 15 s), and asks the server for
 //!   `statement_timeout` (`serve`'s pool), `lock_timeout` and
 //!   `idle_in_transaction_session_timeout` ([`pool`]), so a stuck lock or a client gone
-//!   mid-transaction fails the step rather than hang it. An audit append for a call is
-//!   given up after [`AUDIT_APPEND_WAIT`] and the record spooled. TLS is rustls with the
+//!   mid-transaction fails the step rather than hang it. An audit batch waits at most
+//!   [`AUDIT_APPEND_WAIT`] for the chain's lock (its connection's `lock_timeout`), then
+//!   its records go to the spool ([`group`]). TLS is rustls with the
 //!   system's roots, used as the URL's `sslmode` says (tokio-postgres's rules); a database
 //!   on another host must be asked for with `sslmode=require`, never plaintext
 //!   ([`refuse_plaintext_to_another_host`]).
@@ -51,6 +56,7 @@
 //!   [`identities`]; the revocation lookups read them.
 
 use super::waiters::Waiters;
+mod group;
 pub mod identities;
 pub mod plans;
 pub mod spool;
@@ -132,7 +138,7 @@ const RESOLVED_POLL: Duration = Duration::from_secs(2);
 const LISTEN_RETRY: Duration = Duration::from_secs(2);
 
 /// The advisory lock every audit append takes (transaction-scoped): one chain.
-const AUDIT_LOCK: i64 = 0x6169_726c_6f63_6b01;
+pub const AUDIT_LOCK: i64 = 0x6169_726c_6f63_6b01;
 /// The advisory lock migrations take: two replicas starting at once migrate once.
 const MIGRATE_LOCK: i64 = 0x6169_726c_6f63_6b02;
 
@@ -140,8 +146,9 @@ const MIGRATE_LOCK: i64 = 0x6169_726c_6f63_6b02;
 /// (and the gate closes for it).
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// How long an audit record may take to reach the chain in the database before it goes to
-/// the spool instead (the call it records is answered only after it is written).
+/// How long a batch of audit records for allowed calls may wait for the chain's lock before
+/// its records go to the spool instead (the calls they record are answered only once they
+/// are written): the `lock_timeout` of the appender's own connection ([`group`]).
 const AUDIT_APPEND_WAIT: Duration = Duration::from_secs(2);
 
 /// At most this many connections per process.
@@ -443,6 +450,8 @@ pub struct PgStore {
     audit_failing: Arc<AtomicBool>,
     /// Where audit records wait while the database cannot take them (`serve`'s store).
     spool: Option<Arc<Spool>>,
+    /// The group-commit appender, started at the first append (it needs a runtime).
+    appender: std::sync::OnceLock<group::Appender>,
     /// The task that checks the schema on first contact and drains the spool.
     keeper: Option<tokio::task::AbortHandle>,
     /// The calls held on approvals, woken when theirs is decided (here, or on another
@@ -602,6 +611,7 @@ impl PgStore {
             ready: Arc::new(AtomicBool::new(true)),
             audit_failing: Arc::new(AtomicBool::new(false)),
             spool: None,
+            appender: std::sync::OnceLock::new(),
             keeper: None,
             waiters: Arc::new(Waiters::default()),
             listener: None,
@@ -721,6 +731,8 @@ impl PgStore {
     ) -> Result<bool, LedgerError> {
         let mut client = self.connection().await.map_err(ledger_error)?;
         let tx = client.transaction().await.map_err(ledger_error)?;
+        // A use must survive a crash of the database once a call was let through on it.
+        durable_commit(&tx).await.map_err(ledger_error)?;
         let changed = match allowed {
             Some(allowed) => tx.query_opt(change, &[&key, &allowed]).await,
             None => tx.query_opt(change, &[&key]).await,
@@ -752,14 +764,17 @@ impl PgStore {
     /// and to the spool when the database cannot take it.
     async fn append_one(&self, record: Fields, durable: bool) -> bool {
         let Some(spool) = &self.spool else {
-            return self.append_direct(&record).await;
+            return self.append_direct(record, durable).await.is_ok();
         };
-        if !spool.waiting()
-            && self.ready.load(Ordering::SeqCst)
-            && self.append_direct(&record).await
-        {
-            return true;
-        }
+        let record = if !spool.waiting() && self.ready.load(Ordering::SeqCst) {
+            match self.append_direct(record, durable).await {
+                Ok(()) => return true,
+                Err(Some(record)) => record,
+                Err(None) => return false,
+            }
+        } else {
+            record
+        };
         let first = !spool.waiting();
         match spool.append(&record, durable) {
             Ok(()) => {
@@ -775,66 +790,77 @@ impl PgStore {
         }
     }
 
-    /// Appends one record to the database within [`AUDIT_APPEND_WAIT`] (the call it records
-    /// waits for it); says when appending starts or stops failing.
-    async fn append_direct(&self, record: &Fields) -> bool {
-        let result = self.append_bounded(record).await;
+    /// Appends one record to the database, grouped with concurrent ones ([`group`]); says
+    /// when appending starts or stops failing. A record not appended is handed back
+    /// (`None`: lost, and logged).
+    async fn append_direct(&self, record: Fields, durable: bool) -> Result<(), Option<Fields>> {
+        let appender = self.appender.get_or_init(|| {
+            group::Appender::start(
+                self.pool.clone(),
+                Arc::clone(&self.ready),
+                self.spool.clone(),
+            )
+        });
+        let result = appender.append(record, durable).await;
         let ok = result.is_ok();
         let was_failing = self.audit_failing.swap(!ok, Ordering::SeqCst);
         match result {
-            Ok(()) if was_failing => tracing::warn!("the audit chain in PostgreSQL can be written again; calls that need a receipt are served again"),
-            Ok(()) => {}
-            Err(e) if was_failing => tracing::debug!(error = %e, "could not append an audit record to PostgreSQL"),
-            Err(e) => tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can"),
+            Ok(()) => {
+                if was_failing {
+                    tracing::warn!("the audit chain in PostgreSQL can be written again; calls that need a receipt are served again");
+                }
+                Ok(())
+            }
+            Err((e, record)) => {
+                if record.is_none() {
+                    tracing::error!(error = %e, "an audit record could not be written to PostgreSQL: it is lost");
+                } else if was_failing {
+                    tracing::debug!(error = %e, "could not append an audit record to PostgreSQL");
+                } else {
+                    tracing::error!(error = %e, "could not append an audit record to PostgreSQL: calls that need a receipt are refused (fail closed) until it can");
+                }
+                Err(record)
+            }
         }
-        ok
     }
 }
 
-impl PgStore {
-    /// [`Self::append_audit`] of one record, given up after [`AUDIT_APPEND_WAIT`] (a chain
-    /// lock held by a stuck client, a statement on a connection whose network died): the
-    /// record then goes to the spool as when the database is down. The connection given up
-    /// on leaves the pool, so whatever it still waits for holds up no other step (the server
-    /// ends that statement at its lock or statement timeout). Given up while the commit was
-    /// on its way, the record may also have been stored: it is then in the chain twice, and
-    /// never missing.
-    async fn append_bounded(&self, record: &Fields) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + AUDIT_APPEND_WAIT;
-        let late =
-            || format!("PostgreSQL did not take the audit record within {AUDIT_APPEND_WAIT:?}");
-        let mut client = tokio::time::timeout_at(deadline, self.connection())
-            .await
-            .map_err(|_| late())??;
-        let appended = tokio::time::timeout_at(deadline, async {
-            let tx = client.transaction().await.map_err(db_error)?;
-            append_in(&tx, std::slice::from_ref(record)).await?;
-            tx.commit().await.map_err(db_error)
-        })
-        .await;
-        appended.unwrap_or_else(|_| {
-            drop(deadpool_postgres::Object::take(client));
-            Err(late())
-        })
-    }
-}
-
-/// Appends records after the chain's last one, in `tx`, under the advisory lock (held to
-/// the end of `tx`).
-async fn append_in(
-    tx: &deadpool_postgres::Transaction<'_>,
-    records: &[Fields],
-) -> Result<(), String> {
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
-        .await
-        .map_err(db_error)?;
-    let last = tx
-        .query_opt(
-            "SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1",
-            &[],
+/// Makes `tx`'s commit wait for its WAL to be on disk when the database's
+/// `synchronous_commit` is `off` (a setting an operator may choose for throughput): a
+/// receipt's use and its record are durable before the call is answered, as in the file
+/// store. Never weaker than the database's own setting: only `off` is raised.
+pub(super) async fn durable_commit(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), String> {
+    let raise = tx
+        .prepare_cached(
+            "SELECT set_config('synchronous_commit', 'on', true)
+             WHERE current_setting('synchronous_commit') = 'off'",
         )
         .await
         .map_err(db_error)?;
+    tx.execute(&raise, &[]).await.map_err(db_error)?;
+    Ok(())
+}
+
+/// Appends records after the chain's last one, in `tx`, under the advisory lock (held to
+/// the end of `tx`). The statements are prepared once per connection, and the lock and the
+/// read of the last record go out together (the server runs them in order, so the read
+/// sees the chain as the lock left it).
+/// Returns where the chain ends after them.
+async fn append_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[Fields],
+) -> Result<Position, String> {
+    let (lock, last, insert) = futures_util::future::try_join3(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
+        tx.prepare_cached("SELECT record FROM airlock_audit ORDER BY seq DESC LIMIT 1"),
+        tx.prepare_cached(INSERT_CHAIN_ROWS),
+    )
+    .await
+    .map_err(db_error)?;
+    let (_, last) =
+        futures_util::future::try_join(tx.execute(&lock, &[&AUDIT_LOCK]), tx.query_opt(&last, &[]))
+            .await
+            .map_err(db_error)?;
     let position = match last {
         None => Position::genesis(),
         Some(row) => {
@@ -842,16 +868,40 @@ async fn append_in(
             Position::after(line.as_bytes()).map_err(|e| e.to_string())?
         }
     };
-    let first_seq = position.next_seq;
-    let mut out = Vec::new();
-    crate::audit::link(position, records, &mut out);
-    let text = String::from_utf8(out).map_err(|e| e.to_string())?;
-    let lines: Vec<&str> = text.lines().collect();
-    let seqs: Vec<i64> = (0..lines.len())
-        .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
-        .collect();
-    insert_chain_rows(&**tx, &seqs, &lines).await
+    let rows = ChainRows::after(position, records)?;
+    tx.execute(&insert, &[&rows.seqs, &rows.lines()])
+        .await
+        .map_err(db_error)?;
+    Ok(rows.end)
 }
+
+/// Records linked after a position, as the rows that store them.
+pub(super) struct ChainRows {
+    pub seqs: Vec<i64>,
+    text: String,
+    /// Where the chain ends after them.
+    pub end: Position,
+}
+
+impl ChainRows {
+    pub fn after(position: Position, records: &[Fields]) -> Result<ChainRows, String> {
+        let first_seq = position.next_seq;
+        let mut out = Vec::new();
+        let end = crate::audit::link(position, records, &mut out);
+        let text = String::from_utf8(out).map_err(|e| e.to_string())?;
+        let seqs = (0..records.len())
+            .map(|i| i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX))
+            .collect();
+        Ok(ChainRows { seqs, text, end })
+    }
+
+    pub fn lines(&self) -> Vec<&str> {
+        self.text.lines().collect()
+    }
+}
+
+const INSERT_CHAIN_ROWS: &str = "INSERT INTO airlock_audit (seq, record)
+     SELECT * FROM unnest($1::bigint[], $2::text[])";
 
 /// Stores records of the chain as they are, each at its `seq`.
 pub(crate) async fn insert_chain_rows(
@@ -860,11 +910,7 @@ pub(crate) async fn insert_chain_rows(
     lines: &[&str],
 ) -> Result<(), String> {
     client
-        .execute(
-            "INSERT INTO airlock_audit (seq, record)
-             SELECT * FROM unnest($1::bigint[], $2::text[])",
-            &[&seqs, &lines],
-        )
+        .execute(INSERT_CHAIN_ROWS, &[&seqs, &lines])
         .await
         .map_err(db_error)?;
     Ok(())
