@@ -1003,7 +1003,12 @@ def test_use_counts_when_the_upstream_refuses(relayed_gate: GatedAirlock, moto: 
 
 def test_use_counts_when_airlock_dies_mid_call(start_gated_airlock: Callable[..., GatedAirlock],
                                                moto: Moto, state_store: str) -> None:
-    """A crash between forwarding and answering counts the use: moto may have acted."""
+    """A crash between forwarding and answering counts the use: moto may have acted.
+
+    On the files the restarted airlock knows the reservation was its own and counts it at
+    once: the next identical call opens a new approval. In PostgreSQL the reservation could
+    be another replica's call still in flight, so it is held as such (503, retry) until it is
+    older than any call can take, and never honoured again either way."""
     relay = Relay(moto)
     try:
         gate = start_gated_airlock("airlock-receipts-mid-call", upstream=relay, store=state_store)
@@ -1041,7 +1046,15 @@ def test_use_counts_when_airlock_dies_mid_call(start_gated_airlock: Callable[...
         gate.start()
         agent = gate.agent_here(agent)
         call = boto3_call(agent.client("dynamodb", config=NO_RETRIES), "delete_table", TableName=table)
-        held(gate, moto, call)
+        if state_store == "postgres":
+            before = moto.request_count()
+            out = call()
+            assert (out.ok, out.code) == (False, "ServiceUnavailable"), out
+            assert "in flight" in out.message, out.message
+            assert moto.request_count() == before, "a call on the killed call's use reached moto"
+            assert gate.state.ledger_events(receipt) == ["reserve"], "the reservation was given back"
+        else:
+            held(gate, moto, call)
         assert table_exists(moto, table)
         audit_verifies(gate)
     finally:
