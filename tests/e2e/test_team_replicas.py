@@ -15,6 +15,9 @@ boto3 clients through moto with signature checking.
   yet heard of spends none.
 - A receipt whose last use is reserved by a call in flight on another replica answers 503
   and keeps its approval; the retry goes through once that use is given back.
+- A call held on a replica that is then killed: the agent's connection ends, the approval
+  stays pending in the database; approved through replica 3, the agent's retry through
+  replica 2 goes through once.
 - `kill -9` of replica 1 under load spends no use twice; restarted on its state dir, it drains
   its spool and the chain verifies.
 - The database stopped and started under load: gated calls get 503 while it is down, allowed
@@ -735,3 +738,73 @@ def run_outage(pg: Postgres, database: str, team: Team, moto: Moto) -> None:
           f"through again {', '.join(f'on replica {n} {t:.2f} s' for n, t in sorted(recovered.items()))} after "
           f"it was back; all healthy {healthy_after:.2f} s later; ledger {committed} committed + {reserved} "
           f"reserved; {len(answered)} allowed calls, all in the chain of {records} records")
+
+
+def test_a_call_held_on_a_replica_that_dies_is_approved_and_retried_through_another(
+        postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
+    """What becomes of a held call when its replica dies: the agent's connection ends (no
+    answer, nothing forwarded), the pending approval stays in the database for any replica's
+    approvers, and once approved the agent's retry through another replica goes through
+    exactly once; a second retry is refused again. The killed replica comes back on its state."""
+    database = "held_dies"
+    # Held long enough to be seen held and killed; short, since the last call waits it out.
+    team = Team(tmp_path, moto, postgres.create_database(database), hold_seconds=10, uses=1)
+    team.start()
+    try:
+        first, second, third = team.replicas
+        agent = first.add_agent(unique("team-held-dies"))
+        wait_known(team, agent)
+        table = unique("team-held-dies")
+        ddb = moto.client("dynamodb")
+        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        before = moto.request_count()
+        result: dict[str, Any] = {}
+
+        def delete() -> None:
+            try:
+                result["outcome"] = outcome(client_through(first, agent, "dynamodb").delete_table, TableName=table)
+            except BotoCoreError as e:  # the connection dies with the replica
+                result["error"] = e
+
+        held = threading.Thread(target=delete, daemon=True)
+        held.start()
+        deadline = time.monotonic() + 30
+        while not (pending := third.approvals()):
+            assert time.monotonic() < deadline, "no pending approval reached the database\n" + team.logs()
+            assert held.is_alive(), f"the call was answered instead of held: {result}"
+            time.sleep(0.2)
+        [row] = pending
+
+        first.kill()
+        held.join(30)
+        assert not held.is_alive(), "the agent's held call outlived its replica"
+        assert "error" in result, f"the agent heard back from a killed replica: {result}"
+        assert moto.request_count() == before, "a held call reached moto when its replica died"
+        # The approval outlives the replica that opened it.
+        assert [r["id"] for r in second.approvals()] == [row["id"]], "the pending approval died with its replica"
+
+        team.approve(third, row["id"])
+        went_through, code, message = outcome(client_through(second, agent, "dynamodb").delete_table,
+                                              TableName=table)
+        assert went_through, f"the retry through replica 2 was refused: {code}: {message}\n{team.logs()}"
+        assert moto.request_count() - before == 1, "the approved call did not reach moto exactly once"
+        with pytest.raises(ClientError) as gone:
+            ddb.describe_table(TableName=table)
+        assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+        # The receipt had one use: the same call again is held for a new approval, and refused
+        # when its hold ends.
+        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        before = moto.request_count()
+        again = outcome(client_through(third, agent, "dynamodb").delete_table, TableName=table)
+        assert again[:2] == (False, "AccessDeniedException"), again
+        assert moto.request_count() == before, "the second retry reached moto"
+
+        first.start()
+        team.wait_healthy(30)
+        team.audit_verified(first)
+    finally:
+        team.stop()
