@@ -140,6 +140,25 @@ def outcome(call: Any, **kwargs: Any) -> tuple[bool, str, str]:
     return True, "", ""
 
 
+def create_table(ddb: Any, table: str) -> None:
+    """A DynamoDB table in moto, made directly (not through airlock)."""
+    ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+
+
+def pending_approval(team: Team, lister: GatedAirlock, held: threading.Thread, result: dict[str, Any]) -> dict[str, Any]:
+    """The one pending approval of the call `held` is making, as `lister`'s CLI lists it from the
+    database (within 30 s, while that call is still held)."""
+    deadline = time.monotonic() + 30
+    while not (pending := lister.approvals()):
+        assert time.monotonic() < deadline, "no pending approval reached the database\n" + team.logs()
+        assert held.is_alive(), f"the call was answered instead of held: {result}"
+        time.sleep(0.2)
+    [row] = pending
+    return row
+
+
 def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
     database = "held"
@@ -150,9 +169,7 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         agent = first.add_agent(unique("team-agent"))
         table = unique("team-held")
         ddb = moto.client("dynamodb")
-        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        create_table(ddb, table)
 
         before = moto.request_count()
         result: dict[str, Any] = {}
@@ -164,12 +181,7 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         held = threading.Thread(target=delete, daemon=True)
         held.start()
         # The held call's approval, as replica 3's CLI lists it from the database.
-        deadline = time.monotonic() + 30
-        while not (pending := third.approvals()):
-            assert time.monotonic() < deadline, "no pending approval reached the database\n" + team.logs()
-            assert held.is_alive(), f"the call was answered instead of held: {result}"
-            time.sleep(0.2)
-        [row] = pending
+        row = pending_approval(team, third, held, result)
         assert row["action"] == "dynamodb:DeleteTable" and row["attempts"] == 1, row
         # Replica 2's approval page lists it too, with its link.
         listed = requests.get(f"{second.approvals_url}/api/approvals", timeout=10).json()
@@ -300,9 +312,7 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_on_another_replicas_pa
         agent = first.add_agent(unique("team-page"))
         table = unique("team-page")
         ddb = moto.client("dynamodb")
-        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        create_table(ddb, table)
         before = moto.request_count()
         result: dict[str, Any] = {}
 
@@ -530,9 +540,7 @@ def test_a_replica_killed_mid_call_under_load_spends_no_use_twice(
         moto.client("s3").create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         table = unique("team-killed")
         ddb = moto.client("dynamodb")
-        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        create_table(ddb, table)
         s3 = [client_through(r, agent, "s3") for r in team.replicas]
 
         # The receipt: a DeleteObject held on replica 2, approved through replica 3 (one use).
@@ -756,9 +764,7 @@ def test_a_call_held_on_a_replica_that_dies_is_approved_and_retried_through_anot
         wait_known(team, agent)
         table = unique("team-held-dies")
         ddb = moto.client("dynamodb")
-        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        create_table(ddb, table)
         before = moto.request_count()
         result: dict[str, Any] = {}
 
@@ -770,12 +776,7 @@ def test_a_call_held_on_a_replica_that_dies_is_approved_and_retried_through_anot
 
         held = threading.Thread(target=delete, daemon=True)
         held.start()
-        deadline = time.monotonic() + 30
-        while not (pending := third.approvals()):
-            assert time.monotonic() < deadline, "no pending approval reached the database\n" + team.logs()
-            assert held.is_alive(), f"the call was answered instead of held: {result}"
-            time.sleep(0.2)
-        [row] = pending
+        row = pending_approval(team, third, held, result)
 
         first.kill()
         held.join(30)
@@ -795,9 +796,7 @@ def test_a_call_held_on_a_replica_that_dies_is_approved_and_retried_through_anot
         assert gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
         # The receipt had one use: the same call again is held for a new approval, and refused
         # when its hold ends.
-        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        create_table(ddb, table)
         before = moto.request_count()
         again = outcome(client_through(third, agent, "dynamodb").delete_table, TableName=table)
         assert again[:2] == (False, "AccessDeniedException"), again
