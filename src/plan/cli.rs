@@ -167,6 +167,10 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// `terraform show -json FILE`, run in the plan's directory (where `terraform init` ran).
+/// Terraform starts the provider plugins found there, which whoever wrote that directory
+/// chose, so it runs without what reaches airlock's database
+/// ([`crate::config::reaches_the_database`]) nor any `AWS_*` variable (it reads the plan;
+/// it calls no AWS API).
 fn terraform_show(path: &Path) -> Result<Vec<u8>, String> {
     let dir = path
         .parent()
@@ -177,6 +181,11 @@ fn terraform_show(path: &Path) -> Result<Vec<u8>, String> {
         .args(["show", "-json", "-no-color"])
         .arg(name)
         .current_dir(dir)
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            !k.starts_with("AWS_") && !crate::config::reaches_the_database(&k)
+        }))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())

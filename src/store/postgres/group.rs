@@ -26,11 +26,17 @@
 //!   one (the primary key on `seq` refusing rows that lost a race). When the chain moved on
 //!   (another replica or the spool appended), or the batch must be durable, it is the
 //!   transaction that reads the last record under the lock, as the spool's draining does.
-//! - **A batch that fails** (the database down, slow past the pool's waits, read-only) hands
-//!   every record back to its caller, which keeps it in the spool as before. A record whose
-//!   caller stopped waiting (its future dropped) is spooled by the task itself, so it is
-//!   neither lost nor appended twice. If the task ends mid-batch (the store dropped, a
-//!   panic), the records of that batch are handed back the same way.
+//! - **A batch that fails** (the database down, the chain's lock held past
+//!   `AUDIT_APPEND_WAIT`, read-only) is kept in the spool by the task itself, record after
+//!   record in queue order, before it takes the next batch; while records wait in the spool,
+//!   every batch goes there behind them (the drain appends them to the chain in that order).
+//!   So this replica's records reach the chain in the order they were queued, whoever
+//!   waits for them. Without a spool (a CLI's store) they go back to their callers. If the
+//!   task ends mid-batch (the store dropped, a panic), that batch is kept the same way.
+//! - **After a failed batch** the task's connection is made anew, and the first batch on a
+//!   new connection reads the chain's end under the lock rather than trust where its last
+//!   batch left it (that batch may have been lost by a database that crashed before
+//!   flushing it, and others may have appended in its place).
 
 use super::spool::Spool;
 use super::{
@@ -45,9 +51,20 @@ use tokio::sync::{mpsc, oneshot};
 /// The most records one transaction appends; more queued wait for the next one.
 const MAX_BATCH: usize = 1024;
 
-/// A caller's answer: committed, or why not, with the record handed back (`None` only if
-/// the task ended without taking it, which nothing but a panic elsewhere in it does).
-pub(super) type Appended = Result<(), (String, Option<Fields>)>;
+/// A caller's answer: committed, or why not and what became of the record.
+pub(super) type Appended = Result<(), (String, NotAppended)>;
+
+/// What became of a record the database did not take.
+pub(super) enum NotAppended {
+    /// Kept in the spool by the task, in queue order (behind every record queued before it,
+    /// so the chain gets this replica's records in the order they were queued).
+    Spooled,
+    /// Handed back to its caller: there is no spool (a CLI's store).
+    Back(Fields),
+    /// Neither appended nor kept (the spool could not be written, or the task ended
+    /// without answering, which nothing but a panic in it does): logged.
+    Lost,
+}
 
 /// The queue in front of the appender task.
 pub(super) struct Appender {
@@ -87,11 +104,14 @@ impl Appender {
             answer,
         };
         if let Err(mpsc::error::SendError(q)) = self.queue.send(queued) {
-            return Err(("the audit appender has stopped".into(), Some(q.record)));
+            return Err((
+                "the audit appender has stopped".into(),
+                NotAppended::Back(q.record),
+            ));
         }
         answered
             .await
-            .unwrap_or_else(|_| Err(("the audit appender stopped".into(), None)))
+            .unwrap_or_else(|_| Err(("the audit appender stopped".into(), NotAppended::Lost)))
     }
 }
 
@@ -105,8 +125,10 @@ struct Batch {
 }
 
 impl Batch {
-    /// Answers every caller with `result`; on failure the records go back to their callers,
-    /// or to the spool when the caller is gone.
+    /// Answers every caller with `result`. On failure the task itself keeps the records in
+    /// the spool, one after the other in queue order, before it takes the next batch (were
+    /// each caller to spool its own, they would land in any order, and the next batch could
+    /// reach the database ahead of them); without a spool they go back to their callers.
     fn answer(&mut self, result: &Result<(), String>) {
         let answers = self.answers.drain(..);
         for (record, (answer, durable)) in self.records.drain(..).zip(answers) {
@@ -114,8 +136,18 @@ impl Batch {
                 let _ = answer.send(Ok(()));
                 continue;
             };
-            if let Err(Err((_, Some(record)))) = answer.send(Err((e.clone(), Some(record)))) {
-                orphan(self.spool.as_deref(), &record, durable);
+            let fate = match self.spool.as_deref() {
+                Some(spool) => match spool.append(&record, durable) {
+                    Ok(()) => NotAppended::Spooled,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an audit record could not be written to PostgreSQL nor to the spool: it is lost");
+                        NotAppended::Lost
+                    }
+                },
+                None => NotAppended::Back(record),
+            };
+            if let Err(Err((_, NotAppended::Back(_)))) = answer.send(Err((e.clone(), fate))) {
+                tracing::error!("an audit record whose caller stopped waiting could not be written to PostgreSQL and there is no spool: it is lost");
             }
         }
     }
@@ -131,18 +163,6 @@ impl Drop for Batch {
         if !self.records.is_empty() {
             self.answer(&Err("the audit appender stopped mid-batch".into()));
         }
-    }
-}
-
-/// A record whose caller stopped waiting and whose batch failed: kept in the spool (behind
-/// which newer records then wait), or logged as lost where there is none.
-fn orphan(spool: Option<&Spool>, record: &Fields, durable: bool) {
-    let kept = match spool {
-        Some(spool) => spool.append(record, durable),
-        None => Err("no spool".into()),
-    };
-    if let Err(e) = kept {
-        tracing::error!(error = %e, "an audit record whose caller stopped waiting could not be written to PostgreSQL nor to the spool: it is lost");
     }
 }
 
@@ -170,7 +190,11 @@ async fn run(
             }
         }
         let durable = batch.answers.iter().any(|(_, durable)| *durable);
-        let result = if ready.load(Ordering::SeqCst) {
+        let result = if spool.as_ref().is_some_and(|s| s.waiting()) {
+            // Records kept in the spool go into the chain first (the drain's job); this
+            // batch goes behind them.
+            Err("records wait in the spool: these go behind them".to_string())
+        } else if ready.load(Ordering::SeqCst) {
             append_batch(&pool, &mut own, &batch.records, durable, &mut end).await
         } else {
             Err(NOT_READY.to_string())
@@ -203,9 +227,12 @@ async fn append_batch(
         *end = Some(after);
         return Ok(());
     }
-    let mut client = match own.take().filter(|client| !client.is_closed()) {
-        Some(client) => client,
-        None => own_connection(pool).await?,
+    let (mut client, at) = match own.take().filter(|client| !client.is_closed()) {
+        Some(client) => (client, at),
+        // A new connection: what the last batch committed may since have been lost (a
+        // database that crashed before flushing it, a failover), and others may have
+        // appended in its place, so the chain's end is read under the lock, never assumed.
+        None => (own_connection(pool).await?, None),
     };
     let after = append_async(&mut client, at, records).await?;
     *own = Some(client);

@@ -57,6 +57,7 @@
 
 use super::waiters::Waiters;
 mod group;
+use group::NotAppended;
 pub mod identities;
 pub mod plans;
 pub mod spool;
@@ -768,9 +769,9 @@ impl PgStore {
         };
         let record = if !spool.waiting() && self.ready.load(Ordering::SeqCst) {
             match self.append_direct(record, durable).await {
-                Ok(()) => return true,
-                Err(Some(record)) => record,
-                Err(None) => return false,
+                Ok(()) | Err(NotAppended::Spooled) => return true,
+                Err(NotAppended::Back(record)) => record,
+                Err(NotAppended::Lost) => return false,
             }
         } else {
             record
@@ -791,9 +792,8 @@ impl PgStore {
     }
 
     /// Appends one record to the database, grouped with concurrent ones ([`group`]); says
-    /// when appending starts or stops failing. A record not appended is handed back
-    /// (`None`: lost, and logged).
-    async fn append_direct(&self, record: Fields, durable: bool) -> Result<(), Option<Fields>> {
+    /// when appending starts or stops failing, and what became of a record not appended.
+    async fn append_direct(&self, record: Fields, durable: bool) -> Result<(), NotAppended> {
         let appender = self.appender.get_or_init(|| {
             group::Appender::start(
                 self.pool.clone(),
@@ -812,7 +812,7 @@ impl PgStore {
                 Ok(())
             }
             Err((e, record)) => {
-                if record.is_none() {
+                if matches!(record, NotAppended::Lost) {
                     tracing::error!(error = %e, "an audit record could not be written to PostgreSQL: it is lost");
                 } else if was_failing {
                     tracing::debug!(error = %e, "could not append an audit record to PostgreSQL");
@@ -1000,12 +1000,15 @@ impl Keeper {
 
 /// Appends the lines of a spool file not yet in the chain, in order, a batch per
 /// transaction; each transaction also counts them in `airlock_audit_spools`, so a replay
-/// after a crash skips what is already in. Returns how many were appended now.
+/// after a crash skips what is already in. Each commit is durable whatever the database's
+/// `synchronous_commit` ([`durable_commit`]): the spool file is removed once drained, so
+/// the database's copy must be on disk first. Returns how many were appended now.
 async fn drain(pool: &Pool, file: &SpoolFile) -> Result<usize, String> {
     let mut appended = 0;
     loop {
         let mut client = pool.get().await.map_err(db_error)?;
         let tx = client.transaction().await.map_err(db_error)?;
+        durable_commit(&tx).await?;
         // The chain's lock first: the count read here cannot change before commit.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
             .await
