@@ -375,48 +375,7 @@ fn policy() -> Policy {
     struct File {
         rule: Vec<Rule>,
     }
-    let file: File = toml::from_str(
-        r#"
-        [[rule]]
-        name = "prod-databases-keep-a-final-snapshot"
-        effect = "require_receipt"
-        actions = ["rds:DeleteDBInstance", "rds:DeleteDBCluster"]
-        resources = ["arn:aws:rds:*:*:db:prod-*", "arn:aws:rds:*:*:cluster:prod-*"]
-        environments = ["prod"]
-        when = { SkipFinalSnapshot = "true" }
-        irreversible = true
-        reason = "prod databases keep a final snapshot"
-
-        [[rule]]
-        name = "no-iam-changes"
-        effect = "deny"
-        actions = ["iam:Create*", "iam:Put*", "iam:Attach*", "iam:Delete*"]
-        reason = "IAM is managed by Terraform"
-
-        [[rule]]
-        name = "agents-read-exports"
-        effect = "allow"
-        actions = ["s3:Get*", "s3:List*", "s3:Head*"]
-        resources = ["arn:aws:s3:::analytics-exports", "arn:aws:s3:::analytics-exports/*"]
-        agents = ["claude*", "ci-*"]
-
-        [[rule]]
-        name = "orders-tables"
-        effect = "require_receipt"
-        actions = ["dynamodb:DeleteTable", "dynamodb:UpdateTable"]
-        resources = ["arn:aws:dynamodb:*:*:table/orders*"]
-        irreversible = true
-        reason = "order history cannot be restored"
-
-        [[rule]]
-        name = "short-lived-lifecycle"
-        effect = "require_receipt"
-        actions = ["s3:PutBucketLifecycle*"]
-        environments = ["prod*"]
-        when = { "*Days*" = "1" }
-        "#,
-    )
-    .expect("the rules parse");
+    let file: File = toml::from_str(include_str!("five_rules.toml")).expect("the rules parse");
     assert_eq!(file.rule.len(), 5);
     Policy {
         mode: Mode::Enforce,

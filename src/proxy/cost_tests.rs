@@ -106,49 +106,9 @@ fn rules_from(text: &str) -> Vec<Rule> {
     toml::from_str::<File>(text).expect("the rules parse").rule
 }
 
-/// The five rules of `benches/hot_path.rs`: what an operator writes.
+/// The five rules of `benches/hot_path.rs` (`benches/five_rules.toml`): what an operator writes.
 fn five_rules() -> Vec<Rule> {
-    rules_from(
-        r#"
-        [[rule]]
-        name = "prod-databases-keep-a-final-snapshot"
-        effect = "require_receipt"
-        actions = ["rds:DeleteDBInstance", "rds:DeleteDBCluster"]
-        resources = ["arn:aws:rds:*:*:db:prod-*", "arn:aws:rds:*:*:cluster:prod-*"]
-        environments = ["prod"]
-        when = { SkipFinalSnapshot = "true" }
-        irreversible = true
-        reason = "prod databases keep a final snapshot"
-
-        [[rule]]
-        name = "no-iam-changes"
-        effect = "deny"
-        actions = ["iam:Create*", "iam:Put*", "iam:Attach*", "iam:Delete*"]
-        reason = "IAM is managed by Terraform"
-
-        [[rule]]
-        name = "agents-read-exports"
-        effect = "allow"
-        actions = ["s3:Get*", "s3:List*", "s3:Head*"]
-        resources = ["arn:aws:s3:::analytics-exports", "arn:aws:s3:::analytics-exports/*"]
-        agents = ["claude*", "ci-*"]
-
-        [[rule]]
-        name = "orders-tables"
-        effect = "require_receipt"
-        actions = ["dynamodb:DeleteTable", "dynamodb:UpdateTable"]
-        resources = ["arn:aws:dynamodb:*:*:table/orders*"]
-        irreversible = true
-        reason = "order history cannot be restored"
-
-        [[rule]]
-        name = "short-lived-lifecycle"
-        effect = "require_receipt"
-        actions = ["s3:PutBucketLifecycle*"]
-        environments = ["prod*"]
-        when = { "*Days*" = "1" }
-        "#,
-    )
+    rules_from(include_str!("../../benches/five_rules.toml"))
 }
 
 /// `n` rules as a large config has them: spread over ten services and five verbs, each

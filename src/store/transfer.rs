@@ -32,6 +32,7 @@
 //! state that changes under the copy is not the state copied.
 
 use super::postgres::identities::{self, IdentitySets};
+use super::postgres::plans::PlanRow;
 use super::postgres::{self, db_error};
 use crate::state::agents::AgentStore;
 use crate::state::approvals::{valid_id, Approval, ApprovalStore};
@@ -403,20 +404,15 @@ async fn import_plans(
         if path.file_stem().and_then(|s| s.to_str()) != Some(row.id.as_str()) {
             return Err(format!("{}: holds plan {:?}", path.display(), row.id));
         }
-        tx.execute(
-            "INSERT INTO airlock_plans (id, status, agent, receipt_id, submitted_at, record)
-             VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)",
-            &[
-                &row.id,
-                &row.status,
-                &row.agent,
-                &row.receipt_id,
-                &row.submitted_at,
-                &text,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
+        let row = PlanRow {
+            id: row.id,
+            status: row.status,
+            agent: row.agent,
+            receipt_id: row.receipt_id,
+            submitted_at: row.submitted_at,
+            record: text,
+        };
+        postgres::plans::insert_row(&**tx, &row).await?;
         plans += 1;
         if let Some(receipt_id) = &row.receipt_id {
             receipts += import_receipt(tx, &store, receipt_id).await?;

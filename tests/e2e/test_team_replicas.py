@@ -147,18 +147,6 @@ def create_table(ddb: Any, table: str) -> None:
                      KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
 
 
-def pending_approval(team: Team, lister: GatedAirlock, held: threading.Thread, result: dict[str, Any]) -> dict[str, Any]:
-    """The one pending approval of the call `held` is making, as `lister`'s CLI lists it from the
-    database (within 30 s, while that call is still held)."""
-    deadline = time.monotonic() + 30
-    while not (pending := lister.approvals()):
-        assert time.monotonic() < deadline, "no pending approval reached the database\n" + team.logs()
-        assert held.is_alive(), f"the call was answered instead of held: {result}"
-        time.sleep(0.2)
-    [row] = pending
-    return row
-
-
 def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         postgres: Postgres, moto: Moto, tmp_path: Path, team_env: None) -> None:
     database = "held"
@@ -181,7 +169,7 @@ def test_a_call_held_on_one_replica_goes_on_when_approved_through_another(
         held = threading.Thread(target=delete, daemon=True)
         held.start()
         # The held call's approval, as replica 3's CLI lists it from the database.
-        row = pending_approval(team, third, held, result)
+        row = wait_pending(team, third, "dynamodb:DeleteTable", held)
         assert row["action"] == "dynamodb:DeleteTable" and row["attempts"] == 1, row
         # Replica 2's approval page lists it too, with its link.
         listed = requests.get(f"{second.approvals_url}/api/approvals", timeout=10).json()
@@ -776,7 +764,7 @@ def test_a_call_held_on_a_replica_that_dies_is_approved_and_retried_through_anot
 
         held = threading.Thread(target=delete, daemon=True)
         held.start()
-        row = pending_approval(team, third, held, result)
+        row = wait_pending(team, third, "dynamodb:DeleteTable", held)
 
         first.kill()
         held.join(30)

@@ -87,12 +87,13 @@ async fn announce(client: &impl tokio_postgres::GenericClient, id: &str) -> Resu
         .map(|_| ())
 }
 
-impl PgStore {
-    /// Stores a newly submitted plan and announces it.
-    pub async fn insert_plan(&self, row: &PlanRow) -> Result<(), String> {
-        let mut client = self.pool.get().await.map_err(db_error)?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        tx.execute(
+/// `row` as a new row of `airlock_plans` (a submission, or `airlock db import`).
+pub(crate) async fn insert_row(
+    client: &impl tokio_postgres::GenericClient,
+    row: &PlanRow,
+) -> Result<(), String> {
+    client
+        .execute(
             "INSERT INTO airlock_plans (id, status, agent, receipt_id, submitted_at, record)
              VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)",
             &[
@@ -105,7 +106,16 @@ impl PgStore {
             ],
         )
         .await
-        .map_err(db_error)?;
+        .map_err(db_error)
+        .map(|_| ())
+}
+
+impl PgStore {
+    /// Stores a newly submitted plan and announces it.
+    pub async fn insert_plan(&self, row: &PlanRow) -> Result<(), String> {
+        let mut client = self.pool.get().await.map_err(db_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        insert_row(&*tx, row).await?;
         announce(&*tx, &row.id).await?;
         tx.commit().await.map_err(db_error)
     }
