@@ -5,6 +5,7 @@
     python3 bench/run.py --load 60       # then 60 s of mixed allowed/refused calls at peak rate
     python3 bench/run.py --tunnel        # only: the HTTPS_PROXY path next to the endpoint path
     python3 bench/run.py --baseline BIN  # also another airlock binary (a saved build), interleaved
+    python3 bench/run.py --scaling --protocols   # only: 1 to 1,024 connections, then HTTP/1.1 and h2
 
 Three contenders answer the same signed request (signed once with botocore, replayed by wrk):
 
@@ -154,6 +155,15 @@ class Proc:
                 self.p.wait()
 
 
+def stop_all(procs: list[Proc], work: Path | None = None) -> None:
+    """Stops the servers, last started first, and removes the run's directory."""
+    for p in reversed(procs):
+        p.stop()
+    procs.clear()
+    if work:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- the contenders
 
 
@@ -233,7 +243,7 @@ http {{
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen 127.0.0.1:{port} ssl http2;
         server_name localhost;
         ssl_certificate {cert};
         ssl_certificate_key {key};
@@ -338,11 +348,12 @@ def parse_wrk(out: str) -> dict[str, float]:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     socket_errors = sum(int(x) for x in errors.groups()) if errors else 0
     return {"rps": rps, "p50_ms": latency("50"), "p99_ms": latency("99"), "requests": total,
-            "statuses": statuses, "socket_errors": socket_errors}
+            "statuses": statuses, "socket_errors": socket_errors, "timeouts": int(errors.group(4)) if errors else 0}
 
 
-def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: int) -> str:
-    cmd = [need("wrk"), f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), url]
+def run_wrk(url: str, script: Path, seconds: float, connections: int, threads: int, timeout: int = 2) -> str:
+    cmd = [need("wrk"), f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", f"--timeout={timeout}s", "--latency",
+           "-s", str(script), url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         sys.exit(f"bench: wrk failed: {done.stdout}{done.stderr}")
@@ -366,18 +377,21 @@ class Result:
 
 
 def rate(target: Target, script: Path, seconds: float, connections: int, threads: int, result: Result,
-         path: str = f"/{BUCKET}/hello.txt") -> None:
+         path: str = f"/{BUCKET}/hello.txt", timeout: int = 2) -> dict[str, float]:
+    """One wrk run into `result`. Any answer but 200, or any socket error, stops the bench; with a
+    `timeout` above wrk's default (the scaling runs), wrk's own timeouts are counted instead."""
     before = cpu_by_pid(target.pids())
-    out = run_wrk(target.url + path, script, seconds, connections, threads)
+    out = run_wrk(target.url + path, script, seconds, connections, threads, timeout)
     cpu = cpu_since(before, target.pids())
     r = parse_wrk(out)
     bad = {s: n for s, n in r["statuses"].items() if s != 200}
-    if bad or r["socket_errors"]:
+    if bad or r["socket_errors"] - (r["timeouts"] if timeout > 2 else 0):
         sys.exit(f"bench: {target.name} answered {bad} and had {r['socket_errors']} socket errors:\n{out}")
     result.rps.append(r["rps"])
     result.p50.append(r["p50_ms"])
     result.p99.append(r["p99_ms"])
     result.cpu_per_10k.append(cpu / r["requests"] * 10_000 if target.name != "stub" else float("nan"))
+    return r
 
 
 def put(target: Target, headers: dict[str, str], data: Path, ca: Path, result: Result) -> None:
@@ -483,17 +497,19 @@ def load(target: Target, airlock: Proc, config: Path, creds: Credentials, host: 
             samples.append((time.monotonic() - t0, status_kib(airlock.pid, "VmRSS")))
 
     sampler = threading.Thread(target=sample, daemon=True)
+    reset_peak(airlock.pid)
     sampler.start()
     before = cpu_seconds([airlock.pid])
     out = run_wrk(target.url, script, seconds, connections, threads)
     cpu = cpu_seconds([airlock.pid]) - before
+    peak = status_kib(airlock.pid, "VmHWM")
     stop.set()
     sampler.join()
     r = parse_wrk(out)
     verify = subprocess.run([str(AIRLOCK or BUILD / "airlock"), "audit", "verify", "--config", str(config)],
                             capture_output=True, text=True, timeout=600)
     rss = [kib for _, kib in samples]
-    return {"wrk": r, "cpu_s": cpu, "rss_kib": rss, "audit_verify": (verify.returncode, verify.stdout.strip() or verify.stderr.strip()),
+    return {"wrk": r, "cpu_s": cpu, "rss_kib": rss, "peak_rss_kib": peak, "audit_verify": (verify.returncode, verify.stdout.strip() or verify.stderr.strip()),
             "samples": samples}
 
 
@@ -609,9 +625,144 @@ def tunnel_bench(args: argparse.Namespace) -> dict[str, object]:
               f"{cached['cpu_ms_per_connection']:.2f} ms")
         return results
     finally:
-        for p in reversed(procs):
-            p.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
+
+# ---------------------------------------------------------------- as the connections grow
+
+
+def parse_h2load(out: str) -> dict[str, float]:
+    """h2load's summary: requests/s, mean latency, and every request's status."""
+    done = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    reqs = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    if not (done and reqs and codes and mean):
+        sys.exit(f"bench: h2load printed no summary:\n{out}")
+    return {"rps": float(done.group(2)), "requests": int(reqs.group(3)), "failed": int(reqs.group(5)) + int(reqs.group(6)),
+            "not_2xx": sum(int(x) for x in codes.groups()[1:]), "mean_ms": float(mean.group(1)) * UNITS[mean.group(2)]}
+
+
+def run_h2load(target: Target, port: int, headers: dict[str, str], seconds: int, connections: int, streams: int,
+               h1: bool) -> dict[str, float]:
+    """`h2load` (nghttp2) on one connection set: HTTP/1.1 (`--h1`) or h2 with `streams` requests in
+    flight per connection. The request is the one wrk sends, its host the one it was signed for."""
+    cmd = [need("h2load"), "-t1", f"-c{connections}", f"-m{streams}", f"-D{seconds}", "--warm-up-time=1"]
+    cmd += ["--h1"] if h1 else []
+    for k, v in headers.items():
+        if k.lower() != "host":
+            cmd += ["-H", f"{k}: {v}"]
+    cmd.append(f"https://{headers['Host']}/{BUCKET}/hello.txt")
+    before = cpu_by_pid(target.pids())
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    cpu = cpu_since(before, target.pids())
+    r = parse_h2load(done.stdout)
+    if done.returncode != 0 or r["failed"] or r["not_2xx"] or not r["requests"]:
+        sys.exit(f"bench: h2load on {target.name}: exit {done.returncode}\n{done.stdout}{done.stderr}")
+    r["cpu_per_10k"] = cpu / r["requests"] * 10_000
+    return r
+
+
+def scaling_bench(args: argparse.Namespace) -> dict[str, object]:
+    """airlock and nginx at 1, 32, 256 and 1,024 connections (requests/s, p99, memory per
+    connection), each level on freshly started servers; then HTTP/1.1 next to h2."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))  # wrk and the servers inherit it
+    levels = [int(c) for c in args.scaling.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="airlock-bench-scaling-"))
+    procs: list[Proc] = []
+    report: dict[str, object] = {"levels": {}, "protocols": {}}
+
+    def servers(tag: str) -> tuple[dict[str, Target], dict[str, int], dict[str, Path], dict[str, dict[str, str]]]:
+        stop_all(procs)
+        stub = start_stub(work)
+        procs.append(stub)
+        stub_port = int(stub.match.group(1))
+        airlock, creds, config = start_airlock(
+            work, stub_port, args.airlock_log, name=f"airlock-{tag}",
+            edit=lambda t: re.sub(r"(?m)^max_connections = .*$", f"max_connections = {4 * max(levels)}", t))
+        procs.append(airlock)
+        certs = config.parent.parent / "certs"
+        nginx, nginx_port = start_nginx(work, stub_port, certs)
+        procs.append(nginx)
+        ports = {"nginx": nginx_port, "airlock": int(airlock.match.group(1))}
+        targets = {
+            "nginx": Target("nginx", f"https://127.0.0.1:{nginx_port}", lambda: nginx_pids(nginx), lambda: children(nginx.pid)),
+            "airlock": Target("airlock", f"https://127.0.0.1:{ports['airlock']}", lambda: [airlock.pid],
+                              lambda: [airlock.pid]),
+        }
+        heads = {n: signed(creds, "GET", f"localhost:{port}", f"/{BUCKET}/hello.txt") for n, port in ports.items()}
+        scripts = {n: wrk_script([("GET", f"/{BUCKET}/hello.txt", heads[n], b"")], work, f"{n}-{tag}") for n in ports}
+        return targets, ports, scripts, heads
+
+    try:
+        for c in levels:
+            targets, _, scripts, _ = servers(f"c{c}")
+            results = {n: Result(n) for n in targets}
+            idle, peak, timeouts = {}, {}, {n: 0 for n in targets}
+            for n, t in targets.items():  # the first calls' one-time work (model, keys) before the idle figure
+                run_wrk(t.url + f"/{BUCKET}/hello.txt", scripts[n], 2, 1, 1)
+                time.sleep(0.5)
+                idle[n] = sum(status_kib(p, "VmRSS") for p in t.rss_pid())
+                peak[n] = idle[n]
+            for round_ in range(args.rounds):
+                for n, t in targets.items():
+                    for pid in t.rss_pid():
+                        reset_peak(pid)
+                    r = rate(t, scripts[n], args.duration, c, args.threads, results[n], timeout=10)
+                    timeouts[n] += r["timeouts"]
+                    peak[n] = max(peak[n], sum(status_kib(p, "VmHWM") for p in t.rss_pid()))
+                    print(f"c={c:<5} round {round_ + 1} {n:8} {results[n].rps[-1]:>9,.0f} req/s  p50 {results[n].p50[-1]:.3f} ms  "
+                          f"p99 {results[n].p99[-1]:.3f} ms  cpu/10k {results[n].cpu_per_10k[-1]:.3f} s  "
+                          f"peak RSS {peak[n] / 1024:.1f} MiB (idle {idle[n] / 1024:.1f}), wrk timeouts {timeouts[n]}",
+                          flush=True)
+            report["levels"][c] = {n: {**results[n].__dict__, "idle_rss_kib": idle[n], "peak_rss_kib": peak[n],  # type: ignore[index]
+                                      "kib_per_connection": (peak[n] - idle[n]) / c, "wrk_timeouts": timeouts[n]}
+                                  for n in targets}
+        if args.protocols:
+            targets, ports, _, heads = servers("protocols")
+            ways = [("HTTP/1.1", True, 1), ("h2, 1 stream per connection", False, 1),
+                    (f"h2, {args.h2_streams} streams per connection", False, args.h2_streams)]
+            rows: dict[str, dict[str, list[dict[str, float]]]] = {}
+            for n, t in targets.items():  # warm-up
+                run_h2load(t, ports[n], heads[n], 2, 4, 1, True)
+            for round_ in range(args.rounds):
+                for label, h1, streams in ways:
+                    for n, t in targets.items():
+                        r = run_h2load(t, ports[n], heads[n], args.duration, args.connections, streams, h1)
+                        rows.setdefault(label, {}).setdefault(n, []).append(r)
+                        print(f"{label:32} round {round_ + 1} {n:8} {r['rps']:>9,.0f} req/s  mean {r['mean_ms']:.3f} ms  "
+                              f"cpu/10k {r['cpu_per_10k']:.3f} s", flush=True)
+            report["protocols"] = rows
+        print()
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; wrk -t{args.threads} "
+              f"-d{args.duration:g}s × {args.rounds} rounds (medians), fresh servers per level; nginx {nginx_version()}")
+        print("| connections | nginx req/s | airlock req/s | airlock / nginx | nginx p99 (ms) | airlock p99 (ms) | "
+              "airlock CPU s / 10k (× nginx) | nginx KiB per connection | airlock KiB per connection | airlock peak RSS (MiB) | "
+              "wrk timeouts (10 s), nginx / airlock |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for c, by in report["levels"].items():  # type: ignore[union-attr]
+            ng, al = by["nginx"], by["airlock"]
+            print(f"| {c:,} | {median(ng['rps']):,.0f} | {median(al['rps']):,.0f} | {median(al['rps']) / median(ng['rps']):.2f}× | "
+                  f"{median(ng['p99']):.2f} | {median(al['p99']):.2f} | {median(al['cpu_per_10k']):.3f} "
+                  f"({median(al['cpu_per_10k']) / median(ng['cpu_per_10k']):.2f}×) | {ng['kib_per_connection']:.1f} | "
+                  f"{al['kib_per_connection']:.1f} | {al['peak_rss_kib'] / 1024:.1f} | {ng['wrk_timeouts']} / {al['wrk_timeouts']} |")
+        if report["protocols"]:
+            print(f"\nh2load -t1 -c{args.connections} -D{args.duration}, {args.rounds} rounds (medians)")
+            print("| protocol | nginx req/s | airlock req/s | airlock / nginx | airlock mean latency (ms) | "
+                  "airlock CPU s / 10k (× nginx) |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for label, by in report["protocols"].items():  # type: ignore[union-attr]
+                ng, al = by["nginx"], by["airlock"]
+                rn, ra = median([r["rps"] for r in ng]), median([r["rps"] for r in al])
+                cn, ca = median([r["cpu_per_10k"] for r in ng]), median([r["cpu_per_10k"] for r in al])
+                print(f"| {label} | {rn:,.0f} | {ra:,.0f} | {ra / rn:.2f}× | {median([r['mean_ms'] for r in al]):.2f} | "
+                      f"{ca:.3f} ({ca / cn:.2f}×) |")
+        return report
+    finally:
+        stop_all(procs, work)
+
 
 # ---------------------------------------------------------------- the state stores
 
@@ -825,8 +976,7 @@ def stores_bench(args: argparse.Namespace) -> dict[str, object]:
             print(f"audit verify ({name}): exit {code}: {' '.join(line)}")
         return {"results": {f"{n} {k}": r.__dict__ for (n, k), r in results.items()}, "audit_verify": verified}
     finally:
-        for p in reversed(procs):
-            p.stop()
+        stop_all(procs)
         if pg:
             pg.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -881,6 +1031,13 @@ def main() -> None:
                     "with the PostgreSQL store (a private cluster of the run's own), allowed and approved gated calls")
     ap.add_argument("--sync-commit", default="on,off", help="--stores: the PostgreSQL contenders by the database's "
                     "synchronous_commit (default on,off: both)")
+    ap.add_argument("--scaling", nargs="?", const="1,32,256,1024", help="only: nginx and airlock at each of these "
+                    "connection counts (default 1,32,256,1024), fresh servers per count: requests/s, p99, memory per "
+                    "connection")
+    ap.add_argument("--protocols", action="store_true", help="--scaling: then HTTP/1.1 next to h2 with h2load "
+                    "(Debian: nghttp2-client) at --connections")
+    ap.add_argument("--h2-streams", type=int, default=8, help="--protocols: h2 requests in flight per connection "
+                    "in the third row (default 8)")
     ap.add_argument("--profile", choices=["release", "debug"], default="release",
                     help="which build to run (debug: a quick look only, not figures to publish)")
     args = ap.parse_args()
@@ -889,12 +1046,14 @@ def main() -> None:
     AIRLOCK = args.binary
     for tool in ("curl",) if args.tunnel else ("wrk", "curl", "psql") if args.stores else ("wrk", "nginx", "curl"):
         need(tool)
+    if args.protocols:
+        need("h2load")
     if not args.skip_build:
         subprocess.run(["cargo", "build", "--bin", "airlock", "--example", "bench-stub", "--example", "bench-passthrough"]
                        + (["--release"] if args.profile == "release" else []),
                        cwd=ROOT, check=True)
-    if args.tunnel or args.stores:
-        report = tunnel_bench(args) if args.tunnel else stores_bench(args)
+    if args.tunnel or args.stores or args.scaling:
+        report = tunnel_bench(args) if args.tunnel else stores_bench(args) if args.stores else scaling_bench(args)
         if args.json:
             args.json.write_text(json.dumps(report, indent=2, default=str))
         return
@@ -1010,15 +1169,14 @@ def main() -> None:
             if rss:
                 tenth = max(1, len(rss) // 10)
                 print(f"RSS MiB: first {rss[0] / 1024:.1f}, after 10% {rss[tenth - 1] / 1024:.1f}, "
-                      f"max {max(rss) / 1024:.1f}, last {rss[-1] / 1024:.1f}")
+                      f"max {max(rss) / 1024:.1f}, last {rss[-1] / 1024:.1f}; peak (VmHWM, reset before the "
+                      f"load) {lr['peak_rss_kib'] / 1024:.1f}")
             print(f"airlock CPU {lr['cpu_s']:.1f} s; audit verify: exit {lr['audit_verify'][0]}: {lr['audit_verify'][1]}")
             report["load"] = lr
         if args.json:
             args.json.write_text(json.dumps(report, indent=2, default=str))
     finally:
-        for p in reversed(procs):
-            p.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
 
 def nginx_version() -> str:

@@ -334,6 +334,9 @@ struct Shared {
     writer: Mutex<Writer>,
     /// Serialises syncs (the periodic one and the durable writes'), not appends.
     syncing: Mutex<Synced>,
+    /// The thread that ends the writer's idle leases on the log's lock, woken when one is
+    /// taken.
+    lease_keeper: OnceLock<std::thread::Thread>,
 }
 
 #[derive(Default)]
@@ -387,7 +390,7 @@ impl AuditLog {
         if let Err(e) = end_matches_head(&paths) {
             tracing::error!(error = %e, "the audit log's chain is broken; `airlock audit verify` names the record");
         }
-        let writer = Writer::open(&paths, Some(settings.clone()))?;
+        let writer = Writer::open(&paths, Some(settings.clone()))?.leasing();
         let shared = Arc::new(Shared {
             paths,
             failing: std::sync::atomic::AtomicBool::new(false),
@@ -395,7 +398,25 @@ impl AuditLog {
             committed: Condvar::new(),
             writer: Mutex::new(writer),
             syncing: Mutex::new(Synced { head_seq: None }),
+            lease_keeper: OnceLock::new(),
         });
+        let weak = Arc::downgrade(&shared);
+        let keeper = std::thread::Builder::new()
+            .name("airlock-audit-lease".into())
+            .spawn(move || loop {
+                let wait = {
+                    let Some(shared) = weak.upgrade() else { return };
+                    let mut w = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+                    w.end_lease(writer::LEASE)
+                };
+                match wait {
+                    Some(left) => std::thread::sleep(left),
+                    // Until the next lease (or a second, to notice the log is gone).
+                    None => std::thread::park_timeout(std::time::Duration::from_secs(1)),
+                }
+            })
+            .map_err(|e| AuditError::Io("audit lease thread".into(), e))?;
+        let _ = shared.lease_keeper.set(keeper.thread().clone());
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("airlock-audit-sync".into())
@@ -533,7 +554,14 @@ impl Shared {
     fn commit(&self, records: Vec<Fields>) -> bool {
         use std::sync::atomic::Ordering;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        match w.append(&self.paths, records) {
+        let leases = w.leases_taken;
+        let appended = w.append(&self.paths, records);
+        if w.leases_taken != leases {
+            if let Some(keeper) = self.lease_keeper.get() {
+                keeper.unpark();
+            }
+        }
+        match appended {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::SeqCst) {
                     tracing::warn!("the audit log can be written again; calls that need a receipt are served again");
@@ -587,6 +615,11 @@ impl Shared {
         if synced.head_seq.is_some_and(|h| h >= seq) {
             return Ok(());
         }
+        // The head is written under the log's lock, which a lease of this writer may hold.
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .end_lease(std::time::Duration::ZERO);
         write_head(&self.paths, seq, &hash)?;
         synced.head_seq = Some(seq);
         Ok(())

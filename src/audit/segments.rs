@@ -283,7 +283,21 @@ pub fn day_of(line: &[u8]) -> Option<String> {
 
 /// Today (UTC), as records write it.
 pub fn today() -> String {
-    let d = time::OffsetDateTime::now_utc().date();
+    day_named(unix_day())
+}
+
+/// Days since 1970-01-01, UTC.
+pub fn unix_day() -> i64 {
+    time::OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .div_euclid(86_400)
+}
+
+/// The UTC day `unix_day` days after 1970-01-01, as `YYYY-MM-DD`.
+pub fn day_named(unix_day: i64) -> String {
+    let d = time::OffsetDateTime::from_unix_timestamp(unix_day.saturating_mul(86_400))
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN);
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 

@@ -546,3 +546,130 @@ fn the_last_lines_are_read_backwards_across_chunks() {
     assert!(tail.lines.is_empty());
     assert_eq!(tail.torn, 8);
 }
+
+#[test]
+fn serve_keeps_the_lock_across_batches_and_lets_go_of_an_idle_lease() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(d.path(), &Settings::default()).unwrap();
+    let locked_before = log.shared.writer.lock().unwrap().locked;
+    for i in 0..200 {
+        assert!(log.write(padded(i, 300)));
+    }
+    let locked = log.shared.writer.lock().unwrap().locked - locked_before;
+    eprintln!("FIGURE 200 records one after another took the log's lock {locked} times");
+    assert!(
+        locked < 100,
+        "the lock was taken anew for most batches: {locked} times for 200"
+    );
+    // Idle now: the lease thread lets go, so another process's append goes through, and
+    // serve's next record continues the chain after it.
+    let cli = {
+        let dir = d.path().to_path_buf();
+        std::thread::spawn(move || append_at(&dir, "2026-01-01T00:00:00Z"))
+    };
+    cli.join().unwrap();
+    assert!(log.write(padded(999, 300)));
+    let all = lines(d.path());
+    assert!(
+        all[all.len() - 2].contains("\"2026-01-01T00:00:00Z\""),
+        "{all:?}"
+    );
+    assert!(all[all.len() - 1].contains("\"a999\""));
+    assert_eq!(verify(d.path()).unwrap(), 203);
+}
+
+#[test]
+fn a_cli_append_gets_its_turn_while_serve_writes_without_pause() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(d.path(), &Settings::default()).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serve = {
+        let (log, done) = (log.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < deadline
+            {
+                assert!(log.write(padded(i, 200)));
+                i += 1;
+            }
+            // A few more after the CLI's, which must follow it in the chain.
+            for j in 0..5 {
+                assert!(log.write(padded(100_000 + j, 200)));
+            }
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let waited = std::time::Instant::now();
+    append_at(d.path(), "2026-01-01T00:00:00Z");
+    let waited = waited.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("FIGURE a CLI append waited {waited:?} while serve wrote without pause");
+    assert!(
+        waited < std::time::Duration::from_secs(10),
+        "the CLI waited {waited:?} for the lock: serve's leases starve it"
+    );
+    serve.join().unwrap();
+    let all = lines(d.path());
+    let cli = all
+        .iter()
+        .position(|l| l.contains("\"2026-01-01T00:00:00Z\""))
+        .expect("the CLI's record is in the log");
+    assert!(
+        all[cli + 1..]
+            .iter()
+            .filter(|l| l.contains("\"a10000"))
+            .count()
+            == 5,
+        "serve's records after the CLI's are not all after it in the chain"
+    );
+    assert!(cli > 1, "serve wrote nothing before the CLI's record");
+    assert_eq!(verify(d.path()).unwrap(), all.len() as u64);
+}
+
+#[test]
+fn days_are_named_from_their_number() {
+    assert_eq!(segments::day_named(0), "1970-01-01");
+    assert_eq!(segments::day_named(20_000), "2024-10-04");
+    let now = time::OffsetDateTime::now_utc().date();
+    let named = segments::day_named(segments::unix_day());
+    // Unless the day changed between the two reads.
+    if segments::day_named(segments::unix_day()) == named {
+        assert_eq!(
+            named,
+            format!(
+                "{:04}-{:02}-{:02}",
+                now.year(),
+                u8::from(now.month()),
+                now.day()
+            )
+        );
+    }
+}
+
+#[test]
+fn a_segment_moved_away_under_a_lease_is_noticed_when_it_ends_and_nothing_is_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(d.path(), &Settings::default()).unwrap();
+    assert!(log.write(padded(0, 200)));
+    let aside = d.path().join("aside.jsonl");
+    fs::rename(segment(d.path(), 1), &aside).unwrap();
+    fs::create_dir(segment(d.path(), 1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut written = 0;
+    while log.write(padded(1 + written, 200)) {
+        written += 1;
+        assert!(std::time::Instant::now() < deadline, "never noticed");
+    }
+    assert!(!log.writable());
+    eprintln!("FIGURE {written} records went on into the moved segment before serve noticed");
+    // serve's start, the first record, and every record answered since are in the file.
+    let moved = fs::read_to_string(&aside).unwrap();
+    assert_eq!(moved.lines().count(), 2 + written);
+    assert!(moved
+        .lines()
+        .last()
+        .unwrap()
+        .contains(&format!("\"a{written}\"")));
+}

@@ -192,8 +192,14 @@ pub async fn authenticate(
             PayloadClaim::FromBody => prepared.check(&key, &sha256).map_err(auth)?,
             PayloadClaim::Hash(expected) => {
                 // Check the signature first: a wrong key must read as a wrong key.
-                prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
-                if !bool::from(hex::encode(expected).as_bytes().ct_eq(sha256.as_bytes())) {
+                prepared
+                    .check(&key, &sigv4::hex_lower(&expected))
+                    .map_err(auth)?;
+                if !bool::from(
+                    sigv4::hex_lower(&expected)
+                        .as_bytes()
+                        .ct_eq(sha256.as_bytes()),
+                ) {
                     return Err(auth(AuthError::payload_mismatch()));
                 }
             }
@@ -255,7 +261,9 @@ pub async fn authenticate(
         match prepared.payload {
             // S3 uploads stream; the signature over the head is checked before a byte moves.
             PayloadClaim::Hash(expected) => {
-                prepared.check(&key, &hex::encode(expected)).map_err(auth)?;
+                prepared
+                    .check(&key, &sigv4::hex_lower(&expected))
+                    .map_err(auth)?;
                 stream(
                     body,
                     Check::Hash {

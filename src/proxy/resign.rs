@@ -175,7 +175,7 @@ pub async fn resign(
         } => STREAMING_UNSIGNED_PAYLOAD_TRAILER,
         VerifiedBody::Stream { mode, .. } => match mode {
             PayloadClaim::Hash(h) => {
-                precomputed = hex::encode(h);
+                precomputed = crate::sigv4::hex_lower(h);
                 &precomputed
             }
             PayloadClaim::UnsignedTrailer => STREAMING_UNSIGNED_PAYLOAD_TRAILER,

@@ -248,10 +248,24 @@ pub fn canonical_request(
     signed_headers: &[String],
     payload_hash: &str,
 ) -> String {
-    format!(
-        "{method}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{}\n{payload_hash}",
-        signed_headers.join(";")
-    )
+    let parts = [method, canonical_uri, canonical_query, canonical_headers];
+    let size = parts.iter().map(|p| p.len() + 1).sum::<usize>()
+        + signed_headers.iter().map(|h| h.len() + 1).sum::<usize>()
+        + payload_hash.len();
+    let mut out = String::with_capacity(size);
+    for part in parts {
+        out.push_str(part);
+        out.push('\n');
+    }
+    for (i, h) in signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(h);
+    }
+    out.push('\n');
+    out.push_str(payload_hash);
+    out
 }
 
 #[cfg(test)]

@@ -158,15 +158,23 @@ impl SigningKey {
     pub fn sign(&self, string_to_sign: &str) -> [u8; 32] {
         hmac(&self.0, string_to_sign.as_bytes())
     }
-
-    /// The derived key itself, for the upstream signer's last step (`sign.rs`).
-    pub(super) fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    hex_lower(&Sha256::digest(data))
+}
+
+/// Lower-case hex, by table. A call's digests are hexed about six times on its way through
+/// (the payload and canonical-request hashes, both signatures, the audit chain), and the
+/// `hex` crate's `encode` builds its string one `char` at a time.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// `sha256("")`, which chunk strings-to-sign use.
@@ -231,7 +239,7 @@ impl PayloadClaim {
     /// without reading the body.
     pub fn canonical(&self) -> Option<String> {
         Some(match self {
-            PayloadClaim::Hash(h) => hex::encode(h),
+            PayloadClaim::Hash(h) => hex_lower(h),
             PayloadClaim::Unsigned => "UNSIGNED-PAYLOAD".into(),
             PayloadClaim::UnsignedTrailer => "STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
             PayloadClaim::SignedChunks { trailer: false } => {
@@ -431,12 +439,17 @@ impl Prepared {
     }
 
     pub fn string_to_sign(&self, payload_hash: &str) -> String {
-        format!(
-            "AWS4-HMAC-SHA256\n{}\n{}\n{}",
-            self.amz_date,
-            self.claim.scope,
-            sha256_hex(self.canonical_request(payload_hash).as_bytes())
-        )
+        use fmt::Write;
+        let hash = sha256_hex(self.canonical_request(payload_hash).as_bytes());
+        let mut out = String::with_capacity(160);
+        out.push_str("AWS4-HMAC-SHA256\n");
+        out.push_str(&self.amz_date);
+        out.push('\n');
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}", self.claim.scope);
+        out.push('\n');
+        out.push_str(&hash);
+        out
     }
 
     /// Checks the signature for the given payload hash, in constant time.

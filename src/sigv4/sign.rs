@@ -1,8 +1,8 @@
 //! SigV4 as a client signs: airlock's signature with the real credentials on what it sends
 //! upstream. The same canonical form as the verifier's ([`canonical`]), built once into one
 //! buffer, and the signing key from a [`KeyCache`] (one HMAC chain per day, region and
-//! service); the signature over the string to sign is the `aws-sigv4` crate's own
-//! `calculate_signature` with that cached key. What it signs matches the `aws-sigv4` crate's header signing byte for byte
+//! service); the signature is the HMAC of the string to sign with that cached key. What it
+//! signs matches the `aws-sigv4` crate's header signing byte for byte
 //! (the tests compare the two): every header of the request but `authorization`,
 //! `user-agent`, `x-amzn-trace-id` and `transfer-encoding`, plus `host`, `x-amz-date`,
 //! `x-amz-content-sha256` and, for session credentials, `x-amz-security-token`. One
@@ -204,10 +204,9 @@ pub fn sign(
     string_to_sign.push('\n');
     string_to_sign.push_str(&sha256_hex(creq.as_bytes()));
 
-    // The cached key, and the aws-sigv4 crate's own last step: HMAC of the string to sign.
+    // The cached key's HMAC of the string to sign, in lower-case hex.
     let key = signer.keys.key(signer.access_key_id, signer.secret, scope);
-    let signature =
-        aws_sigv4::sign::v4::calculate_signature(key.as_bytes(), string_to_sign.as_bytes());
+    let signature = super::hex_lower(&key.sign(&string_to_sign));
 
     let signed_headers = &creq[signed_from..signed_headers_end];
     let mut authorization = String::with_capacity(160 + signed_headers.len());

@@ -456,3 +456,15 @@ fn botocore_signed_requests_verify_and_tampering_fails() {
     }
     assert!(count >= 40, "only {count} botocore vectors");
 }
+
+#[test]
+fn hex_lower_is_the_hex_crates_encoding() {
+    use rand::RngCore;
+    assert_eq!(hex_lower(&[]), "");
+    assert_eq!(hex_lower(&[0x00, 0x0f, 0xf0, 0xff, 0x9a]), "000ff0ff9a");
+    let mut bytes = [0u8; 257];
+    for len in [1, 20, 32, 257] {
+        rand::thread_rng().fill_bytes(&mut bytes[..len]);
+        assert_eq!(hex_lower(&bytes[..len]), hex::encode(&bytes[..len]));
+    }
+}
