@@ -161,8 +161,13 @@ fn append(paths: &Paths, records: Vec<Fields>) -> Result<(), AuditError> {
 
 /// Names the last durable record in the head, under the log's lock.
 fn write_head(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
-    let head = json!({ "seq": seq, "hash": hash }).to_string();
     let _lock = crate::state::lock_file(&paths.lock).map_err(io_err(&paths.lock))?;
+    write_head_locked(paths, seq, hash)
+}
+
+/// [`write_head`] for a caller that holds the log's lock.
+fn write_head_locked(paths: &Paths, seq: u64, hash: &str) -> Result<(), AuditError> {
+    let head = json!({ "seq": seq, "hash": hash }).to_string();
     crate::state::write_atomic(&paths.head, head.as_bytes()).map_err(io_err(&paths.head))
 }
 
@@ -615,12 +620,12 @@ impl Shared {
         if synced.head_seq.is_some_and(|h| h >= seq) {
             return Ok(());
         }
-        // The head is written under the log's lock, which a lease of this writer may hold.
+        // Under the log's lock: the writer's own (its lease's, or taken for this alone), so
+        // the head never waits for a lease of this process to end.
         self.writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .end_lease(std::time::Duration::ZERO);
-        write_head(&self.paths, seq, &hash)?;
+            .locked(&self.paths, || write_head_locked(&self.paths, seq, &hash))?;
         synced.head_seq = Some(seq);
         Ok(())
     }

@@ -55,15 +55,32 @@ impl Paths {
     /// earlier version as the first segment (with its head and torn tails), once, under
     /// the log's lock. A log with segments already leaves an `audit.jsonl` alone.
     pub fn prepare(&self) -> Result<(), AuditError> {
-        match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.dir.is_dir() => {}
-            Err(e) => return Err(AuditError::Io(self.dir.display().to_string(), e)),
-        }
+        self.make_dir()?;
         if fs::symlink_metadata(&self.legacy_log).is_err() {
             return Ok(());
         }
         let _lock = crate::state::lock_file(&self.lock).map_err(io_err(&self.lock))?;
+        self.take_over()
+    }
+
+    /// [`Paths::prepare`] for a caller that holds the log's lock (a second lock of the same
+    /// file in the same process would wait for itself).
+    pub fn prepare_locked(&self) -> Result<(), AuditError> {
+        self.make_dir()?;
+        self.take_over()
+    }
+
+    fn make_dir(&self) -> Result<(), AuditError> {
+        match fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.dir.is_dir() => Ok(()),
+            Err(e) => Err(AuditError::Io(self.dir.display().to_string(), e)),
+        }
+    }
+
+    /// Under the log's lock: `audit.jsonl` becomes the first segment, unless there are
+    /// segments already.
+    fn take_over(&self) -> Result<(), AuditError> {
         if fs::symlink_metadata(&self.legacy_log).is_err() || !self.numbers()?.is_empty() {
             return Ok(());
         }

@@ -561,6 +561,22 @@ fn serve_keeps_the_lock_across_batches_and_lets_go_of_an_idle_lease() {
         locked < 100,
         "the lock was taken anew for most batches: {locked} times for 200"
     );
+    // The head is written under the lease the writer holds, not by waiting for it to end.
+    let locked = log.shared.writer.lock().unwrap().locked;
+    let held = log
+        .shared
+        .writer
+        .lock()
+        .unwrap()
+        .end_lease(writer::LEASE)
+        .is_some();
+    log.sync().unwrap();
+    let head: Value =
+        serde_json::from_str(&fs::read_to_string(Paths::new(d.path()).head).unwrap()).unwrap();
+    assert_eq!(head["seq"], json!(200));
+    if held {
+        assert_eq!(log.shared.writer.lock().unwrap().locked, locked);
+    }
     // Idle now: the lease thread lets go, so another process's append goes through, and
     // serve's next record continues the chain after it.
     let cli = {
@@ -672,4 +688,35 @@ fn a_segment_moved_away_under_a_lease_is_noticed_when_it_ends_and_nothing_is_los
         .last()
         .unwrap()
         .contains(&format!("\"a{written}\"")));
+}
+
+#[test]
+fn an_old_versions_log_appearing_beside_the_segments_does_not_stop_serve() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::start(d.path(), &Settings::default()).unwrap();
+    assert!(log.write(padded(0, 200)));
+    // An earlier version's single file, left beside the segments; then another process
+    // appends, so serve's next batch looks the log up again (under its own lock).
+    fs::write(d.path().join("audit.jsonl"), "").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dir, writer) = (d.path().to_path_buf(), log.clone());
+    std::thread::spawn(move || {
+        append_at(&dir, "2026-01-01T00:00:00Z");
+        let _ = tx.send("the CLI's append");
+        if writer.write(padded(1, 200)) {
+            let _ = tx.send("serve's write");
+        }
+    });
+    for step in ["the CLI's append", "serve's write"] {
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(10)),
+            Ok(step),
+            "{step} hung or failed"
+        );
+    }
+    assert_eq!(verify(d.path()).unwrap(), 4);
+    assert!(
+        d.path().join("audit.jsonl").exists(),
+        "a log with segments leaves it alone"
+    );
 }

@@ -10,10 +10,13 @@
 //! [`super::AuditLog`] lets go of an idle one). No other writer can append or start a
 //! segment while it is held, so those batches skip the lock's two syscalls and the two
 //! `stat`s, about a sixth of a call's CPU under load (BENCHMARKS.md). What the lock does
-//! not stop, the segment moved or replaced under its name by hand, is then noticed when the
-//! lease ends, within `LEASE`: the records of that window are in the file that was moved.
-//! After each lease the lock is taken per batch for [`GAP`], so a CLI waiting for it gets
-//! its turn (at most about `LEASE` later than it would have).
+//! not stop, the segment moved, replaced or deleted under its name by hand, is then noticed
+//! when the lease ends, within `LEASE`: the records of that window went to the file the
+//! name had, so they are in it if it was moved, and gone with it if it was deleted or
+//! renamed over (a head synced meanwhile names them, and the next start reports them cut
+//! off). A lease is taken only by a batch that starts at least [`GAP`] after the last
+//! lease ended; in that gap the lock is taken and let go per batch, so a CLI waiting for
+//! it can get its turn.
 //!
 //! `serve`'s writer closes a segment when the next write would take it past
 //! `[audit] segment_bytes` or when the UTC day changed, and then removes the oldest
@@ -110,6 +113,22 @@ impl Writer {
         self
     }
 
+    /// Runs `f` under the log's lock: the lease's when one holds it, else taken for `f`.
+    pub(super) fn locked<T>(
+        &mut self,
+        paths: &Paths,
+        f: impl FnOnce() -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        if self.held.is_some() {
+            return f();
+        }
+        self.lock.lock().map_err(io_err(&paths.lock))?;
+        self.locked += 1;
+        let result = f();
+        let _ = self.lock.unlock();
+        result
+    }
+
     /// Lets go of the lock if a lease holds it and is at least `older_than` old; else says
     /// how long until it is.
     pub(super) fn end_lease(&mut self, older_than: Duration) -> Option<Duration> {
@@ -127,6 +146,7 @@ impl Writer {
     /// Appends `records` in one write (after a rotation, the retention record follows in
     /// a second). Either all are in the log or none.
     pub(super) fn append(&mut self, paths: &Paths, records: Vec<Fields>) -> Result<(), AuditError> {
+        let started = Instant::now();
         let leased = self.held.is_some();
         if !leased {
             self.lock.lock().map_err(io_err(&paths.lock))?;
@@ -138,7 +158,9 @@ impl Writer {
             && self.leases
             && match self.held {
                 Some(since) => now.duration_since(since) < LEASE,
-                None => self.released.is_none_or(|t| now.duration_since(t) >= GAP),
+                None => self
+                    .released
+                    .is_none_or(|t| started.saturating_duration_since(t) >= GAP),
             };
         if lease_on {
             if self.held.is_none() {
@@ -218,7 +240,7 @@ impl Writer {
             }
         }
         self.current = None;
-        paths.prepare()?;
+        paths.prepare_locked()?;
         let numbers = paths.numbers()?;
         let number = numbers.last().copied().unwrap_or(1);
         let path = paths.segment(number);
