@@ -61,7 +61,7 @@ pub(super) struct Writer {
     /// Leases taken, for the thread that ends idle ones.
     pub(super) leases_taken: u64,
     /// Times the lock was taken (what leases save, for the tests).
-    pub(super) locked: u64,
+    pub(super) times_locked: u64,
     /// Today's UTC day as a number and as `YYYY-MM-DD`, named once a day, not per batch.
     today: (i64, String),
 }
@@ -101,7 +101,7 @@ impl Writer {
             held: None,
             released: None,
             leases_taken: 0,
-            locked: 0,
+            times_locked: 0,
             today: (i64::MIN, String::new()),
         })
     }
@@ -123,7 +123,7 @@ impl Writer {
             return f();
         }
         self.lock.lock().map_err(io_err(&paths.lock))?;
-        self.locked += 1;
+        self.times_locked += 1;
         let result = f();
         let _ = self.lock.unlock();
         result
@@ -150,7 +150,7 @@ impl Writer {
         let leased = self.held.is_some();
         if !leased {
             self.lock.lock().map_err(io_err(&paths.lock))?;
-            self.locked += 1;
+            self.times_locked += 1;
         }
         let result = self.append_locked(paths, records, leased);
         let now = Instant::now();
